@@ -1,0 +1,194 @@
+//! Command-line flags (each with a `DEVDB_PROXY_*` environment fallback) and the validated
+//! [`Config`] built from them. Nothing past this module sees [`Args`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+use devdb_shared::Domain;
+
+use crate::telemetry::LogFormat;
+
+/// DevDB proxy: terminates TLS for PostgreSQL clients, reads the SNI host name
+/// `<name>.<domain>` and relays the session to that database instance's backend.
+///
+/// Clients connect with
+/// `psql "host=<name>.<domain> sslmode=require user=… dbname=…"`; clients that send no SNI
+/// may add `options=endpoint=<name>`.
+#[derive(Debug, Parser)]
+#[command(name = "devdb-proxy", version, max_term_width = 100)]
+pub struct Args {
+    /// Address to accept PostgreSQL clients on.
+    #[arg(long, env = "DEVDB_PROXY_LISTEN", default_value = "127.0.0.1:6432")]
+    pub listen: SocketAddr,
+
+    /// DNS suffix of instance host names: `kate-pg.<domain>` routes to `kate-pg`.
+    #[arg(long, env = "DEVDB_PROXY_DOMAIN", default_value = "db.devdb.localhost")]
+    pub domain: Domain,
+
+    /// PEM certificate chain for `*.<domain>`. Without --tls-cert/--tls-key the proxy generates
+    /// a development CA and certificate in --dev-certs-dir.
+    #[arg(long, env = "DEVDB_PROXY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DEVDB_PROXY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Where the generated development CA (`ca.crt`, for sslrootcert) and certificate live.
+    #[arg(long, env = "DEVDB_PROXY_DEV_CERTS_DIR", default_value = ".devdb/certs")]
+    pub dev_certs_dir: PathBuf,
+
+    /// JSON routes file `{ "routes": [ { "name", "backend": "host:port", "state"? } ] }`,
+    /// reloaded when it changes.
+    #[arg(long, env = "DEVDB_PROXY_ROUTES_FILE")]
+    pub routes_file: PathBuf,
+
+    /// Address of the admin HTTP server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "DEVDB_PROXY_ADMIN_LISTEN", default_value = "127.0.0.1:9187")]
+    pub admin_listen: SocketAddr,
+
+    /// Expect a PROXY protocol v2 header on every connection (AWS NLB, HAProxy).
+    #[arg(long, env = "DEVDB_PROXY_PROXY_PROTOCOL", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: bool,
+
+    /// Accept clients without TLS (never in production: passwords would cross in the clear).
+    #[arg(long, env = "DEVDB_PROXY_ALLOW_PLAINTEXT", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plaintext: bool,
+
+    /// Limit on TLS handshake plus startup message.
+    #[arg(long, env = "DEVDB_PROXY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Limit on connecting to a backend.
+    #[arg(long, env = "DEVDB_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long a connection to a `starting` instance waits for it before 57P03.
+    #[arg(long, env = "DEVDB_PROXY_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub wake_timeout: Duration,
+
+    /// After SIGTERM, how long open sessions may go on before they are closed.
+    #[arg(long, env = "DEVDB_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How often the routes file and certificates are checked for changes.
+    #[arg(long, env = "DEVDB_PROXY_RELOAD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+
+    /// Log format.
+    #[arg(long, env = "DEVDB_PROXY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Generate (once) a development CA and wildcard certificate in this directory.
+    Dev {
+        dir: PathBuf,
+    },
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub domain: Domain,
+    pub tls: TlsSource,
+    pub routes_file: PathBuf,
+    pub proxy_protocol: bool,
+    pub allow_plaintext: bool,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub wake_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub reload_interval: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A configuration with the defaults of every optional flag, for embedding and tests.
+    pub fn new(domain: Domain, tls: TlsSource, routes_file: PathBuf) -> Self {
+        let args = Args::parse_from(["devdb-proxy", "--routes-file", "unused"]);
+        Self { domain, tls, routes_file, ..Self::from(args) }
+    }
+}
+
+impl From<Args> for Config {
+    fn from(args: Args) -> Self {
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            // clap enforces that the two come together.
+            _ => TlsSource::Dev { dir: args.dev_certs_dir },
+        };
+        Self {
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+            domain: args.domain,
+            tls,
+            routes_file: args.routes_file,
+            proxy_protocol: args.proxy_protocol,
+            allow_plaintext: args.allow_plaintext,
+            handshake_timeout: args.handshake_timeout,
+            connect_timeout: args.connect_timeout,
+            wake_timeout: args.wake_timeout,
+            shutdown_grace: args.shutdown_grace,
+            reload_interval: args.reload_interval,
+            log_format: args.log_format,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::from(Args::parse_from(["devdb-proxy", "--routes-file", "r.json"]));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:6432");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9187");
+        assert_eq!(config.domain.as_str(), "db.devdb.localhost");
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert!(!config.allow_plaintext && !config.proxy_protocol);
+        assert!(matches!(config.tls, TlsSource::Dev { .. }));
+    }
+
+    #[test]
+    fn cert_and_key_come_together() {
+        let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c.pem"]).unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let args = Args::parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c", "--tls-key", "k"]);
+        assert!(matches!(Config::from(args).tls, TlsSource::Files { .. }));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for (flag, value) in [("--domain", "bad_domain"), ("--listen", "nowhere"), ("--handshake-timeout", "soon")] {
+            let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", flag, value]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn boolean_flags_accept_bare_and_env_style_values() {
+        let args =
+            Args::parse_from(["devdb-proxy", "--routes-file", "r", "--allow-plaintext", "--proxy-protocol=false"]);
+        assert!(args.allow_plaintext);
+        assert!(!args.proxy_protocol);
+    }
+}

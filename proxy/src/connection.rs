@@ -1,0 +1,173 @@
+//! One client connection from accept to close. This file is the data path, one stage per line:
+//! [PROXY header] → handshake → route → backend → authenticate → splice.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use devdb_shared::Name;
+use pgwire::messages::startup::Startup;
+use tokio::net::TcpStream;
+use tracing::{Instrument, Span, field};
+
+use crate::Context;
+use crate::backend::{self, BackendError};
+use crate::cancel::CancelOutcome;
+use crate::error::{ClientFacing, Side};
+use crate::handshake::{ClientSession, Handshake, HandshakeError, handshake};
+use crate::metrics::{ActiveGuard, OutcomeLabel, ReasonLabel};
+use crate::pq_stream::PqStream;
+use crate::protocol::ClientError;
+use crate::proxy_protocol::{self, ProxyProtocolError};
+use crate::relay::{self, RelayError, Transferred};
+use crate::route::{self, RouteError};
+
+/// Why a connection ended before or during its session.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error(transparent)]
+    ProxyProtocol(#[from] ProxyProtocolError),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    #[error("closed at the end of the shutdown grace period")]
+    ShutDown,
+}
+
+impl ConnectionError {
+    fn inner(&self) -> Option<&dyn ClientFacing> {
+        match self {
+            Self::ProxyProtocol(e) => Some(e),
+            Self::Handshake(e) => Some(e),
+            Self::Route(e) => Some(e),
+            Self::Backend(e) => Some(e),
+            Self::Relay(e) => Some(e),
+            Self::HandshakeTimeout | Self::ShutDown => None,
+        }
+    }
+}
+
+impl ClientFacing for ConnectionError {
+    fn client_error(&self) -> Option<ClientError> {
+        self.inner().and_then(ClientFacing::client_error)
+    }
+
+    fn side(&self) -> Side {
+        self.inner().map_or(Side::Client, ClientFacing::side)
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::ShutDown => "shutdown",
+            _ => self.inner().map_or("unknown", ClientFacing::reason),
+        }
+    }
+}
+
+/// How a connection ended well.
+enum Done {
+    Session(Transferred),
+    Cancel(CancelOutcome),
+}
+
+/// Serves one accepted connection to its end, inside its own span, and logs the outcome.
+pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
+    let span = tracing::info_span!(
+        "conn",
+        %peer,
+        client = field::Empty,
+        sni = field::Empty,
+        database = field::Empty,
+        backend = field::Empty
+    );
+    async move {
+        let result = tokio::select! {
+            result = serve(&ctx, stream) => result,
+            () = ctx.closing.cancelled() => Err(ConnectionError::ShutDown),
+        };
+        report(&ctx, result);
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn serve(ctx: &Context, mut stream: TcpStream) -> Result<Done, ConnectionError> {
+    let accepted = Instant::now();
+    crate::net::configure(&stream);
+    let opening = async {
+        if ctx.config.proxy_protocol
+            && let Some(client) = proxy_protocol::read_header(&mut stream).await?
+        {
+            Span::current().record("client", field::display(client));
+        }
+        Ok::<_, ConnectionError>(handshake(stream, &ctx.tls, ctx.config.allow_plaintext).await?)
+    };
+    let opened = tokio::time::timeout(ctx.config.handshake_timeout, opening)
+        .await
+        .map_err(|_| ConnectionError::HandshakeTimeout)??;
+    let ClientSession { mut client, mut startup, sni } = match opened {
+        Handshake::Session(session) => session,
+        Handshake::Cancel(key) => {
+            let outcome = ctx.cancels.forward(&key).await;
+            ctx.metrics.cancels.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
+            return Ok(Done::Cancel(outcome));
+        }
+    };
+    if let Some(sni) = &sni {
+        Span::current().record("sni", sni.as_str());
+    }
+    let (name, backend, backend_addr) = match route_and_connect(ctx, sni.as_deref(), &mut startup).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            client.send_error(&e).await;
+            return Err(e);
+        }
+    };
+    let session = relay::authenticate(client, backend, backend_addr, &ctx.cancels).await?;
+    ctx.metrics.handshake_seconds.observe(accepted.elapsed().as_secs_f64());
+    let _active = ActiveGuard::new(&ctx.metrics, name.as_str());
+    let transferred = relay::splice(session).await?;
+    ctx.metrics.add_bytes(transferred.up, transferred.down);
+    Ok(Done::Session(transferred))
+}
+
+async fn route_and_connect(
+    ctx: &Context,
+    sni: Option<&str>,
+    startup: &mut Startup,
+) -> Result<(Name, PqStream<TcpStream>, SocketAddr), ConnectionError> {
+    let name = route::target(sni, startup, &ctx.config.domain)?;
+    Span::current().record("database", name.as_str());
+    let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout).await?;
+    let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;
+    Span::current().record("backend", field::display(addr));
+    Ok((name, backend, addr))
+}
+
+/// Logs how the connection ended, at a level chosen by who caused it, and counts failures.
+fn report(ctx: &Context, result: Result<Done, ConnectionError>) {
+    match result {
+        Ok(Done::Session(t)) => tracing::info!(bytes_up = t.up, bytes_down = t.down, "session closed"),
+        Ok(Done::Cancel(outcome)) => tracing::info!(outcome = outcome.label(), "cancel request"),
+        // A load balancer health check: connect, then close before a byte.
+        Err(ConnectionError::Handshake(HandshakeError::ClosedBeforeFirstByte)) => {}
+        Err(error) => {
+            if !matches!(error, ConnectionError::Relay(RelayError::Splice(_)) | ConnectionError::ShutDown) {
+                ctx.metrics.errors.get_or_create(&ReasonLabel { reason: error.reason() }).inc();
+            }
+            let reason = error.reason();
+            match error.side() {
+                Side::Client => tracing::info!(%error, reason, "connection refused or ended"),
+                Side::Backend | Side::Proxy => tracing::warn!(%error, reason, "connection failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Stage 1 of a connection: from the first byte to a StartupMessage (or a CancelRequest).
+//!
+//! ```text
+//! 0x16 (TLS ClientHello) ─────────────────────────────► TLS (ALPN required) ─┐
+//! SSLRequest ─► 'S' ─► TLS (nothing may be buffered) ────────────────────────┤
+//! GSSENCRequest ─► 'N' ─► (read the next packet)                             ├─► StartupMessage | CancelRequest
+//! CancelRequest (plaintext) ─────────────────────────────────────────────────┘
+//! StartupMessage (plaintext) ─► refused unless --allow-plaintext
+//! ```
+
+use pgwire::messages::startup::Startup;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+
+use crate::error::{ClientFacing, Side, client_error, sqlstate};
+use crate::pq_stream::{PqStream, ReadError};
+use crate::protocol::{CancelKey, ClientError, FirstMessage, TLS_HANDSHAKE_RECORD};
+use crate::tls::{Accepted, AlpnProblem, Negotiation, Tls};
+
+/// A client connection: plaintext (only with `--allow-plaintext`) or TLS.
+pub type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+/// What the client wants once the handshake is over.
+pub enum Handshake {
+    /// A session to relay.
+    Session(ClientSession),
+    /// A cancel request for another session; the connection carries nothing else.
+    Cancel(CancelKey),
+}
+
+/// A client that has sent its StartupMessage.
+pub struct ClientSession {
+    pub client: PqStream<ClientStream>,
+    pub startup: Startup,
+    /// The TLS server name, if the client sent one.
+    pub sni: Option<String>,
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// A load balancer's health check, or a port scan: not worth a log line.
+    #[error("client closed the connection before sending anything")]
+    ClosedBeforeFirstByte,
+    #[error("client closed the connection during the handshake")]
+    Closed,
+    #[error("i/o error during the handshake: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("invalid startup packet: {0}")]
+    InvalidStartup(crate::protocol::StartupPacketError),
+    #[error("plaintext StartupMessage refused")]
+    TlsRequired,
+    #[error("client sent unencrypted data after its SSLRequest")]
+    DataAfterSslRequest,
+    #[error("client repeated a negotiation request")]
+    RepeatedNegotiation,
+    #[error("ALPN mismatch: {0:?}")]
+    Alpn(AlpnProblem),
+}
+
+impl From<ReadError> for HandshakeError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Closed => Self::Closed,
+            ReadError::Io(e) => Self::Io(e),
+            ReadError::InvalidStartup(e) => Self::InvalidStartup(e),
+            // Backend framing is never read on a client stream.
+            ReadError::InvalidBackendMessage => Self::Closed,
+        }
+    }
+}
+
+impl ClientFacing for HandshakeError {
+    fn client_error(&self) -> Option<ClientError> {
+        use sqlstate::PROTOCOL_VIOLATION as P;
+        Some(match self {
+            Self::ClosedBeforeFirstByte | Self::Closed | Self::Io(_) | Self::Tls(_) => return None,
+            Self::InvalidStartup(e) => client_error(P, "invalid startup packet").detail(e.to_string()),
+            Self::TlsRequired => client_error(P, "DevDB requires TLS: connect with sslmode=require")
+                .hint("add sslmode=require (or verify-full with sslrootcert) to the connection string"),
+            Self::DataAfterSslRequest => {
+                client_error(P, "invalid startup packet").detail("unencrypted data was received after the SSLRequest")
+            }
+            Self::RepeatedNegotiation => {
+                client_error(P, "invalid startup packet").detail("encryption was negotiated twice")
+            }
+            Self::Alpn(AlpnProblem::Mismatch { offered }) => {
+                client_error(P, "TLS ALPN mismatch: DevDB speaks only \"postgresql\"")
+                    .detail(format!("the client offered {offered:?}"))
+                    .hint("connect with a PostgreSQL client, or offer ALPN \"postgresql\"")
+            }
+            Self::Alpn(AlpnProblem::MissingForDirect) => client_error(P, "direct TLS requires ALPN \"postgresql\"")
+                .hint("use a client that offers ALPN postgresql (libpq 17+), or sslnegotiation=postgres"),
+        })
+    }
+
+    fn side(&self) -> Side {
+        Side::Client
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::ClosedBeforeFirstByte => "health_check",
+            Self::Closed => "client_closed",
+            Self::Io(_) => "io",
+            Self::Tls(_) => "tls",
+            Self::InvalidStartup(_) | Self::DataAfterSslRequest | Self::RepeatedNegotiation => "invalid_startup",
+            Self::TlsRequired => "tls_required",
+            Self::Alpn(_) => "alpn",
+        }
+    }
+}
+
+/// Runs the handshake on a fresh connection (after any PROXY protocol header).
+///
+/// Refusals are sent to the client before the error is returned.
+///
+/// # Errors
+/// [`HandshakeError`] for every refusal and I/O failure.
+pub async fn handshake(stream: TcpStream, tls: &Tls, allow_plaintext: bool) -> Result<Handshake, HandshakeError> {
+    // Peek, do not read: a direct-TLS ClientHello must reach rustls untouched.
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(HandshakeError::ClosedBeforeFirstByte);
+    }
+    if first[0] == TLS_HANDSHAKE_RECORD {
+        let accepted = tls.accept(stream, Negotiation::Direct).await.map_err(HandshakeError::Tls)?;
+        return after_tls(accepted).await;
+    }
+
+    let mut client = PqStream::new(stream);
+    let mut gssenc_refused = false;
+    loop {
+        let message = match client.read_first_message().await {
+            Ok(message) => message,
+            Err(e) => return Err(refuse(&mut client, e.into()).await),
+        };
+        match message {
+            FirstMessage::SslRequest => {
+                // Bytes behind the SSLRequest would be taken as if they came over TLS
+                // (CVE-2021-23214): refuse instead.
+                if client.has_buffered() {
+                    return Err(refuse(&mut client, HandshakeError::DataAfterSslRequest).await);
+                }
+                client.write_all(b"S").await?;
+                let (stream, _) = client.into_parts();
+                let accepted = tls.accept(stream, Negotiation::SslRequest).await.map_err(HandshakeError::Tls)?;
+                return after_tls(accepted).await;
+            }
+            FirstMessage::GssEncRequest if !gssenc_refused => {
+                gssenc_refused = true;
+                client.write_all(b"N").await?;
+            }
+            FirstMessage::GssEncRequest => {
+                return Err(refuse(&mut client, HandshakeError::RepeatedNegotiation).await);
+            }
+            FirstMessage::Cancel(key) => return Ok(Handshake::Cancel(key)),
+            FirstMessage::Startup(startup) if allow_plaintext => {
+                let (stream, buf) = client.into_parts();
+                let client = PqStream::with_buffer(Either::Left(stream), buf);
+                return Ok(Handshake::Session(ClientSession { client, startup, sni: None }));
+            }
+            FirstMessage::Startup(_) => return Err(refuse(&mut client, HandshakeError::TlsRequired).await),
+        }
+    }
+}
+
+/// Inside TLS: the client's first packet must be a StartupMessage or a CancelRequest.
+async fn after_tls(accepted: Accepted) -> Result<Handshake, HandshakeError> {
+    let mut client = PqStream::new(Either::Right(Box::new(accepted.stream)));
+    if let Some(problem) = accepted.alpn_problem {
+        return Err(refuse(&mut client, HandshakeError::Alpn(problem)).await);
+    }
+    match client.read_first_message().await {
+        Ok(FirstMessage::Startup(startup)) => {
+            Ok(Handshake::Session(ClientSession { client, startup, sni: accepted.sni }))
+        }
+        Ok(FirstMessage::Cancel(key)) => Ok(Handshake::Cancel(key)),
+        Ok(FirstMessage::SslRequest | FirstMessage::GssEncRequest) => {
+            Err(refuse(&mut client, HandshakeError::RepeatedNegotiation).await)
+        }
+        Err(e) => Err(refuse(&mut client, e.into()).await),
+    }
+}
+
+async fn refuse<S>(client: &mut PqStream<S>, err: HandshakeError) -> HandshakeError
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client.send_error(&err).await;
+    err
+}

@@ -1,0 +1,131 @@
+//! The DevDB proxy: one TLS-terminating PostgreSQL proxy that reads the SNI host name
+//! `<name>.<domain>`, routes the session to that database instance's backend, and relays it.
+//!
+//! # The data path
+//! accept ([`listener`]) → [`proxy_protocol`] header (optional) → [`handshake`] (SSLRequest or
+//! direct TLS, StartupMessage) → [`route`] (SNI or `endpoint=`) → [`backend`] (connect, forward
+//! startup) → [`relay`] (authentication with rewritten cancel keys, then splice). The story of one
+//! connection, stage by stage, is [`connection`].
+//!
+//! # Beside the path
+//! - [`routes`]: the routing table and the sources keeping it current.
+//! - [`cancel`]: proxy-issued cancel keys and forwarding of CancelRequests.
+//! - [`tls`], [`certs`]: the certificate (hot reload) and development certificates.
+//! - [`protocol`], [`pq_stream`]: wire messages (via pgwire) and the pre-relay framed stream.
+//! - [`error`]: what a client may be told, with SQLSTATEs.
+//! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`config`], [`telemetry`], [`shutdown`], [`net`], [`watch`]: process plumbing.
+
+pub mod admin;
+pub mod backend;
+pub mod cancel;
+pub mod certs;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod handshake;
+pub mod listener;
+pub mod metrics;
+pub mod net;
+pub mod pq_stream;
+pub mod protocol;
+pub mod proxy_protocol;
+pub mod relay;
+pub mod route;
+pub mod routes;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+pub mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cancel::CancelMap;
+use crate::certs::DevCertificates;
+use crate::config::{Config, TlsSource};
+use crate::metrics::Metrics;
+use crate::routes::{FileSource, RouteSource, Routes};
+use crate::tls::Tls;
+use crate::watch::FileWatch;
+
+/// Everything a connection shares with the others.
+pub struct Context {
+    pub config: Config,
+    pub tls: Tls,
+    pub routes: Routes,
+    pub cancels: Arc<CancelMap>,
+    pub metrics: Metrics,
+    /// Cancelled when shutdown begins: `/readyz` answers 503 so load balancers stop sending.
+    pub draining: CancellationToken,
+    /// Cancelled when the grace period is over: remaining sessions are closed.
+    pub closing: CancellationToken,
+}
+
+/// Runs the proxy on already-bound listeners until `shutdown` resolves and sessions drain.
+///
+/// # Errors
+/// When the certificate or the routes file cannot be loaded at start.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (cert, key) = match &config.tls {
+        TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsSource::Dev { dir } => {
+            let (paths, generated) = DevCertificates::ensure_in(dir, config.domain.as_str())?;
+            tracing::warn!(
+                ca = %paths.ca_cert.display(),
+                generated,
+                "using a development certificate; clients verify it with sslrootcert=<ca>"
+            );
+            (paths.server_cert, paths.server_key)
+        }
+    };
+    let tls_watch = FileWatch::new(vec![cert.clone(), key.clone()], config.reload_interval);
+    let tls = Tls::load(&cert, &key).with_context(|| format!("loading the TLS certificate {}", cert.display()))?;
+    let routes = Routes::default();
+    let source = FileSource::open(&config.routes_file, config.reload_interval, &routes)?;
+
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = %admin.local_addr()?,
+        domain = %config.domain,
+        routes = routes.len(),
+        proxy_protocol = config.proxy_protocol,
+        allow_plaintext = config.allow_plaintext,
+        "devdb-proxy started"
+    );
+    let ctx = Arc::new(Context {
+        config,
+        tls,
+        routes: routes.clone(),
+        cancels: Arc::default(),
+        metrics: Metrics::default(),
+        draining: CancellationToken::new(),
+        closing: CancellationToken::new(),
+    });
+    let background = CancellationToken::new();
+    tokio::spawn(Box::new(source).run(routes, background.clone()));
+    tokio::spawn(reload_certificates(ctx.clone(), tls_watch, background.clone()));
+    tokio::spawn(admin::serve(admin, ctx.clone(), background.clone()));
+
+    listener::serve(listener, ctx, shutdown).await;
+    background.cancel();
+    Ok(())
+}
+
+async fn reload_certificates(ctx: Arc<Context>, mut watch: FileWatch, shutdown: CancellationToken) {
+    while shutdown.run_until_cancelled(watch.changed()).await.is_some() {
+        match ctx.tls.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(error) => tracing::warn!(%error, "keeping the previous TLS certificate"),
+        }
+    }
+}

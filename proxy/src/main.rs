@@ -1,0 +1,18 @@
+//! `devdb-proxy`: see `devdb-proxy --help` and the crate docs.
+
+use anyhow::Context;
+use clap::Parser;
+use devdb_proxy::config::{Args, Config};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from(Args::parse());
+    devdb_proxy::telemetry::init(config.log_format);
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    devdb_proxy::run(config, listener, admin, devdb_proxy::shutdown::signal()).await
+}

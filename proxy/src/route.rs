@@ -1,0 +1,276 @@
+//! Stage 2 of a connection: which database instance the client asked for, and whether it can
+//! take the session now.
+//!
+//! The name comes from the TLS SNI `<name>.<domain>`; clients that send no SNI (host given as an
+//! IP address, drivers without SNI) may name it in the startup `options` as `endpoint=<name>`,
+//! which is stripped before the startup message reaches PostgreSQL.
+
+use std::time::Duration;
+
+use devdb_shared::{Domain, HostError, Name, Route, RouteState};
+use pgwire::messages::startup::Startup;
+
+use crate::error::{ClientFacing, Side, client_error, sqlstate};
+use crate::protocol::ClientError;
+use crate::routes::Routes;
+
+/// Why a session has nowhere to go.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no SNI and no endpoint option")]
+    NoName { domain: Domain },
+    #[error("SNI host {host:?} is not under {domain}")]
+    ForeignHost { host: String, domain: Domain },
+    #[error("invalid database instance name: {0}")]
+    BadName(String),
+    #[error("unknown database instance {0}")]
+    Unknown(Name),
+    #[error("database instance {0} still starting")]
+    Starting(Name),
+    #[error("database instance {0} is stopped")]
+    Stopped(Name),
+}
+
+impl ClientFacing for RouteError {
+    fn client_error(&self) -> Option<ClientError> {
+        use sqlstate::*;
+        Some(match self {
+            Self::NoName { domain } => client_error(
+                PROTOCOL_VIOLATION,
+                format!("no database instance named: use host <name>.{domain} or options=endpoint=<name>"),
+            )
+            .detail("the client sent no TLS server name (SNI); libpq sends none when host is an IP address")
+            .hint(format!(
+                "connect with host=<name>.{domain} (add hostaddr=<ip> to skip DNS), or add options=endpoint=<name>"
+            )),
+            Self::ForeignHost { host, domain } => {
+                client_error(PROTOCOL_VIOLATION, format!("host \"{host}\" is not under \"{domain}\""))
+                    .hint(format!("connect to <name>.{domain}, or add options=endpoint=<name>"))
+            }
+            Self::BadName(why) => client_error(PROTOCOL_VIOLATION, format!("invalid database instance name: {why}")),
+            Self::Unknown(name) => {
+                client_error(UNKNOWN_DATABASE, format!("database instance \"{name}\" does not exist"))
+                    .hint("check the name; `devdb db list` shows your databases")
+            }
+            Self::Starting(name) => {
+                client_error(CANNOT_CONNECT_NOW, format!("database instance \"{name}\" is starting, retry"))
+            }
+            Self::Stopped(name) => client_error(CANNOT_CONNECT_NOW, format!("database instance \"{name}\" is stopped"))
+                .hint("start it again, or reset it with `devdb db reset`"),
+        })
+    }
+
+    fn side(&self) -> Side {
+        Side::Client
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::NoName { .. } => "no_name",
+            Self::ForeignHost { .. } => "foreign_host",
+            Self::BadName(_) => "bad_name",
+            Self::Unknown(_) => "unknown_name",
+            Self::Starting(_) => "starting",
+            Self::Stopped(_) => "stopped",
+        }
+    }
+}
+
+/// Names the instance a session is for, and strips `endpoint=` from the startup options.
+///
+/// The SNI wins when it is under the domain; a host name outside it (a CNAME of the client's
+/// own, say) falls back to `endpoint=`.
+///
+/// # Errors
+/// [`RouteError`] when no usable name was given.
+pub fn target(sni: Option<&str>, startup: &mut Startup, domain: &Domain) -> Result<Name, RouteError> {
+    let endpoint = take_endpoint_option(startup);
+    let from_endpoint = |endpoint: String| Name::new(endpoint).map_err(|e| RouteError::BadName(e.to_string()));
+    match (sni, endpoint) {
+        (Some(host), endpoint) => match domain.route_key(host) {
+            Ok(name) => Ok(name),
+            Err(HostError::BadName { source, .. }) => Err(RouteError::BadName(source.to_string())),
+            Err(HostError::NotUnderDomain { .. }) => match endpoint {
+                Some(endpoint) => from_endpoint(endpoint),
+                None => Err(RouteError::ForeignHost { host: host.to_string(), domain: domain.clone() }),
+            },
+        },
+        (None, Some(endpoint)) => from_endpoint(endpoint),
+        (None, None) => Err(RouteError::NoName { domain: domain.clone() }),
+    }
+}
+
+/// Waits (up to `wait`) for the instance to be ready and returns its route.
+///
+/// # Errors
+/// [`RouteError::Unknown`], [`RouteError::Stopped`], or [`RouteError::Starting`] when the wait
+/// runs out.
+pub async fn ready(routes: &Routes, name: &Name, wait: Duration) -> Result<Route, RouteError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = routes.subscribe();
+    loop {
+        let route = routes.get(name).ok_or_else(|| RouteError::Unknown(name.clone()))?;
+        match route.state {
+            RouteState::Ready => return Ok(route),
+            RouteState::Stopped => return Err(RouteError::Stopped(name.clone())),
+            RouteState::Starting => {
+                if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                    return Err(RouteError::Starting(name.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Removes an `endpoint=<name>` token from the `options` parameter and returns the name.
+fn take_endpoint_option(startup: &mut Startup) -> Option<String> {
+    let options = startup.parameters.get("options")?;
+    let mut endpoint = None;
+    let rest: Vec<&str> = split_options(options)
+        .into_iter()
+        .filter(|token| match token.strip_prefix("endpoint=").or_else(|| token.strip_prefix("--endpoint=")) {
+            Some(value) => {
+                endpoint = Some(value.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    endpoint.as_ref()?;
+    if rest.is_empty() {
+        startup.parameters.remove("options");
+    } else {
+        startup.parameters.insert("options".into(), rest.join(" "));
+    }
+    endpoint
+}
+
+/// Splits `options` on whitespace not escaped with a backslash, as PostgreSQL does
+/// (`pg_split_opts`), keeping each token's escapes so it is forwarded unchanged.
+fn split_options(options: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let mut start = None;
+    let mut escaped = false;
+    for (i, c) in options.char_indices() {
+        match (escaped, c) {
+            (true, _) => escaped = false,
+            (false, '\\') => {
+                escaped = true;
+                start.get_or_insert(i);
+            }
+            (false, c) if c.is_ascii_whitespace() => {
+                if let Some(s) = start.take() {
+                    tokens.push(&options[s..i]);
+                }
+            }
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+    }
+    if let Some(s) = start {
+        tokens.push(&options[s..]);
+    }
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devdb_shared::RouteTable;
+
+    fn domain() -> Domain {
+        Domain::new("db.test").expect("valid")
+    }
+
+    fn startup(options: Option<&str>) -> Startup {
+        let mut s = Startup::new();
+        s.parameters.insert("user".into(), "kate".into());
+        if let Some(o) = options {
+            s.parameters.insert("options".into(), o.into());
+        }
+        s
+    }
+
+    #[test]
+    fn sni_names_the_instance() {
+        let mut s = startup(None);
+        assert_eq!(
+            target(Some("kate-pg.db.test"), &mut s, &domain()).ok().map(|n| n.to_string()),
+            Some("kate-pg".into())
+        );
+    }
+
+    #[test]
+    fn endpoint_option_names_the_instance_and_is_stripped() {
+        let mut s = startup(Some("-c search_path=a\\ b endpoint=kate-pg  -c work_mem=4MB"));
+        assert_eq!(target(None, &mut s, &domain()).ok().map(|n| n.to_string()), Some("kate-pg".into()));
+        assert_eq!(s.parameters.get("options").map(String::as_str), Some("-c search_path=a\\ b -c work_mem=4MB"));
+        let mut s = startup(Some("endpoint=kate-pg"));
+        assert!(target(None, &mut s, &domain()).is_ok());
+        assert!(!s.parameters.contains_key("options"), "empty options are removed");
+        let mut s = startup(Some("--endpoint=kate-pg"));
+        assert_eq!(target(None, &mut s, &domain()).ok().map(|n| n.to_string()), Some("kate-pg".into()));
+    }
+
+    #[test]
+    fn endpoint_is_stripped_even_when_sni_decides() {
+        let mut s = startup(Some("endpoint=other"));
+        assert_eq!(
+            target(Some("kate-pg.db.test"), &mut s, &domain()).ok().map(|n| n.to_string()),
+            Some("kate-pg".into())
+        );
+        assert!(!s.parameters.contains_key("options"));
+    }
+
+    #[test]
+    fn foreign_sni_falls_back_to_endpoint_or_is_refused() {
+        let mut s = startup(Some("endpoint=kate-pg"));
+        assert_eq!(
+            target(Some("db.mycorp.com"), &mut s, &domain()).ok().map(|n| n.to_string()),
+            Some("kate-pg".into())
+        );
+        let mut s = startup(None);
+        assert!(matches!(target(Some("db.mycorp.com"), &mut s, &domain()), Err(RouteError::ForeignHost { .. })));
+    }
+
+    #[test]
+    fn missing_and_invalid_names_are_refused() {
+        assert!(matches!(target(None, &mut startup(None), &domain()), Err(RouteError::NoName { .. })));
+        assert!(matches!(target(None, &mut startup(Some("-c a=b")), &domain()), Err(RouteError::NoName { .. })));
+        assert!(matches!(target(None, &mut startup(Some("endpoint=Bad")), &domain()), Err(RouteError::BadName(_))));
+    }
+
+    #[test]
+    fn every_route_error_has_its_contract_sqlstate() {
+        let n = || Name::new("x").expect("valid");
+        for (err, code) in [
+            (RouteError::NoName { domain: domain() }, "08P01"),
+            (RouteError::ForeignHost { host: "h".into(), domain: domain() }, "08P01"),
+            (RouteError::Unknown(n()), "3D000"),
+            (RouteError::Starting(n()), "57P03"),
+            (RouteError::Stopped(n()), "57P03"),
+        ] {
+            assert_eq!(err.client_error().map(|e| e.code), Some(code), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_starting_route_is_awaited_until_ready_or_the_limit() {
+        let routes = Routes::default();
+        let name = Name::new("kate-pg").expect("valid");
+        let route = |state| Route { name: name.clone(), backend: "127.0.0.1:1".into(), state };
+        routes.replace(RouteTable { version: 1, routes: vec![route(RouteState::Starting)] });
+        let err = ready(&routes, &name, Duration::from_millis(20)).await.expect_err("still starting");
+        assert!(matches!(err, RouteError::Starting(_)));
+
+        let waiter = tokio::spawn({
+            let (routes, name) = (routes.clone(), name.clone());
+            async move { ready(&routes, &name, Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        routes.upsert(route(RouteState::Ready));
+        let got = waiter.await.expect("joined").expect("ready");
+        assert_eq!(got.state, RouteState::Ready);
+    }
+}

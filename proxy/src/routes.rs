@@ -1,0 +1,191 @@
+//! The routing table ([`Routes`]) and how it is kept current ([`RouteSource`]).
+//!
+//! The table is a concurrent map from route key to [`Route`], shared by every connection. A
+//! version counter on a watch channel lets a connection waiting for a `starting` instance wake
+//! as soon as the table changes.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use devdb_shared::{Name, Route, RouteTable};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::watch::FileWatch;
+
+/// The in-memory routing table. Cloning is cheap and shares the table.
+#[derive(Clone)]
+pub struct Routes(Arc<Inner>);
+
+struct Inner {
+    table: DashMap<Name, Route>,
+    /// Bumped after every change.
+    version: watch::Sender<u64>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self(Arc::new(Inner { table: DashMap::new(), version: watch::channel(0).0 }))
+    }
+}
+
+impl Routes {
+    /// The route for `name`, cloned out so no map guard outlives the call.
+    pub fn get(&self, name: &Name) -> Option<Route> {
+        self.0.table.get(name).map(|r| r.value().clone())
+    }
+
+    /// Replaces the whole table with `table`'s routes.
+    pub fn replace(&self, table: RouteTable) {
+        let keep: std::collections::HashSet<Name> = table.routes.iter().map(|r| r.name.clone()).collect();
+        self.0.table.retain(|name, _| keep.contains(name));
+        for route in table.routes {
+            self.0.table.insert(route.name.clone(), route);
+        }
+        self.bump();
+    }
+
+    /// Adds or replaces one route.
+    pub fn upsert(&self, route: Route) {
+        self.0.table.insert(route.name.clone(), route);
+        self.bump();
+    }
+
+    /// Removes one route.
+    pub fn remove(&self, name: &Name) {
+        self.0.table.remove(name);
+        self.bump();
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.0.table.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.table.is_empty()
+    }
+
+    /// A receiver that sees every change after this call.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.version.subscribe()
+    }
+
+    fn bump(&self) {
+        self.0.version.send_modify(|v| *v += 1);
+    }
+}
+
+/// Something that keeps a [`Routes`] table current until shutdown: a routes file now, the
+/// controller's watch stream later.
+pub trait RouteSource: Send + 'static {
+    /// Runs until `shutdown` is cancelled. Errors are logged and the last good table is kept.
+    fn run(self: Box<Self>, routes: Routes, shutdown: CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Why a routes file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesFileError {
+    #[error("cannot read routes file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("routes file {path} is not valid: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("routes file {path} names {name:?} twice")]
+    Duplicate { path: PathBuf, name: Name },
+}
+
+/// A JSON routes file (`{ "routes": [ { "name", "backend", "state"? } ] }`), reloaded when its
+/// contents change.
+pub struct FileSource {
+    path: PathBuf,
+    watch: FileWatch,
+}
+
+impl FileSource {
+    /// Loads `path` into `routes` and returns a source that keeps reloading it.
+    ///
+    /// # Errors
+    /// [`RoutesFileError`] when the file cannot be read or parsed: a proxy should not start with
+    /// a broken table.
+    pub fn open(path: &Path, every: Duration, routes: &Routes) -> Result<Self, RoutesFileError> {
+        let watch = FileWatch::new(vec![path.into()], every);
+        routes.replace(read_routes_file(path)?);
+        Ok(Self { path: path.into(), watch })
+    }
+}
+
+impl RouteSource for FileSource {
+    fn run(self: Box<Self>, routes: Routes, shutdown: CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let Self { path, mut watch } = *self;
+        Box::pin(async move {
+            while shutdown.run_until_cancelled(watch.changed()).await.is_some() {
+                match read_routes_file(&path) {
+                    Ok(table) => {
+                        let count = table.routes.len();
+                        routes.replace(table);
+                        tracing::info!(path = %path.display(), routes = count, "routes file reloaded");
+                    }
+                    Err(error) => tracing::warn!(%error, "keeping the previous routes"),
+                }
+            }
+        })
+    }
+}
+
+/// Reads and validates a routes file.
+///
+/// # Errors
+/// See [`RoutesFileError`].
+pub fn read_routes_file(path: &Path) -> Result<RouteTable, RoutesFileError> {
+    let bytes = std::fs::read(path).map_err(|source| RoutesFileError::Read { path: path.into(), source })?;
+    let table: RouteTable =
+        serde_json::from_slice(&bytes).map_err(|source| RoutesFileError::Parse { path: path.into(), source })?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = table.routes.iter().find(|r| !seen.insert(&r.name)) {
+        return Err(RoutesFileError::Duplicate { path: path.into(), name: dup.name.clone() });
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devdb_shared::RouteState;
+
+    fn route(name: &str, backend: &str) -> Route {
+        Route { name: Name::new(name).expect("valid"), backend: backend.into(), state: RouteState::Ready }
+    }
+
+    #[test]
+    fn replace_drops_missing_routes_and_bumps_the_version() {
+        let routes = Routes::default();
+        let rx = routes.subscribe();
+        routes.replace(RouteTable { version: 1, routes: vec![route("a", "x:1"), route("b", "x:2")] });
+        routes.replace(RouteTable { version: 2, routes: vec![route("b", "x:3")] });
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes.get(&Name::new("b").expect("valid")).map(|r| r.backend), Some("x:3".into()));
+        assert_eq!(*rx.borrow(), 2);
+    }
+
+    #[test]
+    fn routes_files_with_errors_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("routes.json");
+        for (content, want) in [
+            ("{", "not valid"),
+            (r#"{"routes":[{"name":"Bad","backend":"x:1"}]}"#, "lower-case"),
+            (r#"{"routes":[{"name":"a","backend":"x:1"},{"name":"a","backend":"x:2"}]}"#, "twice"),
+        ] {
+            std::fs::write(&path, content).expect("write");
+            let err = read_routes_file(&path).expect_err(content).to_string();
+            assert!(err.contains(want), "{content}: {err}");
+        }
+        let err = read_routes_file(&dir.path().join("none.json")).expect_err("missing").to_string();
+        assert!(err.contains("none.json"), "{err}");
+    }
+}

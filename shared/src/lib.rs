@@ -1,0 +1,12 @@
+//! Types that cross the boundary between the DevDB proxy and the controller. No I/O lives here.
+//!
+//! # Layout
+//! - [`names`]: validated DNS-label names of databases and projects ([`Name`]).
+//! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`]) and the one rule that
+//!   maps a host name `<name>.<domain>` to a route key and back ([`Domain`]).
+
+pub mod names;
+pub mod route;
+
+pub use names::{Name, NameError};
+pub use route::{Domain, DomainError, HostError, Route, RouteState, RouteTable};
