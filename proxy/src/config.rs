@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn cert_and_key_come_together() {
-        let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c.pem"]).unwrap_err();
+        let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c.pem"]).expect_err("refused");
         assert!(err.to_string().contains("--tls-key"), "{err}");
         let args = Args::parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c", "--tls-key", "k"]);
         assert!(matches!(Config::from(args).tls, TlsSource::Files { .. }));
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_the_flag_named() {
         for (flag, value) in [("--domain", "bad_domain"), ("--listen", "nowhere"), ("--handshake-timeout", "soon")] {
-            let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", flag, value]).unwrap_err();
+            let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", flag, value]).expect_err("refused");
             assert!(err.to_string().contains(flag), "{flag}: {err}");
         }
     }

@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn deserializing_validates() {
         assert!(serde_json::from_str::<Name>("\"kate-pg\"").is_ok());
-        let err = serde_json::from_str::<Name>("\"Kate\"").unwrap_err().to_string();
+        let err = serde_json::from_str::<Name>("\"Kate\"").expect_err("refused").to_string();
         assert!(err.contains("lower-case letter"), "{err}");
     }
 }

@@ -1,0 +1,477 @@
+//! Test harness: real PostgreSQL servers, the proxy with generated certificates, and clients
+//! (tokio-postgres over rustls, psql, raw sockets).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use devdb_proxy::certs::{DevCertificatePaths, DevCertificates};
+use devdb_proxy::config::{Config, TlsSource};
+use devdb_shared::Domain;
+use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const DOMAIN: &str = "db.devdb.test";
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "s3cret-Pa55";
+
+/// The directory holding initdb, postgres and pg_isready: `DEVDB_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/*/bin`.
+pub fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("DEVDB_PG_BIN") {
+        return dir.into();
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server packages are installed (/usr/lib/postgresql)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    dirs.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()?.parse::<u32>().ok()));
+    dirs.pop().expect("a PostgreSQL server in /usr/lib/postgresql/*/bin")
+}
+
+/// PostgreSQL refuses to run as root: run it as the `postgres` user then.
+fn run_as() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = nix::unistd::User::from_name("postgres").ok().flatten().expect("a postgres system user");
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+fn command(program: impl AsRef<Path>) -> Command {
+    let mut cmd = Command::new(program.as_ref());
+    if let Some((uid, gid)) = run_as() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+/// A port the OS just gave out (bound and released; races are unlikely on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A PostgreSQL server in a temporary directory, stopped and removed on drop. SCRAM
+/// authentication for user `app`; `cluster_name` set to `name` so tests can tell servers apart.
+pub struct TestPostgres {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+    dir: TempDir,
+}
+
+impl TestPostgres {
+    pub fn start(name: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("devdb-pg-").tempdir().expect("tempdir");
+        if let Some((uid, gid)) = run_as() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        }
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
+        if let Some((uid, gid)) = run_as() {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).expect("chown");
+        }
+        let data = dir.path().join("data");
+        let out = command(pg_bin().join("initdb"))
+            .args(["-D", &data.to_string_lossy(), "-U", USER, "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        if let Some((uid, gid)) = run_as() {
+            std::os::unix::fs::chown(dir.path().join("log"), Some(uid), Some(gid)).expect("chown");
+        }
+        let child = command(pg_bin().join("postgres"))
+            .args(["-D", &data.to_string_lossy(), "-p", &port.to_string(), "-k", &dir.path().to_string_lossy()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", &format!("cluster_name={name}"), "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        let server = Self { name: name.into(), port, child, dir };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..300 {
+            let ok = Command::new(pg_bin().join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("postgres {} did not start: {}", self.name, self.log());
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// A tokio-postgres client connected directly (no proxy, no TLS).
+    pub async fn direct(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(USER)
+            .password(PASSWORD)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("direct connection");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        // SIGINT: fast shutdown (terminate sessions, checkpoint, exit).
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        for _ in 0..200 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy, running in this process on ephemeral ports, with a generated CA.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub certs: DevCertificatePaths,
+    pub routes_file: PathBuf,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// `(name, backend address)` pairs.
+pub type RouteList<'a> = &'a [(&'a str, String)];
+
+pub fn routes_json(routes: RouteList<'_>) -> String {
+    let routes: Vec<_> =
+        routes.iter().map(|(name, backend)| serde_json::json!({ "name": name, "backend": backend })).collect();
+    serde_json::json!({ "routes": routes }).to_string()
+}
+
+impl TestProxy {
+    pub async fn start(routes: RouteList<'_>) -> Self {
+        Self::start_with(routes, |_| {}).await
+    }
+
+    /// Starts with the test defaults (fast reloads), then `tweak`.
+    pub async fn start_with(routes: RouteList<'_>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::Builder::new().prefix("devdb-proxy-").tempdir().expect("tempdir");
+        let certs = DevCertificates::generate(DOMAIN).expect("certs").write_to(&dir.path().join("certs")).expect("write");
+        let routes_file = dir.path().join("routes.json");
+        std::fs::write(&routes_file, routes_json(routes)).expect("routes");
+        let tls = TlsSource::Files { cert: certs.server_cert.clone(), key: certs.server_key.clone() };
+        let mut config = Config::new(Domain::new(DOMAIN).expect("domain"), tls, routes_file.clone());
+        config.reload_interval = Duration::from_millis(50);
+        config.shutdown_grace = Duration::from_secs(5);
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let (addr, admin_addr) = (listener.local_addr().expect("addr"), admin.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(devdb_proxy::run(config, listener, admin, async move {
+            let _ = rx.await;
+        }));
+        Self { addr, admin: admin_addr, certs, routes_file, dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn set_routes(&self, routes: RouteList<'_>) {
+        let tmp = self.routes_file.with_extension("tmp");
+        std::fs::write(&tmp, routes_json(routes)).expect("write routes");
+        std::fs::rename(&tmp, &self.routes_file).expect("rename routes");
+    }
+
+    pub fn host(name: &str) -> String {
+        format!("{name}.{DOMAIN}")
+    }
+
+    /// A tokio-postgres config for instance `name` through the proxy (SNI = `<name>.<domain>`).
+    pub fn config(&self, name: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(Self::host(name))
+            .hostaddr([127, 0, 0, 1].into())
+            .port(self.addr.port())
+            .user(USER)
+            .password(PASSWORD)
+            .dbname("postgres")
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .connect_timeout(Duration::from_secs(20));
+        config
+    }
+
+    pub fn tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        make_tls(&self.certs.ca_cert, false)
+    }
+
+    pub async fn connect(&self, name: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        connect_with(&self.config(name), self.tls()).await
+    }
+
+    /// A psql connection string that verifies the certificate, as a user would write it.
+    pub fn psql_conninfo(&self, name: &str) -> String {
+        format!(
+            "host={} hostaddr=127.0.0.1 port={} sslmode=verify-full sslrootcert={} user={USER} dbname=postgres",
+            Self::host(name),
+            self.addr.port(),
+            self.certs.ca_cert.display()
+        )
+    }
+
+    /// `GET path` on the admin port; returns (status line, body).
+    pub async fn admin_get(&self, path: &str) -> (String, String) {
+        http_get(self.admin, path).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("proxy task").expect("proxy ran");
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect admin");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// A rustls client configuration trusting `ca` (ring provider), optionally offering ALPN.
+pub fn client_tls_config(ca: &Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
+        roots.add(cert.expect("ca cert")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+pub fn make_tls(ca: &Path, alpn: bool) -> tokio_postgres_rustls::MakeRustlsConnect {
+    let protocols: &[&[u8]] = if alpn { &[b"postgresql"] } else { &[] };
+    tokio_postgres_rustls::MakeRustlsConnect::new(client_tls_config(ca, protocols))
+}
+
+pub async fn connect_with(
+    config: &tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = config.connect(tls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The first column of the first row of `sql`.
+pub async fn query_one(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.simple_query(sql).await.expect("query");
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+/// SQLSTATE and message of a connection error from the server (or proxy).
+pub fn db_error(err: &tokio_postgres::Error) -> (String, String) {
+    let db = err.as_db_error().unwrap_or_else(|| panic!("not a server error: {err:?}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
+
+/// Runs psql with `conninfo` and `sql`; returns (success, stdout, stderr).
+pub async fn psql(conninfo: &str, sql: &str) -> (bool, String, String) {
+    let out = tokio::process::Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-A", "-t", "-c", sql])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "20")
+        .output()
+        .await
+        .expect("run psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// A startup packet with protocol `major.minor` and `params`.
+pub fn startup_packet(major: u16, minor: u16, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_u16(major);
+    body.put_u16(minor);
+    for (k, v) in params {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut packet = (body.len() as i32 + 4).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// An 8-byte negotiation request (SSLRequest, GSSENCRequest) with `code`.
+pub fn request_packet(code: i32) -> Vec<u8> {
+    let mut packet = 8i32.to_be_bytes().to_vec();
+    packet.extend_from_slice(&code.to_be_bytes());
+    packet
+}
+
+pub const SSL_REQUEST: i32 = 80877103;
+pub const GSSENC_REQUEST: i32 = 80877104;
+
+/// A backend message read off a raw stream: (tag, body).
+pub async fn read_message(stream: &mut (impl AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
+    let tag = stream.read_u8().await.ok()?;
+    let len = stream.read_i32().await.ok()?;
+    let mut body = vec![0u8; usize::try_from(len - 4).ok()?];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((tag, body))
+}
+
+/// Fields of an ErrorResponse body: (severity, code, message, hint).
+#[derive(Debug, Default)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub fn parse_error(body: &[u8]) -> ErrorFields {
+    let mut fields = ErrorFields::default();
+    let mut buf = body;
+    while buf.has_remaining() && buf[0] != 0 {
+        let kind = buf.get_u8();
+        let end = buf.iter().position(|b| *b == 0).expect("terminated field");
+        let value = String::from_utf8_lossy(&buf[..end]).to_string();
+        buf.advance(end + 1);
+        match kind {
+            b'V' => fields.severity = value,
+            b'C' => fields.code = value,
+            b'M' => fields.message = value,
+            b'D' => fields.detail = Some(value),
+            b'H' => fields.hint = Some(value),
+            _ => {}
+        }
+    }
+    fields
+}
+
+/// Reads the proxy's refusal: exactly one FATAL ErrorResponse, then end of stream.
+pub async fn expect_refusal(stream: &mut (impl AsyncRead + Unpin)) -> ErrorFields {
+    let read = async {
+        let (tag, body) = read_message(stream).await.expect("an ErrorResponse");
+        assert_eq!(tag, b'E', "expected an ErrorResponse, got {:?}", tag as char);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "nothing after the error");
+        parse_error(&body)
+    };
+    let fields = tokio::time::timeout(Duration::from_secs(20), read).await.expect("refused in time");
+    assert_eq!(fields.severity, "FATAL");
+    fields
+}
+
+/// Waits for the peer to close: true when the stream ends (reads of whatever came before it are
+/// discarded, e.g. a TLS alert).
+pub async fn closes(stream: &mut (impl AsyncRead + Unpin)) -> bool {
+    let mut sink = vec![0u8; 4096];
+    let drain = async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), drain).await.unwrap_or(false)
+}
+
+/// Opens TLS to the proxy the way libpq does (SSLRequest, 'S'), with `sni` and `alpn`.
+pub async fn tls_via_ssl_request(
+    proxy: &TestProxy,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    tcp.write_all(&request_packet(SSL_REQUEST)).await.expect("SSLRequest");
+    assert_eq!(tcp.read_u8().await.expect("answer"), b'S');
+    tls_handshake(proxy, tcp, sni, alpn).await
+}
+
+/// Opens direct TLS (ClientHello as the first bytes).
+pub async fn tls_direct(proxy: &TestProxy, sni: &str, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    tls_handshake(proxy, tcp, sni, alpn).await
+}
+
+async fn tls_handshake(
+    proxy: &TestProxy,
+    tcp: TcpStream,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls_config(&proxy.certs.ca_cert, alpn)));
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).expect("server name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+pub async fn write_all(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
+    stream.write_all(bytes).await.expect("write");
+    stream.flush().await.expect("flush");
+}
