@@ -170,7 +170,8 @@ mod tests {
 
     #[test]
     fn cert_and_key_come_together() {
-        let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c.pem"]).expect_err("refused");
+        let err =
+            Args::try_parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c.pem"]).expect_err("refused");
         assert!(err.to_string().contains("--tls-key"), "{err}");
         let args = Args::parse_from(["devdb-proxy", "--routes-file", "r", "--tls-cert", "c", "--tls-key", "k"]);
         assert!(matches!(Config::from(args).tls, TlsSource::Files { .. }));

@@ -217,6 +217,8 @@ pub struct ClientError {
 /// Encodes `err` as a FATAL `ErrorResponse`.
 pub fn encode_error(err: &ClientError) -> BytesMut {
     let mut info = pgwire::error::ErrorInfo::new("FATAL".into(), err.code.into(), err.message.clone());
+    // PostgreSQL sends the severity twice: localized (S) and not (V, which clients match on).
+    info.severity_nonlocalized = Some("FATAL".into());
     info.detail = err.detail.clone();
     info.hint = err.hint.clone();
     let mut out = BytesMut::new();
@@ -336,7 +338,7 @@ mod tests {
         let bytes = encode_error(&err);
         assert_eq!(bytes[0], b'E');
         let body = &bytes[5..];
-        for field in [&b"SFATAL\0"[..], b"C08P01\0", b"Mm\0", b"Hh\0"] {
+        for field in [&b"SFATAL\0"[..], b"VFATAL\0", b"C08P01\0", b"Mm\0", b"Hh\0"] {
             assert!(body.windows(field.len()).any(|w| w == field), "{field:?}");
         }
     }

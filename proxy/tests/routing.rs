@@ -23,7 +23,8 @@ async fn psql_and_tokio_postgres_reach_the_named_backend_with_scram() {
         assert_eq!(method, "false");
     }
 
-    let wrong_password = connect_with(proxy.config("alpha").password("nope"), proxy.tls()).await.err().expect("refused");
+    let wrong_password =
+        connect_with(proxy.config("alpha").password("nope"), proxy.tls()).await.err().expect("refused");
     assert_eq!(db_error(&wrong_password).0, "28P01", "the backend's own SCRAM refusal reaches the client");
     proxy.stop().await;
 }
@@ -57,7 +58,8 @@ async fn without_sni_the_endpoint_option_routes_and_is_stripped() {
         "host=127.0.0.1 port={} sslmode=require user={USER} dbname=postgres options='endpoint=beta -c search_path=from_options'",
         proxy.addr.port()
     );
-    let (ok, out, err) = psql(&conninfo, "SELECT current_setting('cluster_name') || ' ' || current_setting('search_path')").await;
+    let (ok, out, err) =
+        psql(&conninfo, "SELECT current_setting('cluster_name') || ' ' || current_setting('search_path')").await;
     assert!(ok, "{err}");
     assert_eq!(out, "beta from_options", "routed by endpoint=, other options forwarded");
 

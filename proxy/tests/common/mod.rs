@@ -186,10 +186,16 @@ impl TestProxy {
 
     /// Starts with the test defaults (fast reloads), then `tweak`.
     pub async fn start_with(routes: RouteList<'_>, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_table(routes_json(routes), tweak).await
+    }
+
+    /// Starts with a routes file of exactly `table` (JSON).
+    pub async fn start_with_table(table: String, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::Builder::new().prefix("devdb-proxy-").tempdir().expect("tempdir");
-        let certs = DevCertificates::generate(DOMAIN).expect("certs").write_to(&dir.path().join("certs")).expect("write");
+        let certs =
+            DevCertificates::generate(DOMAIN).expect("certs").write_to(&dir.path().join("certs")).expect("write");
         let routes_file = dir.path().join("routes.json");
-        std::fs::write(&routes_file, routes_json(routes)).expect("routes");
+        std::fs::write(&routes_file, table).expect("routes");
         let tls = TlsSource::Files { cert: certs.server_cert.clone(), key: certs.server_key.clone() };
         let mut config = Config::new(Domain::new(DOMAIN).expect("domain"), tls, routes_file.clone());
         config.reload_interval = Duration::from_millis(50);
@@ -206,8 +212,13 @@ impl TestProxy {
     }
 
     pub fn set_routes(&self, routes: RouteList<'_>) {
+        self.set_table(routes_json(routes));
+    }
+
+    /// Replaces the routes file atomically with `table` (JSON).
+    pub fn set_table(&self, table: String) {
         let tmp = self.routes_file.with_extension("tmp");
-        std::fs::write(&tmp, routes_json(routes)).expect("write routes");
+        std::fs::write(&tmp, table).expect("write routes");
         std::fs::rename(&tmp, &self.routes_file).expect("rename routes");
     }
 
@@ -386,6 +397,8 @@ pub async fn read_message(stream: &mut (impl AsyncRead + Unpin)) -> Option<(u8, 
 #[derive(Debug, Default)]
 pub struct ErrorFields {
     pub severity: String,
+    /// The non-localized severity.
+    pub severity_v: String,
     pub code: String,
     pub message: String,
     pub detail: Option<String>,
@@ -401,7 +414,8 @@ pub fn parse_error(body: &[u8]) -> ErrorFields {
         let value = String::from_utf8_lossy(&buf[..end]).to_string();
         buf.advance(end + 1);
         match kind {
-            b'V' => fields.severity = value,
+            b'S' => fields.severity = value,
+            b'V' => fields.severity_v = value,
             b'C' => fields.code = value,
             b'M' => fields.message = value,
             b'D' => fields.detail = Some(value),
@@ -423,7 +437,7 @@ pub async fn expect_refusal(stream: &mut (impl AsyncRead + Unpin)) -> ErrorField
         parse_error(&body)
     };
     let fields = tokio::time::timeout(Duration::from_secs(20), read).await.expect("refused in time");
-    assert_eq!(fields.severity, "FATAL");
+    assert_eq!((fields.severity.as_str(), fields.severity_v.as_str()), ("FATAL", "FATAL"));
     fields
 }
 

@@ -1,0 +1,226 @@
+//! Every refusal in the contract's error table reaches the client as a FATAL ErrorResponse with
+//! its SQLSTATE (or, where no channel exists, a clean close), and the proxy keeps serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::net::TcpStream;
+
+async fn still_serves(proxy: &TestProxy, name: &str) {
+    let client = proxy.connect(name).await.expect("the proxy still serves good clients");
+    assert_eq!(query_one(&client, "SHOW cluster_name").await, name);
+}
+
+async fn raw(proxy: &TestProxy, bytes: &[u8]) -> ErrorFields {
+    let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    write_all(&mut tcp, bytes).await;
+    expect_refusal(&mut tcp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_first_packets_get_08p01() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy = TestProxy::start(&[("alpha", alpha.addr())]).await;
+
+    let plaintext = raw(&proxy, &startup_packet(3, 0, &[("user", USER)])).await;
+    assert_eq!(
+        (plaintext.code.as_str(), plaintext.message.as_str()),
+        ("08P01", "DevDB requires TLS: connect with sslmode=require")
+    );
+    assert!(plaintext.hint.is_some_and(|h| h.contains("sslmode=require")));
+
+    let mut config = proxy.config("alpha");
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let err = config.connect(tokio_postgres::NoTls).await.err().expect("refused");
+    assert_eq!(db_error(&err), ("08P01".into(), "DevDB requires TLS: connect with sslmode=require".into()));
+
+    let mut oversized = 20_000i32.to_be_bytes().to_vec();
+    oversized.extend_from_slice(&[0u8; 64]);
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("oversized", oversized),
+        ("too short", vec![0, 0, 0, 3]),
+        ("negative length", vec![0xff, 0xff, 0xff, 0xf0]),
+        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("unknown request code", request_packet((1234 << 16) | 9999)),
+        ("protocol 2", startup_packet(2, 0, &[("user", USER)])),
+    ];
+    for (what, bytes) in cases {
+        let refusal = raw(&proxy, &bytes).await;
+        assert_eq!((refusal.code.as_str(), refusal.message.as_str()), ("08P01", "invalid startup packet"), "{what}");
+    }
+
+    // Bytes pipelined behind an SSLRequest would be taken as encrypted (CVE-2021-23214).
+    let mut injected = request_packet(SSL_REQUEST);
+    injected.extend_from_slice(&startup_packet(3, 0, &[("user", USER)]));
+    let refusal = raw(&proxy, &injected).await;
+    assert_eq!(refusal.code, "08P01");
+    assert!(refusal.detail.is_some_and(|d| d.contains("after the SSLRequest")));
+
+    // The same limits apply inside TLS.
+    let mut tls = tls_via_ssl_request(&proxy, &TestProxy::host("alpha"), &[]).await;
+    write_all(&mut tls, &20_000i32.to_be_bytes()).await;
+    assert_eq!(expect_refusal(&mut tls).await.message, "invalid startup packet");
+
+    still_serves(&proxy, "alpha").await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_refusals_name_the_problem() {
+    let alpha = TestPostgres::start("alpha");
+    let gone = free_port();
+    let proxy = TestProxy::start(&[("alpha", alpha.addr()), ("gone", format!("127.0.0.1:{gone}"))]).await;
+
+    let err = proxy.connect("nobody").await.err().expect("refused");
+    assert_eq!(db_error(&err), ("3D000".into(), "database instance \"nobody\" does not exist".into()));
+
+    let err = proxy.connect("gone").await.err().expect("refused");
+    assert_eq!(db_error(&err), ("08006".into(), "database instance \"gone\" is not reachable".into()));
+    let detail = format!("{:?}", err.as_db_error());
+    assert!(!detail.contains(&gone.to_string()), "the backend address stays internal: {detail}");
+
+    // No SNI (a driver that sends none) and no endpoint= option.
+    let mut tls = client_tls_config(&proxy.certs.ca_cert, &[]);
+    tls.enable_sni = false;
+    let err = connect_with(&proxy.config("alpha"), tokio_postgres_rustls::MakeRustlsConnect::new(tls)).await;
+    let (code, message) = db_error(&err.err().expect("refused"));
+    assert_eq!(code, "08P01");
+    assert_eq!(message, format!("no database instance named: use host <name>.{DOMAIN} or options=endpoint=<name>"));
+
+    // psql with the host given as an IP address sends no SNI either; the message says what to do.
+    let conninfo = format!("host=127.0.0.1 port={} sslmode=require user={USER} dbname=postgres", proxy.addr.port());
+    let (ok, _, stderr) = psql(&conninfo, "SELECT 1").await;
+    assert!(!ok && stderr.contains("no database instance named"), "{stderr}");
+
+    // A host outside the domain (sslmode=require does not verify the name, so TLS succeeds).
+    let conninfo = format!(
+        "host=alpha.example.com hostaddr=127.0.0.1 port={} sslmode=require user={USER} dbname=postgres",
+        proxy.addr.port()
+    );
+    let (ok, _, stderr) = psql(&conninfo, "SELECT 1").await;
+    assert!(!ok && stderr.contains(&format!("host \"alpha.example.com\" is not under \"{DOMAIN}\"")), "{stderr}");
+
+    still_serves(&proxy, "alpha").await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_instances_are_awaited_then_refused_and_stopped_ones_refused_at_once() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy =
+        TestProxy::start_with(&[("alpha", alpha.addr())], |c| c.wake_timeout = Duration::from_millis(300)).await;
+    let table = |state: &str| {
+        serde_json::json!({ "routes": [ { "name": "alpha", "backend": alpha.addr(), "state": state } ] }).to_string()
+    };
+    proxy.set_table(table("starting"));
+    let refused = wait_for_code(&proxy, "57P03").await;
+    assert_eq!(refused, "database instance \"alpha\" is starting, retry");
+
+    proxy.set_table(table("stopped"));
+    let refused = wait_for_message(&proxy, "is stopped").await;
+    assert_eq!(refused, "database instance \"alpha\" is stopped");
+
+    // A connection that arrives while the instance is starting goes through once it is ready.
+    let slow = TestProxy::start_with_table(table("starting"), |c| c.wake_timeout = Duration::from_secs(60)).await;
+    let waiting = tokio::spawn({
+        let config = slow.config("alpha");
+        let tls = slow.tls();
+        async move { connect_with(&config, tls).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "held while starting");
+    slow.set_table(table("ready"));
+    let client = waiting.await.expect("joined").expect("connected once ready");
+    assert_eq!(query_one(&client, "SHOW cluster_name").await, "alpha");
+    drop(client);
+    slow.stop().await;
+    proxy.stop().await;
+}
+
+/// Retries until the routes file change is seen and the refusal has `code`; returns its message.
+async fn wait_for_code(proxy: &TestProxy, code: &str) -> String {
+    for _ in 0..100 {
+        if let Err(err) = proxy.connect("alpha").await
+            && let Some(db) = err.as_db_error()
+            && db.code().code() == code
+        {
+            return db.message().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never refused with {code}");
+}
+
+async fn wait_for_message(proxy: &TestProxy, part: &str) -> String {
+    for _ in 0..100 {
+        if let Err(err) = proxy.connect("alpha").await
+            && let Some(db) = err.as_db_error()
+            && db.message().contains(part)
+        {
+            return db.message().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never refused with {part:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_level_failures_close_cleanly_or_explain() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy =
+        TestProxy::start_with(&[("alpha", alpha.addr())], |c| c.handshake_timeout = Duration::from_millis(500)).await;
+
+    // TLS garbage after 'S': no channel to speak on, so a clean close.
+    let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    write_all(&mut tcp, &request_packet(SSL_REQUEST)).await;
+    assert_eq!(tokio::io::AsyncReadExt::read_u8(&mut tcp).await.expect("S"), b'S');
+    write_all(&mut tcp, &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0xde, 0xad]).await;
+    assert!(closes(&mut tcp).await, "closed after TLS garbage");
+
+    // A client that stalls mid-handshake is closed at the handshake timeout.
+    for partial in [&[0u8, 0, 0][..], &request_packet(SSL_REQUEST)[..], &[0u8, 0, 0, 40, 0, 3][..]] {
+        let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+        write_all(&mut tcp, partial).await;
+        assert!(closes(&mut tcp).await, "stalled client {partial:?} closed");
+    }
+
+    // ALPN offered without "postgresql": the handshake completes, then the refusal explains.
+    let mut tls = tls_via_ssl_request(&proxy, &TestProxy::host("alpha"), &[b"http/1.1"]).await;
+    let refusal = expect_refusal(&mut tls).await;
+    assert_eq!(refusal.code, "08P01");
+    assert!(refusal.message.contains("ALPN") && refusal.detail.is_some_and(|d| d.contains("http/1.1")));
+
+    // Direct TLS demands ALPN.
+    let mut tls = tls_direct(&proxy, &TestProxy::host("alpha"), &[]).await;
+    let refusal = expect_refusal(&mut tls).await;
+    assert_eq!(refusal.message, "direct TLS requires ALPN \"postgresql\"");
+
+    // channel_binding=require cannot hold across two TLS legs: libpq refuses the plaintext hop's
+    // SCRAM without channel binding, and says so.
+    let conninfo = format!("{} channel_binding=require", proxy.psql_conninfo("alpha"));
+    let (ok, _, stderr) = psql(&conninfo, "SELECT 1").await;
+    assert!(!ok && stderr.contains("channel binding"), "{stderr}");
+
+    still_serves(&proxy, "alpha").await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_are_not_counted_as_errors_but_refusals_are() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy = TestProxy::start(&[("alpha", alpha.addr())]).await;
+    for _ in 0..3 {
+        let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+        drop(tcp);
+    }
+    let _ = proxy.connect("nobody").await.err().expect("refused");
+    still_serves(&proxy, "alpha").await;
+    let (status, metrics) = proxy.admin_get("/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(metrics.contains("devdb_proxy_handshake_errors_total{reason=\"unknown_name\"} 1"), "{metrics}");
+    assert!(!metrics.contains("health_check"), "{metrics}");
+    assert!(metrics.contains("devdb_proxy_connections_total{route=\"alpha\"} 1"), "{metrics}");
+    proxy.stop().await;
+}
