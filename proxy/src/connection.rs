@@ -158,7 +158,10 @@ fn report(ctx: &Context, result: Result<Done, ConnectionError>) {
         Ok(Done::Session(t)) => tracing::info!(bytes_up = t.up, bytes_down = t.down, "session closed"),
         Ok(Done::Cancel(outcome)) => tracing::info!(outcome = outcome.label(), "cancel request"),
         // A load balancer health check: connect, then close before a byte.
-        Err(ConnectionError::Handshake(HandshakeError::ClosedBeforeFirstByte)) => {}
+        Err(
+            ConnectionError::Handshake(HandshakeError::ClosedBeforeFirstByte)
+            | ConnectionError::ProxyProtocol(ProxyProtocolError::ClosedBeforeHeader),
+        ) => {}
         Err(error) => {
             if !matches!(error, ConnectionError::Relay(RelayError::Splice(_)) | ConnectionError::ShutDown) {
                 ctx.metrics.errors.get_or_create(&ReasonLabel { reason: error.reason() }).inc();

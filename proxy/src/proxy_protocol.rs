@@ -19,6 +19,9 @@ const FIXED_LEN: usize = 16;
 /// should ever connect.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyProtocolError {
+    /// The load balancer's TCP health check: connect, close.
+    #[error("connection closed before the PROXY protocol header")]
+    ClosedBeforeHeader,
     #[error("connection does not start with a PROXY protocol v2 header")]
     Missing,
     #[error("invalid PROXY protocol v2 header: {0}")]
@@ -48,9 +51,22 @@ impl ClientFacing for ProxyProtocolError {
 /// [`ProxyProtocolError`] when the stream does not start with a valid v2 header.
 pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyProtocolError> {
     let mut header = vec![0u8; FIXED_LEN];
-    stream.read_exact(&mut header).await?;
-    if !header.starts_with(PROTOCOL_PREFIX) {
-        return Err(ProxyProtocolError::Missing);
+    let mut filled = 0;
+    // Check the signature as bytes arrive: a client speaking PostgreSQL directly (8-byte
+    // SSLRequest, then silence) is refused at once instead of at the handshake timeout.
+    while filled < FIXED_LEN {
+        let read = stream.read(&mut header[filled..]).await?;
+        if read == 0 && filled == 0 {
+            return Err(ProxyProtocolError::ClosedBeforeHeader);
+        }
+        if read == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        filled += read;
+        let signature = filled.min(PROTOCOL_PREFIX.len());
+        if header[..signature] != PROTOCOL_PREFIX[..signature] {
+            return Err(ProxyProtocolError::Missing);
+        }
     }
     let rest = usize::from(u16::from_be_bytes([header[14], header[15]]));
     header.resize(FIXED_LEN + rest, 0);
@@ -112,7 +128,8 @@ mod tests {
     #[tokio::test]
     async fn a_connection_without_the_header_is_refused() {
         let (mut client, mut server) = pair().await;
-        client.write_all(&[0, 0, 0, 8, 4, 210, 22, 47, 0, 0, 0, 0, 0, 0, 0, 0]).await.expect("write");
+        // An SSLRequest, and then the client waits for the answer.
+        client.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.expect("write");
         assert!(matches!(read_header(&mut server).await, Err(ProxyProtocolError::Missing)));
     }
 }

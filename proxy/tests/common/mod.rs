@@ -489,3 +489,17 @@ pub async fn write_all(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
     stream.write_all(bytes).await.expect("write");
     stream.flush().await.expect("flush");
 }
+
+/// Waits until `/metrics` contains `line` (metrics of a connection are counted as it ends, which
+/// may be just after the client returns); panics with the metrics text if it never does.
+pub async fn wait_for_metric(proxy: &TestProxy, line: &str) {
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = proxy.admin_get("/metrics").await.1;
+        if metrics.contains(line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("metrics never showed {line:?}:\n{metrics}");
+}

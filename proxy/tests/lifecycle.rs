@@ -1,0 +1,207 @@
+//! The proxy's life around its sessions: routes-file and certificate reloads without restart,
+//! PROXY protocol headers, the admin port, and a graceful drain on SIGTERM (the real binary).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use devdb_proxy::certs::DevCertificates;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_file_changes_take_effect_without_restart() {
+    let (alpha, beta) = (TestPostgres::start("alpha"), TestPostgres::start("beta"));
+    let proxy = TestProxy::start(&[("alpha", alpha.addr())]).await;
+    let err = proxy.connect("beta").await.err().expect("unknown yet");
+    assert_eq!(db_error(&err).0, "3D000");
+
+    // Add beta, and point alpha at beta's server.
+    proxy.set_routes(&[("alpha", beta.addr()), ("beta", beta.addr())]);
+    let client = retry_connect(&proxy, "beta").await;
+    assert_eq!(query_one(&client, "SHOW cluster_name").await, "beta");
+    let client = proxy.connect("alpha").await.expect("alpha");
+    assert_eq!(query_one(&client, "SHOW cluster_name").await, "beta", "alpha now routes to beta's server");
+
+    // A broken file keeps the last good table.
+    std::fs::write(&proxy.routes_file, "{ not json").expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(proxy.connect("beta").await.is_ok(), "still routed after a bad edit");
+
+    // Removing a route refuses new sessions with 3D000.
+    proxy.set_routes(&[("alpha", alpha.addr())]);
+    for _ in 0..100 {
+        if proxy.connect("beta").await.err().is_some_and(|e| db_error(&e).0 == "3D000") {
+            drop(client);
+            proxy.stop().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("beta was never removed");
+}
+
+async fn retry_connect(proxy: &TestProxy, name: &str) -> tokio_postgres::Client {
+    for _ in 0..100 {
+        if let Ok(client) = proxy.connect(name).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never became reachable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_certificate_is_served_after_its_files_change() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy = TestProxy::start(&[("alpha", alpha.addr())]).await;
+    let old_ca = proxy.certs.ca_cert.clone();
+    assert!(proxy.connect("alpha").await.is_ok());
+
+    // A certificate from a new CA replaces the files (as cert-manager renews a Secret).
+    let renewed = tempfile::tempdir().expect("tempdir");
+    let new = DevCertificates::generate(DOMAIN).expect("certs").write_to(renewed.path()).expect("write");
+    for (from, to) in [(&new.server_key, &proxy.certs.server_key), (&new.server_cert, &proxy.certs.server_cert)] {
+        let tmp = to.with_extension("new");
+        std::fs::copy(from, &tmp).expect("copy");
+        std::fs::rename(&tmp, to).expect("rename");
+    }
+    let mut served_new = false;
+    for _ in 0..100 {
+        if connect_with(&proxy.config("alpha"), make_tls(&new.ca_cert, false)).await.is_ok() {
+            served_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served_new, "the renewed certificate is served");
+    let err = connect_with(&proxy.config("alpha"), make_tls(&old_ca, false)).await.err().expect("old CA rejected");
+    assert!(format!("{err:?}").contains("InvalidCertificate"), "{err:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_headers_are_required_and_accepted() {
+    use ppp::v2::{Builder, Command, IPv4, Protocol, Version};
+    let alpha = TestPostgres::start("alpha");
+    let proxy = TestProxy::start_with(&[("alpha", alpha.addr())], |c| c.proxy_protocol = true).await;
+    let header = Builder::with_addresses(
+        Version::Two | Command::Proxy,
+        Protocol::Stream,
+        IPv4::new([198, 51, 100, 20], [10, 0, 0, 1], 50000, 6432),
+    )
+    .build()
+    .expect("header");
+    let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    tcp.write_all(&header).await.expect("header");
+    let tls =
+        tokio_postgres::tls::MakeTlsConnect::<TcpStream>::make_tls_connect(&mut proxy.tls(), &TestProxy::host("alpha"))
+            .expect("connector");
+    let (client, conn) = proxy.config("alpha").connect_raw(tcp, tls).await.expect("session after header");
+    tokio::spawn(conn);
+    assert_eq!(query_one(&client, "SHOW cluster_name").await, "alpha");
+
+    // Without the header the connection is dropped: only the load balancer may connect.
+    assert!(proxy.connect("alpha").await.is_err());
+    wait_for_metric(&proxy, "devdb_proxy_handshake_errors_total{reason=\"proxy_protocol\"} 1").await;
+    drop(client);
+    proxy.stop().await;
+}
+
+/// The real binary: `--help`, flags from the environment, readiness, and a drain on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_open_transaction_commit_before_exit() {
+    let alpha = TestPostgres::start("alpha");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let routes = dir.path().join("routes.json");
+    std::fs::write(&routes, routes_json(&[("alpha", alpha.addr())])).expect("routes");
+    let (port, admin_port) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_devdb-proxy"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--domain", DOMAIN])
+        .args(["--dev-certs-dir", &dir.path().join("certs").to_string_lossy()])
+        .env("DEVDB_PROXY_ROUTES_FILE", &routes)
+        .env("DEVDB_PROXY_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("DEVDB_PROXY_SHUTDOWN_GRACE", "60s")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("devdb-proxy");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+    wait_ready(admin).await;
+
+    // The generated development CA verifies the proxy.
+    let ca = dir.path().join("certs/ca.crt");
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(TestProxy::host("alpha"))
+        .hostaddr([127, 0, 0, 1].into())
+        .port(port)
+        .user(USER)
+        .password(PASSWORD)
+        .dbname("postgres")
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let client = connect_with(&config, make_tls(&ca, false)).await.expect("connect via the binary");
+    client.batch_execute("CREATE TABLE drained (v int); BEGIN; INSERT INTO drained VALUES (1)").await.expect("txn");
+
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    // Draining: not ready any more, and no new sessions.
+    for _ in 0..100 {
+        if http_get(admin, "/readyz").await.0.contains("503") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(http_get(admin, "/readyz").await.0.contains("503"), "draining proxies are not ready");
+    assert!(connect_with(&config, make_tls(&ca, false)).await.is_err(), "no new sessions while draining");
+
+    // The open session goes on: it commits, and the proxy exits once it closes.
+    client.batch_execute("INSERT INTO drained VALUES (2); COMMIT").await.expect("commit during drain");
+    drop(client);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").expect("status");
+    assert!(status.success(), "clean exit: {status}");
+    let direct = alpha.direct().await;
+    assert_eq!(query_one(&direct, "SELECT sum(v) FROM drained").await, "3");
+}
+
+async fn wait_ready(admin: std::net::SocketAddr) {
+    for _ in 0..200 {
+        if TcpStream::connect(admin).await.is_ok() && http_get(admin, "/readyz").await.0.contains("200") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("devdb-proxy never became ready");
+}
+
+#[tokio::test]
+async fn the_binary_explains_itself_and_refuses_bad_flags() {
+    let help =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_devdb-proxy")).arg("--help").output().await.expect("run");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success());
+    for flag in [
+        "--listen",
+        "--domain",
+        "--tls-cert",
+        "--tls-key",
+        "--routes-file",
+        "--admin-listen",
+        "--proxy-protocol",
+        "--allow-plaintext",
+        "DEVDB_PROXY_LISTEN",
+    ] {
+        assert!(text.contains(flag), "--help mentions {flag}");
+    }
+    let missing = tokio::process::Command::new(env!("CARGO_BIN_EXE_devdb-proxy"))
+        .args(["--routes-file", "/nonexistent/routes.json", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--dev-certs-dir", &std::env::temp_dir().join("devdb-help-test").to_string_lossy()])
+        .output()
+        .await
+        .expect("run");
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("cannot read routes file /nonexistent/routes.json"), "{stderr}");
+}
