@@ -33,7 +33,7 @@ async fn bad_first_packets_get_08p01() {
 
     let mut config = proxy.config("alpha");
     config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let err = config.connect(tokio_postgres::NoTls).await.err().expect("refused");
+    let err = refused(config.connect(tokio_postgres::NoTls).await);
     assert_eq!(db_error(&err), ("08P01".into(), "DevDB requires TLS: connect with sslmode=require".into()));
 
     let mut oversized = 20_000i32.to_be_bytes().to_vec();
@@ -73,10 +73,10 @@ async fn routing_refusals_name_the_problem() {
     let gone = free_port();
     let proxy = TestProxy::start(&[("alpha", alpha.addr()), ("gone", format!("127.0.0.1:{gone}"))]).await;
 
-    let err = proxy.connect("nobody").await.err().expect("refused");
+    let err = refused(proxy.connect("nobody").await);
     assert_eq!(db_error(&err), ("3D000".into(), "database instance \"nobody\" does not exist".into()));
 
-    let err = proxy.connect("gone").await.err().expect("refused");
+    let err = refused(proxy.connect("gone").await);
     assert_eq!(db_error(&err), ("08006".into(), "database instance \"gone\" is not reachable".into()));
     let detail = format!("{:?}", err.as_db_error());
     assert!(!detail.contains(&gone.to_string()), "the backend address stays internal: {detail}");
@@ -85,7 +85,7 @@ async fn routing_refusals_name_the_problem() {
     let mut tls = client_tls_config(&proxy.certs.ca_cert, &[]);
     tls.enable_sni = false;
     let err = connect_with(&proxy.config("alpha"), tokio_postgres_rustls::MakeRustlsConnect::new(tls)).await;
-    let (code, message) = db_error(&err.err().expect("refused"));
+    let (code, message) = db_error(&refused(err));
     assert_eq!(code, "08P01");
     assert_eq!(message, format!("no database instance named: use host <name>.{DOMAIN} or options=endpoint=<name>"));
 
@@ -215,7 +215,7 @@ async fn health_checks_are_not_counted_as_errors_but_refusals_are() {
         let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
         drop(tcp);
     }
-    let _ = proxy.connect("nobody").await.err().expect("refused");
+    let _ = refused(proxy.connect("nobody").await);
     still_serves(&proxy, "alpha").await;
     wait_for_metric(&proxy, "devdb_proxy_handshake_errors_total{reason=\"unknown_name\"} 1").await;
     wait_for_metric(&proxy, "devdb_proxy_connections_total{route=\"alpha\"} 1").await;

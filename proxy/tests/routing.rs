@@ -23,8 +23,7 @@ async fn psql_and_tokio_postgres_reach_the_named_backend_with_scram() {
         assert_eq!(method, "false");
     }
 
-    let wrong_password =
-        connect_with(proxy.config("alpha").password("nope"), proxy.tls()).await.err().expect("refused");
+    let wrong_password = refused(connect_with(proxy.config("alpha").password("nope"), proxy.tls()).await);
     assert_eq!(db_error(&wrong_password).0, "28P01", "the backend's own SCRAM refusal reaches the client");
     proxy.stop().await;
 }

@@ -503,3 +503,11 @@ pub async fn wait_for_metric(proxy: &TestProxy, line: &str) {
     }
     panic!("metrics never showed {line:?}:\n{metrics}");
 }
+
+/// The error of a connection attempt that must fail (clients are not `Debug`, so no `expect_err`).
+pub fn refused<T>(result: Result<T, tokio_postgres::Error>) -> tokio_postgres::Error {
+    match result {
+        Ok(_) => panic!("the connection was expected to be refused"),
+        Err(err) => err,
+    }
+}
