@@ -3,15 +3,19 @@
 //! Each session's `BackendKeyData` is replaced by a proxy-issued key of the same size (4 bytes in
 //! protocol 3.0, up to 256 in 3.2). A CancelRequest carrying that key, over TLS or plaintext, is
 //! looked up here and a CancelRequest with the real key is sent to the session's backend.
-//! Unknown keys are dropped silently, as PostgreSQL does, so a guesser learns nothing.
+//! Unknown keys are dropped silently, as PostgreSQL does, so a guesser learns nothing, and each
+//! client network may send only so many cancels (a burst of 20, then 10 per second): guessing a
+//! key takes far more tries than that.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use governor::{DefaultKeyedRateLimiter, Quota};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,10 +26,35 @@ use crate::protocol::{self, CancelKey};
 /// A cancel has done its job once the backend has read it; bound the whole exchange.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Cancel requests a client network may send at once, and per second after that.
+const CANCEL_BURST: NonZeroU32 = NonZeroU32::new(20).expect("non-zero");
+const CANCELS_PER_SECOND: NonZeroU32 = NonZeroU32::new(10).expect("non-zero");
+/// Past this many tracked networks, idle ones are forgotten.
+const MAX_TRACKED_NETWORKS: usize = 10_000;
+
 /// Proxy-issued keys of live sessions, by the issued process id.
-#[derive(Default)]
 pub struct CancelMap {
     sessions: DashMap<i32, Target>,
+    /// Keyed by client network (/24 for IPv4, /64 for IPv6).
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Default for CancelMap {
+    fn default() -> Self {
+        let quota = Quota::per_second(CANCELS_PER_SECOND).allow_burst(CANCEL_BURST);
+        Self { sessions: DashMap::new(), limiter: DefaultKeyedRateLimiter::keyed(quota) }
+    }
+}
+
+/// The network a client address belongs to, for rate limiting: a /24 or a /64.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(v4.to_bits() & !0xff)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network(IpAddr::V4(v4)),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
 }
 
 /// Where a cancel for one session must go.
@@ -58,6 +87,7 @@ pub enum CancelOutcome {
     Forwarded,
     UnknownKey,
     BackendFailed,
+    RateLimited,
 }
 
 impl CancelOutcome {
@@ -67,6 +97,7 @@ impl CancelOutcome {
             Self::Forwarded => "forwarded",
             Self::UnknownKey => "unknown_key",
             Self::BackendFailed => "backend_failed",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -110,8 +141,14 @@ impl CancelMap {
         self.sessions.is_empty()
     }
 
-    /// Forwards a client's cancel request to the backend its key belongs to.
-    pub async fn forward(&self, key: &CancelKey) -> CancelOutcome {
+    /// Forwards a cancel request from `client` to the backend its key belongs to.
+    pub async fn forward(&self, key: &CancelKey, client: IpAddr) -> CancelOutcome {
+        if self.limiter.len() > MAX_TRACKED_NETWORKS {
+            self.limiter.retain_recent();
+        }
+        if self.limiter.check_key(&network(client)).is_err() {
+            return CancelOutcome::RateLimited;
+        }
         let Some((backend, backend_key)) = self.lookup(key) else {
             return CancelOutcome::UnknownKey;
         };
@@ -156,6 +193,31 @@ mod tests {
             assert_ne!(issued, real);
             assert_eq!(map.lookup(&issued), Some((backend, real)));
         }
+    }
+
+    #[test]
+    fn networks_are_slash_24_and_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(network(ip("203.0.113.77")), ip("203.0.113.0"));
+        assert_eq!(network(ip("::ffff:203.0.113.77")), ip("203.0.113.0"));
+        assert_eq!(network(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_cancels_from_one_network_is_limited_and_others_are_not() {
+        let map = CancelMap::default();
+        let unknown = key(1, &[0, 0, 0, 0]);
+        let flooder = "198.51.100.1".parse().expect("ip");
+        let mut outcomes = Vec::new();
+        for _ in 0..(CANCEL_BURST.get() * 2) {
+            outcomes.push(map.forward(&unknown, flooder).await);
+        }
+        assert_eq!(outcomes[0], CancelOutcome::UnknownKey);
+        assert!(outcomes.contains(&CancelOutcome::RateLimited), "{outcomes:?}");
+        let neighbour = "198.51.100.200".parse().expect("ip");
+        assert_eq!(map.forward(&unknown, neighbour).await, CancelOutcome::RateLimited, "same /24");
+        let other = "192.0.2.1".parse().expect("ip");
+        assert_eq!(map.forward(&unknown, other).await, CancelOutcome::UnknownKey);
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     );
     async move {
         let result = tokio::select! {
-            result = serve(&ctx, stream) => result,
+            result = serve(&ctx, stream, peer) => result,
             () = ctx.closing.cancelled() => Err(ConnectionError::ShutDown),
         };
         report(&ctx, result);
@@ -99,14 +99,16 @@ pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     .await;
 }
 
-async fn serve(ctx: &Context, mut stream: TcpStream) -> Result<Done, ConnectionError> {
+async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result<Done, ConnectionError> {
     let accepted = Instant::now();
     crate::net::configure(&stream);
+    let mut client_addr = peer;
     let opening = async {
         if ctx.config.proxy_protocol
             && let Some(client) = proxy_protocol::read_header(&mut stream).await?
         {
             Span::current().record("client", field::display(client));
+            client_addr = client;
         }
         Ok::<_, ConnectionError>(handshake(stream, &ctx.tls, ctx.config.allow_plaintext).await?)
     };
@@ -116,7 +118,7 @@ async fn serve(ctx: &Context, mut stream: TcpStream) -> Result<Done, ConnectionE
     let ClientSession { mut client, mut startup, sni } = match opened {
         Handshake::Session(session) => session,
         Handshake::Cancel(key) => {
-            let outcome = ctx.cancels.forward(&key).await;
+            let outcome = ctx.cancels.forward(&key, client_addr.ip()).await;
             ctx.metrics.cancels.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
             return Ok(Done::Cancel(outcome));
         }
