@@ -149,8 +149,12 @@ pub fn encode_cancel_request(key: &CancelKey) -> BytesMut {
     out
 }
 
-/// Decodes the body of a `BackendKeyData` ('K') message.
+/// Decodes the body of a `BackendKeyData` ('K') message; `None` when it is malformed.
 pub fn decode_backend_key(message: &BackendMessage) -> Option<CancelKey> {
+    // pid (4) + secret; checked here because pgwire's decoder assumes a sane length.
+    if !CANCEL_KEY_LEN.contains(&message.bytes.len().checked_sub(5 + 4)?) {
+        return None;
+    }
     let mut body = BytesMut::from(&message.bytes[5..]);
     let key = BackendKeyData::decode_body(&mut body, message.bytes.len() - 1, &decode_context()).ok()?;
     Some(CancelKey { pid: key.pid, secret: key.secret_key.to_bytes() })
@@ -328,6 +332,13 @@ mod tests {
         let z = decode_backend_message(&mut buf).expect("framed").expect("complete");
         assert_eq!(z.tag(), BackendMessage::READY_FOR_QUERY);
         assert!(buf.is_empty());
+        // Found by the fuzzer: a BackendKeyData too short for its pid must not panic.
+        for len in [4u8, 5, 8, 11] {
+            let mut short = BytesMut::from(&[b'K', 0, 0, 0, len][..]);
+            short.extend_from_slice(&vec![7u8; usize::from(len) - 4]);
+            let k = decode_backend_message(&mut short).expect("framed").expect("complete");
+            assert_eq!(decode_backend_key(&k), None, "length {len}");
+        }
         let mut bad = BytesMut::from(&[b'R', 0, 0, 0, 2][..]);
         assert!(decode_backend_message(&mut bad).is_err());
     }
