@@ -26,6 +26,13 @@ pub struct DevCertificatePaths {
     pub server_key: PathBuf,
 }
 
+impl DevCertificatePaths {
+    /// The file names inside `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self { ca_cert: dir.join("ca.crt"), server_cert: dir.join("server.crt"), server_key: dir.join("server.key") }
+    }
+}
+
 /// Why certificates could not be made or stored.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -72,11 +79,7 @@ impl DevCertificates {
     /// [`CertError::Write`] naming the file that could not be written.
     pub fn write_to(&self, dir: &Path) -> Result<DevCertificatePaths, CertError> {
         std::fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.into(), source })?;
-        let paths = DevCertificatePaths {
-            ca_cert: dir.join("ca.crt"),
-            server_cert: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-        };
+        let paths = DevCertificatePaths::in_dir(dir);
         for (path, pem, private) in [
             (dir.join("ca.key"), &self.ca_key_pem, true),
             (paths.server_key.clone(), &self.server_key_pem, true),
@@ -96,11 +99,7 @@ impl DevCertificates {
     pub fn ensure_in(dir: &Path, domain: &str) -> Result<(DevCertificatePaths, bool), CertError> {
         let marker = dir.join("domain");
         let current = std::fs::read_to_string(&marker).ok();
-        let paths = DevCertificatePaths {
-            ca_cert: dir.join("ca.crt"),
-            server_cert: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-        };
+        let paths = DevCertificatePaths::in_dir(dir);
         let complete = [&paths.ca_cert, &paths.server_cert, &paths.server_key].iter().all(|p| p.exists());
         if complete && current.as_deref() == Some(domain) {
             return Ok((paths, false));

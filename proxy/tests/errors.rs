@@ -115,11 +115,11 @@ async fn starting_instances_are_awaited_then_refused_and_stopped_ones_refused_at
         serde_json::json!({ "routes": [ { "name": "alpha", "backend": alpha.addr(), "state": state } ] }).to_string()
     };
     proxy.set_table(table("starting"));
-    let refused = wait_for_code(&proxy, "57P03").await;
+    let refused = wait_for_refusal(&proxy, |db| db.code().code() == "57P03").await;
     assert_eq!(refused, "database instance \"alpha\" is starting, retry");
 
     proxy.set_table(table("stopped"));
-    let refused = wait_for_message(&proxy, "is stopped").await;
+    let refused = wait_for_refusal(&proxy, |db| db.message().contains("is stopped")).await;
     assert_eq!(refused, "database instance \"alpha\" is stopped");
 
     // A connection that arrives while the instance is starting goes through once it is ready.
@@ -139,31 +139,19 @@ async fn starting_instances_are_awaited_then_refused_and_stopped_ones_refused_at
     proxy.stop().await;
 }
 
-/// Retries until the routes file change is seen and the refusal has `code`; returns its message.
-async fn wait_for_code(proxy: &TestProxy, code: &str) -> String {
+/// Retries until the routes-file change is seen and the refusal for `alpha` satisfies `wanted`;
+/// returns its message.
+async fn wait_for_refusal(proxy: &TestProxy, wanted: impl Fn(&tokio_postgres::error::DbError) -> bool) -> String {
     for _ in 0..100 {
         if let Err(err) = proxy.connect("alpha").await
             && let Some(db) = err.as_db_error()
-            && db.code().code() == code
+            && wanted(db)
         {
             return db.message().to_string();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("never refused with {code}");
-}
-
-async fn wait_for_message(proxy: &TestProxy, part: &str) -> String {
-    for _ in 0..100 {
-        if let Err(err) = proxy.connect("alpha").await
-            && let Some(db) = err.as_db_error()
-            && db.message().contains(part)
-        {
-            return db.message().to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never refused with {part:?}");
+    panic!("never refused as expected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

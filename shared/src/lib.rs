@@ -1,10 +1,12 @@
 //! Types that cross the boundary between the DevDB proxy and the controller. No I/O lives here.
 //!
 //! # Layout
+//! - [`api`]: the controller's REST request and response types.
 //! - [`names`]: validated DNS-label names of databases and projects ([`Name`]).
 //! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`]) and the one rule that
 //!   maps a host name `<name>.<domain>` to a route key and back ([`Domain`]).
 
+pub mod api;
 pub mod names;
 pub mod route;
 

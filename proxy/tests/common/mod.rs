@@ -3,9 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,144 +18,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const DOMAIN: &str = "db.devdb.test";
-pub const USER: &str = "app";
-pub const PASSWORD: &str = "s3cret-Pa55";
-
-/// The directory holding initdb, postgres and pg_isready: `DEVDB_PG_BIN`, else the newest
-/// `/usr/lib/postgresql/*/bin`.
-pub fn pg_bin() -> PathBuf {
-    if let Ok(dir) = std::env::var("DEVDB_PG_BIN") {
-        return dir.into();
-    }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server packages are installed (/usr/lib/postgresql)")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("postgres").exists())
-        .collect();
-    dirs.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()?.parse::<u32>().ok()));
-    dirs.pop().expect("a PostgreSQL server in /usr/lib/postgresql/*/bin")
-}
-
-/// PostgreSQL refuses to run as root: run it as the `postgres` user then.
-fn run_as() -> Option<(u32, u32)> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let user = nix::unistd::User::from_name("postgres").ok().flatten().expect("a postgres system user");
-    Some((user.uid.as_raw(), user.gid.as_raw()))
-}
-
-fn command(program: impl AsRef<Path>) -> Command {
-    let mut cmd = Command::new(program.as_ref());
-    if let Some((uid, gid)) = run_as() {
-        cmd.uid(uid).gid(gid);
-    }
-    cmd
-}
-
-/// A port the OS just gave out (bound and released; races are unlikely on loopback).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
-
-/// A PostgreSQL server in a temporary directory, stopped and removed on drop. SCRAM
-/// authentication for user `app`; `cluster_name` set to `name` so tests can tell servers apart.
-pub struct TestPostgres {
-    pub name: String,
-    pub port: u16,
-    child: Child,
-    dir: TempDir,
-}
-
-impl TestPostgres {
-    pub fn start(name: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("devdb-pg-").tempdir().expect("tempdir");
-        if let Some((uid, gid)) = run_as() {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
-        }
-        let pwfile = dir.path().join("pw");
-        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
-        if let Some((uid, gid)) = run_as() {
-            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).expect("chown");
-        }
-        let data = dir.path().join("data");
-        let out = command(pg_bin().join("initdb"))
-            .args(["-D", &data.to_string_lossy(), "-U", USER, "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("log")).expect("log");
-        if let Some((uid, gid)) = run_as() {
-            std::os::unix::fs::chown(dir.path().join("log"), Some(uid), Some(gid)).expect("chown");
-        }
-        let child = command(pg_bin().join("postgres"))
-            .args(["-D", &data.to_string_lossy(), "-p", &port.to_string(), "-k", &dir.path().to_string_lossy()])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", &format!("cluster_name={name}"), "-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start postgres");
-        let server = Self { name: name.into(), port, child, dir };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        for _ in 0..300 {
-            let ok = Command::new(pg_bin().join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("postgres {} did not start: {}", self.name, self.log());
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    /// A tokio-postgres client connected directly (no proxy, no TLS).
-    pub async fn direct(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(USER)
-            .password(PASSWORD)
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("direct connection");
-        tokio::spawn(conn);
-        client
-    }
-}
-
-impl Drop for TestPostgres {
-    fn drop(&mut self) {
-        // SIGINT: fast shutdown (terminate sessions, checkpoint, exit).
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        for _ in 0..200 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[allow(unused_imports)]
+pub use devdb_testkit::{PASSWORD, TestPostgres, USER, free_port, psql, query_one};
 
 /// The proxy, running in this process on ephemeral ports, with a generated CA.
 pub struct TestProxy {
@@ -323,38 +185,10 @@ pub async fn connect_with(
     Ok(client)
 }
 
-/// The first column of the first row of `sql`.
-pub async fn query_one(client: &tokio_postgres::Client, sql: &str) -> String {
-    let rows = client.simple_query(sql).await.expect("query");
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        })
-        .expect("a row")
-}
-
 /// SQLSTATE and message of a connection error from the server (or proxy).
 pub fn db_error(err: &tokio_postgres::Error) -> (String, String) {
     let db = err.as_db_error().unwrap_or_else(|| panic!("not a server error: {err:?}"));
     (db.code().code().to_string(), db.message().to_string())
-}
-
-/// Runs psql with `conninfo` and `sql`; returns (success, stdout, stderr).
-pub async fn psql(conninfo: &str, sql: &str) -> (bool, String, String) {
-    let out = tokio::process::Command::new("psql")
-        .arg(conninfo)
-        .args(["-X", "-A", "-t", "-c", sql])
-        .env("PGPASSWORD", PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "20")
-        .output()
-        .await
-        .expect("run psql");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    )
 }
 
 /// A startup packet with protocol `major.minor` and `params`.

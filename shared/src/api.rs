@@ -1,0 +1,170 @@
+//! The controller's REST API types (JSON, camelCase), used by the server and the CLI alike.
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::Name;
+
+/// The only database engine so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbType {
+    #[default]
+    Postgres,
+}
+
+/// `POST /v1/projects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateProject {
+    pub name: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub db_type: DbType,
+    /// PostgreSQL major version; defaults to the newest available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_version: Option<String>,
+    /// `https://…`, `http://…`, `file://…` (local mode) or `s3://…` (Kubernetes).
+    pub backup_location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_credentials: Option<CredentialsRequest>,
+}
+
+/// The user and database a project's data is restored into (and every clone gets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRequest {
+    pub username: String,
+    pub database: String,
+}
+
+/// Where a project's restore stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectStatus {
+    Pending,
+    Restoring,
+    Ready,
+    Failed,
+}
+
+/// Bytes of the dump processed so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub bytes_done: u64,
+    /// Absent when the source does not say (no Content-Length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+}
+
+/// The restored data every new database is cloned from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub created_at: String,
+    pub size_bytes: u64,
+}
+
+/// A project: a data source and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    pub id: String,
+    pub name: Name,
+    pub owner: String,
+    pub db_type: DbType,
+    pub db_version: String,
+    pub backup_location: String,
+    pub status: ProjectStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    pub default_credentials: CredentialsRequest,
+    pub created_at: String,
+}
+
+/// `POST /v1/databases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateDatabase {
+    pub name: Name,
+    pub project: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// Where a database instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseStatus {
+    Creating,
+    Running,
+    Stopped,
+    Error,
+    Deleting,
+}
+
+/// A database instance: a clone of its project's snapshot, with its own credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Database {
+    pub name: Name,
+    pub project: Name,
+    pub owner: String,
+    pub status: DatabaseStatus,
+    /// `<name>.<domain>`: what clients connect to (through the proxy).
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    pub database: String,
+    /// `postgresql://user:password@host:port/database?sslmode=require`.
+    pub uri: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every API error: `{ "error": { "code", "message" } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A stable machine-readable `code` and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_project_takes_the_contract_fields_with_defaults() {
+        let body = r#"{"name":"shop","backupLocation":"https://x/shop.dump"}"#;
+        let req: CreateProject = serde_json::from_str(body).expect("parses");
+        assert_eq!(req.db_type, DbType::Postgres);
+        assert_eq!(req.owner, None);
+        let full = r#"{"name":"shop","owner":"kate","dbType":"postgres","dbVersion":"15","backupLocation":"file:///d",
+                      "defaultCredentials":{"username":"app","database":"shop"}}"#;
+        let req: CreateProject = serde_json::from_str(full).expect("parses");
+        assert_eq!(req.default_credentials.map(|c| c.database), Some("shop".into()));
+        assert!(serde_json::from_str::<CreateProject>(r#"{"name":"Shop","backupLocation":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<CreateProject>(r#"{"name":"s","dbType":"mysql","backupLocation":"x"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn statuses_serialize_lowercase() {
+        assert_eq!(serde_json::to_string(&DatabaseStatus::Creating).expect("json"), "\"creating\"");
+        assert_eq!(serde_json::to_string(&ProjectStatus::Restoring).expect("json"), "\"restoring\"");
+    }
+}

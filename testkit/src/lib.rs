@@ -1,0 +1,129 @@
+//! Test harness shared by the integration tests of every crate: real PostgreSQL servers
+//! ([`TestPostgres`]), free ports, and small client helpers. Crate-specific harnesses (a proxy,
+//! a controller) live in each crate's `tests/common`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use devdb_pgctl::{PgCtl, StopMode, conf_quote};
+use tempfile::TempDir;
+
+/// The superuser of every test server.
+pub const USER: &str = "app";
+/// Its password (SCRAM over TCP).
+pub const PASSWORD: &str = "s3cret-Pa55";
+
+/// A port the OS just gave out (bound and released; races are unlikely on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// The PostgreSQL programs, run as the `postgres` user when the tests run as root.
+pub fn pg() -> PgCtl {
+    PgCtl::discover(std::env::var_os("DEVDB_PG_BIN").as_deref().map(Path::new))
+        .expect("PostgreSQL server binaries (apt-get install postgresql-15)")
+}
+
+/// A PostgreSQL server in a temporary directory on 127.0.0.1, stopped and removed on drop.
+/// SCRAM authentication for [`USER`]; `cluster_name` is `name` so tests can tell servers apart.
+pub struct TestPostgres {
+    pub name: String,
+    pub port: u16,
+    pg: PgCtl,
+    data: PathBuf,
+    dir: TempDir,
+}
+
+impl TestPostgres {
+    pub fn start(name: &str) -> Self {
+        let pg = pg();
+        let dir = tempfile::Builder::new().prefix("devdb-pg-").tempdir().expect("tempdir");
+        pg.make_dir(dir.path()).expect("hand the directory to postgres");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
+        pg.give(&pwfile).expect("pwfile owner");
+        let data = dir.path().join("data");
+        pg.initdb(&data, USER, &[&format!("--pwfile={}", pwfile.display())]).expect("initdb");
+        let port = free_port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\nfsync = off\n",
+            conf_quote(dir.path()),
+            conf_quote(name)
+        );
+        std::fs::write(data.join("postgresql.auto.conf"), conf).expect("conf");
+        let log = dir.path().join("log");
+        pg.start(&data, &log, Duration::from_secs(60)).expect("postgres starts");
+        Self { name: name.into(), port, pg, data, dir }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The temporary directory holding the data directory and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// A libpq connection string reaching the server directly over TCP.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!("host=127.0.0.1 port={} user={USER} dbname={dbname}", self.port)
+    }
+
+    /// A tokio-postgres client connected directly (no proxy, no TLS).
+    pub async fn direct(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(USER)
+            .password(PASSWORD)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("direct connection");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        if let Err(err) = self.pg.stop(&self.data, StopMode::Immediate) {
+            eprintln!("stopping test server {}: {err}", self.name);
+        }
+    }
+}
+
+/// The first column of the first row of `sql`.
+pub async fn query_one(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.simple_query(sql).await.expect("query");
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+/// Runs psql with `conninfo` and `sql` (password [`PASSWORD`]); returns (success, stdout, stderr).
+pub async fn psql(conninfo: &str, sql: &str) -> (bool, String, String) {
+    let out = tokio::process::Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-A", "-t", "-c", sql])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "20")
+        .output()
+        .await
+        .expect("run psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
