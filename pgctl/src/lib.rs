@@ -155,13 +155,20 @@ impl PgCtl {
         &self.bins
     }
 
-    /// A command for `program`, running as the PostgreSQL user when this process is root.
+    /// A command for a server program, running as the PostgreSQL user when this process is root.
+    /// Programs never see this process's libpq settings (`PGHOST`…).
     pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bins.path(program));
+        let mut cmd = self.client(program);
         if let Some(RunAs { uid, gid }) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
-        // Programs must not read this process's libpq settings by accident.
+        cmd
+    }
+
+    /// A command for a client program (psql, pg_restore), run as this process's own user: it
+    /// reaches servers over their Unix socket, whose directory this process can enter.
+    pub fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bins.path(program));
         for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"] {
             cmd.env_remove(var);
         }

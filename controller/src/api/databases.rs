@@ -1,0 +1,177 @@
+//! `/v1/databases`: create (clone the project's snapshot), list, show, delete, reset.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use devdb_shared::api::{CreateDatabase, Database, DatabaseStatus};
+use serde::Deserialize;
+
+use super::{ApiError, AppState, Shared, database_view, generate_password, owner_for};
+use crate::auth::Caller;
+use crate::clock::now;
+use crate::reconcile::Key;
+use crate::runtime::Runtime;
+use crate::store::{DatabaseRecord, Want};
+
+/// How long `?wait=true` waits for a clone (a cold copy of a large snapshot takes a while).
+const WAIT_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    owner: Option<String>,
+    project: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+pub async fn create<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Json<CreateDatabase>, JsonRejection>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let (Query(wait), Json(req)) = (wait?, body?);
+    let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read)?;
+    let owner = owner_for(&caller, req.owner)?;
+    let record = DatabaseRecord {
+        name: req.name.clone(),
+        project: project.name.clone(),
+        owner,
+        status: DatabaseStatus::Creating,
+        want: Want::Run,
+        port: free_port()?,
+        password: generate_password(),
+        snapshot_generation: None,
+        error: None,
+        created_at: now(),
+    };
+    state.store.insert_database(&record)?;
+    tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
+    state.reconciler.publish_routes()?;
+    state.reconciler.trigger(Key::Database(record.name.clone()));
+    let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
+    Ok((StatusCode::CREATED, Json(database_view(&state.config, &record, Some(&project)))))
+}
+
+pub async fn list<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<Database>>, ApiError> {
+    let Query(query) = query?;
+    let databases = state.store.databases(caller.scope(query.owner.as_deref()), query.project.as_deref())?;
+    let projects = state.store.projects(None)?;
+    let views = databases
+        .iter()
+        .map(|d| database_view(&state.config, d, projects.iter().find(|p| p.name == d.project)))
+        .collect();
+    Ok(Json(views))
+}
+
+pub async fn show<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Database>, ApiError> {
+    let database = database_for(&state, &caller, &name)?;
+    Ok(Json(view(&state, &database)?))
+}
+
+pub async fn delete<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let database = database_for(&state, &caller, &name)?;
+    let record = state.store.update_database(&database.name, |d| {
+        d.want = Want::Delete;
+        d.status = DatabaseStatus::Deleting;
+    })?;
+    state.reconciler.publish_routes()?;
+    state.reconciler.trigger(Key::Database(record.name.clone()));
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record)?)))
+}
+
+pub async fn reset<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    Path(name): Path<String>,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let Query(wait) = wait?;
+    let database = database_for(&state, &caller, &name)?;
+    if database.want == Want::Delete {
+        return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
+    }
+    let record = state.store.update_database(&database.name, |d| {
+        d.want = Want::Reset;
+        d.status = DatabaseStatus::Creating;
+        d.error = None;
+    })?;
+    state.reconciler.publish_routes()?;
+    state.reconciler.trigger(Key::Database(record.name.clone()));
+    let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record)?)))
+}
+
+/// The database `name` if it exists and the caller may see it (else 404, so names of others'
+/// databases are not revealed).
+fn database_for<R>(state: &AppState<R>, caller: &Caller, name: &str) -> Result<DatabaseRecord, ApiError> {
+    state
+        .store
+        .database(name)?
+        .filter(|d| caller.may_access(&d.owner))
+        .ok_or_else(|| ApiError::NotFound(format!("database {name:?} does not exist")))
+}
+
+fn view<R>(state: &AppState<R>, d: &DatabaseRecord) -> Result<Database, ApiError> {
+    let project = state.store.project(d.project.as_str())?;
+    Ok(database_view(&state.config, d, project.as_ref()))
+}
+
+/// Waits until the database is running (or failed: then the error is the response).
+async fn wait_until_settled<R: Runtime>(
+    state: &AppState<R>,
+    record: &DatabaseRecord,
+) -> Result<DatabaseRecord, ApiError> {
+    let mut changes = state.routes.subscribe();
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let current = state
+            .store
+            .database(record.name.as_str())?
+            .ok_or_else(|| ApiError::NotFound(format!("database {} was deleted", record.name)))?;
+        match current.status {
+            DatabaseStatus::Running if current.want == Want::Run => return Ok(current),
+            DatabaseStatus::Error => {
+                return Err(ApiError::Failed(format!(
+                    "database {} failed: {}",
+                    record.name,
+                    current.error.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            return Err(ApiError::Failed(format!(
+                "database {} is still being created; check again later",
+                record.name
+            )));
+        }
+    }
+}
+
+/// A free loopback port for a new instance (the OS picks; the instance binds it moments later).
+fn free_port() -> Result<u16, ApiError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ApiError::Internal(format!("no free port: {e}")))
+}

@@ -1,0 +1,182 @@
+//! The REST API (axum): `/v1` per the contract, plus the routes feed and health.
+//!
+//! Handlers are generic over the [`Runtime`] so the same API serves every runtime.
+
+mod databases;
+mod error;
+mod projects;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use devdb_shared::api::{Database, Project};
+
+pub use error::ApiError;
+
+use crate::auth::Caller;
+use crate::config::ServerConfig;
+use crate::reconcile::Reconciler;
+use crate::routes::RouteFeed;
+use crate::runtime::Runtime;
+use crate::store::{DatabaseRecord, ProjectRecord, Store};
+
+/// What every handler shares.
+pub struct AppState<R> {
+    pub config: ServerConfig,
+    pub store: Arc<Store>,
+    pub reconciler: Arc<Reconciler<R>>,
+    pub routes: RouteFeed,
+    /// The PostgreSQL major version this runtime provides.
+    pub pg_version: u32,
+}
+
+type Shared<R> = State<Arc<AppState<R>>>;
+
+/// The whole API.
+pub fn router<R: Runtime>(state: Arc<AppState<R>>) -> Router {
+    let v1 = Router::new()
+        .route("/projects", post(projects::create::<R>).get(projects::list::<R>))
+        .route("/projects/{name}", get(projects::show::<R>).delete(projects::delete::<R>))
+        .route("/projects/{name}/refresh", post(projects::refresh::<R>))
+        .route("/databases", post(databases::create::<R>).get(databases::list::<R>))
+        .route("/databases/{name}", get(databases::show::<R>).delete(databases::delete::<R>))
+        .route("/databases/{name}/reset", post(databases::reset::<R>))
+        .route("/routes", get(routes::snapshot::<R>))
+        .route("/routes/watch", get(routes::watch::<R>));
+    Router::new()
+        .nest("/v1", v1)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate::<R>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::from_fn(release_header))
+        .with_state(state)
+}
+
+/// Refuses requests without a valid token (when tokens are configured) and records the caller.
+async fn authenticate<R: Runtime>(
+    State(state): Shared<R>,
+    mut request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.config.tokens.caller(header) {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// Every response names the release that produced it.
+async fn release_header(request: axum::extract::Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert("x-release", HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+    response
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The API view of a project.
+pub fn project_view(p: &ProjectRecord) -> Project {
+    Project {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        owner: p.owner.clone(),
+        db_type: devdb_shared::api::DbType::Postgres,
+        db_version: p.db_version.clone(),
+        backup_location: p.backup_location.clone(),
+        status: p.status,
+        progress: p.progress,
+        error: p.error.clone(),
+        snapshot: p
+            .snapshot
+            .as_ref()
+            .map(|s| devdb_shared::api::Snapshot { created_at: s.created_at.clone(), size_bytes: s.size_bytes }),
+        default_credentials: devdb_shared::api::CredentialsRequest {
+            username: p.username.clone(),
+            database: p.database.clone(),
+        },
+        created_at: p.created_at.clone(),
+    }
+}
+
+/// The API view of a database: connection details point at the proxy.
+pub fn database_view(config: &ServerConfig, d: &DatabaseRecord, project: Option<&ProjectRecord>) -> Database {
+    let host = config.domain.host_for(&d.name);
+    let (username, database) = project.map(|p| (p.username.clone(), p.database.clone())).unwrap_or_default();
+    let uri = format!(
+        "postgresql://{username}:{password}@{host}:{port}/{database}?sslmode=require",
+        password = d.password,
+        port = config.public_port
+    );
+    Database {
+        name: d.name.clone(),
+        project: d.project.clone(),
+        owner: d.owner.clone(),
+        status: d.status,
+        host,
+        port: config.public_port,
+        username,
+        password: d.password.clone(),
+        database,
+        uri,
+        created_at: d.created_at.clone(),
+        error: d.error.clone(),
+    }
+}
+
+/// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).
+pub fn generate_password() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
+}
+
+/// The owner of a new object: an owner token always creates its own; an admin may name anyone.
+pub fn owner_for(caller: &Caller, requested: Option<String>) -> Result<String, ApiError> {
+    match (caller, requested) {
+        (Caller::Admin, requested) => Ok(requested.unwrap_or_else(|| "default".into())),
+        (Caller::Owner(me), Some(other)) if &other != me => {
+            Err(ApiError::Forbidden(format!("your token creates objects for owner {me:?}, not {other:?}")))
+        }
+        (Caller::Owner(me), _) => Ok(me.clone()),
+    }
+}
+
+/// How a handler uses a project: every caller may read one (engineers clone shared projects);
+/// only its owner or an admin may change it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Change,
+}
+
+/// The project `name_or_id`, if it exists and the caller may use it that way.
+pub fn project_for<R>(
+    state: &AppState<R>,
+    caller: &Caller,
+    name_or_id: &str,
+    access: Access,
+) -> Result<ProjectRecord, ApiError> {
+    let project = state
+        .store
+        .project(name_or_id)?
+        .ok_or_else(|| ApiError::NotFound(format!("project {name_or_id:?} does not exist")))?;
+    if access == Access::Change && !caller.may_access(&project.owner) {
+        return Err(ApiError::Forbidden(format!("project {} belongs to {:?}", project.name, project.owner)));
+    }
+    Ok(project)
+}

@@ -1,0 +1,146 @@
+//! `/v1/projects`: create (restore once), list, show, delete, refresh.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use devdb_shared::api::{CreateProject, Project, ProjectStatus};
+use serde::Deserialize;
+
+use super::{Access, ApiError, Shared, generate_password, owner_for, project_view};
+use crate::auth::Caller;
+use crate::clock::now;
+use crate::reconcile::Key;
+use crate::runtime::Runtime;
+use crate::store::{ProjectRecord, StoreError};
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    owner: Option<String>,
+}
+
+pub async fn create<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    body: Result<Json<CreateProject>, JsonRejection>,
+) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let Json(req) = body?;
+    let owner = owner_for(&caller, req.owner)?;
+    check_location(&req.backup_location)?;
+    let available = state.pg_version.to_string();
+    let db_version = req.db_version.unwrap_or_else(|| available.clone());
+    if db_version != available {
+        return Err(ApiError::BadRequest(format!(
+            "PostgreSQL {db_version} is not available here; this runtime provides {available}"
+        )));
+    }
+    let (username, database) = match req.default_credentials {
+        Some(c) => (c.username, c.database),
+        None => ("app".to_string(), req.name.as_str().replace('-', "_")),
+    };
+    for (what, value) in [("username", &username), ("database", &database)] {
+        check_identifier(what, value)?;
+    }
+    let record = ProjectRecord {
+        id: format!("prj-{}", generate_password().to_lowercase()),
+        name: req.name.clone(),
+        owner,
+        db_version,
+        backup_location: req.backup_location,
+        status: ProjectStatus::Pending,
+        error: None,
+        progress: None,
+        snapshot: None,
+        wanted_generation: 1,
+        username,
+        password: generate_password(),
+        database,
+        created_at: now(),
+    };
+    state.store.insert_project(&record)?;
+    tracing::info!(project = %record.name, owner = %record.owner, "project created");
+    state.reconciler.trigger(Key::Project(record.name.clone()));
+    Ok((StatusCode::CREATED, Json(project_view(&record))))
+}
+
+pub async fn list<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<Project>>, ApiError> {
+    let Query(query) = query?;
+    let projects = state.store.projects(query.owner.as_deref())?;
+    Ok(Json(projects.iter().map(project_view).collect()))
+}
+
+pub async fn show<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Project>, ApiError> {
+    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read)?)))
+}
+
+pub async fn delete<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let project = super::project_for(&state, &caller, &name, Access::Change)?;
+    match state.store.delete_project(&project.name) {
+        Err(StoreError::Exists { name: database, .. }) => {
+            return Err(ApiError::Conflict(format!(
+                "project {} still has databases ({database}…): delete them first",
+                project.name
+            )));
+        }
+        other => other?,
+    }
+    tracing::info!(project = %project.name, "project deleted");
+    state.reconciler.trigger(Key::Project(project.name));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn refresh<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let project = super::project_for(&state, &caller, &name, Access::Change)?;
+    if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
+        return Err(ApiError::Conflict(format!("project {} is already restoring", project.name)));
+    }
+    let updated = state.store.update_project(&project.name, |p| {
+        p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
+        p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
+        p.error = None;
+    })?;
+    state.reconciler.trigger(Key::Project(updated.name.clone()));
+    Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
+}
+
+/// Refuses locations this runtime cannot read, before anything is stored.
+fn check_location(location: &str) -> Result<(), ApiError> {
+    if ["http://", "https://", "file://"].iter().any(|s| location.starts_with(s)) {
+        return Ok(());
+    }
+    let why = if location.starts_with("s3://") {
+        "s3:// locations need the kube runtime; the local runtime reads http://, https:// and file://"
+    } else {
+        "backupLocation must be an http://, https:// or file:// URL"
+    };
+    Err(ApiError::BadRequest(format!("{why} (got {location:?})")))
+}
+
+/// Usernames and database names: lower-case SQL identifiers, so they never need escaping.
+fn check_identifier(what: &str, value: &str) -> Result<(), ApiError> {
+    let ok = value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "defaultCredentials.{what} {value:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)"
+        )))
+    }
+}

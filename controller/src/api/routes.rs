@@ -1,0 +1,49 @@
+//! `GET /v1/routes` (the table now) and `GET /v1/routes/watch` (newline-delimited JSON: the
+//! table now, then again after every change, and every 30 s as a heartbeat).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use devdb_shared::RouteTable;
+
+use super::{ApiError, Shared};
+use crate::auth::Caller;
+use crate::runtime::Runtime;
+
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// Only admins (the proxies' token) read the routing table: it names every instance.
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::Owner(_) => Err(ApiError::Forbidden("the routing table is for proxies (admin tokens)".into())),
+    }
+}
+
+pub async fn snapshot<R: Runtime>(
+    axum::extract::State(state): Shared<R>,
+    caller: Caller,
+) -> Result<Json<RouteTable>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(state.routes.current()))
+}
+
+pub async fn watch<R: Runtime>(axum::extract::State(state): Shared<R>, caller: Caller) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    let mut changes = state.routes.subscribe();
+    changes.mark_changed();
+    let lines = futures_util::stream::unfold(changes, |mut changes| async move {
+        // A closed channel means the controller is stopping: end the stream.
+        if tokio::time::timeout(HEARTBEAT, changes.changed()).await.is_ok_and(|r| r.is_err()) {
+            return None;
+        }
+        let mut line = serde_json::to_vec(&*changes.borrow_and_update()).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(Bytes::from(line)), changes))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}

@@ -1,0 +1,1 @@
+//! The devdb CLI.

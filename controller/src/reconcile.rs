@@ -1,0 +1,268 @@
+//! The reconciler: drives each project and database from what its record says it should be to
+//! what the runtime has, one task per object at a time.
+//!
+//! Every step is idempotent and every state change is written to the store first, so after a
+//! crash [`Reconciler::recover`] just reconciles everything again: in-flight restores and clones
+//! are redone from scratch (their half-made files removed), running instances are adopted, and
+//! files or processes no record claims are removed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use devdb_shared::Name;
+use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
+
+use crate::routes::RouteFeed;
+use crate::runtime::{ProgressFn, Runtime, RuntimeError};
+use crate::store::{DatabaseRecord, Store, StoreError, Want};
+
+/// What the reconciler works on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Project(Name),
+    Database(Name),
+}
+
+/// Store failures end a pass (it is retried on the next trigger); runtime failures are recorded
+/// on the object instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Progress is written to the store at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Reconciles objects on demand.
+pub struct Reconciler<R> {
+    store: Arc<Store>,
+    runtime: R,
+    routes: RouteFeed,
+    /// Objects being reconciled, each with "triggered again meanwhile". A std mutex: held only
+    /// to look up and flip entries, never across an await.
+    inflight: Mutex<HashMap<Key, bool>>,
+}
+
+impl<R: Runtime> Reconciler<R> {
+    pub fn new(store: Arc<Store>, runtime: R, routes: RouteFeed) -> Arc<Self> {
+        Arc::new(Self { store, runtime, routes, inflight: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// Asks for `key` to be reconciled: now if idle, else once more after the current pass.
+    pub fn trigger(self: &Arc<Self>, key: Key) {
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(again) = inflight.get_mut(&key) {
+                *again = true;
+                return;
+            }
+            inflight.insert(key.clone(), false);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = this.reconcile(&key).await {
+                    tracing::warn!(?key, %error, "reconcile failed");
+                }
+                let mut inflight = this.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match inflight.get_mut(&key) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        inflight.remove(&key);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Whether anything is being reconciled (for tests and shutdown).
+    pub fn busy(&self) -> bool {
+        !self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+
+    /// After a start: reconciles every recorded object and removes what no record claims.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), ReconcileError> {
+        let projects = self.store.projects(None)?;
+        let databases = self.store.databases(None, None)?;
+        self.publish_routes()?;
+        for orphan in self.runtime.existing_databases().await.unwrap_or_default() {
+            if !databases.iter().any(|d| d.name == orphan) {
+                tracing::info!(database = %orphan, "removing an instance no record claims");
+                self.trigger(Key::Database(orphan));
+            }
+        }
+        for orphan in self.runtime.existing_projects().await.unwrap_or_default() {
+            if !projects.iter().any(|p| p.name == orphan) {
+                self.trigger(Key::Project(orphan));
+            }
+        }
+        for p in projects {
+            self.trigger(Key::Project(p.name));
+        }
+        for d in databases {
+            self.trigger(Key::Database(d.name));
+        }
+        Ok(())
+    }
+
+    async fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
+        match key {
+            Key::Project(name) => self.reconcile_project(name).await,
+            Key::Database(name) => self.reconcile_database(name).await,
+        }
+    }
+
+    async fn reconcile_project(self: &Arc<Self>, name: &Name) -> Result<(), ReconcileError> {
+        let Some(project) = self.store.project(name.as_str())? else {
+            // Deleted (or an orphan): remove everything it had.
+            if let Err(error) = self.runtime.clean_project(name, None).await {
+                tracing::warn!(project = %name, %error, "cannot remove project files");
+            }
+            return Ok(());
+        };
+        let current = project.snapshot.as_ref().map(|s| s.generation);
+        if current >= Some(project.wanted_generation) || project.status == ProjectStatus::Failed {
+            if project.status == ProjectStatus::Ready {
+                // Debris of an interrupted refresh.
+                let _ = self.runtime.clean_project(name, current).await;
+            }
+            return Ok(());
+        }
+        let generation = project.wanted_generation;
+        self.store.update_project(name, |p| {
+            p.status = ProjectStatus::Restoring;
+            p.error = None;
+            p.progress = Some(Progress { bytes_done: 0, bytes_total: None });
+        })?;
+        tracing::info!(project = %name, generation, "restoring");
+        let started = Instant::now();
+        match self.runtime.restore(&project, generation, self.progress_writer(name)).await {
+            Ok(snapshot) => {
+                tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
+                self.store.update_project(name, |p| {
+                    p.status = ProjectStatus::Ready;
+                    p.progress = None;
+                    p.snapshot = Some(snapshot);
+                })?;
+                let _ = self.runtime.clean_project(name, Some(generation)).await;
+            }
+            Err(error) => {
+                tracing::warn!(project = %name, %error, "restore failed");
+                self.store.update_project(name, |p| {
+                    // A refresh that fails keeps the previous snapshot usable.
+                    p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
+                    p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
+                    p.error = Some(error.to_string());
+                    p.progress = None;
+                })?;
+            }
+        }
+        // Databases waiting for this project can go on (or learn that it failed).
+        for d in self.store.databases(None, Some(name.as_str()))? {
+            self.trigger(Key::Database(d.name));
+        }
+        Ok(())
+    }
+
+    fn progress_writer(&self, name: &Name) -> ProgressFn {
+        let (store, name) = (self.store.clone(), name.clone());
+        let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
+        Arc::new(move |done, total| {
+            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() >= PROGRESS_EVERY || Some(done) == total {
+                *last = Instant::now();
+                let _ = store
+                    .update_project(&name, |p| p.progress = Some(Progress { bytes_done: done, bytes_total: total }));
+            }
+        })
+    }
+
+    async fn reconcile_database(self: &Arc<Self>, name: &Name) -> Result<(), ReconcileError> {
+        let Some(database) = self.store.database(name.as_str())? else {
+            if let Err(error) = self.runtime.remove_database(name).await {
+                tracing::warn!(database = %name, %error, "cannot remove instance");
+            }
+            return Ok(());
+        };
+        let result = match database.want {
+            Want::Delete => {
+                self.set_database(name, |d| d.status = DatabaseStatus::Deleting)?;
+                match self.runtime.remove_database(name).await {
+                    Ok(()) => {
+                        self.store.delete_database(name)?;
+                        self.publish_routes()?;
+                        tracing::info!(database = %name, "deleted");
+                        return Ok(());
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Want::Reset => self.clone_database(&database).await,
+            Want::Run => match database.status {
+                DatabaseStatus::Creating => self.clone_database(&database).await,
+                DatabaseStatus::Running => self.runtime.ensure_running(&database).await,
+                DatabaseStatus::Stopped | DatabaseStatus::Error | DatabaseStatus::Deleting => Ok(()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(database = %name, %error, "database failed");
+            self.set_database(name, |d| {
+                d.status = DatabaseStatus::Error;
+                d.error = Some(error.to_string());
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Clones the project's snapshot for `database` once the project is ready.
+    async fn clone_database(self: &Arc<Self>, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let Some(project) = self.store.project(database.project.as_str()).ok().flatten() else {
+            return Err(RuntimeError::NoSnapshot(database.project.clone()));
+        };
+        let Some(snapshot) = project.snapshot.clone() else {
+            if project.status == ProjectStatus::Failed {
+                let why = project.error.unwrap_or_default();
+                return Err(RuntimeError::Step { step: "the project's restore", detail: why });
+            }
+            // Still restoring: the project's reconciler triggers this database when done.
+            return Ok(());
+        };
+        let _ = self.set_database(&database.name, |d| {
+            d.status = DatabaseStatus::Creating;
+            d.error = None;
+        });
+        self.runtime.clone_database(database, &project, snapshot.generation).await?;
+        let _ = self.set_database(&database.name, |d| {
+            d.status = DatabaseStatus::Running;
+            // A delete asked for meanwhile stays asked for; a reset is done.
+            if d.want == Want::Reset {
+                d.want = Want::Run;
+            }
+            d.snapshot_generation = Some(snapshot.generation);
+        });
+        tracing::info!(database = %database.name, project = %project.name, "running");
+        Ok(())
+    }
+
+    fn set_database(&self, name: &Name, f: impl FnOnce(&mut DatabaseRecord)) -> Result<(), StoreError> {
+        self.store.update_database(name, f)?;
+        self.publish_routes()
+    }
+
+    /// Recomputes the routing table from the store.
+    pub fn publish_routes(&self) -> Result<(), StoreError> {
+        let databases = self.store.databases(None, None)?;
+        self.routes.publish(&databases, |d| self.runtime.backend(d));
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! The controller as a server: open the store, adopt what runs, serve the API.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use devdb_pgctl::PgCtl;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::ServerConfig;
+use crate::reconcile::Reconciler;
+use crate::routes::RouteFeed;
+use crate::runtime::local::LocalRuntime;
+use crate::store::Store;
+
+/// Runs the controller with the local runtime on `listener` until `shutdown` resolves.
+/// Database instances keep running after it returns: the next start adopts them.
+///
+/// # Errors
+/// When the data directory, the store or the PostgreSQL binaries are unusable.
+pub async fn run(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&config.data_dir)?;
+    let store = Arc::new(Store::open(&data_dir).context("opening the state database")?);
+    let pg = PgCtl::discover(config.pg_bin.as_deref())?;
+    let pg_version = pg.binaries().version();
+    let routes = RouteFeed::default();
+    let reconciler = Reconciler::new(store.clone(), LocalRuntime::new(pg, &data_dir), routes.clone());
+    reconciler.recover().await.context("recovering state")?;
+    tracing::info!(
+        api = %listener.local_addr()?,
+        data_dir = %data_dir.display(),
+        postgres = pg_version,
+        auth = if config.tokens.is_empty() { "none (loopback)" } else { "bearer tokens" },
+        "devdb-controller started"
+    );
+    let state = Arc::new(AppState { config, store, reconciler, routes, pg_version });
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
