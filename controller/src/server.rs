@@ -27,6 +27,11 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&config.data_dir)?;
+    // One controller per data directory: two would reconcile the same files. The lock is
+    // released when this process ends, however it ends.
+    let lock = std::fs::File::create(data_dir.join("controller.lock"))?;
+    lock.try_lock()
+        .map_err(|_| anyhow::anyhow!("another devdb-controller is using {}; stop it first", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir).context("opening the state database")?);
     let pg = PgCtl::discover(config.pg_bin.as_deref())?;
     let pg_version = pg.binaries().version();
@@ -40,7 +45,14 @@ pub async fn run(
         auth = if config.tokens.is_empty() { "none (loopback)" } else { "bearer tokens" },
         "devdb-controller started"
     );
-    let state = Arc::new(AppState { config, store, reconciler, routes, pg_version });
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let state = Arc::new(AppState { config, store, reconciler, routes, pg_version, shutdown: stopping.clone() });
+    let signal = async move {
+        shutdown.await;
+        stopping.cancel();
+    };
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(signal).await?;
+    tracing::info!("devdb-controller stopped; database instances keep running");
+    drop(lock);
     Ok(())
 }

@@ -32,7 +32,8 @@ pub struct ProjectRecord {
     pub name: Name,
     pub owner: String,
     pub db_version: String,
-    pub backup_location: String,
+    /// `None`: databases start empty.
+    pub backup_location: Option<String>,
     pub status: ProjectStatus,
     pub error: Option<String>,
     pub progress: Option<Progress>,
@@ -315,7 +316,7 @@ mod tests {
             name: name(n),
             owner: owner.into(),
             db_version: "15".into(),
-            backup_location: "file:///dump".into(),
+            backup_location: Some("file:///dump".into()),
             status: ProjectStatus::Pending,
             error: None,
             progress: None,

@@ -43,8 +43,21 @@ pub struct Args {
 
     /// JSON routes file `{ "routes": [ { "name", "backend": "host:port", "state"? } ] }`,
     /// reloaded when it changes.
-    #[arg(long, env = "DEVDB_PROXY_ROUTES_FILE")]
-    pub routes_file: PathBuf,
+    #[arg(
+        long,
+        env = "DEVDB_PROXY_ROUTES_FILE",
+        required_unless_present = "routes_from",
+        conflicts_with = "routes_from"
+    )]
+    pub routes_file: Option<PathBuf>,
+
+    /// Controller URL (e.g. http://127.0.0.1:8080) whose route feed keeps the table current.
+    #[arg(long, env = "DEVDB_PROXY_ROUTES_FROM")]
+    pub routes_from: Option<String>,
+
+    /// API token for --routes-from (an admin token of the controller).
+    #[arg(long, env = "DEVDB_PROXY_ROUTES_TOKEN", hide_env_values = true)]
+    pub routes_token: Option<String>,
 
     /// Address of the admin HTTP server (/metrics, /healthz, /readyz).
     #[arg(long, env = "DEVDB_PROXY_ADMIN_LISTEN", default_value = "127.0.0.1:9187")]
@@ -96,6 +109,13 @@ pub enum TlsSource {
     },
 }
 
+/// Where the routing table comes from.
+#[derive(Debug, Clone)]
+pub enum RoutesConfig {
+    File(PathBuf),
+    Controller { url: String, token: Option<String> },
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -103,7 +123,7 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub domain: Domain,
     pub tls: TlsSource,
-    pub routes_file: PathBuf,
+    pub routes: RoutesConfig,
     pub proxy_protocol: bool,
     pub allow_plaintext: bool,
     pub handshake_timeout: Duration,
@@ -116,9 +136,9 @@ pub struct Config {
 
 impl Config {
     /// A configuration with the defaults of every optional flag, for embedding and tests.
-    pub fn new(domain: Domain, tls: TlsSource, routes_file: PathBuf) -> Self {
+    pub fn new(domain: Domain, tls: TlsSource, routes: RoutesConfig) -> Self {
         let args = Args::parse_from(["devdb-proxy", "--routes-file", "unused"]);
-        Self { domain, tls, routes_file, ..Self::from(args) }
+        Self { domain, tls, routes, ..Self::from(args) }
     }
 }
 
@@ -134,7 +154,11 @@ impl From<Args> for Config {
             admin_listen: args.admin_listen,
             domain: args.domain,
             tls,
-            routes_file: args.routes_file,
+            routes: match (args.routes_file, args.routes_from) {
+                (_, Some(url)) => RoutesConfig::Controller { url, token: args.routes_token },
+                // clap requires one of the two.
+                (file, None) => RoutesConfig::File(file.unwrap_or_default()),
+            },
             proxy_protocol: args.proxy_protocol,
             allow_plaintext: args.allow_plaintext,
             handshake_timeout: args.handshake_timeout,
@@ -183,6 +207,14 @@ mod tests {
             let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", flag, value]).expect_err("refused");
             assert!(err.to_string().contains(flag), "{flag}: {err}");
         }
+    }
+
+    #[test]
+    fn routes_come_from_a_file_or_the_controller_but_not_both() {
+        let args = Args::parse_from(["devdb-proxy", "--routes-from", "http://c:8080", "--routes-token", "t"]);
+        assert!(matches!(Config::from(args).routes, RoutesConfig::Controller { token: Some(_), .. }));
+        assert!(Args::try_parse_from(["devdb-proxy"]).is_err(), "one is required");
+        assert!(Args::try_parse_from(["devdb-proxy", "--routes-file", "r", "--routes-from", "http://c"]).is_err());
     }
 
     #[test]

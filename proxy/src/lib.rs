@@ -47,9 +47,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::CancelMap;
 use crate::certs::DevCertificates;
-use crate::config::{Config, TlsSource};
+use crate::config::{Config, RoutesConfig, TlsSource};
 use crate::metrics::Metrics;
-use crate::routes::{FileSource, RouteSource, Routes};
+use crate::routes::{ControllerSource, FileSource, RouteSource, Routes};
 use crate::tls::Tls;
 use crate::watch::FileWatch;
 
@@ -91,7 +91,10 @@ pub async fn run(
     let tls_watch = FileWatch::new(vec![cert.clone(), key.clone()], config.reload_interval);
     let tls = Tls::load(&cert, &key).with_context(|| format!("loading the TLS certificate {}", cert.display()))?;
     let routes = Routes::default();
-    let source = FileSource::open(&config.routes_file, config.reload_interval, &routes)?;
+    let source: Box<dyn RouteSource> = match &config.routes {
+        RoutesConfig::File(path) => Box::new(FileSource::open(path, config.reload_interval, &routes)?),
+        RoutesConfig::Controller { url, token } => Box::new(ControllerSource::new(url, token.clone())),
+    };
 
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -112,7 +115,7 @@ pub async fn run(
         closing: CancellationToken::new(),
     });
     let background = CancellationToken::new();
-    tokio::spawn(Box::new(source).run(routes, background.clone()));
+    tokio::spawn(source.run(routes, background.clone()));
     tokio::spawn(reload_certificates(ctx.clone(), tls_watch, background.clone()));
     tokio::spawn(admin::serve(admin, ctx.clone(), background.clone()));
 

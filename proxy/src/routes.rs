@@ -152,6 +152,65 @@ pub fn read_routes_file(path: &Path) -> Result<RouteTable, RoutesFileError> {
     Ok(table)
 }
 
+/// Follows the controller's `GET /v1/routes/watch` stream (one JSON table per line), replacing
+/// the table with each. When the controller is unreachable the last table keeps serving and
+/// the subscription is retried with backoff (0.5 s doubling to 10 s).
+pub struct ControllerSource {
+    url: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl ControllerSource {
+    /// `controller` is the controller's base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(controller: &str, token: Option<String>) -> Self {
+        // Idempotent; reqwest's rustls needs a process-wide provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        Self { url: format!("{}/v1/routes/watch", controller.trim_end_matches('/')), token, client }
+    }
+
+    async fn follow(&self, routes: &Routes) -> Result<(), String> {
+        use futures_util::StreamExt;
+        let mut request = self.client.get(&self.url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("controller answered {}", response.status()));
+        }
+        let mut body = response.bytes_stream();
+        let mut pending = Vec::new();
+        while let Some(chunk) = body.next().await {
+            pending.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let table: RouteTable = serde_json::from_slice(&line).map_err(|e| format!("bad route table: {e}"))?;
+                tracing::debug!(version = table.version, routes = table.routes.len(), "routes updated");
+                routes.replace(table);
+            }
+        }
+        Err("the controller closed the stream".into())
+    }
+}
+
+impl RouteSource for ControllerSource {
+    fn run(self: Box<Self>, routes: Routes, shutdown: CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let Some(Err(error)) = shutdown.run_until_cancelled(self.follow(&routes)).await else { return };
+                tracing::warn!(url = %self.url, %error, retry_in = ?backoff, routes = routes.len(), "route feed lost; serving the last table");
+                if shutdown.run_until_cancelled(tokio::time::sleep(backoff)).await.is_none() {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,10 @@ pub struct CreateProject {
     /// PostgreSQL major version; defaults to the newest available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_version: Option<String>,
-    /// `https://…`, `http://…`, `file://…` (local mode) or `s3://…` (Kubernetes).
-    pub backup_location: String,
+    /// `https://…`, `http://…`, `file://…` (local mode) or `s3://…` (Kubernetes). Without one
+    /// the project's databases start empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_credentials: Option<CredentialsRequest>,
 }
@@ -75,7 +77,8 @@ pub struct Project {
     pub owner: String,
     pub db_type: DbType,
     pub db_version: String,
-    pub backup_location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_location: Option<String>,
     pub status: ProjectStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,

@@ -159,7 +159,13 @@ async fn wait_until_settled<R: Runtime>(
             }
             _ => {}
         }
-        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+        let changed = state.shutdown.run_until_cancelled(tokio::time::timeout_at(deadline, changes.changed())).await;
+        if changed.is_none() {
+            return Err(ApiError::Unavailable(
+                "the controller is shutting down; the database is still being created".into(),
+            ));
+        }
+        if changed.is_some_and(|c| c.is_err()) {
             return Err(ApiError::Failed(format!(
                 "database {} is still being created; check again later",
                 record.name

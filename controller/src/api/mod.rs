@@ -35,6 +35,9 @@ pub struct AppState<R> {
     pub routes: RouteFeed,
     /// The PostgreSQL major version this runtime provides.
     pub pg_version: u32,
+    /// Cancelled when the server begins to shut down: long-lived responses (the route stream,
+    /// `?wait=true`) end, so a graceful shutdown does not wait on them forever.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 type Shared<R> = State<Arc<AppState<R>>>;

@@ -26,7 +26,9 @@ pub async fn create<R: Runtime>(
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
     let Json(req) = body?;
     let owner = owner_for(&caller, req.owner)?;
-    check_location(&req.backup_location)?;
+    if let Some(location) = &req.backup_location {
+        check_location(location)?;
+    }
     let available = state.pg_version.to_string();
     let db_version = req.db_version.unwrap_or_else(|| available.clone());
     if db_version != available {

@@ -36,14 +36,20 @@ pub async fn watch<R: Runtime>(axum::extract::State(state): Shared<R>, caller: C
     require_admin(&caller)?;
     let mut changes = state.routes.subscribe();
     changes.mark_changed();
-    let lines = futures_util::stream::unfold(changes, |mut changes| async move {
-        // A closed channel means the controller is stopping: end the stream.
-        if tokio::time::timeout(HEARTBEAT, changes.changed()).await.is_ok_and(|r| r.is_err()) {
-            return None;
+    let shutdown = state.shutdown.clone();
+    let lines = futures_util::stream::unfold(changes, move |mut changes| {
+        let shutdown = shutdown.clone();
+        async move {
+            // The stream ends when the controller stops, so proxies resubscribe elsewhere.
+            let next = shutdown.run_until_cancelled(tokio::time::timeout(HEARTBEAT, changes.changed())).await;
+            match next {
+                None | Some(Ok(Err(_))) => return None,
+                Some(Ok(Ok(()))) | Some(Err(_)) => {}
+            }
+            let mut line = serde_json::to_vec(&*changes.borrow_and_update()).unwrap_or_default();
+            line.push(b'\n');
+            Some((Ok::<_, Infallible>(Bytes::from(line)), changes))
         }
-        let mut line = serde_json::to_vec(&*changes.borrow_and_update()).unwrap_or_default();
-        line.push(b'\n');
-        Some((Ok::<_, Infallible>(Bytes::from(line)), changes))
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }

@@ -1,1 +1,21 @@
-fn main() {}
+//! `devdb`: the DevDB command line. See `devdb --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use devdb_controller::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Up(_)) {
+        devdb_proxy::telemetry::init(devdb_proxy::telemetry::LogFormat::Text);
+    }
+    match devdb_controller::cli::run(cli).await {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -26,6 +26,8 @@ use crate::store::{DatabaseRecord, ProjectRecord, SnapshotRecord};
 /// The superuser of every instance; reached only over the private Unix socket.
 const SUPERUSER: &str = "postgres";
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// The restore server listens only on its private socket, named after this port.
+const TEMPLATE_PORT: u16 = 5432;
 
 /// PostgreSQL processes under a data directory.
 #[derive(Clone)]
@@ -74,13 +76,14 @@ impl Runtime for LocalRuntime {
         remove_dir(&work)?;
         std::fs::create_dir_all(&work).map_err(RuntimeError::io("creating the restore directory"))?;
         let result = async {
-            let fetched =
-                restore::fetch(&project.backup_location, &work.join("download"), |done, total| progress(done, total))
-                    .await?;
+            let fetched = match &project.backup_location {
+                Some(location) => Some(restore::fetch(location, &work.join("download"), |d, t| progress(d, t)).await?),
+                None => None,
+            };
             let (this, project, work2) = (self.clone(), project.clone(), work.clone());
             blocking(move || {
-                let dump = restore::prepare(&fetched.path, &work2)?;
-                this.restore_into_template(&project, &dump, &work2)
+                let dump = fetched.map(|f| restore::prepare(&f.path, &work2)).transpose()?;
+                this.restore_into_template(&project, dump.as_ref(), &work2)
             })
             .await
         }
@@ -189,13 +192,18 @@ impl Runtime for LocalRuntime {
 impl LocalRuntime {
     /// initdb, start on a private socket, create the project's user and database, restore the
     /// dump, then checkpoint and stop cleanly so the data directory is a consistent template.
-    fn restore_into_template(&self, project: &ProjectRecord, dump: &Dump, work: &Path) -> Result<(), RuntimeError> {
+    fn restore_into_template(
+        &self,
+        project: &ProjectRecord,
+        dump: Option<&Dump>,
+        work: &Path,
+    ) -> Result<(), RuntimeError> {
         let data = work.join("data");
         self.pg.make_dir(work).map_err(RuntimeError::step("preparing the restore directory"))?;
         self.pg.initdb(&data, SUPERUSER, &[]).map_err(RuntimeError::step("initdb"))?;
         // Loading is faster without fsync; the template is synced once, after a clean stop.
         let conf = format!(
-            "listen_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\n",
+            "port = {TEMPLATE_PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\nmin_wal_size = '32MB'\n",
             conf_quote(work)
         );
         write_conf(&data, &conf)?;
@@ -203,15 +211,40 @@ impl LocalRuntime {
             .start(&data, &work.join("log"), START_TIMEOUT)
             .map_err(RuntimeError::step("starting the restore server"))?;
 
-        let sql = format!(
-            "CREATE ROLE {user} LOGIN SUPERUSER PASSWORD '{password}'; CREATE DATABASE {db} OWNER {user};",
-            user = ident(&project.username),
-            password = project.password,
-            db = ident(&project.database),
-        );
-        self.psql(work, "postgres", SUPERUSER, &["-c", &sql])
+        let role = format!("CREATE ROLE {} LOGIN SUPERUSER PASSWORD '{}'", ident(&project.username), project.password);
+        let database = format!("CREATE DATABASE {} OWNER {}", ident(&project.database), ident(&project.username));
+        self.psql(work, TEMPLATE_PORT, "postgres", SUPERUSER, &["-c", &role, "-c", &database])
             .map_err(RuntimeError::step("creating the user and database"))?;
 
+        if let Some(dump) = dump {
+            self.restore_dump(project, dump, work)?;
+        }
+
+        // Statistics make the clones' plans realistic; a small max_wal_size keeps pg_wal (and
+        // so every clone) small.
+        let finish = [
+            "-c",
+            "ANALYZE",
+            "-c",
+            "ALTER SYSTEM SET max_wal_size = '64MB'",
+            "-c",
+            "ALTER SYSTEM SET min_wal_size = '32MB'",
+            "-c",
+            "SELECT pg_reload_conf()",
+        ];
+        self.psql(work, TEMPLATE_PORT, &project.database, SUPERUSER, &finish)
+            .map_err(RuntimeError::step("analyzing"))?;
+        self.psql(work, TEMPLATE_PORT, "postgres", SUPERUSER, &["-c", "CHECKPOINT", "-c", "CHECKPOINT"])
+            .map_err(RuntimeError::step("checkpoint"))?;
+        self.pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("stopping the restore server"))?;
+        write_conf(&data, "")?;
+        let _ = Command::new("sync").status();
+        Ok(())
+    }
+
+    /// pg_restore (parallel where the format allows) or psql, into the project's database as its
+    /// user, without the source's owners and grants; the first error stops the restore.
+    fn restore_dump(&self, project: &ProjectRecord, dump: &Dump, work: &Path) -> Result<(), RuntimeError> {
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
         let target =
             ["-h", &work.to_string_lossy(), "-U", &project.username, "-d", &project.database].map(str::to_owned);
@@ -233,16 +266,6 @@ impl LocalRuntime {
         };
         let tool = if dump.format == DumpFormat::Plain { "psql" } else { "pg_restore" };
         devdb_pgctl::output(&mut cmd, tool).map_err(RuntimeError::step("restoring the dump"))?;
-
-        // Statistics make the clones' plans realistic; a small max_wal_size keeps pg_wal (and
-        // so every clone) small.
-        let finish = "ANALYZE; ALTER SYSTEM SET max_wal_size = '64MB'; SELECT pg_reload_conf();";
-        self.psql(work, &project.database, SUPERUSER, &["-c", finish]).map_err(RuntimeError::step("analyzing"))?;
-        self.psql(work, "postgres", SUPERUSER, &["-c", "CHECKPOINT", "-c", "CHECKPOINT"])
-            .map_err(RuntimeError::step("checkpoint"))?;
-        self.pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("stopping the restore server"))?;
-        write_conf(&data, "")?;
-        let _ = Command::new("sync").status();
         Ok(())
     }
 
@@ -255,7 +278,7 @@ impl LocalRuntime {
             let _ = self.pg.stop(&staging.join("data"), StopMode::Immediate);
         }
         remove_dir(&staging)?;
-        std::fs::create_dir_all(&staging).map_err(RuntimeError::io("creating the clone directory"))?;
+        self.pg.make_dir(&staging).map_err(RuntimeError::step("creating the clone directory"))?;
         let status = Command::new("cp")
             .args(["-a", "--reflink=auto"])
             .arg(snapshot)
@@ -286,13 +309,23 @@ impl LocalRuntime {
             .start(&dir.join("data"), &dir.join("log"), START_TIMEOUT)
             .map_err(RuntimeError::step("starting PostgreSQL"))?;
         let sql = format!("ALTER ROLE {} PASSWORD '{}'", ident(user), database.password);
-        self.psql(&sock, "postgres", SUPERUSER, &["-c", &sql]).map_err(RuntimeError::step("setting the password"))?;
+        self.psql(&sock, database.port, "postgres", SUPERUSER, &["-c", &sql])
+            .map_err(RuntimeError::step("setting the password"))?;
         Ok(())
     }
 
-    fn psql(&self, socket_dir: &Path, db: &str, user: &str, args: &[&str]) -> Result<(), devdb_pgctl::PgError> {
+    /// Runs psql against the server on `socket_dir` (whose socket file is named after `port`).
+    fn psql(
+        &self,
+        socket_dir: &Path,
+        port: u16,
+        db: &str,
+        user: &str,
+        args: &[&str],
+    ) -> Result<(), devdb_pgctl::PgError> {
         let mut cmd = self.pg.client("psql");
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"]).arg(socket_dir).args(["-d", db, "-U", user]).args(args);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"]).arg(socket_dir);
+        cmd.args(["-p", &port.to_string(), "-d", db, "-U", user]).args(args);
         devdb_pgctl::output(&mut cmd, "psql").map(|_| ())
     }
 }

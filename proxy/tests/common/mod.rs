@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use devdb_proxy::certs::{DevCertificatePaths, DevCertificates};
-use devdb_proxy::config::{Config, TlsSource};
+use devdb_proxy::config::{Config, RoutesConfig, TlsSource};
 use devdb_shared::Domain;
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -59,7 +59,8 @@ impl TestProxy {
         let routes_file = dir.path().join("routes.json");
         std::fs::write(&routes_file, table).expect("routes");
         let tls = TlsSource::Files { cert: certs.server_cert.clone(), key: certs.server_key.clone() };
-        let mut config = Config::new(Domain::new(DOMAIN).expect("domain"), tls, routes_file.clone());
+        let mut config =
+            Config::new(Domain::new(DOMAIN).expect("domain"), tls, RoutesConfig::File(routes_file.clone()));
         config.reload_interval = Duration::from_millis(50);
         config.shutdown_grace = Duration::from_secs(5);
         tweak(&mut config);

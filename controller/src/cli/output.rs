@@ -1,0 +1,166 @@
+//! What the CLI prints: tables and key/value blocks for people, JSON for scripts, and
+//! progress indicators on stderr (hidden when stderr is not a terminal).
+
+use std::time::Duration;
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use devdb_shared::api::{Database, Project};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::Settings;
+
+fn print_json(value: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
+    t
+}
+
+fn kv(rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:>width$}  {v}");
+    }
+}
+
+fn status<T: Serialize>(s: &T) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+pub fn projects(projects: &[Project], json: bool) {
+    if json {
+        return print_json(&projects);
+    }
+    let mut t = table(&["NAME", "STATUS", "OWNER", "VERSION", "SNAPSHOT", "SOURCE"]);
+    for p in projects {
+        let snapshot =
+            p.snapshot.as_ref().map_or("-".into(), |s| format!("{} ({})", s.created_at, HumanBytes(s.size_bytes)));
+        t.add_row(vec![
+            p.name.to_string(),
+            status(&p.status),
+            p.owner.clone(),
+            p.db_version.clone(),
+            snapshot,
+            p.backup_location.clone().unwrap_or_else(|| "(empty)".into()),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn project(p: &Project, json: bool) {
+    if json {
+        return print_json(p);
+    }
+    let mut rows = vec![
+        ("name", p.name.to_string()),
+        ("status", status(&p.status)),
+        ("owner", p.owner.clone()),
+        ("postgres", p.db_version.clone()),
+        ("source", p.backup_location.clone().unwrap_or_else(|| "(empty database)".into())),
+        ("user", p.default_credentials.username.clone()),
+        ("database", p.default_credentials.database.clone()),
+    ];
+    if let Some(s) = &p.snapshot {
+        rows.push(("snapshot", format!("{} ({})", s.created_at, HumanBytes(s.size_bytes))));
+    }
+    if let Some(e) = &p.error {
+        rows.push(("error", e.clone()));
+    }
+    kv(&rows);
+}
+
+pub fn databases(databases: &[Database], json: bool) {
+    if json {
+        return print_json(&databases);
+    }
+    let mut t = table(&["NAME", "STATUS", "PROJECT", "OWNER", "HOST", "CREATED"]);
+    for d in databases {
+        t.add_row(vec![
+            d.name.to_string(),
+            status(&d.status),
+            d.project.to_string(),
+            d.owner.clone(),
+            format!("{}:{}", d.host, d.port),
+            d.created_at.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn database(d: &Database, json: bool) {
+    if json {
+        return print_json(d);
+    }
+    let mut rows = vec![
+        ("name", d.name.to_string()),
+        ("status", status(&d.status)),
+        ("project", d.project.to_string()),
+        ("host", d.host.clone()),
+        ("port", d.port.to_string()),
+        ("user", d.username.clone()),
+        ("password", d.password.clone()),
+        ("database", d.database.clone()),
+        ("uri", d.uri.clone()),
+    ];
+    if let Some(e) = &d.error {
+        rows.push(("error", e.clone()));
+    }
+    kv(&rows);
+    if d.host.ends_with(".localhost") {
+        println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, super::conninfo(d, None));
+    } else {
+        println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, d.uri);
+    }
+}
+
+pub fn settings(s: &Settings, json: bool) {
+    if json {
+        return print_json(&serde_json::json!({ "server": s.server(), "token": s.token.as_ref().map(|_| "(set)") }));
+    }
+    let file = Settings::path().map_or("(none)".into(), |p| p.display().to_string());
+    kv(&[
+        ("server", s.server().to_string()),
+        ("token", if s.token.is_some() { "(set)".into() } else { "(none)".into() }),
+        ("config file", file),
+    ]);
+}
+
+pub fn done(message: &str, json: bool) {
+    if json {
+        print_json(&serde_json::json!({ "message": message }));
+    } else {
+        println!("{message}");
+    }
+}
+
+/// A spinner on stderr.
+pub fn spinner(label: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// A bar for a restore: bytes when the total is known, a spinner until then.
+pub fn progress(label: &str) -> ProgressBar {
+    let bar = spinner(label);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {bytes}/{total_bytes} {wide_bar} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar
+}
+
+pub fn update_progress(bar: &ProgressBar, p: &Project) {
+    if let Some(progress) = p.progress {
+        if let Some(total) = progress.bytes_total {
+            bar.set_length(total);
+        }
+        bar.set_position(progress.bytes_done);
+    }
+    bar.set_message(format!("{} {}", status(&p.status), p.name));
+}
