@@ -73,6 +73,10 @@ impl Runtime for LocalRuntime {
         progress: ProgressFn,
     ) -> Result<SnapshotRecord, RuntimeError> {
         let work = self.project_dir(&project.name).join(format!("gen-{generation}.restoring"));
+        // A controller killed mid-restore may have left its restore server running.
+        if self.pg.is_running(&work.join("data")) {
+            let _ = self.pg.stop(&work.join("data"), StopMode::Immediate);
+        }
         remove_dir(&work)?;
         std::fs::create_dir_all(&work).map_err(RuntimeError::io("creating the restore directory"))?;
         let result = async {
@@ -104,6 +108,9 @@ impl Runtime for LocalRuntime {
             let _ = self.pg.stop(&data, StopMode::Immediate);
         }
         remove_dir(&work)?;
+        // After a first restore fails, nothing of the project remains (remove_dir only removes
+        // an empty directory).
+        let _ = std::fs::remove_dir(self.project_dir(&project.name));
         outcome
     }
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -190,13 +191,13 @@ impl DevDb {
         )
     }
 
-    /// A tokio-postgres session through the proxy, by SNI, verifying the dev CA.
+    /// A tokio-postgres session through the proxy at `database.port`, by SNI, verifying the dev CA.
     pub async fn connect(&self, database: &Database) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&database.host)
             .hostaddr([127, 0, 0, 1].into())
-            .port(self.proxy_port)
+            .port(database.port)
             .user(&database.username)
             .password(&database.password)
             .dbname(&database.database)
@@ -357,8 +358,9 @@ fn tar_dir(dir: &Path, prefix: &str) -> Vec<u8> {
     builder.into_inner().expect("tar")
 }
 
-/// Serves files of a directory over HTTP: `/files/<name>`, and `/stall/<name>` which sends half
-/// the file and then stalls (a download in progress, for crash tests).
+/// Serves files of a directory over HTTP: `/files/<name>`, and `/stall-once/<name>` which, the
+/// first time, sends half the file and then stalls (a download in progress, for crash tests),
+/// and afterwards serves it whole.
 pub struct DumpServer {
     pub base: String,
     task: tokio::task::JoinHandle<()>,
@@ -368,8 +370,8 @@ impl DumpServer {
     pub async fn start(dir: &Path) -> Self {
         let router = axum::Router::new()
             .route("/files/{name}", axum::routing::get(serve_file))
-            .route("/stall/{name}", axum::routing::get(stall_file))
-            .with_state(Arc::new(dir.to_path_buf()));
+            .route("/stall-once/{name}", axum::routing::get(stall_once))
+            .with_state(Arc::new(Files { dir: dir.to_path_buf(), stalled: AtomicBool::new(false) }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
@@ -381,6 +383,10 @@ impl DumpServer {
     pub fn url(&self, file: &str) -> String {
         format!("{}/files/{file}", self.base)
     }
+
+    pub fn stall_once_url(&self, file: &str) -> String {
+        format!("{}/stall-once/{file}", self.base)
+    }
 }
 
 impl Drop for DumpServer {
@@ -389,15 +395,23 @@ impl Drop for DumpServer {
     }
 }
 
-async fn serve_file(State(dir): State<Arc<PathBuf>>, UrlPath(name): UrlPath<String>) -> Response {
-    match tokio::fs::read(dir.join(&name)).await {
+struct Files {
+    dir: PathBuf,
+    stalled: AtomicBool,
+}
+
+async fn serve_file(State(files): State<Arc<Files>>, UrlPath(name): UrlPath<String>) -> Response {
+    match tokio::fs::read(files.dir.join(&name)).await {
         Ok(bytes) => bytes.into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "no such file").into_response(),
     }
 }
 
-async fn stall_file(State(dir): State<Arc<PathBuf>>, UrlPath(name): UrlPath<String>) -> Response {
-    let Ok(bytes) = tokio::fs::read(dir.join(&name)).await else { return StatusCode::NOT_FOUND.into_response() };
+async fn stall_once(State(files): State<Arc<Files>>, UrlPath(name): UrlPath<String>) -> Response {
+    if files.stalled.swap(true, Ordering::SeqCst) {
+        return serve_file(State(files), UrlPath(name)).await;
+    }
+    let Ok(bytes) = tokio::fs::read(files.dir.join(&name)).await else { return StatusCode::NOT_FOUND.into_response() };
     let half = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
     let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(half)]).chain(futures_util::stream::pending());
     Response::builder().header("content-length", bytes.len()).body(Body::from_stream(stream)).unwrap_or_default()

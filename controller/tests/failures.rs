@@ -1,0 +1,90 @@
+//! Bad input gets a clear error and loses nothing: unreachable, missing, non-dump and truncated
+//! sources; duplicate, invalid and dangling requests.
+
+mod common;
+
+use common::*;
+use devdb_shared::api::ProjectStatus;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sources_fail_the_project_with_the_reason_and_leave_nothing_behind() {
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let devdb = DevDb::start().await;
+    let closed = devdb_testkit::free_port();
+    let cases = [
+        ("unreachable", format!("http://127.0.0.1:{closed}/shop.dump"), "cannot reach"),
+        ("missing", files.url("nope.dump"), "answered HTTP 404"),
+        ("not-a-dump", files.url("page.html"), "is not a PostgreSQL dump"),
+        ("truncated", files.url("truncated.dump"), "restoring the dump failed"),
+        ("no-file", "file:///nonexistent/shop.dump".to_string(), "cannot read /nonexistent/shop.dump"),
+    ];
+    for (name, url, _) in &cases {
+        devdb.create_project(name, url).await;
+    }
+    for (name, _, reason) in &cases {
+        let project = devdb.settled_project(name).await;
+        assert_eq!(project.status, ProjectStatus::Failed, "{name}");
+        let error = project.error.unwrap_or_default();
+        assert!(error.contains(reason), "{name}: {error}");
+        assert!(!devdb.data_dir.join("projects").join(name).exists(), "{name}: no half-made template");
+    }
+    // A database of a failed project fails with the project's reason.
+    let (status, body) = devdb.create_database("doomed", "missing").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("HTTP 404")), "{body}");
+    // The CLI reports it on one line and exits non-zero.
+    let (ok, _, err) = devdb.cli(&["project", "create", "again", "--from", &files.url("page.html")]).await;
+    assert!(!ok);
+    assert!(err.trim().starts_with("error: restore of again failed") && err.contains("not a PostgreSQL dump"), "{err}");
+    // Nothing else was disturbed: a good project still works.
+    devdb.create_project("good", &files.url("custom.dump")).await;
+    assert_eq!(devdb.settled_project("good").await.status, ProjectStatus::Ready);
+    assert!(devdb.postmasters().is_empty(), "no restore server left running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_duplicate_and_dangling_requests_are_refused_with_json_errors() {
+    let devdb = DevDb::start().await;
+    let devdb = &devdb;
+    let post = |path: &'static str, body| async move { devdb.call(Method::POST, path, Some(body)).await };
+    let (status, body) = post("/v1/projects", json!({"name": "Shop!", "backupLocation": "file:///x"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("lower-case")), "{body}");
+    let (status, body) = post("/v1/projects", json!({"name": "shop", "backupLocation": "s3://bucket/shop.dump"})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("kube runtime")), "{body}");
+    let (status, body) =
+        post("/v1/projects", json!({"name": "shop", "dbVersion": "9", "backupLocation": "file:///x"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = post("/v1/projects", json!({"name": "shop", "backupLocation": "ftp://x"})).await;
+    assert_eq!(status, 400);
+    let (status, _) = devdb.call(Method::POST, "/v1/projects", None).await;
+    assert_eq!(status, 400, "no body");
+
+    // An empty project (no dump) is allowed: its databases start empty.
+    let (status, body) = post("/v1/projects", json!({"name": "shop"})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post("/v1/projects", json!({"name": "shop"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
+
+    let (status, _) = devdb.create_database("kate-pg", "nope").await;
+    assert_eq!(status, 404);
+    let (status, body) = devdb.create_database("kate-pg", "shop").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = devdb.create_database("kate-pg", "shop").await;
+    assert_eq!(status, 409);
+    let (status, _) = devdb.call(Method::GET, "/v1/databases/nobody", None).await;
+    assert_eq!(status, 404);
+    let (status, body) = devdb.call(Method::DELETE, "/v1/projects/shop", None).await;
+    assert_eq!(status, 409);
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("still has databases")), "{body}");
+    // The empty database works.
+    let database = devdb.database("kate-pg").await.expect("database");
+    let client = devdb.connect_retrying(&database).await;
+    assert_eq!(query_one(&client, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").await, "0");
+}
