@@ -66,6 +66,11 @@ pub async fn list<R: Runtime>(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Database>>, ApiError> {
     let Query(query) = query?;
+    if let (Caller::Owner(me), Some(asked)) = (&caller, &query.owner)
+        && me != asked
+    {
+        return Ok(Json(Vec::new()));
+    }
     let databases = state.store.databases(caller.scope(query.owner.as_deref()), query.project.as_deref())?;
     let projects = state.store.projects(None)?;
     let views = databases

@@ -109,6 +109,12 @@ impl ApiClient {
         self.raw(self.http.delete(self.url(path))).await.map(|_| ())
     }
 
+    /// Whether the API server is on this machine (so, with `devdb up`, is the proxy).
+    pub fn is_local(&self) -> bool {
+        let host = self.server.split("://").nth(1).unwrap_or(&self.server);
+        ["127.", "localhost", "[::1]"].iter().any(|p| host.starts_with(p))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server)
     }

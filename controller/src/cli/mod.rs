@@ -268,7 +268,7 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
         }
         DbCommand::Connect { name, psql_args } => {
             let database: Database = api.get(&format!("/v1/databases/{name}")).await?;
-            return connect(&database, &psql_args);
+            return connect(&database, &psql_args, api.is_local());
         }
     }
     Ok(0)
@@ -323,16 +323,17 @@ async fn wait_for_database(api: &ApiClient, database: &Database) -> anyhow::Resu
     }
 }
 
-/// A libpq connection string for `database`: names under `.localhost` may not resolve, so
-/// those get `hostaddr=127.0.0.1` (libpq still sends the host name as SNI).
-pub fn conninfo(database: &Database, ca: Option<&std::path::Path>) -> String {
+/// A libpq connection string for `database`. With a local proxy (names under `.localhost`, which
+/// may not resolve, or an API server on loopback) it adds `hostaddr=127.0.0.1`: libpq still sends
+/// the host name as SNI.
+pub fn conninfo(database: &Database, ca: Option<&std::path::Path>, local: bool) -> String {
     let mut parts = vec![
         format!("host={}", database.host),
         format!("port={}", database.port),
         format!("user={}", database.username),
         format!("dbname={}", database.database),
     ];
-    if database.host.ends_with(".localhost") {
+    if local || database.host.ends_with(".localhost") {
         parts.push("hostaddr=127.0.0.1".into());
     }
     match ca {
@@ -342,10 +343,10 @@ pub fn conninfo(database: &Database, ca: Option<&std::path::Path>) -> String {
     parts.join(" ")
 }
 
-fn connect(database: &Database, extra: &[String]) -> anyhow::Result<i32> {
+fn connect(database: &Database, extra: &[String], local: bool) -> anyhow::Result<i32> {
     let ca = local_ca();
     let status = std::process::Command::new("psql")
-        .arg(conninfo(database, ca.as_deref()))
+        .arg(conninfo(database, ca.as_deref(), local))
         .args(extra)
         .env("PGPASSWORD", &database.password)
         .status()

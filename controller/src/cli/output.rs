@@ -112,7 +112,7 @@ pub fn database(d: &Database, json: bool) {
     }
     kv(&rows);
     if d.host.ends_with(".localhost") {
-        println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, super::conninfo(d, None));
+        println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, super::conninfo(d, None, true));
     } else {
         println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, d.uri);
     }

@@ -1,0 +1,127 @@
+//! API tokens and the CLI: owners see and change only their own databases; the CLI accepts the
+//! new and the older spellings, prints JSON for scripts, and fails with one line.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123456789";
+const KATE: &str = "kate-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scope_databases_to_their_owner() {
+    let tokens = tempfile::NamedTempFile::new().expect("tokens");
+    let file = json!({"tokens": [{"token": KATE, "owner": "kate"}, {"token": BOB, "owner": "bob"}]});
+    std::fs::write(tokens.path(), file.to_string()).expect("write");
+    let mut devdb =
+        DevDb::start_with(&["--tokens-file", &tokens.path().to_string_lossy(), "--admin-token", ADMIN]).await;
+
+    let (status, body) = devdb.call(Method::GET, "/v1/projects", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    devdb.token = Some("wrong-token-0123456789".into());
+    assert_eq!(devdb.call(Method::GET, "/v1/databases", None).await.0, 401);
+
+    devdb.token = Some(ADMIN.into());
+    assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(json!({"name": "shop"}))).await.0, 201);
+    devdb.settled_project("shop").await;
+
+    devdb.token = Some(KATE.into());
+    let (status, body) = devdb.create_database("kate-pg", "shop").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["owner"], "kate", "an owner token creates for its owner");
+    let (status, _) = devdb
+        .call(Method::POST, "/v1/databases", Some(json!({"name": "sneaky", "project": "shop", "owner": "bob"})))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(devdb.call(Method::GET, "/v1/routes", None).await.0, 403, "the routing table is for proxies");
+
+    devdb.token = Some(BOB.into());
+    assert_eq!(devdb.create_database("bob-pg", "shop").await.0, 201);
+    let (_, list) = devdb.call(Method::GET, "/v1/databases", None).await;
+    let names: Vec<&str> = list.as_array().expect("list").iter().filter_map(|d| d["name"].as_str()).collect();
+    assert_eq!(names, ["bob-pg"], "bob sees only his own");
+    let (_, list) = devdb.call(Method::GET, "/v1/databases?owner=kate", None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "asking for kate's shows nothing");
+    assert_eq!(devdb.call(Method::GET, "/v1/databases/kate-pg", None).await.0, 404);
+    assert_eq!(devdb.call(Method::DELETE, "/v1/databases/kate-pg", None).await.0, 404);
+    assert_eq!(devdb.call(Method::POST, "/v1/databases/kate-pg/reset", None).await.0, 404);
+    assert_eq!(
+        devdb.call(Method::DELETE, "/v1/projects/shop", None).await.0,
+        403,
+        "projects change only by their owner"
+    );
+
+    devdb.token = Some(ADMIN.into());
+    let (_, list) = devdb.call(Method::GET, "/v1/databases", None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "admins see everything");
+    // Kate's database works through the proxy (which follows the feed with the admin token).
+    let kate = devdb.database("kate-pg").await.expect("kate");
+    drop(devdb.connect_retrying(&kate).await);
+
+    devdb.token = Some(KATE.into());
+    let (ok, out, err) = devdb.cli(&["db", "list", "--json"]).await;
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{out}");
+    assert!(!devdb.log().contains(&kate.password), "passwords never reach the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_accepts_new_and_old_spellings_and_fails_with_one_line() {
+    let devdb = DevDb::start().await;
+    let config = devdb.dir.path().join("cli.json");
+    // The older CLI's spelling; remembered in the config file (DEVDB_SERVER unset).
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_devdb"))
+        .args(["config", "set-api", &devdb.api])
+        .env("DEVDB_CONFIG", &config)
+        .env_remove("DEVDB_SERVER")
+        .output()
+        .await
+        .expect("devdb");
+    assert!(out.status.success());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_devdb"))
+        .args(["project", "create", "legacy", "--type", "postgres", "--version", "15"])
+        .env("DEVDB_CONFIG", &config)
+        .env_remove("DEVDB_SERVER")
+        .output()
+        .await
+        .expect("devdb");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ready"));
+
+    let (ok, out, err) = devdb.cli(&["db", "create", "old-style", "--project", "legacy", "--json"]).await;
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("--json prints JSON");
+    assert_eq!(created["status"], "running");
+    let (ok, out, _) = devdb.cli(&["project", "list"]).await;
+    assert!(ok && out.contains("legacy") && out.contains("NAME"), "{out}");
+
+    // db connect runs psql through the proxy, verifying the dev CA.
+    let (ok, out, err) = devdb.cli(&["db", "connect", "old-style", "--", "-Atc", "SELECT current_database()"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "legacy");
+
+    for (args, expected) in [
+        (vec!["db", "show", "nope"], "database \"nope\" does not exist"),
+        (vec!["db", "create", "Bad_Name", "--project", "legacy"], "lower-case"),
+        (vec!["project", "create", "x", "--from", "s3://b/x.dump"], "kube runtime"),
+    ] {
+        let (ok, _, err) = devdb.cli(&args).await;
+        assert!(!ok, "{args:?}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: ") && first.contains(expected), "{args:?}: {err}");
+    }
+    let (_, _, err) = devdb.cli(&["db", "reset", "nope"]).await;
+    assert_eq!(err.trim().lines().count(), 1, "API failures are one line: {err}");
+    let unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_devdb"))
+        .args(["db", "list"])
+        .env("DEVDB_SERVER", format!("http://127.0.0.1:{}", devdb_testkit::free_port()))
+        .output()
+        .await
+        .expect("devdb");
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(!unreachable.status.success() && err.contains("cannot reach the DevDB API"), "{err}");
+}
