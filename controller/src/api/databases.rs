@@ -25,6 +25,13 @@ pub struct ListQuery {
     project: Option<String>,
 }
 
+impl ListQuery {
+    /// Every database (the caller may see) of `project`.
+    pub fn for_project(project: &str) -> Self {
+        Self { owner: None, project: Some(project.into()) }
+    }
+}
+
 #[derive(Deserialize, Default)]
 pub struct WaitQuery {
     #[serde(default)]

@@ -2,6 +2,7 @@
 //!
 //! Handlers are generic over the [`Runtime`] so the same API serves every runtime.
 
+mod compat;
 mod databases;
 mod error;
 mod projects;
@@ -53,10 +54,17 @@ pub fn router<R: Runtime>(state: Arc<AppState<R>>) -> Router {
         .route("/databases/{name}/reset", post(databases::reset::<R>))
         .route("/routes", get(routes::snapshot::<R>))
         .route("/routes/watch", get(routes::watch::<R>));
+    let compat = Router::new()
+        .route("/projects", post(compat::create_project::<R>).get(compat::list_projects::<R>))
+        .route("/projects/{id}", get(compat::show_project::<R>).delete(compat::delete_project::<R>))
+        .route("/projects/{id}/databases", post(compat::create_database::<R>).get(compat::list_databases::<R>))
+        .route("/projects/{id}/databases/{name}", get(compat::show_database::<R>).delete(compat::delete_database::<R>));
     Router::new()
         .nest("/v1", v1)
+        .merge(compat)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate::<R>))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/health", get(compat::health))
         .layer(middleware::from_fn(release_header))
         .with_state(state)
 }

@@ -126,6 +126,12 @@ impl DevDb {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// The `X-Release` header of a GET.
+    pub async fn release_header(&self, path: &str) -> Option<String> {
+        let response = self.request(reqwest::Method::GET, path).send().await.expect("API call");
+        response.headers().get("x-release").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
     pub async fn create_project(&self, name: &str, location: &str) -> Project {
         let (status, body) = self
             .call(
