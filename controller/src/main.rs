@@ -1,5 +1,7 @@
 //! `devdb-controller`: the DevDB API server with the local runtime. See `--help`.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use devdb_controller::config::{ServerArgs, ServerConfig};
@@ -15,7 +17,17 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", devdb_proxy::error::one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     devdb_proxy::telemetry::init(devdb_proxy::telemetry::LogFormat::Text);
     let config = ServerConfig::try_from(Args::parse().server)?;
     let listener = TcpListener::bind(config.api_listen)

@@ -39,6 +39,13 @@ async fn the_original_api_shapes_and_status_codes_hold() {
     assert_eq!((project["owner"].as_str(), project["dbType"].as_str()), (Some("kate"), Some("postgres")));
     let id = project["id"].as_str().expect("id").to_string();
 
+    let metrics = reqwest::get(format!("{}/metrics", devdb.api)).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.contains("devdb_projects{status=\"pending\"} 1")
+            || metrics.contains("devdb_projects{status=\"restoring\"} 1")
+            || metrics.contains("devdb_projects{status=\"ready\"} 1"),
+        "{metrics}"
+    );
     let (status, list) = devdb.call(Method::GET, "/projects?owner=kate", None).await;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().map(|a| a.len()), Some(1));

@@ -57,3 +57,32 @@ pub mod sqlstate {
     /// admin_shutdown: the proxy is shutting down
     pub const ADMIN_SHUTDOWN: &str = "57P01";
 }
+
+/// An error and its causes on one line for people (`a: b: c`), skipping a cause whose text the
+/// line already holds (messages often embed their source).
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let err = anyhow::Error::new(io).context("cannot write x: disk full").context("saving");
+        assert_eq!(one_line(&err), "saving: cannot write x: disk full");
+    }
+}

@@ -1,12 +1,24 @@
 //! `devdb-proxy`: see `devdb-proxy --help` and the crate docs.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use devdb_proxy::config::{Args, Config};
 use tokio::net::TcpListener;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", devdb_proxy::error::one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::from(Args::parse());
     devdb_proxy::telemetry::init(config.log_format);
     let listener =

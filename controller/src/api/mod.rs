@@ -5,6 +5,7 @@
 mod compat;
 mod databases;
 mod error;
+mod metrics;
 mod projects;
 mod routes;
 
@@ -65,6 +66,7 @@ pub fn router<R: Runtime>(state: Arc<AppState<R>>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate::<R>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/health", get(compat::health))
+        .route("/metrics", get(metrics::metrics::<R>))
         .layer(middleware::from_fn(release_header))
         .with_state(state)
 }

@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
     match devdb_controller::cli::run(cli).await {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", devdb_proxy::error::one_line(&error));
             ExitCode::FAILURE
         }
     }
