@@ -21,6 +21,9 @@ async fn tokens_scope_databases_to_their_owner() {
 
     let (status, body) = devdb.call(Method::GET, "/v1/projects", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (status, doc) = devdb.call(Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(status, 200, "the API description needs no token");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')), "{doc}");
     devdb.token = Some("wrong-token-0123456789".into());
     assert_eq!(devdb.call(Method::GET, "/v1/databases", None).await.0, 401);
 

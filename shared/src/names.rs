@@ -94,6 +94,20 @@ impl AsRef<str> for Name {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"))
+            .description(Some("A DNS label: lower-case letters, digits and '-', starting with a letter"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Name {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,7 @@ pub enum HostError {
 
 /// Whether a route's backend can take connections now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RouteState {
     /// Accepting connections.
@@ -113,6 +114,7 @@ impl fmt::Display for RouteState {
 
 /// One entry of the routing table: where the instance `name` is served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// The route key, i.e. the first label of the instance's host name.
@@ -126,6 +128,7 @@ pub struct Route {
 
 /// A whole routing table: the routes file's content and the controller's snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RouteTable {
     /// Increases with every change; absent in hand-written files.

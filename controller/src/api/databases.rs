@@ -15,6 +15,8 @@ use crate::clock::now;
 use crate::reconcile::Key;
 use crate::runtime::Runtime;
 use crate::store::{DatabaseRecord, Want};
+#[allow(unused_imports)]
+use devdb_shared::api::ErrorBody;
 
 /// How long `?wait=true` waits for a clone (a cold copy of a large snapshot takes a while).
 const WAIT_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -38,6 +40,10 @@ pub struct WaitQuery {
     wait: bool,
 }
 
+#[utoipa::path(
+    post, path = "/v1/databases", tag = "databases", request_body = CreateDatabase, params(("wait" = Option<bool>, Query, description = "Answer once it is running")),
+    responses((status = 201, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "With wait: it failed", body = ErrorBody))
+)]
 pub async fn create<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -67,6 +73,10 @@ pub async fn create<R: Runtime>(
     Ok((StatusCode::CREATED, Json(database_view(&state.config, &record, Some(&project)))))
 }
 
+#[utoipa::path(
+    get, path = "/v1/databases", tag = "databases", params(("owner" = Option<String>, Query), ("project" = Option<String>, Query)),
+    responses((status = 200, body = Vec<Database>))
+)]
 pub async fn list<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -87,6 +97,10 @@ pub async fn list<R: Runtime>(
     Ok(Json(views))
 }
 
+#[utoipa::path(
+    get, path = "/v1/databases/{name}", tag = "databases", params(("name" = String, Path)),
+    responses((status = 200, body = Database), (status = 404, body = ErrorBody))
+)]
 pub async fn show<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -96,6 +110,10 @@ pub async fn show<R: Runtime>(
     Ok(Json(view(&state, &database)?))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/databases/{name}", tag = "databases", params(("name" = String, Path)),
+    responses((status = 202, description = "Deleting", body = Database), (status = 404, body = ErrorBody))
+)]
 pub async fn delete<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -111,6 +129,10 @@ pub async fn delete<R: Runtime>(
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record)?)))
 }
 
+#[utoipa::path(
+    post, path = "/v1/databases/{name}/reset", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query)),
+    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
 pub async fn reset<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,

@@ -6,6 +6,7 @@ mod compat;
 mod databases;
 mod error;
 mod metrics;
+mod openapi;
 mod projects;
 mod routes;
 
@@ -64,6 +65,7 @@ pub fn router<R: Runtime>(state: Arc<AppState<R>>) -> Router {
         .nest("/v1", v1)
         .merge(compat)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate::<R>))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/health", get(compat::health))
         .route("/metrics", get(metrics::metrics::<R>))

@@ -13,12 +13,18 @@ use crate::clock::now;
 use crate::reconcile::Key;
 use crate::runtime::Runtime;
 use crate::store::{ProjectRecord, StoreError};
+#[allow(unused_imports)]
+use devdb_shared::api::ErrorBody;
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     owner: Option<String>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
+    responses((status = 201, description = "Created; the restore runs in the background", body = Project), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
 pub async fn create<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -65,6 +71,10 @@ pub async fn create<R: Runtime>(
     Ok((StatusCode::CREATED, Json(project_view(&record))))
 }
 
+#[utoipa::path(
+    get, path = "/v1/projects", tag = "projects", params(("owner" = Option<String>, Query, description = "Only this owner's")),
+    responses((status = 200, body = Vec<Project>))
+)]
 pub async fn list<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -74,6 +84,10 @@ pub async fn list<R: Runtime>(
     Ok(Json(projects.iter().map(project_view).collect()))
 }
 
+#[utoipa::path(
+    get, path = "/v1/projects/{name}", tag = "projects", params(("name" = String, Path, description = "Name or id")),
+    responses((status = 200, body = Project), (status = 404, body = ErrorBody))
+)]
 pub async fn show<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -82,6 +96,10 @@ pub async fn show<R: Runtime>(
     Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read)?)))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/projects/{name}", tag = "projects", params(("name" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, description = "It still has databases", body = ErrorBody))
+)]
 pub async fn delete<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -102,6 +120,10 @@ pub async fn delete<R: Runtime>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post, path = "/v1/projects/{name}/refresh", tag = "projects", params(("name" = String, Path)),
+    responses((status = 202, body = Project), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
 pub async fn refresh<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,

@@ -13,6 +13,8 @@ use devdb_shared::RouteTable;
 use super::{ApiError, Shared};
 use crate::auth::Caller;
 use crate::runtime::Runtime;
+#[allow(unused_imports)]
+use devdb_shared::api::ErrorBody;
 
 const HEARTBEAT: Duration = Duration::from_secs(30);
 
@@ -24,6 +26,9 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/routes", tag = "routes", responses((status = 200, body = RouteTable), (status = 403, body = ErrorBody))
+)]
 pub async fn snapshot<R: Runtime>(
     axum::extract::State(state): Shared<R>,
     caller: Caller,
@@ -32,6 +37,9 @@ pub async fn snapshot<R: Runtime>(
     Ok(Json(state.routes.current()))
 }
 
+#[utoipa::path(
+    get, path = "/v1/routes/watch", tag = "routes", responses((status = 200, description = "application/x-ndjson: one RouteTable per line, on every change and every 30 s", body = RouteTable))
+)]
 pub async fn watch<R: Runtime>(axum::extract::State(state): Shared<R>, caller: Caller) -> Result<Response, ApiError> {
     require_admin(&caller)?;
     let mut changes = state.routes.subscribe();

@@ -17,6 +17,7 @@ use devdb_testkit::{PASSWORD, TestPostgres, USER, free_port, pg};
 use serde_json::Value;
 use tempfile::TempDir;
 
+#[allow(unused_imports)]
 pub use devdb_testkit::query_one;
 
 pub const DOMAIN: &str = "db.devdb.test";

@@ -1,0 +1,64 @@
+//! `GET /v1/openapi.json`: the API described from its own types and handler annotations.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::{databases, projects, routes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "DevDB API", description = "Projects (restored dumps) and databases (their clones). \
+        Send `Authorization: Bearer <token>` when the server has tokens."),
+    paths(
+        projects::create, projects::list, projects::show, projects::delete, projects::refresh,
+        databases::create, databases::list, databases::show, databases::delete, databases::reset,
+        routes::snapshot, routes::watch,
+    ),
+    tags((name = "projects"), (name = "databases"), (name = "routes", description = "For proxies (admin tokens)"))
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_describes_every_path_and_schema() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("json");
+        for path in [
+            "/v1/projects",
+            "/v1/projects/{name}",
+            "/v1/projects/{name}/refresh",
+            "/v1/databases",
+            "/v1/databases/{name}",
+            "/v1/databases/{name}/reset",
+            "/v1/routes",
+            "/v1/routes/watch",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path}");
+        }
+        for schema in ["CreateProject", "Project", "CreateDatabase", "Database", "ErrorBody", "RouteTable", "Name"] {
+            assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+        }
+        let project = &doc["components"]["schemas"]["Project"]["properties"];
+        for field in [
+            "id",
+            "name",
+            "owner",
+            "dbType",
+            "dbVersion",
+            "backupLocation",
+            "status",
+            "progress",
+            "snapshot",
+            "defaultCredentials",
+            "createdAt",
+        ] {
+            assert!(project[field].is_object(), "Project.{field}");
+        }
+    }
+}
