@@ -18,13 +18,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", devdb_proxy::error::one_line(&error));
-            ExitCode::FAILURE
-        }
-    }
+    devdb_proxy::error::exit(run().await.map(|()| ExitCode::SUCCESS))
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use devdb_shared::Name;
 use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Why a store operation failed.
@@ -175,21 +176,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] when it does not exist.
     pub fn update_project(&self, name: &Name, f: impl FnOnce(&mut ProjectRecord)) -> Result<ProjectRecord, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let doc: Option<String> =
-                tx.query_row("SELECT doc FROM projects WHERE name = ?1", [name.as_str()], |r| r.get(0)).optional()?;
-            let mut record: ProjectRecord = serde_json::from_str(
-                &doc.ok_or_else(|| StoreError::NotFound { kind: "project", name: name.to_string() })?,
-            )?;
-            f(&mut record);
-            tx.execute(
-                "UPDATE projects SET doc = ?2 WHERE name = ?1",
-                params![name.as_str(), serde_json::to_string(&record)?],
-            )?;
-            tx.commit()?;
-            Ok(record)
-        })
+        self.update("projects", "project", name, f)
     }
 
     /// Removes a project if it has no databases.
@@ -273,16 +260,27 @@ impl Store {
         name: &Name,
         f: impl FnOnce(&mut DatabaseRecord),
     ) -> Result<DatabaseRecord, StoreError> {
+        self.update("databases", "database", name, f)
+    }
+
+    /// Read-modify-write of one document of `table`, in one transaction.
+    fn update<T: Serialize + DeserializeOwned>(
+        &self,
+        table: &'static str,
+        kind: &'static str,
+        name: &Name,
+        f: impl FnOnce(&mut T),
+    ) -> Result<T, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let doc: Option<String> =
-                tx.query_row("SELECT doc FROM databases WHERE name = ?1", [name.as_str()], |r| r.get(0)).optional()?;
-            let mut record: DatabaseRecord = serde_json::from_str(
-                &doc.ok_or_else(|| StoreError::NotFound { kind: "database", name: name.to_string() })?,
-            )?;
+            let doc: Option<String> = tx
+                .query_row(&format!("SELECT doc FROM {table} WHERE name = ?1"), [name.as_str()], |r| r.get(0))
+                .optional()?;
+            let mut record: T =
+                serde_json::from_str(&doc.ok_or_else(|| StoreError::NotFound { kind, name: name.to_string() })?)?;
             f(&mut record);
             tx.execute(
-                "UPDATE databases SET doc = ?2 WHERE name = ?1",
+                &format!("UPDATE {table} SET doc = ?2 WHERE name = ?1"),
                 params![name.as_str(), serde_json::to_string(&record)?],
             )?;
             tx.commit()?;

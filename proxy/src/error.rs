@@ -58,6 +58,14 @@ pub mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
 }
 
+/// A binary's exit: on error, `error: <one line>` on stderr and a failure status.
+pub fn exit(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {}", one_line(&error));
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// An error and its causes on one line for people (`a: b: c`), skipping a cause whose text the
 /// line already holds (messages often embed their source).
 pub fn one_line(error: &anyhow::Error) -> String {

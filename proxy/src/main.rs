@@ -9,13 +9,7 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", devdb_proxy::error::one_line(&error));
-            ExitCode::FAILURE
-        }
-    }
+    devdb_proxy::error::exit(run().await.map(|()| ExitCode::SUCCESS))
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -11,11 +11,6 @@ async fn main() -> ExitCode {
     if matches!(cli.command, Command::Up(_)) {
         devdb_proxy::telemetry::init(devdb_proxy::telemetry::LogFormat::Text);
     }
-    match devdb_controller::cli::run(cli).await {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        Err(error) => {
-            eprintln!("error: {}", devdb_proxy::error::one_line(&error));
-            ExitCode::FAILURE
-        }
-    }
+    let result = devdb_controller::cli::run(cli).await;
+    devdb_proxy::error::exit(result.map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))))
 }
