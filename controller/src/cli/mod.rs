@@ -43,6 +43,15 @@ pub struct Cli {
 pub enum Command {
     /// Run DevDB locally: the controller (local runtime) and the proxy, with dev certificates.
     Up(up::UpArgs),
+    /// Generate a development CA and a wildcard certificate `*.<domain>` for the proxy.
+    Certs {
+        /// The proxy's domain: the certificate covers `*.<domain>` and `<domain>`.
+        #[arg(long, default_value = "db.devdb.localhost")]
+        domain: devdb_shared::Domain,
+        /// Directory for ca.crt, ca.key, server.crt, server.key.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
     /// Client settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -168,10 +177,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let json = cli.json;
     match cli.command {
         Command::Up(args) => up::run(args).await.map(|()| 0),
+        Command::Certs { domain, out } => certs(&domain, &out, json).map(|()| 0),
         Command::Config(cmd) => config(cmd, &settings, json).map(|()| 0),
         Command::Project(cmd) => project(cmd, &ApiClient::new(&settings)?, json).await.map(|()| 0),
         Command::Db(cmd) => db(cmd, &ApiClient::new(&settings)?, json).await,
     }
+}
+
+fn certs(domain: &devdb_shared::Domain, out: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let paths = devdb_proxy::certs::DevCertificates::generate(domain.as_str())?.write_to(out)?;
+    if json {
+        output::done(&format!("wrote {}", out.display()), json);
+        return Ok(());
+    }
+    println!(
+        "Wrote a development CA and a certificate for *.{domain} in {dir}:\n  \
+         {ca}  (clients: sslrootcert=, with sslmode=verify-full)\n  \
+         {cert} and {key}  (devdb-proxy --tls-cert/--tls-key)\n\n\
+         In Kubernetes: kubectl create secret tls devdb-proxy-tls --cert {cert} --key {key}",
+        dir = out.display(),
+        ca = paths.ca_cert.display(),
+        cert = paths.server_cert.display(),
+        key = paths.server_key.display(),
+    );
+    Ok(())
 }
 
 fn config(cmd: ConfigCommand, settings: &Settings, json: bool) -> anyhow::Result<()> {
