@@ -14,6 +14,19 @@ use tokio::net::TcpListener;
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (Project, Database), or write them into a directory.
+    Crds {
+        /// Write one file per CRD into this directory (the chart keeps them in charts/devdb/crds).
+        #[arg(long)]
+        write: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -22,10 +35,30 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::Crds { write }) = args.command {
+        return crds(write.as_deref());
+    }
     devdb_proxy::telemetry::init(devdb_proxy::telemetry::LogFormat::Text);
-    let config = ServerConfig::try_from(Args::parse().server)?;
+    let config = ServerConfig::try_from(args.server)?;
     let listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_listen))?;
     devdb_controller::server::run(config, listener, devdb_proxy::shutdown::signal()).await
+}
+
+fn crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use devdb_controller::runtime::kubernetes::crd;
+    for definition in crd::definitions() {
+        match dir {
+            Some(dir) => {
+                let path = dir.join(crd::manifest_file(&definition));
+                std::fs::write(&path, crd::manifest(&definition))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            None => print!("{}", crd::manifest(&definition)),
+        }
+    }
+    Ok(())
 }

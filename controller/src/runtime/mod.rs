@@ -2,6 +2,7 @@
 //! ([`local::LocalRuntime`]: PostgreSQL processes under `--data-dir`); the reconciler above it
 //! is the same for every runtime.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::future::Future;
