@@ -4,3 +4,4 @@
 //! are here now.
 
 pub mod crd;
+pub mod resources;
