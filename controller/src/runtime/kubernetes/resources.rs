@@ -386,7 +386,6 @@ pub fn network_policy(project: &str, database: &str, settings: &ClusterSettings)
             }]),
             ..NetworkPolicySpec::default()
         }),
-        ..NetworkPolicy::default()
     }
 }
 
