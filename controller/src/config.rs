@@ -38,9 +38,20 @@ pub struct ServerArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
+    /// Where database instances run: `local` (PostgreSQL processes under --data-dir) or `kube`.
+    #[arg(long, env = "DEVDB_CONTROLLER_RUNTIME", value_enum, default_value = "local")]
+    pub runtime: RuntimeKind,
+
     /// A single admin token (in addition to --tokens-file).
     #[arg(long, env = "DEVDB_CONTROLLER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+}
+
+/// The runtimes a controller can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Local,
+    Kube,
 }
 
 /// Validated server configuration.
@@ -61,12 +72,19 @@ pub enum ConfigError {
     Tokens(#[from] TokensError),
     #[error("the API listens on {0}, beyond loopback, without API tokens: pass --tokens-file or --admin-token")]
     TokensRequired(SocketAddr),
+    #[error(
+        "--runtime kube is not available in this release yet: the CRDs, manifests and chart are ready, the kube reconciler is not; use --runtime local"
+    )]
+    KubeRuntimeUnavailable,
 }
 
 impl TryFrom<ServerArgs> for ServerConfig {
     type Error = ConfigError;
 
     fn try_from(args: ServerArgs) -> Result<Self, Self::Error> {
+        if args.runtime == RuntimeKind::Kube {
+            return Err(ConfigError::KubeRuntimeUnavailable);
+        }
         let tokens = Tokens::load(args.tokens_file.as_deref(), args.admin_token)?;
         if tokens.is_empty() && !args.api_listen.ip().is_loopback() {
             return Err(ConfigError::TokensRequired(args.api_listen));
@@ -102,6 +120,9 @@ mod tests {
             Cli::parse_from(["x", "--api-listen", "0.0.0.0:8080", "--admin-token", "an-admin-token-of-some-length"])
                 .server;
         assert!(ServerConfig::try_from(args).is_ok());
+        let args = Cli::parse_from(["x", "--runtime", "kube"]).server;
+        let err = ServerConfig::try_from(args).expect_err("not yet").to_string();
+        assert!(err.contains("--runtime local"), "{err}");
         let args = Cli::parse_from(["x"]).server;
         let config = ServerConfig::try_from(args).expect("loopback needs no token");
         assert_eq!(config.api_listen.to_string(), "127.0.0.1:8080");
