@@ -6,7 +6,16 @@
 //! Unknown keys are dropped silently, as PostgreSQL does, so a guesser learns nothing, and each
 //! client network may send only so many cancels (a burst of 20, then 10 per second): guessing a
 //! key takes far more tries than that.
+//!
+//! # Several replicas
+//! A load balancer may deliver a cancel to any proxy replica. With `--replica-addr`, a replica
+//! issues 4-byte (protocol 3.0) keys whose process id *is* its own IPv4 address and whose secret
+//! is random and unique on it; a replica receiving a key of another replica forwards the
+//! CancelRequest unchanged to that address, which then acts on it. No state is shared. Forwarding
+//! goes only to current peers (`--peers`, resolved periodically), so a forged key cannot make
+//! the proxy connect anywhere else.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
@@ -32,18 +41,29 @@ const CANCELS_PER_SECOND: NonZeroU32 = NonZeroU32::new(10).expect("non-zero");
 /// Past this many tracked networks, idle ones are forgotten.
 const MAX_TRACKED_NETWORKS: usize = 10_000;
 
-/// Proxy-issued keys of live sessions, by the issued process id.
+/// Proxy-issued keys of live sessions, by slot (see [`CancelMap::slot`]).
 pub struct CancelMap {
-    sessions: DashMap<i32, Target>,
+    sessions: DashMap<u64, Target>,
     /// Keyed by client network (/24 for IPv4, /64 for IPv6).
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// This replica's address, encoded in the keys it issues; `None` for a lone proxy.
+    replica: Option<Ipv4Addr>,
+    /// The other replicas' addresses: the only places cancels are forwarded to. A std lock:
+    /// replaced wholesale now and then, read briefly.
+    peers: std::sync::RwLock<HashSet<Ipv4Addr>>,
+    /// The port every replica accepts clients on.
+    port: u16,
 }
 
 impl Default for CancelMap {
     fn default() -> Self {
-        let quota = Quota::per_second(CANCELS_PER_SECOND).allow_burst(CANCEL_BURST);
-        Self { sessions: DashMap::new(), limiter: DefaultKeyedRateLimiter::keyed(quota) }
+        Self::new(None, 0)
     }
+}
+
+/// The process id a replica puts in the keys it issues: its IPv4 address.
+fn replica_pid(ip: Ipv4Addr) -> i32 {
+    i32::from_be_bytes(ip.octets())
 }
 
 /// The network a client address belongs to, for rate limiting: a /24 or a /64.
@@ -60,8 +80,8 @@ fn network(ip: IpAddr) -> IpAddr {
 /// Where a cancel for one session must go.
 #[derive(Clone)]
 struct Target {
-    /// The secret the proxy issued to the client.
-    issued_secret: Bytes,
+    /// The key the proxy issued to the client.
+    issued: CancelKey,
     backend: SocketAddr,
     /// The key the backend issued.
     backend_key: CancelKey,
@@ -70,13 +90,13 @@ struct Target {
 /// Keeps a session's key registered; dropping it (the session ended) removes the key.
 pub struct Registration {
     map: Weak<CancelMap>,
-    pid: i32,
+    slot: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(map) = self.map.upgrade() {
-            map.sessions.remove(&self.pid);
+            map.sessions.remove(&self.slot);
         }
     }
 }
@@ -88,6 +108,10 @@ pub enum CancelOutcome {
     UnknownKey,
     BackendFailed,
     RateLimited,
+    /// Sent on to the replica that holds the session.
+    ToPeer,
+    /// The key names a replica that is not a known peer: dropped.
+    NotAPeer,
 }
 
 impl CancelOutcome {
@@ -98,36 +122,69 @@ impl CancelOutcome {
             Self::UnknownKey => "unknown_key",
             Self::BackendFailed => "backend_failed",
             Self::RateLimited => "rate_limited",
+            Self::ToPeer => "to_peer",
+            Self::NotAPeer => "not_a_peer",
         }
     }
 }
 
 impl CancelMap {
+    /// A map for a replica at `replica` (None: a lone proxy) whose clients connect on `port`.
+    pub fn new(replica: Option<Ipv4Addr>, port: u16) -> Self {
+        let quota = Quota::per_second(CANCELS_PER_SECOND).allow_burst(CANCEL_BURST);
+        Self {
+            sessions: DashMap::new(),
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            replica,
+            peers: std::sync::RwLock::new(HashSet::new()),
+            port,
+        }
+    }
+
+    /// Replaces the set of peer replicas.
+    pub fn set_peers(&self, peers: HashSet<Ipv4Addr>) {
+        *self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner) = peers;
+    }
+
+    /// Where a key lives in the map: by its secret for this replica's own 4-byte keys (they all
+    /// share the replica's address as process id), else by its process id.
+    fn slot(&self, key: &CancelKey) -> u64 {
+        match (self.replica, <[u8; 4]>::try_from(key.secret.as_ref())) {
+            (Some(ip), Ok(secret)) if key.pid == replica_pid(ip) => (1 << 32) | u64::from(u32::from_be_bytes(secret)),
+            _ => u64::from(key.pid as u32),
+        }
+    }
+
     /// Registers a session whose backend at `backend` issued `backend_key`; returns the
-    /// registration and the key to give the client instead.
+    /// registration and the key to give the client instead (same size as the backend's).
     pub fn register(self: &Arc<Self>, backend: SocketAddr, backend_key: CancelKey) -> (Registration, CancelKey) {
         let mut rng = rand::rng();
-        let mut secret = vec![0u8; backend_key.secret.len()];
-        rng.fill_bytes(&mut secret);
-        let issued_secret = Bytes::from(secret);
         loop {
-            let pid = rng.next_u32() as i32;
+            let mut secret = vec![0u8; backend_key.secret.len()];
+            rng.fill_bytes(&mut secret);
+            let pid = match self.replica {
+                Some(ip) if secret.len() == 4 => replica_pid(ip),
+                _ => rng.next_u32() as i32,
+            };
+            let issued = CancelKey { pid, secret: Bytes::from(secret) };
             if pid == 0 {
                 continue;
             }
-            if let Entry::Vacant(slot) = self.sessions.entry(pid) {
-                slot.insert(Target { issued_secret: issued_secret.clone(), backend, backend_key });
-                let registration = Registration { map: Arc::downgrade(self), pid };
-                return (registration, CancelKey { pid, secret: issued_secret });
+            let slot = self.slot(&issued);
+            if let Entry::Vacant(vacant) = self.sessions.entry(slot) {
+                vacant.insert(Target { issued: issued.clone(), backend, backend_key });
+                return (Registration { map: Arc::downgrade(self), slot }, issued);
             }
         }
     }
 
-    /// Finds the backend and real key for a proxy-issued `key` (secret compared in constant time).
+    /// Finds the backend and real key for a proxy-issued `key` (compared in constant time).
     fn lookup(&self, key: &CancelKey) -> Option<(SocketAddr, CancelKey)> {
-        let target = self.sessions.get(&key.pid)?;
-        let matches = target.issued_secret.len() == key.secret.len()
-            && bool::from(target.issued_secret.as_ref().ct_eq(key.secret.as_ref()));
+        let target = self.sessions.get(&self.slot(key))?;
+        let issued = &target.issued;
+        let matches = issued.pid == key.pid
+            && issued.secret.len() == key.secret.len()
+            && bool::from(issued.secret.as_ref().ct_eq(key.secret.as_ref()));
         matches.then(|| (target.backend, target.backend_key.clone()))
     }
 
@@ -141,7 +198,8 @@ impl CancelMap {
         self.sessions.is_empty()
     }
 
-    /// Forwards a cancel request from `client` to the backend its key belongs to.
+    /// Acts on a cancel request from `client`: sends the real key to the session's backend, or
+    /// the request unchanged to the replica that issued the key.
     pub async fn forward(&self, key: &CancelKey, client: IpAddr) -> CancelOutcome {
         if self.limiter.len() > MAX_TRACKED_NETWORKS {
             self.limiter.retain_recent();
@@ -149,27 +207,73 @@ impl CancelMap {
         if self.limiter.check_key(&network(client)).is_err() {
             return CancelOutcome::RateLimited;
         }
+        if let Some(own) = self.replica
+            && key.secret.len() == 4
+            && key.pid != replica_pid(own)
+        {
+            let peer = Ipv4Addr::from(key.pid as u32);
+            if !self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&peer) {
+                return CancelOutcome::NotAPeer;
+            }
+            return match send_cancel(SocketAddr::from((peer, self.port)), key).await {
+                Ok(()) => CancelOutcome::ToPeer,
+                Err(error) => {
+                    tracing::warn!(%error, %peer, "cannot forward cancel request to peer");
+                    CancelOutcome::BackendFailed
+                }
+            };
+        }
         let Some((backend, backend_key)) = self.lookup(key) else {
             return CancelOutcome::UnknownKey;
         };
-        let send = async {
-            let mut stream = TcpStream::connect(backend).await?;
-            stream.write_all(&protocol::encode_cancel_request(&backend_key)).await?;
-            // PostgreSQL closes the connection once it has acted on the request.
-            let mut sink = [0u8; 64];
-            while stream.read(&mut sink).await? > 0 {}
-            std::io::Result::Ok(())
-        };
-        match tokio::time::timeout(FORWARD_TIMEOUT, send).await {
-            Ok(Ok(())) => CancelOutcome::Forwarded,
-            Ok(Err(error)) => {
+        match send_cancel(backend, &backend_key).await {
+            Ok(()) => CancelOutcome::Forwarded,
+            Err(error) => {
                 tracing::warn!(%error, %backend, "cannot forward cancel request");
                 CancelOutcome::BackendFailed
             }
-            Err(_) => {
-                tracing::warn!(%backend, "forwarding cancel request timed out");
-                CancelOutcome::BackendFailed
+        }
+    }
+}
+
+/// Sends a plaintext CancelRequest for `key` to `to` and waits until it is acted on (the server
+/// closes the connection), within [`FORWARD_TIMEOUT`].
+async fn send_cancel(to: SocketAddr, key: &CancelKey) -> std::io::Result<()> {
+    let send = async {
+        let mut stream = TcpStream::connect(to).await?;
+        stream.write_all(&protocol::encode_cancel_request(key)).await?;
+        let mut sink = [0u8; 64];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    tokio::time::timeout(FORWARD_TIMEOUT, send)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))
+}
+
+/// Keeps the peer set current by resolving `names` (host names or addresses, e.g. a headless
+/// Service) every `every` until `shutdown`.
+pub async fn follow_peers(
+    map: Arc<CancelMap>,
+    names: Vec<String>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let mut peers = HashSet::new();
+        for name in &names {
+            match tokio::net::lookup_host((name.as_str(), map.port)).await {
+                Ok(addrs) => peers.extend(addrs.filter_map(|a| match a.ip() {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })),
+                Err(error) => tracing::warn!(%name, %error, "cannot resolve peers"),
             }
+        }
+        tracing::debug!(peers = peers.len(), "peers resolved");
+        map.set_peers(peers);
+        if shutdown.run_until_cancelled(tokio::time::sleep(every)).await.is_none() {
+            return;
         }
     }
 }
@@ -193,6 +297,32 @@ mod tests {
             assert_ne!(issued, real);
             assert_eq!(map.lookup(&issued), Some((backend, real)));
         }
+    }
+
+    #[test]
+    fn a_replica_puts_its_address_in_its_keys_and_they_stay_unique() {
+        let map = Arc::new(CancelMap::new(Some(Ipv4Addr::new(10, 1, 2, 3)), 5432));
+        let backend: SocketAddr = "127.0.0.1:5432".parse().expect("addr");
+        let mut regs = Vec::new();
+        for _ in 0..1000 {
+            let (reg, issued) = map.register(backend, key(7, &[1, 2, 3, 4]));
+            assert_eq!(issued.pid, replica_pid(Ipv4Addr::new(10, 1, 2, 3)));
+            assert_eq!(map.lookup(&issued).map(|(_, k)| k.pid), Some(7));
+            regs.push(reg);
+        }
+        assert_eq!(map.len(), 1000, "every key has its own slot");
+        let (_reg, long) = map.register(backend, key(7, &[9; 32]));
+        assert_ne!(long.pid, replica_pid(Ipv4Addr::new(10, 1, 2, 3)), "3.2 keys are not forwarded by address");
+        drop(regs);
+        assert_eq!(map.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn keys_of_unknown_replicas_are_not_forwarded_anywhere() {
+        let map = CancelMap::new(Some(Ipv4Addr::new(10, 0, 0, 1)), 5432);
+        map.set_peers(HashSet::from([Ipv4Addr::new(10, 0, 0, 2)]));
+        let forged = key(replica_pid(Ipv4Addr::new(192, 0, 2, 99)), &[1, 2, 3, 4]);
+        assert_eq!(map.forward(&forged, "198.51.100.7".parse().expect("ip")).await, CancelOutcome::NotAPeer);
     }
 
     #[test]

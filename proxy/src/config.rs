@@ -91,6 +91,16 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_RELOAD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
 
+    /// This replica's IPv4 address (in Kubernetes: the pod IP). With it, cancel requests that
+    /// reach another replica are forwarded here.
+    #[arg(long, env = "DEVDB_PROXY_REPLICA_ADDR")]
+    pub replica_addr: Option<std::net::Ipv4Addr>,
+
+    /// The replicas to forward cancel requests to: host names or addresses (comma-separated),
+    /// resolved every 10 s, e.g. a headless Service of the proxy pods.
+    #[arg(long, env = "DEVDB_PROXY_PEERS", value_delimiter = ',', requires = "replica_addr")]
+    pub peers: Vec<String>,
+
     /// Log format.
     #[arg(long, env = "DEVDB_PROXY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -131,6 +141,8 @@ pub struct Config {
     pub wake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub reload_interval: Duration,
+    pub replica_addr: Option<std::net::Ipv4Addr>,
+    pub peers: Vec<String>,
     pub log_format: LogFormat,
 }
 
@@ -166,6 +178,8 @@ impl From<Args> for Config {
             wake_timeout: args.wake_timeout,
             shutdown_grace: args.shutdown_grace,
             reload_interval: args.reload_interval,
+            replica_addr: args.replica_addr,
+            peers: args.peers,
             log_format: args.log_format,
         }
     }

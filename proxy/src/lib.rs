@@ -105,11 +105,13 @@ pub async fn run(
         allow_plaintext = config.allow_plaintext,
         "devdb-proxy started"
     );
+    let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port()));
+    let peers = config.peers.clone();
     let ctx = Arc::new(Context {
         config,
         tls,
         routes: routes.clone(),
-        cancels: Arc::default(),
+        cancels: cancels.clone(),
         metrics: Metrics::default(),
         draining: CancellationToken::new(),
         closing: CancellationToken::new(),
@@ -118,6 +120,9 @@ pub async fn run(
     tokio::spawn(source.run(routes, background.clone()));
     tokio::spawn(reload_certificates(ctx.clone(), tls_watch, background.clone()));
     tokio::spawn(admin::serve(admin, ctx.clone(), background.clone()));
+    if !peers.is_empty() {
+        tokio::spawn(cancel::follow_peers(cancels, peers, std::time::Duration::from_secs(10), background.clone()));
+    }
 
     listener::serve(listener, ctx, shutdown).await;
     background.cancel();

@@ -118,3 +118,75 @@ async fn unknown_and_malformed_cancel_keys_are_dropped_silently() {
     drop(client);
     proxy.stop().await;
 }
+
+/// Two replicas on the same port (127.0.0.1 and 127.0.0.2): a session through one, its cancel
+/// through the other, which forwards it to the replica its key names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaching_another_replica_is_forwarded_to_the_one_holding_the_session() {
+    use tokio::io::AsyncWriteExt;
+    let alpha = TestPostgres::start("alpha");
+    alpha.trust_local_tcp();
+    let table = routes_json(&[("alpha", alpha.addr())]);
+    let port = free_port();
+    let peers = vec!["127.0.0.1".to_string(), "127.0.0.2".to_string()];
+    let replica = |ip: [u8; 4], peers: Vec<String>| {
+        move |c: &mut devdb_proxy::config::Config| {
+            c.replica_addr = Some(ip.into());
+            c.peers = peers;
+        }
+    };
+    let a =
+        TestProxy::start_on(&format!("127.0.0.1:{port}"), table.clone(), replica([127, 0, 0, 1], peers.clone())).await;
+    let b = TestProxy::start_on(&format!("127.0.0.2:{port}"), table, replica([127, 0, 0, 2], peers)).await;
+
+    // A raw session through replica A, keeping the key A issues.
+    let mut session = tls_via_ssl_request(&a, &TestProxy::host("alpha"), &[]).await;
+    write_all(&mut session, &startup_packet(3, 0, &[("user", USER), ("database", "postgres")])).await;
+    let mut key = None;
+    loop {
+        let (tag, body) = read_message(&mut session).await.expect("start-up message");
+        match tag {
+            b'K' => key = Some(body),
+            b'Z' => break,
+            b'E' => panic!("refused: {:?}", parse_error(&body)),
+            _ => {}
+        }
+    }
+    let key = key.expect("BackendKeyData");
+    assert_eq!(&key[..4], &[127, 0, 0, 1], "replica A's address is the process id of its keys");
+    let sql = b"SELECT pg_sleep(60)\0";
+    let mut query = vec![b'Q'];
+    query.extend_from_slice(&((4 + sql.len()) as i32).to_be_bytes());
+    query.extend_from_slice(sql);
+    session.write_all(&query).await.expect("query");
+    session.flush().await.expect("flush");
+    wait_until_sleeping(&alpha).await;
+
+    // The cancel lands on replica B.
+    let mut cancel = 16i32.to_be_bytes().to_vec();
+    cancel.extend_from_slice(&80877102i32.to_be_bytes());
+    cancel.extend_from_slice(&key);
+    let mut tcp = TcpStream::connect(b.addr).await.expect("connect B");
+    write_all(&mut tcp, &cancel).await;
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).await.expect("closed");
+
+    // RowDescription comes first; then the query ends with an error, not a CommandComplete.
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match read_message(&mut session).await.expect("a message") {
+                (b'E', body) => return parse_error(&body).code,
+                (b'C', _) => return "completed".to_string(),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("cancelled well before 60 s");
+    assert_eq!(outcome, "57014");
+    wait_for_metric(&b, "devdb_proxy_cancel_requests_total{outcome=\"to_peer\"} 1").await;
+    wait_for_metric(&a, "devdb_proxy_cancel_requests_total{outcome=\"forwarded\"} 1").await;
+    drop(session);
+    a.stop().await;
+    b.stop().await;
+}

@@ -76,6 +76,16 @@ impl TestPostgres {
         format!("host=127.0.0.1 port={} user={USER} dbname={dbname}", self.port)
     }
 
+    /// Lets any TCP client from 127.0.0.1 in without a password (for raw protocol tests that
+    /// do not speak SCRAM).
+    pub fn trust_local_tcp(&self) {
+        let hba = self.data.join("pg_hba.conf");
+        let current = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(&hba, format!("host all all 127.0.0.1/32 trust\n{current}")).expect("pg_hba.conf");
+        let status = self.pg.command("pg_ctl").arg("reload").arg("-D").arg(&self.data).status().expect("pg_ctl");
+        assert!(status.success(), "pg_ctl reload");
+    }
+
     /// A tokio-postgres client connected directly (no proxy, no TLS).
     pub async fn direct(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::Config::new()

@@ -53,6 +53,11 @@ impl TestProxy {
 
     /// Starts with a routes file of exactly `table` (JSON).
     pub async fn start_with_table(table: String, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on("127.0.0.1:0", table, tweak).await
+    }
+
+    /// Starts listening on `listen` with a routes file of exactly `table` (JSON).
+    pub async fn start_on(listen: &str, table: String, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::Builder::new().prefix("devdb-proxy-").tempdir().expect("tempdir");
         let certs =
             DevCertificates::generate(DOMAIN).expect("certs").write_to(&dir.path().join("certs")).expect("write");
@@ -64,7 +69,7 @@ impl TestProxy {
         config.reload_interval = Duration::from_millis(50);
         config.shutdown_grace = Duration::from_secs(5);
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (addr, admin_addr) = (listener.local_addr().expect("addr"), admin.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel();
