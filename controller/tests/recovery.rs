@@ -69,14 +69,18 @@ async fn after_sigkill_running_instances_are_adopted_clones_finished_and_orphans
 
     devdb.restart().await;
     let mut midway = None;
-    for _ in 0..300 {
-        if let Some(d) = devdb.database("midway").await.filter(|d| d.status == DatabaseStatus::Running) {
+    let mut last = None;
+    for _ in 0..1200 {
+        last = devdb.database("midway").await;
+        if let Some(d) = last.clone().filter(|d| d.status == DatabaseStatus::Running) {
             midway = Some(d);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let midway = midway.expect("the interrupted clone finished after the restart");
+    let Some(midway) = midway else {
+        panic!("the interrupted clone did not finish after the restart: {last:?}\n{}", devdb.log());
+    };
     let steady = devdb.database("steady").await.expect("steady");
     assert_eq!(steady.status, DatabaseStatus::Running);
     let pids_now: Vec<u32> = devdb.postmasters().iter().map(|(pid, _)| *pid).collect();
