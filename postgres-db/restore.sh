@@ -7,7 +7,7 @@
 #   BACKUP_URL    http(s)://…, s3://bucket/key (aws CLI, credentials from the environment),
 #                 file:///path; empty: an empty database
 #   PGDATA        data directory to create (must be empty or absent)
-#   DB_USER       the project's user (created as superuser of this private instance)
+#   DB_USER       the project's user (owner of its database, not a superuser)
 #   DB_NAME       the project's database
 #   DB_PASSWORD   the user's password (SCRAM)
 #   PG_BIN        PostgreSQL binaries (default: from PATH)
@@ -105,10 +105,11 @@ synchronous_commit = off
 full_page_writes = off
 max_wal_size = '1GB'
 min_wal_size = '32MB'
+unix_socket_permissions = 0700
 CONF
 pg_ctl start -D "$PGDATA" -l "$work/server.log" -w -t 120 >/dev/null || fail "PostgreSQL did not start: $(tail -n3 "$work/server.log")"
 sql() { psql -X -q -v ON_ERROR_STOP=1 -h "$socket" -U postgres "$@"; }
-sql -d postgres -c "CREATE ROLE \"$DB_USER\" LOGIN SUPERUSER PASSWORD '${DB_PASSWORD//\'/\'\'}'" \
+sql -d postgres -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB PASSWORD '${DB_PASSWORD//\'/\'\'}'" \
     -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\"" || fail "cannot create the user and database"
 
 # 4. Restore as the project's user, without the source's owners and grants; stop at the first error.
@@ -128,6 +129,6 @@ sql -d "$DB_NAME" -c "ANALYZE" -c "ALTER SYSTEM SET max_wal_size = '64MB'" -c "S
     || fail "ANALYZE failed"
 sql -d postgres -c "CHECKPOINT" -c "CHECKPOINT" || fail "CHECKPOINT failed"
 pg_ctl stop -D "$PGDATA" -m fast -w >/dev/null || fail "PostgreSQL did not stop cleanly"
-: > "$PGDATA/postgresql.auto.conf"
+printf "max_wal_size = '64MB'\nmin_wal_size = '32MB'\n" > "$PGDATA/postgresql.auto.conf"
 sync
 echo "restored ${format:-nothing (empty database)} into $PGDATA ($(du -sh "$PGDATA" | cut -f1))"

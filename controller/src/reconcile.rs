@@ -133,8 +133,8 @@ impl<R: Runtime> Reconciler<R> {
         let current = project.snapshot.as_ref().map(|s| s.generation);
         if current >= Some(project.wanted_generation) || project.status == ProjectStatus::Failed {
             if project.status == ProjectStatus::Ready {
-                // Debris of an interrupted refresh.
-                let _ = self.runtime.clean_project(name, current).await;
+                // Older snapshots, and debris of an interrupted refresh.
+                self.clean_unused_snapshots(name).await?;
             }
             return Ok(());
         }
@@ -149,16 +149,23 @@ impl<R: Runtime> Reconciler<R> {
         match self.runtime.restore(&project, generation, self.progress_writer(name)).await {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
+                // Only for the same project and generation: it may have been deleted and
+                // recreated, or refreshed, while this restore ran.
                 self.store.update_project(name, |p| {
-                    p.status = ProjectStatus::Ready;
-                    p.progress = None;
-                    p.snapshot = Some(snapshot);
+                    if p.id == project.id && p.wanted_generation == generation {
+                        p.status = ProjectStatus::Ready;
+                        p.progress = None;
+                        p.snapshot = Some(snapshot);
+                    }
                 })?;
-                let _ = self.runtime.clean_project(name, Some(generation)).await;
+                self.clean_unused_snapshots(name).await?;
             }
             Err(error) => {
                 tracing::warn!(project = %name, %error, "restore failed");
                 self.store.update_project(name, |p| {
+                    if p.id != project.id || p.wanted_generation != generation {
+                        return;
+                    }
                     // A refresh that fails keeps the previous snapshot usable.
                     p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
                     p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
@@ -170,6 +177,18 @@ impl<R: Runtime> Reconciler<R> {
         // Databases waiting for this project can go on (or learn that it failed).
         for d in self.store.databases(None, Some(name.as_str()))? {
             self.trigger(Key::Database(d.name));
+        }
+        Ok(())
+    }
+
+    /// Removes all but the current snapshot, unless a clone of the project is in flight (it may
+    /// be copying an older one); the project is reconciled again when that clone ends.
+    async fn clean_unused_snapshots(&self, name: &Name) -> Result<(), ReconcileError> {
+        let cloning =
+            self.store.databases(None, Some(name.as_str()))?.iter().any(|d| d.status == DatabaseStatus::Creating);
+        let Some(project) = self.store.project(name.as_str())? else { return Ok(()) };
+        if !cloning && let Err(error) = self.runtime.clean_project(name, project.snapshot.map(|s| s.generation)).await {
+            tracing::warn!(project = %name, %error, "cannot remove old snapshots");
         }
         Ok(())
     }
@@ -251,6 +270,8 @@ impl<R: Runtime> Reconciler<R> {
             d.snapshot_generation = Some(snapshot.generation);
         });
         tracing::info!(database = %database.name, project = %project.name, "running");
+        // Snapshots this clone kept from removal can go now.
+        self.trigger(Key::Project(project.name.clone()));
         Ok(())
     }
 

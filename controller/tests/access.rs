@@ -31,7 +31,19 @@ async fn tokens_scope_databases_to_their_owner() {
     assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(json!({"name": "shop"}))).await.0, 201);
     devdb.settled_project("shop").await;
 
+    let secret_source = json!({"name": "private", "backupLocation": "https://svc:hunter2@dumps.example.com/p.dump"});
+    assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(secret_source)).await.0, 201);
+
     devdb.token = Some(KATE.into());
+    let (_, private) = devdb.call(Method::GET, "/v1/projects/private", None).await;
+    assert_eq!(
+        private["backupLocation"], "https://***@dumps.example.com/p.dump",
+        "others do not see source credentials"
+    );
+    let (_, compat) = devdb.call(Method::GET, "/projects/private", None).await;
+    assert_eq!(compat["defaultCredentials"]["password"], "", "nor the project's password");
+    let local = json!({"name": "mine", "backupLocation": "file:///etc/shadow"});
+    assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(local)).await.0, 403, "file:// is for admins");
     let (status, body) = devdb.create_database("kate-pg", "shop").await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["owner"], "kate", "an owner token creates for its owner");

@@ -14,7 +14,12 @@ async fn bad_sources_fail_the_project_with_the_reason_and_leave_nothing_behind()
     let files = DumpServer::start(dumps.dir.path()).await;
     let devdb = DevDb::start().await;
     let closed = devdb_testkit::free_port();
+    // A plain "dump" that would run a shell through psql's \! meta-command.
+    let marker = dumps.dir.path().join("owned");
+    std::fs::write(dumps.path("evil.sql"), format!("CREATE TABLE t (x int);\n\\! touch {}\n", marker.display()))
+        .expect("write");
     let cases = [
+        ("evil", files.url("evil.sql"), "runs the psql command \\!"),
         ("unreachable", format!("http://127.0.0.1:{closed}/shop.dump"), "cannot reach"),
         ("missing", files.url("nope.dump"), "answered HTTP 404"),
         ("not-a-dump", files.url("page.html"), "is not a PostgreSQL dump"),
@@ -31,6 +36,7 @@ async fn bad_sources_fail_the_project_with_the_reason_and_leave_nothing_behind()
         assert!(error.contains(reason), "{name}: {error}");
         assert!(!devdb.data_dir.join("projects").join(name).exists(), "{name}: no half-made template");
     }
+    assert!(!marker.exists(), "the shell command never ran");
     // A database of a failed project fails with the project's reason.
     let (status, body) = devdb.create_database("doomed", "missing").await;
     assert_eq!(status, 422, "{body}");

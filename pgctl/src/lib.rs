@@ -175,12 +175,15 @@ impl PgCtl {
         cmd
     }
 
-    /// Creates `path` (and parents) and hands it to the PostgreSQL user.
+    /// Creates `path` (and parents), private (0700), and hands it to the PostgreSQL user.
     ///
     /// # Errors
     /// [`PgError::Chown`] when the directory cannot be made or handed over.
     pub fn make_dir(&self, path: &Path) -> Result<(), PgError> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(path).map_err(|source| PgError::Chown { path: path.into(), source })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| PgError::Chown { path: path.into(), source })?;
         self.give(path)
     }
 

@@ -53,11 +53,14 @@ pub struct CancelMap {
     peers: std::sync::RwLock<HashSet<Ipv4Addr>>,
     /// The port every replica accepts clients on.
     port: u16,
+    /// Whether replicas expect a PROXY protocol header (then forwarded cancels carry one with
+    /// the original client address).
+    proxy_protocol: bool,
 }
 
 impl Default for CancelMap {
     fn default() -> Self {
-        Self::new(None, 0)
+        Self::new(None, 0, false)
     }
 }
 
@@ -129,8 +132,9 @@ impl CancelOutcome {
 }
 
 impl CancelMap {
-    /// A map for a replica at `replica` (None: a lone proxy) whose clients connect on `port`.
-    pub fn new(replica: Option<Ipv4Addr>, port: u16) -> Self {
+    /// A map for a replica at `replica` (None: a lone proxy) whose clients connect on `port`,
+    /// after a PROXY protocol header when `proxy_protocol`.
+    pub fn new(replica: Option<Ipv4Addr>, port: u16, proxy_protocol: bool) -> Self {
         let quota = Quota::per_second(CANCELS_PER_SECOND).allow_burst(CANCEL_BURST);
         Self {
             sessions: DashMap::new(),
@@ -138,6 +142,7 @@ impl CancelMap {
             replica,
             peers: std::sync::RwLock::new(HashSet::new()),
             port,
+            proxy_protocol,
         }
     }
 
@@ -198,13 +203,19 @@ impl CancelMap {
         self.sessions.is_empty()
     }
 
+    fn is_peer(&self, ip: IpAddr) -> bool {
+        let IpAddr::V4(v4) = ip else { return false };
+        self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&v4)
+    }
+
     /// Acts on a cancel request from `client`: sends the real key to the session's backend, or
     /// the request unchanged to the replica that issued the key.
-    pub async fn forward(&self, key: &CancelKey, client: IpAddr) -> CancelOutcome {
+    pub async fn forward(&self, key: &CancelKey, client: SocketAddr) -> CancelOutcome {
         if self.limiter.len() > MAX_TRACKED_NETWORKS {
             self.limiter.retain_recent();
         }
-        if self.limiter.check_key(&network(client)).is_err() {
+        // A cancel a peer forwarded was limited there already.
+        if !self.is_peer(client.ip()) && self.limiter.check_key(&network(client.ip())).is_err() {
             return CancelOutcome::RateLimited;
         }
         if let Some(own) = self.replica
@@ -212,10 +223,12 @@ impl CancelMap {
             && key.pid != replica_pid(own)
         {
             let peer = Ipv4Addr::from(key.pid as u32);
-            if !self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&peer) {
+            if !self.is_peer(IpAddr::V4(peer)) {
                 return CancelOutcome::NotAPeer;
             }
-            return match send_cancel(SocketAddr::from((peer, self.port)), key).await {
+            let to = SocketAddr::from((peer, self.port));
+            let header = if self.proxy_protocol { proxy_header(client, to) } else { Vec::new() };
+            return match send_cancel(to, &header, key).await {
                 Ok(()) => CancelOutcome::ToPeer,
                 Err(error) => {
                     tracing::warn!(%error, %peer, "cannot forward cancel request to peer");
@@ -226,7 +239,7 @@ impl CancelMap {
         let Some((backend, backend_key)) = self.lookup(key) else {
             return CancelOutcome::UnknownKey;
         };
-        match send_cancel(backend, &backend_key).await {
+        match send_cancel(backend, &[], &backend_key).await {
             Ok(()) => CancelOutcome::Forwarded,
             Err(error) => {
                 tracing::warn!(%error, %backend, "cannot forward cancel request");
@@ -236,12 +249,21 @@ impl CancelMap {
     }
 }
 
-/// Sends a plaintext CancelRequest for `key` to `to` and waits until it is acted on (the server
-/// closes the connection), within [`FORWARD_TIMEOUT`].
-async fn send_cancel(to: SocketAddr, key: &CancelKey) -> std::io::Result<()> {
+/// A PROXY protocol v2 header naming `client` as the source (empty if it cannot be built).
+fn proxy_header(client: SocketAddr, to: SocketAddr) -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    let addresses = ppp::v2::Addresses::from((client, to));
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses).build().unwrap_or_default()
+}
+
+/// Sends `prefix` (a PROXY header, or nothing) and a plaintext CancelRequest for `key` to `to`,
+/// and waits until it is acted on (the server closes the connection), within [`FORWARD_TIMEOUT`].
+async fn send_cancel(to: SocketAddr, prefix: &[u8], key: &CancelKey) -> std::io::Result<()> {
     let send = async {
         let mut stream = TcpStream::connect(to).await?;
-        stream.write_all(&protocol::encode_cancel_request(key)).await?;
+        let mut request = prefix.to_vec();
+        request.extend_from_slice(&protocol::encode_cancel_request(key));
+        stream.write_all(&request).await?;
         let mut sink = [0u8; 64];
         while stream.read(&mut sink).await? > 0 {}
         std::io::Result::Ok(())
@@ -301,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_replica_puts_its_address_in_its_keys_and_they_stay_unique() {
-        let map = Arc::new(CancelMap::new(Some(Ipv4Addr::new(10, 1, 2, 3)), 5432));
+        let map = Arc::new(CancelMap::new(Some(Ipv4Addr::new(10, 1, 2, 3)), 5432, false));
         let backend: SocketAddr = "127.0.0.1:5432".parse().expect("addr");
         let mut regs = Vec::new();
         for _ in 0..1000 {
@@ -319,10 +341,10 @@ mod tests {
 
     #[tokio::test]
     async fn keys_of_unknown_replicas_are_not_forwarded_anywhere() {
-        let map = CancelMap::new(Some(Ipv4Addr::new(10, 0, 0, 1)), 5432);
+        let map = CancelMap::new(Some(Ipv4Addr::new(10, 0, 0, 1)), 5432, false);
         map.set_peers(HashSet::from([Ipv4Addr::new(10, 0, 0, 2)]));
         let forged = key(replica_pid(Ipv4Addr::new(192, 0, 2, 99)), &[1, 2, 3, 4]);
-        assert_eq!(map.forward(&forged, "198.51.100.7".parse().expect("ip")).await, CancelOutcome::NotAPeer);
+        assert_eq!(map.forward(&forged, "198.51.100.7:1".parse().expect("addr")).await, CancelOutcome::NotAPeer);
     }
 
     #[test]
@@ -337,16 +359,16 @@ mod tests {
     async fn a_flood_of_cancels_from_one_network_is_limited_and_others_are_not() {
         let map = CancelMap::default();
         let unknown = key(1, &[0, 0, 0, 0]);
-        let flooder = "198.51.100.1".parse().expect("ip");
+        let flooder = "198.51.100.1:1".parse().expect("addr");
         let mut outcomes = Vec::new();
         for _ in 0..(CANCEL_BURST.get() * 2) {
             outcomes.push(map.forward(&unknown, flooder).await);
         }
         assert_eq!(outcomes[0], CancelOutcome::UnknownKey);
         assert!(outcomes.contains(&CancelOutcome::RateLimited), "{outcomes:?}");
-        let neighbour = "198.51.100.200".parse().expect("ip");
+        let neighbour = "198.51.100.200:1".parse().expect("addr");
         assert_eq!(map.forward(&unknown, neighbour).await, CancelOutcome::RateLimited, "same /24");
-        let other = "192.0.2.1".parse().expect("ip");
+        let other = "192.0.2.1:1".parse().expect("addr");
         assert_eq!(map.forward(&unknown, other).await, CancelOutcome::UnknownKey);
     }
 

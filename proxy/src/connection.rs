@@ -118,7 +118,7 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
     let ClientSession { mut client, mut startup, sni } = match opened {
         Handshake::Session(session) => session,
         Handshake::Cancel(key) => {
-            let outcome = ctx.cancels.forward(&key, client_addr.ip()).await;
+            let outcome = ctx.cancels.forward(&key, client_addr).await;
             ctx.metrics.cancels.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
             return Ok(Done::Cancel(outcome));
         }

@@ -105,7 +105,7 @@ pub async fn run(
         allow_plaintext = config.allow_plaintext,
         "devdb-proxy started"
     );
-    let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port()));
+    let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port(), config.proxy_protocol));
     let peers = config.peers.clone();
     let ctx = Arc::new(Context {
         config,

@@ -119,10 +119,27 @@ async fn unknown_and_malformed_cancel_keys_are_dropped_silently() {
     proxy.stop().await;
 }
 
-/// Two replicas on the same port (127.0.0.1 and 127.0.0.2): a session through one, its cancel
-/// through the other, which forwards it to the replica its key names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_reaching_another_replica_is_forwarded_to_the_one_holding_the_session() {
+    cancel_across_replicas(false).await;
+}
+
+/// The same behind a load balancer that sends PROXY protocol headers (the chart's default): the
+/// forwarded cancel carries one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_forwarding_works_with_proxy_protocol() {
+    cancel_across_replicas(true).await;
+}
+
+fn proxy_header() -> Vec<u8> {
+    use ppp::v2::{Builder, Command, IPv4, Protocol, Version};
+    let addresses = IPv4::new([198, 51, 100, 20], [10, 0, 0, 1], 50000, 5432);
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses).build().expect("header")
+}
+
+/// Two replicas on the same port (127.0.0.1 and 127.0.0.2): a session through one, its cancel
+/// through the other, which forwards it to the replica its key names.
+async fn cancel_across_replicas(proxy_protocol: bool) {
     use tokio::io::AsyncWriteExt;
     let alpha = TestPostgres::start("alpha");
     alpha.trust_local_tcp();
@@ -133,6 +150,7 @@ async fn a_cancel_reaching_another_replica_is_forwarded_to_the_one_holding_the_s
         move |c: &mut devdb_proxy::config::Config| {
             c.replica_addr = Some(ip.into());
             c.peers = peers;
+            c.proxy_protocol = proxy_protocol;
         }
     };
     let a =
@@ -140,7 +158,13 @@ async fn a_cancel_reaching_another_replica_is_forwarded_to_the_one_holding_the_s
     let b = TestProxy::start_on(&format!("127.0.0.2:{port}"), table, replica([127, 0, 0, 2], peers)).await;
 
     // A raw session through replica A, keeping the key A issues.
-    let mut session = tls_via_ssl_request(&a, &TestProxy::host("alpha"), &[]).await;
+    let mut tcp = TcpStream::connect(a.addr).await.expect("connect A");
+    if proxy_protocol {
+        write_all(&mut tcp, &proxy_header()).await;
+    }
+    write_all(&mut tcp, &request_packet(SSL_REQUEST)).await;
+    assert_eq!(tcp.read_u8().await.expect("S"), b'S');
+    let mut session = tls_handshake(&a, tcp, &TestProxy::host("alpha"), &[]).await;
     write_all(&mut session, &startup_packet(3, 0, &[("user", USER), ("database", "postgres")])).await;
     let mut key = None;
     loop {
@@ -167,6 +191,9 @@ async fn a_cancel_reaching_another_replica_is_forwarded_to_the_one_holding_the_s
     cancel.extend_from_slice(&80877102i32.to_be_bytes());
     cancel.extend_from_slice(&key);
     let mut tcp = TcpStream::connect(b.addr).await.expect("connect B");
+    if proxy_protocol {
+        write_all(&mut tcp, &proxy_header()).await;
+    }
     write_all(&mut tcp, &cancel).await;
     let mut rest = Vec::new();
     tcp.read_to_end(&mut rest).await.expect("closed");

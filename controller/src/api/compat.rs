@@ -190,14 +190,17 @@ async fn compat_project<R: Runtime>(
 ) -> Result<CompatProject, ApiError> {
     let p = project_for(state, caller, id, Access::Read)?;
     let databases = project_databases(state, caller, p.name.as_str()).await?;
+    let view = super::project_view(&p, caller);
+    // The project's own credentials are for its owner and admins.
+    let password = if caller.may_access(&p.owner) { p.password } else { String::new() };
     Ok(CompatProject {
         id: p.id,
         owner: p.owner,
         name: p.name.to_string(),
         db_type: DbType::Postgres,
         db_version: p.db_version,
-        backup_location: p.backup_location,
+        backup_location: view.backup_location,
         databases,
-        default_credentials: CompatCredentials { username: p.username, password: p.password, database: p.database },
+        default_credentials: CompatCredentials { username: p.username, password, database: p.database },
     })
 }

@@ -59,7 +59,7 @@ pub async fn create<R: Runtime>(
         owner,
         status: DatabaseStatus::Creating,
         want: Want::Run,
-        port: free_port()?,
+        port: free_port(&state)?,
         password: generate_password(),
         snapshot_generation: None,
         error: None,
@@ -141,14 +141,17 @@ pub async fn reset<R: Runtime>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Query(wait) = wait?;
     let database = database_for(&state, &caller, &name)?;
-    if database.want == Want::Delete {
+    // Decided inside the transaction, so a delete committed meanwhile is never undone.
+    let record = state.store.update_database(&database.name, |d| {
+        if d.want != Want::Delete {
+            d.want = Want::Reset;
+            d.status = DatabaseStatus::Creating;
+            d.error = None;
+        }
+    })?;
+    if record.want == Want::Delete {
         return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
     }
-    let record = state.store.update_database(&database.name, |d| {
-        d.want = Want::Reset;
-        d.status = DatabaseStatus::Creating;
-        d.error = None;
-    })?;
     state.reconciler.publish_routes()?;
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
@@ -208,10 +211,18 @@ async fn wait_until_settled<R: Runtime>(
     }
 }
 
-/// A free loopback port for a new instance (the OS picks; the instance binds it moments later).
-fn free_port() -> Result<u16, ApiError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ApiError::Internal(format!("no free port: {e}")))
+/// A free loopback port for a new instance that no other database holds (the OS picks; the
+/// instance binds it moments later).
+fn free_port<R>(state: &AppState<R>) -> Result<u16, ApiError> {
+    let taken: std::collections::HashSet<u16> = state.store.databases(None, None)?.iter().map(|d| d.port).collect();
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| ApiError::Internal(format!("no free port: {e}")))?;
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(ApiError::Internal("no free port".into()))
 }

@@ -34,6 +34,11 @@ pub async fn create<R: Runtime>(
     let owner = owner_for(&caller, req.owner)?;
     if let Some(location) = &req.backup_location {
         check_location(location)?;
+        if location.starts_with("file://") && caller != Caller::Admin {
+            return Err(ApiError::Forbidden(
+                "file:// sources read the controller's own files: admin tokens only".into(),
+            ));
+        }
     }
     let available = state.pg_version.to_string();
     let db_version = req.db_version.unwrap_or_else(|| available.clone());
@@ -68,7 +73,7 @@ pub async fn create<R: Runtime>(
     state.store.insert_project(&record)?;
     tracing::info!(project = %record.name, owner = %record.owner, "project created");
     state.reconciler.trigger(Key::Project(record.name.clone()));
-    Ok((StatusCode::CREATED, Json(project_view(&record))))
+    Ok((StatusCode::CREATED, Json(project_view(&record, &caller))))
 }
 
 #[utoipa::path(
@@ -77,11 +82,12 @@ pub async fn create<R: Runtime>(
 )]
 pub async fn list<R: Runtime>(
     axum::extract::State(state): Shared<R>,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Project>>, ApiError> {
     let Query(query) = query?;
     let projects = state.store.projects(query.owner.as_deref())?;
-    Ok(Json(projects.iter().map(project_view).collect()))
+    Ok(Json(projects.iter().map(|p| project_view(p, &caller)).collect()))
 }
 
 #[utoipa::path(
@@ -93,7 +99,7 @@ pub async fn show<R: Runtime>(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Project>, ApiError> {
-    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read)?)))
+    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read)?, &caller)))
 }
 
 #[utoipa::path(
@@ -139,7 +145,7 @@ pub async fn refresh<R: Runtime>(
         p.error = None;
     })?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
-    Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
+    Ok((StatusCode::ACCEPTED, Json(project_view(&updated, &caller))))
 }
 
 /// Refuses locations this runtime cannot read, before anything is stored.

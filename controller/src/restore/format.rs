@@ -138,6 +138,37 @@ fn check_plain_complete(path: &Path) -> Result<(), RestoreError> {
     Err(RestoreError::Truncated(format!("the SQL dump does not end with {PLAIN_END_MARKER:?}")))
 }
 
+/// Meta-commands pg_dump itself writes into plain dumps (17.6+ brackets them with these).
+const ALLOWED_PSQL_COMMANDS: [&str; 2] = ["\\restrict", "\\unrestrict"];
+
+/// Refuses a plain SQL dump with psql meta-commands (`\!` runs a shell, `\o` writes files, `\i`
+/// reads them) at the start of a line outside COPY data, where pg_dump never puts any.
+///
+/// # Errors
+/// [`RestoreError::PsqlCommand`] naming the command and line.
+pub fn check_plain_sql(path: &Path) -> Result<(), RestoreError> {
+    use std::io::BufRead;
+    let mut in_copy = false;
+    for (index, line) in BufReader::new(File::open(path)?).split(b'\n').enumerate() {
+        let line = line?;
+        if in_copy {
+            in_copy = line.as_slice() != b"\\.";
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        if text.starts_with("COPY ") && text.ends_with("FROM stdin;") {
+            in_copy = true;
+        } else if text.starts_with('\\') {
+            let command = text.split_whitespace().next().unwrap_or(text);
+            if !ALLOWED_PSQL_COMMANDS.contains(&command) {
+                return Err(RestoreError::PsqlCommand { command: command.to_string(), line: index + 1 });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn describe_head(head: &[u8]) -> String {
     if head.is_empty() {
         return "an empty file".into();
@@ -208,6 +239,22 @@ mod tests {
         }
         let tar = tar_of(&[("readme.txt", b"hi")]);
         assert!(prepare(&write(d, "t", &tar), d).expect_err("refused").to_string().contains("without toc.dat"));
+    }
+
+    #[test]
+    fn psql_commands_outside_copy_data_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let ok = b"\\restrict abc\nCREATE TABLE t (x text);\nCOPY public.t (x) FROM stdin;\n\\N\n\\! not a command in data\n\\.\n\\unrestrict abc\n";
+        assert!(check_plain_sql(&write(d, "ok.sql", ok)).is_ok());
+        for (sql, command) in [
+            (&b"SELECT 1;\n\\! id > /tmp/owned\n"[..], "\\!"),
+            (b"  \\o /etc/passwd\n", "\\o"),
+            (b"COPY t FROM stdin;\n\\.\n\\i /root/secret\n", "\\i"),
+        ] {
+            let err = check_plain_sql(&write(d, "bad.sql", sql)).expect_err("refused");
+            assert!(matches!(&err, RestoreError::PsqlCommand { command: c, .. } if c == command), "{err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod fetch;
 mod format;
 
 pub use fetch::{Fetched, fetch};
-pub use format::{Dump, DumpFormat, prepare};
+pub use format::{Dump, DumpFormat, check_plain_sql, prepare};
 
 /// Why a dump could not be fetched or recognised. Messages are shown to users as is.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,8 @@ pub enum RestoreError {
     NotADump(String),
     #[error("the dump is truncated: {0}")]
     Truncated(String),
+    #[error("the SQL dump runs the psql command {command} on line {line}; DevDB restores SQL, not psql scripts")]
+    PsqlCommand { command: String, line: usize },
     #[error("i/o error while preparing the dump: {0}")]
     Io(#[from] std::io::Error),
 }

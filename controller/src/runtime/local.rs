@@ -28,6 +28,9 @@ const SUPERUSER: &str = "postgres";
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The restore server listens only on its private socket, named after this port.
 const TEMPLATE_PORT: u16 = 5432;
+/// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
+/// PostgreSQL user (local connections are trusted, so the socket is the boundary).
+const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
 
 /// PostgreSQL processes under a data directory.
 #[derive(Clone)]
@@ -78,7 +81,7 @@ impl Runtime for LocalRuntime {
             let _ = self.pg.stop(&work.join("data"), StopMode::Immediate);
         }
         remove_dir(&work)?;
-        std::fs::create_dir_all(&work).map_err(RuntimeError::io("creating the restore directory"))?;
+        self.pg.make_dir(&work).map_err(RuntimeError::step("creating the restore directory"))?;
         let result = async {
             let fetched = match &project.backup_location {
                 Some(location) => Some(restore::fetch(location, &work.join("download"), |d, t| progress(d, t)).await?),
@@ -210,7 +213,7 @@ impl LocalRuntime {
         self.pg.initdb(&data, SUPERUSER, &[]).map_err(RuntimeError::step("initdb"))?;
         // Loading is faster without fsync; the template is synced once, after a clean stop.
         let conf = format!(
-            "port = {TEMPLATE_PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\nmin_wal_size = '32MB'\n",
+            "{BASE_CONF}port = {TEMPLATE_PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\n",
             conf_quote(work)
         );
         write_conf(&data, &conf)?;
@@ -218,7 +221,9 @@ impl LocalRuntime {
             .start(&data, &work.join("log"), START_TIMEOUT)
             .map_err(RuntimeError::step("starting the restore server"))?;
 
-        let role = format!("CREATE ROLE {} LOGIN SUPERUSER PASSWORD '{}'", ident(&project.username), project.password);
+        // Not a superuser: every instance's server runs as the same OS user, so a superuser could
+        // reach the others (COPY … TO PROGRAM). The user owns its database and may create more.
+        let role = format!("CREATE ROLE {} LOGIN CREATEDB PASSWORD '{}'", ident(&project.username), project.password);
         let database = format!("CREATE DATABASE {} OWNER {}", ident(&project.database), ident(&project.username));
         self.psql(work, TEMPLATE_PORT, "postgres", SUPERUSER, &["-c", &role, "-c", &database])
             .map_err(RuntimeError::step("creating the user and database"))?;
@@ -244,7 +249,7 @@ impl LocalRuntime {
         self.psql(work, TEMPLATE_PORT, "postgres", SUPERUSER, &["-c", "CHECKPOINT", "-c", "CHECKPOINT"])
             .map_err(RuntimeError::step("checkpoint"))?;
         self.pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("stopping the restore server"))?;
-        write_conf(&data, "")?;
+        write_conf(&data, BASE_CONF)?;
         let _ = Command::new("sync").status();
         Ok(())
     }
@@ -257,8 +262,12 @@ impl LocalRuntime {
             ["-h", &work.to_string_lossy(), "-U", &project.username, "-d", &project.database].map(str::to_owned);
         let mut cmd = match dump.format {
             DumpFormat::Plain => {
-                let mut c = self.pg.client("psql");
-                c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"]).arg(&dump.path).args(&target);
+                // psql runs meta-commands (\! runs a shell): refuse any outside COPY data, and run
+                // psql as the unprivileged PostgreSQL user with the dump on stdin.
+                restore::check_plain_sql(&dump.path)?;
+                let file = std::fs::File::open(&dump.path).map_err(RuntimeError::io("opening the dump"))?;
+                let mut c = self.pg.command("psql");
+                c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]).args(&target).stdin(file);
                 c
             }
             format => {
@@ -300,7 +309,7 @@ impl LocalRuntime {
         }
         let sock = dir.join("sock");
         let conf = format!(
-            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n",
+            "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n",
             database.port,
             conf_quote(&sock),
             conf_quote(database.name.as_str())

@@ -314,7 +314,7 @@ pub async fn tls_direct(proxy: &TestProxy, sni: &str, alpn: &[&[u8]]) -> tokio_r
     tls_handshake(proxy, tcp, sni, alpn).await
 }
 
-async fn tls_handshake(
+pub async fn tls_handshake(
     proxy: &TestProxy,
     tcp: TcpStream,
     sni: &str,
