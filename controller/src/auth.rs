@@ -26,11 +26,13 @@ impl Caller {
         }
     }
 
-    /// The owner filter for lists: an owner sees only their own objects.
-    pub fn scope<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
-        match self {
-            Self::Admin => requested,
-            Self::Owner(me) => Some(me),
+    /// The owner filter for a list that asked for `requested`: `Some(filter)`, or `None` when the
+    /// caller may see nothing of it (an owner asking for another owner's objects).
+    pub fn scope<'a>(&'a self, requested: Option<&'a str>) -> Option<Option<&'a str>> {
+        match (self, requested) {
+            (Self::Admin, requested) => Some(requested),
+            (Self::Owner(me), Some(asked)) if asked != me => None,
+            (Self::Owner(me), _) => Some(Some(me)),
         }
     }
 }
@@ -153,7 +155,9 @@ mod tests {
     fn owners_see_only_their_own() {
         let kate = Caller::Owner("kate".into());
         assert!(kate.may_access("kate") && !kate.may_access("bob"));
-        assert_eq!(kate.scope(Some("bob")), Some("kate"));
-        assert_eq!(Caller::Admin.scope(Some("bob")), Some("bob"));
+        assert_eq!(kate.scope(Some("bob")), None, "another owner's list shows nothing");
+        assert_eq!(kate.scope(Some("kate")), Some(Some("kate")));
+        assert_eq!(kate.scope(None), Some(Some("kate")));
+        assert_eq!(Caller::Admin.scope(Some("bob")), Some(Some("bob")));
     }
 }

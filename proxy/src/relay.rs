@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use crate::cancel::{CancelMap, Registration};
 use crate::error::{ClientFacing, Side};
 use crate::handshake::ClientStream;
-use crate::pq_stream::{PqStream, ReadError};
+use crate::pq_stream::PqStream;
 use crate::protocol::{self, BackendMessage, ClientError};
 
 /// Why a session ended abnormally.
@@ -135,12 +135,6 @@ pub async fn authenticate(
         session.backend.write_all(&client_rest).await.map_err(backend_io)?;
     }
     Ok(session)
-}
-
-impl From<ReadError> for RelayError {
-    fn from(_: ReadError) -> Self {
-        Self::InvalidBackendMessage
-    }
 }
 
 /// Byte counts of a finished session.

@@ -84,7 +84,8 @@ pub async fn create_project<R: Runtime>(
         default_credentials: None,
     };
     let (status, Json(created)) = projects::create(State(state.clone()), caller.clone(), Ok(Json(request))).await?;
-    Ok((status, Json(compat_project(&state, &caller, created.name.as_str()).await?)))
+    let record = project_for(&state, &caller, created.name.as_str(), Access::Read)?;
+    Ok((status, Json(compat_project(&state, &caller, record).await?)))
 }
 
 pub async fn list_projects<R: Runtime>(
@@ -94,7 +95,7 @@ pub async fn list_projects<R: Runtime>(
 ) -> Result<Json<Vec<CompatProject>>, ApiError> {
     let mut out = Vec::new();
     for project in state.store.projects(query.owner.as_deref())? {
-        out.push(compat_project(&state, &caller, project.name.as_str()).await?);
+        out.push(compat_project(&state, &caller, project).await?);
     }
     Ok(Json(out))
 }
@@ -104,7 +105,8 @@ pub async fn show_project<R: Runtime>(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CompatProject>, ApiError> {
-    Ok(Json(compat_project(&state, &caller, &id).await?))
+    let record = project_for(&state, &caller, &id, Access::Read)?;
+    Ok(Json(compat_project(&state, &caller, record).await?))
 }
 
 pub async fn delete_project<R: Runtime>(
@@ -186,9 +188,8 @@ async fn project_databases<R: Runtime>(
 async fn compat_project<R: Runtime>(
     state: &std::sync::Arc<super::AppState<R>>,
     caller: &Caller,
-    id: &str,
+    p: crate::store::ProjectRecord,
 ) -> Result<CompatProject, ApiError> {
-    let p = project_for(state, caller, id, Access::Read)?;
     let databases = project_databases(state, caller, p.name.as_str()).await?;
     let view = super::project_view(&p, caller);
     // The project's own credentials are for its owner and admins.

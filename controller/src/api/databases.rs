@@ -83,12 +83,10 @@ pub async fn list<R: Runtime>(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Database>>, ApiError> {
     let Query(query) = query?;
-    if let (Caller::Owner(me), Some(asked)) = (&caller, &query.owner)
-        && me != asked
-    {
+    let Some(owner) = caller.scope(query.owner.as_deref()) else {
         return Ok(Json(Vec::new()));
-    }
-    let databases = state.store.databases(caller.scope(query.owner.as_deref()), query.project.as_deref())?;
+    };
+    let databases = state.store.databases(owner, query.project.as_deref())?;
     let projects = state.store.projects(None)?;
     let views = databases
         .iter()
