@@ -26,7 +26,23 @@ VARIANTS = {
 }
 
 
+def controller_env() -> int:
+    """Prints the environment variable names the chart gives the controller, one per line."""
+    chart = helm.Chart.load(CHART)
+    for path, text in chart.render({}, name="devdb", namespace="devdb", is_install=True).items():
+        if path.endswith("templates/controller.yaml"):
+            for line in text.splitlines():
+                line = line.strip()
+                if line.startswith("- { name: ") or line.startswith("- name: "):
+                    name = line.split("name: ", 1)[1].split(",", 1)[0].strip()
+                    if name.isupper():  # environment variables, not containers or ports
+                        print(name)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--controller-env"]:
+        return controller_env()
     failures = 0
     report = helm.lint(str(CHART), strict=True, kube_version="v1.33.0")
     for message in report.get("messages", []):

@@ -1,19 +1,27 @@
-//! `devdb-controller`: the DevDB API server with the local runtime. See `--help`.
+//! `devdb-controller`: the DevDB API server, with the local or the Kubernetes runtime. See `--help`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use devdb_controller::config::{ServerArgs, ServerConfig};
+use devdb_controller::config::{KubeArgs, KubeConfig, RuntimeKind, ServerArgs, ServerConfig};
 use tokio::net::TcpListener;
 
 /// DevDB controller: REST API for projects (restored dumps) and databases (clones), with
-/// PostgreSQL instances run locally under --data-dir.
+/// PostgreSQL instances run locally under --data-dir (--runtime local) or on Kubernetes
+/// (--runtime kube: state as Project and Database resources, one namespace per project).
 #[derive(Parser)]
 #[command(name = "devdb-controller", version, max_term_width = 100)]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
+
+    /// Where database instances run: `local` (PostgreSQL processes under --data-dir) or `kube`.
+    #[arg(long, env = "DEVDB_CONTROLLER_RUNTIME", value_enum, default_value = "local")]
+    runtime: RuntimeKind,
+
+    #[command(flatten)]
+    kube: KubeArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -40,7 +48,10 @@ async fn run() -> anyhow::Result<()> {
         return crds(write.as_deref());
     }
     devdb_proxy::telemetry::init(devdb_proxy::telemetry::LogFormat::Text);
-    let config = ServerConfig::try_from(args.server)?;
+    let mut config = ServerConfig::try_from(args.server)?;
+    if args.runtime == RuntimeKind::Kube {
+        config.kube = Some(KubeConfig::try_from(args.kube)?);
+    }
     let listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_listen))?;

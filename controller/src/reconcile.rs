@@ -1,10 +1,12 @@
 //! The reconciler: drives each project and database from what its record says it should be to
-//! what the runtime has, one task per object at a time.
+//! what the runtime has, one pass per object at a time. The same logic runs over every runtime.
 //!
 //! Every step is idempotent and every state change is written to the store first, so after a
 //! crash [`Reconciler::recover`] just reconciles everything again: in-flight restores and clones
-//! are redone from scratch (their half-made files removed), running instances are adopted, and
-//! files or processes no record claims are removed.
+//! are redone or adopted, running instances are adopted, and what no record claims is removed.
+//!
+//! Who schedules passes ([`Scheduler`]): locally, the reconciler itself, one task per object;
+//! on Kubernetes, the kube-rs controllers, which the reconciler asks for passes over a channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,9 +15,8 @@ use std::time::{Duration, Instant};
 use devdb_shared::Name;
 use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
 
-use crate::routes::RouteFeed;
 use crate::runtime::{ProgressFn, Runtime, RuntimeError};
-use crate::store::{DatabaseRecord, Store, StoreError, Want};
+use crate::store::{DatabaseRecord, ProjectRecord, SnapshotRecord, Store, StoreError, Want};
 
 /// What the reconciler works on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,19 +36,28 @@ pub enum ReconcileError {
 /// Progress is written to the store at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// Who runs reconcile passes.
+pub enum Scheduler {
+    /// The reconciler, one task per object, remembering a trigger that arrives mid-pass.
+    Tasks,
+    /// Whoever reads the channel (the kube-rs controllers, which serialize passes per object
+    /// and retry failed ones with backoff).
+    Channel(tokio::sync::mpsc::UnboundedSender<Key>),
+}
+
 /// Reconciles objects on demand.
 pub struct Reconciler<R> {
     store: Arc<Store>,
-    runtime: R,
-    routes: RouteFeed,
-    /// Objects being reconciled, each with "triggered again meanwhile". A std mutex: held only
-    /// to look up and flip entries, never across an await.
+    runtime: Arc<R>,
+    scheduler: Scheduler,
+    /// With [`Scheduler::Tasks`]: objects being reconciled, each with "triggered again
+    /// meanwhile". A std mutex: held only to look up and flip entries, never across an await.
     inflight: Mutex<HashMap<Key, bool>>,
 }
 
 impl<R: Runtime> Reconciler<R> {
-    pub fn new(store: Arc<Store>, runtime: R, routes: RouteFeed) -> Arc<Self> {
-        Arc::new(Self { store, runtime, routes, inflight: Mutex::new(HashMap::new()) })
+    pub fn new(store: Arc<Store>, runtime: Arc<R>, scheduler: Scheduler) -> Arc<Self> {
+        Arc::new(Self { store, runtime, scheduler, inflight: Mutex::new(HashMap::new()) })
     }
 
     pub fn runtime(&self) -> &R {
@@ -56,6 +66,11 @@ impl<R: Runtime> Reconciler<R> {
 
     /// Asks for `key` to be reconciled: now if idle, else once more after the current pass.
     pub fn trigger(self: &Arc<Self>, key: Key) {
+        if let Scheduler::Channel(passes) = &self.scheduler {
+            // Closed only while the process stops.
+            let _ = passes.send(key);
+            return;
+        }
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(again) = inflight.get_mut(&key) {
@@ -92,18 +107,19 @@ impl<R: Runtime> Reconciler<R> {
     /// # Errors
     /// When the store cannot be read.
     pub async fn recover(self: &Arc<Self>) -> Result<(), ReconcileError> {
-        let projects = self.store.projects(None)?;
-        let databases = self.store.databases(None, None)?;
-        self.publish_routes()?;
+        let projects = self.store.projects(None).await?;
+        let databases = self.store.databases(None, None).await?;
+        // Nothing else names an orphan, so it is cleaned up here rather than scheduled.
         for orphan in self.runtime.existing_databases().await.unwrap_or_default() {
             if !databases.iter().any(|d| d.name == orphan) {
                 tracing::info!(database = %orphan, "removing an instance no record claims");
-                self.trigger(Key::Database(orphan));
+                self.reconcile(&Key::Database(orphan)).await?;
             }
         }
         for orphan in self.runtime.existing_projects().await.unwrap_or_default() {
             if !projects.iter().any(|p| p.name == orphan) {
-                self.trigger(Key::Project(orphan));
+                tracing::info!(project = %orphan, "removing what a deleted project left");
+                self.reconcile(&Key::Project(orphan)).await?;
             }
         }
         for p in projects {
@@ -115,7 +131,11 @@ impl<R: Runtime> Reconciler<R> {
         Ok(())
     }
 
-    async fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
+    /// One pass over `key`. Callers make sure passes over one object never overlap.
+    ///
+    /// # Errors
+    /// When the store fails; the pass should be retried.
+    pub async fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
         match key {
             Key::Project(name) => self.reconcile_project(name).await,
             Key::Database(name) => self.reconcile_database(name).await,
@@ -123,10 +143,11 @@ impl<R: Runtime> Reconciler<R> {
     }
 
     async fn reconcile_project(self: &Arc<Self>, name: &Name) -> Result<(), ReconcileError> {
-        let Some(project) = self.store.project(name.as_str())? else {
-            // Deleted (or an orphan): remove everything it had.
-            if let Err(error) = self.runtime.clean_project(name, None).await {
-                tracing::warn!(project = %name, %error, "cannot remove project files");
+        let Some(project) = self.store.project(name.as_str()).await? else {
+            // Deleted (or an orphan): remove everything it had, then let the record go.
+            match self.runtime.clean_project(name, None).await {
+                Ok(()) => self.store.project_cleaned(name).await?,
+                Err(error) => tracing::warn!(project = %name, %error, "cannot remove what the project had"),
             }
             return Ok(());
         };
@@ -139,43 +160,49 @@ impl<R: Runtime> Reconciler<R> {
             return Ok(());
         }
         let generation = project.wanted_generation;
-        self.store.update_project(name, |p| {
-            p.status = ProjectStatus::Restoring;
-            p.error = None;
-            p.progress = Some(Progress { bytes_done: 0, bytes_total: None });
-        })?;
+        self.store
+            .update_project(name, |p| {
+                p.status = ProjectStatus::Restoring;
+                p.error = None;
+                p.progress = Some(Progress { bytes_done: 0, bytes_total: None });
+            })
+            .await?;
         tracing::info!(project = %name, generation, "restoring");
         let started = Instant::now();
-        match self.runtime.restore(&project, generation, self.progress_writer(name)).await {
+        match self.restore_with_progress(&project, generation).await {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
                 // Only for the same project and generation: it may have been deleted and
                 // recreated, or refreshed, while this restore ran.
-                self.store.update_project(name, |p| {
-                    if p.id == project.id && p.wanted_generation == generation {
-                        p.status = ProjectStatus::Ready;
-                        p.progress = None;
-                        p.snapshot = Some(snapshot);
-                    }
-                })?;
+                self.store
+                    .update_project(name, |p| {
+                        if p.id == project.id && p.wanted_generation == generation {
+                            p.status = ProjectStatus::Ready;
+                            p.progress = None;
+                            p.snapshot = Some(snapshot.clone());
+                        }
+                    })
+                    .await?;
                 self.clean_unused_snapshots(name).await?;
             }
             Err(error) => {
                 tracing::warn!(project = %name, %error, "restore failed");
-                self.store.update_project(name, |p| {
-                    if p.id != project.id || p.wanted_generation != generation {
-                        return;
-                    }
-                    // A refresh that fails keeps the previous snapshot usable.
-                    p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
-                    p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
-                    p.error = Some(error.to_string());
-                    p.progress = None;
-                })?;
+                self.store
+                    .update_project(name, |p| {
+                        if p.id != project.id || p.wanted_generation != generation {
+                            return;
+                        }
+                        // A refresh that fails keeps the previous snapshot usable.
+                        p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
+                        p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
+                        p.error = Some(error.to_string());
+                        p.progress = None;
+                    })
+                    .await?;
             }
         }
         // Databases waiting for this project can go on (or learn that it failed).
-        for d in self.store.databases(None, Some(name.as_str()))? {
+        for d in self.store.databases(None, Some(name.as_str())).await? {
             self.trigger(Key::Database(d.name));
         }
         Ok(())
@@ -185,29 +212,47 @@ impl<R: Runtime> Reconciler<R> {
     /// be copying an older one); the project is reconciled again when that clone ends.
     async fn clean_unused_snapshots(&self, name: &Name) -> Result<(), ReconcileError> {
         let cloning =
-            self.store.databases(None, Some(name.as_str()))?.iter().any(|d| d.status == DatabaseStatus::Creating);
-        let Some(project) = self.store.project(name.as_str())? else { return Ok(()) };
+            self.store.databases(None, Some(name.as_str())).await?.iter().any(|d| d.status == DatabaseStatus::Creating);
+        let Some(project) = self.store.project(name.as_str()).await? else { return Ok(()) };
         if !cloning && let Err(error) = self.runtime.clean_project(name, project.snapshot.map(|s| s.generation)).await {
             tracing::warn!(project = %name, %error, "cannot remove old snapshots");
         }
         Ok(())
     }
 
-    fn progress_writer(&self, name: &Name) -> ProgressFn {
-        let (store, name) = (self.store.clone(), name.clone());
-        let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
-        Arc::new(move |done, total| {
-            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.elapsed() >= PROGRESS_EVERY || Some(done) == total {
-                *last = Instant::now();
-                let _ = store
-                    .update_project(&name, |p| p.progress = Some(Progress { bytes_done: done, bytes_total: total }));
+    /// Runs a restore, writing its progress to the project at most every [`PROGRESS_EVERY`].
+    async fn restore_with_progress(
+        &self,
+        project: &ProjectRecord,
+        generation: u64,
+    ) -> Result<SnapshotRecord, RuntimeError> {
+        let (sender, mut latest) = tokio::sync::watch::channel(None);
+        let progress: ProgressFn = Arc::new(move |done, total| {
+            sender.send_replace(Some(Progress { bytes_done: done, bytes_total: total }));
+        });
+        let restore = self.runtime.restore(project, generation, progress);
+        tokio::pin!(restore);
+        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                result = &mut restore => return result,
+                _ = ticker.tick() => if latest.has_changed().unwrap_or(false) {
+                    let progress = *latest.borrow_and_update();
+                    let update = self.store.update_project(&project.name, |p| {
+                        if p.status == ProjectStatus::Restoring {
+                            p.progress = progress;
+                        }
+                    });
+                    if let Err(error) = update.await {
+                        tracing::debug!(project = %project.name, %error, "progress not recorded");
+                    }
+                }
             }
-        })
+        }
     }
 
     async fn reconcile_database(self: &Arc<Self>, name: &Name) -> Result<(), ReconcileError> {
-        let Some(database) = self.store.database(name.as_str())? else {
+        let Some(database) = self.store.database(name.as_str()).await? else {
             if let Err(error) = self.runtime.remove_database(name).await {
                 tracing::warn!(database = %name, %error, "cannot remove instance");
             }
@@ -215,11 +260,10 @@ impl<R: Runtime> Reconciler<R> {
         };
         let result = match database.want {
             Want::Delete => {
-                self.set_database(name, |d| d.status = DatabaseStatus::Deleting)?;
+                self.set_database(name, |d| d.status = DatabaseStatus::Deleting).await?;
                 match self.runtime.remove_database(name).await {
                     Ok(()) => {
-                        self.store.delete_database(name)?;
-                        self.publish_routes()?;
+                        self.store.delete_database(name).await?;
                         tracing::info!(database = %name, "deleted");
                         return Ok(());
                     }
@@ -238,14 +282,15 @@ impl<R: Runtime> Reconciler<R> {
             self.set_database(name, |d| {
                 d.status = DatabaseStatus::Error;
                 d.error = Some(error.to_string());
-            })?;
+            })
+            .await?;
         }
         Ok(())
     }
 
     /// Clones the project's snapshot for `database` once the project is ready.
     async fn clone_database(self: &Arc<Self>, database: &DatabaseRecord) -> Result<(), RuntimeError> {
-        let Some(project) = self.store.project(database.project.as_str()).ok().flatten() else {
+        let Some(project) = self.store.project(database.project.as_str()).await.ok().flatten() else {
             return Err(RuntimeError::NoSnapshot(database.project.clone()));
         };
         let Some(snapshot) = project.snapshot.clone() else {
@@ -256,34 +301,30 @@ impl<R: Runtime> Reconciler<R> {
             // Still restoring: the project's reconciler triggers this database when done.
             return Ok(());
         };
-        let _ = self.set_database(&database.name, |d| {
-            d.status = DatabaseStatus::Creating;
-            d.error = None;
-        });
+        let _ = self
+            .set_database(&database.name, |d| {
+                d.status = DatabaseStatus::Creating;
+                d.error = None;
+            })
+            .await;
         self.runtime.clone_database(database, &project, snapshot.generation).await?;
-        let _ = self.set_database(&database.name, |d| {
-            d.status = DatabaseStatus::Running;
-            // A delete asked for meanwhile stays asked for; a reset is done.
-            if d.want == Want::Reset {
-                d.want = Want::Run;
-            }
-            d.snapshot_generation = Some(snapshot.generation);
-        });
+        let _ = self
+            .set_database(&database.name, |d| {
+                d.status = DatabaseStatus::Running;
+                // A delete asked for meanwhile stays asked for; a reset is done.
+                if d.want == Want::Reset {
+                    d.want = Want::Run;
+                }
+                d.snapshot_generation = Some(snapshot.generation);
+            })
+            .await;
         tracing::info!(database = %database.name, project = %project.name, "running");
         // Snapshots this clone kept from removal can go now.
         self.trigger(Key::Project(project.name.clone()));
         Ok(())
     }
 
-    fn set_database(&self, name: &Name, f: impl FnOnce(&mut DatabaseRecord)) -> Result<(), StoreError> {
-        self.store.update_database(name, f)?;
-        self.publish_routes()
-    }
-
-    /// Recomputes the routing table from the store.
-    pub fn publish_routes(&self) -> Result<(), StoreError> {
-        let databases = self.store.databases(None, None)?;
-        self.routes.publish(&databases, |d| self.runtime.backend(d));
-        Ok(())
+    async fn set_database(&self, name: &Name, f: impl FnMut(&mut DatabaseRecord) + Send) -> Result<(), StoreError> {
+        self.store.update_database(name, f).await.map(drop)
     }
 }

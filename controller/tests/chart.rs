@@ -15,3 +15,17 @@ fn the_chart_lints_renders_and_validates() {
         "{report}"
     );
 }
+
+#[test]
+fn every_setting_the_chart_gives_the_controller_is_one_it_reads() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/check.py");
+    let out = std::process::Command::new("python3").args([script, "--controller-env"]).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect::<Vec<_>>();
+    assert!(names.iter().any(|n| n == "DEVDB_CONTROLLER_SECRET_KEY"), "{names:?}");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_devdb-controller")).arg("--help").output().expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in names {
+        assert!(help.contains(&format!("[env: {name}")), "the controller has no setting {name}:\n{help}");
+    }
+}

@@ -1,5 +1,6 @@
-//! `postgres-db/restore.sh`, the Kubernetes restore Job's entrypoint, run for real against
-//! Debian's PostgreSQL with pg_dump output of every format.
+//! The database image's entrypoints, run for real against Debian's PostgreSQL:
+//! `postgres-db/restore.sh` (the restore Job) with pg_dump output of every format, and
+//! `postgres-db/start.sh` (database pods) on a restored volume.
 
 mod common;
 
@@ -11,6 +12,7 @@ use devdb_pgctl::{RunAs, StopMode, conf_quote};
 use devdb_testkit::{free_port, pg};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../postgres-db/restore.sh");
+const START: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../postgres-db/start.sh");
 
 /// Runs the script as the PostgreSQL user: (success, stderr).
 fn restore(pgdata: &Path, url: &str) -> (bool, String) {
@@ -114,4 +116,94 @@ async fn bad_sources_fail_with_the_reason() {
     assert!(restore(&pgdata, "").0, "an empty project");
     let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
     assert!(!ok && stderr.contains("already holds a database"), "{stderr}");
+}
+
+/// `start.sh` as the PostgreSQL user, on `port`, with its socket in `work`.
+fn start(pgdata: &Path, work: &Path, port: u16, user: &str, password: &str) -> tokio::process::Command {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(START)
+        .args(["-c", &format!("unix_socket_directories={}", work.display())])
+        .env("PGDATA", pgdata)
+        .env("DB_USER", user)
+        .env("DB_PASSWORD", password)
+        .env("PORT", port.to_string())
+        .env("PG_BIN", pg().binaries().dir())
+        .current_dir("/tmp");
+    if let Some(RunAs { uid, gid }) = RunAs::detect().expect("user") {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+async fn connect(port: u16, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("app")
+        .password(password)
+        .dbname("shop")
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_pod_starts_its_clone_with_its_own_password() {
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let work = workdir();
+    let pgdata = work.path().join("pgdata");
+    let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
+    assert!(ok, "{stderr}");
+    let port = free_port();
+    let mut server = start(&pgdata, work.path(), port, "app", "the clone's own").spawn().expect("start.sh");
+    let client = loop {
+        match connect(port, "the clone's own").await {
+            Ok(client) => break client,
+            Err(_) if server.try_wait().expect("status").is_none() => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("start.sh exited: {e}"),
+        }
+    };
+    assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "2500");
+    let refused = connect(port, "pa'ss-word").await.err().and_then(|e| e.code().cloned());
+    assert_eq!(refused, Some(tokio_postgres::error::SqlState::INVALID_PASSWORD), "the snapshot's password is gone");
+    drop(client);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.id().expect("pid")).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("fast shutdown");
+    assert!(server.wait().await.expect("exit").success());
+
+    // Started again (the pod restarted): the same password, the network rule not duplicated.
+    let mut again = start(&pgdata, work.path(), port, "app", "the clone's own").spawn().expect("start.sh");
+    let client = loop {
+        if let Ok(client) = connect(port, "the clone's own").await {
+            break client;
+        }
+        assert!(again.try_wait().expect("status").is_none(), "start.sh exited");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    drop(client);
+    let hba = std::fs::read_to_string(pgdata.join("pg_hba.conf")).expect("pg_hba");
+    assert_eq!(hba.matches("# devdb: clients come through the proxy").count(), 1, "{hba}");
+    again.kill().await.expect("stop");
+    let _ = pg().stop(&pgdata, StopMode::Immediate);
+}
+
+#[tokio::test]
+async fn a_database_pod_without_its_clone_says_so() {
+    let work = workdir();
+    let out = start(&work.path().join("missing"), work.path(), free_port(), "app", "pw").output().await.expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds no database"), "{stderr}");
+    let out =
+        start(&work.path().join("missing"), work.path(), free_port(), "App; DROP", "pw").output().await.expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lower-case identifier"));
 }

@@ -84,7 +84,7 @@ pub async fn create_project<R: Runtime>(
         default_credentials: None,
     };
     let (status, Json(created)) = projects::create(State(state.clone()), caller.clone(), Ok(Json(request))).await?;
-    let record = project_for(&state, &caller, created.name.as_str(), Access::Read)?;
+    let record = project_for(&state, &caller, created.name.as_str(), Access::Read).await?;
     Ok((status, Json(compat_project(&state, &caller, record).await?)))
 }
 
@@ -94,7 +94,7 @@ pub async fn list_projects<R: Runtime>(
     Query(query): Query<OwnerQuery>,
 ) -> Result<Json<Vec<CompatProject>>, ApiError> {
     let mut out = Vec::new();
-    for project in state.store.projects(query.owner.as_deref())? {
+    for project in state.store.projects(query.owner.as_deref()).await? {
         out.push(compat_project(&state, &caller, project).await?);
     }
     Ok(Json(out))
@@ -105,7 +105,7 @@ pub async fn show_project<R: Runtime>(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CompatProject>, ApiError> {
-    let record = project_for(&state, &caller, &id, Access::Read)?;
+    let record = project_for(&state, &caller, &id, Access::Read).await?;
     Ok(Json(compat_project(&state, &caller, record).await?))
 }
 
@@ -114,7 +114,7 @@ pub async fn delete_project<R: Runtime>(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let project = project_for(&state, &caller, &id, Access::Read)?;
+    let project = project_for(&state, &caller, &id, Access::Read).await?;
     projects::delete(State(state), caller, Path(project.name.to_string())).await?;
     Ok(Json(serde_json::json!({ "message": format!("project {} deleted", project.name) })))
 }
@@ -126,7 +126,7 @@ pub async fn create_database<R: Runtime>(
     body: Result<Json<CompatCreateDatabase>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Json(req) = body?;
-    let project = project_for(&state, &caller, &id, Access::Read)?;
+    let project = project_for(&state, &caller, &id, Access::Read).await?;
     let request = CreateDatabase { name: req.name, project: project.name, owner: None };
     databases::create(State(state), caller, Ok(Query(WaitQuery::default())), Ok(Json(request))).await
 }
@@ -136,7 +136,7 @@ pub async fn list_databases<R: Runtime>(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Database>>, ApiError> {
-    let project = project_for(&state, &caller, &id, Access::Read)?;
+    let project = project_for(&state, &caller, &id, Access::Read).await?;
     Ok(Json(project_databases(&state, &caller, project.name.as_str()).await?))
 }
 
@@ -166,7 +166,7 @@ async fn database_in<R: Runtime>(
     id: &str,
     name: &str,
 ) -> Result<Database, ApiError> {
-    let project = project_for(state, caller, id, Access::Read)?;
+    let project = project_for(state, caller, id, Access::Read).await?;
     let Json(database) = databases::show(State(state.clone()), caller.clone(), Path(name.to_string())).await?;
     if database.project != project.name {
         return Err(ApiError::NotFound(format!("database {name:?} does not exist in project {}", project.name)));

@@ -51,23 +51,23 @@ pub async fn create<R: Runtime>(
     body: Result<Json<CreateDatabase>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let (Query(wait), Json(req)) = (wait?, body?);
-    let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read)?;
+    let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
     let owner = owner_for(&caller, req.owner)?;
     let record = DatabaseRecord {
+        id: format!("db-{}", generate_password().to_lowercase()),
         name: req.name.clone(),
         project: project.name.clone(),
         owner,
         status: DatabaseStatus::Creating,
         want: Want::Run,
-        port: free_port(&state)?,
+        port: free_port(&state).await?,
         password: generate_password(),
         snapshot_generation: None,
         error: None,
         created_at: now(),
     };
-    state.store.insert_database(&record)?;
+    let record = state.store.insert_database(&record).await?;
     tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
-    state.reconciler.publish_routes()?;
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
     Ok((StatusCode::CREATED, Json(database_view(&state.config, &record, Some(&project)))))
@@ -86,8 +86,8 @@ pub async fn list<R: Runtime>(
     let Some(owner) = caller.scope(query.owner.as_deref()) else {
         return Ok(Json(Vec::new()));
     };
-    let databases = state.store.databases(owner, query.project.as_deref())?;
-    let projects = state.store.projects(None)?;
+    let databases = state.store.databases(owner, query.project.as_deref()).await?;
+    let projects = state.store.projects(None).await?;
     let views = databases
         .iter()
         .map(|d| database_view(&state.config, d, projects.iter().find(|p| p.name == d.project)))
@@ -104,8 +104,8 @@ pub async fn show<R: Runtime>(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Database>, ApiError> {
-    let database = database_for(&state, &caller, &name)?;
-    Ok(Json(view(&state, &database)?))
+    let database = database_for(&state, &caller, &name).await?;
+    Ok(Json(view(&state, &database).await?))
 }
 
 #[utoipa::path(
@@ -117,14 +117,16 @@ pub async fn delete<R: Runtime>(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
-    let database = database_for(&state, &caller, &name)?;
-    let record = state.store.update_database(&database.name, |d| {
-        d.want = Want::Delete;
-        d.status = DatabaseStatus::Deleting;
-    })?;
-    state.reconciler.publish_routes()?;
+    let database = database_for(&state, &caller, &name).await?;
+    let record = state
+        .store
+        .update_database(&database.name, |d| {
+            d.want = Want::Delete;
+            d.status = DatabaseStatus::Deleting;
+        })
+        .await?;
     state.reconciler.trigger(Key::Database(record.name.clone()));
-    Ok((StatusCode::ACCEPTED, Json(view(&state, &record)?)))
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
 }
 
 #[utoipa::path(
@@ -138,36 +140,39 @@ pub async fn reset<R: Runtime>(
     wait: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Query(wait) = wait?;
-    let database = database_for(&state, &caller, &name)?;
+    let database = database_for(&state, &caller, &name).await?;
     // Decided inside the transaction, so a delete committed meanwhile is never undone.
-    let record = state.store.update_database(&database.name, |d| {
-        if d.want != Want::Delete {
-            d.want = Want::Reset;
-            d.status = DatabaseStatus::Creating;
-            d.error = None;
-        }
-    })?;
+    let record = state
+        .store
+        .update_database(&database.name, |d| {
+            if d.want != Want::Delete {
+                d.want = Want::Reset;
+                d.status = DatabaseStatus::Creating;
+                d.error = None;
+            }
+        })
+        .await?;
     if record.want == Want::Delete {
         return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
     }
-    state.reconciler.publish_routes()?;
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
-    Ok((StatusCode::ACCEPTED, Json(view(&state, &record)?)))
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
 }
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'
 /// databases are not revealed).
-fn database_for<R>(state: &AppState<R>, caller: &Caller, name: &str) -> Result<DatabaseRecord, ApiError> {
+async fn database_for<R>(state: &AppState<R>, caller: &Caller, name: &str) -> Result<DatabaseRecord, ApiError> {
     state
         .store
-        .database(name)?
+        .database(name)
+        .await?
         .filter(|d| caller.may_access(&d.owner))
         .ok_or_else(|| ApiError::NotFound(format!("database {name:?} does not exist")))
 }
 
-fn view<R>(state: &AppState<R>, d: &DatabaseRecord) -> Result<Database, ApiError> {
-    let project = state.store.project(d.project.as_str())?;
+async fn view<R>(state: &AppState<R>, d: &DatabaseRecord) -> Result<Database, ApiError> {
+    let project = state.store.project(d.project.as_str()).await?;
     Ok(database_view(&state.config, d, project.as_ref()))
 }
 
@@ -181,7 +186,8 @@ async fn wait_until_settled<R: Runtime>(
     loop {
         let current = state
             .store
-            .database(record.name.as_str())?
+            .database(record.name.as_str())
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("database {} was deleted", record.name)))?;
         match current.status {
             DatabaseStatus::Running if current.want == Want::Run => return Ok(current),
@@ -211,8 +217,9 @@ async fn wait_until_settled<R: Runtime>(
 
 /// A free loopback port for a new instance that no other database holds (the OS picks; the
 /// instance binds it moments later).
-fn free_port<R>(state: &AppState<R>) -> Result<u16, ApiError> {
-    let taken: std::collections::HashSet<u16> = state.store.databases(None, None)?.iter().map(|d| d.port).collect();
+async fn free_port<R>(state: &AppState<R>) -> Result<u16, ApiError> {
+    let taken: std::collections::HashSet<u16> =
+        state.store.databases(None, None).await?.iter().map(|d| d.port).collect();
     for _ in 0..100 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -25,10 +25,10 @@ fn status_label<T: serde::Serialize>(status: &T) -> StatusLabel {
 pub async fn metrics<R: Runtime>(State(state): Shared<R>) -> Result<impl IntoResponse, ApiError> {
     let projects = Family::<StatusLabel, Gauge>::default();
     let databases = Family::<StatusLabel, Gauge>::default();
-    for p in state.store.projects(None)? {
+    for p in state.store.projects(None).await? {
         projects.get_or_create(&status_label(&p.status)).inc();
     }
-    for d in state.store.databases(None, None)? {
+    for d in state.store.databases(None, None).await? {
         databases.get_or_create(&status_label(&d.status)).inc();
     }
     let mut registry = Registry::with_prefix("devdb");

@@ -43,6 +43,19 @@ pub struct AppState<R> {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
+impl<R> AppState<R> {
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<Store>,
+        reconciler: Arc<Reconciler<R>>,
+        routes: RouteFeed,
+        pg_version: u32,
+    ) -> Arc<Self> {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        Arc::new(Self { config, store, reconciler, routes, pg_version, shutdown })
+    }
+}
+
 type Shared<R> = State<Arc<AppState<R>>>;
 
 /// The whole API.
@@ -195,7 +208,7 @@ pub enum Access {
 }
 
 /// The project `name_or_id`, if it exists and the caller may use it that way.
-pub fn project_for<R>(
+pub async fn project_for<R>(
     state: &AppState<R>,
     caller: &Caller,
     name_or_id: &str,
@@ -203,7 +216,8 @@ pub fn project_for<R>(
 ) -> Result<ProjectRecord, ApiError> {
     let project = state
         .store
-        .project(name_or_id)?
+        .project(name_or_id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("project {name_or_id:?} does not exist")))?;
     if access == Access::Change && !caller.may_access(&project.owner) {
         return Err(ApiError::Forbidden(format!("project {} belongs to {:?}", project.name, project.owner)));

@@ -33,7 +33,7 @@ pub async fn create<R: Runtime>(
     let Json(req) = body?;
     let owner = owner_for(&caller, req.owner)?;
     if let Some(location) = &req.backup_location {
-        check_location(location)?;
+        check_location(location, state.config.kube.is_some())?;
         if location.starts_with("file://") && caller != Caller::Admin {
             return Err(ApiError::Forbidden(
                 "file:// sources read the controller's own files: admin tokens only".into(),
@@ -70,7 +70,7 @@ pub async fn create<R: Runtime>(
         database,
         created_at: now(),
     };
-    state.store.insert_project(&record)?;
+    let record = state.store.insert_project(&record).await?;
     tracing::info!(project = %record.name, owner = %record.owner, "project created");
     state.reconciler.trigger(Key::Project(record.name.clone()));
     Ok((StatusCode::CREATED, Json(project_view(&record, &caller))))
@@ -86,7 +86,7 @@ pub async fn list<R: Runtime>(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Project>>, ApiError> {
     let Query(query) = query?;
-    let projects = state.store.projects(query.owner.as_deref())?;
+    let projects = state.store.projects(query.owner.as_deref()).await?;
     Ok(Json(projects.iter().map(|p| project_view(p, &caller)).collect()))
 }
 
@@ -99,7 +99,7 @@ pub async fn show<R: Runtime>(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Project>, ApiError> {
-    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read)?, &caller)))
+    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read).await?, &caller)))
 }
 
 #[utoipa::path(
@@ -111,8 +111,8 @@ pub async fn delete<R: Runtime>(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let project = super::project_for(&state, &caller, &name, Access::Change)?;
-    match state.store.delete_project(&project.name) {
+    let project = super::project_for(&state, &caller, &name, Access::Change).await?;
+    match state.store.delete_project(&project.name).await {
         Err(StoreError::Exists { name: database, .. }) => {
             return Err(ApiError::Conflict(format!(
                 "project {} still has databases ({database}…): delete them first",
@@ -135,30 +135,38 @@ pub async fn refresh<R: Runtime>(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
-    let project = super::project_for(&state, &caller, &name, Access::Change)?;
+    let project = super::project_for(&state, &caller, &name, Access::Change).await?;
     if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
         return Err(ApiError::Conflict(format!("project {} is already restoring", project.name)));
     }
-    let updated = state.store.update_project(&project.name, |p| {
-        p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
-        p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
-        p.error = None;
-    })?;
+    let updated = state
+        .store
+        .update_project(&project.name, |p| {
+            p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
+            p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
+            p.error = None;
+        })
+        .await?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated, &caller))))
 }
 
 /// Refuses locations this runtime cannot read, before anything is stored.
-fn check_location(location: &str) -> Result<(), ApiError> {
-    if ["http://", "https://", "file://"].iter().any(|s| location.starts_with(s)) {
+/// The schemes each runtime can restore from: the local runtime reads its own files but has no
+/// S3 credentials; restore Jobs in the cluster have S3 credentials but no controller files.
+fn check_location(location: &str, kube: bool) -> Result<(), ApiError> {
+    let (allowed, why): (&[&str], &str) = if kube {
+        (&["http://", "https://", "s3://"], "the kube runtime restores from http://, https:// and s3:// URLs")
+    } else {
+        (
+            &["http://", "https://", "file://"],
+            "the local runtime restores from http://, https:// and file:// URLs (s3:// needs the kube runtime)",
+        )
+    };
+    if allowed.iter().any(|s| location.starts_with(s)) {
         return Ok(());
     }
-    let why = if location.starts_with("s3://") {
-        "s3:// locations need the kube runtime; the local runtime reads http://, https:// and file://"
-    } else {
-        "backupLocation must be an http://, https:// or file:// URL"
-    };
-    Err(ApiError::BadRequest(format!("{why} (got {location:?})")))
+    Err(ApiError::BadRequest(format!("{why}; got {location:?}")))
 }
 
 /// Usernames and database names: lower-case SQL identifiers, so they never need escaping.

@@ -1,6 +1,7 @@
-//! Where database instances run. One trait, [`Runtime`], with the local implementation here
-//! ([`local::LocalRuntime`]: PostgreSQL processes under `--data-dir`); the reconciler above it
-//! is the same for every runtime.
+//! Where database instances run. One trait, [`Runtime`], with two implementations:
+//! [`local::LocalRuntime`] (PostgreSQL processes under `--data-dir`) and
+//! [`kubernetes::KubeRuntime`] (namespaces, volume snapshots and StatefulSets); the reconciler
+//! above them is the same.
 
 pub mod kubernetes;
 pub mod local;
@@ -27,6 +28,8 @@ pub enum RuntimeError {
     NoSnapshot(Name),
     #[error("the data of database {0} is gone; reset it to clone it again")]
     DataMissing(Name),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 impl RuntimeError {

@@ -32,9 +32,10 @@ pub struct ProjectSpec {
     /// The user and database the data is restored for.
     pub username: String,
     pub database: String,
-    /// Bumped to restore the source again into a new snapshot.
-    #[serde(default)]
-    pub refresh_generation: u64,
+    /// The snapshot generation wanted: starts at 1, bumped to restore the source again into a
+    /// new snapshot (refresh).
+    #[serde(default = "first_generation")]
+    pub snapshot_generation: u64,
 }
 
 /// What the controller reports about a project.
@@ -46,13 +47,32 @@ pub struct ProjectStatus {
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Bytes restored so far, while restoring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RestoreProgress>,
     /// The ready VolumeSnapshot new databases clone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_generation: Option<u64>,
+    pub snapshot: Option<SnapshotStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Progress of a restore.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreProgress {
+    pub bytes_done: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+}
+
+/// A project's ready snapshot: VolumeSnapshot `snapshot-<generation>` in its namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    pub generation: u64,
+    pub created_at: String,
+    pub size_bytes: u64,
 }
 
 /// A database instance: a clone of its project's snapshot.
@@ -85,11 +105,13 @@ pub struct DatabaseStatus {
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// `host:port` of its ClusterIP service, once ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend: Option<String>,
+    /// The resetGeneration the running clone was made for: a reset is pending while the spec's
+    /// is ahead.
     #[serde(default)]
     pub observed_reset_generation: u64,
+    /// The project snapshot generation the clone was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_generation: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -110,6 +132,14 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
 }
+
+fn first_generation() -> u64 {
+    1
+}
+
+/// The finalizer on every `Project` and `Database`: the controller removes what the object had
+/// in the cluster before it goes.
+pub const FINALIZER: &str = "devdb.io/cleanup";
 
 /// The CRD manifests, in the order to apply them.
 pub fn definitions() -> Vec<CustomResourceDefinition> {

@@ -13,16 +13,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Namespace, PersistentVolumeClaim,
+    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ExecAction, Namespace, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, TypedLocalObjectReference,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    TypedLocalObjectReference, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 
@@ -39,7 +39,21 @@ pub struct ClusterSettings {
     /// Namespace the proxy pods run in, and their labels: the only peers admitted to databases.
     pub proxy_namespace: String,
     pub proxy_labels: BTreeMap<String, String>,
+    /// The namespace the controller runs in.
+    pub controller_namespace: String,
+    /// A Secret in the controller's namespace whose keys (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, …) the restore Job gets as
+    /// environment, for `s3://` sources. It is copied into each project's namespace as
+    /// [`SOURCE_CREDENTIALS`].
+    pub source_credentials: Option<String>,
 }
+
+/// The restore Job's copy of the source credentials, in the project's namespace.
+pub const SOURCE_CREDENTIALS: &str = "source-credentials";
+
+/// The label giving a project object's snapshot generation (golden volume, restore Job,
+/// VolumeSnapshot), so older generations are selected by label when cleaned up.
+pub const GENERATION_LABEL: &str = "devdb.io/generation";
 
 /// The postgres user of the official image.
 const POSTGRES_UID: i64 = 999;
@@ -77,6 +91,34 @@ fn meta(name: &str, project: &str, database: Option<&str>) -> ObjectMeta {
     }
 }
 
+fn generation_meta(name: &str, project: &str, generation: u64) -> ObjectMeta {
+    let mut meta = meta(name, project, None);
+    meta.labels.get_or_insert_default().insert(GENERATION_LABEL.into(), generation.to_string());
+    meta
+}
+
+/// Makes `owner` (a `Project` or `Database` resource) the owner of an object, so the garbage
+/// collector removes the object if its owner ever goes without the controller's cleanup.
+pub fn owned_by(meta: &mut ObjectMeta, kind: &str, name: &str, uid: &str) {
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: "devdb.io/v1alpha1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        ..OwnerReference::default()
+    }]);
+}
+
+/// A copy of the source credentials for a project's namespace.
+pub fn source_credentials(project: &str, data: Option<BTreeMap<String, k8s_openapi::ByteString>>) -> Secret {
+    Secret {
+        metadata: meta(SOURCE_CREDENTIALS, project, None),
+        data,
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
 pub fn namespace(project: &str) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
@@ -104,10 +146,18 @@ fn pvc_spec(settings: &ClusterSettings, data_source: Option<TypedLocalObjectRefe
 /// The volume a project's dump is restored into, generation by generation.
 pub fn golden_pvc(project: &str, generation: u64, settings: &ClusterSettings) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
-        metadata: meta(&format!("golden-{generation}"), project, None),
+        metadata: generation_meta(&golden_name(generation), project, generation),
         spec: Some(pvc_spec(settings, None)),
         ..PersistentVolumeClaim::default()
     }
+}
+
+pub fn golden_name(generation: u64) -> String {
+    format!("golden-{generation}")
+}
+
+pub fn restore_job_name(generation: u64) -> String {
+    format!("restore-{generation}")
 }
 
 /// Credentials of the restore (the project's user) as a Secret the Job reads.
@@ -177,11 +227,17 @@ pub fn restore_job(
             mount_path: DATA_MOUNT.into(),
             ..VolumeMount::default()
         }]),
+        env_from: settings.source_credentials.as_ref().map(|_| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: SOURCE_CREDENTIALS.into(), optional: Some(true) }),
+                ..EnvFromSource::default()
+            }]
+        }),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
     Job {
-        metadata: meta(&format!("restore-{generation}"), project, None),
+        metadata: generation_meta(&restore_job_name(generation), project, generation),
         spec: Some(JobSpec {
             backoff_limit: Some(2),
             ttl_seconds_after_finished: Some(24 * 3600),
@@ -191,7 +247,7 @@ pub fn restore_job(
                     restart_policy: Some("Never".into()),
                     security_context: Some(security()),
                     containers: vec![container],
-                    volumes: Some(vec![data_volume(&format!("golden-{generation}"))]),
+                    volumes: Some(vec![data_volume(&golden_name(generation))]),
                     ..PodSpec::default()
                 }),
             },
@@ -205,11 +261,11 @@ pub fn restore_job(
 pub fn volume_snapshot(project: &str, generation: u64, settings: &ClusterSettings) -> DynamicObject {
     let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
     let mut snapshot = DynamicObject::new(&snapshot_name(generation), &ApiResource::from_gvk(&gvk));
-    snapshot.metadata = meta(&snapshot_name(generation), project, None);
+    snapshot.metadata = generation_meta(&snapshot_name(generation), project, generation);
     snapshot.data = serde_json::json!({
         "spec": {
             "volumeSnapshotClassName": settings.volume_snapshot_class,
-            "source": { "persistentVolumeClaimName": format!("golden-{generation}") },
+            "source": { "persistentVolumeClaimName": golden_name(generation) },
         }
     });
     snapshot
@@ -232,8 +288,9 @@ pub fn database_secret(
     let uri = format!("postgresql://{username}:{password}@{host}:{port}/{db}?sslmode=require");
     let jdbc = format!("jdbc:postgresql://{host}:{port}/{db}?sslmode=require&user={username}&password={password}");
     Secret {
-        metadata: meta(&format!("{database}-credentials"), project, Some(database)),
+        metadata: meta(&credentials_name(database), project, Some(database)),
         string_data: Some(BTreeMap::from([
+            ("database".into(), db.into()),
             ("username".into(), username.into()),
             ("password".into(), password.into()),
             ("uri".into(), uri),
@@ -242,6 +299,14 @@ pub fn database_secret(
         type_: Some("Opaque".into()),
         ..Secret::default()
     }
+}
+
+pub fn credentials_name(database: &str) -> String {
+    format!("{database}-credentials")
+}
+
+pub fn data_name(database: &str) -> String {
+    format!("{database}-data")
 }
 
 /// A database's volume: a clone of the project's snapshot `generation`.
@@ -257,22 +322,26 @@ pub fn database_pvc(
         name: snapshot_name(generation),
     };
     PersistentVolumeClaim {
-        metadata: meta(&format!("{database}-data"), project, Some(database)),
+        metadata: meta(&data_name(database), project, Some(database)),
         spec: Some(pvc_spec(settings, Some(source))),
         ..PersistentVolumeClaim::default()
     }
 }
 
-/// One PostgreSQL pod on the cloned volume, ready when a real query answers.
+/// One PostgreSQL pod on the cloned volume, ready when a real query answers. `devdb-start`
+/// gives the project's user this database's own password, then runs PostgreSQL.
 pub fn statefulset(project: &str, database: &str, settings: &ClusterSettings) -> StatefulSet {
     let labels = labels(project, Some(database));
     let ready = Probe {
         exec: Some(ExecAction {
             command: Some(vec![
                 "psql".into(),
+                "-X".into(),
                 "-h".into(),
-                "127.0.0.1".into(),
+                "/var/run/postgresql".into(),
                 "-U".into(),
+                "postgres".into(),
+                "-d".into(),
                 "postgres".into(),
                 "-Atc".into(),
                 "SELECT 1".into(),
@@ -285,8 +354,12 @@ pub fn statefulset(project: &str, database: &str, settings: &ClusterSettings) ->
     let container = Container {
         name: "postgres".into(),
         image: Some(settings.image.clone()),
-        args: Some(vec!["postgres".into(), "-c".into(), "listen_addresses=*".into()]),
-        env: Some(vec![env("PGDATA", PGDATA)]),
+        command: Some(vec!["devdb-start".into()]),
+        env: Some(vec![
+            env("PGDATA", PGDATA),
+            secret_env("DB_USER", &credentials_name(database), "username"),
+            secret_env("DB_PASSWORD", &credentials_name(database), "password"),
+        ]),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".into()),
             container_port: 5432,
@@ -318,7 +391,7 @@ pub fn statefulset(project: &str, database: &str, settings: &ClusterSettings) ->
                 spec: Some(PodSpec {
                     security_context: Some(security()),
                     containers: vec![container],
-                    volumes: Some(vec![data_volume(&format!("{database}-data"))]),
+                    volumes: Some(vec![data_volume(&data_name(database))]),
                     ..PodSpec::default()
                 }),
             },
@@ -390,7 +463,7 @@ pub fn network_policy(project: &str, database: &str, settings: &ClusterSettings)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn settings() -> ClusterSettings {
@@ -401,6 +474,8 @@ mod tests {
             volume_size: "20Gi".into(),
             proxy_namespace: "devdb".into(),
             proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
+            controller_namespace: "devdb".into(),
+            source_credentials: Some("devdb-s3".into()),
         }
     }
 
@@ -412,6 +487,10 @@ mod tests {
             json(serde_json::to_value(namespace("shop"))),
             json(serde_json::to_value(golden_pvc("shop", 1, &s))),
             json(serde_json::to_value(project_secret("shop", "app", "pw"))),
+            json(serde_json::to_value(source_credentials(
+                "shop",
+                Some(BTreeMap::from([("AWS_REGION".into(), k8s_openapi::ByteString(b"eu-west-1".to_vec()))])),
+            ))),
             json(serde_json::to_value(restore_job("shop", 1, Some("s3://bucket/shop.dump"), "shop", &s))),
             json(serde_json::to_value(database_secret(
                 "shop",

@@ -1,92 +1,20 @@
-//! The controller's state: an embedded SQLite database under `--data-dir`.
+//! The local runtime's state: an embedded SQLite database under `--data-dir`.
 //!
 //! Each project and database is one JSON document keyed by name, with the columns lists filter
-//! on beside it. Every write is a transaction, so a controller killed at any point restarts
-//! from a consistent state and the reconciler finishes what the records say is in flight.
+//! on beside it. Every write is a transaction.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use devdb_shared::Name;
-use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{kind} {name:?} already exists")]
-    Exists { kind: &'static str, name: String },
-    #[error("{kind} {name:?} does not exist")]
-    NotFound { kind: &'static str, name: String },
-    #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("corrupt record: {0}")]
-    Corrupt(#[from] serde_json::Error),
-}
-
-/// A project as the controller keeps it (the API view is derived from it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProjectRecord {
-    pub id: String,
-    pub name: Name,
-    pub owner: String,
-    pub db_version: String,
-    /// `None`: databases start empty.
-    pub backup_location: Option<String>,
-    pub status: ProjectStatus,
-    pub error: Option<String>,
-    pub progress: Option<Progress>,
-    /// The ready snapshot new databases are cloned from.
-    pub snapshot: Option<SnapshotRecord>,
-    /// The snapshot generation wanted: bumped by refresh; a restore runs while it is ahead of
-    /// `snapshot`'s.
-    pub wanted_generation: u64,
-    pub username: String,
-    pub password: String,
-    pub database: String,
-    pub created_at: String,
-}
-
-/// One restored snapshot of a project.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotRecord {
-    pub generation: u64,
-    pub created_at: String,
-    pub size_bytes: u64,
-}
-
-/// What should become of a database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Want {
-    /// Exist and run.
-    Run,
-    /// Be cloned again from the project's snapshot, keeping name and credentials.
-    Reset,
-    /// Be stopped and removed.
-    Delete,
-}
-
-/// A database as the controller keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseRecord {
-    pub name: Name,
-    pub project: Name,
-    pub owner: String,
-    pub status: DatabaseStatus,
-    pub want: Want,
-    /// Where the instance listens (loopback in local mode).
-    pub port: u16,
-    pub password: String,
-    /// The project snapshot generation this clone was made from.
-    pub snapshot_generation: Option<u64>,
-    pub error: Option<String>,
-    pub created_at: String,
-}
+use super::{DatabaseRecord, ProjectRecord, StoreError};
 
 /// The embedded state database.
-pub struct Store {
+pub struct SqliteStore {
     /// rusqlite connections are not `Sync`; every operation is a short critical section.
     conn: Mutex<Connection>,
 }
@@ -107,7 +35,7 @@ CREATE TABLE IF NOT EXISTS databases (
 CREATE INDEX IF NOT EXISTS databases_project ON databases (project);
 ";
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) `state.db` in `dir`.
     ///
     /// # Errors
@@ -175,7 +103,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when it does not exist.
-    pub fn update_project(&self, name: &Name, f: impl FnOnce(&mut ProjectRecord)) -> Result<ProjectRecord, StoreError> {
+    pub fn update_project(&self, name: &Name, f: impl FnMut(&mut ProjectRecord)) -> Result<ProjectRecord, StoreError> {
         self.update("projects", "project", name, f)
     }
 
@@ -258,7 +186,7 @@ impl Store {
     pub fn update_database(
         &self,
         name: &Name,
-        f: impl FnOnce(&mut DatabaseRecord),
+        f: impl FnMut(&mut DatabaseRecord),
     ) -> Result<DatabaseRecord, StoreError> {
         self.update("databases", "database", name, f)
     }
@@ -269,7 +197,7 @@ impl Store {
         table: &'static str,
         kind: &'static str,
         name: &Name,
-        f: impl FnOnce(&mut T),
+        mut f: impl FnMut(&mut T),
     ) -> Result<T, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -303,6 +231,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Want;
+    use devdb_shared::api::{DatabaseStatus, ProjectStatus};
 
     fn name(s: &str) -> Name {
         Name::new(s).expect("valid")
@@ -329,6 +259,7 @@ mod tests {
 
     fn database(n: &str, p: &str) -> DatabaseRecord {
         DatabaseRecord {
+            id: format!("id-{n}"),
             name: name(n),
             project: name(p),
             owner: "kate".into(),
@@ -346,11 +277,11 @@ mod tests {
     fn records_survive_reopening_and_updates_are_transactional() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let store = Store::open(dir.path()).expect("open");
+            let store = SqliteStore::open(dir.path()).expect("open");
             store.insert_project(&project("shop", "kate")).expect("insert");
             store.update_project(&name("shop"), |p| p.status = ProjectStatus::Ready).expect("update");
         }
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = SqliteStore::open(dir.path()).expect("reopen");
         let p = store.project("shop").expect("read").expect("present");
         assert_eq!(p.status, ProjectStatus::Ready);
         assert_eq!(store.project("id-shop").expect("read").map(|p| p.name), Some(name("shop")), "by id too");
@@ -359,7 +290,7 @@ mod tests {
     #[test]
     fn duplicates_and_missing_parents_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = SqliteStore::open(dir.path()).expect("open");
         store.insert_project(&project("shop", "kate")).expect("insert");
         assert!(matches!(store.insert_project(&project("shop", "bob")), Err(StoreError::Exists { .. })));
         assert!(matches!(store.insert_database(&database("db", "nope")), Err(StoreError::NotFound { .. })));
@@ -374,7 +305,7 @@ mod tests {
     #[test]
     fn lists_filter_by_owner_and_project() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = SqliteStore::open(dir.path()).expect("open");
         store.insert_project(&project("a", "kate")).expect("insert");
         store.insert_project(&project("b", "bob")).expect("insert");
         store.insert_database(&database("x", "a")).expect("insert");

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# DevDB database entrypoint: runs PostgreSQL on a database's volume (a clone of its project's
+# snapshot) after giving the project's user this database's own password, so every clone has
+# its own credentials although they all come from one snapshot.
+#
+# Environment:
+#   PGDATA        the cloned data directory
+#   DB_USER       the project's user
+#   DB_PASSWORD   this database's password (SCRAM)
+#   PORT          TCP port (default 5432)
+#   PG_BIN        PostgreSQL binaries (default: from PATH)
+# Extra arguments go to postgres (e.g. -c shared_buffers=256MB).
+# Clients may connect from any address with a password: the NetworkPolicy in front of the pod
+# admits only the proxy.
+set -euo pipefail
+
+fail() {
+    echo "start failed: $*" >&2
+    [ -w /dev/termination-log ] && echo "$*" > /dev/termination-log
+    exit 1
+}
+
+: "${PGDATA:?PGDATA is required}" "${DB_USER:?DB_USER is required}" "${DB_PASSWORD:?DB_PASSWORD is required}"
+if [ -n "${PG_BIN:-}" ]; then PATH="$PG_BIN:$PATH"; fi
+[[ "$DB_USER" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || fail "DB_USER must be a lower-case identifier"
+[ -f "$PGDATA/PG_VERSION" ] || fail "$PGDATA holds no database (the clone of the project's snapshot is missing)"
+
+# Password authentication from the network, once.
+marker="# devdb: clients come through the proxy"
+if ! grep -qxF "$marker" "$PGDATA/pg_hba.conf"; then
+    printf '%s\nhost all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n' "$marker" >> "$PGDATA/pg_hba.conf"
+fi
+
+# The password, set over a private socket before anything listens on the network.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pg_ctl start -D "$PGDATA" -w -t 300 -l "$work/log" -o "-c listen_addresses='' -c unix_socket_directories='$work'" >/dev/null \
+    || fail "PostgreSQL did not start: $(tail -n3 "$work/log")"
+psql -X -q -v ON_ERROR_STOP=1 -h "$work" -U postgres -d postgres -v user="$DB_USER" -v password="$DB_PASSWORD" \
+    2> "$work/psql.err" <<'SQL' || { pg_ctl stop -D "$PGDATA" -m fast -w >/dev/null; fail "cannot set the password: $(tail -n1 "$work/psql.err")"; }
+ALTER ROLE :"user" PASSWORD :'password';
+SQL
+pg_ctl stop -D "$PGDATA" -m fast -w >/dev/null || fail "PostgreSQL did not stop after setting the password"
+rm -rf "$work"
+trap - EXIT
+
+exec postgres -D "$PGDATA" -c listen_addresses='*' -p "${PORT:-5432}" "$@"
