@@ -24,7 +24,8 @@ fn every_setting_the_chart_gives_the_controller_is_one_it_reads() {
     let names = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect::<Vec<_>>();
     assert!(names.iter().any(|n| n == "DEVDB_CONTROLLER_SECRET_KEY"), "{names:?}");
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_devdb-controller")).arg("--help").output().expect("help");
-    let help = String::from_utf8_lossy(&help.stdout);
+    // Wrapped at any space: compare with the whitespace collapsed.
+    let help = String::from_utf8_lossy(&help.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     for name in names {
         assert!(help.contains(&format!("[env: {name}")), "the controller has no setting {name}:\n{help}");
     }

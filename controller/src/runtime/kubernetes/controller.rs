@@ -57,8 +57,13 @@ impl<R: Runtime> Context<R> {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = failures.entry(key).or_insert(0);
         *count = count.saturating_add(1);
-        FIRST_BACKOFF.saturating_mul(1 << (*count - 1).min(16)).min(MAX_BACKOFF)
+        backoff_after(*count)
     }
+}
+
+/// The delay after `failures` consecutive failures: 2 s, 4 s, 8 s, … at most 5 minutes.
+fn backoff_after(failures: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
 fn key_of<K: Resource>(resource: &K, key: fn(devdb_shared::Name) -> Key) -> Result<Key, ControllerError> {
@@ -134,4 +139,16 @@ fn receiver_stream<T: Send + 'static>(
     mut receiver: mpsc::UnboundedReceiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_passes_back_off_exponentially_up_to_a_limit() {
+        let delays: Vec<u64> = (1..=10).map(|n| backoff_after(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
+    }
 }
