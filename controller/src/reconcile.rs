@@ -64,6 +64,10 @@ impl<R: Runtime> Reconciler<R> {
         &self.runtime
     }
 
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// Asks for `key` to be reconciled: now if idle, else once more after the current pass.
     pub fn trigger(self: &Arc<Self>, key: Key) {
         if let Scheduler::Channel(passes) = &self.scheduler {

@@ -621,3 +621,120 @@ mod leader {
         assert!(!racing.await.expect("ran").expect("asked"));
     }
 }
+
+/// The REST API on the kube runtime writes the resources; the controllers do the rest.
+mod api {
+    use super::*;
+    use devdb_controller::api::{AppState, router};
+    use devdb_controller::config::{KubeConfig, ServerConfig};
+
+    /// The API on a free port over the scripted cluster: (base URL, cluster).
+    async fn serve() -> (String, Cluster) {
+        let c = cluster(settings());
+        let config = ServerConfig {
+            data_dir: "/nonexistent".into(),
+            api_listen: "127.0.0.1:0".parse().expect("addr"),
+            domain: Domain::new("db.example.com").expect("domain"),
+            public_port: 5432,
+            pg_bin: None,
+            tokens: devdb_controller::auth::Tokens::default(),
+            kube: Some(KubeConfig {
+                cluster: settings(),
+                db_version: 16,
+                secret_key: String::from_utf8_lossy(KEY).into_owned(),
+                identity: "test".into(),
+            }),
+        };
+        let state = AppState::new(
+            config,
+            c.reconciler.store().clone(),
+            c.reconciler.clone(),
+            devdb_controller::routes::RouteFeed::default(),
+            16,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        (url, c)
+    }
+
+    #[tokio::test]
+    async fn creating_a_project_creates_its_resource_with_the_finalizer() {
+        let (url, mut c) = serve().await;
+        let http = devdb_controller::http::client_builder().build().expect("client");
+        let body = json!({ "name": "shop", "owner": "kate", "backupLocation": "s3://dumps/shop.dump" });
+        let request = tokio::spawn(http.post(format!("{url}/v1/projects")).json(&body).send());
+        let mut created = project(json!(null));
+        created["spec"]["backupLocation"] = json!("s3://dumps/shop.dump");
+        c.server
+            .run(vec![Step::post(PROJECTS).reply(created).body(json!({
+                "apiVersion": "devdb.io/v1alpha1", "kind": "Project",
+                "metadata": { "name": "shop", "finalizers": ["devdb.io/cleanup"] },
+                "spec": {
+                    "owner": "kate", "dbVersion": "16", "backupLocation": "s3://dumps/shop.dump",
+                    "username": "app", "database": "shop", "snapshotGeneration": 1,
+                },
+            }))])
+            .await;
+        let response = request.await.expect("ran").expect("answered");
+        assert_eq!(response.status(), 201);
+        let project: Value = response.json().await.expect("json");
+        assert_eq!(project["id"], "uid-shop", "the resource's uid is the id");
+        assert_eq!(project["status"], "pending");
+        assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
+
+        // The same name again: the API server's AlreadyExists is the API's 409.
+        let request = tokio::spawn(http.post(format!("{url}/v1/projects")).json(&body).send());
+        c.server.run(vec![Step::post(PROJECTS).fail(409, "AlreadyExists")]).await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 409);
+        // A file:// source means nothing to a Job in the cluster.
+        let local = json!({ "name": "local", "backupLocation": "file:///tmp/x.dump" });
+        let response = http.post(format!("{url}/v1/projects")).json(&local).send().await.expect("answered");
+        assert_eq!(response.status(), 400);
+        assert!(response.text().await.expect("text").contains("s3://"));
+        c.server.quiet().await;
+    }
+
+    #[tokio::test]
+    async fn deleting_and_resetting_a_database_go_through_its_resource() {
+        let (url, mut c) = serve().await;
+        let http = devdb_controller::http::client_builder().build().expect("client");
+        let running = json!({ "phase": "running", "snapshotGeneration": 1 });
+
+        let request = tokio::spawn(http.post(format!("{url}/v1/databases/kate-pg/reset")).send());
+        c.server
+            .run(vec![
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
+                Step::patch(&format!("{DATABASES}/kate-pg"))
+                    .reply(database(running.clone(), 1, false))
+                    .body(json!({ "metadata": { "resourceVersion": "11" }, "spec": { "resetGeneration": 1 } })),
+                Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                    .reply(database(json!({ "phase": "creating" }), 1, false))
+                    .has(json!({ "status": { "phase": "creating", "observedResetGeneration": 0 } })),
+                event("Cloning", "Database", "kate-pg"),
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            ])
+            .await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
+        assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+
+        let request = tokio::spawn(http.delete(format!("{url}/v1/databases/kate-pg")).send());
+        c.server
+            .run(vec![
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running, 0, false)),
+                Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                    .reply(database(json!({ "phase": "deleting" }), 0, false))
+                    .has(json!({ "status": { "phase": "deleting" } })),
+                event("Deleting", "Database", "kate-pg"),
+                // Held by the finalizer until the controller has removed the instance.
+                Step::delete(&format!("{DATABASES}/kate-pg")),
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            ])
+            .await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
+        assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+        c.server.quiet().await;
+    }
+}
