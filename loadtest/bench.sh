@@ -9,6 +9,7 @@
 #
 #   bash loadtest/bench.sh              # about 12 minutes on 2 cores
 #   QUICK=1 bash loadtest/bench.sh      # a 1-minute smoke run (fewer, shorter rounds)
+#   PROFILE=1 bash loadtest/bench.sh    # also perf-profile the proxy (results/profile-*.txt)
 #
 # Needs: PostgreSQL 15 server binaries, pgbench, pgbouncer, gnuplot (apt-get install
 # postgresql-15 postgresql-contrib pgbouncer gnuplot-nox). Runs servers as the postgres user.
@@ -17,7 +18,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/loadtest/results"
 work=$(mktemp -d /tmp/devdb-bench.XXXXXX)
-chmod 755 "$work"
+chmod 755 "$work" && chown postgres "$work"
 pg_bin=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)}
 domain=db.bench.test
 password=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
@@ -25,7 +26,7 @@ pg_port=55432; proxy_port=56432; bouncer_port=56433; pool_port=56434; admin_port
 if [ -n "${QUICK:-}" ]; then
     seconds=3; rounds=1; clients_list="1 8"; idle_list="1000"
 else
-    seconds=10; rounds=2; clients_list="1 8 32 64"; idle_list="1000 5000 10000"
+    seconds=10; rounds=2; clients_list="1 8 32 64"; idle_list="1000 5000 ${IDLE_MAX:-10000}"
 fi
 
 as_pg() { runuser -u postgres -- "$@"; }
@@ -36,7 +37,9 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-ulimit -n 65536
+# Each proxied session holds two descriptors (client and backend): 10k sessions need 20k+.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+max_sessions=$(( ($(ulimit -n) - 200) / 2 ))
 
 echo "building release binaries…"
 (cd "$root" && cargo build --release -q -p devdb-proxy -p devdb-loadtest && cargo build --release -q -p devdb-controller --bin devdb)
@@ -86,7 +89,8 @@ INI
             "$work/certs/server.crt" "$work/certs/server.key" >> "$work/$1.ini"
     fi
     chown postgres "$work/$1.ini"
-    as_pg pgbouncer -d "$work/$1.ini"
+    # runuser starts from the default soft limit (1024 descriptors): raise it for the pooler.
+    as_pg bash -c "ulimit -n $(ulimit -Hn) && exec pgbouncer -d '$work/$1.ini'"
 }
 bouncer bouncer "$bouncer_port" session tls
 bouncer pool "$pool_port" transaction
@@ -131,6 +135,21 @@ for clients in $clients_list; do
     done
 done
 
+if [ -n "${PROFILE:-}" ]; then
+    # An extra, unrecorded run: perf slows the process it samples.
+    clients=${clients_list##* }
+    echo "profiling the proxy under pgbench -S -c $clients"
+    perf record -q -F 499 -g -p "$proxy_pid" -o "$work/perf.data" -- sleep $((seconds - 1)) >/dev/null 2>&1 &
+    perf_pid=$!
+    pgbench -n -S -c "$clients" -j 2 -T "$seconds" "${conninfo[proxy]}" >/dev/null 2>&1 || true
+    wait "$perf_pid" || true
+    mkdir -p "$out"
+    perf report -i "$work/perf.data" --no-children --stdio --percent-limit 1.5 2>/dev/null | grep -v '^$' \
+        > "$out/profile-proxy-$clients-clients.txt" || true
+    perf report -i "$work/perf.data" --no-children --stdio --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' \
+        > "$out/profile-proxy-by-object.txt" || true
+fi
+
 echo "(b) connection setup: devdb-loadtest --mode connect, 4 clients, ${seconds}s"
 for round in $(seq "$rounds"); do
     for target in $targets; do
@@ -145,6 +164,10 @@ done
 
 echo "(c) proxy memory with idle sessions"
 for sessions in $idle_list; do
+    if [ "$sessions" -gt "$max_sessions" ]; then
+        echo "  $sessions sessions need more descriptors than the limit here ($(ulimit -n)): measuring $max_sessions"
+        sessions=$max_sessions
+    fi
     "$bin/devdb-loadtest" --addr "127.0.0.1:$proxy_port" --domain "$domain" --names idle --user bench \
         --password "$password" --dbname bench --mode idle --clients "$sessions" --duration 2s \
         --watch-pid "$proxy_pid" --quiet --json "$work/idle.json" >/dev/null || true

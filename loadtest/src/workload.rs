@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -21,14 +22,18 @@ use crate::tls::{self, TlsError};
 pub enum LoadError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("preparing {name}: {source}")]
-    Setup { name: String, source: tokio_postgres::Error },
+    #[error("preparing {name}: {reason}")]
+    Setup { name: String, reason: String },
     #[error("--clients must be at least 1 and --names must not be empty")]
     NoClients,
 }
 
 /// Sessions opened at once in idle mode.
 const OPENING: usize = 64;
+
+/// The longest a session may take to open (TCP, TLS, authentication): a target that accepts
+/// and then stalls is reported, not waited on forever.
+const OPEN_LIMIT: Duration = Duration::from_secs(30);
 
 /// What one client did.
 struct Tally {
@@ -128,10 +133,17 @@ impl Load {
         config
     }
 
-    async fn connect(&self, i: usize) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self.session(i).connect(self.tls.clone()).await?;
-        tokio::spawn(connection);
-        Ok(client)
+    async fn connect(&self, i: usize) -> Result<tokio_postgres::Client, String> {
+        self.open(i).await.map(|(client, _)| client)
+    }
+
+    /// Opens client `i`'s session within [`OPEN_LIMIT`]; the task driving it ends with it.
+    async fn open(&self, i: usize) -> Result<(tokio_postgres::Client, JoinHandle<()>), String> {
+        match tokio::time::timeout(OPEN_LIMIT, self.session(i).connect(self.tls.clone())).await {
+            Ok(Ok((client, connection))) => Ok((client, tokio::spawn(async move { drop(connection.await) }))),
+            Ok(Err(error)) => Err(describe(&error)),
+            Err(_) => Err(format!("opening the session took over {}", humantime::format_duration(OPEN_LIMIT))),
+        }
     }
 
     /// Runs the workload; `done` counts transactions as they complete (for a progress line).
@@ -161,8 +173,9 @@ impl Load {
                          (id bigserial PRIMARY KEY, client int NOT NULL, at timestamptz NOT NULL DEFAULT now())",
                     )
                     .await
+                    .map_err(|e| describe(&e))
             };
-            setup.await.map_err(|source| LoadError::Setup { name: name.clone(), source })?;
+            setup.await.map_err(|reason| LoadError::Setup { name: name.clone(), reason })?;
         }
         Ok(())
     }
@@ -222,13 +235,12 @@ impl Load {
         while window.next() {
             let began = Instant::now();
             let transaction = async {
-                let (client, connection) = self.session(i).connect(self.tls.clone()).await?;
+                let (client, connection) = self.open(i).await?;
                 let connected = began.elapsed();
-                let connection = tokio::spawn(connection);
-                client.simple_query("SELECT 1").await?;
+                client.simple_query("SELECT 1").await.map_err(|e| describe(&e))?;
                 drop(client);
                 let _ = connection.await;
-                Ok::<_, tokio_postgres::Error>(connected)
+                Ok::<_, String>(connected)
             };
             let result = transaction.await;
             if !window.measuring(began) {
@@ -240,7 +252,7 @@ impl Load {
                     report::record(&mut tally.connect, connected);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(error) => tally.errors.add(&describe(&error)),
+                Err(error) => tally.errors.add(&error),
             }
         }
         tally
@@ -255,27 +267,21 @@ impl Load {
             let result = async {
                 if session.is_none() {
                     let client = self.connect(i).await?;
-                    let select = client.prepare("SELECT $1::int4 + 1").await?;
-                    let insert = client.prepare("INSERT INTO devdb_loadtest (client) VALUES ($1)").await?;
+                    let select = client.prepare("SELECT $1::int4 + 1").await.map_err(|e| describe(&e))?;
+                    let insert = client
+                        .prepare("INSERT INTO devdb_loadtest (client) VALUES ($1)")
+                        .await
+                        .map_err(|e| describe(&e))?;
                     session = Some((client, select, insert));
                 }
                 let Some((client, select, insert)) = &session else { unreachable!("connected above") };
                 let client_id = i32::try_from(i).unwrap_or(i32::MAX);
-                let kind = match turn % 3 {
-                    0 => {
-                        client.simple_query("SELECT 1").await?;
-                        "simple"
-                    }
-                    1 => {
-                        client.query_one(select, &[&client_id]).await?;
-                        "prepared"
-                    }
-                    _ => {
-                        client.execute(insert, &[&client_id]).await?;
-                        "insert"
-                    }
+                let (kind, result) = match turn % 3 {
+                    0 => ("simple", client.simple_query("SELECT 1").await.map(drop)),
+                    1 => ("prepared", client.query_one(select, &[&client_id]).await.map(drop)),
+                    _ => ("insert", client.execute(insert, &[&client_id]).await.map(drop)),
                 };
-                Ok::<_, tokio_postgres::Error>(kind)
+                result.map(|()| kind).map_err(|e| describe(&e))
             }
             .await;
             turn += 1;
@@ -288,7 +294,7 @@ impl Load {
                 Ok(_) => {}
                 Err(error) => {
                     if window.measuring(began) {
-                        tally.errors.add(&describe(&error));
+                        tally.errors.add(&error);
                     }
                     // A broken session is opened again; an unreachable target is not hammered.
                     session = None;
@@ -303,7 +309,7 @@ impl Load {
     async fn idle(self: Arc<Self>, done: Arc<AtomicU64>) -> Report {
         let before = self.args.watch_pid.and_then(rss_bytes);
         let began = Instant::now();
-        let opened: Vec<(usize, Result<tokio_postgres::Client, tokio_postgres::Error>, Duration)> =
+        let opened: Vec<(usize, Result<tokio_postgres::Client, String>, Duration)> =
             futures_util::stream::iter(0..self.args.clients)
                 .map(|i| {
                     let (load, done) = (self.clone(), done.clone());
@@ -328,7 +334,7 @@ impl Load {
                     report::record(&mut tally.latency, took);
                     sessions.push(client);
                 }
-                Err(error) => tally.errors.add(&describe(&error)),
+                Err(error) => tally.errors.add(&error),
             }
         }
         // Let allocations settle before reading the memory.
