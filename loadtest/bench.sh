@@ -146,8 +146,8 @@ if [ -n "${PROFILE:-}" ]; then
     mkdir -p "$out"
     perf report -i "$work/perf.data" --no-children --stdio --percent-limit 1.5 2>/dev/null | grep -v '^$' \
         > "$out/profile-proxy-$clients-clients.txt" || true
-    perf report -i "$work/perf.data" --no-children --stdio --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' \
-        > "$out/profile-proxy-by-object.txt" || true
+    perf report -i "$work/perf.data" --no-children --stdio --sort dso 2>/dev/null \
+        | grep -E "^ +[0-9.]+%  " > "$out/profile-proxy-by-object.txt" || true
 fi
 
 echo "(b) connection setup: devdb-loadtest --mode connect, 4 clients, ${seconds}s"

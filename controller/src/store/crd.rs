@@ -147,19 +147,16 @@ impl CrdStore {
                     "metadata": { "resourceVersion": version },
                     "spec": { "snapshotGeneration": after.wanted_generation },
                 });
-                match self.projects.patch(name.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    Ok(updated) => version = updated.resource_version(),
-                    Err(e) if is(&e, kube::core::Status::is_conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                match patch_unchanged(&self.projects, name.as_str(), Part::Spec, &patch).await? {
+                    Some(updated) => version = updated.resource_version(),
+                    None => continue,
                 }
             }
             let status = project_status(&after, current.status.as_ref());
             if Some(&status) != current.status.as_ref() {
                 let patch = json!({ "metadata": { "resourceVersion": version }, "status": status });
-                match self.projects.patch_status(name.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    Ok(_) => {}
-                    Err(e) if is(&e, kube::core::Status::is_conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if patch_unchanged(&self.projects, name.as_str(), Part::Status, &patch).await?.is_none() {
+                    continue;
                 }
                 if after.status != before.status {
                     self.announce(&current, project_event(&after)).await;
@@ -255,19 +252,16 @@ impl CrdStore {
                     "metadata": { "resourceVersion": version },
                     "spec": { "resetGeneration": current.spec.reset_generation + 1 },
                 });
-                match self.databases.patch(name.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    Ok(updated) => version = updated.resource_version(),
-                    Err(e) if is(&e, kube::core::Status::is_conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                match patch_unchanged(&self.databases, name.as_str(), Part::Spec, &patch).await? {
+                    Some(updated) => version = updated.resource_version(),
+                    None => continue,
                 }
             }
             let status = database_status(&after, &current);
             if Some(&status) != current.status.as_ref() {
                 let patch = json!({ "metadata": { "resourceVersion": version }, "status": status });
-                match self.databases.patch_status(name.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    Ok(_) => {}
-                    Err(e) if is(&e, kube::core::Status::is_conflict) => continue,
-                    Err(e) => return Err(e.into()),
+                if patch_unchanged(&self.databases, name.as_str(), Part::Status, &patch).await?.is_none() {
+                    continue;
                 }
                 if after.status != before.status {
                     self.announce(&current, database_event(&after)).await;
@@ -370,6 +364,35 @@ impl CrdStore {
         if let Err(error) = self.recorder.publish(&event, &resource.object_ref(&())).await {
             tracing::warn!(%error, reason = %event.reason, "cannot publish an event");
         }
+    }
+}
+
+/// Which part of a resource a patch writes.
+enum Part {
+    Spec,
+    Status,
+}
+
+/// A merge patch carrying the resourceVersion it was computed from: `Ok(None)` when another
+/// write came first (recompute and try again).
+async fn patch_unchanged<K>(
+    api: &Api<K>,
+    name: &str,
+    part: Part,
+    patch: &serde_json::Value,
+) -> Result<Option<K>, StoreError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PatchParams::default();
+    let written = match part {
+        Part::Spec => api.patch(name, &params, &Patch::Merge(patch)).await,
+        Part::Status => api.patch_status(name, &params, &Patch::Merge(patch)).await,
+    };
+    match written {
+        Ok(updated) => Ok(Some(updated)),
+        Err(e) if is(&e, kube::core::Status::is_conflict) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
