@@ -738,3 +738,33 @@ mod api {
         c.server.quiet().await;
     }
 }
+
+#[tokio::test]
+async fn a_write_that_loses_a_race_is_recomputed_from_the_newer_resource() {
+    let mut c = cluster(settings());
+    let mut newer = database(json!({ "phase": "creating" }), 0, false);
+    newer["metadata"]["resourceVersion"] = json!("12");
+    let steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+        // Someone wrote version 12 meanwhile: this write is refused…
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .has(json!({ "metadata": { "resourceVersion": "11" } }))
+            .fail(409, "Conflict"),
+        // …and computed again from what is there now.
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(newer.clone()),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .has(json!({ "metadata": { "resourceVersion": "12" }, "status": { "phase": "creating" } }))
+            .reply(newer),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).fail(500, "InternalError"),
+        // The clone failed on the API error: recorded on the resource, with an event.
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "creating" }), 0, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "error" }), 0, false))
+            .has(json!({ "status": { "phase": "error", "conditions": [{ "type": "Ready", "status": "False", "reason": "Failed" }] } })),
+        Step::post(EVENTS).has(json!({ "type": "Warning", "reason": "Failed" })),
+    ];
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+    assert!(c.asked_for().is_empty());
+}
