@@ -93,18 +93,20 @@ pub struct Errors {
 impl Errors {
     pub fn add(&mut self, error: &dyn std::fmt::Display) {
         self.count += 1;
-        let message = error.to_string();
-        if self.samples.len() < ERROR_SAMPLES && !self.samples.contains(&message) {
-            self.samples.push(message);
-        }
+        self.keep(error.to_string());
     }
 
     pub fn merge(&mut self, other: Errors) {
         self.count += other.count;
         for message in other.samples {
-            if self.samples.len() < ERROR_SAMPLES && !self.samples.contains(&message) {
-                self.samples.push(message);
-            }
+            self.keep(message);
+        }
+    }
+
+    /// Keeps `message` as a sample if there is room and it is new.
+    fn keep(&mut self, message: String) {
+        if self.samples.len() < ERROR_SAMPLES && !self.samples.contains(&message) {
+            self.samples.push(message);
         }
     }
 }

@@ -193,6 +193,25 @@ fn data_volume(claim: &str) -> Volume {
     }
 }
 
+/// A pod of the postgres-db image running `container` as the postgres user on volume `claim`.
+fn postgres_pod(
+    labels: BTreeMap<String, String>,
+    container: Container,
+    claim: &str,
+    restart_policy: Option<&str>,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+        spec: Some(PodSpec {
+            restart_policy: restart_policy.map(String::from),
+            security_context: Some(security()),
+            containers: vec![container],
+            volumes: Some(vec![data_volume(claim)]),
+            ..PodSpec::default()
+        }),
+    }
+}
+
 fn security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_user: Some(POSTGRES_UID),
@@ -241,16 +260,7 @@ pub fn restore_job(
         spec: Some(JobSpec {
             backoff_limit: Some(2),
             ttl_seconds_after_finished: Some(24 * 3600),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(project, None)), ..ObjectMeta::default() }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    security_context: Some(security()),
-                    containers: vec![container],
-                    volumes: Some(vec![data_volume(&golden_name(generation))]),
-                    ..PodSpec::default()
-                }),
-            },
+            template: postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never")),
             ..JobSpec::default()
         }),
         ..Job::default()
@@ -386,15 +396,7 @@ pub fn statefulset(project: &str, database: &str, settings: &ClusterSettings) ->
             replicas: Some(1),
             service_name: Some(database.into()),
             selector: LabelSelector { match_labels: Some(labels.clone()), ..LabelSelector::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
-                spec: Some(PodSpec {
-                    security_context: Some(security()),
-                    containers: vec![container],
-                    volumes: Some(vec![data_volume(&data_name(database))]),
-                    ..PodSpec::default()
-                }),
-            },
+            template: postgres_pod(labels, container, &data_name(database), None),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
