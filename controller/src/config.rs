@@ -42,6 +42,17 @@ pub struct ServerArgs {
     /// A single admin token (in addition to --tokens-file).
     #[arg(long, env = "DEVDB_CONTROLLER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Let owner tokens restore from private, loopback and link-local addresses too (by default
+    /// only admins may: such a source reaches inside the platform, cloud metadata included).
+    #[arg(long, env = "DEVDB_CONTROLLER_ALLOW_PRIVATE_SOURCES")]
+    pub allow_private_sources: bool,
+
+    /// The OS user restore tools (pg_restore) run as when the controller runs as root: it must
+    /// be neither root nor the PostgreSQL user, so that it reaches no instance socket and no file
+    /// of the controller.
+    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_USER", default_value = devdb_pgctl::DEFAULT_SANDBOX_USER)]
+    pub restore_user: String,
 }
 
 /// Flags of the Kubernetes runtime (the Helm chart sets them all).
@@ -108,6 +119,8 @@ pub struct ServerConfig {
     pub public_port: u16,
     pub pg_bin: Option<PathBuf>,
     pub tokens: Tokens,
+    pub allow_private_sources: bool,
+    pub restore_user: String,
     /// `Some` with `--runtime kube` (else the local runtime).
     pub kube: Option<KubeConfig>,
 }
@@ -191,6 +204,8 @@ impl TryFrom<ServerArgs> for ServerConfig {
             public_port: args.public_port,
             pg_bin: args.pg_bin,
             tokens,
+            allow_private_sources: args.allow_private_sources,
+            restore_user: args.restore_user,
             kube: None,
         })
     }

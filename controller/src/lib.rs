@@ -6,7 +6,6 @@
 //! - [`store`]: the embedded state (SQLite under `--data-dir`).
 //! - [`reconcile`]: drives records to reality, recovers after a crash.
 //! - [`runtime`]: where instances run ([`runtime::local`]: PostgreSQL processes).
-//! - [`restore`]: fetching and recognising dumps.
 //! - [`routes`]: the routing table published to proxies.
 //! - [`server`], [`config`]: the server process; [`cli`]: the `devdb` command.
 
@@ -17,7 +16,6 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod reconcile;
-pub mod restore;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -56,22 +56,24 @@ async fn run_local(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Whatever this process creates (state, keys, logs of the servers it starts) is private
+    // unless it is opened up on purpose.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&config.data_dir)?;
     // The PostgreSQL user must pass through to its data directories, but nobody else may list
-    // them; the state database (every instance's password) is the controller's alone.
+    // them; the state (every instance's password) is the controller's alone.
     std::fs::set_permissions(&data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
     // One controller per data directory: two would reconcile the same files. The lock is
     // released when this process ends, however it ends.
     let lock = std::fs::File::create(data_dir.join("controller.lock"))?;
     lock.try_lock()
         .map_err(|_| anyhow::anyhow!("another devdb-controller is using {}; stop it first", data_dir.display()))?;
-    let db = SqliteStore::open(&data_dir).context("opening the state database")?;
-    std::fs::set_permissions(data_dir.join("state.db"), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let pg = PgCtl::discover(config.pg_bin.as_deref())?;
+    let db = SqliteStore::open_private(&data_dir).context("opening the state database")?;
+    let pg = PgCtl::discover(config.pg_bin.as_deref())?.with_sandbox_user(&config.restore_user)?;
     let pg_version = pg.binaries().version();
-    let runtime = Arc::new(LocalRuntime::new(pg, &data_dir));
+    let runtime = Arc::new(LocalRuntime::new(pg, &data_dir).context("preparing the data directory")?);
     let routes = RouteFeed::default();
     let store = Arc::new(Store::local(db, routes.clone(), backend_of(&runtime))?);
     let reconciler = Reconciler::new(store.clone(), runtime, Scheduler::Tasks);

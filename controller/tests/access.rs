@@ -1,5 +1,7 @@
-//! API tokens and the CLI: owners see and change only their own databases; the CLI accepts the
-//! new and the older spellings, prints JSON for scripts, and fails with one line.
+//! API tokens and the CLI: owners see and change only their own databases, see no source
+//! secrets and reach no private address through a source; the data directory keeps its secrets
+//! private; the CLI accepts the new and the older spellings, prints JSON for scripts, and fails
+//! with one line.
 
 mod common;
 
@@ -31,17 +33,48 @@ async fn tokens_scope_databases_to_their_owner() {
     assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(json!({"name": "shop"}))).await.0, 201);
     devdb.settled_project("shop").await;
 
-    let secret_source = json!({"name": "private", "backupLocation": "https://svc:hunter2@dumps.example.com/p.dump"});
+    // A source with a password and a presigned query; it cannot be reached here, so its restore
+    // fails with an error that names the source.
+    let secret_url = "https://svc:hunter2@dumps.invalid/p.dump?X-Amz-Credential=AKIAXX&X-Amz-Signature=f00dfeed";
+    let secret_source = json!({"name": "private", "backupLocation": secret_url});
     assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(secret_source)).await.0, 201);
+    let failed = devdb.settled_project("private").await;
+    assert!(failed.error.as_deref().is_some_and(|e| e.contains("dumps.invalid")), "{failed:?}");
 
     devdb.token = Some(KATE.into());
+    let shown = "https://dumps.invalid/p.dump?X-Amz-Credential=…&X-Amz-Signature=…";
     let (_, private) = devdb.call(Method::GET, "/v1/projects/private", None).await;
-    assert_eq!(
-        private["backupLocation"], "https://***@dumps.example.com/p.dump",
-        "others do not see source credentials"
-    );
+    assert_eq!(private["backupLocation"], shown, "no one sees source credentials");
     let (_, compat) = devdb.call(Method::GET, "/projects/private", None).await;
+    assert_eq!(compat["backupLocation"], shown);
     assert_eq!(compat["defaultCredentials"]["password"], "", "nor the project's password");
+    let (_, all) = devdb.call(Method::GET, "/v1/projects", None).await;
+    let (_, all_compat) = devdb.call(Method::GET, "/projects", None).await;
+    let (ok, cli_out, _) = devdb.cli(&["project", "show", "private", "--json"]).await;
+    assert!(ok);
+    for (path, text) in
+        [("/v1", all.to_string()), ("/projects", all_compat.to_string()), ("cli", cli_out), ("log", devdb.log())]
+    {
+        for secret in ["hunter2", "AKIAXX", "f00dfeed"] {
+            assert!(!text.contains(secret), "{path} shows {secret}: {text}");
+        }
+    }
+
+    // An owner's source may not reach inside the platform: refused at once, naming the policy.
+    let api_port = devdb.api.rsplit(':').next().unwrap_or_default().to_string();
+    for (name, url, kind) in [
+        ("metrics", format!("http://127.0.0.1:{api_port}/metrics"), "a loopback address"),
+        ("by-name", format!("http://localhost:{api_port}/metrics"), "a loopback address"),
+        ("cloud", "http://169.254.169.254/latest/meta-data/".to_string(), "a link-local address"),
+        ("inside", "https://10.1.2.3/dump.sql".to_string(), "a private address"),
+        ("six", "http://[::1]:8080/x".to_string(), "a loopback address"),
+    ] {
+        let (status, body) =
+            devdb.call(Method::POST, "/v1/projects", Some(json!({"name": name, "backupLocation": url}))).await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{url}: {body}");
+        assert!(message.contains(kind) && message.contains("--allow-private-sources"), "{url}: {message}");
+    }
     let local = json!({"name": "mine", "backupLocation": "file:///etc/shadow"});
     assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(local)).await.0, 403, "file:// is for admins");
     let (status, body) = devdb.create_database("kate-pg", "shop").await;
@@ -139,4 +172,44 @@ async fn the_cli_accepts_new_and_old_spellings_and_fails_with_one_line() {
         .expect("devdb");
     let err = String::from_utf8_lossy(&unreachable.stderr);
     assert!(!unreachable.status.success() && err.contains("cannot reach the DevDB API"), "{err}");
+}
+
+/// Every path under the data directory after a run: secrets (the state database with SQLite's
+/// files beside it, private keys) are 0600 in 0700 directories, and nothing is readable or
+/// writable by other users. Directories on the way to instances may be passed through (0711).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_keeps_its_secrets_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let devdb = DevDb::start().await;
+    devdb.create_project("shop", &files.url("custom.dump")).await;
+    devdb.settled_project("shop").await;
+    let (status, body) = devdb.create_database("kate-pg", "shop").await;
+    assert_eq!(status, 201, "{body}");
+
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).expect("meta").permissions().mode() & 0o7777;
+    let root = &devdb.data_dir;
+    for secret in ["state/state.db", "state/state.db-wal", "state/state.db-shm", "certs/ca.key", "certs/server.key"] {
+        let path = root.join(secret);
+        assert_eq!(mode(&path), 0o600, "{secret}");
+        assert_eq!(mode(path.parent().expect("dir")), 0o700, "the directory of {secret}");
+    }
+    let mut stack = vec![root.clone()];
+    let mut checked = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read").flatten() {
+            let path = entry.path();
+            let file_type = entry.file_type().expect("type");
+            let m = mode(&path);
+            checked += 1;
+            if file_type.is_dir() {
+                assert_eq!(m & 0o066, 0, "{} is {m:o}: others may at most pass through", path.display());
+                stack.push(path);
+            } else if !file_type.is_symlink() && mode(&dir) & 0o077 != 0 {
+                assert_eq!(m & 0o077, 0, "{} is {m:o} in a directory others may enter", path.display());
+            }
+        }
+    }
+    assert!(checked > 100, "the walk saw the instances' files too ({checked})");
 }

@@ -19,10 +19,10 @@ async fn bad_sources_fail_the_project_with_the_reason_and_leave_nothing_behind()
     std::fs::write(dumps.path("evil.sql"), format!("CREATE TABLE t (x int);\n\\! touch {}\n", marker.display()))
         .expect("write");
     let cases = [
-        ("evil", files.url("evil.sql"), "runs the psql command \\!"),
+        ("evil", files.url("evil.sql"), "line 2: the psql command \\! is not SQL"),
         ("unreachable", format!("http://127.0.0.1:{closed}/shop.dump"), "cannot reach"),
         ("missing", files.url("nope.dump"), "answered HTTP 404"),
-        ("not-a-dump", files.url("page.html"), "is not a PostgreSQL dump"),
+        ("not-a-dump", files.url("page.html"), "an HTML page, not a PostgreSQL dump"),
         ("truncated", files.url("truncated.dump"), "restoring the dump failed"),
         ("no-file", "file:///nonexistent/shop.dump".to_string(), "cannot read /nonexistent/shop.dump"),
     ];

@@ -127,14 +127,7 @@ fn database(status: Value, spec_reset: u64, deleting: bool) -> Value {
 }
 
 fn job(status: Value) -> Value {
-    let mut job = serde_json::to_value(resources::restore_job(
-        "shop",
-        1,
-        Some("https://dumps.example.com/shop.dump"),
-        "shop",
-        &settings(),
-    ))
-    .expect("json");
+    let mut job = serde_json::to_value(resources::restore_job("shop", 1, "shop", false, &settings())).expect("json");
     job["status"] = status;
     job
 }
@@ -157,12 +150,17 @@ fn restore_steps(project_record_password: &str) -> Vec<Step> {
         Step::apply("/api/v1/namespaces/devdb-shop", &namespace),
         Step::apply(
             &format!("{NS}/secrets/restore-credentials"),
-            &resources::project_secret("shop", "app", project_record_password),
+            &resources::project_secret(
+                "shop",
+                "app",
+                project_record_password,
+                Some("https://dumps.example.com/shop.dump"),
+            ),
         ),
         Step::apply(&format!("{NS}/persistentvolumeclaims/golden-1"), &resources::golden_pvc("shop", 1, &settings())),
         Step::apply(
             "/apis/batch/v1/namespaces/devdb-shop/jobs/restore-1",
-            &resources::restore_job("shop", 1, Some("https://dumps.example.com/shop.dump"), "shop", &settings()),
+            &resources::restore_job("shop", 1, "shop", false, &settings()),
         ),
     ]
 }
@@ -638,6 +636,8 @@ mod api {
             public_port: 5432,
             pg_bin: None,
             tokens: devdb_controller::auth::Tokens::default(),
+            allow_private_sources: false,
+            restore_user: "nobody".into(),
             kube: Some(KubeConfig {
                 cluster: settings(),
                 db_version: 16,
@@ -672,7 +672,7 @@ mod api {
                 "metadata": { "name": "shop", "finalizers": ["devdb.io/cleanup"] },
                 "spec": {
                     "owner": "kate", "dbVersion": "16", "backupLocation": "s3://dumps/shop.dump",
-                    "username": "app", "database": "shop", "snapshotGeneration": 1,
+                    "allowPrivateSource": true, "username": "app", "database": "shop", "snapshotGeneration": 1,
                 },
             }))])
             .await;

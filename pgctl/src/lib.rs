@@ -5,6 +5,10 @@
 //! - [`PgCtl`]: initdb, start, stop and status of a data directory. PostgreSQL refuses to run as
 //!   root, so when this process is root every server program runs as the `postgres` system user
 //!   (`Command::uid/gid`, no unsafe code) and the files it needs are handed to that user.
+//!   Tools that read hostile input (`pg_restore` on a downloaded archive) run as a third user,
+//!   the sandbox (`nobody` by default), which can reach no server socket and no controller file.
+//! - [`session`]: talking to a server over its private socket (superuser sessions with a safe
+//!   `search_path`, and the sessions a dump is restored through).
 //!
 //! Servers are started with `pg_ctl`, so they outlive the process that started them: a
 //! restarted controller adopts them instead of losing them.
@@ -15,6 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod session;
+
+/// The user hostile-input tools run as when this process is root, unless told otherwise.
+pub const DEFAULT_SANDBOX_USER: &str = "nobody";
+
 /// Why a PostgreSQL program could not be found or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -22,6 +31,10 @@ pub enum PgError {
     NotFound { looked: String },
     #[error("running as root, but there is no '{0}' user to run PostgreSQL as")]
     NoUnprivilegedUser(String),
+    #[error("running as root, but there is no '{0}' user to run restore tools as (choose one with --restore-user)")]
+    NoSandboxUser(String),
+    #[error("the restore user must not be {0}: it would reach the servers or the controller's files")]
+    UnsafeSandboxUser(String),
     #[error("cannot run {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
     #[error("{program} failed: {stderr}")]
@@ -118,11 +131,13 @@ impl RunAs {
         if !nix::unistd::geteuid().is_root() {
             return Ok(None);
         }
-        let user = nix::unistd::User::from_name("postgres")
-            .ok()
-            .flatten()
-            .ok_or_else(|| PgError::NoUnprivilegedUser("postgres".into()))?;
-        Ok(Some(Self { uid: user.uid.as_raw(), gid: user.gid.as_raw() }))
+        Self::user("postgres").map(Some).ok_or_else(|| PgError::NoUnprivilegedUser("postgres".into()))
+    }
+
+    /// The user named `name`, if it exists.
+    pub fn user(name: &str) -> Option<Self> {
+        let user = nix::unistd::User::from_name(name).ok().flatten()?;
+        Some(Self { uid: user.uid.as_raw(), gid: user.gid.as_raw() })
     }
 }
 
@@ -140,15 +155,52 @@ pub enum StopMode {
 pub struct PgCtl {
     bins: PgBinaries,
     run_as: Option<RunAs>,
+    /// Who runs tools that read hostile input ([`PgCtl::sandboxed`]); `None` when not root.
+    sandbox: Option<RunAs>,
 }
 
 impl PgCtl {
-    /// Discovers binaries and the user to run them as.
+    /// Discovers binaries and the users to run them as (the sandbox: [`DEFAULT_SANDBOX_USER`]).
     ///
     /// # Errors
     /// As [`PgBinaries::discover`] and [`RunAs::detect`].
     pub fn discover(explicit_bin: Option<&Path>) -> Result<Self, PgError> {
-        Ok(Self { bins: PgBinaries::discover(explicit_bin)?, run_as: RunAs::detect()? })
+        Self { bins: PgBinaries::discover(explicit_bin)?, run_as: RunAs::detect()?, sandbox: None }
+            .with_sandbox_user(DEFAULT_SANDBOX_USER)
+    }
+
+    /// Runs hostile-input tools as `name` (when this process is root; else as itself).
+    ///
+    /// # Errors
+    /// [`PgError::NoSandboxUser`] when there is no such user; [`PgError::UnsafeSandboxUser`]
+    /// for root or the PostgreSQL user.
+    pub fn with_sandbox_user(mut self, name: &str) -> Result<Self, PgError> {
+        let Some(server) = self.run_as else { return Ok(self) };
+        let sandbox = RunAs::user(name).ok_or_else(|| PgError::NoSandboxUser(name.into()))?;
+        if sandbox.uid == 0 || sandbox.uid == server.uid {
+            return Err(PgError::UnsafeSandboxUser(name.into()));
+        }
+        self.sandbox = Some(sandbox);
+        Ok(self)
+    }
+
+    /// A command for a tool that reads hostile input: as the sandbox user when root, with an
+    /// empty environment (no libpq settings, no credentials), in `/`.
+    pub fn sandboxed(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bins.path(program));
+        cmd.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").current_dir("/");
+        if let Some(RunAs { uid, gid }) = self.sandbox {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    /// Hands `path` (recursively) to the sandbox user; a no-op when not root.
+    ///
+    /// # Errors
+    /// [`PgError::Chown`].
+    pub fn give_to_sandbox(&self, path: &Path) -> Result<(), PgError> {
+        self.sandbox.map_or(Ok(()), |to| chown_tree(path, to))
     }
 
     pub fn binaries(&self) -> &PgBinaries {
@@ -192,29 +244,17 @@ impl PgCtl {
     /// # Errors
     /// [`PgError::Chown`].
     pub fn give(&self, path: &Path) -> Result<(), PgError> {
-        let Some(RunAs { uid, gid }) = self.run_as else { return Ok(()) };
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(p) = stack.pop() {
-            let chown_err = |source| PgError::Chown { path: p.clone(), source };
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(chown_err)?;
-            if p.is_dir() && !p.is_symlink() {
-                for entry in std::fs::read_dir(&p).map_err(chown_err)? {
-                    stack.push(entry.map_err(chown_err)?.path());
-                }
-            }
-        }
-        Ok(())
+        self.run_as.map_or(Ok(()), |to| chown_tree(path, to))
     }
 
-    /// `initdb` with superuser `superuser`, UTF8, trust for local socket connections (the socket
+    /// `initdb` into `data` (created, private to the PostgreSQL user; its parent must exist)
+    /// with superuser `superuser`, UTF8, trust for local socket connections (the socket
     /// directory is private to the PostgreSQL user) and SCRAM for TCP.
     ///
     /// # Errors
     /// [`PgError::Failed`] with initdb's message.
     pub fn initdb(&self, data: &Path, superuser: &str, extra: &[&str]) -> Result<(), PgError> {
-        if let Some(parent) = data.parent() {
-            self.make_dir(parent)?;
-        }
+        self.make_dir(data)?;
         let mut cmd = self.command("initdb");
         cmd.arg("-D").arg(data).args(["-U", superuser, "-E", "UTF8", "--locale=C.UTF-8"]);
         cmd.args(["--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]).args(extra);
@@ -262,6 +302,21 @@ impl PgCtl {
         data.join("postmaster.pid").exists()
             && self.command("pg_ctl").arg("status").arg("-D").arg(data).output().is_ok_and(|o| o.status.success())
     }
+}
+
+/// Hands `path` and everything below it to `to` (links themselves, never their targets).
+fn chown_tree(path: &Path, to: RunAs) -> Result<(), PgError> {
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let chown_err = |source| PgError::Chown { path: p.clone(), source };
+        std::os::unix::fs::lchown(&p, Some(to.uid), Some(to.gid)).map_err(chown_err)?;
+        if p.is_dir() && !p.is_symlink() {
+            for entry in std::fs::read_dir(&p).map_err(chown_err)? {
+                stack.push(entry.map_err(chown_err)?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `cmd`, turning a non-zero exit into [`PgError::Failed`] with its stderr.

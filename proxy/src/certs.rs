@@ -78,7 +78,13 @@ impl DevCertificates {
     /// # Errors
     /// [`CertError::Write`] naming the file that could not be written.
     pub fn write_to(&self, dir: &Path) -> Result<DevCertificatePaths, CertError> {
-        std::fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.into(), source })?;
+        use std::os::unix::fs::DirBuilderExt;
+        // A directory made here is private: it holds the keys.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| CertError::Write { path: dir.into(), source })?;
         let paths = DevCertificatePaths::in_dir(dir);
         for (path, pem, private) in [
             (dir.join("ca.key"), &self.ca_key_pem, true),
@@ -97,6 +103,12 @@ impl DevCertificates {
     /// # Errors
     /// As [`DevCertificates::generate`] and [`DevCertificates::write_to`].
     pub fn ensure_in(dir: &Path, domain: &str) -> Result<(DevCertificatePaths, bool), CertError> {
+        use std::os::unix::fs::PermissionsExt;
+        // The development certificates' own directory: private (keys), readable by its owner.
+        if dir.is_dir() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|source| CertError::Write { path: dir.into(), source })?;
+        }
         let marker = dir.join("domain");
         let current = std::fs::read_to_string(&marker).ok();
         let paths = DevCertificatePaths::in_dir(dir);

@@ -5,10 +5,12 @@
 //! - [`names`]: validated DNS-label names of databases and projects ([`Name`]).
 //! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`]) and the one rule that
 //!   maps a host name `<name>.<domain>` to a route key and back ([`Domain`]).
+//! - [`source`]: the display form of a source URL, the one place secrets in it are hidden.
 
 pub mod api;
 pub mod names;
 pub mod route;
+pub mod source;
 
 pub use names::{Name, NameError};
 pub use route::{Domain, DomainError, HostError, Route, RouteState, RouteTable};

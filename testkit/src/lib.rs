@@ -1,9 +1,12 @@
 //! Test harness shared by the integration tests of every crate: real PostgreSQL servers
-//! ([`TestPostgres`]), free ports, and small client helpers. Crate-specific harnesses (a proxy,
-//! a controller) live in each crate's `tests/common`.
+//! ([`TestPostgres`]), free ports, small client helpers, and pg_dump output of a real source
+//! served over HTTP ([`dumps`]). Crate-specific harnesses (a proxy, a controller) live in each
+//! crate's `tests/common`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod dumps;
 
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 use tempfile::TempDir;

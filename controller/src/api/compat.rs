@@ -191,7 +191,7 @@ async fn compat_project<R: Runtime>(
     p: crate::store::ProjectRecord,
 ) -> Result<CompatProject, ApiError> {
     let databases = project_databases(state, caller, p.name.as_str()).await?;
-    let view = super::project_view(&p, caller);
+    let view = super::project_view(&p);
     // The project's own credentials are for its owner and admins.
     let password = if caller.may_access(&p.owner) { p.password } else { String::new() };
     Ok(CompatProject {

@@ -117,19 +117,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The API view of a project, for `caller`: only its owner and admins see credentials embedded
-/// in the source URL (`https://user:secret@…`).
-pub fn project_view(p: &ProjectRecord, caller: &Caller) -> Project {
+/// The API view of a project. Its source is shown in its display form to every caller, owner
+/// included: secrets in the URL (`https://user:secret@…`, presigned signatures) never leave.
+pub fn project_view(p: &ProjectRecord) -> Project {
     Project {
         id: p.id.clone(),
         name: p.name.clone(),
         owner: p.owner.clone(),
         db_type: devdb_shared::api::DbType::Postgres,
         db_version: p.db_version.clone(),
-        backup_location: p
-            .backup_location
-            .as_ref()
-            .map(|l| if caller.may_access(&p.owner) { l.clone() } else { redact_credentials(l) }),
+        backup_location: p.backup_location.as_deref().map(devdb_shared::source::display),
         status: p.status,
         progress: p.progress,
         error: p.error.clone(),
@@ -142,17 +139,6 @@ pub fn project_view(p: &ProjectRecord, caller: &Caller) -> Project {
             database: p.database.clone(),
         },
         created_at: p.created_at.clone(),
-    }
-}
-
-/// `scheme://user:secret@host/…` → `scheme://***@host/…`.
-fn redact_credentials(location: &str) -> String {
-    match location.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://***@{host}"),
-            _ => location.to_string(),
-        },
-        None => location.to_string(),
     }
 }
 

@@ -32,12 +32,16 @@ pub async fn create<R: Runtime>(
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
     let Json(req) = body?;
     let owner = owner_for(&caller, req.owner)?;
+    let allow_private_source = caller == Caller::Admin || state.config.allow_private_sources;
     if let Some(location) = &req.backup_location {
         check_location(location, state.config.kube.is_some())?;
         if location.starts_with("file://") && caller != Caller::Admin {
             return Err(ApiError::Forbidden(
                 "file:// sources read the controller's own files: admin tokens only".into(),
             ));
+        }
+        if !allow_private_source {
+            check_source_address(location).await?;
         }
     }
     let available = state.pg_version.to_string();
@@ -60,6 +64,7 @@ pub async fn create<R: Runtime>(
         owner,
         db_version,
         backup_location: req.backup_location,
+        allow_private_source,
         status: ProjectStatus::Pending,
         error: None,
         progress: None,
@@ -73,7 +78,7 @@ pub async fn create<R: Runtime>(
     let record = state.store.insert_project(&record).await?;
     tracing::info!(project = %record.name, owner = %record.owner, "project created");
     state.reconciler.trigger(Key::Project(record.name.clone()));
-    Ok((StatusCode::CREATED, Json(project_view(&record, &caller))))
+    Ok((StatusCode::CREATED, Json(project_view(&record))))
 }
 
 #[utoipa::path(
@@ -82,12 +87,13 @@ pub async fn create<R: Runtime>(
 )]
 pub async fn list<R: Runtime>(
     axum::extract::State(state): Shared<R>,
-    caller: Caller,
+    // Every caller may list projects (engineers clone shared ones); the token must be valid.
+    _caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Project>>, ApiError> {
     let Query(query) = query?;
     let projects = state.store.projects(query.owner.as_deref()).await?;
-    Ok(Json(projects.iter().map(|p| project_view(p, &caller)).collect()))
+    Ok(Json(projects.iter().map(project_view).collect()))
 }
 
 #[utoipa::path(
@@ -99,7 +105,7 @@ pub async fn show<R: Runtime>(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Project>, ApiError> {
-    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read).await?, &caller)))
+    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read).await?)))
 }
 
 #[utoipa::path(
@@ -148,7 +154,7 @@ pub async fn refresh<R: Runtime>(
         })
         .await?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
-    Ok((StatusCode::ACCEPTED, Json(project_view(&updated, &caller))))
+    Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
 }
 
 /// Refuses locations this runtime cannot read, before anything is stored.
@@ -166,7 +172,20 @@ fn check_location(location: &str, kube: bool) -> Result<(), ApiError> {
     if allowed.iter().any(|s| location.starts_with(s)) {
         return Ok(());
     }
-    Err(ApiError::BadRequest(format!("{why}; got {location:?}")))
+    Err(ApiError::BadRequest(format!("{why}; got {}", devdb_shared::source::display(location))))
+}
+
+/// Refuses an http(s) source whose host is, or resolves only to, a private address: at once,
+/// with the policy named (every fetch checks again, at connect time).
+async fn check_source_address(location: &str) -> Result<(), ApiError> {
+    let Ok(url) = reqwest::Url::parse(location) else {
+        return Err(ApiError::BadRequest(format!("{} is not a valid URL", devdb_shared::source::display(location))));
+    };
+    let Some(host) = url.host_str() else { return Ok(()) };
+    let (rule, lookup) = (devdb_restore::SourcePolicy::PublicOnly.rule(), devdb_restore::policy::system_lookup());
+    devdb_restore::policy::check_host(rule, host, &lookup).await.map_err(|refused| {
+        ApiError::BadRequest(format!("refused source {}: {refused}", devdb_shared::source::display(location)))
+    })
 }
 
 /// Usernames and database names: lower-case SQL identifiers, so they never need escaping.

@@ -3,34 +3,35 @@
 //!
 //! ```text
 //! <data-dir>/projects/<project>/snapshot-<gen>/        stopped, cleanly checkpointed template
-//! <data-dir>/projects/<project>/gen-<gen>.restoring/   a restore in progress (removed on failure)
+//! <data-dir>/projects/<project>/gen-<gen>.restoring/   a restore in progress (removed after it):
+//!     data/ server/                                     the restore server's (PostgreSQL user)
+//!     dump/                                             the download (the sandbox user's)
 //! <data-dir>/databases/<name>/{data,sock,log}          a running clone
 //! <data-dir>/databases/<name>.cloning/                 a clone in progress
 //! ```
 //! Work happens in `*.restoring` / `*.cloning` and becomes visible by rename, so a crash at any
 //! point leaves either the old state or the new one, plus debris the reconciler removes.
+//!
+//! Directories on the way to instances are `0711` (the PostgreSQL and sandbox users pass
+//! through, nobody lists them); each instance's own directory is private to the PostgreSQL user,
+//! and its socket with it, so no other local user (the sandbox user included) can reach it.
+//! Restores go through [`devdb_restore`], the same code restore Jobs run.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use devdb_pgctl::session::Session;
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
+use devdb_restore::template::{BASE_CONF, ident, literal, write_conf};
+use devdb_restore::{Owner, SourcePolicy, Template};
 use devdb_shared::Name;
 
 use super::{ProgressFn, Runtime, RuntimeError};
 use crate::clock::now;
-use crate::restore::{self, Dump, DumpFormat};
 use crate::store::{DatabaseRecord, ProjectRecord, SnapshotRecord};
 
-/// The superuser of every instance; reached only over the private Unix socket.
-const SUPERUSER: &str = "postgres";
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// The restore server listens only on its private socket, named after this port.
-const TEMPLATE_PORT: u16 = 5432;
-/// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
-/// PostgreSQL user (local connections are trusted, so the socket is the boundary).
-const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
 
 /// PostgreSQL processes under a data directory.
 #[derive(Clone)]
@@ -42,8 +43,15 @@ pub struct LocalRuntime {
 }
 
 impl LocalRuntime {
-    pub fn new(pg: PgCtl, root: &Path) -> Self {
-        Self { pg: Arc::new(pg), root: root.into(), host: "127.0.0.1".into() }
+    /// A runtime keeping its instances under `root`.
+    ///
+    /// # Errors
+    /// When the directories of projects and databases cannot be made.
+    pub fn new(pg: PgCtl, root: &Path) -> std::io::Result<Self> {
+        for dir in [root.join("projects"), root.join("databases")] {
+            passable_dir(&dir)?;
+        }
+        Ok(Self { pg: Arc::new(pg), root: root.into(), host: "127.0.0.1".into() })
     }
 
     fn project_dir(&self, project: &Name) -> PathBuf {
@@ -81,16 +89,39 @@ impl Runtime for LocalRuntime {
             let _ = self.pg.stop(&work.join("data"), StopMode::Immediate);
         }
         remove_dir(&work)?;
-        self.pg.make_dir(&work).map_err(RuntimeError::step("creating the restore directory"))?;
         let result = async {
+            passable_dir(&self.project_dir(&project.name))
+                .map_err(RuntimeError::io("creating the project directory"))?;
+            passable_dir(&work).map_err(RuntimeError::io("creating the restore directory"))?;
+            let downloads = work.join("dump");
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&downloads)
+                .map_err(RuntimeError::io("creating the download directory"))?;
             let fetched = match &project.backup_location {
-                Some(location) => Some(restore::fetch(location, &work.join("download"), |d, t| progress(d, t)).await?),
+                Some(location) => {
+                    let policy =
+                        if project.allow_private_source { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
+                    let dest = downloads.join("download");
+                    Some(devdb_restore::fetch(location, &dest, policy, |d, t| progress(d, t)).await?)
+                }
                 None => None,
             };
-            let (this, project, work2) = (self.clone(), project.clone(), work.clone());
+            let (this, project, work) = (self.clone(), project.clone(), work.clone());
             blocking(move || {
-                let dump = fetched.map(|f| restore::prepare(&f.path, &work2)).transpose()?;
-                this.restore_into_template(&project, dump.as_ref(), &work2)
+                let dump = match fetched {
+                    Some(fetched) => Some(this.stage_dump(&fetched.path, &downloads)?),
+                    None => None,
+                };
+                let template = Template { pg: &this.pg, data: work.join("data"), scratch: work.join("server") };
+                let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
+                let loaded = template.build(&owner, dump.as_ref())?;
+                tracing::info!(
+                    project = %project.name,
+                    statements = loaded.statements,
+                    skipped = loaded.skipped,
+                    "dump restored (ownership and privilege statements skipped)"
+                );
+                Ok(())
             })
             .await
         }
@@ -200,89 +231,18 @@ impl Runtime for LocalRuntime {
 }
 
 impl LocalRuntime {
-    /// initdb, start on a private socket, create the project's user and database, restore the
-    /// dump, then checkpoint and stop cleanly so the data directory is a consistent template.
-    fn restore_into_template(
-        &self,
-        project: &ProjectRecord,
-        dump: Option<&Dump>,
-        work: &Path,
-    ) -> Result<(), RuntimeError> {
-        let data = work.join("data");
-        self.pg.make_dir(work).map_err(RuntimeError::step("preparing the restore directory"))?;
-        self.pg.initdb(&data, SUPERUSER, &[]).map_err(RuntimeError::step("initdb"))?;
-        // Loading is faster without fsync; the template is synced once, after a clean stop.
-        let conf = format!(
-            "{BASE_CONF}port = {TEMPLATE_PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\n",
-            conf_quote(work)
-        );
-        write_conf(&data, &conf)?;
-        self.pg
-            .start(&data, &work.join("log"), START_TIMEOUT)
-            .map_err(RuntimeError::step("starting the restore server"))?;
-
-        // Not a superuser: every instance's server runs as the same OS user, so a superuser could
-        // reach the others (COPY … TO PROGRAM). The user owns its database and may create more.
-        let role = format!("CREATE ROLE {} LOGIN CREATEDB PASSWORD '{}'", ident(&project.username), project.password);
-        let database = format!("CREATE DATABASE {} OWNER {}", ident(&project.database), ident(&project.username));
-        self.psql(work, TEMPLATE_PORT, "postgres", SUPERUSER, &["-c", &role, "-c", &database])
-            .map_err(RuntimeError::step("creating the user and database"))?;
-
-        if let Some(dump) = dump {
-            self.restore_dump(project, dump, work)?;
+    /// Recognises the fetched dump and puts it where the sandbox user can read it: a download
+    /// is in `downloads` already; a `file://` directory dump is copied there (the user's own
+    /// files stay theirs). Archives are read through a descriptor this process opens.
+    fn stage_dump(&self, fetched: &Path, downloads: &Path) -> Result<devdb_restore::Dump, RuntimeError> {
+        let mut dump = devdb_restore::prepare(fetched, downloads)?;
+        if dump.format == devdb_restore::DumpFormat::Directory && !dump.path.starts_with(downloads) {
+            let copy = downloads.join("dump.dir");
+            copy_tree(&dump.path, &copy).map_err(RuntimeError::io("copying the directory dump"))?;
+            dump.path = copy;
         }
-
-        // Statistics make the clones' plans realistic; a small max_wal_size keeps pg_wal (and
-        // so every clone) small.
-        let finish = [
-            "-c",
-            "ANALYZE",
-            "-c",
-            "ALTER SYSTEM SET max_wal_size = '64MB'",
-            "-c",
-            "ALTER SYSTEM SET min_wal_size = '32MB'",
-            "-c",
-            "SELECT pg_reload_conf()",
-        ];
-        self.psql(work, TEMPLATE_PORT, &project.database, SUPERUSER, &finish)
-            .map_err(RuntimeError::step("analyzing"))?;
-        self.psql(work, TEMPLATE_PORT, "postgres", SUPERUSER, &["-c", "CHECKPOINT", "-c", "CHECKPOINT"])
-            .map_err(RuntimeError::step("checkpoint"))?;
-        self.pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("stopping the restore server"))?;
-        write_conf(&data, BASE_CONF)?;
-        let _ = Command::new("sync").status();
-        Ok(())
-    }
-
-    /// pg_restore (parallel where the format allows) or psql, into the project's database as its
-    /// user, without the source's owners and grants; the first error stops the restore.
-    fn restore_dump(&self, project: &ProjectRecord, dump: &Dump, work: &Path) -> Result<(), RuntimeError> {
-        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
-        let target =
-            ["-h", &work.to_string_lossy(), "-U", &project.username, "-d", &project.database].map(str::to_owned);
-        let mut cmd = match dump.format {
-            DumpFormat::Plain => {
-                // psql runs meta-commands (\! runs a shell): refuse any outside COPY data, and run
-                // psql as the unprivileged PostgreSQL user with the dump on stdin.
-                restore::check_plain_sql(&dump.path)?;
-                let file = std::fs::File::open(&dump.path).map_err(RuntimeError::io("opening the dump"))?;
-                let mut c = self.pg.command("psql");
-                c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]).args(&target).stdin(file);
-                c
-            }
-            format => {
-                let mut c = self.pg.client("pg_restore");
-                c.args(["--no-owner", "--no-acl", "--exit-on-error"]).args(&target);
-                if matches!(format, DumpFormat::Custom | DumpFormat::Directory) {
-                    c.args(["-j", &jobs]);
-                }
-                c.arg(&dump.path);
-                c
-            }
-        };
-        let tool = if dump.format == DumpFormat::Plain { "psql" } else { "pg_restore" };
-        devdb_pgctl::output(&mut cmd, tool).map_err(RuntimeError::step("restoring the dump"))?;
-        Ok(())
+        self.pg.give_to_sandbox(downloads).map_err(RuntimeError::step("handing the dump to the restore user"))?;
+        Ok(dump)
     }
 
     /// Copies the snapshot into `<name>.cloning`, configures its port and socket, swaps it in
@@ -314,37 +274,20 @@ impl LocalRuntime {
         self.pg
             .start(&dir.join("data"), &dir.join("log"), START_TIMEOUT)
             .map_err(RuntimeError::step("starting PostgreSQL"))?;
-        let sql = format!("ALTER ROLE {} PASSWORD '{}'", ident(user), database.password);
-        self.psql(&sock, database.port, "postgres", SUPERUSER, &["-c", &sql])
+        let sql = format!("ALTER ROLE {} PASSWORD {}", ident(user), literal(&database.password));
+        Session::admin(&sock, database.port, "postgres")
+            .and_then(|mut admin| admin.execute(&sql))
             .map_err(RuntimeError::step("setting the password"))?;
         Ok(())
     }
-
-    /// Runs psql against the server on `socket_dir` (whose socket file is named after `port`).
-    fn psql(
-        &self,
-        socket_dir: &Path,
-        port: u16,
-        db: &str,
-        user: &str,
-        args: &[&str],
-    ) -> Result<(), devdb_pgctl::PgError> {
-        let mut cmd = self.pg.client("psql");
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"]).arg(socket_dir);
-        cmd.args(["-p", &port.to_string(), "-d", db, "-U", user]).args(args);
-        devdb_pgctl::output(&mut cmd, "psql").map(|_| ())
-    }
 }
 
-/// Replaces `postgresql.auto.conf` (the file `ALTER SYSTEM` writes).
-fn write_conf(data: &Path, conf: &str) -> Result<(), RuntimeError> {
-    std::fs::write(data.join("postgresql.auto.conf"), conf).map_err(RuntimeError::io("writing postgresql.auto.conf"))
-}
-
-/// Quotes an SQL identifier. Usernames and database names are validated lower-case words, so
-/// this never meets a quote, but quoting keeps reserved words working.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// Creates `dir` (and its parents) as this process's, `0711`: others may pass through to what
+/// they own inside, but not list it.
+fn passable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
 
 fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {

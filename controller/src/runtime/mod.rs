@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use devdb_shared::Name;
 
-use crate::restore::RestoreError;
 use crate::store::{DatabaseRecord, ProjectRecord, SnapshotRecord};
+use devdb_restore::RestoreError;
 
 /// Receives restore progress: bytes done and, when known, the total.
 pub type ProgressFn = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
@@ -33,7 +33,7 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    pub(crate) fn step(step: &'static str) -> impl FnOnce(devdb_pgctl::PgError) -> Self {
+    pub(crate) fn step<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Self {
         move |e| Self::Step { step, detail: e.to_string() }
     }
 

@@ -84,6 +84,7 @@ impl CrdStore {
                 owner: p.owner.clone(),
                 db_version: p.db_version.clone(),
                 backup_location: p.backup_location.clone(),
+                allow_private_source: p.allow_private_source,
                 username: p.username.clone(),
                 database: p.database.clone(),
                 snapshot_generation: p.wanted_generation,
@@ -317,6 +318,7 @@ impl CrdStore {
             owner: p.spec.owner.clone(),
             db_version: p.spec.db_version.clone(),
             backup_location: p.spec.backup_location.clone(),
+            allow_private_source: p.spec.allow_private_source,
             status: phase(status.phase.as_deref()).unwrap_or(ProjectPhase::Pending),
             error: status.error,
             progress: status.progress.map(|p| Progress { bytes_done: p.bytes_done, bytes_total: p.bytes_total }),
@@ -506,7 +508,9 @@ fn event(failed: bool, reason: &str, action: &str, note: Option<String>) -> Even
 fn project_event(p: &ProjectRecord) -> Event {
     match p.status {
         ProjectPhase::Pending => event(false, "Pending", "Restore", None),
-        ProjectPhase::Restoring => event(false, "Restoring", "Restore", p.backup_location.clone()),
+        ProjectPhase::Restoring => {
+            event(false, "Restoring", "Restore", p.backup_location.as_deref().map(devdb_shared::source::display))
+        }
         ProjectPhase::Ready => event(
             p.error.is_some(),
             if p.error.is_some() { "RefreshFailed" } else { "SnapshotReady" },

@@ -36,6 +36,8 @@ pub enum StoreError {
     Contended { kind: &'static str, name: String },
     #[error("invalid resource: {0}")]
     Invalid(String),
+    #[error("state directory: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// A project as the controller keeps it (the API view is derived from it).
@@ -47,6 +49,10 @@ pub struct ProjectRecord {
     pub db_version: String,
     /// `None`: databases start empty.
     pub backup_location: Option<String>,
+    /// Whether the source may be fetched from private addresses: decided when the project is
+    /// created (by an admin, or with `--allow-private-sources`), used by every restore.
+    #[serde(default)]
+    pub allow_private_source: bool,
     pub status: ProjectStatus,
     pub error: Option<String>,
     pub progress: Option<Progress>,

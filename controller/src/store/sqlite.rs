@@ -35,7 +35,43 @@ CREATE TABLE IF NOT EXISTS databases (
 CREATE INDEX IF NOT EXISTS databases_project ON databases (project);
 ";
 
+/// The directory of the state database inside the data directory: `0700`, so that neither
+/// `state.db` nor SQLite's `-wal` and `-shm` files beside it are reachable by anyone else,
+/// whatever mode SQLite gives them.
+pub const STATE_DIR: &str = "state";
+
 impl SqliteStore {
+    /// Opens (creating if needed) the state database of `data_dir`: `state/state.db`, the file
+    /// `0600` and its directory `0700` before SQLite writes a byte. A `state.db` of the older
+    /// layout (directly in `data_dir`) is moved there first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when the database cannot be opened, [`StoreError::Io`] when its
+    /// directory cannot be made private.
+    pub fn open_private(data_dir: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let dir = data_dir.join(STATE_DIR);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let path = dir.join("state.db");
+        if !path.exists() && data_dir.join("state.db").exists() {
+            for suffix in ["", "-wal", "-shm"] {
+                let old = data_dir.join(format!("state.db{suffix}"));
+                if old.exists() {
+                    std::fs::rename(&old, dir.join(format!("state.db{suffix}")))?;
+                }
+            }
+        }
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.join(format!("state.db{suffix}"));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+        Self::open(&dir)
+    }
+
     /// Opens (creating if needed) `state.db` in `dir`.
     ///
     /// # Errors
@@ -245,6 +281,7 @@ mod tests {
             owner: owner.into(),
             db_version: "15".into(),
             backup_location: Some("file:///dump".into()),
+            allow_private_source: false,
             status: ProjectStatus::Pending,
             error: None,
             progress: None,

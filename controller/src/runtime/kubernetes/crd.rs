@@ -29,6 +29,10 @@ pub struct ProjectSpec {
     /// http(s)://, s3:// or absent (empty databases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_location: Option<String>,
+    /// Whether the source may be on a private, loopback or link-local address (set when an
+    /// admin created the project, or the controller allows private sources).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_source: bool,
     /// The user and database the data is restored for.
     pub username: String,
     pub database: String,

@@ -101,7 +101,9 @@ impl KubeRuntime {
         resources::owned_by(&mut ns.metadata, "Project", name, &project.id);
         apply(&Api::<Namespace>::all(self.client.clone()), &ns).await?;
         let secrets = self.api::<Secret>(&namespace);
-        apply(&secrets, &resources::project_secret(name, &project.username, &project.password)).await?;
+        let secret =
+            resources::project_secret(name, &project.username, &project.password, project.backup_location.as_deref());
+        apply(&secrets, &secret).await?;
         if let Some(source) = &self.settings.source_credentials {
             let original = self.api::<Secret>(&self.settings.controller_namespace).get_opt(source).await?;
             let Some(original) = original else {
@@ -212,13 +214,8 @@ impl Runtime for KubeRuntime {
         let golden = resources::golden_name(generation);
         let job_name = resources::restore_job_name(generation);
         apply(&pvcs, &resources::golden_pvc(name, generation, &self.settings)).await?;
-        let job = resources::restore_job(
-            name,
-            generation,
-            project.backup_location.as_deref(),
-            &project.database,
-            &self.settings,
-        );
+        let job =
+            resources::restore_job(name, generation, &project.database, project.allow_private_source, &self.settings);
         apply(&jobs, &job).await?;
         let wait = Wait::new("the restore", self.waits.every, self.waits.restore);
         let failure = loop {

@@ -160,11 +160,16 @@ pub fn restore_job_name(generation: u64) -> String {
     format!("restore-{generation}")
 }
 
-/// Credentials of the restore (the project's user) as a Secret the Job reads.
-pub fn project_secret(project: &str, username: &str, password: &str) -> Secret {
+/// What the restore Job must keep secret, as a Secret it reads: the project user's credentials
+/// and the source URL (which may carry a password or a presigned signature).
+pub fn project_secret(project: &str, username: &str, password: &str, backup_location: Option<&str>) -> Secret {
+    let mut data = BTreeMap::from([("username".into(), username.into()), ("password".into(), password.into())]);
+    if let Some(location) = backup_location {
+        data.insert("backupUrl".into(), location.into());
+    }
     Secret {
         metadata: meta("restore-credentials", project, None),
-        string_data: Some(BTreeMap::from([("username".into(), username.into()), ("password".into(), password.into())])),
+        string_data: Some(data),
         type_: Some("Opaque".into()),
         ..Secret::default()
     }
@@ -175,10 +180,14 @@ fn env(name: &str, value: &str) -> EnvVar {
 }
 
 fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    optional_secret_env(name, secret, key, None)
+}
+
+fn optional_secret_env(name: &str, secret: &str, key: &str, optional: Option<bool>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: None }),
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -222,25 +231,30 @@ fn security() -> PodSecurityContext {
     }
 }
 
-/// The Job restoring `backup_location` into the golden volume of `generation`.
+/// The Job restoring the project's source (from its Secret) into the golden volume of
+/// `generation`; `allow_private_source` lets the download reach private addresses.
 pub fn restore_job(
     project: &str,
     generation: u64,
-    backup_location: Option<&str>,
     database: &str,
+    allow_private_source: bool,
     settings: &ClusterSettings,
 ) -> Job {
+    let mut env_vars = vec![
+        optional_secret_env("BACKUP_URL", "restore-credentials", "backupUrl", Some(true)),
+        env("PGDATA", PGDATA),
+        env("DB_NAME", database),
+        secret_env("DB_USER", "restore-credentials", "username"),
+        secret_env("DB_PASSWORD", "restore-credentials", "password"),
+    ];
+    if allow_private_source {
+        env_vars.push(env("DEVDB_ALLOW_PRIVATE_SOURCES", "true"));
+    }
     let container = Container {
         name: "restore".into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["devdb-restore".into()]),
-        env: Some(vec![
-            env("BACKUP_URL", backup_location.unwrap_or_default()),
-            env("PGDATA", PGDATA),
-            env("DB_NAME", database),
-            secret_env("DB_USER", "restore-credentials", "username"),
-            secret_env("DB_PASSWORD", "restore-credentials", "password"),
-        ]),
+        env: Some(env_vars),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: DATA_MOUNT.into(),
@@ -488,12 +502,12 @@ pub(crate) mod tests {
         vec![
             json(serde_json::to_value(namespace("shop"))),
             json(serde_json::to_value(golden_pvc("shop", 1, &s))),
-            json(serde_json::to_value(project_secret("shop", "app", "pw"))),
+            json(serde_json::to_value(project_secret("shop", "app", "pw", Some("https://u:p@h/d.dump")))),
             json(serde_json::to_value(source_credentials(
                 "shop",
                 Some(BTreeMap::from([("AWS_REGION".into(), k8s_openapi::ByteString(b"eu-west-1".to_vec()))])),
             ))),
-            json(serde_json::to_value(restore_job("shop", 1, Some("s3://bucket/shop.dump"), "shop", &s))),
+            json(serde_json::to_value(restore_job("shop", 1, "shop", false, &s))),
             json(serde_json::to_value(database_secret(
                 "shop",
                 "kate-pg",
@@ -563,10 +577,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_restore_job_reads_its_password_from_the_secret_not_the_spec() {
-        let job = serde_json::to_value(restore_job("shop", 2, None, "shop", &settings())).expect("json");
+    fn the_restore_job_reads_its_password_and_source_from_the_secret_not_the_spec() {
+        let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
         let text = job.to_string();
         assert!(!text.contains("\"pw\""), "no password inline");
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(env[0]["name"], "BACKUP_URL");
+        assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["key"], "backupUrl");
+        assert!(!text.contains("DEVDB_ALLOW_PRIVATE_SOURCES"), "public sources only unless allowed");
+        let admins = serde_json::to_value(restore_job("shop", 2, "shop", true, &settings())).expect("json");
+        assert!(admins.to_string().contains("DEVDB_ALLOW_PRIVATE_SOURCES"));
+        let secret = serde_json::to_value(project_secret("shop", "app", "pw", Some("https://u:p@h/d"))).expect("json");
+        assert_eq!(secret["stringData"]["backupUrl"], "https://u:p@h/d");
         assert_eq!(job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "golden-2");
         assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"][0], "devdb-restore");
         let snapshot = serde_json::to_value(volume_snapshot("shop", 2, &settings())).expect("json");

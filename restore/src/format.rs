@@ -66,7 +66,7 @@ pub fn prepare(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
         }
         return Ok(Dump { format: DumpFormat::Plain, path: path.into() });
     }
-    Err(RestoreError::NotADump(describe_head(&head)))
+    Err(RestoreError::NotADump(describe_head(&head).into()))
 }
 
 fn read_head(path: &Path) -> Result<Vec<u8>, RestoreError> {
@@ -114,17 +114,96 @@ fn prepare_tar(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
     Ok(Dump { format: DumpFormat::Directory, path: root })
 }
 
+/// Whether a file's first bytes read as SQL: after comments and white space, an SQL command
+/// word (any case), a parenthesis, or a backslash (a psql command, which the restore then
+/// refuses with its line). Any SQL file is a source, not only pg_dump's output.
 fn looks_like_sql(head: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(&head[..head.len().min(512)]).or_else(|e| {
-        // The 1024-byte window may cut a multibyte character.
-        std::str::from_utf8(&head[..e.valid_up_to()])
-    }) else {
-        return false;
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        // The window may cut a multibyte character in two.
+        Err(e) if e.valid_up_to() + 4 >= head.len() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
     };
-    let trimmed = text.trim_start();
-    text.contains("PostgreSQL database dump")
-        || ["--", "SET ", "CREATE ", "BEGIN", "\\connect", "SELECT "].iter().any(|p| trimmed.starts_with(p))
+    let mut rest = text.trim_start_matches('\u{feff}');
+    loop {
+        rest = rest.trim_start();
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            break;
+        }
+    }
+    if rest.is_empty() {
+        // Only comments so far: a script with a long header.
+        return !text.trim().is_empty();
+    }
+    if rest.starts_with(['(', '\\']) {
+        return true;
+    }
+    let word: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+    SQL_COMMANDS.contains(&word.to_ascii_uppercase().as_str())
 }
+
+/// The words an SQL command can begin with (PostgreSQL's "SQL Commands" reference).
+const SQL_COMMANDS: &[&str] = &[
+    "ABORT",
+    "ALTER",
+    "ANALYSE",
+    "ANALYZE",
+    "BEGIN",
+    "CALL",
+    "CHECKPOINT",
+    "CLOSE",
+    "CLUSTER",
+    "COMMENT",
+    "COMMIT",
+    "COPY",
+    "CREATE",
+    "DEALLOCATE",
+    "DECLARE",
+    "DELETE",
+    "DISCARD",
+    "DO",
+    "DROP",
+    "END",
+    "EXECUTE",
+    "EXPLAIN",
+    "FETCH",
+    "GRANT",
+    "IMPORT",
+    "INSERT",
+    "LISTEN",
+    "LOAD",
+    "LOCK",
+    "MERGE",
+    "MOVE",
+    "NOTIFY",
+    "PREPARE",
+    "REASSIGN",
+    "REFRESH",
+    "REINDEX",
+    "RELEASE",
+    "RESET",
+    "REVOKE",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "SECURITY",
+    "SELECT",
+    "SET",
+    "SHOW",
+    "START",
+    "TABLE",
+    "TRUNCATE",
+    "UNLISTEN",
+    "UPDATE",
+    "VACUUM",
+    "VALUES",
+    "WITH",
+];
 
 fn check_plain_complete(path: &Path) -> Result<(), RestoreError> {
     let mut file = File::open(path)?;
@@ -138,44 +217,24 @@ fn check_plain_complete(path: &Path) -> Result<(), RestoreError> {
     Err(RestoreError::Truncated(format!("the SQL dump does not end with {PLAIN_END_MARKER:?}")))
 }
 
-/// Meta-commands pg_dump itself writes into plain dumps (17.6+ brackets them with these).
-const ALLOWED_PSQL_COMMANDS: [&str; 2] = ["\\restrict", "\\unrestrict"];
-
-/// Refuses a plain SQL dump with psql meta-commands (`\!` runs a shell, `\o` writes files, `\i`
-/// reads them) at the start of a line outside COPY data, where pg_dump never puts any.
-///
-/// # Errors
-/// [`RestoreError::PsqlCommand`] naming the command and line.
-pub fn check_plain_sql(path: &Path) -> Result<(), RestoreError> {
-    use std::io::BufRead;
-    let mut in_copy = false;
-    for (index, line) in BufReader::new(File::open(path)?).split(b'\n').enumerate() {
-        let line = line?;
-        if in_copy {
-            in_copy = line.as_slice() != b"\\.";
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim();
-        if text.starts_with("COPY ") && text.ends_with("FROM stdin;") {
-            in_copy = true;
-        } else if text.starts_with('\\') {
-            let command = text.split_whitespace().next().unwrap_or(text);
-            if !ALLOWED_PSQL_COMMANDS.contains(&command) {
-                return Err(RestoreError::PsqlCommand { command: command.to_string(), line: index + 1 });
-            }
-        }
+/// What a file that is not a dump looks like, for the error: its kind, never its content (the
+/// answer of a server the caller should not read).
+fn describe_head(head: &[u8]) -> &'static str {
+    let text = String::from_utf8_lossy(&head[..head.len().min(256)]).trim_start().to_ascii_lowercase();
+    match head {
+        [] => "an empty file",
+        [0x89, b'P', b'N', b'G', ..] => "a PNG image",
+        [b'P', b'K', 3, 4, ..] => "a ZIP archive",
+        [b'%', b'P', b'D', b'F', ..] => "a PDF document",
+        [b'B', b'Z', b'h', ..] => "a bzip2 file (DevDB reads gzip-compressed or uncompressed dumps)",
+        [0xfd, b'7', b'z', b'X', b'Z', ..] => "an xz file (DevDB reads gzip-compressed or uncompressed dumps)",
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => "a zstd file (DevDB reads gzip-compressed or uncompressed dumps)",
+        _ if text.starts_with("<!doctype html") || text.starts_with("<html") => "an HTML page",
+        _ if text.starts_with('<') => "an XML or HTML document",
+        _ if text.starts_with(['{', '[']) => "a JSON document",
+        _ if std::str::from_utf8(head).is_ok() => "text that does not begin with an SQL command",
+        _ => "binary data",
     }
-    Ok(())
-}
-
-fn describe_head(head: &[u8]) -> String {
-    if head.is_empty() {
-        return "an empty file".into();
-    }
-    let printable: String =
-        head.iter().take(16).map(|b| if b.is_ascii_graphic() || *b == b' ' { *b as char } else { '.' }).collect();
-    format!("a file starting with {printable:?}")
 }
 
 #[cfg(test)]
@@ -231,29 +290,37 @@ mod tests {
         let d = dir.path();
         for (bytes, want) in [
             (&b""[..], "an empty file"),
-            (b"\x89PNG\r\n\x1a\n0000", "PNG"),
-            (b"<html><body>Not found</body></html>", "<html>"),
+            (b"\x89PNG\r\n\x1a\n0000", "a PNG image"),
+            (b"<html><body>Not found</body></html>", "an HTML page"),
+            (b"# HELP devdb_projects Projects by status\n", "text that does not begin with an SQL command"),
+            (b"{\"error\": \"AccessDenied\"}", "a JSON document"),
+            (b"\xff\xfe\x00secret", "binary data"),
         ] {
             let err = prepare(&write(d, "x", bytes), d).expect_err("refused").to_string();
-            assert!(err.contains("is not a PostgreSQL dump") && err.contains(want), "{err}");
+            assert!(err.contains("not a PostgreSQL dump") && err.contains(want), "{err}");
+            // Never a word of the answer itself: it may come from a server the caller may not read.
+            for quoted in ["Not found", "HELP", "AccessDenied", "secret"] {
+                assert!(!err.contains(quoted), "{err}");
+            }
         }
         let tar = tar_of(&[("readme.txt", b"hi")]);
         assert!(prepare(&write(d, "t", &tar), d).expect_err("refused").to_string().contains("without toc.dat"));
     }
 
     #[test]
-    fn psql_commands_outside_copy_data_are_refused() {
+    fn any_sql_text_is_a_plain_source() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let ok = b"\\restrict abc\nCREATE TABLE t (x text);\nCOPY public.t (x) FROM stdin;\n\\N\n\\! not a command in data\n\\.\n\\unrestrict abc\n";
-        assert!(check_plain_sql(&write(d, "ok.sql", ok)).is_ok());
-        for (sql, command) in [
-            (&b"SELECT 1;\n\\! id > /tmp/owned\n"[..], "\\!"),
-            (b"  \\o /etc/passwd\n", "\\o"),
-            (b"COPY t FROM stdin;\n\\.\n\\i /root/secret\n", "\\i"),
+        for sql in [
+            &b"create table t (id int);\ninsert into t values (1);\n"[..],
+            b"\xEF\xBB\xBF-- seed data\n/* for the demo */\nInsert Into t Values (1);",
+            b"-- schema.sql generated by a framework\n",
+            b"  WITH x AS (SELECT 1) SELECT * FROM x;",
+            b"\\set ON_ERROR_STOP on\nselect 1;",
         ] {
-            let err = check_plain_sql(&write(d, "bad.sql", sql)).expect_err("refused");
-            assert!(matches!(&err, RestoreError::PsqlCommand { command: c, .. } if c == command), "{err}");
+            assert_eq!(prepare(&write(d, "s", sql), d).expect("plain").format, DumpFormat::Plain, "{sql:?}");
+            let gz = write(d, "g", &gzip(sql));
+            assert_eq!(prepare(&gz, d).expect("gzip plain").format, DumpFormat::Plain);
         }
     }
 

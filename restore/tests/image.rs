@@ -1,36 +1,41 @@
-//! The database image's entrypoints, run for real against Debian's PostgreSQL:
-//! `postgres-db/restore.sh` (the restore Job) with pg_dump output of every format, and
-//! `postgres-db/start.sh` (database pods) on a restored volume.
-
-mod common;
+//! The database image's entrypoints, run for real against Debian's PostgreSQL as the image runs
+//! them (as the PostgreSQL user): `devdb-restore` (the restore Job) with pg_dump output of every
+//! format, and `postgres-db/start.sh` (database pods) on a restored volume.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use common::*;
 use devdb_pgctl::{RunAs, StopMode, conf_quote};
-use devdb_testkit::{free_port, pg};
+use devdb_testkit::dumps::{DumpServer, Dumps};
+use devdb_testkit::{free_port, pg, query_one};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../postgres-db/restore.sh");
 const START: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../postgres-db/start.sh");
 
-/// Runs the script as the PostgreSQL user: (success, stderr).
-fn restore(pgdata: &Path, url: &str) -> (bool, String) {
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg(SCRIPT)
+/// Runs the restore Job's binary as the PostgreSQL user, with the environment the Job gives it
+/// (sources in the test live on loopback, so private sources are allowed unless `public_only`):
+/// (success, stderr, termination message).
+fn restore_as_job(pgdata: &Path, url: &str, public_only: bool) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_devdb-restore"));
+    cmd.env_clear()
         .env("PGDATA", pgdata)
         .env("BACKUP_URL", url)
         .env("DB_USER", "app")
         .env("DB_NAME", "shop")
         .env("DB_PASSWORD", "pa'ss-word")
         .env("PG_BIN", pg().binaries().dir())
-        .env("JOBS", "2")
         .current_dir("/tmp");
+    if !public_only {
+        cmd.env("DEVDB_ALLOW_PRIVATE_SOURCES", "true");
+    }
     if let Some(RunAs { uid, gid }) = RunAs::detect().expect("user") {
         cmd.uid(uid).gid(gid);
     }
-    let out = cmd.output().expect("bash");
+    let out = cmd.output().expect("devdb-restore");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn restore(pgdata: &Path, url: &str) -> (bool, String) {
+    restore_as_job(pgdata, url, false)
 }
 
 /// Starts the restored volume and counts `items` as the project's user over SCRAM.
@@ -93,9 +98,9 @@ async fn bad_sources_fail_with_the_reason() {
     let dumps = Dumps::make();
     let files = DumpServer::start(dumps.dir.path()).await;
     for (url, reason) in [
-        (files.url("nope.dump"), "cannot download"),
-        (files.url("page.html"), "is not a PostgreSQL dump"),
-        (files.url("truncated.dump"), "restoring the dump failed"),
+        (files.url("nope.dump"), "answered HTTP 404"),
+        (files.url("page.html"), "an HTML page, not a PostgreSQL dump"),
+        (files.url("truncated.dump"), "pg_restore could not read the archive"),
         ("ftp://example/x".to_string(), "unsupported backup location"),
     ] {
         let work = workdir();
@@ -116,6 +121,20 @@ async fn bad_sources_fail_with_the_reason() {
     assert!(restore(&pgdata, "").0, "an empty project");
     let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
     assert!(!ok && stderr.contains("already holds a database"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fetches_only_public_sources_unless_allowed_and_never_shows_secrets() {
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let work = workdir();
+    let with_secret = files.url("custom.dump").replace("http://", "http://svc:hunter2@") + "?X-Amz-Signature=f00d";
+    let (ok, stderr) = restore_as_job(&work.path().join("pgdata"), &with_secret, true);
+    assert!(!ok);
+    assert!(stderr.contains("a loopback address") && stderr.contains("--allow-private-sources"), "{stderr}");
+    assert!(!stderr.contains("hunter2") && !stderr.contains("f00d"), "{stderr}");
+    assert!(stderr.contains("X-Amz-Signature=…"), "the source is named by its display form: {stderr}");
+    assert!(!work.path().join("pgdata").join("PG_VERSION").exists(), "nothing restored");
 }
 
 /// `start.sh` as the PostgreSQL user, on `port`, with its socket in `work`.

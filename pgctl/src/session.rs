@@ -1,0 +1,357 @@
+//! A session with a local server over its private Unix socket, speaking the wire protocol
+//! directly: simple queries whose text is sent as raw bytes (a script's own `client_encoding`
+//! applies, as with psql), `COPY … FROM STDIN` fed from a callback, rows returned as text.
+//!
+//! It is blocking on purpose: it runs where restores run (a blocking task, a Job's one process).
+//! Sockets of DevDB's servers are private to the PostgreSQL user and trusted, so the only
+//! authentication it speaks is "none needed".
+//!
+//! [`Session::admin`] is how the controller itself talks to a server as superuser: its
+//! `search_path` is `pg_catalog, pg_temp` from the start packet on (a `search_path` a dump sets
+//! on the database or a role is overridden), so no object a dump created can shadow a function
+//! or operator the controller calls.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{BufMut, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::{backend, frontend};
+
+/// The superuser of every DevDB server.
+pub const SUPERUSER: &str = "postgres";
+/// The `search_path` of every superuser session of the controller.
+const ADMIN_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp";
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to the server's socket in {dir}: {source}")]
+    Connect { dir: String, source: io::Error },
+    #[error("lost the connection to the server: {0}")]
+    Io(#[from] io::Error),
+    #[error("the server asked for a password; DevDB's private sockets are trusted")]
+    PasswordRequired,
+    #[error("the server sent an unexpected {0} message")]
+    Unexpected(&'static str),
+    #[error("{0}")]
+    Server(Box<ServerError>),
+}
+
+/// Supplies COPY data: appends a chunk to the buffer, returns false after the last one.
+pub type CopySource<'a> = &'a mut dyn FnMut(&mut Vec<u8>) -> io::Result<bool>;
+
+/// An `ErrorResponse`, with the fields people act on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerError {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// 1-based character position in the statement, when the server gives one.
+    pub position: Option<usize>,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} (SQLSTATE {})", self.severity, self.message, self.code)?;
+        if let Some(detail) = &self.detail {
+            write!(f, "; {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ServerError {
+    fn parse(fields: backend::ErrorFields<'_>) -> io::Result<Self> {
+        let mut error = Self::default();
+        let mut fields = fields;
+        while let Some(field) = fields.next()? {
+            let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+            match field.type_() {
+                b'V' => error.severity = value,
+                b'S' if error.severity.is_empty() => error.severity = value,
+                b'C' => error.code = value,
+                b'M' => error.message = value,
+                b'D' => error.detail = Some(value),
+                b'H' => error.hint = Some(value),
+                b'P' => error.position = value.parse().ok(),
+                _ => {}
+            }
+        }
+        Ok(error)
+    }
+}
+
+/// What a query did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Rows as text (NULL as `None`), when rows were asked for.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// The first error, if any (the server goes on to `ReadyForQuery` after it).
+    pub error: Option<ServerError>,
+}
+
+/// An open session.
+pub struct Session {
+    stream: UnixStream,
+    buf: BytesMut,
+    standard_strings: bool,
+}
+
+impl Session {
+    /// Connects to the server whose socket is in `socket_dir` (named after `port`) as `user` to
+    /// `database`, with `options` (`-c name=value …`) if any.
+    ///
+    /// # Errors
+    /// [`SessionError`]: the socket, authentication, or the server refusing the session.
+    pub fn connect(
+        socket_dir: &Path,
+        port: u16,
+        user: &str,
+        database: &str,
+        options: Option<&str>,
+    ) -> Result<Self, SessionError> {
+        let path = socket_dir.join(format!(".s.PGSQL.{port}"));
+        let stream = UnixStream::connect(&path)
+            .map_err(|source| SessionError::Connect { dir: socket_dir.display().to_string(), source })?;
+        let mut session = Self { stream, buf: BytesMut::with_capacity(8192), standard_strings: true };
+        let mut params = vec![("user", user), ("database", database), ("application_name", "devdb")];
+        if let Some(options) = options {
+            params.push(("options", options));
+        }
+        let mut out = BytesMut::new();
+        frontend::startup_message(params, &mut out)?;
+        session.stream.write_all(&out)?;
+        match session.read()? {
+            backend::Message::AuthenticationOk => {}
+            backend::Message::ErrorResponse(body) => {
+                return Err(SessionError::Server(Box::new(ServerError::parse(body.fields())?)));
+            }
+            _ => return Err(SessionError::PasswordRequired),
+        }
+        let outcome = session.finish(false, None)?;
+        match outcome.error {
+            Some(error) => Err(SessionError::Server(Box::new(error))),
+            None => Ok(session),
+        }
+    }
+
+    /// A superuser session (`search_path` = `pg_catalog, pg_temp`) to `database`.
+    ///
+    /// # Errors
+    /// As [`Session::connect`].
+    pub fn admin(socket_dir: &Path, port: u16, database: &str) -> Result<Self, SessionError> {
+        Self::connect(socket_dir, port, SUPERUSER, database, Some(ADMIN_OPTIONS))
+    }
+
+    /// The server's `standard_conforming_strings` as last reported.
+    pub fn standard_strings(&self) -> bool {
+        self.standard_strings
+    }
+
+    /// Runs `sql` (one statement, or several in one implicit transaction) and fails on the
+    /// first error.
+    ///
+    /// # Errors
+    /// [`SessionError::Server`] with the server's error, or a connection failure.
+    pub fn execute(&mut self, sql: &str) -> Result<(), SessionError> {
+        self.run(sql.as_bytes(), None).and_then(into_result).map(drop)
+    }
+
+    /// Runs statements one after the other, each in its own transaction (as `CREATE DATABASE`
+    /// or `CHECKPOINT` need), stopping at the first error.
+    ///
+    /// # Errors
+    /// As [`Session::execute`].
+    pub fn execute_each(&mut self, statements: &[&str]) -> Result<(), SessionError> {
+        statements.iter().try_for_each(|sql| self.execute(sql))
+    }
+
+    /// Runs a query and returns its rows as text.
+    ///
+    /// # Errors
+    /// As [`Session::execute`].
+    pub fn rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SessionError> {
+        self.send_query(sql.as_bytes())?;
+        into_result(self.finish(true, None)?).map(|o| o.rows)
+    }
+
+    /// Sends `sql` as one simple query. If the server asks for COPY data, `copy` supplies it: it
+    /// appends a chunk to the buffer and returns false after the last one. Without `copy`, a
+    /// COPY FROM STDIN is failed. COPY TO STDOUT output is discarded.
+    ///
+    /// # Errors
+    /// A connection failure; the server's own error is in [`Outcome::error`].
+    pub fn run(&mut self, sql: &[u8], copy: Option<CopySource<'_>>) -> Result<Outcome, SessionError> {
+        self.send_query(sql)?;
+        self.finish(false, copy)
+    }
+
+    fn send_query(&mut self, sql: &[u8]) -> Result<(), SessionError> {
+        let len = i32::try_from(sql.len() + 5).map_err(|_| io::Error::other("statement too long"))?;
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        out.put_u8(b'Q');
+        out.put_i32(len);
+        out.put_slice(sql);
+        out.put_u8(0);
+        self.stream.write_all(&out)?;
+        Ok(())
+    }
+
+    /// Reads until `ReadyForQuery`.
+    fn finish(&mut self, want_rows: bool, mut copy: Option<CopySource<'_>>) -> Result<Outcome, SessionError> {
+        let mut outcome = Outcome::default();
+        loop {
+            match self.read()? {
+                backend::Message::ReadyForQuery(_) => return Ok(outcome),
+                backend::Message::ErrorResponse(body) => {
+                    let error = ServerError::parse(body.fields())?;
+                    outcome.error.get_or_insert(error);
+                }
+                backend::Message::ParameterStatus(body) if body.name()? == "standard_conforming_strings" => {
+                    self.standard_strings = body.value()? == "on";
+                }
+                backend::Message::DataRow(row) if want_rows => {
+                    let buffer = row.buffer();
+                    let values = row
+                        .ranges()
+                        .map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned())))
+                        .collect()?;
+                    outcome.rows.push(values);
+                }
+                backend::Message::CopyInResponse(_) => match copy.take() {
+                    Some(source) => {
+                        if let Some(error) = self.copy_in(source)? {
+                            outcome.error.get_or_insert(error);
+                        }
+                    }
+                    None => {
+                        let mut out = BytesMut::new();
+                        frontend::copy_fail("COPY FROM STDIN was not expected here", &mut out)?;
+                        self.stream.write_all(&out)?;
+                    }
+                },
+                backend::Message::AuthenticationOk
+                | backend::Message::AuthenticationCleartextPassword
+                | backend::Message::AuthenticationMd5Password(_)
+                | backend::Message::AuthenticationSasl(_) => return Err(SessionError::Unexpected("authentication")),
+                // Row descriptions, unwanted rows, COPY TO STDOUT data, notices, notifications,
+                // command tags and the start-up messages: nothing to act on.
+                _ => {}
+            }
+        }
+    }
+
+    /// Streams COPY data until `source` says it is done, then `CopyDone`. A reader thread
+    /// drains what the server sends meanwhile (notices a trigger raises per row would
+    /// otherwise fill the socket and stall both sides); an error it sees is returned.
+    fn copy_in(&mut self, source: CopySource<'_>) -> Result<Option<ServerError>, SessionError> {
+        let mut reader = self.stream.try_clone()?;
+        let pending = std::mem::take(&mut self.buf);
+        let failed = AtomicBool::new(false);
+        let (sent, drained) = std::thread::scope(|scope| {
+            let drain = scope.spawn(|| drain_during_copy(&mut reader, pending, &failed));
+            let sent = self.send_copy_data(source, &failed);
+            // Unblocks the drain whatever happened: it ends at the server's answer to CopyDone
+            // or CopyFail.
+            if sent.is_err() {
+                let mut out = BytesMut::new();
+                let _ = frontend::copy_fail("the script could not be read", &mut out);
+                let _ = self.stream.write_all(&out);
+            }
+            (sent, drain.join())
+        });
+        let (buf, error, standard_strings) =
+            drained.map_err(|_| io::Error::other("the COPY reader thread panicked"))??;
+        self.buf = buf;
+        if let Some(on) = standard_strings {
+            self.standard_strings = on;
+        }
+        sent?;
+        Ok(error)
+    }
+
+    /// Sends chunks until the source is done, or the server has already refused the COPY (the
+    /// rest would only be discarded).
+    fn send_copy_data(&mut self, source: CopySource<'_>, failed: &AtomicBool) -> io::Result<()> {
+        let mut chunk = Vec::new();
+        let mut out = BytesMut::new();
+        loop {
+            chunk.clear();
+            let more = !failed.load(Ordering::Relaxed) && source(&mut chunk)?;
+            if !chunk.is_empty() {
+                out.clear();
+                frontend::CopyData::new(&chunk[..])?.write(&mut out);
+                self.stream.write_all(&out)?;
+            }
+            if !more {
+                out.clear();
+                frontend::copy_done(&mut out);
+                return self.stream.write_all(&out);
+            }
+        }
+    }
+
+    /// The next message.
+    fn read(&mut self) -> Result<backend::Message, SessionError> {
+        read_message(&mut self.stream, &mut self.buf).map_err(SessionError::Io)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = self.stream.write_all(&out);
+    }
+}
+
+fn into_result(outcome: Outcome) -> Result<Outcome, SessionError> {
+    match outcome.error {
+        Some(error) => Err(SessionError::Server(Box::new(error))),
+        None => Ok(outcome),
+    }
+}
+
+fn read_message(stream: &mut UnixStream, buf: &mut BytesMut) -> io::Result<backend::Message> {
+    loop {
+        if let Some(message) = backend::Message::parse(buf)? {
+            return Ok(message);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+        }
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+type Drained = (BytesMut, Option<ServerError>, Option<bool>);
+
+/// During COPY IN: reads until the server's `CommandComplete` or `ErrorResponse` for the COPY
+/// (it sends nothing else but notices and parameter changes meanwhile), keeping the first
+/// error; what follows (`ReadyForQuery`) is left in the returned buffer.
+fn drain_during_copy(stream: &mut UnixStream, mut buf: BytesMut, failed: &AtomicBool) -> io::Result<Drained> {
+    let mut standard_strings = None;
+    loop {
+        match read_message(stream, &mut buf)? {
+            backend::Message::CommandComplete(_) => return Ok((buf, None, standard_strings)),
+            backend::Message::ErrorResponse(body) => {
+                failed.store(true, Ordering::Relaxed);
+                return Ok((buf, Some(ServerError::parse(body.fields())?), standard_strings));
+            }
+            backend::Message::ParameterStatus(body) if body.name()? == "standard_conforming_strings" => {
+                standard_strings = Some(body.value()? == "on");
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Getting a dump from its location onto local disk, with progress, under the source policy.
+//!
+//! `file://` paths are used in place; `http(s)://` is streamed into a file (never held in
+//! memory) by a client that connects only where the [`SourcePolicy`] allows; `s3://` is copied
+//! by the AWS CLI with the credentials in the environment (restore Jobs only).
+//!
+//! Errors name the source by its display form only ([`devdb_shared::source::display`]) and never
+//! quote what a server answered.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use devdb_shared::source::{display, scrub};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::RestoreError;
+use crate::policy::{self, Lookup, PolicyResolver, Refused, Rule, SourcePolicy};
+
+/// Redirects followed at most.
+const MAX_REDIRECTS: usize = 10;
+
+/// Where the fetched dump is.
+#[derive(Debug)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// Makes `location` available as a local file, downloading into `dest` when it is remote, from
+/// addresses `policy` allows. `progress(done, total)` is called as bytes arrive.
+///
+/// # Errors
+/// [`RestoreError`] naming the source (display form) and what went wrong.
+pub async fn fetch(
+    location: &str,
+    dest: &Path,
+    policy: SourcePolicy,
+    progress: impl FnMut(u64, Option<u64>),
+) -> Result<Fetched, RestoreError> {
+    Fetcher::new(policy).fetch(location, dest, progress).await
+}
+
+/// Fetches sources under a rule for addresses, resolving names with a lookup.
+pub struct Fetcher {
+    rule: Rule,
+    client: reqwest::Client,
+}
+
+impl Fetcher {
+    /// A fetcher under `policy`, with the system's resolver.
+    pub fn new(policy: SourcePolicy) -> Self {
+        Self::with(policy.rule(), policy::system_lookup())
+    }
+
+    /// A fetcher under any rule and lookup (tests give their own).
+    pub fn with(rule: Rule, lookup: Lookup) -> Self {
+        Self { rule, client: client(rule, lookup) }
+    }
+
+    /// See [`fetch`].
+    ///
+    /// # Errors
+    /// [`RestoreError`] naming the source (display form) and what went wrong.
+    pub async fn fetch(
+        &self,
+        location: &str,
+        dest: &Path,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<Fetched, RestoreError> {
+        let shown = display(location);
+        if let Some(path) = location.strip_prefix("file://") {
+            let meta = tokio::fs::metadata(path)
+                .await
+                .map_err(|e| RestoreError::File { path: path.into(), reason: e.to_string() })?;
+            let bytes = if meta.is_dir() { 0 } else { meta.len() };
+            progress(bytes, Some(bytes));
+            return Ok(Fetched { path: path.into(), bytes });
+        }
+        if location.starts_with("s3://") {
+            return fetch_s3(location, dest).await;
+        }
+        if !(location.starts_with("http://") || location.starts_with("https://")) {
+            return Err(RestoreError::UnsupportedLocation(shown));
+        }
+        let refused = |refused| RestoreError::Refused { location: shown.clone(), refused };
+        let url = reqwest::Url::parse(location).map_err(|e| RestoreError::Unreachable {
+            location: shown.clone(),
+            reason: format!("not a valid URL ({e})"),
+        })?;
+        if let Some(host) = url.host_str() {
+            policy::check_literal(self.rule, host).map_err(refused)?;
+        }
+        let response = self.client.get(url).send().await.map_err(|e| match refusal(&e) {
+            Some(why) => refused(why),
+            None => RestoreError::Unreachable { location: shown.clone(), reason: describe(&e) },
+        })?;
+        if !response.status().is_success() {
+            return Err(RestoreError::HttpStatus { location: shown, status: response.status().as_u16() });
+        }
+        let total = response.content_length();
+        let mut file = tokio::fs::File::create(dest).await?;
+        let mut done = 0u64;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                RestoreError::Truncated(format!("the download from {shown} broke off: {}", describe(&e)))
+            })?;
+            file.write_all(&chunk).await?;
+            done += chunk.len() as u64;
+            progress(done, total);
+        }
+        file.sync_all().await?;
+        if let Some(total) = total
+            && done < total
+        {
+            return Err(RestoreError::Truncated(format!("received {done} of {total} bytes from {shown}")));
+        }
+        Ok(Fetched { path: dest.into(), bytes: done })
+    }
+}
+
+/// The HTTP client of a fetch: rustls with the platform's roots, a connect timeout, no proxy (a
+/// proxy would resolve names where the rule cannot see), the rule's resolver, and redirects
+/// checked by the rule too.
+fn client(rule: Rule, lookup: Lookup) -> reqwest::Client {
+    // Idempotent: fails only when a provider is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        match attempt.url().host_str().map(|host| policy::check_literal(rule, host)) {
+            Some(Err(refused)) => attempt.error(refused),
+            _ => attempt.follow(),
+        }
+    });
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("devdb-restore/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver { rule, lookup }))
+        .redirect(redirects)
+        .build()
+        .unwrap_or_default()
+}
+
+/// The policy refusal behind a client error, if that is what it is.
+fn refusal(err: &reqwest::Error) -> Option<Refused> {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return Some(refused.clone());
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// reqwest's top-level messages ("error sending request") hide the cause: the chain, without
+/// the URL (it may carry secrets; the caller names the source by its display form).
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(url) = err.url() {
+        text = scrub(&text, url.as_str());
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// `aws s3 cp` (credentials from the environment, as the restore Job gets them).
+async fn fetch_s3(location: &str, dest: &Path) -> Result<Fetched, RestoreError> {
+    let shown = display(location);
+    let output = tokio::process::Command::new("aws")
+        .args(["s3", "cp", "--only-show-errors", location])
+        .arg(dest)
+        .output()
+        .await
+        .map_err(|e| RestoreError::Unreachable {
+            location: shown.clone(),
+            reason: format!("cannot run the AWS CLI: {e}"),
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        return Err(RestoreError::Unreachable { location: shown, reason: scrub(last.trim(), location) });
+    }
+    let bytes = tokio::fs::metadata(dest).await?.len();
+    Ok(Fetched { path: dest.into(), bytes })
+}

@@ -1,0 +1,63 @@
+//! Restoring a project's dump into a template data directory, safely: the one restore path of
+//! both runtimes (the local runtime calls it in-process; restore Jobs run its `devdb-restore`
+//! binary in the database image).
+//!
+//! A dump is hostile until restored. The pipeline, in the order it runs:
+//! - [`fetch`]: the source onto disk, only from addresses the [`policy`] allows, errors naming
+//!   the source by its display form only;
+//! - [`format`]: what the file is, from its content (plain SQL, custom, tar, directory, gzip);
+//! - [`template`]: a fresh server on a private socket, the project's role and database, then
+//!   [`load`]: every statement sent through a session as the project's (non-superuser) role, the
+//!   SQL split by [`script`] (never psql: no meta-command is ever interpreted), archives turned
+//!   into SQL by `pg_restore` running as the sandbox user; then a catalog check that no role but
+//!   the bootstrap superuser is privileged, and a clean stop.
+
+pub mod fetch;
+pub mod format;
+pub mod load;
+pub mod policy;
+pub mod script;
+pub mod template;
+
+pub use fetch::{Fetched, Fetcher, fetch};
+pub use format::{Dump, DumpFormat, prepare};
+pub use policy::SourcePolicy;
+pub use template::{Owner, Template};
+
+/// Why a dump could not be fetched, recognised or restored. Messages are shown to users as they
+/// are: they name sources by their display form and never quote a server's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("unsupported backup location {0}: use http://, https://, s3:// (restore Jobs) or file:// (local runtime)")]
+    UnsupportedLocation(String),
+    #[error("refused to fetch {location}: {refused}")]
+    Refused { location: String, refused: policy::Refused },
+    #[error("cannot reach {location}: {reason}")]
+    Unreachable { location: String, reason: String },
+    #[error("{location} answered HTTP {status}")]
+    HttpStatus { location: String, status: u16 },
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error(
+        "the source is {0}, not a PostgreSQL dump (expected SQL text, or pg_dump's custom, tar or directory format, optionally gzipped)"
+    )]
+    NotADump(String),
+    #[error("the dump is truncated: {0}")]
+    Truncated(String),
+    #[error("restoring the dump failed at {0}")]
+    Load(#[from] load::LoadError),
+    #[error(
+        "the dump made {0} privileged (superuser, replication, row-security bypass or server file and program access); DevDB refuses such snapshots"
+    )]
+    PrivilegedRoles(String),
+    #[error("{step} failed: {detail}")]
+    Step { step: &'static str, detail: String },
+    #[error("i/o error while preparing the dump: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl RestoreError {
+    pub(crate) fn step<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Self {
+        move |e| Self::Step { step, detail: e.to_string() }
+    }
+}

@@ -1,0 +1,112 @@
+//! Running a dump through a session as the project's role: plain SQL statement by statement
+//! ([`run_script`]), archives by turning them into SQL with `pg_restore` first ([`run_archive`]).
+//!
+//! `pg_restore` only converts here (`-f -`, no connection): it runs as the sandbox user, reads
+//! the archive from a file descriptor this process opened (a directory dump, from a directory
+//! handed to that user), and writes SQL to a pipe that [`run_script`] reads like any script. So
+//! every dump, whatever its format, reaches the server through the same door, as the same
+//! non-superuser role, and no tool that reads it can reach a server socket.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use devdb_pgctl::PgCtl;
+use devdb_pgctl::session::{ServerError, Session, SessionError};
+
+use crate::format::{Dump, DumpFormat};
+use crate::script::{Kind, Script, ScriptError};
+
+/// Where a restore stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("line {line}{of}: {error}")]
+    Statement { line: usize, of: &'static str, error: Box<ServerError> },
+    #[error("{0}")]
+    Script(#[from] ScriptError),
+    #[error("the restore session: {0}")]
+    Session(#[from] SessionError),
+    #[error("pg_restore could not read the archive: {0}")]
+    Archive(String),
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    /// Statements sent.
+    pub statements: u64,
+    /// Ownership and privilege statements skipped (the database has one role).
+    pub skipped: u64,
+}
+
+/// Runs a plain SQL script through `session`, stopping at the first error.
+///
+/// # Errors
+/// [`LoadError`] with the line of the statement that failed.
+pub fn run_script(session: &mut Session, input: impl BufRead) -> Result<Loaded, LoadError> {
+    run(session, input, "")
+}
+
+fn run(session: &mut Session, input: impl BufRead, of: &'static str) -> Result<Loaded, LoadError> {
+    let mut script = Script::new(input);
+    let mut loaded = Loaded::default();
+    loop {
+        script.set_standard_strings(session.standard_strings());
+        let Some(statement) = script.next_statement()? else { return Ok(loaded) };
+        if statement.kind == Kind::OwnerOrPrivileges {
+            loaded.skipped += 1;
+            continue;
+        }
+        loaded.statements += 1;
+        let outcome = if statement.kind == Kind::CopyFromStdin {
+            let mut copy = |chunk: &mut Vec<u8>| script.copy_chunk(chunk).map_err(std::io::Error::other);
+            session.run(&statement.sql, Some(&mut copy))?
+        } else {
+            session.run(&statement.sql, None)?
+        };
+        if let Some(error) = outcome.error {
+            let line = statement.line + line_offset(&statement.sql, error.position);
+            return Err(LoadError::Statement { line, of, error: Box::new(error) });
+        }
+    }
+}
+
+/// How many lines into `sql` the server's error position (in characters, 1-based) falls.
+fn line_offset(sql: &[u8], position: Option<usize>) -> usize {
+    let Some(position) = position.filter(|p| *p > 0) else { return 0 };
+    let text = String::from_utf8_lossy(sql);
+    text.chars().take(position - 1).filter(|c| *c == '\n').count()
+}
+
+/// Converts an archive (custom, tar or directory format) to SQL with `pg_restore` as the sandbox
+/// user, without the source's owners and grants, and runs that SQL through `session`.
+/// `pg_restore`'s messages go to `log`.
+///
+/// # Errors
+/// [`LoadError`]: the first failing statement, or `pg_restore` failing to read the archive.
+pub fn run_archive(session: &mut Session, pg: &PgCtl, dump: &Dump, log: &Path) -> Result<Loaded, LoadError> {
+    let io = |e: std::io::Error| LoadError::Archive(e.to_string());
+    let mut cmd = pg.sandboxed("pg_restore");
+    cmd.args(["--no-owner", "--no-acl", "--file=-"]);
+    if dump.format == DumpFormat::Directory {
+        cmd.arg(&dump.path).stdin(Stdio::null());
+    } else {
+        cmd.stdin(std::fs::File::open(&dump.path).map_err(io)?);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(log).map_err(io)?).spawn().map_err(io)?;
+    let stdout = child.stdout.take().ok_or_else(|| LoadError::Archive("no output pipe".into()))?;
+    let result =
+        run(session, BufReader::with_capacity(256 << 10, stdout), " of the SQL pg_restore made of the archive");
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(io)?;
+    let loaded = result?;
+    if !status.success() {
+        let messages = std::fs::read_to_string(log).unwrap_or_default();
+        let last: Vec<&str> = messages.lines().filter(|l| !l.trim().is_empty()).collect();
+        let last = last[last.len().saturating_sub(3)..].join(" | ");
+        return Err(LoadError::Archive(if last.is_empty() { status.to_string() } else { last }));
+    }
+    Ok(loaded)
+}

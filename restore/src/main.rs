@@ -1,0 +1,110 @@
+//! `devdb-restore`: the restore Job's entrypoint in the database image. Restores a project's dump
+//! into an empty data directory (the project's golden volume) exactly as the local runtime does,
+//! then leaves PostgreSQL stopped cleanly so the volume can be snapshotted and cloned.
+//!
+//! Exit status 0 on success; on failure the reason goes to stderr and to
+//! `/dev/termination-log` when that exists (Kubernetes shows it in the pod status).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use devdb_pgctl::PgCtl;
+use devdb_restore::{Owner, SourcePolicy, Template};
+
+/// Restores a PostgreSQL dump into a new data directory as a DevDB project template.
+///
+/// The dump (SQL text, or pg_dump's custom, tar or directory format, optionally gzipped) is run
+/// as the project's non-superuser role, never through psql; archives are turned into SQL by
+/// pg_restore. Privileged roles in the result fail the restore.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The dump: http(s)://…, s3://bucket/key (AWS CLI, credentials from the environment) or
+    /// file:///path. Empty: an empty database.
+    #[arg(long, env = "BACKUP_URL", default_value = "", hide_env_values = true)]
+    source: String,
+
+    /// The data directory to create (absent or empty).
+    #[arg(long, env = "PGDATA")]
+    pgdata: PathBuf,
+
+    /// The project's user (owner of its database, never a superuser).
+    #[arg(long, env = "DB_USER")]
+    user: String,
+
+    /// The user's password (SCRAM).
+    #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
+    password: String,
+
+    /// The project's database.
+    #[arg(long, env = "DB_NAME")]
+    database: String,
+
+    /// Fetch from private, loopback and link-local addresses too (admins only).
+    #[arg(long, env = "DEVDB_ALLOW_PRIVATE_SOURCES")]
+    allow_private_sources: bool,
+
+    /// Scratch space for the download and the server's socket (default: beside --pgdata, on
+    /// the same volume). Removed at the end.
+    #[arg(long, env = "DEVDB_RESTORE_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+
+    /// PostgreSQL binaries (default: pg_config --bindir, else the newest
+    /// /usr/lib/postgresql/*/bin).
+    #[arg(long, env = "PG_BIN")]
+    pg_bin: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let work = args.work_dir.clone().unwrap_or_else(|| args.pgdata.with_extension("restore"));
+    let result = restore(&args, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            let reason = format!("{error:#}");
+            eprintln!("restore failed: {reason}");
+            if let Ok(mut log) = std::fs::OpenOptions::new().write(true).open("/dev/termination-log") {
+                let _ = std::io::Write::write_all(&mut log, reason.as_bytes());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<String> {
+    for (what, value) in [("--user", &args.user), ("--database", &args.database)] {
+        let ok = value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        anyhow::ensure!(ok, "{what} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)");
+    }
+    anyhow::ensure!(!args.pgdata.join("PG_VERSION").exists(), "{} already holds a database", args.pgdata.display());
+    let pg = PgCtl::discover(args.pg_bin.as_deref())?;
+    std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
+    let dump = if args.source.is_empty() {
+        None
+    } else {
+        let policy = if args.allow_private_sources { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let fetched =
+            runtime.block_on(devdb_restore::fetch(&args.source, &work.join("download"), policy, |_, _| {}))?;
+        Some(devdb_restore::prepare(&fetched.path, work)?)
+    };
+    let template = Template { pg: &pg, data: args.pgdata.clone(), scratch: work.join("server") };
+    let owner = Owner { user: &args.user, password: &args.password, database: &args.database };
+    let loaded = template.build(&owner, dump.as_ref())?;
+    let format = dump.as_ref().map_or("nothing (an empty database)".to_string(), |d| format!("a {:?} dump", d.format));
+    Ok(format!(
+        "restored {format} into {}: {} statements, {} ownership and privilege statements skipped",
+        args.pgdata.display(),
+        loaded.statements,
+        loaded.skipped
+    ))
+}

@@ -1,0 +1,179 @@
+//! The template: a data directory holding the project's role and database with the dump
+//! restored, stopped cleanly so that it can be copied or snapshotted and cloned.
+//!
+//! [`Template::build`] runs the whole procedure, every step as the role it needs and no more:
+//! 1. initdb; a server on a private socket only (no TCP), tuned for loading;
+//! 2. as superuser (`search_path` = `pg_catalog, pg_temp`): the project's role (LOGIN CREATEDB,
+//!    never superuser) and its database;
+//! 3. as the project's role: the dump ([`crate::load`]), then ANALYZE;
+//! 4. as superuser: the catalog check ([`privileged_roles`]), a small `max_wal_size`,
+//!    checkpoints, a clean stop.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use devdb_pgctl::session::Session;
+use devdb_pgctl::{PgCtl, StopMode, conf_quote};
+
+use crate::RestoreError;
+use crate::format::{Dump, DumpFormat};
+use crate::load::{self, Loaded};
+
+/// The superuser of every instance; reached only over the private Unix socket.
+pub const SUPERUSER: &str = devdb_pgctl::session::SUPERUSER;
+/// The restore server listens only on its private socket, named after this port.
+const PORT: u16 = 5432;
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
+/// PostgreSQL user (local connections are trusted, so the socket is the boundary).
+pub const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
+
+/// The project's role and database, as the restored data must hold them.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub user: &'a str,
+    pub password: &'a str,
+    pub database: &'a str,
+}
+
+/// Where a template is built.
+#[derive(Debug, Clone)]
+pub struct Template<'a> {
+    pub pg: &'a PgCtl,
+    /// The data directory to create (its parent must exist).
+    pub data: PathBuf,
+    /// A directory for the server's socket and logs (private to the PostgreSQL user).
+    pub scratch: PathBuf,
+}
+
+impl Template<'_> {
+    /// Builds the template: see the module documentation. On failure the server is stopped;
+    /// the caller removes the directories.
+    ///
+    /// # Errors
+    /// [`RestoreError`] saying which step failed and why.
+    pub fn build(&self, owner: &Owner<'_>, dump: Option<&Dump>) -> Result<Loaded, RestoreError> {
+        let result = self.build_running(owner, dump);
+        if result.is_err() && self.pg.is_running(&self.data) {
+            let _ = self.pg.stop(&self.data, StopMode::Immediate);
+        }
+        result
+    }
+
+    fn build_running(&self, owner: &Owner<'_>, dump: Option<&Dump>) -> Result<Loaded, RestoreError> {
+        let (pg, data, socket) = (self.pg, &self.data, &self.scratch);
+        pg.make_dir(socket).map_err(RestoreError::step("preparing the restore directory"))?;
+        pg.initdb(data, SUPERUSER, &[]).map_err(RestoreError::step("initdb"))?;
+        // Loading is faster without fsync; the template is synced once, after a clean stop.
+        let conf = format!(
+            "{BASE_CONF}port = {PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\n",
+            conf_quote(socket)
+        );
+        write_conf(data, &conf)?;
+        pg.start(data, &socket.join("server.log"), START_TIMEOUT)
+            .map_err(RestoreError::step("starting the restore server"))?;
+
+        let admin = |database: &str| {
+            Session::admin(socket, PORT, database).map_err(RestoreError::step("connecting as superuser"))
+        };
+        let mut postgres = admin("postgres")?;
+        let (user, database) = (ident(owner.user), ident(owner.database));
+        let role = format!("CREATE ROLE {user} LOGIN CREATEDB PASSWORD {}", literal(owner.password));
+        postgres
+            .execute_each(&[&role, &format!("CREATE DATABASE {database} OWNER {user}")])
+            .map_err(RestoreError::step("creating the user and database"))?;
+        drop(postgres);
+
+        let loaded = match dump {
+            Some(dump) => {
+                let mut session = Session::connect(socket, PORT, owner.user, owner.database, None)
+                    .map_err(RestoreError::step("connecting as the project's user"))?;
+                let loaded = match dump.format {
+                    DumpFormat::Plain => {
+                        let file = std::fs::File::open(&dump.path)?;
+                        load::run_script(&mut session, BufReader::with_capacity(256 << 10, file))?
+                    }
+                    _ => load::run_archive(&mut session, self.pg, dump, &self.scratch.join("pg_restore.log"))?,
+                };
+                // Statistics make the clones' plans realistic. As the owner of what it analyzes.
+                session.execute("ANALYZE").map_err(RestoreError::step("analyzing"))?;
+                loaded
+            }
+            None => Loaded::default(),
+        };
+
+        let mut postgres = admin("postgres")?;
+        let privileged = privileged_roles(&mut postgres).map_err(RestoreError::step("checking the roles"))?;
+        if !privileged.is_empty() {
+            return Err(RestoreError::PrivilegedRoles(privileged.join(", ")));
+        }
+        // A small max_wal_size keeps pg_wal, and so every clone, small.
+        postgres
+            .execute_each(&[
+                "ALTER SYSTEM SET max_wal_size = '64MB'",
+                "ALTER SYSTEM SET min_wal_size = '32MB'",
+                "SELECT pg_catalog.pg_reload_conf()",
+                "CHECKPOINT",
+                "CHECKPOINT",
+            ])
+            .map_err(RestoreError::step("checkpoint"))?;
+        drop(postgres);
+        pg.stop(data, StopMode::Fast).map_err(RestoreError::step("stopping the restore server"))?;
+        write_conf(data, BASE_CONF)?;
+        let _ = std::process::Command::new("sync").status();
+        Ok(loaded)
+    }
+}
+
+/// Roles other than the bootstrap superuser that are superuser, may replicate or bypass row
+/// security, or may read and write the server's files or run programs on it: each is a way out
+/// of the database. Described as `name (what)`.
+///
+/// # Errors
+/// When the catalog cannot be read.
+pub fn privileged_roles(admin: &mut Session) -> Result<Vec<String>, devdb_pgctl::session::SessionError> {
+    // oid 10 is the bootstrap superuser (initdb's -U). The session's search_path is pinned to
+    // pg_catalog, and the functions are qualified all the same.
+    let rows = admin.rows(
+        "WITH server_access AS ( \
+             SELECT m.member, pg_catalog.string_agg(g.rolname, ', ') AS roles \
+               FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+              WHERE g.rolname IN ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files') \
+              GROUP BY m.member) \
+         SELECT r.rolname, pg_catalog.concat_ws(', ', \
+                CASE WHEN r.rolsuper THEN 'superuser' END, \
+                CASE WHEN r.rolreplication THEN 'replication' END, \
+                CASE WHEN r.rolbypassrls THEN 'bypassrls' END, \
+                s.roles) \
+           FROM pg_catalog.pg_roles r LEFT JOIN server_access s ON s.member = r.oid \
+          WHERE r.oid <> 10 AND (r.rolsuper OR r.rolreplication OR r.rolbypassrls OR s.roles IS NOT NULL) \
+          ORDER BY 1",
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let name = row.first().cloned().flatten().unwrap_or_default();
+            let what = row.get(1).cloned().flatten().unwrap_or_default();
+            format!("role {name:?} ({what})")
+        })
+        .collect())
+}
+
+/// Replaces `postgresql.auto.conf` (the file `ALTER SYSTEM` writes).
+///
+/// # Errors
+/// [`RestoreError::Step`] when the file cannot be written.
+pub fn write_conf(data: &Path, conf: &str) -> Result<(), RestoreError> {
+    std::fs::write(data.join("postgresql.auto.conf"), conf).map_err(RestoreError::step("writing postgresql.auto.conf"))
+}
+
+/// Quotes an SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal (standard conforming strings: only quotes are doubled).
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
