@@ -3,9 +3,12 @@
 //! Each session's `BackendKeyData` is replaced by a proxy-issued key of the same size (4 bytes in
 //! protocol 3.0, up to 256 in 3.2). A CancelRequest carrying that key, over TLS or plaintext, is
 //! looked up here and a CancelRequest with the real key is sent to the session's backend.
-//! Unknown keys are dropped silently, as PostgreSQL does, so a guesser learns nothing, and each
-//! client network may send only so many cancels (a burst of 20, then 10 per second): guessing a
-//! key takes far more tries than that.
+//! Unknown keys are dropped silently, as PostgreSQL does, so a guesser learns nothing.
+//!
+//! Only unknown keys count against a client network's budget ([`GuessBudget`]: a burst of 20,
+//! then 10 per second): guessing a key takes far more tries than that, while a client with valid
+//! keys spends nothing, so a burst of cancels (a pool cancelling every session at once) all go
+//! through. A network that has spent its budget on unknown keys is refused until it refills.
 //!
 //! # Several replicas
 //! A load balancer may deliver a cancel to any proxy replica. With `--replica-addr`, a replica
@@ -17,35 +20,63 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use governor::{DefaultKeyedRateLimiter, Quota};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::protocol::{self, CancelKey};
 
 /// A cancel has done its job once the backend has read it; bound the whole exchange.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Cancel requests a client network may send at once, and per second after that.
-const CANCEL_BURST: NonZeroU32 = NonZeroU32::new(20).expect("non-zero");
-const CANCELS_PER_SECOND: NonZeroU32 = NonZeroU32::new(10).expect("non-zero");
-/// Past this many tracked networks, idle ones are forgotten.
+/// Unknown keys a client network may send at once, and per second after that.
+const GUESS_BURST: f64 = 20.0;
+const GUESSES_PER_SECOND: f64 = 10.0;
+/// Past this many tracked networks, those with a full budget are forgotten.
 const MAX_TRACKED_NETWORKS: usize = 10_000;
+
+/// What each client network may still spend on unknown keys: a token bucket per network.
+#[derive(Default)]
+pub struct GuessBudget {
+    networks: DashMap<IpAddr, (f64, Instant)>,
+}
+
+impl GuessBudget {
+    /// The tokens of `network` now (a network never seen has a full budget).
+    fn refilled(entry: (f64, Instant), now: Instant) -> f64 {
+        let (tokens, at) = entry;
+        (tokens + now.saturating_duration_since(at).as_secs_f64() * GUESSES_PER_SECOND).min(GUESS_BURST)
+    }
+
+    /// Whether `network` has budget left (spending nothing).
+    pub fn allows(&self, network: IpAddr) -> bool {
+        self.networks.get(&network).is_none_or(|entry| Self::refilled(*entry, Instant::now()) >= 1.0)
+    }
+
+    /// Spends one unknown key of `network`'s budget.
+    pub fn spend(&self, network: IpAddr) {
+        let now = Instant::now();
+        if self.networks.len() > MAX_TRACKED_NETWORKS {
+            self.networks.retain(|_, entry| Self::refilled(*entry, now) < GUESS_BURST);
+        }
+        let mut entry = self.networks.entry(network).or_insert((GUESS_BURST, now));
+        *entry = ((Self::refilled(*entry, now) - 1.0).max(0.0), now);
+    }
+}
 
 /// Proxy-issued keys of live sessions, by slot (see [`CancelMap::slot`]).
 pub struct CancelMap {
     sessions: DashMap<u64, Target>,
-    /// Keyed by client network (/24 for IPv4, /64 for IPv6).
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Unknown keys, by client network (/24 for IPv4, /64 for IPv6).
+    guesses: GuessBudget,
     /// This replica's address, encoded in the keys it issues; `None` for a lone proxy.
     replica: Option<Ipv4Addr>,
     /// The other replicas' addresses: the only places cancels are forwarded to. A std lock:
@@ -135,10 +166,9 @@ impl CancelMap {
     /// A map for a replica at `replica` (None: a lone proxy) whose clients connect on `port`,
     /// after a PROXY protocol header when `proxy_protocol`.
     pub fn new(replica: Option<Ipv4Addr>, port: u16, proxy_protocol: bool) -> Self {
-        let quota = Quota::per_second(CANCELS_PER_SECOND).allow_burst(CANCEL_BURST);
         Self {
             sessions: DashMap::new(),
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            guesses: GuessBudget::default(),
             replica,
             peers: std::sync::RwLock::new(HashSet::new()),
             port,
@@ -209,13 +239,13 @@ impl CancelMap {
     }
 
     /// Acts on a cancel request from `client`: sends the real key to the session's backend, or
-    /// the request unchanged to the replica that issued the key.
+    /// the request unchanged to the replica that issued the key. Unknown keys spend the client
+    /// network's budget; valid ones spend nothing.
     pub async fn forward(&self, key: &CancelKey, client: SocketAddr) -> CancelOutcome {
-        if self.limiter.len() > MAX_TRACKED_NETWORKS {
-            self.limiter.retain_recent();
-        }
-        // A cancel a peer forwarded was limited there already.
-        if !self.is_peer(client.ip()) && self.limiter.check_key(&network(client.ip())).is_err() {
+        let network = network(client.ip());
+        // A cancel a peer forwarded was judged there already; a peer's own key is judged by it.
+        let from_peer = self.is_peer(client.ip());
+        if !from_peer && !self.guesses.allows(network) {
             return CancelOutcome::RateLimited;
         }
         if let Some(own) = self.replica
@@ -224,6 +254,7 @@ impl CancelMap {
         {
             let peer = Ipv4Addr::from(key.pid as u32);
             if !self.is_peer(IpAddr::V4(peer)) {
+                self.guesses.spend(network);
                 return CancelOutcome::NotAPeer;
             }
             let to = SocketAddr::from((peer, self.port));
@@ -237,6 +268,9 @@ impl CancelMap {
             };
         }
         let Some((backend, backend_key)) = self.lookup(key) else {
+            if !from_peer {
+                self.guesses.spend(network);
+            }
             return CancelOutcome::UnknownKey;
         };
         match send_cancel(backend, &[], &backend_key).await {
@@ -355,21 +389,31 @@ mod tests {
         assert_eq!(network(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
     }
 
-    #[tokio::test]
-    async fn a_flood_of_cancels_from_one_network_is_limited_and_others_are_not() {
-        let map = CancelMap::default();
-        let unknown = key(1, &[0, 0, 0, 0]);
-        let flooder = "198.51.100.1:1".parse().expect("addr");
-        let mut outcomes = Vec::new();
-        for _ in 0..(CANCEL_BURST.get() * 2) {
-            outcomes.push(map.forward(&unknown, flooder).await);
+    #[tokio::test(start_paused = true)]
+    async fn unknown_keys_spend_a_networks_budget_and_valid_keys_spend_nothing() {
+        let map = Arc::new(CancelMap::default());
+        // A backend that refuses at once: a valid key's cancel is attempted (and fails), never limited.
+        let backend: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let client: SocketAddr = "198.51.100.1:1".parse().expect("addr");
+        let registrations: Vec<_> = (0..40).map(|i| map.register(backend, key(i, &[1, 2, 3, 4]))).collect();
+        for (_, issued) in &registrations {
+            assert_eq!(map.forward(issued, client).await, CancelOutcome::BackendFailed, "40 valid keys at once");
         }
-        assert_eq!(outcomes[0], CancelOutcome::UnknownKey);
-        assert!(outcomes.contains(&CancelOutcome::RateLimited), "{outcomes:?}");
+        let unknown = key(1, &[0, 0, 0, 0]);
+        let mut outcomes = Vec::new();
+        for _ in 0..(GUESS_BURST as usize + 5) {
+            outcomes.push(map.forward(&unknown, client).await);
+        }
+        assert_eq!(outcomes.iter().filter(|o| **o == CancelOutcome::UnknownKey).count(), GUESS_BURST as usize);
+        assert_eq!(outcomes.last(), Some(&CancelOutcome::RateLimited), "{outcomes:?}");
         let neighbour = "198.51.100.200:1".parse().expect("addr");
         assert_eq!(map.forward(&unknown, neighbour).await, CancelOutcome::RateLimited, "same /24");
         let other = "192.0.2.1:1".parse().expect("addr");
         assert_eq!(map.forward(&unknown, other).await, CancelOutcome::UnknownKey);
+        // The budget refills: a tenth of a second buys one more try.
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        assert_eq!(map.forward(&unknown, client).await, CancelOutcome::UnknownKey);
+        assert_eq!(map.forward(&unknown, client).await, CancelOutcome::RateLimited);
     }
 
     #[test]

@@ -79,6 +79,16 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 
+    /// Sessions that may be authenticating at once per database instance (each holds one of
+    /// its max_connections slots until it authenticates or times out); more get FATAL 53300.
+    #[arg(long, env = "DEVDB_PROXY_MAX_AUTHENTICATING_PER_DATABASE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_authenticating_per_database: u32,
+
+    /// Sessions that may be authenticating at once per client address (the PROXY protocol's
+    /// address when --proxy-protocol is on); more get FATAL 53300.
+    #[arg(long, env = "DEVDB_PROXY_MAX_AUTHENTICATING_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_authenticating_per_client: u32,
+
     /// How long a connection to a `starting` instance waits for it before 57P03.
     #[arg(long, env = "DEVDB_PROXY_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
@@ -139,6 +149,7 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub wake_timeout: Duration,
+    pub authenticating: crate::admission::Limits,
     pub shutdown_grace: Duration,
     pub reload_interval: Duration,
     pub replica_addr: Option<std::net::Ipv4Addr>,
@@ -176,6 +187,10 @@ impl From<Args> for Config {
             handshake_timeout: args.handshake_timeout,
             connect_timeout: args.connect_timeout,
             wake_timeout: args.wake_timeout,
+            authenticating: crate::admission::Limits {
+                per_database: args.max_authenticating_per_database as usize,
+                per_client: args.max_authenticating_per_client as usize,
+            },
             shutdown_grace: args.shutdown_grace,
             reload_interval: args.reload_interval,
             replica_addr: args.replica_addr,
@@ -203,6 +218,7 @@ mod tests {
         assert_eq!(config.domain.as_str(), "db.devdb.localhost");
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert!(!config.allow_plaintext && !config.proxy_protocol);
+        assert_eq!(config.authenticating, crate::admission::Limits { per_database: 32, per_client: 16 });
         assert!(matches!(config.tls, TlsSource::Dev { .. }));
     }
 
@@ -217,7 +233,12 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_the_flag_named() {
-        for (flag, value) in [("--domain", "bad_domain"), ("--listen", "nowhere"), ("--handshake-timeout", "soon")] {
+        for (flag, value) in [
+            ("--domain", "bad_domain"),
+            ("--listen", "nowhere"),
+            ("--handshake-timeout", "soon"),
+            ("--max-authenticating-per-client", "0"),
+        ] {
             let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", flag, value]).expect_err("refused");
             assert!(err.to_string().contains(flag), "{flag}: {err}");
         }

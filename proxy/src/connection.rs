@@ -1,5 +1,5 @@
 //! One client connection from accept to close. This file is the data path, one stage per line:
-//! [PROXY header] → handshake → route → backend → authenticate → splice.
+//! [PROXY header] → handshake → route → admission → backend → authenticate → splice.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tracing::{Instrument, Span, field};
 
 use crate::Context;
+use crate::admission::{AdmissionError, Ticket};
 use crate::backend::{self, BackendError};
 use crate::cancel::CancelOutcome;
 use crate::error::{ClientFacing, Side};
@@ -34,6 +35,8 @@ pub enum ConnectionError {
     #[error(transparent)]
     Route(#[from] RouteError),
     #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
     Relay(#[from] RelayError),
@@ -47,6 +50,7 @@ impl ConnectionError {
             Self::ProxyProtocol(e) => Some(e),
             Self::Handshake(e) => Some(e),
             Self::Route(e) => Some(e),
+            Self::Admission(e) => Some(e),
             Self::Backend(e) => Some(e),
             Self::Relay(e) => Some(e),
             Self::HandshakeTimeout | Self::ShutDown => None,
@@ -126,14 +130,16 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
     if let Some(sni) = &sni {
         Span::current().record("sni", sni.as_str());
     }
-    let (name, backend, backend_addr) = match route_and_connect(ctx, sni.as_deref(), &mut startup).await {
-        Ok(connected) => connected,
-        Err(e) => {
-            client.send_error(&e).await;
-            return Err(e);
-        }
-    };
+    let (name, ticket, backend, backend_addr) =
+        match route_and_connect(ctx, sni.as_deref(), &mut startup, client_addr).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                client.send_error(&e).await;
+                return Err(e);
+            }
+        };
     let session = relay::authenticate(client, backend, backend_addr, &ctx.cancels).await?;
+    drop(ticket);
     ctx.metrics.handshake_seconds.observe(accepted.elapsed().as_secs_f64());
     let _active = ActiveGuard::new(&ctx.metrics, name.as_str());
     let transferred = relay::splice(session).await?;
@@ -141,17 +147,21 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
     Ok(Done::Session(transferred))
 }
 
+/// Route, a place among the sessions authenticating, backend: the ticket is held until the
+/// session has authenticated.
 async fn route_and_connect(
     ctx: &Context,
     sni: Option<&str>,
     startup: &mut Startup,
-) -> Result<(Name, PqStream<TcpStream>, SocketAddr), ConnectionError> {
+    client: SocketAddr,
+) -> Result<(Name, Ticket, PqStream<TcpStream>, SocketAddr), ConnectionError> {
     let name = route::target(sni, startup, &ctx.config.domain)?;
     Span::current().record("database", name.as_str());
     let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout).await?;
+    let ticket = ctx.admission.admit(&name, client.ip())?;
     let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;
     Span::current().record("backend", field::display(addr));
-    Ok((name, backend, addr))
+    Ok((name, ticket, backend, addr))
 }
 
 /// Logs how the connection ended, at a level chosen by who caused it, and counts failures.

@@ -56,6 +56,8 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     /// admin_shutdown: the proxy is shutting down
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// too_many_connections: too many sessions are authenticating at once
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
 }
 
 /// A binary's exit: on error, `error: <one line>` on stderr and a failure status.

@@ -3,9 +3,10 @@
 //!
 //! # The data path
 //! accept ([`listener`]) → [`proxy_protocol`] header (optional) → [`handshake`] (SSLRequest or
-//! direct TLS, StartupMessage) → [`route`] (SNI or `endpoint=`) → [`backend`] (connect, forward
-//! startup) → [`relay`] (authentication with rewritten cancel keys, then splice). The story of one
-//! connection, stage by stage, is [`connection`].
+//! direct TLS, StartupMessage) → [`route`] (SNI or `endpoint=`) → [`admission`] (a place among
+//! the sessions authenticating) → [`backend`] (connect, forward startup) → [`relay`]
+//! (authentication with rewritten cancel keys, then splice). The story of one connection, stage
+//! by stage, is [`connection`].
 //!
 //! # Beside the path
 //! - [`routes`]: the routing table and the sources keeping it current.
@@ -17,6 +18,7 @@
 //! - [`config`], [`telemetry`], [`shutdown`], [`net`], [`watch`]: process plumbing.
 
 pub mod admin;
+pub mod admission;
 pub mod backend;
 pub mod cancel;
 pub mod certs;
@@ -45,6 +47,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::cancel::CancelMap;
 use crate::certs::DevCertificates;
 use crate::config::{Config, RoutesConfig, TlsSource};
@@ -59,6 +62,7 @@ pub struct Context {
     pub tls: Tls,
     pub routes: Routes,
     pub cancels: Arc<CancelMap>,
+    pub admission: Arc<Admission>,
     pub metrics: Metrics,
     /// Cancelled when shutdown begins: `/readyz` answers 503 so load balancers stop sending.
     pub draining: CancellationToken,
@@ -107,11 +111,13 @@ pub async fn run(
     );
     let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port(), config.proxy_protocol));
     let peers = config.peers.clone();
+    let admission = Arc::new(Admission::new(config.authenticating));
     let ctx = Arc::new(Context {
         config,
         tls,
         routes: routes.clone(),
         cancels: cancels.clone(),
+        admission,
         metrics: Metrics::default(),
         draining: CancellationToken::new(),
         closing: CancellationToken::new(),

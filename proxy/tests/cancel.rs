@@ -217,3 +217,38 @@ async fn cancel_across_replicas(proxy_protocol: bool) {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_valid_cancels_at_once_all_cancel() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy = TestProxy::start(&[("alpha", alpha.addr())]).await;
+    let mut tokens = Vec::new();
+    let mut queries = Vec::new();
+    for _ in 0..40 {
+        let client = connect_with(&proxy.config("alpha"), proxy.tls()).await.expect("connect");
+        tokens.push(client.cancel_token());
+        queries.push(tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(60)").await }));
+    }
+    let direct = alpha.direct().await;
+    for _ in 0..400 {
+        let active = query_one(
+            &direct,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+        )
+        .await;
+        if active == "40" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Every session's cancel from one client address, all at once: none is dropped.
+    let cancels = tokens.iter().map(|token| token.cancel_query(proxy.tls()));
+    for sent in futures_util::future::join_all(cancels).await {
+        sent.expect("cancel sent");
+    }
+    for query in queries {
+        expect_cancelled(query).await;
+    }
+    wait_for_metric(&proxy, "devdb_proxy_cancel_requests_total{outcome=\"forwarded\"} 40").await;
+    proxy.stop().await;
+}

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 async fn still_serves(proxy: &TestProxy, name: &str) {
@@ -211,4 +212,87 @@ async fn health_checks_are_not_counted_as_errors_but_refusals_are() {
     assert!(status.contains("200"), "{status}");
     assert!(!metrics.contains("health_check"), "{metrics}");
     proxy.stop().await;
+}
+
+/// Opens a session from `source` the way an attacker would: TLS with SNI, a StartupMessage, and
+/// then nothing. `Ok` holds an admitted session (the backend asked it to authenticate), `Err`
+/// the proxy's refusal.
+async fn unauthenticated(
+    proxy: &TestProxy,
+    source: [u8; 4],
+    name: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ErrorFields> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).expect("bind the source address");
+    let mut tcp = socket.connect(proxy.addr).await.expect("connect");
+    write_all(&mut tcp, &request_packet(SSL_REQUEST)).await;
+    assert_eq!(tcp.read_u8().await.expect("answer"), b'S');
+    let mut tls = tls_handshake(proxy, tcp, &TestProxy::host(name), &[]).await;
+    write_all(&mut tls, &startup_packet(3, 0, &[("user", USER), ("database", "postgres")])).await;
+    match read_message(&mut tls).await.expect("an answer") {
+        (b'R', _) => Ok(tls),
+        (b'E', body) => Err(parse_error(&body)),
+        (tag, _) => panic!("unexpected {:?}", tag as char),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_unauthenticated_connections_cannot_lock_the_owner_out() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy = TestProxy::start(&[("alpha", alpha.addr())]).await;
+    // One abuser address, 300 sessions that never authenticate, all at once.
+    let attempts: Vec<_> = (0..300).map(|_| async { unauthenticated(&proxy, [127, 0, 0, 2], "alpha").await }).collect();
+    let results = futures_util::future::join_all(attempts).await;
+    let held: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(held.len(), 16, "the default per-client limit");
+    for refusal in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refusal.code, "53300");
+        assert!(refusal.message.contains("from 127.0.0.2 are still authenticating"), "{}", refusal.message);
+        assert!(refusal.hint.is_some());
+    }
+    // The owner, from another address, gets in and works.
+    let client = proxy.connect("alpha").await.expect("the owner connects");
+    assert_eq!(query_one(&client, "SELECT 1").await, "1");
+    wait_for_metric(&proxy, "devdb_proxy_handshake_errors_total{reason=\"too_many_authenticating_client\"} 284").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_count_against_the_limits_only_until_they_authenticate() {
+    let alpha = TestPostgres::start("alpha");
+    let proxy = TestProxy::start_with(&[("alpha", alpha.addr())], |c| {
+        c.authenticating = devdb_proxy::admission::Limits { per_database: 4, per_client: 2 };
+    })
+    .await;
+    let from = |last: u8| [127, 0, 0, last];
+    let a = [unauthenticated(&proxy, from(2), "alpha").await, unauthenticated(&proxy, from(2), "alpha").await];
+    let refused = unauthenticated(&proxy, from(2), "alpha").await.expect_err("per client");
+    assert!(refused.message.contains("from 127.0.0.2") && refused.message.contains("at most 2"), "{}", refused.message);
+    let b = [unauthenticated(&proxy, from(3), "alpha").await, unauthenticated(&proxy, from(3), "alpha").await];
+    assert!(a.iter().chain(&b).all(Result::is_ok));
+    let refused = unauthenticated(&proxy, from(4), "alpha").await.expect_err("per database");
+    assert_eq!(refused.code, "53300");
+    assert!(refused.message.contains("database instance \"alpha\"") && refused.message.contains("at most 4"));
+    let err = refused_db(proxy.connect("alpha").await);
+    assert_eq!(err.0, "53300", "a real client is refused the same way: {}", err.1);
+
+    // Places come back when the sessions go, and authenticated sessions hold none.
+    drop((a, b));
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let client = loop {
+            match proxy.connect("alpha").await {
+                Ok(client) => break client,
+                // Until the proxy notices the dropped sessions.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        clients.push(client);
+    }
+    for client in &clients {
+        assert_eq!(query_one(client, "SELECT 1").await, "1");
+    }
+}
+
+fn refused_db<T>(result: Result<T, tokio_postgres::Error>) -> (String, String) {
+    db_error(&refused(result))
 }
