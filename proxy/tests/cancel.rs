@@ -18,24 +18,25 @@ async fn sleeping_query(
     let client = connect_with(config, proxy.tls()).await.expect("connect");
     let token = client.cancel_token();
     let query = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(60)").await });
-    wait_until_sleeping(server).await;
+    wait_until_sleeping(server, 1).await;
     (token, query)
 }
 
-async fn wait_until_sleeping(server: &TestPostgres) {
+/// Waits until `count` backends are running `pg_sleep`.
+async fn wait_until_sleeping(server: &TestPostgres, count: usize) {
     let direct = server.direct().await;
-    for _ in 0..200 {
+    for _ in 0..400 {
         let active = query_one(
             &direct,
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",
         )
         .await;
-        if active == "1" {
+        if active == count.to_string() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("the query never started");
+    panic!("the queries never started");
 }
 
 async fn expect_cancelled(query: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) {
@@ -81,7 +82,7 @@ async fn psql_ctrl_c_cancels_through_the_proxy() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("psql");
-    wait_until_sleeping(&alpha).await;
+    wait_until_sleeping(&alpha, 1).await;
     // What Ctrl-C does: psql's SIGINT handler sends a (plaintext) CancelRequest via PQcancel.
     let pid = nix::unistd::Pid::from_raw(psql.id().expect("pid") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
@@ -184,7 +185,7 @@ async fn cancel_across_replicas(proxy_protocol: bool) {
     query.extend_from_slice(sql);
     session.write_all(&query).await.expect("query");
     session.flush().await.expect("flush");
-    wait_until_sleeping(&alpha).await;
+    wait_until_sleeping(&alpha, 1).await;
 
     // The cancel lands on replica B.
     let mut cancel = 16i32.to_be_bytes().to_vec();
@@ -229,18 +230,7 @@ async fn forty_valid_cancels_at_once_all_cancel() {
         tokens.push(client.cancel_token());
         queries.push(tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(60)").await }));
     }
-    let direct = alpha.direct().await;
-    for _ in 0..400 {
-        let active = query_one(
-            &direct,
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",
-        )
-        .await;
-        if active == "40" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until_sleeping(&alpha, 40).await;
     // Every session's cancel from one client address, all at once: none is dropped.
     let cancels = tokens.iter().map(|token| token.cancel_query(proxy.tls()));
     for sent in futures_util::future::join_all(cancels).await {
