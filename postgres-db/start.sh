@@ -31,12 +31,14 @@ if ! grep -qxF "$marker" "$PGDATA/pg_hba.conf"; then
     printf '%s\nhost all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n' "$marker" >> "$PGDATA/pg_hba.conf"
 fi
 
-# The password, set over a private socket before anything listens on the network.
+# The password, set over a private socket before anything listens on the network, by a superuser
+# session whose search_path no object of the dump can enter.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pg_ctl start -D "$PGDATA" -w -t 300 -l "$work/log" -o "-c listen_addresses='' -c unix_socket_directories='$work'" >/dev/null \
     || fail "PostgreSQL did not start: $(tail -n3 "$work/log")"
-psql -X -q -v ON_ERROR_STOP=1 -h "$work" -U postgres -d postgres -v user="$DB_USER" -v password="$DB_PASSWORD" \
+PGOPTIONS='-c search_path=pg_catalog,pg_temp' \
+    psql -X -q -v ON_ERROR_STOP=1 -h "$work" -U postgres -d postgres -v user="$DB_USER" -v password="$DB_PASSWORD" \
     2> "$work/psql.err" <<'SQL' || { pg_ctl stop -D "$PGDATA" -m fast -w >/dev/null; fail "cannot set the password: $(tail -n1 "$work/psql.err")"; }
 ALTER ROLE :"user" PASSWORD :'password';
 SQL

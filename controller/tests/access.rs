@@ -75,6 +75,11 @@ async fn tokens_scope_databases_to_their_owner() {
         assert_eq!(status, 400, "{url}: {body}");
         assert!(message.contains(kind) && message.contains("--allow-private-sources"), "{url}: {message}");
     }
+    // A malformed URL is refused without being echoed (its secrets cannot be told apart).
+    let malformed = json!({"name": "typo", "backupLocation": "https://svc:hun/ter2@dumps.example.com/x"});
+    let (status, body) = devdb.call(Method::POST, "/v1/projects", Some(malformed)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("not a valid URL") && !body.to_string().contains("ter2"), "{body}");
     let local = json!({"name": "mine", "backupLocation": "file:///etc/shadow"});
     assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(local)).await.0, 403, "file:// is for admins");
     let (status, body) = devdb.create_database("kate-pg", "shop").await;

@@ -51,6 +51,8 @@ pub struct ServerError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where it happened (`COPY items, line 1234`, a function's line).
+    pub context: Option<String>,
     /// 1-based character position in the statement, when the server gives one.
     pub position: Option<usize>,
 }
@@ -63,6 +65,9 @@ impl std::fmt::Display for ServerError {
         }
         if let Some(hint) = &self.hint {
             write!(f, "; hint: {hint}")?;
+        }
+        if let Some(context) = &self.context {
+            write!(f, "; context: {}", context.replace('\n', "; "))?;
         }
         Ok(())
     }
@@ -81,6 +86,7 @@ impl ServerError {
                 b'M' => error.message = value,
                 b'D' => error.detail = Some(value),
                 b'H' => error.hint = Some(value),
+                b'W' => error.context = Some(value),
                 b'P' => error.position = value.parse().ok(),
                 _ => {}
             }

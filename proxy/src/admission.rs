@@ -4,10 +4,11 @@
 //! connects to the backend, and a client that never answers the authentication request keeps it
 //! until the server's `authentication_timeout` (60 s): without a limit, anyone who can reach the
 //! proxy, with no credential at all, could fill a database's slots and lock its owner out. So
-//! at most so many sessions may be authenticating at once per database, and per client address;
-//! the one over the limit gets FATAL 53300 before any backend connection is opened. A session
-//! leaves the count when its backend says `ReadyForQuery` (or it ends), so authenticated
-//! sessions never count.
+//! at most so many sessions may be authenticating at once per database, and per client address.
+//! A session over a limit waits for a place (a pool opening many connections at once just
+//! queues: authentication takes milliseconds) and, if none comes within the wait, gets FATAL
+//! 53300 without any backend connection having been opened. A session leaves the count when its
+//! backend says `ReadyForQuery` (or it ends), so authenticated sessions never count.
 //!
 //! The per-database limit bounds what any number of clients can hold; the per-client limit
 //! keeps one address from using all of it. Behind a load balancer that hides client addresses
@@ -16,9 +17,12 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use devdb_shared::Name;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::error::{ClientFacing, Side, client_error, sqlstate};
 use crate::protocol::ClientError;
@@ -28,14 +32,16 @@ use crate::protocol::ClientError;
 pub struct Limits {
     pub per_database: usize,
     pub per_client: usize,
+    /// How long a session over a limit waits for a place before it is refused.
+    pub wait: Duration,
 }
 
 /// A session refused because too many are authenticating.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
-    #[error("{limit} sessions to {name} are already authenticating")]
+    #[error("{limit} sessions to {name} were still authenticating")]
     Database { name: Name, limit: usize },
-    #[error("{limit} sessions from {client} are already authenticating")]
+    #[error("{limit} sessions from {client} were still authenticating")]
     Client { client: IpAddr, limit: usize },
 }
 
@@ -46,7 +52,7 @@ impl ClientFacing for AdmissionError {
                 sqlstate::TOO_MANY_CONNECTIONS,
                 format!("too many connections to database instance \"{name}\" are still authenticating (at most {limit} at once)"),
             )
-            .hint("retry in a moment; sessions that never finish authenticating hold these slots until they time out"),
+            .hint("retry in a moment; sessions that never finish authenticating hold these places until they time out"),
             Self::Client { client, limit } => client_error(
                 sqlstate::TOO_MANY_CONNECTIONS,
                 format!("too many connections from {client} are still authenticating (at most {limit} at once)"),
@@ -67,44 +73,55 @@ impl ClientFacing for AdmissionError {
     }
 }
 
-/// Counts of sessions authenticating, by database and by client address.
+/// Places for sessions authenticating, by database and by client address: a semaphore per key,
+/// kept only while someone uses it.
 #[derive(Debug)]
 pub struct Admission {
     limits: Limits,
-    databases: DashMap<Name, usize>,
-    clients: DashMap<IpAddr, usize>,
+    databases: DashMap<Name, Arc<Semaphore>>,
+    clients: DashMap<IpAddr, Arc<Semaphore>>,
 }
 
-/// A session's place in the counts; dropping it (authenticated, or gone) frees the place.
+/// A session's places; dropping it (authenticated, or gone) gives them back.
 #[derive(Debug)]
 pub struct Ticket {
     admission: Arc<Admission>,
     database: Name,
     client: IpAddr,
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        release(&self.admission.databases, &self.database);
-        release(&self.admission.clients, &self.client);
+        drop(self.permits.take());
+        forget_if_idle(&self.admission.databases, &self.database, self.admission.limits.per_database);
+        forget_if_idle(&self.admission.clients, &self.client, self.admission.limits.per_client);
     }
 }
 
-/// Takes a place under `limit`; false (nothing taken) when there is none.
-fn take<K: Hash + Eq + Clone>(counts: &DashMap<K, usize>, key: &K, limit: usize) -> bool {
-    let mut count = counts.entry(key.clone()).or_insert(0);
-    if *count >= limit {
-        return false;
-    }
-    *count += 1;
-    true
+/// The semaphore of `key`, made on first use.
+fn semaphore<K: Hash + Eq + Clone>(map: &DashMap<K, Arc<Semaphore>>, key: &K, limit: usize) -> Arc<Semaphore> {
+    map.entry(key.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
 }
 
-fn release<K: Hash + Eq>(counts: &DashMap<K, usize>, key: &K) {
-    counts.remove_if_mut(key, |_, count| {
-        *count = count.saturating_sub(1);
-        *count == 0
-    });
+/// Removes `key`'s semaphore when nobody holds or waits for it (the map's is the only handle).
+fn forget_if_idle<K: Hash + Eq>(map: &DashMap<K, Arc<Semaphore>>, key: &K, limit: usize) {
+    map.remove_if(key, |_, semaphore| Arc::strong_count(semaphore) == 1 && semaphore.available_permits() == limit);
+}
+
+/// Takes a place of `key`, waiting until `deadline`; `None` when none came.
+async fn take<K: Hash + Eq + Clone>(
+    map: &DashMap<K, Arc<Semaphore>>,
+    key: &K,
+    limit: usize,
+    deadline: Instant,
+) -> Option<OwnedSemaphorePermit> {
+    let acquiring = semaphore(map, key, limit).acquire_owned();
+    let permit = tokio::time::timeout_at(deadline, acquiring).await.ok().and_then(Result::ok);
+    if permit.is_none() {
+        forget_if_idle(map, key, limit);
+    }
+    permit
 }
 
 impl Admission {
@@ -112,25 +129,32 @@ impl Admission {
         Self { limits, databases: DashMap::new(), clients: DashMap::new() }
     }
 
-    /// A place for a session from `client` to `database`, if both are under their limits.
+    /// Places for a session from `client` to `database`, waiting up to the limits' `wait`.
     ///
     /// # Errors
-    /// [`AdmissionError`] naming the limit that is reached.
-    pub fn admit(self: &Arc<Self>, database: &Name, client: IpAddr) -> Result<Ticket, AdmissionError> {
+    /// [`AdmissionError`] naming the limit that stayed reached.
+    pub async fn admit(self: &Arc<Self>, database: &Name, client: IpAddr) -> Result<Ticket, AdmissionError> {
         let client = client.to_canonical();
-        if !take(&self.clients, &client, self.limits.per_client) {
+        let deadline = Instant::now() + self.limits.wait;
+        let Some(client_place) = take(&self.clients, &client, self.limits.per_client, deadline).await else {
             return Err(AdmissionError::Client { client, limit: self.limits.per_client });
-        }
-        if !take(&self.databases, database, self.limits.per_database) {
-            release(&self.clients, &client);
+        };
+        let Some(database_place) = take(&self.databases, database, self.limits.per_database, deadline).await else {
+            drop(client_place);
+            forget_if_idle(&self.clients, &client, self.limits.per_client);
             return Err(AdmissionError::Database { name: database.clone(), limit: self.limits.per_database });
-        }
-        Ok(Ticket { admission: self.clone(), database: database.clone(), client })
+        };
+        Ok(Ticket {
+            admission: self.clone(),
+            database: database.clone(),
+            client,
+            permits: Some((client_place, database_place)),
+        })
     }
 
     /// Sessions authenticating now to `database`.
     pub fn authenticating(&self, database: &Name) -> usize {
-        self.databases.get(database).map_or(0, |count| *count)
+        self.databases.get(database).map_or(0, |s| self.limits.per_database - s.available_permits())
     }
 }
 
@@ -146,22 +170,43 @@ mod tests {
         s.parse().expect("ip")
     }
 
-    #[test]
-    fn each_limit_holds_and_places_come_back_when_tickets_drop() {
-        let admission = Arc::new(Admission::new(Limits { per_database: 3, per_client: 2 }));
+    const WAIT: Duration = Duration::from_secs(2);
+
+    #[tokio::test(start_paused = true)]
+    async fn each_limit_holds_and_places_come_back_when_tickets_drop() {
+        let admission = Arc::new(Admission::new(Limits { per_database: 3, per_client: 2, wait: WAIT }));
         let db = name("kate-pg");
-        let a = [admission.admit(&db, ip("192.0.2.1")), admission.admit(&db, ip("::ffff:192.0.2.1"))];
-        let a: Vec<Ticket> = a.into_iter().map(|t| t.expect("under the limits")).collect();
-        let third = admission.admit(&db, ip("192.0.2.1")).expect_err("per client");
+        let a = admission.admit(&db, ip("192.0.2.1")).await.expect("under the limits");
+        let b = admission.admit(&db, ip("::ffff:192.0.2.1")).await.expect("the same client, mapped");
+        let started = Instant::now();
+        let third = admission.admit(&db, ip("192.0.2.1")).await.expect_err("per client");
         assert!(matches!(third, AdmissionError::Client { limit: 2, .. }), "{third}");
-        let b = admission.admit(&db, ip("192.0.2.2")).expect("another client");
-        let refused = admission.admit(&db, ip("192.0.2.3")).expect_err("per database");
+        assert_eq!(started.elapsed(), WAIT, "refused after waiting for a place");
+        let c = admission.admit(&db, ip("192.0.2.2")).await.expect("another client");
+        let refused = admission.admit(&db, ip("192.0.2.3")).await.expect_err("per database");
         assert!(matches!(refused, AdmissionError::Database { limit: 3, .. }), "{refused}");
-        assert_eq!(admission.authenticating(&db), 3, "a refused session took nothing");
-        let other = admission.admit(&name("bob-pg"), ip("192.0.2.3")).expect("other databases are unaffected");
-        drop((a, b, other));
+        assert_eq!(admission.authenticating(&db), 3, "a refused session holds nothing");
+        let other = admission.admit(&name("bob-pg"), ip("192.0.2.3")).await.expect("other databases are unaffected");
+        drop((a, b, c, other));
         assert_eq!(admission.authenticating(&db), 0);
         assert!(admission.clients.is_empty() && admission.databases.is_empty(), "nothing is kept for idle keys");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_waits_for_places_instead_of_being_refused() {
+        let admission = Arc::new(Admission::new(Limits { per_database: 2, per_client: 2, wait: WAIT }));
+        let db = name("kate-pg");
+        let first = admission.admit(&db, ip("192.0.2.1")).await.expect("first");
+        let second = admission.admit(&db, ip("192.0.2.1")).await.expect("second");
+        let waiting = tokio::spawn({
+            let (admission, db) = (admission.clone(), db.clone());
+            async move { admission.admit(&db, ip("192.0.2.1")).await.map(drop) }
+        });
+        tokio::time::sleep(WAIT / 2).await;
+        drop(first);
+        waiting.await.expect("joined").expect("admitted once a place came back");
+        drop(second);
+        assert!(admission.clients.is_empty() && admission.databases.is_empty());
     }
 
     #[test]

@@ -89,6 +89,11 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_MAX_AUTHENTICATING_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_authenticating_per_client: u32,
 
+    /// How long a session over one of those limits waits for a place before FATAL 53300 (a pool
+    /// opening many connections at once queues rather than fails).
+    #[arg(long, env = "DEVDB_PROXY_ADMISSION_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub admission_wait: Duration,
+
     /// How long a connection to a `starting` instance waits for it before 57P03.
     #[arg(long, env = "DEVDB_PROXY_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
@@ -190,6 +195,7 @@ impl From<Args> for Config {
             authenticating: crate::admission::Limits {
                 per_database: args.max_authenticating_per_database as usize,
                 per_client: args.max_authenticating_per_client as usize,
+                wait: args.admission_wait,
             },
             shutdown_grace: args.shutdown_grace,
             reload_interval: args.reload_interval,
@@ -218,7 +224,8 @@ mod tests {
         assert_eq!(config.domain.as_str(), "db.devdb.localhost");
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert!(!config.allow_plaintext && !config.proxy_protocol);
-        assert_eq!(config.authenticating, crate::admission::Limits { per_database: 32, per_client: 16 });
+        let limits = crate::admission::Limits { per_database: 32, per_client: 16, wait: Duration::from_secs(10) };
+        assert_eq!(config.authenticating, limits);
         assert!(matches!(config.tls, TlsSource::Dev { .. }));
     }
 

@@ -158,7 +158,7 @@ async fn route_and_connect(
     let name = route::target(sni, startup, &ctx.config.domain)?;
     Span::current().record("database", name.as_str());
     let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout).await?;
-    let ticket = ctx.admission.admit(&name, client.ip())?;
+    let ticket = ctx.admission.admit(&name, client.ip()).await?;
     let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;
     Span::current().record("backend", field::display(addr));
     Ok((name, ticket, backend, addr))

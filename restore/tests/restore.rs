@@ -113,6 +113,14 @@ fn the_failing_line_is_reported_and_ownership_and_grants_are_skipped() {
         Err(LoadError::Statement { line, .. }) => assert_eq!(line, 5, "the line the server points at"),
         other => panic!("syntax error not reported: {other:?}"),
     }
+    let copy = "CREATE TABLE n (x int);\nCOPY n FROM stdin;\n1\n2\nthree\n\\.\n";
+    match run(&server, "copy", copy) {
+        Err(err @ LoadError::Statement { line: 2, .. }) => {
+            let message = err.to_string();
+            assert!(message.contains("22P02") && message.contains("COPY n, line 3"), "{message}");
+        }
+        other => panic!("bad COPY data not reported: {other:?}"),
+    }
     let loaded = run(&server, "skips", &sql[..sql.find("\n\n").expect("cut")]).expect("restores");
     assert_eq!((loaded.statements, loaded.skipped), (2, 2));
 }

@@ -169,19 +169,23 @@ fn check_location(location: &str, kube: bool) -> Result<(), ApiError> {
             "the local runtime restores from http://, https:// and file:// URLs (s3:// needs the kube runtime)",
         )
     };
-    if allowed.iter().any(|s| location.starts_with(s)) {
-        return Ok(());
+    if !allowed.iter().any(|s| location.starts_with(s)) {
+        return Err(ApiError::BadRequest(format!("{why}; got {}", devdb_shared::source::display(location))));
     }
-    Err(ApiError::BadRequest(format!("{why}; got {}", devdb_shared::source::display(location))))
+    // Only a well-formed URL has a display form that surely hides its secrets; the malformed one
+    // is not echoed.
+    reqwest::Url::parse(location)
+        .map(drop)
+        .map_err(|e| ApiError::BadRequest(format!("backupLocation is not a valid URL ({e})")))
 }
 
 /// Refuses an http(s) source whose host is, or resolves only to, a private address: at once,
 /// with the policy named (every fetch checks again, at connect time).
 async fn check_source_address(location: &str) -> Result<(), ApiError> {
-    let Ok(url) = reqwest::Url::parse(location) else {
-        return Err(ApiError::BadRequest(format!("{} is not a valid URL", devdb_shared::source::display(location))));
+    let Some(host) = reqwest::Url::parse(location).ok().and_then(|url| url.host_str().map(str::to_owned)) else {
+        return Ok(());
     };
-    let Some(host) = url.host_str() else { return Ok(()) };
+    let host = host.as_str();
     let (rule, lookup) = (devdb_restore::SourcePolicy::PublicOnly.rule(), devdb_restore::policy::system_lookup());
     devdb_restore::policy::check_host(rule, host, &lookup).await.map_err(|refused| {
         ApiError::BadRequest(format!("refused source {}: {refused}", devdb_shared::source::display(location)))

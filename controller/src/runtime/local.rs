@@ -231,17 +231,23 @@ impl Runtime for LocalRuntime {
 }
 
 impl LocalRuntime {
-    /// Recognises the fetched dump and puts it where the sandbox user can read it: a download
-    /// is in `downloads` already; a `file://` directory dump is copied there (the user's own
-    /// files stay theirs). Archives are read through a descriptor this process opens.
+    /// Recognises the fetched dump. Archives are read by the restore user through a descriptor
+    /// this process opens, so the files stay private; only a directory dump must be readable by
+    /// path: it is handed to the restore user (a `file://` one copied first, so the user's own
+    /// files stay theirs).
     fn stage_dump(&self, fetched: &Path, downloads: &Path) -> Result<devdb_restore::Dump, RuntimeError> {
+        use std::os::unix::fs::PermissionsExt;
         let mut dump = devdb_restore::prepare(fetched, downloads)?;
-        if dump.format == devdb_restore::DumpFormat::Directory && !dump.path.starts_with(downloads) {
-            let copy = downloads.join("dump.dir");
-            copy_tree(&dump.path, &copy).map_err(RuntimeError::io("copying the directory dump"))?;
-            dump.path = copy;
+        if dump.format == devdb_restore::DumpFormat::Directory {
+            let unpacked = downloads.join("dump.dir");
+            if !dump.path.starts_with(&unpacked) {
+                copy_tree(&dump.path, &unpacked).map_err(RuntimeError::io("copying the directory dump"))?;
+                dump.path = unpacked.clone();
+            }
+            std::fs::set_permissions(downloads, std::fs::Permissions::from_mode(0o711))
+                .map_err(RuntimeError::io("opening the download directory"))?;
+            self.pg.give_to_sandbox(&unpacked).map_err(RuntimeError::step("handing the dump to the restore user"))?;
         }
-        self.pg.give_to_sandbox(downloads).map_err(RuntimeError::step("handing the dump to the restore user"))?;
         Ok(dump)
     }
 

@@ -573,4 +573,13 @@ mod tests {
         assert_eq!(phase_name(&Phase::Running), "running");
         assert_eq!(phase::<Phase>(Some("nonsense")), None);
     }
+
+    #[test]
+    fn events_name_the_source_by_its_display_form() {
+        let mut project = crate::store::sqlite::tests::project("shop", "kate");
+        project.backup_location = Some("https://svc:hunter2@dumps.example.com/d.dump?sig=f00d".into());
+        project.status = ProjectPhase::Restoring;
+        let note = project_event(&project).note.unwrap_or_default();
+        assert_eq!(note, "https://dumps.example.com/d.dump?sig=…");
+    }
 }

@@ -265,7 +265,7 @@ impl SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Want;
     use devdb_shared::api::{DatabaseStatus, ProjectStatus};
