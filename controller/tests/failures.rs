@@ -52,6 +52,39 @@ async fn bad_sources_fail_the_project_with_the_reason_and_leave_nothing_behind()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trojan_dump_restores_harmlessly_and_its_clones_have_no_superuser() {
+    let dumps = Dumps::make();
+    let payload = dumps.dir.path().join("trojan-ran");
+    let body = format!(
+        "BEGIN ALTER ROLE app SUPERUSER; COPY (SELECT 1) TO PROGRAM 'touch {}'; EXCEPTION WHEN OTHERS THEN NULL; END",
+        payload.display()
+    );
+    // Functions shadowing what a superuser session would call unqualified, found first through
+    // the database's own search_path.
+    let sql = format!(
+        "CREATE TABLE items (id int PRIMARY KEY);\nINSERT INTO items VALUES (1);\n\
+         CREATE FUNCTION public.pg_reload_conf() RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN {body}; RETURN true; END $f$;\n\
+         CREATE FUNCTION public.current_setting(text) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN {body}; RETURN ''; END $f$;\n\
+         ALTER DATABASE trojan SET search_path = public, pg_catalog;\n\
+         ALTER ROLE app SET search_path = public, pg_catalog;\n"
+    );
+    std::fs::write(dumps.path("trojan.sql"), sql).expect("write");
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let devdb = DevDb::start().await;
+    devdb.create_project("trojan", &files.url("trojan.sql")).await;
+    let project = devdb.settled_project("trojan").await;
+    assert_eq!(project.status, ProjectStatus::Ready, "{:?}", project.error);
+    let (status, body) = devdb.create_database("trojan-pg", "trojan").await;
+    assert_eq!(status, 201, "{body}");
+    let database = devdb.database("trojan-pg").await.expect("database");
+    let client = devdb.connect_retrying(&database).await;
+    let superusers = query_one(&client, "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolsuper AND oid <> 10").await;
+    assert_eq!(superusers, "0", "no role but the bootstrap superuser");
+    assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "1");
+    assert!(!payload.exists(), "no trojan function ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_duplicate_and_dangling_requests_are_refused_with_json_errors() {
     let devdb = DevDb::start().await;
     let devdb = &devdb;

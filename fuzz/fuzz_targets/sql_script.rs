@@ -18,15 +18,19 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(statement)) => {
                 assert!(!statement.sql.is_empty() && statement.sql.len() <= LIMIT);
                 handed_out += statement.sql.len();
-                let mut again = Script::with_limit(&statement.sql[..], LIMIT);
-                match again.next_statement() {
-                    Ok(Some(same)) => {
-                        assert_eq!(same.sql, statement.sql, "a statement splits into itself");
-                        assert_eq!(same.kind, statement.kind);
+                // (A byte order mark is dropped where a script begins, and only there: a
+                // statement starting with one splits differently on its own.)
+                if !statement.sql.starts_with(b"\xEF\xBB\xBF") {
+                    let mut again = Script::with_limit(&statement.sql[..], LIMIT);
+                    match again.next_statement() {
+                        Ok(Some(same)) => {
+                            assert_eq!(same.sql, statement.sql, "a statement splits into itself");
+                            assert_eq!(same.kind, statement.kind);
+                        }
+                        other => panic!("{:?} did not split into itself: {other:?}", statement.sql),
                     }
-                    other => panic!("{:?} did not split into itself: {other:?}", statement.sql),
+                    assert!(matches!(again.next_statement(), Ok(None)), "and into nothing more");
                 }
-                assert!(matches!(again.next_statement(), Ok(None)), "and into nothing more");
                 if statement.kind == Kind::CopyFromStdin {
                     let mut data = Vec::new();
                     while script.copy_chunk(&mut data).expect("reading a slice cannot fail") {}
