@@ -39,7 +39,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    devdb_proxy::error::exit(run().await.map(|()| ExitCode::SUCCESS))
+    devdb_process::exit::exit(run().await.map(|()| ExitCode::SUCCESS))
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -47,7 +47,7 @@ async fn run() -> anyhow::Result<()> {
     if let Some(Command::Crds { write }) = args.command {
         return crds(write.as_deref());
     }
-    devdb_proxy::telemetry::init(devdb_proxy::telemetry::LogFormat::Text);
+    devdb_process::telemetry::init(devdb_process::telemetry::LogFormat::Text);
     let mut config = ServerConfig::try_from(args.server)?;
     if args.runtime == RuntimeKind::Kube {
         config.kube = Some(KubeConfig::try_from(args.kube)?);
@@ -55,7 +55,7 @@ async fn run() -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_listen))?;
-    devdb_controller::server::run(config, listener, devdb_proxy::shutdown::signal()).await
+    devdb_controller::server::run(config, listener, devdb_process::shutdown::signal()).await
 }
 
 fn crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {

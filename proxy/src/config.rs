@@ -9,7 +9,7 @@ use clap::Parser;
 use clap::builder::BoolishValueParser;
 use devdb_shared::Domain;
 
-use crate::telemetry::LogFormat;
+use devdb_process::telemetry::LogFormat;
 
 /// DevDB proxy: terminates TLS for PostgreSQL clients, reads the SNI host name
 /// `<name>.<domain>` and relays the session to that database instance's backend.

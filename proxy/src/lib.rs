@@ -15,7 +15,7 @@
 //! - [`protocol`], [`pq_stream`]: wire messages (via pgwire) and the pre-relay framed stream.
 //! - [`error`]: what a client may be told, with SQLSTATEs.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`config`], [`telemetry`], [`shutdown`], [`net`], [`watch`]: process plumbing.
+//! - [`config`], [`net`], [`watch`]: settings, socket options, file watching.
 
 pub mod admin;
 pub mod admission;
@@ -35,8 +35,6 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod route;
 pub mod routes;
-pub mod shutdown;
-pub mod telemetry;
 pub mod tls;
 pub mod watch;
 

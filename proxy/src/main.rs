@@ -9,16 +9,16 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    devdb_proxy::error::exit(run().await.map(|()| ExitCode::SUCCESS))
+    devdb_process::exit::exit(run().await.map(|()| ExitCode::SUCCESS))
 }
 
 async fn run() -> anyhow::Result<()> {
     let config = Config::from(Args::parse());
-    devdb_proxy::telemetry::init(config.log_format);
+    devdb_process::telemetry::init(config.log_format);
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
-    devdb_proxy::run(config, listener, admin, devdb_proxy::shutdown::signal()).await
+    devdb_proxy::run(config, listener, admin, devdb_process::shutdown::signal()).await
 }

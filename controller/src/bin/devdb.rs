@@ -9,8 +9,8 @@ use devdb_controller::cli::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Up(_)) {
-        devdb_proxy::telemetry::init(devdb_proxy::telemetry::LogFormat::Text);
+        devdb_process::telemetry::init(devdb_process::telemetry::LogFormat::Text);
     }
     let result = devdb_controller::cli::run(cli).await;
-    devdb_proxy::error::exit(result.map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))))
+    devdb_process::exit::exit(result.map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1))))
 }

@@ -62,7 +62,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     );
 
     tokio::select! {
-        () = devdb_proxy::shutdown::signal() => {}
+        () = devdb_process::shutdown::signal() => {}
         result = controller_exit(&controller) => return result,
     }
     stop.cancel();
