@@ -1,10 +1,17 @@
-//! `devdb-controller`: the DevDB API server, with the local or the Kubernetes runtime. See `--help`.
+//! `devdb-controller`: the DevDB API server, with the local or the Kubernetes runtime, and
+//! `devdb-controller up` (what `devdb up` runs). See `--help`. The composition root: which store
+//! and which runtime go under the core is decided here and nowhere else.
+
+mod server;
+mod up;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use devdb_controller::config::{KubeArgs, KubeConfig, RuntimeKind, ServerArgs, ServerConfig};
+use devdb_core::config::{ApiArgs, ApiConfig};
+use devdb_kube::{KubeArgs, KubeConfig};
+use devdb_local::LocalArgs;
 use tokio::net::TcpListener;
 
 /// DevDB controller: REST API for projects (restored dumps) and databases (clones), with
@@ -14,17 +21,27 @@ use tokio::net::TcpListener;
 #[command(name = "devdb-controller", version, max_term_width = 100)]
 struct Args {
     #[command(flatten)]
-    server: ServerArgs,
+    api: ApiArgs,
 
     /// Where database instances run: `local` (PostgreSQL processes under --data-dir) or `kube`.
     #[arg(long, env = "DEVDB_CONTROLLER_RUNTIME", value_enum, default_value = "local")]
     runtime: RuntimeKind,
 
     #[command(flatten)]
+    local: LocalArgs,
+
+    #[command(flatten)]
     kube: KubeArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The runtimes a controller can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeKind {
+    Local,
+    Kube,
 }
 
 #[derive(clap::Subcommand)]
@@ -35,6 +52,9 @@ enum Command {
         #[arg(long)]
         write: Option<std::path::PathBuf>,
     },
+    /// Run DevDB on this machine: the controller (local runtime) and the proxy, with
+    /// development certificates (what `devdb up` runs).
+    Up(Box<up::UpArgs>),
 }
 
 #[tokio::main]
@@ -44,22 +64,28 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::Crds { write }) = args.command {
-        return crds(write.as_deref());
+    match args.command {
+        Some(Command::Crds { write }) => return crds(write.as_deref()),
+        Some(Command::Up(up)) => {
+            devdb_process::telemetry::init(devdb_process::telemetry::LogFormat::Text);
+            return up::run(*up).await;
+        }
+        None => {}
     }
     devdb_process::telemetry::init(devdb_process::telemetry::LogFormat::Text);
-    let mut config = ServerConfig::try_from(args.server)?;
-    if args.runtime == RuntimeKind::Kube {
-        config.kube = Some(KubeConfig::try_from(args.kube)?);
-    }
+    let config = ApiConfig::try_from(args.api)?;
     let listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_listen))?;
-    devdb_controller::server::run(config, listener, devdb_process::shutdown::signal()).await
+    let shutdown = devdb_process::shutdown::signal();
+    match args.runtime {
+        RuntimeKind::Local => server::run_local(config, &args.local, listener, shutdown).await,
+        RuntimeKind::Kube => server::run_kube(config, KubeConfig::try_from(args.kube)?, listener, shutdown).await,
+    }
 }
 
 fn crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use devdb_controller::runtime::kubernetes::crd;
+    use devdb_kube::crd;
     for definition in crd::definitions() {
         match dir {
             Some(dir) => {

@@ -1,6 +1,6 @@
-//! The controller as a server: set up the runtime and its state, recover, serve the API.
+//! The controller as a server: the composition of the core with one runtime adapter.
 //!
-//! - local: SQLite and PostgreSQL processes under `--data-dir`, reconciled by in-process tasks;
+//! - local: SQLite and PostgreSQL processes under `--data-dir`, one task per object;
 //! - kube: custom resources; every replica serves the API and follows the routes, the leader
 //!   (a Lease) also runs the controllers.
 
@@ -9,90 +9,56 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use devdb_pgctl::PgCtl;
+use devdb_core::api::{self, AppState};
+use devdb_core::config::ApiConfig;
+use devdb_core::reconcile::Reconciler;
+use devdb_core::routes::{self, RouteFeed};
+use devdb_core::runtime::{Platform, Runtime};
+use devdb_kube::leader::LeaderLease;
+use devdb_kube::operator::{self, ChannelScheduler};
+use devdb_kube::{CrdStore, KubeConfig, KubePlatform, KubeRuntime, Passwords, Waits};
+use devdb_local::{Local, LocalArgs, LocalPlatform};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use crate::api::{self, AppState};
-use crate::config::{KubeConfig, ServerConfig};
-use crate::reconcile::{Reconciler, Scheduler};
-use crate::routes::RouteFeed;
-use crate::runtime::Runtime;
-use crate::runtime::kubernetes::leader::LeaderLease;
-use crate::runtime::kubernetes::{KubeRuntime, Waits, controller};
-use crate::runtime::local::LocalRuntime;
-use crate::store::crd::{CrdStore, Passwords};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{BackendFn, Store};
 
 /// The Lease the controller replicas compete for.
 const LEASE: &str = "devdb-controller";
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 
-/// Runs the controller on `listener` until `shutdown` resolves. Database instances keep running
-/// after it returns: the next start adopts them.
+/// Runs the controller with the local runtime on `listener` until `shutdown` resolves.
+/// Database instances keep running after it returns: the next start adopts them.
 ///
 /// # Errors
-/// When the runtime cannot be set up (data directory, PostgreSQL binaries, cluster access), or
-/// the leader lease is lost.
-pub async fn run(
-    config: ServerConfig,
+/// When the data directory, the state or the PostgreSQL binaries cannot be used.
+pub async fn run_local(
+    config: ApiConfig,
+    local: &LocalArgs,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    match config.kube.clone() {
-        None => run_local(config, listener, shutdown).await,
-        Some(kube) => run_kube(config, kube, listener, shutdown).await,
-    }
-}
-
-fn backend_of<R: Runtime>(runtime: &Arc<R>) -> BackendFn {
-    let runtime = runtime.clone();
-    Arc::new(move |d| runtime.backend(d))
-}
-
-async fn run_local(
-    config: ServerConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    // Whatever this process creates (state, keys, logs of the servers it starts) is private
-    // unless it is opened up on purpose.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let data_dir = std::fs::canonicalize(&config.data_dir)?;
-    // The PostgreSQL user must pass through to its data directories, but nobody else may list
-    // them; the state (every instance's password) is the controller's alone.
-    std::fs::set_permissions(&data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
-    // One controller per data directory: two would reconcile the same files. The lock is
-    // released when this process ends, however it ends.
-    let lock = std::fs::File::create(data_dir.join("controller.lock"))?;
-    lock.try_lock()
-        .map_err(|_| anyhow::anyhow!("another devdb-controller is using {}; stop it first", data_dir.display()))?;
-    let db = SqliteStore::open_private(&data_dir).context("opening the state database")?;
-    let pg = PgCtl::discover(config.pg_bin.as_deref())?.with_sandbox_user(&config.restore_user)?;
-    let pg_version = pg.binaries().version();
-    let runtime = Arc::new(LocalRuntime::new(pg, &data_dir).context("preparing the data directory")?);
+    let local = Local::open(local)?;
     let routes = RouteFeed::default();
-    let store = Arc::new(Store::local(db, routes.clone(), backend_of(&runtime))?);
-    let reconciler = Reconciler::new(store.clone(), runtime, Scheduler::Tasks);
-    reconciler.recover().await.context("recovering state")?;
+    let following = follow_routes::<LocalPlatform>(&local.reconciler, &routes);
+    local.reconciler.recover().await.context("recovering state")?;
     tracing::info!(
         api = %listener.local_addr()?,
-        data_dir = %data_dir.display(),
-        postgres = pg_version,
+        data_dir = %local.data_dir.display(),
+        postgres = local.reconciler.runtime().postgres_version(),
         auth = if config.tokens.is_empty() { "none (loopback)" } else { "bearer tokens" },
         "devdb-controller started"
     );
-    serve(AppState::new(config, store, reconciler, routes, pg_version), listener, shutdown).await?;
+    serve(AppState::new(config, local.reconciler.clone(), routes), listener, shutdown).await?;
+    following.abort();
     tracing::info!("devdb-controller stopped; database instances keep running");
-    drop(lock);
     Ok(())
 }
 
-async fn run_kube(
-    config: ServerConfig,
+/// Runs the controller with the Kubernetes runtime.
+///
+/// # Errors
+/// When the cluster cannot be reached, or the leader lease is lost.
+pub async fn run_kube(
+    config: ApiConfig,
     kube: KubeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -103,6 +69,7 @@ async fn run_kube(
     let runtime = Arc::new(KubeRuntime::new(
         client.clone(),
         kube.cluster.clone(),
+        kube.db_version,
         config.domain.clone(),
         config.public_port,
         Waits::default(),
@@ -111,15 +78,15 @@ async fn run_kube(
         controller: "devdb-controller".into(),
         instance: Some(kube.identity.clone()),
     };
-    let crds = CrdStore::new(client.clone(), Passwords::new(kube.secret_key.as_bytes()), reporter);
-    let routes = RouteFeed::default();
-    let following = {
-        let (crds, routes, backend) = (crds.clone(), routes.clone(), backend_of(&runtime));
-        tokio::spawn(async move { crds.publish_routes(routes, backend).await })
+    let store = Arc::new(CrdStore::new(client.clone(), Passwords::new(kube.secret_key.as_bytes()), reporter));
+    let watching = {
+        let store = store.clone();
+        tokio::spawn(async move { store.follow_databases().await })
     };
-    let store = Arc::new(Store::Kube(Box::new(crds)));
-    let (passes, queue) = tokio::sync::mpsc::unbounded_channel();
-    let reconciler = Reconciler::new(store.clone(), runtime, Scheduler::Channel(passes));
+    let (scheduler, queue) = ChannelScheduler::new();
+    let reconciler = Reconciler::<KubePlatform>::new(store, runtime, scheduler);
+    let routes = RouteFeed::default();
+    let following = follow_routes::<KubePlatform>(&reconciler, &routes);
     tracing::info!(
         api = %listener.local_addr()?,
         namespace = %kube.cluster.controller_namespace,
@@ -138,26 +105,32 @@ async fn run_kube(
             }
             tracing::info!(identity = %kube.identity, "leading: reconciling projects and databases");
             reconciler.recover().await?;
-            let context = controller::Context::new(reconciler);
+            let context = operator::Context::new(reconciler);
             tokio::select! {
-                () = controller::run(client, context, queue, stop.clone()) => Ok(()),
+                () = operator::run(client, context, queue, stop.clone()) => Ok(()),
                 lost = lease.hold() => Err(anyhow::Error::from(lost)),
             }
         }
     };
-    let state = AppState::new(config, store, reconciler, routes, kube.db_version);
-    let serving = serve(state, listener, shutdown);
+    let serving = serve(AppState::new(config, reconciler, routes), listener, shutdown);
     let outcome = tokio::select! {
         served = serving => served,
         led = lead => led,
     };
     stop.cancel();
     following.abort();
+    watching.abort();
     outcome
 }
 
-async fn serve<R: Runtime>(
-    state: Arc<AppState<R>>,
+/// Keeps `routes` following the store's databases.
+fn follow_routes<P: Platform>(reconciler: &Reconciler<P>, routes: &RouteFeed) -> tokio::task::JoinHandle<()> {
+    let (store, runtime, routes) = (reconciler.store().clone(), reconciler.runtime().clone(), routes.clone());
+    tokio::spawn(routes::follow::<P>(store, runtime, routes))
+}
+
+async fn serve<P: Platform>(
+    state: Arc<AppState<P>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {

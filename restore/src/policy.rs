@@ -163,6 +163,20 @@ impl reqwest::dns::Resolve for PolicyResolver {
     }
 }
 
+/// Checks a source URL the moment it is given: it must be a well-formed URL (only then does
+/// its display form surely hide its secrets; a malformed one is not echoed), and an http(s)
+/// host must pass `policy` (every fetch checks again, at connect time). `Err` is the reason.
+pub async fn check_location(location: &str, policy: SourcePolicy) -> Result<(), String> {
+    let url = reqwest::Url::parse(location).map_err(|e| format!("backupLocation is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Ok(());
+    }
+    let Some(host) = url.host_str() else { return Ok(()) };
+    check_host(policy.rule(), host, &system_lookup())
+        .await
+        .map_err(|refused| format!("refused source {}: {refused}", devdb_shared::source::display(location)))
+}
+
 /// Checks `host` (a name or an address literal) the moment a source is given, so a bad one is
 /// refused at once (every fetch checks again, at connect time).
 ///

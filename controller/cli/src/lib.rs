@@ -1,0 +1,412 @@
+//! The `devdb` command: a client of the REST API. It links neither a store nor a runtime: `devdb
+//! up` hands over to `devdb-controller up`, installed beside it.
+//!
+//! Human-readable tables by default, `--json` for scripts, progress while waiting, and a
+//! one-line error with a non-zero exit status on failure.
+
+mod client;
+pub mod http;
+mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use devdb_shared::Name;
+use devdb_shared::api::{
+    CreateDatabase, CreateProject, CredentialsRequest, Database, DatabaseStatus, DbType, Project, ProjectStatus,
+};
+
+pub use client::{ApiClient, ClientError, Settings};
+
+/// DevDB: your own PostgreSQL database, cloned in seconds from your project's data.
+#[derive(Debug, Parser)]
+#[command(name = "devdb", version, max_term_width = 100)]
+pub struct Cli {
+    /// API server URL (default: the one saved with `devdb config set-server`, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "DEVDB_SERVER")]
+    pub server: Option<String>,
+
+    /// API token.
+    #[arg(long, global = true, env = "DEVDB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run DevDB locally: the controller (local runtime) and the proxy, with dev certificates.
+    /// Runs `devdb-controller up` (see its --help for the flags).
+    #[command(disable_help_flag = true)]
+    Up {
+        /// Flags of `devdb-controller up` (--data-dir, --api-listen, --proxy-listen, --domain…).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Generate a development CA and a wildcard certificate `*.<domain>` for the proxy.
+    Certs {
+        /// The proxy's domain: the certificate covers `*.<domain>` and `<domain>`.
+        #[arg(long, default_value = "db.devdb.localhost")]
+        domain: devdb_shared::Domain,
+        /// Directory for ca.crt, ca.key, server.crt, server.key.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+    /// Client settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Projects: data sources restored once and cloned by databases.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Databases: your own clones of a project's data.
+    #[command(subcommand, alias = "database")]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Remember the API server URL (DEVDB_SERVER still wins).
+    #[command(alias = "set-api")]
+    SetServer { url: String },
+    /// Remember an API token (DEVDB_TOKEN still wins).
+    SetToken { token: String },
+    /// Show the settings in effect and where they come from.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project and restore its dump (waits and shows progress unless --no-wait).
+    Create {
+        name: Name,
+        /// The dump: https://…, http://… or file://… (plain, custom, tar or directory; gzip ok).
+        /// Without it, the project's databases start empty.
+        #[arg(long, visible_alias = "backup-location")]
+        from: Option<String>,
+        /// PostgreSQL major version.
+        #[arg(long = "version", value_name = "VERSION")]
+        db_version: Option<String>,
+        /// Database type (only postgres).
+        #[arg(long = "type", value_name = "TYPE", default_value = "postgres", value_parser = ["postgres"])]
+        db_type: String,
+        #[arg(long)]
+        owner: Option<String>,
+        /// The user the data is restored for (default: app).
+        #[arg(long, requires = "database")]
+        username: Option<String>,
+        /// The database the data is restored into (default: the project name).
+        #[arg(long, requires = "username")]
+        database: Option<String>,
+        /// Return at once instead of waiting for the restore.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List projects.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show a project.
+    Show { name: String },
+    /// Delete a project (it must have no databases).
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// Restore the project's source again into a new snapshot; databases keep theirs until reset.
+    Refresh {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create a database from a project's snapshot; waits, then prints how to connect.
+    Create {
+        name: Name,
+        #[arg(long, short)]
+        project: Name,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List databases.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show a database and its connection details.
+    Show { name: String },
+    /// Delete a database and its data.
+    #[command(alias = "rm")]
+    Delete {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Clone the database again from its project's snapshot (same name and credentials).
+    Reset {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Run psql connected to the database.
+    Connect {
+        name: String,
+        /// Extra arguments for psql (after --).
+        #[arg(last = true)]
+        psql_args: Vec<String>,
+    },
+}
+
+/// How long the CLI waits for a restore or a clone before giving up (the work goes on).
+const WAIT_LIMIT: Duration = Duration::from_secs(60 * 60);
+const POLL: Duration = Duration::from_millis(300);
+
+/// Runs the CLI; returns the process exit code.
+///
+/// # Errors
+/// Any failure, as a one-line message for the user.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let settings = Settings::load(cli.server.clone(), cli.token.clone());
+    let json = cli.json;
+    match cli.command {
+        Command::Up { args } => Err(up(&args)),
+        Command::Certs { domain, out } => certs(&domain, &out, json).map(|()| 0),
+        Command::Config(cmd) => config(cmd, &settings, json).map(|()| 0),
+        Command::Project(cmd) => project(cmd, &ApiClient::new(&settings)?, json).await.map(|()| 0),
+        Command::Db(cmd) => db(cmd, &ApiClient::new(&settings)?, json).await,
+    }
+}
+
+/// Replaces this process with `devdb-controller up ARGS` (beside this executable, else on the
+/// PATH): signals and the exit status are then the controller's own.
+fn up(args: &[std::ffi::OsString]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("devdb-controller")));
+    let program = beside.filter(|p| p.is_file()).unwrap_or_else(|| "devdb-controller".into());
+    let error = std::process::Command::new(&program).arg("up").args(args).exec();
+    anyhow::anyhow!(
+        "cannot run {} ({error}): install it beside devdb (cargo install --path controller)",
+        program.display()
+    )
+}
+
+fn certs(domain: &devdb_shared::Domain, out: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let paths = devdb_proxy::certs::DevCertificates::generate(domain.as_str())?.write_to(out)?;
+    if json {
+        output::done(&format!("wrote {}", out.display()), json);
+        return Ok(());
+    }
+    println!(
+        "Wrote a development CA and a certificate for *.{domain} in {dir}:\n  \
+         {ca}  (clients: sslrootcert=, with sslmode=verify-full)\n  \
+         {cert} and {key}  (devdb-proxy --tls-cert/--tls-key)\n\n\
+         In Kubernetes: kubectl create secret tls devdb-proxy-tls --cert {cert} --key {key}",
+        dir = out.display(),
+        ca = paths.ca_cert.display(),
+        cert = paths.server_cert.display(),
+        key = paths.server_key.display(),
+    );
+    Ok(())
+}
+
+fn config(cmd: ConfigCommand, settings: &Settings, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::SetServer { url } => {
+            let path = Settings::save(|s| s.server = Some(url.trim_end_matches('/').to_string()))?;
+            println!("saved server {url} in {}", path.display());
+        }
+        ConfigCommand::SetToken { token } => {
+            let path = Settings::save(|s| s.token = Some(token))?;
+            println!("saved token in {}", path.display());
+        }
+        ConfigCommand::Show => output::settings(settings, json),
+    }
+    Ok(())
+}
+
+async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        ProjectCommand::Create { name, from, db_version, db_type: _, owner, username, database, no_wait } => {
+            let default_credentials =
+                username.zip(database).map(|(username, database)| CredentialsRequest { username, database });
+            let request = CreateProject {
+                name,
+                owner,
+                db_type: DbType::Postgres,
+                db_version,
+                backup_location: from,
+                default_credentials,
+            };
+            let project: Project = api.post("/v1/projects", &request).await?;
+            let project = if no_wait { project } else { wait_for_project(api, &project).await? };
+            output::project(&project, json);
+            if project.status == ProjectStatus::Failed {
+                anyhow::bail!("restore of {} failed: {}", project.name, project.error.unwrap_or_default());
+            }
+        }
+        ProjectCommand::List { owner } => {
+            let path = owner.map_or("/v1/projects".into(), |o| format!("/v1/projects?owner={o}"));
+            output::projects(&api.get::<Vec<Project>>(&path).await?, json);
+        }
+        ProjectCommand::Show { name } => output::project(&api.get(&format!("/v1/projects/{name}")).await?, json),
+        ProjectCommand::Delete { name } => {
+            api.delete_empty(&format!("/v1/projects/{name}")).await?;
+            output::done(&format!("deleted project {name}"), json);
+        }
+        ProjectCommand::Refresh { name, no_wait } => {
+            let project: Project = api.post(&format!("/v1/projects/{name}/refresh"), &()).await?;
+            let project = if no_wait { project } else { wait_for_project(api, &project).await? };
+            output::project(&project, json);
+            if let Some(error) = project.error {
+                anyhow::bail!("refresh of {name} failed: {error}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> {
+    match cmd {
+        DbCommand::Create { name, project, owner, no_wait } => {
+            let request = CreateDatabase { name, project, owner };
+            let database: Database = api.post("/v1/databases", &request).await?;
+            let database = if no_wait { database } else { wait_for_database(api, &database).await? };
+            output::database(&database, json);
+        }
+        DbCommand::List { project, owner } => {
+            let query: Vec<String> = [("project", project), ("owner", owner)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+                .collect();
+            let path =
+                if query.is_empty() { "/v1/databases".into() } else { format!("/v1/databases?{}", query.join("&")) };
+            output::databases(&api.get::<Vec<Database>>(&path).await?, json);
+        }
+        DbCommand::Show { name } => output::database(&api.get(&format!("/v1/databases/{name}")).await?, json),
+        DbCommand::Delete { name, no_wait } => {
+            let _: Database = api.delete(&format!("/v1/databases/{name}")).await?;
+            if !no_wait {
+                let spinner = output::spinner(&format!("deleting {name}"));
+                let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+                while api.get::<Database>(&format!("/v1/databases/{name}")).await.is_ok() {
+                    anyhow::ensure!(tokio::time::Instant::now() < deadline, "{name} is still being deleted");
+                    tokio::time::sleep(POLL).await;
+                }
+                spinner.finish_and_clear();
+            }
+            output::done(&format!("deleted database {name}"), json);
+        }
+        DbCommand::Reset { name, no_wait } => {
+            let database: Database = api.post(&format!("/v1/databases/{name}/reset"), &()).await?;
+            let database = if no_wait { database } else { wait_for_database(api, &database).await? };
+            output::database(&database, json);
+        }
+        DbCommand::Connect { name, psql_args } => {
+            let database: Database = api.get(&format!("/v1/databases/{name}")).await?;
+            return connect(&database, &psql_args, api.is_local());
+        }
+    }
+    Ok(0)
+}
+
+/// Polls a project until its restore is over, with a progress bar of the bytes fetched.
+async fn wait_for_project(api: &ApiClient, project: &Project) -> anyhow::Result<Project> {
+    let bar = output::progress(&format!("restoring {}", project.name));
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let current: Project = api.get(&format!("/v1/projects/{}", project.name)).await?;
+        output::update_progress(&bar, &current);
+        let settled = match current.status {
+            ProjectStatus::Failed => true,
+            ProjectStatus::Ready => current.progress.is_none() && current.snapshot.is_some(),
+            ProjectStatus::Pending | ProjectStatus::Restoring => false,
+        };
+        // A refresh keeps status ready; it is over when the snapshot changes or an error shows.
+        let refreshed = current.snapshot != project.snapshot || current.error.is_some() || project.snapshot.is_none();
+        if settled && refreshed {
+            bar.finish_and_clear();
+            return Ok(current);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} is still restoring; check `devdb project show`",
+            project.name
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls a database until it runs (or fails).
+async fn wait_for_database(api: &ApiClient, database: &Database) -> anyhow::Result<Database> {
+    let spinner = output::spinner(&format!("creating {} from project {}", database.name, database.project));
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let current: Database = api.get(&format!("/v1/databases/{}", database.name)).await?;
+        match current.status {
+            DatabaseStatus::Running => {
+                spinner.finish_and_clear();
+                return Ok(current);
+            }
+            DatabaseStatus::Error | DatabaseStatus::Stopped | DatabaseStatus::Deleting => {
+                spinner.finish_and_clear();
+                anyhow::bail!("{} is {:?}: {}", current.name, current.status, current.error.unwrap_or_default());
+            }
+            DatabaseStatus::Creating => {}
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{} is still being created", database.name);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A libpq connection string for `database`. With a local proxy (names under `.localhost`, which
+/// may not resolve, or an API server on loopback) it adds `hostaddr=127.0.0.1`: libpq still sends
+/// the host name as SNI.
+pub fn conninfo(database: &Database, ca: Option<&std::path::Path>, local: bool) -> String {
+    let mut parts = vec![
+        format!("host={}", database.host),
+        format!("port={}", database.port),
+        format!("user={}", database.username),
+        format!("dbname={}", database.database),
+    ];
+    if local || database.host.ends_with(".localhost") {
+        parts.push("hostaddr=127.0.0.1".into());
+    }
+    match ca {
+        Some(ca) => parts.push(format!("sslmode=verify-full sslrootcert={}", ca.display())),
+        None => parts.push("sslmode=require".into()),
+    }
+    parts.join(" ")
+}
+
+fn connect(database: &Database, extra: &[String], local: bool) -> anyhow::Result<i32> {
+    let ca = local_ca();
+    let status = std::process::Command::new("psql")
+        .arg(conninfo(database, ca.as_deref(), local))
+        .args(extra)
+        .env("PGPASSWORD", &database.password)
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run psql ({e}); install the PostgreSQL client (apt-get install postgresql-client)")
+        })?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// The development CA of a local `devdb up`, when there is one in the usual place.
+fn local_ca() -> Option<PathBuf> {
+    let ca = std::env::var_os("DEVDB_CA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".devdb/certs/ca.crt"));
+    ca.is_file().then_some(ca)
+}

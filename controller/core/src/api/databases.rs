@@ -1,0 +1,241 @@
+//! `/v1/databases`: create (clone the project's snapshot), list, show, delete, reset.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use devdb_shared::api::{CreateDatabase, Database, DatabaseStatus};
+use serde::Deserialize;
+
+use super::{ApiError, AppState, Shared, database_view, generate_password, owner_for};
+use crate::auth::Caller;
+use crate::clock::now;
+use crate::model::{DatabaseRecord, Want};
+use crate::reconcile::Key;
+use crate::runtime::{Platform, Ports, Runtime};
+use crate::store::Store;
+#[allow(unused_imports)]
+use devdb_shared::api::ErrorBody;
+
+/// How long `?wait=true` waits for a clone (a cold copy of a large snapshot takes a while).
+const WAIT_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    owner: Option<String>,
+    project: Option<String>,
+}
+
+impl ListQuery {
+    /// Every database (the caller may see) of `project`.
+    pub fn for_project(project: &str) -> Self {
+        Self { owner: None, project: Some(project.into()) }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+#[utoipa::path(
+    post, path = "/v1/databases", tag = "databases", request_body = CreateDatabase, params(("wait" = Option<bool>, Query, description = "Answer once it is running")),
+    responses((status = 201, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "With wait: it failed", body = ErrorBody))
+)]
+pub async fn create<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Json<CreateDatabase>, JsonRejection>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let (Query(wait), Json(req)) = (wait?, body?);
+    let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
+    let owner = owner_for(&caller, req.owner)?;
+    let record = DatabaseRecord {
+        id: format!("db-{}", generate_password().to_lowercase()),
+        name: req.name.clone(),
+        project: project.name.clone(),
+        owner,
+        status: DatabaseStatus::Creating,
+        want: Want::Run,
+        port: port_for(&state).await?,
+        password: generate_password(),
+        snapshot_generation: None,
+        error: None,
+        created_at: now(),
+    };
+    let record = state.store.insert_database(&record).await?;
+    tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
+    state.reconciler.trigger(Key::Database(record.name.clone()));
+    let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
+    Ok((StatusCode::CREATED, Json(database_view(&state.config, &record, Some(&project)))))
+}
+
+#[utoipa::path(
+    get, path = "/v1/databases", tag = "databases", params(("owner" = Option<String>, Query), ("project" = Option<String>, Query)),
+    responses((status = 200, body = Vec<Database>))
+)]
+pub async fn list<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<Database>>, ApiError> {
+    let Query(query) = query?;
+    let Some(owner) = caller.scope(query.owner.as_deref()) else {
+        return Ok(Json(Vec::new()));
+    };
+    let databases = state.store.databases(owner, query.project.as_deref()).await?;
+    let projects = state.store.projects(None).await?;
+    let views = databases
+        .iter()
+        .map(|d| database_view(&state.config, d, projects.iter().find(|p| p.name == d.project)))
+        .collect();
+    Ok(Json(views))
+}
+
+#[utoipa::path(
+    get, path = "/v1/databases/{name}", tag = "databases", params(("name" = String, Path)),
+    responses((status = 200, body = Database), (status = 404, body = ErrorBody))
+)]
+pub async fn show<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Database>, ApiError> {
+    let database = database_for(&state, &caller, &name).await?;
+    Ok(Json(view(&state, &database).await?))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/databases/{name}", tag = "databases", params(("name" = String, Path)),
+    responses((status = 202, description = "Deleting", body = Database), (status = 404, body = ErrorBody))
+)]
+pub async fn delete<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let database = database_for(&state, &caller, &name).await?;
+    let record = state
+        .store
+        .update_database(&database.name, |d| {
+            d.want = Want::Delete;
+            d.status = DatabaseStatus::Deleting;
+        })
+        .await?;
+    state.reconciler.trigger(Key::Database(record.name.clone()));
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/databases/{name}/reset", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query)),
+    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn reset<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let Query(wait) = wait?;
+    let database = database_for(&state, &caller, &name).await?;
+    // Decided inside the transaction, so a delete committed meanwhile is never undone.
+    let record = state
+        .store
+        .update_database(&database.name, |d| {
+            if d.want != Want::Delete {
+                d.want = Want::Reset;
+                d.status = DatabaseStatus::Creating;
+                d.error = None;
+            }
+        })
+        .await?;
+    if record.want == Want::Delete {
+        return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
+    }
+    state.reconciler.trigger(Key::Database(record.name.clone()));
+    let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
+}
+
+/// The database `name` if it exists and the caller may see it (else 404, so names of others'
+/// databases are not revealed).
+async fn database_for<P: Platform>(
+    state: &AppState<P>,
+    caller: &Caller,
+    name: &str,
+) -> Result<DatabaseRecord, ApiError> {
+    state
+        .store
+        .database(name)
+        .await?
+        .filter(|d| caller.may_access(&d.owner))
+        .ok_or_else(|| ApiError::NotFound(format!("database {name:?} does not exist")))
+}
+
+async fn view<P: Platform>(state: &AppState<P>, d: &DatabaseRecord) -> Result<Database, ApiError> {
+    let project = state.store.project(d.project.as_str()).await?;
+    Ok(database_view(&state.config, d, project.as_ref()))
+}
+
+/// Waits until the database is running (or failed: then the error is the response).
+async fn wait_until_settled<P: Platform>(
+    state: &AppState<P>,
+    record: &DatabaseRecord,
+) -> Result<DatabaseRecord, ApiError> {
+    let mut changes = state.store.watch_databases();
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let current = state
+            .store
+            .database(record.name.as_str())
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("database {} was deleted", record.name)))?;
+        match current.status {
+            DatabaseStatus::Running if current.want == Want::Run => return Ok(current),
+            DatabaseStatus::Error => {
+                return Err(ApiError::Failed(format!(
+                    "database {} failed: {}",
+                    record.name,
+                    current.error.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+        let changed = state.shutdown.run_until_cancelled(tokio::time::timeout_at(deadline, changes.changed())).await;
+        if changed.is_none() {
+            return Err(ApiError::Unavailable(
+                "the controller is shutting down; the database is still being created".into(),
+            ));
+        }
+        if changed.is_some_and(|c| c.is_err()) {
+            return Err(ApiError::Failed(format!(
+                "database {} is still being created; check again later",
+                record.name
+            )));
+        }
+    }
+}
+
+/// The port of a new instance: the runtime's fixed one, or a free loopback port that no other
+/// database holds (the OS picks; the instance binds it moments later).
+async fn port_for<P: Platform>(state: &AppState<P>) -> Result<u16, ApiError> {
+    if let Ports::Fixed(port) = state.runtime().ports() {
+        return Ok(port);
+    }
+    let taken: std::collections::HashSet<u16> =
+        state.store.databases(None, None).await?.iter().map(|d| d.port).collect();
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| ApiError::Internal(format!("no free port: {e}")))?;
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(ApiError::Internal("no free port".into()))
+}

@@ -1,0 +1,211 @@
+//! The REST API (axum): `/v1` per the contract, plus the routes feed and health.
+//!
+//! Handlers are generic over the [`Platform`] (a store and a runtime), so the same API serves
+//! every runtime, and the core's tests drive it in-process over an in-memory store and a fake
+//! runtime.
+
+mod compat;
+mod databases;
+mod error;
+mod metrics;
+mod openapi;
+mod projects;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use devdb_shared::api::{Database, Project};
+
+pub use error::ApiError;
+
+use crate::auth::Caller;
+use crate::config::ApiConfig;
+use crate::model::{DatabaseRecord, ProjectRecord};
+use crate::reconcile::Reconciler;
+use crate::routes::RouteFeed;
+use crate::runtime::Platform;
+use crate::store::Store;
+
+/// What every handler shares.
+pub struct AppState<P: Platform> {
+    pub config: ApiConfig,
+    pub store: Arc<P::Store>,
+    pub reconciler: Arc<Reconciler<P>>,
+    pub routes: RouteFeed,
+    /// Cancelled when the server begins to shut down: long-lived responses (the route stream,
+    /// `?wait=true`) end, so a graceful shutdown does not wait on them forever.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl<P: Platform> AppState<P> {
+    pub fn new(config: ApiConfig, reconciler: Arc<Reconciler<P>>, routes: RouteFeed) -> Arc<Self> {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        Arc::new(Self { config, store: reconciler.store().clone(), reconciler, routes, shutdown })
+    }
+
+    pub fn runtime(&self) -> &P::Runtime {
+        self.reconciler.runtime()
+    }
+}
+
+type Shared<P> = State<Arc<AppState<P>>>;
+
+/// The whole API.
+pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
+    let v1 = Router::new()
+        .route("/projects", post(projects::create::<P>).get(projects::list::<P>))
+        .route("/projects/{name}", get(projects::show::<P>).delete(projects::delete::<P>))
+        .route("/projects/{name}/refresh", post(projects::refresh::<P>))
+        .route("/databases", post(databases::create::<P>).get(databases::list::<P>))
+        .route("/databases/{name}", get(databases::show::<P>).delete(databases::delete::<P>))
+        .route("/databases/{name}/reset", post(databases::reset::<P>))
+        .route("/routes", get(routes::snapshot::<P>))
+        .route("/routes/watch", get(routes::watch::<P>));
+    let compat = Router::new()
+        .route("/projects", post(compat::create_project::<P>).get(compat::list_projects::<P>))
+        .route("/projects/{id}", get(compat::show_project::<P>).delete(compat::delete_project::<P>))
+        .route("/projects/{id}/databases", post(compat::create_database::<P>).get(compat::list_databases::<P>))
+        .route("/projects/{id}/databases/{name}", get(compat::show_database::<P>).delete(compat::delete_database::<P>));
+    Router::new()
+        .nest("/v1", v1)
+        .merge(compat)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate::<P>))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/health", get(compat::health))
+        .route("/metrics", get(metrics::metrics::<P>))
+        .layer(middleware::from_fn(release_header))
+        .with_state(state)
+}
+
+/// Refuses requests without a valid token (when tokens are configured) and records the caller.
+async fn authenticate<P: Platform>(
+    State(state): Shared<P>,
+    mut request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.config.tokens.caller(header) {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// Every response names the release that produced it.
+async fn release_header(request: axum::extract::Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert("x-release", HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+    response
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The API view of a project. Its source is shown in its display form to every caller, owner
+/// included: secrets in the URL (`https://user:secret@…`, presigned signatures) never leave.
+pub fn project_view(p: &ProjectRecord) -> Project {
+    Project {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        owner: p.owner.clone(),
+        db_type: devdb_shared::api::DbType::Postgres,
+        db_version: p.db_version.clone(),
+        backup_location: p.backup_location.as_deref().map(devdb_shared::source::display),
+        status: p.status,
+        progress: p.progress,
+        error: p.error.clone(),
+        snapshot: p
+            .snapshot
+            .as_ref()
+            .map(|s| devdb_shared::api::Snapshot { created_at: s.created_at.clone(), size_bytes: s.size_bytes }),
+        default_credentials: devdb_shared::api::CredentialsRequest {
+            username: p.username.clone(),
+            database: p.database.clone(),
+        },
+        created_at: p.created_at.clone(),
+    }
+}
+
+/// The API view of a database: connection details point at the proxy.
+pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&ProjectRecord>) -> Database {
+    let host = config.domain.host_for(&d.name);
+    let (username, database) = project.map(|p| (p.username.clone(), p.database.clone())).unwrap_or_default();
+    let uri = format!(
+        "postgresql://{username}:{password}@{host}:{port}/{database}?sslmode=require",
+        password = d.password,
+        port = config.public_port
+    );
+    Database {
+        name: d.name.clone(),
+        project: d.project.clone(),
+        owner: d.owner.clone(),
+        status: d.status,
+        host,
+        port: config.public_port,
+        username,
+        password: d.password.clone(),
+        database,
+        uri,
+        created_at: d.created_at.clone(),
+        error: d.error.clone(),
+    }
+}
+
+/// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).
+pub fn generate_password() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
+}
+
+/// The owner of a new object: an owner token always creates its own; an admin may name anyone.
+pub fn owner_for(caller: &Caller, requested: Option<String>) -> Result<String, ApiError> {
+    match (caller, requested) {
+        (Caller::Admin, requested) => Ok(requested.unwrap_or_else(|| "default".into())),
+        (Caller::Owner(me), Some(other)) if &other != me => {
+            Err(ApiError::Forbidden(format!("your token creates objects for owner {me:?}, not {other:?}")))
+        }
+        (Caller::Owner(me), _) => Ok(me.clone()),
+    }
+}
+
+/// How a handler uses a project: every caller may read one (engineers clone shared projects);
+/// only its owner or an admin may change it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Change,
+}
+
+/// The project `name_or_id`, if it exists and the caller may use it that way.
+pub async fn project_for<P: Platform>(
+    state: &AppState<P>,
+    caller: &Caller,
+    name_or_id: &str,
+    access: Access,
+) -> Result<ProjectRecord, ApiError> {
+    let project = state
+        .store
+        .project(name_or_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("project {name_or_id:?} does not exist")))?;
+    if access == Access::Change && !caller.may_access(&project.owner) {
+        return Err(ApiError::Forbidden(format!("project {} belongs to {:?}", project.name, project.owner)));
+    }
+    Ok(project)
+}

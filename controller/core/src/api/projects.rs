@@ -1,0 +1,170 @@
+//! `/v1/projects`: create (restore once), list, show, delete, refresh.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use devdb_shared::api::{CreateProject, Project, ProjectStatus};
+use serde::Deserialize;
+
+use super::{Access, ApiError, Shared, generate_password, owner_for, project_view};
+use crate::auth::Caller;
+use crate::clock::now;
+use crate::model::ProjectRecord;
+use crate::reconcile::Key;
+use crate::runtime::{Platform, Runtime};
+use crate::store::{Store, StoreError};
+#[allow(unused_imports)]
+use devdb_shared::api::ErrorBody;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    owner: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
+    responses((status = 201, description = "Created; the restore runs in the background", body = Project), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn create<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    body: Result<Json<CreateProject>, JsonRejection>,
+) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let Json(req) = body?;
+    let owner = owner_for(&caller, req.owner)?;
+    let allow_private_source = caller == Caller::Admin || state.config.allow_private_sources;
+    if let Some(location) = &req.backup_location {
+        if location.starts_with("file://") && caller != Caller::Admin {
+            return Err(ApiError::Forbidden(
+                "file:// sources read the controller's own files: admin tokens only".into(),
+            ));
+        }
+        state.runtime().check_source(location, allow_private_source).await.map_err(ApiError::BadRequest)?;
+    }
+    let available = state.runtime().postgres_version().to_string();
+    let db_version = req.db_version.unwrap_or_else(|| available.clone());
+    if db_version != available {
+        return Err(ApiError::BadRequest(format!(
+            "PostgreSQL {db_version} is not available here; this runtime provides {available}"
+        )));
+    }
+    let (username, database) = match req.default_credentials {
+        Some(c) => (c.username, c.database),
+        None => ("app".to_string(), req.name.as_str().replace('-', "_")),
+    };
+    for (what, value) in [("username", &username), ("database", &database)] {
+        check_identifier(what, value)?;
+    }
+    let record = ProjectRecord {
+        id: format!("prj-{}", generate_password().to_lowercase()),
+        name: req.name.clone(),
+        owner,
+        db_version,
+        backup_location: req.backup_location,
+        allow_private_source,
+        status: ProjectStatus::Pending,
+        error: None,
+        progress: None,
+        snapshot: None,
+        wanted_generation: 1,
+        username,
+        password: generate_password(),
+        database,
+        created_at: now(),
+    };
+    let record = state.store.insert_project(&record).await?;
+    tracing::info!(project = %record.name, owner = %record.owner, "project created");
+    state.reconciler.trigger(Key::Project(record.name.clone()));
+    Ok((StatusCode::CREATED, Json(project_view(&record))))
+}
+
+#[utoipa::path(
+    get, path = "/v1/projects", tag = "projects", params(("owner" = Option<String>, Query, description = "Only this owner's")),
+    responses((status = 200, body = Vec<Project>))
+)]
+pub async fn list<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    // Every caller may list projects (engineers clone shared ones); the token must be valid.
+    _caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<Project>>, ApiError> {
+    let Query(query) = query?;
+    let projects = state.store.projects(query.owner.as_deref()).await?;
+    Ok(Json(projects.iter().map(project_view).collect()))
+}
+
+#[utoipa::path(
+    get, path = "/v1/projects/{name}", tag = "projects", params(("name" = String, Path, description = "Name or id")),
+    responses((status = 200, body = Project), (status = 404, body = ErrorBody))
+)]
+pub async fn show<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Project>, ApiError> {
+    Ok(Json(project_view(&super::project_for(&state, &caller, &name, Access::Read).await?)))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/projects/{name}", tag = "projects", params(("name" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, description = "It still has databases", body = ErrorBody))
+)]
+pub async fn delete<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let project = super::project_for(&state, &caller, &name, Access::Change).await?;
+    match state.store.delete_project(&project.name).await {
+        Err(StoreError::Exists { name: database, .. }) => {
+            return Err(ApiError::Conflict(format!(
+                "project {} still has databases ({database}…): delete them first",
+                project.name
+            )));
+        }
+        other => other?,
+    }
+    tracing::info!(project = %project.name, "project deleted");
+    state.reconciler.trigger(Key::Project(project.name));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects/{name}/refresh", tag = "projects", params(("name" = String, Path)),
+    responses((status = 202, body = Project), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn refresh<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let project = super::project_for(&state, &caller, &name, Access::Change).await?;
+    if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
+        return Err(ApiError::Conflict(format!("project {} is already restoring", project.name)));
+    }
+    let updated = state
+        .store
+        .update_project(&project.name, |p| {
+            p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
+            p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
+            p.error = None;
+        })
+        .await?;
+    state.reconciler.trigger(Key::Project(updated.name.clone()));
+    Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
+}
+
+/// Usernames and database names: lower-case SQL identifiers, so they never need escaping.
+fn check_identifier(what: &str, value: &str) -> Result<(), ApiError> {
+    let ok = value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "defaultCredentials.{what} {value:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)"
+        )))
+    }
+}

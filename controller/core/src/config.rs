@@ -1,0 +1,104 @@
+//! The API server's flags (each with a `DEVDB_CONTROLLER_*` environment fallback) and the
+//! validated [`ApiConfig`]. Each runtime adapter has flags of its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use devdb_shared::Domain;
+
+use crate::auth::{Tokens, TokensError};
+
+/// Flags of the API server (`devdb-controller`, and `devdb up`).
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address of the REST API.
+    #[arg(long, env = "DEVDB_CONTROLLER_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub api_listen: SocketAddr,
+
+    /// DNS suffix of instance host names (must match the proxy's --domain).
+    #[arg(long, env = "DEVDB_CONTROLLER_DOMAIN", default_value = "db.devdb.localhost")]
+    pub domain: Domain,
+
+    /// The port clients reach the proxy on, used in connection strings.
+    #[arg(long, env = "DEVDB_CONTROLLER_PUBLIC_PORT", default_value_t = 6432)]
+    pub public_port: u16,
+
+    /// JSON file of API tokens: `{"tokens": [{"token": "…", "owner": "kate"}, {"token": "…",
+    /// "admin": true}]}`. Required when --api-listen is not a loopback address.
+    #[arg(long, env = "DEVDB_CONTROLLER_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// A single admin token (in addition to --tokens-file).
+    #[arg(long, env = "DEVDB_CONTROLLER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Let owner tokens restore from private, loopback and link-local addresses too (by default
+    /// only admins may: such a source reaches inside the platform, cloud metadata included).
+    #[arg(long, env = "DEVDB_CONTROLLER_ALLOW_PRIVATE_SOURCES")]
+    pub allow_private_sources: bool,
+}
+
+/// Validated API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub api_listen: SocketAddr,
+    pub domain: Domain,
+    pub public_port: u16,
+    pub tokens: Tokens,
+    pub allow_private_sources: bool,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error("the API listens on {0}, beyond loopback, without API tokens: pass --tokens-file or --admin-token")]
+    TokensRequired(SocketAddr),
+}
+
+impl TryFrom<ApiArgs> for ApiConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: ApiArgs) -> Result<Self, Self::Error> {
+        let tokens = Tokens::load(args.tokens_file.as_deref(), args.admin_token)?;
+        if tokens.is_empty() && !args.api_listen.ip().is_loopback() {
+            return Err(ConfigError::TokensRequired(args.api_listen));
+        }
+        Ok(Self {
+            api_listen: args.api_listen,
+            domain: args.domain,
+            public_port: args.public_port,
+            tokens,
+            allow_private_sources: args.allow_private_sources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        api: ApiArgs,
+    }
+
+    #[test]
+    fn listening_beyond_loopback_requires_tokens() {
+        let args = Cli::parse_from(["x", "--api-listen", "0.0.0.0:8080"]).api;
+        let err = ApiConfig::try_from(args).expect_err("refused").to_string();
+        assert!(err.contains("--tokens-file"), "{err}");
+        let args =
+            Cli::parse_from(["x", "--api-listen", "0.0.0.0:8080", "--admin-token", "an-admin-token-of-some-length"])
+                .api;
+        assert!(ApiConfig::try_from(args).is_ok());
+        let config = ApiConfig::try_from(Cli::parse_from(["x"]).api).expect("loopback needs no token");
+        assert_eq!(config.api_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_port, 6432);
+        assert!(!config.allow_private_sources);
+    }
+}

@@ -1,0 +1,18 @@
+//! The controller's core, which knows no platform: the [`model`], the [`store::Store`] and
+//! [`runtime::Runtime`] traits the adapters implement, the [`reconcile`]r that drives records
+//! to reality, the routing table ([`routes`]) and the REST API ([`api`], with [`auth`]).
+//!
+//! Dependencies point one way: the binaries pick adapters (local: SQLite and processes;
+//! Kubernetes: custom resources and the kube-rs operator), adapters implement this crate's
+//! traits, and this crate knows only `devdb-shared`.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod memory;
+pub mod model;
+pub mod reconcile;
+pub mod routes;
+pub mod runtime;
+pub mod store;

@@ -1,0 +1,79 @@
+//! The model: projects and databases as the controller keeps them (the API's views are derived
+//! from these), what should become of each, and the keys the reconciler works on.
+
+use devdb_shared::Name;
+use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
+use serde::{Deserialize, Serialize};
+
+/// A project as the controller keeps it (the API view is derived from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRecord {
+    pub id: String,
+    pub name: Name,
+    pub owner: String,
+    pub db_version: String,
+    /// `None`: databases start empty.
+    pub backup_location: Option<String>,
+    /// Whether the source may be fetched from private addresses: decided when the project is
+    /// created (by an admin, or with `--allow-private-sources`), used by every restore.
+    #[serde(default)]
+    pub allow_private_source: bool,
+    pub status: ProjectStatus,
+    pub error: Option<String>,
+    pub progress: Option<Progress>,
+    /// The ready snapshot new databases are cloned from.
+    pub snapshot: Option<SnapshotRecord>,
+    /// The snapshot generation wanted: bumped by refresh; a restore runs while it is ahead of
+    /// `snapshot`'s.
+    pub wanted_generation: u64,
+    pub username: String,
+    pub password: String,
+    pub database: String,
+    pub created_at: String,
+}
+
+/// One restored snapshot of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub generation: u64,
+    pub created_at: String,
+    pub size_bytes: u64,
+}
+
+/// What should become of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Want {
+    /// Exist and run.
+    Run,
+    /// Be cloned again from the project's snapshot, keeping name and credentials.
+    Reset,
+    /// Be stopped and removed.
+    Delete,
+}
+
+/// A database as the controller keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// Unique per incarnation: a database deleted and created again gets a new one.
+    #[serde(default)]
+    pub id: String,
+    pub name: Name,
+    pub project: Name,
+    pub owner: String,
+    pub status: DatabaseStatus,
+    pub want: Want,
+    /// Where the instance listens (loopback in local mode, 5432 in its pod on Kubernetes).
+    pub port: u16,
+    pub password: String,
+    /// The project snapshot generation this clone was made from.
+    pub snapshot_generation: Option<u64>,
+    pub error: Option<String>,
+    pub created_at: String,
+}
+
+/// What the reconciler works on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Project(Name),
+    Database(Name),
+}

@@ -1,0 +1,110 @@
+//! Where database instances run: the [`Runtime`] trait. Each adapter implements it (local
+//! PostgreSQL processes under a data directory; namespaces, volume snapshots and StatefulSets
+//! on Kubernetes); the reconciler above them is the same.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use devdb_shared::Name;
+
+use crate::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
+
+/// Receives restore progress: bytes done and, when known, the total.
+pub type ProgressFn = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+
+/// Why a runtime operation failed. Messages are shown to users (a project's or a database's
+/// `error`), so they never carry a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The source or its dump is at fault (unreachable, refused, not a dump, a failing
+    /// statement): the message says what; restoring again will not help until it changes.
+    #[error("{0}")]
+    Source(String),
+    #[error("{step} failed: {detail}")]
+    Step { step: &'static str, detail: String },
+    #[error("project {0} has no ready snapshot to clone")]
+    NoSnapshot(Name),
+    #[error("the data of database {0} is gone; reset it to clone it again")]
+    DataMissing(Name),
+    /// The platform underneath failed (the cluster API, say).
+    #[error("{0}")]
+    Platform(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl RuntimeError {
+    /// A step that failed with `detail`.
+    pub fn step<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Self {
+        move |e| Self::Step { step, detail: e.to_string() }
+    }
+
+    /// A step that failed on an I/O error.
+    pub fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |e| Self::Step { step, detail: e.to_string() }
+    }
+}
+
+/// How a runtime gives databases their ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    /// Every instance has its own address and listens on this port (a pod per database).
+    Fixed(u16),
+    /// Instances share an address: each needs a port no other database holds.
+    Unique,
+}
+
+/// The operations the reconciler and the API need from a place that runs PostgreSQL. Each
+/// operation is idempotent: after a crash the reconciler simply calls it again.
+pub trait Runtime: Send + Sync + 'static {
+    /// The PostgreSQL major version this runtime provides.
+    fn postgres_version(&self) -> u32;
+
+    /// How databases get their ports.
+    fn ports(&self) -> Ports;
+
+    /// Whether this runtime can restore from `location`, reachable under the source policy
+    /// (`allow_private`: private addresses too). `Err` is the reason, for the caller.
+    fn check_source(&self, location: &str, allow_private: bool) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Restores `project`'s dump as snapshot `generation`, reporting progress. Nothing of a
+    /// failed restore is left behind.
+    fn restore(
+        &self,
+        project: &ProjectRecord,
+        generation: u64,
+        progress: ProgressFn,
+    ) -> impl Future<Output = Result<SnapshotRecord, RuntimeError>> + Send;
+
+    /// Removes whatever a project has in the runtime except snapshot `keep`.
+    fn clean_project(&self, project: &Name, keep: Option<u64>)
+    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Makes `database` a fresh clone of `project`'s snapshot `generation`, running with its
+    /// port and password (replacing any previous clone: reset).
+    fn clone_database(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+        generation: u64,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Makes sure an existing clone runs (adopting it when it already does).
+    fn ensure_running(&self, database: &DatabaseRecord) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops and removes a database's instance and files.
+    fn remove_database(&self, name: &Name) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Databases that exist in the runtime, to find orphans left by a crash.
+    fn existing_databases(&self) -> impl Future<Output = Result<Vec<Name>, RuntimeError>> + Send;
+
+    /// Projects that have anything in the runtime, likewise.
+    fn existing_projects(&self) -> impl Future<Output = Result<Vec<Name>, RuntimeError>> + Send;
+
+    /// The `host:port` the proxy relays a database's sessions to.
+    fn backend(&self, database: &DatabaseRecord) -> String;
+}
+
+/// A store and a runtime that go together: what the core is generic over.
+pub trait Platform: Send + Sync + 'static {
+    type Store: crate::store::Store;
+    type Runtime: Runtime;
+}

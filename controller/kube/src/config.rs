@@ -1,0 +1,159 @@
+//! The Kubernetes runtime's flags (the Helm chart sets them all) and its validated settings.
+
+use clap::Args;
+
+use crate::resources::ClusterSettings;
+
+/// Flags of the Kubernetes runtime (the Helm chart sets them all).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kubernetes runtime (--runtime kube)")]
+pub struct KubeArgs {
+    /// The namespace the controller and the proxy run in (leader lease, source credentials).
+    #[arg(long, env = "DEVDB_CONTROLLER_NAMESPACE", default_value = "devdb")]
+    pub namespace: String,
+
+    /// The postgres-db image restore Jobs and database pods run.
+    #[arg(long, env = "DEVDB_CONTROLLER_IMAGE", default_value = "devdb/postgres-db:16")]
+    pub image: String,
+
+    /// The PostgreSQL major version of --image (projects must ask for it or nothing).
+    #[arg(long, env = "DEVDB_CONTROLLER_DB_VERSION", default_value_t = 16)]
+    pub db_version: u32,
+
+    /// StorageClass of project and database volumes (empty: the cluster's default). Its CSI
+    /// driver must support snapshots.
+    #[arg(long, env = "DEVDB_CONTROLLER_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+
+    /// VolumeSnapshotClass of project snapshots (empty: the cluster's default).
+    #[arg(long, env = "DEVDB_CONTROLLER_VOLUME_SNAPSHOT_CLASS")]
+    pub volume_snapshot_class: Option<String>,
+
+    /// Size of every project and database volume.
+    #[arg(long, env = "DEVDB_CONTROLLER_VOLUME_SIZE", default_value = "20Gi")]
+    pub volume_size: String,
+
+    /// Labels of the proxy pods, the only peers NetworkPolicies admit to databases.
+    #[arg(long, env = "DEVDB_CONTROLLER_PROXY_SELECTOR", default_value = "app.kubernetes.io/name=devdb-proxy")]
+    pub proxy_selector: String,
+
+    /// A Secret in --namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, …) restore Jobs get as environment, for s3:// sources.
+    #[arg(long, env = "DEVDB_CONTROLLER_SOURCE_CREDENTIALS")]
+    pub source_credentials: Option<String>,
+
+    /// Secret key (32+ characters) database and project passwords are derived from; keep it
+    /// stable (the chart keeps it in a Secret).
+    #[arg(long, env = "DEVDB_CONTROLLER_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// This replica's name in the leader lease and in Events (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "devdb-controller")]
+    pub identity: String,
+}
+
+/// The runtimes a controller can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Local,
+    Kube,
+}
+
+/// Validated Kubernetes runtime settings.
+#[derive(Clone)]
+pub struct KubeConfig {
+    pub cluster: ClusterSettings,
+    pub db_version: u32,
+    pub secret_key: String,
+    pub identity: String,
+}
+
+impl std::fmt::Debug for KubeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeConfig")
+            .field("cluster", &self.cluster)
+            .field("db_version", &self.db_version)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TryFrom<KubeArgs> for KubeConfig {
+    type Error = KubeConfigError;
+
+    fn try_from(args: KubeArgs) -> Result<Self, Self::Error> {
+        let secret_key = args.secret_key.filter(|k| k.len() >= 32).ok_or(KubeConfigError::SecretKey)?;
+        let proxy_labels = args
+            .proxy_selector
+            .split(',')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+                _ => Err(KubeConfigError::ProxySelector(args.proxy_selector.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        Ok(Self {
+            cluster: ClusterSettings {
+                image: args.image,
+                storage_class: non_empty(args.storage_class),
+                volume_snapshot_class: non_empty(args.volume_snapshot_class),
+                volume_size: args.volume_size,
+                proxy_namespace: args.namespace.clone(),
+                proxy_labels,
+                controller_namespace: args.namespace,
+                source_credentials: non_empty(args.source_credentials),
+            },
+            db_version: args.db_version,
+            secret_key,
+            identity: args.identity,
+        })
+    }
+}
+
+/// Why the Kubernetes settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeConfigError {
+    #[error("--runtime kube needs --secret-key (DEVDB_CONTROLLER_SECRET_KEY) of at least 32 characters")]
+    SecretKey,
+    #[error("--proxy-selector {0:?} is not a list of label=value pairs")]
+    ProxySelector(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kube: KubeArgs,
+    }
+
+    #[test]
+    fn the_kube_runtime_takes_its_cluster_settings_from_flags() {
+        let key = "k".repeat(32);
+        let err = KubeConfig::try_from(Cli::parse_from(["x"]).kube).expect_err("no key").to_string();
+        assert!(err.contains("--secret-key"), "{err}");
+        let args = Cli::parse_from([
+            "x",
+            "--secret-key",
+            &key,
+            "--namespace",
+            "platform",
+            "--storage-class",
+            "",
+            "--proxy-selector",
+            "app=proxy, tier=edge",
+        ])
+        .kube;
+        let kube = KubeConfig::try_from(args).expect("valid");
+        assert_eq!(kube.cluster.proxy_namespace, "platform");
+        assert_eq!(kube.cluster.storage_class, None, "empty means the default class");
+        assert_eq!(kube.cluster.proxy_labels.get("tier").map(String::as_str), Some("edge"));
+        assert!(!format!("{kube:?}").contains(&key), "the key is not logged");
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--proxy-selector", "proxy"]).kube;
+        let err = KubeConfig::try_from(args).expect_err("bad selector").to_string();
+        assert!(err.contains("label=value"), "{err}");
+    }
+}

@@ -1,0 +1,34 @@
+//! The Kubernetes runtime adapter: the state as custom resources (`Project`, `Database`, group
+//! `devdb.io`), each project a namespace with its restored snapshots, each database a clone of
+//! one running as a one-pod StatefulSet behind a ClusterIP Service, and kube-rs controllers
+//! running the core's reconciler.
+//!
+//! - [`crd`]: the resource types (their CRDs are generated into the chart);
+//! - [`store`]: the [`Store`](devdb_core::store::Store) over the resources;
+//! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime) over namespaces, Jobs, volume
+//!   snapshots and StatefulSets; [`resources`]: every object, as pure functions (validated
+//!   against the official schemas); [`objects`]: apply, delete by label, poll;
+//! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
+//!   of which runs them;
+//! - [`config`]: flags and settings.
+
+pub mod config;
+pub mod crd;
+pub mod leader;
+pub mod objects;
+pub mod operator;
+pub mod resources;
+pub mod runtime;
+pub mod store;
+
+pub use config::{KubeArgs, KubeConfig};
+pub use runtime::{KubeRuntime, Waits};
+pub use store::{CrdStore, Passwords};
+
+/// The Kubernetes platform: custom resources and cluster objects.
+pub struct KubePlatform;
+
+impl devdb_core::runtime::Platform for KubePlatform {
+    type Store = CrdStore;
+    type Runtime = KubeRuntime;
+}

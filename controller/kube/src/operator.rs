@@ -1,0 +1,177 @@
+//! The kube-rs controllers of `Project` and `Database` resources: they watch the resources and
+//! run the shared [`Reconciler`]'s passes, one at a time per object, on every change, on every
+//! pass the reconciler asks for (a restored project wakes its databases), and every few minutes
+//! to resync. A failed pass is retried with exponential backoff per object.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use devdb_core::model::Key;
+use devdb_core::reconcile::{ReconcileError, Reconciler, Scheduler};
+use devdb_core::runtime::Platform;
+
+use crate::crd::{Database, Project};
+
+/// How often an object is reconciled with nothing changing.
+const RESYNC: Duration = Duration::from_secs(300);
+/// The first retry of a failed pass; doubled on each further failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Why a controller pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("resource without a valid name: {0}")]
+    Name(String),
+}
+
+/// What the controllers' passes share.
+pub struct Context<P: Platform> {
+    reconciler: Arc<Reconciler<P>>,
+    /// Consecutive failures per object, for the backoff.
+    failures: Mutex<HashMap<Key, u32>>,
+}
+
+impl<P: Platform> Context<P> {
+    pub fn new(reconciler: Arc<Reconciler<P>>) -> Arc<Self> {
+        Arc::new(Self { reconciler, failures: Mutex::new(HashMap::new()) })
+    }
+
+    async fn pass(&self, key: Key) -> Result<Action, ControllerError> {
+        self.reconciler.reconcile(&key).await?;
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        Ok(Action::requeue(RESYNC))
+    }
+
+    /// The delay before retrying `key` after another failure.
+    fn backoff(&self, key: Key) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        backoff_after(*count)
+    }
+}
+
+/// The delay after `failures` consecutive failures: 2 s, 4 s, 8 s, … at most 5 minutes.
+fn backoff_after(failures: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}
+
+fn key_of<K: Resource>(resource: &K, key: fn(devdb_shared::Name) -> Key) -> Result<Key, ControllerError> {
+    let name = resource.meta().name.clone().unwrap_or_default();
+    devdb_shared::Name::new(&name).map(key).map_err(|_| ControllerError::Name(name))
+}
+
+/// The scheduler of the Kubernetes runtime: passes the reconciler asks for go to the
+/// controllers (over a channel), which serialize them per object and retry failed ones.
+pub struct ChannelScheduler(mpsc::UnboundedSender<Key>);
+
+impl ChannelScheduler {
+    /// The scheduler, and the receiving end for [`run`].
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Key>) {
+        let (passes, queue) = mpsc::unbounded_channel();
+        (Arc::new(Self(passes)), queue)
+    }
+}
+
+impl Scheduler for ChannelScheduler {
+    fn schedule(&self, key: Key) {
+        // Closed only while the process stops, when a pass no longer matters.
+        if self.0.send(key).is_err() {
+            tracing::debug!("a pass asked for while stopping");
+        }
+    }
+}
+
+/// Runs both controllers until `stop` is cancelled. `passes` are the passes the reconciler asks
+/// for ([`ChannelScheduler`]).
+pub async fn run<P: Platform>(
+    client: Client,
+    context: Arc<Context<P>>,
+    mut passes: mpsc::UnboundedReceiver<Key>,
+    stop: CancellationToken,
+) {
+    let (projects_tx, projects_rx) = mpsc::unbounded_channel();
+    let (databases_tx, databases_rx) = mpsc::unbounded_channel();
+    let route = async move {
+        // A send fails only once the controllers have stopped.
+        while let Some(key) = passes.recv().await {
+            match key {
+                Key::Project(name) => drop(projects_tx.send(ObjectRef::<Project>::new(name.as_str()))),
+                Key::Database(name) => drop(databases_tx.send(ObjectRef::<Database>::new(name.as_str()))),
+            }
+        }
+    };
+    let projects = Controller::new(Api::<Project>::all(client.clone()), watcher::Config::default())
+        .reconcile_on(receiver_stream(projects_rx))
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(
+            |p: Arc<Project>, ctx: Arc<Context<P>>| async move { ctx.pass(key_of(p.as_ref(), Key::Project)?).await },
+            |p: Arc<Project>, error: &ControllerError, ctx: Arc<Context<P>>| {
+                retry(p.as_ref(), Key::Project, error, &ctx)
+            },
+            context.clone(),
+        )
+        .for_each(|_| async {});
+    let databases = Controller::new(Api::<Database>::all(client), watcher::Config::default())
+        .reconcile_on(receiver_stream(databases_rx))
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(
+            |d: Arc<Database>, ctx: Arc<Context<P>>| async move { ctx.pass(key_of(d.as_ref(), Key::Database)?).await },
+            |d: Arc<Database>, error: &ControllerError, ctx: Arc<Context<P>>| {
+                retry(d.as_ref(), Key::Database, error, &ctx)
+            },
+            context,
+        )
+        .for_each(|_| async {});
+    tokio::select! {
+        () = route => {}
+        ((), ()) = async { tokio::join!(projects, databases) } => {}
+    }
+}
+
+/// The error policy: log, then retry with backoff.
+fn retry<K: Resource, P: Platform>(
+    resource: &K,
+    key: fn(devdb_shared::Name) -> Key,
+    error: &ControllerError,
+    context: &Context<P>,
+) -> Action {
+    let name = resource.meta().name.clone().unwrap_or_default();
+    let Ok(key) = key_of(resource, key) else {
+        tracing::warn!(%name, %error, "ignoring a resource with an invalid name");
+        return Action::await_change();
+    };
+    let delay = context.backoff(key);
+    tracing::warn!(%name, %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn receiver_stream<T: Send + 'static>(
+    mut receiver: mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_passes_back_off_exponentially_up_to_a_limit() {
+        let delays: Vec<u64> = (1..=10).map(|n| backoff_after(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
+    }
+}

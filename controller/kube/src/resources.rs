@@ -1,0 +1,598 @@
+//! What the Kubernetes runtime creates, as pure functions of the records: no I/O, so every
+//! object is unit-tested and validated against the official Kubernetes schemas.
+//!
+//! Per project (namespace `devdb-<project>`): the golden PVC, a Secret with the restore's
+//! credentials, the restore Job (postgres-db image, `devdb-restore`), and a VolumeSnapshot per
+//! generation. Per database: a Secret (username, password, uri, jdbc-uri), a PVC cloned from the
+//! project's snapshot, a one-pod StatefulSet, a ClusterIP Service on 5432, and a NetworkPolicy
+//! that admits only the proxy. Everything carries the labels in [`labels`], so deletion selects by
+//! label rather than by derived names.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ExecAction, Namespace, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    TypedLocalObjectReference, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+
+/// Settings of the cluster the objects are for (from the chart's values).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The postgres-db image, e.g. `devdb/postgres-db:16`.
+    pub image: String,
+    /// StorageClass of golden volumes and clones (must support snapshots and cloning from them).
+    pub storage_class: Option<String>,
+    pub volume_snapshot_class: Option<String>,
+    /// Size of every volume, e.g. `20Gi`.
+    pub volume_size: String,
+    /// Namespace the proxy pods run in, and their labels: the only peers admitted to databases.
+    pub proxy_namespace: String,
+    pub proxy_labels: BTreeMap<String, String>,
+    /// The namespace the controller runs in.
+    pub controller_namespace: String,
+    /// A Secret in the controller's namespace whose keys (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, …) the restore Job gets as
+    /// environment, for `s3://` sources. It is copied into each project's namespace as
+    /// [`SOURCE_CREDENTIALS`].
+    pub source_credentials: Option<String>,
+}
+
+/// The restore Job's copy of the source credentials, in the project's namespace.
+pub const SOURCE_CREDENTIALS: &str = "source-credentials";
+
+/// The label giving a project object's snapshot generation (golden volume, restore Job,
+/// VolumeSnapshot), so older generations are selected by label when cleaned up.
+pub const GENERATION_LABEL: &str = "devdb.io/generation";
+
+/// The postgres user of the official image.
+const POSTGRES_UID: i64 = 999;
+const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+
+/// The labels on everything DevDB manages.
+pub fn labels(project: &str, database: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_string(), "devdb".to_string()),
+        ("devdb.io/project".to_string(), project.to_string()),
+    ]);
+    if let Some(database) = database {
+        labels.insert("devdb.io/database".into(), database.into());
+    }
+    labels
+}
+
+/// The label selector of one database's objects (or a whole project's).
+pub fn selector(project: &str, database: Option<&str>) -> String {
+    labels(project, database).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// `devdb-<project>`.
+pub fn namespace_name(project: &str) -> String {
+    format!("devdb-{project}")
+}
+
+fn meta(name: &str, project: &str, database: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace_name(project)),
+        labels: Some(labels(project, database)),
+        ..ObjectMeta::default()
+    }
+}
+
+fn generation_meta(name: &str, project: &str, generation: u64) -> ObjectMeta {
+    let mut meta = meta(name, project, None);
+    meta.labels.get_or_insert_default().insert(GENERATION_LABEL.into(), generation.to_string());
+    meta
+}
+
+/// Makes `owner` (a `Project` or `Database` resource) the owner of an object, so the garbage
+/// collector removes the object if its owner ever goes without the controller's cleanup.
+pub fn owned_by(meta: &mut ObjectMeta, kind: &str, name: &str, uid: &str) {
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: "devdb.io/v1alpha1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        ..OwnerReference::default()
+    }]);
+}
+
+/// A copy of the source credentials for a project's namespace.
+pub fn source_credentials(project: &str, data: Option<BTreeMap<String, k8s_openapi::ByteString>>) -> Secret {
+    Secret {
+        metadata: meta(SOURCE_CREDENTIALS, project, None),
+        data,
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+pub fn namespace(project: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace_name(project)),
+            labels: Some(labels(project, None)),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+fn pvc_spec(settings: &ClusterSettings, data_source: Option<TypedLocalObjectReference>) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: settings.storage_class.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([("storage".into(), Quantity(settings.volume_size.clone()))])),
+            ..VolumeResourceRequirements::default()
+        }),
+        data_source,
+        ..PersistentVolumeClaimSpec::default()
+    }
+}
+
+/// The volume a project's dump is restored into, generation by generation.
+pub fn golden_pvc(project: &str, generation: u64, settings: &ClusterSettings) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: generation_meta(&golden_name(generation), project, generation),
+        spec: Some(pvc_spec(settings, None)),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+pub fn golden_name(generation: u64) -> String {
+    format!("golden-{generation}")
+}
+
+pub fn restore_job_name(generation: u64) -> String {
+    format!("restore-{generation}")
+}
+
+/// What the restore Job must keep secret, as a Secret it reads: the project user's credentials
+/// and the source URL (which may carry a password or a presigned signature).
+pub fn project_secret(project: &str, username: &str, password: &str, backup_location: Option<&str>) -> Secret {
+    let mut data = BTreeMap::from([("username".into(), username.into()), ("password".into(), password.into())]);
+    if let Some(location) = backup_location {
+        data.insert("backupUrl".into(), location.into());
+    }
+    Secret {
+        metadata: meta("restore-credentials", project, None),
+        string_data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    optional_secret_env(name, secret, key, None)
+}
+
+fn optional_secret_env(name: &str, secret: &str, key: &str, optional: Option<bool>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn data_volume(claim: &str) -> Volume {
+    Volume {
+        name: "data".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim.into(), read_only: None }),
+        ..Volume::default()
+    }
+}
+
+/// A pod of the postgres-db image running `container` as the postgres user on volume `claim`.
+fn postgres_pod(
+    labels: BTreeMap<String, String>,
+    container: Container,
+    claim: &str,
+    restart_policy: Option<&str>,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+        spec: Some(PodSpec {
+            restart_policy: restart_policy.map(String::from),
+            security_context: Some(security()),
+            containers: vec![container],
+            volumes: Some(vec![data_volume(claim)]),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_user: Some(POSTGRES_UID),
+        run_as_group: Some(POSTGRES_UID),
+        fs_group: Some(POSTGRES_UID),
+        run_as_non_root: Some(true),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The Job restoring the project's source (from its Secret) into the golden volume of
+/// `generation`; `allow_private_source` lets the download reach private addresses.
+pub fn restore_job(
+    project: &str,
+    generation: u64,
+    database: &str,
+    allow_private_source: bool,
+    settings: &ClusterSettings,
+) -> Job {
+    let mut env_vars = vec![
+        optional_secret_env("BACKUP_URL", "restore-credentials", "backupUrl", Some(true)),
+        env("PGDATA", PGDATA),
+        env("DB_NAME", database),
+        secret_env("DB_USER", "restore-credentials", "username"),
+        secret_env("DB_PASSWORD", "restore-credentials", "password"),
+    ];
+    if allow_private_source {
+        env_vars.push(env("DEVDB_ALLOW_PRIVATE_SOURCES", "true"));
+    }
+    let container = Container {
+        name: "restore".into(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["devdb-restore".into()]),
+        env: Some(env_vars),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_MOUNT.into(),
+            ..VolumeMount::default()
+        }]),
+        env_from: settings.source_credentials.as_ref().map(|_| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: SOURCE_CREDENTIALS.into(), optional: Some(true) }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    Job {
+        metadata: generation_meta(&restore_job_name(generation), project, generation),
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            ttl_seconds_after_finished: Some(24 * 3600),
+            template: postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never")),
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// The VolumeSnapshot of a restored golden volume (a CSI custom resource, so dynamic).
+pub fn volume_snapshot(project: &str, generation: u64, settings: &ClusterSettings) -> DynamicObject {
+    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
+    let mut snapshot = DynamicObject::new(&snapshot_name(generation), &ApiResource::from_gvk(&gvk));
+    snapshot.metadata = generation_meta(&snapshot_name(generation), project, generation);
+    snapshot.data = serde_json::json!({
+        "spec": {
+            "volumeSnapshotClassName": settings.volume_snapshot_class,
+            "source": { "persistentVolumeClaimName": golden_name(generation) },
+        }
+    });
+    snapshot
+}
+
+pub fn snapshot_name(generation: u64) -> String {
+    format!("snapshot-{generation}")
+}
+
+/// A database's credentials, for the pod and for users (`kubectl get secret`).
+pub fn database_secret(
+    project: &str,
+    database: &str,
+    username: &str,
+    password: &str,
+    db: &str,
+    host: &str,
+    port: u16,
+) -> Secret {
+    let uri = format!("postgresql://{username}:{password}@{host}:{port}/{db}?sslmode=require");
+    let jdbc = format!("jdbc:postgresql://{host}:{port}/{db}?sslmode=require&user={username}&password={password}");
+    Secret {
+        metadata: meta(&credentials_name(database), project, Some(database)),
+        string_data: Some(BTreeMap::from([
+            ("database".into(), db.into()),
+            ("username".into(), username.into()),
+            ("password".into(), password.into()),
+            ("uri".into(), uri),
+            ("jdbc-uri".into(), jdbc),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+pub fn credentials_name(database: &str) -> String {
+    format!("{database}-credentials")
+}
+
+pub fn data_name(database: &str) -> String {
+    format!("{database}-data")
+}
+
+/// A database's volume: a clone of the project's snapshot `generation`.
+pub fn database_pvc(
+    project: &str,
+    database: &str,
+    generation: u64,
+    settings: &ClusterSettings,
+) -> PersistentVolumeClaim {
+    let source = TypedLocalObjectReference {
+        api_group: Some("snapshot.storage.k8s.io".into()),
+        kind: "VolumeSnapshot".into(),
+        name: snapshot_name(generation),
+    };
+    PersistentVolumeClaim {
+        metadata: meta(&data_name(database), project, Some(database)),
+        spec: Some(pvc_spec(settings, Some(source))),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// One PostgreSQL pod on the cloned volume, ready when a real query answers. `devdb-start`
+/// gives the project's user this database's own password, then runs PostgreSQL.
+pub fn statefulset(project: &str, database: &str, settings: &ClusterSettings) -> StatefulSet {
+    let labels = labels(project, Some(database));
+    let ready = Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "psql".into(),
+                "-X".into(),
+                "-h".into(),
+                "/var/run/postgresql".into(),
+                "-U".into(),
+                "postgres".into(),
+                "-d".into(),
+                "postgres".into(),
+                "-Atc".into(),
+                "SELECT 1".into(),
+            ]),
+        }),
+        period_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "postgres".into(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["devdb-start".into()]),
+        env: Some(vec![
+            env("PGDATA", PGDATA),
+            secret_env("DB_USER", &credentials_name(database), "username"),
+            secret_env("DB_PASSWORD", &credentials_name(database), "password"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("postgres".into()),
+            container_port: 5432,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(ready),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_MOUNT.into(),
+            ..VolumeMount::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("100m".into())),
+                ("memory".into(), Quantity("256Mi".into())),
+            ])),
+            ..ResourceRequirements::default()
+        }),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: meta(database, project, Some(database)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(database.into()),
+            selector: LabelSelector { match_labels: Some(labels.clone()), ..LabelSelector::default() },
+            template: postgres_pod(labels, container, &data_name(database), None),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// The ClusterIP service the proxy relays to: `<database>.devdb-<project>.svc:5432`.
+pub fn service(project: &str, database: &str) -> Service {
+    Service {
+        metadata: meta(database, project, Some(database)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(labels(project, Some(database))),
+            ports: Some(vec![ServicePort {
+                name: Some("postgres".into()),
+                port: 5432,
+                target_port: Some(IntOrString::Int(5432)),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The backend address the proxy routes `database` to.
+pub fn backend(project: &str, database: &str) -> String {
+    format!("{database}.{}.svc:5432", namespace_name(project))
+}
+
+/// Only the proxy's pods may reach a database pod (the proxy→database hop is plaintext).
+pub fn network_policy(project: &str, database: &str, settings: &ClusterSettings) -> NetworkPolicy {
+    let proxy = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".into(),
+                settings.proxy_namespace.clone(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(settings.proxy_labels.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicy {
+        metadata: meta(&format!("{database}-proxy-only"), project, Some(database)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(project, Some(database))),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![proxy]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(5432)),
+                    protocol: Some("TCP".into()),
+                    ..NetworkPolicyPort::default()
+                }]),
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn settings() -> ClusterSettings {
+        ClusterSettings {
+            image: "devdb/postgres-db:16".into(),
+            storage_class: Some("gp3".into()),
+            volume_snapshot_class: Some("ebs-csi".into()),
+            volume_size: "20Gi".into(),
+            proxy_namespace: "devdb".into(),
+            proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
+            controller_namespace: "devdb".into(),
+            source_credentials: Some("devdb-s3".into()),
+        }
+    }
+
+    /// Every object for project `shop` and database `kate-pg`, as JSON documents.
+    pub(crate) fn all_objects() -> Vec<serde_json::Value> {
+        let s = settings();
+        let json = |v: serde_json::Result<serde_json::Value>| v.expect("serializes");
+        vec![
+            json(serde_json::to_value(namespace("shop"))),
+            json(serde_json::to_value(golden_pvc("shop", 1, &s))),
+            json(serde_json::to_value(project_secret("shop", "app", "pw", Some("https://u:p@h/d.dump")))),
+            json(serde_json::to_value(source_credentials(
+                "shop",
+                Some(BTreeMap::from([("AWS_REGION".into(), k8s_openapi::ByteString(b"eu-west-1".to_vec()))])),
+            ))),
+            json(serde_json::to_value(restore_job("shop", 1, "shop", false, &s))),
+            json(serde_json::to_value(database_secret(
+                "shop",
+                "kate-pg",
+                "app",
+                "pw",
+                "shop",
+                "kate-pg.db.example.com",
+                5432,
+            ))),
+            json(serde_json::to_value(database_pvc("shop", "kate-pg", 1, &s))),
+            json(serde_json::to_value(statefulset("shop", "kate-pg", &s))),
+            json(serde_json::to_value(service("shop", "kate-pg"))),
+            json(serde_json::to_value(network_policy("shop", "kate-pg", &s))),
+        ]
+    }
+
+    #[test]
+    fn every_object_passes_the_official_kubernetes_schemas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = Vec::new();
+        for (i, object) in all_objects().iter().enumerate() {
+            let path = dir.path().join(format!("{i}.yaml"));
+            std::fs::write(&path, object.to_string()).expect("write");
+            files.push(path);
+        }
+        let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/devdb/crds");
+        files.extend(std::fs::read_dir(crds).expect("chart crds").flatten().map(|e| e.path()));
+        let out =
+            std::process::Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap_or_else(
+                |e| panic!("this test needs kubernetes-validate (pip install kubernetes-validate): {e}"),
+            );
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{report}");
+        assert_eq!(report.matches("passed for resource").count(), files.len(), "{report}");
+    }
+
+    #[test]
+    fn everything_is_labelled_and_in_the_project_namespace() {
+        for object in all_objects() {
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/managed-by"], "devdb", "{kind}");
+            assert_eq!(object["metadata"]["labels"]["devdb.io/project"], "shop", "{kind}");
+            if kind != "Namespace" {
+                assert_eq!(object["metadata"]["namespace"], "devdb-shop", "{kind}");
+            }
+        }
+        assert_eq!(
+            selector("shop", Some("kate-pg")),
+            "app.kubernetes.io/managed-by=devdb,devdb.io/database=kate-pg,devdb.io/project=shop"
+        );
+    }
+
+    #[test]
+    fn a_database_volume_clones_the_snapshot_and_only_the_proxy_gets_in() {
+        let pvc = serde_json::to_value(database_pvc("shop", "kate-pg", 3, &settings())).expect("json");
+        assert_eq!(
+            pvc["spec"]["dataSource"],
+            serde_json::json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snapshot-3"})
+        );
+        let policy = serde_json::to_value(network_policy("shop", "kate-pg", &settings())).expect("json");
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+            "devdb-proxy"
+        );
+        assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["devdb.io/database"], "kate-pg");
+        assert_eq!(backend("shop", "kate-pg"), "kate-pg.devdb-shop.svc:5432");
+    }
+
+    #[test]
+    fn the_restore_job_reads_its_password_and_source_from_the_secret_not_the_spec() {
+        let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
+        let text = job.to_string();
+        assert!(!text.contains("\"pw\""), "no password inline");
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(env[0]["name"], "BACKUP_URL");
+        assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["key"], "backupUrl");
+        assert!(!text.contains("DEVDB_ALLOW_PRIVATE_SOURCES"), "public sources only unless allowed");
+        let admins = serde_json::to_value(restore_job("shop", 2, "shop", true, &settings())).expect("json");
+        assert!(admins.to_string().contains("DEVDB_ALLOW_PRIVATE_SOURCES"));
+        let secret = serde_json::to_value(project_secret("shop", "app", "pw", Some("https://u:p@h/d"))).expect("json");
+        assert_eq!(secret["stringData"]["backupUrl"], "https://u:p@h/d");
+        assert_eq!(job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "golden-2");
+        assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"][0], "devdb-restore");
+        let snapshot = serde_json::to_value(volume_snapshot("shop", 2, &settings())).expect("json");
+        assert_eq!(snapshot["spec"]["source"]["persistentVolumeClaimName"], "golden-2");
+        assert_eq!(snapshot["kind"], "VolumeSnapshot");
+    }
+}

@@ -1,0 +1,392 @@
+//! The Kubernetes [`Runtime`]: each project is a namespace `devdb-<project>` holding its
+//! restored snapshots, each database a clone of one running as a one-pod StatefulSet behind a
+//! ClusterIP Service.
+
+use std::time::Duration;
+
+use devdb_shared::{Domain, Name};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::ListParams;
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Api, Client, ResourceExt};
+
+use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
+use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
+
+use crate::objects::{KubeResult, Wait, apply, delete, delete_labelled, delete_matching, quantity_bytes};
+use crate::resources::{self, ClusterSettings};
+
+/// How long each kind of wait may last, and how often it looks.
+#[derive(Debug, Clone)]
+pub struct Waits {
+    pub every: Duration,
+    /// Download and restore of a dump.
+    pub restore: Duration,
+    /// A VolumeSnapshot becoming ready to use.
+    pub snapshot: Duration,
+    /// A database pod answering its readiness query.
+    pub ready: Duration,
+    /// A database's volume going away before it is cloned again.
+    pub release: Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(2),
+            restore: Duration::from_secs(6 * 3600),
+            snapshot: Duration::from_secs(30 * 60),
+            ready: Duration::from_secs(10 * 60),
+            release: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Runs projects and databases as Kubernetes objects.
+pub struct KubeRuntime {
+    client: Client,
+    settings: ClusterSettings,
+    /// The PostgreSQL major version of the database image.
+    db_version: u32,
+    /// Connection strings in database Secrets point at the proxy: `<name>.<domain>:<port>`.
+    domain: Domain,
+    public_port: u16,
+    waits: Waits,
+}
+
+/// The `VolumeSnapshot` kind (a CSI custom resource: no typed struct).
+fn snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"))
+}
+
+/// The label selector of a database's objects.
+fn database_selector(name: &str) -> String {
+    format!("app.kubernetes.io/managed-by=devdb,devdb.io/database={name}")
+}
+
+impl KubeRuntime {
+    pub fn new(
+        client: Client,
+        settings: ClusterSettings,
+        db_version: u32,
+        domain: Domain,
+        public_port: u16,
+        waits: Waits,
+    ) -> Self {
+        Self { client, settings, db_version, domain, public_port, waits }
+    }
+
+    fn api<K: kube::Resource<Scope = kube::core::NamespaceResourceScope>>(&self, namespace: &str) -> Api<K>
+    where
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    fn snapshots(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &snapshot_resource())
+    }
+
+    /// The namespace, the restore's credentials and (for private sources) a copy of the source
+    /// credentials.
+    async fn prepare_project(&self, project: &ProjectRecord) -> Result<String, RuntimeError> {
+        let name = project.name.as_str();
+        let namespace = resources::namespace_name(name);
+        let mut ns = resources::namespace(name);
+        resources::owned_by(&mut ns.metadata, "Project", name, &project.id);
+        apply(&Api::<Namespace>::all(self.client.clone()), &ns).await?;
+        let secrets = self.api::<Secret>(&namespace);
+        let secret =
+            resources::project_secret(name, &project.username, &project.password, project.backup_location.as_deref());
+        apply(&secrets, &secret).await?;
+        if let Some(source) = &self.settings.source_credentials {
+            let original = self.api::<Secret>(&self.settings.controller_namespace).get_opt(source).await.platform()?;
+            let Some(original) = original else {
+                return Err(RuntimeError::Step {
+                    step: "reading the source credentials",
+                    detail: format!("Secret {source} does not exist in {}", self.settings.controller_namespace),
+                });
+            };
+            apply(&secrets, &resources::source_credentials(name, original.data)).await?;
+        }
+        Ok(namespace)
+    }
+
+    /// Why the restore Job failed, from its pod's termination message (the restore script
+    /// writes its one-line reason there) or else the Job's own condition.
+    async fn restore_failure(&self, namespace: &str, job: &Job) -> String {
+        let pods = self
+            .api::<Pod>(namespace)
+            .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let from_pods = pods
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+            .map(|m| m.trim().to_string())
+            .rfind(|m| !m.is_empty());
+        from_pods
+            .or_else(|| condition(job, "Failed").and_then(|c| c.message.clone()))
+            .unwrap_or_else(|| "the restore Job failed".into())
+    }
+
+    /// Removes a database's objects (by label) and waits until its volume is gone, so a clone
+    /// can take the same name.
+    async fn remove_instance(&self, name: &Name, namespace: &str) -> Result<(), RuntimeError> {
+        let selector = database_selector(name.as_str());
+        delete_labelled::<StatefulSet>(&self.client, &selector).await?;
+        delete_labelled::<PersistentVolumeClaim>(&self.client, &selector).await?;
+        let pvcs = self.api::<PersistentVolumeClaim>(namespace);
+        let data = resources::data_name(name.as_str());
+        let wait = Wait::new("removing the previous clone", self.waits.every, self.waits.release);
+        while pvcs.get_opt(&data).await.platform()?.is_some() {
+            wait.next().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies what a database runs on, except its volume.
+    async fn apply_instance(&self, database: &DatabaseRecord, project: &ProjectRecord) -> Result<(), RuntimeError> {
+        let (db, p) = (database.name.as_str(), project.name.as_str());
+        let namespace = resources::namespace_name(p);
+        let host = self.domain.host_for(&database.name);
+        let owned = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            resources::owned_by(meta, "Database", db, &database.id);
+        };
+        let mut secret = resources::database_secret(
+            p,
+            db,
+            &project.username,
+            &database.password,
+            &project.database,
+            &host,
+            self.public_port,
+        );
+        owned(&mut secret.metadata);
+        apply(&self.api::<Secret>(&namespace), &secret).await?;
+        let mut statefulset = resources::statefulset(p, db, &self.settings);
+        owned(&mut statefulset.metadata);
+        apply(&self.api::<StatefulSet>(&namespace), &statefulset).await?;
+        let mut service = resources::service(p, db);
+        owned(&mut service.metadata);
+        apply(&self.api::<Service>(&namespace), &service).await?;
+        let mut policy = resources::network_policy(p, db, &self.settings);
+        owned(&mut policy.metadata);
+        apply(&self.api::<NetworkPolicy>(&namespace), &policy).await?;
+        Ok(())
+    }
+}
+
+fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Whether a restore Job is done: `Some(Ok)` succeeded, `Some(Err)` failed, `None` still running.
+fn job_outcome(job: &Job) -> Option<Result<(), ()>> {
+    if condition(job, "Complete").is_some() || job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+        Some(Ok(()))
+    } else if condition(job, "Failed").is_some() {
+        Some(Err(()))
+    } else {
+        None
+    }
+}
+
+impl Runtime for KubeRuntime {
+    fn postgres_version(&self) -> u32 {
+        self.db_version
+    }
+
+    fn ports(&self) -> Ports {
+        Ports::Fixed(5432)
+    }
+
+    async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
+        // Restore Jobs in the cluster have S3 credentials but no controller files.
+        let allowed = ["http://", "https://", "s3://"];
+        if !allowed.iter().any(|s| location.starts_with(s)) {
+            return Err(format!(
+                "the kube runtime restores from http://, https:// and s3:// URLs; got {}",
+                devdb_shared::source::display(location)
+            ));
+        }
+        let policy =
+            if allow_private { devdb_restore::SourcePolicy::Any } else { devdb_restore::SourcePolicy::PublicOnly };
+        devdb_restore::policy::check_location(location, policy).await
+    }
+
+    async fn restore(
+        &self,
+        project: &ProjectRecord,
+        generation: u64,
+        _progress: ProgressFn,
+    ) -> Result<SnapshotRecord, RuntimeError> {
+        let name = project.name.as_str();
+        let namespace = self.prepare_project(project).await?;
+        let pvcs = self.api::<PersistentVolumeClaim>(&namespace);
+        let jobs = self.api::<Job>(&namespace);
+        let golden = resources::golden_name(generation);
+        let job_name = resources::restore_job_name(generation);
+        apply(&pvcs, &resources::golden_pvc(name, generation, &self.settings)).await?;
+        let job =
+            resources::restore_job(name, generation, &project.database, project.allow_private_source, &self.settings);
+        apply(&jobs, &job).await?;
+        let wait = Wait::new("the restore", self.waits.every, self.waits.restore);
+        let failure = loop {
+            let job = jobs.get(&job_name).await.platform()?;
+            match job_outcome(&job) {
+                Some(Ok(())) => break None,
+                Some(Err(())) => break Some(self.restore_failure(&namespace, &job).await),
+                None => {}
+            }
+            if let Err(timeout) = wait.next().await {
+                break Some(timeout.to_string());
+            }
+        };
+        if let Some(detail) = failure {
+            // Nothing of a failed restore stays behind.
+            delete(&jobs, &job_name).await?;
+            delete(&pvcs, &golden).await?;
+            return Err(RuntimeError::Step { step: "the restore", detail });
+        }
+        let snapshots = self.snapshots(&namespace);
+        apply(&snapshots, &resources::volume_snapshot(name, generation, &self.settings)).await?;
+        let snapshot_name = resources::snapshot_name(generation);
+        let wait = Wait::new("the volume snapshot", self.waits.every, self.waits.snapshot);
+        let ready = loop {
+            let snapshot = snapshots.get(&snapshot_name).await.platform()?;
+            let status = &snapshot.data["status"];
+            if let Some(error) = status["error"]["message"].as_str() {
+                return Err(RuntimeError::Step { step: "the volume snapshot", detail: error.to_string() });
+            }
+            if status["readyToUse"] == true {
+                break status.clone();
+            }
+            wait.next().await?;
+        };
+        // The snapshot holds the data now: the Job and the golden volume can go.
+        delete(&jobs, &job_name).await?;
+        delete(&pvcs, &golden).await?;
+        Ok(SnapshotRecord {
+            generation,
+            created_at: ready["creationTime"]
+                .as_str()
+                .map_or_else(|| k8s_openapi::jiff::Timestamp::now().to_string(), String::from),
+            size_bytes: ready["restoreSize"].as_str().map(quantity_bytes).unwrap_or(0),
+        })
+    }
+
+    async fn clean_project(&self, project: &Name, keep: Option<u64>) -> Result<(), RuntimeError> {
+        let base = format!("app.kubernetes.io/managed-by=devdb,devdb.io/project={project}");
+        let Some(keep) = keep else {
+            // The namespace takes everything in it along.
+            let namespaces = Api::<Namespace>::all(self.client.clone());
+            for ns in namespaces.list(&ListParams::default().labels(&base)).await.platform()?.items {
+                delete(&namespaces, &ns.name_any()).await?;
+            }
+            return Ok(());
+        };
+        let namespace = resources::namespace_name(project.as_str());
+        let others = ListParams::default()
+            .labels(&format!("{base},{label},{label}!={keep}", label = resources::GENERATION_LABEL));
+        delete_matching(&self.snapshots(&namespace), &others).await?;
+        delete_matching(&self.api::<Job>(&namespace), &others).await?;
+        delete_matching(&self.api::<PersistentVolumeClaim>(&namespace), &others).await
+    }
+
+    async fn clone_database(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+        generation: u64,
+    ) -> Result<(), RuntimeError> {
+        let namespace = resources::namespace_name(project.name.as_str());
+        let pvcs = self.api::<PersistentVolumeClaim>(&namespace);
+        let data = resources::data_name(database.name.as_str());
+        let snapshot = resources::snapshot_name(generation);
+        // A clone of this snapshot already there is adopted (a controller restarted mid-clone);
+        // a reset, or a clone of another snapshot, starts over.
+        let existing = pvcs.get_opt(&data).await.platform()?;
+        let source = existing.as_ref().and_then(|p| p.spec.as_ref()?.data_source.as_ref()).map(|s| s.name.clone());
+        if existing.is_some() && (database.want == Want::Reset || source.as_deref() != Some(snapshot.as_str())) {
+            self.remove_instance(&database.name, &namespace).await?;
+        }
+        let mut pvc =
+            resources::database_pvc(project.name.as_str(), database.name.as_str(), generation, &self.settings);
+        resources::owned_by(&mut pvc.metadata, "Database", database.name.as_str(), &database.id);
+        apply(&pvcs, &pvc).await?;
+        self.apply_instance(database, project).await?;
+        let statefulsets = self.api::<StatefulSet>(&namespace);
+        let wait = Wait::new("starting the database", self.waits.every, self.waits.ready);
+        loop {
+            let sts = statefulsets.get(database.name.as_str()).await.platform()?;
+            if sts.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
+                return Ok(());
+            }
+            wait.next().await?;
+        }
+    }
+
+    async fn ensure_running(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let namespace = resources::namespace_name(database.project.as_str());
+        if self.api::<StatefulSet>(&namespace).get_opt(database.name.as_str()).await.platform()?.is_some() {
+            // Kubernetes keeps it running.
+            return Ok(());
+        }
+        let data = resources::data_name(database.name.as_str());
+        if self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()?.is_none() {
+            return Err(RuntimeError::DataMissing(database.name.clone()));
+        }
+        Err(RuntimeError::Step {
+            step: "checking the database",
+            detail: format!("its StatefulSet is gone (volume {data} remains); reset it to run it again"),
+        })
+    }
+
+    async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
+        let selector = database_selector(name.as_str());
+        delete_labelled::<StatefulSet>(&self.client, &selector).await?;
+        delete_labelled::<Service>(&self.client, &selector).await?;
+        delete_labelled::<NetworkPolicy>(&self.client, &selector).await?;
+        delete_labelled::<Secret>(&self.client, &selector).await?;
+        delete_labelled::<PersistentVolumeClaim>(&self.client, &selector).await?;
+        Ok(())
+    }
+
+    async fn existing_databases(&self) -> Result<Vec<Name>, RuntimeError> {
+        let pvcs = Api::<PersistentVolumeClaim>::all(self.client.clone())
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=devdb,devdb.io/database"))
+            .await
+            .platform()?;
+        Ok(label_values(pvcs.items.iter().map(|p| p.labels()), "devdb.io/database"))
+    }
+
+    async fn existing_projects(&self) -> Result<Vec<Name>, RuntimeError> {
+        let namespaces = Api::<Namespace>::all(self.client.clone())
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=devdb,devdb.io/project"))
+            .await
+            .platform()?;
+        Ok(label_values(namespaces.items.iter().map(|n| n.labels()), "devdb.io/project"))
+    }
+
+    fn backend(&self, database: &DatabaseRecord) -> String {
+        resources::backend(database.project.as_str(), database.name.as_str())
+    }
+}
+
+/// The distinct valid names under `label`.
+fn label_values<'a>(
+    labels: impl Iterator<Item = &'a std::collections::BTreeMap<String, String>>,
+    label: &str,
+) -> Vec<Name> {
+    let mut names: Vec<Name> = labels.filter_map(|l| Name::new(l.get(label)?).ok()).collect();
+    names.sort();
+    names.dedup();
+    names
+}

@@ -1,0 +1,668 @@
+//! The kube runtime's state: each project and database is a custom resource (`Project`,
+//! `Database`, group `devdb.io`), so the controller is stateless and restartable, and `kubectl
+//! get projects,databases` shows what it knows.
+//!
+//! How records map onto resources:
+//! - intent lives in the spec (`snapshotGeneration` for refresh, `resetGeneration` for reset);
+//!   a deletion is the resource's own deletion, held by the finalizer [`FINALIZER`] until the
+//!   reconciler has removed what the object had, then released by [`CrdStore::delete_database`]
+//!   or [`CrdStore::project_cleaned`];
+//! - what the controller observed lives in the status, with conditions, and every phase change
+//!   is also an Event on the resource;
+//! - no secret is stored in a resource: passwords are derived from the controller's secret key
+//!   and the resource's uid ([`Passwords`]), so a recreated database gets new credentials;
+//! - writes carry the `resourceVersion` they were computed from, and are recomputed on conflict.
+
+use std::collections::BTreeMap;
+
+use devdb_shared::Name;
+use devdb_shared::api::{DatabaseStatus as Phase, Progress, ProjectStatus as ProjectPhase};
+use futures_util::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
+use devdb_core::store::{DatabaseFeed, Databases, Store, StoreError};
+
+use crate::crd::{
+    self, Condition, Database, DatabaseSpec, FINALIZER, Project, ProjectSpec, RestoreProgress, SnapshotStatus,
+};
+use crate::objects::KubeResult;
+
+/// Attempts at a write that keeps conflicting with others before giving up.
+const ATTEMPTS: usize = 5;
+
+/// The label on `Database` resources naming their project (list filters use it).
+const PROJECT_LABEL: &str = "devdb.io/project";
+
+/// Derives credentials from the controller's secret key, so none is stored in a resource.
+#[derive(Clone)]
+pub struct Passwords(ring::hmac::Key);
+
+impl Passwords {
+    /// `key`: the controller's secret (the chart generates one and keeps it in a Secret).
+    pub fn new(key: &[u8]) -> Self {
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key))
+    }
+
+    /// 24 characters of [A-Za-z0-9] from HMAC-SHA256(key, kind/name/uid): a new object (new
+    /// uid) gets a new password; the same object always the same one. (Each byte mod 62 is
+    /// slightly biased; 24 of them still carry over 140 bits.)
+    pub fn password(&self, kind: &str, name: &str, uid: &str) -> String {
+        const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let tag = ring::hmac::sign(&self.0, format!("{kind}\0{name}\0{uid}").as_bytes());
+        tag.as_ref().iter().take(24).map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
+    }
+}
+
+/// Projects and databases as custom resources.
+#[derive(Clone)]
+pub struct CrdStore {
+    projects: Api<Project>,
+    databases: Api<Database>,
+    passwords: Passwords,
+    recorder: Recorder,
+    /// What [`CrdStore::follow_databases`] saw last.
+    feed: std::sync::Arc<DatabaseFeed>,
+}
+
+impl CrdStore {
+    /// `reporter`: this controller replica, as Events name it.
+    pub fn new(client: Client, passwords: Passwords, reporter: Reporter) -> Self {
+        Self {
+            projects: Api::all(client.clone()),
+            databases: Api::all(client.clone()),
+            passwords,
+            recorder: Recorder::new(client, reporter),
+            feed: std::sync::Arc::default(),
+        }
+    }
+
+    pub(crate) async fn insert_project(&self, p: &ProjectRecord) -> Result<ProjectRecord, StoreError> {
+        let mut resource = Project::new(
+            p.name.as_str(),
+            ProjectSpec {
+                owner: p.owner.clone(),
+                db_version: p.db_version.clone(),
+                backup_location: p.backup_location.clone(),
+                allow_private_source: p.allow_private_source,
+                username: p.username.clone(),
+                database: p.database.clone(),
+                snapshot_generation: p.wanted_generation,
+            },
+        );
+        resource.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        let created = create(&self.projects, &resource, "project").await?;
+        self.project_record(&created)
+    }
+
+    pub(crate) async fn project(&self, name_or_id: &str) -> Result<Option<ProjectRecord>, StoreError> {
+        let found = match Name::new(name_or_id) {
+            Ok(name) => self.projects.get_opt(name.as_str()).await.backend()?,
+            Err(_) => None,
+        };
+        let found = match found {
+            Some(p) => Some(p),
+            // Not a name: perhaps an id (the compatibility API accepts either).
+            None => self
+                .projects
+                .list(&ListParams::default())
+                .await
+                .backend()?
+                .items
+                .into_iter()
+                .find(|p| p.uid().as_deref() == Some(name_or_id)),
+        };
+        found.filter(|p| p.meta().deletion_timestamp.is_none()).map(|p| self.project_record(&p)).transpose()
+    }
+
+    pub(crate) async fn projects(&self, owner: Option<&str>) -> Result<Vec<ProjectRecord>, StoreError> {
+        let mut records = self
+            .projects
+            .list(&ListParams::default())
+            .await
+            .backend()?
+            .items
+            .iter()
+            .filter(|p| p.meta().deletion_timestamp.is_none() && owner.is_none_or(|o| p.spec.owner == o))
+            .map(|p| self.project_record(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    }
+
+    pub(crate) async fn update_project(
+        &self,
+        name: &Name,
+        mut f: impl FnMut(&mut ProjectRecord) + Send,
+    ) -> Result<ProjectRecord, StoreError> {
+        let not_found = || StoreError::NotFound { kind: "project", name: name.to_string() };
+        for _ in 0..ATTEMPTS {
+            let current = self.projects.get_opt(name.as_str()).await.backend()?.ok_or_else(not_found)?;
+            if current.meta().deletion_timestamp.is_some() {
+                return Err(not_found());
+            }
+            let before = self.project_record(&current)?;
+            let mut after = before.clone();
+            f(&mut after);
+            let mut version = current.resource_version();
+            if after.wanted_generation != before.wanted_generation {
+                let patch = json!({
+                    "metadata": { "resourceVersion": version },
+                    "spec": { "snapshotGeneration": after.wanted_generation },
+                });
+                match patch_unchanged(&self.projects, name.as_str(), Part::Spec, &patch).await? {
+                    Some(updated) => version = updated.resource_version(),
+                    None => continue,
+                }
+            }
+            let status = project_status(&after, current.status.as_ref());
+            if Some(&status) != current.status.as_ref() {
+                let patch = json!({ "metadata": { "resourceVersion": version }, "status": status });
+                if patch_unchanged(&self.projects, name.as_str(), Part::Status, &patch).await?.is_none() {
+                    continue;
+                }
+                if after.status != before.status {
+                    self.announce(&current, project_event(&after)).await;
+                }
+            }
+            return Ok(after);
+        }
+        Err(StoreError::Contended { kind: "project", name: name.to_string() })
+    }
+
+    pub(crate) async fn delete_project(&self, name: &Name) -> Result<(), StoreError> {
+        let selector = format!("{PROJECT_LABEL}={name}");
+        if let Some(database) =
+            self.databases.list(&ListParams::default().labels(&selector).limit(1)).await.backend()?.items.first()
+        {
+            return Err(StoreError::Exists { kind: "database", name: database.name_any() });
+        }
+        // The finalizer holds the resource until the reconciler has cleaned up.
+        match self.projects.delete(name.as_str(), &DeleteParams::default()).await {
+            Err(e) if is(&e, kube::core::Status::is_not_found) => Ok(()),
+            other => other.map(|_| ()).backend(),
+        }
+    }
+
+    pub(crate) async fn project_cleaned(&self, name: &Name) -> Result<(), StoreError> {
+        release(&self.projects, name).await
+    }
+
+    pub(crate) async fn insert_database(&self, d: &DatabaseRecord) -> Result<DatabaseRecord, StoreError> {
+        if self.project(d.project.as_str()).await?.is_none() {
+            return Err(StoreError::NotFound { kind: "project", name: d.project.to_string() });
+        }
+        let resource = Database {
+            metadata: ObjectMeta {
+                name: Some(d.name.to_string()),
+                labels: Some(BTreeMap::from([(PROJECT_LABEL.into(), d.project.to_string())])),
+                finalizers: Some(vec![FINALIZER.into()]),
+                ..ObjectMeta::default()
+            },
+            spec: DatabaseSpec { project: d.project.to_string(), owner: d.owner.clone(), reset_generation: 0 },
+            status: None,
+        };
+        let created = create(&self.databases, &resource, "database").await?;
+        self.database_record(&created)
+    }
+
+    pub(crate) async fn database(&self, name: &str) -> Result<Option<DatabaseRecord>, StoreError> {
+        if Name::new(name).is_err() {
+            return Ok(None);
+        }
+        self.databases.get_opt(name).await.backend()?.map(|d| self.database_record(&d)).transpose()
+    }
+
+    pub(crate) async fn databases(
+        &self,
+        owner: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<Vec<DatabaseRecord>, StoreError> {
+        let params = match project {
+            Some(project) => ListParams::default().labels(&format!("{PROJECT_LABEL}={project}")),
+            None => ListParams::default(),
+        };
+        let mut records = self
+            .databases
+            .list(&params)
+            .await
+            .backend()?
+            .items
+            .iter()
+            .filter(|d| owner.is_none_or(|o| d.spec.owner == o))
+            .map(|d| self.database_record(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    }
+
+    pub(crate) async fn update_database(
+        &self,
+        name: &Name,
+        mut f: impl FnMut(&mut DatabaseRecord) + Send,
+    ) -> Result<DatabaseRecord, StoreError> {
+        for _ in 0..ATTEMPTS {
+            let current = self
+                .databases
+                .get_opt(name.as_str())
+                .await
+                .backend()?
+                .ok_or_else(|| StoreError::NotFound { kind: "database", name: name.to_string() })?;
+            let before = self.database_record(&current)?;
+            let mut after = before.clone();
+            f(&mut after);
+            let mut version = current.resource_version();
+            if after.want == Want::Reset && before.want == Want::Run {
+                let patch = json!({
+                    "metadata": { "resourceVersion": version },
+                    "spec": { "resetGeneration": current.spec.reset_generation + 1 },
+                });
+                match patch_unchanged(&self.databases, name.as_str(), Part::Spec, &patch).await? {
+                    Some(updated) => version = updated.resource_version(),
+                    None => continue,
+                }
+            }
+            let status = database_status(&after, &current);
+            if Some(&status) != current.status.as_ref() {
+                let patch = json!({ "metadata": { "resourceVersion": version }, "status": status });
+                if patch_unchanged(&self.databases, name.as_str(), Part::Status, &patch).await?.is_none() {
+                    continue;
+                }
+                if after.status != before.status {
+                    self.announce(&current, database_event(&after)).await;
+                }
+            }
+            if after.want == Want::Delete && before.want != Want::Delete {
+                // Held by the finalizer until the reconciler has removed the instance.
+                match self.databases.delete(name.as_str(), &DeleteParams::default()).await {
+                    Err(e) if !is(&e, kube::core::Status::is_not_found) => return Err(StoreError::backend(e)),
+                    _ => {}
+                }
+            }
+            return Ok(after);
+        }
+        Err(StoreError::Contended { kind: "database", name: name.to_string() })
+    }
+
+    pub(crate) async fn delete_database(&self, name: &Name) -> Result<(), StoreError> {
+        release(&self.databases, name).await
+    }
+
+    /// Publishes what the `Database` resources say ([`Store::watch_databases`]) after every
+    /// change, until the watch ends (never, in practice: it reconnects with backoff). Runs on
+    /// every replica, leader or not, from a cache: no request per change.
+    pub async fn follow_databases(&self) {
+        use kube::runtime::WatchStreamExt as _;
+        let (reader, writer) = kube::runtime::reflector::store::<Database>();
+        let events = kube::runtime::reflector(writer, watcher(self.databases.clone(), watcher::Config::default()))
+            .default_backoff();
+        futures_util::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "watching databases");
+                    continue;
+                }
+            }
+            let mut records: Vec<DatabaseRecord> =
+                reader.state().iter().filter_map(|d| self.database_record(d).ok()).collect();
+            records.sort_by(|a, b| a.name.cmp(&b.name));
+            self.feed.publish(records);
+        }
+    }
+
+    fn project_record(&self, p: &Project) -> Result<ProjectRecord, StoreError> {
+        let name = resource_name(p)?;
+        let id = p.uid().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        Ok(ProjectRecord {
+            password: self.passwords.password("project", name.as_str(), &id),
+            id,
+            name,
+            owner: p.spec.owner.clone(),
+            db_version: p.spec.db_version.clone(),
+            backup_location: p.spec.backup_location.clone(),
+            allow_private_source: p.spec.allow_private_source,
+            status: phase(status.phase.as_deref()).unwrap_or(ProjectPhase::Pending),
+            error: status.error,
+            progress: status.progress.map(|p| Progress { bytes_done: p.bytes_done, bytes_total: p.bytes_total }),
+            snapshot: status.snapshot.map(|s| SnapshotRecord {
+                generation: s.generation,
+                created_at: s.created_at,
+                size_bytes: s.size_bytes,
+            }),
+            wanted_generation: p.spec.snapshot_generation,
+            username: p.spec.username.clone(),
+            database: p.spec.database.clone(),
+            created_at: created_at(p.meta()),
+        })
+    }
+
+    fn database_record(&self, d: &Database) -> Result<DatabaseRecord, StoreError> {
+        let name = resource_name(d)?;
+        let project = Name::new(&d.spec.project).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let id = d.uid().unwrap_or_default();
+        let status = d.status.clone().unwrap_or_default();
+        let want = if d.meta().deletion_timestamp.is_some() {
+            Want::Delete
+        } else if d.spec.reset_generation > status.observed_reset_generation {
+            Want::Reset
+        } else {
+            Want::Run
+        };
+        Ok(DatabaseRecord {
+            password: self.passwords.password("database", name.as_str(), &id),
+            id,
+            name,
+            project,
+            owner: d.spec.owner.clone(),
+            status: phase(status.phase.as_deref()).unwrap_or(Phase::Creating),
+            want,
+            port: 5432,
+            snapshot_generation: status.snapshot_generation,
+            error: status.error,
+            created_at: created_at(d.meta()),
+        })
+    }
+
+    /// Publishes an Event on `resource`; a failure is logged, never fatal.
+    async fn announce(&self, resource: &impl Resource<DynamicType = ()>, event: Event) {
+        if let Err(error) = self.recorder.publish(&event, &resource.object_ref(&())).await {
+            tracing::warn!(%error, reason = %event.reason, "cannot publish an event");
+        }
+    }
+}
+
+/// Which part of a resource a patch writes.
+enum Part {
+    Spec,
+    Status,
+}
+
+/// A merge patch carrying the resourceVersion it was computed from: `Ok(None)` when another
+/// write came first (recompute and try again).
+async fn patch_unchanged<K>(
+    api: &Api<K>,
+    name: &str,
+    part: Part,
+    patch: &serde_json::Value,
+) -> Result<Option<K>, StoreError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PatchParams::default();
+    let written = match part {
+        Part::Spec => api.patch(name, &params, &Patch::Merge(patch)).await,
+        Part::Status => api.patch_status(name, &params, &Patch::Merge(patch)).await,
+    };
+    match written {
+        Ok(updated) => Ok(Some(updated)),
+        Err(e) if is(&e, kube::core::Status::is_conflict) => Ok(None),
+        Err(e) => Err(StoreError::backend(e)),
+    }
+}
+
+/// Creates `resource`; a taken name is [`StoreError::Exists`].
+async fn create<K>(api: &Api<K>, resource: &K, kind: &'static str) -> Result<K, StoreError>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), resource).await.map_err(|e| {
+        if is(&e, kube::core::Status::is_already_exists) {
+            StoreError::Exists { kind, name: resource.meta().name.clone().unwrap_or_default() }
+        } else {
+            StoreError::backend(e)
+        }
+    })
+}
+
+fn is(error: &kube::Error, check: fn(&kube::core::Status) -> bool) -> bool {
+    matches!(error, kube::Error::Api(status) if check(status))
+}
+
+fn resource_name(r: &impl Resource) -> Result<Name, StoreError> {
+    let name = r.meta().name.clone().unwrap_or_default();
+    Name::new(&name).map_err(|e| StoreError::Invalid(format!("{name:?}: {e}")))
+}
+
+fn created_at(meta: &ObjectMeta) -> String {
+    meta.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
+}
+
+/// A phase as the API spells it (`"ready"`) back into its enum.
+fn phase<T: serde::de::DeserializeOwned>(phase: Option<&str>) -> Option<T> {
+    phase.and_then(|p| serde_json::from_value(json!(p)).ok())
+}
+
+fn phase_name(phase: &impl serde::Serialize) -> String {
+    serde_json::to_value(phase).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// A Ready condition for `ready`, keeping the previous transition time when unchanged.
+fn ready_condition(ready: bool, reason: &str, message: Option<&String>, previous: &[Condition]) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .or_else(|| Some(k8s_openapi::jiff::Timestamp::now().to_string()));
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: message.cloned(),
+        last_transition_time,
+    }
+}
+
+fn project_status(p: &ProjectRecord, previous: Option<&crd::ProjectStatus>) -> crd::ProjectStatus {
+    let previous = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let reason = match p.status {
+        ProjectPhase::Pending => "Pending",
+        ProjectPhase::Restoring => "Restoring",
+        ProjectPhase::Ready => "SnapshotReady",
+        ProjectPhase::Failed => "RestoreFailed",
+    };
+    crd::ProjectStatus {
+        phase: Some(phase_name(&p.status)),
+        error: p.error.clone(),
+        progress: p.progress.map(|p| RestoreProgress { bytes_done: p.bytes_done, bytes_total: p.bytes_total }),
+        snapshot: p.snapshot.as_ref().map(|s| SnapshotStatus {
+            generation: s.generation,
+            created_at: s.created_at.clone(),
+            size_bytes: s.size_bytes,
+        }),
+        conditions: vec![ready_condition(p.status == ProjectPhase::Ready, reason, p.error.as_ref(), previous)],
+    }
+}
+
+fn database_status(d: &DatabaseRecord, current: &Database) -> crd::DatabaseStatus {
+    let previous = current.status.clone().unwrap_or_default();
+    let reason = match d.status {
+        Phase::Creating => "Cloning",
+        Phase::Running => "Running",
+        Phase::Stopped => "Stopped",
+        Phase::Error => "Failed",
+        Phase::Deleting => "Deleting",
+    };
+    crd::DatabaseStatus {
+        phase: Some(phase_name(&d.status)),
+        error: d.error.clone(),
+        // A reset is done when the record no longer wants one.
+        observed_reset_generation: if d.want == Want::Reset {
+            previous.observed_reset_generation
+        } else {
+            current.spec.reset_generation
+        },
+        snapshot_generation: d.snapshot_generation,
+        conditions: vec![ready_condition(d.status == Phase::Running, reason, d.error.as_ref(), &previous.conditions)],
+    }
+}
+
+fn event(failed: bool, reason: &str, action: &str, note: Option<String>) -> Event {
+    Event {
+        type_: if failed { EventType::Warning } else { EventType::Normal },
+        reason: reason.into(),
+        note,
+        action: action.into(),
+        secondary: None,
+    }
+}
+
+fn project_event(p: &ProjectRecord) -> Event {
+    match p.status {
+        ProjectPhase::Pending => event(false, "Pending", "Restore", None),
+        ProjectPhase::Restoring => {
+            event(false, "Restoring", "Restore", p.backup_location.as_deref().map(devdb_shared::source::display))
+        }
+        ProjectPhase::Ready => event(
+            p.error.is_some(),
+            if p.error.is_some() { "RefreshFailed" } else { "SnapshotReady" },
+            "Restore",
+            p.error.clone().or_else(|| p.snapshot.as_ref().map(|s| format!("snapshot generation {}", s.generation))),
+        ),
+        ProjectPhase::Failed => event(true, "RestoreFailed", "Restore", p.error.clone()),
+    }
+}
+
+fn database_event(d: &DatabaseRecord) -> Event {
+    match d.status {
+        Phase::Creating => event(false, "Cloning", "Clone", None),
+        Phase::Running => event(false, "Running", "Clone", None),
+        Phase::Stopped => event(false, "Stopped", "Stop", None),
+        Phase::Error => event(true, "Failed", "Clone", d.error.clone()),
+        Phase::Deleting => event(false, "Deleting", "Delete", None),
+    }
+}
+
+/// Removes our finalizer from a resource being deleted, letting it go.
+async fn release<K>(api: &Api<K>, name: &Name) -> Result<(), StoreError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(current) = api.get_opt(name.as_str()).await.backend()? else { return Ok(()) };
+    let finalizers = current.finalizers();
+    if current.meta().deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!({ "metadata": { "resourceVersion": current.resource_version(), "finalizers": rest } });
+    match api.patch(name.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Err(e) if is(&e, kube::core::Status::is_not_found) => Ok(()),
+        other => other.map(|_| ()).backend(),
+    }
+}
+
+impl Store for CrdStore {
+    async fn insert_project(&self, p: &ProjectRecord) -> Result<ProjectRecord, StoreError> {
+        CrdStore::insert_project(self, p).await
+    }
+
+    async fn project(&self, name_or_id: &str) -> Result<Option<ProjectRecord>, StoreError> {
+        CrdStore::project(self, name_or_id).await
+    }
+
+    async fn projects(&self, owner: Option<&str>) -> Result<Vec<ProjectRecord>, StoreError> {
+        CrdStore::projects(self, owner).await
+    }
+
+    async fn update_project(
+        &self,
+        name: &Name,
+        f: impl FnMut(&mut ProjectRecord) + Send,
+    ) -> Result<ProjectRecord, StoreError> {
+        CrdStore::update_project(self, name, f).await
+    }
+
+    async fn delete_project(&self, name: &Name) -> Result<(), StoreError> {
+        CrdStore::delete_project(self, name).await
+    }
+
+    async fn project_cleaned(&self, name: &Name) -> Result<(), StoreError> {
+        CrdStore::project_cleaned(self, name).await
+    }
+
+    async fn insert_database(&self, d: &DatabaseRecord) -> Result<DatabaseRecord, StoreError> {
+        CrdStore::insert_database(self, d).await
+    }
+
+    async fn database(&self, name: &str) -> Result<Option<DatabaseRecord>, StoreError> {
+        CrdStore::database(self, name).await
+    }
+
+    async fn databases(&self, owner: Option<&str>, project: Option<&str>) -> Result<Vec<DatabaseRecord>, StoreError> {
+        CrdStore::databases(self, owner, project).await
+    }
+
+    async fn update_database(
+        &self,
+        name: &Name,
+        f: impl FnMut(&mut DatabaseRecord) + Send,
+    ) -> Result<DatabaseRecord, StoreError> {
+        CrdStore::update_database(self, name, f).await
+    }
+
+    async fn delete_database(&self, name: &Name) -> Result<(), StoreError> {
+        CrdStore::delete_database(self, name).await
+    }
+
+    fn watch_databases(&self) -> tokio::sync::watch::Receiver<Databases> {
+        self.feed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_stable_per_object_and_differ_between_incarnations() {
+        let passwords = Passwords::new(b"a secret key of the controller");
+        let first = passwords.password("database", "kate-pg", "uid-1");
+        assert_eq!(first.len(), 24);
+        assert!(first.chars().all(|c| c.is_ascii_alphanumeric()), "{first}");
+        assert_eq!(first, passwords.password("database", "kate-pg", "uid-1"));
+        assert_ne!(first, passwords.password("database", "kate-pg", "uid-2"), "recreated: new password");
+        assert_ne!(first, passwords.password("project", "kate-pg", "uid-1"), "kinds differ");
+        assert_ne!(first, Passwords::new(b"another key").password("database", "kate-pg", "uid-1"));
+    }
+
+    #[test]
+    fn phases_round_trip_through_their_api_names() {
+        for p in [ProjectPhase::Pending, ProjectPhase::Restoring, ProjectPhase::Ready, ProjectPhase::Failed] {
+            assert_eq!(phase::<ProjectPhase>(Some(&phase_name(&p))), Some(p));
+        }
+        assert_eq!(phase_name(&Phase::Running), "running");
+        assert_eq!(phase::<Phase>(Some("nonsense")), None);
+    }
+
+    #[test]
+    fn events_name_the_source_by_its_display_form() {
+        let project = ProjectRecord {
+            id: "id".into(),
+            name: Name::new("shop").expect("name"),
+            owner: "kate".into(),
+            db_version: "16".into(),
+            backup_location: Some("https://svc:hunter2@dumps.example.com/d.dump?sig=f00d".into()),
+            allow_private_source: false,
+            status: ProjectPhase::Restoring,
+            error: None,
+            progress: None,
+            snapshot: None,
+            wanted_generation: 1,
+            username: "app".into(),
+            password: "pw".into(),
+            database: "shop".into(),
+            created_at: "now".into(),
+        };
+        let note = project_event(&project).note.unwrap_or_default();
+        assert_eq!(note, "https://dumps.example.com/d.dump?sig=…");
+    }
+}

@@ -1,0 +1,763 @@
+//! The kube runtime against a scripted API server: for each scenario, the exact sequence of
+//! requests the shared reconciler makes through the `Project`/`Database` store and the
+//! [`KubeRuntime`], with the objects it sends compared to the builders' output.
+
+mod apiserver;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiserver::Step;
+use devdb_core::model::Key;
+use devdb_core::reconcile::Reconciler;
+use devdb_kube::operator::ChannelScheduler;
+use devdb_kube::resources::{self, ClusterSettings};
+use devdb_kube::{CrdStore, KubePlatform, KubeRuntime, Passwords, Waits};
+use devdb_shared::{Domain, Name};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const KEY: &[u8] = b"the controller's secret key, 32+ bytes long";
+const PROJECTS: &str = "/apis/devdb.io/v1alpha1/projects";
+const DATABASES: &str = "/apis/devdb.io/v1alpha1/databases";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const NS: &str = "/api/v1/namespaces/devdb-shop";
+const SELECTOR: &str = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fdatabase%3Dkate-pg";
+
+fn settings() -> ClusterSettings {
+    ClusterSettings {
+        image: "devdb/postgres-db:16".into(),
+        storage_class: Some("gp3".into()),
+        volume_snapshot_class: Some("ebs-csi".into()),
+        volume_size: "20Gi".into(),
+        proxy_namespace: "devdb".into(),
+        proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
+        controller_namespace: "devdb".into(),
+        source_credentials: None,
+    }
+}
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("valid name")
+}
+
+/// The reconciler over the kube runtime, talking to a scripted API server.
+struct Cluster {
+    reconciler: Arc<Reconciler<KubePlatform>>,
+    server: apiserver::ApiServer,
+    /// Passes the reconciler asks the controllers for.
+    passes: mpsc::UnboundedReceiver<Key>,
+}
+
+fn cluster(settings: ClusterSettings) -> Cluster {
+    let (client, server) = apiserver::client();
+    let waits = Waits {
+        every: Duration::from_millis(1),
+        restore: Duration::from_secs(30),
+        snapshot: Duration::from_secs(30),
+        ready: Duration::from_secs(30),
+        release: Duration::from_secs(30),
+    };
+    let domain = Domain::new("db.example.com").expect("domain");
+    let runtime = Arc::new(KubeRuntime::new(client.clone(), settings, 16, domain, 5432, waits));
+    let reporter =
+        kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: Some("test".into()) };
+    let store = Arc::new(CrdStore::new(client, Passwords::new(KEY), reporter));
+    let (scheduler, passes) = ChannelScheduler::new();
+    Cluster { reconciler: Reconciler::new(store, runtime, scheduler), server, passes }
+}
+
+impl Cluster {
+    /// Runs one reconcile pass of `key` against `steps`, then checks nothing else was asked.
+    async fn pass(&mut self, key: Key, steps: Vec<Step>) -> Vec<Value> {
+        let reconciler = self.reconciler.clone();
+        let mut pass = tokio::spawn(async move { reconciler.reconcile(&key).await });
+        let bodies = tokio::select! {
+            bodies = self.server.run(steps) => bodies,
+            result = &mut pass => panic!("the pass ended before the script: {result:?}"),
+        };
+        pass.await.expect("pass ran").expect("pass succeeded");
+        self.server.quiet().await;
+        bodies
+    }
+
+    fn asked_for(&mut self) -> Vec<Key> {
+        std::iter::from_fn(|| self.passes.try_recv().ok()).collect()
+    }
+}
+
+fn project(status: Value) -> Value {
+    json!({
+        "apiVersion": "devdb.io/v1alpha1", "kind": "Project",
+        "metadata": {
+            "name": "shop", "uid": "uid-shop", "resourceVersion": "7",
+            "creationTimestamp": "2026-11-23T10:00:00Z", "finalizers": ["devdb.io/cleanup"],
+        },
+        "spec": {
+            "owner": "kate", "dbVersion": "16", "backupLocation": "https://dumps.example.com/shop.dump",
+            "username": "app", "database": "shop", "snapshotGeneration": 1,
+        },
+        "status": status,
+    })
+}
+
+fn ready_project() -> Value {
+    project(json!({
+        "phase": "ready",
+        "snapshot": { "generation": 1, "createdAt": "2026-11-23T10:05:00Z", "sizeBytes": 2_147_483_648_u64 },
+    }))
+}
+
+fn database(status: Value, spec_reset: u64, deleting: bool) -> Value {
+    let mut d = json!({
+        "apiVersion": "devdb.io/v1alpha1", "kind": "Database",
+        "metadata": {
+            "name": "kate-pg", "uid": "uid-kate", "resourceVersion": "11",
+            "creationTimestamp": "2026-11-23T10:06:00Z", "finalizers": ["devdb.io/cleanup"],
+            "labels": { "devdb.io/project": "shop" },
+        },
+        "spec": { "project": "shop", "owner": "kate", "resetGeneration": spec_reset },
+        "status": status,
+    });
+    if deleting {
+        d["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:00:00Z");
+    }
+    d
+}
+
+fn job(status: Value) -> Value {
+    let mut job = serde_json::to_value(resources::restore_job("shop", 1, "shop", false, &settings())).expect("json");
+    job["status"] = status;
+    job
+}
+
+fn snapshot(status: Value) -> Value {
+    let mut snapshot = serde_json::to_value(resources::volume_snapshot("shop", 1, &settings())).expect("json");
+    snapshot["status"] = status;
+    snapshot
+}
+
+fn event(reason: &str, kind: &str, name: &str) -> Step {
+    Step::post(EVENTS).has(json!({ "reason": reason, "regarding": { "kind": kind, "name": name } }))
+}
+
+/// The steps of a restore of generation 1 up to a ready snapshot, from the namespace on.
+fn restore_steps(project_record_password: &str) -> Vec<Step> {
+    let mut namespace = resources::namespace("shop");
+    resources::owned_by(&mut namespace.metadata, "Project", "shop", "uid-shop");
+    vec![
+        Step::apply("/api/v1/namespaces/devdb-shop", &namespace),
+        Step::apply(
+            &format!("{NS}/secrets/restore-credentials"),
+            &resources::project_secret(
+                "shop",
+                "app",
+                project_record_password,
+                Some("https://dumps.example.com/shop.dump"),
+            ),
+        ),
+        Step::apply(&format!("{NS}/persistentvolumeclaims/golden-1"), &resources::golden_pvc("shop", 1, &settings())),
+        Step::apply(
+            "/apis/batch/v1/namespaces/devdb-shop/jobs/restore-1",
+            &resources::restore_job("shop", 1, "shop", false, &settings()),
+        ),
+    ]
+}
+
+fn background() -> Value {
+    json!({ "propagationPolicy": "Background" })
+}
+
+fn project_password() -> String {
+    Passwords::new(KEY).password("project", "shop", "uid-shop")
+}
+
+fn database_password() -> String {
+    Passwords::new(KEY).password("database", "kate-pg", "uid-kate")
+}
+
+#[tokio::test]
+async fn a_project_is_restored_by_a_job_then_snapshotted() {
+    let mut c = cluster(settings());
+    let jobs = "/apis/batch/v1/namespaces/devdb-shop/jobs";
+    let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/devdb-shop/volumesnapshots";
+    let mut steps = vec![
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!(null))),
+        // Restoring, recorded first.
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!(null))),
+        Step::patch(&format!("{PROJECTS}/shop/status")).reply(project(json!({ "phase": "restoring" }))).has(json!({
+            "metadata": { "resourceVersion": "7" },
+            "status": {
+                "phase": "restoring", "progress": { "bytesDone": 0 },
+                "conditions": [{ "type": "Ready", "status": "False", "reason": "Restoring" }],
+            },
+        })),
+        event("Restoring", "Project", "shop"),
+    ];
+    steps.extend(restore_steps(&project_password()));
+    steps.extend([
+        Step::get(&format!("{jobs}/restore-1")).reply(job(json!({ "active": 1 }))),
+        Step::get(&format!("{jobs}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        Step::apply(&format!("{snapshots}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
+        Step::get(&format!("{snapshots}/snapshot-1")).reply(snapshot(json!({ "readyToUse": false }))),
+        Step::get(&format!("{snapshots}/snapshot-1")).reply(snapshot(json!({
+            "readyToUse": true, "restoreSize": "2Gi", "creationTime": "2026-11-23T10:05:00Z",
+        }))),
+        // The snapshot holds the data: the Job and the golden volume go.
+        Step::delete(&format!("{jobs}/restore-1")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!({ "phase": "restoring" }))),
+        Step::patch(&format!("{PROJECTS}/shop/status")).reply(ready_project()).has(json!({
+            "status": {
+                "phase": "ready",
+                "snapshot": { "generation": 1, "createdAt": "2026-11-23T10:05:00Z", "sizeBytes": 2_147_483_648_u64 },
+                "conditions": [{ "type": "Ready", "status": "True", "reason": "SnapshotReady" }],
+            },
+        })),
+        event("SnapshotReady", "Project", "shop"),
+        // Older generations are removed by label.
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+    ]);
+    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration%21%3D1";
+    steps.extend([
+        Step::delete(&format!("{snapshots}?{others}")).has(background()),
+        Step::delete(&format!("{jobs}?{others}")).has(background()),
+        Step::delete(&format!("{NS}/persistentvolumeclaims?{others}")).has(background()),
+        // Its databases are woken.
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+    ]);
+    c.pass(Key::Project(name("shop")), steps).await;
+    assert!(c.asked_for().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_restore_leaves_nothing_behind_and_says_why() {
+    let mut c = cluster(settings());
+    let jobs = "/apis/batch/v1/namespaces/devdb-shop/jobs";
+    let failed = job(json!({
+        "failed": 3,
+        "conditions": [{ "type": "Failed", "status": "True", "message": "Job has reached the specified backoff limit" }],
+    }));
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "restore-1-abcde", "namespace": "devdb-shop" },
+        "status": { "containerStatuses": [{
+            "name": "restore", "image": "devdb/postgres-db:16", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "exitCode": 1, "message": "cannot download https://dumps.example.com/shop.dump: 404\n" } },
+        }] },
+    });
+    let waiting = database(json!({ "phase": "creating" }), 0, false);
+    let mut steps = vec![
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!(null))),
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!(null))),
+        Step::patch(&format!("{PROJECTS}/shop/status")).reply(project(json!({ "phase": "restoring" }))),
+        event("Restoring", "Project", "shop"),
+    ];
+    steps.extend(restore_steps(&project_password()));
+    steps.extend([
+        Step::get(&format!("{jobs}/restore-1")).reply(failed),
+        Step::list(&format!("{NS}/pods?labelSelector=job-name%3Drestore-1"), vec![pod]),
+        Step::delete(&format!("{jobs}/restore-1")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!({ "phase": "restoring" }))),
+        Step::patch(&format!("{PROJECTS}/shop/status")).reply(project(json!({ "phase": "failed" }))).has(json!({
+            "status": {
+                "phase": "failed",
+                "error": "the restore failed: cannot download https://dumps.example.com/shop.dump: 404",
+                "conditions": [{ "type": "Ready", "status": "False", "reason": "RestoreFailed" }],
+            },
+        })),
+        Step::post(EVENTS).has(json!({
+            "type": "Warning", "reason": "RestoreFailed",
+            "note": "the restore failed: cannot download https://dumps.example.com/shop.dump: 404",
+        })),
+        // The database waiting for it is woken, to fail with the reason too.
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![waiting]),
+    ]);
+    c.pass(Key::Project(name("shop")), steps).await;
+    assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+}
+
+/// The objects a database runs on, as the runtime must apply them (owned by the resource).
+fn instance_steps() -> Vec<Step> {
+    let owned = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        resources::owned_by(meta, "Database", "kate-pg", "uid-kate");
+    };
+    let mut pvc = resources::database_pvc("shop", "kate-pg", 1, &settings());
+    owned(&mut pvc.metadata);
+    let mut secret = resources::database_secret(
+        "shop",
+        "kate-pg",
+        "app",
+        &database_password(),
+        "shop",
+        "kate-pg.db.example.com",
+        5432,
+    );
+    owned(&mut secret.metadata);
+    let mut sts = resources::statefulset("shop", "kate-pg", &settings());
+    owned(&mut sts.metadata);
+    let mut service = resources::service("shop", "kate-pg");
+    owned(&mut service.metadata);
+    let mut policy = resources::network_policy("shop", "kate-pg", &settings());
+    owned(&mut policy.metadata);
+    vec![
+        Step::apply(&format!("{NS}/persistentvolumeclaims/kate-pg-data"), &pvc),
+        Step::apply(&format!("{NS}/secrets/kate-pg-credentials"), &secret),
+        Step::apply("/apis/apps/v1/namespaces/devdb-shop/statefulsets/kate-pg", &sts),
+        Step::apply(&format!("{NS}/services/kate-pg"), &service),
+        Step::apply("/apis/networking.k8s.io/v1/namespaces/devdb-shop/networkpolicies/kate-pg-proxy-only", &policy),
+    ]
+}
+
+fn statefulset(ready: i32) -> Value {
+    let mut sts = serde_json::to_value(resources::statefulset("shop", "kate-pg", &settings())).expect("json");
+    sts["status"] = json!({ "replicas": 1, "readyReplicas": ready });
+    sts
+}
+
+fn pvc_from_snapshot() -> Value {
+    serde_json::to_value(resources::database_pvc("shop", "kate-pg", 1, &settings())).expect("json")
+}
+
+const STATEFULSET: &str = "/apis/apps/v1/namespaces/devdb-shop/statefulsets/kate-pg";
+
+#[tokio::test]
+async fn a_database_is_cloned_from_the_snapshot_and_runs_once_its_pod_is_ready() {
+    let mut c = cluster(settings());
+    let mut steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "creating" }), 0, false))
+            .has(json!({ "status": { "phase": "creating", "conditions": [{ "type": "Ready", "status": "False", "reason": "Cloning" }] } })),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).fail(404, "NotFound"),
+    ];
+    steps.extend(instance_steps());
+    steps.extend([
+        Step::get(STATEFULSET).reply(statefulset(0)),
+        Step::get(STATEFULSET).reply(statefulset(1)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "creating" }), 0, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "running" }), 0, false))
+            .has(json!({
+                "metadata": { "resourceVersion": "11" },
+                "status": {
+                    "phase": "running", "snapshotGeneration": 1, "observedResetGeneration": 0,
+                    "conditions": [{ "type": "Ready", "status": "True", "reason": "Running" }],
+                },
+            })),
+        event("Running", "Database", "kate-pg"),
+    ]);
+    let bodies = c.pass(Key::Database(name("kate-pg")), steps).await;
+    // The password is in the Secret only, never in a resource's spec or status.
+    let secret = &bodies[6];
+    assert_eq!(secret["stringData"]["password"], database_password());
+    for (i, body) in bodies.iter().enumerate().filter(|(i, _)| *i != 6) {
+        assert!(!body.to_string().contains(&database_password()), "request {i} carries the password: {body}");
+    }
+    // The project may now drop snapshots this clone kept.
+    assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
+}
+
+#[tokio::test]
+async fn a_reset_removes_the_clone_by_label_and_clones_again_with_the_same_credentials() {
+    let mut c = cluster(settings());
+    let running = json!({ "phase": "running", "snapshotGeneration": 1, "observedResetGeneration": 0 });
+    let found = |kind: &str| json!({ "kind": kind, "metadata": { "name": "kate-pg", "namespace": "devdb-shop" } });
+    let mut steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 1, false)),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 1, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "creating" }), 1, false))
+            .has(json!({ "status": { "phase": "creating", "observedResetGeneration": 0 } })),
+        event("Cloning", "Database", "kate-pg"),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+        Step::list(&format!("/apis/apps/v1/statefulsets?{SELECTOR}"), vec![found("StatefulSet")]),
+        Step::delete(STATEFULSET).has(background()),
+        Step::list(&format!("/api/v1/persistentvolumeclaims?{SELECTOR}"), vec![found("PersistentVolumeClaim")]),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/kate-pg")).has(background()),
+        // The old volume is still detaching, then gone.
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).fail(404, "NotFound"),
+    ];
+    steps.extend(instance_steps());
+    steps.extend([
+        Step::get(STATEFULSET).reply(statefulset(1)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "creating" }), 1, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(running, 1, false))
+            .has(json!({ "status": { "phase": "running", "observedResetGeneration": 1 } })),
+        event("Running", "Database", "kate-pg"),
+    ]);
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+    assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
+}
+
+#[tokio::test]
+async fn a_deleted_database_loses_everything_it_had_by_label_then_its_finalizer() {
+    let mut c = cluster(settings());
+    let running = json!({ "phase": "running", "snapshotGeneration": 1 });
+    let found =
+        |kind: &str, name: &str| json!({ "kind": kind, "metadata": { "name": name, "namespace": "devdb-shop" } });
+    let steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, true)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, true)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "deleting" }), 0, true))
+            .has(json!({ "status": { "phase": "deleting" } })),
+        event("Deleting", "Database", "kate-pg"),
+        Step::list(&format!("/apis/apps/v1/statefulsets?{SELECTOR}"), vec![found("StatefulSet", "kate-pg")]),
+        Step::delete(STATEFULSET),
+        Step::list(&format!("/api/v1/services?{SELECTOR}"), vec![found("Service", "kate-pg")]),
+        Step::delete(&format!("{NS}/services/kate-pg")),
+        Step::list(
+            &format!("/apis/networking.k8s.io/v1/networkpolicies?{SELECTOR}"),
+            vec![found("NetworkPolicy", "kate-pg-proxy-only")],
+        ),
+        Step::delete("/apis/networking.k8s.io/v1/namespaces/devdb-shop/networkpolicies/kate-pg-proxy-only"),
+        Step::list(&format!("/api/v1/secrets?{SELECTOR}"), vec![found("Secret", "kate-pg-credentials")]),
+        Step::delete(&format!("{NS}/secrets/kate-pg-credentials")),
+        Step::list(
+            &format!("/api/v1/persistentvolumeclaims?{SELECTOR}"),
+            vec![found("PersistentVolumeClaim", "kate-pg-data")],
+        ),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/kate-pg-data")),
+        // Then the resource may go.
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "deleting" }), 0, true)),
+        Step::patch(&format!("{DATABASES}/kate-pg"))
+            .reply(database(json!({ "phase": "deleting" }), 0, true))
+            .body(json!({ "metadata": { "resourceVersion": "11", "finalizers": [] } })),
+    ];
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+    assert!(c.asked_for().is_empty());
+}
+
+#[tokio::test]
+async fn a_controller_restarted_mid_restore_adopts_the_running_job() {
+    let mut c = cluster(settings());
+    let jobs = "/apis/batch/v1/namespaces/devdb-shop/jobs";
+    let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/devdb-shop/volumesnapshots";
+    // What the previous controller recorded before it died.
+    let restoring = project(json!({
+        "phase": "restoring", "progress": { "bytesDone": 0 },
+        "conditions": [{ "type": "Ready", "status": "False", "reason": "Restoring", "lastTransitionTime": "2026-11-23T10:01:00Z" }],
+    }));
+    let mut steps = vec![
+        Step::get(&format!("{PROJECTS}/shop")).reply(restoring.clone()),
+        // Already recorded as restoring: nothing to write, no second event.
+        Step::get(&format!("{PROJECTS}/shop")).reply(restoring),
+    ];
+    // Applying the same objects again changes nothing; the Job it started is waited for.
+    steps.extend(restore_steps(&project_password()));
+    steps.extend([
+        Step::get(&format!("{jobs}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        Step::apply(&format!("{snapshots}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
+        Step::get(&format!("{snapshots}/snapshot-1"))
+            .reply(snapshot(json!({ "readyToUse": true, "restoreSize": "2Gi" }))),
+        Step::delete(&format!("{jobs}/restore-1")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!({ "phase": "restoring" }))),
+        Step::patch(&format!("{PROJECTS}/shop/status"))
+            .reply(ready_project())
+            .has(json!({ "status": { "phase": "ready" } })),
+        event("SnapshotReady", "Project", "shop"),
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+    ]);
+    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration%21%3D1";
+    steps.extend([
+        Step::delete(&format!("{snapshots}?{others}")),
+        Step::delete(&format!("{jobs}?{others}")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims?{others}")),
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+    ]);
+    c.pass(Key::Project(name("shop")), steps).await;
+}
+
+#[tokio::test]
+async fn a_controller_restarted_mid_clone_adopts_the_volume_it_made() {
+    let mut c = cluster(settings());
+    let creating = json!({
+        "phase": "creating",
+        "conditions": [{ "type": "Ready", "status": "False", "reason": "Cloning", "lastTransitionTime": "2026-11-23T10:07:00Z" }],
+    });
+    let mut steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(creating.clone(), 0, false)),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(creating.clone(), 0, false)),
+        // The clone of the same snapshot is there: kept, not deleted.
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+    ];
+    steps.extend(instance_steps());
+    steps.extend([
+        Step::get(STATEFULSET).reply(statefulset(1)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(creating, 0, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "running" }), 0, false))
+            .has(json!({ "status": { "phase": "running" } })),
+        event("Running", "Database", "kate-pg"),
+    ]);
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+    assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
+}
+
+#[tokio::test]
+async fn routes_follow_the_database_resources_and_turn_ready_with_the_pod() {
+    let (client, mut server) = apiserver::client();
+    let reporter = kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: None };
+    let store = Arc::new(CrdStore::new(client.clone(), Passwords::new(KEY), reporter));
+    let runtime = Arc::new(KubeRuntime::new(
+        client,
+        settings(),
+        16,
+        Domain::new("db.example.com").expect("domain"),
+        5432,
+        Waits::default(),
+    ));
+    let routes = devdb_core::routes::RouteFeed::default();
+    let mut changes = routes.subscribe();
+    let watching = tokio::spawn({
+        let store = store.clone();
+        async move { store.follow_databases().await }
+    });
+    let following = tokio::spawn(devdb_core::routes::follow::<KubePlatform>(store, runtime, routes.clone()));
+    let creating = database(json!({ "phase": "creating" }), 0, false);
+    let mut running = database(json!({ "phase": "running" }), 0, false);
+    running["metadata"]["resourceVersion"] = json!("12");
+    server
+        .run(vec![
+            Step::list(&format!("{DATABASES}?limit=500"), vec![creating]),
+            Step::get(&format!("{DATABASES}?watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion=1"))
+                .events(&[("MODIFIED", running)]),
+        ])
+        .await;
+    let table = loop {
+        changes.changed().await.expect("feed open");
+        let table = changes.borrow_and_update().clone();
+        if table.routes.iter().any(|r| r.state == devdb_shared::RouteState::Ready) {
+            break table;
+        }
+    };
+    assert_eq!(table.routes.len(), 1);
+    assert_eq!(table.routes[0].name, name("kate-pg"));
+    assert_eq!(table.routes[0].backend, "kate-pg.devdb-shop.svc:5432");
+    following.abort();
+    watching.abort();
+}
+
+mod leader {
+    use super::*;
+    use devdb_kube::leader::LeaderLease;
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/devdb/leases/devdb-controller";
+
+    fn held_by(holder: &str, renewed: &str, transitions: i32) -> Value {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "devdb-controller", "namespace": "devdb", "resourceVersion": "42" },
+            "spec": {
+                "holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": transitions,
+                "acquireTime": "2026-11-23T09:00:00.000000Z", "renewTime": renewed,
+            },
+        })
+    }
+
+    fn contender(id: &str) -> (LeaderLease, apiserver::ApiServer) {
+        let (client, server) = apiserver::client();
+        (LeaderLease::new(client, "devdb", "devdb-controller", id, Duration::from_secs(15)), server)
+    }
+
+    #[tokio::test]
+    async fn the_first_replica_creates_the_lease_and_leads() {
+        let (lease, mut server) = contender("controller-a");
+        let acquiring = tokio::spawn(async move { lease.try_acquire().await });
+        server
+            .run(vec![
+                Step::get(LEASE).fail(404, "NotFound"),
+                Step::post("/apis/coordination.k8s.io/v1/namespaces/devdb/leases").has(json!({
+                    "metadata": { "name": "devdb-controller" },
+                    "spec": { "holderIdentity": "controller-a", "leaseDurationSeconds": 15, "leaseTransitions": 0 },
+                })),
+            ])
+            .await;
+        assert!(acquiring.await.expect("ran").expect("asked"));
+    }
+
+    #[tokio::test]
+    async fn a_live_leader_is_left_alone() {
+        let (lease, mut server) = contender("controller-a");
+        let acquiring = tokio::spawn(async move { lease.try_acquire().await });
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        server.run(vec![Step::get(LEASE).reply(held_by("controller-b", &now, 3))]).await;
+        assert!(!acquiring.await.expect("ran").expect("asked"), "b still leads");
+        server.quiet().await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_and_a_lost_race_is_no_lead() {
+        let (lease, mut server) = contender("controller-a");
+        let lease = Arc::new(lease);
+        let stale = "2026-11-23T09:00:00.000000Z";
+        let taking = tokio::spawn({
+            let lease = lease.clone();
+            async move { lease.try_acquire().await }
+        });
+        server
+            .run(vec![
+                Step::get(LEASE).reply(held_by("controller-b", stale, 3)),
+                Step::put(LEASE).has(json!({
+                    "metadata": { "resourceVersion": "42" },
+                    "spec": { "holderIdentity": "controller-a", "leaseTransitions": 4 },
+                })),
+            ])
+            .await;
+        assert!(taking.await.expect("ran").expect("asked"));
+        // Another replica wrote first: the resourceVersion no longer matches.
+        let racing = tokio::spawn(async move { lease.try_acquire().await });
+        server
+            .run(vec![
+                Step::get(LEASE).reply(held_by("controller-b", stale, 3)),
+                Step::put(LEASE).fail(409, "Conflict"),
+            ])
+            .await;
+        assert!(!racing.await.expect("ran").expect("asked"));
+    }
+}
+
+/// The REST API on the kube runtime writes the resources; the controllers do the rest.
+mod api {
+    use super::*;
+    use devdb_core::api::{AppState, router};
+    use devdb_core::config::ApiConfig;
+
+    /// The API on a free port over the scripted cluster: (base URL, cluster).
+    async fn serve() -> (String, Cluster) {
+        let c = cluster(settings());
+        let config = ApiConfig {
+            api_listen: "127.0.0.1:0".parse().expect("addr"),
+            domain: Domain::new("db.example.com").expect("domain"),
+            public_port: 5432,
+            tokens: devdb_core::auth::Tokens::default(),
+            allow_private_sources: false,
+        };
+        let state = AppState::new(config, c.reconciler.clone(), devdb_core::routes::RouteFeed::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        (url, c)
+    }
+
+    #[tokio::test]
+    async fn creating_a_project_creates_its_resource_with_the_finalizer() {
+        let (url, mut c) = serve().await;
+        let http = devdb_cli::http::client_builder().build().expect("client");
+        let body = json!({ "name": "shop", "owner": "kate", "backupLocation": "s3://dumps/shop.dump" });
+        let request = tokio::spawn(http.post(format!("{url}/v1/projects")).json(&body).send());
+        let mut created = project(json!(null));
+        created["spec"]["backupLocation"] = json!("s3://dumps/shop.dump");
+        c.server
+            .run(vec![Step::post(PROJECTS).reply(created).body(json!({
+                "apiVersion": "devdb.io/v1alpha1", "kind": "Project",
+                "metadata": { "name": "shop", "finalizers": ["devdb.io/cleanup"] },
+                "spec": {
+                    "owner": "kate", "dbVersion": "16", "backupLocation": "s3://dumps/shop.dump",
+                    "allowPrivateSource": true, "username": "app", "database": "shop", "snapshotGeneration": 1,
+                },
+            }))])
+            .await;
+        let response = request.await.expect("ran").expect("answered");
+        assert_eq!(response.status(), 201);
+        let project: Value = response.json().await.expect("json");
+        assert_eq!(project["id"], "uid-shop", "the resource's uid is the id");
+        assert_eq!(project["status"], "pending");
+        assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
+
+        // The same name again: the API server's AlreadyExists is the API's 409.
+        let request = tokio::spawn(http.post(format!("{url}/v1/projects")).json(&body).send());
+        c.server.run(vec![Step::post(PROJECTS).fail(409, "AlreadyExists")]).await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 409);
+        // A file:// source means nothing to a Job in the cluster.
+        let local = json!({ "name": "local", "backupLocation": "file:///tmp/x.dump" });
+        let response = http.post(format!("{url}/v1/projects")).json(&local).send().await.expect("answered");
+        assert_eq!(response.status(), 400);
+        assert!(response.text().await.expect("text").contains("s3://"));
+        c.server.quiet().await;
+    }
+
+    #[tokio::test]
+    async fn deleting_and_resetting_a_database_go_through_its_resource() {
+        let (url, mut c) = serve().await;
+        let http = devdb_cli::http::client_builder().build().expect("client");
+        let running = json!({ "phase": "running", "snapshotGeneration": 1 });
+
+        let request = tokio::spawn(http.post(format!("{url}/v1/databases/kate-pg/reset")).send());
+        c.server
+            .run(vec![
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
+                Step::patch(&format!("{DATABASES}/kate-pg"))
+                    .reply(database(running.clone(), 1, false))
+                    .body(json!({ "metadata": { "resourceVersion": "11" }, "spec": { "resetGeneration": 1 } })),
+                Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                    .reply(database(json!({ "phase": "creating" }), 1, false))
+                    .has(json!({ "status": { "phase": "creating", "observedResetGeneration": 0 } })),
+                event("Cloning", "Database", "kate-pg"),
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            ])
+            .await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
+        assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+
+        let request = tokio::spawn(http.delete(format!("{url}/v1/databases/kate-pg")).send());
+        c.server
+            .run(vec![
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running, 0, false)),
+                Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                    .reply(database(json!({ "phase": "deleting" }), 0, false))
+                    .has(json!({ "status": { "phase": "deleting" } })),
+                event("Deleting", "Database", "kate-pg"),
+                // Held by the finalizer until the controller has removed the instance.
+                Step::delete(&format!("{DATABASES}/kate-pg")),
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            ])
+            .await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
+        assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+        c.server.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_loses_a_race_is_recomputed_from_the_newer_resource() {
+    let mut c = cluster(settings());
+    let mut newer = database(json!({ "phase": "creating" }), 0, false);
+    newer["metadata"]["resourceVersion"] = json!("12");
+    let steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+        // Someone wrote version 12 meanwhile: this write is refused…
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .has(json!({ "metadata": { "resourceVersion": "11" } }))
+            .fail(409, "Conflict"),
+        // …and computed again from what is there now.
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(newer.clone()),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .has(json!({ "metadata": { "resourceVersion": "12" }, "status": { "phase": "creating" } }))
+            .reply(newer),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).fail(500, "InternalError"),
+        // The clone failed on the API error: recorded on the resource, with an event.
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "creating" }), 0, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "error" }), 0, false))
+            .has(json!({ "status": { "phase": "error", "conditions": [{ "type": "Ready", "status": "False", "reason": "Failed" }] } })),
+        Step::post(EVENTS).has(json!({ "type": "Warning", "reason": "Failed" })),
+    ];
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+    assert!(c.asked_for().is_empty());
+}

@@ -1,0 +1,424 @@
+//! The local runtime: each project's snapshot is a stopped PostgreSQL data directory, each
+//! database a copy of it (reflink where the filesystem allows) running on its own port.
+//!
+//! ```text
+//! <data-dir>/projects/<project>/snapshot-<gen>/        stopped, cleanly checkpointed template
+//! <data-dir>/projects/<project>/gen-<gen>.restoring/   a restore in progress (removed after it):
+//!     data/ server/                                     the restore server's (PostgreSQL user)
+//!     dump/                                             the download (the sandbox user's)
+//! <data-dir>/databases/<name>/{data,sock,log}          a running clone
+//! <data-dir>/databases/<name>.cloning/                 a clone in progress
+//! ```
+//! Work happens in `*.restoring` / `*.cloning` and becomes visible by rename, so a crash at any
+//! point leaves either the old state or the new one, plus debris the reconciler removes.
+//!
+//! Directories on the way to instances are `0711` (the PostgreSQL and sandbox users pass
+//! through, nobody lists them); each instance's own directory is private to the PostgreSQL user,
+//! and its socket with it, so no other local user (the sandbox user included) can reach it.
+//! Restores go through [`devdb_restore`], the same code restore Jobs run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use devdb_pgctl::session::Session;
+use devdb_pgctl::{PgCtl, StopMode, conf_quote};
+use devdb_restore::template::{BASE_CONF, ident, literal, write_conf};
+use devdb_restore::{Owner, SourcePolicy, Template};
+use devdb_shared::Name;
+
+use devdb_core::clock::now;
+use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
+use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
+use devdb_restore::RestoreError;
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// PostgreSQL processes under a data directory.
+#[derive(Clone)]
+pub struct LocalRuntime {
+    pg: Arc<PgCtl>,
+    /// The PostgreSQL major version of the binaries.
+    version: u32,
+    root: PathBuf,
+    /// The address instances listen on and the proxy relays to.
+    host: String,
+}
+
+impl LocalRuntime {
+    /// A runtime keeping its instances under `root`.
+    ///
+    /// # Errors
+    /// When the directories of projects and databases cannot be made.
+    pub fn new(pg: PgCtl, root: &Path) -> std::io::Result<Self> {
+        for dir in [root.join("projects"), root.join("databases")] {
+            passable_dir(&dir)?;
+        }
+        let version = pg.binaries().version();
+        Ok(Self { pg: Arc::new(pg), version, root: root.into(), host: "127.0.0.1".into() })
+    }
+
+    fn project_dir(&self, project: &Name) -> PathBuf {
+        self.root.join("projects").join(project.as_str())
+    }
+
+    fn snapshot_dir(&self, project: &Name, generation: u64) -> PathBuf {
+        self.project_dir(project).join(format!("snapshot-{generation}"))
+    }
+
+    fn database_dir(&self, name: &Name) -> PathBuf {
+        self.root.join("databases").join(name.as_str())
+    }
+}
+
+/// Runs blocking work (processes, file copies) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(RuntimeError::Step { step: "background task", detail: e.to_string() }))
+}
+
+/// A restore's failure as the reconciler records it: what the source or dump did wrong is the
+/// user's to fix; the rest is a failed step.
+fn restore_failed(error: RestoreError) -> RuntimeError {
+    match error {
+        RestoreError::Step { step, detail } => RuntimeError::Step { step, detail },
+        RestoreError::Io(e) => RuntimeError::Step { step: "preparing the dump", detail: e.to_string() },
+        other => RuntimeError::Source(other.to_string()),
+    }
+}
+
+impl Runtime for LocalRuntime {
+    fn postgres_version(&self) -> u32 {
+        self.version
+    }
+
+    fn ports(&self) -> Ports {
+        Ports::Unique
+    }
+
+    async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
+        let allowed = ["http://", "https://", "file://"];
+        if !allowed.iter().any(|s| location.starts_with(s)) {
+            return Err(format!(
+                "the local runtime restores from http://, https:// and file:// URLs (s3:// needs the kube runtime); got {}",
+                devdb_shared::source::display(location)
+            ));
+        }
+        let policy = if allow_private { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
+        devdb_restore::policy::check_location(location, policy).await
+    }
+
+    async fn restore(
+        &self,
+        project: &ProjectRecord,
+        generation: u64,
+        progress: ProgressFn,
+    ) -> Result<SnapshotRecord, RuntimeError> {
+        let work = self.project_dir(&project.name).join(format!("gen-{generation}.restoring"));
+        // A controller killed mid-restore may have left its restore server running.
+        if self.pg.is_running(&work.join("data")) {
+            let _ = self.pg.stop(&work.join("data"), StopMode::Immediate);
+        }
+        remove_dir(&work)?;
+        let result = async {
+            passable_dir(&self.project_dir(&project.name))
+                .map_err(RuntimeError::io("creating the project directory"))?;
+            passable_dir(&work).map_err(RuntimeError::io("creating the restore directory"))?;
+            let downloads = work.join("dump");
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&downloads)
+                .map_err(RuntimeError::io("creating the download directory"))?;
+            let fetched = match &project.backup_location {
+                Some(location) => {
+                    let policy =
+                        if project.allow_private_source { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
+                    let dest = downloads.join("download");
+                    let fetched = devdb_restore::fetch(location, &dest, policy, |d, t| progress(d, t)).await;
+                    Some(fetched.map_err(restore_failed)?)
+                }
+                None => None,
+            };
+            let (this, project, work) = (self.clone(), project.clone(), work.clone());
+            blocking(move || {
+                let dump = match fetched {
+                    Some(fetched) => Some(this.stage_dump(&fetched.path, &downloads)?),
+                    None => None,
+                };
+                let template = Template { pg: &this.pg, data: work.join("data"), scratch: work.join("server") };
+                let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
+                let loaded = template.build(&owner, dump.as_ref()).map_err(restore_failed)?;
+                tracing::info!(
+                    project = %project.name,
+                    statements = loaded.statements,
+                    skipped = loaded.skipped,
+                    "dump restored (ownership and privilege statements skipped)"
+                );
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        let outcome = match result {
+            Ok(()) => {
+                let snapshot = self.snapshot_dir(&project.name, generation);
+                remove_dir(&snapshot)?;
+                std::fs::rename(work.join("data"), &snapshot).map_err(RuntimeError::io("publishing the snapshot"))?;
+                let size_bytes = dir_size(&snapshot);
+                Ok(SnapshotRecord { generation, created_at: now(), size_bytes })
+            }
+            Err(e) => Err(e),
+        };
+        // Success or not, the work directory goes (a failed restore leaves no half-made template).
+        let data = work.join("data");
+        if self.pg.is_running(&data) {
+            let _ = self.pg.stop(&data, StopMode::Immediate);
+        }
+        remove_dir(&work)?;
+        // After a first restore fails, nothing of the project remains (remove_dir only removes
+        // an empty directory).
+        let _ = std::fs::remove_dir(self.project_dir(&project.name));
+        outcome
+    }
+
+    async fn clean_project(&self, project: &Name, keep: Option<u64>) -> Result<(), RuntimeError> {
+        let dir = self.project_dir(project);
+        let keep = keep.map(|g| format!("snapshot-{g}"));
+        let pg = self.pg.clone();
+        blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+            for entry in entries.flatten() {
+                if Some(entry.file_name().to_string_lossy().as_ref()) != keep.as_deref() {
+                    let data = entry.path().join("data");
+                    if pg.is_running(&data) {
+                        let _ = pg.stop(&data, StopMode::Immediate);
+                    }
+                    remove_dir(&entry.path())?;
+                }
+            }
+            if keep.is_none() {
+                remove_dir(&dir)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clone_database(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+        generation: u64,
+    ) -> Result<(), RuntimeError> {
+        let snapshot = self.snapshot_dir(&project.name, generation);
+        if !snapshot.is_dir() {
+            return Err(RuntimeError::NoSnapshot(project.name.clone()));
+        }
+        let (this, database, user) = (self.clone(), database.clone(), project.username.clone());
+        blocking(move || this.clone_blocking(&database, &snapshot, &user)).await
+    }
+
+    async fn ensure_running(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let dir = self.database_dir(&database.name);
+        let data = dir.join("data");
+        if !data.join("PG_VERSION").is_file() {
+            return Err(RuntimeError::DataMissing(database.name.clone()));
+        }
+        let pg = self.pg.clone();
+        blocking(move || {
+            if !pg.is_running(&data) {
+                pg.make_dir(&dir.join("sock")).map_err(RuntimeError::step("preparing the socket directory"))?;
+                pg.start(&data, &dir.join("log"), START_TIMEOUT).map_err(RuntimeError::step("starting PostgreSQL"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
+        let (dir, pg) = (self.database_dir(name), self.pg.clone());
+        let cloning = dir.with_extension("cloning");
+        blocking(move || {
+            for d in [&dir, &cloning] {
+                if pg.is_running(&d.join("data")) {
+                    pg.stop(&d.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping PostgreSQL"))?;
+                }
+                remove_dir(d)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn existing_databases(&self) -> Result<Vec<Name>, RuntimeError> {
+        Ok(names_in(&self.root.join("databases")))
+    }
+
+    async fn existing_projects(&self) -> Result<Vec<Name>, RuntimeError> {
+        Ok(names_in(&self.root.join("projects")))
+    }
+
+    fn backend(&self, database: &DatabaseRecord) -> String {
+        format!("{}:{}", self.host, database.port)
+    }
+}
+
+impl LocalRuntime {
+    /// Recognises the fetched dump. Archives are read by the restore user through a descriptor
+    /// this process opens, so the files stay private; only a directory dump must be readable by
+    /// path: it is handed to the restore user (a `file://` one copied first, so the user's own
+    /// files stay theirs).
+    fn stage_dump(&self, fetched: &Path, downloads: &Path) -> Result<devdb_restore::Dump, RuntimeError> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut dump = devdb_restore::prepare(fetched, downloads).map_err(restore_failed)?;
+        if dump.format == devdb_restore::DumpFormat::Directory {
+            let unpacked = downloads.join("dump.dir");
+            if !dump.path.starts_with(&unpacked) {
+                copy_tree(&dump.path, &unpacked).map_err(RuntimeError::io("copying the directory dump"))?;
+                dump.path = unpacked.clone();
+            }
+            std::fs::set_permissions(downloads, std::fs::Permissions::from_mode(0o711))
+                .map_err(RuntimeError::io("opening the download directory"))?;
+            self.pg.give_to_sandbox(&unpacked).map_err(RuntimeError::step("handing the dump to the restore user"))?;
+        }
+        Ok(dump)
+    }
+
+    /// Copies the snapshot into `<name>.cloning`, configures its port and socket, swaps it in
+    /// for any previous clone, starts it and sets the database's own password.
+    fn clone_blocking(&self, database: &DatabaseRecord, snapshot: &Path, user: &str) -> Result<(), RuntimeError> {
+        let dir = self.database_dir(&database.name);
+        let staging = dir.with_extension("cloning");
+        if self.pg.is_running(&staging.join("data")) {
+            let _ = self.pg.stop(&staging.join("data"), StopMode::Immediate);
+        }
+        remove_dir(&staging)?;
+        self.pg.make_dir(&staging).map_err(RuntimeError::step("creating the clone directory"))?;
+        copy_tree(snapshot, &staging.join("data")).map_err(RuntimeError::io("copying the snapshot"))?;
+        self.pg.give(&staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
+        let sock = dir.join("sock");
+        let conf = format!(
+            "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n",
+            database.port,
+            conf_quote(&sock),
+            conf_quote(database.name.as_str())
+        );
+        write_conf(&staging.join("data"), &conf).map_err(restore_failed)?;
+        if self.pg.is_running(&dir.join("data")) {
+            self.pg.stop(&dir.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping the old clone"))?;
+        }
+        remove_dir(&dir)?;
+        std::fs::rename(&staging, &dir).map_err(RuntimeError::io("publishing the clone"))?;
+        self.pg.make_dir(&sock).map_err(RuntimeError::step("preparing the socket directory"))?;
+        self.pg
+            .start(&dir.join("data"), &dir.join("log"), START_TIMEOUT)
+            .map_err(RuntimeError::step("starting PostgreSQL"))?;
+        let sql = format!("ALTER ROLE {} PASSWORD {}", ident(user), literal(&database.password));
+        Session::admin(&sock, database.port, "postgres")
+            .and_then(|mut admin| admin.execute(&sql))
+            .map_err(RuntimeError::step("setting the password"))?;
+        Ok(())
+    }
+}
+
+/// Creates `dir` (and its parents) as this process's, `0711`: others may pass through to what
+/// they own inside, but not list it.
+fn passable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
+fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::Step { step: "removing files", detail: format!("{}: {e}", dir.display()) })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Object names among a directory's entries (ignoring `.cloning` suffixes).
+/// Copies a stopped data directory file by file, as reflinks where the filesystem allows. In
+/// this process, not a `cp` child: a controller killed mid-copy leaves no copier behind to race
+/// the next attempt.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
+    while let Some((source, target)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&source)?;
+        if meta.is_dir() {
+            std::fs::create_dir(&target)?;
+            std::fs::set_permissions(&target, meta.permissions())?;
+            for entry in std::fs::read_dir(&source)? {
+                let entry = entry?;
+                stack.push((entry.path(), target.join(entry.file_name())));
+            }
+        } else if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else {
+            reflink_copy::reflink_or_copy(&source, &target)?;
+            std::fs::set_permissions(&target, meta.permissions())?;
+        }
+    }
+    Ok(())
+}
+
+fn names_in(dir: &Path) -> Vec<Name> {
+    let mut names: Vec<Name> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            Name::new(file.strip_suffix(".cloning").unwrap_or(&file)).ok()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_copied_tree_keeps_contents_modes_and_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let from = dir.path().join("from");
+        std::fs::create_dir_all(from.join("base/1")).expect("dirs");
+        std::fs::write(from.join("PG_VERSION"), "15\n").expect("file");
+        std::fs::write(from.join("base/1/1259"), vec![7_u8; 100_000]).expect("file");
+        std::fs::set_permissions(from.join("base"), std::fs::Permissions::from_mode(0o700)).expect("mode");
+        std::fs::set_permissions(from.join("PG_VERSION"), std::fs::Permissions::from_mode(0o600)).expect("mode");
+        std::os::unix::fs::symlink("base/1", from.join("link")).expect("symlink");
+        let to = dir.path().join("to");
+        copy_tree(&from, &to).expect("copies");
+        assert_eq!(std::fs::read(to.join("base/1/1259")).expect("read"), vec![7_u8; 100_000]);
+        assert_eq!(std::fs::read_to_string(to.join("PG_VERSION")).expect("read"), "15\n");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&to.join("base")), 0o700);
+        assert_eq!(mode(&to.join("PG_VERSION")), 0o600);
+        assert_eq!(std::fs::read_link(to.join("link")).expect("link"), Path::new("base/1"));
+        assert!(copy_tree(&from, &to).is_err(), "never copies over an existing tree");
+    }
+}
