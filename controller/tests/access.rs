@@ -218,3 +218,21 @@ async fn the_data_directory_keeps_its_secrets_private() {
     }
     assert!(checked > 100, "the walk saw the instances' files too ({checked})");
 }
+
+/// `devdb up` with owner tokens only (no admin token anywhere): its own proxy still follows the
+/// routes, so an owner's new database is reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devdb_up_routes_for_its_proxy_whatever_tokens_are_configured() {
+    let tokens = tempfile::NamedTempFile::new().expect("tokens");
+    std::fs::write(tokens.path(), json!({"tokens": [{"token": KATE, "owner": "kate"}]}).to_string()).expect("write");
+    let mut devdb = DevDb::start_with(&["--tokens-file", &tokens.path().to_string_lossy()]).await;
+    devdb.token = Some(KATE.into());
+    assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(json!({"name": "empty"}))).await.0, 201);
+    devdb.settled_project("empty").await;
+    let (status, body) = devdb.create_database("kate-pg", "empty").await;
+    assert_eq!(status, 201, "{body}");
+    let kate = devdb.database("kate-pg").await.expect("kate");
+    let client = devdb.connect_retrying(&kate).await;
+    assert_eq!(query_one(&client, "SELECT current_user").await, "app");
+    assert_eq!(devdb.call(Method::GET, "/v1/routes", None).await.0, 403, "the feed's token is not the owner's");
+}
