@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use devdb_core::api::{self, AppState};
 use devdb_core::config::ApiConfig;
-use devdb_core::reconcile::Reconciler;
+use devdb_core::reconcile::{Reconciler, SUPERVISE_EVERY};
 use devdb_core::routes::{self, RouteFeed};
 use devdb_core::runtime::{Platform, Runtime};
 use devdb_kube::leader::LeaderLease;
@@ -40,6 +40,12 @@ pub async fn run_local(
     let routes = RouteFeed::default();
     let following = follow_routes::<LocalPlatform>(&local.reconciler, &routes);
     local.reconciler.recover().await.context("recovering state")?;
+    let supervising = {
+        let (reconciler, stop) = (local.reconciler.clone(), CancellationToken::new());
+        let guard = stop.clone().drop_guard();
+        tokio::spawn(async move { reconciler.supervise(SUPERVISE_EVERY, stop).await });
+        guard
+    };
     tracing::info!(
         api = %listener.local_addr()?,
         data_dir = %local.data_dir.display(),
@@ -49,6 +55,7 @@ pub async fn run_local(
     );
     serve(AppState::new(config, local.reconciler.clone(), routes), listener, shutdown).await?;
     following.abort();
+    drop(supervising);
     tracing::info!("devdb-controller stopped; database instances keep running");
     Ok(())
 }
@@ -105,9 +112,10 @@ pub async fn run_kube(
             }
             tracing::info!(identity = %kube.identity, "leading: reconciling projects and databases");
             reconciler.recover().await?;
-            let context = operator::Context::new(reconciler);
+            let context = operator::Context::new(reconciler.clone());
             tokio::select! {
                 () = operator::run(client, context, queue, stop.clone()) => Ok(()),
+                () = reconciler.supervise(SUPERVISE_EVERY, stop.clone()) => Ok(()),
                 lost = lease.hold() => Err(anyhow::Error::from(lost)),
             }
         }

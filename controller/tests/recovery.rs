@@ -137,3 +137,39 @@ async fn the_proxy_keeps_its_last_table_while_the_controller_is_away_and_resubsc
     drop(client);
     proxy.await.expect("joined").expect("proxy ran");
 }
+
+/// A clone's postmaster killed with SIGKILL: within seconds the API and the routing table say
+/// it is recovering, then the controller has started it again and sessions work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_is_noticed_and_restarted() {
+    let dumps = Dumps::make();
+    let devdb = DevDb::start().await;
+    devdb.create_project("shop", &format!("file://{}", dumps.path("custom.dump").display())).await;
+    assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
+    let (status, _) = devdb.create_database("fragile", "shop").await;
+    assert_eq!(status, 201);
+    let [(pid, _)] = devdb.postmasters()[..] else { panic!("one instance: {:?}", devdb.postmasters()) };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+
+    // Noticed: recovering (with the reason), or already running again on a new postmaster.
+    let mut seen = Vec::new();
+    let restarted = loop {
+        let database = devdb.database("fragile").await.expect("database");
+        seen.push((database.status, database.error.clone()));
+        let postmasters = devdb.postmasters();
+        if database.status == DatabaseStatus::Running && postmasters.len() == 1 && postmasters[0].0 != pid {
+            break database;
+        }
+        assert!(seen.len() < 300, "never restarted: {seen:?}\n{}", devdb.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        seen.iter().any(|(status, error)| *status == DatabaseStatus::Recovering
+            && error.as_deref().is_some_and(|e| e.contains("stopped unexpectedly"))),
+        "the API showed it recovering, with the reason: {seen:?}"
+    );
+    assert_eq!(restarted.error, None);
+    let client = devdb.connect_retrying(&restarted).await;
+    assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "2500");
+    assert!(devdb.log().contains("the instance stopped unexpectedly"), "and the log says so");
+}

@@ -297,6 +297,18 @@ impl PgCtl {
         run(cmd, "pg_ctl stop")
     }
 
+    /// Whether the postmaster of `data` is alive, without running anything: the process its
+    /// `postmaster.pid` names exists and serves `data` (so a recycled process id is not taken
+    /// for it). Cheap enough to ask every few seconds for every instance.
+    pub fn postmaster_alive(&self, data: &Path) -> bool {
+        let Ok(pid_file) = std::fs::read_to_string(data.join("postmaster.pid")) else { return false };
+        let Some(pid) = pid_file.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else { return false };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let data = data.as_os_str().as_encoded_bytes();
+        args.first().is_some_and(|a| a.ends_with(b"postgres")) && args.windows(2).any(|w| w[0] == b"-D" && w[1] == data)
+    }
+
     /// Whether a server is running on `data` (`pg_ctl status`).
     pub fn is_running(&self, data: &Path) -> bool {
         data.join("postmaster.pid").exists()
@@ -375,10 +387,14 @@ mod tests {
         let conf = format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(dir.path()));
         std::fs::write(data.join("postgresql.auto.conf"), conf).expect("conf");
         assert!(!pg.is_running(&data));
+        assert!(!pg.postmaster_alive(&data));
         pg.start(&data, &dir.path().join("log"), Duration::from_secs(30)).expect("start");
         assert!(pg.is_running(&data));
+        assert!(pg.postmaster_alive(&data));
+        assert!(!pg.postmaster_alive(dir.path()), "only for its own data directory");
         pg.stop(&data, StopMode::Fast).expect("stop");
         assert!(!pg.is_running(&data));
+        assert!(!pg.postmaster_alive(&data));
         pg.stop(&data, StopMode::Fast).expect("stopping a stopped server is fine");
     }
 

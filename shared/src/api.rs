@@ -115,6 +115,8 @@ pub struct CreateDatabase {
 pub enum DatabaseStatus {
     Creating,
     Running,
+    /// It was running and stopped unexpectedly: the controller is starting it again.
+    Recovering,
     Stopped,
     Error,
     Deleting,

@@ -365,7 +365,7 @@ async fn wait_for_database(api: &ApiClient, database: &Database) -> anyhow::Resu
                 spinner.finish_and_clear();
                 anyhow::bail!("{} is {:?}: {}", current.name, current.status, current.error.unwrap_or_default());
             }
-            DatabaseStatus::Creating => {}
+            DatabaseStatus::Creating | DatabaseStatus::Recovering => {}
         }
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "{} is still being created", database.name);
         tokio::time::sleep(POLL).await;

@@ -19,12 +19,33 @@ use crate::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
 use crate::runtime::{Platform, ProgressFn, Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
 
-/// Store failures end a pass (it is retried on the next trigger); runtime failures are recorded
-/// on the object instead.
+/// Why a pass ended early: it is retried with backoff by the scheduler. Store failures, and
+/// runtime failures that may pass on their own ([`RuntimeError::is_transient`]); other runtime
+/// failures are recorded on the object instead.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A runtime failure the pass did not record yet.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A runtime failure recorded on the object (with "retrying"); the pass is retried.
+    #[error("{0}; retrying")]
+    Retry(RuntimeError),
+}
+
+/// How often [`Reconciler::supervise`] looks at the instances: a dead one is noticed within
+/// this, plus the check itself.
+pub const SUPERVISE_EVERY: Duration = Duration::from_secs(2);
+
+/// The first retry of a failed pass; doubled on each further failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The delay after `failures` consecutive failed passes of an object: 2 s, 4 s, 8 s, … at most
+/// 5 minutes. Every scheduler uses it.
+pub fn backoff_after(failures: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
 /// Progress is written to the store at most this often.
@@ -69,13 +90,13 @@ impl<P: Platform> Reconciler<P> {
         let projects = self.store.projects(None).await?;
         let databases = self.store.databases(None, None).await?;
         // Nothing else names an orphan, so it is cleaned up here rather than scheduled.
-        for orphan in self.runtime.existing_databases().await.unwrap_or_default() {
+        for orphan in self.runtime.existing_databases().await? {
             if !databases.iter().any(|d| d.name == orphan) {
                 tracing::info!(database = %orphan, "removing an instance no record claims");
                 self.reconcile(&Key::Database(orphan)).await?;
             }
         }
-        for orphan in self.runtime.existing_projects().await.unwrap_or_default() {
+        for orphan in self.runtime.existing_projects().await? {
             if !projects.iter().any(|p| p.name == orphan) {
                 tracing::info!(project = %orphan, "removing what a deleted project left");
                 self.reconcile(&Key::Project(orphan)).await?;
@@ -93,7 +114,8 @@ impl<P: Platform> Reconciler<P> {
     /// One pass over `key`. Callers make sure passes over one object never overlap.
     ///
     /// # Errors
-    /// When the store fails; the pass should be retried.
+    /// When the store fails, or the runtime fails in a way that may pass: the pass should be
+    /// retried with backoff ([`backoff_after`]).
     pub async fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
         match key {
             Key::Project(name) => self.reconcile_project(name).await,
@@ -103,11 +125,10 @@ impl<P: Platform> Reconciler<P> {
 
     async fn reconcile_project(self: &Arc<Self>, name: &Name) -> Result<(), ReconcileError> {
         let Some(project) = self.store.project(name.as_str()).await? else {
-            // Deleted (or an orphan): remove everything it had, then let the record go.
-            match self.runtime.clean_project(name, None).await {
-                Ok(()) => self.store.project_cleaned(name).await?,
-                Err(error) => tracing::warn!(project = %name, %error, "cannot remove what the project had"),
-            }
+            // Deleted (or an orphan): remove everything it had, then let the record go. A failure
+            // is retried: the record stays until everything is gone.
+            self.runtime.clean_project(name, None).await?;
+            self.store.project_cleaned(name).await?;
             return Ok(());
         };
         let current = project.snapshot.as_ref().map(|s| s.generation);
@@ -144,6 +165,17 @@ impl<P: Platform> Reconciler<P> {
                     .await?;
                 self.clean_unused_snapshots(name).await?;
             }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(project = %name, %error, "restore failed; retrying");
+                self.store
+                    .update_project(name, |p| {
+                        if p.id == project.id && p.wanted_generation == generation {
+                            p.error = Some(format!("{}; retrying", error.public()));
+                        }
+                    })
+                    .await?;
+                return Err(ReconcileError::Retry(error));
+            }
             Err(error) => {
                 tracing::warn!(project = %name, %error, "restore failed");
                 self.store
@@ -154,7 +186,7 @@ impl<P: Platform> Reconciler<P> {
                         // A refresh that fails keeps the previous snapshot usable.
                         p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
                         p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
-                        p.error = Some(error.to_string());
+                        p.error = Some(error.public());
                         p.progress = None;
                     })
                     .await?;
@@ -173,8 +205,8 @@ impl<P: Platform> Reconciler<P> {
         let cloning =
             self.store.databases(None, Some(name.as_str())).await?.iter().any(|d| d.status == DatabaseStatus::Creating);
         let Some(project) = self.store.project(name.as_str()).await? else { return Ok(()) };
-        if !cloning && let Err(error) = self.runtime.clean_project(name, project.snapshot.map(|s| s.generation)).await {
-            tracing::warn!(project = %name, %error, "cannot remove old snapshots");
+        if !cloning {
+            self.runtime.clean_project(name, project.snapshot.map(|s| s.generation)).await?;
         }
         Ok(())
     }
@@ -212,78 +244,164 @@ impl<P: Platform> Reconciler<P> {
 
     async fn reconcile_database(self: &Arc<Self>, name: &Name) -> Result<(), ReconcileError> {
         let Some(database) = self.store.database(name.as_str()).await? else {
-            if let Err(error) = self.runtime.remove_database(name).await {
-                tracing::warn!(database = %name, %error, "cannot remove instance");
-            }
+            // No record (deleted, or an orphan): the instance goes; a failure is retried.
+            self.runtime.remove_database(name).await?;
             return Ok(());
         };
         let result = match database.want {
             Want::Delete => {
                 self.set_database(name, |d| d.status = DatabaseStatus::Deleting).await?;
-                match self.runtime.remove_database(name).await {
-                    Ok(()) => {
-                        self.store.delete_database(name).await?;
-                        tracing::info!(database = %name, "deleted");
-                        return Ok(());
-                    }
-                    Err(e) => Err(e),
+                if let Err(error) = self.runtime.remove_database(name).await {
+                    // Kept in `deleting` with the reason, and retried until it is gone.
+                    tracing::warn!(database = %name, %error, "cannot remove the instance; retrying");
+                    self.set_database(name, |d| d.error = Some(format!("{}; retrying", error.public()))).await?;
+                    return Err(ReconcileError::Retry(error));
                 }
+                self.store.delete_database(name).await?;
+                tracing::info!(database = %name, "deleted");
+                return Ok(());
             }
             Want::Reset => self.clone_database(&database).await,
             Want::Run => match database.status {
                 DatabaseStatus::Creating => self.clone_database(&database).await,
-                DatabaseStatus::Running => self.runtime.ensure_running(&database).await,
+                DatabaseStatus::Running | DatabaseStatus::Recovering => self.keep_running(&database).await,
                 DatabaseStatus::Stopped | DatabaseStatus::Error | DatabaseStatus::Deleting => Ok(()),
             },
         };
-        if let Err(error) = result {
-            tracing::warn!(database = %name, %error, "database failed");
-            self.set_database(name, |d| {
-                d.status = DatabaseStatus::Error;
-                d.error = Some(error.to_string());
-            })
-            .await?;
+        match result {
+            Err(ReconcileError::Runtime(error)) if !error.is_transient() => {
+                tracing::warn!(database = %name, %error, "database failed");
+                self.set_database(name, |d| {
+                    d.status = DatabaseStatus::Error;
+                    d.error = Some(error.public());
+                })
+                .await?;
+                Ok(())
+            }
+            Err(ReconcileError::Runtime(error)) => {
+                tracing::warn!(database = %name, %error, "database failed; retrying");
+                self.set_database(name, |d| d.error = Some(format!("{}; retrying", error.public()))).await?;
+                Err(ReconcileError::Retry(error))
+            }
+            other => other,
         }
-        Ok(())
+    }
+
+    /// Makes sure a database that should run does: adopts or starts its instance. One that was
+    /// found dead ([`DatabaseStatus::Recovering`]) is running again once this succeeds; while it
+    /// fails, it stays recovering with the reason, and the pass is retried with backoff.
+    async fn keep_running(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
+        match self.runtime.ensure_running(database).await {
+            Ok(()) if database.status == DatabaseStatus::Recovering => {
+                tracing::info!(database = %database.name, "recovered");
+                self.set_database(&database.name, |d| {
+                    if d.status == DatabaseStatus::Recovering {
+                        d.status = DatabaseStatus::Running;
+                        d.error = None;
+                    }
+                })
+                .await?;
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+            // Its data is gone: nothing to restart; the user resets it.
+            Err(error @ RuntimeError::DataMissing(_)) => Err(error.into()),
+            Err(error) => {
+                tracing::warn!(database = %database.name, %error, "cannot start the instance; retrying");
+                self.set_database(&database.name, |d| {
+                    d.status = DatabaseStatus::Recovering;
+                    d.error = Some(format!("{}; retrying", error.public()));
+                })
+                .await?;
+                Err(ReconcileError::Retry(error))
+            }
+        }
     }
 
     /// Clones the project's snapshot for `database` once the project is ready.
-    async fn clone_database(self: &Arc<Self>, database: &DatabaseRecord) -> Result<(), RuntimeError> {
-        let Some(project) = self.store.project(database.project.as_str()).await.ok().flatten() else {
-            return Err(RuntimeError::NoSnapshot(database.project.clone()));
+    async fn clone_database(self: &Arc<Self>, database: &DatabaseRecord) -> Result<(), ReconcileError> {
+        let Some(project) = self.store.project(database.project.as_str()).await? else {
+            return Err(RuntimeError::NoSnapshot(database.project.clone()).into());
         };
         let Some(snapshot) = project.snapshot.clone() else {
             if project.status == ProjectStatus::Failed {
                 let why = project.error.unwrap_or_default();
-                return Err(RuntimeError::Step { step: "the project's restore", detail: why });
+                return Err(RuntimeError::Source(format!("the project's restore failed: {why}")).into());
             }
             // Still restoring: the project's reconciler triggers this database when done.
             return Ok(());
         };
-        let _ = self
-            .set_database(&database.name, |d| {
-                d.status = DatabaseStatus::Creating;
-                d.error = None;
-            })
-            .await;
+        self.set_database(&database.name, |d| {
+            d.status = DatabaseStatus::Creating;
+            d.error = None;
+        })
+        .await?;
         self.runtime.clone_database(database, &project, snapshot.generation).await?;
-        let _ = self
-            .set_database(&database.name, |d| {
-                d.status = DatabaseStatus::Running;
-                // A delete asked for meanwhile stays asked for; a reset is done.
-                if d.want == Want::Reset {
-                    d.want = Want::Run;
-                }
-                d.snapshot_generation = Some(snapshot.generation);
-            })
-            .await;
+        self.set_database(&database.name, |d| {
+            d.status = DatabaseStatus::Running;
+            // A delete asked for meanwhile stays asked for; a reset is done.
+            if d.want == Want::Reset {
+                d.want = Want::Run;
+            }
+            d.snapshot_generation = Some(snapshot.generation);
+        })
+        .await?;
         tracing::info!(database = %database.name, project = %project.name, "running");
         // Snapshots this clone kept from removal can go now.
         self.trigger(Key::Project(project.name.clone()));
         Ok(())
     }
 
+    /// Looks at every instance that should be running, once: one found dead is marked
+    /// recovering, with the reason, and a pass restarts it. The routing table then shows it not
+    /// ready, until it runs again.
+    ///
+    /// # Errors
+    /// When the store or the runtime cannot be read.
+    pub async fn supervise_once(&self) -> Result<(), ReconcileError> {
+        let running: Vec<DatabaseRecord> = self
+            .store
+            .databases(None, None)
+            .await?
+            .into_iter()
+            .filter(|d| d.want == Want::Run && d.status == DatabaseStatus::Running)
+            .collect();
+        for name in self.runtime.dead(&running).await? {
+            tracing::warn!(database = %name, "the instance stopped unexpectedly; restarting it");
+            self.set_database(&name, |d| {
+                if d.status == DatabaseStatus::Running {
+                    d.status = DatabaseStatus::Recovering;
+                    d.error = Some("the instance stopped unexpectedly; restarting it".into());
+                }
+            })
+            .await?;
+            self.trigger(Key::Database(name));
+        }
+        Ok(())
+    }
+
+    /// [`Reconciler::supervise_once`] every `every`, until `stop`.
+    pub async fn supervise(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        while stop.run_until_cancelled(tokio::time::sleep(every)).await.is_some() {
+            if let Err(error) = self.supervise_once().await {
+                tracing::warn!(%error, "cannot check the instances");
+            }
+        }
+    }
+
     async fn set_database(&self, name: &Name, f: impl FnMut(&mut DatabaseRecord) + Send) -> Result<(), StoreError> {
         self.store.update_database(name, f).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_passes_back_off_exponentially_up_to_a_limit() {
+        let delays: Vec<u64> = (1..=10).map(|n| backoff_after(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
     }
 }

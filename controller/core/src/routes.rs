@@ -38,7 +38,7 @@ impl RouteFeed {
             .filter_map(|d| {
                 let state = match d.status {
                     DatabaseStatus::Running => RouteState::Ready,
-                    DatabaseStatus::Creating => RouteState::Starting,
+                    DatabaseStatus::Creating | DatabaseStatus::Recovering => RouteState::Starting,
                     DatabaseStatus::Stopped | DatabaseStatus::Error => RouteState::Stopped,
                     DatabaseStatus::Deleting => return None,
                 };

@@ -32,6 +32,23 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// What the API shows (a project's or a database's `error`): the user's own problem in
+    /// full, the platform's in a sentence. The whole chain goes to the log.
+    pub fn public(&self) -> String {
+        match self {
+            Self::Source(message) => message.clone(),
+            Self::Step { step, .. } => format!("{step} failed (the controller's log has the details)"),
+            Self::NoSnapshot(_) | Self::DataMissing(_) => self.to_string(),
+            Self::Platform(_) => "the platform underneath failed".into(),
+        }
+    }
+
+    /// Whether trying again later may succeed on its own (then the pass is retried with backoff
+    /// instead of recording a terminal error).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Platform(_))
+    }
+
     /// A step that failed with `detail`.
     pub fn step<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Self {
         move |e| Self::Step { step, detail: e.to_string() }
@@ -92,6 +109,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Stops and removes a database's instance and files.
     fn remove_database(&self, name: &Name) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Of `running` (databases that should be running), those whose instance is not: a cheap
+    /// check, made every few seconds.
+    fn dead(&self, running: &[DatabaseRecord]) -> impl Future<Output = Result<Vec<Name>, RuntimeError>> + Send;
 
     /// Databases that exist in the runtime, to find orphans left by a crash.
     fn existing_databases(&self) -> impl Future<Output = Result<Vec<Name>, RuntimeError>> + Send;

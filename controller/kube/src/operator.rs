@@ -16,16 +16,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use devdb_core::model::Key;
-use devdb_core::reconcile::{ReconcileError, Reconciler, Scheduler};
+use devdb_core::reconcile::{ReconcileError, Reconciler, Scheduler, backoff_after};
 use devdb_core::runtime::Platform;
 
 use crate::crd::{Database, Project};
 
 /// How often an object is reconciled with nothing changing.
 const RESYNC: Duration = Duration::from_secs(300);
-/// The first retry of a failed pass; doubled on each further failure up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(2);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Why a controller pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +58,6 @@ impl<P: Platform> Context<P> {
         *count = count.saturating_add(1);
         backoff_after(*count)
     }
-}
-
-/// The delay after `failures` consecutive failures: 2 s, 4 s, 8 s, … at most 5 minutes.
-fn backoff_after(failures: u32) -> Duration {
-    FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
 fn key_of<K: Resource>(resource: &K, key: fn(devdb_shared::Name) -> Key) -> Result<Key, ControllerError> {
@@ -162,16 +154,4 @@ fn receiver_stream<T: Send + 'static>(
     mut receiver: mpsc::UnboundedReceiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_passes_back_off_exponentially_up_to_a_limit() {
-        let delays: Vec<u64> = (1..=10).map(|n| backoff_after(n).as_secs()).collect();
-        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
-    }
 }

@@ -253,7 +253,8 @@ impl Runtime for KubeRuntime {
             // Nothing of a failed restore stays behind.
             delete(&jobs, &job_name).await?;
             delete(&pvcs, &golden).await?;
-            return Err(RuntimeError::Step { step: "the restore", detail });
+            // The restore Job's own reason (devdb-restore's, or the wait's): meant for the user.
+            return Err(RuntimeError::Source(format!("the restore failed: {detail}")));
         }
         let snapshots = self.snapshots(&namespace);
         apply(&snapshots, &resources::volume_snapshot(name, generation, &self.settings)).await?;
@@ -357,6 +358,21 @@ impl Runtime for KubeRuntime {
         delete_labelled::<Secret>(&self.client, &selector).await?;
         delete_labelled::<PersistentVolumeClaim>(&self.client, &selector).await?;
         Ok(())
+    }
+
+    async fn dead(&self, running: &[DatabaseRecord]) -> Result<Vec<Name>, RuntimeError> {
+        // One list for all: StatefulSets of databases, and whether their pod is ready.
+        let sets = Api::<StatefulSet>::all(self.client.clone())
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=devdb,devdb.io/database"))
+            .await
+            .platform()?;
+        let ready: std::collections::HashSet<String> = sets
+            .items
+            .iter()
+            .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0) > 0)
+            .filter_map(|s| s.labels().get("devdb.io/database").cloned())
+            .collect();
+        Ok(running.iter().filter(|d| !ready.contains(d.name.as_str())).map(|d| d.name.clone()).collect())
     }
 
     async fn existing_databases(&self) -> Result<Vec<Name>, RuntimeError> {

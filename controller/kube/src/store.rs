@@ -488,6 +488,7 @@ fn database_status(d: &DatabaseRecord, current: &Database) -> crd::DatabaseStatu
     let reason = match d.status {
         Phase::Creating => "Cloning",
         Phase::Running => "Running",
+        Phase::Recovering => "Recovering",
         Phase::Stopped => "Stopped",
         Phase::Error => "Failed",
         Phase::Deleting => "Deleting",
@@ -536,6 +537,7 @@ fn database_event(d: &DatabaseRecord) -> Event {
     match d.status {
         Phase::Creating => event(false, "Cloning", "Clone", None),
         Phase::Running => event(false, "Running", "Clone", None),
+        Phase::Recovering => event(true, "Recovering", "Restart", d.error.clone()),
         Phase::Stopped => event(false, "Stopped", "Stop", None),
         Phase::Error => event(true, "Failed", "Clone", d.error.clone()),
         Phase::Deleting => event(false, "Deleting", "Delete", None),

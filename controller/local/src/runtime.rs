@@ -252,6 +252,15 @@ impl Runtime for LocalRuntime {
         .await
     }
 
+    async fn dead(&self, running: &[DatabaseRecord]) -> Result<Vec<Name>, RuntimeError> {
+        let (pg, dirs): (_, Vec<(Name, PathBuf)>) =
+            (self.pg.clone(), running.iter().map(|d| (d.name.clone(), self.database_dir(&d.name))).collect());
+        blocking(move || {
+            Ok(dirs.into_iter().filter(|(_, dir)| !pg.postmaster_alive(&dir.join("data"))).map(|(n, _)| n).collect())
+        })
+        .await
+    }
+
     async fn existing_databases(&self) -> Result<Vec<Name>, RuntimeError> {
         Ok(names_in(&self.root.join("databases")))
     }

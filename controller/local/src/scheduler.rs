@@ -1,11 +1,12 @@
 //! The local runtime's scheduler: one task per object, a pass at a time, and one more pass when
 //! asked again during one (so a trigger is never lost and passes over an object never overlap).
+//! A failed pass is run again after a backoff ([`backoff_after`]: 2 s, 4 s, … 5 minutes).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use devdb_core::model::Key;
-use devdb_core::reconcile::{Reconciler, Scheduler};
+use devdb_core::reconcile::{Reconciler, Scheduler, backoff_after};
 use devdb_core::runtime::Platform;
 
 /// Runs passes of a [`Reconciler`] as tasks.
@@ -49,10 +50,17 @@ impl<P: Platform> Scheduler for TaskScheduler<P> {
         }
         let inflight = self.inflight.clone();
         tokio::spawn(async move {
+            let mut failures = 0;
             loop {
                 if let Err(error) = reconciler.reconcile(&key).await {
-                    tracing::warn!(?key, %error, "reconcile failed");
+                    failures += 1;
+                    let delay = backoff_after(failures);
+                    tracing::warn!(?key, %error, retry_in = ?delay, "reconcile failed");
+                    // Still in flight meanwhile: a trigger now is served by the retry.
+                    tokio::time::sleep(delay).await;
+                    continue;
                 }
+                failures = 0;
                 let mut inflight = inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 match inflight.get_mut(&key) {
                     Some(again) if *again => *again = false,
