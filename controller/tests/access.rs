@@ -21,14 +21,8 @@ async fn tokens_scope_databases_to_their_owner() {
     let mut devdb =
         DevDb::start_with(&["--tokens-file", &tokens.path().to_string_lossy(), "--admin-token", ADMIN]).await;
 
-    let (status, body) = devdb.call(Method::GET, "/v1/projects", None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
-    let (status, doc) = devdb.call(Method::GET, "/v1/openapi.json", None).await;
-    assert_eq!(status, 200, "the API description needs no token");
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')), "{doc}");
-    devdb.token = Some("wrong-token-0123456789".into());
-    assert_eq!(devdb.call(Method::GET, "/v1/databases", None).await.0, 401);
-
+    // Status codes and scoping are the core's tests' (in-process); this one proves what only the
+    // whole product shows: the CLI, the logs, the proxy, a restore that really fetches.
     devdb.token = Some(ADMIN.into());
     assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(json!({"name": "shop"}))).await.0, 201);
     devdb.settled_project("shop").await;
@@ -80,36 +74,14 @@ async fn tokens_scope_databases_to_their_owner() {
     let (status, body) = devdb.call(Method::POST, "/v1/projects", Some(malformed)).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("not a valid URL") && !body.to_string().contains("ter2"), "{body}");
-    let local = json!({"name": "mine", "backupLocation": "file:///etc/shadow"});
-    assert_eq!(devdb.call(Method::POST, "/v1/projects", Some(local)).await.0, 403, "file:// is for admins");
     let (status, body) = devdb.create_database("kate-pg", "shop").await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["owner"], "kate", "an owner token creates for its owner");
-    let (status, _) = devdb
-        .call(Method::POST, "/v1/databases", Some(json!({"name": "sneaky", "project": "shop", "owner": "bob"})))
-        .await;
-    assert_eq!(status, 403);
-    assert_eq!(devdb.call(Method::GET, "/v1/routes", None).await.0, 403, "the routing table is for proxies");
 
     devdb.token = Some(BOB.into());
     assert_eq!(devdb.create_database("bob-pg", "shop").await.0, 201);
-    let (_, list) = devdb.call(Method::GET, "/v1/databases", None).await;
-    let names: Vec<&str> = list.as_array().expect("list").iter().filter_map(|d| d["name"].as_str()).collect();
-    assert_eq!(names, ["bob-pg"], "bob sees only his own");
-    let (_, list) = devdb.call(Method::GET, "/v1/databases?owner=kate", None).await;
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "asking for kate's shows nothing");
-    assert_eq!(devdb.call(Method::GET, "/v1/databases/kate-pg", None).await.0, 404);
-    assert_eq!(devdb.call(Method::DELETE, "/v1/databases/kate-pg", None).await.0, 404);
-    assert_eq!(devdb.call(Method::POST, "/v1/databases/kate-pg/reset", None).await.0, 404);
-    assert_eq!(
-        devdb.call(Method::DELETE, "/v1/projects/shop", None).await.0,
-        403,
-        "projects change only by their owner"
-    );
 
     devdb.token = Some(ADMIN.into());
-    let (_, list) = devdb.call(Method::GET, "/v1/databases", None).await;
-    assert_eq!(list.as_array().map(Vec::len), Some(2), "admins see everything");
     // Kate's database works through the proxy (which follows the feed with the admin token).
     let kate = devdb.database("kate-pg").await.expect("kate");
     drop(devdb.connect_retrying(&kate).await);
@@ -118,7 +90,7 @@ async fn tokens_scope_databases_to_their_owner() {
     let (ok, out, err) = devdb.cli(&["db", "list", "--json"]).await;
     assert!(ok, "{err}");
     let listed: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{out}");
+    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "the CLI shows kate hers alone: {out}");
     assert!(!devdb.log().contains(&kate.password), "passwords never reach the logs");
 }
 

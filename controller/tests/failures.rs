@@ -1,12 +1,10 @@
-//! Bad input gets a clear error and loses nothing: unreachable, missing, non-dump and truncated
-//! sources; duplicate, invalid and dangling requests.
+//! Bad sources get a clear error and lose nothing: unreachable, missing, non-dump, truncated and
+//! hostile ones, through the real restore (invalid requests are the core's in-process tests).
 
 mod common;
 
 use common::*;
 use devdb_shared::api::ProjectStatus;
-use reqwest::Method;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sources_fail_the_project_with_the_reason_and_leave_nothing_behind() {
@@ -82,48 +80,4 @@ async fn a_trojan_dump_restores_harmlessly_and_its_clones_have_no_superuser() {
     assert_eq!(superusers, "0", "no role but the bootstrap superuser");
     assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "1");
     assert!(!payload.exists(), "no trojan function ran");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_duplicate_and_dangling_requests_are_refused_with_json_errors() {
-    let devdb = DevDb::start().await;
-    let devdb = &devdb;
-    let post = |path: &'static str, body| async move { devdb.call(Method::POST, path, Some(body)).await };
-    let (status, body) = post("/v1/projects", json!({"name": "Shop!", "backupLocation": "file:///x"})).await;
-    assert_eq!(status, 400);
-    assert_eq!(body["error"]["code"], "bad_request");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("lower-case")), "{body}");
-    let (status, body) = post("/v1/projects", json!({"name": "shop", "backupLocation": "s3://bucket/shop.dump"})).await;
-    assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("kube runtime")), "{body}");
-    let (status, body) =
-        post("/v1/projects", json!({"name": "shop", "dbVersion": "9", "backupLocation": "file:///x"})).await;
-    assert_eq!(status, 400, "{body}");
-    let (status, _) = post("/v1/projects", json!({"name": "shop", "backupLocation": "ftp://x"})).await;
-    assert_eq!(status, 400);
-    let (status, _) = devdb.call(Method::POST, "/v1/projects", None).await;
-    assert_eq!(status, 400, "no body");
-
-    // An empty project (no dump) is allowed: its databases start empty.
-    let (status, body) = post("/v1/projects", json!({"name": "shop"})).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = post("/v1/projects", json!({"name": "shop"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
-    assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
-
-    let (status, _) = devdb.create_database("kate-pg", "nope").await;
-    assert_eq!(status, 404);
-    let (status, body) = devdb.create_database("kate-pg", "shop").await;
-    assert_eq!(status, 201, "{body}");
-    let (status, _) = devdb.create_database("kate-pg", "shop").await;
-    assert_eq!(status, 409);
-    let (status, _) = devdb.call(Method::GET, "/v1/databases/nobody", None).await;
-    assert_eq!(status, 404);
-    let (status, body) = devdb.call(Method::DELETE, "/v1/projects/shop", None).await;
-    assert_eq!(status, 409);
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("still has databases")), "{body}");
-    // The empty database works.
-    let database = devdb.database("kate-pg").await.expect("database");
-    let client = devdb.connect_retrying(&database).await;
-    assert_eq!(query_one(&client, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").await, "0");
 }

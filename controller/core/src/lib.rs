@@ -2,6 +2,9 @@
 //! [`runtime::Runtime`] traits the adapters implement, the [`reconcile`]r that drives records
 //! to reality, the routing table ([`routes`]) and the REST API ([`api`], with [`auth`]).
 //!
+//! [`memory`] and [`fake`] are a store and a runtime with nothing underneath: the core's own
+//! tests drive the API and the reconciler over them, in-process.
+//!
 //! Dependencies point one way: the binaries pick adapters (local: SQLite and processes;
 //! Kubernetes: custom resources and the kube-rs operator), adapters implement this crate's
 //! traits, and this crate knows only `devdb-shared`.
@@ -10,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod fake;
 pub mod memory;
 pub mod model;
 pub mod reconcile;

@@ -410,6 +410,19 @@ mod tests {
 
     use super::*;
 
+    #[tokio::test]
+    async fn sources_it_cannot_read_are_refused_with_what_it_can() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = LocalRuntime::new(PgCtl::discover(None).expect("binaries"), dir.path()).expect("runtime");
+        let s3 = runtime.check_source("s3://bucket/shop.dump", true).await.expect_err("no S3 here");
+        assert!(s3.contains("kube runtime") && s3.contains("file://"), "{s3}");
+        let private = runtime.check_source("http://127.0.0.1:9/x", false).await.expect_err("loopback");
+        assert!(private.contains("a loopback address"), "{private}");
+        assert!(runtime.check_source("http://127.0.0.1:9/x", true).await.is_ok(), "admins may");
+        assert!(runtime.check_source("file:///srv/dumps/shop.sql", false).await.is_ok());
+        assert_eq!(runtime.ports(), Ports::Unique);
+    }
+
     #[test]
     fn a_copied_tree_keeps_contents_modes_and_links() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,171 @@
+//! A [`Runtime`] that runs nothing: instances are names in a set, and tests script its failures.
+//! With [`crate::memory::MemoryStore`] it lets the router and the reconciler be tested
+//! in-process, in milliseconds, with `tokio::time::pause`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+
+use devdb_shared::Name;
+
+use crate::clock::now;
+use crate::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
+use crate::runtime::{Platform, Ports, ProgressFn, Runtime, RuntimeError};
+
+/// The operations a script can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Restore,
+    Clone,
+    Start,
+    Remove,
+}
+
+#[derive(Default)]
+struct State {
+    /// Instances running now.
+    running: HashSet<Name>,
+    /// Failures to return, per operation, in order.
+    failures: HashMap<Op, VecDeque<RuntimeError>>,
+    /// Every operation, as `op name`, in order.
+    calls: Vec<String>,
+}
+
+/// The fake runtime.
+pub struct FakeRuntime {
+    ports: Ports,
+    state: Mutex<State>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self { ports: Ports::Unique, state: Mutex::default() }
+    }
+}
+
+/// The fake platform: the in-memory store and the fake runtime.
+pub struct FakePlatform;
+
+impl Platform for FakePlatform {
+    type Store = crate::memory::MemoryStore;
+    type Runtime = FakeRuntime;
+}
+
+impl FakeRuntime {
+    /// A runtime that gives every database `port`.
+    pub fn with_fixed_port(port: u16) -> Self {
+        Self { ports: Ports::Fixed(port), state: Mutex::default() }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The next `op` fails with `error`.
+    pub fn fail_next(&self, op: Op, error: RuntimeError) {
+        self.with(|s| s.failures.entry(op).or_default().push_back(error));
+    }
+
+    /// The instance of `name` dies (as a SIGKILL would leave it).
+    pub fn kill(&self, name: &Name) {
+        self.with(|s| s.running.remove(name));
+    }
+
+    /// Whether the instance of `name` runs.
+    pub fn is_running(&self, name: &Name) -> bool {
+        self.with(|s| s.running.contains(name))
+    }
+
+    /// Every operation so far, as `"op name"`.
+    pub fn calls(&self) -> Vec<String> {
+        self.with(|s| s.calls.clone())
+    }
+
+    fn call(&self, op: Op, name: &Name) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            s.calls.push(format!("{op:?} {name}").to_lowercase());
+            match s.failures.get_mut(&op).and_then(VecDeque::pop_front) {
+                Some(error) => Err(error),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+impl Runtime for FakeRuntime {
+    fn postgres_version(&self) -> u32 {
+        15
+    }
+
+    fn ports(&self) -> Ports {
+        self.ports
+    }
+
+    /// Sources on `private.example` are private addresses; `ftp://` is unsupported.
+    async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
+        if location.starts_with("ftp://") {
+            return Err("this runtime restores from http:// and https:// URLs".into());
+        }
+        if !allow_private && location.contains("private.example") {
+            return Err("refused source: private.example is a private address".into());
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        project: &ProjectRecord,
+        generation: u64,
+        progress: ProgressFn,
+    ) -> Result<SnapshotRecord, RuntimeError> {
+        progress(1, Some(2));
+        self.call(Op::Restore, &project.name)?;
+        progress(2, Some(2));
+        Ok(SnapshotRecord { generation, created_at: now(), size_bytes: 1 << 20 })
+    }
+
+    async fn clean_project(&self, _project: &Name, _keep: Option<u64>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn clone_database(
+        &self,
+        database: &DatabaseRecord,
+        _project: &ProjectRecord,
+        _generation: u64,
+    ) -> Result<(), RuntimeError> {
+        self.call(Op::Clone, &database.name)?;
+        self.with(|s| s.running.insert(database.name.clone()));
+        Ok(())
+    }
+
+    async fn ensure_running(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        if self.is_running(&database.name) {
+            return Ok(());
+        }
+        self.call(Op::Start, &database.name)?;
+        self.with(|s| s.running.insert(database.name.clone()));
+        Ok(())
+    }
+
+    async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
+        self.call(Op::Remove, name)?;
+        self.with(|s| s.running.remove(name));
+        Ok(())
+    }
+
+    async fn dead(&self, running: &[DatabaseRecord]) -> Result<Vec<Name>, RuntimeError> {
+        Ok(self.with(|s| running.iter().filter(|d| !s.running.contains(&d.name)).map(|d| d.name.clone()).collect()))
+    }
+
+    async fn existing_databases(&self) -> Result<Vec<Name>, RuntimeError> {
+        Ok(self.with(|s| s.running.iter().cloned().collect()))
+    }
+
+    async fn existing_projects(&self) -> Result<Vec<Name>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    fn backend(&self, database: &DatabaseRecord) -> String {
+        format!("127.0.0.1:{}", database.port)
+    }
+}

@@ -1,0 +1,453 @@
+//! The core in-process, in milliseconds: the REST API driven with `oneshot` over the in-memory
+//! store and the fake runtime (every status code and scoping rule), and the reconciler with
+//! paused time (retries, supervision, failures recorded with two faces).
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use devdb_core::api::{AppState, router};
+use devdb_core::auth::Tokens;
+use devdb_core::config::ApiConfig;
+use devdb_core::fake::{FakePlatform, FakeRuntime, Op};
+use devdb_core::memory::MemoryStore;
+use devdb_core::model::Key;
+use devdb_core::reconcile::{ReconcileError, Reconciler, Scheduler};
+use devdb_core::routes::RouteFeed;
+use devdb_core::runtime::RuntimeError;
+use devdb_core::store::Store;
+use devdb_shared::api::{DatabaseStatus, ProjectStatus};
+use devdb_shared::{Domain, Name, RouteState};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-token-0123456789";
+const KATE: &str = "kate-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+
+/// Runs every pass asked for as a task (the passes the tests wait on).
+#[derive(Default)]
+struct Spawner {
+    reconciler: OnceLock<Weak<Reconciler<FakePlatform>>>,
+}
+
+impl Scheduler for Spawner {
+    fn schedule(&self, key: Key) {
+        if let Some(reconciler) = self.reconciler.get().and_then(Weak::upgrade) {
+            tokio::spawn(async move { reconciler.reconcile(&key).await });
+        }
+    }
+}
+
+struct Core {
+    app: Router,
+    reconciler: Arc<Reconciler<FakePlatform>>,
+    runtime: Arc<FakeRuntime>,
+    routes: RouteFeed,
+    _tokens: tempfile::NamedTempFile,
+}
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("name")
+}
+
+impl Core {
+    /// The core with tokens for an admin, kate and bob, over `runtime`.
+    fn start(runtime: FakeRuntime) -> Self {
+        let tokens_file = tempfile::NamedTempFile::new().expect("tokens");
+        let tokens = json!({"tokens": [{"token": KATE, "owner": "kate"}, {"token": BOB, "owner": "bob"}]});
+        std::fs::write(tokens_file.path(), tokens.to_string()).expect("write");
+        let config = ApiConfig {
+            api_listen: "127.0.0.1:8080".parse().expect("addr"),
+            domain: Domain::new("db.example.com").expect("domain"),
+            public_port: 6432,
+            tokens: Tokens::load(Some(tokens_file.path()), Some(ADMIN.into())).expect("tokens"),
+            allow_private_sources: false,
+        };
+        let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
+        let spawner = Arc::new(Spawner::default());
+        let reconciler = Reconciler::<FakePlatform>::new(store.clone(), runtime.clone(), spawner.clone());
+        let _ = spawner.reconciler.set(Arc::downgrade(&reconciler));
+        let routes = RouteFeed::default();
+        tokio::spawn(devdb_core::routes::follow::<FakePlatform>(store, runtime.clone(), routes.clone()));
+        let app = router(AppState::new(config, reconciler.clone(), routes.clone()));
+        Self { app, reconciler, runtime, routes, _tokens: tokens_file }
+    }
+
+    async fn call(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        let response = self.app.clone().oneshot(request.expect("request")).await.expect("answered");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The `X-Release` header of a GET.
+    async fn release_header(&self, path: &str) -> Option<String> {
+        let request = Request::builder().uri(path).header("authorization", format!("Bearer {ADMIN}"));
+        let response = self.app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("answered");
+        response.headers().get("x-release").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    /// A GET's body as text.
+    async fn text(&self, path: &str) -> String {
+        let request = Request::builder().uri(path).body(Body::empty()).expect("request");
+        let response = self.app.clone().oneshot(request).await.expect("answered");
+        String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned()
+    }
+
+    /// A project `name` of `token`'s owner, ready.
+    async fn ready_project(&self, token: &str, project: &str) {
+        let body = json!({"name": project, "backupLocation": "https://dumps.example.com/shop.dump"});
+        let (status, created) = self.call(Some(token), "POST", "/v1/projects", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        self.settle_project(project).await;
+    }
+
+    async fn settle_project(&self, project: &str) -> Value {
+        for _ in 0..200 {
+            let (_, p) = self.call(Some(ADMIN), "GET", &format!("/v1/projects/{project}"), None).await;
+            if !matches!(p["status"].as_str(), Some("pending" | "restoring")) {
+                return p;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!("project {project} never settled");
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_owners_see_and_change_only_their_own() {
+    let core = Core::start(FakeRuntime::default());
+    assert_eq!(core.call(None, "GET", "/v1/projects", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        core.call(Some("wrong-token-0123456789"), "GET", "/v1/databases", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = core.call(None, "GET", "/v1/projects", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    for open in ["/healthz", "/health", "/v1/openapi.json", "/metrics"] {
+        assert_eq!(core.call(None, "GET", open, None).await.0, StatusCode::OK, "{open} needs no token");
+    }
+
+    core.ready_project(KATE, "shop").await;
+    let db = |n: &str| json!({"name": n, "project": "shop"});
+    assert_eq!(
+        core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(db("kate-pg"))).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        core.call(Some(BOB), "POST", "/v1/databases?wait=true", Some(db("bob-pg"))).await.0,
+        StatusCode::CREATED,
+        "projects are shared"
+    );
+    let (status, _) = core
+        .call(Some(KATE), "POST", "/v1/databases", Some(json!({"name": "sneaky", "project": "shop", "owner": "bob"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "an owner creates for itself only");
+
+    let (_, list) = core.call(Some(BOB), "GET", "/v1/databases", None).await;
+    let names: Vec<&str> = list.as_array().expect("list").iter().filter_map(|d| d["name"].as_str()).collect();
+    assert_eq!(names, ["bob-pg"]);
+    let (_, list) = core.call(Some(BOB), "GET", "/v1/databases?owner=kate", None).await;
+    assert_eq!(list, json!([]), "asking for another owner's shows nothing");
+    for (method, path) in
+        [("GET", "/v1/databases/kate-pg"), ("DELETE", "/v1/databases/kate-pg"), ("POST", "/v1/databases/kate-pg/reset")]
+    {
+        assert_eq!(core.call(Some(BOB), method, path, None).await.0, StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    assert_eq!(core.call(Some(BOB), "DELETE", "/v1/projects/shop", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(core.call(Some(BOB), "POST", "/v1/projects/shop/refresh", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        core.call(Some(KATE), "GET", "/v1/routes", None).await.0,
+        StatusCode::FORBIDDEN,
+        "routes are for proxies"
+    );
+    assert_eq!(core.call(Some(ADMIN), "GET", "/v1/routes", None).await.0, StatusCode::OK);
+    let (_, all) = core.call(Some(ADMIN), "GET", "/v1/databases", None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "admins see everything");
+    let file = json!({"name": "local", "backupLocation": "file:///etc/shadow"});
+    assert_eq!(
+        core.call(Some(KATE), "POST", "/v1/projects", Some(file)).await.0,
+        StatusCode::FORBIDDEN,
+        "file:// is for admins"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_404_409_with_json_errors() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(ADMIN, "shop").await;
+    let post = |path: &'static str, body: Value| core.call(Some(ADMIN), "POST", path, Some(body));
+    for (body, code, says) in [
+        (json!({"name": "Shop!"}), StatusCode::BAD_REQUEST, "lower-case"),
+        (json!({"name": "shop"}), StatusCode::CONFLICT, "already exists"),
+        (json!({"name": "old", "dbVersion": "9"}), StatusCode::BAD_REQUEST, "not available"),
+        (json!({"name": "ftp", "backupLocation": "ftp://x/y"}), StatusCode::BAD_REQUEST, "http://"),
+        (json!({"name": "inside", "backupLocation": "https://private.example/d"}), StatusCode::OK, ""),
+        (
+            json!({"name": "creds", "defaultCredentials": {"username": "App", "database": "x"}}),
+            StatusCode::BAD_REQUEST,
+            "lower-case identifier",
+        ),
+        (json!({"nombre": "x"}), StatusCode::BAD_REQUEST, "invalid request body"),
+    ] {
+        let (status, answer) = post("/v1/projects", body.clone()).await;
+        if code == StatusCode::OK {
+            assert_eq!(status, StatusCode::CREATED, "admins may use private sources: {answer}");
+            continue;
+        }
+        assert_eq!(status, code, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    let (status, answer) = core.call(Some(ADMIN), "POST", "/v1/projects", None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "no body");
+    let (_, answer) = post("/v1/projects", json!({"name": "shop"})).await;
+    assert_eq!(answer["error"]["code"], "conflict");
+    let private = json!({"name": "kates", "backupLocation": "https://private.example/d"});
+    let (status, answer) = core.call(Some(KATE), "POST", "/v1/projects", Some(private)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "owners may not: {answer}");
+    let (status, _) = post("/v1/databases", json!({"name": "orphan", "project": "nope"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(post("/v1/databases?wait=true", json!({"name": "one", "project": "shop"})).await.0, StatusCode::CREATED);
+    assert_eq!(post("/v1/databases", json!({"name": "one", "project": "shop"})).await.0, StatusCode::CONFLICT);
+    let (status, answer) = core.call(Some(ADMIN), "DELETE", "/v1/projects/shop", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "it has databases: {answer}");
+    assert_eq!(core.call(Some(ADMIN), "GET", "/v1/databases/nope", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(core.call(Some(ADMIN), "GET", "/v1/projects/nope", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        core.call(Some(ADMIN), "GET", "/v1/databases?wait=maybe", None).await.0,
+        StatusCode::OK,
+        "unknown parameters are ignored"
+    );
+}
+
+#[tokio::test]
+async fn a_clone_that_fails_is_a_422_with_the_safe_reason_and_a_reset_of_a_deleted_one_409() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(ADMIN, "shop").await;
+    core.runtime.fail_next(
+        Op::Clone,
+        RuntimeError::Step { step: "copying the snapshot", detail: "/srv/secret/path: ENOSPC".into() },
+    );
+    let (status, body) = core
+        .call(Some(ADMIN), "POST", "/v1/databases?wait=true", Some(json!({"name": "doomed", "project": "shop"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("copying the snapshot failed"), "{message}");
+    assert!(!message.contains("/srv/secret"), "internal detail stays in the log: {message}");
+    let (_, shown) = core.call(Some(ADMIN), "GET", "/v1/databases/doomed", None).await;
+    assert_eq!(shown["status"], "error");
+
+    let (status, _) = core
+        .call(Some(ADMIN), "POST", "/v1/databases?wait=true", Some(json!({"name": "gone", "project": "shop"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    core.runtime.fail_next(Op::Remove, RuntimeError::Platform("held".into()));
+    assert_eq!(core.call(Some(ADMIN), "DELETE", "/v1/databases/gone", None).await.0, StatusCode::ACCEPTED);
+    let (status, body) = core.call(Some(ADMIN), "POST", "/v1/databases/gone/reset", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a reset never undoes a delete: {body}");
+}
+
+#[tokio::test]
+async fn sources_are_shown_without_their_secrets_everywhere() {
+    let core = Core::start(FakeRuntime::default());
+    let secret = "https://svc:hunter2@dumps.example.com/d.dump?X-Amz-Signature=f00d";
+    let (status, created) =
+        core.call(Some(ADMIN), "POST", "/v1/projects", Some(json!({"name": "shop", "backupLocation": secret}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    core.settle_project("shop").await;
+    let (_, v1) = core.call(Some(KATE), "GET", "/v1/projects", None).await;
+    let (_, compat) = core.call(Some(KATE), "GET", "/projects", None).await;
+    for text in [created.to_string(), v1.to_string(), compat.to_string()] {
+        assert!(text.contains("https://dumps.example.com/d.dump?X-Amz-Signature=…"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains("f00d"), "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_restore_failure_is_retried_and_a_source_failure_is_terminal() {
+    let core = Core::start(FakeRuntime::default());
+    let store = core.reconciler.store().clone();
+    core.runtime.fail_next(Op::Restore, RuntimeError::Platform("the API server is restarting".into()));
+    let body = json!({"name": "shop", "backupLocation": "https://dumps.example.com/d"});
+    assert_eq!(core.call(Some(ADMIN), "POST", "/v1/projects", Some(body)).await.0, StatusCode::CREATED);
+    let error = core.reconciler.reconcile(&Key::Project(name("shop"))).await.expect_err("retried");
+    assert!(matches!(error, ReconcileError::Retry(_)), "{error}");
+    let project = store.project("shop").await.expect("read").expect("project");
+    assert_eq!(project.status, ProjectStatus::Restoring, "not failed: it is retried");
+    assert_eq!(project.error.as_deref(), Some("the platform underneath failed; retrying"));
+    core.reconciler.reconcile(&Key::Project(name("shop"))).await.expect("the retry succeeds");
+    let project = store.project("shop").await.expect("read").expect("project");
+    assert_eq!((project.status, project.error), (ProjectStatus::Ready, None));
+
+    core.runtime
+        .fail_next(Op::Restore, RuntimeError::Source("the source is an HTML page, not a PostgreSQL dump".into()));
+    let body = json!({"name": "html", "backupLocation": "https://dumps.example.com/page"});
+    assert_eq!(core.call(Some(ADMIN), "POST", "/v1/projects", Some(body)).await.0, StatusCode::CREATED);
+    core.reconciler.reconcile(&Key::Project(name("html"))).await.expect("recorded, not retried");
+    let project = store.project("html").await.expect("read").expect("project");
+    assert_eq!(project.status, ProjectStatus::Failed);
+    assert_eq!(project.error.as_deref(), Some("the source is an HTML page, not a PostgreSQL dump"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_instance_is_marked_recovering_not_ready_and_restarted() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(ADMIN, "shop").await;
+    let (status, _) = core
+        .call(Some(ADMIN), "POST", "/v1/databases?wait=true", Some(json!({"name": "kate-pg", "project": "shop"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let store = core.reconciler.store().clone();
+    core.reconciler.supervise_once().await.expect("checked");
+    assert_eq!(store.database("kate-pg").await.expect("read").expect("db").status, DatabaseStatus::Running, "alive");
+
+    core.runtime.kill(&name("kate-pg"));
+    // It cannot start at first: it stays recovering, with the reason, and the pass is retried.
+    core.runtime.fail_next(Op::Start, RuntimeError::Step { step: "starting PostgreSQL", detail: "port in use".into() });
+    core.reconciler.supervise_once().await.expect("checked");
+    let database = store.database("kate-pg").await.expect("read").expect("db");
+    assert_eq!(database.status, DatabaseStatus::Recovering);
+    assert!(database.error.as_deref().is_some_and(|e| e.contains("stopped unexpectedly")), "{database:?}");
+    let mut routes = core.routes.subscribe();
+    let state =
+        routes.wait_for(|t| t.routes.iter().any(|r| r.state == RouteState::Starting)).await.expect("feed").routes[0]
+            .state;
+    assert_eq!(state, RouteState::Starting, "not ready while it recovers");
+
+    // The pass the supervisor asked for has run meanwhile, and failed to start it.
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert!(core.runtime.calls().contains(&"start kate-pg".to_string()), "{:?}", core.runtime.calls());
+    let database = store.database("kate-pg").await.expect("read").expect("db");
+    assert_eq!(database.status, DatabaseStatus::Recovering);
+    assert_eq!(
+        database.error.as_deref(),
+        Some("starting PostgreSQL failed (the controller's log has the details); retrying")
+    );
+
+    core.reconciler.reconcile(&Key::Database(name("kate-pg"))).await.expect("restarted");
+    let database = store.database("kate-pg").await.expect("read").expect("db");
+    assert_eq!((database.status, database.error), (DatabaseStatus::Running, None));
+    assert!(core.runtime.is_running(&name("kate-pg")));
+    routes.wait_for(|t| t.routes.iter().all(|r| r.state == RouteState::Ready)).await.expect("ready again");
+    let (_, metrics) = core.call(None, "GET", "/metrics", None).await;
+    assert_eq!(metrics, Value::Null, "metrics are text, not JSON");
+}
+
+fn keys(v: &Value) -> std::collections::BTreeSet<&str> {
+    v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default()
+}
+
+/// The DevDB API existing clients speak (the seed system's OpenAPI 3.0 spec): paths, shapes and
+/// status codes pinned, served from the same store as `/v1`.
+#[tokio::test]
+async fn the_original_api_shapes_and_status_codes_hold() {
+    let core = Core::start(FakeRuntime::default());
+    let (status, health) = core.call(Some(ADMIN), "GET", "/health", None).await;
+    assert_eq!((status.as_u16(), health), (200, json!({"status": "healthy"})));
+    for path in ["/health", "/projects", "/v1/projects", "/projects/nope"] {
+        assert!(core.release_header(path).await.is_some(), "X-Release on {path}");
+    }
+
+    let (status, project) = core
+        .call(
+            Some(ADMIN),
+            "POST",
+            "/projects",
+            Some(json!({"owner": "kate", "name": "legacy", "dbType": "postgres", "dbVersion": "15"})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{project}");
+    assert_eq!(
+        keys(&project),
+        std::collections::BTreeSet::from([
+            "id",
+            "owner",
+            "name",
+            "dbType",
+            "dbVersion",
+            "databases",
+            "defaultCredentials"
+        ])
+    );
+    assert_eq!(
+        keys(&project["defaultCredentials"]),
+        std::collections::BTreeSet::from(["username", "password", "database"])
+    );
+    assert_eq!((project["owner"].as_str(), project["dbType"].as_str()), (Some("kate"), Some("postgres")));
+    let id = project["id"].as_str().expect("id").to_string();
+
+    let metrics = core.text("/metrics").await;
+    assert!(
+        metrics.contains("devdb_projects{status=\"pending\"} 1")
+            || metrics.contains("devdb_projects{status=\"restoring\"} 1")
+            || metrics.contains("devdb_projects{status=\"ready\"} 1"),
+        "{metrics}"
+    );
+    let (status, list) = core.call(Some(ADMIN), "GET", "/projects?owner=kate", None).await;
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(list.as_array().map(|a| a.len()), Some(1));
+    let (_, none) = core.call(Some(ADMIN), "GET", "/projects?owner=bob", None).await;
+    assert_eq!(none, json!([]));
+    for key in [id.as_str(), "legacy"] {
+        let (status, shown) = core.call(Some(ADMIN), "GET", &format!("/projects/{key}"), None).await;
+        assert_eq!((status.as_u16(), shown["id"].as_str()), (200, Some(id.as_str())), "by {key}");
+    }
+    let (status, missing) = core.call(Some(ADMIN), "GET", "/projects/nope", None).await;
+    assert_eq!((status.as_u16(), missing["error"]["code"].as_str()), (404, Some("not_found")));
+    core.settle_project("legacy").await;
+
+    let (status, database) =
+        core.call(Some(ADMIN), "POST", &format!("/projects/{id}/databases"), Some(json!({"name": "old-db"}))).await;
+    assert_eq!(status.as_u16(), 201, "{database}");
+    for key in ["name", "status", "project", "host", "port", "username", "database", "password", "uri"] {
+        assert!(database.get(key).is_some(), "{key} in {database}");
+    }
+    assert!(["creating", "running"].contains(&database["status"].as_str().unwrap_or_default()));
+    let (status, _) =
+        core.call(Some(ADMIN), "POST", "/projects/legacy/databases", Some(json!({"name": "Bad Name"}))).await;
+    assert_eq!(status.as_u16(), 400, "names are checked");
+    let (status, _) =
+        core.call(Some(ADMIN), "POST", "/projects/legacy/databases", Some(json!({"name": "old-db"}))).await;
+    assert_eq!(status.as_u16(), 409);
+
+    let (status, list) = core.call(Some(ADMIN), "GET", "/projects/legacy/databases", None).await;
+    assert_eq!((status.as_u16(), list.as_array().map(|a| a.len())), (200, Some(1)));
+    let (status, shown) = core.call(Some(ADMIN), "GET", "/projects/legacy/databases/old-db", None).await;
+    assert_eq!((status.as_u16(), shown["name"].as_str()), (200, Some("old-db")));
+    let (_, project) = core.call(Some(ADMIN), "GET", "/projects/legacy", None).await;
+    assert_eq!(project["databases"][0]["name"], "old-db", "projects list their databases");
+    assert_eq!(core.call(Some(ADMIN), "GET", "/projects/legacy/databases/nope", None).await.0.as_u16(), 404);
+    assert_eq!(core.call(Some(ADMIN), "GET", "/projects/nope/databases", None).await.0.as_u16(), 404);
+    assert_eq!(
+        core.call(Some(ADMIN), "DELETE", "/projects/legacy", None).await.0.as_u16(),
+        409,
+        "still has a database"
+    );
+
+    let (status, deleted) = core.call(Some(ADMIN), "DELETE", "/projects/legacy/databases/old-db", None).await;
+    assert_eq!(status.as_u16(), 200);
+    assert!(deleted["message"].as_str().is_some(), "{deleted}");
+    for _ in 0..100 {
+        if core.call(Some(ADMIN), "DELETE", &format!("/projects/{id}"), None).await.0.as_u16() == 200 {
+            assert_eq!(core.call(Some(ADMIN), "GET", "/projects/legacy", None).await.0.as_u16(), 404);
+            assert_eq!(core.call(Some(ADMIN), "DELETE", "/projects/legacy", None).await.0.as_u16(), 404);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("the project never became deletable");
+}
