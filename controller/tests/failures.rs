@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use devdb_shared::api::ProjectStatus;
 
@@ -80,4 +82,103 @@ async fn a_trojan_dump_restores_harmlessly_and_its_clones_have_no_superuser() {
     assert_eq!(superusers, "0", "no role but the bootstrap superuser");
     assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "1");
     assert!(!payload.exists(), "no trojan function ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_that_trickle_or_never_end_fail_and_a_deleted_restore_stops_at_once() {
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let devdb = DevDb::start_with(&["--max-source-size", "1MiB", "--source-stall-timeout", "2s"]).await;
+    devdb.create_project("trickle", &files.trickle_url()).await;
+    devdb.create_project("endless", &files.endless_url()).await;
+    let trickle = devdb.settled_project("trickle").await;
+    assert_eq!(trickle.status, ProjectStatus::Failed);
+    assert!(trickle.error.as_deref().is_some_and(|e| e.contains("stalled")), "{trickle:?}");
+    let endless = devdb.settled_project("endless").await;
+    assert!(endless.error.as_deref().is_some_and(|e| e.contains("larger than 1.0 MiB")), "{endless:?}");
+
+    // A download in progress stops when its project is deleted, files and connection at once,
+    // and a new project of the same name restores.
+    devdb.create_project("held", &files.hold_url()).await;
+    let restoring = devdb.data_dir.join("projects/held");
+    for _ in 0..200 {
+        if files.held() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(files.held(), 1, "the download is under way");
+    let (status, _) = devdb.call(reqwest::Method::DELETE, "/v1/projects/held", None).await;
+    assert_eq!(status, 204);
+    for _ in 0..200 {
+        if files.held() == 0 && !restoring.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(files.held(), 0, "the download stopped");
+    assert!(!restoring.exists(), "its files are gone");
+    devdb.create_project("held", &files.url("custom.dump")).await;
+    assert_eq!(devdb.settled_project("held").await.status, ProjectStatus::Ready);
+}
+
+/// The data directory on a small file system: a restore that fills it fails as "disk full",
+/// with what it wrote removed; the controller goes on answering; a clone that cannot fit is
+/// refused with how much it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_named_cleaned_up_and_recovered_from() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("mounting a small file system needs root; skipped");
+        return;
+    }
+    let dumps = Dumps::make();
+    // Restored, this is about 300 MB: more than the file system holds.
+    let big = "CREATE TABLE filler (id int, pad text);\nINSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 300000) g;\n";
+    std::fs::write(dumps.path("big.sql"), big).expect("write");
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let mounted = std::cell::Cell::new(None);
+    let devdb = DevDb::start_in(&[], |data| {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=200m,mode=0711", "tmpfs"])
+            .arg(data)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount a tmpfs");
+        mounted.set(Some(data.to_path_buf()));
+    })
+    .await;
+    let _unmount = Unmount(mounted.take().expect("mounted"));
+
+    devdb.create_project("big", &files.url("big.sql")).await;
+    let big = devdb.settled_project("big").await;
+    assert_eq!(big.status, ProjectStatus::Failed);
+    assert!(big.error.as_deref().is_some_and(|e| e.contains("disk is full")), "{big:?}\n{}", devdb.log());
+    assert!(!devdb.data_dir.join("projects/big").exists(), "what it wrote is removed");
+    let (status, _) = devdb.call(reqwest::Method::DELETE, "/v1/projects/big", None).await;
+    assert_eq!(status, 204, "the controller still answers and deletes");
+
+    devdb.create_project("small", &files.url("custom.dump")).await;
+    assert_eq!(devdb.settled_project("small").await.status, ProjectStatus::Ready, "{}", devdb.log());
+    // Leave less room than a clone of it needs.
+    let free = devdb_restore::limits::free_bytes(&devdb.data_dir).expect("statvfs");
+    let ballast = devdb.data_dir.join("ballast");
+    std::fs::write(&ballast, vec![0u8; usize::try_from(free.saturating_sub(8 << 20)).expect("size")]).expect("fill");
+    let (status, body) = devdb.create_database("squeezed", "small").await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("disk is full: need") && message.contains("free"), "{message}");
+    assert!(!devdb.data_dir.join("databases/squeezed.cloning").exists(), "no half-made clone");
+    std::fs::remove_file(ballast).expect("room again");
+    let (status, _) = devdb.call(reqwest::Method::POST, "/v1/databases/squeezed/reset?wait=true", None).await;
+    assert_eq!(status, 202, "once there is room, a reset clones it");
+    drop(devdb);
+}
+
+/// Unmounts the small file system when the test ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }

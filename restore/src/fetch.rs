@@ -1,8 +1,9 @@
 //! Getting a dump from its location onto local disk, with progress, under the source policy.
 //!
 //! `file://` paths are used in place; `http(s)://` is streamed into a file (never held in
-//! memory) by a client that connects only where the [`SourcePolicy`] allows; `s3://` is copied
-//! by the AWS CLI with the credentials in the environment (restore Jobs only).
+//! memory) by a client that connects only where the [`SourcePolicy`] allows, within the
+//! [`Limits`] (a size, and a least rate: a source that stops or trickles fails); `s3://` is
+//! copied by the AWS CLI with the credentials in the environment (restore Jobs only).
 //!
 //! Errors name the source by its display form only ([`devdb_shared::source::display`]) and never
 //! quote what a server answered.
@@ -16,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::RestoreError;
+use crate::limits::Limits;
 use crate::policy::{self, Lookup, PolicyResolver, Refused, Rule, SourcePolicy};
 
 /// Redirects followed at most.
@@ -29,7 +31,8 @@ pub struct Fetched {
 }
 
 /// Makes `location` available as a local file, downloading into `dest` when it is remote, from
-/// addresses `policy` allows. `progress(done, total)` is called as bytes arrive.
+/// addresses `policy` allows, within `limits`. `progress(done, total)` is called as bytes
+/// arrive.
 ///
 /// # Errors
 /// [`RestoreError`] naming the source (display form) and what went wrong.
@@ -37,26 +40,35 @@ pub async fn fetch(
     location: &str,
     dest: &Path,
     policy: SourcePolicy,
+    limits: Limits,
     progress: impl FnMut(u64, Option<u64>),
 ) -> Result<Fetched, RestoreError> {
-    Fetcher::new(policy).fetch(location, dest, progress).await
+    Fetcher::new(policy).limits(limits).fetch(location, dest, progress).await
 }
 
 /// Fetches sources under a rule for addresses, resolving names with a lookup.
 pub struct Fetcher {
     rule: Rule,
     client: reqwest::Client,
+    limits: Limits,
 }
 
 impl Fetcher {
-    /// A fetcher under `policy`, with the system's resolver.
+    /// A fetcher under `policy`, with the system's resolver and the default limits.
     pub fn new(policy: SourcePolicy) -> Self {
         Self::with(policy.rule(), policy::system_lookup())
     }
 
     /// A fetcher under any rule and lookup (tests give their own).
     pub fn with(rule: Rule, lookup: Lookup) -> Self {
-        Self { rule, client: client(rule, lookup) }
+        Self { rule, client: client(rule, lookup), limits: Limits::default() }
+    }
+
+    /// The same, within `limits`.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// See [`fetch`].
@@ -100,16 +112,42 @@ impl Fetcher {
             return Err(RestoreError::HttpStatus { location: shown, status: response.status().as_u16() });
         }
         let total = response.content_length();
+        let limits = self.limits;
+        if total.is_some_and(|t| t > limits.max_source_bytes) {
+            return Err(RestoreError::TooLarge { limit: limits.max_source_bytes });
+        }
         let mut file = tokio::fs::File::create(dest).await?;
         let mut done = 0u64;
         let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                RestoreError::Truncated(format!("the download from {shown} broke off: {}", describe(&e)))
-            })?;
-            file.write_all(&chunk).await?;
+        // Every window must bring its least: a source that stops, or trickles, fails.
+        let (mut window_end, mut window_bytes) = (tokio::time::Instant::now() + limits.stall_window, 0u64);
+        loop {
+            let next = tokio::time::timeout_at(window_end, body.next()).await;
+            let stalled = RestoreError::Stalled { window: limits.stall_window, min: limits.stall_min_bytes };
+            let chunk = match next {
+                Err(_) if window_bytes < limits.stall_min_bytes => return Err(stalled),
+                Err(_) => {
+                    (window_end, window_bytes) = (tokio::time::Instant::now() + limits.stall_window, 0);
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk.map_err(|e| {
+                    RestoreError::Truncated(format!("the download from {shown} broke off: {}", describe(&e)))
+                })?,
+            };
             done += chunk.len() as u64;
+            if done > limits.max_source_bytes {
+                return Err(RestoreError::TooLarge { limit: limits.max_source_bytes });
+            }
+            file.write_all(&chunk).await?;
             progress(done, total);
+            window_bytes += chunk.len() as u64;
+            if tokio::time::Instant::now() >= window_end {
+                if window_bytes < limits.stall_min_bytes {
+                    return Err(stalled);
+                }
+                (window_end, window_bytes) = (tokio::time::Instant::now() + limits.stall_window, 0);
+            }
         }
         file.sync_all().await?;
         if let Some(total) = total

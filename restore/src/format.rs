@@ -38,7 +38,7 @@ const PLAIN_END_MARKER: &str = "-- PostgreSQL database dump complete";
 /// # Errors
 /// [`RestoreError::NotADump`] for anything that is not pg_dump output, [`RestoreError::Truncated`]
 /// for a gzip stream or plain dump cut short.
-pub fn prepare(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
+pub fn prepare(path: &Path, work: &Path, max_bytes: u64) -> Result<Dump, RestoreError> {
     if path.is_dir() {
         return if path.join("toc.dat").is_file() {
             Ok(Dump { format: DumpFormat::Directory, path: path.into() })
@@ -49,8 +49,8 @@ pub fn prepare(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
     let head = read_head(path)?;
     if head.starts_with(&GZIP_MAGIC) {
         let unpacked = work.join("dump.unzipped");
-        gunzip(path, &unpacked)?;
-        return prepare(&unpacked, work);
+        gunzip(path, &unpacked, max_bytes)?;
+        return prepare(&unpacked, work, max_bytes);
     }
     if head.starts_with(CUSTOM_MAGIC) {
         return Ok(Dump { format: DumpFormat::Custom, path: path.into() });
@@ -77,13 +77,21 @@ fn read_head(path: &Path) -> Result<Vec<u8>, RestoreError> {
     Ok(head)
 }
 
-fn gunzip(from: &Path, to: &Path) -> Result<(), RestoreError> {
-    let mut decoder = flate2::read::GzDecoder::new(BufReader::new(File::open(from)?));
+/// Decompresses `from` into `to`, at most `max_bytes` of it (a gzip bomb stops there).
+fn gunzip(from: &Path, to: &Path, max_bytes: u64) -> Result<(), RestoreError> {
+    let decoder = flate2::read::GzDecoder::new(BufReader::new(File::open(from)?));
     let mut out = File::create(to)?;
-    std::io::copy(&mut decoder, &mut out).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => RestoreError::Truncated("the gzip stream ends early".into()),
-        _ => RestoreError::NotADump(format!("a damaged gzip file ({e})")),
-    })?;
+    let written =
+        std::io::copy(&mut decoder.take(max_bytes.saturating_add(1)), &mut out).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => RestoreError::Truncated("the gzip stream ends early".into()),
+            std::io::ErrorKind::StorageFull => RestoreError::from(e),
+            _ => RestoreError::NotADump(format!("a damaged gzip file ({e})")),
+        })?;
+    if written > max_bytes {
+        drop(out);
+        let _ = std::fs::remove_file(to);
+        return Err(RestoreError::TooLarge { limit: max_bytes });
+    }
     Ok(())
 }
 
@@ -266,20 +274,35 @@ mod tests {
         builder.into_inner().expect("tar")
     }
 
+    fn prepare_(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
+        prepare(path, work, 1 << 30)
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_size_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bomb = write(dir.path(), "bomb", &gzip(&vec![b'-'; 5 << 20]));
+        assert!(std::fs::metadata(&bomb).expect("meta").len() < 64 << 10, "small compressed");
+        let err = prepare(&bomb, dir.path(), 1 << 20).expect_err("refused");
+        assert!(matches!(err, RestoreError::TooLarge { limit } if limit == 1 << 20), "{err}");
+        assert!(err.to_string().contains("larger than 1.0 MiB"), "{err}");
+        assert!(!dir.path().join("dump.unzipped").exists(), "nothing half-written stays");
+    }
+
     const PLAIN: &[u8] = b"--\n-- PostgreSQL database dump\n--\nCREATE TABLE t (id int);\n--\n-- PostgreSQL database dump complete\n--\n";
 
     #[test]
     fn formats_are_recognised_by_content_not_name() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        assert_eq!(prepare(&write(d, "a.sql", b"PGDMP\x01\x0e"), d).expect("custom").format, DumpFormat::Custom);
-        assert_eq!(prepare(&write(d, "b.dump", PLAIN), d).expect("plain").format, DumpFormat::Plain);
+        assert_eq!(prepare_(&write(d, "a.sql", b"PGDMP\x01\x0e"), d).expect("custom").format, DumpFormat::Custom);
+        assert_eq!(prepare_(&write(d, "b.dump", PLAIN), d).expect("plain").format, DumpFormat::Plain);
         let gz = write(d, "c.bin", &gzip(b"PGDMP\x01\x0e"));
-        assert_eq!(prepare(&gz, d).expect("gzip custom").format, DumpFormat::Custom);
+        assert_eq!(prepare_(&gz, d).expect("gzip custom").format, DumpFormat::Custom);
         let pgtar = tar_of(&[("toc.dat", b"PGDMP"), ("3000.dat", b""), ("restore.sql", b"--")]);
-        assert_eq!(prepare(&write(d, "d", &pgtar), d).expect("tar").format, DumpFormat::Tar);
+        assert_eq!(prepare_(&write(d, "d", &pgtar), d).expect("tar").format, DumpFormat::Tar);
         let packed = tar_of(&[("shop/toc.dat", b"PGDMP"), ("shop/3000.dat.gz", b"")]);
-        let dump = prepare(&write(d, "e", &gzip(&packed)), d).expect("directory");
+        let dump = prepare_(&write(d, "e", &gzip(&packed)), d).expect("directory");
         assert_eq!(dump.format, DumpFormat::Directory);
         assert!(dump.path.join("toc.dat").is_file(), "{dump:?}");
     }
@@ -296,7 +319,7 @@ mod tests {
             (b"{\"error\": \"AccessDenied\"}", "a JSON document"),
             (b"\xff\xfe\x00secret", "binary data"),
         ] {
-            let err = prepare(&write(d, "x", bytes), d).expect_err("refused").to_string();
+            let err = prepare_(&write(d, "x", bytes), d).expect_err("refused").to_string();
             assert!(err.contains("not a PostgreSQL dump") && err.contains(want), "{err}");
             // Never a word of the answer itself: it may come from a server the caller may not read.
             for quoted in ["Not found", "HELP", "AccessDenied", "secret"] {
@@ -304,7 +327,7 @@ mod tests {
             }
         }
         let tar = tar_of(&[("readme.txt", b"hi")]);
-        assert!(prepare(&write(d, "t", &tar), d).expect_err("refused").to_string().contains("without toc.dat"));
+        assert!(prepare_(&write(d, "t", &tar), d).expect_err("refused").to_string().contains("without toc.dat"));
     }
 
     #[test]
@@ -318,9 +341,9 @@ mod tests {
             b"  WITH x AS (SELECT 1) SELECT * FROM x;",
             b"\\set ON_ERROR_STOP on\nselect 1;",
         ] {
-            assert_eq!(prepare(&write(d, "s", sql), d).expect("plain").format, DumpFormat::Plain, "{sql:?}");
+            assert_eq!(prepare_(&write(d, "s", sql), d).expect("plain").format, DumpFormat::Plain, "{sql:?}");
             let gz = write(d, "g", &gzip(sql));
-            assert_eq!(prepare(&gz, d).expect("gzip plain").format, DumpFormat::Plain);
+            assert_eq!(prepare_(&gz, d).expect("gzip plain").format, DumpFormat::Plain);
         }
     }
 
@@ -329,8 +352,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let cut = &PLAIN[..PLAIN.len() - 30];
-        assert!(matches!(prepare(&write(d, "p", cut), d), Err(RestoreError::Truncated(_))));
+        assert!(matches!(prepare_(&write(d, "p", cut), d), Err(RestoreError::Truncated(_))));
         let gz = gzip(PLAIN);
-        assert!(matches!(prepare(&write(d, "g", &gz[..gz.len() / 2]), d), Err(RestoreError::Truncated(_))));
+        assert!(matches!(prepare_(&write(d, "g", &gz[..gz.len() / 2]), d), Err(RestoreError::Truncated(_))));
     }
 }

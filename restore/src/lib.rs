@@ -14,6 +14,7 @@
 
 pub mod fetch;
 pub mod format;
+pub mod limits;
 pub mod load;
 pub mod policy;
 pub mod script;
@@ -21,6 +22,7 @@ pub mod template;
 
 pub use fetch::{Fetched, Fetcher, fetch};
 pub use format::{Dump, DumpFormat, prepare};
+pub use limits::{LimitArgs, Limits};
 pub use policy::SourcePolicy;
 pub use template::{Owner, Template};
 
@@ -44,6 +46,12 @@ pub enum RestoreError {
     NotADump(String),
     #[error("the dump is truncated: {0}")]
     Truncated(String),
+    #[error("the source is larger than {} (the limit: --max-source-size)", limits::human(*limit))]
+    TooLarge { limit: u64 },
+    #[error("the source stalled: less than {} arrived in {}", limits::human(*min), humantime::format_duration(*window))]
+    Stalled { window: std::time::Duration, min: u64 },
+    #[error("the disk is full{}", need.map_or_else(String::new, |need| format!(": the restore needs about {}", limits::human(need))))]
+    DiskFull { need: Option<u64>, free: u64 },
     #[error("restoring the dump failed at {0}")]
     Load(#[from] load::LoadError),
     #[error(
@@ -53,11 +61,33 @@ pub enum RestoreError {
     #[error("{step} failed: {detail}")]
     Step { step: &'static str, detail: String },
     #[error("i/o error while preparing the dump: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for RestoreError {
+    /// A full disk is named as such, wherever it happens.
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return Self::DiskFull { need: None, free: 0 };
+        }
+        Self::Io(e)
+    }
 }
 
 impl RestoreError {
+    /// A failed step; a tool that ran out of space says so ("No space left on device").
     pub(crate) fn step<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Self {
-        move |e| Self::Step { step, detail: e.to_string() }
+        move |e| {
+            let detail = e.to_string();
+            if detail.contains("No space left on device") {
+                return Self::DiskFull { need: None, free: 0 };
+            }
+            Self::Step { step, detail }
+        }
+    }
+
+    /// Whether it is the disk being full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::DiskFull { .. })
     }
 }

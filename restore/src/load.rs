@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use devdb_pgctl::PgCtl;
 use devdb_pgctl::session::{ServerError, Session, SessionError};
@@ -28,6 +29,8 @@ pub enum LoadError {
     Session(#[from] SessionError),
     #[error("pg_restore could not read the archive: {0}")]
     Archive(String),
+    #[error("stopped")]
+    Stopped,
 }
 
 /// What a restore did.
@@ -44,13 +47,24 @@ pub struct Loaded {
 /// # Errors
 /// [`LoadError`] with the line of the statement that failed.
 pub fn run_script(session: &mut Session, input: impl BufRead) -> Result<Loaded, LoadError> {
-    run(session, input, "")
+    run(session, input, "", &AtomicBool::new(false))
 }
 
-fn run(session: &mut Session, input: impl BufRead, of: &'static str) -> Result<Loaded, LoadError> {
+/// [`run_script`], stopping before the next statement once `stop` is set.
+///
+/// # Errors
+/// As [`run_script`]; [`LoadError::Stopped`] when stopped.
+pub fn run_script_until(session: &mut Session, input: impl BufRead, stop: &AtomicBool) -> Result<Loaded, LoadError> {
+    run(session, input, "", stop)
+}
+
+fn run(session: &mut Session, input: impl BufRead, of: &'static str, stop: &AtomicBool) -> Result<Loaded, LoadError> {
     let mut script = Script::new(input);
     let mut loaded = Loaded::default();
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(LoadError::Stopped);
+        }
         script.set_standard_strings(session.standard_strings());
         let Some(statement) = script.next_statement()? else { return Ok(loaded) };
         if statement.kind == Kind::OwnerOrPrivileges {
@@ -84,7 +98,13 @@ fn line_offset(sql: &[u8], position: Option<usize>) -> usize {
 ///
 /// # Errors
 /// [`LoadError`]: the first failing statement, or `pg_restore` failing to read the archive.
-pub fn run_archive(session: &mut Session, pg: &PgCtl, dump: &Dump, log: &Path) -> Result<Loaded, LoadError> {
+pub fn run_archive(
+    session: &mut Session,
+    pg: &PgCtl,
+    dump: &Dump,
+    log: &Path,
+    stop: &AtomicBool,
+) -> Result<Loaded, LoadError> {
     let io = |e: std::io::Error| LoadError::Archive(e.to_string());
     let mut cmd = pg.sandboxed("pg_restore");
     cmd.args(["--no-owner", "--no-acl", "--file=-"]);
@@ -96,7 +116,7 @@ pub fn run_archive(session: &mut Session, pg: &PgCtl, dump: &Dump, log: &Path) -
     let mut child = cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(log).map_err(io)?).spawn().map_err(io)?;
     let stdout = child.stdout.take().ok_or_else(|| LoadError::Archive("no output pipe".into()))?;
     let result =
-        run(session, BufReader::with_capacity(256 << 10, stdout), " of the SQL pg_restore made of the archive");
+        run(session, BufReader::with_capacity(256 << 10, stdout), " of the SQL pg_restore made of the archive", stop);
     if result.is_err() {
         let _ = child.kill();
     }

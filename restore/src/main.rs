@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use devdb_pgctl::PgCtl;
-use devdb_restore::{Owner, SourcePolicy, Template};
+use devdb_restore::{LimitArgs, Limits, Owner, SourcePolicy, Template};
 
 /// Restores a PostgreSQL dump into a new data directory as a DevDB project template.
 ///
@@ -55,6 +55,9 @@ struct Args {
     /// /usr/lib/postgresql/*/bin).
     #[arg(long, env = "PG_BIN")]
     pg_bin: Option<PathBuf>,
+
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 fn main() -> ExitCode {
@@ -93,9 +96,10 @@ fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<String> {
     } else {
         let policy = if args.allow_private_sources { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let fetched =
-            runtime.block_on(devdb_restore::fetch(&args.source, &work.join("download"), policy, |_, _| {}))?;
-        Some(devdb_restore::prepare(&fetched.path, work)?)
+        let limits = Limits::from(&args.limits);
+        let dest = work.join("download");
+        let fetched = runtime.block_on(devdb_restore::fetch(&args.source, &dest, policy, limits, |_, _| {}))?;
+        Some(devdb_restore::prepare(&fetched.path, work, limits.max_source_bytes)?)
     };
     let template = Template { pg: &pg, data: args.pgdata.clone(), scratch: work.join("server") };
     let owner = Owner { user: &args.user, password: &args.password, database: &args.database };

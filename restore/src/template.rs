@@ -11,6 +11,7 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use devdb_pgctl::session::Session;
@@ -25,6 +26,8 @@ pub const SUPERUSER: &str = devdb_pgctl::session::SUPERUSER;
 /// The restore server listens only on its private socket, named after this port.
 const PORT: u16 = 5432;
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Less free space than this after a failure: the disk was full.
+const ALMOST_FULL: u64 = 32 << 20;
 /// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
 /// PostgreSQL user (local connections are trusted, so the socket is the boundary).
 pub const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
@@ -54,14 +57,43 @@ impl Template<'_> {
     /// # Errors
     /// [`RestoreError`] saying which step failed and why.
     pub fn build(&self, owner: &Owner<'_>, dump: Option<&Dump>) -> Result<Loaded, RestoreError> {
-        let result = self.build_running(owner, dump);
+        self.build_until(owner, dump, &AtomicBool::new(false))
+    }
+
+    /// [`Template::build`], ending early once `stop` is set (between statements of the load;
+    /// stopping the server ends the statement running then).
+    ///
+    /// # Errors
+    /// As [`Template::build`]; [`LoadError::Stopped`](crate::load::LoadError::Stopped) when stopped.
+    pub fn build_until(
+        &self,
+        owner: &Owner<'_>,
+        dump: Option<&Dump>,
+        stop: &AtomicBool,
+    ) -> Result<Loaded, RestoreError> {
+        let result = self.build_running(owner, dump, stop);
         if result.is_err() && self.pg.is_running(&self.data) {
             let _ = self.pg.stop(&self.data, StopMode::Immediate);
         }
-        result
+        result.map_err(|error| match error {
+            stopped @ RestoreError::Load(crate::load::LoadError::Stopped) => stopped,
+            error => self.disk_full_or(error),
+        })
     }
 
-    fn build_running(&self, owner: &Owner<'_>, dump: Option<&Dump>) -> Result<Loaded, RestoreError> {
+    /// A failure on a disk with (next to) nothing left is the disk being full, whatever the
+    /// failing tool said (a server may crash on a write it cannot make).
+    fn disk_full_or(&self, error: RestoreError) -> RestoreError {
+        let full = |code: &str| code == "53100";
+        let said_so =
+            matches!(&error, RestoreError::Load(crate::load::LoadError::Statement { error, .. }) if full(&error.code));
+        match crate::limits::free_bytes(self.data.parent().unwrap_or(&self.data)) {
+            Ok(free) if said_so || free < ALMOST_FULL => RestoreError::DiskFull { need: None, free },
+            _ => error,
+        }
+    }
+
+    fn build_running(&self, owner: &Owner<'_>, dump: Option<&Dump>, stop: &AtomicBool) -> Result<Loaded, RestoreError> {
         let (pg, data, socket) = (self.pg, &self.data, &self.scratch);
         pg.make_dir(socket).map_err(RestoreError::step("preparing the restore directory"))?;
         pg.initdb(data, SUPERUSER, &[]).map_err(RestoreError::step("initdb"))?;
@@ -92,9 +124,9 @@ impl Template<'_> {
                 let loaded = match dump.format {
                     DumpFormat::Plain => {
                         let file = std::fs::File::open(&dump.path)?;
-                        load::run_script(&mut session, BufReader::with_capacity(256 << 10, file))?
+                        load::run_script_until(&mut session, BufReader::with_capacity(256 << 10, file), stop)?
                     }
-                    _ => load::run_archive(&mut session, self.pg, dump, &self.scratch.join("pg_restore.log"))?,
+                    _ => load::run_archive(&mut session, self.pg, dump, &self.scratch.join("pg_restore.log"), stop)?,
                 };
                 // Statistics make the clones' plans realistic. As the owner of what it analyzes.
                 session.execute("ANALYZE").map_err(RestoreError::step("analyzing"))?;

@@ -173,7 +173,7 @@ fn build(dir: &Path, dump: Option<&[u8]>) -> Result<load::Loaded, RestoreError> 
     let dump = dump.map(|bytes| {
         let path = dir.join("dump");
         std::fs::write(&path, bytes).expect("dump");
-        devdb_restore::prepare(&path, dir).expect("a dump")
+        devdb_restore::prepare(&path, dir, 1 << 30).expect("a dump")
     });
     Template { pg: &pg, data: dir.join("data"), scratch: dir.join("server") }.build(&OWNER, dump.as_ref())
 }
@@ -289,7 +289,7 @@ fn archives_restore_through_pg_restore_as_the_sandbox_user() {
             .expect("pg_dump");
         assert!(status.success());
         let pg = pg();
-        let dump = devdb_restore::prepare(&out, dir.path()).expect("dump");
+        let dump = devdb_restore::prepare(&out, dir.path(), 1 << 30).expect("dump");
         if dump.format == DumpFormat::Directory {
             pg.give_to_sandbox(&out).expect("the sandbox reads the directory");
         }

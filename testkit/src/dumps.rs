@@ -119,6 +119,9 @@ impl DumpServer {
         let router = axum::Router::new()
             .route("/files/{name}", axum::routing::get(serve_file))
             .route("/stall-once/{name}", axum::routing::get(stall_once))
+            .route("/trickle", axum::routing::get(trickle))
+            .route("/endless", axum::routing::get(endless))
+            .route("/hold", axum::routing::get(hold))
             .with_state(Arc::new(Files { dir: dir.to_path_buf(), stalled: AtomicBool::new(false) }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -135,6 +138,71 @@ impl DumpServer {
     pub fn stall_once_url(&self, file: &str) -> String {
         format!("{}/stall-once/{file}", self.base)
     }
+
+    /// A source that sends a few bytes of SQL a second, forever.
+    pub fn trickle_url(&self) -> String {
+        format!("{}/trickle", self.base)
+    }
+
+    /// A source that sends SQL comments as fast as it can, forever (no length given).
+    pub fn endless_url(&self) -> String {
+        format!("{}/endless", self.base)
+    }
+
+    /// A source that sends a line and then holds the connection open (a download in progress);
+    /// the number of such connections open now is [`DumpServer::held`].
+    pub fn hold_url(&self) -> String {
+        format!("{}/hold", self.base)
+    }
+
+    /// Connections of [`DumpServer::hold_url`] still open.
+    pub fn held(&self) -> usize {
+        HELD.load(Ordering::SeqCst)
+    }
+}
+
+/// Open connections of `/hold` (one server per test process is enough).
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn trickle() -> Response {
+    let stream = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        Some((Ok::<_, std::io::Error>(Bytes::from_static(b"-")), ()))
+    });
+    let head = futures_util::stream::iter([Ok(Bytes::from_static(b"-- a slow source\n"))]);
+    Body::from_stream(head.chain(stream)).into_response()
+}
+
+async fn endless() -> Response {
+    let line = Bytes::from(format!("-- {}\n", "x".repeat(64 << 10)));
+    let stream = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(line.clone()));
+    Body::from_stream(stream).into_response()
+}
+
+/// Counts itself in [`HELD`] while its response body lives.
+struct Held;
+
+impl Held {
+    fn new() -> Self {
+        HELD.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn hold() -> Response {
+    let held = Held::new();
+    let head = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"-- in progress\n"))]);
+    let forever = futures_util::stream::pending().map(move |()| {
+        let _ = &held;
+        Ok(Bytes::new())
+    });
+    Body::from_stream(head.chain(forever)).into_response()
 }
 
 impl Drop for DumpServer {

@@ -37,6 +37,14 @@ pub struct ApiArgs {
     /// only admins may: such a source reaches inside the platform, cloud metadata included).
     #[arg(long, env = "DEVDB_CONTROLLER_ALLOW_PRIVATE_SOURCES")]
     pub allow_private_sources: bool,
+
+    /// How long `?wait=true` waits for a database before answering 504 with its status.
+    #[arg(long, env = "DEVDB_CONTROLLER_WAIT_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: std::time::Duration,
+
+    /// Restores one owner may run at once; more wait their turn (`pending`).
+    #[arg(long, env = "DEVDB_CONTROLLER_MAX_RESTORES_PER_OWNER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_restores_per_owner: u32,
 }
 
 /// Validated API settings.
@@ -47,6 +55,8 @@ pub struct ApiConfig {
     pub public_port: u16,
     pub tokens: Tokens,
     pub allow_private_sources: bool,
+    pub wait_timeout: std::time::Duration,
+    pub max_restores_per_owner: usize,
 }
 
 /// Why the configuration is unusable.
@@ -72,6 +82,8 @@ impl TryFrom<ApiArgs> for ApiConfig {
             public_port: args.public_port,
             tokens,
             allow_private_sources: args.allow_private_sources,
+            wait_timeout: args.wait_timeout,
+            max_restores_per_owner: args.max_restores_per_owner as usize,
         })
     }
 }
@@ -100,5 +112,6 @@ mod tests {
         assert_eq!(config.api_listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.public_port, 6432);
         assert!(!config.allow_private_sources);
+        assert_eq!((config.wait_timeout.as_secs(), config.max_restores_per_owner), (600, 2));
     }
 }

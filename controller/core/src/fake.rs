@@ -28,6 +28,8 @@ struct State {
     failures: HashMap<Op, VecDeque<RuntimeError>>,
     /// Every operation, as `op name`, in order.
     calls: Vec<String>,
+    /// Restores wait until cancelled (a source that never ends).
+    hold_restores: bool,
 }
 
 /// The fake runtime.
@@ -63,6 +65,11 @@ impl FakeRuntime {
     /// The next `op` fails with `error`.
     pub fn fail_next(&self, op: Op, error: RuntimeError) {
         self.with(|s| s.failures.entry(op).or_default().push_back(error));
+    }
+
+    /// From now on, restores run until cancelled.
+    pub fn hold_restores(&self) {
+        self.with(|s| s.hold_restores = true);
     }
 
     /// The instance of `name` dies (as a SIGKILL would leave it).
@@ -116,9 +123,15 @@ impl Runtime for FakeRuntime {
         project: &ProjectRecord,
         generation: u64,
         progress: ProgressFn,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
         progress(1, Some(2));
         self.call(Op::Restore, &project.name)?;
+        if self.with(|s| s.hold_restores) {
+            // A restore that never ends by itself: only a cancel stops it.
+            cancel.cancelled().await;
+            return Err(RuntimeError::Cancelled);
+        }
         progress(2, Some(2));
         Ok(SnapshotRecord { generation, created_at: now(), size_bytes: 1 << 20 })
     }

@@ -8,8 +8,13 @@
 //! Who runs passes ([`Scheduler`]) is the adapter's business: locally, one task per object;
 //! on Kubernetes, the kube-rs controllers. The reconciler only asks for them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use devdb_shared::Name;
 use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
@@ -57,16 +62,44 @@ pub trait Scheduler: Send + Sync + 'static {
     fn schedule(&self, key: Key);
 }
 
+/// Restores one owner may run at once, unless told otherwise.
+pub const RESTORES_PER_OWNER: usize = 2;
+
 /// Reconciles objects on demand.
 pub struct Reconciler<P: Platform> {
     store: Arc<P::Store>,
     runtime: Arc<P::Runtime>,
     scheduler: Arc<dyn Scheduler>,
+    /// Restores in flight (or waiting for their turn), by project: a delete cancels them.
+    restores: Mutex<HashMap<Name, CancellationToken>>,
+    /// Turns of each owner's restores, so one owner cannot take every restore slot.
+    turns: Mutex<HashMap<String, Arc<Semaphore>>>,
+    restores_per_owner: AtomicUsize,
 }
 
 impl<P: Platform> Reconciler<P> {
     pub fn new(store: Arc<P::Store>, runtime: Arc<P::Runtime>, scheduler: Arc<dyn Scheduler>) -> Arc<Self> {
-        Arc::new(Self { store, runtime, scheduler })
+        Arc::new(Self {
+            store,
+            runtime,
+            scheduler,
+            restores: Mutex::default(),
+            turns: Mutex::default(),
+            restores_per_owner: AtomicUsize::new(RESTORES_PER_OWNER),
+        })
+    }
+
+    /// Lets each owner run at most `n` restores at once (more wait, `pending`).
+    pub fn limit_restores_per_owner(&self, n: usize) {
+        self.restores_per_owner.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Stops `project`'s restore now, if one runs or waits (its project was deleted).
+    pub fn cancel_restore(&self, project: &Name) {
+        if let Some(token) = lock(&self.restores).get(project) {
+            tracing::info!(%project, "cancelling the restore");
+            token.cancel();
+        }
     }
 
     pub fn runtime(&self) -> &Arc<P::Runtime> {
@@ -140,6 +173,10 @@ impl<P: Platform> Reconciler<P> {
             return Ok(());
         }
         let generation = project.wanted_generation;
+        let cancel = CancellationToken::new();
+        let _registered = Registered::new(&self.restores, name, cancel.clone());
+        // The owner's turn (waiting, the project stays pending); a delete meanwhile ends it.
+        let Some(_turn) = self.turn(&project.owner, &cancel).await else { return Ok(()) };
         self.store
             .update_project(name, |p| {
                 p.status = ProjectStatus::Restoring;
@@ -149,7 +186,7 @@ impl<P: Platform> Reconciler<P> {
             .await?;
         tracing::info!(project = %name, generation, "restoring");
         let started = Instant::now();
-        match self.restore_with_progress(&project, generation).await {
+        match self.restore_with_progress(&project, generation, cancel).await {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
                 // Only for the same project and generation: it may have been deleted and
@@ -164,6 +201,11 @@ impl<P: Platform> Reconciler<P> {
                     })
                     .await?;
                 self.clean_unused_snapshots(name).await?;
+            }
+            Err(RuntimeError::Cancelled) => {
+                // Deleted meanwhile: the pass the delete asked for removes what it had.
+                tracing::info!(project = %name, generation, "restore cancelled");
+                return Ok(());
             }
             Err(error) if error.is_transient() => {
                 tracing::warn!(project = %name, %error, "restore failed; retrying");
@@ -216,12 +258,13 @@ impl<P: Platform> Reconciler<P> {
         &self,
         project: &ProjectRecord,
         generation: u64,
+        cancel: CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
         let (sender, mut latest) = tokio::sync::watch::channel(None);
         let progress: ProgressFn = Arc::new(move |done, total| {
             sender.send_replace(Some(Progress { bytes_done: done, bytes_total: total }));
         });
-        let restore = self.runtime.restore(project, generation, progress);
+        let restore = self.runtime.restore(project, generation, progress, cancel);
         tokio::pin!(restore);
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
         loop {
@@ -240,6 +283,16 @@ impl<P: Platform> Reconciler<P> {
                 }
             }
         }
+    }
+
+    /// A turn among `owner`'s restores, waiting for one; `None` if `cancel`led meanwhile.
+    async fn turn(&self, owner: &str, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let limit = self.restores_per_owner.load(Ordering::Relaxed);
+            let mut turns = lock(&self.turns);
+            turns.entry(owner.to_string()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+        };
+        cancel.run_until_cancelled(semaphore.acquire_owned()).await.and_then(Result::ok)
     }
 
     async fn reconcile_database(self: &Arc<Self>, name: &Name) -> Result<(), ReconcileError> {
@@ -391,6 +444,30 @@ impl<P: Platform> Reconciler<P> {
 
     async fn set_database(&self, name: &Name, f: impl FnMut(&mut DatabaseRecord) + Send) -> Result<(), StoreError> {
         self.store.update_database(name, f).await.map(drop)
+    }
+}
+
+/// A std mutex held only to look up or change a map, never across an await.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A restore's cancel handle in [`Reconciler::restores`] while it runs.
+struct Registered<'a> {
+    restores: &'a Mutex<HashMap<Name, CancellationToken>>,
+    name: Name,
+}
+
+impl<'a> Registered<'a> {
+    fn new(restores: &'a Mutex<HashMap<Name, CancellationToken>>, name: &Name, token: CancellationToken) -> Self {
+        lock(restores).insert(name.clone(), token);
+        Self { restores, name: name.clone() }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(self.restores).remove(&self.name);
     }
 }
 

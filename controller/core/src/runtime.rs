@@ -26,6 +26,12 @@ pub enum RuntimeError {
     NoSnapshot(Name),
     #[error("the data of database {0} is gone; reset it to clone it again")]
     DataMissing(Name),
+    /// Out of disk space (what it left half-done is removed first).
+    #[error("the disk is full{}", disk_need(*need, *free))]
+    DiskFull { need: Option<u64>, free: u64 },
+    /// Stopped on purpose (the project was deleted meanwhile).
+    #[error("cancelled")]
+    Cancelled,
     /// The platform underneath failed (the cluster API, say).
     #[error("{0}")]
     Platform(Box<dyn std::error::Error + Send + Sync>),
@@ -38,7 +44,7 @@ impl RuntimeError {
         match self {
             Self::Source(message) => message.clone(),
             Self::Step { step, .. } => format!("{step} failed (the controller's log has the details)"),
-            Self::NoSnapshot(_) | Self::DataMissing(_) => self.to_string(),
+            Self::NoSnapshot(_) | Self::DataMissing(_) | Self::DiskFull { .. } | Self::Cancelled => self.to_string(),
             Self::Platform(_) => "the platform underneath failed".into(),
         }
     }
@@ -58,6 +64,27 @@ impl RuntimeError {
     pub fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> Self {
         move |e| Self::Step { step, detail: e.to_string() }
     }
+}
+
+/// ": need 1.2 GiB, 300.0 MiB free", or nothing when neither is known.
+fn disk_need(need: Option<u64>, free: u64) -> String {
+    match need {
+        Some(need) => format!(": need {}, {} free", human(need), human(free)),
+        None if free > 0 => format!(" ({} free)", human(free)),
+        None => String::new(),
+    }
+}
+
+/// `1288490188` → `1.2 GiB`.
+pub fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
 }
 
 /// How a runtime gives databases their ports.
@@ -82,13 +109,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// (`allow_private`: private addresses too). `Err` is the reason, for the caller.
     fn check_source(&self, location: &str, allow_private: bool) -> impl Future<Output = Result<(), String>> + Send;
 
-    /// Restores `project`'s dump as snapshot `generation`, reporting progress. Nothing of a
-    /// failed restore is left behind.
+    /// Restores `project`'s dump as snapshot `generation`, reporting progress, until done or
+    /// `cancel`led ([`RuntimeError::Cancelled`]: its processes stopped at once). Nothing of a
+    /// failed or cancelled restore is left behind.
     fn restore(
         &self,
         project: &ProjectRecord,
         generation: u64,
         progress: ProgressFn,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = Result<SnapshotRecord, RuntimeError>> + Send;
 
     /// Removes whatever a project has in the runtime except snapshot `keep`.

@@ -65,6 +65,8 @@ impl Core {
             public_port: 6432,
             tokens: Tokens::load(Some(tokens_file.path()), Some(ADMIN.into())).expect("tokens"),
             allow_private_sources: false,
+            wait_timeout: std::time::Duration::from_secs(60),
+            max_restores_per_owner: 2,
         };
         let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
         let spawner = Arc::new(Spawner::default());
@@ -450,4 +452,66 @@ async fn the_original_api_shapes_and_status_codes_hold() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     panic!("the project never became deletable");
+}
+
+#[tokio::test(start_paused = true)]
+async fn restores_take_turns_per_owner_a_delete_cancels_one_and_waits_are_bounded() {
+    let core = Core::start(FakeRuntime::default());
+    core.runtime.hold_restores();
+    let create = |n: &'static str| {
+        core.call(
+            Some(KATE),
+            "POST",
+            "/v1/projects",
+            Some(json!({"name": n, "backupLocation": "https://dumps.example.com/d"})),
+        )
+    };
+    for n in ["one", "two", "three"] {
+        assert_eq!(create(n).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(
+        core.call(
+            Some(BOB),
+            "POST",
+            "/v1/projects",
+            Some(json!({"name": "bobs", "backupLocation": "https://dumps.example.com/d"}))
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let core = &core;
+    let status = |n: &'static str| async move {
+        core.call(Some(ADMIN), "GET", &format!("/v1/projects/{n}"), None).await.1["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let kates = [status("one").await, status("two").await, status("three").await];
+    assert_eq!(kates.iter().filter(|s| *s == "restoring").count(), 2, "two at once per owner: {kates:?}");
+    assert_eq!(kates.iter().filter(|s| *s == "pending").count(), 1, "{kates:?}");
+    assert_eq!(status("bobs").await, "restoring", "another owner's is not held up");
+
+    // A database of a project still restoring: ?wait=true gives up after the wait, with 504.
+    let (code, body) = core
+        .call(Some(KATE), "POST", "/v1/databases?wait=true", Some(json!({"name": "early", "project": "one"})))
+        .await;
+    assert_eq!(code, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("still creating after 1m"), "{message}");
+    assert_eq!(core.call(Some(KATE), "DELETE", "/v1/databases/early", None).await.0, StatusCode::ACCEPTED);
+
+    // Deleting a project cancels its restore at once; the one waiting gets its turn.
+    let restoring = if kates[0] == "restoring" { "one" } else { "two" };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (code, body) = core.call(Some(KATE), "DELETE", &format!("/v1/projects/{restoring}"), None).await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        core.call(Some(ADMIN), "GET", &format!("/v1/projects/{restoring}"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let kates = [status("one").await, status("two").await, status("three").await];
+    assert_eq!(kates.iter().filter(|s| *s == "restoring").count(), 2, "the third restores now: {kates:?}");
 }

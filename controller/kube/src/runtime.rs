@@ -226,6 +226,7 @@ impl Runtime for KubeRuntime {
         project: &ProjectRecord,
         generation: u64,
         _progress: ProgressFn,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
         let name = project.name.as_str();
         let namespace = self.prepare_project(project).await?;
@@ -239,6 +240,12 @@ impl Runtime for KubeRuntime {
         apply(&jobs, &job).await?;
         let wait = Wait::new("the restore", self.waits.every, self.waits.restore);
         let failure = loop {
+            if cancel.is_cancelled() {
+                // The project was deleted: its Job (and the download in it) stops now.
+                delete(&jobs, &job_name).await?;
+                delete(&pvcs, &golden).await?;
+                return Err(RuntimeError::Cancelled);
+            }
             let job = jobs.get(&job_name).await.platform()?;
             match job_outcome(&job) {
                 Some(Ok(())) => break None,

@@ -656,6 +656,8 @@ mod api {
             public_port: 5432,
             tokens: devdb_core::auth::Tokens::default(),
             allow_private_sources: false,
+            wait_timeout: std::time::Duration::from_secs(60),
+            max_restores_per_owner: 2,
         };
         let state = AppState::new(config, c.reconciler.clone(), devdb_core::routes::RouteFeed::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -50,6 +50,9 @@ pub struct LocalArgs {
     /// of the controller.
     #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_USER", default_value = devdb_pgctl::DEFAULT_SANDBOX_USER)]
     pub restore_user: String,
+
+    #[command(flatten)]
+    pub limits: devdb_restore::LimitArgs,
 }
 
 /// Why the local runtime cannot start.
@@ -96,7 +99,7 @@ impl Local {
         lock.try_lock().map_err(|_| LocalError::Locked(data_dir.clone()))?;
         let store = Arc::new(SqliteStore::open_private(&data_dir)?);
         let pg = PgCtl::discover(args.pg_bin.as_deref())?.with_sandbox_user(&args.restore_user)?;
-        let runtime = Arc::new(LocalRuntime::new(pg, &data_dir).map_err(dir_error)?);
+        let runtime = Arc::new(LocalRuntime::new(pg, &data_dir).map_err(dir_error)?.with_limits((&args.limits).into()));
         let scheduler = TaskScheduler::new();
         let reconciler = Reconciler::new(store, runtime, scheduler.clone());
         scheduler.bind(&reconciler);

@@ -19,7 +19,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use devdb_pgctl::session::Session;
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
@@ -33,11 +36,18 @@ use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 use devdb_restore::RestoreError;
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Room a restore needs beyond twice its dump (a fresh cluster: catalogs, a WAL segment), and a
+/// clone beyond its snapshot. A lower bound: a compressed dump restores larger, and a full disk
+/// met later is reported as such too.
+const RESTORE_MARGIN: u64 = 64 << 20;
+const CLONE_MARGIN: u64 = 64 << 20;
 
 /// PostgreSQL processes under a data directory.
 #[derive(Clone)]
 pub struct LocalRuntime {
     pg: Arc<PgCtl>,
+    /// Bounds on what a source may cost.
+    limits: devdb_restore::Limits,
     /// The PostgreSQL major version of the binaries.
     version: u32,
     root: PathBuf,
@@ -55,7 +65,15 @@ impl LocalRuntime {
             passable_dir(&dir)?;
         }
         let version = pg.binaries().version();
-        Ok(Self { pg: Arc::new(pg), version, root: root.into(), host: "127.0.0.1".into() })
+        let limits = devdb_restore::Limits::default();
+        Ok(Self { pg: Arc::new(pg), limits, version, root: root.into(), host: "127.0.0.1".into() })
+    }
+
+    /// The same, restoring within `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: devdb_restore::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn project_dir(&self, project: &Name) -> PathBuf {
@@ -84,6 +102,8 @@ async fn blocking<T: Send + 'static>(
 /// user's to fix; the rest is a failed step.
 fn restore_failed(error: RestoreError) -> RuntimeError {
     match error {
+        RestoreError::DiskFull { need, free } => RuntimeError::DiskFull { need, free },
+        RestoreError::Load(devdb_restore::load::LoadError::Stopped) => RuntimeError::Cancelled,
         RestoreError::Step { step, detail } => RuntimeError::Step { step, detail },
         RestoreError::Io(e) => RuntimeError::Step { step: "preparing the dump", detail: e.to_string() },
         other => RuntimeError::Source(other.to_string()),
@@ -116,71 +136,41 @@ impl Runtime for LocalRuntime {
         project: &ProjectRecord,
         generation: u64,
         progress: ProgressFn,
+        cancel: CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
         let work = self.project_dir(&project.name).join(format!("gen-{generation}.restoring"));
-        // A controller killed mid-restore may have left its restore server running.
-        if self.pg.is_running(&work.join("data")) {
-            let _ = self.pg.stop(&work.join("data"), StopMode::Immediate);
-        }
-        remove_dir(&work)?;
-        let result = async {
-            passable_dir(&self.project_dir(&project.name))
-                .map_err(RuntimeError::io("creating the project directory"))?;
-            passable_dir(&work).map_err(RuntimeError::io("creating the restore directory"))?;
-            let downloads = work.join("dump");
-            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-                .create(&downloads)
-                .map_err(RuntimeError::io("creating the download directory"))?;
-            let fetched = match &project.backup_location {
-                Some(location) => {
-                    let policy =
-                        if project.allow_private_source { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
-                    let dest = downloads.join("download");
-                    let fetched = devdb_restore::fetch(location, &dest, policy, |d, t| progress(d, t)).await;
-                    Some(fetched.map_err(restore_failed)?)
-                }
-                None => None,
-            };
-            let (this, project, work) = (self.clone(), project.clone(), work.clone());
-            blocking(move || {
-                let dump = match fetched {
-                    Some(fetched) => Some(this.stage_dump(&fetched.path, &downloads)?),
-                    None => None,
-                };
-                let template = Template { pg: &this.pg, data: work.join("data"), scratch: work.join("server") };
-                let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
-                let loaded = template.build(&owner, dump.as_ref()).map_err(restore_failed)?;
-                tracing::info!(
-                    project = %project.name,
-                    statements = loaded.statements,
-                    skipped = loaded.skipped,
-                    "dump restored (ownership and privilege statements skipped)"
-                );
-                Ok(())
-            })
-            .await
-        }
-        .await;
-        let outcome = match result {
-            Ok(()) => {
-                let snapshot = self.snapshot_dir(&project.name, generation);
-                remove_dir(&snapshot)?;
-                std::fs::rename(work.join("data"), &snapshot).map_err(RuntimeError::io("publishing the snapshot"))?;
-                let size_bytes = dir_size(&snapshot);
-                Ok(SnapshotRecord { generation, created_at: now(), size_bytes })
-            }
+        let (this, name) = (self.clone(), project.name.clone());
+        let prepared = {
+            let (this, name, work) = (this.clone(), name.clone(), work.clone());
+            blocking(move || this.prepare_restore(&name, &work)).await
+        };
+        // The download stops when its future is dropped.
+        let fetched = match prepared {
+            Ok(()) => tokio::select! {
+                fetched = self.fetch(project, &work, progress) => fetched,
+                () = cancel.cancelled() => Err(RuntimeError::Cancelled),
+            },
             Err(e) => Err(e),
         };
-        // Success or not, the work directory goes (a failed restore leaves no half-made template).
-        let data = work.join("data");
-        if self.pg.is_running(&data) {
-            let _ = self.pg.stop(&data, StopMode::Immediate);
-        }
-        remove_dir(&work)?;
-        // After a first restore fails, nothing of the project remains (remove_dir only removes
-        // an empty directory).
-        let _ = std::fs::remove_dir(self.project_dir(&project.name));
-        outcome
+        let built = match fetched {
+            Ok(fetched) => self.build(project, &work, fetched, &cancel).await,
+            Err(e) => Err(e),
+        };
+        blocking(move || {
+            // Success or not, the work directory goes (a failed restore leaves no half-made
+            // template), and its server with it.
+            let published = built.and_then(|()| this.publish_snapshot(&name, generation, &work));
+            let data = work.join("data");
+            if this.pg.is_running(&data) {
+                let _ = this.pg.stop(&data, StopMode::Immediate);
+            }
+            remove_dir(&work)?;
+            // After a first restore fails, nothing of the project remains (remove_dir only
+            // removes an empty directory).
+            let _ = std::fs::remove_dir(this.project_dir(&name));
+            published
+        })
+        .await
     }
 
     async fn clean_project(&self, project: &Name, keep: Option<u64>) -> Result<(), RuntimeError> {
@@ -275,13 +265,102 @@ impl Runtime for LocalRuntime {
 }
 
 impl LocalRuntime {
+    /// A clean work directory for a restore: a server a killed controller left running there is
+    /// stopped, the directory made again.
+    fn prepare_restore(&self, project: &Name, work: &Path) -> Result<(), RuntimeError> {
+        if self.pg.is_running(&work.join("data")) {
+            let _ = self.pg.stop(&work.join("data"), StopMode::Immediate);
+        }
+        remove_dir(work)?;
+        passable_dir(&self.project_dir(project)).map_err(RuntimeError::io("creating the project directory"))?;
+        passable_dir(work).map_err(RuntimeError::io("creating the restore directory"))?;
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(work.join("dump"))
+            .map_err(RuntimeError::io("creating the download directory"))
+    }
+
+    /// Downloads the source into the work directory (`None`: an empty project).
+    async fn fetch(
+        &self,
+        project: &ProjectRecord,
+        work: &Path,
+        progress: ProgressFn,
+    ) -> Result<Option<devdb_restore::Fetched>, RuntimeError> {
+        let Some(location) = &project.backup_location else { return Ok(None) };
+        let policy = if project.allow_private_source { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
+        let dest = work.join("dump").join("download");
+        let fetched = devdb_restore::fetch(location, &dest, policy, self.limits, |d, t| progress(d, t)).await;
+        fetched.map(Some).map_err(restore_failed)
+    }
+
+    /// Builds the template on a blocking thread. A cancel ends it early (a flag checked between
+    /// statements, and the server stopped under the statement running now) and still waits for
+    /// the thread, so nothing works in the directory once this returns.
+    async fn build(
+        &self,
+        project: &ProjectRecord,
+        work: &Path,
+        fetched: Option<devdb_restore::Fetched>,
+        cancel: &CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (this, project, work, stopping) = (self.clone(), project.clone(), work.to_path_buf(), stop.clone());
+        let data = work.join("data");
+        let mut building = tokio::task::spawn_blocking(move || {
+            let downloads = work.join("dump");
+            let dump = fetched.map(|f| this.stage_dump(&f.path, &downloads)).transpose()?;
+            if let Some(dump) = &dump {
+                this.check_space(&work, dir_size(&dump.path).saturating_mul(2).saturating_add(RESTORE_MARGIN))?;
+            }
+            let template = Template { pg: &this.pg, data: work.join("data"), scratch: work.join("server") };
+            let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
+            let loaded = template.build_until(&owner, dump.as_ref(), &stopping).map_err(restore_failed)?;
+            tracing::info!(
+                project = %project.name,
+                statements = loaded.statements,
+                skipped = loaded.skipped,
+                "dump restored (ownership and privilege statements skipped)"
+            );
+            Ok(())
+        });
+        let joined = tokio::select! {
+            joined = &mut building => joined,
+            () = cancel.cancelled() => {
+                stop.store(true, Ordering::Relaxed);
+                let pg = self.pg.clone();
+                let _ = tokio::task::spawn_blocking(move || pg.stop(&data, StopMode::Immediate)).await;
+                let _ = building.await;
+                return Err(RuntimeError::Cancelled);
+            }
+        };
+        joined.unwrap_or_else(|e| Err(RuntimeError::Step { step: "the restore thread", detail: e.to_string() }))
+    }
+
+    /// Renames the built template into place as snapshot `generation`.
+    fn publish_snapshot(&self, project: &Name, generation: u64, work: &Path) -> Result<SnapshotRecord, RuntimeError> {
+        let snapshot = self.snapshot_dir(project, generation);
+        remove_dir(&snapshot)?;
+        std::fs::rename(work.join("data"), &snapshot).map_err(RuntimeError::io("publishing the snapshot"))?;
+        let size_bytes = dir_size(&snapshot);
+        Ok(SnapshotRecord { generation, created_at: now(), size_bytes })
+    }
+
+    /// Fails with [`RuntimeError::DiskFull`] unless `need` bytes are free where `path` is.
+    fn check_space(&self, path: &Path, need: u64) -> Result<(), RuntimeError> {
+        match devdb_restore::limits::free_bytes(path) {
+            Ok(free) if free < need => Err(RuntimeError::DiskFull { need: Some(need), free }),
+            _ => Ok(()),
+        }
+    }
+
     /// Recognises the fetched dump. Archives are read by the restore user through a descriptor
     /// this process opens, so the files stay private; only a directory dump must be readable by
     /// path: it is handed to the restore user (a `file://` one copied first, so the user's own
     /// files stay theirs).
     fn stage_dump(&self, fetched: &Path, downloads: &Path) -> Result<devdb_restore::Dump, RuntimeError> {
         use std::os::unix::fs::PermissionsExt;
-        let mut dump = devdb_restore::prepare(fetched, downloads).map_err(restore_failed)?;
+        let mut dump =
+            devdb_restore::prepare(fetched, downloads, self.limits.max_source_bytes).map_err(restore_failed)?;
         if dump.format == devdb_restore::DumpFormat::Directory {
             let unpacked = downloads.join("dump.dir");
             if !dump.path.starts_with(&unpacked) {
@@ -298,15 +377,37 @@ impl LocalRuntime {
     /// Copies the snapshot into `<name>.cloning`, configures its port and socket, swaps it in
     /// for any previous clone, starts it and sets the database's own password.
     fn clone_blocking(&self, database: &DatabaseRecord, snapshot: &Path, user: &str) -> Result<(), RuntimeError> {
+        let staging = self.database_dir(&database.name).with_extension("cloning");
+        let result = self.clone_into(database, snapshot, user, &staging);
+        if result.is_err() {
+            // A failed clone leaves nothing behind: on a full disk, that is what frees it.
+            if self.pg.is_running(&staging.join("data")) {
+                let _ = self.pg.stop(&staging.join("data"), StopMode::Immediate);
+            }
+            let _ = remove_dir(&staging);
+        }
+        result
+    }
+
+    fn clone_into(
+        &self,
+        database: &DatabaseRecord,
+        snapshot: &Path,
+        user: &str,
+        staging: &Path,
+    ) -> Result<(), RuntimeError> {
         let dir = self.database_dir(&database.name);
-        let staging = dir.with_extension("cloning");
         if self.pg.is_running(&staging.join("data")) {
             let _ = self.pg.stop(&staging.join("data"), StopMode::Immediate);
         }
-        remove_dir(&staging)?;
-        self.pg.make_dir(&staging).map_err(RuntimeError::step("creating the clone directory"))?;
-        copy_tree(snapshot, &staging.join("data")).map_err(RuntimeError::io("copying the snapshot"))?;
-        self.pg.give(&staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
+        remove_dir(staging)?;
+        self.check_space(&self.root.join("databases"), dir_size(snapshot).saturating_add(CLONE_MARGIN))?;
+        self.pg.make_dir(staging).map_err(RuntimeError::step("creating the clone directory"))?;
+        copy_tree(snapshot, &staging.join("data")).map_err(|e| match e.kind() {
+            std::io::ErrorKind::StorageFull => RuntimeError::DiskFull { need: None, free: 0 },
+            _ => RuntimeError::Step { step: "copying the snapshot", detail: e.to_string() },
+        })?;
+        self.pg.give(staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
         let sock = dir.join("sock");
         let conf = format!(
             "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n",
@@ -319,7 +420,7 @@ impl LocalRuntime {
             self.pg.stop(&dir.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping the old clone"))?;
         }
         remove_dir(&dir)?;
-        std::fs::rename(&staging, &dir).map_err(RuntimeError::io("publishing the clone"))?;
+        std::fs::rename(staging, &dir).map_err(RuntimeError::io("publishing the clone"))?;
         self.pg.make_dir(&sock).map_err(RuntimeError::step("preparing the socket directory"))?;
         self.pg
             .start(&dir.join("data"), &dir.join("log"), START_TIMEOUT)

@@ -39,7 +39,14 @@ impl DevDb {
     }
 
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_in(extra, |_| {}).await
+    }
+
+    /// Starts with `extra` flags after `prepare` has seen the data directory (made, empty).
+    pub async fn start_in(extra: &[&str], prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::Builder::new().prefix("devdb-e2e-").tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        prepare(&dir.path().join("data"));
         let (api_port, proxy_port, admin_port) = (free_port(), free_port(), free_port());
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut devdb = Self {

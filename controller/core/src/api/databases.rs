@@ -1,7 +1,5 @@
 //! `/v1/databases`: create (clone the project's snapshot), list, show, delete, reset.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
@@ -18,9 +16,6 @@ use crate::runtime::{Platform, Ports, Runtime};
 use crate::store::Store;
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
-
-/// How long `?wait=true` waits for a clone (a cold copy of a large snapshot takes a while).
-const WAIT_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -187,7 +182,7 @@ async fn wait_until_settled<P: Platform>(
     record: &DatabaseRecord,
 ) -> Result<DatabaseRecord, ApiError> {
     let mut changes = state.store.watch_databases();
-    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    let deadline = tokio::time::Instant::now() + state.config.wait_timeout;
     loop {
         let current = state
             .store
@@ -212,9 +207,15 @@ async fn wait_until_settled<P: Platform>(
             ));
         }
         if changed.is_some_and(|c| c.is_err()) {
-            return Err(ApiError::Failed(format!(
-                "database {} is still being created; check again later",
-                record.name
+            return Err(ApiError::Timeout(format!(
+                "database {} is still {} after {}; check again later (devdb db show {})",
+                record.name,
+                serde_json::to_value(current.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                humantime::format_duration(state.config.wait_timeout),
+                record.name,
             )));
         }
     }

@@ -47,6 +47,7 @@ pub struct AppState<P: Platform> {
 impl<P: Platform> AppState<P> {
     pub fn new(config: ApiConfig, reconciler: Arc<Reconciler<P>>, routes: RouteFeed) -> Arc<Self> {
         let shutdown = tokio_util::sync::CancellationToken::new();
+        reconciler.limit_restores_per_owner(config.max_restores_per_owner);
         Arc::new(Self { config, store: reconciler.store().clone(), reconciler, routes, shutdown })
     }
 

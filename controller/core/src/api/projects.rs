@@ -126,6 +126,8 @@ pub async fn delete<P: Platform>(
         other => other?,
     }
     tracing::info!(project = %project.name, "project deleted");
+    // A restore in flight stops now (download, tools, files), not when it would have ended.
+    state.reconciler.cancel_restore(&project.name);
     state.reconciler.trigger(Key::Project(project.name));
     Ok(StatusCode::NO_CONTENT)
 }
