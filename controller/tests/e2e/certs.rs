@@ -1,8 +1,6 @@
 //! `devdb certs` makes a CA and a wildcard certificate the proxy serves and clients verify.
 
-mod common;
-
-use common::tls;
+use crate::common::tls;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_certificates_are_served_by_the_proxy_and_verified_by_clients() {

@@ -2,11 +2,9 @@
 //! restores and clones are redone, running instances adopted, orphans removed; proxies keep
 //! serving their last table while the controller is away.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use devdb_shared::api::{DatabaseStatus, ProjectStatus};
 
 fn entries(dir: &std::path::Path) -> Vec<String> {

@@ -1,11 +1,9 @@
 //! Query cancellation through the proxy: a CancelRequest with the proxy-issued key, over TLS
 //! (with SNI) or plaintext (psql's Ctrl-C), stops `pg_sleep(60)` with SQLSTATE 57014.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 

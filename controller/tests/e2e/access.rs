@@ -3,9 +3,7 @@
 //! private; the CLI accepts the new and the older spellings, prints JSON for scripts, and fails
 //! with one line.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

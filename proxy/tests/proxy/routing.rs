@@ -1,9 +1,7 @@
 //! Sessions reach the right backend by name: psql and tokio-postgres by SNI (SCRAM through the
 //! proxy), `endpoint=` without SNI, direct TLS with ALPN, GSSENC refused then TLS.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

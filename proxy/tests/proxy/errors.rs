@@ -1,11 +1,9 @@
 //! Every refusal in the contract's error table reaches the client as a FATAL ErrorResponse with
 //! its SQLSTATE (or, where no channel exists, a clean close), and the proxy keeps serving.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 

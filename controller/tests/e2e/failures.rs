@@ -1,11 +1,9 @@
 //! Bad sources get a clear error and lose nothing: unreachable, missing, non-dump, truncated and
 //! hostile ones, through the real restore (invalid requests are the core's in-process tests).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use devdb_shared::api::ProjectStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

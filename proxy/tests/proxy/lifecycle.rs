@@ -1,12 +1,10 @@
 //! The proxy's life around its sessions: routes-file and certificate reloads without restart,
 //! PROXY protocol headers, the admin port, and a graceful drain on SIGTERM (the real binary).
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use devdb_proxy::certs::DevCertificates;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

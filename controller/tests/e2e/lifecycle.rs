@@ -1,9 +1,7 @@
 //! End to end: dumps of every format restored by `devdb up`, cloned, reached through the proxy
 //! by SNI; isolation, reset, delete.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use devdb_shared::api::{DatabaseStatus, ProjectStatus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,11 @@
+//! End-to-end tests of the controller binaries, one binary: `devdb up` as a real process, the
+//! `devdb` CLI, real restores and clients (`common` is the harness). What the core decides
+//! without a process (status codes, scoping, retries) is tested in-process in `devdb-core`.
+
+mod common;
+mod access;
+mod certs;
+mod chart;
+mod lifecycle;
+mod failures;
+mod recovery;
