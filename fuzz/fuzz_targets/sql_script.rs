@@ -4,7 +4,7 @@
 //! inside a statement that was accepted).
 #![no_main]
 
-use devdb_restore::script::{Kind, Script, ScriptError};
+use devdb_restore_script::{Kind, Script, ScriptError};
 use libfuzzer_sys::fuzz_target;
 
 /// Small, so that the fuzzer reaches the limit.

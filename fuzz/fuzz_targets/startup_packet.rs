@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use devdb_proxy::protocol::{self, FirstMessage};
+use devdb_proxy_protocol::{self as protocol, FirstMessage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

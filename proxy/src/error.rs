@@ -30,20 +30,6 @@ pub fn client_error(code: &'static str, message: impl Into<String>) -> ClientErr
     ClientError { code, message: message.into(), detail: None, hint: None }
 }
 
-impl ClientError {
-    /// Adds a HINT naming the fix.
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    /// Adds a DETAIL explaining the cause.
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-}
-
 /// SQLSTATEs the proxy uses (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
 pub mod sqlstate {
     /// protocol_violation

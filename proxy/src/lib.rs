@@ -30,7 +30,8 @@ pub mod listener;
 pub mod metrics;
 pub mod net;
 pub mod pq_stream;
-pub mod protocol;
+/// Wire messages, decoded and encoded (the pure part lives in `devdb-proxy-protocol`, fuzzed).
+pub use devdb_proxy_protocol as protocol;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod route;

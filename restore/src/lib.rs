@@ -17,7 +17,8 @@ pub mod format;
 pub mod limits;
 pub mod load;
 pub mod policy;
-pub mod script;
+/// The SQL splitter (its own crate, pure and fuzzed).
+pub use devdb_restore_script as script;
 pub mod template;
 
 pub use fetch::{Fetched, Fetcher, fetch};

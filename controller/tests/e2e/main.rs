@@ -2,10 +2,10 @@
 //! `devdb` CLI, real restores and clients (`common` is the harness). What the core decides
 //! without a process (status codes, scoping, retries) is tested in-process in `devdb-core`.
 
-mod common;
 mod access;
 mod certs;
 mod chart;
-mod lifecycle;
+mod common;
 mod failures;
+mod lifecycle;
 mod recovery;

@@ -1,8 +1,8 @@
 //! The proxy's integration tests, one binary: real PostgreSQL servers, the proxy in-process
 //! with a generated CA, and real clients (`common` is the harness).
 
-mod common;
 mod cancel;
+mod common;
 mod errors;
 mod lifecycle;
 mod routing;

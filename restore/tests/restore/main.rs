@@ -1,5 +1,5 @@
 //! The restore crate against real PostgreSQL, one binary: hostile dumps, the source policy, and
 //! the database image's entrypoints as the image runs them.
 
-mod restore;
 mod image;
+mod restore;

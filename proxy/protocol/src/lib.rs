@@ -218,6 +218,20 @@ pub struct ClientError {
     pub hint: Option<String>,
 }
 
+impl ClientError {
+    /// Adds a HINT naming the fix.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Adds a DETAIL explaining the cause.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
 /// Encodes `err` as a FATAL `ErrorResponse`.
 pub fn encode_error(err: &ClientError) -> BytesMut {
     let mut info = pgwire::error::ErrorInfo::new("FATAL".into(), err.code.into(), err.message.clone());
