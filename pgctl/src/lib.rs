@@ -261,6 +261,17 @@ impl PgCtl {
         run(cmd, "initdb")
     }
 
+    /// Writes every file of the (stopped) data directory to disk (`initdb --sync-only`), and
+    /// nothing else.
+    ///
+    /// # Errors
+    /// [`PgError::Failed`] with initdb's message.
+    pub fn sync_data_dir(&self, data: &Path) -> Result<(), PgError> {
+        let mut cmd = self.command("initdb");
+        cmd.arg("--sync-only").arg("-D").arg(data);
+        run(cmd, "initdb --sync-only")
+    }
+
     /// Starts the server on `data` and waits until it accepts connections.
     ///
     /// # Errors

@@ -153,7 +153,8 @@ impl Template<'_> {
         drop(postgres);
         pg.stop(data, StopMode::Fast).map_err(RestoreError::step("stopping the restore server"))?;
         write_conf(data, BASE_CONF)?;
-        let _ = std::process::Command::new("sync").status();
+        // Durable before it is copied or snapshotted: this data directory's files alone.
+        pg.sync_data_dir(data).map_err(RestoreError::step("syncing the template to disk"))?;
         Ok(loaded)
     }
 }

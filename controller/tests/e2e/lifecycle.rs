@@ -8,7 +8,8 @@ use devdb_shared::api::{DatabaseStatus, ProjectStatus};
 async fn every_dump_format_restores_and_its_clone_is_reachable_through_the_proxy() {
     let dumps = Dumps::make();
     let files = DumpServer::start(dumps.dir.path()).await;
-    let devdb = DevDb::start().await;
+    // Every format at once (one owner may run two restores at once by default).
+    let devdb = DevDb::start_with(&["--max-restores-per-owner", "9"]).await;
     let sources = [
         ("plain", files.url("plain.sql")),
         ("custom", files.url("custom.dump")),
@@ -27,7 +28,11 @@ async fn every_dump_format_restores_and_its_clone_is_reachable_through_the_proxy
         let project = devdb.settled_project(name).await;
         assert_eq!(project.status, ProjectStatus::Ready, "{name}: {:?}", project.error);
         assert!(project.snapshot.is_some_and(|s| s.size_bytes > 0));
-        let (status, body) = devdb.create_database(&format!("{name}-db"), name).await;
+    }
+    let devdb = &devdb;
+    let creates =
+        sources.iter().map(|(name, _)| async move { (name, devdb.create_database(&format!("{name}-db"), name).await) });
+    for (name, (status, body)) in futures_util::future::join_all(creates).await {
         assert_eq!(status, 201, "{name}: {body}");
         let database: devdb_shared::api::Database = serde_json::from_value(body).expect("database");
         assert_eq!(database.status, DatabaseStatus::Running);

@@ -83,10 +83,17 @@ async fn every_dump_format_restores_into_a_clean_stopped_volume() {
         files.url("dir.tar.gz"),
         format!("file://{}", dumps.path("plain.sql.gz").display()),
     ];
-    for url in sources {
-        let work = workdir();
-        let pgdata = work.path().join("pgdata");
-        let (ok, stderr) = restore(&pgdata, &url);
+    // Each restore is a process of its own, in its own directory: run them side by side.
+    let restores = sources.map(|url| {
+        tokio::task::spawn_blocking(move || {
+            let work = workdir();
+            let pgdata = work.path().join("pgdata");
+            let outcome = restore(&pgdata, &url);
+            (url, work, pgdata, outcome)
+        })
+    });
+    for restored in restores {
+        let (url, work, pgdata, (ok, stderr)) = restored.await.expect("restore ran");
         assert!(ok, "{url}: {stderr}");
         assert!(!pgdata.join("postmaster.pid").exists(), "{url}: stopped cleanly");
         assert_eq!(count_items(work.path(), &pgdata).await, "2500", "{url}");
