@@ -163,6 +163,18 @@ impl reqwest::dns::Resolve for PolicyResolver {
     }
 }
 
+/// Checks a source URL the moment it is given, for a runtime that reads `schemes` (`what` says
+/// which, for the refusal), then as [`check_location`].
+///
+/// # Errors
+/// The reason, for the caller.
+pub async fn check_source(location: &str, schemes: &[&str], what: &str, policy: SourcePolicy) -> Result<(), String> {
+    if !schemes.iter().any(|s| location.starts_with(s)) {
+        return Err(format!("{what}; got {}", devdb_shared::source::display(location)));
+    }
+    check_location(location, policy).await
+}
+
 /// Checks a source URL the moment it is given: it must be a well-formed URL (only then does
 /// its display form surely hide its secrets; a malformed one is not echoed), and an http(s)
 /// host must pass `policy` (every fetch checks again, at connect time). `Err` is the reason.

@@ -6,10 +6,12 @@
 //! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`]) and the one rule that
 //!   maps a host name `<name>.<domain>` to a route key and back ([`Domain`]).
 //! - [`source`]: the display form of a source URL, the one place secrets in it are hidden.
+//! - [`size`]: sizes in bytes as people read and write them.
 
 pub mod api;
 pub mod names;
 pub mod route;
+pub mod size;
 pub mod source;
 
 pub use names::{Name, NameError};

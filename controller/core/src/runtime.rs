@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use devdb_shared::Name;
+use devdb_shared::size::human;
 
 use crate::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
 
@@ -73,18 +74,6 @@ fn disk_need(need: Option<u64>, free: u64) -> String {
         None if free > 0 => format!(" ({} free)", human(free)),
         None => String::new(),
     }
-}
-
-/// `1288490188` → `1.2 GiB`.
-pub fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
 }
 
 /// How a runtime gives databases their ports.

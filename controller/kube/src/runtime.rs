@@ -209,16 +209,10 @@ impl Runtime for KubeRuntime {
 
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
         // Restore Jobs in the cluster have S3 credentials but no controller files.
-        let allowed = ["http://", "https://", "s3://"];
-        if !allowed.iter().any(|s| location.starts_with(s)) {
-            return Err(format!(
-                "the kube runtime restores from http://, https:// and s3:// URLs; got {}",
-                devdb_shared::source::display(location)
-            ));
-        }
+        let what = "the kube runtime restores from http://, https:// and s3:// URLs";
         let policy =
             if allow_private { devdb_restore::SourcePolicy::Any } else { devdb_restore::SourcePolicy::PublicOnly };
-        devdb_restore::policy::check_location(location, policy).await
+        devdb_restore::policy::check_source(location, &["http://", "https://", "s3://"], what, policy).await
     }
 
     async fn restore(

@@ -120,15 +120,9 @@ impl Runtime for LocalRuntime {
     }
 
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
-        let allowed = ["http://", "https://", "file://"];
-        if !allowed.iter().any(|s| location.starts_with(s)) {
-            return Err(format!(
-                "the local runtime restores from http://, https:// and file:// URLs (s3:// needs the kube runtime); got {}",
-                devdb_shared::source::display(location)
-            ));
-        }
+        let what = "the local runtime restores from http://, https:// and file:// URLs (s3:// needs the kube runtime)";
         let policy = if allow_private { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
-        devdb_restore::policy::check_location(location, policy).await
+        devdb_restore::policy::check_source(location, &["http://", "https://", "file://"], what, policy).await
     }
 
     async fn restore(
