@@ -1,22 +1,29 @@
 //! Query cancellation through the proxy.
 //!
-//! Each session's `BackendKeyData` is replaced by a proxy-issued key of the same size (4 bytes in
-//! protocol 3.0, up to 256 in 3.2). A CancelRequest carrying that key, over TLS or plaintext, is
-//! looked up here and a CancelRequest with the real key is sent to the session's backend.
-//! Unknown keys are dropped silently, as PostgreSQL does, so a guesser learns nothing.
+//! A session's `BackendKeyData` reaches the client with the backend's real process id (so
+//! `pg_terminate_backend(backend_pid)`, `pg_stat_activity` and `Notify.pid` work as they do
+//! directly) and a secret the proxy issues in place of the backend's, of the same length (4
+//! bytes in protocol 3.0, up to 256 in 3.2). A CancelRequest carrying that pair, over TLS or
+//! plaintext, is looked up here and a CancelRequest with the real key is sent to the session's
+//! backend. Unknown keys are dropped silently, as PostgreSQL does, so a guesser learns nothing.
 //!
 //! Only unknown keys count against a client network's budget ([`GuessBudget`]: a burst of 20,
 //! then 10 per second): guessing a key takes far more tries than that, while a client with valid
 //! keys spends nothing, so a burst of cancels (a pool cancelling every session at once) all go
 //! through. A network that has spent its budget on unknown keys is refused until it refills.
+//! The odds: a guess must match a live session's process id and its 32 random secret bits. Even
+//! knowing the process id, a network's budget buys 864,000 guesses a day: about one chance in
+//! 5,000 a day of cancelling one given query.
 //!
 //! # Several replicas
-//! A load balancer may deliver a cancel to any proxy replica. With `--replica-addr`, a replica
-//! issues 4-byte (protocol 3.0) keys whose process id *is* its own IPv4 address and whose secret
-//! is random and unique on it; a replica receiving a key of another replica forwards the
-//! CancelRequest unchanged to that address, which then acts on it. No state is shared. Forwarding
-//! goes only to current peers (`--peers`, resolved periodically), so a forged key cannot make
-//! the proxy connect anywhere else.
+//! A load balancer may deliver a cancel to any proxy replica. A replica that does not know a
+//! key asks its peers (`--peers`, resolved periodically): it sends each the CancelRequest, and a
+//! replica asked by a peer (recognised by the connection's source address, never by anything
+//! the client sends) answers one byte: 1 if the key was its own and the cancel went to the
+//! backend, 0 if not. No state is shared and the key needs no room for a replica's address, so
+//! the client sees the backend's process id. Only the replica first asked spends the client's
+//! budget, and only when no peer knew the key; a forged key makes the proxy contact its peers,
+//! never anywhere else.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,12 +36,14 @@ use dashmap::mapref::entry::Entry;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::protocol::{self, CancelKey};
 
-/// A cancel has done its job once the backend has read it; bound the whole exchange.
+/// A cancel has done its job once the backend has read it; bound the whole exchange (asking
+/// the peers included).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Unknown keys a client network may send at once, and per second after that.
@@ -42,6 +51,11 @@ const GUESS_BURST: f64 = 20.0;
 const GUESSES_PER_SECOND: f64 = 10.0;
 /// Past this many tracked networks, those with a full budget are forgotten.
 const MAX_TRACKED_NETWORKS: usize = 10_000;
+
+/// A peer's answer to a cancel it was asked about: the key was its own and went to the backend.
+const PEER_FOUND: u8 = 1;
+/// A peer's answer: not its key.
+const PEER_NOT_FOUND: u8 = 0;
 
 /// What each client network may still spend on unknown keys: a token bucket per network.
 #[derive(Default)]
@@ -72,19 +86,27 @@ impl GuessBudget {
     }
 }
 
-/// Proxy-issued keys of live sessions, by slot (see [`CancelMap::slot`]).
+/// Where a key lives in the map: its process id and the first 4 bytes of its secret (issued
+/// secrets are unique per process id on this replica).
+type Slot = (i32, [u8; 4]);
+
+fn slot(key: &CancelKey) -> Option<Slot> {
+    Some((key.pid, key.secret.get(..4)?.try_into().ok()?))
+}
+
+/// Live sessions' keys on this replica, and the peers to ask about the others.
 pub struct CancelMap {
-    sessions: DashMap<u64, Target>,
+    sessions: DashMap<Slot, Target>,
     /// Unknown keys, by client network (/24 for IPv4, /64 for IPv6).
     guesses: GuessBudget,
-    /// This replica's address, encoded in the keys it issues; `None` for a lone proxy.
+    /// This replica's address: the source of its questions to peers, and never asked itself.
     replica: Option<Ipv4Addr>,
-    /// The other replicas' addresses: the only places cancels are forwarded to. A std lock:
-    /// replaced wholesale now and then, read briefly.
+    /// The other replicas' addresses: the only places cancels are sent besides backends. A std
+    /// lock: replaced wholesale now and then, read briefly.
     peers: std::sync::RwLock<HashSet<Ipv4Addr>>,
     /// The port every replica accepts clients on.
     port: u16,
-    /// Whether replicas expect a PROXY protocol header (then forwarded cancels carry one with
+    /// Whether replicas expect a PROXY protocol header (then questions to peers carry one with
     /// the original client address).
     proxy_protocol: bool,
 }
@@ -93,11 +115,6 @@ impl Default for CancelMap {
     fn default() -> Self {
         Self::new(None, 0, false)
     }
-}
-
-/// The process id a replica puts in the keys it issues: its IPv4 address.
-fn replica_pid(ip: Ipv4Addr) -> i32 {
-    i32::from_be_bytes(ip.octets())
 }
 
 /// The network a client address belongs to, for rate limiting: a /24 or a /64.
@@ -112,10 +129,9 @@ fn network(ip: IpAddr) -> IpAddr {
 }
 
 /// Where a cancel for one session must go.
-#[derive(Clone)]
 struct Target {
-    /// The key the proxy issued to the client.
-    issued: CancelKey,
+    /// The secret the proxy issued to the client (its process id is the backend's).
+    issued: Bytes,
     backend: SocketAddr,
     /// The key the backend issued.
     backend_key: CancelKey,
@@ -124,7 +140,7 @@ struct Target {
 /// Keeps a session's key registered; dropping it (the session ended) removes the key.
 pub struct Registration {
     map: Weak<CancelMap>,
-    slot: u64,
+    slot: Slot,
 }
 
 impl Drop for Registration {
@@ -138,14 +154,16 @@ impl Drop for Registration {
 /// What happened to a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
+    /// Sent to the session's backend.
     Forwarded,
+    /// Neither this replica nor any peer knew the key.
     UnknownKey,
     BackendFailed,
     RateLimited,
-    /// Sent on to the replica that holds the session.
+    /// A peer knew the key and sent the cancel to its backend.
     ToPeer,
-    /// The key names a replica that is not a known peer: dropped.
-    NotAPeer,
+    /// A peer asked about a key that is not this replica's.
+    NotHere,
 }
 
 impl CancelOutcome {
@@ -157,14 +175,20 @@ impl CancelOutcome {
             Self::BackendFailed => "backend_failed",
             Self::RateLimited => "rate_limited",
             Self::ToPeer => "to_peer",
-            Self::NotAPeer => "not_a_peer",
+            Self::NotHere => "not_here",
         }
+    }
+
+    /// The byte that answers a peer's question.
+    pub fn peer_answer(self) -> u8 {
+        if self == Self::Forwarded { PEER_FOUND } else { PEER_NOT_FOUND }
     }
 }
 
 impl CancelMap {
-    /// A map for a replica at `replica` (None: a lone proxy) whose clients connect on `port`,
-    /// after a PROXY protocol header when `proxy_protocol`.
+    /// A map for a replica at `replica` (None: a lone proxy, or one that does not know its
+    /// address) whose clients connect on `port`, after a PROXY protocol header when
+    /// `proxy_protocol`.
     pub fn new(replica: Option<Ipv4Addr>, port: u16, proxy_protocol: bool) -> Self {
         Self {
             sessions: DashMap::new(),
@@ -176,38 +200,26 @@ impl CancelMap {
         }
     }
 
-    /// Replaces the set of peer replicas.
-    pub fn set_peers(&self, peers: HashSet<Ipv4Addr>) {
+    /// Replaces the set of peer replicas (this replica's own address is left out).
+    pub fn set_peers(&self, mut peers: HashSet<Ipv4Addr>) {
+        if let Some(own) = self.replica {
+            peers.remove(&own);
+        }
         *self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner) = peers;
     }
 
-    /// Where a key lives in the map: by its secret for this replica's own 4-byte keys (they all
-    /// share the replica's address as process id), else by its process id.
-    fn slot(&self, key: &CancelKey) -> u64 {
-        match (self.replica, <[u8; 4]>::try_from(key.secret.as_ref())) {
-            (Some(ip), Ok(secret)) if key.pid == replica_pid(ip) => (1 << 32) | u64::from(u32::from_be_bytes(secret)),
-            _ => u64::from(key.pid as u32),
-        }
-    }
-
     /// Registers a session whose backend at `backend` issued `backend_key`; returns the
-    /// registration and the key to give the client instead (same size as the backend's).
+    /// registration and the key to give the client instead: the same process id, a random
+    /// secret of the same length.
     pub fn register(self: &Arc<Self>, backend: SocketAddr, backend_key: CancelKey) -> (Registration, CancelKey) {
         let mut rng = rand::rng();
         loop {
             let mut secret = vec![0u8; backend_key.secret.len()];
             rng.fill_bytes(&mut secret);
-            let pid = match self.replica {
-                Some(ip) if secret.len() == 4 => replica_pid(ip),
-                _ => rng.next_u32() as i32,
-            };
-            let issued = CancelKey { pid, secret: Bytes::from(secret) };
-            if pid == 0 {
-                continue;
-            }
-            let slot = self.slot(&issued);
+            let issued = CancelKey { pid: backend_key.pid, secret: Bytes::from(secret) };
+            let Some(slot) = slot(&issued) else { unreachable!("cancel keys are at least 4 bytes") };
             if let Entry::Vacant(vacant) = self.sessions.entry(slot) {
-                vacant.insert(Target { issued: issued.clone(), backend, backend_key });
+                vacant.insert(Target { issued: issued.secret.clone(), backend, backend_key });
                 return (Registration { map: Arc::downgrade(self), slot }, issued);
             }
         }
@@ -215,11 +227,9 @@ impl CancelMap {
 
     /// Finds the backend and real key for a proxy-issued `key` (compared in constant time).
     fn lookup(&self, key: &CancelKey) -> Option<(SocketAddr, CancelKey)> {
-        let target = self.sessions.get(&self.slot(key))?;
-        let issued = &target.issued;
-        let matches = issued.pid == key.pid
-            && issued.secret.len() == key.secret.len()
-            && bool::from(issued.secret.as_ref().ct_eq(key.secret.as_ref()));
+        let target = self.sessions.get(&slot(key)?)?;
+        let matches =
+            target.issued.len() == key.secret.len() && bool::from(target.issued.as_ref().ct_eq(key.secret.as_ref()));
         matches.then(|| (target.backend, target.backend_key.clone()))
     }
 
@@ -233,54 +243,87 @@ impl CancelMap {
         self.sessions.is_empty()
     }
 
-    fn is_peer(&self, ip: IpAddr) -> bool {
-        let IpAddr::V4(v4) = ip else { return false };
+    /// Whether a connection from `source` (its TCP peer address, not a PROXY header's) comes
+    /// from another replica.
+    pub fn is_peer(&self, source: IpAddr) -> bool {
+        let source = match source {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+            IpAddr::V4(_) => source,
+        };
+        let IpAddr::V4(v4) = source else { return false };
         self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&v4)
     }
 
-    /// Acts on a cancel request from `client`: sends the real key to the session's backend, or
-    /// the request unchanged to the replica that issued the key. Unknown keys spend the client
-    /// network's budget; valid ones spend nothing.
-    pub async fn forward(&self, key: &CancelKey, client: SocketAddr) -> CancelOutcome {
+    /// Acts on a cancel request from `client`: sends the real key to the session's backend, or,
+    /// when the key is not this replica's and the request is not itself a peer's question
+    /// (`asked_by_peer`), asks the peers. Unknown keys spend the client network's budget;
+    /// valid ones spend nothing.
+    pub async fn forward(&self, key: &CancelKey, client: SocketAddr, asked_by_peer: bool) -> CancelOutcome {
         let network = network(client.ip());
-        // A cancel a peer forwarded was judged there already; a peer's own key is judged by it.
-        let from_peer = self.is_peer(client.ip());
-        if !from_peer && !self.guesses.allows(network) {
+        if !asked_by_peer && !self.guesses.allows(network) {
             return CancelOutcome::RateLimited;
         }
-        if let Some(own) = self.replica
-            && key.secret.len() == 4
-            && key.pid != replica_pid(own)
-        {
-            let peer = Ipv4Addr::from(key.pid as u32);
-            if !self.is_peer(IpAddr::V4(peer)) {
-                self.guesses.spend(network);
-                return CancelOutcome::NotAPeer;
-            }
-            let to = SocketAddr::from((peer, self.port));
-            let header = if self.proxy_protocol { proxy_header(client, to) } else { Vec::new() };
-            return match send_cancel(to, &header, key).await {
-                Ok(()) => CancelOutcome::ToPeer,
+        if let Some((backend, backend_key)) = self.lookup(key) {
+            return match send_cancel(backend, &[], &backend_key).await {
+                Ok(()) => CancelOutcome::Forwarded,
                 Err(error) => {
-                    tracing::warn!(%error, %peer, "cannot forward cancel request to peer");
+                    tracing::warn!(%error, %backend, "cannot forward cancel request");
                     CancelOutcome::BackendFailed
                 }
             };
         }
-        let Some((backend, backend_key)) = self.lookup(key) else {
-            if !from_peer {
-                self.guesses.spend(network);
-            }
-            return CancelOutcome::UnknownKey;
-        };
-        match send_cancel(backend, &[], &backend_key).await {
-            Ok(()) => CancelOutcome::Forwarded,
-            Err(error) => {
-                tracing::warn!(%error, %backend, "cannot forward cancel request");
-                CancelOutcome::BackendFailed
-            }
+        if asked_by_peer {
+            return CancelOutcome::NotHere;
         }
+        if self.ask_peers(key, client).await {
+            return CancelOutcome::ToPeer;
+        }
+        self.guesses.spend(network);
+        CancelOutcome::UnknownKey
     }
+
+    /// Sends the cancel request to every peer at once; true if one of them knew the key.
+    async fn ask_peers(&self, key: &CancelKey, client: SocketAddr) -> bool {
+        let peers: Vec<Ipv4Addr> =
+            self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
+        let mut questions = JoinSet::new();
+        for peer in peers {
+            let to = SocketAddr::from((peer, self.port));
+            let mut request = if self.proxy_protocol { proxy_header(client, to) } else { Vec::new() };
+            request.extend_from_slice(&protocol::encode_cancel_request(key));
+            let from = self.replica;
+            questions.spawn(async move {
+                let answer = tokio::time::timeout(FORWARD_TIMEOUT, ask(from, to, &request)).await;
+                match answer {
+                    Ok(Ok(answer)) => answer == PEER_FOUND,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, %peer, "cannot ask a peer about a cancel request");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "a peer did not answer about a cancel request in time");
+                        false
+                    }
+                }
+            });
+        }
+        let mut found = false;
+        while let Some(answer) = questions.join_next().await {
+            found |= answer.unwrap_or(false);
+        }
+        found
+    }
+}
+
+/// Asks the replica at `to`, from this replica's own address when known, about a cancel.
+async fn ask(from: Option<Ipv4Addr>, to: SocketAddr, request: &[u8]) -> std::io::Result<u8> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(own) = from {
+        socket.bind(SocketAddr::from((own, 0)))?;
+    }
+    let mut stream = socket.connect(to).await?;
+    stream.write_all(request).await?;
+    stream.read_u8().await
 }
 
 /// A PROXY protocol v2 header naming `client` as the source (empty if it cannot be built).
@@ -290,8 +333,8 @@ fn proxy_header(client: SocketAddr, to: SocketAddr) -> Vec<u8> {
     Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses).build().unwrap_or_default()
 }
 
-/// Sends `prefix` (a PROXY header, or nothing) and a plaintext CancelRequest for `key` to `to`,
-/// and waits until it is acted on (the server closes the connection), within [`FORWARD_TIMEOUT`].
+/// Sends a plaintext CancelRequest for `key` to `to` and waits until it is acted on (the
+/// server closes the connection), within [`FORWARD_TIMEOUT`].
 async fn send_cancel(to: SocketAddr, prefix: &[u8], key: &CancelKey) -> std::io::Result<()> {
     let send = async {
         let mut stream = TcpStream::connect(to).await?;
@@ -343,42 +386,46 @@ mod tests {
     }
 
     #[test]
-    fn issued_keys_match_the_backend_key_size_and_map_back() {
+    fn issued_keys_keep_the_backend_pid_and_map_back() {
         let map = Arc::new(CancelMap::default());
         let backend: SocketAddr = "127.0.0.1:5432".parse().expect("addr");
         for len in [4usize, 32, 256] {
             let real = key(7, &vec![9u8; len]);
             let (_reg, issued) = map.register(backend, real.clone());
-            assert_eq!(issued.secret.len(), len);
-            assert_ne!(issued, real);
+            assert_eq!((issued.pid, issued.secret.len()), (7, len), "the real pid, a secret of the same size");
+            assert_ne!(issued.secret, real.secret);
             assert_eq!(map.lookup(&issued), Some((backend, real)));
         }
     }
 
     #[test]
-    fn a_replica_puts_its_address_in_its_keys_and_they_stay_unique() {
-        let map = Arc::new(CancelMap::new(Some(Ipv4Addr::new(10, 1, 2, 3)), 5432, false));
-        let backend: SocketAddr = "127.0.0.1:5432".parse().expect("addr");
+    fn sessions_with_the_same_pid_on_different_backends_get_distinct_keys() {
+        let map = Arc::new(CancelMap::default());
         let mut regs = Vec::new();
-        for _ in 0..1000 {
-            let (reg, issued) = map.register(backend, key(7, &[1, 2, 3, 4]));
-            assert_eq!(issued.pid, replica_pid(Ipv4Addr::new(10, 1, 2, 3)));
-            assert_eq!(map.lookup(&issued).map(|(_, k)| k.pid), Some(7));
+        for port in 0..1000u16 {
+            let backend = SocketAddr::from(([127, 0, 0, 1], 10_000 + port));
+            let (reg, issued) = map.register(backend, key(4242, &[1, 2, 3, 4]));
+            assert_eq!(map.lookup(&issued).map(|(b, _)| b), Some(backend));
             regs.push(reg);
         }
         assert_eq!(map.len(), 1000, "every key has its own slot");
-        let (_reg, long) = map.register(backend, key(7, &[9; 32]));
-        assert_ne!(long.pid, replica_pid(Ipv4Addr::new(10, 1, 2, 3)), "3.2 keys are not forwarded by address");
         drop(regs);
-        assert_eq!(map.len(), 1);
+        assert!(map.is_empty());
     }
 
     #[tokio::test]
-    async fn keys_of_unknown_replicas_are_not_forwarded_anywhere() {
+    async fn unknown_keys_are_asked_of_peers_only() {
+        // No peers: nobody is contacted, the key is unknown.
         let map = CancelMap::new(Some(Ipv4Addr::new(10, 0, 0, 1)), 5432, false);
-        map.set_peers(HashSet::from([Ipv4Addr::new(10, 0, 0, 2)]));
-        let forged = key(replica_pid(Ipv4Addr::new(192, 0, 2, 99)), &[1, 2, 3, 4]);
-        assert_eq!(map.forward(&forged, "198.51.100.7:1".parse().expect("addr")).await, CancelOutcome::NotAPeer);
+        let client: SocketAddr = "198.51.100.7:1".parse().expect("addr");
+        assert_eq!(map.forward(&key(99, &[1, 2, 3, 4]), client, false).await, CancelOutcome::UnknownKey);
+        // A peer's question about a key that is not ours is answered, never passed on.
+        map.set_peers(HashSet::from([Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]));
+        assert!(map.is_peer("10.0.0.2".parse().expect("ip")) && map.is_peer("::ffff:10.0.0.2".parse().expect("ip")));
+        assert!(!map.is_peer("10.0.0.1".parse().expect("ip")), "a replica is not its own peer");
+        assert!(!map.is_peer(client.ip()));
+        let outcome = map.forward(&key(99, &[1, 2, 3, 4]), client, true).await;
+        assert_eq!((outcome, outcome.peer_answer()), (CancelOutcome::NotHere, PEER_NOT_FOUND));
     }
 
     #[test]
@@ -397,23 +444,23 @@ mod tests {
         let client: SocketAddr = "198.51.100.1:1".parse().expect("addr");
         let registrations: Vec<_> = (0..40).map(|i| map.register(backend, key(i, &[1, 2, 3, 4]))).collect();
         for (_, issued) in &registrations {
-            assert_eq!(map.forward(issued, client).await, CancelOutcome::BackendFailed, "40 valid keys at once");
+            assert_eq!(map.forward(issued, client, false).await, CancelOutcome::BackendFailed, "40 valid keys at once");
         }
         let unknown = key(1, &[0, 0, 0, 0]);
         let mut outcomes = Vec::new();
         for _ in 0..(GUESS_BURST as usize + 5) {
-            outcomes.push(map.forward(&unknown, client).await);
+            outcomes.push(map.forward(&unknown, client, false).await);
         }
         assert_eq!(outcomes.iter().filter(|o| **o == CancelOutcome::UnknownKey).count(), GUESS_BURST as usize);
         assert_eq!(outcomes.last(), Some(&CancelOutcome::RateLimited), "{outcomes:?}");
         let neighbour = "198.51.100.200:1".parse().expect("addr");
-        assert_eq!(map.forward(&unknown, neighbour).await, CancelOutcome::RateLimited, "same /24");
+        assert_eq!(map.forward(&unknown, neighbour, false).await, CancelOutcome::RateLimited, "same /24");
         let other = "192.0.2.1:1".parse().expect("addr");
-        assert_eq!(map.forward(&unknown, other).await, CancelOutcome::UnknownKey);
+        assert_eq!(map.forward(&unknown, other, false).await, CancelOutcome::UnknownKey);
         // The budget refills: a tenth of a second buys one more try.
         tokio::time::advance(std::time::Duration::from_millis(100)).await;
-        assert_eq!(map.forward(&unknown, client).await, CancelOutcome::UnknownKey);
-        assert_eq!(map.forward(&unknown, client).await, CancelOutcome::RateLimited);
+        assert_eq!(map.forward(&unknown, client, false).await, CancelOutcome::UnknownKey);
+        assert_eq!(map.forward(&unknown, client, false).await, CancelOutcome::RateLimited);
     }
 
     #[test]
@@ -421,6 +468,7 @@ mod tests {
         let map = Arc::new(CancelMap::default());
         let backend: SocketAddr = "127.0.0.1:5432".parse().expect("addr");
         let (reg, issued) = map.register(backend, key(7, &[1, 2, 3, 4]));
+        assert_eq!(map.lookup(&key(8, &issued.secret)), None, "another pid");
         let mut wrong = issued.secret.to_vec();
         wrong[0] ^= 1;
         assert_eq!(map.lookup(&key(issued.pid, &wrong)), None);

@@ -106,13 +106,13 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_RELOAD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
 
-    /// This replica's IPv4 address (in Kubernetes: the pod IP). With it, cancel requests that
-    /// reach another replica are forwarded here.
+    /// This replica's IPv4 address (in Kubernetes: the pod IP): the source of its questions to
+    /// peers about cancel keys it does not hold, and left out of the peers it asks.
     #[arg(long, env = "DEVDB_PROXY_REPLICA_ADDR")]
     pub replica_addr: Option<std::net::Ipv4Addr>,
 
-    /// The replicas to forward cancel requests to: host names or addresses (comma-separated),
-    /// resolved every 10 s, e.g. a headless Service of the proxy pods.
+    /// The replicas to ask about cancel keys this one does not hold: host names or addresses
+    /// (comma-separated), resolved every 10 s, e.g. a headless Service of the proxy pods.
     #[arg(long, env = "DEVDB_PROXY_PEERS", value_delimiter = ',', requires = "replica_addr")]
     pub peers: Vec<String>,
 

@@ -121,8 +121,17 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
         .map_err(|_| ConnectionError::HandshakeTimeout)??;
     let ClientSession { mut client, mut startup, sni } = match opened {
         Handshake::Session(session) => session,
-        Handshake::Cancel(key) => {
-            let outcome = ctx.cancels.forward(&key, client_addr).await;
+        Handshake::Cancel { key, mut client } => {
+            // Another replica asking about a key is known by where the connection comes from
+            // (the TCP peer, not what a PROXY header claims), and gets a one-byte answer.
+            let asked_by_peer = ctx.cancels.is_peer(peer.ip());
+            let outcome = ctx.cancels.forward(&key, client_addr, asked_by_peer).await;
+            if asked_by_peer {
+                // The asking peer counts silence as "not here".
+                let _ = client.write_all(&[outcome.peer_answer()]).await;
+            }
+            // As PostgreSQL does: a clean close (close_notify over TLS) once the cancel is sent.
+            client.close().await;
             ctx.metrics.cancels.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
             return Ok(Done::Cancel(outcome));
         }

@@ -1,9 +1,12 @@
 //! What may be shown to a client, and who caused a failure.
 //!
-//! Every refusal reaches the client as a FATAL `ErrorResponse` built from [`ClientFacing`];
+//! Every refusal reaches the client as a FATAL `ErrorResponse` built from [`ClientFacing`], or
+//! exactly as PostgreSQL would answer where the client sent something PostgreSQL refuses itself;
 //! internal detail (I/O errors, backend addresses) stays in the logs.
 
-use crate::protocol::ClientError;
+use bytes::BytesMut;
+
+use crate::protocol::{self, ClientError};
 
 /// Which end of a proxied session an error came from. Decides the log level: a client that
 /// goes away is routine, a backend that does is worth a warning.
@@ -19,6 +22,11 @@ pub trait ClientFacing: std::error::Error {
     /// The FATAL error to send, or `None` when the client cannot be told (it is gone, or TLS
     /// failed so there is no channel to speak on).
     fn client_error(&self) -> Option<ClientError>;
+    /// The bytes to send before closing: [`ClientFacing::client_error`] encoded, unless the
+    /// error is one PostgreSQL answers in a form of its own (see `StartupPacketError::reply`).
+    fn reply(&self) -> Option<BytesMut> {
+        self.client_error().map(|e| protocol::encode_error(&e))
+    }
     /// Who caused the failure.
     fn side(&self) -> Side;
     /// A short stable label for metrics (`handshake_errors_total{reason=…}`).

@@ -7,7 +7,14 @@
 //! CancelRequest (plaintext) ─────────────────────────────────────────────────┘
 //! StartupMessage (plaintext) ─► refused unless --allow-plaintext
 //! ```
+//!
+//! A client sees what PostgreSQL would show it: a malformed or oversized packet is closed
+//! without a word, a protocol it does not speak or a repeated negotiation gets PostgreSQL's own
+//! FATAL, and bytes pipelined behind an SSLRequest are refused inside TLS with PostgreSQL's
+//! message. Only where PostgreSQL would admit what DevDB refuses (plaintext, ALPN) does the
+//! client get an explanation of DevDB's own.
 
+use bytes::BytesMut;
 use pgwire::messages::startup::Startup;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -15,7 +22,7 @@ use tokio_util::either::Either;
 
 use crate::error::{ClientFacing, Side, client_error, sqlstate};
 use crate::pq_stream::{PqStream, ReadError};
-use crate::protocol::{CancelKey, ClientError, FirstMessage, TLS_HANDSHAKE_RECORD};
+use crate::protocol::{self, CancelKey, ClientError, FirstMessage, TLS_HANDSHAKE_RECORD};
 use crate::tls::{Accepted, AlpnProblem, Negotiation, Tls};
 
 /// A client connection: plaintext (only with `--allow-plaintext`) or TLS.
@@ -25,8 +32,9 @@ pub type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 pub enum Handshake {
     /// A session to relay.
     Session(ClientSession),
-    /// A cancel request for another session; the connection carries nothing else.
-    Cancel(CancelKey),
+    /// A cancel request for another session; the connection carries nothing else and is
+    /// closed once the request has been acted on.
+    Cancel { key: CancelKey, client: PqStream<ClientStream> },
 }
 
 /// A client that has sent its StartupMessage.
@@ -55,8 +63,9 @@ pub enum HandshakeError {
     TlsRequired,
     #[error("client sent unencrypted data after its SSLRequest")]
     DataAfterSslRequest,
+    /// An SSLRequest inside TLS, or a second GSSENCRequest (the code is the request's).
     #[error("client repeated a negotiation request")]
-    RepeatedNegotiation,
+    RepeatedNegotiation { code: i32 },
     #[error("ALPN mismatch: {0:?}")]
     Alpn(AlpnProblem),
 }
@@ -78,15 +87,13 @@ impl ClientFacing for HandshakeError {
         use sqlstate::PROTOCOL_VIOLATION as P;
         Some(match self {
             Self::ClosedBeforeFirstByte | Self::Closed | Self::Io(_) | Self::Tls(_) => return None,
-            Self::InvalidStartup(e) => client_error(P, "invalid startup packet").detail(e.to_string()),
+            // PostgreSQL's own answers: see `reply`.
+            Self::InvalidStartup(_) | Self::RepeatedNegotiation { .. } => return None,
             Self::TlsRequired => client_error(P, "DevDB requires TLS: connect with sslmode=require")
                 .hint("add sslmode=require (or verify-full with sslrootcert) to the connection string"),
-            Self::DataAfterSslRequest => {
-                client_error(P, "invalid startup packet").detail("unencrypted data was received after the SSLRequest")
-            }
-            Self::RepeatedNegotiation => {
-                client_error(P, "invalid startup packet").detail("encryption was negotiated twice")
-            }
+            Self::DataAfterSslRequest => client_error(P, "received unencrypted data after SSL request").detail(
+                "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.",
+            ),
             Self::Alpn(AlpnProblem::Mismatch { offered }) => {
                 client_error(P, "TLS ALPN mismatch: DevDB speaks only \"postgresql\"")
                     .detail(format!("the client offered {offered:?}"))
@@ -95,6 +102,14 @@ impl ClientFacing for HandshakeError {
             Self::Alpn(AlpnProblem::MissingForDirect) => client_error(P, "direct TLS requires ALPN \"postgresql\"")
                 .hint("use a client that offers ALPN postgresql (libpq 17+), or sslnegotiation=postgres"),
         })
+    }
+
+    fn reply(&self) -> Option<BytesMut> {
+        match self {
+            Self::InvalidStartup(e) => e.reply(),
+            Self::RepeatedNegotiation { code } => Some(protocol::unsupported_protocol(1234, (code & 0xffff) as u16)),
+            _ => self.client_error().map(|e| protocol::encode_error(&e)),
+        }
     }
 
     fn side(&self) -> Side {
@@ -107,7 +122,7 @@ impl ClientFacing for HandshakeError {
             Self::Closed => "client_closed",
             Self::Io(_) => "io",
             Self::Tls(_) => "tls",
-            Self::InvalidStartup(_) | Self::DataAfterSslRequest | Self::RepeatedNegotiation => "invalid_startup",
+            Self::InvalidStartup(_) | Self::DataAfterSslRequest | Self::RepeatedNegotiation { .. } => "invalid_startup",
             Self::TlsRequired => "tls_required",
             Self::Alpn(_) => "alpn",
         }
@@ -141,13 +156,16 @@ pub async fn handshake(stream: TcpStream, tls: &Tls, allow_plaintext: bool) -> R
         match message {
             FirstMessage::SslRequest => {
                 // Bytes behind the SSLRequest would be taken as if they came over TLS
-                // (CVE-2021-23214): refuse instead.
-                if client.has_buffered() {
-                    return Err(refuse(&mut client, HandshakeError::DataAfterSslRequest).await);
-                }
+                // (CVE-2021-23214). PostgreSQL answers 'S', completes TLS, then refuses: so do we,
+                // and the plaintext bytes are dropped unread.
+                let injected = client.has_buffered();
                 client.write_all(b"S").await?;
                 let (stream, _) = client.into_parts();
                 let accepted = tls.accept(stream, Negotiation::SslRequest).await.map_err(HandshakeError::Tls)?;
+                if injected {
+                    let mut client: PqStream<ClientStream> = PqStream::new(Either::Right(Box::new(accepted.stream)));
+                    return Err(refuse(&mut client, HandshakeError::DataAfterSslRequest).await);
+                }
                 return after_tls(accepted).await;
             }
             FirstMessage::GssEncRequest if !gssenc_refused => {
@@ -155,9 +173,13 @@ pub async fn handshake(stream: TcpStream, tls: &Tls, allow_plaintext: bool) -> R
                 client.write_all(b"N").await?;
             }
             FirstMessage::GssEncRequest => {
-                return Err(refuse(&mut client, HandshakeError::RepeatedNegotiation).await);
+                let repeated = HandshakeError::RepeatedNegotiation { code: protocol::GSSENC_REQUEST_CODE };
+                return Err(refuse(&mut client, repeated).await);
             }
-            FirstMessage::Cancel(key) => return Ok(Handshake::Cancel(key)),
+            FirstMessage::Cancel(key) => {
+                let (stream, buf) = client.into_parts();
+                return Ok(Handshake::Cancel { key, client: PqStream::with_buffer(Either::Left(stream), buf) });
+            }
             FirstMessage::Startup(startup) if allow_plaintext => {
                 let (stream, buf) = client.into_parts();
                 let client = PqStream::with_buffer(Either::Left(stream), buf);
@@ -178,9 +200,14 @@ async fn after_tls(accepted: Accepted) -> Result<Handshake, HandshakeError> {
         Ok(FirstMessage::Startup(startup)) => {
             Ok(Handshake::Session(ClientSession { client, startup, sni: accepted.sni }))
         }
-        Ok(FirstMessage::Cancel(key)) => Ok(Handshake::Cancel(key)),
-        Ok(FirstMessage::SslRequest | FirstMessage::GssEncRequest) => {
-            Err(refuse(&mut client, HandshakeError::RepeatedNegotiation).await)
+        Ok(FirstMessage::Cancel(key)) => Ok(Handshake::Cancel { key, client }),
+        Ok(FirstMessage::SslRequest) => {
+            let repeated = HandshakeError::RepeatedNegotiation { code: protocol::SSL_REQUEST_CODE };
+            Err(refuse(&mut client, repeated).await)
+        }
+        Ok(FirstMessage::GssEncRequest) => {
+            let repeated = HandshakeError::RepeatedNegotiation { code: protocol::GSSENC_REQUEST_CODE };
+            Err(refuse(&mut client, repeated).await)
         }
         Err(e) => Err(refuse(&mut client, e.into()).await),
     }

@@ -83,13 +83,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PqStream<S> {
         self.io.flush().await
     }
 
-    /// Tells the client why it is refused, as far as it can still be told. Write errors are
+    /// Tells the client why it is refused, as far as it can still be told, and closes: over TLS
+    /// with a close_notify, as PostgreSQL closes, also where it says nothing. Write errors are
     /// ignored: the client may already be gone, and the refusal is logged by the caller.
     pub async fn send_error(&mut self, err: &impl ClientFacing) {
-        if let Some(client_error) = err.client_error() {
-            let _ = self.write_all(&protocol::encode_error(&client_error)).await;
-            let _ = self.io.shutdown().await;
+        if let Some(reply) = err.reply() {
+            let _ = self.write_all(&reply).await;
         }
+        self.close().await;
+    }
+
+    /// Ends the connection cleanly (TLS close_notify, then FIN); errors are ignored, the client
+    /// may be gone already.
+    pub async fn close(&mut self) {
+        let _ = self.io.shutdown().await;
     }
 
     /// The raw stream and the bytes read ahead of the consumer.

@@ -1,5 +1,6 @@
 //! Stage 4 of a connection: relay the authentication exchange unchanged while replacing the
-//! backend's `BackendKeyData` with a proxy-issued key, then splice bytes both ways.
+//! secret in the backend's `BackendKeyData` with a proxy-issued one (the process id stays the
+//! backend's), then splice bytes both ways.
 //!
 //! Until `ReadyForQuery` the backend's output is parsed message by message (it is small); the
 //! client's bytes go through untouched. After it, the proxy no longer looks at the bytes.
@@ -70,13 +71,43 @@ pub struct Authenticated {
 /// Relays start-up and authentication until the backend's `ReadyForQuery`.
 ///
 /// # Errors
-/// [`RelayError`] when either side closes or fails first, or the backend refuses the session.
+/// [`RelayError`] when either side closes or fails first, or the backend refuses the session;
+/// the client's connection is then closed as PostgreSQL closes it (close_notify over TLS).
 pub async fn authenticate(
     mut client: PqStream<ClientStream>,
     mut backend: PqStream<TcpStream>,
     backend_addr: SocketAddr,
     cancels: &Arc<CancelMap>,
 ) -> Result<Authenticated, RelayError> {
+    let registration = match start_up(&mut client, &mut backend, backend_addr, cancels).await {
+        Ok(registration) => registration,
+        Err(e) => {
+            client.close().await;
+            return Err(e);
+        }
+    };
+    let client_io = |source| RelayError::Io { side: Side::Client, source };
+    let backend_io = |source| RelayError::Io { side: Side::Backend, source };
+    let (client, client_rest) = client.into_parts();
+    let (backend, backend_rest) = backend.into_parts();
+    let mut session = Authenticated { client, backend, _cancel: registration };
+    // Pipelined bytes read past ReadyForQuery belong to the relay.
+    if !backend_rest.is_empty() {
+        session.client.write_all(&backend_rest).await.map_err(client_io)?;
+    }
+    if !client_rest.is_empty() {
+        session.backend.write_all(&client_rest).await.map_err(backend_io)?;
+    }
+    Ok(session)
+}
+
+/// The start-up exchange itself: returns the session's cancel registration at `ReadyForQuery`.
+async fn start_up(
+    client: &mut PqStream<ClientStream>,
+    backend: &mut PqStream<TcpStream>,
+    backend_addr: SocketAddr,
+    cancels: &Arc<CancelMap>,
+) -> Result<Option<Registration>, RelayError> {
     let client_io = |source| RelayError::Io { side: Side::Client, source };
     let backend_io = |source| RelayError::Io { side: Side::Backend, source };
     let mut registration = None;
@@ -107,7 +138,7 @@ pub async fn authenticate(
             to_client.clear();
         }
         if ready {
-            break;
+            return Ok(registration);
         }
         tokio::select! {
             read = client.fill() => {
@@ -123,18 +154,6 @@ pub async fn authenticate(
             }
         }
     }
-
-    let (client, client_rest) = client.into_parts();
-    let (backend, backend_rest) = backend.into_parts();
-    let mut session = Authenticated { client, backend, _cancel: registration };
-    // Pipelined bytes read past ReadyForQuery belong to the relay.
-    if !backend_rest.is_empty() {
-        session.client.write_all(&backend_rest).await.map_err(client_io)?;
-    }
-    if !client_rest.is_empty() {
-        session.backend.write_all(&client_rest).await.map_err(backend_io)?;
-    }
-    Ok(session)
 }
 
 /// Byte counts of a finished session.

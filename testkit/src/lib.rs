@@ -89,6 +89,28 @@ impl TestPostgres {
         assert!(status.success(), "pg_ctl reload");
     }
 
+    /// Turns on TLS with the PEM certificate and key given (copied next to the data directory),
+    /// without a restart.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.dir.path().join(to);
+            std::fs::copy(from, &to).expect("copy certificate");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            self.pg.give(&to).expect("certificate owner");
+        }
+        let conf = format!(
+            "ssl = on\nssl_cert_file = {}\nssl_key_file = {}\n",
+            conf_quote(self.dir.path().join("server.crt")),
+            conf_quote(self.dir.path().join("server.key"))
+        );
+        let auto = self.data.join("postgresql.auto.conf");
+        let current = std::fs::read_to_string(&auto).expect("postgresql.auto.conf");
+        std::fs::write(&auto, current + &conf).expect("postgresql.auto.conf");
+        let status = self.pg.command("pg_ctl").arg("reload").arg("-D").arg(&self.data).status().expect("pg_ctl");
+        assert!(status.success(), "pg_ctl reload");
+    }
+
     /// A tokio-postgres client connected directly (no proxy, no TLS).
     pub async fn direct(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::Config::new()

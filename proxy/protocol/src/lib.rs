@@ -53,21 +53,51 @@ impl std::fmt::Debug for CancelKey {
     }
 }
 
-/// Why a first packet is refused. Each is reported to the client as "invalid startup packet".
+/// Why a first packet is refused. [`StartupPacketError::reply`] is what PostgreSQL answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartupPacketError {
+    /// PostgreSQL logs "invalid length of startup packet" and closes without a word.
     #[error("packet length {0} is outside {MIN_STARTUP_PACKET_LEN}..={MAX_STARTUP_PACKET_LEN}")]
     BadLength(i64),
-    #[error("unknown request code {}.{}", .0 >> 16, .0 & 0xffff)]
-    UnknownRequestCode(i32),
-    #[error("unsupported protocol version {major}.{minor}")]
-    UnsupportedVersion { major: u16, minor: u16 },
+    /// PostgreSQL never answers a cancel request, well-formed or not.
     #[error("cancel request of {0} bytes")]
     BadCancelLength(usize),
-    #[error("{0} request has a body")]
-    UnexpectedBody(&'static str),
-    #[error("malformed startup parameters")]
+    /// A protocol other than 3.x, or a `1234.xxxx` request code PostgreSQL does not know.
+    #[error("unsupported frontend protocol {major}.{minor}")]
+    UnsupportedProtocol { major: u16, minor: u16 },
+    #[error("invalid startup packet layout: expected terminator as last byte")]
     MalformedParameters,
+}
+
+impl StartupPacketError {
+    /// What PostgreSQL sends the client for this packet before closing (`None`: it closes
+    /// silently): the same messages, fields and SQLSTATEs, without the source-location fields
+    /// (file, line, routine) that differ between PostgreSQL builds.
+    pub fn reply(&self) -> Option<BytesMut> {
+        match self {
+            Self::BadLength(_) | Self::BadCancelLength(_) => None,
+            Self::UnsupportedProtocol { major, minor } => Some(unsupported_protocol(*major, *minor)),
+            Self::MalformedParameters => {
+                Some(encode_error(&ClientError { code: "08P01", message: self.to_string(), detail: None, hint: None }))
+            }
+        }
+    }
+}
+
+/// PostgreSQL's refusal of a protocol version or request code it does not speak (also its answer
+/// to an SSLRequest or GSSENCRequest repeated after encryption was negotiated). A client that
+/// asked for a version before 3 gets it in the version-2 format, the only one it can read.
+pub fn unsupported_protocol(major: u16, minor: u16) -> BytesMut {
+    // PostgreSQL 15 to 17 speak 3.0 only; newer minor versions are negotiated by the backend.
+    let message = format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0");
+    if major < 3 {
+        let mut out = BytesMut::with_capacity(message.len() + 10);
+        out.put_u8(b'E');
+        out.extend_from_slice(format!("FATAL:  {message}\n").as_bytes());
+        out.put_u8(0);
+        return out;
+    }
+    encode_error(&ClientError { code: "0A000", message, detail: None, hint: None })
 }
 
 /// Decodes the first packet of a connection (or the first after TLS is set up) from `buf`.
@@ -77,7 +107,9 @@ pub enum StartupPacketError {
 ///
 /// # Errors
 /// [`StartupPacketError`] for a length outside PostgreSQL's bounds, an unknown `1234.xxxx` code,
-/// a protocol other than 3.x, or a malformed parameter list.
+/// a protocol other than 3.x, or a malformed parameter list. An SSLRequest or GSSENCRequest
+/// longer than 8 bytes is taken as one, as PostgreSQL takes it (the rest of the packet is
+/// ignored, never read as what follows).
 pub fn decode_first_message(buf: &mut BytesMut) -> Result<Option<FirstMessage>, StartupPacketError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -93,10 +125,9 @@ pub fn decode_first_message(buf: &mut BytesMut) -> Result<Option<FirstMessage>, 
     let mut packet = buf.split_to(len);
     packet.advance(4);
     let code = packet.get_i32();
-    let no_body = |name| if packet.is_empty() { Ok(()) } else { Err(StartupPacketError::UnexpectedBody(name)) };
     match code {
-        SSL_REQUEST_CODE => no_body("SSL").map(|()| Some(FirstMessage::SslRequest)),
-        GSSENC_REQUEST_CODE => no_body("GSSENC").map(|()| Some(FirstMessage::GssEncRequest)),
+        SSL_REQUEST_CODE => Ok(Some(FirstMessage::SslRequest)),
+        GSSENC_REQUEST_CODE => Ok(Some(FirstMessage::GssEncRequest)),
         CANCEL_REQUEST_CODE => {
             if packet.len() < 4 || !CANCEL_KEY_LEN.contains(&(packet.len() - 4)) {
                 return Err(StartupPacketError::BadCancelLength(len));
@@ -106,11 +137,8 @@ pub fn decode_first_message(buf: &mut BytesMut) -> Result<Option<FirstMessage>, 
         }
         _ => {
             let (major, minor) = ((code >> 16) as u16, (code & 0xffff) as u16);
-            if major == 1234 {
-                return Err(StartupPacketError::UnknownRequestCode(code));
-            }
             if major != 3 {
-                return Err(StartupPacketError::UnsupportedVersion { major, minor });
+                return Err(StartupPacketError::UnsupportedProtocol { major, minor });
             }
             // The parameter list is `name\0value\0 ... \0`.
             if packet.last() != Some(&0) || packet.iter().filter(|b| **b == 0).count() % 2 == 0 {
@@ -276,6 +304,27 @@ mod tests {
         assert_eq!(&b[..], b"rest");
         let mut b = packet(GSSENC_REQUEST_CODE, &[]);
         assert!(matches!(decode_first_message(&mut b), Ok(Some(FirstMessage::GssEncRequest))));
+        // As PostgreSQL does, a body is ignored, and never taken as what follows.
+        let mut b = packet(SSL_REQUEST_CODE, b"xx");
+        b.extend_from_slice(b"rest");
+        assert!(matches!(decode_first_message(&mut b), Ok(Some(FirstMessage::SslRequest))));
+        assert_eq!(&b[..], b"rest");
+    }
+
+    #[test]
+    fn refusals_are_postgresqls_own() {
+        assert_eq!(StartupPacketError::BadLength(3).reply(), None);
+        assert_eq!(StartupPacketError::BadCancelLength(12).reply(), None);
+        let old = StartupPacketError::UnsupportedProtocol { major: 2, minor: 0 }.reply().expect("a reply");
+        assert_eq!(&old[..], &b"EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\0"[..]);
+        let new = StartupPacketError::UnsupportedProtocol { major: 1234, minor: 5679 }.reply().expect("a reply");
+        let text = String::from_utf8_lossy(&new);
+        assert!(
+            text.contains("C0A000\0Munsupported frontend protocol 1234.5679: server supports 3.0 to 3.0\0"),
+            "{text}"
+        );
+        let layout = StartupPacketError::MalformedParameters.reply().expect("a reply");
+        assert!(String::from_utf8_lossy(&layout).contains("C08P01\0Minvalid startup packet layout"));
     }
 
     #[test]
@@ -324,9 +373,8 @@ mod tests {
             (BytesMut::from(&[0u8, 0, 0x4e, 0x21][..]), StartupPacketError::BadLength(20001)),
             (BytesMut::from(&[0xffu8, 0xff, 0xff, 0xff][..]), StartupPacketError::BadLength(-1)),
             (BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]), StartupPacketError::BadLength(0x4745_5420)),
-            (packet((1234 << 16) | 9999, &[]), StartupPacketError::UnknownRequestCode((1234 << 16) | 9999)),
-            (packet(2 << 16, b"\0"), StartupPacketError::UnsupportedVersion { major: 2, minor: 0 }),
-            (packet(SSL_REQUEST_CODE, b"x"), StartupPacketError::UnexpectedBody("SSL")),
+            (packet((1234 << 16) | 9999, &[]), StartupPacketError::UnsupportedProtocol { major: 1234, minor: 9999 }),
+            (packet(2 << 16, b"\0"), StartupPacketError::UnsupportedProtocol { major: 2, minor: 0 }),
             (packet(3 << 16, b"user\0kate"), StartupPacketError::MalformedParameters),
             (packet(3 << 16, b"user\0\0"), StartupPacketError::MalformedParameters),
         ];

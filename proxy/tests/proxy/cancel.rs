@@ -137,7 +137,7 @@ fn proxy_header() -> Vec<u8> {
 }
 
 /// Two replicas on the same port (127.0.0.1 and 127.0.0.2): a session through one, its cancel
-/// through the other, which forwards it to the replica its key names.
+/// through the other, which asks its peer. The client connects from 127.0.0.3, not a replica.
 async fn cancel_across_replicas(proxy_protocol: bool) {
     use tokio::io::AsyncWriteExt;
     let alpha = TestPostgres::start("alpha");
@@ -157,7 +157,7 @@ async fn cancel_across_replicas(proxy_protocol: bool) {
     let b = TestProxy::start_on(&format!("127.0.0.2:{port}"), table, replica([127, 0, 0, 2], peers)).await;
 
     // A raw session through replica A, keeping the key A issues.
-    let mut tcp = TcpStream::connect(a.addr).await.expect("connect A");
+    let mut tcp = from_client_address(a.addr).await;
     if proxy_protocol {
         write_all(&mut tcp, &proxy_header()).await;
     }
@@ -176,7 +176,6 @@ async fn cancel_across_replicas(proxy_protocol: bool) {
         }
     }
     let key = key.expect("BackendKeyData");
-    assert_eq!(&key[..4], &[127, 0, 0, 1], "replica A's address is the process id of its keys");
     let sql = b"SELECT pg_sleep(60)\0";
     let mut query = vec![b'Q'];
     query.extend_from_slice(&((4 + sql.len()) as i32).to_be_bytes());
@@ -184,12 +183,15 @@ async fn cancel_across_replicas(proxy_protocol: bool) {
     session.write_all(&query).await.expect("query");
     session.flush().await.expect("flush");
     wait_until_sleeping(&alpha, 1).await;
+    let pid =
+        query_one(&alpha.direct().await, "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'").await;
+    assert_eq!(i32::from_be_bytes(key[..4].try_into().expect("pid")).to_string(), pid, "the real backend pid");
 
     // The cancel lands on replica B.
     let mut cancel = 16i32.to_be_bytes().to_vec();
     cancel.extend_from_slice(&80877102i32.to_be_bytes());
     cancel.extend_from_slice(&key);
-    let mut tcp = TcpStream::connect(b.addr).await.expect("connect B");
+    let mut tcp = from_client_address(b.addr).await;
     if proxy_protocol {
         write_all(&mut tcp, &proxy_header()).await;
     }
@@ -215,6 +217,13 @@ async fn cancel_across_replicas(proxy_protocol: bool) {
     drop(session);
     a.stop().await;
     b.stop().await;
+}
+
+/// A connection from 127.0.0.3: a client, not one of the replicas.
+async fn from_client_address(to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.3:0".parse().expect("addr")).expect("bind 127.0.0.3");
+    socket.connect(to).await.expect("connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
