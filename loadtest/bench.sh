@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# DevDB benchmark: on this machine, real PostgreSQL with TLS, devdb-proxy and PgBouncer
-# (session mode, terminating client TLS), measured in one run, alternating between the three:
-#   (a) pgbench -S throughput at several client counts,
+# DevDB benchmark: on this machine, real PostgreSQL with TLS, devdb-proxy, PgBouncer (session
+# mode, terminating client TLS) and a relay that does no TLS work (socat: TLS end to end between
+# pgbench and PostgreSQL, the floor for any proxy on the same cores), measured in one run,
+# alternating between them:
+#   (a) pgbench -S throughput, latency and the middle process's own CPU time per transaction
+#       (from /proc/<pid>/stat over each run) at several client counts,
 #   (b) connection setup rate and latency (devdb-loadtest --mode connect),
 #   (c) the proxy's memory with 1k/5k/10k idle sessions (devdb-loadtest --mode idle; the proxy
 #       relays them to a transaction-mode PgBouncer so PostgreSQL needs no 10k backends).
@@ -10,9 +13,12 @@
 #   bash loadtest/bench.sh              # about 12 minutes on 2 cores
 #   QUICK=1 bash loadtest/bench.sh      # a 1-minute smoke run (fewer, shorter rounds)
 #   PROFILE=1 bash loadtest/bench.sh    # also perf-profile the proxy (results/profile-*.txt)
+#   SECTIONS=pgbench bash loadtest/bench.sh   # only (a); also: connect, idle (space-separated)
+#   ROUNDS=3 SECONDS_PER_RUN=10 CLIENTS="1 8" # override the pgbench rounds, run length, counts
 #
-# Needs: PostgreSQL 15 server binaries, pgbench, pgbouncer, gnuplot (apt-get install
-# postgresql-15 postgresql-contrib pgbouncer gnuplot-nox). Runs servers as the postgres user.
+# Needs: PostgreSQL 15 server binaries, pgbench, pgbouncer, socat, gnuplot, jq (apt-get install
+# postgresql-15 postgresql-contrib pgbouncer socat gnuplot-nox jq). Runs servers as the postgres
+# user.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,12 +28,15 @@ chmod 755 "$work" && chown postgres "$work"
 pg_bin=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)}
 domain=db.bench.test
 password=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-pg_port=55432; proxy_port=56432; bouncer_port=56433; pool_port=56434; admin_port=59187
+pg_port=55432; proxy_port=56432; bouncer_port=56433; pool_port=56434; relay_port=56435; admin_port=59187
 if [ -n "${QUICK:-}" ]; then
     seconds=3; rounds=1; clients_list="1 8"; idle_list="1000"
 else
     seconds=10; rounds=2; clients_list="1 8 32 64"; idle_list="1000 5000 ${IDLE_MAX:-10000}"
 fi
+seconds=${SECONDS_PER_RUN:-$seconds}; rounds=${ROUNDS:-$rounds}; clients_list=${CLIENTS:-$clients_list}
+sections=${SECTIONS:-pgbench connect idle}
+run_section() { [[ " $sections " == *" $1 "* ]]; }
 
 as_pg() { runuser -u postgres -- "$@"; }
 pids=()
@@ -101,18 +110,30 @@ cat > "$work/routes.json" <<JSON
   { "name": "idle", "backend": "127.0.0.1:$pool_port" }
 ] }
 JSON
-RUST_LOG=warn "$bin/devdb-proxy" --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" \
+# PROXY_ARGS: extra flags for the proxy (e.g. PROXY_ARGS="--worker-threads 1" to compare).
+# shellcheck disable=SC2086
+RUST_LOG=warn "$bin/devdb-proxy" ${PROXY_ARGS:-} --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" \
     --domain "$domain" --tls-cert "$work/certs/server.crt" --tls-key "$work/certs/server.key" \
     --routes-file "$work/routes.json" > "$work/proxy.log" 2>&1 &
 proxy_pid=$!
 pids+=("$proxy_pid")
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && break; sleep 0.1; done
 for pidfile in "$work/bouncer.pid" "$work/pool.pid"; do pids+=("$(cat "$pidfile")"); done
+# The floor: a relay that copies bytes and does no TLS work (a process per connection, so its
+# CPU time is its children's, counted once they exit).
+socat "TCP-LISTEN:$relay_port,bind=127.0.0.1,fork,reuseaddr,nodelay" "TCP:127.0.0.1:$pg_port,nodelay" &
+relay_pid=$!
+pids+=("$relay_pid")
+declare -A middle=([proxy]=$proxy_pid [pgbouncer]=$(cat "$work/bouncer.pid") [relay]=$relay_pid)
+# utime + stime + cutime + cstime, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
 
 declare -A conninfo=(
     [direct]="host=127.0.0.1 port=$pg_port sslmode=require user=bench dbname=bench"
     [proxy]="host=bench.$domain hostaddr=127.0.0.1 port=$proxy_port sslmode=require user=bench dbname=bench"
     [pgbouncer]="host=127.0.0.1 port=$bouncer_port sslmode=require user=bench dbname=bench"
+    [relay]="host=127.0.0.1 port=$relay_port sslmode=require user=bench dbname=bench"
 )
 declare -A loadtarget=(
     [direct]="--addr 127.0.0.1:$pg_port"
@@ -123,23 +144,34 @@ targets="direct proxy pgbouncer"
 results="$work/results.jsonl"
 : > "$results"
 
+if run_section pgbench; then
 echo "(a) pgbench -S, ${seconds}s per run, $rounds round(s), alternating"
 for clients in $clients_list; do
+    jobs=$(( clients < 2 ? 1 : 2 ))
     for round in $(seq "$rounds"); do
-        for target in $targets; do
-            tps=$(pgbench -n -S -c "$clients" -j 2 -T "$seconds" "${conninfo[$target]}" 2>&1 \
-                | awk '/tps = .*without initial connection time/ {print $3}')
-            echo "  clients $clients round $round $target: ${tps:-failed} tps"
-            echo "{\"test\":\"pgbench\",\"clients\":$clients,\"target\":\"$target\",\"tps\":${tps:-0}}" >> "$results"
+        for target in direct proxy pgbouncer relay; do
+            pid=${middle[$target]:-}
+            before=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
+            report=$(pgbench -n -S -c "$clients" -j "$jobs" -T "$seconds" "${conninfo[$target]}" 2>&1 || true)
+            sleep 0.3 # the relay's children exit and are counted
+            after=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
+            tps=$(awk '/tps = .*without initial connection time/ {print $3}' <<<"$report")
+            txns=$(awk '/number of transactions actually processed/ {print $NF}' <<<"$report" | cut -d/ -f1)
+            latency=$(awk '/latency average/ {print $4}' <<<"$report")
+            cpu_us=$(awk -v t="$((after - before))" -v hz="$ticks_per_second" -v n="${txns:-0}" \
+                'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print 0 }')
+            echo "  clients $clients round $round $target: ${tps:-failed} tps, ${latency:-?} ms, ${cpu_us} µs CPU/txn"
+            echo "{\"test\":\"pgbench\",\"clients\":$clients,\"target\":\"$target\",\"tps\":${tps:-0},\"latency_ms\":${latency:-0},\"cpu_us_per_txn\":$cpu_us}" >> "$results"
         done
     done
 done
+fi
 
 if [ -n "${PROFILE:-}" ]; then
     # An extra, unrecorded run: perf slows the process it samples.
     clients=${clients_list##* }
     echo "profiling the proxy under pgbench -S -c $clients"
-    perf record -q -F 499 -g -p "$proxy_pid" -o "$work/perf.data" -- sleep $((seconds - 1)) >/dev/null 2>&1 &
+    perf record -q -e cpu-clock -F 999 -g -p "$proxy_pid" -o "$work/perf.data" -- sleep $((seconds - 1)) >/dev/null 2>&1 &
     perf_pid=$!
     pgbench -n -S -c "$clients" -j 2 -T "$seconds" "${conninfo[proxy]}" >/dev/null 2>&1 || true
     wait "$perf_pid" || true
@@ -150,6 +182,7 @@ if [ -n "${PROFILE:-}" ]; then
         | grep -E "^ +[0-9.]+%  " > "$out/profile-proxy-by-object.txt" || true
 fi
 
+if run_section connect; then
 echo "(b) connection setup: devdb-loadtest --mode connect, 4 clients, ${seconds}s"
 for round in $(seq "$rounds"); do
     for target in $targets; do
@@ -161,7 +194,9 @@ for round in $(seq "$rounds"); do
         echo "  round $round $target: $(tail -n1 "$results")"
     done
 done
+fi
 
+if run_section idle; then
 echo "(c) proxy memory with idle sessions"
 for sessions in $idle_list; do
     if [ "$sessions" -gt "$max_sessions" ]; then
@@ -176,8 +211,10 @@ for sessions in $idle_list; do
     echo "  $sessions sessions: $(tail -n1 "$results")"
     sleep 2
 done
+fi
 
 mkdir -p "$out"
 machine="$(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -n1)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'), $(pgbouncer --version | head -n1)"
-python3 "$root/loadtest/summarize.py" "$results" "$out" "$machine" "${QUICK:+QUICK=1 }bash loadtest/bench.sh"
+cp "$results" "$out/results.jsonl"
+python3 "$root/loadtest/summarize.py" "$results" "$out" "$machine" "${QUICK:+QUICK=1 }${SECTIONS:+SECTIONS=\"$SECTIONS\" }bash loadtest/bench.sh"
 cat "$out/results.md"

@@ -119,6 +119,12 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "DEVDB_PROXY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Threads that relay sessions. 1 (the default) runs everything on one thread, with no
+    /// wake-ups between threads: on the benchmark machine it costs the least CPU per
+    /// transaction (loadtest/README.md); more threads spread sessions over more cores.
+    #[arg(long, env = "DEVDB_PROXY_WORKER_THREADS", default_value = "1")]
+    pub worker_threads: std::num::NonZeroUsize,
 }
 
 /// Where the TLS certificate comes from.
@@ -160,6 +166,7 @@ pub struct Config {
     pub replica_addr: Option<std::net::Ipv4Addr>,
     pub peers: Vec<String>,
     pub log_format: LogFormat,
+    pub worker_threads: std::num::NonZeroUsize,
 }
 
 impl Config {
@@ -202,6 +209,7 @@ impl From<Args> for Config {
             replica_addr: args.replica_addr,
             peers: args.peers,
             log_format: args.log_format,
+            worker_threads: args.worker_threads,
         }
     }
 }
@@ -227,6 +235,7 @@ mod tests {
         let limits = crate::admission::Limits { per_database: 32, per_client: 16, wait: Duration::from_secs(10) };
         assert_eq!(config.authenticating, limits);
         assert!(matches!(config.tls, TlsSource::Dev { .. }));
+        assert_eq!(config.worker_threads.get(), 1, "one thread: the least CPU per transaction");
     }
 
     #[test]

@@ -7,13 +7,27 @@ use clap::Parser;
 use devdb_proxy::config::{Args, Config};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    devdb_process::exit::exit(run().await.map(|()| ExitCode::SUCCESS))
+fn main() -> ExitCode {
+    let config = Config::from(Args::parse());
+    devdb_process::exit::exit(
+        runtime(&config).and_then(|runtime| runtime.block_on(run(config))).map(|()| ExitCode::SUCCESS),
+    )
 }
 
-async fn run() -> anyhow::Result<()> {
-    let config = Config::from(Args::parse());
+/// One thread runs everything (no wake-ups between threads); more share the sessions.
+fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match config.worker_threads.get() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build().context("cannot start the async runtime")
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     devdb_process::telemetry::init(config.log_format);
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
