@@ -120,9 +120,9 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Threads that relay sessions. 1 (the default) runs everything on one thread, with no
-    /// wake-ups between threads: on the benchmark machine it costs the least CPU per
-    /// transaction (loadtest/README.md); more threads spread sessions over more cores.
+    /// Event loops relaying sessions, each on a thread of its own with its own listening socket
+    /// (SO_REUSEPORT: the kernel spreads new connections over them). A session stays on the loop
+    /// that accepted it, so no thread ever wakes another; more loops use more cores.
     #[arg(long, env = "DEVDB_PROXY_WORKER_THREADS", default_value = "1")]
     pub worker_threads: std::num::NonZeroUsize,
 }

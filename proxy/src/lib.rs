@@ -69,13 +69,42 @@ pub struct Context {
     pub closing: CancellationToken,
 }
 
-/// Runs the proxy on already-bound listeners until `shutdown` resolves and sessions drain.
+/// Runs the proxy on already-bound listeners until `shutdown` resolves and sessions drain: one
+/// event loop, on the calling runtime.
 ///
 /// # Errors
 /// When the certificate or the routes file cannot be loaded at start.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve(config, listener, Vec::new(), admin, shutdown).await
+}
+
+/// Runs the proxy with one event loop per listener (see [`listener::bind`]): the first on the
+/// calling runtime, with the background work (routes, certificates, admin port), each other on
+/// a thread of its own. A session stays on the loop that accepted it, so no thread wakes another.
+///
+/// # Errors
+/// As [`run`]; also when no listener is given or a loop's thread cannot start.
+pub async fn run_loops(
+    config: Config,
+    listeners: Vec<std::net::TcpListener>,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut listeners = listeners.into_iter();
+    let first = listeners.next().context("no listening socket")?;
+    let first = TcpListener::from_std(first).context("registering the listening socket")?;
+    serve(config, first, listeners.collect(), admin, shutdown).await
+}
+
+async fn serve(
+    config: Config,
+    listener: TcpListener,
+    others: Vec<std::net::TcpListener>,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -129,7 +158,23 @@ pub async fn run(
         tokio::spawn(cancel::follow_peers(cancels, peers, std::time::Duration::from_secs(10), background.clone()));
     }
 
-    listener::serve(listener, ctx, shutdown).await;
+    let stop = CancellationToken::new();
+    let loops = others
+        .into_iter()
+        .enumerate()
+        .map(|(i, other)| listener::spawn_loop(i + 1, other, ctx.clone(), stop.clone()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot start an event loop thread")?;
+    let stopping = stop.clone();
+    listener::serve(listener, ctx, async move {
+        shutdown.await;
+        stopping.cancel();
+    })
+    .await;
+    stop.cancel();
+    for event_loop in loops {
+        let _ = tokio::task::spawn_blocking(move || event_loop.join()).await;
+    }
     background.cancel();
     Ok(())
 }

@@ -109,8 +109,10 @@ async fn proxy_protocol_headers_are_required_and_accepted() {
 }
 
 /// The real binary: `--help`, flags from the environment, readiness, and a drain on SIGTERM.
+/// Run with two event loops (`--worker-threads 2`): sessions land on both, and draining covers
+/// both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_an_open_transaction_commit_before_exit() {
+async fn sigterm_lets_open_transactions_commit_before_exit() {
     let alpha = TestPostgres::start("alpha");
     let dir = tempfile::tempdir().expect("tempdir");
     let routes = dir.path().join("routes.json");
@@ -122,6 +124,7 @@ async fn sigterm_lets_an_open_transaction_commit_before_exit() {
         .env("DEVDB_PROXY_ROUTES_FILE", &routes)
         .env("DEVDB_PROXY_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
         .env("DEVDB_PROXY_SHUTDOWN_GRACE", "60s")
+        .env("DEVDB_PROXY_WORKER_THREADS", "2")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -140,8 +143,16 @@ async fn sigterm_lets_an_open_transaction_commit_before_exit() {
         .password(PASSWORD)
         .dbname("postgres")
         .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let client = connect_with(&config, make_tls(&ca, false)).await.expect("connect via the binary");
-    client.batch_execute("CREATE TABLE drained (v int); BEGIN; INSERT INTO drained VALUES (1)").await.expect("txn");
+    let setup = connect_with(&config, make_tls(&ca, false)).await.expect("connect via the binary");
+    setup.batch_execute("CREATE TABLE drained (v int)").await.expect("table");
+    drop(setup);
+    // Six sessions: the kernel spreads them over both loops' sockets.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let client = connect_with(&config, make_tls(&ca, false)).await.expect("connect via the binary");
+        client.batch_execute("BEGIN; INSERT INTO drained VALUES (1)").await.expect("txn");
+        clients.push(client);
+    }
 
     let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
@@ -155,13 +166,14 @@ async fn sigterm_lets_an_open_transaction_commit_before_exit() {
     assert!(http_get(admin, "/readyz").await.0.contains("503"), "draining proxies are not ready");
     assert!(connect_with(&config, make_tls(&ca, false)).await.is_err(), "no new sessions while draining");
 
-    // The open session goes on: it commits, and the proxy exits once it closes.
-    client.batch_execute("INSERT INTO drained VALUES (2); COMMIT").await.expect("commit during drain");
-    drop(client);
+    // The open sessions go on: they commit, and the proxy exits once they close.
+    for client in clients {
+        client.batch_execute("INSERT INTO drained VALUES (2); COMMIT").await.expect("commit during drain");
+    }
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").expect("status");
     assert!(status.success(), "clean exit: {status}");
     let direct = alpha.direct().await;
-    assert_eq!(query_one(&direct, "SELECT sum(v) FROM drained").await, "3");
+    assert_eq!(query_one(&direct, "SELECT sum(v) FROM drained").await, "18");
 }
 
 async fn wait_ready(admin: std::net::SocketAddr) {
