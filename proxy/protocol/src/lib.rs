@@ -274,9 +274,65 @@ pub fn encode_error(err: &ClientError) -> BytesMut {
     out
 }
 
+/// The properties the `startup_packet` fuzzer checks, on one input (the fuzzer and the seed-corpus
+/// test call this): decoding never panics, consumes only the bytes it decoded, and what it
+/// decodes re-encodes to an equal message; a refusal's reply never panics.
+///
+/// # Panics
+/// When a property does not hold.
+#[doc(hidden)]
+pub fn check_fuzzed_properties(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    match decode_first_message(&mut buf) {
+        Ok(None) => assert_eq!(buf.len(), data.len(), "an incomplete packet consumes nothing"),
+        Ok(Some(message)) => {
+            let consumed = data.len() - buf.len();
+            assert!((8..=MAX_STARTUP_PACKET_LEN).contains(&consumed));
+            match message {
+                FirstMessage::Startup(startup) => {
+                    let mut encoded = BytesMut::new();
+                    encode_startup(&startup, &mut encoded);
+                    match decode_first_message(&mut encoded) {
+                        Ok(Some(FirstMessage::Startup(again))) => assert_eq!(again, startup),
+                        other => panic!("re-encoded startup did not decode: {other:?}"),
+                    }
+                }
+                FirstMessage::Cancel(key) => {
+                    assert_eq!(&encode_cancel_request(&key)[..], &data[..consumed]);
+                }
+                // A body is ignored, as PostgreSQL ignores it: the code is what counts.
+                FirstMessage::SslRequest => assert_eq!(data[4..8], SSL_REQUEST_CODE.to_be_bytes()),
+                FirstMessage::GssEncRequest => assert_eq!(data[4..8], GSSENC_REQUEST_CODE.to_be_bytes()),
+            }
+        }
+        Err(e) => {
+            let _ = e.reply();
+        }
+    }
+
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(message)) = decode_backend_message(&mut buf) {
+        if message.tag() == b'K' {
+            let _ = decode_backend_key(&message);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzzer's seed corpus (with inputs it once found), replayed on every test run.
+    #[test]
+    fn the_fuzz_corpus_keeps_its_properties() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/startup_packet");
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&corpus).expect("the seed corpus") {
+            check_fuzzed_properties(&std::fs::read(entry.expect("entry").path()).expect("a seed"));
+            inputs += 1;
+        }
+        assert!(inputs > 10, "only {inputs} seeds in {}", corpus.display());
+    }
 
     fn packet(code: i32, body: &[u8]) -> BytesMut {
         let mut b = BytesMut::new();

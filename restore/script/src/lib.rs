@@ -562,9 +562,69 @@ fn is_dump_guard(line: &[u8]) -> bool {
     DUMP_GUARDS.contains(&command) && key.iter().all(u8::is_ascii_alphanumeric)
 }
 
+/// The properties the `sql_script` fuzzer checks, on one input (the fuzzer and the seed-corpus
+/// test call this), with a small statement limit so that the fuzzer reaches it: no input panics
+/// or hands out more than it read, and every statement handed out splits again into exactly
+/// itself (so statement boundaries do not depend on what came before, and a psql command is never
+/// found inside a statement that was accepted).
+///
+/// # Panics
+/// When a property does not hold.
+#[doc(hidden)]
+pub fn check_fuzzed_properties(data: &[u8]) {
+    const LIMIT: usize = 4096;
+    let mut script = Script::with_limit(data, LIMIT);
+    let mut handed_out = 0;
+    loop {
+        match script.next_statement() {
+            Ok(Some(statement)) => {
+                assert!(!statement.sql.is_empty() && statement.sql.len() <= LIMIT);
+                handed_out += statement.sql.len();
+                // (A byte order mark is dropped where a script begins, and only there: a
+                // statement starting with one splits differently on its own.)
+                if !statement.sql.starts_with(b"\xEF\xBB\xBF") {
+                    let mut again = Script::with_limit(&statement.sql[..], LIMIT);
+                    match again.next_statement() {
+                        Ok(Some(same)) => {
+                            assert_eq!(same.sql, statement.sql, "a statement splits into itself");
+                            assert_eq!(same.kind, statement.kind);
+                        }
+                        other => panic!("{:?} did not split into itself: {other:?}", statement.sql),
+                    }
+                    assert!(matches!(again.next_statement(), Ok(None)), "and into nothing more");
+                }
+                if statement.kind == Kind::CopyFromStdin {
+                    let mut data = Vec::new();
+                    while script.copy_chunk(&mut data).expect("reading a slice cannot fail") {}
+                    handed_out += data.len();
+                }
+                assert!(handed_out <= data.len(), "never more than was read");
+            }
+            Ok(None) => break,
+            Err(ScriptError::PsqlCommand { line, .. } | ScriptError::Nul { line } | ScriptError::TooLong { line, .. }) => {
+                assert!(line >= 1);
+                break;
+            }
+            Err(ScriptError::Io(e)) => panic!("reading a slice cannot fail: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzzer's seed corpus (with inputs it once found), replayed on every test run.
+    #[test]
+    fn the_fuzz_corpus_keeps_its_properties() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/sql_script");
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&corpus).expect("the seed corpus") {
+            check_fuzzed_properties(&std::fs::read(entry.expect("entry").path()).expect("a seed"));
+            inputs += 1;
+        }
+        assert!(inputs >= 5, "only {inputs} seeds in {}", corpus.display());
+    }
 
     /// Splits `sql` into (statement text, line, kind); COPY data is collected as a statement of
     /// its own kind `Sql` prefixed with `DATA:`.
