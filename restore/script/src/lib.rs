@@ -601,7 +601,9 @@ pub fn check_fuzzed_properties(data: &[u8]) {
                 assert!(handed_out <= data.len(), "never more than was read");
             }
             Ok(None) => break,
-            Err(ScriptError::PsqlCommand { line, .. } | ScriptError::Nul { line } | ScriptError::TooLong { line, .. }) => {
+            Err(
+                ScriptError::PsqlCommand { line, .. } | ScriptError::Nul { line } | ScriptError::TooLong { line, .. },
+            ) => {
                 assert!(line >= 1);
                 break;
             }
