@@ -24,6 +24,9 @@ fail() {
 if [ -n "${PG_BIN:-}" ]; then PATH="$PG_BIN:$PATH"; fi
 [[ "$DB_USER" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || fail "DB_USER must be a lower-case identifier"
 [ -f "$PGDATA/PG_VERSION" ] || fail "$PGDATA holds no database (the clone of the project's snapshot is missing)"
+# kubelet applies the pod's fsGroup to the volume (group rwx and setgid on directories, as the EBS
+# CSI driver asks) and PostgreSQL refuses a data directory its group may write: private again.
+chmod 0700 "$PGDATA" || fail "cannot make $PGDATA private (0700); PostgreSQL refuses a data directory others may write"
 
 # Password authentication from the network, once.
 marker="# devdb: clients come through the proxy"

@@ -226,6 +226,9 @@ fn security() -> PodSecurityContext {
         run_as_user: Some(POSTGRES_UID),
         run_as_group: Some(POSTGRES_UID),
         fs_group: Some(POSTGRES_UID),
+        // Only when the volume's root does not match already, not on every mount (a clone's
+        // files all belong to the postgres user; start.sh makes PGDATA private again anyway).
+        fs_group_change_policy: Some("OnRootMismatch".into()),
         run_as_non_root: Some(true),
         ..PodSecurityContext::default()
     }

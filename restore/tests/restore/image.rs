@@ -177,13 +177,17 @@ async fn connect(port: u16, password: &str) -> Result<tokio_postgres::Client, to
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_pod_starts_its_clone_with_its_own_password() {
+async fn a_database_pod_starts_its_clone_with_its_own_password_whatever_kubelet_did_to_group_bits() {
     let dumps = Dumps::make();
     let files = DumpServer::start(dumps.dir.path()).await;
     let work = workdir();
     let pgdata = work.path().join("pgdata");
     let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
     assert!(ok, "{stderr}");
+    // What kubelet does to a volume for the pod's fsGroup (the EBS CSI driver declares
+    // fsGroupPolicy: File): group rwx everywhere, setgid on directories.
+    let status = std::process::Command::new("chmod").arg("-R").arg("g+rwX,g+s").arg(&pgdata).status().expect("chmod");
+    assert!(status.success());
     let port = free_port();
     let mut server = start(&pgdata, work.path(), port, "app", "the clone's own").spawn().expect("start.sh");
     let client = loop {
