@@ -70,6 +70,10 @@ def main() -> int:
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")
                 failures += 1
+            kinds = "\n".join(manifests.values())
+            if variant == "defaults" and "kind: StorageClass" not in kinds:
+                print("defaults: no StorageClass for the volumes (a stock EKS cluster has none that snapshots)")
+                failures += 1
             result = subprocess.run(["kubernetes-validate", "--strict", *files], capture_output=True, text=True)
             print(f"{variant}: {len(files)} manifests")
             print(result.stdout + result.stderr, end="")
