@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ExecAction, Namespace, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector, Service, ServicePort, ServiceSpec,
-    TypedLocalObjectReference, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, ExecAction,
+    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -202,20 +203,45 @@ fn data_volume(claim: &str) -> Volume {
     }
 }
 
-/// A pod of the postgres-db image running `container` as the postgres user on volume `claim`.
+/// PostgreSQL's shared memory for parallel queries (`/dev/shm`; a container's default is 64 MiB).
+const SHM_SIZE: &str = "256Mi";
+
+/// A pod of the postgres-db image running `container` as the postgres user on volume `claim`,
+/// within the Pod Security Standard "restricted": no service-account token, the runtime's
+/// seccomp profile, no privilege escalation, no capabilities.
 fn postgres_pod(
     labels: BTreeMap<String, String>,
-    container: Container,
+    mut container: Container,
     claim: &str,
     restart_policy: Option<&str>,
 ) -> PodTemplateSpec {
+    container.security_context = Some(SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    });
+    container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
+        name: "shm".into(),
+        mount_path: "/dev/shm".into(),
+        ..VolumeMount::default()
+    });
+    let shm = Volume {
+        name: "shm".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity(SHM_SIZE.into())),
+        }),
+        ..Volume::default()
+    };
     PodTemplateSpec {
         metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
         spec: Some(PodSpec {
             restart_policy: restart_policy.map(String::from),
             security_context: Some(security()),
+            automount_service_account_token: Some(false),
             containers: vec![container],
-            volumes: Some(vec![data_volume(claim)]),
+            volumes: Some(vec![data_volume(claim), shm]),
             ..PodSpec::default()
         }),
     }
@@ -230,6 +256,7 @@ fn security() -> PodSecurityContext {
         // files all belong to the postgres user; start.sh makes PGDATA private again anyway).
         fs_group_change_policy: Some("OnRootMismatch".into()),
         run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
         ..PodSecurityContext::default()
     }
 }
@@ -275,7 +302,9 @@ pub fn restore_job(
     Job {
         metadata: generation_meta(&restore_job_name(generation), project, generation),
         spec: Some(JobSpec {
-            backoff_limit: Some(2),
+            // No retry by the Job: a retry finds the first attempt's partial restore and fails
+            // for that, hiding the cause. The controller decides what to do with a failure.
+            backoff_limit: Some(0),
             ttl_seconds_after_finished: Some(24 * 3600),
             template: postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never")),
             ..JobSpec::default()
@@ -577,6 +606,35 @@ pub(crate) mod tests {
         );
         assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["devdb.io/database"], "kate-pg");
         assert_eq!(backend("shop", "kate-pg"), "kate-pg.devdb-shop.svc:5432");
+    }
+
+    /// What the Pod Security Standard "restricted" requires of a pod, read from the objects as
+    /// they are sent (<https://kubernetes.io/docs/concepts/security/pod-security-standards/>).
+    fn assert_restricted(pod: &serde_json::Value) {
+        let spec = &pod["spec"];
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        for container in spec["containers"].as_array().expect("containers") {
+            let security = &container["securityContext"];
+            assert_eq!(security["allowPrivilegeEscalation"], false, "{container}");
+            assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]), "{container}");
+            assert_eq!(security["runAsNonRoot"], true);
+            assert!(security.get("privileged").is_none_or(|p| p == false));
+        }
+        for volume in spec["volumes"].as_array().expect("volumes") {
+            assert!(volume.get("hostPath").is_none(), "{volume}");
+        }
+        assert_eq!(spec["volumes"][1]["emptyDir"]["medium"], "Memory", "/dev/shm beyond 64 MiB");
+    }
+
+    #[test]
+    fn database_and_restore_pods_meet_the_restricted_pod_security_standard() {
+        let statefulset = serde_json::to_value(statefulset("shop", "kate-pg", &settings())).expect("json");
+        assert_restricted(&statefulset["spec"]["template"]);
+        let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
+        assert_restricted(&job["spec"]["template"]);
+        assert_eq!(job["spec"]["backoffLimit"], 0, "one attempt: its failure is the cause");
     }
 
     #[test]
