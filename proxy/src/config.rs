@@ -98,7 +98,13 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
 
-    /// After SIGTERM, how long open sessions may go on before they are closed.
+    /// After SIGTERM, how long new connections are still accepted while `/readyz` answers 503, so
+    /// that load balancers stop sending before the listener closes (an AWS NLB takes tens of
+    /// seconds to deregister a target). Then open sessions get --shutdown-grace.
+    #[arg(long, env = "DEVDB_PROXY_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+
+    /// After SIGTERM (and --drain-delay), how long open sessions may go on before they are closed.
     #[arg(long, env = "DEVDB_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
@@ -161,6 +167,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub wake_timeout: Duration,
     pub authenticating: crate::admission::Limits,
+    pub drain_delay: Duration,
     pub shutdown_grace: Duration,
     pub reload_interval: Duration,
     pub replica_addr: Option<std::net::Ipv4Addr>,
@@ -204,6 +211,7 @@ impl From<Args> for Config {
                 per_client: args.max_authenticating_per_client as usize,
                 wait: args.admission_wait,
             },
+            drain_delay: args.drain_delay,
             shutdown_grace: args.shutdown_grace,
             reload_interval: args.reload_interval,
             replica_addr: args.replica_addr,

@@ -74,9 +74,17 @@ pub fn spawn_loop(
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let sessions = TaskTracker::new();
     tokio::pin!(shutdown);
+    // Set at shutdown: `/readyz` turns 503 at once, but new connections are still accepted until
+    // this passes (`--drain-delay`), while load balancers notice and stop sending.
+    let mut accepting_until: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown, if accepting_until.is_none() => {
+                ctx.draining.cancel();
+                tracing::info!(delay = %humantime::format_duration(ctx.config.drain_delay), "not ready; still accepting");
+                accepting_until = Some(Box::pin(tokio::time::sleep(ctx.config.drain_delay)));
+            }
+            () = async { if let Some(until) = accepting_until.as_mut() { until.await } }, if accepting_until.is_some() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     sessions.spawn(connection::handle(ctx.clone(), stream, peer));
@@ -90,7 +98,6 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Futu
         }
     }
     drop(listener);
-    ctx.draining.cancel();
     sessions.close();
     let grace = ctx.config.shutdown_grace;
     tracing::info!(sessions = sessions.len(), grace = %humantime::format_duration(grace), "draining");

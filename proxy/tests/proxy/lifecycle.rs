@@ -176,6 +176,48 @@ async fn sigterm_lets_open_transactions_commit_before_exit() {
     assert_eq!(query_one(&direct, "SELECT sum(v) FROM drained").await, "18");
 }
 
+/// A rollout: after SIGTERM the proxy is not ready at once, yet accepts every new connection for
+/// `--drain-delay` (while the load balancer deregisters it), then closes its listener; the open
+/// session goes on meanwhile and ends normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_drain_delay_no_connection_is_refused() {
+    let alpha = TestPostgres::start("alpha");
+    let mut proxy = TestProxy::start_with(&[("alpha", alpha.addr())], |c| {
+        c.drain_delay = Duration::from_secs(10);
+    })
+    .await;
+    let open = proxy.connect("alpha").await.expect("an open session");
+    open.batch_execute("CREATE TABLE rolled (v int); BEGIN; INSERT INTO rolled VALUES (1)").await.expect("txn");
+
+    proxy.begin_shutdown();
+    for _ in 0..100 {
+        if proxy.admin_get("/readyz").await.0.contains("503") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(proxy.admin_get("/readyz").await.0.contains("503"), "not ready as soon as shutdown begins");
+    // Clients keep connecting, as they would while the load balancer still sends: none refused.
+    for i in 0..3 {
+        let client = proxy.connect("alpha").await.unwrap_or_else(|e| panic!("connection {i} refused: {e}"));
+        assert_eq!(query_one(&client, "SELECT 1").await, "1");
+    }
+    // Once the delay is over the listener closes.
+    let mut closed = false;
+    for _ in 0..200 {
+        if TcpStream::connect(proxy.addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the listener closes after the drain delay");
+    open.batch_execute("INSERT INTO rolled VALUES (2); COMMIT").await.expect("the open session goes on");
+    drop(open);
+    proxy.stop().await;
+    assert_eq!(query_one(&alpha.direct().await, "SELECT sum(v) FROM rolled").await, "3");
+}
+
 async fn wait_ready(admin: std::net::SocketAddr) {
     for _ in 0..200 {
         if TcpStream::connect(admin).await.is_ok() && http_get(admin, "/readyz").await.0.contains("200") {

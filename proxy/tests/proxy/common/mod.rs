@@ -132,6 +132,13 @@ impl TestProxy {
         http_get(self.admin, path).await
     }
 
+    /// Signals shutdown (as SIGTERM does) without waiting for the proxy to finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
