@@ -37,6 +37,8 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 async fn ready(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     if ctx.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if !ctx.routes.loaded() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n")
     } else {
         (StatusCode::OK, "ready\n")
     }

@@ -25,11 +25,17 @@ struct Inner {
     table: DashMap<Name, Route>,
     /// Bumped after every change.
     version: watch::Sender<u64>,
+    /// Whether a whole table has arrived once (the file read, the controller's first snapshot).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Routes {
     fn default() -> Self {
-        Self(Arc::new(Inner { table: DashMap::new(), version: watch::channel(0).0 }))
+        Self(Arc::new(Inner {
+            table: DashMap::new(),
+            version: watch::channel(0).0,
+            loaded: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 }
 
@@ -46,7 +52,14 @@ impl Routes {
         for route in table.routes {
             self.0.table.insert(route.name.clone(), route);
         }
+        self.0.loaded.store(true, std::sync::atomic::Ordering::Release);
         self.bump();
+    }
+
+    /// Whether a whole table has arrived: until then every name would look unknown (3D000), so
+    /// the proxy is not ready.
+    pub fn loaded(&self) -> bool {
+        self.0.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Adds or replaces one route.
@@ -224,7 +237,9 @@ mod tests {
     fn replace_drops_missing_routes_and_bumps_the_version() {
         let routes = Routes::default();
         let rx = routes.subscribe();
+        assert!(!routes.loaded(), "no table yet");
         routes.replace(RouteTable { version: 1, routes: vec![route("a", "x:1"), route("b", "x:2")] });
+        assert!(routes.loaded());
         routes.replace(RouteTable { version: 2, routes: vec![route("b", "x:3")] });
         assert_eq!(routes.len(), 1);
         assert_eq!(routes.get(&Name::new("b").expect("valid")).map(|r| r.backend), Some("x:3".into()));

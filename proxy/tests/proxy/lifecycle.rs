@@ -218,6 +218,21 @@ async fn during_the_drain_delay_no_connection_is_refused() {
     assert_eq!(query_one(&alpha.direct().await, "SELECT sum(v) FROM rolled").await, "3");
 }
 
+/// Until a routing table arrives every name would look unknown: a proxy whose controller cannot
+/// be reached yet is alive but not ready, so a load balancer sends it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_routing_table_yet_means_not_ready() {
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let proxy = TestProxy::start_with(&[], |c| {
+        c.routes = devdb_proxy::config::RoutesConfig::Controller { url: unreachable, token: None };
+    })
+    .await;
+    let (status, body) = proxy.admin_get("/readyz").await;
+    assert!(status.contains("503") && body.contains("no routing table yet"), "{status} {body}");
+    assert!(proxy.admin_get("/healthz").await.0.contains("200"), "alive all the same");
+    proxy.stop().await;
+}
+
 async fn wait_ready(admin: std::net::SocketAddr) {
     for _ in 0..200 {
         if TcpStream::connect(admin).await.is_ok() && http_get(admin, "/readyz").await.0.contains("200") {
