@@ -313,10 +313,14 @@ pub fn restore_job(
     }
 }
 
+/// The `VolumeSnapshot` kind (a CSI custom resource: no typed struct).
+pub fn snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"))
+}
+
 /// The VolumeSnapshot of a restored golden volume (a CSI custom resource, so dynamic).
 pub fn volume_snapshot(project: &str, generation: u64, settings: &ClusterSettings) -> DynamicObject {
-    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
-    let mut snapshot = DynamicObject::new(&snapshot_name(generation), &ApiResource::from_gvk(&gvk));
+    let mut snapshot = DynamicObject::new(&snapshot_name(generation), &snapshot_resource());
     snapshot.metadata = generation_meta(&snapshot_name(generation), project, generation);
     snapshot.data = serde_json::json!({
         "spec": {

@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
@@ -57,11 +57,6 @@ pub struct KubeRuntime {
     waits: Waits,
 }
 
-/// The `VolumeSnapshot` kind (a CSI custom resource: no typed struct).
-fn snapshot_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"))
-}
-
 /// The label selector of a database's objects.
 fn database_selector(name: &str) -> String {
     format!("app.kubernetes.io/managed-by=devdb,devdb.io/database={name}")
@@ -87,7 +82,7 @@ impl KubeRuntime {
     }
 
     fn snapshots(&self, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &snapshot_resource())
+        Api::namespaced_with(self.client.clone(), namespace, &resources::snapshot_resource())
     }
 
     /// The namespace, the restore's credentials and (for private sources) a copy of the source
