@@ -428,6 +428,26 @@ mod tests {
         assert_eq!((outcome, outcome.peer_answer()), (CancelOutcome::NotHere, PEER_NOT_FOUND));
     }
 
+    /// A peer that accepts the question and never answers costs the asker at most
+    /// [`FORWARD_TIMEOUT`], and the key counts as unknown.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_peer_is_given_up_on() {
+        let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = stalled.local_addr().expect("addr").port();
+        let held = tokio::spawn(async move {
+            let (connection, _) = stalled.accept().await.expect("accept");
+            std::future::pending::<()>().await;
+            drop(connection);
+        });
+        let map = CancelMap::new(None, port, false);
+        map.set_peers(HashSet::from([Ipv4Addr::LOCALHOST]));
+        let started = Instant::now();
+        let client: SocketAddr = "198.51.100.7:1".parse().expect("addr");
+        assert_eq!(map.forward(&key(99, &[1, 2, 3, 4]), client, false).await, CancelOutcome::UnknownKey);
+        assert!(started.elapsed() >= FORWARD_TIMEOUT, "waited for the peer until the timeout");
+        held.abort();
+    }
+
     #[test]
     fn networks_are_slash_24_and_slash_64() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
