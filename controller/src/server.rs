@@ -16,7 +16,7 @@ use devdb_core::routes::{self, RouteFeed};
 use devdb_core::runtime::{Platform, Runtime};
 use devdb_kube::leader::LeaderLease;
 use devdb_kube::operator::{self, ChannelScheduler};
-use devdb_kube::{CrdStore, KubeConfig, KubePlatform, KubeRuntime, Passwords, Waits};
+use devdb_kube::{CrdStore, KubeConfig, KubePlatform, KubeRuntime, Passwords};
 use devdb_local::{Local, LocalArgs, LocalPlatform};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +79,7 @@ pub async fn run_kube(
         kube.db_version,
         config.domain.clone(),
         config.public_port,
-        Waits::default(),
+        kube.waits.clone(),
     ));
     let reporter = kube::runtime::events::Reporter {
         controller: "devdb-controller".into(),

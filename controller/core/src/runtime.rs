@@ -23,6 +23,11 @@ pub enum RuntimeError {
     Source(String),
     #[error("{step} failed: {detail}")]
     Step { step: &'static str, detail: String },
+    /// The platform cannot go on until someone acts (no node can take the instance, its image
+    /// cannot be pulled, its volume cannot be provisioned): the reason is the platform's own,
+    /// meant for the user, and what was half made is removed first.
+    #[error("{step} cannot go on: {reason}")]
+    Stuck { step: &'static str, reason: String },
     #[error("project {0} has no ready snapshot to clone")]
     NoSnapshot(Name),
     #[error("the data of database {0} is gone; reset it to clone it again")]
@@ -45,7 +50,11 @@ impl RuntimeError {
         match self {
             Self::Source(message) => message.clone(),
             Self::Step { step, .. } => format!("{step} failed (the controller's log has the details)"),
-            Self::NoSnapshot(_) | Self::DataMissing(_) | Self::DiskFull { .. } | Self::Cancelled => self.to_string(),
+            Self::Stuck { .. }
+            | Self::NoSnapshot(_)
+            | Self::DataMissing(_)
+            | Self::DiskFull { .. }
+            | Self::Cancelled => self.to_string(),
             Self::Platform(_) => "the platform underneath failed".into(),
         }
     }

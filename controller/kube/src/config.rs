@@ -1,8 +1,11 @@
 //! The Kubernetes runtime's flags (the Helm chart sets them all) and its validated settings.
 
+use std::time::Duration;
+
 use clap::Args;
 
 use crate::resources::ClusterSettings;
+use crate::runtime::Waits;
 
 /// Flags of the Kubernetes runtime (the Helm chart sets them all).
 #[derive(Debug, Clone, Args)]
@@ -50,6 +53,18 @@ pub struct KubeArgs {
     /// This replica's name in the leader lease and in Events (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "devdb-controller")]
     pub identity: String,
+
+    /// How long a restore or a new database may stay blocked for one reason (no node can take
+    /// its pod, its image cannot be pulled, its volume cannot be provisioned or attached, it
+    /// crash-loops, its snapshot reports an error) before it fails with that reason and what it
+    /// made is removed. Long enough for the cluster autoscaler to add a node.
+    #[arg(long, env = "DEVDB_CONTROLLER_STUCK_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub stuck_after: Duration,
+
+    /// How long a project's volume snapshot may take (the first EBS snapshot of a volume copies
+    /// all of it: hours for a large one).
+    #[arg(long, env = "DEVDB_CONTROLLER_SNAPSHOT_TIMEOUT", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub snapshot_timeout: Duration,
 }
 
 /// The runtimes a controller can drive.
@@ -66,6 +81,7 @@ pub struct KubeConfig {
     pub db_version: u32,
     pub secret_key: String,
     pub identity: String,
+    pub waits: Waits,
 }
 
 impl std::fmt::Debug for KubeConfig {
@@ -74,6 +90,7 @@ impl std::fmt::Debug for KubeConfig {
             .field("cluster", &self.cluster)
             .field("db_version", &self.db_version)
             .field("identity", &self.identity)
+            .field("waits", &self.waits)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +123,7 @@ impl TryFrom<KubeArgs> for KubeConfig {
             db_version: args.db_version,
             secret_key,
             identity: args.identity,
+            waits: Waits { stuck: args.stuck_after, snapshot: args.snapshot_timeout, ..Waits::default() },
         })
     }
 }
@@ -151,6 +169,10 @@ mod tests {
         assert_eq!(kube.cluster.proxy_namespace, "platform");
         assert_eq!(kube.cluster.storage_class, None, "empty means the default class");
         assert_eq!(kube.cluster.proxy_labels.get("tier").map(String::as_str), Some("edge"));
+        assert_eq!(kube.waits.stuck, Duration::from_secs(300), "five minutes: time to add a node");
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--stuck-after", "90s", "--snapshot-timeout", "1day"]);
+        let waits = KubeConfig::try_from(args.kube).expect("valid").waits;
+        assert_eq!((waits.stuck, waits.snapshot), (Duration::from_secs(90), Duration::from_secs(86_400)));
         assert!(!format!("{kube:?}").contains(&key), "the key is not logged");
         let args = Cli::parse_from(["x", "--secret-key", &key, "--proxy-selector", "proxy"]).kube;
         let err = KubeConfig::try_from(args).expect_err("bad selector").to_string();

@@ -7,13 +7,15 @@
 //! - [`store`]: the [`Store`](devdb_core::store::Store) over the resources;
 //! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime) over namespaces, Jobs, volume
 //!   snapshots and StatefulSets; [`resources`]: every object, as pure functions (validated
-//!   against the official schemas); [`objects`]: apply, delete by label, poll;
+//!   against the official schemas); [`objects`]: apply, delete by label, poll; [`diagnose`]:
+//!   why a pod is not running, so waits fail early with the platform's reason;
 //! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
 //!   of which runs them;
 //! - [`config`]: flags and settings.
 
 pub mod config;
 pub mod crd;
+pub mod diagnose;
 pub mod leader;
 pub mod objects;
 pub mod operator;

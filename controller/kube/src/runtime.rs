@@ -7,7 +7,7 @@ use std::time::Duration;
 use devdb_shared::{Domain, Name};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
 use kube::core::DynamicObject;
@@ -16,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
 use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 
+use crate::diagnose::{self, Blocker, Patience, Problem};
 use crate::objects::{KubeResult, Wait, apply, delete, delete_labelled, delete_matching, quantity_bytes};
 use crate::resources::{self, ClusterSettings};
 
@@ -25,12 +26,15 @@ pub struct Waits {
     pub every: Duration,
     /// Download and restore of a dump.
     pub restore: Duration,
-    /// A VolumeSnapshot becoming ready to use.
+    /// A VolumeSnapshot becoming ready to use (a volume's first EBS snapshot copies all of it).
     pub snapshot: Duration,
     /// A database pod answering its readiness query.
     pub ready: Duration,
     /// A database's volume going away before it is cloned again.
     pub release: Duration,
+    /// How long a wait lets a pod stay blocked for one reason (unschedulable, image not
+    /// pulled, volume not provisioned, crash loop, snapshot error) before failing with it.
+    pub stuck: Duration,
 }
 
 impl Default for Waits {
@@ -38,9 +42,10 @@ impl Default for Waits {
         Self {
             every: Duration::from_secs(2),
             restore: Duration::from_secs(6 * 3600),
-            snapshot: Duration::from_secs(30 * 60),
+            snapshot: Duration::from_secs(12 * 3600),
             ready: Duration::from_secs(10 * 60),
             release: Duration::from_secs(5 * 60),
+            stuck: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -131,6 +136,79 @@ impl KubeRuntime {
             .unwrap_or_else(|| "the restore Job failed".into())
     }
 
+    /// Why the pods selected by `selector`, on volume `claim`, are not running, if something
+    /// blocks them (see [`diagnose`]).
+    async fn blocked(&self, namespace: &str, selector: &str, claim: &str) -> Result<Option<Problem>, RuntimeError> {
+        let pods = self.api::<Pod>(namespace).list(&ListParams::default().labels(selector)).await.platform()?.items;
+        let events = if diagnose::needs_events(&pods) {
+            self.api::<Event>(namespace).list(&ListParams::default().fields("type=Warning")).await.platform()?.items
+        } else {
+            Vec::new()
+        };
+        Ok(diagnose::problem(&pods, claim, &events))
+    }
+
+    /// Waits for the restore Job of `generation`, then for the VolumeSnapshot of its volume;
+    /// returns the snapshot's status.
+    async fn restore_and_snapshot(
+        &self,
+        project: &str,
+        namespace: &str,
+        generation: u64,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<serde_json::Value, RuntimeError> {
+        let jobs = self.api::<Job>(namespace);
+        let job_name = resources::restore_job_name(generation);
+        let pods = format!("job-name={job_name}");
+        let golden = resources::golden_name(generation);
+        let wait = Wait::new("the restore", self.waits.every, self.waits.restore);
+        let mut patience = Patience::new(self.waits.stuck);
+        loop {
+            if cancel.is_cancelled() {
+                return Err(RuntimeError::Cancelled);
+            }
+            let job = jobs.get(&job_name).await.platform()?;
+            match job_outcome(&job) {
+                Some(Ok(())) => break,
+                Some(Err(())) => {
+                    // The restore Job's own reason (devdb-restore's): meant for the user.
+                    let detail = self.restore_failure(namespace, &job).await;
+                    return Err(RuntimeError::Source(format!("the restore failed: {detail}")));
+                }
+                None => {}
+            }
+            if let Some(problem) = patience.observe(self.blocked(namespace, &pods, &golden).await?) {
+                return Err(RuntimeError::Stuck { step: "the restore", reason: problem.reason });
+            }
+            // "the restore failed: not done after …", for the user to see.
+            wait.next().await.map_err(|timeout| RuntimeError::Source(timeout.to_string()))?;
+        }
+        let snapshots = self.snapshots(namespace);
+        apply(&snapshots, &resources::volume_snapshot(project, generation, &self.settings)).await?;
+        let snapshot_name = resources::snapshot_name(generation);
+        let wait = Wait::new("the volume snapshot", self.waits.every, self.waits.snapshot);
+        let mut patience = Patience::new(self.waits.stuck);
+        loop {
+            let snapshot = snapshots.get(&snapshot_name).await.platform()?;
+            let status = &snapshot.data["status"];
+            if status["readyToUse"] == true {
+                return Ok(status.clone());
+            }
+            // The snapshotter reports errors it retries (throttling, a busy volume) the same way
+            // as lasting ones: only one that stays is a failure.
+            let error = status["error"]["message"].as_str();
+            let problem = error.map(|e| Problem { blocker: Blocker::Snapshot, reason: e.to_string() });
+            if let Some(problem) = patience.observe(problem) {
+                return Err(RuntimeError::Stuck { step: "the volume snapshot", reason: problem.reason });
+            }
+            if wait.next().await.is_err() {
+                let late = format!("not ready after {}", humantime::format_duration(self.waits.snapshot));
+                let reason = error.map_or_else(|| late.clone(), |e| format!("{e} ({late})"));
+                return Err(RuntimeError::Stuck { step: "the volume snapshot", reason });
+            }
+        }
+    }
+
     /// Removes a database's objects (by label) and waits until its volume is gone, so a clone
     /// can take the same name.
     async fn remove_instance(&self, name: &Name, namespace: &str) -> Result<(), RuntimeError> {
@@ -144,6 +222,26 @@ impl KubeRuntime {
             wait.next().await?;
         }
         Ok(())
+    }
+
+    /// Waits until a database's pod answers its readiness query, failing early when something
+    /// blocks it.
+    async fn wait_ready(&self, database: &DatabaseRecord, namespace: &str) -> Result<(), RuntimeError> {
+        let statefulsets = self.api::<StatefulSet>(namespace);
+        let pods = resources::selector(database.project.as_str(), Some(database.name.as_str()));
+        let data = resources::data_name(database.name.as_str());
+        let wait = Wait::new("starting the database", self.waits.every, self.waits.ready);
+        let mut patience = Patience::new(self.waits.stuck);
+        loop {
+            let sts = statefulsets.get(database.name.as_str()).await.platform()?;
+            if sts.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
+                return Ok(());
+            }
+            if let Some(problem) = patience.observe(self.blocked(namespace, &pods, &data).await?) {
+                return Err(RuntimeError::Stuck { step: "starting the database", reason: problem.reason });
+            }
+            wait.next().await?;
+        }
     }
 
     /// Applies what a database runs on, except its volume.
@@ -227,45 +325,17 @@ impl Runtime for KubeRuntime {
         let job =
             resources::restore_job(name, generation, &project.database, project.allow_private_source, &self.settings);
         apply(&jobs, &job).await?;
-        let wait = Wait::new("the restore", self.waits.every, self.waits.restore);
-        let failure = loop {
-            if cancel.is_cancelled() {
-                // The project was deleted: its Job (and the download in it) stops now.
+        let ready = match self.restore_and_snapshot(name, &namespace, generation, &cancel).await {
+            Ok(ready) => ready,
+            // The cluster API failed: the next pass adopts the Job (or snapshot) still there.
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => {
+                // Nothing of a failed (or cancelled) restore stays behind.
+                delete(&self.snapshots(&namespace), &resources::snapshot_name(generation)).await?;
                 delete(&jobs, &job_name).await?;
                 delete(&pvcs, &golden).await?;
-                return Err(RuntimeError::Cancelled);
+                return Err(error);
             }
-            let job = jobs.get(&job_name).await.platform()?;
-            match job_outcome(&job) {
-                Some(Ok(())) => break None,
-                Some(Err(())) => break Some(self.restore_failure(&namespace, &job).await),
-                None => {}
-            }
-            if let Err(timeout) = wait.next().await {
-                break Some(timeout.to_string());
-            }
-        };
-        if let Some(detail) = failure {
-            // Nothing of a failed restore stays behind.
-            delete(&jobs, &job_name).await?;
-            delete(&pvcs, &golden).await?;
-            // The restore Job's own reason (devdb-restore's, or the wait's): meant for the user.
-            return Err(RuntimeError::Source(format!("the restore failed: {detail}")));
-        }
-        let snapshots = self.snapshots(&namespace);
-        apply(&snapshots, &resources::volume_snapshot(name, generation, &self.settings)).await?;
-        let snapshot_name = resources::snapshot_name(generation);
-        let wait = Wait::new("the volume snapshot", self.waits.every, self.waits.snapshot);
-        let ready = loop {
-            let snapshot = snapshots.get(&snapshot_name).await.platform()?;
-            let status = &snapshot.data["status"];
-            if let Some(error) = status["error"]["message"].as_str() {
-                return Err(RuntimeError::Step { step: "the volume snapshot", detail: error.to_string() });
-            }
-            if status["readyToUse"] == true {
-                break status.clone();
-            }
-            wait.next().await?;
         };
         // The snapshot holds the data now: the Job and the golden volume can go.
         delete(&jobs, &job_name).await?;
@@ -319,14 +389,16 @@ impl Runtime for KubeRuntime {
         resources::owned_by(&mut pvc.metadata, "Database", database.name.as_str(), &database.id);
         apply(&pvcs, &pvc).await?;
         self.apply_instance(database, project).await?;
-        let statefulsets = self.api::<StatefulSet>(&namespace);
-        let wait = Wait::new("starting the database", self.waits.every, self.waits.ready);
-        loop {
-            let sts = statefulsets.get(database.name.as_str()).await.platform()?;
-            if sts.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
-                return Ok(());
+        match self.wait_ready(database, &namespace).await {
+            Err(error) if !error.is_transient() => {
+                // A pod that cannot start stops trying (pulling, crash-looping, holding a node's
+                // attachment); the fresh clone goes too, and a reset starts over.
+                let selector = database_selector(database.name.as_str());
+                delete_labelled::<StatefulSet>(&self.client, &selector).await?;
+                delete_labelled::<PersistentVolumeClaim>(&self.client, &selector).await?;
+                Err(error)
             }
-            wait.next().await?;
+            result => result,
         }
     }
 

@@ -51,6 +51,11 @@ struct Cluster {
 }
 
 fn cluster(settings: ClusterSettings) -> Cluster {
+    impatient_cluster(settings, Duration::from_secs(3600))
+}
+
+/// A cluster whose waits fail once a pod has been blocked for `stuck`.
+fn impatient_cluster(settings: ClusterSettings, stuck: Duration) -> Cluster {
     let (client, server) = apiserver::client();
     let waits = Waits {
         every: Duration::from_millis(1),
@@ -58,6 +63,7 @@ fn cluster(settings: ClusterSettings) -> Cluster {
         snapshot: Duration::from_secs(30),
         ready: Duration::from_secs(30),
         release: Duration::from_secs(30),
+        stuck,
     };
     let domain = Domain::new("db.example.com").expect("domain");
     let runtime = Arc::new(KubeRuntime::new(client.clone(), settings, 16, domain, 5432, waits));
@@ -178,6 +184,112 @@ fn restore_steps(project_record_password: &str) -> Vec<Step> {
     ]
 }
 
+const JOBS: &str = "/apis/batch/v1/namespaces/devdb-shop/jobs";
+const SNAPSHOTS: &str = "/apis/snapshot.storage.k8s.io/v1/namespaces/devdb-shop/volumesnapshots";
+
+/// The list of the restore Job's pods.
+fn job_pods(pods: Vec<Value>) -> Step {
+    Step::list(&format!("{NS}/pods?labelSelector=job-name%3Drestore-1"), pods)
+}
+
+/// The list of the database's pods.
+fn database_pods(pods: Vec<Value>) -> Step {
+    let selector = "app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fdatabase%3Dkate-pg%2Cdevdb.io%2Fproject%3Dshop";
+    Step::list(&format!("{NS}/pods?labelSelector={selector}"), pods)
+}
+
+/// The list of the project namespace's Warning events.
+fn warnings(events: Vec<Value>) -> Step {
+    Step::list(&format!("{NS}/events?fieldSelector=type%3DWarning"), events)
+}
+
+fn pod(name: &str, status: Value) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "namespace": "devdb-shop" }, "status": status })
+}
+
+fn running_pod(name: &str) -> Value {
+    pod(name, json!({ "phase": "Running" }))
+}
+
+fn unschedulable_pod(name: &str, message: &str) -> Value {
+    pod(
+        name,
+        json!({ "phase": "Pending", "conditions": [
+            { "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message },
+        ] }),
+    )
+}
+
+fn warning(kind: &str, name: &str, reason: &str, message: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": { "name": format!("{name}.1"), "namespace": "devdb-shop" },
+        "involvedObject": { "kind": kind, "name": name, "namespace": "devdb-shop" },
+        "type": "Warning", "reason": reason, "message": message, "lastTimestamp": "2026-12-02T10:00:00Z",
+    })
+}
+
+/// The Job found done, the snapshot taken, and its status on each look.
+fn job_done_then_snapshot(looks: Vec<Value>) -> Vec<Step> {
+    let mut steps = vec![
+        Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        Step::apply(&format!("{SNAPSHOTS}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
+    ];
+    steps.extend(looks.into_iter().map(|status| Step::get(&format!("{SNAPSHOTS}/snapshot-1")).reply(snapshot(status))));
+    steps
+}
+
+/// After the snapshot is ready: the Job and golden volume go, the project is ready, older
+/// generations are removed and its databases woken.
+fn snapshot_ready_steps() -> Vec<Step> {
+    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration%21%3D1";
+    vec![
+        Step::delete(&format!("{JOBS}/restore-1")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!({ "phase": "restoring" }))),
+        Step::patch(&format!("{PROJECTS}/shop/status"))
+            .reply(ready_project())
+            .has(json!({ "status": { "phase": "ready" } })),
+        event("SnapshotReady", "Project", "shop"),
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+        Step::delete(&format!("{SNAPSHOTS}?{others}")),
+        Step::delete(&format!("{JOBS}?{others}")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims?{others}")),
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+    ]
+}
+
+/// The database's objects of these kinds, each listed by label in all namespaces and deleted.
+fn removed_by_label(kinds: &[&str]) -> Vec<Step> {
+    let networkpolicies = "/apis/networking.k8s.io/v1/namespaces/devdb-shop/networkpolicies";
+    let table = [
+        ("StatefulSet", "/apis/apps/v1/statefulsets", "kate-pg", STATEFULSET.to_string()),
+        ("Service", "/api/v1/services", "kate-pg", format!("{NS}/services/kate-pg")),
+        (
+            "NetworkPolicy",
+            "/apis/networking.k8s.io/v1/networkpolicies",
+            "kate-pg-proxy-only",
+            format!("{networkpolicies}/kate-pg-proxy-only"),
+        ),
+        ("Secret", "/api/v1/secrets", "kate-pg-credentials", format!("{NS}/secrets/kate-pg-credentials")),
+        (
+            "PersistentVolumeClaim",
+            "/api/v1/persistentvolumeclaims",
+            "kate-pg-data",
+            format!("{NS}/persistentvolumeclaims/kate-pg-data"),
+        ),
+    ];
+    kinds
+        .iter()
+        .flat_map(|kind| {
+            let (kind, collection, name, object) = table.iter().find(|row| row.0 == *kind).expect("a known kind");
+            let found = json!({ "kind": kind, "metadata": { "name": name, "namespace": "devdb-shop" } });
+            [Step::list(&format!("{collection}?{SELECTOR}"), vec![found]), Step::delete(object)]
+        })
+        .collect()
+}
+
 fn background() -> Value {
     json!({ "propagationPolicy": "Background" })
 }
@@ -211,6 +323,8 @@ async fn a_project_is_restored_by_a_job_then_snapshotted() {
     steps.extend(restore_steps(&project_password()));
     steps.extend([
         Step::get(&format!("{jobs}/restore-1")).reply(job(json!({ "active": 1 }))),
+        // Not done yet: is anything blocking its pod? (No: it runs.)
+        job_pods(vec![running_pod("restore-1-abcde")]),
         Step::get(&format!("{jobs}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
         Step::apply(&format!("{snapshots}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
         Step::get(&format!("{snapshots}/snapshot-1")).reply(snapshot(json!({ "readyToUse": false }))),
@@ -270,7 +384,8 @@ async fn a_failed_restore_leaves_nothing_behind_and_says_why() {
     steps.extend(restore_steps(&project_password()));
     steps.extend([
         Step::get(&format!("{jobs}/restore-1")).reply(failed),
-        Step::list(&format!("{NS}/pods?labelSelector=job-name%3Drestore-1"), vec![pod]),
+        job_pods(vec![pod]),
+        Step::delete(&format!("{SNAPSHOTS}/snapshot-1")),
         Step::delete(&format!("{jobs}/restore-1")),
         Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
         Step::get(&format!("{PROJECTS}/shop")).reply(project(json!({ "phase": "restoring" }))),
@@ -351,6 +466,7 @@ async fn a_database_is_cloned_from_the_snapshot_and_runs_once_its_pod_is_ready()
     steps.extend(instance_steps());
     steps.extend([
         Step::get(STATEFULSET).reply(statefulset(0)),
+        database_pods(vec![running_pod("kate-pg-0")]),
         Step::get(STATEFULSET).reply(statefulset(1)),
         Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "creating" }), 0, false)),
         Step::patch(&format!("{DATABASES}/kate-pg/status"))
@@ -414,37 +530,22 @@ async fn a_reset_removes_the_clone_by_label_and_clones_again_with_the_same_crede
 async fn a_deleted_database_loses_everything_it_had_by_label_then_its_finalizer() {
     let mut c = cluster(settings());
     let running = json!({ "phase": "running", "snapshotGeneration": 1 });
-    let found =
-        |kind: &str, name: &str| json!({ "kind": kind, "metadata": { "name": name, "namespace": "devdb-shop" } });
-    let steps = vec![
+    let mut steps = vec![
         Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, true)),
         Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, true)),
         Step::patch(&format!("{DATABASES}/kate-pg/status"))
             .reply(database(json!({ "phase": "deleting" }), 0, true))
             .has(json!({ "status": { "phase": "deleting" } })),
         event("Deleting", "Database", "kate-pg"),
-        Step::list(&format!("/apis/apps/v1/statefulsets?{SELECTOR}"), vec![found("StatefulSet", "kate-pg")]),
-        Step::delete(STATEFULSET),
-        Step::list(&format!("/api/v1/services?{SELECTOR}"), vec![found("Service", "kate-pg")]),
-        Step::delete(&format!("{NS}/services/kate-pg")),
-        Step::list(
-            &format!("/apis/networking.k8s.io/v1/networkpolicies?{SELECTOR}"),
-            vec![found("NetworkPolicy", "kate-pg-proxy-only")],
-        ),
-        Step::delete("/apis/networking.k8s.io/v1/namespaces/devdb-shop/networkpolicies/kate-pg-proxy-only"),
-        Step::list(&format!("/api/v1/secrets?{SELECTOR}"), vec![found("Secret", "kate-pg-credentials")]),
-        Step::delete(&format!("{NS}/secrets/kate-pg-credentials")),
-        Step::list(
-            &format!("/api/v1/persistentvolumeclaims?{SELECTOR}"),
-            vec![found("PersistentVolumeClaim", "kate-pg-data")],
-        ),
-        Step::delete(&format!("{NS}/persistentvolumeclaims/kate-pg-data")),
+    ];
+    steps.extend(removed_by_label(&["StatefulSet", "Service", "NetworkPolicy", "Secret", "PersistentVolumeClaim"]));
+    steps.extend([
         // Then the resource may go.
         Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "deleting" }), 0, true)),
         Step::patch(&format!("{DATABASES}/kate-pg"))
             .reply(database(json!({ "phase": "deleting" }), 0, true))
             .body(json!({ "metadata": { "resourceVersion": "11", "finalizers": [] } })),
-    ];
+    ]);
     c.pass(Key::Database(name("kate-pg")), steps).await;
     assert!(c.asked_for().is_empty());
 }
@@ -452,8 +553,6 @@ async fn a_deleted_database_loses_everything_it_had_by_label_then_its_finalizer(
 #[tokio::test]
 async fn a_controller_restarted_mid_restore_adopts_the_running_job() {
     let mut c = cluster(settings());
-    let jobs = "/apis/batch/v1/namespaces/devdb-shop/jobs";
-    let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/devdb-shop/volumesnapshots";
     // What the previous controller recorded before it died.
     let restoring = project(json!({
         "phase": "restoring", "progress": { "bytesDone": 0 },
@@ -466,28 +565,8 @@ async fn a_controller_restarted_mid_restore_adopts_the_running_job() {
     ];
     // Applying the same objects again changes nothing; the Job it started is waited for.
     steps.extend(restore_steps(&project_password()));
-    steps.extend([
-        Step::get(&format!("{jobs}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
-        Step::apply(&format!("{snapshots}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
-        Step::get(&format!("{snapshots}/snapshot-1"))
-            .reply(snapshot(json!({ "readyToUse": true, "restoreSize": "2Gi" }))),
-        Step::delete(&format!("{jobs}/restore-1")),
-        Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
-        Step::get(&format!("{PROJECTS}/shop")).reply(project(json!({ "phase": "restoring" }))),
-        Step::patch(&format!("{PROJECTS}/shop/status"))
-            .reply(ready_project())
-            .has(json!({ "status": { "phase": "ready" } })),
-        event("SnapshotReady", "Project", "shop"),
-        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
-        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
-    ]);
-    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration%21%3D1";
-    steps.extend([
-        Step::delete(&format!("{snapshots}?{others}")),
-        Step::delete(&format!("{jobs}?{others}")),
-        Step::delete(&format!("{NS}/persistentvolumeclaims?{others}")),
-        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
-    ]);
+    steps.extend(job_done_then_snapshot(vec![json!({ "readyToUse": true, "restoreSize": "2Gi" })]));
+    steps.extend(snapshot_ready_steps());
     c.pass(Key::Project(name("shop")), steps).await;
 }
 
@@ -775,4 +854,214 @@ async fn a_write_that_loses_a_race_is_recomputed_from_the_newer_resource() {
     let error = c.failing_pass(Key::Database(name("kate-pg")), steps).await;
     assert!(error.contains("InternalError") && error.contains("retrying"), "the log has the whole error: {error}");
     assert!(c.asked_for().is_empty());
+}
+
+/// Waits that fail early: a pod that cannot run says why on the resource, in the platform's
+/// words, and what was half made goes.
+mod blocked {
+    use super::*;
+
+    /// The steps of a restore pass up to the Job's first look, which finds it still active.
+    fn restore_until_active() -> Vec<Step> {
+        let mut steps = vec![
+            Step::get(&format!("{PROJECTS}/shop")).reply(project(json!(null))),
+            Step::get(&format!("{PROJECTS}/shop")).reply(project(json!(null))),
+            Step::patch(&format!("{PROJECTS}/shop/status")).reply(project(json!({ "phase": "restoring" }))),
+            event("Restoring", "Project", "shop"),
+        ];
+        steps.extend(restore_steps(&project_password()));
+        steps.push(Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "active": 1 }))));
+        steps
+    }
+
+    /// The restore's objects removed, and the project failed with `error`.
+    fn restore_failed(error: &str) -> Vec<Step> {
+        vec![
+            Step::delete(&format!("{SNAPSHOTS}/snapshot-1")),
+            Step::delete(&format!("{JOBS}/restore-1")),
+            Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+            Step::get(&format!("{PROJECTS}/shop")).reply(project(json!({ "phase": "restoring" }))),
+            Step::patch(&format!("{PROJECTS}/shop/status"))
+                .reply(project(json!({ "phase": "failed" })))
+                .has(json!({ "status": { "phase": "failed", "error": error } })),
+            Step::post(EVENTS).has(json!({ "type": "Warning", "reason": "RestoreFailed", "note": error })),
+            Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_restore_pod_no_node_can_take_fails_with_the_schedulers_reason_and_leaves_nothing() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let full = "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available.";
+        let mut steps = restore_until_active();
+        steps.extend([job_pods(vec![unschedulable_pod("restore-1-abcde", full)]), warnings(vec![])]);
+        steps.extend(restore_failed(&format!("the restore cannot go on: no node can take its pod: {full}")));
+        c.pass(Key::Project(name("shop")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_golden_volume_that_cannot_be_provisioned_fails_the_restore_with_the_provisioners_reason() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let unbound = "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims.";
+        let missing = "storageclass.storage.k8s.io \"gp3\" not found";
+        let mut steps = restore_until_active();
+        steps.extend([
+            job_pods(vec![unschedulable_pod("restore-1-abcde", unbound)]),
+            warnings(vec![
+                warning("PersistentVolumeClaim", "golden-1", "ProvisioningFailed", missing),
+                warning("Pod", "restore-1-abcde", "FailedScheduling", unbound),
+            ]),
+        ]);
+        steps.extend(restore_failed(&format!(
+            "the restore cannot go on: its volume golden-1 cannot be provisioned: {missing}"
+        )));
+        c.pass(Key::Project(name("shop")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_blocked_restore_is_waited_on_while_it_may_clear() {
+        // The patience is long: an unschedulable pod (a node being added) is looked at again,
+        // and the restore goes on once it runs.
+        let mut c = cluster(settings());
+        let mut steps = restore_until_active();
+        steps.extend([
+            job_pods(vec![unschedulable_pod("restore-1-abcde", "0/3 nodes are available: 3 Insufficient cpu.")]),
+            warnings(vec![]),
+            Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "active": 1 }))),
+            job_pods(vec![running_pod("restore-1-abcde")]),
+            // Cancelled here, by the project's deletion, to end the scenario.
+        ]);
+        let reconciler = c.reconciler.clone();
+        let pass = tokio::spawn(async move { reconciler.reconcile(&Key::Project(name("shop"))).await });
+        c.server.run(steps).await;
+        assert!(!pass.is_finished(), "still waiting for the Job");
+        pass.abort();
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_error_that_clears_is_waited_out() {
+        let mut c = cluster(settings());
+        let mut steps = restore_until_active();
+        let throttled = "Failed to create snapshot: error creating snapshot: RequestLimitExceeded";
+        steps.push(job_pods(vec![running_pod("restore-1-abcde")]));
+        steps.extend(job_done_then_snapshot(vec![
+            json!({ "readyToUse": false, "error": { "message": throttled } }),
+            json!({ "readyToUse": false }),
+            json!({ "readyToUse": true, "restoreSize": "2Gi" }),
+        ]));
+        steps.extend(snapshot_ready_steps());
+        c.pass(Key::Project(name("shop")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_error_that_stays_fails_the_project_and_removes_snapshot_job_and_volume() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let mut steps = restore_until_active();
+        let denied = "Failed to check and update snapshot content: UnauthorizedOperation: not authorized to perform ec2:CreateSnapshot";
+        steps.push(job_pods(vec![running_pod("restore-1-abcde")]));
+        steps.extend(job_done_then_snapshot(vec![json!({ "readyToUse": false, "error": { "message": denied } })]));
+        steps.extend(restore_failed(&format!("the volume snapshot cannot go on: {denied}")));
+        c.pass(Key::Project(name("shop")), steps).await;
+    }
+
+    /// The steps of a clone pass up to the StatefulSet's first look, which finds no ready pod.
+    fn clone_until_waiting() -> Vec<Step> {
+        let mut steps = vec![
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+            Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!(null), 0, false)),
+            Step::patch(&format!("{DATABASES}/kate-pg/status")).reply(database(
+                json!({ "phase": "creating" }),
+                0,
+                false,
+            )),
+            Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).fail(404, "NotFound"),
+        ];
+        steps.extend(instance_steps());
+        steps.push(Step::get(STATEFULSET).reply(statefulset(0)));
+        steps
+    }
+
+    /// The clone's pod and volume removed by label, and the database in error with `error`.
+    fn clone_failed(error: &str) -> Vec<Step> {
+        let mut steps = removed_by_label(&["StatefulSet", "PersistentVolumeClaim"]);
+        steps.extend([
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "creating" }), 0, false)),
+            Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                .reply(database(json!({ "phase": "error" }), 0, false))
+                .has(json!({ "status": { "phase": "error", "error": error } })),
+            Step::post(EVENTS).has(json!({ "type": "Warning", "note": error })),
+        ]);
+        steps
+    }
+
+    #[tokio::test]
+    async fn a_clone_whose_image_cannot_be_pulled_fails_early_and_its_pod_and_volume_go() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let backoff = pod(
+            "kate-pg-0",
+            json!({ "phase": "Pending", "containerStatuses": [{
+                "name": "postgres", "image": "devdb/postgres-db:16", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image \"devdb/postgres-db:16\"" } },
+            }] }),
+        );
+        let mut steps = clone_until_waiting();
+        // The pod's own status says why: no events needed.
+        steps.push(database_pods(vec![backoff]));
+        steps.extend(clone_failed(
+            "starting the database cannot go on: its image devdb/postgres-db:16 cannot be pulled: \
+             Back-off pulling image \"devdb/postgres-db:16\"",
+        ));
+        c.pass(Key::Database(name("kate-pg")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_clone_on_nodes_at_their_volume_attach_limit_fails_early_and_says_so() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let full = "0/2 nodes are available: 2 node(s) exceed max volume count.";
+        let mut steps = clone_until_waiting();
+        steps.extend([database_pods(vec![unschedulable_pod("kate-pg-0", full)]), warnings(vec![])]);
+        steps.extend(clone_failed(&format!(
+            "starting the database cannot go on: no node can attach another volume (each database holds one; \
+             add nodes or delete databases, see the README's capacity section): {full}"
+        )));
+        c.pass(Key::Database(name("kate-pg")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_clone_whose_volume_cannot_be_made_from_the_snapshot_fails_with_the_provisioners_reason() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let why = "failed to provision volume with StorageClass \"gp3\": rpc error: code = Internal desc = \
+                   Could not create volume: SnapshotNotFound";
+        let mut steps = clone_until_waiting();
+        steps.extend([
+            // No pod yet: the StatefulSet's pod waits for its claim.
+            database_pods(vec![]),
+            warnings(vec![warning("PersistentVolumeClaim", "kate-pg-data", "ProvisioningFailed", why)]),
+        ]);
+        steps.extend(clone_failed(&format!(
+            "starting the database cannot go on: its volume kate-pg-data cannot be provisioned: {why}"
+        )));
+        c.pass(Key::Database(name("kate-pg")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_crash_looping_database_fails_with_its_last_words() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let crashing = pod(
+            "kate-pg-0",
+            json!({ "phase": "Running", "containerStatuses": [{
+                "name": "postgres", "image": "devdb/postgres-db:16", "imageID": "", "ready": false, "restartCount": 3,
+                "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 40s" } },
+                "lastState": { "terminated": { "exitCode": 1, "message": "FATAL:  data directory \"/var/lib/postgresql/data/pgdata\" has invalid permissions" } },
+            }] }),
+        );
+        let mut steps = clone_until_waiting();
+        steps.push(database_pods(vec![crashing]));
+        steps.extend(clone_failed(
+            "starting the database cannot go on: it keeps exiting (3 restarts): \
+             FATAL:  data directory \"/var/lib/postgresql/data/pgdata\" has invalid permissions",
+        ));
+        c.pass(Key::Database(name("kate-pg")), steps).await;
+    }
 }
