@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
 """Checks the devdb chart without a cluster: helm lint (strict), then render it with the default
 values and with every option on, and validate each manifest against the official Kubernetes JSON
-schemas (kubernetes-validate --strict). Needs: pip install helm-python-sdk kubernetes-validate.
-Exits non-zero on any finding."""
+schemas (kubernetes-validate --strict). Also evaluates the controller's admission policy (CEL, with cel-python) on the requests it must
+allow and refuse, and renders the values it must refuse. Needs: pip install helm-python-sdk
+kubernetes-validate cel-python. Exits non-zero on any finding."""
 
 import pathlib
 import subprocess
 import sys
 import tempfile
 
+import celpy
 import helm_python as helm
+import yaml
 
 CHART = pathlib.Path(__file__).resolve().parent / "devdb"
+# Offline, Helm sees no VolumeSnapshot CRDs: the variants render as on a cluster that has them.
+CRDS_PRESENT = {"storage": {"checkSnapshotCrds": False}}
 VARIANTS = {
-    "defaults": {},
+    "defaults": CRDS_PRESENT,
     "everything-on": {
+        "storage": {"checkSnapshotCrds": False},
         "tls": {"certManager": {"enabled": True}},
         "controller": {"tokensSecret": "devdb-tokens"},
         "loadBalancers": {
-            "api": {"sslCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc"},
+            "api": {"enabled": True, "sslCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc"},
             "database": {"sourceRanges": ["203.0.113.0/24"]},
         },
         "proxy": {"replicas": 3, "proxyProtocol": False},
@@ -26,10 +32,110 @@ VARIANTS = {
 }
 
 
+CONTROLLER = "system:serviceaccount:devdb:devdb-controller"
+DEVDB = {"app.kubernetes.io/managed-by": "devdb"}
+
+
+def namespace(name, labels=None):
+    return {"metadata": {"name": name, **({"labels": labels} if labels is not None else {})}}
+
+
+def binding(role, kind="ClusterRole"):
+    return {"metadata": {"name": "devdb-controller"}, "roleRef": {"kind": kind, "name": role}}
+
+
+# (what, resource, operation, object, oldObject, namespaceObject, allowed)
+POLICY_CASES = [
+    ("create its project namespace", "namespaces", "CREATE", namespace("devdb-shop", DEVDB), None, None, True),
+    ("delete its project namespace", "namespaces", "DELETE", None, namespace("devdb-shop", DEVDB), None, True),
+    ("relabel its namespace", "namespaces", "UPDATE", namespace("devdb-shop", DEVDB), namespace("devdb-shop", DEVDB), None, True),
+    ("delete kube-system", "namespaces", "DELETE", None, namespace("kube-system", {}), None, False),
+    ("delete an unlabelled namespace", "namespaces", "DELETE", None, namespace("devdb-other"), None, False),
+    ("label another namespace as DevDB's", "namespaces", "UPDATE", namespace("devdb-x", DEVDB), namespace("devdb-x", {}), None, False),
+    ("create an unlabelled namespace", "namespaces", "CREATE", namespace("devdb-shop", {}), None, None, False),
+    ("create a labelled namespace not named devdb-", "namespaces", "CREATE", namespace("payments", DEVDB), None, None, False),
+    ("bind the project role in its namespace", "rolebindings", "CREATE", binding("devdb-project"), None, namespace("devdb-shop", DEVDB), True),
+    ("bind the project role in kube-system", "rolebindings", "CREATE", binding("devdb-project"), None, namespace("kube-system", {}), False),
+    ("bind cluster-admin in its namespace", "rolebindings", "CREATE", binding("cluster-admin"), None, namespace("devdb-shop", DEVDB), False),
+    ("bind a Role of the same name", "rolebindings", "CREATE", binding("devdb-project", "Role"), None, namespace("devdb-shop", DEVDB), False),
+    ("delete a binding elsewhere", "rolebindings", "DELETE", None, binding("x"), namespace("default"), False),
+]
+
+
+def check_admission_policy(manifests) -> int:
+    """Evaluates the policy's matchConditions, variables and validations on POLICY_CASES."""
+    text = next(t for p, t in manifests.items() if p.endswith("admission-policy.yaml"))
+    policy = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "ValidatingAdmissionPolicy")["spec"]
+    env = celpy.Environment()
+
+    def run(expression, activation):
+        return env.program(env.compile(expression)).evaluate(activation)
+
+    failures = 0
+    for what, resource, operation, obj, old, ns, allowed in POLICY_CASES:
+        for user, applies in ((CONTROLLER, True), ("system:serviceaccount:devdb:someone-else", False)):
+            activation = {
+                "request": celpy.json_to_cel(
+                    {"userInfo": {"username": user}, "operation": operation, "resource": {"resource": resource}}
+                ),
+                "object": celpy.json_to_cel(obj),
+                "oldObject": celpy.json_to_cel(old),
+                "namespaceObject": celpy.json_to_cel(ns),
+            }
+            matched = all(bool(run(c["expression"], activation)) for c in policy["matchConditions"])
+            if matched != applies:
+                print(f"admission policy: {what} by {user}: matched={matched}")
+                failures += 1
+            if not matched:
+                continue
+            variables = celpy.celtypes.MapType()
+            activation["variables"] = variables
+            for variable in policy["variables"]:
+                # Kubernetes evaluates variables only when used: one that cannot be evaluated
+                # here (a namespace's namespaceObject) is an error value, as it would be there.
+                try:
+                    value = run(variable["expression"], activation)
+                except celpy.evaluation.CELEvalError as error:
+                    value = error
+                variables[celpy.celtypes.StringType(variable["name"])] = value
+            refusals = [v["message"] for v in policy["validations"] if not bool(run(v["expression"], activation))]
+            if (not refusals) != allowed:
+                print(f"admission policy: {what}: {'refused' if refusals else 'allowed'} ({refusals})")
+                failures += 1
+    print(f"admission policy: {len(POLICY_CASES)} requests checked")
+    return failures
+
+
+# Values the chart must refuse to render, and words its message must contain.
+REFUSALS = [
+    ("no VolumeSnapshot CRDs in the cluster", {}, "no VolumeSnapshot CRDs"),
+    (
+        "a public API load balancer without TLS",
+        {**CRDS_PRESENT, "loadBalancers": {"api": {"enabled": True}}},
+        "sslCertificateArn",
+    ),
+]
+
+
+def check_refusals(chart) -> int:
+    failures = 0
+    for what, values, words in REFUSALS:
+        try:
+            chart.render(values, name="devdb", namespace="devdb", is_install=True)
+            print(f"refusal: {what}: rendered, but must be refused")
+            failures += 1
+        except Exception as error:  # the SDK's HelmRenderError
+            if words not in str(error):
+                print(f"refusal: {what}: refused without saying {words!r}: {error}")
+                failures += 1
+    print(f"refusals: {len(REFUSALS)} checked")
+    return failures
+
+
 def controller_env() -> int:
     """Prints the environment variable names the chart gives the controller, one per line."""
     chart = helm.Chart.load(CHART)
-    for path, text in chart.render({}, name="devdb", namespace="devdb", is_install=True).items():
+    for path, text in chart.render(CRDS_PRESENT, name="devdb", namespace="devdb", is_install=True).items():
         if path.endswith("templates/controller.yaml"):
             for line in text.splitlines():
                 line = line.strip()
@@ -55,6 +161,7 @@ def main() -> int:
     print(f"chart {chart.name} {chart.version}: {len(crds)} CRDs")
     if len(crds) != 2:
         failures += 1
+    failures += check_refusals(chart)
     with tempfile.TemporaryDirectory() as tmp:
         for variant, values in VARIANTS.items():
             manifests = chart.render(values, name="devdb", namespace="devdb", is_install=True)
@@ -66,6 +173,8 @@ def main() -> int:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(text)
                 files.append(str(out))
+            if variant == "defaults":
+                failures += check_admission_policy(manifests)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")

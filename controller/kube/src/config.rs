@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::resources::ClusterSettings;
+use crate::resources::{ClusterSettings, ProjectAccess};
 use crate::runtime::Waits;
 
 /// Flags of the Kubernetes runtime (the Helm chart sets them all).
@@ -44,6 +44,16 @@ pub struct KubeArgs {
     /// AWS_REGION, …) restore Jobs get as environment, for s3:// sources.
     #[arg(long, env = "DEVDB_CONTROLLER_SOURCE_CREDENTIALS")]
     pub source_credentials: Option<String>,
+
+    /// The ClusterRole each project's namespace grants the controller, through a RoleBinding
+    /// the controller makes there (the chart's `<release>-project`). Empty: none is made, the
+    /// controller's own role must allow everything (development clusters).
+    #[arg(long, env = "DEVDB_CONTROLLER_PROJECT_ROLE", requires = "service_account")]
+    pub project_role: Option<String>,
+
+    /// The controller's ServiceAccount (in --namespace), the subject of those RoleBindings.
+    #[arg(long, env = "DEVDB_CONTROLLER_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
 
     /// Secret key (32+ characters) database and project passwords are derived from; keep it
     /// stable (the chart keeps it in a Secret).
@@ -119,6 +129,10 @@ impl TryFrom<KubeArgs> for KubeConfig {
                 proxy_labels,
                 controller_namespace: args.namespace,
                 source_credentials: non_empty(args.source_credentials),
+                project_access: non_empty(args.project_role).map(|cluster_role| ProjectAccess {
+                    cluster_role,
+                    service_account: args.service_account.unwrap_or_default(),
+                }),
             },
             db_version: args.db_version,
             secret_key,
@@ -169,6 +183,14 @@ mod tests {
         assert_eq!(kube.cluster.proxy_namespace, "platform");
         assert_eq!(kube.cluster.storage_class, None, "empty means the default class");
         assert_eq!(kube.cluster.proxy_labels.get("tier").map(String::as_str), Some("edge"));
+        assert!(kube.cluster.project_access.is_none(), "no per-project grant unless asked");
+        let args = ["x", "--secret-key", &key, "--project-role", "devdb-project", "--service-account", "devdb-ctl"];
+        let access = KubeConfig::try_from(Cli::parse_from(args).kube).expect("valid").cluster.project_access;
+        assert_eq!(
+            access.map(|a| (a.cluster_role, a.service_account)),
+            Some(("devdb-project".into(), "devdb-ctl".into()))
+        );
+        assert!(Cli::try_parse_from(["x", "--project-role", "r"]).is_err(), "the role needs its subject");
         assert_eq!(kube.waits.stuck, Duration::from_secs(300), "five minutes: time to add a node");
         let args = Cli::parse_from(["x", "--secret-key", &key, "--stuck-after", "90s", "--snapshot-timeout", "1day"]);
         let waits = KubeConfig::try_from(args.kube).expect("valid").waits;

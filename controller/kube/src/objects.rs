@@ -1,6 +1,7 @@
 //! The few ways the kube runtime touches objects: server-side apply under one field manager,
 //! deletion by label selector (NotFound counts as done), and polling until something is ready.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -62,20 +63,23 @@ where
 }
 
 /// Deletes every `K` in any namespace carrying the labels of `selector`: what the controller
-/// made is found by its labels, never by names derived again.
+/// made is found by its labels, never by names derived again. Returns the namespaces they
+/// were in.
 ///
 /// # Errors
 /// When the API server refuses the list or a delete.
-pub async fn delete_labelled<K>(client: &Client, selector: &str) -> Result<usize, RuntimeError>
+pub async fn delete_labelled<K>(client: &Client, selector: &str) -> Result<BTreeSet<String>, RuntimeError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     let found = Api::<K>::all(client.clone()).list(&ListParams::default().labels(selector)).await.platform()?;
+    let mut namespaces = BTreeSet::new();
     for object in &found.items {
         let namespace = object.namespace().unwrap_or_default();
         delete(&Api::<K>::namespaced(client.clone(), &namespace), &object.name_any()).await?;
+        namespaces.insert(namespace);
     }
-    Ok(found.items.len())
+    Ok(namespaces)
 }
 
 /// A wait with a time limit: look, and if not done, [`Wait::next`] before looking again.

@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -47,6 +48,18 @@ pub struct ClusterSettings {
     /// environment, for `s3://` sources. It is copied into each project's namespace as
     /// [`SOURCE_CREDENTIALS`].
     pub source_credentials: Option<String>,
+    /// What each project's namespace grants the controller; `None` when its cluster-wide role
+    /// already allows everything (a development cluster).
+    pub project_access: Option<ProjectAccess>,
+}
+
+/// The per-project grant: the controller's ServiceAccount (in the controller's namespace) gets
+/// `cluster_role` in the project's namespace only. Its cluster-wide role just reads, and an
+/// admission policy keeps it to namespaces DevDB made (see the chart).
+#[derive(Debug, Clone)]
+pub struct ProjectAccess {
+    pub cluster_role: String,
+    pub service_account: String,
 }
 
 /// The restore Job's copy of the source credentials, in the project's namespace.
@@ -128,6 +141,24 @@ pub fn namespace(project: &str) -> Namespace {
             ..ObjectMeta::default()
         },
         ..Namespace::default()
+    }
+}
+
+/// The RoleBinding giving the controller its per-project role in the project's namespace.
+pub fn project_role_binding(project: &str, access: &ProjectAccess, controller_namespace: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta("devdb-controller", project, None),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: access.cluster_role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: access.service_account.clone(),
+            namespace: Some(controller_namespace.into()),
+            ..Subject::default()
+        }]),
     }
 }
 
@@ -528,6 +559,10 @@ pub(crate) mod tests {
             proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
             controller_namespace: "devdb".into(),
             source_credentials: Some("devdb-s3".into()),
+            project_access: Some(ProjectAccess {
+                cluster_role: "devdb-project".into(),
+                service_account: "devdb-controller".into(),
+            }),
         }
     }
 
@@ -537,6 +572,11 @@ pub(crate) mod tests {
         let json = |v: serde_json::Result<serde_json::Value>| v.expect("serializes");
         vec![
             json(serde_json::to_value(namespace("shop"))),
+            json(serde_json::to_value(project_role_binding(
+                "shop",
+                s.project_access.as_ref().expect("access"),
+                &s.controller_namespace,
+            ))),
             json(serde_json::to_value(golden_pvc("shop", 1, &s))),
             json(serde_json::to_value(project_secret("shop", "app", "pw", Some("https://u:p@h/d.dump")))),
             json(serde_json::to_value(source_credentials(

@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::ListParams;
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
@@ -98,6 +99,13 @@ impl KubeRuntime {
         let mut ns = resources::namespace(name);
         resources::owned_by(&mut ns.metadata, "Project", name, &project.id);
         apply(&Api::<Namespace>::all(self.client.clone()), &ns).await?;
+        if let Some(access) = &self.settings.project_access {
+            // Until this binding takes effect the next writes may be refused: the pass is
+            // retried (a platform error), and the restore adopts what it finds.
+            let mut binding = resources::project_role_binding(name, access, &self.settings.controller_namespace);
+            resources::owned_by(&mut binding.metadata, "Project", name, &project.id);
+            apply(&self.api::<RoleBinding>(&namespace), &binding).await?;
+        }
         let secrets = self.api::<Secret>(&namespace);
         let secret =
             resources::project_secret(name, &project.username, &project.password, project.backup_location.as_deref());
@@ -420,11 +428,25 @@ impl Runtime for KubeRuntime {
 
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
         let selector = database_selector(name.as_str());
-        delete_labelled::<StatefulSet>(&self.client, &selector).await?;
-        delete_labelled::<Service>(&self.client, &selector).await?;
-        delete_labelled::<NetworkPolicy>(&self.client, &selector).await?;
-        delete_labelled::<Secret>(&self.client, &selector).await?;
-        delete_labelled::<PersistentVolumeClaim>(&self.client, &selector).await?;
+        let mut namespaces = delete_labelled::<StatefulSet>(&self.client, &selector).await?;
+        namespaces.extend(delete_labelled::<Service>(&self.client, &selector).await?);
+        namespaces.extend(delete_labelled::<NetworkPolicy>(&self.client, &selector).await?);
+        let volumes = Api::<PersistentVolumeClaim>::all(self.client.clone())
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .platform()?;
+        namespaces.extend(volumes.items.iter().filter_map(|v| v.namespace()));
+        // Secrets are never listed across namespaces (the controller cannot read other
+        // namespaces' Secrets): removed by label where the database's other objects are, before
+        // its volume (the last trace of where it was). One left behind by a failure is its
+        // owner's, and goes with the Database resource.
+        for namespace in &namespaces {
+            delete_matching(&self.api::<Secret>(namespace), &ListParams::default().labels(&selector)).await?;
+        }
+        for volume in &volumes.items {
+            delete(&self.api::<PersistentVolumeClaim>(&volume.namespace().unwrap_or_default()), &volume.name_any())
+                .await?;
+        }
         Ok(())
     }
 

@@ -35,6 +35,10 @@ fn settings() -> ClusterSettings {
         proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
         controller_namespace: "devdb".into(),
         source_credentials: None,
+        project_access: Some(resources::ProjectAccess {
+            cluster_role: "devdb-project".into(),
+            service_account: "devdb-controller".into(),
+        }),
     }
 }
 
@@ -165,8 +169,13 @@ fn event(reason: &str, kind: &str, name: &str) -> Step {
 fn restore_steps(project_record_password: &str) -> Vec<Step> {
     let mut namespace = resources::namespace("shop");
     resources::owned_by(&mut namespace.metadata, "Project", "shop", "uid-shop");
+    let mut binding =
+        resources::project_role_binding("shop", settings().project_access.as_ref().expect("set"), "devdb");
+    resources::owned_by(&mut binding.metadata, "Project", "shop", "uid-shop");
     vec![
         Step::apply("/api/v1/namespaces/devdb-shop", &namespace),
+        // The controller's rights in the namespace: granted there, not cluster-wide.
+        Step::apply("/apis/rbac.authorization.k8s.io/v1/namespaces/devdb-shop/rolebindings/devdb-controller", &binding),
         Step::apply(
             &format!("{NS}/secrets/restore-credentials"),
             &resources::project_secret(
@@ -272,7 +281,6 @@ fn removed_by_label(kinds: &[&str]) -> Vec<Step> {
             "kate-pg-proxy-only",
             format!("{networkpolicies}/kate-pg-proxy-only"),
         ),
-        ("Secret", "/api/v1/secrets", "kate-pg-credentials", format!("{NS}/secrets/kate-pg-credentials")),
         (
             "PersistentVolumeClaim",
             "/api/v1/persistentvolumeclaims",
@@ -538,7 +546,15 @@ async fn a_deleted_database_loses_everything_it_had_by_label_then_its_finalizer(
             .has(json!({ "status": { "phase": "deleting" } })),
         event("Deleting", "Database", "kate-pg"),
     ];
-    steps.extend(removed_by_label(&["StatefulSet", "Service", "NetworkPolicy", "Secret", "PersistentVolumeClaim"]));
+    steps.extend(removed_by_label(&["StatefulSet", "Service", "NetworkPolicy"]));
+    let volume =
+        json!({ "kind": "PersistentVolumeClaim", "metadata": { "name": "kate-pg-data", "namespace": "devdb-shop" } });
+    steps.extend([
+        Step::list(&format!("/api/v1/persistentvolumeclaims?{SELECTOR}"), vec![volume]),
+        // Secrets are never listed across namespaces: removed by label where the rest was.
+        Step::delete(&format!("{NS}/secrets?{SELECTOR}")).has(background()),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/kate-pg-data")),
+    ]);
     steps.extend([
         // Then the resource may go.
         Step::get(&format!("{DATABASES}/kate-pg")).reply(database(json!({ "phase": "deleting" }), 0, true)),
