@@ -73,6 +73,7 @@ pub async fn run_kube(
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (in-cluster service account or ~/.kube/config)")?;
+    devdb_kube::preflight::check(&client, &kube.cluster).await.context("the cluster cannot run DevDB as configured")?;
     let runtime = Arc::new(KubeRuntime::new(
         client.clone(),
         kube.cluster.clone(),

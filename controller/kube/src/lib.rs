@@ -11,7 +11,7 @@
 //!   why a pod is not running, so waits fail early with the platform's reason;
 //! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
 //!   of which runs them;
-//! - [`config`]: flags and settings.
+//! - [`config`]: flags and settings; [`preflight`]: the storage classes checked at start.
 
 pub mod config;
 pub mod crd;
@@ -19,6 +19,7 @@ pub mod diagnose;
 pub mod leader;
 pub mod objects;
 pub mod operator;
+pub mod preflight;
 pub mod resources;
 pub mod runtime;
 pub mod store;
