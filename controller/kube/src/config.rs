@@ -36,6 +36,14 @@ pub struct KubeArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_VOLUME_SIZE", default_value = "20Gi")]
     pub volume_size: String,
 
+    /// CPU a restore Job requests.
+    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_CPU", default_value = "1")]
+    pub restore_cpu: String,
+
+    /// Memory a restore Job requests and is limited to.
+    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_MEMORY", default_value = "2Gi")]
+    pub restore_memory: String,
+
     /// Labels of the proxy pods, the only peers NetworkPolicies admit to databases.
     #[arg(long, env = "DEVDB_CONTROLLER_PROXY_SELECTOR", default_value = "app.kubernetes.io/name=devdb-proxy")]
     pub proxy_selector: String,
@@ -125,6 +133,8 @@ impl TryFrom<KubeArgs> for KubeConfig {
                 storage_class: non_empty(args.storage_class),
                 volume_snapshot_class: non_empty(args.volume_snapshot_class),
                 volume_size: args.volume_size,
+                restore_cpu: args.restore_cpu,
+                restore_memory: args.restore_memory,
                 proxy_namespace: args.namespace.clone(),
                 proxy_labels,
                 controller_namespace: args.namespace,

@@ -38,6 +38,10 @@ pub struct ClusterSettings {
     pub volume_snapshot_class: Option<String>,
     /// Size of every volume, e.g. `20Gi`.
     pub volume_size: String,
+    /// What a restore Job requests (and, for memory, is limited to): it is sized, so it is
+    /// neither starved nor the first evicted.
+    pub restore_cpu: String,
+    pub restore_memory: String,
     /// Namespace the proxy pods run in, and their labels: the only peers admitted to databases.
     pub proxy_namespace: String,
     pub proxy_labels: BTreeMap<String, String>,
@@ -73,6 +77,9 @@ pub const GENERATION_LABEL: &str = "devdb.io/generation";
 const POSTGRES_UID: i64 = 999;
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+/// The restore's scratch space (download, decompressed dump, server socket), on the golden
+/// volume beside PGDATA; removed when the restore ends.
+const RESTORE_WORK_DIR: &str = "/var/lib/postgresql/data/restore-work";
 
 /// The labels on everything DevDB manages.
 pub fn labels(project: &str, database: Option<&str>) -> BTreeMap<String, String> {
@@ -311,6 +318,15 @@ pub fn restore_job(
     if allow_private_source {
         env_vars.push(env("DEVDB_ALLOW_PRIVATE_SOURCES", "true"));
     }
+    // The download and its decompressed form go to the golden volume, never the node's disk,
+    // and may take half of it: a larger source fails at once, saying so, instead of filling it.
+    env_vars.push(env("DEVDB_RESTORE_WORK_DIR", RESTORE_WORK_DIR));
+    env_vars.push(env("TMPDIR", RESTORE_WORK_DIR));
+    let volume = crate::objects::quantity_bytes(&settings.volume_size);
+    if volume > 0 {
+        env_vars.push(env("DEVDB_MAX_SOURCE_SIZE", &(volume / 2).to_string()));
+    }
+    let quantity = |q: &str| Quantity(q.to_string());
     let container = Container {
         name: "restore".into(),
         image: Some(settings.image.clone()),
@@ -328,6 +344,18 @@ pub fn restore_job(
             }]
         }),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), quantity(&settings.restore_cpu)),
+                ("memory".into(), quantity(&settings.restore_memory)),
+                ("ephemeral-storage".into(), quantity("256Mi")),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("memory".into(), quantity(&settings.restore_memory)),
+                ("ephemeral-storage".into(), quantity("2Gi")),
+            ])),
+            ..ResourceRequirements::default()
+        }),
         ..Container::default()
     };
     Job {
@@ -555,6 +583,8 @@ pub(crate) mod tests {
             storage_class: Some("gp3".into()),
             volume_snapshot_class: Some("ebs-csi".into()),
             volume_size: "20Gi".into(),
+            restore_cpu: "1".into(),
+            restore_memory: "2Gi".into(),
             proxy_namespace: "devdb".into(),
             proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
             controller_namespace: "devdb".into(),
@@ -679,6 +709,26 @@ pub(crate) mod tests {
         let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
         assert_restricted(&job["spec"]["template"]);
         assert_eq!(job["spec"]["backoffLimit"], 0, "one attempt: its failure is the cause");
+    }
+
+    #[test]
+    fn the_restore_job_is_sized_and_works_on_the_golden_volume() {
+        let job = serde_json::to_value(restore_job("shop", 1, "shop", false, &settings())).expect("json");
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["resources"]["requests"]["cpu"], "1");
+        assert_eq!(container["resources"]["limits"]["memory"], container["resources"]["requests"]["memory"]);
+        let env: BTreeMap<String, String> = container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+            .collect();
+        for scratch in ["DEVDB_RESTORE_WORK_DIR", "TMPDIR"] {
+            assert!(env[scratch].starts_with(&format!("{DATA_MOUNT}/")), "{scratch} is on the volume: {env:?}");
+        }
+        assert_eq!(env["DEVDB_MAX_SOURCE_SIZE"], (10_u64 << 30).to_string(), "half of the 20Gi volume");
+        let mount = &container["volumeMounts"][0];
+        assert_eq!((mount["name"].as_str(), mount["mountPath"].as_str()), (Some("data"), Some(DATA_MOUNT)));
     }
 
     #[test]

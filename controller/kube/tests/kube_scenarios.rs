@@ -31,6 +31,8 @@ fn settings() -> ClusterSettings {
         storage_class: Some("gp3".into()),
         volume_snapshot_class: Some("ebs-csi".into()),
         volume_size: "20Gi".into(),
+        restore_cpu: "1".into(),
+        restore_memory: "2Gi".into(),
         proxy_namespace: "devdb".into(),
         proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
         controller_namespace: "devdb".into(),

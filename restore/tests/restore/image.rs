@@ -15,8 +15,18 @@ const START: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../postgres-db/start.s
 /// (sources in the test live on loopback, so private sources are allowed unless `public_only`):
 /// (success, stderr, termination message).
 fn restore_as_job(pgdata: &Path, url: &str, public_only: bool) -> (bool, String) {
+    restore_with(pgdata, url, public_only, &[])
+}
+
+/// [`restore_as_job`] with more environment. The scratch space is on the volume, beside PGDATA,
+/// as in the Job.
+fn restore_with(pgdata: &Path, url: &str, public_only: bool, env: &[(&str, &str)]) -> (bool, String) {
+    let scratch = pgdata.parent().expect("volume").join("restore-work");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_devdb-restore"));
     cmd.env_clear()
+        .env("DEVDB_RESTORE_WORK_DIR", &scratch)
+        .env("TMPDIR", &scratch)
+        .envs(env.iter().copied())
         .env("PGDATA", pgdata)
         .env("BACKUP_URL", url)
         .env("DB_USER", "app")
@@ -96,6 +106,7 @@ async fn every_dump_format_restores_into_a_clean_stopped_volume() {
         let (url, work, pgdata, (ok, stderr)) = restored.await.expect("restore ran");
         assert!(ok, "{url}: {stderr}");
         assert!(!pgdata.join("postmaster.pid").exists(), "{url}: stopped cleanly");
+        assert!(!work.path().join("restore-work").exists(), "{url}: the download is gone from the volume");
         assert_eq!(count_items(work.path(), &pgdata).await, "2500", "{url}");
     }
 }
@@ -122,6 +133,17 @@ async fn bad_sources_fail_with_the_reason() {
             .any(|e| e.path().join("postmaster.pid").exists());
         assert!(!running, "{url}: no server left running");
     }
+    // A source larger than the Job allows (half its volume) fails at once, saying so, and
+    // leaves no partial download on the volume.
+    let work = workdir();
+    let (ok, stderr) = restore_with(
+        &work.path().join("pgdata"),
+        &files.url("custom.dump"),
+        false,
+        &[("DEVDB_MAX_SOURCE_SIZE", "1024")],
+    );
+    assert!(!ok && stderr.contains("1.0 KiB"), "{stderr}");
+    assert!(!work.path().join("restore-work").exists(), "{stderr}");
     // A volume that already holds data is never overwritten.
     let work = workdir();
     let pgdata = work.path().join("pgdata");
