@@ -10,8 +10,9 @@
 #   PORT          TCP port (default 5432)
 #   PG_BIN        PostgreSQL binaries (default: from PATH)
 # Extra arguments go to postgres (e.g. -c shared_buffers=256MB).
-# Clients may connect from any address with a password: the NetworkPolicy in front of the pod
-# admits only the proxy.
+# From the network only the project's user may log in, with its password, and only the proxy
+# gets to try: the NetworkPolicy in front of the pod admits nothing else (the controller checks
+# that the cluster enforces it).
 set -euo pipefail
 
 fail() {
@@ -28,10 +29,15 @@ if [ -n "${PG_BIN:-}" ]; then PATH="$PG_BIN:$PATH"; fi
 # CSI driver asks) and PostgreSQL refuses a data directory its group may write: private again.
 chmod 0700 "$PGDATA" || fail "cannot make $PGDATA private (0700); PostgreSQL refuses a data directory others may write"
 
-# Password authentication from the network, once.
+# Password authentication from the network for the project's user, once; any other role
+# (the superuser included) is refused from the network whatever its password.
 marker="# devdb: clients come through the proxy"
 if ! grep -qxF "$marker" "$PGDATA/pg_hba.conf"; then
-    printf '%s\nhost all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n' "$marker" >> "$PGDATA/pg_hba.conf"
+    {
+        echo "$marker"
+        for net in 0.0.0.0/0 ::/0; do echo "host all \"$DB_USER\" $net scram-sha-256"; done
+        for net in 0.0.0.0/0 ::/0; do echo "host all all $net reject"; done
+    } >> "$PGDATA/pg_hba.conf"
 fi
 
 # The password, set over a private socket before anything listens on the network, by a superuser

@@ -36,6 +36,12 @@ pub struct KubeArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_VOLUME_SIZE", default_value = "20Gi")]
     pub volume_size: String,
 
+    /// Run databases even where the cluster does not enforce NetworkPolicies (then any pod can
+    /// reach every database and try its password). By default the controller checks, on the
+    /// first database it starts, that it cannot connect to it, and refuses databases if it can.
+    #[arg(long, env = "DEVDB_CONTROLLER_ALLOW_UNENFORCED_NETWORK_POLICIES")]
+    pub allow_unenforced_network_policies: bool,
+
     /// CPU a restore Job requests.
     #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_CPU", default_value = "1")]
     pub restore_cpu: String,
@@ -138,6 +144,7 @@ impl TryFrom<KubeArgs> for KubeConfig {
                 proxy_namespace: args.namespace.clone(),
                 proxy_labels,
                 controller_namespace: args.namespace,
+                require_network_policy: !args.allow_unenforced_network_policies,
                 source_credentials: non_empty(args.source_credentials),
                 project_access: non_empty(args.project_role).map(|cluster_role| ProjectAccess {
                     cluster_role,

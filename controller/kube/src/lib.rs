@@ -8,7 +8,8 @@
 //! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime) over namespaces, Jobs, volume
 //!   snapshots and StatefulSets; [`resources`]: every object, as pure functions (validated
 //!   against the official schemas); [`objects`]: apply, delete by label, poll; [`diagnose`]:
-//!   why a pod is not running, so waits fail early with the platform's reason;
+//!   why a pod is not running, so waits fail early with the platform's reason; [`isolation`]:
+//!   whether NetworkPolicies are enforced;
 //! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
 //!   of which runs them;
 //! - [`config`]: flags and settings; [`preflight`]: the storage classes checked at start.
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod crd;
 pub mod diagnose;
+pub mod isolation;
 pub mod leader;
 pub mod objects;
 pub mod operator;

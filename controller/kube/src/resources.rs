@@ -47,6 +47,9 @@ pub struct ClusterSettings {
     pub proxy_labels: BTreeMap<String, String>,
     /// The namespace the controller runs in.
     pub controller_namespace: String,
+    /// Refuse databases while the cluster does not enforce their NetworkPolicies (see
+    /// [`crate::isolation`]).
+    pub require_network_policy: bool,
     /// A Secret in the controller's namespace whose keys (`AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, …) the restore Job gets as
     /// environment, for `s3://` sources. It is copied into each project's namespace as
@@ -588,6 +591,7 @@ pub(crate) mod tests {
             proxy_namespace: "devdb".into(),
             proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
             controller_namespace: "devdb".into(),
+            require_network_policy: true,
             source_credentials: Some("devdb-s3".into()),
             project_access: Some(ProjectAccess {
                 cluster_role: "devdb-project".into(),

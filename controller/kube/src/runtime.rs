@@ -18,6 +18,7 @@ use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
 use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 
 use crate::diagnose::{self, Blocker, Patience, Problem};
+use crate::isolation::Isolation;
 use crate::objects::{KubeResult, Wait, apply, delete, delete_labelled, delete_matching, quantity_bytes};
 use crate::resources::{self, ClusterSettings};
 
@@ -61,6 +62,7 @@ pub struct KubeRuntime {
     domain: Domain,
     public_port: u16,
     waits: Waits,
+    isolation: Isolation,
 }
 
 /// The label selector of a database's objects.
@@ -77,7 +79,8 @@ impl KubeRuntime {
         public_port: u16,
         waits: Waits,
     ) -> Self {
-        Self { client, settings, db_version, domain, public_port, waits }
+        let isolation = Isolation::new(settings.require_network_policy);
+        Self { client, settings, db_version, domain, public_port, waits, isolation }
     }
 
     fn api<K: kube::Resource<Scope = kube::core::NamespaceResourceScope>>(&self, namespace: &str) -> Api<K>
@@ -397,7 +400,11 @@ impl Runtime for KubeRuntime {
         resources::owned_by(&mut pvc.metadata, "Database", database.name.as_str(), &database.id);
         apply(&pvcs, &pvc).await?;
         self.apply_instance(database, project).await?;
-        match self.wait_ready(database, &namespace).await {
+        let started = match self.wait_ready(database, &namespace).await {
+            Ok(()) => self.isolation.check(&self.backend(database)).await,
+            Err(error) => Err(error),
+        };
+        match started {
             Err(error) if !error.is_transient() => {
                 // A pod that cannot start stops trying (pulling, crash-looping, holding a node's
                 // attachment); the fresh clone goes too, and a reset starts over.

@@ -36,6 +36,8 @@ fn settings() -> ClusterSettings {
         proxy_namespace: "devdb".into(),
         proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
         controller_namespace: "devdb".into(),
+        // The probe needs the cluster's DNS and network (`isolation` has its own tests).
+        require_network_policy: false,
         source_credentials: None,
         project_access: Some(resources::ProjectAccess {
             cluster_role: "devdb-project".into(),

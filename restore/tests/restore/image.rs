@@ -244,6 +244,17 @@ async fn a_database_pod_starts_its_clone_with_its_own_password_whatever_kubelet_
     drop(client);
     let hba = std::fs::read_to_string(pgdata.join("pg_hba.conf")).expect("pg_hba");
     assert_eq!(hba.matches("# devdb: clients come through the proxy").count(), 1, "{hba}");
+    let network: Vec<&str> = hba.lines().skip_while(|l| !l.starts_with("# devdb")).skip(1).collect();
+    assert_eq!(
+        network,
+        [
+            "host all \"app\" 0.0.0.0/0 scram-sha-256",
+            "host all \"app\" ::/0 scram-sha-256",
+            "host all all 0.0.0.0/0 reject",
+            "host all all ::/0 reject",
+        ],
+        "only the project's user from the network"
+    );
     again.kill().await.expect("stop");
     let _ = pg().stop(&pgdata, StopMode::Immediate);
 }
