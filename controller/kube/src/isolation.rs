@@ -15,7 +15,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The check, done until it passes once.
 #[derive(Debug)]
 pub struct Isolation {
-    required: bool,
+    /// Passed once (or not required).
     verified: AtomicBool,
 }
 
@@ -23,7 +23,7 @@ impl Isolation {
     /// `required: false` skips the check (clusters whose databases no other pod can reach
     /// anyway, by the operator's word).
     pub fn new(required: bool) -> Self {
-        Self { required, verified: AtomicBool::new(!required) }
+        Self { verified: AtomicBool::new(!required) }
     }
 
     /// Checks that the controller cannot connect to `backend` (`host:port` of a running

@@ -3,8 +3,10 @@
 //! the controllers.
 //!
 //! The holder renews the lease every third of its duration. Another replica takes it over only
-//! once it has not been renewed for a whole duration; every write carries the resourceVersion it
-//! read, so of two replicas racing for it one wins and the other sees a conflict. A holder that
+//! once it has seen the same record (holder and renewTime) for a whole duration by its own
+//! clock, never by comparing the holder's renewTime with it: nodes' clocks differ. Every write
+//! carries the resourceVersion it read, so of two replicas racing for it one wins and the other
+//! sees a conflict. A holder that
 //! cannot renew in time stops leading (the process exits and is restarted as a follower) before
 //! anyone else may take over.
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
@@ -22,6 +24,9 @@ pub struct LeaderLease {
     name: String,
     identity: String,
     duration: Duration,
+    /// Another holder's record as last seen, and when (by this replica's clock) it was first
+    /// seen so.
+    observed: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 /// Why leading stopped.
@@ -35,7 +40,13 @@ pub enum LeaseError {
 
 impl LeaderLease {
     pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
-        Self { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), duration }
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+            observed: std::sync::Mutex::new(None),
+        }
     }
 
     /// Takes or renews the lease: `Ok(true)` when this replica holds it afterwards.
@@ -65,9 +76,20 @@ impl LeaderLease {
         };
         let spec = current.spec.clone().unwrap_or_default();
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let held_for = SignedDuration::from_secs(spec.lease_duration_seconds.map_or(0, i64::from));
+        let held_for = Duration::from_secs(spec.lease_duration_seconds.map_or(0, |s| u64::try_from(s).unwrap_or(0)));
         let expired = match (&spec.holder_identity, &spec.renew_time) {
-            (Some(holder), Some(renewed)) if !holder.is_empty() => renewed.0 + held_for < now,
+            (Some(holder), Some(renewed)) if !holder.is_empty() && !mine => {
+                let record = format!("{holder}@{}", renewed.0);
+                let mut observed = self.observed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match &*observed {
+                    Some((seen, since)) if *seen == record => since.elapsed() >= held_for,
+                    _ => {
+                        *observed = Some((record, tokio::time::Instant::now()));
+                        false
+                    }
+                }
+            }
+            (Some(holder), Some(_)) if !holder.is_empty() => false,
             _ => true,
         };
         if !mine && !expired {

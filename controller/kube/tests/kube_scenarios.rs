@@ -709,11 +709,50 @@ mod leader {
         server.quiet().await;
     }
 
-    #[tokio::test]
+    /// Asks once, against `steps`: whether this replica leads afterwards.
+    async fn ask(lease: &Arc<LeaderLease>, server: &mut apiserver::ApiServer, steps: Vec<Step>) -> bool {
+        let asking = tokio::spawn({
+            let lease = lease.clone();
+            async move { lease.try_acquire().await }
+        });
+        server.run(steps).await;
+        asking.await.expect("ran").expect("asked")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_taken_over_only_after_a_whole_duration_unrenewed_by_the_contenders_own_clock() {
+        let (lease, mut server) = contender("controller-a");
+        let lease = Arc::new(lease);
+        // The holder's renewTime is far in the past by this replica's clock (clocks differ):
+        // that alone proves nothing.
+        let renewed = "2026-11-23T09:00:00.000000Z";
+        assert!(!ask(&lease, &mut server, vec![Step::get(LEASE).reply(held_by("controller-b", renewed, 3))]).await);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // Renewed meanwhile (a new renewTime): the holder is alive; the clock starts again.
+        let renewed_again = "2026-11-23T09:00:05.000000Z";
+        assert!(
+            !ask(&lease, &mut server, vec![Step::get(LEASE).reply(held_by("controller-b", renewed_again, 3))]).await
+        );
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(
+            !ask(&lease, &mut server, vec![Step::get(LEASE).reply(held_by("controller-b", renewed_again, 3))]).await
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The same record for the whole 15 s: taken over.
+        let steps = vec![
+            Step::get(LEASE).reply(held_by("controller-b", renewed_again, 3)),
+            Step::put(LEASE).has(json!({ "spec": { "holderIdentity": "controller-a", "leaseTransitions": 4 } })),
+        ];
+        assert!(ask(&lease, &mut server, steps).await);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_expired_lease_is_taken_over_and_a_lost_race_is_no_lead() {
         let (lease, mut server) = contender("controller-a");
         let lease = Arc::new(lease);
         let stale = "2026-11-23T09:00:00.000000Z";
+        assert!(!ask(&lease, &mut server, vec![Step::get(LEASE).reply(held_by("controller-b", stale, 3))]).await);
+        tokio::time::advance(Duration::from_secs(15)).await;
         let taking = tokio::spawn({
             let lease = lease.clone();
             async move { lease.try_acquire().await }
