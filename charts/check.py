@@ -28,6 +28,7 @@ VARIANTS = {
             "database": {"sourceRanges": ["203.0.113.0/24"]},
         },
         "proxy": {"replicas": 3, "proxyProtocol": False},
+        "ipFamily": "IPv6",
     },
 }
 

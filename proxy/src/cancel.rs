@@ -100,10 +100,10 @@ pub struct CancelMap {
     /// Unknown keys, by client network (/24 for IPv4, /64 for IPv6).
     guesses: GuessBudget,
     /// This replica's address: the source of its questions to peers, and never asked itself.
-    replica: Option<Ipv4Addr>,
+    replica: Option<IpAddr>,
     /// The other replicas' addresses: the only places cancels are sent besides backends. A std
     /// lock: replaced wholesale now and then, read briefly.
-    peers: std::sync::RwLock<HashSet<Ipv4Addr>>,
+    peers: std::sync::RwLock<HashSet<IpAddr>>,
     /// The port every replica accepts clients on.
     port: u16,
     /// Whether replicas expect a PROXY protocol header (then questions to peers carry one with
@@ -189,7 +189,7 @@ impl CancelMap {
     /// A map for a replica at `replica` (None: a lone proxy, or one that does not know its
     /// address) whose clients connect on `port`, after a PROXY protocol header when
     /// `proxy_protocol`.
-    pub fn new(replica: Option<Ipv4Addr>, port: u16, proxy_protocol: bool) -> Self {
+    pub fn new(replica: Option<IpAddr>, port: u16, proxy_protocol: bool) -> Self {
         Self {
             sessions: DashMap::new(),
             guesses: GuessBudget::default(),
@@ -201,7 +201,7 @@ impl CancelMap {
     }
 
     /// Replaces the set of peer replicas (this replica's own address is left out).
-    pub fn set_peers(&self, mut peers: HashSet<Ipv4Addr>) {
+    pub fn set_peers(&self, mut peers: HashSet<IpAddr>) {
         if let Some(own) = self.replica {
             peers.remove(&own);
         }
@@ -246,12 +246,12 @@ impl CancelMap {
     /// Whether a connection from `source` (its TCP peer address, not a PROXY header's) comes
     /// from another replica.
     pub fn is_peer(&self, source: IpAddr) -> bool {
+        // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 addresses.
         let source = match source {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
             IpAddr::V4(_) => source,
         };
-        let IpAddr::V4(v4) = source else { return false };
-        self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&v4)
+        self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&source)
     }
 
     /// Acts on a cancel request from `client`: sends the real key to the session's backend, or,
@@ -284,7 +284,7 @@ impl CancelMap {
 
     /// Sends the cancel request to every peer at once; true if one of them knew the key.
     async fn ask_peers(&self, key: &CancelKey, client: SocketAddr) -> bool {
-        let peers: Vec<Ipv4Addr> =
+        let peers: Vec<IpAddr> =
             self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
         let mut questions = JoinSet::new();
         for peer in peers {
@@ -316,9 +316,9 @@ impl CancelMap {
 }
 
 /// Asks the replica at `to`, from this replica's own address when known, about a cancel.
-async fn ask(from: Option<Ipv4Addr>, to: SocketAddr, request: &[u8]) -> std::io::Result<u8> {
-    let socket = TcpSocket::new_v4()?;
-    if let Some(own) = from {
+async fn ask(from: Option<IpAddr>, to: SocketAddr, request: &[u8]) -> std::io::Result<u8> {
+    let socket = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(own) = from.filter(|own| own.is_ipv4() == to.is_ipv4()) {
         socket.bind(SocketAddr::from((own, 0)))?;
     }
     let mut stream = socket.connect(to).await?;
@@ -362,10 +362,7 @@ pub async fn follow_peers(
         let mut peers = HashSet::new();
         for name in &names {
             match tokio::net::lookup_host((name.as_str(), map.port)).await {
-                Ok(addrs) => peers.extend(addrs.filter_map(|a| match a.ip() {
-                    IpAddr::V4(v4) => Some(v4),
-                    IpAddr::V6(_) => None,
-                })),
+                Ok(addrs) => peers.extend(addrs.map(|a| a.ip())),
                 Err(error) => tracing::warn!(%name, %error, "cannot resolve peers"),
             }
         }
@@ -416,16 +413,40 @@ mod tests {
     #[tokio::test]
     async fn unknown_keys_are_asked_of_peers_only() {
         // No peers: nobody is contacted, the key is unknown.
-        let map = CancelMap::new(Some(Ipv4Addr::new(10, 0, 0, 1)), 5432, false);
+        let map = CancelMap::new(Some(Ipv4Addr::new(10, 0, 0, 1).into()), 5432, false);
         let client: SocketAddr = "198.51.100.7:1".parse().expect("addr");
         assert_eq!(map.forward(&key(99, &[1, 2, 3, 4]), client, false).await, CancelOutcome::UnknownKey);
         // A peer's question about a key that is not ours is answered, never passed on.
-        map.set_peers(HashSet::from([Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]));
+        map.set_peers(HashSet::from([Ipv4Addr::new(10, 0, 0, 1).into(), Ipv4Addr::new(10, 0, 0, 2).into()]));
         assert!(map.is_peer("10.0.0.2".parse().expect("ip")) && map.is_peer("::ffff:10.0.0.2".parse().expect("ip")));
         assert!(!map.is_peer("10.0.0.1".parse().expect("ip")), "a replica is not its own peer");
         assert!(!map.is_peer(client.ip()));
         let outcome = map.forward(&key(99, &[1, 2, 3, 4]), client, true).await;
         assert_eq!((outcome, outcome.peer_answer()), (CancelOutcome::NotHere, PEER_NOT_FOUND));
+    }
+
+    /// IPv6-only clusters: peers, their questions and this replica's address are IPv6 too.
+    #[tokio::test]
+    async fn peers_may_be_ipv6() {
+        let peer = tokio::net::TcpListener::bind("[::1]:0").await.expect("IPv6 loopback");
+        let port = peer.local_addr().expect("addr").port();
+        let answering = tokio::spawn(async move {
+            let (mut question, from) = peer.accept().await.expect("accept");
+            let mut request = [0_u8; 16];
+            question.read_exact(&mut request).await.expect("the cancel request");
+            question.write_all(&[PEER_FOUND]).await.expect("answer");
+            from.ip()
+        });
+        let replica = CancelMap::new(Some(Ipv6Addr::LOCALHOST.into()), port, false);
+        replica.set_peers(HashSet::from([Ipv6Addr::LOCALHOST.into(), "fd00::2".parse().expect("ip")]));
+        assert!(replica.is_peer("fd00::2".parse().expect("ip")), "an IPv6 peer is recognised");
+        assert!(!replica.is_peer(Ipv6Addr::LOCALHOST.into()), "its own IPv6 address is left out");
+        // Another replica asks the peer on ::1 over IPv6, which knows the key.
+        let map = CancelMap::new(None, port, false);
+        map.set_peers(HashSet::from([Ipv6Addr::LOCALHOST.into()]));
+        let client: SocketAddr = "[2001:db8::7]:1".parse().expect("addr");
+        assert_eq!(map.forward(&key(99, &[1, 2, 3, 4]), client, false).await, CancelOutcome::ToPeer);
+        assert_eq!(answering.await.expect("answered"), IpAddr::from(Ipv6Addr::LOCALHOST));
     }
 
     /// A peer that accepts the question and never answers costs the asker at most
@@ -440,7 +461,7 @@ mod tests {
             drop(connection);
         });
         let map = CancelMap::new(None, port, false);
-        map.set_peers(HashSet::from([Ipv4Addr::LOCALHOST]));
+        map.set_peers(HashSet::from([Ipv4Addr::LOCALHOST.into()]));
         let started = Instant::now();
         let client: SocketAddr = "198.51.100.7:1".parse().expect("addr");
         assert_eq!(map.forward(&key(99, &[1, 2, 3, 4]), client, false).await, CancelOutcome::UnknownKey);

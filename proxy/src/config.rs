@@ -115,7 +115,7 @@ pub struct Args {
     /// This replica's IPv4 address (in Kubernetes: the pod IP): the source of its questions to
     /// peers about cancel keys it does not hold, and left out of the peers it asks.
     #[arg(long, env = "DEVDB_PROXY_REPLICA_ADDR")]
-    pub replica_addr: Option<std::net::Ipv4Addr>,
+    pub replica_addr: Option<std::net::IpAddr>,
 
     /// The replicas to ask about cancel keys this one does not hold: host names or addresses
     /// (comma-separated), resolved every 10 s, e.g. a headless Service of the proxy pods.
@@ -170,7 +170,7 @@ pub struct Config {
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
     pub reload_interval: Duration,
-    pub replica_addr: Option<std::net::Ipv4Addr>,
+    pub replica_addr: Option<std::net::IpAddr>,
     pub peers: Vec<String>,
     pub log_format: LogFormat,
     pub worker_threads: std::num::NonZeroUsize,

@@ -17,3 +17,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "devdb.image" -}}
 {{ .repository }}:{{ .tag }}
 {{- end -}}
+
+{{- define "devdb.anyAddress" -}}
+{{- if eq .Values.ipFamily "IPv6" }}[::]{{ else if eq .Values.ipFamily "IPv4" }}0.0.0.0{{ else }}{{ fail "ipFamily must be IPv4 or IPv6" }}{{ end }}
+{{- end -}}
