@@ -29,6 +29,7 @@ VARIANTS = {
         },
         "proxy": {"replicas": 3, "proxyProtocol": False},
         "ipFamily": "IPv6",
+        "sources": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/r"}},
     },
 }
 

@@ -21,3 +21,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "devdb.anyAddress" -}}
 {{- if eq .Values.ipFamily "IPv6" }}[::]{{ else if eq .Values.ipFamily "IPv4" }}0.0.0.0{{ else }}{{ fail "ipFamily must be IPv4 or IPv6" }}{{ end }}
 {{- end -}}
+
+{{- /* A map as key=value pairs, comma-separated (flags of the controller). */ -}}
+{{- define "devdb.pairs" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end }}
+{{- join "," $pairs }}
+{{- end -}}

@@ -69,6 +69,13 @@ pub struct KubeArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_SERVICE_ACCOUNT")]
     pub service_account: Option<String>,
 
+    /// Annotations (key=value, comma-separated) of the ServiceAccount `devdb-restore` the
+    /// controller makes in each project namespace for restore Jobs, e.g.
+    /// `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/devdb-restore` (IRSA: S3 access without
+    /// copying keys). Empty: Jobs run as the namespace's default account.
+    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_ACCOUNT_ANNOTATIONS", default_value = "")]
+    pub restore_account_annotations: String,
+
     /// Secret key (32+ characters) database and project passwords are derived from; keep it
     /// stable (the chart keeps it in a Secret).
     #[arg(long, env = "DEVDB_CONTROLLER_SECRET_KEY", hide_env_values = true)]
@@ -133,6 +140,15 @@ impl TryFrom<KubeArgs> for KubeConfig {
             })
             .collect::<Result<_, _>>()?;
         let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        let restore_account_annotations = args
+            .restore_account_annotations
+            .split(',')
+            .filter(|pair| !pair.trim().is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+                _ => Err(KubeConfigError::Annotations(args.restore_account_annotations.clone())),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             cluster: ClusterSettings {
                 image: args.image,
@@ -146,6 +162,7 @@ impl TryFrom<KubeArgs> for KubeConfig {
                 controller_namespace: args.namespace,
                 require_network_policy: !args.allow_unenforced_network_policies,
                 source_credentials: non_empty(args.source_credentials),
+                restore_account_annotations,
                 project_access: non_empty(args.project_role).map(|cluster_role| ProjectAccess {
                     cluster_role,
                     service_account: args.service_account.unwrap_or_default(),
@@ -166,6 +183,8 @@ pub enum KubeConfigError {
     SecretKey,
     #[error("--proxy-selector {0:?} is not a list of label=value pairs")]
     ProxySelector(String),
+    #[error("--restore-account-annotations {0:?} is not a list of key=value pairs")]
+    Annotations(String),
 }
 
 #[cfg(test)]
@@ -201,6 +220,11 @@ mod tests {
         assert_eq!(kube.cluster.storage_class, None, "empty means the default class");
         assert_eq!(kube.cluster.proxy_labels.get("tier").map(String::as_str), Some("edge"));
         assert!(kube.cluster.project_access.is_none(), "no per-project grant unless asked");
+        assert!(kube.cluster.restore_account_annotations.is_empty());
+        let irsa = "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/r";
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--restore-account-annotations", irsa]).kube;
+        let annotations = KubeConfig::try_from(args).expect("valid").cluster.restore_account_annotations;
+        assert_eq!(annotations.get("eks.amazonaws.com/role-arn").map(String::as_str), Some("arn:aws:iam::1:role/r"));
         let args = ["x", "--secret-key", &key, "--project-role", "devdb-project", "--service-account", "devdb-ctl"];
         let access = KubeConfig::try_from(Cli::parse_from(args).kube).expect("valid").cluster.project_access;
         assert_eq!(

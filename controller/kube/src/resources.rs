@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, ExecAction,
     Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
@@ -55,6 +55,10 @@ pub struct ClusterSettings {
     /// environment, for `s3://` sources. It is copied into each project's namespace as
     /// [`SOURCE_CREDENTIALS`].
     pub source_credentials: Option<String>,
+    /// Annotations of the ServiceAccount restore Jobs run as (`eks.amazonaws.com/role-arn`:
+    /// IRSA gives the Job the role's S3 access without a copy of any key); none: Jobs run as
+    /// the namespace's default account.
+    pub restore_account_annotations: BTreeMap<String, String>,
     /// What each project's namespace grants the controller; `None` when its cluster-wide role
     /// already allows everything (a development cluster).
     pub project_access: Option<ProjectAccess>,
@@ -152,6 +156,17 @@ pub fn namespace(project: &str) -> Namespace {
         },
         ..Namespace::default()
     }
+}
+
+/// The ServiceAccount restore Jobs run as, when they need an identity of their own.
+pub const RESTORE_ACCOUNT: &str = "devdb-restore";
+
+/// The account restore Jobs of `project` run as, with the cloud identity the annotations give it
+/// (no token of the Kubernetes API: Jobs never call it).
+pub fn restore_account(project: &str, annotations: &BTreeMap<String, String>) -> ServiceAccount {
+    let mut metadata = meta(RESTORE_ACCOUNT, project, None);
+    metadata.annotations = Some(annotations.clone());
+    ServiceAccount { metadata, automount_service_account_token: Some(false), ..ServiceAccount::default() }
 }
 
 /// The RoleBinding giving the controller its per-project role in the project's namespace.
@@ -361,6 +376,12 @@ pub fn restore_job(
         }),
         ..Container::default()
     };
+    let mut template = postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never"));
+    if !settings.restore_account_annotations.is_empty() {
+        if let Some(spec) = template.spec.as_mut() {
+            spec.service_account_name = Some(RESTORE_ACCOUNT.into());
+        }
+    }
     Job {
         metadata: generation_meta(&restore_job_name(generation), project, generation),
         spec: Some(JobSpec {
@@ -368,7 +389,7 @@ pub fn restore_job(
             // for that, hiding the cause. The controller decides what to do with a failure.
             backoff_limit: Some(0),
             ttl_seconds_after_finished: Some(24 * 3600),
-            template: postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never")),
+            template,
             ..JobSpec::default()
         }),
         ..Job::default()
@@ -593,6 +614,10 @@ pub(crate) mod tests {
             controller_namespace: "devdb".into(),
             require_network_policy: true,
             source_credentials: Some("devdb-s3".into()),
+            restore_account_annotations: BTreeMap::from([(
+                "eks.amazonaws.com/role-arn".into(),
+                "arn:aws:iam::123456789012:role/devdb-restore".into(),
+            )]),
             project_access: Some(ProjectAccess {
                 cluster_role: "devdb-project".into(),
                 service_account: "devdb-controller".into(),
@@ -618,6 +643,7 @@ pub(crate) mod tests {
                 Some(BTreeMap::from([("AWS_REGION".into(), k8s_openapi::ByteString(b"eu-west-1".to_vec()))])),
             ))),
             json(serde_json::to_value(restore_job("shop", 1, "shop", false, &s))),
+            json(serde_json::to_value(restore_account("shop", &s.restore_account_annotations))),
             json(serde_json::to_value(database_secret(
                 "shop",
                 "kate-pg",
@@ -713,6 +739,24 @@ pub(crate) mod tests {
         let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
         assert_restricted(&job["spec"]["template"]);
         assert_eq!(job["spec"]["backoffLimit"], 0, "one attempt: its failure is the cause");
+    }
+
+    #[test]
+    fn with_irsa_the_restore_job_runs_as_an_annotated_account_without_an_api_token() {
+        let job = serde_json::to_value(restore_job("shop", 1, "shop", false, &settings())).expect("json");
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], RESTORE_ACCOUNT);
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        let account =
+            serde_json::to_value(restore_account("shop", &settings().restore_account_annotations)).expect("json");
+        assert_eq!(
+            account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+            "arn:aws:iam::123456789012:role/devdb-restore"
+        );
+        assert_eq!(account["metadata"]["namespace"], "devdb-shop");
+        let plain = ClusterSettings { restore_account_annotations: BTreeMap::new(), ..settings() };
+        let job = serde_json::to_value(restore_job("shop", 1, "shop", false, &plain)).expect("json");
+        assert!(job["spec"]["template"]["spec"].get("serviceAccountName").is_none(), "the namespace's default");
     }
 
     #[test]

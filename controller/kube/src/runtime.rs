@@ -7,7 +7,7 @@ use std::time::Duration;
 use devdb_shared::{Domain, Name};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::ListParams;
@@ -108,6 +108,10 @@ impl KubeRuntime {
             let mut binding = resources::project_role_binding(name, access, &self.settings.controller_namespace);
             resources::owned_by(&mut binding.metadata, "Project", name, &project.id);
             apply(&self.api::<RoleBinding>(&namespace), &binding).await?;
+        }
+        if !self.settings.restore_account_annotations.is_empty() {
+            let account = resources::restore_account(name, &self.settings.restore_account_annotations);
+            apply(&self.api::<ServiceAccount>(&namespace), &account).await?;
         }
         let secrets = self.api::<Secret>(&namespace);
         let secret =

@@ -39,6 +39,7 @@ fn settings() -> ClusterSettings {
         // The probe needs the cluster's DNS and network (`isolation` has its own tests).
         require_network_policy: false,
         source_credentials: None,
+        restore_account_annotations: BTreeMap::new(),
         project_access: Some(resources::ProjectAccess {
             cluster_role: "devdb-project".into(),
             service_account: "devdb-controller".into(),
