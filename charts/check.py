@@ -22,7 +22,7 @@ VARIANTS = {
     "everything-on": {
         "storage": {"checkSnapshotCrds": False},
         "tls": {"certManager": {"enabled": True}},
-        "controller": {"tokensSecret": "devdb-tokens"},
+        "controller": {"tokensSecret": "devdb-tokens", "secretKeySecret": "devdb-key"},
         "loadBalancers": {
             "api": {"enabled": True, "sslCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc"},
             "database": {"sourceRanges": ["203.0.113.0/24"]},

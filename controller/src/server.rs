@@ -74,6 +74,8 @@ pub async fn run_kube(
         .await
         .context("cannot reach the Kubernetes API (in-cluster service account or ~/.kube/config)")?;
     devdb_kube::preflight::check(&client, &kube.cluster).await.context("the cluster cannot run DevDB as configured")?;
+    let passwords = Passwords::new(kube.secret_key.as_bytes());
+    devdb_kube::key_guard::check(&client, &kube.cluster.controller_namespace, &passwords).await?;
     let runtime = Arc::new(KubeRuntime::new(
         client.clone(),
         kube.cluster.clone(),
@@ -86,7 +88,7 @@ pub async fn run_kube(
         controller: "devdb-controller".into(),
         instance: Some(kube.identity.clone()),
     };
-    let store = Arc::new(CrdStore::new(client.clone(), Passwords::new(kube.secret_key.as_bytes()), reporter));
+    let store = Arc::new(CrdStore::new(client.clone(), passwords, reporter));
     let watching = {
         let store = store.clone();
         tokio::spawn(async move { store.follow_databases().await })

@@ -12,12 +12,14 @@
 //!   whether NetworkPolicies are enforced;
 //! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
 //!   of which runs them;
-//! - [`config`]: flags and settings; [`preflight`]: the storage classes checked at start.
+//! - [`config`]: flags and settings; [`preflight`]: the storage classes checked at start;
+//!   [`key_guard`]: the password key checked against the one first used.
 
 pub mod config;
 pub mod crd;
 pub mod diagnose;
 pub mod isolation;
+pub mod key_guard;
 pub mod leader;
 pub mod objects;
 pub mod operator;

@@ -377,10 +377,8 @@ pub fn restore_job(
         ..Container::default()
     };
     let mut template = postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never"));
-    if !settings.restore_account_annotations.is_empty() {
-        if let Some(spec) = template.spec.as_mut() {
-            spec.service_account_name = Some(RESTORE_ACCOUNT.into());
-        }
+    if let Some(spec) = template.spec.as_mut().filter(|_| !settings.restore_account_annotations.is_empty()) {
+        spec.service_account_name = Some(RESTORE_ACCOUNT.into());
     }
     Job {
         metadata: generation_meta(&restore_job_name(generation), project, generation),
