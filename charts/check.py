@@ -134,6 +134,26 @@ def check_refusals(chart) -> int:
     return failures
 
 
+def check_drains(manifests) -> int:
+    """Each Deployment serving clients keeps serving after SIGTERM for a while (a preStop sleep, or
+    the proxy's own --drain-delay), within its grace period."""
+    failures = 0
+    for path, text in manifests.items():
+        for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else []:
+            if not doc or doc.get("kind") != "Deployment":
+                continue
+            pod = doc["spec"]["template"]["spec"]
+            grace = pod.get("terminationGracePeriodSeconds", 30)
+            for container in pod["containers"]:
+                sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+                drain = next((a.split("=", 1)[1] for a in container.get("args", []) if a.startswith("--drain-delay=")), None)
+                delay = sleep or (int(drain.rstrip("s")) if drain else 0)
+                if not 0 < delay < grace:
+                    print(f"drain: {doc['metadata']['name']}/{container['name']}: keeps serving {delay}s of a {grace}s grace period")
+                    failures += 1
+    return failures
+
+
 def controller_env() -> int:
     """Prints the environment variable names the chart gives the controller, one per line."""
     chart = helm.Chart.load(CHART)
@@ -177,6 +197,7 @@ def main() -> int:
                 files.append(str(out))
             if variant == "defaults":
                 failures += check_admission_policy(manifests)
+                failures += check_drains(manifests)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")
