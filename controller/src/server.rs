@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use devdb_core::api::{self, AppState};
 use devdb_core::config::ApiConfig;
-use devdb_core::reconcile::{Reconciler, SUPERVISE_EVERY};
+use devdb_core::reconcile::{LIFECYCLE_EVERY, Reconciler, SUPERVISE_EVERY};
 use devdb_core::routes::{self, RouteFeed};
 use devdb_core::runtime::{Platform, Runtime};
 use devdb_kube::leader::LeaderLease;
@@ -43,7 +43,12 @@ pub async fn run_local(
     let supervising = {
         let (reconciler, stop) = (local.reconciler.clone(), CancellationToken::new());
         let guard = stop.clone().drop_guard();
-        tokio::spawn(async move { reconciler.supervise(SUPERVISE_EVERY, stop).await });
+        tokio::spawn(async move {
+            tokio::join!(
+                reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
+                reconciler.enforce_lifecycle(LIFECYCLE_EVERY, stop),
+            )
+        });
         guard
     };
     tracing::info!(
@@ -119,6 +124,7 @@ pub async fn run_kube(
             tokio::select! {
                 () = operator::run(client, context, queue, stop.clone()) => Ok(()),
                 () = reconciler.supervise(SUPERVISE_EVERY, stop.clone()) => Ok(()),
+                () = reconciler.enforce_lifecycle(LIFECYCLE_EVERY, stop.clone()) => Ok(()),
                 lost = lease.hold() => Err(anyhow::Error::from(lost)),
             }
         }

@@ -151,6 +151,7 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
     drop(ticket);
     ctx.metrics.handshake_seconds.observe(accepted.elapsed().as_secs_f64());
     let _active = ActiveGuard::new(&ctx.metrics, name.as_str());
+    let _session = ctx.sessions.open(&name);
     let transferred = relay::splice(session).await?;
     ctx.metrics.add_bytes(transferred.up, transferred.down);
     Ok(Done::Session(transferred))
@@ -166,7 +167,7 @@ async fn route_and_connect(
 ) -> Result<(Name, Ticket, PqStream<TcpStream>, SocketAddr), ConnectionError> {
     let name = route::target(sni, startup, &ctx.config.domain)?;
     Span::current().record("database", name.as_str());
-    let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout).await?;
+    let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout, ctx.controller.as_ref()).await?;
     let ticket = ctx.admission.admit(&name, client.ip()).await?;
     let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;
     Span::current().record("backend", field::display(addr));

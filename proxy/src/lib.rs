@@ -11,12 +11,14 @@
 //! # Beside the path
 //! - [`routes`]: the routing table and the sources keeping it current.
 //! - [`cancel`]: proxy-issued cancel keys and forwarding of CancelRequests.
+//! - [`activity`]: sessions per database reported to the controller, and waking asleep ones.
 //! - [`tls`], [`certs`]: the certificate (hot reload) and development certificates.
 //! - [`protocol`], [`pq_stream`]: wire messages (via pgwire) and the pre-relay framed stream.
 //! - [`error`]: what a client may be told, with SQLSTATEs.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`config`], [`net`], [`watch`]: settings, socket options, file watching.
 
+pub mod activity;
 pub mod admin;
 pub mod admission;
 pub mod backend;
@@ -63,6 +65,10 @@ pub struct Context {
     pub cancels: Arc<CancelMap>,
     pub admission: Arc<Admission>,
     pub metrics: Metrics,
+    /// Sessions per database here, reported to the controller.
+    pub sessions: Arc<activity::Sessions>,
+    /// The controller, when routes come from it: wakes asleep databases, takes activity reports.
+    pub controller: Option<Arc<activity::Controller>>,
     /// Cancelled when shutdown begins: `/readyz` answers 503 so load balancers stop sending.
     pub draining: CancellationToken,
     /// Cancelled when the grace period is over: remaining sessions are closed.
@@ -140,6 +146,16 @@ async fn serve(
     let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port(), config.proxy_protocol));
     let peers = config.peers.clone();
     let admission = Arc::new(Admission::new(config.authenticating));
+    let controller = match &config.routes {
+        RoutesConfig::Controller { url, token } => Some(Arc::new(activity::Controller::new(url, token.clone()))),
+        RoutesConfig::File(_) => None,
+    };
+    let sessions = Arc::new(activity::Sessions::default());
+    // A name for this replica in activity reports: the pod's, else this process's.
+    let replica = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("proxy-{}", std::process::id()));
     let ctx = Arc::new(Context {
         config,
         tls,
@@ -147,6 +163,8 @@ async fn serve(
         cancels: cancels.clone(),
         admission,
         metrics: Metrics::default(),
+        sessions: sessions.clone(),
+        controller: controller.clone(),
         draining: CancellationToken::new(),
         closing: CancellationToken::new(),
     });
@@ -154,6 +172,10 @@ async fn serve(
     tokio::spawn(source.run(routes, background.clone()));
     tokio::spawn(reload_certificates(ctx.clone(), tls_watch, background.clone()));
     tokio::spawn(admin::serve(admin, ctx.clone(), background.clone()));
+    if let Some(controller) = controller {
+        let shutdown = background.clone();
+        tokio::spawn(async move { controller.report_activity(sessions, replica, shutdown).await });
+    }
     if !peers.is_empty() {
         tokio::spawn(cancel::follow_peers(cancels, peers, std::time::Duration::from_secs(10), background.clone()));
     }

@@ -29,6 +29,8 @@ pub enum RouteError {
     Starting(Name),
     #[error("database instance {0} is stopped")]
     Stopped(Name),
+    #[error("database instance {0} is asleep and nothing can wake it")]
+    Asleep(Name),
 }
 
 impl ClientFacing for RouteError {
@@ -54,9 +56,12 @@ impl ClientFacing for RouteError {
             }
             Self::Starting(name) => {
                 client_error(CANNOT_CONNECT_NOW, format!("database instance \"{name}\" is starting, retry"))
+                    .hint("it is being created or woken from sleep; connect again in a moment (`devdb db show` tells)")
             }
             Self::Stopped(name) => client_error(CANNOT_CONNECT_NOW, format!("database instance \"{name}\" is stopped"))
-                .hint("start it again, or reset it with `devdb db reset`"),
+                .hint("it failed: `devdb db show` says why; `devdb db reset` makes it again"),
+            Self::Asleep(name) => client_error(CANNOT_CONNECT_NOW, format!("database instance \"{name}\" is asleep"))
+                .hint(format!("start it with `devdb db start {name}`")),
         })
     }
 
@@ -72,6 +77,7 @@ impl ClientFacing for RouteError {
             Self::Unknown(_) => "unknown_name",
             Self::Starting(_) => "starting",
             Self::Stopped(_) => "stopped",
+            Self::Asleep(_) => "asleep",
         }
     }
 }
@@ -100,24 +106,38 @@ pub fn target(sni: Option<&str>, startup: &mut Startup, domain: &Domain) -> Resu
     }
 }
 
-/// Waits (up to `wait`) for the instance to be ready and returns its route.
+/// Waits (up to `wait`) for the instance to be ready and returns its route. An asleep one is
+/// woken by `waker` (the controller) first; the client's startup packet waits meanwhile.
 ///
 /// # Errors
-/// [`RouteError::Unknown`], [`RouteError::Stopped`], or [`RouteError::Starting`] when the wait
-/// runs out.
-pub async fn ready(routes: &Routes, name: &Name, wait: Duration) -> Result<Route, RouteError> {
+/// [`RouteError::Unknown`], [`RouteError::Stopped`], [`RouteError::Asleep`] without a waker,
+/// or [`RouteError::Starting`] when the wait runs out.
+pub async fn ready(
+    routes: &Routes,
+    name: &Name,
+    wait: Duration,
+    waker: Option<&std::sync::Arc<crate::activity::Controller>>,
+) -> Result<Route, RouteError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = routes.subscribe();
+    let mut woken = false;
     loop {
         let route = routes.get(name).ok_or_else(|| RouteError::Unknown(name.clone()))?;
         match route.state {
             RouteState::Ready => return Ok(route),
             RouteState::Stopped => return Err(RouteError::Stopped(name.clone())),
-            RouteState::Starting => {
-                if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-                    return Err(RouteError::Starting(name.clone()));
+            RouteState::Asleep => match waker {
+                None => return Err(RouteError::Asleep(name.clone())),
+                Some(controller) if !woken => {
+                    controller.wake(name);
+                    woken = true;
                 }
-            }
+                Some(_) => {}
+            },
+            RouteState::Starting => {}
+        }
+        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            return Err(RouteError::Starting(name.clone()));
         }
     }
 }
@@ -250,6 +270,7 @@ mod tests {
             (RouteError::Unknown(n()), "3D000"),
             (RouteError::Starting(n()), "57P03"),
             (RouteError::Stopped(n()), "57P03"),
+            (RouteError::Asleep(n()), "57P03"),
         ] {
             assert_eq!(err.client_error().map(|e| e.code), Some(code), "{err}");
         }
@@ -261,16 +282,20 @@ mod tests {
         let name = Name::new("kate-pg").expect("valid");
         let route = |state| Route { name: name.clone(), backend: "127.0.0.1:1".into(), state };
         routes.replace(RouteTable { version: 1, routes: vec![route(RouteState::Starting)] });
-        let err = ready(&routes, &name, Duration::from_millis(20)).await.expect_err("still starting");
+        let err = ready(&routes, &name, Duration::from_millis(20), None).await.expect_err("still starting");
         assert!(matches!(err, RouteError::Starting(_)));
 
         let waiter = tokio::spawn({
             let (routes, name) = (routes.clone(), name.clone());
-            async move { ready(&routes, &name, Duration::from_secs(30)).await }
+            async move { ready(&routes, &name, Duration::from_secs(30), None).await }
         });
         tokio::task::yield_now().await;
         routes.upsert(route(RouteState::Ready));
         let got = waiter.await.expect("joined").expect("ready");
         assert_eq!(got.state, RouteState::Ready);
+        // Asleep, with nothing to wake it (a routes file): refused at once.
+        routes.upsert(route(RouteState::Asleep));
+        let err = ready(&routes, &name, Duration::from_secs(30), None).await.expect_err("asleep");
+        assert!(matches!(err, RouteError::Asleep(_)));
     }
 }

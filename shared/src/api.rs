@@ -32,6 +32,13 @@ pub struct CreateProject {
     pub backup_location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_credentials: Option<CredentialsRequest>,
+    /// Its databases stop after this long without a session (humantime; `"0s"`: never);
+    /// default: the controller's (30 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_after: Option<String>,
+    /// How long its databases live unless created with a `ttl` (humantime); default: for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<String>,
 }
 
 /// The user and database a project's data is restored into (and every clone gets).
@@ -95,6 +102,10 @@ pub struct Project {
     pub snapshot: Option<Snapshot>,
     pub default_credentials: CredentialsRequest,
     pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<String>,
 }
 
 /// `POST /v1/databases`.
@@ -106,6 +117,48 @@ pub struct CreateDatabase {
     pub project: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// How long it lives (humantime, e.g. `"72h"`); default: the project's `defaultTtl`, else
+    /// for ever. Extended with `POST /v1/databases/{name}/extend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Exempt from idle stop and expiry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
+    /// Stopped after this long without a session (humantime; `"0s"`: never); default: the
+    /// project's `idleStopAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_after: Option<String>,
+}
+
+/// `POST /v1/databases/{name}/extend`: a new time to live, from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendDatabase {
+    /// Humantime, e.g. `"72h"`.
+    pub ttl: String,
+}
+
+/// `PATCH /v1/databases/{name}`: what may change after creation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchDatabase {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_after: Option<String>,
+}
+
+/// Why a database is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StopReason {
+    /// Someone stopped it (`devdb db stop`, `devdb down`).
+    Manual,
+    /// No session for its idle period.
+    Idle,
 }
 
 /// Where a database instance stands.
@@ -117,7 +170,10 @@ pub enum DatabaseStatus {
     Running,
     /// It was running and stopped unexpectedly: the controller is starting it again.
     Recovering,
+    /// Its instance is stopped (data and credentials kept); a connection or `start` wakes it.
     Stopped,
+    /// Being started again after a stop.
+    Starting,
     Error,
     Deleting,
 }
@@ -142,6 +198,21 @@ pub struct Database {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When a session last was open on it (as the proxies report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    /// When the controller deletes it (unless protected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
+    /// Stopped after this long without a session (humantime); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_after: Option<String>,
 }
 
 /// Every API error: `{ "error": { "code", "message" } }`.

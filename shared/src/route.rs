@@ -98,8 +98,11 @@ pub enum RouteState {
     Ready,
     /// Being created or woken: the proxy holds new connections for a bounded time.
     Starting,
-    /// Deliberately stopped: connections are refused at once.
+    /// Not running, and cannot be woken (failed): connections are refused at once.
     Stopped,
+    /// Stopped, with its data kept: a connection wakes it (the proxy asks the controller to
+    /// start it and holds the client meanwhile).
+    Asleep,
 }
 
 impl fmt::Display for RouteState {
@@ -108,6 +111,7 @@ impl fmt::Display for RouteState {
             Self::Ready => "ready",
             Self::Starting => "starting",
             Self::Stopped => "stopped",
+            Self::Asleep => "asleep",
         })
     }
 }

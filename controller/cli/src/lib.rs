@@ -104,6 +104,13 @@ pub enum ProjectCommand {
         /// The database the data is restored into (default: the project name).
         #[arg(long, requires = "username")]
         database: Option<String>,
+        /// Its databases stop after this long without a session (e.g. 30m, 2h; 0s: never).
+        /// Default: the controller's (30 minutes).
+        #[arg(long, value_name = "DURATION")]
+        idle_stop_after: Option<String>,
+        /// How long its databases live unless created with --ttl (e.g. 72h). Default: for ever.
+        #[arg(long, value_name = "DURATION")]
+        default_ttl: Option<String>,
         /// Return at once instead of waiting for the restore.
         #[arg(long)]
         no_wait: bool,
@@ -136,6 +143,17 @@ pub enum DbCommand {
         project: Name,
         #[arg(long)]
         owner: Option<String>,
+        /// Delete it after this long (e.g. 72h; `devdb db extend` gives more). Default: the
+        /// project's default, else never.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// Never stop it for idleness nor delete it at expiry.
+        #[arg(long)]
+        protected: bool,
+        /// Stop it after this long without a session (0s: never); a connection wakes it.
+        /// Default: the project's.
+        #[arg(long, value_name = "DURATION")]
+        idle_stop_after: Option<String>,
         #[arg(long)]
         no_wait: bool,
     },
@@ -155,6 +173,32 @@ pub enum DbCommand {
         name: String,
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Stop the database: it keeps its data and credentials and uses no memory; connecting to
+    /// it (or `devdb db start`) wakes it.
+    Stop {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Start a stopped database.
+    Start {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Give the database a new time to live, from now.
+    Extend {
+        name: String,
+        /// E.g. 72h, 7days.
+        #[arg(long, value_name = "DURATION")]
+        ttl: String,
+    },
+    /// Exempt the database from idle stop and expiry (--off: no longer).
+    Protect {
+        name: String,
+        #[arg(long)]
+        off: bool,
     },
     /// Clone the database again from its project's snapshot (same name and credentials).
     Reset {
@@ -240,7 +284,18 @@ fn config(cmd: ConfigCommand, settings: &Settings, json: bool) -> anyhow::Result
 
 async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Result<()> {
     match cmd {
-        ProjectCommand::Create { name, from, db_version, db_type: _, owner, username, database, no_wait } => {
+        ProjectCommand::Create {
+            name,
+            from,
+            db_version,
+            db_type: _,
+            owner,
+            username,
+            database,
+            idle_stop_after,
+            default_ttl,
+            no_wait,
+        } => {
             let default_credentials =
                 username.zip(database).map(|(username, database)| CredentialsRequest { username, database });
             let request = CreateProject {
@@ -250,6 +305,8 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
                 db_version,
                 backup_location: from,
                 default_credentials,
+                idle_stop_after,
+                default_ttl,
             };
             let project: Project = api.post("/v1/projects", &request).await?;
             let project = if no_wait { project } else { wait_for_project(api, &project).await? };
@@ -281,11 +338,29 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
 
 async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> {
     match cmd {
-        DbCommand::Create { name, project, owner, no_wait } => {
-            let request = CreateDatabase { name, project, owner };
+        DbCommand::Create { name, project, owner, ttl, protected, idle_stop_after, no_wait } => {
+            let request = CreateDatabase { name, project, owner, ttl, protected, idle_stop_after };
             let database: Database = api.post("/v1/databases", &request).await?;
-            let database = if no_wait { database } else { wait_for_database(api, &database).await? };
+            let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Running).await? };
             output::database(&database, json);
+        }
+        DbCommand::Stop { name, no_wait } => {
+            let database: Database = api.post(&format!("/v1/databases/{name}/stop"), &()).await?;
+            let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Stopped).await? };
+            output::database(&database, json);
+        }
+        DbCommand::Start { name, no_wait } => {
+            let database: Database = api.post(&format!("/v1/databases/{name}/start"), &()).await?;
+            let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Running).await? };
+            output::database(&database, json);
+        }
+        DbCommand::Extend { name, ttl } => {
+            let body = devdb_shared::api::ExtendDatabase { ttl };
+            output::database(&api.post(&format!("/v1/databases/{name}/extend"), &body).await?, json);
+        }
+        DbCommand::Protect { name, off } => {
+            let body = devdb_shared::api::PatchDatabase { protected: Some(!off), ..Default::default() };
+            output::database(&api.patch(&format!("/v1/databases/{name}"), &body).await?, json);
         }
         DbCommand::List { project, owner } => {
             let query: Vec<String> = [("project", project), ("owner", owner)]
@@ -312,7 +387,7 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
         }
         DbCommand::Reset { name, no_wait } => {
             let database: Database = api.post(&format!("/v1/databases/{name}/reset"), &()).await?;
-            let database = if no_wait { database } else { wait_for_database(api, &database).await? };
+            let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Running).await? };
             output::database(&database, json);
         }
         DbCommand::Connect { name, psql_args } => {
@@ -350,24 +425,37 @@ async fn wait_for_project(api: &ApiClient, project: &Project) -> anyhow::Result<
     }
 }
 
-/// Polls a database until it runs (or fails).
-async fn wait_for_database(api: &ApiClient, database: &Database) -> anyhow::Result<Database> {
-    let spinner = output::spinner(&format!("creating {} from project {}", database.name, database.project));
+/// Where a database is expected to settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Running,
+    Stopped,
+}
+
+/// Polls a database until it settles as expected (or fails).
+async fn wait_for_database(api: &ApiClient, database: &Database, settle: Settle) -> anyhow::Result<Database> {
+    let doing = match (settle, database.status) {
+        (Settle::Stopped, _) => format!("stopping {}", database.name),
+        (Settle::Running, DatabaseStatus::Stopped | DatabaseStatus::Starting) => format!("starting {}", database.name),
+        (Settle::Running, _) => format!("creating {} from project {}", database.name, database.project),
+    };
+    let spinner = output::spinner(&doing);
     let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
     loop {
         let current: Database = api.get(&format!("/v1/databases/{}", database.name)).await?;
-        match current.status {
-            DatabaseStatus::Running => {
-                spinner.finish_and_clear();
-                return Ok(current);
-            }
-            DatabaseStatus::Error | DatabaseStatus::Stopped | DatabaseStatus::Deleting => {
+        let done = match (settle, current.status) {
+            (Settle::Running, DatabaseStatus::Running) | (Settle::Stopped, DatabaseStatus::Stopped) => true,
+            (_, DatabaseStatus::Error | DatabaseStatus::Deleting) => {
                 spinner.finish_and_clear();
                 anyhow::bail!("{} is {:?}: {}", current.name, current.status, current.error.unwrap_or_default());
             }
-            DatabaseStatus::Creating | DatabaseStatus::Recovering => {}
+            _ => false,
+        };
+        if done {
+            spinner.finish_and_clear();
+            return Ok(current);
         }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{} is still being created", database.name);
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{}: still not done; check `devdb db show`", doing);
         tokio::time::sleep(POLL).await;
     }
 }

@@ -42,6 +42,11 @@ pub struct ApiArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_WAIT_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub wait_timeout: std::time::Duration,
 
+    /// How long a database may go without a session before it is stopped (projects and
+    /// databases may say otherwise; 0s: never). A connection wakes it.
+    #[arg(long, env = "DEVDB_CONTROLLER_IDLE_STOP_AFTER", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub idle_stop_after: std::time::Duration,
+
     /// Restores one owner may run at once; more wait their turn (`pending`).
     #[arg(long, env = "DEVDB_CONTROLLER_MAX_RESTORES_PER_OWNER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_restores_per_owner: u32,
@@ -57,6 +62,7 @@ pub struct ApiConfig {
     pub allow_private_sources: bool,
     pub wait_timeout: std::time::Duration,
     pub max_restores_per_owner: usize,
+    pub idle_stop_after: std::time::Duration,
 }
 
 /// Why the configuration is unusable.
@@ -84,6 +90,7 @@ impl TryFrom<ApiArgs> for ApiConfig {
             allow_private_sources: args.allow_private_sources,
             wait_timeout: args.wait_timeout,
             max_restores_per_owner: args.max_restores_per_owner as usize,
+            idle_stop_after: args.idle_stop_after,
         })
     }
 }
@@ -113,5 +120,6 @@ mod tests {
         assert_eq!(config.public_port, 6432);
         assert!(!config.allow_private_sources);
         assert_eq!((config.wait_timeout.as_secs(), config.max_restores_per_owner), (600, 2));
+        assert_eq!(config.idle_stop_after.as_secs(), 1800, "databases sleep after 30 idle minutes");
     }
 }

@@ -17,6 +17,7 @@ pub enum Op {
     Restore,
     Clone,
     Start,
+    Stop,
     Remove,
 }
 
@@ -24,6 +25,8 @@ pub enum Op {
 struct State {
     /// Instances running now.
     running: HashSet<Name>,
+    /// Instances stopped, with their data.
+    stopped: HashSet<Name>,
     /// Failures to return, per operation, in order.
     failures: HashMap<Op, VecDeque<RuntimeError>>,
     /// Every operation, as `op name`, in order.
@@ -160,9 +163,30 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn stop_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        self.call(Op::Stop, &database.name)?;
+        self.with(|s| {
+            s.running.remove(&database.name);
+            s.stopped.insert(database.name.clone());
+        });
+        Ok(())
+    }
+
+    async fn start_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        self.call(Op::Start, &database.name)?;
+        self.with(|s| {
+            s.stopped.remove(&database.name);
+            s.running.insert(database.name.clone());
+        });
+        Ok(())
+    }
+
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
         self.call(Op::Remove, name)?;
-        self.with(|s| s.running.remove(name));
+        self.with(|s| {
+            s.running.remove(name);
+            s.stopped.remove(name);
+        });
         Ok(())
     }
 
@@ -171,7 +195,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn existing_databases(&self) -> Result<Vec<Name>, RuntimeError> {
-        Ok(self.with(|s| s.running.iter().cloned().collect()))
+        Ok(self.with(|s| s.running.iter().chain(&s.stopped).cloned().collect()))
     }
 
     async fn existing_projects(&self) -> Result<Vec<Name>, RuntimeError> {

@@ -1,6 +1,7 @@
 //! The controller's core, which knows no platform: the [`model`], the [`store::Store`] and
 //! [`runtime::Runtime`] traits the adapters implement, the [`reconcile`]r that drives records
-//! to reality, the routing table ([`routes`]) and the REST API ([`api`], with [`auth`]).
+//! to reality, the routing table ([`routes`]), when databases stop and end ([`lifecycle`]) and
+//! the REST API ([`api`], with [`auth`]).
 //!
 //! [`memory`] and [`fake`] are a store and a runtime with nothing underneath: the core's own
 //! tests drive the API and the reconciler over them, in-process.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod fake;
+pub mod lifecycle;
 pub mod memory;
 pub mod model;
 pub mod reconcile;

@@ -2,7 +2,7 @@
 //! from these), what should become of each, and the keys the reconciler works on.
 
 use devdb_shared::Name;
-use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
+use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus, StopReason};
 use serde::{Deserialize, Serialize};
 
 /// A project as the controller keeps it (the API view is derived from it).
@@ -30,6 +30,13 @@ pub struct ProjectRecord {
     pub password: String,
     pub database: String,
     pub created_at: String,
+    /// Its databases stop after this many seconds without a session (0: never); `None`: the
+    /// controller's default.
+    #[serde(default)]
+    pub idle_stop_after_secs: Option<u64>,
+    /// How long its databases live unless created with their own `ttl` (`None`: for ever).
+    #[serde(default)]
+    pub default_ttl_secs: Option<u64>,
 }
 
 /// One restored snapshot of a project.
@@ -49,6 +56,8 @@ pub enum Want {
     Reset,
     /// Be stopped and removed.
     Delete,
+    /// Be stopped, keeping its data and credentials.
+    Stop,
 }
 
 /// A database as the controller keeps it.
@@ -69,6 +78,24 @@ pub struct DatabaseRecord {
     pub snapshot_generation: Option<u64>,
     pub error: Option<String>,
     pub created_at: String,
+    /// Stop and start, idleness and expiry (absent in records written before they existed).
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+}
+
+/// A database's stops, activity and end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    pub stop_reason: Option<StopReason>,
+    pub stopped_at: Option<String>,
+    /// The last time a session was open on it (proxy reports), or it was started.
+    pub last_active_at: Option<String>,
+    /// When the controller deletes it (RFC 3339), unless protected.
+    pub expires_at: Option<String>,
+    /// Exempt from idle stop and expiry.
+    pub protected: bool,
+    /// Its own idle period in seconds (0: never), over the project's.
+    pub idle_stop_after_secs: Option<u64>,
 }
 
 /// What the reconciler works on.

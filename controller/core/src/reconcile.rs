@@ -53,6 +53,12 @@ pub fn backoff_after(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
+/// How often [`Reconciler::enforce_lifecycle`] looks for idle and expired databases.
+pub const LIFECYCLE_EVERY: Duration = Duration::from_secs(15);
+
+/// The idle period unless configured.
+const LIFECYCLE_DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
+
 /// Progress is written to the store at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -75,6 +81,11 @@ pub struct Reconciler<P: Platform> {
     /// Turns of each owner's restores, so one owner cannot take every restore slot.
     turns: Mutex<HashMap<String, Arc<Semaphore>>>,
     restores_per_owner: AtomicUsize,
+    /// The proxies' reports of sessions, for idle stops.
+    activity: crate::lifecycle::Activity,
+    /// Databases stop after this long without a session unless their project or they say
+    /// otherwise (seconds; 0: never).
+    idle_stop_after: std::sync::atomic::AtomicU64,
 }
 
 impl<P: Platform> Reconciler<P> {
@@ -86,7 +97,20 @@ impl<P: Platform> Reconciler<P> {
             restores: Mutex::default(),
             turns: Mutex::default(),
             restores_per_owner: AtomicUsize::new(RESTORES_PER_OWNER),
+            activity: crate::lifecycle::Activity::default(),
+            idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
         })
+    }
+
+    /// Databases stop after `period` without a session unless their project or they say
+    /// otherwise (zero: never).
+    pub fn stop_idle_after(&self, period: Duration) {
+        self.idle_stop_after.store(period.as_secs(), Ordering::Relaxed);
+    }
+
+    /// The proxies' activity reports.
+    pub fn activity(&self) -> &crate::lifecycle::Activity {
+        &self.activity
     }
 
     /// Lets each owner run at most `n` restores at once (more wait, `pending`).
@@ -318,6 +342,19 @@ impl<P: Platform> Reconciler<P> {
             Want::Run => match database.status {
                 DatabaseStatus::Creating => self.clone_database(&database).await,
                 DatabaseStatus::Running | DatabaseStatus::Recovering => self.keep_running(&database).await,
+                DatabaseStatus::Stopped | DatabaseStatus::Starting => self.start_database(&database).await,
+                DatabaseStatus::Error | DatabaseStatus::Deleting => Ok(()),
+            },
+            Want::Stop => match database.status {
+                DatabaseStatus::Running | DatabaseStatus::Recovering | DatabaseStatus::Starting => {
+                    self.stop_database(&database).await
+                }
+                // Made first, then stopped by the next pass.
+                DatabaseStatus::Creating => {
+                    let cloned = self.clone_database(&database).await;
+                    self.trigger(Key::Database(name.clone()));
+                    cloned
+                }
                 DatabaseStatus::Stopped | DatabaseStatus::Error | DatabaseStatus::Deleting => Ok(()),
             },
         };
@@ -371,6 +408,112 @@ impl<P: Platform> Reconciler<P> {
         }
     }
 
+    /// Stops a database's instance, keeping its data and credentials.
+    async fn stop_database(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
+        self.runtime.stop_database(database).await?;
+        let stopped_at = crate::clock::now();
+        self.set_database(&database.name, |d| {
+            // A start or a delete asked for meanwhile is the next pass's.
+            if d.want == Want::Stop {
+                d.status = DatabaseStatus::Stopped;
+                d.lifecycle.stopped_at = Some(stopped_at.clone());
+                d.error = None;
+            }
+        })
+        .await?;
+        let reason = database.lifecycle.stop_reason.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_default();
+        tracing::info!(database = %database.name, %reason, "stopped");
+        Ok(())
+    }
+
+    /// Starts a stopped database (a wake); it is `starting` until it answers.
+    async fn start_database(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
+        if database.status != DatabaseStatus::Starting {
+            self.set_database(&database.name, |d| {
+                if d.want == Want::Run && d.status == DatabaseStatus::Stopped {
+                    d.status = DatabaseStatus::Starting;
+                }
+            })
+            .await?;
+        }
+        let started = Instant::now();
+        self.runtime.start_database(database).await?;
+        let now = crate::clock::now();
+        self.set_database(&database.name, |d| {
+            if d.want == Want::Run && d.status == DatabaseStatus::Starting {
+                d.status = DatabaseStatus::Running;
+                d.error = None;
+                d.lifecycle.stopped_at = None;
+                d.lifecycle.stop_reason = None;
+                // Idle from now on, not from before it slept.
+                d.lifecycle.last_active_at = Some(now.clone());
+            }
+        })
+        .await?;
+        tracing::info!(database = %database.name, elapsed = ?started.elapsed(), "started");
+        Ok(())
+    }
+
+    /// Looks once for databases whose time is up: expired ones are deleted, idle ones stopped
+    /// (neither if protected).
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    pub async fn enforce_lifecycle_once(&self, now: std::time::SystemTime) -> Result<(), ReconcileError> {
+        use crate::lifecycle::Due;
+        let projects = self.store.projects(None).await?;
+        let default_idle = Duration::from_secs(self.idle_stop_after.load(Ordering::Relaxed));
+        for database in self.store.databases(None, None).await? {
+            let project = projects.iter().find(|p| p.name == database.project);
+            let busy = self.activity.busy(&database.name);
+            match crate::lifecycle::due(&database, project, default_idle, now, busy) {
+                Some(Due::Expire) => {
+                    let record = self
+                        .store
+                        .update_database(&database.name, |d| {
+                            if !d.lifecycle.protected {
+                                d.want = Want::Delete;
+                                d.status = DatabaseStatus::Deleting;
+                            }
+                        })
+                        .await?;
+                    if record.want == Want::Delete {
+                        let expired_at = database.lifecycle.expires_at.clone().unwrap_or_default();
+                        tracing::info!(database = %database.name, owner = %database.owner, %expired_at, "expired: deleting");
+                        self.trigger(Key::Database(database.name.clone()));
+                    }
+                }
+                Some(Due::IdleStop) => {
+                    let record = self
+                        .store
+                        .update_database(&database.name, |d| {
+                            if d.want == Want::Run && d.status == DatabaseStatus::Running && !d.lifecycle.protected {
+                                d.want = Want::Stop;
+                                d.lifecycle.stop_reason = Some(devdb_shared::api::StopReason::Idle);
+                            }
+                        })
+                        .await?;
+                    if record.want == Want::Stop {
+                        let idle_since = database.lifecycle.last_active_at.clone().unwrap_or_default();
+                        tracing::info!(database = %database.name, %idle_since, "idle: stopping");
+                        self.trigger(Key::Database(database.name.clone()));
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs [`Reconciler::enforce_lifecycle_once`] every `every` until `stop`.
+    pub async fn enforce_lifecycle(&self, every: Duration, stop: CancellationToken) {
+        while stop.run_until_cancelled(tokio::time::sleep(every)).await.is_some() {
+            if let Err(error) = self.enforce_lifecycle_once(std::time::SystemTime::now()).await {
+                tracing::warn!(%error, "cannot check databases for idleness and expiry");
+            }
+        }
+    }
+
     /// Clones the project's snapshot for `database` once the project is ready.
     async fn clone_database(self: &Arc<Self>, database: &DatabaseRecord) -> Result<(), ReconcileError> {
         let Some(project) = self.store.project(database.project.as_str()).await? else {
@@ -397,6 +540,7 @@ impl<P: Platform> Reconciler<P> {
                 d.want = Want::Run;
             }
             d.snapshot_generation = Some(snapshot.generation);
+            d.lifecycle.last_active_at = Some(crate::clock::now());
         })
         .await?;
         tracing::info!(database = %database.name, project = %project.name, "running");

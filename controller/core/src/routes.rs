@@ -38,8 +38,11 @@ impl RouteFeed {
             .filter_map(|d| {
                 let state = match d.status {
                     DatabaseStatus::Running => RouteState::Ready,
-                    DatabaseStatus::Creating | DatabaseStatus::Recovering => RouteState::Starting,
-                    DatabaseStatus::Stopped | DatabaseStatus::Error => RouteState::Stopped,
+                    DatabaseStatus::Creating | DatabaseStatus::Recovering | DatabaseStatus::Starting => {
+                        RouteState::Starting
+                    }
+                    DatabaseStatus::Stopped => RouteState::Asleep,
+                    DatabaseStatus::Error => RouteState::Stopped,
                     DatabaseStatus::Deleting => return None,
                 };
                 Some(Route { name: d.name.clone(), backend: backend(d), state })

@@ -134,6 +134,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// Makes sure an existing clone runs (adopting it when it already does).
     fn ensure_running(&self, database: &DatabaseRecord) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Stops a database's instance, keeping its data: it holds no process and no memory until
+    /// [`Runtime::start_database`].
+    fn stop_database(&self, database: &DatabaseRecord) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Starts a stopped database's instance and returns once it takes connections.
+    fn start_database(&self, database: &DatabaseRecord) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Stops and removes a database's instance and files.
     fn remove_database(&self, name: &Name) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 

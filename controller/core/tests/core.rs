@@ -67,6 +67,7 @@ impl Core {
             allow_private_sources: false,
             wait_timeout: std::time::Duration::from_secs(60),
             max_restores_per_owner: 2,
+            idle_stop_after: std::time::Duration::from_secs(1800),
         };
         let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
         let spawner = Arc::new(Spawner::default());

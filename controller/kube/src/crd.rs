@@ -40,6 +40,13 @@ pub struct ProjectSpec {
     /// new snapshot (refresh).
     #[serde(default = "first_generation")]
     pub snapshot_generation: u64,
+    /// Its databases stop after this many seconds without a session (0: never; absent: the
+    /// controller's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_after_seconds: Option<u64>,
+    /// How long its databases live unless created with their own time to live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl_seconds: Option<u64>,
 }
 
 /// What the controller reports about a project.
@@ -98,13 +105,26 @@ pub struct DatabaseSpec {
     /// Bumped to clone the project's snapshot again (reset), keeping name and credentials.
     #[serde(default)]
     pub reset_generation: u64,
+    /// Stopped (scaled to zero, its volume kept) until set false again, by `start` or a
+    /// connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+    /// Exempt from idle stop and expiry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
+    /// When the controller deletes it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Its own idle period in seconds (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_after_seconds: Option<u64>,
 }
 
 /// What the controller reports about a database.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseStatus {
-    /// creating, running, stopped, error or deleting.
+    /// creating, running, stopped, starting, recovering, error or deleting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +136,14 @@ pub struct DatabaseStatus {
     /// The project snapshot generation the clone was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_generation: Option<u64>,
+    /// `manual` or `idle`, while stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// The last time a session was open on it (proxy reports), or it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

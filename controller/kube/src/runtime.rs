@@ -259,6 +259,17 @@ impl KubeRuntime {
         }
     }
 
+    /// Applies the database's StatefulSet with `replicas` (0: stopped, its volume kept).
+    async fn scale(&self, database: &DatabaseRecord, replicas: i32) -> Result<(), RuntimeError> {
+        let namespace = resources::namespace_name(database.project.as_str());
+        let mut statefulset = resources::statefulset(database.project.as_str(), database.name.as_str(), &self.settings);
+        resources::owned_by(&mut statefulset.metadata, "Database", database.name.as_str(), &database.id);
+        if let Some(spec) = statefulset.spec.as_mut() {
+            spec.replicas = Some(replicas);
+        }
+        apply(&self.api::<StatefulSet>(&namespace), &statefulset).await.map(drop)
+    }
+
     /// Applies what a database runs on, except its volume.
     async fn apply_instance(&self, database: &DatabaseRecord, project: &ProjectRecord) -> Result<(), RuntimeError> {
         let (db, p) = (database.name.as_str(), project.name.as_str());
@@ -435,6 +446,21 @@ impl Runtime for KubeRuntime {
             step: "checking the database",
             detail: format!("its StatefulSet is gone (volume {data} remains); reset it to run it again"),
         })
+    }
+
+    async fn stop_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        // Scaled to zero: no pod, no memory; the volume and its data stay.
+        self.scale(database, 0).await
+    }
+
+    async fn start_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let namespace = resources::namespace_name(database.project.as_str());
+        let data = resources::data_name(database.name.as_str());
+        if self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()?.is_none() {
+            return Err(RuntimeError::DataMissing(database.name.clone()));
+        }
+        self.scale(database, 1).await?;
+        self.wait_ready(database, &namespace).await
     }
 
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {

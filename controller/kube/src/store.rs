@@ -25,7 +25,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
+use devdb_core::model::{DatabaseRecord, Lifecycle, ProjectRecord, SnapshotRecord, Want};
 use devdb_core::store::{DatabaseFeed, Databases, Store, StoreError};
 
 use crate::crd::{
@@ -93,6 +93,8 @@ impl CrdStore {
                 username: p.username.clone(),
                 database: p.database.clone(),
                 snapshot_generation: p.wanted_generation,
+                idle_stop_after_seconds: p.idle_stop_after_secs,
+                default_ttl_seconds: p.default_ttl_secs,
             },
         );
         resource.metadata.finalizers = Some(vec![FINALIZER.into()]);
@@ -204,7 +206,15 @@ impl CrdStore {
                 finalizers: Some(vec![FINALIZER.into()]),
                 ..ObjectMeta::default()
             },
-            spec: DatabaseSpec { project: d.project.to_string(), owner: d.owner.clone(), reset_generation: 0 },
+            spec: DatabaseSpec {
+                project: d.project.to_string(),
+                owner: d.owner.clone(),
+                reset_generation: 0,
+                stopped: false,
+                protected: d.lifecycle.protected,
+                expires_at: d.lifecycle.expires_at.clone(),
+                idle_stop_after_seconds: d.lifecycle.idle_stop_after_secs,
+            },
             status: None,
         };
         let created = create(&self.databases, &resource, "database").await?;
@@ -262,6 +272,15 @@ impl CrdStore {
                     "metadata": { "resourceVersion": version },
                     "spec": { "resetGeneration": current.spec.reset_generation + 1 },
                 });
+                match patch_unchanged(&self.databases, name.as_str(), Part::Spec, &patch).await? {
+                    Some(updated) => version = updated.resource_version(),
+                    None => continue,
+                }
+            }
+            // Intent that lives in the spec: stop, protection, expiry, idle period.
+            let spec = lifecycle_spec(&after);
+            if spec != lifecycle_spec(&before) {
+                let patch = json!({ "metadata": { "resourceVersion": version }, "spec": spec });
                 match patch_unchanged(&self.databases, name.as_str(), Part::Spec, &patch).await? {
                     Some(updated) => version = updated.resource_version(),
                     None => continue,
@@ -342,6 +361,8 @@ impl CrdStore {
             username: p.spec.username.clone(),
             database: p.spec.database.clone(),
             created_at: created_at(p.meta()),
+            idle_stop_after_secs: p.spec.idle_stop_after_seconds,
+            default_ttl_secs: p.spec.default_ttl_seconds,
         })
     }
 
@@ -354,6 +375,8 @@ impl CrdStore {
             Want::Delete
         } else if d.spec.reset_generation > status.observed_reset_generation {
             Want::Reset
+        } else if d.spec.stopped {
+            Want::Stop
         } else {
             Want::Run
         };
@@ -369,6 +392,14 @@ impl CrdStore {
             snapshot_generation: status.snapshot_generation,
             error: status.error,
             created_at: created_at(d.meta()),
+            lifecycle: Lifecycle {
+                stop_reason: status.stop_reason.as_deref().and_then(|r| phase(Some(r))),
+                stopped_at: status.stopped_at,
+                last_active_at: status.last_active_at,
+                expires_at: d.spec.expires_at.clone(),
+                protected: d.spec.protected,
+                idle_stop_after_secs: d.spec.idle_stop_after_seconds,
+            },
         })
     }
 
@@ -490,6 +521,7 @@ fn database_status(d: &DatabaseRecord, current: &Database) -> crd::DatabaseStatu
         Phase::Running => "Running",
         Phase::Recovering => "Recovering",
         Phase::Stopped => "Stopped",
+        Phase::Starting => "Starting",
         Phase::Error => "Failed",
         Phase::Deleting => "Deleting",
     };
@@ -503,6 +535,9 @@ fn database_status(d: &DatabaseRecord, current: &Database) -> crd::DatabaseStatu
             current.spec.reset_generation
         },
         snapshot_generation: d.snapshot_generation,
+        stop_reason: d.lifecycle.stop_reason.map(|r| phase_name(&r)),
+        stopped_at: d.lifecycle.stopped_at.clone(),
+        last_active_at: d.lifecycle.last_active_at.clone(),
         conditions: vec![ready_condition(d.status == Phase::Running, reason, d.error.as_ref(), &previous.conditions)],
     }
 }
@@ -538,10 +573,26 @@ fn database_event(d: &DatabaseRecord) -> Event {
         Phase::Creating => event(false, "Cloning", "Clone", None),
         Phase::Running => event(false, "Running", "Clone", None),
         Phase::Recovering => event(true, "Recovering", "Restart", d.error.clone()),
-        Phase::Stopped => event(false, "Stopped", "Stop", None),
+        Phase::Stopped => event(
+            false,
+            "Stopped",
+            "Stop",
+            d.lifecycle.stop_reason.map(|r| format!("stopped ({})", phase_name(&r))),
+        ),
+        Phase::Starting => event(false, "Starting", "Start", None),
         Phase::Error => event(true, "Failed", "Clone", d.error.clone()),
         Phase::Deleting => event(false, "Deleting", "Delete", None),
     }
+}
+
+/// The lifecycle intent a `Database`'s spec holds, as a merge patch of the spec (nulls remove).
+fn lifecycle_spec(d: &DatabaseRecord) -> serde_json::Value {
+    json!({
+        "stopped": d.want == Want::Stop,
+        "protected": d.lifecycle.protected,
+        "expiresAt": d.lifecycle.expires_at,
+        "idleStopAfterSeconds": d.lifecycle.idle_stop_after_secs,
+    })
 }
 
 /// Removes our finalizer from a resource being deleted, letting it go.
@@ -663,6 +714,8 @@ mod tests {
             password: "pw".into(),
             database: "shop".into(),
             created_at: "now".into(),
+            idle_stop_after_secs: None,
+            default_ttl_secs: None,
         };
         let note = project_event(&project).note.unwrap_or_default();
         assert_eq!(note, "https://dumps.example.com/d.dump?sig=…");

@@ -221,6 +221,22 @@ impl Runtime for LocalRuntime {
         .await
     }
 
+    async fn stop_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let (data, pg) = (self.database_dir(&database.name).join("data"), self.pg.clone());
+        blocking(move || {
+            if pg.is_running(&data) {
+                // A clean shutdown: the next start needs no recovery, so a wake is quick.
+                pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("stopping PostgreSQL"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn start_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        self.ensure_running(database).await
+    }
+
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
         let (dir, pg) = (self.database_dir(name), self.pg.clone());
         let cloning = dir.with_extension("cloning");

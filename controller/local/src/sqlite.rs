@@ -344,6 +344,8 @@ mod tests {
             password: "pw".into(),
             database: "app".into(),
             created_at: "now".into(),
+            idle_stop_after_secs: None,
+            default_ttl_secs: None,
         }
     }
 
@@ -360,6 +362,7 @@ mod tests {
             snapshot_generation: None,
             error: None,
             created_at: "now".into(),
+            lifecycle: devdb_core::model::Lifecycle::default(),
         }
     }
 

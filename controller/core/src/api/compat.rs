@@ -83,6 +83,8 @@ pub async fn create_project<P: Platform>(
         db_version: req.db_version,
         backup_location: req.backup_location,
         default_credentials: None,
+        idle_stop_after: None,
+        default_ttl: None,
     };
     let (status, Json(created)) = projects::create(State(state.clone()), caller.clone(), Ok(Json(request))).await?;
     let record = project_for(&state, &caller, created.name.as_str(), Access::Read).await?;
@@ -128,7 +130,14 @@ pub async fn create_database<P: Platform>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Json(req) = body?;
     let project = project_for(&state, &caller, &id, Access::Read).await?;
-    let request = CreateDatabase { name: req.name, project: project.name, owner: None };
+    let request = CreateDatabase {
+        name: req.name,
+        project: project.name,
+        owner: None,
+        ttl: None,
+        protected: false,
+        idle_stop_after: None,
+    };
     databases::create(State(state), caller, Ok(Query(WaitQuery::default())), Ok(Json(request))).await
 }
 

@@ -1,16 +1,17 @@
-//! `/v1/databases`: create (clone the project's snapshot), list, show, delete, reset.
+//! `/v1/databases`: create (clone the project's snapshot), list, show, delete, reset; stop,
+//! start, extend and change (protection, idle period).
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use devdb_shared::api::{CreateDatabase, Database, DatabaseStatus};
+use devdb_shared::api::{CreateDatabase, Database, DatabaseStatus, ExtendDatabase, PatchDatabase, StopReason};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Shared, database_view, generate_password, owner_for};
 use crate::auth::Caller;
 use crate::clock::now;
-use crate::model::{DatabaseRecord, Want};
+use crate::model::{DatabaseRecord, Lifecycle, Want};
 use crate::reconcile::Key;
 use crate::runtime::{Platform, Ports, Runtime};
 use crate::store::Store;
@@ -49,6 +50,22 @@ pub async fn create<P: Platform>(
     let (Query(wait), Json(req)) = (wait?, body?);
     let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
     let owner = owner_for(&caller, req.owner)?;
+    let ttl = match &req.ttl {
+        Some(ttl) => Some(crate::lifecycle::parse_duration("ttl", ttl).map_err(ApiError::BadRequest)?),
+        None => project.default_ttl_secs.map(std::time::Duration::from_secs),
+    };
+    let idle_stop_after_secs = req
+        .idle_stop_after
+        .as_deref()
+        .map(|t| crate::lifecycle::parse_duration("idleStopAfter", t).map(|d| d.as_secs()))
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let lifecycle = Lifecycle {
+        expires_at: ttl.map(|ttl| crate::lifecycle::timestamp(std::time::SystemTime::now() + ttl)),
+        protected: req.protected,
+        idle_stop_after_secs,
+        ..Lifecycle::default()
+    };
     let record = DatabaseRecord {
         id: format!("db-{}", generate_password().to_lowercase()),
         name: req.name.clone(),
@@ -61,11 +78,12 @@ pub async fn create<P: Platform>(
         snapshot_generation: None,
         error: None,
         created_at: now(),
+        lifecycle,
     };
     let record = state.store.insert_database(&record).await?;
     tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
     state.reconciler.trigger(Key::Database(record.name.clone()));
-    let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
+    let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
     Ok((StatusCode::CREATED, Json(database_view(&state.config, &record, Some(&project)))))
 }
 
@@ -152,8 +170,129 @@ pub async fn reset<P: Platform>(
         return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
     }
     state.reconciler.trigger(Key::Database(record.name.clone()));
-    let record = if wait.wait { wait_until_settled(&state, &record).await? } else { record };
+    let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/databases/{name}/stop", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query, description = "Answer once it is stopped")),
+    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn stop<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let Query(wait) = wait?;
+    let database = database_for(&state, &caller, &name).await?;
+    let record = state
+        .store
+        .update_database(&database.name, |d| {
+            if matches!(d.want, Want::Run | Want::Reset) && d.status != DatabaseStatus::Error {
+                d.want = Want::Stop;
+                d.lifecycle.stop_reason = Some(StopReason::Manual);
+            }
+        })
+        .await?;
+    match (record.want, record.status) {
+        (Want::Delete, _) => return Err(ApiError::Conflict(format!("database {name} is being deleted"))),
+        (_, DatabaseStatus::Error) => {
+            return Err(ApiError::Conflict(format!("database {name} failed; reset it to run it again")));
+        }
+        _ => {}
+    }
+    state.reconciler.trigger(Key::Database(record.name.clone()));
+    let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Stopped).await? } else { record };
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/databases/{name}/start", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query, description = "Answer once it is running")),
+    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn start<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+    wait: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    let Query(wait) = wait?;
+    let database = database_for(&state, &caller, &name).await?;
+    // Idempotent: many clients waking one database cause one start.
+    let record = state
+        .store
+        .update_database(&database.name, |d| {
+            if d.want == Want::Stop {
+                d.want = Want::Run;
+            }
+        })
+        .await?;
+    match (record.want, record.status) {
+        (Want::Delete, _) => return Err(ApiError::Conflict(format!("database {name} is being deleted"))),
+        (_, DatabaseStatus::Error) => {
+            return Err(ApiError::Conflict(format!("database {name} failed; reset it to run it again")));
+        }
+        _ => {}
+    }
+    if record.want != database.want {
+        tracing::info!(database = %record.name, "start asked");
+        state.reconciler.trigger(Key::Database(record.name.clone()));
+    }
+    let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/databases/{name}/extend", tag = "databases", params(("name" = String, Path)), request_body = ExtendDatabase,
+    responses((status = 200, body = Database), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn extend<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<ExtendDatabase>, JsonRejection>,
+) -> Result<Json<Database>, ApiError> {
+    let Json(req) = body?;
+    let ttl = crate::lifecycle::parse_duration("ttl", &req.ttl).map_err(ApiError::BadRequest)?;
+    let database = database_for(&state, &caller, &name).await?;
+    let expires_at = crate::lifecycle::timestamp(std::time::SystemTime::now() + ttl);
+    let record =
+        state.store.update_database(&database.name, |d| d.lifecycle.expires_at = Some(expires_at.clone())).await?;
+    tracing::info!(database = %record.name, %expires_at, "extended");
+    Ok(Json(view(&state, &record).await?))
+}
+
+#[utoipa::path(
+    patch, path = "/v1/databases/{name}", tag = "databases", params(("name" = String, Path)), request_body = PatchDatabase,
+    responses((status = 200, body = Database), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn patch<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<PatchDatabase>, JsonRejection>,
+) -> Result<Json<Database>, ApiError> {
+    let Json(req) = body?;
+    let idle = req
+        .idle_stop_after
+        .as_deref()
+        .map(|t| crate::lifecycle::parse_duration("idleStopAfter", t).map(|d| d.as_secs()))
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let database = database_for(&state, &caller, &name).await?;
+    let record = state
+        .store
+        .update_database(&database.name, |d| {
+            if let Some(protected) = req.protected {
+                d.lifecycle.protected = protected;
+            }
+            if idle.is_some() {
+                d.lifecycle.idle_stop_after_secs = idle;
+            }
+        })
+        .await?;
+    Ok(Json(view(&state, &record).await?))
 }
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'
@@ -176,11 +315,13 @@ async fn view<P: Platform>(state: &AppState<P>, d: &DatabaseRecord) -> Result<Da
     Ok(database_view(&state.config, d, project.as_ref()))
 }
 
-/// Waits until the database is running (or failed: then the error is the response).
-async fn wait_until_settled<P: Platform>(
+/// Waits until the database is `target` (or failed: then the error is the response).
+async fn wait_until<P: Platform>(
     state: &AppState<P>,
     record: &DatabaseRecord,
+    target: DatabaseStatus,
 ) -> Result<DatabaseRecord, ApiError> {
+    let wanted = if target == DatabaseStatus::Stopped { Want::Stop } else { Want::Run };
     let mut changes = state.store.watch_databases();
     let deadline = tokio::time::Instant::now() + state.config.wait_timeout;
     loop {
@@ -189,21 +330,20 @@ async fn wait_until_settled<P: Platform>(
             .database(record.name.as_str())
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("database {} was deleted", record.name)))?;
-        match current.status {
-            DatabaseStatus::Running if current.want == Want::Run => return Ok(current),
-            DatabaseStatus::Error => {
-                return Err(ApiError::Failed(format!(
-                    "database {} failed: {}",
-                    record.name,
-                    current.error.unwrap_or_default()
-                )));
-            }
-            _ => {}
+        if current.status == target && current.want == wanted {
+            return Ok(current);
+        }
+        if current.status == DatabaseStatus::Error {
+            return Err(ApiError::Failed(format!(
+                "database {} failed: {}",
+                record.name,
+                current.error.unwrap_or_default()
+            )));
         }
         let changed = state.shutdown.run_until_cancelled(tokio::time::timeout_at(deadline, changes.changed())).await;
         if changed.is_none() {
             return Err(ApiError::Unavailable(
-                "the controller is shutting down; the database is still being created".into(),
+                "the controller is shutting down; the database is still being changed".into(),
             ));
         }
         if changed.is_some_and(|c| c.is_err()) {

@@ -4,6 +4,7 @@
 //! every runtime, and the core's tests drive it in-process over an in-memory store and a fake
 //! runtime.
 
+mod activity;
 mod compat;
 mod databases;
 mod error;
@@ -48,6 +49,7 @@ impl<P: Platform> AppState<P> {
     pub fn new(config: ApiConfig, reconciler: Arc<Reconciler<P>>, routes: RouteFeed) -> Arc<Self> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         reconciler.limit_restores_per_owner(config.max_restores_per_owner);
+        reconciler.stop_idle_after(config.idle_stop_after);
         Arc::new(Self { config, store: reconciler.store().clone(), reconciler, routes, shutdown })
     }
 
@@ -65,8 +67,15 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/projects/{name}", get(projects::show::<P>).delete(projects::delete::<P>))
         .route("/projects/{name}/refresh", post(projects::refresh::<P>))
         .route("/databases", post(databases::create::<P>).get(databases::list::<P>))
-        .route("/databases/{name}", get(databases::show::<P>).delete(databases::delete::<P>))
+        .route(
+            "/databases/{name}",
+            get(databases::show::<P>).delete(databases::delete::<P>).patch(databases::patch::<P>),
+        )
         .route("/databases/{name}/reset", post(databases::reset::<P>))
+        .route("/databases/{name}/stop", post(databases::stop::<P>))
+        .route("/databases/{name}/start", post(databases::start::<P>))
+        .route("/databases/{name}/extend", post(databases::extend::<P>))
+        .route("/activity", post(activity::report::<P>))
         .route("/routes", get(routes::snapshot::<P>))
         .route("/routes/watch", get(routes::watch::<P>));
     let compat = Router::new()
@@ -139,11 +148,19 @@ pub fn project_view(p: &ProjectRecord) -> Project {
             database: p.database.clone(),
         },
         created_at: p.created_at.clone(),
+        idle_stop_after: p.idle_stop_after_secs.map(human_seconds),
+        default_ttl: p.default_ttl_secs.map(human_seconds),
     }
+}
+
+/// `5400` as `"1h 30m"`.
+fn human_seconds(seconds: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(seconds)).to_string()
 }
 
 /// The API view of a database: connection details point at the proxy.
 pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&ProjectRecord>) -> Database {
+    let idle = crate::lifecycle::idle_period(d, project, config.idle_stop_after);
     let host = config.domain.host_for(&d.name);
     let (username, database) = project.map(|p| (p.username.clone(), p.database.clone())).unwrap_or_default();
     let uri = format!(
@@ -164,6 +181,12 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
         uri,
         created_at: d.created_at.clone(),
         error: d.error.clone(),
+        last_active_at: d.lifecycle.last_active_at.clone(),
+        stopped_at: d.lifecycle.stopped_at.clone(),
+        stop_reason: d.lifecycle.stop_reason,
+        expires_at: d.lifecycle.expires_at.clone(),
+        protected: d.lifecycle.protected,
+        idle_stop_after: idle.filter(|_| !d.lifecycle.protected).map(|p| human_seconds(p.as_secs())),
     }
 }
 

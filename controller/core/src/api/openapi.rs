@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{databases, projects, routes};
+use super::{activity, databases, projects, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,7 @@ use super::{databases, projects, routes};
     paths(
         projects::create, projects::list, projects::show, projects::delete, projects::refresh,
         databases::create, databases::list, databases::show, databases::delete, databases::reset,
+        databases::stop, databases::start, databases::extend, databases::patch, activity::report,
         routes::snapshot, routes::watch,
     ),
     tags((name = "projects"), (name = "databases"), (name = "routes", description = "For proxies (admin tokens)"))
@@ -36,6 +37,10 @@ mod tests {
             "/v1/databases",
             "/v1/databases/{name}",
             "/v1/databases/{name}/reset",
+            "/v1/databases/{name}/stop",
+            "/v1/databases/{name}/start",
+            "/v1/databases/{name}/extend",
+            "/v1/activity",
             "/v1/routes",
             "/v1/routes/watch",
         ] {

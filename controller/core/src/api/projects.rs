@@ -56,6 +56,11 @@ pub async fn create<P: Platform>(
     for (what, value) in [("username", &username), ("database", &database)] {
         check_identifier(what, value)?;
     }
+    let seconds = |field: &str, text: Option<&String>| {
+        text.map(|t| crate::lifecycle::parse_duration(field, t).map(|d| d.as_secs())).transpose().map_err(ApiError::BadRequest)
+    };
+    let idle_stop_after_secs = seconds("idleStopAfter", req.idle_stop_after.as_ref())?;
+    let default_ttl_secs = seconds("defaultTtl", req.default_ttl.as_ref())?;
     let record = ProjectRecord {
         id: format!("prj-{}", generate_password().to_lowercase()),
         name: req.name.clone(),
@@ -72,6 +77,8 @@ pub async fn create<P: Platform>(
         password: generate_password(),
         database,
         created_at: now(),
+        idle_stop_after_secs,
+        default_ttl_secs,
     };
     let record = state.store.insert_project(&record).await?;
     tracing::info!(project = %record.name, owner = %record.owner, "project created");

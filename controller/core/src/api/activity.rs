@@ -1,0 +1,51 @@
+//! `POST /v1/activity`: the proxies' reports of sessions (admin tokens: the proxies hold one).
+//! A database active in a report gets `lastActiveAt` now; the reports also say which have a
+//! session open, so idle stops wait for them (see [`crate::lifecycle`]).
+
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+
+use super::{ApiError, Shared};
+use crate::auth::Caller;
+use crate::lifecycle::ActivityReport;
+use crate::runtime::Platform;
+use crate::store::Store;
+#[allow(unused_imports)]
+use devdb_shared::api::ErrorBody;
+
+/// `lastActiveAt` is written at most this often per database (reports come every 15 s).
+const WRITE_EVERY: Duration = Duration::from_secs(60);
+
+#[utoipa::path(
+    post, path = "/v1/activity", tag = "routes", request_body = ActivityReport,
+    responses((status = 204, description = "Recorded"), (status = 403, body = ErrorBody))
+)]
+pub async fn report<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    body: Result<Json<ActivityReport>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    if caller != Caller::Admin {
+        return Err(ApiError::Forbidden("activity reports come from proxies, with an admin token".into()));
+    }
+    let Json(report) = body?;
+    let active = state.reconciler.activity().report(report);
+    let now = SystemTime::now();
+    let stamp = crate::lifecycle::timestamp(now);
+    for name in active {
+        let Some(database) = state.store.database(name.as_str()).await? else { continue };
+        let recent = database
+            .lifecycle
+            .last_active_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .is_some_and(|t| now.duration_since(t).unwrap_or_default() < WRITE_EVERY);
+        if !recent {
+            state.store.update_database(&database.name, |d| d.lifecycle.last_active_at = Some(stamp.clone())).await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

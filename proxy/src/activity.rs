@@ -1,0 +1,157 @@
+//! Which databases have sessions here, told to the controller so it stops only idle ones, and
+//! the wake of an asleep one.
+//!
+//! A session counts from the moment its backend has accepted it until it ends: a load
+//! balancer's health check (TCP or TLS, then close) never gets that far. Every
+//! [`REPORT_EVERY`] the proxy posts the databases with a session open now and those that had one
+//! since the last report to the controller's `POST /v1/activity`; the controller keeps the
+//! latest report of each replica for a while, so a restarted or removed proxy stops counting on
+//! its own.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use devdb_shared::Name;
+use tokio_util::sync::CancellationToken;
+
+/// How often activity is reported.
+pub const REPORT_EVERY: Duration = Duration::from_secs(15);
+
+/// Sessions per database on this replica.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    open: DashMap<Name, usize>,
+    /// Databases that had a session since the last report.
+    active: Mutex<HashSet<Name>>,
+}
+
+impl Sessions {
+    /// Counts a session on `name` until the returned guard is dropped.
+    pub fn open(self: &std::sync::Arc<Self>, name: &Name) -> SessionGuard {
+        *self.open.entry(name.clone()).or_default() += 1;
+        self.lock_active().insert(name.clone());
+        SessionGuard { sessions: self.clone(), name: name.clone() }
+    }
+
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashSet<Name>> {
+        self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The report body: databases with a session open now, and those active since the last
+    /// report (which starts a new period).
+    pub fn take_report(&self, replica: &str) -> serde_json::Value {
+        let mut open: Vec<Name> = self.open.iter().filter(|e| *e.value() > 0).map(|e| e.key().clone()).collect();
+        open.sort();
+        let mut active: Vec<Name> = std::mem::take(&mut *self.lock_active()).into_iter().collect();
+        active.sort();
+        serde_json::json!({ "replica": replica, "open": open, "active": active })
+    }
+}
+
+/// One open session.
+pub struct SessionGuard {
+    sessions: std::sync::Arc<Sessions>,
+    name: Name,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.sessions.open.remove_if_mut(&self.name, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+        // A session that opened and closed between two reports still counts as activity.
+        self.sessions.lock_active().insert(self.name.clone());
+    }
+}
+
+/// The controller, for the proxy's two requests to it: wakes and activity reports.
+pub struct Controller {
+    base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+    /// Wakes asked for and not yet answered: many clients waking one database ask once.
+    waking: DashMap<Name, ()>,
+}
+
+impl Controller {
+    /// `base`: the controller's URL, e.g. `http://127.0.0.1:8080`; `token`: an admin token.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self { base: base.trim_end_matches('/').to_string(), token, client, waking: DashMap::new() }
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.post(format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Asks the controller to start `name`, in the background, unless a wake of it is under
+    /// way. The caller waits for its route to turn ready.
+    pub fn wake(self: &std::sync::Arc<Self>, name: &Name) {
+        if self.waking.insert(name.clone(), ()).is_some() {
+            return;
+        }
+        let (controller, name) = (self.clone(), name.clone());
+        tokio::spawn(async move {
+            tracing::info!(database = %name, "waking an asleep database");
+            let answer = controller.post(&format!("/v1/databases/{name}/start")).send().await;
+            match answer {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => tracing::warn!(database = %name, status = %response.status(), "the controller refused the wake"),
+                Err(error) => tracing::warn!(database = %name, %error, "cannot ask the controller to wake a database"),
+            }
+            controller.waking.remove(&name);
+        });
+    }
+
+    /// Reports `sessions` every [`REPORT_EVERY`] as `replica` until `shutdown`.
+    pub async fn report_activity(&self, sessions: std::sync::Arc<Sessions>, replica: String, shutdown: CancellationToken) {
+        while shutdown.run_until_cancelled(tokio::time::sleep(REPORT_EVERY)).await.is_some() {
+            let body = sessions.take_report(&replica);
+            match self.post("/v1/activity").json(&body).send().await {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => tracing::warn!(status = %response.status(), "the controller refused an activity report"),
+                Err(error) => tracing::warn!(%error, "cannot report activity to the controller"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn reports_name_open_sessions_and_those_that_came_and_went() {
+        let sessions = Arc::new(Sessions::default());
+        let (kate, bob) = (Name::new("kate-pg").expect("name"), Name::new("bob-pg").expect("name"));
+        let first = sessions.open(&kate);
+        let second = sessions.open(&kate);
+        drop(sessions.open(&bob));
+        let report = sessions.take_report("proxy-a");
+        assert_eq!(report["open"], serde_json::json!(["kate-pg"]));
+        assert_eq!(report["active"], serde_json::json!(["bob-pg", "kate-pg"]));
+        drop(first);
+        let report = sessions.take_report("proxy-a");
+        assert_eq!(report["open"], serde_json::json!(["kate-pg"]), "one of two still open");
+        assert_eq!(report["active"], serde_json::json!(["kate-pg"]));
+        drop(second);
+        let report = sessions.take_report("proxy-a");
+        assert_eq!((report["open"].clone(), report["active"].clone()), (serde_json::json!([]), serde_json::json!(["kate-pg"])));
+        let report = sessions.take_report("proxy-a");
+        assert_eq!(report["active"], serde_json::json!([]), "nothing since");
+    }
+}
