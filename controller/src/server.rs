@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use devdb_core::api::{self, AppState};
 use devdb_core::config::ApiConfig;
-use devdb_core::reconcile::{LIFECYCLE_EVERY, Reconciler, SUPERVISE_EVERY};
+use devdb_core::reconcile::{Reconciler, SUPERVISE_EVERY};
 use devdb_core::routes::{self, RouteFeed};
 use devdb_core::runtime::{Platform, Runtime};
 use devdb_kube::leader::LeaderLease;
@@ -42,11 +42,12 @@ pub async fn run_local(
     local.reconciler.recover().await.context("recovering state")?;
     let supervising = {
         let (reconciler, stop) = (local.reconciler.clone(), CancellationToken::new());
+        let lifecycle_every = config.lifecycle_check_every;
         let guard = stop.clone().drop_guard();
         tokio::spawn(async move {
             tokio::join!(
                 reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
-                reconciler.enforce_lifecycle(LIFECYCLE_EVERY, stop),
+                reconciler.enforce_lifecycle(lifecycle_every, stop),
             )
         });
         guard
@@ -109,6 +110,7 @@ pub async fn run_kube(
         "devdb-controller started (kube runtime)"
     );
     let stop = CancellationToken::new();
+    let lifecycle_every = config.lifecycle_check_every;
     let lead = {
         let (reconciler, stop) = (reconciler.clone(), stop.clone());
         let lease =
@@ -124,7 +126,7 @@ pub async fn run_kube(
             tokio::select! {
                 () = operator::run(client, context, queue, stop.clone()) => Ok(()),
                 () = reconciler.supervise(SUPERVISE_EVERY, stop.clone()) => Ok(()),
-                () = reconciler.enforce_lifecycle(LIFECYCLE_EVERY, stop.clone()) => Ok(()),
+                () = reconciler.enforce_lifecycle(lifecycle_every, stop.clone()) => Ok(()),
                 lost = lease.hold() => Err(anyhow::Error::from(lost)),
             }
         }

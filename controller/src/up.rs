@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// Address of the proxy's /metrics, /healthz, /readyz.
     #[arg(long, env = "DEVDB_PROXY_ADMIN_LISTEN", default_value = "127.0.0.1:9187")]
     proxy_admin_listen: SocketAddr,
+
+    /// How often the proxy reports the databases with sessions open (idle ones are stopped).
+    #[arg(long, env = "DEVDB_PROXY_ACTIVITY_REPORT_EVERY", default_value = "15s", value_parser = humantime::parse_duration)]
+    activity_report_every: std::time::Duration,
 }
 
 pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
@@ -59,6 +63,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let mut proxy_config = ProxyConfig::new(domain.clone(), TlsSource::Dev { dir: data_dir.join("certs") }, routes);
     proxy_config.listen = args.proxy_listen;
     proxy_config.admin_listen = args.proxy_admin_listen;
+    proxy_config.activity_report_every = args.activity_report_every;
 
     let stop = CancellationToken::new();
     let stop_controller = stop.clone();

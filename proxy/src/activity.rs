@@ -3,7 +3,7 @@
 //!
 //! A session counts from the moment its backend has accepted it until it ends: a load
 //! balancer's health check (TCP or TLS, then close) never gets that far. Every
-//! [`REPORT_EVERY`] the proxy posts the databases with a session open now and those that had one
+//! `--activity-report-every` (15 s) the proxy posts the databases with a session open now and those that had one
 //! since the last report to the controller's `POST /v1/activity`; the controller keeps the
 //! latest report of each replica for a while, so a restarted or removed proxy stops counting on
 //! its own.
@@ -15,9 +15,6 @@ use std::time::Duration;
 use dashmap::DashMap;
 use devdb_shared::Name;
 use tokio_util::sync::CancellationToken;
-
-/// How often activity is reported.
-pub const REPORT_EVERY: Duration = Duration::from_secs(15);
 
 /// Sessions per database on this replica.
 #[derive(Debug, Default)]
@@ -108,20 +105,30 @@ impl Controller {
             let answer = controller.post(&format!("/v1/databases/{name}/start")).send().await;
             match answer {
                 Ok(response) if response.status().is_success() => {}
-                Ok(response) => tracing::warn!(database = %name, status = %response.status(), "the controller refused the wake"),
+                Ok(response) => {
+                    tracing::warn!(database = %name, status = %response.status(), "the controller refused the wake")
+                }
                 Err(error) => tracing::warn!(database = %name, %error, "cannot ask the controller to wake a database"),
             }
             controller.waking.remove(&name);
         });
     }
 
-    /// Reports `sessions` every [`REPORT_EVERY`] as `replica` until `shutdown`.
-    pub async fn report_activity(&self, sessions: std::sync::Arc<Sessions>, replica: String, shutdown: CancellationToken) {
-        while shutdown.run_until_cancelled(tokio::time::sleep(REPORT_EVERY)).await.is_some() {
+    /// Reports `sessions` every `every` as `replica` until `shutdown`.
+    pub async fn report_activity(
+        &self,
+        sessions: std::sync::Arc<Sessions>,
+        replica: String,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        while shutdown.run_until_cancelled(tokio::time::sleep(every)).await.is_some() {
             let body = sessions.take_report(&replica);
             match self.post("/v1/activity").json(&body).send().await {
                 Ok(response) if response.status().is_success() => {}
-                Ok(response) => tracing::warn!(status = %response.status(), "the controller refused an activity report"),
+                Ok(response) => {
+                    tracing::warn!(status = %response.status(), "the controller refused an activity report")
+                }
                 Err(error) => tracing::warn!(%error, "cannot report activity to the controller"),
             }
         }
@@ -150,7 +157,10 @@ mod tests {
         assert_eq!(report["active"], serde_json::json!(["kate-pg"]));
         drop(second);
         let report = sessions.take_report("proxy-a");
-        assert_eq!((report["open"].clone(), report["active"].clone()), (serde_json::json!([]), serde_json::json!(["kate-pg"])));
+        assert_eq!(
+            (report["open"].clone(), report["active"].clone()),
+            (serde_json::json!([]), serde_json::json!(["kate-pg"]))
+        );
         let report = sessions.take_report("proxy-a");
         assert_eq!(report["active"], serde_json::json!([]), "nothing since");
     }

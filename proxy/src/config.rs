@@ -94,9 +94,15 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_ADMISSION_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub admission_wait: Duration,
 
-    /// How long a connection to a `starting` instance waits for it before 57P03.
+    /// How long a connection to a `starting` instance, or to an asleep one it wakes, waits for
+    /// it before 57P03.
     #[arg(long, env = "DEVDB_PROXY_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
+
+    /// How often the databases with sessions here are reported to the controller (with
+    /// --routes-from), which stops databases without any.
+    #[arg(long, env = "DEVDB_PROXY_ACTIVITY_REPORT_EVERY", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub activity_report_every: Duration,
 
     /// After SIGTERM, how long new connections are still accepted while `/readyz` answers 503, so
     /// that load balancers stop sending before the listener closes (an AWS NLB takes tens of
@@ -166,6 +172,7 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub wake_timeout: Duration,
+    pub activity_report_every: Duration,
     pub authenticating: crate::admission::Limits,
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
@@ -206,6 +213,7 @@ impl From<Args> for Config {
             handshake_timeout: args.handshake_timeout,
             connect_timeout: args.connect_timeout,
             wake_timeout: args.wake_timeout,
+            activity_report_every: args.activity_report_every,
             authenticating: crate::admission::Limits {
                 per_database: args.max_authenticating_per_database as usize,
                 per_client: args.max_authenticating_per_client as usize,

@@ -173,8 +173,8 @@ async fn serve(
     tokio::spawn(reload_certificates(ctx.clone(), tls_watch, background.clone()));
     tokio::spawn(admin::serve(admin, ctx.clone(), background.clone()));
     if let Some(controller) = controller {
-        let shutdown = background.clone();
-        tokio::spawn(async move { controller.report_activity(sessions, replica, shutdown).await });
+        let (shutdown, every) = (background.clone(), ctx.config.activity_report_every);
+        tokio::spawn(async move { controller.report_activity(sessions, replica, every, shutdown).await });
     }
     if !peers.is_empty() {
         tokio::spawn(cancel::follow_peers(cancels, peers, std::time::Duration::from_secs(10), background.clone()));

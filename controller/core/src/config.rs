@@ -47,6 +47,10 @@ pub struct ApiArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_IDLE_STOP_AFTER", default_value = "30m", value_parser = humantime::parse_duration)]
     pub idle_stop_after: std::time::Duration,
 
+    /// How often the controller looks for idle and expired databases.
+    #[arg(long, env = "DEVDB_CONTROLLER_LIFECYCLE_CHECK_EVERY", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lifecycle_check_every: std::time::Duration,
+
     /// Restores one owner may run at once; more wait their turn (`pending`).
     #[arg(long, env = "DEVDB_CONTROLLER_MAX_RESTORES_PER_OWNER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_restores_per_owner: u32,
@@ -63,6 +67,7 @@ pub struct ApiConfig {
     pub wait_timeout: std::time::Duration,
     pub max_restores_per_owner: usize,
     pub idle_stop_after: std::time::Duration,
+    pub lifecycle_check_every: std::time::Duration,
 }
 
 /// Why the configuration is unusable.
@@ -91,6 +96,7 @@ impl TryFrom<ApiArgs> for ApiConfig {
             wait_timeout: args.wait_timeout,
             max_restores_per_owner: args.max_restores_per_owner as usize,
             idle_stop_after: args.idle_stop_after,
+            lifecycle_check_every: args.lifecycle_check_every,
         })
     }
 }

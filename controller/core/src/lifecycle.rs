@@ -68,7 +68,8 @@ impl Activity {
 /// # Errors
 /// A message for a 400.
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("{field} {text:?} is not a duration like 30m or 72h: {e}"))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{field} {text:?} is not a duration like 30m or 72h: {e}"))
 }
 
 /// RFC 3339, whole seconds, UTC: how the API shows times.
@@ -114,7 +115,8 @@ pub fn due(
         return None;
     }
     let period = idle_period(database, project, default_idle)?;
-    let since = database.lifecycle.last_active_at.as_deref().or(Some(database.created_at.as_str())).and_then(parse_time)?;
+    let since =
+        database.lifecycle.last_active_at.as_deref().or(Some(database.created_at.as_str())).and_then(parse_time)?;
     (now.duration_since(since).unwrap_or_default() >= period).then_some(Due::IdleStop)
 }
 
@@ -154,9 +156,16 @@ mod tests {
         assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:30:00Z"), false), Some(Due::IdleStop));
         assert_eq!(due(&d, None, MIN30, at("2026-12-01T12:00:00Z"), true), None, "a session is open");
         // Never active: idle since it was created.
-        assert_eq!(due(&database(Lifecycle::default()), None, MIN30, at("2026-12-01T09:31:00Z"), false), Some(Due::IdleStop));
+        assert_eq!(
+            due(&database(Lifecycle::default()), None, MIN30, at("2026-12-01T09:31:00Z"), false),
+            Some(Due::IdleStop)
+        );
         // Not running, or asked to be something else: not stopped (again).
-        for (status, want) in [(DatabaseStatus::Stopped, Want::Stop), (DatabaseStatus::Creating, Want::Run), (DatabaseStatus::Running, Want::Reset)] {
+        for (status, want) in [
+            (DatabaseStatus::Stopped, Want::Stop),
+            (DatabaseStatus::Creating, Want::Run),
+            (DatabaseStatus::Running, Want::Reset),
+        ] {
             let d = DatabaseRecord { status, want, ..database(Lifecycle::default()) };
             assert_eq!(due(&d, None, MIN30, at("2026-12-02T00:00:00Z"), false), None, "{status:?} {want:?}");
         }
@@ -200,7 +209,7 @@ mod tests {
             open: open.iter().map(|n| (*n).clone()).collect(),
             active: Vec::new(),
         };
-        assert_eq!(activity.report(report("proxy-a", &[&kate])), [kate.clone()]);
+        assert_eq!(activity.report(report("proxy-a", &[&kate])), std::slice::from_ref(&kate));
         activity.report(report("proxy-b", &[]));
         assert!(activity.busy(&kate));
         // proxy-a's session closed: its next report replaces the last.

@@ -53,9 +53,6 @@ pub fn backoff_after(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
-/// How often [`Reconciler::enforce_lifecycle`] looks for idle and expired databases.
-pub const LIFECYCLE_EVERY: Duration = Duration::from_secs(15);
-
 /// The idle period unless configured.
 const LIFECYCLE_DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
 

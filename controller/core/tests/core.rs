@@ -68,6 +68,7 @@ impl Core {
             wait_timeout: std::time::Duration::from_secs(60),
             max_restores_per_owner: 2,
             idle_stop_after: std::time::Duration::from_secs(1800),
+            lifecycle_check_every: std::time::Duration::from_secs(15),
         };
         let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
         let spawner = Arc::new(Spawner::default());
@@ -515,4 +516,173 @@ async fn restores_take_turns_per_owner_a_delete_cancels_one_and_waits_are_bounde
     );
     let kates = [status("one").await, status("two").await, status("three").await];
     assert_eq!(kates.iter().filter(|s| *s == "restoring").count(), 2, "the third restores now: {kates:?}");
+}
+
+/// Stop and start, idle stops from the proxies' reports, expiry and protection.
+mod lifecycle {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    impl Core {
+        /// A running database `db` of project `shop` (kate's), created with `extra` fields.
+        async fn running(&self, db: &str, extra: Value) -> Value {
+            let mut body = json!({"name": db, "project": "shop"});
+            body.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
+            let (status, created) = self.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+            created
+        }
+
+        async fn database(&self, db: &str) -> (StatusCode, Value) {
+            self.call(Some(ADMIN), "GET", &format!("/v1/databases/{db}"), None).await
+        }
+
+        /// Waits until `db` has `status` ("gone": deleted).
+        async fn settles(&self, db: &str, status: &str) -> Value {
+            for _ in 0..500 {
+                let (code, d) = self.database(db).await;
+                if (status == "gone" && code == StatusCode::NOT_FOUND) || d["status"] == status {
+                    return d;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("{db} never became {status}: {:?}", self.database(db).await);
+        }
+
+        fn route_state(&self, db: &str) -> Option<RouteState> {
+            self.routes.current().routes.into_iter().find(|r| r.name == name(db)).map(|r| r.state)
+        }
+
+        async fn report(&self, token: &str, open: &[&str]) -> StatusCode {
+            let body = json!({"replica": "proxy-a", "open": open, "active": []});
+            self.call(Some(token), "POST", "/v1/activity", Some(body)).await.0
+        }
+
+        async fn enforce_at(&self, later: Duration) {
+            self.reconciler.enforce_lifecycle_once(SystemTime::now() + later).await.expect("enforced");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_database_keeps_its_credentials_sleeps_in_the_routes_and_one_start_wakes_it() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        let created = core.running("kate-pg", json!({})).await;
+        let (status, stopped) = core.call(Some(KATE), "POST", "/v1/databases/kate-pg/stop?wait=true", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{stopped}");
+        assert_eq!((stopped["status"].as_str(), stopped["stopReason"].as_str()), (Some("stopped"), Some("manual")));
+        assert!(stopped["stoppedAt"].is_string());
+        assert!(!core.runtime.is_running(&name("kate-pg")), "no instance while stopped");
+        assert_eq!(core.route_state("kate-pg"), Some(RouteState::Asleep), "still routed: a connection wakes it");
+        // Others see nothing of it.
+        assert_eq!(core.call(Some(BOB), "POST", "/v1/databases/kate-pg/start", None).await.0, StatusCode::NOT_FOUND);
+
+        // Many clients waking it at once (the proxy asks once per connection): one start.
+        let wakes = (0..5).map(|_| core.call(Some(ADMIN), "POST", "/v1/databases/kate-pg/start", None));
+        for (status, _) in futures_util::future::join_all(wakes).await {
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+        let running = core.settles("kate-pg", "running").await;
+        let starts = core.runtime.calls().iter().filter(|c| *c == "start kate-pg").count();
+        assert_eq!(starts, 1, "{:?}", core.runtime.calls());
+        assert_eq!(running["password"], created["password"], "the same credentials");
+        assert!(running["lastActiveAt"].is_string() && running.get("stopReason").is_none());
+        assert_eq!(core.route_state("kate-pg"), Some(RouteState::Ready));
+    }
+
+    #[tokio::test]
+    async fn a_start_that_fails_says_why_and_a_failed_database_is_not_stopped_or_started() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        core.running("kate-pg", json!({})).await;
+        core.call(Some(KATE), "POST", "/v1/databases/kate-pg/stop?wait=true", None).await;
+        core.runtime.fail_next(Op::Start, RuntimeError::DataMissing(name("kate-pg")));
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-pg/start?wait=true", None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("reset it"), "{body}");
+        assert_eq!(core.route_state("kate-pg"), Some(RouteState::Stopped), "refused at once, not woken again");
+        for verb in ["stop", "start"] {
+            let (status, body) = core.call(Some(KATE), "POST", &format!("/v1/databases/kate-pg/{verb}"), None).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{verb}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_database_stops_but_not_while_a_session_is_open_nor_when_protected() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        core.running("kate-pg", json!({})).await;
+        core.running("keep-pg", json!({"protected": true})).await;
+        core.running("never-pg", json!({"idleStopAfter": "0s"})).await;
+        core.running("quick-pg", json!({"idleStopAfter": "5m"})).await;
+        // Only proxies (admin tokens) report activity.
+        assert_eq!(core.report(KATE, &["kate-pg"]).await, StatusCode::FORBIDDEN);
+        assert_eq!(core.report(ADMIN, &["kate-pg"]).await, StatusCode::NO_CONTENT);
+
+        // Ten minutes on: only the one with a 5-minute period stops.
+        core.enforce_at(Duration::from_secs(600)).await;
+        let quick = core.settles("quick-pg", "stopped").await;
+        assert_eq!(quick["stopReason"], "idle");
+        // 31 minutes on: kate-pg has a session open (even a silent one): it stays up.
+        core.enforce_at(Duration::from_secs(31 * 60)).await;
+        assert_eq!(core.database("kate-pg").await.1["status"], "running");
+        // The session closed: it stops; the protected one and the one that never idles do not.
+        assert_eq!(core.report(ADMIN, &[]).await, StatusCode::NO_CONTENT);
+        core.enforce_at(Duration::from_secs(31 * 60)).await;
+        assert_eq!(core.settles("kate-pg", "stopped").await["stopReason"], "idle");
+        core.enforce_at(Duration::from_secs(365 * 24 * 3600)).await;
+        for db in ["keep-pg", "never-pg"] {
+            assert_eq!(core.database(db).await.1["status"], "running", "{db}");
+        }
+        let keep = core.database("keep-pg").await.1;
+        assert_eq!((keep["protected"].as_bool(), keep.get("idleStopAfter")), (Some(true), None));
+    }
+
+    #[tokio::test]
+    async fn expired_databases_are_deleted_unless_protected_and_extend_moves_the_deadline() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        let (status, body) = core
+            .call(Some(KATE), "POST", "/v1/databases", Some(json!({"name": "x", "project": "shop", "ttl": "soon"})))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("ttl \"soon\""), "{body}");
+        let created = core.running("kate-pg", json!({"ttl": "1h"})).await;
+        assert!(created["expiresAt"].is_string(), "{created}");
+        core.running("keep-pg", json!({"ttl": "1h", "protected": true})).await;
+        // Held past its hour by an extension of three hours from now.
+        core.enforce_at(Duration::from_secs(1800)).await;
+        assert_eq!(core.database("kate-pg").await.0, StatusCode::OK);
+        let (status, extended) =
+            core.call(Some(KATE), "POST", "/v1/databases/kate-pg/extend", Some(json!({"ttl": "3h"}))).await;
+        assert_eq!(status, StatusCode::OK, "{extended}");
+        assert!(extended["expiresAt"].as_str() > created["expiresAt"].as_str(), "{extended}");
+        core.enforce_at(Duration::from_secs(2 * 3600)).await;
+        assert_eq!(core.database("kate-pg").await.0, StatusCode::OK);
+        core.enforce_at(Duration::from_secs(4 * 3600)).await;
+        core.settles("kate-pg", "gone").await;
+        assert_eq!(core.database("keep-pg").await.0, StatusCode::OK, "protected");
+        // Protection can be lifted; then it expires too.
+        let (status, _) =
+            core.call(Some(KATE), "PATCH", "/v1/databases/keep-pg", Some(json!({"protected": false}))).await;
+        assert_eq!(status, StatusCode::OK);
+        core.enforce_at(Duration::from_secs(4 * 3600)).await;
+        core.settles("keep-pg", "gone").await;
+    }
+
+    #[tokio::test]
+    async fn a_projects_default_ttl_and_idle_period_apply_to_its_databases() {
+        let core = Core::start(FakeRuntime::default());
+        let body = json!({"name": "shop", "idleStopAfter": "10m", "defaultTtl": "2h"});
+        let (status, project) = core.call(Some(KATE), "POST", "/v1/projects", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{project}");
+        assert_eq!((project["idleStopAfter"].as_str(), project["defaultTtl"].as_str()), (Some("10m"), Some("2h")));
+        core.settle_project("shop").await;
+        let db = core.running("kate-pg", json!({})).await;
+        assert_eq!(db["idleStopAfter"], "10m");
+        assert!(db["expiresAt"].is_string(), "{db}");
+        core.enforce_at(Duration::from_secs(11 * 60)).await;
+        core.settles("kate-pg", "stopped").await;
+    }
 }

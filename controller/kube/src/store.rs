@@ -573,12 +573,9 @@ fn database_event(d: &DatabaseRecord) -> Event {
         Phase::Creating => event(false, "Cloning", "Clone", None),
         Phase::Running => event(false, "Running", "Clone", None),
         Phase::Recovering => event(true, "Recovering", "Restart", d.error.clone()),
-        Phase::Stopped => event(
-            false,
-            "Stopped",
-            "Stop",
-            d.lifecycle.stop_reason.map(|r| format!("stopped ({})", phase_name(&r))),
-        ),
+        Phase::Stopped => {
+            event(false, "Stopped", "Stop", d.lifecycle.stop_reason.map(|r| format!("stopped ({})", phase_name(&r))))
+        }
         Phase::Starting => event(false, "Starting", "Start", None),
         Phase::Error => event(true, "Failed", "Clone", d.error.clone()),
         Phase::Deleting => event(false, "Deleting", "Delete", None),

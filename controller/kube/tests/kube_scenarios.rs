@@ -798,6 +798,7 @@ mod api {
             wait_timeout: std::time::Duration::from_secs(60),
             max_restores_per_owner: 2,
             idle_stop_after: std::time::Duration::from_secs(1800),
+            lifecycle_check_every: std::time::Duration::from_secs(15),
         };
         let state = AppState::new(config, c.reconciler.clone(), devdb_core::routes::RouteFeed::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -9,3 +9,4 @@ mod common;
 mod failures;
 mod lifecycle;
 mod recovery;
+mod sleep;

@@ -57,7 +57,9 @@ pub async fn create<P: Platform>(
         check_identifier(what, value)?;
     }
     let seconds = |field: &str, text: Option<&String>| {
-        text.map(|t| crate::lifecycle::parse_duration(field, t).map(|d| d.as_secs())).transpose().map_err(ApiError::BadRequest)
+        text.map(|t| crate::lifecycle::parse_duration(field, t).map(|d| d.as_secs()))
+            .transpose()
+            .map_err(ApiError::BadRequest)
     };
     let idle_stop_after_secs = seconds("idleStopAfter", req.idle_stop_after.as_ref())?;
     let default_ttl_secs = seconds("defaultTtl", req.default_ttl.as_ref())?;

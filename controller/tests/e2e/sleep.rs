@@ -1,0 +1,160 @@
+//! End to end: databases that sleep and wake, with `devdb up`, real PostgreSQL and real clients
+//! (psql through the CLI, tokio-postgres): a wake on the first connection, concurrent wakes,
+//! idle stops that open sessions hold off and health checks do not, a wake that cannot succeed,
+//! and a controller restarted while databases sleep.
+
+use std::time::Duration;
+
+use devdb_shared::api::{Database, DatabaseStatus, ProjectStatus, StopReason};
+
+use crate::common::*;
+
+/// `devdb up` with a project `shop` restored from the custom-format dump.
+async fn with_project(extra: &[&str]) -> (DevDb, Dumps) {
+    let dumps = Dumps::make();
+    let devdb = DevDb::start_with(extra).await;
+    devdb.create_project("shop", &format!("file://{}", dumps.path("custom.dump").display())).await;
+    assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
+    (devdb, dumps)
+}
+
+/// What a load balancer's TLS health check does: a direct TLS handshake (ALPN postgresql) to
+/// `host` through the proxy, then close. Whether the handshake completed.
+async fn tls_probe(devdb: &DevDb, host: &str) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(devdb.ca()).expect("ca") {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", devdb.proxy_port)).await else { return false };
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).expect("server name");
+    connector.connect(name, tcp).await.is_ok()
+}
+
+impl DevDb {
+    async fn stop(&self, name: &str) -> Database {
+        let (status, body) =
+            self.call(reqwest::Method::POST, &format!("/v1/databases/{name}/stop?wait=true"), None).await;
+        assert_eq!(status, 202, "{body}");
+        serde_json::from_value(body).expect("database")
+    }
+
+    /// Waits (up to `limit`) until `name` has `status`.
+    async fn becomes(&self, name: &str, status: DatabaseStatus, limit: Duration) -> Database {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let database = self.database(name).await.expect("exists");
+            if database.status == status {
+                return database;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} is {:?}, not {status:?}:\n{}",
+                database.status,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many times the controller was asked to start `name`.
+    fn starts_asked(&self, name: &str) -> usize {
+        self.log().lines().filter(|l| l.contains("start asked") && l.contains(name)).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asleep_database_wakes_on_the_first_connection_of_psql_and_of_a_driver() {
+    let (devdb, _dumps) = with_project(&[]).await;
+    assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
+    let stopped = devdb.stop("kate-pg").await;
+    assert_eq!((stopped.status, stopped.stop_reason), (DatabaseStatus::Stopped, Some(StopReason::Manual)));
+    assert!(devdb.postmasters().is_empty(), "no PostgreSQL process while asleep");
+
+    // psql (through `devdb db connect`), first try, default timeouts.
+    let (ok, out, err) = devdb.cli(&["db", "connect", "kate-pg", "--", "-Atc", "SELECT count(*) FROM items"]).await;
+    assert!(ok, "psql: {err}\n{}", devdb.log());
+    assert_eq!(out.trim(), "2500");
+    let woken = devdb.database("kate-pg").await.expect("exists");
+    assert_eq!(woken.status, DatabaseStatus::Running);
+    assert!(woken.last_active_at.is_some() && woken.stop_reason.is_none());
+
+    // A driver, first try; then four at once: each gets its session, and one start is asked.
+    let database = devdb.stop("kate-pg").await;
+    let client = devdb.connect(&database).await.expect("tokio-postgres wakes it");
+    assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "2500");
+    drop(client);
+    let database = devdb.stop("kate-pg").await;
+    let before = devdb.starts_asked("kate-pg");
+    let clients = futures_util::future::join_all((0..4).map(|_| devdb.connect(&database))).await;
+    for client in clients {
+        let client = client.expect("a concurrent wake connects");
+        assert_eq!(query_one(&client, "SELECT 1").await, "1");
+    }
+    assert_eq!(devdb.starts_asked("kate-pg") - before, 1, "one start for four clients:\n{}", devdb.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_health_checks() {
+    let quick = ["--idle-stop-after", "2s", "--lifecycle-check-every", "300ms", "--activity-report-every", "300ms"];
+    let (devdb, _dumps) = with_project(&quick).await;
+    assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
+    let database = devdb.database("kate-pg").await.expect("exists");
+
+    // A session open and silent for three idle periods, while a load balancer probes: TCP
+    // connects that close, and TLS handshakes (to the database's name) that close.
+    let session = devdb.connect(&database).await.expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut handshakes = 0;
+    while tokio::time::Instant::now() < deadline {
+        let _ = tokio::net::TcpStream::connect(("127.0.0.1", devdb.proxy_port)).await;
+        handshakes += usize::from(tls_probe(&devdb, &database.host).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(handshakes > 10, "the TLS probes completed their handshakes");
+    assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Running, "{}", devdb.log());
+    assert_eq!(query_one(&session, "SELECT 1").await, "1", "the session still works");
+
+    // Closed: the database stops after its idle period, health checks notwithstanding.
+    drop(session);
+    let stopped = devdb.becomes("kate-pg", DatabaseStatus::Stopped, Duration::from_secs(20)).await;
+    assert_eq!(stopped.stop_reason, Some(StopReason::Idle));
+    assert!(devdb.postmasters().is_empty());
+    // And it wakes again.
+    let client = devdb.connect(&stopped).await.expect("wakes");
+    assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "2500");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_that_fails_is_57p03_and_a_restarted_controller_keeps_databases_asleep() {
+    let (mut devdb, _dumps) = with_project(&[]).await;
+    for name in ["kate-pg", "bob-pg"] {
+        assert_eq!(devdb.create_database(name, "shop").await.0, 201);
+        devdb.stop(name).await;
+    }
+
+    // Restarted (SIGKILL) while both sleep: still asleep, nothing started behind their back.
+    devdb.restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(devdb.postmasters().is_empty(), "asleep databases stay asleep after a restart");
+    let bob = devdb.database("bob-pg").await.expect("exists");
+    assert_eq!(bob.status, DatabaseStatus::Stopped);
+    let client = devdb.connect(&bob).await.expect("wakes after a restart");
+    assert_eq!(query_one(&client, "SELECT 1").await, "1");
+
+    // kate-pg's data is gone: its wake fails, and the client hears 57P03 with a hint.
+    let kate = devdb.database("kate-pg").await.expect("exists");
+    let data = devdb.data_dir.join("databases/kate-pg/data/PG_VERSION");
+    assert!(data.exists(), "{}", data.display());
+    std::fs::remove_file(&data).expect("remove PG_VERSION");
+    let Err(error) = devdb.connect(&kate).await else { panic!("a database without its data woke") };
+    let db_error = error.as_db_error().unwrap_or_else(|| panic!("a FATAL from the proxy, not {error:?}"));
+    assert_eq!(db_error.code().code(), "57P03", "{db_error:?}");
+    assert!(db_error.hint().is_some(), "{db_error:?}");
+    let failed = devdb.database("kate-pg").await.expect("exists");
+    assert_eq!(failed.status, DatabaseStatus::Error);
+    assert!(failed.error.unwrap_or_default().contains("reset it"));
+}
