@@ -93,25 +93,37 @@ impl Controller {
         }
     }
 
-    /// Asks the controller to start `name`, in the background, unless a wake of it is under
-    /// way. The caller waits for its route to turn ready.
-    pub fn wake(self: &std::sync::Arc<Self>, name: &Name) {
+    /// Asks the controller to start `name`, unless a wake of it is under way (then the caller
+    /// just waits for its route to turn ready, like the first).
+    ///
+    /// # Errors
+    /// The controller's reason when it refuses the start (403: the owner's quota of running
+    /// databases). Other failures (the controller restarting; a database that failed or is
+    /// being deleted, whose route changes anyway) are logged: the caller waits.
+    pub async fn wake(&self, name: &Name) -> Result<(), String> {
         if self.waking.insert(name.clone(), ()).is_some() {
-            return;
+            return Ok(());
         }
-        let (controller, name) = (self.clone(), name.clone());
-        tokio::spawn(async move {
-            tracing::info!(database = %name, "waking an asleep database");
-            let answer = controller.post(&format!("/v1/databases/{name}/start")).send().await;
-            match answer {
-                Ok(response) if response.status().is_success() => {}
-                Ok(response) => {
-                    tracing::warn!(database = %name, status = %response.status(), "the controller refused the wake")
-                }
-                Err(error) => tracing::warn!(database = %name, %error, "cannot ask the controller to wake a database"),
+        tracing::info!(database = %name, "waking an asleep database");
+        let answer = self.post(&format!("/v1/databases/{name}/start")).send().await;
+        self.waking.remove(name);
+        match answer {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) if response.status() == reqwest::StatusCode::FORBIDDEN => {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let reason = body["error"]["message"].as_str().unwrap_or("refused").to_string();
+                tracing::info!(database = %name, %reason, "the controller refused the wake");
+                Err(reason)
             }
-            controller.waking.remove(&name);
-        });
+            Ok(response) => {
+                tracing::warn!(database = %name, status = %response.status(), "the controller did not take the wake");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(database = %name, %error, "cannot ask the controller to wake a database");
+                Ok(())
+            }
+        }
     }
 
     /// Reports `sessions` every `every` as `replica` until `shutdown`.

@@ -31,6 +31,8 @@ pub enum RouteError {
     Stopped(Name),
     #[error("database instance {0} is asleep and nothing can wake it")]
     Asleep(Name),
+    #[error("database instance {name} cannot be woken: {reason}")]
+    WakeRefused { name: Name, reason: String },
 }
 
 impl ClientFacing for RouteError {
@@ -62,6 +64,11 @@ impl ClientFacing for RouteError {
                 .hint("it failed: `devdb db show` says why; `devdb db reset` makes it again"),
             Self::Asleep(name) => client_error(CANNOT_CONNECT_NOW, format!("database instance \"{name}\" is asleep"))
                 .hint(format!("start it with `devdb db start {name}`")),
+            Self::WakeRefused { name, reason } => client_error(
+                CONFIGURATION_LIMIT_EXCEEDED,
+                format!("database instance \"{name}\" is asleep and cannot be woken: {reason}"),
+            )
+            .hint("stop another of your databases (`devdb db stop`), or ask for a larger quota"),
         })
     }
 
@@ -78,6 +85,7 @@ impl ClientFacing for RouteError {
             Self::Starting(_) => "starting",
             Self::Stopped(_) => "stopped",
             Self::Asleep(_) => "asleep",
+            Self::WakeRefused { .. } => "wake_refused",
         }
     }
 }
@@ -129,8 +137,10 @@ pub async fn ready(
             RouteState::Asleep => match waker {
                 None => return Err(RouteError::Asleep(name.clone())),
                 Some(controller) if !woken => {
-                    controller.wake(name);
                     woken = true;
+                    if let Err(reason) = controller.wake(name).await {
+                        return Err(RouteError::WakeRefused { name: name.clone(), reason });
+                    }
                 }
                 Some(_) => {}
             },
@@ -271,6 +281,7 @@ mod tests {
             (RouteError::Starting(n()), "57P03"),
             (RouteError::Stopped(n()), "57P03"),
             (RouteError::Asleep(n()), "57P03"),
+            (RouteError::WakeRefused { name: n(), reason: "quota".into() }, "53400"),
         ] {
             assert_eq!(err.client_error().map(|e| e.code), Some(code), "{err}");
         }

@@ -47,6 +47,11 @@ pub struct ApiArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_IDLE_STOP_AFTER", default_value = "30m", value_parser = humantime::parse_duration)]
     pub idle_stop_after: std::time::Duration,
 
+    /// JSON file of quotas per owner: `{"default": {"databases": 10, "running": 5, "disk":
+    /// "50GiB"}, "owners": {"kate": {"databases": 20}}}`. Without it: no quotas.
+    #[arg(long, env = "DEVDB_CONTROLLER_QUOTAS_FILE")]
+    pub quotas_file: Option<PathBuf>,
+
     /// How often the controller looks for idle and expired databases.
     #[arg(long, env = "DEVDB_CONTROLLER_LIFECYCLE_CHECK_EVERY", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lifecycle_check_every: std::time::Duration,
@@ -68,6 +73,7 @@ pub struct ApiConfig {
     pub max_restores_per_owner: usize,
     pub idle_stop_after: std::time::Duration,
     pub lifecycle_check_every: std::time::Duration,
+    pub quotas: crate::quota::Quotas,
 }
 
 /// Why the configuration is unusable.
@@ -77,6 +83,8 @@ pub enum ConfigError {
     Tokens(#[from] TokensError),
     #[error("the API listens on {0}, beyond loopback, without API tokens: pass --tokens-file or --admin-token")]
     TokensRequired(SocketAddr),
+    #[error(transparent)]
+    Quotas(#[from] crate::quota::QuotasError),
 }
 
 impl TryFrom<ApiArgs> for ApiConfig {
@@ -97,6 +105,7 @@ impl TryFrom<ApiArgs> for ApiConfig {
             max_restores_per_owner: args.max_restores_per_owner as usize,
             idle_stop_after: args.idle_stop_after,
             lifecycle_check_every: args.lifecycle_check_every,
+            quotas: args.quotas_file.as_deref().map(crate::quota::Quotas::load).transpose()?.unwrap_or_default(),
         })
     }
 }

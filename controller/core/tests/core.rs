@@ -56,10 +56,15 @@ fn name(s: &str) -> Name {
 impl Core {
     /// The core with tokens for an admin, kate and bob, over `runtime`.
     fn start(runtime: FakeRuntime) -> Self {
+        Self::start_configured(runtime, |_| {})
+    }
+
+    /// [`Core::start`] with the configuration changed by `configure`.
+    fn start_configured(runtime: FakeRuntime, configure: impl FnOnce(&mut ApiConfig)) -> Self {
         let tokens_file = tempfile::NamedTempFile::new().expect("tokens");
         let tokens = json!({"tokens": [{"token": KATE, "owner": "kate"}, {"token": BOB, "owner": "bob"}]});
         std::fs::write(tokens_file.path(), tokens.to_string()).expect("write");
-        let config = ApiConfig {
+        let mut config = ApiConfig {
             api_listen: "127.0.0.1:8080".parse().expect("addr"),
             domain: Domain::new("db.example.com").expect("domain"),
             public_port: 6432,
@@ -69,7 +74,9 @@ impl Core {
             max_restores_per_owner: 2,
             idle_stop_after: std::time::Duration::from_secs(1800),
             lifecycle_check_every: std::time::Duration::from_secs(15),
+            quotas: devdb_core::quota::Quotas::default(),
         };
+        configure(&mut config);
         let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
         let spawner = Arc::new(Spawner::default());
         let reconciler = Reconciler::<FakePlatform>::new(store.clone(), runtime.clone(), spawner.clone());
@@ -684,5 +691,72 @@ mod lifecycle {
         assert!(db["expiresAt"].is_string(), "{db}");
         core.enforce_at(Duration::from_secs(11 * 60)).await;
         core.settles("kate-pg", "stopped").await;
+    }
+}
+
+/// Quotas per owner, enforced on create and start, and shown by `/v1/usage`.
+mod quotas {
+    use devdb_core::quota::Quotas;
+
+    use super::*;
+
+    fn with_quotas(quotas: &str) -> Core {
+        let quotas: Quotas = serde_json::from_str(quotas).expect("quotas");
+        Core::start_configured(FakeRuntime::default(), |config| config.quotas = quotas)
+    }
+
+    async fn create(core: &Core, token: &str, db: &str) -> (StatusCode, Value) {
+        core.call(Some(token), "POST", "/v1/databases?wait=true", Some(json!({"name": db, "project": "shop"}))).await
+    }
+
+    fn message(body: &Value) -> &str {
+        body["error"]["message"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_number_of_databases_and_of_running_ones_are_capped_per_owner() {
+        let core = with_quotas(r#"{"default": {"databases": 2, "running": 1}, "owners": {"bob": {"running": 5}}}"#);
+        core.ready_project(KATE, "shop").await;
+        assert_eq!(create(&core, KATE, "kate-1").await.0, StatusCode::CREATED);
+        let (status, body) = create(&core, KATE, "kate-2").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(message(&body), "quota exceeded: running databases: kate has 1 of 1");
+        // Bob's own limit is higher: he is not held to kate's use.
+        assert_eq!(create(&core, BOB, "bob-1").await.0, StatusCode::CREATED);
+        assert_eq!(create(&core, BOB, "bob-2").await.0, StatusCode::CREATED);
+        let (status, body) = create(&core, BOB, "bob-3").await;
+        assert_eq!((status, message(&body)), (StatusCode::FORBIDDEN, "quota exceeded: databases: bob has 2 of 2"));
+
+        // A stopped database frees its running place; a start (or a wake) beyond the cap is refused.
+        core.call(Some(KATE), "POST", "/v1/databases/kate-1/stop?wait=true", None).await;
+        assert_eq!(create(&core, KATE, "kate-2").await.0, StatusCode::CREATED);
+        let (status, body) = core.call(Some(ADMIN), "POST", "/v1/databases/kate-1/start", None).await;
+        assert_eq!(
+            (status, message(&body)),
+            (StatusCode::FORBIDDEN, "quota exceeded: running databases: kate has 1 of 1")
+        );
+
+        // Usage: an owner sees its own, an admin everyone's.
+        let (status, usage) = core.call(Some(KATE), "GET", "/v1/usage", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            usage,
+            json!([{"owner": "kate", "databases": 2, "running": 1, "disk": 2 << 20, "quota": {"databases": 2, "running": 1}}])
+        );
+        let (_, all) = core.call(Some(ADMIN), "GET", "/v1/usage", None).await;
+        let owners: Vec<&str> = all.as_array().expect("list").iter().filter_map(|u| u["owner"].as_str()).collect();
+        assert_eq!(owners, ["bob", "kate"]);
+    }
+
+    #[tokio::test]
+    async fn disk_is_capped_by_the_snapshot_size_of_each_clone() {
+        // The fake runtime's snapshots are 1 MiB.
+        let core = with_quotas(r#"{"default": {"disk": "2MiB"}}"#);
+        core.ready_project(KATE, "shop").await;
+        assert_eq!(create(&core, KATE, "kate-1").await.0, StatusCode::CREATED);
+        assert_eq!(create(&core, KATE, "kate-2").await.0, StatusCode::CREATED);
+        let (status, body) = create(&core, KATE, "kate-3").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(message(&body), "quota exceeded: disk: kate has 2.0 MiB of 2.0 MiB (this needs 1.0 MiB)");
     }
 }

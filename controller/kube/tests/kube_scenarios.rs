@@ -799,6 +799,7 @@ mod api {
             max_restores_per_owner: 2,
             idle_stop_after: std::time::Duration::from_secs(1800),
             lifecycle_check_every: std::time::Duration::from_secs(15),
+            quotas: devdb_core::quota::Quotas::default(),
         };
         let state = AppState::new(config, c.reconciler.clone(), devdb_core::routes::RouteFeed::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

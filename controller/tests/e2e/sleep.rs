@@ -158,3 +158,18 @@ async fn a_wake_that_fails_is_57p03_and_a_restarted_controller_keeps_databases_a
     assert_eq!(failed.status, DatabaseStatus::Error);
     assert!(failed.error.unwrap_or_default().contains("reset it"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_beyond_the_owners_running_quota_is_refused_at_once_with_53400() {
+    let quotas = tempfile::NamedTempFile::new().expect("quotas");
+    std::fs::write(quotas.path(), r#"{"default": {"running": 1}}"#).expect("write");
+    let (devdb, _dumps) = with_project(&["--quotas-file", &quotas.path().to_string_lossy()]).await;
+    assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
+    let asleep = devdb.stop("kate-pg").await;
+    assert_eq!(devdb.create_database("kate-2", "shop").await.0, 201, "its running place was free");
+    let Err(error) = devdb.connect(&asleep).await else { panic!("woke beyond the quota") };
+    let db_error = error.as_db_error().unwrap_or_else(|| panic!("a FATAL from the proxy, not {error:?}"));
+    assert_eq!(db_error.code().code(), "53400", "{db_error:?}");
+    assert!(db_error.message().contains("quota exceeded: running databases: default has 1 of 1"), "{db_error:?}");
+    assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Stopped);
+}

@@ -1,4 +1,5 @@
-//! `POST /v1/activity`: the proxies' reports of sessions (admin tokens: the proxies hold one).
+//! `POST /v1/activity`: the proxies' reports of sessions (admin tokens: the proxies hold one);
+//! `GET /v1/usage`: each owner's use against its quota.
 //! A database active in a report gets `lastActiveAt` now; the reports also say which have a
 //! session open, so idle stops wait for them (see [`crate::lifecycle`]).
 
@@ -48,4 +49,27 @@ pub async fn report<P: Platform>(
         }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/v1/usage", tag = "databases",
+    responses((status = 200, description = "Each owner's use against its quota (an owner token: its own)", body = Vec<crate::quota::Usage>))
+)]
+pub async fn usage<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+) -> Result<Json<Vec<crate::quota::Usage>>, ApiError> {
+    let (databases, projects) = (state.store.databases(None, None).await?, state.store.projects(None).await?);
+    let mut owners: Vec<String> = match &caller {
+        Caller::Admin => databases
+            .iter()
+            .map(|d| d.owner.clone())
+            .chain(projects.iter().map(|p| p.owner.clone()))
+            .chain(state.config.quotas.owners.keys().cloned())
+            .collect(),
+        Caller::Owner(me) => vec![me.clone()],
+    };
+    owners.sort();
+    owners.dedup();
+    Ok(Json(owners.iter().map(|o| state.config.quotas.usage(o, &databases, &projects)).collect()))
 }

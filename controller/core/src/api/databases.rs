@@ -12,6 +12,7 @@ use super::{ApiError, AppState, Shared, database_view, generate_password, owner_
 use crate::auth::Caller;
 use crate::clock::now;
 use crate::model::{DatabaseRecord, Lifecycle, Want};
+use crate::quota::Adding;
 use crate::reconcile::Key;
 use crate::runtime::{Platform, Ports, Runtime};
 use crate::store::Store;
@@ -50,6 +51,8 @@ pub async fn create<P: Platform>(
     let (Query(wait), Json(req)) = (wait?, body?);
     let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
     let owner = owner_for(&caller, req.owner)?;
+    let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
+    super::check_quota(&state, &owner, Adding::Database { disk }).await?;
     let ttl = match &req.ttl {
         Some(ttl) => Some(crate::lifecycle::parse_duration("ttl", ttl).map_err(ApiError::BadRequest)?),
         None => project.default_ttl_secs.map(std::time::Duration::from_secs),
@@ -219,6 +222,9 @@ pub async fn start<P: Platform>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Query(wait) = wait?;
     let database = database_for(&state, &caller, &name).await?;
+    if database.want == Want::Stop {
+        super::check_quota(&state, &database.owner, Adding::Running).await?;
+    }
     // Idempotent: many clients waking one database cause one start.
     let record = state
         .store

@@ -76,6 +76,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/databases/{name}/start", post(databases::start::<P>))
         .route("/databases/{name}/extend", post(databases::extend::<P>))
         .route("/activity", post(activity::report::<P>))
+        .route("/usage", get(activity::usage::<P>))
         .route("/routes", get(routes::snapshot::<P>))
         .route("/routes/watch", get(routes::watch::<P>));
     let compat = Router::new()
@@ -188,6 +189,17 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
         protected: d.lifecycle.protected,
         idle_stop_after: idle.filter(|_| !d.lifecycle.protected).map(|p| human_seconds(p.as_secs())),
     }
+}
+
+/// Refuses (403) what would take `owner` over a quota.
+async fn check_quota<P: Platform>(
+    state: &AppState<P>,
+    owner: &str,
+    adding: crate::quota::Adding,
+) -> Result<(), ApiError> {
+    let (databases, projects) = (state.store.databases(Some(owner), None).await?, state.store.projects(None).await?);
+    let usage = state.config.quotas.usage(owner, &databases, &projects);
+    crate::quota::Quotas::check(&usage, adding).map_err(ApiError::Forbidden)
 }
 
 /// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).

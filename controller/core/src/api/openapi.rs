@@ -12,7 +12,7 @@ use super::{activity, databases, projects, routes};
     paths(
         projects::create, projects::list, projects::show, projects::delete, projects::refresh,
         databases::create, databases::list, databases::show, databases::delete, databases::reset,
-        databases::stop, databases::start, databases::extend, databases::patch, activity::report,
+        databases::stop, databases::start, databases::extend, databases::patch, activity::report, activity::usage,
         routes::snapshot, routes::watch,
     ),
     tags((name = "projects"), (name = "databases"), (name = "routes", description = "For proxies (admin tokens)"))
@@ -41,6 +41,7 @@ mod tests {
             "/v1/databases/{name}/start",
             "/v1/databases/{name}/extend",
             "/v1/activity",
+            "/v1/usage",
             "/v1/routes",
             "/v1/routes/watch",
         ] {
