@@ -2,6 +2,7 @@
 //! `devdb-controller up` (what `devdb up` runs). See `--help`. The composition root: which store
 //! and which runtime go under the core is decided here and nowhere else.
 
+mod down;
 mod server;
 mod up;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Run DevDB on this machine: the controller (local runtime) and the proxy, with
     /// development certificates (what `devdb up` runs).
     Up(Box<up::UpArgs>),
+    /// Stop every database instance under --data-dir while no controller runs (what `devdb
+    /// down` runs after `devdb up` stopped); a connection wakes each at the next `devdb up`.
+    Down(LocalArgs),
 }
 
 #[tokio::main]
@@ -66,6 +70,7 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Some(Command::Crds { write }) => return crds(write.as_deref()),
+        Some(Command::Down(local)) => return down::run(&local).await,
         Some(Command::Up(up)) => {
             devdb_process::telemetry::init(devdb_process::telemetry::LogFormat::Text);
             return up::run(*up).await;

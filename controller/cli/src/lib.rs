@@ -68,6 +68,18 @@ pub enum Command {
     /// Databases: your own clones of a project's data.
     #[command(subcommand, alias = "database")]
     Db(DbCommand),
+    /// Each owner's databases, running ones and disk, against their quotas (yours only with an
+    /// owner token).
+    Usage,
+    /// Stop every database (they keep their data; a connection or `devdb db start` wakes
+    /// one). With no controller answering on this machine (after `devdb up` stopped), runs
+    /// `devdb-controller down` on the data directory instead.
+    #[command(disable_help_flag = true)]
+    Down {
+        /// Flags of `devdb-controller down` (--data-dir …), used when no controller answers.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,21 +239,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let settings = Settings::load(cli.server.clone(), cli.token.clone());
     let json = cli.json;
     match cli.command {
-        Command::Up { args } => Err(up(&args)),
+        Command::Up { args } => Err(hand_over("up", &args)),
         Command::Certs { domain, out } => certs(&domain, &out, json).map(|()| 0),
         Command::Config(cmd) => config(cmd, &settings, json).map(|()| 0),
         Command::Project(cmd) => project(cmd, &ApiClient::new(&settings)?, json).await.map(|()| 0),
         Command::Db(cmd) => db(cmd, &ApiClient::new(&settings)?, json).await,
+        Command::Usage => {
+            output::usage(&ApiClient::new(&settings)?.get::<serde_json::Value>("/v1/usage").await?, json);
+            Ok(0)
+        }
+        Command::Down { args } => {
+            let api = ApiClient::new(&settings)?;
+            match down(&api, json).await {
+                Err(e) if api.is_local() && matches!(e.downcast_ref(), Some(ClientError::Unreachable { .. })) => {
+                    Err(hand_over("down", &args))
+                }
+                other => other.map(|()| 0),
+            }
+        }
     }
 }
 
-/// Replaces this process with `devdb-controller up ARGS` (beside this executable, else on the
-/// PATH): signals and the exit status are then the controller's own.
-fn up(args: &[std::ffi::OsString]) -> anyhow::Error {
+/// Stops every running database the caller may see, and waits until they are.
+async fn down(api: &ApiClient, json: bool) -> anyhow::Result<()> {
+    let databases: Vec<Database> = api.get("/v1/databases").await?;
+    let running: Vec<&Database> = databases
+        .iter()
+        .filter(|d| matches!(d.status, DatabaseStatus::Running | DatabaseStatus::Starting | DatabaseStatus::Creating))
+        .collect();
+    for d in &running {
+        let _: Database = api.post(&format!("/v1/databases/{}/stop", d.name), &()).await?;
+    }
+    for d in &running {
+        wait_for_database(api, d, Settle::Stopped).await?;
+    }
+    output::done(&format!("stopped {} database(s); a connection wakes each", running.len()), json);
+    Ok(())
+}
+
+/// Replaces this process with `devdb-controller COMMAND ARGS` (beside this executable, else on
+/// the PATH): signals and the exit status are then the controller's own.
+fn hand_over(command: &str, args: &[std::ffi::OsString]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("devdb-controller")));
     let program = beside.filter(|p| p.is_file()).unwrap_or_else(|| "devdb-controller".into());
-    let error = std::process::Command::new(&program).arg("up").args(args).exec();
+    let error = std::process::Command::new(&program).arg(command).args(args).exec();
     anyhow::anyhow!(
         "cannot run {} ({error}): install it beside devdb (cargo install --path controller)",
         program.display()

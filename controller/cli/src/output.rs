@@ -78,15 +78,22 @@ pub fn databases(databases: &[Database], json: bool) {
     if json {
         return print_json(&databases);
     }
-    let mut t = table(&["NAME", "STATUS", "PROJECT", "OWNER", "HOST", "CREATED"]);
+    let mut t = table(&["NAME", "STATUS", "PROJECT", "OWNER", "HOST", "LAST ACTIVE", "EXPIRES"]);
     for d in databases {
+        let status = match (d.status, d.stop_reason) {
+            (devdb_shared::api::DatabaseStatus::Stopped, Some(reason)) => {
+                format!("{} ({})", status(&d.status), status(&reason))
+            }
+            _ => status(&d.status),
+        };
         t.add_row(vec![
             d.name.to_string(),
-            status(&d.status),
+            status,
             d.project.to_string(),
             d.owner.clone(),
             format!("{}:{}", d.host, d.port),
-            d.created_at.clone(),
+            d.last_active_at.clone().unwrap_or_else(|| "-".into()),
+            if d.protected { "protected".into() } else { d.expires_at.clone().unwrap_or_else(|| "never".into()) },
         ]);
     }
     println!("{t}");
@@ -110,6 +117,20 @@ pub fn database(d: &Database, json: bool) {
     if let Some(e) = &d.error {
         rows.push(("error", e.clone()));
     }
+    if let Some(reason) = d.stop_reason {
+        rows.push(("stopped", format!("{} ({})", d.stopped_at.clone().unwrap_or_default(), status(&reason))));
+    }
+    if let Some(at) = &d.last_active_at {
+        rows.push(("last active", at.clone()));
+    }
+    rows.push((
+        "idle stop",
+        d.idle_stop_after.as_ref().map_or("never".into(), |p| format!("after {p} without a session")),
+    ));
+    rows.push((
+        "expires",
+        if d.protected { "never (protected)".into() } else { d.expires_at.clone().unwrap_or_else(|| "never".into()) },
+    ));
     kv(&rows);
     if d.host.ends_with(".localhost") {
         println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, super::conninfo(d, None, true));
@@ -163,4 +184,27 @@ pub fn update_progress(bar: &ProgressBar, p: &Project) {
         bar.set_position(progress.bytes_done);
     }
     bar.set_message(format!("{} {}", status(&p.status), p.name));
+}
+
+pub fn usage(usage: &serde_json::Value, json: bool) {
+    if json {
+        return print_json(usage);
+    }
+    let of = |used: &serde_json::Value, limit: &serde_json::Value, show: &dyn Fn(u64) -> String| {
+        let used = show(used.as_u64().unwrap_or(0));
+        limit.as_u64().map_or(format!("{used} (no quota)"), |l| format!("{used} of {}", show(l)))
+    };
+    let count = |n: u64| n.to_string();
+    let size = |n: u64| devdb_shared::size::human(n);
+    let mut t = table(&["OWNER", "DATABASES", "RUNNING", "DISK"]);
+    for u in usage.as_array().into_iter().flatten() {
+        let q = &u["quota"];
+        t.add_row(vec![
+            u["owner"].as_str().unwrap_or_default().to_string(),
+            of(&u["databases"], &q["databases"], &count),
+            of(&u["running"], &q["running"], &count),
+            of(&u["disk"], &q["disk"], &size),
+        ]);
+    }
+    println!("{t}");
 }

@@ -582,6 +582,15 @@ mod lifecycle {
         assert!(stopped["stoppedAt"].is_string());
         assert!(!core.runtime.is_running(&name("kate-pg")), "no instance while stopped");
         assert_eq!(core.route_state("kate-pg"), Some(RouteState::Asleep), "still routed: a connection wakes it");
+        let metrics = core.text("/metrics").await;
+        for line in [
+            "devdb_databases_stopped{reason=\"manual\"} 1",
+            "devdb_database_stopped_timestamp_seconds{database=\"kate-pg\"} 1",
+            "devdb_database_last_active_timestamp_seconds{database=\"kate-pg\"} 1",
+            "devdb_owner_running_databases{owner=\"kate\"} 0",
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
         // Others see nothing of it.
         assert_eq!(core.call(Some(BOB), "POST", "/v1/databases/kate-pg/start", None).await.0, StatusCode::NOT_FOUND);
 

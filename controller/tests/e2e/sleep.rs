@@ -173,3 +173,34 @@ async fn a_wake_beyond_the_owners_running_quota_is_refused_at_once_with_53400() 
     assert!(db_error.message().contains("quota exceeded: running databases: default has 1 of 1"), "{db_error:?}");
     assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Stopped);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devdb_down_stops_every_database_through_the_controller_or_without_it() {
+    let (mut devdb, _dumps) = with_project(&[]).await;
+    for name in ["kate-pg", "bob-pg"] {
+        assert_eq!(devdb.create_database(name, "shop").await.0, 201);
+    }
+    // With the controller up: through its API.
+    let (ok, out, err) = devdb.cli(&["down"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("stopped 2 database(s)"), "{out}");
+    assert!(devdb.postmasters().is_empty());
+    let (status, body) = devdb.call(reqwest::Method::POST, "/v1/databases/kate-pg/start?wait=true", None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(devdb.postmasters().len(), 1);
+
+    // The controller gone (instances outlive it): on the data directory itself.
+    devdb.kill().await;
+    let data_dir = devdb.data_dir.to_string_lossy().into_owned();
+    let (ok, out, err) = devdb.cli(&["down", "--data-dir", &data_dir]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("stopped 1 database(s)"), "{out}");
+    assert!(devdb.postmasters().is_empty(), "no instance left running");
+
+    // The next `devdb up` leaves them asleep; a connection wakes one.
+    devdb.restart().await;
+    let kate = devdb.database("kate-pg").await.expect("exists");
+    assert_eq!((kate.status, kate.stop_reason), (DatabaseStatus::Stopped, Some(StopReason::Manual)));
+    let client = devdb.connect(&kate).await.expect("wakes");
+    assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "2500");
+}

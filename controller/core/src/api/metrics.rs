@@ -1,5 +1,6 @@
-//! `GET /metrics`: projects and databases by status, read from the store at scrape time
-//! (OpenMetrics text).
+//! `GET /metrics`: projects and databases by status, each database's lifecycle times, stopped
+//! databases by reason, and each owner's use against its quota, read from the store at scrape
+//! time (OpenMetrics text).
 
 use axum::extract::State;
 use axum::http::header;
@@ -18,6 +19,27 @@ struct StatusLabel {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseLabel {
+    database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerLabel {
+    owner: String,
+}
+
+/// Seconds since the epoch of an RFC 3339 time.
+fn epoch(time: Option<&str>) -> Option<i64> {
+    let time = humantime::parse_rfc3339_weak(time?).ok()?;
+    time.duration_since(std::time::UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_secs()).ok())
+}
+
 fn status_label<T: serde::Serialize>(status: &T) -> StatusLabel {
     let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     StatusLabel { status }
@@ -29,12 +51,49 @@ pub async fn metrics<P: Platform>(State(state): Shared<P>) -> Result<impl IntoRe
     for p in state.store.projects(None).await? {
         projects.get_or_create(&status_label(&p.status)).inc();
     }
-    for d in state.store.databases(None, None).await? {
+    let last_active = Family::<DatabaseLabel, Gauge>::default();
+    let stopped_at = Family::<DatabaseLabel, Gauge>::default();
+    let expires_at = Family::<DatabaseLabel, Gauge>::default();
+    let stopped = Family::<ReasonLabel, Gauge>::default();
+    let all = state.store.databases(None, None).await?;
+    for d in &all {
         databases.get_or_create(&status_label(&d.status)).inc();
+        let label = DatabaseLabel { database: d.name.to_string() };
+        let times = [
+            (&last_active, &d.lifecycle.last_active_at),
+            (&stopped_at, &d.lifecycle.stopped_at),
+            (&expires_at, &d.lifecycle.expires_at),
+        ];
+        for (family, time) in times {
+            if let Some(seconds) = epoch(time.as_deref()) {
+                family.get_or_create(&label).set(seconds);
+            }
+        }
+        if d.status == devdb_shared::api::DatabaseStatus::Stopped {
+            let reason = d.lifecycle.stop_reason.map(|r| status_label(&r).status).unwrap_or_default();
+            stopped.get_or_create(&ReasonLabel { reason }).inc();
+        }
+    }
+    let (owned, running) = (Family::<OwnerLabel, Gauge>::default(), Family::<OwnerLabel, Gauge>::default());
+    let all_projects = state.store.projects(None).await?;
+    let mut owners: Vec<&str> = all.iter().map(|d| d.owner.as_str()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for owner in owners {
+        let usage = state.config.quotas.usage(owner, &all, &all_projects);
+        let label = OwnerLabel { owner: owner.to_string() };
+        owned.get_or_create(&label).set(i64::try_from(usage.databases).unwrap_or(i64::MAX));
+        running.get_or_create(&label).set(i64::try_from(usage.running).unwrap_or(i64::MAX));
     }
     let mut registry = Registry::with_prefix("devdb");
     registry.register("projects", "Projects by status", projects);
     registry.register("databases", "Database instances by status", databases);
+    registry.register("databases_stopped", "Stopped databases by reason (manual, idle)", stopped);
+    registry.register("database_last_active_timestamp_seconds", "When a session last was open on it", last_active);
+    registry.register("database_stopped_timestamp_seconds", "When it was stopped", stopped_at);
+    registry.register("database_expires_timestamp_seconds", "When it will be deleted", expires_at);
+    registry.register("owner_databases", "Databases per owner", owned);
+    registry.register("owner_running_databases", "Running databases per owner", running);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))

@@ -1,0 +1,38 @@
+//! `devdb down` (`devdb-controller down`) when no controller runs (after `devdb up` stopped):
+//! stops every database instance under the data directory and records each as stopped, so the
+//! next `devdb up` leaves them asleep and a connection wakes them. With a controller running,
+//! `devdb down` asks it instead (the data directory is locked).
+
+use devdb_core::model::Want;
+use devdb_core::runtime::Runtime;
+use devdb_core::store::Store;
+use devdb_local::{Local, LocalArgs};
+use devdb_shared::api::{DatabaseStatus, StopReason};
+
+pub async fn run(args: &LocalArgs) -> anyhow::Result<()> {
+    let local = Local::open(args)?;
+    let (store, runtime) = (local.reconciler.store(), local.reconciler.runtime());
+    let mut stopped = 0;
+    for database in store.databases(None, None).await? {
+        if !matches!(database.status, DatabaseStatus::Running | DatabaseStatus::Recovering | DatabaseStatus::Starting) {
+            continue;
+        }
+        runtime.stop_database(&database).await?;
+        let now = devdb_core::clock::now();
+        store
+            .update_database(&database.name, |d| {
+                d.want = Want::Stop;
+                d.status = DatabaseStatus::Stopped;
+                d.lifecycle.stop_reason = Some(StopReason::Manual);
+                d.lifecycle.stopped_at = Some(now.clone());
+            })
+            .await?;
+        eprintln!("stopped {}", database.name);
+        stopped += 1;
+    }
+    println!(
+        "stopped {stopped} database(s) under {}; they keep their data, and after `devdb up` a connection wakes each",
+        local.data_dir.display()
+    );
+    Ok(())
+}
