@@ -280,15 +280,51 @@ impl PgCtl {
         let mut cmd = self.command("pg_ctl");
         cmd.arg("start").arg("-D").arg(data).arg("-l").arg(log).arg("-w");
         cmd.args(["-t", &timeout.as_secs().max(1).to_string()]);
-        run(cmd, "pg_ctl start").map_err(|err| match err {
-            PgError::Failed { program, stderr } => {
-                let tail = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                PgError::Failed { program, stderr: format!("{stderr} {}", tail.join(" | ")) }
+        let since = std::time::SystemTime::now();
+        let failed = |stderr: String| {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            PgError::Failed { program: "pg_ctl start".into(), stderr: format!("{stderr} {}", tail.join(" | ")) }
+        };
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|source| PgError::Spawn { program: "pg_ctl start".into(), source })?;
+        // pg_ctl -w looks every 100 ms; the server says it is ready in postmaster.pid sooner, and
+        // a wake waits on this: look every 5 ms, and leave pg_ctl to finish on its own.
+        loop {
+            if let Some(status) =
+                child.try_wait().map_err(|source| PgError::Spawn { program: "pg_ctl".into(), source })?
+            {
+                if status.success() {
+                    return Ok(());
+                }
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+                return Err(failed(lines[lines.len().saturating_sub(6)..].join(" | ")));
             }
-            other => other,
-        })
+            if self.ready_since(data, since) {
+                std::thread::spawn(move || child.wait());
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the postmaster of `data`, started at `since` or later, says in `postmaster.pid`
+    /// that it accepts connections (a file left by an earlier server does not count).
+    fn ready_since(&self, data: &Path, since: std::time::SystemTime) -> bool {
+        let Ok(pid_file) = std::fs::read_to_string(data.join("postmaster.pid")) else { return false };
+        let lines: Vec<&str> = pid_file.lines().collect();
+        let started = lines.get(2).and_then(|l| l.trim().parse::<u64>().ok());
+        let since = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let status = lines.get(7).map(|l| l.trim());
+        started.is_some_and(|t| t >= since) && status == Some("ready") && self.postmaster_alive(data)
     }
 
     /// Stops the server on `data`; succeeds when none was running.
