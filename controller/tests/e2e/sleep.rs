@@ -99,7 +99,7 @@ async fn an_asleep_database_wakes_on_the_first_connection_of_psql_and_of_a_drive
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_health_checks() {
-    let quick = ["--idle-stop-after", "2s", "--lifecycle-check-every", "300ms", "--activity-report-every", "300ms"];
+    let quick = ["--idle-stop-after", "1s", "--lifecycle-check-every", "200ms", "--activity-report-every", "200ms"];
     let (devdb, _dumps) = with_project(&quick).await;
     assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
     let database = devdb.database("kate-pg").await.expect("exists");
@@ -107,7 +107,7 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
     // A session open and silent for three idle periods, while a load balancer probes: TCP
     // connects that close, and TLS handshakes (to the database's name) that close.
     let session = devdb.connect(&database).await.expect("connect");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut handshakes = 0;
     while tokio::time::Instant::now() < deadline {
         let _ = tokio::net::TcpStream::connect(("127.0.0.1", devdb.proxy_port)).await;
