@@ -83,6 +83,8 @@ pub struct Reconciler<P: Platform> {
     /// Databases stop after this long without a session unless their project or they say
     /// otherwise (seconds; 0: never).
     idle_stop_after: std::sync::atomic::AtomicU64,
+    /// Databases deleted at expiry since this process started.
+    expired: std::sync::atomic::AtomicU64,
 }
 
 impl<P: Platform> Reconciler<P> {
@@ -96,6 +98,7 @@ impl<P: Platform> Reconciler<P> {
             restores_per_owner: AtomicUsize::new(RESTORES_PER_OWNER),
             activity: crate::lifecycle::Activity::default(),
             idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
+            expired: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -103,6 +106,11 @@ impl<P: Platform> Reconciler<P> {
     /// otherwise (zero: never).
     pub fn stop_idle_after(&self, period: Duration) {
         self.idle_stop_after.store(period.as_secs(), Ordering::Relaxed);
+    }
+
+    /// Databases deleted at expiry since this process started.
+    pub fn expired_total(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
     }
 
     /// The proxies' activity reports.
@@ -477,6 +485,7 @@ impl<P: Platform> Reconciler<P> {
                     if record.want == Want::Delete {
                         let expired_at = database.lifecycle.expires_at.clone().unwrap_or_default();
                         tracing::info!(database = %database.name, owner = %database.owner, %expired_at, "expired: deleting");
+                        self.expired.fetch_add(1, Ordering::Relaxed);
                         self.trigger(Key::Database(database.name.clone()));
                     }
                 }

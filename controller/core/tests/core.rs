@@ -679,6 +679,8 @@ mod lifecycle {
         core.enforce_at(Duration::from_secs(4 * 3600)).await;
         core.settles("kate-pg", "gone").await;
         assert_eq!(core.database("keep-pg").await.0, StatusCode::OK, "protected");
+        let metrics = core.text("/metrics").await;
+        assert!(metrics.contains("devdb_databases_expired_total 1"), "{metrics}");
         // Protection can be lifted; then it expires too.
         let (status, _) =
             core.call(Some(KATE), "PATCH", "/v1/databases/keep-pg", Some(json!({"protected": false}))).await;

@@ -846,6 +846,37 @@ mod api {
     }
 
     #[tokio::test]
+    async fn a_wake_through_the_api_clears_the_stop_in_the_spec_and_asks_for_a_pass() {
+        let (url, mut c) = serve().await;
+        let http = devdb_cli::http::client_builder().build().expect("client");
+        let mut asleep =
+            database(json!({ "phase": "stopped", "snapshotGeneration": 1, "stopReason": "idle" }), 0, false);
+        asleep["spec"]["stopped"] = json!(true);
+        let request = tokio::spawn(http.post(format!("{url}/v1/databases/kate-pg/start")).send());
+        c.server
+            .run(vec![
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(asleep.clone()),
+                // The owner's use against the quota (none configured here).
+                Step::list(DATABASES, vec![asleep.clone()]),
+                Step::list(PROJECTS, vec![ready_project()]),
+                Step::get(&format!("{DATABASES}/kate-pg")).reply(asleep.clone()),
+                // The intent, in the spec: no longer stopped.
+                Step::patch(&format!("{DATABASES}/kate-pg"))
+                    .reply(database(json!({ "phase": "stopped", "snapshotGeneration": 1 }), 0, false))
+                    .has(json!({ "metadata": { "resourceVersion": "11" }, "spec": { "stopped": false } })),
+                // The status as the record has it (this fixture's lacked its Ready condition).
+                Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                    .reply(database(json!({ "phase": "stopped", "snapshotGeneration": 1 }), 0, false))
+                    .has(json!({ "status": { "phase": "stopped", "stopReason": "idle" } })),
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            ])
+            .await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
+        assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+        c.server.quiet().await;
+    }
+
+    #[tokio::test]
     async fn deleting_and_resetting_a_database_go_through_its_resource() {
         let (url, mut c) = serve().await;
         let http = devdb_cli::http::client_builder().build().expect("client");

@@ -93,6 +93,9 @@ pub async fn metrics<P: Platform>(State(state): Shared<P>) -> Result<impl IntoRe
     registry.register("database_stopped_timestamp_seconds", "When it was stopped", stopped_at);
     registry.register("database_expires_timestamp_seconds", "When it will be deleted", expires_at);
     registry.register("owner_databases", "Databases per owner", owned);
+    let expired = prometheus_client::metrics::counter::Counter::<u64>::default();
+    expired.inc_by(state.reconciler.expired_total());
+    registry.register("databases_expired", "Databases deleted at expiry since the controller started", expired);
     registry.register("owner_running_databases", "Running databases per owner", running);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).map_err(|e| ApiError::Internal(e.to_string()))?;
