@@ -1,8 +1,9 @@
 //! Which databases have sessions here, told to the controller so it stops only idle ones, and
 //! the wake of an asleep one.
 //!
-//! A session counts from the moment its backend has accepted it until it ends: a load
-//! balancer's health check (TCP or TLS, then close) never gets that far. Every
+//! A session counts from the moment its client names a database in a startup packet (while it
+//! waits for a wake, too) until it ends: a load balancer's health check (TCP or TLS, then close)
+//! never gets that far. Every
 //! `--activity-report-every` (15 s) the proxy posts the databases with a session open now and those that had one
 //! since the last report to the controller's `POST /v1/activity`; the controller keeps the
 //! latest report of each replica for a while, so a restarted or removed proxy stops counting on

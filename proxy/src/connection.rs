@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tracing::{Instrument, Span, field};
 
 use crate::Context;
+use crate::activity::SessionGuard;
 use crate::admission::{AdmissionError, Ticket};
 use crate::backend::{self, BackendError};
 use crate::cancel::CancelOutcome;
@@ -139,7 +140,7 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
     if let Some(sni) = &sni {
         Span::current().record("sni", sni.as_str());
     }
-    let (name, ticket, backend, backend_addr) =
+    let (name, _session, ticket, backend, backend_addr) =
         match route_and_connect(ctx, sni.as_deref(), &mut startup, client_addr).await {
             Ok(connected) => connected,
             Err(e) => {
@@ -151,27 +152,28 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
     drop(ticket);
     ctx.metrics.handshake_seconds.observe(accepted.elapsed().as_secs_f64());
     let _active = ActiveGuard::new(&ctx.metrics, name.as_str());
-    let _session = ctx.sessions.open(&name);
     let transferred = relay::splice(session).await?;
     ctx.metrics.add_bytes(transferred.up, transferred.down);
     Ok(Done::Session(transferred))
 }
 
 /// Route, a place among the sessions authenticating, backend: the ticket is held until the
-/// session has authenticated.
+/// session has authenticated. A client that named a database counts as its activity from here
+/// on, while it waits for a wake too (a health check never sends a startup packet).
 async fn route_and_connect(
     ctx: &Context,
     sni: Option<&str>,
     startup: &mut Startup,
     client: SocketAddr,
-) -> Result<(Name, Ticket, PqStream<TcpStream>, SocketAddr), ConnectionError> {
+) -> Result<(Name, SessionGuard, Ticket, PqStream<TcpStream>, SocketAddr), ConnectionError> {
     let name = route::target(sni, startup, &ctx.config.domain)?;
     Span::current().record("database", name.as_str());
+    let session = ctx.sessions.open(&name);
     let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout, ctx.controller.as_ref()).await?;
     let ticket = ctx.admission.admit(&name, client.ip()).await?;
     let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;
     Span::current().record("backend", field::display(addr));
-    Ok((name, ticket, backend, addr))
+    Ok((name, session, ticket, backend, addr))
 }
 
 /// Logs how the connection ended, at a level chosen by who caused it, and counts failures.
