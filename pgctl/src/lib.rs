@@ -327,6 +327,16 @@ impl PgCtl {
         started.is_some_and(|t| t >= since) && status == Some("ready") && self.postmaster_alive(data)
     }
 
+    /// Makes the server on `data` read its configuration again (`pg_ctl reload`).
+    ///
+    /// # Errors
+    /// [`PgError::Failed`] when pg_ctl cannot signal it.
+    pub fn reload(&self, data: &Path) -> Result<(), PgError> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("reload").arg("-D").arg(data);
+        run(cmd, "pg_ctl reload")
+    }
+
     /// Stops the server on `data`; succeeds when none was running.
     ///
     /// # Errors

@@ -148,6 +148,9 @@ pub struct PatchDatabase {
     pub protected: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop_after: Option<String>,
+    /// PostgreSQL parameters to set (`null`: back to the default); see the allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 /// Why a database is stopped.
@@ -213,6 +216,9 @@ pub struct Database {
     /// Stopped after this long without a session (humantime); absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop_after: Option<String>,
+    /// PostgreSQL parameters its owner set (kept across reset).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// Every API error: `{ "error": { "code", "message" } }`.

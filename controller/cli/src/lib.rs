@@ -206,6 +206,15 @@ pub enum DbCommand {
         #[arg(long, value_name = "DURATION")]
         ttl: String,
     },
+    /// Set PostgreSQL parameters (work_mem, statement_timeout, log_min_duration_statement,
+    /// max_connections, …; `key=` puts one back to its default). Applied at once: a reload, or
+    /// a restart for those PostgreSQL reads only at start. Kept across reset.
+    Set {
+        name: String,
+        /// `key=value` pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
     /// Exempt the database from idle stop and expiry (--off: no longer).
     Protect {
         name: String,
@@ -399,6 +408,17 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
         DbCommand::Extend { name, ttl } => {
             let body = devdb_shared::api::ExtendDatabase { ttl };
             output::database(&api.post(&format!("/v1/databases/{name}/extend"), &body).await?, json);
+        }
+        DbCommand::Set { name, settings } => {
+            let mut changes = std::collections::BTreeMap::new();
+            for pair in settings {
+                let Some((key, value)) = pair.split_once('=') else {
+                    anyhow::bail!("{pair:?} is not key=value (key= puts a parameter back to its default)");
+                };
+                changes.insert(key.trim().to_string(), Some(value.trim().to_string()).filter(|v| !v.is_empty()));
+            }
+            let body = devdb_shared::api::PatchDatabase { settings: Some(changes), ..Default::default() };
+            output::database(&api.patch(&format!("/v1/databases/{name}"), &body).await?, json);
         }
         DbCommand::Protect { name, off } => {
             let body = devdb_shared::api::PatchDatabase { protected: Some(!off), ..Default::default() };

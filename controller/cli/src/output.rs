@@ -123,6 +123,9 @@ pub fn database(d: &Database, json: bool) {
     if let Some(at) = &d.last_active_at {
         rows.push(("last active", at.clone()));
     }
+    for (key, value) in &d.settings {
+        rows.push(("setting", format!("{key} = {value}")));
+    }
     rows.push((
         "idle stop",
         d.idle_stop_after.as_ref().map_or("never".into(), |p| format!("after {p} without a session")),

@@ -181,6 +181,12 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn apply_settings(&self, database: &DatabaseRecord, restart: bool) -> Result<(), RuntimeError> {
+        let how = if restart { "restart" } else { "reload" };
+        self.with(|s| s.calls.push(format!("settings {} ({how})", database.name)));
+        Ok(())
+    }
+
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
         self.call(Op::Remove, name)?;
         self.with(|s| {

@@ -1,7 +1,8 @@
 //! The controller's core, which knows no platform: the [`model`], the [`store::Store`] and
 //! [`runtime::Runtime`] traits the adapters implement, the [`reconcile`]r that drives records
 //! to reality, the routing table ([`routes`]), when databases stop and end ([`lifecycle`]), the
-//! owners' [`quota`]s and the REST API ([`api`], with [`auth`]).
+//! owners' [`quota`]s, the PostgreSQL [`settings`] owners may change and the REST API ([`api`],
+//! with [`auth`]).
 //!
 //! [`memory`] and [`fake`] are a store and a runtime with nothing underneath: the core's own
 //! tests drive the API and the reconciler over them, in-process.
@@ -22,4 +23,5 @@ pub mod quota;
 pub mod reconcile;
 pub mod routes;
 pub mod runtime;
+pub mod settings;
 pub mod store;

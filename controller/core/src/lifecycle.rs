@@ -143,6 +143,7 @@ mod tests {
             error: None,
             created_at: "2026-12-01T09:00:00Z".into(),
             lifecycle,
+            settings: crate::model::Settings::default(),
         }
     }
 

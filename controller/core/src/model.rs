@@ -81,6 +81,16 @@ pub struct DatabaseRecord {
     /// Stop and start, idleness and expiry (absent in records written before they existed).
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// PostgreSQL parameters its owner set (see [`crate::settings`]).
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// A database's PostgreSQL parameters: those asked for, and those its instance runs with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub wanted: std::collections::BTreeMap<String, String>,
+    pub applied: std::collections::BTreeMap<String, String>,
 }
 
 /// A database's stops, activity and end.

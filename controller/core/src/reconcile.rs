@@ -346,7 +346,10 @@ impl<P: Platform> Reconciler<P> {
             Want::Reset => self.clone_database(&database).await,
             Want::Run => match database.status {
                 DatabaseStatus::Creating => self.clone_database(&database).await,
-                DatabaseStatus::Running | DatabaseStatus::Recovering => self.keep_running(&database).await,
+                DatabaseStatus::Running | DatabaseStatus::Recovering => match self.keep_running(&database).await {
+                    Ok(()) => self.sync_settings(&database).await,
+                    failed => failed,
+                },
                 DatabaseStatus::Stopped | DatabaseStatus::Starting => self.start_database(&database).await,
                 DatabaseStatus::Error | DatabaseStatus::Deleting => Ok(()),
             },
@@ -413,6 +416,21 @@ impl<P: Platform> Reconciler<P> {
         }
     }
 
+    /// Applies a running database's changed settings (a reload, or a restart when one of them
+    /// is read only at start).
+    async fn sync_settings(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
+        let settings = &database.settings;
+        if settings.wanted == settings.applied {
+            return Ok(());
+        }
+        let restart = crate::settings::needs_restart(&settings.applied, &settings.wanted);
+        self.runtime.apply_settings(database, restart).await?;
+        let applied = settings.wanted.clone();
+        self.set_database(&database.name, |d| d.settings.applied = applied.clone()).await?;
+        tracing::info!(database = %database.name, restart, settings = ?settings.wanted, "settings applied");
+        Ok(())
+    }
+
     /// Stops a database's instance, keeping its data and credentials.
     async fn stop_database(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
         self.runtime.stop_database(database).await?;
@@ -452,6 +470,7 @@ impl<P: Platform> Reconciler<P> {
                 d.lifecycle.stop_reason = None;
                 // Idle from now on, not from before it slept.
                 d.lifecycle.last_active_at = Some(now.clone());
+                d.settings.applied = database.settings.wanted.clone();
             }
         })
         .await?;
@@ -547,6 +566,8 @@ impl<P: Platform> Reconciler<P> {
             }
             d.snapshot_generation = Some(snapshot.generation);
             d.lifecycle.last_active_at = Some(crate::clock::now());
+            // The clone started with the settings it was asked for then.
+            d.settings.applied = database.settings.wanted.clone();
         })
         .await?;
         tracing::info!(database = %database.name, project = %project.name, "running");

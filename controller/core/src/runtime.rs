@@ -141,6 +141,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts a stopped database's instance and returns once it takes connections.
     fn start_database(&self, database: &DatabaseRecord) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Makes a running database's instance run with its wanted settings, restarting it when
+    /// `restart` (a parameter PostgreSQL reads only at start changed), else reloading.
+    fn apply_settings(
+        &self,
+        database: &DatabaseRecord,
+        restart: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Stops and removes a database's instance and files.
     fn remove_database(&self, name: &Name) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 

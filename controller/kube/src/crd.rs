@@ -118,6 +118,9 @@ pub struct DatabaseSpec {
     /// Its own idle period in seconds (0: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop_after_seconds: Option<u64>,
+    /// PostgreSQL parameters its owner set (from the allow-list), passed to the server.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// What the controller reports about a database.
@@ -144,6 +147,9 @@ pub struct DatabaseStatus {
     /// The last time a session was open on it (proxy reports), or it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_active_at: Option<String>,
+    /// The parameters its pod runs with.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub applied_settings: std::collections::BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

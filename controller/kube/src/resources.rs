@@ -470,8 +470,14 @@ pub fn database_pvc(
 }
 
 /// One PostgreSQL pod on the cloned volume, ready when a real query answers. `devdb-start`
-/// gives the project's user this database's own password, then runs PostgreSQL.
-pub fn statefulset(project: &str, database: &str, settings: &ClusterSettings) -> StatefulSet {
+/// gives the project's user this database's own password, then runs PostgreSQL with the
+/// parameters its owner set (`pg` ones, checked against the allow-list; each as `-c k=v`).
+pub fn statefulset(
+    project: &str,
+    database: &str,
+    settings: &ClusterSettings,
+    pg: &BTreeMap<String, String>,
+) -> StatefulSet {
     let labels = labels(project, Some(database));
     let ready = Probe {
         exec: Some(ExecAction {
@@ -495,7 +501,11 @@ pub fn statefulset(project: &str, database: &str, settings: &ClusterSettings) ->
     let container = Container {
         name: "postgres".into(),
         image: Some(settings.image.clone()),
-        command: Some(vec!["devdb-start".into()]),
+        command: Some(
+            std::iter::once("devdb-start".to_string())
+                .chain(pg.iter().flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")]))
+                .collect(),
+        ),
         env: Some(vec![
             env("PGDATA", PGDATA),
             secret_env("DB_USER", &credentials_name(database), "username"),
@@ -652,7 +662,7 @@ pub(crate) mod tests {
                 5432,
             ))),
             json(serde_json::to_value(database_pvc("shop", "kate-pg", 1, &s))),
-            json(serde_json::to_value(statefulset("shop", "kate-pg", &s))),
+            json(serde_json::to_value(statefulset("shop", "kate-pg", &s, &BTreeMap::new()))),
             json(serde_json::to_value(service("shop", "kate-pg"))),
             json(serde_json::to_value(network_policy("shop", "kate-pg", &s))),
         ]
@@ -732,11 +742,21 @@ pub(crate) mod tests {
 
     #[test]
     fn database_and_restore_pods_meet_the_restricted_pod_security_standard() {
-        let statefulset = serde_json::to_value(statefulset("shop", "kate-pg", &settings())).expect("json");
+        let statefulset =
+            serde_json::to_value(statefulset("shop", "kate-pg", &settings(), &BTreeMap::new())).expect("json");
         assert_restricted(&statefulset["spec"]["template"]);
         let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
         assert_restricted(&job["spec"]["template"]);
         assert_eq!(job["spec"]["backoffLimit"], 0, "one attempt: its failure is the cause");
+    }
+
+    #[test]
+    fn a_databases_parameters_are_its_servers_arguments() {
+        let pg =
+            BTreeMap::from([("max_connections".to_string(), "50".to_string()), ("work_mem".into(), "64MB".into())]);
+        let sts = serde_json::to_value(statefulset("shop", "kate-pg", &settings(), &pg)).expect("json");
+        let command = &sts["spec"]["template"]["spec"]["containers"][0]["command"];
+        assert_eq!(command, &serde_json::json!(["devdb-start", "-c", "max_connections=50", "-c", "work_mem=64MB"]));
     }
 
     #[test]

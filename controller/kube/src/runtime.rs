@@ -262,7 +262,12 @@ impl KubeRuntime {
     /// Applies the database's StatefulSet with `replicas` (0: stopped, its volume kept).
     async fn scale(&self, database: &DatabaseRecord, replicas: i32) -> Result<(), RuntimeError> {
         let namespace = resources::namespace_name(database.project.as_str());
-        let mut statefulset = resources::statefulset(database.project.as_str(), database.name.as_str(), &self.settings);
+        let mut statefulset = resources::statefulset(
+            database.project.as_str(),
+            database.name.as_str(),
+            &self.settings,
+            &database.settings.wanted,
+        );
         resources::owned_by(&mut statefulset.metadata, "Database", database.name.as_str(), &database.id);
         if let Some(spec) = statefulset.spec.as_mut() {
             spec.replicas = Some(replicas);
@@ -289,7 +294,7 @@ impl KubeRuntime {
         );
         owned(&mut secret.metadata);
         apply(&self.api::<Secret>(&namespace), &secret).await?;
-        let mut statefulset = resources::statefulset(p, db, &self.settings);
+        let mut statefulset = resources::statefulset(p, db, &self.settings, &database.settings.wanted);
         owned(&mut statefulset.metadata);
         apply(&self.api::<StatefulSet>(&namespace), &statefulset).await?;
         let mut service = resources::service(p, db);
@@ -461,6 +466,29 @@ impl Runtime for KubeRuntime {
         }
         self.scale(database, 1).await?;
         self.wait_ready(database, &namespace).await
+    }
+
+    async fn apply_settings(&self, database: &DatabaseRecord, _restart: bool) -> Result<(), RuntimeError> {
+        // The parameters are the pod's arguments: any change rolls the pod (a restart, whatever
+        // the parameter), and the wait is for the new one.
+        let namespace = resources::namespace_name(database.project.as_str());
+        self.scale(database, 1).await?;
+        let statefulsets = self.api::<StatefulSet>(&namespace);
+        let wait = Wait::new("restarting with new settings", self.waits.every, self.waits.ready);
+        loop {
+            let sts = statefulsets.get(database.name.as_str()).await.platform()?;
+            let generation = sts.metadata.generation.unwrap_or(0);
+            let rolled = sts.status.as_ref().is_some_and(|s| {
+                s.observed_generation.unwrap_or(0) >= generation
+                    && s.updated_replicas.unwrap_or(0) >= 1
+                    && s.ready_replicas.unwrap_or(0) >= 1
+                    && s.current_revision == s.update_revision
+            });
+            if rolled {
+                return Ok(());
+            }
+            wait.next().await?;
+        }
     }
 
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {

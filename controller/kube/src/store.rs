@@ -214,6 +214,7 @@ impl CrdStore {
                 protected: d.lifecycle.protected,
                 expires_at: d.lifecycle.expires_at.clone(),
                 idle_stop_after_seconds: d.lifecycle.idle_stop_after_secs,
+                settings: d.settings.wanted.clone(),
             },
             status: None,
         };
@@ -278,8 +279,12 @@ impl CrdStore {
                 }
             }
             // Intent that lives in the spec: stop, protection, expiry, idle period.
-            let spec = lifecycle_spec(&after);
+            let mut spec = lifecycle_spec(&after);
             if spec != lifecycle_spec(&before) {
+                // A merge patch removes a parameter by naming it with null.
+                for removed in before.settings.wanted.keys().filter(|k| !after.settings.wanted.contains_key(*k)) {
+                    spec["settings"][removed] = serde_json::Value::Null;
+                }
                 let patch = json!({ "metadata": { "resourceVersion": version }, "spec": spec });
                 match patch_unchanged(&self.databases, name.as_str(), Part::Spec, &patch).await? {
                     Some(updated) => version = updated.resource_version(),
@@ -399,6 +404,10 @@ impl CrdStore {
                 expires_at: d.spec.expires_at.clone(),
                 protected: d.spec.protected,
                 idle_stop_after_secs: d.spec.idle_stop_after_seconds,
+            },
+            settings: devdb_core::model::Settings {
+                wanted: d.spec.settings.clone(),
+                applied: status.applied_settings.clone(),
             },
         })
     }
@@ -538,6 +547,7 @@ fn database_status(d: &DatabaseRecord, current: &Database) -> crd::DatabaseStatu
         stop_reason: d.lifecycle.stop_reason.map(|r| phase_name(&r)),
         stopped_at: d.lifecycle.stopped_at.clone(),
         last_active_at: d.lifecycle.last_active_at.clone(),
+        applied_settings: d.settings.applied.clone(),
         conditions: vec![ready_condition(d.status == Phase::Running, reason, d.error.as_ref(), &previous.conditions)],
     }
 }
@@ -589,6 +599,7 @@ fn lifecycle_spec(d: &DatabaseRecord) -> serde_json::Value {
         "protected": d.lifecycle.protected,
         "expiresAt": d.lifecycle.expires_at,
         "idleStopAfterSeconds": d.lifecycle.idle_stop_after_secs,
+        "settings": d.settings.wanted,
     })
 }
 

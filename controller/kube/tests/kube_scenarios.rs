@@ -437,7 +437,7 @@ fn instance_steps() -> Vec<Step> {
         5432,
     );
     owned(&mut secret.metadata);
-    let mut sts = resources::statefulset("shop", "kate-pg", &settings());
+    let mut sts = resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new());
     owned(&mut sts.metadata);
     let mut service = resources::service("shop", "kate-pg");
     owned(&mut service.metadata);
@@ -453,7 +453,8 @@ fn instance_steps() -> Vec<Step> {
 }
 
 fn statefulset(ready: i32) -> Value {
-    let mut sts = serde_json::to_value(resources::statefulset("shop", "kate-pg", &settings())).expect("json");
+    let mut sts =
+        serde_json::to_value(resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new())).expect("json");
     sts["status"] = json!({ "replicas": 1, "readyReplicas": ready });
     sts
 }
@@ -1298,7 +1299,7 @@ mod sleep {
     use super::*;
 
     fn scaled(replicas: i32) -> Value {
-        let mut sts = resources::statefulset("shop", "kate-pg", &settings());
+        let mut sts = resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new());
         resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
         let mut sts = serde_json::to_value(sts).expect("json");
         sts["spec"]["replicas"] = json!(replicas);

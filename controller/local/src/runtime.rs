@@ -234,7 +234,31 @@ impl Runtime for LocalRuntime {
     }
 
     async fn start_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        // With the settings wanted now (they may have changed while it slept).
+        let data = self.database_dir(&database.name).join("data");
+        if data.join("PG_VERSION").is_file() {
+            write_conf(&data, &self.instance_conf(database)).map_err(restore_failed)?;
+        }
         self.ensure_running(database).await
+    }
+
+    async fn apply_settings(&self, database: &DatabaseRecord, restart: bool) -> Result<(), RuntimeError> {
+        let dir = self.database_dir(&database.name);
+        let data = dir.join("data");
+        write_conf(&data, &self.instance_conf(database)).map_err(restore_failed)?;
+        let pg = self.pg.clone();
+        blocking(move || {
+            if !pg.is_running(&data) {
+                return Ok(());
+            }
+            if restart {
+                pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("restarting PostgreSQL"))?;
+                pg.start(&data, &dir.join("log"), START_TIMEOUT).map_err(RuntimeError::step("restarting PostgreSQL"))
+            } else {
+                pg.reload(&data).map_err(RuntimeError::step("reloading PostgreSQL's settings"))
+            }
+        })
+        .await
     }
 
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
@@ -384,6 +408,18 @@ impl LocalRuntime {
         Ok(dump)
     }
 
+    /// A database instance's `postgresql.auto.conf`: its port and socket, then the settings its
+    /// owner asked for (read last, so they win).
+    fn instance_conf(&self, database: &DatabaseRecord) -> String {
+        format!(
+            "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n{}",
+            database.port,
+            conf_quote(self.database_dir(&database.name).join("sock")),
+            conf_quote(database.name.as_str()),
+            devdb_core::settings::conf_lines(&database.settings.wanted),
+        )
+    }
+
     /// Copies the snapshot into `<name>.cloning`, configures its port and socket, swaps it in
     /// for any previous clone, starts it and sets the database's own password.
     fn clone_blocking(&self, database: &DatabaseRecord, snapshot: &Path, user: &str) -> Result<(), RuntimeError> {
@@ -419,13 +455,7 @@ impl LocalRuntime {
         })?;
         self.pg.give(staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
         let sock = dir.join("sock");
-        let conf = format!(
-            "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n",
-            database.port,
-            conf_quote(&sock),
-            conf_quote(database.name.as_str())
-        );
-        write_conf(&staging.join("data"), &conf).map_err(restore_failed)?;
+        write_conf(&staging.join("data"), &self.instance_conf(database)).map_err(restore_failed)?;
         if self.pg.is_running(&dir.join("data")) {
             self.pg.stop(&dir.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping the old clone"))?;
         }

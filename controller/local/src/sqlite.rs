@@ -363,6 +363,7 @@ mod tests {
             error: None,
             created_at: "now".into(),
             lifecycle: devdb_core::model::Lifecycle::default(),
+            settings: devdb_core::model::Settings::default(),
         }
     }
 

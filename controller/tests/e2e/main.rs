@@ -9,4 +9,5 @@ mod common;
 mod failures;
 mod lifecycle;
 mod recovery;
+mod settings;
 mod sleep;

@@ -9,16 +9,6 @@ use devdb_shared::api::{Database, DatabaseStatus, ProjectStatus, StopReason};
 
 use crate::common::*;
 
-/// `devdb up` with an empty project `shop` (its databases start empty: quick).
-async fn with_empty_project(extra: &[&str]) -> DevDb {
-    let devdb = DevDb::start_with(extra).await;
-    let (status, body) =
-        devdb.call(reqwest::Method::POST, "/v1/projects", Some(serde_json::json!({"name": "shop"}))).await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
-    devdb
-}
-
 /// `devdb up` with a project `shop` restored from the custom-format dump.
 async fn with_project(extra: &[&str]) -> (DevDb, Dumps) {
     let dumps = Dumps::make();
@@ -45,13 +35,6 @@ async fn tls_probe(devdb: &DevDb, host: &str) -> bool {
 }
 
 impl DevDb {
-    async fn stop(&self, name: &str) -> Database {
-        let (status, body) =
-            self.call(reqwest::Method::POST, &format!("/v1/databases/{name}/stop?wait=true"), None).await;
-        assert_eq!(status, 202, "{body}");
-        serde_json::from_value(body).expect("database")
-    }
-
     /// Waits (up to `limit`) until `name` has `status`.
     async fn becomes(&self, name: &str, status: DatabaseStatus, limit: Duration) -> Database {
         let deadline = tokio::time::Instant::now() + limit;

@@ -82,6 +82,7 @@ pub async fn create<P: Platform>(
         error: None,
         created_at: now(),
         lifecycle,
+        settings: crate::model::Settings::default(),
     };
     let record = state.store.insert_database(&record).await?;
     tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
@@ -286,6 +287,14 @@ pub async fn patch<P: Platform>(
         .map(|t| crate::lifecycle::parse_duration("idleStopAfter", t).map(|d| d.as_secs()))
         .transpose()
         .map_err(ApiError::BadRequest)?;
+    // Every parameter checked before any is kept: a request is taken whole or not at all.
+    let mut changes = Vec::new();
+    for (key, value) in req.settings.iter().flatten() {
+        crate::settings::allowed(key).map_err(ApiError::BadRequest)?;
+        let value =
+            value.as_deref().map(|v| crate::settings::check(key, v)).transpose().map_err(ApiError::BadRequest)?;
+        changes.push((key.clone(), value));
+    }
     let database = database_for(&state, &caller, &name).await?;
     let record = state
         .store
@@ -296,8 +305,18 @@ pub async fn patch<P: Platform>(
             if idle.is_some() {
                 d.lifecycle.idle_stop_after_secs = idle;
             }
+            for (key, value) in &changes {
+                match value {
+                    Some(value) => d.settings.wanted.insert(key.clone(), value.clone()),
+                    None => d.settings.wanted.remove(key),
+                };
+            }
         })
         .await?;
+    if !changes.is_empty() {
+        tracing::info!(database = %record.name, settings = ?record.settings.wanted, "settings changed");
+        state.reconciler.trigger(Key::Database(record.name.clone()));
+    }
     Ok(Json(view(&state, &record).await?))
 }
 

@@ -188,6 +188,7 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
         expires_at: d.lifecycle.expires_at.clone(),
         protected: d.lifecycle.protected,
         idle_stop_after: idle.filter(|_| !d.lifecycle.protected).map(|p| human_seconds(p.as_secs())),
+        settings: d.settings.wanted.clone(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use devdb_shared::api::{Database, Project};
+use devdb_shared::api::{Database, Project, ProjectStatus};
 use devdb_testkit::{free_port, pg};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -232,6 +232,14 @@ impl DevDb {
         panic!("cannot connect to {} through the proxy: {last:?}", database.name);
     }
 
+    /// Stops `name` and waits until it is.
+    pub async fn stop(&self, name: &str) -> Database {
+        let (status, body) =
+            self.call(reqwest::Method::POST, &format!("/v1/databases/{name}/stop?wait=true"), None).await;
+        assert_eq!(status, 202, "{body}");
+        serde_json::from_value(body).expect("database")
+    }
+
     /// PIDs of PostgreSQL servers running on data directories under this instance.
     pub fn postmasters(&self) -> Vec<(u32, PathBuf)> {
         let mut found = Vec::new();
@@ -250,6 +258,16 @@ impl DevDb {
         }
         found
     }
+}
+
+/// `devdb up` with an empty project `shop` (its databases start empty: quick).
+pub async fn with_empty_project(extra: &[&str]) -> DevDb {
+    let devdb = DevDb::start_with(extra).await;
+    let (status, body) =
+        devdb.call(reqwest::Method::POST, "/v1/projects", Some(serde_json::json!({"name": "shop"}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
+    devdb
 }
 
 impl Drop for DevDb {
