@@ -1362,3 +1362,45 @@ mod sleep {
         assert!(status["lastActiveAt"].is_string() && status.get("stopReason").is_none(), "{status}");
     }
 }
+
+/// PostgreSQL parameters on Kubernetes: the pod's arguments, rolled out.
+mod settings {
+    use super::*;
+
+    #[tokio::test]
+    async fn changed_parameters_roll_the_pod_with_them_and_are_recorded_once_it_runs() {
+        let mut c = cluster(settings());
+        let wanted = BTreeMap::from([("work_mem".to_string(), "64MB".to_string())]);
+        let mut running = database(json!({ "phase": "running", "snapshotGeneration": 1 }), 0, false);
+        running["spec"]["settings"] = json!({ "work_mem": "64MB" });
+        let mut sts = resources::statefulset("shop", "kate-pg", &settings(), &wanted);
+        resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
+        let mut sts = serde_json::to_value(sts).expect("json");
+        sts["spec"]["replicas"] = json!(1);
+        let rolling = |updated: i32, current: &str| {
+            let mut s = sts.clone();
+            s["metadata"]["generation"] = json!(2);
+            s["status"] = json!({
+                "replicas": 1, "readyReplicas": 1, "updatedReplicas": updated, "observedGeneration": 2,
+                "currentRevision": current, "updateRevision": "kate-pg-2",
+            });
+            s
+        };
+        let steps = vec![
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
+            // Still running: nothing to restart.
+            Step::get(STATEFULSET).reply(statefulset(1)),
+            Step::apply(STATEFULSET, &sts),
+            // The old pod still serves; then the new one does.
+            Step::get(STATEFULSET).reply(rolling(0, "kate-pg-1")),
+            Step::get(STATEFULSET).reply(rolling(1, "kate-pg-2")),
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
+            Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                .reply(running)
+                .has(json!({ "status": { "phase": "running", "appliedSettings": { "work_mem": "64MB" } } })),
+        ];
+        let bodies = c.pass(Key::Database(name("kate-pg")), steps).await;
+        let command = &bodies[2]["spec"]["template"]["spec"]["containers"][0]["command"];
+        assert_eq!(command, &json!(["devdb-start", "-c", "work_mem=64MB"]));
+    }
+}
