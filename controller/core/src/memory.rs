@@ -51,7 +51,12 @@ impl Store for MemoryStore {
     }
 
     async fn projects(&self, owner: Option<&str>) -> Result<Vec<ProjectRecord>, StoreError> {
-        Ok(self.with(|r| r.projects.values().filter(|p| owner.is_none_or(|o| p.owner == o)).cloned().collect()))
+        let projects =
+            self.with(|r| r.projects.values().filter(|p| owner.is_none_or(|o| p.owner == o)).cloned().collect());
+        // Other tasks run before the answer arrives, as with a real store, so what was read may
+        // be stale by then: races between requests show in tests.
+        tokio::task::yield_now().await;
+        Ok(projects)
     }
 
     async fn update_project(
@@ -102,13 +107,15 @@ impl Store for MemoryStore {
     }
 
     async fn databases(&self, owner: Option<&str>, project: Option<&str>) -> Result<Vec<DatabaseRecord>, StoreError> {
-        Ok(self.with(|r| {
+        let databases = self.with(|r| {
             r.databases
                 .values()
                 .filter(|d| owner.is_none_or(|o| d.owner == o) && project.is_none_or(|p| d.project.as_str() == p))
                 .cloned()
                 .collect()
-        }))
+        });
+        tokio::task::yield_now().await;
+        Ok(databases)
     }
 
     async fn update_database(

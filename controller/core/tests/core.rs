@@ -760,6 +760,20 @@ mod quotas {
     }
 
     #[tokio::test]
+    async fn concurrent_creates_cannot_both_take_the_last_place() {
+        let core = with_quotas(r#"{"default": {"databases": 1}}"#);
+        core.ready_project(KATE, "shop").await;
+        let creates = (0..5).map(|i| {
+            let body = json!({"name": format!("kate-{i}"), "project": "shop"});
+            core.call(Some(KATE), "POST", "/v1/databases", Some(body))
+        });
+        let statuses: Vec<StatusCode> =
+            futures_util::future::join_all(creates).await.into_iter().map(|(s, _)| s).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::FORBIDDEN).count(), 4, "{statuses:?}");
+    }
+
+    #[tokio::test]
     async fn disk_is_capped_by_the_snapshot_size_of_each_clone() {
         // The fake runtime's snapshots are 1 MiB.
         let core = with_quotas(r#"{"default": {"disk": "2MiB"}}"#);

@@ -52,7 +52,7 @@ pub async fn create<P: Platform>(
     let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
     let owner = owner_for(&caller, req.owner)?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
-    super::check_quota(&state, &owner, Adding::Database { disk }).await?;
+    let quota = super::check_quota(&state, &owner, Adding::Database { disk }).await?;
     let ttl = match &req.ttl {
         Some(ttl) => Some(crate::lifecycle::parse_duration("ttl", ttl).map_err(ApiError::BadRequest)?),
         None => project.default_ttl_secs.map(std::time::Duration::from_secs),
@@ -85,6 +85,7 @@ pub async fn create<P: Platform>(
         settings: crate::model::Settings::default(),
     };
     let record = state.store.insert_database(&record).await?;
+    drop(quota);
     tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
@@ -223,9 +224,10 @@ pub async fn start<P: Platform>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Query(wait) = wait?;
     let database = database_for(&state, &caller, &name).await?;
-    if database.want == Want::Stop {
-        super::check_quota(&state, &database.owner, Adding::Running).await?;
-    }
+    let quota = match database.want {
+        Want::Stop => Some(super::check_quota(&state, &database.owner, Adding::Running).await?),
+        _ => None,
+    };
     // Idempotent: many clients waking one database cause one start.
     let record = state
         .store
@@ -235,6 +237,7 @@ pub async fn start<P: Platform>(
             }
         })
         .await?;
+    drop(quota);
     match (record.want, record.status) {
         (Want::Delete, _) => return Err(ApiError::Conflict(format!("database {name} is being deleted"))),
         (_, DatabaseStatus::Error) => {

@@ -43,6 +43,9 @@ pub struct AppState<P: Platform> {
     /// Cancelled when the server begins to shut down: long-lived responses (the route stream,
     /// `?wait=true`) end, so a graceful shutdown does not wait on them forever.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Held from a quota check to the write it allows, so two requests cannot both take the
+    /// last place (within this controller).
+    quota_lock: tokio::sync::Mutex<()>,
 }
 
 impl<P: Platform> AppState<P> {
@@ -50,7 +53,14 @@ impl<P: Platform> AppState<P> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         reconciler.limit_restores_per_owner(config.max_restores_per_owner);
         reconciler.stop_idle_after(config.idle_stop_after);
-        Arc::new(Self { config, store: reconciler.store().clone(), reconciler, routes, shutdown })
+        Arc::new(Self {
+            config,
+            store: reconciler.store().clone(),
+            reconciler,
+            routes,
+            shutdown,
+            quota_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn runtime(&self) -> &P::Runtime {
@@ -192,15 +202,18 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
     }
 }
 
-/// Refuses (403) what would take `owner` over a quota.
-async fn check_quota<P: Platform>(
-    state: &AppState<P>,
+/// Refuses (403) what would take `owner` over a quota; else returns a guard to hold until the
+/// write the check allowed is done.
+async fn check_quota<'a, P: Platform>(
+    state: &'a AppState<P>,
     owner: &str,
     adding: crate::quota::Adding,
-) -> Result<(), ApiError> {
+) -> Result<tokio::sync::MutexGuard<'a, ()>, ApiError> {
+    let guard = state.quota_lock.lock().await;
     let (databases, projects) = (state.store.databases(Some(owner), None).await?, state.store.projects(None).await?);
     let usage = state.config.quotas.usage(owner, &databases, &projects);
-    crate::quota::Quotas::check(&usage, adding).map_err(ApiError::Forbidden)
+    crate::quota::Quotas::check(&usage, adding).map_err(ApiError::Forbidden)?;
+    Ok(guard)
 }
 
 /// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).
