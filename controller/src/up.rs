@@ -37,6 +37,7 @@ pub struct UpArgs {
 pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     args.api.public_port = args.proxy_listen.port();
     let mut config = ApiConfig::try_from(args.api)?;
+    let idle = config.idle_stop_after;
     // The built-in proxy follows the routes with a token of its own, made for this run: with
     // tokens configured the feed needs an admin one, and none of the user's is required.
     let feed_token = (!config.tokens.is_empty()).then(|| {
@@ -77,9 +78,14 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let ca = data_dir.join("certs").join("ca.crt");
     eprintln!(
         "\nDevDB is up.\n  API    http://{api_addr}\n  proxy  {} (host names *.{domain})\n  CA     {} (sslrootcert for sslmode=verify-full)\n\n\
-         Next, in another terminal:\n  devdb project create shop --from https://example.com/shop.dump\n  devdb db create kate-pg --project shop\n  devdb db connect kate-pg\n\nPress Ctrl-C to stop (database instances keep running and are adopted at the next start).\n",
+         Next, in another terminal:\n  devdb project create shop --from https://example.com/shop.dump\n  devdb db create kate-pg --project shop\n  devdb db connect kate-pg\n\nPress Ctrl-C to stop (database instances keep running and are adopted at the next start;\n`devdb down` stops them). {}\n",
         args.proxy_listen,
         ca.display(),
+        if idle.is_zero() {
+            "Databases are not stopped for idleness (--idle-stop-after 0s).".to_string()
+        } else {
+            format!("Databases idle for {} stop, and wake on the next connection.", humantime::format_duration(idle))
+        },
     );
 
     let mut controller = controller;
