@@ -72,6 +72,14 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{field} {text:?} is not a duration like 30m or 72h: {e}"))
 }
 
+/// An optional duration field of a request in whole seconds (how records keep them).
+///
+/// # Errors
+/// As [`parse_duration`].
+pub fn parse_seconds(field: &str, text: Option<&str>) -> Result<Option<u64>, String> {
+    text.map(|t| parse_duration(field, t).map(|d| d.as_secs())).transpose()
+}
+
 /// RFC 3339, whole seconds, UTC: how the API shows times.
 pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()

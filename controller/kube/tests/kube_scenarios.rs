@@ -755,29 +755,18 @@ mod leader {
         let stale = "2026-11-23T09:00:00.000000Z";
         assert!(!ask(&lease, &mut server, vec![Step::get(LEASE).reply(held_by("controller-b", stale, 3))]).await);
         tokio::time::advance(Duration::from_secs(15)).await;
-        let taking = tokio::spawn({
-            let lease = lease.clone();
-            async move { lease.try_acquire().await }
-        });
-        server
-            .run(vec![
-                Step::get(LEASE).reply(held_by("controller-b", stale, 3)),
-                Step::put(LEASE).has(json!({
-                    "metadata": { "resourceVersion": "42" },
-                    "spec": { "holderIdentity": "controller-a", "leaseTransitions": 4 },
-                })),
-            ])
-            .await;
-        assert!(taking.await.expect("ran").expect("asked"));
+        let taking = vec![
+            Step::get(LEASE).reply(held_by("controller-b", stale, 3)),
+            Step::put(LEASE).has(json!({
+                "metadata": { "resourceVersion": "42" },
+                "spec": { "holderIdentity": "controller-a", "leaseTransitions": 4 },
+            })),
+        ];
+        assert!(ask(&lease, &mut server, taking).await);
         // Another replica wrote first: the resourceVersion no longer matches.
-        let racing = tokio::spawn(async move { lease.try_acquire().await });
-        server
-            .run(vec![
-                Step::get(LEASE).reply(held_by("controller-b", stale, 3)),
-                Step::put(LEASE).fail(409, "Conflict"),
-            ])
-            .await;
-        assert!(!racing.await.expect("ran").expect("asked"));
+        let racing =
+            vec![Step::get(LEASE).reply(held_by("controller-b", stale, 3)), Step::put(LEASE).fail(409, "Conflict")];
+        assert!(!ask(&lease, &mut server, racing).await);
     }
 }
 

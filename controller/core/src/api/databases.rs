@@ -57,11 +57,7 @@ pub async fn create<P: Platform>(
         Some(ttl) => Some(crate::lifecycle::parse_duration("ttl", ttl).map_err(ApiError::BadRequest)?),
         None => project.default_ttl_secs.map(std::time::Duration::from_secs),
     };
-    let idle_stop_after_secs = req
-        .idle_stop_after
-        .as_deref()
-        .map(|t| crate::lifecycle::parse_duration("idleStopAfter", t).map(|d| d.as_secs()))
-        .transpose()
+    let idle_stop_after_secs = crate::lifecycle::parse_seconds("idleStopAfter", req.idle_stop_after.as_deref())
         .map_err(ApiError::BadRequest)?;
     let lifecycle = Lifecycle {
         expires_at: ttl.map(|ttl| crate::lifecycle::timestamp(std::time::SystemTime::now() + ttl)),
@@ -200,13 +196,7 @@ pub async fn stop<P: Platform>(
             }
         })
         .await?;
-    match (record.want, record.status) {
-        (Want::Delete, _) => return Err(ApiError::Conflict(format!("database {name} is being deleted"))),
-        (_, DatabaseStatus::Error) => {
-            return Err(ApiError::Conflict(format!("database {name} failed; reset it to run it again")));
-        }
-        _ => {}
-    }
+    runnable(&record)?;
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Stopped).await? } else { record };
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
@@ -238,13 +228,7 @@ pub async fn start<P: Platform>(
         })
         .await?;
     drop(quota);
-    match (record.want, record.status) {
-        (Want::Delete, _) => return Err(ApiError::Conflict(format!("database {name} is being deleted"))),
-        (_, DatabaseStatus::Error) => {
-            return Err(ApiError::Conflict(format!("database {name} failed; reset it to run it again")));
-        }
-        _ => {}
-    }
+    runnable(&record)?;
     if record.want != database.want {
         tracing::info!(database = %record.name, "start asked");
         state.reconciler.trigger(Key::Database(record.name.clone()));
@@ -284,11 +268,7 @@ pub async fn patch<P: Platform>(
     body: Result<Json<PatchDatabase>, JsonRejection>,
 ) -> Result<Json<Database>, ApiError> {
     let Json(req) = body?;
-    let idle = req
-        .idle_stop_after
-        .as_deref()
-        .map(|t| crate::lifecycle::parse_duration("idleStopAfter", t).map(|d| d.as_secs()))
-        .transpose()
+    let idle = crate::lifecycle::parse_seconds("idleStopAfter", req.idle_stop_after.as_deref())
         .map_err(ApiError::BadRequest)?;
     // Every parameter checked before any is kept: a request is taken whole or not at all.
     let mut changes = Vec::new();
@@ -321,6 +301,18 @@ pub async fn patch<P: Platform>(
         state.reconciler.trigger(Key::Database(record.name.clone()));
     }
     Ok(Json(view(&state, &record).await?))
+}
+
+/// Refuses (409) to stop or start a database being deleted or one that failed.
+fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
+    let name = &record.name;
+    match (record.want, record.status) {
+        (Want::Delete, _) => Err(ApiError::Conflict(format!("database {name} is being deleted"))),
+        (_, DatabaseStatus::Error) => {
+            Err(ApiError::Conflict(format!("database {name} failed; reset it to run it again")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'

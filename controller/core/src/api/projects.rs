@@ -56,13 +56,11 @@ pub async fn create<P: Platform>(
     for (what, value) in [("username", &username), ("database", &database)] {
         check_identifier(what, value)?;
     }
-    let seconds = |field: &str, text: Option<&String>| {
-        text.map(|t| crate::lifecycle::parse_duration(field, t).map(|d| d.as_secs()))
-            .transpose()
-            .map_err(ApiError::BadRequest)
+    let seconds = |field, text: &Option<String>| {
+        crate::lifecycle::parse_seconds(field, text.as_deref()).map_err(ApiError::BadRequest)
     };
-    let idle_stop_after_secs = seconds("idleStopAfter", req.idle_stop_after.as_ref())?;
-    let default_ttl_secs = seconds("defaultTtl", req.default_ttl.as_ref())?;
+    let idle_stop_after_secs = seconds("idleStopAfter", &req.idle_stop_after)?;
+    let default_ttl_secs = seconds("defaultTtl", &req.default_ttl)?;
     let record = ProjectRecord {
         id: format!("prj-{}", generate_password().to_lowercase()),
         name: req.name.clone(),
