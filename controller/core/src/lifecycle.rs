@@ -68,9 +68,17 @@ impl Activity {
 /// # Errors
 /// A message for a 400.
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{field} {text:?} is not a duration like 30m or 72h: {e}"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{field} {text:?} is not a duration like 30m or 72h: {e}"))?;
+    if duration > LONGEST {
+        return Err(format!("{field} {text:?} is longer than ten years"));
+    }
+    Ok(duration)
 }
+
+/// The longest duration a request may give (time to live, idle period): ten years. Far beyond,
+/// `now + ttl` would overflow the clock or RFC 3339's four-digit years.
+pub const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// An optional duration field of a request in whole seconds (how records keep them).
 ///

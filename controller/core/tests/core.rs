@@ -664,6 +664,13 @@ mod lifecycle {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body["error"]["message"].as_str().unwrap_or_default().contains("ttl \"soon\""), "{body}");
+        // Far beyond any clock: refused, not a panic.
+        for ttl in ["1000000000y", "11y"] {
+            let body = json!({"name": "x", "project": "shop", "ttl": ttl});
+            let (status, body) = core.call(Some(KATE), "POST", "/v1/databases", Some(body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{ttl}: {body}");
+            assert!(body["error"]["message"].as_str().unwrap_or_default().contains("ten years"), "{body}");
+        }
         let created = core.running("kate-pg", json!({"ttl": "1h"})).await;
         assert!(created["expiresAt"].is_string(), "{created}");
         core.running("keep-pg", json!({"ttl": "1h", "protected": true})).await;
