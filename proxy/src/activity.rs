@@ -1,9 +1,10 @@
 //! Which databases have sessions here, told to the controller so it stops only idle ones, and
 //! the wake of an asleep one.
 //!
-//! A session counts from the moment its client names a database in a startup packet (while it
-//! waits for a wake, too) until it ends: a load balancer's health check (TCP or TLS, then close)
-//! never gets that far. Every
+//! A client keeps its database busy from its startup packet (while it waits for a wake, and
+//! while it authenticates) until it leaves; only one that authenticated leaves activity behind
+//! (`lastActiveAt`). A load balancer's health check (TCP or TLS, then close) never counts, and a
+//! client without the password holds a database up only while it holds a connection open. Every
 //! `--activity-report-every` (15 s) the proxy posts the databases with a session open now and those that had one
 //! since the last report to the controller's `POST /v1/activity`; the controller keeps the
 //! latest report of each replica for a while, so a restarted or removed proxy stops counting on
@@ -26,11 +27,21 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Counts a session on `name` until the returned guard is dropped.
+    /// A client of `name`, counted as open until the guard is dropped; activity once it has
+    /// authenticated ([`SessionGuard::authenticated`]).
     pub fn open(self: &std::sync::Arc<Self>, name: &Name) -> SessionGuard {
-        *self.open.entry(name.clone()).or_default() += 1;
-        self.lock_active().insert(name.clone());
-        SessionGuard { sessions: self.clone(), name: name.clone() }
+        self.count(name, 1);
+        SessionGuard { sessions: self.clone(), name: name.clone(), authenticated: false }
+    }
+
+    fn count(&self, name: &Name, add: isize) {
+        let mut count = self.open.entry(name.clone()).or_default();
+        *count = count.saturating_add_signed(add);
+        let zero = *count == 0;
+        drop(count);
+        if zero {
+            self.open.remove_if(name, |_, count| *count == 0);
+        }
     }
 
     fn lock_active(&self) -> std::sync::MutexGuard<'_, HashSet<Name>> {
@@ -48,20 +59,28 @@ impl Sessions {
     }
 }
 
-/// One open session.
+/// One client of a database.
 pub struct SessionGuard {
     sessions: std::sync::Arc<Sessions>,
     name: Name,
+    authenticated: bool,
+}
+
+impl SessionGuard {
+    /// The client authenticated: its session is activity.
+    pub fn authenticated(&mut self) {
+        self.authenticated = true;
+        self.sessions.lock_active().insert(self.name.clone());
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.sessions.open.remove_if_mut(&self.name, |_, count| {
-            *count -= 1;
-            *count == 0
-        });
+        self.sessions.count(&self.name, -1);
         // A session that opened and closed between two reports still counts as activity.
-        self.sessions.lock_active().insert(self.name.clone());
+        if self.authenticated {
+            self.sessions.lock_active().insert(self.name.clone());
+        }
     }
 }
 
@@ -158,9 +177,14 @@ mod tests {
     fn reports_name_open_sessions_and_those_that_came_and_went() {
         let sessions = Arc::new(Sessions::default());
         let (kate, bob) = (Name::new("kate-pg").expect("name"), Name::new("bob-pg").expect("name"));
-        let first = sessions.open(&kate);
-        let second = sessions.open(&kate);
-        drop(sessions.open(&bob));
+        let open = |name: &Name| {
+            let mut guard = sessions.open(name);
+            guard.authenticated();
+            guard
+        };
+        let first = open(&kate);
+        let second = open(&kate);
+        drop(open(&bob));
         let report = sessions.take_report("proxy-a");
         assert_eq!(report["open"], serde_json::json!(["kate-pg"]));
         assert_eq!(report["active"], serde_json::json!(["bob-pg", "kate-pg"]));
@@ -176,5 +200,31 @@ mod tests {
         );
         let report = sessions.take_report("proxy-a");
         assert_eq!(report["active"], serde_json::json!([]), "nothing since");
+    }
+}
+
+#[cfg(test)]
+mod phases {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_client_is_busy_while_connected_but_activity_only_once_authenticated() {
+        let sessions = Arc::new(Sessions::default());
+        let kate = Name::new("kate-pg").expect("name");
+        // Waiting for a wake, or authenticating: the database is busy (not stopped under it)…
+        let waiting = sessions.open(&kate);
+        assert_eq!(sessions.take_report("p")["open"], serde_json::json!(["kate-pg"]));
+        // …but a client refused (a wrong password) leaves no activity behind.
+        drop(waiting);
+        let report = sessions.take_report("p");
+        assert_eq!((report["open"].clone(), report["active"].clone()), (serde_json::json!([]), serde_json::json!([])));
+        // Authenticated: open, then active once closed.
+        let mut session = sessions.open(&kate);
+        session.authenticated();
+        assert_eq!(sessions.take_report("p")["open"], serde_json::json!(["kate-pg"]));
+        drop(session);
+        assert_eq!(sessions.take_report("p")["active"], serde_json::json!(["kate-pg"]));
     }
 }

@@ -140,7 +140,7 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
     if let Some(sni) = &sni {
         Span::current().record("sni", sni.as_str());
     }
-    let (name, _session, ticket, backend, backend_addr) =
+    let (name, mut client_guard, ticket, backend, backend_addr) =
         match route_and_connect(ctx, sni.as_deref(), &mut startup, client_addr).await {
             Ok(connected) => connected,
             Err(e) => {
@@ -149,6 +149,7 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
             }
         };
     let session = relay::authenticate(client, backend, backend_addr, &ctx.cancels).await?;
+    client_guard.authenticated();
     drop(ticket);
     ctx.metrics.handshake_seconds.observe(accepted.elapsed().as_secs_f64());
     let _active = ActiveGuard::new(&ctx.metrics, name.as_str());
@@ -158,8 +159,8 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
 }
 
 /// Route, a place among the sessions authenticating, backend: the ticket is held until the
-/// session has authenticated. A client that named a database counts as its activity from here
-/// on, while it waits for a wake too (a health check never sends a startup packet).
+/// session has authenticated. A client keeps its database busy from here (while it waits for a
+/// wake too); see [`crate::activity`].
 async fn route_and_connect(
     ctx: &Context,
     sni: Option<&str>,
@@ -168,12 +169,12 @@ async fn route_and_connect(
 ) -> Result<(Name, SessionGuard, Ticket, PqStream<TcpStream>, SocketAddr), ConnectionError> {
     let name = route::target(sni, startup, &ctx.config.domain)?;
     Span::current().record("database", name.as_str());
-    let session = ctx.sessions.open(&name);
+    let client_guard = ctx.sessions.open(&name);
     let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout, ctx.controller.as_ref()).await?;
     let ticket = ctx.admission.admit(&name, client.ip()).await?;
     let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;
     Span::current().record("backend", field::display(addr));
-    Ok((name, session, ticket, backend, addr))
+    Ok((name, client_guard, ticket, backend, addr))
 }
 
 /// Logs how the connection ended, at a level chosen by who caused it, and counts failures.

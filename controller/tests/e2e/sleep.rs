@@ -111,9 +111,21 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
     assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Running, "{}", devdb.log());
     assert_eq!(query_one(&session, "SELECT 1").await, "1", "the session still works");
 
-    // Closed: the database stops after its idle period, health checks notwithstanding.
+    // Closed: the database stops after its idle period, health checks notwithstanding, and
+    // clients that fail to authenticate (no password) keep trying in vain to hold it up.
     drop(session);
-    let stopped = devdb.becomes("kate-pg", DatabaseStatus::Stopped, Duration::from_secs(20)).await;
+    let mut intruder = database.clone();
+    intruder.password = "not-the-password".into();
+    let intruding = async {
+        loop {
+            assert!(devdb.connect(&intruder).await.is_err(), "a wrong password is refused");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let stopped = tokio::select! {
+        stopped = devdb.becomes("kate-pg", DatabaseStatus::Stopped, Duration::from_secs(20)) => stopped,
+        () = intruding => unreachable!(),
+    };
     assert_eq!(stopped.stop_reason, Some(StopReason::Idle));
     assert!(devdb.postmasters().is_empty());
     // And it wakes again.
