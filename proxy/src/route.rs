@@ -130,7 +130,18 @@ pub async fn ready(
     let mut changes = routes.subscribe();
     let mut woken = false;
     loop {
-        let route = routes.get(name).ok_or_else(|| RouteError::Unknown(name.clone()))?;
+        let route = match routes.get(name) {
+            Some(route) => route,
+            // No table yet (the proxy, or the controller it follows, just started): every name
+            // would look unknown; wait for the first one.
+            None if !routes.loaded() => {
+                if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                    return Err(RouteError::Starting(name.clone()));
+                }
+                continue;
+            }
+            None => return Err(RouteError::Unknown(name.clone())),
+        };
         match route.state {
             RouteState::Ready => return Ok(route),
             RouteState::Stopped => return Err(RouteError::Stopped(name.clone())),
@@ -304,6 +315,18 @@ mod tests {
         routes.upsert(route(RouteState::Ready));
         let got = waiter.await.expect("joined").expect("ready");
         assert_eq!(got.state, RouteState::Ready);
+        // Before the first table a name is not unknown yet: it waits for the table.
+        let fresh = Routes::default();
+        let waiter = tokio::spawn({
+            let (fresh, name) = (fresh.clone(), name.clone());
+            async move { ready(&fresh, &name, Duration::from_secs(30), None).await }
+        });
+        tokio::task::yield_now().await;
+        fresh.replace(RouteTable { version: 1, routes: vec![route(RouteState::Ready)] });
+        assert_eq!(waiter.await.expect("joined").expect("found once loaded").state, RouteState::Ready);
+        let empty = Routes::default();
+        empty.replace(RouteTable::default());
+        assert!(matches!(ready(&empty, &name, Duration::from_secs(30), None).await, Err(RouteError::Unknown(_))));
         // Asleep, with nothing to wake it (a routes file): refused at once.
         routes.upsert(route(RouteState::Asleep));
         let err = ready(&routes, &name, Duration::from_secs(30), None).await.expect_err("asleep");
