@@ -40,14 +40,16 @@ pub async fn run_local(
     let routes = RouteFeed::default();
     let following = follow_routes::<LocalPlatform>(&local.reconciler, &routes);
     local.reconciler.recover().await.context("recovering state")?;
+    let state = AppState::new(config, local.reconciler.clone(), routes);
     let supervising = {
-        let (reconciler, stop) = (local.reconciler.clone(), CancellationToken::new());
-        let lifecycle_every = config.lifecycle_check_every;
+        let (reconciler, monitor, stop) = (local.reconciler.clone(), state.monitor.clone(), CancellationToken::new());
+        let lifecycle_every = state.config.lifecycle_check_every;
         let guard = stop.clone().drop_guard();
         tokio::spawn(async move {
             tokio::join!(
                 reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
-                reconciler.enforce_lifecycle(lifecycle_every, stop),
+                reconciler.enforce_lifecycle(lifecycle_every, stop.clone()),
+                monitor.run(stop),
             )
         });
         guard
@@ -56,10 +58,10 @@ pub async fn run_local(
         api = %listener.local_addr()?,
         data_dir = %local.data_dir.display(),
         postgres = local.reconciler.runtime().postgres_version(),
-        auth = if config.tokens.is_empty() { "none (loopback)" } else { "bearer tokens" },
+        auth = if state.config.tokens.is_empty() { "none (loopback)" } else { "bearer tokens" },
         "devdb-controller started"
     );
-    serve(AppState::new(config, local.reconciler.clone(), routes), listener, shutdown).await?;
+    serve(state, listener, shutdown).await?;
     following.abort();
     drop(supervising);
     tracing::info!("devdb-controller stopped; database instances keep running");
@@ -94,7 +96,7 @@ pub async fn run_kube(
         controller: "devdb-controller".into(),
         instance: Some(kube.identity.clone()),
     };
-    let store = Arc::new(CrdStore::new(client.clone(), passwords, reporter));
+    let store = Arc::new(CrdStore::new(client.clone(), &kube.cluster.controller_namespace, passwords, reporter));
     let watching = {
         let store = store.clone();
         tokio::spawn(async move { store.follow_databases().await })
@@ -110,9 +112,10 @@ pub async fn run_kube(
         "devdb-controller started (kube runtime)"
     );
     let stop = CancellationToken::new();
-    let lifecycle_every = config.lifecycle_check_every;
+    let state = AppState::new(config, reconciler.clone(), routes);
+    let lifecycle_every = state.config.lifecycle_check_every;
     let lead = {
-        let (reconciler, stop) = (reconciler.clone(), stop.clone());
+        let (reconciler, monitor, stop) = (reconciler.clone(), state.monitor.clone(), stop.clone());
         let lease =
             LeaderLease::new(client.clone(), &kube.cluster.controller_namespace, LEASE, &kube.identity, LEASE_DURATION);
         async move {
@@ -127,11 +130,12 @@ pub async fn run_kube(
                 () = operator::run(client, context, queue, stop.clone()) => Ok(()),
                 () = reconciler.supervise(SUPERVISE_EVERY, stop.clone()) => Ok(()),
                 () = reconciler.enforce_lifecycle(lifecycle_every, stop.clone()) => Ok(()),
+                () = monitor.run(stop.clone()) => Ok(()),
                 lost = lease.hold() => Err(anyhow::Error::from(lost)),
             }
         }
     };
-    let serving = serve(AppState::new(config, reconciler, routes), listener, shutdown);
+    let serving = serve(state, listener, shutdown);
     let outcome = tokio::select! {
         served = serving => served,
         led = lead => led,

@@ -56,6 +56,11 @@ pub struct ApiArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_LIFECYCLE_CHECK_EVERY", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lifecycle_check_every: std::time::Duration,
 
+    /// How often the controller samples each running database's statistics (size, sessions,
+    /// commits, rows, cache hits, longest query) for its charts, `/metrics` and usage reports.
+    #[arg(long, env = "DEVDB_CONTROLLER_SAMPLE_EVERY", default_value = "30s", value_parser = parse_interval)]
+    pub sample_every: std::time::Duration,
+
     /// Restores one owner may run at once; more wait their turn (`pending`).
     #[arg(long, env = "DEVDB_CONTROLLER_MAX_RESTORES_PER_OWNER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_restores_per_owner: u32,
@@ -74,6 +79,7 @@ pub struct ApiConfig {
     pub idle_stop_after: std::time::Duration,
     pub lifecycle_check_every: std::time::Duration,
     pub quotas: crate::quota::Quotas,
+    pub sample_every: std::time::Duration,
 }
 
 /// Why the configuration is unusable.
@@ -105,9 +111,19 @@ impl TryFrom<ApiArgs> for ApiConfig {
             max_restores_per_owner: args.max_restores_per_owner as usize,
             idle_stop_after: args.idle_stop_after,
             lifecycle_check_every: args.lifecycle_check_every,
+            sample_every: args.sample_every,
             quotas: args.quotas_file.as_deref().map(crate::quota::Quotas::load).transpose()?.unwrap_or_default(),
         })
     }
+}
+
+/// A sampling interval: at least a second.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let every = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err("sample at most once a second".into());
+    }
+    Ok(every)
 }
 
 #[cfg(test)]

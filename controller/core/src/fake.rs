@@ -33,6 +33,8 @@ struct State {
     calls: Vec<String>,
     /// Restores wait until cancelled (a source that never ends).
     hold_restores: bool,
+    /// What [`Runtime::sample`] answers for a running instance.
+    counters: HashMap<Name, crate::monitor::Counters>,
 }
 
 /// The fake runtime.
@@ -73,6 +75,11 @@ impl FakeRuntime {
     /// From now on, restores run until cancelled.
     pub fn hold_restores(&self) {
         self.with(|s| s.hold_restores = true);
+    }
+
+    /// From now on, a sample of the running instance `name` reads `counters`.
+    pub fn set_counters(&self, name: &Name, counters: crate::monitor::Counters) {
+        self.with(|s| s.counters.insert(name.clone(), counters));
     }
 
     /// The instance of `name` dies (as a SIGKILL would leave it).
@@ -210,5 +217,13 @@ impl Runtime for FakeRuntime {
 
     fn backend(&self, database: &DatabaseRecord) -> String {
         format!("127.0.0.1:{}", database.port)
+    }
+
+    async fn sample(
+        &self,
+        database: &DatabaseRecord,
+        _project: &ProjectRecord,
+    ) -> Result<Option<crate::monitor::Counters>, RuntimeError> {
+        Ok(self.with(|s| s.running.contains(&database.name).then(|| s.counters.get(&database.name).copied()).flatten()))
     }
 }

@@ -14,6 +14,7 @@ use crate::store::{DatabaseFeed, Databases, Store, StoreError};
 struct Records {
     projects: BTreeMap<Name, ProjectRecord>,
     databases: BTreeMap<Name, DatabaseRecord>,
+    documents: BTreeMap<String, String>,
 }
 
 /// Projects and databases in memory; lost with the process.
@@ -142,5 +143,19 @@ impl Store for MemoryStore {
 
     fn watch_databases(&self) -> watch::Receiver<Databases> {
         self.feed.subscribe()
+    }
+
+    async fn document(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with(|r| r.documents.get(key).cloned()))
+    }
+
+    async fn put_document(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.with(|r| r.documents.insert(key.to_string(), value.to_string()));
+        Ok(())
+    }
+
+    async fn delete_document(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|r| r.documents.remove(key));
+        Ok(())
     }
 }

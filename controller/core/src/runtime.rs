@@ -164,6 +164,14 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The `host:port` the proxy relays a database's sessions to.
     fn backend(&self, database: &DatabaseRecord) -> String;
+
+    /// A running database's statistics now, read as its project's user; `None` where this
+    /// runtime cannot reach its instances (the monitor then has nothing to chart for it).
+    fn sample(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+    ) -> impl Future<Output = Result<Option<crate::monitor::Counters>, RuntimeError>> + Send;
 }
 
 /// A store and a runtime that go together: what the core is generic over.

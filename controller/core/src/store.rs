@@ -96,6 +96,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every database, published again after each change to any of them.
     fn watch_databases(&self) -> watch::Receiver<Databases>;
+
+    /// A document kept by [`Store::put_document`]: the controller's own bookkeeping beside the
+    /// records (each database's monitoring history, the usage ledger's days), JSON of at most a
+    /// few hundred KiB. Keys are `[a-z0-9-]` segments joined by `/`.
+    fn document(&self, key: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Writes a document whole (the last writer wins; only the leading controller writes).
+    fn put_document(&self, key: &str, value: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets a document (absent already is fine).
+    fn delete_document(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// All databases, as [`Store::watch_databases`] publishes them.

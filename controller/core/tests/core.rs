@@ -13,6 +13,7 @@ use devdb_core::config::ApiConfig;
 use devdb_core::fake::{FakePlatform, FakeRuntime, Op};
 use devdb_core::memory::MemoryStore;
 use devdb_core::model::Key;
+use devdb_core::monitor::{Counters, Monitor};
 use devdb_core::reconcile::{ReconcileError, Reconciler, Scheduler};
 use devdb_core::routes::RouteFeed;
 use devdb_core::runtime::RuntimeError;
@@ -45,6 +46,8 @@ struct Core {
     app: Router,
     reconciler: Arc<Reconciler<FakePlatform>>,
     runtime: Arc<FakeRuntime>,
+    monitor: Arc<Monitor<FakePlatform>>,
+    store: Arc<MemoryStore>,
     routes: RouteFeed,
     _tokens: tempfile::NamedTempFile,
 }
@@ -75,6 +78,7 @@ impl Core {
             idle_stop_after: std::time::Duration::from_secs(1800),
             lifecycle_check_every: std::time::Duration::from_secs(15),
             quotas: devdb_core::quota::Quotas::default(),
+            sample_every: std::time::Duration::from_secs(30),
         };
         configure(&mut config);
         let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
@@ -83,8 +87,11 @@ impl Core {
         let _ = spawner.reconciler.set(Arc::downgrade(&reconciler));
         let routes = RouteFeed::default();
         tokio::spawn(devdb_core::routes::follow::<FakePlatform>(store, runtime.clone(), routes.clone()));
-        let app = router(AppState::new(config, reconciler.clone(), routes.clone()));
-        Self { app, reconciler, runtime, routes, _tokens: tokens_file }
+        let state = AppState::new(config, reconciler.clone(), routes.clone());
+        let monitor = state.monitor.clone();
+        let app = router(state);
+        let store = reconciler.store().clone();
+        Self { app, reconciler, runtime, monitor, store, routes, _tokens: tokens_file }
     }
 
     async fn call(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -107,6 +114,13 @@ impl Core {
         let request = Request::builder().uri(path).header("authorization", format!("Bearer {ADMIN}"));
         let response = self.app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("answered");
         response.headers().get("x-release").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    /// A GET's body as text, with `token`.
+    async fn text_as(&self, token: &str, path: &str) -> String {
+        let request = Request::builder().uri(path).header("authorization", format!("Bearer {token}"));
+        let response = self.app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("answered");
+        String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned()
     }
 
     /// A GET's body as text.
@@ -847,4 +861,83 @@ mod settings {
         assert_eq!(status, StatusCode::ACCEPTED, "{reset}");
         assert_eq!(reset["settings"], json!({"work_mem": "64MB", "max_connections": "50"}));
     }
+}
+
+#[tokio::test]
+async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_its_own() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    for (token, db) in [(KATE, "kate-pg"), (BOB, "bob-pg")] {
+        let body = json!({"name": db, "project": "shop"});
+        assert_eq!(core.call(Some(token), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
+    }
+    let counters = |commits: u64, active: u32| Counters {
+        size_bytes: 8 << 20,
+        active,
+        idle: 2,
+        commits,
+        rows_written: commits * 3,
+        blocks_hit: commits * 99,
+        blocks_read: commits,
+        ..Counters::default()
+    };
+    let t0 = std::time::SystemTime::now();
+    core.runtime.set_counters(&name("kate-pg"), counters(100, 1));
+    core.monitor.sample_once(t0).await.expect("sample");
+    core.runtime.set_counters(&name("kate-pg"), counters(400, 3));
+    core.monitor.sample_once(t0 + std::time::Duration::from_secs(30)).await.expect("sample");
+
+    let (status, history) = core.call(Some(KATE), "GET", "/v1/databases/kate-pg/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let points = history["points"].as_array().expect("points");
+    assert_eq!(points.len(), 2, "{history}");
+    assert_eq!(points[0]["commits"], Value::Null, "no rate from a first sample");
+    assert_eq!((points[1]["commits"].as_f64(), points[1]["rowsWritten"].as_f64()), (Some(10.0), Some(30.0)));
+    assert_eq!((points[1]["active"].as_u64(), points[1]["cacheHit"].as_f64()), (Some(3), Some(0.99)));
+    assert_eq!(history["sampleEverySecs"], 30);
+    let (_, day) = core.call(Some(KATE), "GET", "/v1/databases/kate-pg/metrics?range=day", None).await;
+    assert_eq!(day["points"].as_array().map(Vec::len), Some(1), "one five-minute point: {day}");
+    assert_eq!(
+        core.call(Some(KATE), "GET", "/v1/databases/kate-pg/metrics?range=year", None).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(core.call(Some(BOB), "GET", "/v1/databases/kate-pg/metrics", None).await.0, StatusCode::NOT_FOUND);
+
+    let metrics = core.text("/metrics").await;
+    for line in [
+        "devdb_database_size_bytes{database=\"kate-pg\"} 8388608",
+        "devdb_database_connections{database=\"kate-pg\",state=\"active\"} 3",
+        "devdb_database_commits_per_second{database=\"kate-pg\"} 10.0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert!(!metrics.contains("devdb_database_size_bytes{database=\"bob-pg\"}"), "bob's gave no sample");
+
+    // Deleted: its history goes, and the report counts it.
+    let id = core.store.database("kate-pg").await.expect("read").expect("exists").id;
+    let history_key = devdb_core::monitor::history_key(&id);
+    assert!(core.store.document(&history_key).await.expect("read").is_some(), "kept in the store");
+    assert_eq!(core.call(Some(KATE), "DELETE", "/v1/databases/kate-pg", None).await.0, StatusCode::ACCEPTED);
+    for _ in 0..200 {
+        if core.store.database("kate-pg").await.expect("read").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    core.monitor.sample_once(t0 + std::time::Duration::from_secs(60)).await.expect("sample");
+    assert_eq!(core.store.document(&history_key).await.expect("read"), None, "forgotten with its database");
+    let (_, all) = core.call(Some(ADMIN), "GET", "/v1/reports/usage", None).await;
+    let rows = all["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{all}");
+    let kate = rows.iter().find(|r| r["owner"] == "kate").expect("kate's row");
+    assert_eq!((kate["databasesCreated"].as_u64(), kate["databasesDeleted"].as_u64()), (Some(1), Some(1)), "{kate}");
+    assert_eq!((kate["peakConnections"].as_u64(), kate["peakDiskBytes"].as_u64()), (Some(5), Some(8 << 20)));
+    let (_, mine) = core.call(Some(KATE), "GET", "/v1/reports/usage", None).await;
+    assert!(mine["rows"].as_array().expect("rows").iter().all(|r| r["owner"] == "kate"), "{mine}");
+    let (_, theirs) = core.call(Some(KATE), "GET", "/v1/reports/usage?owner=bob", None).await;
+    assert_eq!(theirs["rows"], json!([]), "an owner never sees another's use");
+    let csv = core.text_as(ADMIN, "/v1/reports/usage?format=csv").await;
+    assert_eq!(csv.lines().count(), 1 + rows.len(), "{csv}");
+    assert!(csv.contains("\nkate,shop,1,1,"), "{csv}");
+    assert_eq!(core.call(Some(ADMIN), "GET", "/v1/reports/usage?from=soon", None).await.0, StatusCode::BAD_REQUEST);
 }

@@ -549,6 +549,16 @@ impl Runtime for KubeRuntime {
     fn backend(&self, database: &DatabaseRecord) -> String {
         resources::backend(database.project.as_str(), database.name.as_str())
     }
+
+    /// Not sampled: a database's NetworkPolicy admits only the proxy (and the isolation check
+    /// relies on the controller being refused), so the controller cannot query it.
+    async fn sample(
+        &self,
+        _database: &DatabaseRecord,
+        _project: &ProjectRecord,
+    ) -> Result<Option<devdb_core::monitor::Counters>, RuntimeError> {
+        Ok(None)
+    }
 }
 
 /// The distinct valid names under `label`.

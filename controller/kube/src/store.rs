@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use devdb_shared::Name;
 use devdb_shared::api::{DatabaseStatus as Phase, Progress, ProjectStatus as ProjectPhase};
 use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -64,18 +65,30 @@ impl Passwords {
 pub struct CrdStore {
     projects: Api<Project>,
     databases: Api<Database>,
+    /// [`Store::document`]s, as ConfigMaps in the controller's namespace.
+    documents: Api<ConfigMap>,
     passwords: Passwords,
     recorder: Recorder,
     /// What [`CrdStore::follow_databases`] saw last.
     feed: std::sync::Arc<DatabaseFeed>,
 }
 
+/// The ConfigMap key a [`Store::document`] is kept under.
+const DOCUMENT_KEY: &str = "document.json";
+
+/// The ConfigMap of document `key` (`history/3f2a…` is `devdb-doc.history.3f2a…`).
+fn document_map(key: &str) -> String {
+    format!("devdb-doc.{}", key.replace('/', "."))
+}
+
 impl CrdStore {
-    /// `reporter`: this controller replica, as Events name it.
-    pub fn new(client: Client, passwords: Passwords, reporter: Reporter) -> Self {
+    /// `namespace`: the controller's own, where its documents are kept. `reporter`: this
+    /// controller replica, as Events name it.
+    pub fn new(client: Client, namespace: &str, passwords: Passwords, reporter: Reporter) -> Self {
         Self {
             projects: Api::all(client.clone()),
             databases: Api::all(client.clone()),
+            documents: Api::namespaced(client.clone(), namespace),
             passwords,
             recorder: Recorder::new(client, reporter),
             feed: std::sync::Arc::default(),
@@ -676,6 +689,32 @@ impl Store for CrdStore {
 
     fn watch_databases(&self) -> tokio::sync::watch::Receiver<Databases> {
         self.feed.subscribe()
+    }
+
+    async fn document(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let map = self.documents.get_opt(&document_map(key)).await.backend()?;
+        Ok(map.and_then(|m| m.data).and_then(|mut d| d.remove(DOCUMENT_KEY)))
+    }
+
+    async fn put_document(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let map = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": document_map(key),
+                "labels": { "app.kubernetes.io/managed-by": "devdb", "devdb.dev/document": "true" },
+            },
+            "data": { DOCUMENT_KEY: value },
+        });
+        let params = PatchParams::apply("devdb-controller").force();
+        self.documents.patch(&document_map(key), &params, &Patch::Apply(map)).await.map(drop).backend()
+    }
+
+    async fn delete_document(&self, key: &str) -> Result<(), StoreError> {
+        match self.documents.delete(&document_map(key), &DeleteParams::default()).await {
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            other => other.map(drop).backend(),
+        }
     }
 }
 

@@ -78,7 +78,7 @@ fn impatient_cluster(settings: ClusterSettings, stuck: Duration) -> Cluster {
     let runtime = Arc::new(KubeRuntime::new(client.clone(), settings, 16, domain, 5432, waits));
     let reporter =
         kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: Some("test".into()) };
-    let store = Arc::new(CrdStore::new(client, Passwords::new(KEY), reporter));
+    let store = Arc::new(CrdStore::new(client, "devdb", Passwords::new(KEY), reporter));
     let (scheduler, passes) = ChannelScheduler::new();
     Cluster { reconciler: Reconciler::new(store, runtime, scheduler), server, passes }
 }
@@ -623,7 +623,7 @@ async fn a_controller_restarted_mid_clone_adopts_the_volume_it_made() {
 async fn routes_follow_the_database_resources_and_turn_ready_with_the_pod() {
     let (client, mut server) = apiserver::client();
     let reporter = kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: None };
-    let store = Arc::new(CrdStore::new(client.clone(), Passwords::new(KEY), reporter));
+    let store = Arc::new(CrdStore::new(client.clone(), "devdb", Passwords::new(KEY), reporter));
     let runtime = Arc::new(KubeRuntime::new(
         client,
         settings(),
@@ -790,6 +790,7 @@ mod api {
             idle_stop_after: std::time::Duration::from_secs(1800),
             lifecycle_check_every: std::time::Duration::from_secs(15),
             quotas: devdb_core::quota::Quotas::default(),
+            sample_every: std::time::Duration::from_secs(30),
         };
         let state = AppState::new(config, c.reconciler.clone(), devdb_core::routes::RouteFeed::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

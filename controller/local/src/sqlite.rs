@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS databases (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS databases_project ON databases (project);
+CREATE TABLE IF NOT EXISTS documents (
+    key TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
 ";
 
 /// The directory of the state database inside the data directory: `0700`, so that neither
@@ -315,6 +319,32 @@ impl Store for SqliteStore {
     fn watch_databases(&self) -> watch::Receiver<Databases> {
         self.feed.subscribe()
     }
+
+    async fn document(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.query_row("SELECT doc FROM documents WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(sqlite)
+        })
+        .await
+    }
+
+    async fn put_document(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO documents (key, doc) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET doc = excluded.doc",
+                [key, value],
+            )
+            .map(drop)
+            .map_err(sqlite)
+        })
+        .await
+    }
+
+    async fn delete_document(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.with(move |c| c.execute("DELETE FROM documents WHERE key = ?1", [key]).map(drop).map_err(sqlite)).await
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +409,23 @@ mod tests {
         let p = store.project("shop").await.expect("read").expect("present");
         assert_eq!(p.status, ProjectStatus::Ready);
         assert_eq!(store.project("id-shop").await.expect("read").map(|p| p.name), Some(name("shop")), "by id too");
+    }
+
+    #[tokio::test]
+    async fn documents_are_replaced_whole_survive_reopening_and_can_be_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            store.put_document("history/a", "[1]").await.expect("put");
+            store.put_document("history/a", "[1,2]").await.expect("replace");
+            store.put_document("usage/2026-12-01", "{}").await.expect("put");
+        }
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.document("history/a").await.expect("read").as_deref(), Some("[1,2]"));
+        store.delete_document("history/a").await.expect("delete");
+        store.delete_document("history/a").await.expect("deleting again is fine");
+        assert_eq!(store.document("history/a").await.expect("read"), None);
+        assert_eq!(store.document("usage/2026-12-01").await.expect("read").as_deref(), Some("{}"));
     }
 
     #[tokio::test]

@@ -317,7 +317,7 @@ fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'
 /// databases are not revealed).
-async fn database_for<P: Platform>(
+pub(super) async fn database_for<P: Platform>(
     state: &AppState<P>,
     caller: &Caller,
     name: &str,

@@ -1,6 +1,6 @@
 //! `GET /metrics`: projects and databases by status, each database's lifecycle times, stopped
 //! databases by reason, and each owner's use against its quota, read from the store at scrape
-//! time (OpenMetrics text).
+//! time, and the latest sample of each running database (OpenMetrics text).
 
 use axum::extract::State;
 use axum::http::header;
@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::{ApiError, Shared};
+use crate::monitor::Point;
 use crate::runtime::Platform;
 use crate::store::Store;
 
@@ -22,6 +23,12 @@ struct StatusLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DatabaseLabel {
     database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionsLabel {
+    database: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +50,62 @@ fn epoch(time: Option<&str>) -> Option<i64> {
 fn status_label<T: serde::Serialize>(status: &T) -> StatusLabel {
     let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     StatusLabel { status }
+}
+
+/// The latest sample of each running database (sampled by this controller: the leader).
+fn register_samples(registry: &mut Registry, latest: &std::collections::HashMap<String, Point>) {
+    use prometheus_client::metrics::gauge::Gauge as FloatGauge;
+    type Floats = Family<DatabaseLabel, FloatGauge<f64, std::sync::atomic::AtomicU64>>;
+    let size = Family::<DatabaseLabel, Gauge>::default();
+    let connections = Family::<ConnectionsLabel, Gauge>::default();
+    type Rate = (&'static str, &'static str, fn(&Point) -> Option<f64>, Floats);
+    let rates: [Rate; 6] = [
+        ("database_commits_per_second", "Commits per second over the last interval", |p| p.commits, Floats::default()),
+        (
+            "database_rollbacks_per_second",
+            "Rollbacks per second over the last interval",
+            |p| p.rollbacks,
+            Floats::default(),
+        ),
+        ("database_rows_read_per_second", "Rows returned and fetched per second", |p| p.rows_read, Floats::default()),
+        (
+            "database_rows_written_per_second",
+            "Rows inserted, updated and deleted per second",
+            |p| p.rows_written,
+            Floats::default(),
+        ),
+        (
+            "database_cache_hit_ratio",
+            "Share of block reads served from shared buffers",
+            |p| p.cache_hit,
+            Floats::default(),
+        ),
+        (
+            "database_longest_query_seconds",
+            "How long the longest running statement has run",
+            |p| Some(p.longest_query_secs),
+            Floats::default(),
+        ),
+    ];
+    for (name, point) in latest {
+        let label = DatabaseLabel { database: name.clone() };
+        size.get_or_create(&label).set(i64::try_from(point.size_bytes).unwrap_or(i64::MAX));
+        for (state, n) in
+            [("active", point.active), ("idle", point.idle), ("idle_in_transaction", point.idle_in_transaction)]
+        {
+            connections.get_or_create(&ConnectionsLabel { database: name.clone(), state }).set(i64::from(n));
+        }
+        for (_, _, value, family) in &rates {
+            if let Some(value) = value(point) {
+                family.get_or_create(&label).set(value);
+            }
+        }
+    }
+    registry.register("database_size_bytes", "Size of the database (pg_database_size)", size);
+    registry.register("database_connections", "Sessions by state", connections);
+    for (name, help, _, family) in rates {
+        registry.register(name, help, family);
+    }
 }
 
 pub async fn metrics<P: Platform>(State(state): Shared<P>) -> Result<impl IntoResponse, ApiError> {
@@ -97,6 +160,7 @@ pub async fn metrics<P: Platform>(State(state): Shared<P>) -> Result<impl IntoRe
     expired.inc_by(state.reconciler.expired_total());
     registry.register("databases_expired", "Databases deleted at expiry since the controller started", expired);
     registry.register("owner_running_databases", "Running databases per owner", running);
+    register_samples(&mut registry, &state.monitor.latest());
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))

@@ -9,6 +9,7 @@ mod compat;
 mod databases;
 mod error;
 mod metrics;
+mod monitoring;
 mod openapi;
 mod projects;
 mod routes;
@@ -25,6 +26,7 @@ use axum::routing::{get, post};
 use devdb_shared::api::{Database, Project};
 
 pub use error::ApiError;
+pub use monitoring::DatabaseMetrics;
 
 use crate::auth::Caller;
 use crate::config::ApiConfig;
@@ -39,6 +41,8 @@ pub struct AppState<P: Platform> {
     pub config: ApiConfig,
     pub store: Arc<P::Store>,
     pub reconciler: Arc<Reconciler<P>>,
+    /// Samples databases (run by the leading controller) and keeps their histories.
+    pub monitor: Arc<crate::monitor::Monitor<P>>,
     pub routes: RouteFeed,
     /// Cancelled when the server begins to shut down: long-lived responses (the route stream,
     /// `?wait=true`) end, so a graceful shutdown does not wait on them forever.
@@ -53,8 +57,11 @@ impl<P: Platform> AppState<P> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         reconciler.limit_restores_per_owner(config.max_restores_per_owner);
         reconciler.stop_idle_after(config.idle_stop_after);
+        let monitor =
+            crate::monitor::Monitor::new(reconciler.store().clone(), reconciler.runtime().clone(), config.sample_every);
         Arc::new(Self {
             config,
+            monitor,
             store: reconciler.store().clone(),
             reconciler,
             routes,
@@ -85,6 +92,8 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/databases/{name}/stop", post(databases::stop::<P>))
         .route("/databases/{name}/start", post(databases::start::<P>))
         .route("/databases/{name}/extend", post(databases::extend::<P>))
+        .route("/databases/{name}/metrics", get(monitoring::history::<P>))
+        .route("/reports/usage", get(monitoring::usage_report::<P>))
         .route("/activity", post(activity::report::<P>))
         .route("/usage", get(activity::usage::<P>))
         .route("/routes", get(routes::snapshot::<P>))

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{activity, databases, projects, routes};
+use super::{activity, databases, monitoring, projects, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,10 +12,10 @@ use super::{activity, databases, projects, routes};
     paths(
         projects::create, projects::list, projects::show, projects::delete, projects::refresh,
         databases::create, databases::list, databases::show, databases::delete, databases::reset,
-        databases::stop, databases::start, databases::extend, databases::patch, activity::report, activity::usage,
+        databases::stop, databases::start, databases::extend, databases::patch, monitoring::history, monitoring::usage_report, activity::report, activity::usage,
         routes::snapshot, routes::watch,
     ),
-    tags((name = "projects"), (name = "databases"), (name = "routes", description = "For proxies (admin tokens)"))
+    tags((name = "projects"), (name = "databases"), (name = "reports"), (name = "routes", description = "For proxies (admin tokens)"))
 )]
 pub struct ApiDoc;
 
@@ -41,6 +41,8 @@ mod tests {
             "/v1/databases/{name}/start",
             "/v1/databases/{name}/extend",
             "/v1/activity",
+            "/v1/databases/{name}/metrics",
+            "/v1/reports/usage",
             "/v1/usage",
             "/v1/routes",
             "/v1/routes/watch",

@@ -1,0 +1,238 @@
+//! A database's monitoring history: every sample of the last hour, five-minute points for the
+//! last day and hourly points for the last week. Bounded by time and by count, whatever the
+//! sampling interval, so its document stays small.
+
+use serde::{Deserialize, Serialize};
+
+/// One point of a database's history: the values at `at` (Unix seconds) and the rates over
+/// the interval before it. A coarse point stands for several samples: the largest gauges, the
+/// mean rates.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Point {
+    pub at: i64,
+    /// `pg_database_size`.
+    pub size_bytes: u64,
+    pub active: u32,
+    pub idle: u32,
+    pub idle_in_transaction: u32,
+    /// Per second over the interval before `at`; `None` for the first sample after a
+    /// (controller or database) restart, when there is nothing to compare with.
+    pub commits: Option<f64>,
+    pub rollbacks: Option<f64>,
+    pub rows_read: Option<f64>,
+    pub rows_written: Option<f64>,
+    /// Share of block reads served from shared buffers over the interval (0–1).
+    pub cache_hit: Option<f64>,
+    /// Seconds the longest running statement had been running.
+    pub longest_query_secs: f64,
+    /// How many samples this point stands for.
+    #[serde(default = "one")]
+    pub samples: u32,
+    /// How many of them had rates (the first after a restart has none).
+    #[serde(default)]
+    pub rated: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Point {
+    /// All sessions.
+    pub fn connections(&self) -> u32 {
+        self.active + self.idle + self.idle_in_transaction
+    }
+
+    /// Folds `later` into this point: gauges keep their largest value, rates their mean.
+    fn absorb(&mut self, later: &Point) {
+        fn mean(a: Option<f64>, an: u32, b: Option<f64>, bn: u32) -> Option<f64> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some((a * f64::from(an) + b * f64::from(bn)) / f64::from(an + bn)),
+                (a, b) => a.or(b),
+            }
+        }
+        let (n, m) = (self.rated, later.rated);
+        self.commits = mean(self.commits, n, later.commits, m);
+        self.rollbacks = mean(self.rollbacks, n, later.rollbacks, m);
+        self.rows_read = mean(self.rows_read, n, later.rows_read, m);
+        self.rows_written = mean(self.rows_written, n, later.rows_written, m);
+        self.cache_hit = mean(self.cache_hit, n, later.cache_hit, m);
+        self.at = later.at;
+        self.size_bytes = self.size_bytes.max(later.size_bytes);
+        self.active = self.active.max(later.active);
+        self.idle = self.idle.max(later.idle);
+        self.idle_in_transaction = self.idle_in_transaction.max(later.idle_in_transaction);
+        self.longest_query_secs = self.longest_query_secs.max(later.longest_query_secs);
+        self.samples += later.samples;
+        self.rated = n + m;
+    }
+}
+
+/// The span a chart shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Range {
+    #[default]
+    Hour,
+    Day,
+    Week,
+}
+
+impl Range {
+    pub const ALL: [Range; 3] = [Range::Hour, Range::Day, Range::Week];
+
+    /// Its length in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Self::Hour => 3600,
+            Self::Day => 86_400,
+            Self::Week => 7 * 86_400,
+        }
+    }
+
+    /// The width of one point at this range (0: every sample).
+    fn step(self) -> i64 {
+        match self {
+            Self::Hour => 0,
+            Self::Day => 300,
+            Self::Week => 3600,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Week => "week",
+        }
+    }
+}
+
+/// The most points a series keeps, whatever the interval (an hour at one sample a second).
+const MAX_POINTS: usize = 3600;
+
+/// A database's history, one series per [`Range`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub hour: Vec<Point>,
+    pub day: Vec<Point>,
+    pub week: Vec<Point>,
+}
+
+impl History {
+    /// Adds a sample, dropping what has aged out of each series.
+    pub fn push(&mut self, point: Point) {
+        for range in Range::ALL {
+            let series = self.series_mut(range);
+            match series.last_mut() {
+                Some(last)
+                    if range.step() > 0 && last.at.div_euclid(range.step()) == point.at.div_euclid(range.step()) =>
+                {
+                    last.absorb(&point);
+                }
+                _ => series.push(point),
+            }
+            let oldest = point.at - range.seconds();
+            let aged = series.iter().take_while(|p| p.at <= oldest).count();
+            let over = series.len().saturating_sub(aged).saturating_sub(MAX_POINTS);
+            series.drain(..aged + over);
+        }
+    }
+
+    /// The points of `range`.
+    pub fn series(&self, range: Range) -> &[Point] {
+        match range {
+            Range::Hour => &self.hour,
+            Range::Day => &self.day,
+            Range::Week => &self.week,
+        }
+    }
+
+    fn series_mut(&mut self, range: Range) -> &mut Vec<Point> {
+        match range {
+            Range::Hour => &mut self.hour,
+            Range::Day => &mut self.day,
+            Range::Week => &mut self.week,
+        }
+    }
+
+    /// The latest sample.
+    pub fn latest(&self) -> Option<&Point> {
+        self.hour.last()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(at: i64, active: u32, commits: f64) -> Point {
+        Point {
+            at,
+            active,
+            commits: Some(commits),
+            size_bytes: 1000 + at as u64,
+            samples: 1,
+            rated: 1,
+            ..Point::default()
+        }
+    }
+
+    #[test]
+    fn each_series_keeps_its_span_at_its_resolution() {
+        let mut history = History::default();
+        // Eight days of a sample every 30 s.
+        let start = 1_700_000_000 - 1_700_000_000 % 3600;
+        for i in 0..(8 * 86_400 / 30) {
+            history.push(point(start + i * 30, (i % 7) as u32, 2.0));
+        }
+        let end = history.latest().expect("a sample").at;
+        assert_eq!(history.hour.len(), 120, "an hour of 30 s samples");
+        assert_eq!(history.day.len(), 288, "a day of five-minute points");
+        assert_eq!(history.week.len(), 168, "a week of hourly points");
+        for range in Range::ALL {
+            let series = history.series(range);
+            assert!(series.iter().all(|p| p.at > end - range.seconds()), "{range:?} holds only its span");
+            assert!(series.windows(2).all(|w| w[0].at < w[1].at), "{range:?} in time order");
+        }
+        // A five-minute point stands for ten samples: the largest gauge, the mean rate.
+        let full = &history.day[history.day.len() - 2];
+        assert_eq!(full.samples, 10);
+        assert_eq!(full.active, 6);
+        assert_eq!(full.commits, Some(2.0));
+    }
+
+    #[test]
+    fn coarse_points_average_rates_weighted_by_samples_and_skip_unknown_ones() {
+        let mut history = History::default();
+        history.push(Point { at: 3600, commits: None, samples: 1, ..Point::default() });
+        history.push(point(3630, 1, 1.0));
+        history.push(point(3660, 3, 4.0));
+        let day = history.series(Range::Day);
+        assert_eq!(day.len(), 1);
+        assert_eq!(day[0].commits, Some(2.5));
+        assert_eq!(day[0].active, 3);
+        assert_eq!(day[0].size_bytes, 1000 + 3660);
+        assert_eq!(day[0].samples, 3);
+        assert_eq!(history.hour.len(), 3, "the hour keeps every sample");
+    }
+
+    #[test]
+    fn a_tiny_interval_is_bounded_by_count() {
+        let mut history = History::default();
+        for i in 0..5000 {
+            history.push(point(i, 0, 0.0));
+        }
+        assert_eq!(history.hour.len(), 3600, "an hour of one sample a second");
+        let mut dense = History::default();
+        for i in 0..(MAX_POINTS as i64 + 10) {
+            dense.push(Point { at: i / 4, ..Point::default() });
+        }
+        assert!(dense.hour.len() <= MAX_POINTS);
+    }
+}

@@ -1,0 +1,261 @@
+//! Monitoring: every `--sample-every` the leading controller asks the runtime for each running
+//! database's statistics ([`Counters`], cumulative as PostgreSQL keeps them), turns two
+//! successive ones into a [`Point`] (rates per second over the interval), adds it to the
+//! database's bounded [`History`] (kept as a store document, so it survives a restart), keeps
+//! the latest point for `/metrics`, and hands the tick to the usage [`Ledger`].
+
+mod history;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use devdb_shared::api::DatabaseStatus;
+pub use history::{History, Point, Range};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::DatabaseRecord;
+use crate::runtime::{Platform, Runtime};
+use crate::store::{Store, StoreError};
+use crate::usage::Ledger;
+
+/// How long one database may take to answer before its sample is skipped.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,
+/// `pg_stat_activity`, `pg_database_size`): the totals count from the instance's start.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Counters {
+    pub size_bytes: u64,
+    pub active: u32,
+    pub idle: u32,
+    pub idle_in_transaction: u32,
+    pub commits: u64,
+    pub rollbacks: u64,
+    /// Rows returned and fetched.
+    pub rows_read: u64,
+    /// Rows inserted, updated and deleted.
+    pub rows_written: u64,
+    pub blocks_hit: u64,
+    pub blocks_read: u64,
+    pub longest_query_secs: f64,
+}
+
+impl Counters {
+    /// The point at `at` (Unix seconds), with rates since `before` when there is one to compare
+    /// with: taken earlier, by the same instance (no total went down).
+    pub fn point(&self, at: i64, before: Option<&(i64, Counters)>) -> Point {
+        let since = before.filter(|(then, b)| {
+            *then < at
+                && [
+                    (b.commits, self.commits),
+                    (b.rollbacks, self.rollbacks),
+                    (b.rows_read, self.rows_read),
+                    (b.rows_written, self.rows_written),
+                    (b.blocks_hit, self.blocks_hit),
+                    (b.blocks_read, self.blocks_read),
+                ]
+                .iter()
+                .all(|(b, a)| a >= b)
+        });
+        #[allow(clippy::cast_precision_loss)]
+        let rate = |f: fn(&Counters) -> u64| since.map(|(then, b)| (f(self) - f(b)) as f64 / (at - then) as f64);
+        #[allow(clippy::cast_precision_loss)]
+        let cache_hit = since.and_then(|(_, b)| {
+            let hit = self.blocks_hit - b.blocks_hit;
+            let all = hit + (self.blocks_read - b.blocks_read);
+            (all > 0).then(|| hit as f64 / all as f64)
+        });
+        Point {
+            at,
+            size_bytes: self.size_bytes,
+            active: self.active,
+            idle: self.idle,
+            idle_in_transaction: self.idle_in_transaction,
+            commits: rate(|c| c.commits),
+            rollbacks: rate(|c| c.rollbacks),
+            rows_read: rate(|c| c.rows_read),
+            rows_written: rate(|c| c.rows_written),
+            cache_hit,
+            longest_query_secs: self.longest_query_secs,
+            samples: 1,
+            rated: u32::from(since.is_some()),
+        }
+    }
+}
+
+/// The store document of a database's history (by its id: a database created again under
+/// the same name starts afresh).
+pub fn history_key(database_id: &str) -> String {
+    format!("history/{}", document_id(database_id))
+}
+
+/// An id as a document key segment (`[a-z0-9-]`).
+pub(crate) fn document_id(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+/// Unix seconds of `time`.
+pub(crate) fn unix(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// What the monitor keeps of one database between ticks.
+#[derive(Default)]
+struct Tracked {
+    /// The counters of the last sample, to compute rates from.
+    last: Option<(i64, Counters)>,
+    history: History,
+}
+
+/// The sampler, its histories and the usage ledger.
+pub struct Monitor<P: Platform> {
+    store: Arc<P::Store>,
+    runtime: Arc<P::Runtime>,
+    every: Duration,
+    /// By database id.
+    tracked: tokio::sync::Mutex<HashMap<String, Tracked>>,
+    /// The latest point of each running database, by name, for `/metrics`.
+    latest: Mutex<HashMap<String, Point>>,
+    ledger: tokio::sync::Mutex<Ledger>,
+}
+
+impl<P: Platform> Monitor<P> {
+    pub fn new(store: Arc<P::Store>, runtime: Arc<P::Runtime>, every: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            runtime,
+            every,
+            tracked: tokio::sync::Mutex::default(),
+            latest: Mutex::default(),
+            ledger: tokio::sync::Mutex::new(Ledger::new(every)),
+        })
+    }
+
+    /// The sampling interval.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// The latest point of every database sampled by this controller, by name.
+    pub fn latest(&self) -> HashMap<String, Point> {
+        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A database's history as last kept (by whichever controller replica sampled it).
+    ///
+    /// # Errors
+    /// When the store cannot be read or the document is corrupt.
+    pub async fn history(&self, database: &DatabaseRecord) -> Result<History, StoreError> {
+        match self.store.document(&history_key(&database.id)).await? {
+            Some(doc) => Ok(serde_json::from_str(&doc)?),
+            None => Ok(History::default()),
+        }
+    }
+
+    /// Samples every running database once, at `now`, and records the tick in the ledger.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written (a database that cannot be sampled is
+    /// skipped, logged).
+    pub async fn sample_once(&self, now: SystemTime) -> Result<(), StoreError> {
+        let at = unix(now);
+        let databases = self.store.databases(None, None).await?;
+        let projects = self.store.projects(None).await?;
+        let mut tracked = self.tracked.lock().await;
+        let mut points = HashMap::new();
+        for database in databases.iter().filter(|d| d.status == DatabaseStatus::Running) {
+            let Some(project) = projects.iter().find(|p| p.name == database.project) else { continue };
+            let counters = match tokio::time::timeout(SAMPLE_TIMEOUT, self.runtime.sample(database, project)).await {
+                Ok(Ok(Some(counters))) => counters,
+                Ok(Ok(None)) => continue,
+                Ok(Err(error)) => {
+                    tracing::debug!(database = %database.name, %error, "cannot sample");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(database = %database.name, "sampling timed out");
+                    continue;
+                }
+            };
+            let entry = match tracked.entry(database.id.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Tracked { last: None, history: self.history(database).await.unwrap_or_default() })
+                }
+            };
+            let point = counters.point(at, entry.last.as_ref());
+            entry.last = Some((at, counters));
+            entry.history.push(point);
+            self.store.put_document(&history_key(&database.id), &serde_json::to_string(&entry.history)?).await?;
+            points.insert(database.id.clone(), point);
+        }
+        // Databases gone: their histories go too (those this process never saw, through the ledger).
+        tracked.retain(|id, _| databases.iter().any(|d| &d.id == id));
+        drop(tracked);
+        let gone = self.ledger.lock().await.record::<P::Store>(&self.store, at, &databases, &points).await?;
+        for id in gone {
+            self.store.delete_document(&history_key(&id)).await?;
+        }
+        let latest = databases
+            .iter()
+            .filter_map(|d| points.get(&d.id).map(|p| (d.name.to_string(), *p)))
+            .collect::<HashMap<_, _>>();
+        *self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = latest;
+        Ok(())
+    }
+
+    /// Runs [`Monitor::sample_once`] every interval until `stop`.
+    pub async fn run(&self, stop: CancellationToken) {
+        loop {
+            if let Err(error) = self.sample_once(SystemTime::now()).await {
+                tracing::warn!(%error, "cannot record database samples");
+            }
+            if stop.run_until_cancelled(tokio::time::sleep(self.every)).await.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(commits: u64, hit: u64, read: u64) -> Counters {
+        Counters {
+            commits,
+            rollbacks: 1,
+            rows_read: commits * 10,
+            blocks_hit: hit,
+            blocks_read: read,
+            ..Counters::default()
+        }
+    }
+
+    #[test]
+    fn rates_are_per_second_over_the_interval() {
+        let before = (100, counters(50, 900, 100));
+        let point = counters(110, 1880, 120).point(130, Some(&before));
+        assert_eq!(point.commits, Some(2.0));
+        assert_eq!(point.rows_read, Some(20.0));
+        assert_eq!(point.rollbacks, Some(0.0));
+        assert_eq!(point.cache_hit, Some(0.98));
+    }
+
+    #[test]
+    fn no_rates_without_an_earlier_sample_of_the_same_instance() {
+        assert_eq!(counters(10, 0, 0).point(100, None).commits, None);
+        let restarted = counters(3, 10, 0).point(130, Some(&(100, counters(50, 900, 100))));
+        assert_eq!((restarted.commits, restarted.cache_hit), (None, None), "totals went down: a restart");
+        let same_second = counters(60, 900, 100).point(100, Some(&(100, counters(50, 900, 100))));
+        assert_eq!(same_second.commits, None);
+        let no_reads = counters(60, 900, 100).point(130, Some(&(100, counters(50, 900, 100))));
+        assert_eq!(no_reads.cache_hit, None, "no block read in the interval: no ratio");
+    }
+
+    #[test]
+    fn document_ids_are_key_segments() {
+        assert_eq!(document_id("3F2a_b.c"), "3f2a-b-c");
+    }
+}
