@@ -2,7 +2,8 @@
 //! [`runtime::Runtime`] traits the adapters implement, the [`reconcile`]r that drives records
 //! to reality, the routing table ([`routes`]), when databases stop and end ([`lifecycle`]), the
 //! owners' [`quota`]s, the PostgreSQL [`settings`] owners may change and the REST API ([`api`],
-//! with [`auth`]).
+//! with [`auth`]), the
+//! [`dashboard`] beside it, and the [`monitor`] and [`usage`] ledger behind its charts and reports.
 //!
 //! [`memory`] and [`fake`] are a store and a runtime with nothing underneath: the core's own
 //! tests drive the API and the reconciler over them, in-process.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod fake;
 pub mod lifecycle;
 pub mod memory;

@@ -103,7 +103,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/projects/{id}", get(compat::show_project::<P>).delete(compat::delete_project::<P>))
         .route("/projects/{id}/databases", post(compat::create_database::<P>).get(compat::list_databases::<P>))
         .route("/projects/{id}/databases/{name}", get(compat::show_database::<P>).delete(compat::delete_database::<P>));
-    Router::new()
+    let api = Router::new()
         .nest("/v1", v1)
         .merge(compat)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate::<P>))
@@ -111,8 +111,41 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/health", get(compat::health))
         .route("/metrics", get(metrics::metrics::<P>))
+        .with_state(state.clone());
+    let dashboard = crate::dashboard::router(api.clone(), state.config.tokens.clone());
+    api.merge(dashboard)
+        .layer(middleware::from_fn_with_state(state, guard_origin::<P>))
         .layer(middleware::from_fn(release_header))
-        .with_state(state)
+}
+
+/// Refuses what a browser sends on another site's behalf: a change from another origin (a
+/// page elsewhere posting to this API), and, without tokens, any request naming a host that
+/// is not loopback (a DNS-rebinding page reaching a loopback controller through its own name).
+async fn guard_origin<P: Platform>(State(state): Shared<P>, request: axum::extract::Request, next: Next) -> Response {
+    let headers = request.headers();
+    let reading = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !reading && crate::dashboard::cross_site(headers) {
+        return ApiError::Forbidden("requests from another site cannot change anything here".into()).into_response();
+    }
+    if state.config.tokens.is_empty() {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if let Some(host) = host.filter(|h| !loopback_host(h)) {
+            return ApiError::Forbidden(format!(
+                "this controller has no API tokens, so it answers only to loopback names, not {host:?}"
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Refuses requests without a valid token (when tokens are configured) and records the caller.

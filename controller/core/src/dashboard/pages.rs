@@ -1,0 +1,459 @@
+//! The dashboard's pages as HTML (maud: every value is escaped). Each page is a function of
+//! what the API answered; the handlers in the module above fetch it.
+
+use devdb_shared::api::{Database, DatabaseStatus, Project, ProjectStatus};
+use maud::{DOCTYPE, Markup, html};
+
+use super::charts;
+use super::session::Session;
+use crate::monitor::{Point, Range};
+use crate::usage::UsageReport;
+
+/// Every page: its title, the navigation, `body`. `refresh`: reload every few seconds (while
+/// something is in progress).
+pub fn layout(session: &Session, title: &str, refresh: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if refresh { meta http-equiv="refresh" content="3"; }
+                title { (title) " · DevDB" }
+                link rel="stylesheet" href="/ui/assets/dashboard.css";
+                script src="/ui/assets/dashboard.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/ui/databases" { "DevDB" }
+                    nav aria-label="Main" {
+                        a href="/ui/databases" { "Databases" }
+                        a href="/ui/projects" { "Projects" }
+                        a href="/ui/reports/usage" { "Usage" }
+                    }
+                    @if session.signed_in {
+                        form.signout method="post" action="/ui/sign-out" {
+                            (csrf(session))
+                            span.who { (session.owner().unwrap_or("admin")) }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// The hidden CSRF field of every form.
+pub fn csrf(session: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf); }
+}
+
+pub fn sign_in(session: &Session, next: &str, error: Option<&str>) -> Markup {
+    layout(
+        session,
+        "Sign in",
+        false,
+        html! {
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            form.card method="post" action="/ui/sign-in" {
+                (csrf(session))
+                input type="hidden" name="next" value=(next);
+                label for="token" { "API token" }
+                input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                p.hint { "The token your DevDB operator gave you (the one the CLI uses as DEVDB_TOKEN)." }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// A status as a badge.
+fn badge(status: &str) -> Markup {
+    html! { span class=(format!("badge {status}")) { (status) } }
+}
+
+fn status_text<T: serde::Serialize>(status: &T) -> String {
+    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// Whether a database is on its way somewhere (the page refreshes itself).
+pub fn in_progress(status: DatabaseStatus) -> bool {
+    matches!(
+        status,
+        DatabaseStatus::Creating | DatabaseStatus::Recovering | DatabaseStatus::Starting | DatabaseStatus::Deleting
+    )
+}
+
+/// The filters of the databases page.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Filters {
+    pub project: Option<String>,
+    pub owner: Option<String>,
+    pub status: Option<String>,
+}
+
+const STATUSES: [&str; 7] = ["creating", "running", "recovering", "stopped", "starting", "error", "deleting"];
+
+pub fn databases(
+    session: &Session,
+    databases: &[Database],
+    projects: &[Project],
+    filters: &Filters,
+    error: Option<&str>,
+) -> Markup {
+    let shown: Vec<&Database> = databases
+        .iter()
+        .filter(|d| filters.status.as_deref().is_none_or(|s| s.is_empty() || status_text(&d.status) == s))
+        .collect();
+    let refresh = error.is_none() && shown.iter().any(|d| in_progress(d.status));
+    let ready: Vec<&Project> = projects.iter().filter(|p| p.status == ProjectStatus::Ready).collect();
+    let chosen = |value: &Option<String>, option: &str| value.as_deref() == Some(option);
+    layout(
+        session,
+        "Databases",
+        refresh,
+        html! {
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            section aria-labelledby="create-title" .card #create {
+                h2 #create-title { "New database" }
+                @if ready.is_empty() {
+                    p { "No project is ready to clone yet. " a href="/ui/projects" { "See projects" } "." }
+                } @else {
+                    form.inline method="post" action="/ui/databases" {
+                        (csrf(session))
+                        label { "Name" input name="name" required pattern="[a-z0-9]([a-z0-9-]*[a-z0-9])?" maxlength="40" placeholder="kate-pg"; }
+                        label { "Project"
+                            select name="project" required {
+                                @for p in &ready { option value=(p.name) selected[chosen(&filters.project, p.name.as_str())] { (p.name) } }
+                            }
+                        }
+                        label { "Lifetime" input name="ttl" placeholder="e.g. 7d (optional)"; }
+                        button type="submit" { "Create" }
+                    }
+                }
+            }
+            form.filters method="get" action="/ui/databases" aria-label="Filter databases" {
+                label { "Project"
+                    select name="project" {
+                        option value="" { "all" }
+                        @for p in projects { option value=(p.name) selected[chosen(&filters.project, p.name.as_str())] { (p.name) } }
+                    }
+                }
+                @if session.owner().is_none() {
+                    label { "Owner" input name="owner" value=(filters.owner.clone().unwrap_or_default()); }
+                }
+                label { "Status"
+                    select name="status" {
+                        option value="" { "all" }
+                        @for s in STATUSES { option value=(s) selected[chosen(&filters.status, s)] { (s) } }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            @if shown.is_empty() {
+                p.empty { "No databases" @if filters.project.is_some() || filters.status.is_some() || filters.owner.is_some() { " match these filters" } "." }
+            } @else {
+                div.scroll {
+                    table {
+                        thead { tr { th { "Name" } th { "Project" } th { "Owner" } th { "Status" } th { "Created" } th { "Last active" } th { "Expires" } } }
+                        tbody {
+                            @for d in &shown {
+                                tr {
+                                    td { a href=(format!("/ui/databases/{}", d.name)) { (d.name) } }
+                                    td { (d.project) }
+                                    td { (d.owner) }
+                                    td { (badge(&status_text(&d.status))) }
+                                    td { (d.created_at) }
+                                    td { (d.last_active_at.as_deref().unwrap_or("–")) }
+                                    td { (d.expires_at.as_deref().unwrap_or("never")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A value shown, copied whole by its button (`shown` may hide the password).
+fn copyable(label: &str, shown: &str, full: &str) -> Markup {
+    html! {
+        div.copyable {
+            span.label { (label) }
+            code { (shown) }
+            button type="button" data-copy=(full) aria-label=(format!("Copy {label}")) { "Copy" }
+        }
+    }
+}
+
+/// What a database page offers to copy: (label, text with the password, text without).
+pub fn connection_strings(d: &Database) -> Vec<(&'static str, String, String)> {
+    let uri = |password: &str| {
+        format!("postgresql://{}:{password}@{}:{}/{}?sslmode=require", d.username, d.host, d.port, d.database)
+    };
+    let jdbc = |password: &str| {
+        format!(
+            "jdbc:postgresql://{}:{}/{}?sslmode=require&user={}&password={password}",
+            d.host, d.port, d.database, d.username
+        )
+    };
+    let env = |password: &str| {
+        format!(
+            "PGHOST={} PGPORT={} PGDATABASE={} PGUSER={} PGPASSWORD={password} PGSSLMODE=require",
+            d.host, d.port, d.database, d.username
+        )
+    };
+    let hidden = "••••••••";
+    vec![
+        ("psql", format!("psql \"{}\"", uri(&d.password)), format!("psql \"{}\"", uri(hidden))),
+        ("URI", uri(&d.password), uri(hidden)),
+        ("JDBC", jdbc(&d.password), jdbc(hidden)),
+        ("Environment", env(&d.password), env(hidden)),
+    ]
+}
+
+/// A database's page.
+pub fn database(
+    session: &Session,
+    d: &Database,
+    history: &[Point],
+    range: Range,
+    now: i64,
+    error: Option<&str>,
+) -> Markup {
+    let status = status_text(&d.status);
+    let actions: Vec<(&str, &str)> = match d.status {
+        DatabaseStatus::Running => vec![("stop", "Stop"), ("reset", "Reset"), ("delete", "Delete")],
+        DatabaseStatus::Stopped => vec![("start", "Start"), ("reset", "Reset"), ("delete", "Delete")],
+        DatabaseStatus::Deleting => vec![],
+        _ => vec![("reset", "Reset"), ("delete", "Delete")],
+    };
+    layout(
+        session,
+        d.name.as_str(),
+        error.is_none() && in_progress(d.status),
+        html! {
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            p.summary { (badge(&status)) " clone of " a href="/ui/projects" { (d.project) } ", owned by " (d.owner) }
+            @if let Some(e) = &d.error { p.error { (e) } }
+            @if !actions.is_empty() {
+                nav.actions aria-label="Actions" {
+                    @for (action, label) in &actions {
+                        a.button.(action) href=(format!("/ui/databases/{}/confirm?action={action}", d.name)) { (label) }
+                    }
+                }
+            }
+            section.card aria-labelledby="connect-title" {
+                h2 #connect-title { "Connect" }
+                @for (label, full, shown) in connection_strings(d) { (copyable(label, &shown, &full)) }
+                details.password {
+                    summary { "Show password" }
+                    code #password { (d.password) }
+                }
+            }
+            section.card aria-labelledby="activity-title" {
+                h2 #activity-title { "Activity" }
+                dl.facts {
+                    dt { "Created" } dd { (d.created_at) }
+                    dt { "Last active" } dd { (d.last_active_at.as_deref().unwrap_or("no session yet")) }
+                    @if let Some(at) = &d.stopped_at {
+                        dt { "Stopped" } dd { (at) @if let Some(r) = &d.stop_reason { " (" (status_text(r)) ")" } }
+                    }
+                    dt { "Stops when idle for" } dd { (d.idle_stop_after.as_deref().unwrap_or("never")) }
+                    dt { "Expires" } dd { (d.expires_at.as_deref().unwrap_or("never")) @if d.protected { " (protected)" } }
+                }
+            }
+            section.card aria-labelledby="settings-title" {
+                h2 #settings-title { "PostgreSQL settings" }
+                @if d.settings.is_empty() {
+                    p { "Defaults for every parameter." }
+                } @else {
+                    table.settings {
+                        thead { tr { th { "Parameter" } th { "Value" } } }
+                        tbody { @for (k, v) in &d.settings { tr { td { code { (k) } } td { code { (v) } } } } }
+                    }
+                }
+                form.inline method="post" action=(format!("/ui/databases/{}/settings", d.name)) {
+                    (csrf(session))
+                    label { "Parameter"
+                        select name="parameter" {
+                            @for p in crate::settings::ALLOWED {
+                                option value=(p.name) { (p.name) @if p.restart { " (restarts)" } }
+                            }
+                        }
+                    }
+                    label { "Value" input name="value" placeholder="empty: back to the default"; }
+                    button type="submit" { "Set" }
+                }
+            }
+            section aria-labelledby="charts-title" {
+                h2 #charts-title { "Monitoring" }
+                nav.ranges aria-label="Chart range" {
+                    @for r in Range::ALL {
+                        a href=(format!("/ui/databases/{}?range={}", d.name, r.as_str())) aria-current=[(r == range).then_some("page")] { "last " (r.as_str()) }
+                    }
+                }
+                div.charts {
+                    @for (title, unit, lines) in charts::all() {
+                        (charts::chart(title, unit, &lines, history, range, now))
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The page asking to confirm `label` (what it does in `explain`), posting to `action`.
+pub fn confirm(session: &Session, title: &str, explain: &str, action: &str, value: &str, back: &str) -> Markup {
+    layout(
+        session,
+        title,
+        false,
+        html! {
+            form.card method="post" action=(action) {
+                (csrf(session))
+                input type="hidden" name="action" value=(value);
+                p { (explain) }
+                div.buttons {
+                    button.danger type="submit" autofocus { (title) }
+                    a.button href=(back) { "Cancel" }
+                }
+            }
+        },
+    )
+}
+
+pub fn projects(session: &Session, projects: &[Project], error: Option<&str>) -> Markup {
+    let refresh = error.is_none()
+        && projects.iter().any(|p| matches!(p.status, ProjectStatus::Pending | ProjectStatus::Restoring));
+    layout(
+        session,
+        "Projects",
+        refresh,
+        html! {
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            @if projects.is_empty() {
+                p.empty { "No projects yet: create one with " code { "devdb project create" } "." }
+            } @else {
+                div.scroll {
+                    table {
+                        thead { tr { th { "Name" } th { "Owner" } th { "Status" } th { "Source" } th { "Snapshot" } th { span.sr { "Actions" } } } }
+                        tbody {
+                            @for p in projects {
+                                tr {
+                                    td { (p.name) }
+                                    td { (p.owner) }
+                                    td {
+                                        (badge(&status_text(&p.status)))
+                                        @if let Some(progress) = &p.progress {
+                                            @if matches!(p.status, ProjectStatus::Restoring) {
+                                                br;
+                                                @match progress.bytes_total {
+                                                    Some(total) => {
+                                                        progress value=(progress.bytes_done) max=(total) aria-label=(format!("Restore of {}", p.name)) {}
+                                                        " " (devdb_shared::size::human(progress.bytes_done)) " of " (devdb_shared::size::human(total))
+                                                    }
+                                                    None => { (devdb_shared::size::human(progress.bytes_done)) " restored" }
+                                                }
+                                            }
+                                        }
+                                        @if let Some(e) = &p.error { p.error { (e) } }
+                                    }
+                                    td { code { (p.backup_location.as_deref().unwrap_or("(empty)")) } }
+                                    td { @match &p.snapshot {
+                                        Some(s) => { (devdb_shared::size::human(s.size_bytes)) ", " (s.created_at) }
+                                        None => { "–" }
+                                    } }
+                                    td.row-actions {
+                                        @if p.status == ProjectStatus::Ready {
+                                            a href=(format!("/ui/databases?project={}#create", p.name)) { "New database" }
+                                        }
+                                        @if session.owner().is_none_or(|o| o == p.owner) {
+                                            a href=(format!("/ui/projects/{}/confirm?action=refresh", p.name)) { "Refresh" }
+                                            a href=(format!("/ui/projects/{}/confirm?action=delete", p.name)) { "Delete" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The report form's values.
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct ReportFilters {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub owner: Option<String>,
+}
+
+pub fn usage(
+    session: &Session,
+    report: &UsageReport,
+    filters: &ReportFilters,
+    csv: &str,
+    error: Option<&str>,
+) -> Markup {
+    layout(
+        session,
+        "Usage",
+        false,
+        html! {
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            form.filters method="get" action="/ui/reports/usage" aria-label="Report period" {
+                label { "From" input type="date" name="from" value=(report.from); }
+                label { "To" input type="date" name="to" value=(report.to); }
+                @if session.owner().is_none() {
+                    label { "Owner" input name="owner" value=(filters.owner.clone().unwrap_or_default()) placeholder="all"; }
+                }
+                button type="submit" { "Show" }
+                a.button href=(csv) download { "Download CSV" }
+                button type="button" data-print { "Print" }
+            }
+            p.period { "From " (report.from) " to " (report.to) " (UTC days, inclusive)." }
+            @if report.rows.is_empty() {
+                p.empty { "No use recorded in this period." }
+            }
+            @for owner in report.owners() {
+                section.owner aria-label=(format!("Usage of {owner}")) {
+                    h2 { (owner) }
+                    div.scroll {
+                        table.report {
+                            thead { tr { th { "Project" } th { "Created" } th { "Deleted" } th { "Running hours" } th { "Peak disk" } th { "Peak connections" } } }
+                            tbody {
+                                @for r in report.owner_rows(owner) {
+                                    tr {
+                                        td { (r.project) }
+                                        td.n { (r.databases_created) }
+                                        td.n { (r.databases_deleted) }
+                                        td.n { (format!("{:.2}", r.running_hours)) }
+                                        td.n { (devdb_shared::size::human(r.peak_disk_bytes)) }
+                                        td.n { (r.peak_connections) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A page for a refusal the API gave (or a page that does not exist).
+pub fn problem(session: &Session, title: &str, message: &str) -> Markup {
+    layout(
+        session,
+        title,
+        false,
+        html! { p.error role="alert" { (message) } p { a href="/ui/databases" { "Back to databases" } } },
+    )
+}

@@ -1,0 +1,202 @@
+//! Who is signed in to the dashboard, and the guards on its forms.
+//!
+//! - The session is the API token itself, in an `HttpOnly`, `SameSite=Strict` cookie (`Secure`
+//!   behind TLS), checked on every request exactly as the API checks a bearer token. Without
+//!   configured tokens (a loopback controller) there is no sign-in.
+//! - Every form carries a CSRF token equal to a random cookie of its own (double submit: a
+//!   page of another site can neither read nor set it), compared in constant time; and a
+//!   change is refused when the browser says it comes from another site (`Sec-Fetch-Site`,
+//!   `Origin`).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use subtle::ConstantTimeEq;
+
+use super::Dashboard;
+use crate::auth::Caller;
+
+pub const SESSION_COOKIE: &str = "devdb_session";
+pub const CSRF_COOKIE: &str = "devdb_csrf";
+/// How long a sign-in lasts.
+const SESSION_SECONDS: u32 = 12 * 3600;
+
+/// The signed-in caller of a dashboard request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The token to call the API with (`None`: no tokens configured).
+    pub token: Option<String>,
+    pub caller: Caller,
+    /// The CSRF token forms must carry.
+    pub csrf: String,
+    /// Whether sign-in exists (tokens are configured).
+    pub signed_in: bool,
+}
+
+impl Session {
+    /// Whether a form's CSRF field is this session's.
+    pub fn verify(&self, submitted: &str) -> bool {
+        !submitted.is_empty() && bool::from(self.csrf.as_bytes().ct_eq(submitted.as_bytes()))
+    }
+
+    /// The owner signed in, if an owner.
+    pub fn owner(&self) -> Option<&str> {
+        match &self.caller {
+            Caller::Admin => None,
+            Caller::Owner(owner) => Some(owner),
+        }
+    }
+}
+
+/// A cookie of the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// `Set-Cookie` for `name=value` (an empty value with `max_age` 0 clears it).
+pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: u32) -> HeaderValue {
+    let secure = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes() == b"https");
+    let text = format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("devdb_invalid=1"))
+}
+
+/// The session cookie of a new sign-in.
+pub fn sign_in_cookie(headers: &HeaderMap, token: &str) -> HeaderValue {
+    set_cookie(headers, SESSION_COOKIE, token, SESSION_SECONDS)
+}
+
+/// Whether the browser says the request comes from another site.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return true;
+    }
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
+        return false;
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    origin_host.as_bytes() != host.as_bytes()
+}
+
+/// Resolves the session of every dashboard page (or sends the browser to sign in), refuses
+/// cross-site changes, and gives a browser without one its CSRF cookie.
+pub async fn require(State(dashboard): State<std::sync::Arc<Dashboard>>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if request.method() != Method::GET && request.method() != Method::HEAD && cross_site(headers) {
+        return (StatusCode::FORBIDDEN, "cross-site requests cannot change anything here").into_response();
+    }
+    let token = cookie(headers, SESSION_COOKIE).map(str::to_owned);
+    let caller = dashboard.tokens.caller(token.as_ref().map(|t| format!("Bearer {t}")).as_deref());
+    let existing_csrf = cookie(headers, CSRF_COOKIE).map(str::to_owned);
+    let csrf = existing_csrf.clone().unwrap_or_else(crate::api::generate_password);
+    let new_csrf_cookie = existing_csrf.is_none().then(|| set_cookie(headers, CSRF_COOKIE, &csrf, SESSION_SECONDS));
+    let path = request.uri().path().to_string();
+    let public = path == "/ui/sign-in" || path.starts_with("/ui/assets/");
+    let signed_in = !dashboard.tokens.is_empty();
+    let response = match caller {
+        Some(caller) => {
+            let token = token.filter(|_| signed_in);
+            request.extensions_mut().insert(Session { token, caller, csrf: csrf.clone(), signed_in });
+            next.run(request).await
+        }
+        None if public => {
+            request.extensions_mut().insert(Session {
+                token: None,
+                caller: Caller::Owner(String::new()),
+                csrf: csrf.clone(),
+                signed_in,
+            });
+            next.run(request).await
+        }
+        None => {
+            let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            Redirect::to(&super::client::with_query("/ui/sign-in", &[("next", Some(target))])).into_response()
+        }
+    };
+    let mut response = response;
+    if let Some(value) = new_csrf_cookie {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Where to go after signing in: a path of this site only (never `//elsewhere`).
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") => next,
+        _ => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_str(v).expect("value"));
+        }
+        map
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let h = headers(&[("cookie", "a=1; devdb_session=tok; devdb_csrf=c"), ("cookie", "x=2")]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("tok"));
+        assert_eq!(cookie(&h, "x"), Some("2"));
+        assert_eq!(cookie(&h, "devdb"), None);
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_strict_and_secure_behind_tls() {
+        let plain = sign_in_cookie(&HeaderMap::new(), "tok");
+        assert_eq!(plain.to_str().ok(), Some("devdb_session=tok; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"));
+        let tls = sign_in_cookie(&headers(&[("x-forwarded-proto", "https")]), "tok");
+        assert!(tls.to_str().expect("text").ends_with("; Secure"));
+    }
+
+    #[test]
+    fn cross_site_requests_are_recognised() {
+        assert!(!cross_site(&headers(&[("host", "127.0.0.1:8080")])), "curl and the CLI send neither header");
+        assert!(!cross_site(&headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1:8080")
+        ])));
+        assert!(cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(cross_site(&headers(&[("sec-fetch-site", "same-site")])), "a sibling host name is another tenant");
+        assert!(cross_site(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:8080")])));
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        assert_eq!(safe_next(Some("/databases/kate-pg")), "/databases/kate-pg");
+        for hostile in ["//evil.example/", "https://evil.example", "/\\evil.example", "javascript:alert(1)"] {
+            assert_eq!(safe_next(Some(hostile)), "/", "{hostile}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn csrf_tokens_must_match_exactly() {
+        let session = Session { token: None, caller: Caller::Admin, csrf: "abc".into(), signed_in: false };
+        assert!(session.verify("abc"));
+        assert!(!session.verify("abd"));
+        assert!(!session.verify(""));
+    }
+}
