@@ -77,7 +77,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
 
     let ca = data_dir.join("certs").join("ca.crt");
     eprintln!(
-        "\nDevDB is up.\n  API    http://{api_addr}\n  proxy  {} (host names *.{domain})\n  CA     {} (sslrootcert for sslmode=verify-full)\n\n\
+        "\nDevDB is up.\n  API    http://{api_addr}  (dashboard: http://{api_addr}/)\n  proxy  {} (host names *.{domain})\n  CA     {} (sslrootcert for sslmode=verify-full)\n\n\
          Next, in another terminal:\n  devdb project create shop --from https://example.com/shop.dump\n  devdb db create kate-pg --project shop\n  devdb db connect kate-pg\n\nPress Ctrl-C to stop (database instances keep running and are adopted at the next start;\n`devdb down` stops them). {}\n",
         args.proxy_listen,
         ca.display(),

@@ -77,18 +77,22 @@ pub fn all() -> Vec<(&'static str, Unit, Vec<Line>)> {
     ]
 }
 
-const WIDTH: f64 = 600.0;
-const HEIGHT: f64 = 150.0;
-const LEFT: f64 = 64.0;
-const BOTTOM: f64 = 20.0;
+// The drawing's own units: about the size it shows at in a chart's card, so its text reads.
+const WIDTH: f64 = 320.0;
+const HEIGHT: f64 = 130.0;
+const LEFT: f64 = 52.0;
+const BOTTOM: f64 = 16.0;
 
-/// A chart of `lines` over `points`, the last `range` up to `now` (Unix seconds).
+/// A chart of `lines` over `points`, the last `range` up to `now` (Unix seconds), or since the
+/// first sample when the history is younger than that.
 pub fn chart(title: &str, unit: Unit, lines: &[Line], points: &[Point], range: Range, now: i64) -> Markup {
-    let start = now - range.seconds();
+    let first = points.first().map_or(now, |p| p.at);
+    let start = (now - range.seconds()).max(first.min(now - 60));
+    let span = now - start;
     let top = lines.iter().flat_map(|l| points.iter().filter_map(l.value)).fold(0.0_f64, f64::max);
     let top = nice_ceiling(if unit == Unit::Ratio { 1.0 } else { top });
     #[allow(clippy::cast_precision_loss)]
-    let x = |at: i64| LEFT + (at - start) as f64 / range.seconds() as f64 * (WIDTH - LEFT);
+    let x = |at: i64| LEFT + (at - start) as f64 / span as f64 * (WIDTH - LEFT);
     let y = |v: f64| (HEIGHT - BOTTOM) - v / top * (HEIGHT - BOTTOM - 6.0);
     let latest = points.last();
     let summary = lines
@@ -106,14 +110,14 @@ pub fn chart(title: &str, unit: Unit, lines: &[Line], points: &[Point], range: R
     html! {
         figure.chart {
             figcaption { (title) }
-            svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(description) preserveAspectRatio="none" {
+            svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(description) {
                 title { (description) }
                 line.axis x1=(LEFT) y1=(HEIGHT - BOTTOM) x2=(WIDTH) y2=(HEIGHT - BOTTOM) {}
                 line.grid x1=(LEFT) y1=(y(top)) x2=(WIDTH) y2=(y(top)) {}
-                text.tick x=(LEFT - 6.0) y=(y(top) + 4.0) text-anchor="end" { (unit.format(top)) }
-                text.tick x=(LEFT - 6.0) y=(HEIGHT - BOTTOM) text-anchor="end" { (unit.format(0.0)) }
-                text.tick x=(LEFT) y=(HEIGHT - 4.0) { (format!("{} ago", range_label(range))) }
-                text.tick x=(WIDTH) y=(HEIGHT - 4.0) text-anchor="end" { "now" }
+                text.tick x=(LEFT - 4.0) y=(y(top) + 4.0) text-anchor="end" { (unit.format(top)) }
+                text.tick x=(LEFT - 4.0) y=(HEIGHT - BOTTOM) text-anchor="end" { (unit.format(0.0)) }
+                text.tick x=(LEFT) y=(HEIGHT - 3.0) { (format!("{} ago", ago(span, range))) }
+                text.tick x=(WIDTH) y=(HEIGHT - 3.0) text-anchor="end" { "now" }
                 @for line in lines {
                     @for segment in segments(points, line.value) {
                         polyline class=(line.class) points=(segment.iter().map(|(at, v)| format!("{:.1},{:.1}", x(*at), y(*v))).collect::<Vec<_>>().join(" ")) {}
@@ -133,11 +137,15 @@ pub fn chart(title: &str, unit: Unit, lines: &[Line], points: &[Point], range: R
     }
 }
 
-fn range_label(range: Range) -> &'static str {
+/// How long ago a chart starts: its range's length, or the history's when shorter.
+fn ago(span: i64, range: Range) -> String {
     match range {
-        Range::Hour => "1 hour",
-        Range::Day => "24 hours",
-        Range::Week => "7 days",
+        _ if span < range.seconds() && span < 3600 => format!("{} min", (span + 59) / 60),
+        _ if span < range.seconds() && span < 2 * 86_400 => format!("{} h", (span + 3599) / 3600),
+        _ if span < range.seconds() => format!("{} days", (span + 86_399) / 86_400),
+        Range::Hour => "1 hour".into(),
+        Range::Day => "24 hours".into(),
+        Range::Week => "7 days".into(),
     }
 }
 
@@ -195,9 +203,13 @@ mod tests {
         let points = [point(3000, Some(4.0)), point(3030, Some(8.0))];
         let lines = [Line { label: "commits", class: "s1", value: |p| p.commits }];
         let svg = chart("Transactions", Unit::PerSecond, &lines, &points, Range::Hour, 3600).into_string();
+        assert!(svg.contains(">10 min ago<"), "a young history fills the chart: {svg}");
         assert!(svg.contains("aria-label=\"Transactions over the last hour; latest commits: 8.0/s\""), "{svg}");
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert!(svg.contains(">10.0/s<"), "the scale's top: {svg}");
+        let old = [point(0, Some(1.0)), point(3600, Some(1.0))];
+        let full = chart("Transactions", Unit::PerSecond, &lines, &old, Range::Hour, 3600).into_string();
+        assert!(full.contains(">1 hour ago<"), "{full}");
         let empty = chart("Transactions", Unit::PerSecond, &lines, &[], Range::Day, 3600).into_string();
         assert!(empty.contains("no samples in the last day") && !empty.contains("<polyline"), "{empty}");
     }

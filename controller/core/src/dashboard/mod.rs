@@ -77,7 +77,8 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
 }
 
-/// No framing (clickjacking), no script or style from anywhere else, no referrer leaving.
+/// No framing (clickjacking), no script or style from anywhere else, no referrer leaving the
+/// site.
 async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -87,7 +88,7 @@ async fn security_headers(request: axum::extract::Request, next: axum::middlewar
             "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("x-content-type-options", "nosniff"),
         ("cache-control", "no-store"),
     ] {

@@ -124,7 +124,7 @@ pub fn databases(
                 } @else {
                     form.inline method="post" action="/ui/databases" {
                         (csrf(session))
-                        label { "Name" input name="name" required pattern="[a-z0-9]([a-z0-9-]*[a-z0-9])?" maxlength="40" placeholder="kate-pg"; }
+                        label { "Name" input name="name" required pattern="[a-z0-9]([a-z0-9-]*[a-z0-9])?" maxlength="40" placeholder="e.g. my-feature-db"; }
                         label { "Project"
                             select name="project" required {
                                 @for p in &ready { option value=(p.name) selected[chosen(&filters.project, p.name.as_str())] { (p.name) } }
