@@ -17,30 +17,9 @@ DEVDB_BIN=${DEVDB_BIN:-$REPO/target/debug/devdb}
 [[ -x $VENV/bin/python ]] || { echo "wake: no venv at $VENV: run compat/run.sh first" >&2; exit 2; }
 [[ -x $DEVDB_BIN ]] || { echo "wake: no devdb at $DEVDB_BIN" >&2; exit 2; }
 
-TMP=$(mktemp -d /tmp/devdb-wake-compat.XXXXXX)
-chmod 755 "$TMP"
-UP_PID=
-cleanup() {
-  local rc=$?
-  [[ -n $UP_PID ]] && kill "$UP_PID" 2>/dev/null && wait "$UP_PID" 2>/dev/null
-  "$DEVDB_BIN" down --data-dir "$TMP/data" >/dev/null 2>&1 || true
-  [[ $rc != 0 ]] && tail -n 30 "$TMP/up.log" >&2
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-
-read -r API PROXY ADMIN < <("$VENV/bin/python" -c '
-import socket
-ports = []
-for _ in range(3):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); ports.append(s.getsockname()[1]); s.close()
-print(*ports)')
-export DEVDB_SERVER=http://127.0.0.1:$API DEVDB_CONFIG=$TMP/cli.json
-"$DEVDB_BIN" up --data-dir "$TMP/data" --domain db.wake.test --api-listen "127.0.0.1:$API" \
-  --proxy-listen "127.0.0.1:$PROXY" --proxy-admin-listen "127.0.0.1:$ADMIN" 2>"$TMP/up.log" &
-UP_PID=$!
-for _ in $(seq 100); do curl -sf "$DEVDB_SERVER/healthz" >/dev/null && break; sleep 0.1; done
+source "$REPO/testkit/devdb-up.sh"
+devdb_workdir wake-compat
+devdb_up --domain db.wake.test
 
 "$DEVDB_BIN" project create shop >/dev/null
 "$DEVDB_BIN" db create kate-pg --project shop >/dev/null

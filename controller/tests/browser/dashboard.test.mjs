@@ -29,12 +29,18 @@ async function api(token, path) {
   return { status: response.status, text: await response.text() };
 }
 
+/** Waits for `check` to hold; a check that throws counts as not yet (its last error is shown). */
 async function until(what, check, seconds = 60) {
+  let last;
   for (let i = 0; i < seconds * 4; i++) {
-    if (await check()) return;
+    try {
+      if (await check()) return;
+    } catch (error) {
+      last = error;
+    }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  throw new Error(`timed out waiting for ${what}`);
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
 }
 
 const browser = await chromium.launch({
@@ -125,13 +131,7 @@ try {
   await page.screenshot({ path: `${shots}/confirm-reset.png` });
   await page.getByRole("button", { name: "Reset kate-pg" }).click();
   await page.waitForURL(/\/ui\/databases\/kate-pg$/);
-  await until("the reset", async () => {
-    try {
-      return psql(copied, "-c", "SELECT to_regclass('pgbench_accounts') IS NULL") === "t";
-    } catch {
-      return false;
-    }
-  }, 120);
+  await until("the reset", () => psql(copied, "-c", "SELECT to_regclass('pgbench_accounts') IS NULL") === "t", 120);
   assert.equal(psql(copied, "-c", "SHOW work_mem"), "48MB");
 
   step("bob sees none of kate's databases, on any page");

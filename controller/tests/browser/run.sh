@@ -21,25 +21,8 @@ for tool in node npm psql pgbench "$CHROMIUM" "$DEVDB_BIN"; do
 done
 [[ -d $HERE/node_modules/playwright-core ]] || (cd "$HERE" && npm ci --no-audit --no-fund --silent)
 
-TMP=$(mktemp -d /tmp/devdb-browser.XXXXXX)
-chmod 755 "$TMP"
-UP_PID=
-cleanup() {
-  local rc=$?
-  [[ -n $UP_PID ]] && kill "$UP_PID" 2>/dev/null && wait "$UP_PID" 2>/dev/null
-  "$DEVDB_BIN" down --data-dir "$TMP/data" >/dev/null 2>&1 || true
-  [[ $rc != 0 ]] && tail -n 30 "$TMP/up.log" >&2
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-
-read -r API PROXY ADMIN_PORT < <(python3 -c '
-import socket
-ports = []
-for _ in range(3):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); ports.append(s.getsockname()[1]); s.close()
-print(*ports)')
+source "$REPO/testkit/devdb-up.sh"
+devdb_workdir browser
 token() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
 export ADMIN_TOKEN=$(token) KATE_TOKEN=$(token) BOB_TOKEN=$(token)
 cat >"$TMP/tokens.json" <<JSON
@@ -54,15 +37,10 @@ INSERT INTO customers (email, name) VALUES
 SQL
 chmod 644 "$TMP/shop.sql"
 
-export DEVDB_URL=http://127.0.0.1:$API DEVDB_PROXY_PORT=$PROXY
-"$DEVDB_BIN" up --data-dir "$TMP/data" --domain db.browser.test --api-listen "127.0.0.1:$API" \
-  --proxy-listen "127.0.0.1:$PROXY" --proxy-admin-listen "127.0.0.1:$ADMIN_PORT" \
-  --tokens-file "$TMP/tokens.json" --sample-every 1s 2>"$TMP/up.log" &
-UP_PID=$!
-for _ in $(seq 150); do curl -sf "$DEVDB_URL/healthz" >/dev/null && break; sleep 0.1; done
+devdb_up --domain db.browser.test --tokens-file "$TMP/tokens.json" --sample-every 1s
+export DEVDB_URL=$DEVDB_SERVER
 
-DEVDB_SERVER=$DEVDB_URL DEVDB_TOKEN=$ADMIN_TOKEN DEVDB_CONFIG=$TMP/cli.json \
-  "$DEVDB_BIN" project create shop --owner kate --from "file://$TMP/shop.sql" >/dev/null
+DEVDB_TOKEN=$ADMIN_TOKEN "$DEVDB_BIN" project create shop --owner kate --from "file://$TMP/shop.sql" >/dev/null
 
 mkdir -p "$SCREENSHOTS"
 node "$HERE/dashboard.test.mjs"
