@@ -903,6 +903,15 @@ async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_it
     );
     assert_eq!(core.call(Some(BOB), "GET", "/v1/databases/kate-pg/metrics", None).await.0, StatusCode::NOT_FOUND);
 
+    // A new controller (a restart, or another replica taking the lead) goes on from the
+    // history in the store; its first sample has no rates to give.
+    let restarted = Monitor::<FakePlatform>::new(core.store.clone(), core.runtime.clone(), std::time::Duration::from_secs(30));
+    restarted.sample_once(t0 + std::time::Duration::from_secs(40)).await.expect("sample");
+    let kate_db = core.store.database("kate-pg").await.expect("read").expect("exists");
+    let history = restarted.history(&kate_db).await.expect("history");
+    assert_eq!(history.hour.len(), 3, "two samples from before the restart, one after");
+    assert_eq!(history.latest().map(|p| p.commits), Some(None));
+
     let metrics = core.text("/metrics").await;
     for line in [
         "devdb_database_size_bytes{database=\"kate-pg\"} 8388608",

@@ -43,6 +43,15 @@ async function until(what, check, seconds = 60) {
   throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
 }
 
+/** Every field of the page has a label (or an aria-label). */
+async function assertLabelled(page) {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+      .filter((el) => el.labels.length === 0 && !el.getAttribute("aria-label"))
+      .map((el) => el.name));
+  assert.deepEqual(unlabelled, [], `unlabelled fields on ${page.url()}`);
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM,
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -78,6 +87,7 @@ try {
     return (await page.locator("tr", { hasText: "shop" }).locator(".badge").textContent()) === "ready";
   });
   await page.screenshot({ path: `${shots}/projects.png` });
+  await assertLabelled(page);
 
   step("kate creates a database from it and waits for it to run");
   await page.getByRole("link", { name: "New database" }).click();
@@ -122,6 +132,7 @@ try {
   const size = await page.locator("figure.chart", { hasText: "Size" }).locator("strong").textContent();
   assert.match(size, /MiB/, "pgbench's tables grew the database");
   await page.screenshot({ path: `${shots}/database.png`, fullPage: true });
+  await assertLabelled(page);
   await page.getByRole("link", { name: "last day" }).click();
   await page.waitForURL(/range=day/);
   assert.equal(await page.locator("figure.chart").count(), 6);
@@ -144,6 +155,13 @@ try {
     assert.equal(await asBob.page.getByText("kate-pg").count(), 0, path);
     assert.equal(await asBob.page.locator("section.owner", { hasText: "kate" }).count(), 0, path);
   }
+  step("bob clones the shared project for himself");
+  await asBob.page.goto(url + "/ui/databases");
+  await assertLabelled(asBob.page);
+  await asBob.page.getByLabel("Name").fill("bob-pg");
+  await asBob.page.getByRole("button", { name: "Create" }).click();
+  await asBob.page.waitForURL(/\/ui\/databases\/bob-pg$/);
+  await asBob.page.locator(".summary .badge.running").waitFor({ timeout: 120_000 });
   const forged = await asBob.context.request.post(url + "/ui/databases/kate-pg/action", { form: { action: "delete", csrf: "guess" } });
   assert.equal(forged.status(), 403, "a forged form");
   await asBob.page.setViewportSize({ width: 390, height: 844 });
@@ -156,9 +174,25 @@ try {
   await page.screenshot({ path: `${shots}/databases.png` });
   const asAdmin = await signedIn(admin, "admin");
   await asAdmin.page.goto(url + "/ui/reports/usage");
-  const kateRow = asAdmin.page.locator("section.owner", { hasText: "kate" }).locator("tbody tr");
-  assert.match(await kateRow.textContent(), /shop\s*1\s*0/, "one database created, none deleted");
+  await until("a sample of bob's database in the report", async () => {
+    await asAdmin.page.reload();
+    return (await asAdmin.page.locator("section.owner").count()) === 2;
+  });
+  for (const owner of ["kate", "bob"]) {
+    const row = asAdmin.page.locator("section.owner", { has: asAdmin.page.getByRole("heading", { name: owner }) }).locator("tbody tr");
+    assert.match(await row.textContent(), /shop\s*1\s*0/, `${owner}: one database created, none deleted`);
+  }
+  await assertLabelled(asAdmin.page);
   await asAdmin.page.screenshot({ path: `${shots}/usage.png`, fullPage: true });
+  // Printed: no navigation or forms, one page per owner.
+  await asAdmin.page.emulateMedia({ media: "print" });
+  const printed = await asAdmin.page.evaluate(() => ({
+    breaks: [...document.querySelectorAll("section.owner")].map((s) => getComputedStyle(s).breakAfter),
+    header: getComputedStyle(document.querySelector("header.top")).display,
+    form: getComputedStyle(document.querySelector("form.filters")).display,
+  }));
+  assert.deepEqual(printed, { breaks: ["page", "page"], header: "none", form: "none" });
+  await asAdmin.page.emulateMedia({ media: "screen" });
   const download = asAdmin.page.waitForEvent("download");
   await asAdmin.page.getByRole("link", { name: "Download CSV" }).click();
   const file = await (await download).path();
