@@ -154,6 +154,21 @@ def check_drains(manifests) -> int:
     return failures
 
 
+def check_proxy_key_stays_with_the_proxy(manifests) -> int:
+    """Only the proxy mounts its TLS Secret whole; any other pod may project its ca.crt only."""
+    failures = 0
+    for path, text in manifests.items():
+        for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else []:
+            if not doc or doc.get("kind") != "Deployment" or doc["metadata"]["name"].endswith("-proxy"):
+                continue
+            for volume in doc["spec"]["template"]["spec"].get("volumes", []):
+                secret = volume.get("secret", {})
+                if secret.get("secretName") == "devdb-proxy-tls" and secret.get("items") != [{"key": "ca.crt", "path": "ca.crt"}]:
+                    print(f"secrets: {doc['metadata']['name']} mounts the proxy's TLS Secret beyond its ca.crt: {secret}")
+                    failures += 1
+    return failures
+
+
 def controller_env() -> int:
     """Prints the environment variable names the chart gives the controller, one per line."""
     chart = helm.Chart.load(CHART)
@@ -198,6 +213,7 @@ def main() -> int:
             if variant == "defaults":
                 failures += check_admission_policy(manifests)
                 failures += check_drains(manifests)
+                failures += check_proxy_key_stays_with_the_proxy(manifests)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")

@@ -84,14 +84,21 @@ pub async fn run_kube(
     devdb_kube::preflight::check(&client, &kube.cluster).await.context("the cluster cannot run DevDB as configured")?;
     let passwords = Passwords::new(kube.secret_key.as_bytes());
     devdb_kube::key_guard::check(&client, &kube.cluster.controller_namespace, &passwords).await?;
-    let runtime = Arc::new(KubeRuntime::new(
+    let mut runtime = KubeRuntime::new(
         client.clone(),
         kube.cluster.clone(),
         kube.db_version,
         config.domain.clone(),
         config.public_port,
         kube.waits.clone(),
-    ));
+    );
+    if let Some(address) = kube.monitor_through.clone() {
+        let monitor =
+            devdb_kube::monitor::ThroughProxy::new(address, config.domain.clone(), kube.monitor_ca.as_deref())
+                .context("sampling databases through the proxy")?;
+        runtime = runtime.sampling_through(monitor);
+    }
+    let runtime = Arc::new(runtime);
     let reporter = kube::runtime::events::Reporter {
         controller: "devdb-controller".into(),
         instance: Some(kube.identity.clone()),

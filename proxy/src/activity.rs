@@ -4,7 +4,8 @@
 //! A client keeps its database busy from its startup packet (while it waits for a wake, and
 //! while it authenticates) until it leaves; only one that authenticated leaves activity behind
 //! (`lastActiveAt`). A load balancer's health check (TCP or TLS, then close) never counts, and a
-//! client without the password holds a database up only while it holds a connection open. Every
+//! client without the password holds a database up only while it holds a connection open; the
+//! controller's own sampling (`application_name=devdb-monitor`) neither counts nor wakes. Every
 //! `--activity-report-every` (15 s) the proxy posts the databases with a session open now and those that had one
 //! since the last report to the controller's `POST /v1/activity`; the controller keeps the
 //! latest report of each replica for a while, so a restarted or removed proxy stops counting on

@@ -149,7 +149,9 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
             }
         };
     let session = relay::authenticate(client, backend, backend_addr, &ctx.cancels).await?;
-    client_guard.authenticated();
+    if let Some(guard) = client_guard.as_mut() {
+        guard.authenticated();
+    }
     drop(ticket);
     ctx.metrics.handshake_seconds.observe(accepted.elapsed().as_secs_f64());
     let _active = ActiveGuard::new(&ctx.metrics, name.as_str());
@@ -160,17 +162,19 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
 
 /// Route, a place among the sessions authenticating, backend: the ticket is held until the
 /// session has authenticated. A client keeps its database busy from here (while it waits for a
-/// wake too); see [`crate::activity`].
+/// wake too), except the controller's sampling; see [`crate::activity`].
 async fn route_and_connect(
     ctx: &Context,
     sni: Option<&str>,
     startup: &mut Startup,
     client: SocketAddr,
-) -> Result<(Name, SessionGuard, Ticket, PqStream<TcpStream>, SocketAddr), ConnectionError> {
+) -> Result<(Name, Option<SessionGuard>, Ticket, PqStream<TcpStream>, SocketAddr), ConnectionError> {
     let name = route::target(sni, startup, &ctx.config.domain)?;
     Span::current().record("database", name.as_str());
-    let client_guard = ctx.sessions.open(&name);
-    let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout, ctx.controller.as_ref()).await?;
+    let monitor = route::is_monitor(startup);
+    let client_guard = (!monitor).then(|| ctx.sessions.open(&name));
+    let waker = if monitor { None } else { ctx.controller.as_ref() };
+    let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout, waker).await?;
     let ticket = ctx.admission.admit(&name, client.ip()).await?;
     let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;
     Span::current().record("backend", field::display(addr));

@@ -114,6 +114,12 @@ pub fn target(sni: Option<&str>, startup: &mut Startup, domain: &Domain) -> Resu
     }
 }
 
+/// Whether the session is the controller's sampling ([`devdb_shared::MONITOR_APPLICATION_NAME`]):
+/// it keeps no database busy and wakes none.
+pub fn is_monitor(startup: &Startup) -> bool {
+    startup.parameters.get("application_name").is_some_and(|a| a == devdb_shared::MONITOR_APPLICATION_NAME)
+}
+
 /// Waits (up to `wait`) for the instance to be ready and returns its route. An asleep one is
 /// woken by `waker` (the controller) first; the client's startup packet waits meanwhile.
 ///
@@ -231,6 +237,16 @@ mod tests {
             s.parameters.insert("options".into(), o.into());
         }
         s
+    }
+
+    #[test]
+    fn only_the_monitors_exact_application_name_marks_a_monitor() {
+        let mut s = startup(None);
+        assert!(!is_monitor(&s));
+        s.parameters.insert("application_name".into(), "devdb-monitor".into());
+        assert!(is_monitor(&s));
+        s.parameters.insert("application_name".into(), "devdb-monitor-x".into());
+        assert!(!is_monitor(&s));
     }
 
     #[test]

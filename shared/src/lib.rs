@@ -15,4 +15,9 @@ pub mod size;
 pub mod source;
 
 pub use names::{Name, NameError};
+
+/// The `application_name` of the controller's monitoring sessions through the proxy: they
+/// neither count as activity nor wake an asleep database. A client that sends it only opts its
+/// own session out of both.
+pub const MONITOR_APPLICATION_NAME: &str = "devdb-monitor";
 pub use route::{Domain, DomainError, HostError, Route, RouteState, RouteTable};

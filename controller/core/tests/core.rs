@@ -905,7 +905,8 @@ async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_it
 
     // A new controller (a restart, or another replica taking the lead) goes on from the
     // history in the store; its first sample has no rates to give.
-    let restarted = Monitor::<FakePlatform>::new(core.store.clone(), core.runtime.clone(), std::time::Duration::from_secs(30));
+    let restarted =
+        Monitor::<FakePlatform>::new(core.store.clone(), core.runtime.clone(), std::time::Duration::from_secs(30));
     restarted.sample_once(t0 + std::time::Duration::from_secs(40)).await.expect("sample");
     let kate_db = core.store.database("kate-pg").await.expect("read").expect("exists");
     let history = restarted.history(&kate_db).await.expect("history");

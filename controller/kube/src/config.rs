@@ -96,6 +96,16 @@ pub struct KubeArgs {
     /// all of it: hours for a large one).
     #[arg(long, env = "DEVDB_CONTROLLER_SNAPSHOT_TIMEOUT", default_value = "12h", value_parser = humantime::parse_duration)]
     pub snapshot_timeout: Duration,
+
+    /// `host:port` of the proxy's Service, through which the controller samples databases for
+    /// their charts (the chart sets it; empty: databases are not sampled).
+    #[arg(long, env = "DEVDB_CONTROLLER_MONITOR_THROUGH", default_value = "")]
+    pub monitor_through: String,
+
+    /// Extra CA certificates (PEM) to verify the proxy's certificate with when sampling, besides
+    /// the system's roots (a private issuer's `ca.crt`; a missing file is skipped).
+    #[arg(long, env = "DEVDB_CONTROLLER_MONITOR_CA")]
+    pub monitor_ca: Option<std::path::PathBuf>,
 }
 
 /// The runtimes a controller can drive.
@@ -113,6 +123,9 @@ pub struct KubeConfig {
     pub secret_key: String,
     pub identity: String,
     pub waits: Waits,
+    /// Where to sample databases through (the proxy's Service), and the extra CA.
+    pub monitor_through: Option<String>,
+    pub monitor_ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for KubeConfig {
@@ -122,6 +135,7 @@ impl std::fmt::Debug for KubeConfig {
             .field("db_version", &self.db_version)
             .field("identity", &self.identity)
             .field("waits", &self.waits)
+            .field("monitor_through", &self.monitor_through)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +186,8 @@ impl TryFrom<KubeArgs> for KubeConfig {
             secret_key,
             identity: args.identity,
             waits: Waits { stuck: args.stuck_after, snapshot: args.snapshot_timeout, ..Waits::default() },
+            monitor_through: non_empty(Some(args.monitor_through)),
+            monitor_ca: args.monitor_ca,
         })
     }
 }

@@ -21,6 +21,7 @@ pub mod diagnose;
 pub mod isolation;
 pub mod key_guard;
 pub mod leader;
+pub mod monitor;
 pub mod objects;
 pub mod operator;
 pub mod preflight;

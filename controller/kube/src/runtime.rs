@@ -63,6 +63,8 @@ pub struct KubeRuntime {
     public_port: u16,
     waits: Waits,
     isolation: Isolation,
+    /// How databases are sampled (`None`: they are not).
+    monitor: Option<crate::monitor::ThroughProxy>,
 }
 
 /// The label selector of a database's objects.
@@ -80,7 +82,14 @@ impl KubeRuntime {
         waits: Waits,
     ) -> Self {
         let isolation = Isolation::new(settings.require_network_policy);
-        Self { client, settings, db_version, domain, public_port, waits, isolation }
+        Self { client, settings, db_version, domain, public_port, waits, isolation, monitor: None }
+    }
+
+    /// Samples databases through the proxy (see [`crate::monitor`]).
+    #[must_use]
+    pub fn sampling_through(mut self, monitor: crate::monitor::ThroughProxy) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     fn api<K: kube::Resource<Scope = kube::core::NamespaceResourceScope>>(&self, namespace: &str) -> Api<K>
@@ -550,14 +559,18 @@ impl Runtime for KubeRuntime {
         resources::backend(database.project.as_str(), database.name.as_str())
     }
 
-    /// Not sampled: a database's NetworkPolicy admits only the proxy (and the isolation check
-    /// relies on the controller being refused), so the controller cannot query it.
+    /// Through the proxy, as its owner connects (a database admits only the proxy).
     async fn sample(
         &self,
-        _database: &DatabaseRecord,
-        _project: &ProjectRecord,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
     ) -> Result<Option<devdb_core::monitor::Counters>, RuntimeError> {
-        Ok(None)
+        match &self.monitor {
+            Some(monitor) => {
+                monitor.sample(&database.name, &project.username, &database.password, &project.database).await.map(Some)
+            }
+            None => Ok(None),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use devdb_shared::Name;
 
 use devdb_core::clock::now;
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
-use devdb_core::monitor::Counters;
+use devdb_core::monitor::{Counters, SAMPLE_SQL};
 use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 use devdb_restore::RestoreError;
 
@@ -309,43 +309,9 @@ impl Runtime for LocalRuntime {
             .await
             .map_err(|e| RuntimeError::Step { step: "sampling", detail: e.to_string() })?
             .map_err(RuntimeError::step("sampling"))?;
-        let row = rows.into_iter().next().unwrap_or_default();
-        let number = |i: usize| row.get(i).cloned().flatten().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let whole = |i: usize| number(i) as u64;
-        #[allow(clippy::cast_possible_truncation)]
-        let count = |i: usize| u32::try_from(whole(i)).unwrap_or(u32::MAX);
-        Ok(Some(Counters {
-            size_bytes: whole(0),
-            active: count(1),
-            idle: count(2),
-            idle_in_transaction: count(3),
-            commits: whole(4),
-            rollbacks: whole(5),
-            rows_read: whole(6),
-            rows_written: whole(7),
-            blocks_hit: whole(8),
-            blocks_read: whole(9),
-            longest_query_secs: number(10),
-        }))
+        Ok(Some(Counters::from_row(&rows.into_iter().next().unwrap_or_default())))
     }
 }
-
-/// A database's statistics in one row (as the superuser, over the instance's private socket;
-/// the sampling session itself is left out).
-const SAMPLE_SQL: &str = "\
-WITH sessions AS (
-    SELECT state, query_start FROM pg_stat_activity
-    WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-)
-SELECT pg_database_size(current_database()),
-    (SELECT count(*) FROM sessions WHERE state = 'active'),
-    (SELECT count(*) FROM sessions WHERE state = 'idle'),
-    (SELECT count(*) FROM sessions WHERE state LIKE 'idle in transaction%'),
-    xact_commit, xact_rollback, tup_returned + tup_fetched, tup_inserted + tup_updated + tup_deleted,
-    blks_hit, blks_read,
-    COALESCE((SELECT extract(epoch FROM max(now() - query_start)) FROM sessions WHERE state = 'active'), 0)
-FROM pg_stat_database WHERE datname = current_database()";
 
 impl LocalRuntime {
     /// A clean work directory for a restore: a server a killed controller left running there is

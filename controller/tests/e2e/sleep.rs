@@ -90,12 +90,27 @@ async fn an_asleep_database_wakes_on_the_first_connection_of_psql_and_of_a_drive
     assert_eq!(devdb.starts_asked("kate-pg") - before, 1, "one start for four clients:\n{}", devdb.log());
 }
 
+/// The Kubernetes runtime's sampler, pointed at this proxy and trusting its development CA.
+fn through_proxy(devdb: &DevDb, database: &Database) -> devdb_kube::monitor::ThroughProxy {
+    let domain = database.host.strip_prefix(&format!("{}.", database.name)).expect("host under the domain");
+    let domain = devdb_shared::Domain::new(domain).expect("domain");
+    devdb_kube::monitor::ThroughProxy::new(format!("127.0.0.1:{}", devdb.proxy_port), domain, Some(&devdb.ca()))
+        .expect("sampler")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_health_checks() {
     let quick = ["--idle-stop-after", "1s", "--lifecycle-check-every", "200ms", "--activity-report-every", "200ms"];
     let devdb = with_empty_project(&quick).await;
     assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
-    let database = devdb.database("kate-pg").await.expect("exists");
+    // Asleep, the controller's monitoring session is refused and wakes nothing.
+    let database = devdb.stop("kate-pg").await;
+    let refused = devdb.connect_as(&database, devdb_shared::MONITOR_APPLICATION_NAME).await.expect_err("asleep");
+    assert_eq!(refused.as_db_error().map(|e| e.code().code()), Some("57P03"), "{refused}");
+    let monitor = through_proxy(&devdb, &database);
+    let sample = monitor.sample(&database.name, &database.username, &database.password, &database.database).await;
+    assert!(sample.is_err(), "sampling an asleep database fails");
+    assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Stopped);
 
     // A session open and silent for three idle periods, while a load balancer probes: TCP
     // connects that close, and TLS handshakes (to the database's name) that close.
@@ -111,14 +126,24 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
     assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Running, "{}", devdb.log());
     assert_eq!(query_one(&session, "SELECT 1").await, "1", "the session still works");
 
-    // Closed: the database stops after its idle period, health checks notwithstanding, and
-    // clients that fail to authenticate (no password) keep trying in vain to hold it up.
+    // Closed: the database stops after its idle period, health checks notwithstanding; clients
+    // that fail to authenticate (no password) keep trying in vain to hold it up, and so do the
+    // controller's monitoring sessions (which authenticate and query).
+    let monitor = through_proxy(&devdb, &database);
+    let counters = monitor
+        .sample(&database.name, &database.username, &database.password, &database.database)
+        .await
+        .expect("the Kubernetes runtime's sampler reads the database through the proxy");
+    assert!(counters.size_bytes > 1 << 20 && counters.commits > 0 && counters.idle >= 1, "{counters:?}");
     drop(session);
     let mut intruder = database.clone();
     intruder.password = "not-the-password".into();
+    let mut sampled = 0;
     let intruding = async {
         loop {
             assert!(devdb.connect(&intruder).await.is_err(), "a wrong password is refused");
+            let sample = monitor.sample(&database.name, &database.username, &database.password, &database.database);
+            sampled += usize::from(sample.await.is_ok());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
@@ -127,8 +152,12 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
         () = intruding => unreachable!(),
     };
     assert_eq!(stopped.stop_reason, Some(StopReason::Idle));
+    assert!(sampled >= 1, "sampled while it ran");
     assert!(devdb.postmasters().is_empty());
-    // And it wakes again.
+    // A monitoring session does not wake it; any other client does.
+    let refused = devdb.connect_as(&stopped, devdb_shared::MONITOR_APPLICATION_NAME).await.expect_err("asleep");
+    assert_eq!(refused.as_db_error().map(|e| e.code().code()), Some("57P03"), "{refused}");
+    assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Stopped);
     let client = devdb.connect(&stopped).await.expect("wakes");
     assert_eq!(query_one(&client, "SELECT 1").await, "1");
 }

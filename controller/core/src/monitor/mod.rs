@@ -41,7 +41,44 @@ pub struct Counters {
     pub longest_query_secs: f64,
 }
 
+/// A database's statistics in one row, read in the database itself by any role that sees its
+/// own sessions (the sampling session itself is left out). [`Counters::from_row`] reads it.
+pub const SAMPLE_SQL: &str = "\
+WITH sessions AS (
+    SELECT state, query_start FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+)
+SELECT pg_database_size(current_database()),
+    (SELECT count(*) FROM sessions WHERE state = 'active'),
+    (SELECT count(*) FROM sessions WHERE state = 'idle'),
+    (SELECT count(*) FROM sessions WHERE state LIKE 'idle in transaction%'),
+    xact_commit, xact_rollback, tup_returned + tup_fetched, tup_inserted + tup_updated + tup_deleted,
+    blks_hit, blks_read,
+    COALESCE((SELECT extract(epoch FROM max(now() - query_start)) FROM sessions WHERE state = 'active'), 0)
+FROM pg_stat_database WHERE datname = current_database()";
+
 impl Counters {
+    /// The counters of [`SAMPLE_SQL`]'s row, as text (missing or unreadable values are 0).
+    pub fn from_row(row: &[Option<String>]) -> Self {
+        let number = |i: usize| row.get(i).cloned().flatten().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let whole = |i: usize| number(i).max(0.0) as u64;
+        let count = |i: usize| u32::try_from(whole(i)).unwrap_or(u32::MAX);
+        Self {
+            size_bytes: whole(0),
+            active: count(1),
+            idle: count(2),
+            idle_in_transaction: count(3),
+            commits: whole(4),
+            rollbacks: whole(5),
+            rows_read: whole(6),
+            rows_written: whole(7),
+            blocks_hit: whole(8),
+            blocks_read: whole(9),
+            longest_query_secs: number(10),
+        }
+    }
+
     /// The point at `at` (Unix seconds), with rates since `before` when there is one to compare
     /// with: taken earlier, by the same instance (no total went down).
     pub fn point(&self, at: i64, before: Option<&(i64, Counters)>) -> Point {
@@ -252,6 +289,18 @@ mod tests {
         assert_eq!(same_second.commits, None);
         let no_reads = counters(60, 900, 100).point(130, Some(&(100, counters(50, 900, 100))));
         assert_eq!(no_reads.cache_hit, None, "no block read in the interval: no ratio");
+    }
+
+    #[test]
+    fn a_row_of_the_sample_query_reads_as_counters() {
+        let row: Vec<Option<String>> = ["8192", "2", "1", "0", "10", "1", "300", "40", "99", "1", "1.5"]
+            .iter()
+            .map(|v| Some(v.to_string()))
+            .collect();
+        let counters = Counters::from_row(&row);
+        assert_eq!((counters.size_bytes, counters.active, counters.idle, counters.commits), (8192, 2, 1, 10));
+        assert_eq!((counters.rows_read, counters.rows_written, counters.longest_query_secs), (300, 40, 1.5));
+        assert_eq!(Counters::from_row(&[None]), Counters::default(), "missing values are 0");
     }
 
     #[test]

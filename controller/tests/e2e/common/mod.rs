@@ -204,7 +204,17 @@ impl DevDb {
 
     /// A tokio-postgres session through the proxy at `database.port`, by SNI, verifying the dev CA.
     pub async fn connect(&self, database: &Database) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        self.connect_as(database, "e2e").await
+    }
+
+    /// [`DevDb::connect`] with an `application_name`.
+    pub async fn connect_as(
+        &self,
+        database: &Database,
+        application: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut config = tokio_postgres::Config::new();
+        config.application_name(application);
         config
             .host(&database.host)
             .hostaddr([127, 0, 0, 1].into())
