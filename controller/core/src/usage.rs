@@ -111,6 +111,9 @@ impl Ledger {
         let Some((_, entries)) = self.today.as_mut() else { return Ok(Vec::new()) };
         let elapsed = self.last_tick.map_or(0, |t| (at - t).clamp(0, self.max_gap));
         let today = date(day);
+        // Databases first seen now but created on an earlier day (just before midnight, or
+        // while no controller ran): their creation goes to that day.
+        let mut created_earlier = Vec::new();
         for database in databases {
             let entry = entries.entry(database.id.clone()).or_insert_with(|| DayEntry {
                 name: database.name.to_string(),
@@ -118,7 +121,15 @@ impl Ledger {
                 owner: database.owner.clone(),
                 ..DayEntry::default()
             });
-            entry.created |= database.created_at.starts_with(&today);
+            let created_day = parse_date(&database.created_at);
+            let new = self.known.as_ref().is_none_or(|known| !known.contains_key(&database.id));
+            match created_day {
+                Some(created) if created == day => entry.created = true,
+                Some(created) if new && created < day && day - created < KEEP_DAYS => {
+                    created_earlier.push((created, database.id.clone(), entry.clone()));
+                }
+                _ => {}
+            }
             if database.status == DatabaseStatus::Running {
                 entry.running_secs += u64::try_from(elapsed).unwrap_or(0);
             }
@@ -139,6 +150,17 @@ impl Ledger {
         self.known = Some(databases.iter().filter_map(|d| Some((d.id.clone(), entries.get(&d.id)?.clone()))).collect());
         self.last_tick = Some(at);
         store.put_document(&key(day), &serde_json::to_string(entries)?).await?;
+        for (created, id, entry) in created_earlier {
+            let mut earlier: Day =
+                store.document(&key(created)).await?.map(|d| serde_json::from_str(&d)).transpose()?.unwrap_or_default();
+            let fresh =
+                DayEntry { name: entry.name, project: entry.project, owner: entry.owner, ..DayEntry::default() };
+            let recorded = earlier.entry(id).or_insert(fresh);
+            if !recorded.created {
+                recorded.created = true;
+                store.put_document(&key(created), &serde_json::to_string(&earlier)?).await?;
+            }
+        }
         Ok(gone)
     }
 }
@@ -332,5 +354,20 @@ mod tests {
         assert_eq!(only_kate.csv().lines().nth(1), Some("kate,shop,1,1,0.03,300,5"));
         let first_day_only = super::report(&store, day, day, None).await.expect("report");
         assert_eq!(first_day_only.owner_rows("kate").next().map(|r| r.databases_deleted), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_database_first_seen_after_midnight_counts_as_created_on_its_own_day() {
+        let store = MemoryStore::default();
+        let day = parse_date("2026-12-01").expect("date");
+        let late = db("id-9", "late-pg", "kate", "2026-11-30T23:59:50Z", DatabaseStatus::Running);
+        let mut ledger = Ledger::new(Duration::from_secs(30));
+        ledger.record(&store, day * DAY + 10, &[], &HashMap::new()).await.expect("tick");
+        ledger.record(&store, day * DAY + 40, std::slice::from_ref(&late), &HashMap::new()).await.expect("tick");
+        ledger.record(&store, day * DAY + 70, std::slice::from_ref(&late), &HashMap::new()).await.expect("tick");
+        let row = |report: UsageReport| report.rows.first().map(|r| (r.databases_created, r.running_hours > 0.0));
+        assert_eq!(row(report(&store, day - 1, day - 1, None).await.expect("report")), Some((1, false)));
+        assert_eq!(row(report(&store, day, day, None).await.expect("report")), Some((0, true)));
+        assert_eq!(row(report(&store, day - 1, day, None).await.expect("report")), Some((1, true)), "counted once");
     }
 }

@@ -221,7 +221,7 @@ async fn create_database(
         body["ttl"] = json!(form.ttl.trim());
     }
     match dashboard.client(&session).send(Method::POST, "/v1/databases", Some(body)).await {
-        Ok(()) => Redirect::to(&format!("/ui/databases/{}", form.name.trim())).into_response(),
+        Ok(()) => Redirect::to(&format!("/ui/databases/{}", encode_segment(form.name.trim()))).into_response(),
         Err(refusal) => {
             let filters = Filters { project: Some(form.project), ..Filters::default() };
             let mut response = databases_page(&dashboard, &session, &filters, Some(&refusal.message)).await;

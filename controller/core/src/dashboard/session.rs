@@ -136,7 +136,14 @@ pub async fn require(State(dashboard): State<std::sync::Arc<Dashboard>>, mut req
 /// Where to go after signing in: a path of this site only (never `//elsewhere`).
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") => next,
+        Some(next)
+            if next.starts_with('/')
+                && !next.starts_with("//")
+                && !next.starts_with("/\\")
+                && next.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            next
+        }
         _ => "/",
     }
 }
@@ -185,7 +192,13 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_sign_in() {
         assert_eq!(safe_next(Some("/databases/kate-pg")), "/databases/kate-pg");
-        for hostile in ["//evil.example/", "https://evil.example", "/\\evil.example", "javascript:alert(1)"] {
+        for hostile in [
+            "//evil.example/",
+            "https://evil.example",
+            "/\\evil.example",
+            "javascript:alert(1)",
+            "/a\r\nSet-Cookie: x=1",
+        ] {
             assert_eq!(safe_next(Some(hostile)), "/", "{hostile}");
         }
         assert_eq!(safe_next(None), "/");

@@ -113,8 +113,10 @@ impl Range {
     }
 }
 
-/// The most points a series keeps, whatever the interval (an hour at one sample a second).
-const MAX_POINTS: usize = 3600;
+/// The most points a series keeps, whatever the interval: an hour at one sample every three
+/// seconds (faster sampling keeps a shorter hour), so a history stays well under a ConfigMap's
+/// 1 MiB on Kubernetes.
+pub const MAX_POINTS: usize = 1200;
 
 /// A database's history, one series per [`Range`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -226,9 +228,22 @@ mod tests {
     fn a_tiny_interval_is_bounded_by_count() {
         let mut history = History::default();
         for i in 0..5000 {
-            history.push(point(i, 0, 0.0));
+            let full = Some(123_456.789);
+            history.push(Point {
+                size_bytes: 1 << 40,
+                idle: 100,
+                idle_in_transaction: 100,
+                rollbacks: full,
+                rows_read: full,
+                rows_written: full,
+                cache_hit: Some(0.999_999),
+                longest_query_secs: 86_400.123,
+                ..point(i, 100, 123_456.789)
+            });
         }
-        assert_eq!(history.hour.len(), 3600, "an hour of one sample a second");
+        assert_eq!(history.hour.len(), MAX_POINTS, "the last 1200 samples of an hour at one a second");
+        assert_eq!(history.hour.first().map(|p| p.at), Some(5000 - MAX_POINTS as i64));
+        assert!(serde_json::to_string(&history).expect("json").len() < 512 * 1024, "a document well under 1 MiB");
         let mut dense = History::default();
         for i in 0..(MAX_POINTS as i64 + 10) {
             dense.push(Point { at: i / 4, ..Point::default() });
