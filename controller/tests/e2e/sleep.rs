@@ -127,23 +127,23 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
     assert_eq!(query_one(&session, "SELECT 1").await, "1", "the session still works");
 
     // Closed: the database stops after its idle period, health checks notwithstanding; clients
-    // that fail to authenticate (no password) keep trying in vain to hold it up, and so do the
-    // controller's monitoring sessions (which authenticate and query).
+    // that fail to authenticate (no password) keep trying in vain to hold it up, and so does the
+    // controller's sampling (which authenticates and queries).
     let monitor = through_proxy(&devdb, &database);
     let counters = monitor
         .sample(&database.name, &database.username, &database.password, &database.database)
         .await
         .expect("the Kubernetes runtime's sampler reads the database through the proxy");
     assert!(counters.size_bytes > 1 << 20 && counters.commits > 0 && counters.idle >= 1, "{counters:?}");
+    // A monitoring session held open, silent, does not keep it up (an ordinary one does, above).
+    let held = devdb.connect_as(&database, devdb_shared::MONITOR_APPLICATION_NAME).await.expect("monitor session");
     drop(session);
     let mut intruder = database.clone();
     intruder.password = "not-the-password".into();
-    let mut sampled = 0;
     let intruding = async {
         loop {
             assert!(devdb.connect(&intruder).await.is_err(), "a wrong password is refused");
-            let sample = monitor.sample(&database.name, &database.username, &database.password, &database.database);
-            sampled += usize::from(sample.await.is_ok());
+            let _ = monitor.sample(&database.name, &database.username, &database.password, &database.database).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
@@ -152,12 +152,9 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
         () = intruding => unreachable!(),
     };
     assert_eq!(stopped.stop_reason, Some(StopReason::Idle));
-    assert!(sampled >= 1, "sampled while it ran");
+    drop(held);
     assert!(devdb.postmasters().is_empty());
-    // A monitoring session does not wake it; any other client does.
-    let refused = devdb.connect_as(&stopped, devdb_shared::MONITOR_APPLICATION_NAME).await.expect_err("asleep");
-    assert_eq!(refused.as_db_error().map(|e| e.code().code()), Some("57P03"), "{refused}");
-    assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Stopped);
+    // And it wakes again.
     let client = devdb.connect(&stopped).await.expect("wakes");
     assert_eq!(query_one(&client, "SELECT 1").await, "1");
 }
