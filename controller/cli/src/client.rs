@@ -96,6 +96,17 @@ impl ApiClient {
         self.send(self.http.get(self.url(path))).await
     }
 
+    /// `GET path?query` as text (CSV).
+    pub async fn get_text(&self, path: &str, query: &[(&str, String)]) -> Result<String, ClientError> {
+        let body = self.raw(self.http.get(self.url(path)).query(query)).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET path?query`, decoded.
+    pub async fn get_query<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
+        self.send(self.http.get(self.url(path)).query(query)).await
+    }
+
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
         self.send(self.http.post(self.url(path)).json(body)).await
     }

@@ -71,6 +71,22 @@ pub enum Command {
     /// Each owner's databases, running ones and disk, against their quotas (yours only with an
     /// owner token).
     Usage,
+    /// Use per owner and project over a period: databases created and deleted, running hours,
+    /// peak disk and connections (yours only with an owner token).
+    Report {
+        /// First day, UTC (2026-11-01). Default: 29 days before --to.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, UTC, inclusive. Default: today.
+        #[arg(long)]
+        to: Option<String>,
+        /// One owner only.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Print CSV (one row per owner and project) instead of a table.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
     /// Stop every database (they keep their data; a connection or `devdb db start` wakes
     /// one). With no controller answering on this machine (after `devdb up` stopped), runs
     /// `devdb-controller down` on the data directory instead.
@@ -255,6 +271,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Db(cmd) => db(cmd, &ApiClient::new(&settings)?, json).await,
         Command::Usage => {
             output::usage(&ApiClient::new(&settings)?.get::<serde_json::Value>("/v1/usage").await?, json);
+            Ok(0)
+        }
+        Command::Report { from, to, owner, csv } => {
+            let api = ApiClient::new(&settings)?;
+            let mut query: Vec<(&str, String)> =
+                [("from", from), ("to", to), ("owner", owner)].into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+            if csv {
+                query.push(("format", "csv".into()));
+                print!("{}", api.get_text("/v1/reports/usage", &query).await?);
+            } else {
+                output::report(&api.get_query::<serde_json::Value>("/v1/reports/usage", &query).await?, json);
+            }
             Ok(0)
         }
         Command::Down { args } => {

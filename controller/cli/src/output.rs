@@ -211,3 +211,25 @@ pub fn usage(usage: &serde_json::Value, json: bool) {
     }
     println!("{t}");
 }
+
+pub fn report(report: &serde_json::Value, json: bool) {
+    if json {
+        return print_json(report);
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0).to_string();
+    println!("From {} to {} (UTC days, inclusive)", text(&report["from"]), text(&report["to"]));
+    let mut t = table(&["OWNER", "PROJECT", "CREATED", "DELETED", "RUNNING HOURS", "PEAK DISK", "PEAK CONNECTIONS"]);
+    for r in report["rows"].as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text(&r["owner"]),
+            text(&r["project"]),
+            number(&r["databasesCreated"]),
+            number(&r["databasesDeleted"]),
+            format!("{:.2}", r["runningHours"].as_f64().unwrap_or(0.0)),
+            devdb_shared::size::human(r["peakDiskBytes"].as_u64().unwrap_or(0)),
+            number(&r["peakConnections"]),
+        ]);
+    }
+    println!("{t}");
+}

@@ -110,7 +110,6 @@ impl Ledger {
         }
         let Some((_, entries)) = self.today.as_mut() else { return Ok(Vec::new()) };
         let elapsed = self.last_tick.map_or(0, |t| (at - t).clamp(0, self.max_gap));
-        let today = date(day);
         // Databases first seen now but created on an earlier day (just before midnight, or
         // while no controller ran): their creation goes to that day.
         let mut created_earlier = Vec::new();
@@ -228,7 +227,7 @@ impl UsageReport {
 
 /// A CSV field, quoted when needed, and never starting a formula when opened in a spreadsheet.
 fn csv_field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) { format!("'{text}") } else { text.to_string() };
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_string() };
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
 }
 
@@ -298,6 +297,7 @@ mod tests {
         assert_eq!(csv_field("kate"), "kate");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("\t=1"), "'\t=1");
     }
 
     fn db(id: &str, name: &str, owner: &str, created_at: &str, status: DatabaseStatus) -> DatabaseRecord {

@@ -161,9 +161,13 @@ async fn tokens_are_required_and_owners_see_and_change_only_their_own() {
     );
     let (status, body) = core.call(None, "GET", "/v1/projects", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
-    for open in ["/healthz", "/health", "/v1/openapi.json", "/metrics"] {
+    for open in ["/healthz", "/health", "/v1/openapi.json"] {
         assert_eq!(core.call(None, "GET", open, None).await.0, StatusCode::OK, "{open} needs no token");
     }
+    // /metrics names every owner's databases: admins only.
+    assert_eq!(core.call(None, "GET", "/metrics", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(core.call(Some(KATE), "GET", "/metrics", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(core.call(Some(ADMIN), "GET", "/metrics", None).await.0, StatusCode::OK);
 
     core.ready_project(KATE, "shop").await;
     let db = |n: &str| json!({"name": n, "project": "shop"});
@@ -368,7 +372,7 @@ async fn a_dead_instance_is_marked_recovering_not_ready_and_restarted() {
     assert_eq!((database.status, database.error), (DatabaseStatus::Running, None));
     assert!(core.runtime.is_running(&name("kate-pg")));
     routes.wait_for(|t| t.routes.iter().all(|r| r.state == RouteState::Ready)).await.expect("ready again");
-    let (_, metrics) = core.call(None, "GET", "/metrics", None).await;
+    let (_, metrics) = core.call(Some(ADMIN), "GET", "/metrics", None).await;
     assert_eq!(metrics, Value::Null, "metrics are text, not JSON");
 }
 
@@ -415,7 +419,7 @@ async fn the_original_api_shapes_and_status_codes_hold() {
     assert_eq!((project["owner"].as_str(), project["dbType"].as_str()), (Some("kate"), Some("postgres")));
     let id = project["id"].as_str().expect("id").to_string();
 
-    let metrics = core.text("/metrics").await;
+    let metrics = core.text_as(ADMIN, "/metrics").await;
     assert!(
         metrics.contains("devdb_projects{status=\"pending\"} 1")
             || metrics.contains("devdb_projects{status=\"restoring\"} 1")
@@ -596,7 +600,7 @@ mod lifecycle {
         assert!(stopped["stoppedAt"].is_string());
         assert!(!core.runtime.is_running(&name("kate-pg")), "no instance while stopped");
         assert_eq!(core.route_state("kate-pg"), Some(RouteState::Asleep), "still routed: a connection wakes it");
-        let metrics = core.text("/metrics").await;
+        let metrics = core.text_as(ADMIN, "/metrics").await;
         for line in [
             "devdb_databases_stopped{reason=\"manual\"} 1",
             "devdb_database_stopped_timestamp_seconds{database=\"kate-pg\"} 1",
@@ -700,7 +704,7 @@ mod lifecycle {
         core.enforce_at(Duration::from_secs(4 * 3600)).await;
         core.settles("kate-pg", "gone").await;
         assert_eq!(core.database("keep-pg").await.0, StatusCode::OK, "protected");
-        let metrics = core.text("/metrics").await;
+        let metrics = core.text_as(ADMIN, "/metrics").await;
         assert!(metrics.contains("devdb_databases_expired_total 1"), "{metrics}");
         // Protection can be lifted; then it expires too.
         let (status, _) =
@@ -913,7 +917,7 @@ async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_it
     assert_eq!(history.hour.len(), 3, "two samples from before the restart, one after");
     assert_eq!(history.latest().map(|p| p.commits), Some(None));
 
-    let metrics = core.text("/metrics").await;
+    let metrics = core.text_as(ADMIN, "/metrics").await;
     for line in [
         "devdb_database_size_bytes{database=\"kate-pg\"} 8388608",
         "devdb_database_connections{database=\"kate-pg\",state=\"active\"} 3",
@@ -1035,11 +1039,30 @@ async fn the_dashboard_signs_in_with_a_token_shows_each_owner_only_their_own_and
     assert_eq!((signed.status, signed.location()), (StatusCode::SEE_OTHER, "/ui/databases/kate-pg"));
     let session = signed.cookies().into_iter().find(|c| c.starts_with("devdb_session=")).expect("session").to_string();
     assert_eq!(session, format!("devdb_session={KATE}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"));
+    let renewed =
+        signed.cookies().into_iter().find(|c| c.starts_with("devdb_csrf=")).expect("a new csrf cookie").to_string();
+    let old_csrf = csrf.clone();
+    let csrf = renewed.split(';').next().and_then(|c| c.strip_prefix("devdb_csrf=")).expect("value").to_string();
+    assert_ne!(csrf, old_csrf, "a CSRF token planted before sign-in is worth nothing after");
     let hostile_next = core
-        .browse("POST", "/ui/sign-in", &jar, Some(&format!("token={KATE}&csrf={csrf}&next=//evil.example")), &[])
+        .browse("POST", "/ui/sign-in", &jar, Some(&format!("token={KATE}&csrf={old_csrf}&next=//evil.example")), &[])
         .await;
     assert_eq!(hostile_next.location(), "/", "no open redirect");
     let kate = format!("devdb_csrf={csrf}; devdb_session={KATE}");
+    let planted = format!("devdb_csrf={csrf}; devdb_session={BOB}; devdb_session={KATE}");
+    let tossed = core.browse("GET", "/ui/databases", &planted, None, &[]).await;
+    assert_eq!(tossed.status, StatusCode::SEE_OTHER, "a second, planted session cookie signs out");
+    let over_tls = [("x-forwarded-proto", "https")];
+    let plain_cookie = core.browse("GET", "/ui/databases", &kate, None, &over_tls).await;
+    assert_eq!(plain_cookie.status, StatusCode::SEE_OTHER, "behind TLS only __Host- cookies count");
+    let host_cookie = format!("__Host-devdb_csrf={csrf}; __Host-devdb_session={KATE}");
+    assert_eq!(core.browse("GET", "/ui/databases", &host_cookie, None, &over_tls).await.status, StatusCode::OK);
+    let missing = core.browse("GET", "/v1/no-such-thing", "", None, &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert!(missing.body.contains("\"not_found\""), "the API's JSON error: {}", missing.body);
+    let missing = core.browse("GET", "/ui/no/such/page", &kate, None, &[]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("There is no such page."));
 
     // Kate sees her database only, with its connection details and charts.
     let list = core.browse("GET", "/ui/databases", &kate, None, &[]).await;

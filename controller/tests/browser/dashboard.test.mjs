@@ -91,7 +91,7 @@ try {
 
   step("kate creates a database from it and waits for it to run");
   await page.getByRole("link", { name: "New database" }).click();
-  await page.getByLabel("Name").fill("kate-pg");
+  await page.getByRole("textbox", { name: "Name", exact: true }).fill("kate-pg");
   await page.locator("#create").getByLabel("Project").selectOption("shop");
   await page.getByRole("button", { name: "Create" }).click();
   await page.waitForURL(/\/ui\/databases\/kate-pg$/);
@@ -107,8 +107,8 @@ try {
   assert.equal(await page.locator("#password").textContent(), copied.split(":")[2].split("@")[0]);
 
   step("she changes work_mem and sees it with SHOW");
-  await page.getByLabel("Parameter").selectOption("work_mem");
-  await page.getByLabel("Value").fill("48MB");
+  await page.getByRole("combobox", { name: /^Parameter/ }).selectOption("work_mem");
+  await page.getByRole("textbox", { name: "Value", exact: true }).fill("48MB");
   await page.getByRole("button", { name: "Set" }).click();
   await page.waitForURL(/\/ui\/databases\/kate-pg$/);
   await until("work_mem to apply", () => psql(copied, "-c", "SHOW work_mem") === "48MB");
@@ -158,7 +158,7 @@ try {
   step("bob clones the shared project for himself");
   await asBob.page.goto(url + "/ui/databases");
   await assertLabelled(asBob.page);
-  await asBob.page.getByLabel("Name").fill("bob-pg");
+  await asBob.page.getByRole("textbox", { name: "Name", exact: true }).fill("bob-pg");
   await asBob.page.getByRole("button", { name: "Create" }).click();
   await asBob.page.waitForURL(/\/ui\/databases\/bob-pg$/);
   await asBob.page.locator(".summary .badge.running").waitFor({ timeout: 120_000 });

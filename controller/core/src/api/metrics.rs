@@ -108,7 +108,14 @@ fn register_samples(registry: &mut Registry, latest: &std::collections::HashMap<
     }
 }
 
-pub async fn metrics<P: Platform>(State(state): Shared<P>) -> Result<impl IntoResponse, ApiError> {
+/// For admins only (when tokens are configured): it names every owner's databases.
+pub async fn metrics<P: Platform>(
+    State(state): Shared<P>,
+    caller: crate::auth::Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    if caller != crate::auth::Caller::Admin {
+        return Err(ApiError::Forbidden("/metrics names every owner's databases: admin tokens only".into()));
+    }
     let projects = Family::<StatusLabel, Gauge>::default();
     let databases = Family::<StatusLabel, Gauge>::default();
     for p in state.store.projects(None).await? {

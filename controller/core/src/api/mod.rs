@@ -106,11 +106,11 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
     let api = Router::new()
         .nest("/v1", v1)
         .merge(compat)
+        .route("/metrics", get(metrics::metrics::<P>))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate::<P>))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/health", get(compat::health))
-        .route("/metrics", get(metrics::metrics::<P>))
         .with_state(state.clone());
     let dashboard = crate::dashboard::router(api.clone(), state.config.tokens.clone());
     api.merge(dashboard)
@@ -128,8 +128,8 @@ async fn guard_origin<P: Platform>(State(state): Shared<P>, request: axum::extra
         return ApiError::Forbidden("requests from another site cannot change anything here".into()).into_response();
     }
     if state.config.tokens.is_empty() {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        if let Some(host) = host.filter(|h| !loopback_host(h)) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        if !loopback_host(host) {
             return ApiError::Forbidden(format!(
                 "this controller has no API tokens, so it answers only to loopback names, not {host:?}"
             ))
@@ -139,13 +139,21 @@ async fn guard_origin<P: Platform>(State(state): Shared<P>, request: axum::extra
     next.run(request).await
 }
 
-/// `localhost`, `127.0.0.1`, `[::1]`, with or without a port.
+/// `localhost`, `127.0.0.1`, `[::1]`, with or without a port, and nothing else.
 fn loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((name, after)) => (name, after.strip_prefix(':').or_else(|| after.is_empty().then_some(""))),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, Some("")),
+        },
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let port_ok = port.is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok
+        && (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
 }
 
 /// Refuses requests without a valid token (when tokens are configured) and records the caller.
@@ -300,4 +308,30 @@ pub async fn project_for<P: Platform>(
         return Err(ApiError::Forbidden(format!("project {} belongs to {:?}", project.name, project.owner)));
     }
     Ok(project)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn only_loopback_names_with_an_optional_port_pass() {
+        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:8080", "127.1.2.3:1", "[::1]", "[::1]:8080"] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "[::1].evil.example",
+            "[::1]evil",
+            "[::1]:80x",
+            "127.0.0.1:8080:1",
+            "::1",
+            "10.0.0.1:8080",
+        ] {
+            assert!(!loopback_host(refused), "{refused}");
+        }
+    }
 }

@@ -123,7 +123,18 @@ fn forged(session: &Session) -> Response {
     (StatusCode::FORBIDDEN, pages::problem(session, "Refused", message)).into_response()
 }
 
-async fn not_found(Extension(session): Extension<Session>) -> Response {
+/// Any path no route takes (under `/ui` or elsewhere, the API's included): the API's JSON 404
+/// outside the dashboard, a page inside it. A fallback runs without the session layer.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if !uri.path().starts_with("/ui") {
+        return crate::api::ApiError::NotFound(format!("no such path: {}", uri.path())).into_response();
+    }
+    let session = Session {
+        token: None,
+        caller: crate::auth::Caller::Owner(String::new()),
+        csrf: String::new(),
+        signed_in: false,
+    };
     (StatusCode::NOT_FOUND, pages::problem(&session, "Not found", "There is no such page.")).into_response()
 }
 
@@ -161,8 +172,12 @@ async fn sign_in(
         let page = pages::sign_in(&session, next, Some("That token is not valid here."));
         return (StatusCode::UNAUTHORIZED, page).into_response();
     }
-    let cookie = session::sign_in_cookie(&headers, token);
-    ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+    // A new CSRF token with the new session: one planted before sign-in is worth nothing after.
+    let cookies = axum::response::AppendHeaders([
+        (header::SET_COOKIE, session::sign_in_cookie(&headers, token)),
+        (header::SET_COOKIE, session::new_csrf_cookie(&headers)),
+    ]);
+    (cookies, Redirect::to(next)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -174,7 +189,7 @@ async fn sign_out(Extension(session): Extension<Session>, headers: HeaderMap, Fo
     if !session.verify(&form.csrf) {
         return forged(&session);
     }
-    let cookie = session::set_cookie(&headers, session::SESSION_COOKIE, "", 0);
+    let cookie = session::sign_out_cookie(&headers);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/sign-in")).into_response()
 }
 

@@ -75,7 +75,7 @@ impl DevDb {
             .args(["--proxy-listen", &format!("127.0.0.1:{}", self.proxy_port)])
             .args(["--proxy-admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -129,6 +129,12 @@ impl DevDb {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A GET's body as text.
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.request(reqwest::Method::GET, path).send().await.expect("API call");
+        response.text().await.expect("body")
     }
 
     /// The `X-Release` header of a GET.
