@@ -663,6 +663,54 @@ async fn routes_follow_the_database_resources_and_turn_ready_with_the_pod() {
     watching.abort();
 }
 
+/// Store documents (monitoring histories, the usage ledger) are ConfigMaps in the controller's
+/// namespace, written whole by server-side apply.
+mod documents {
+    use super::*;
+    use devdb_core::store::Store;
+
+    const MAP: &str = "/api/v1/namespaces/devdb/configmaps/devdb-doc.history.db-abc";
+
+    #[tokio::test]
+    async fn a_document_is_applied_read_and_deleted_as_a_config_map() {
+        let (client, mut server) = apiserver::client();
+        let reporter = kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: None };
+        let store = Arc::new(CrdStore::new(client, "devdb", Passwords::new(KEY), reporter));
+        let map = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "devdb-doc.history.db-abc",
+                "labels": { "app.kubernetes.io/managed-by": "devdb", "devdb.dev/document": "true" },
+            },
+            "data": { "document.json": "{\"hour\":[]}" },
+        });
+        let writing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.put_document("history/db-abc", "{\"hour\":[]}").await.expect("written");
+                let read = store.document("history/db-abc").await.expect("read");
+                let absent = store.document("history/db-abc").await.expect("read");
+                store.delete_document("history/db-abc").await.expect("deleted");
+                store.delete_document("history/db-abc").await.expect("absent already is fine");
+                (read, absent)
+            })
+        };
+        server
+            .run(vec![
+                Step::apply(MAP, &map),
+                Step::get(MAP).reply(map.clone()),
+                Step::get(MAP).fail(404, "NotFound"),
+                Step::delete(MAP),
+                Step::delete(MAP).fail(404, "NotFound"),
+            ])
+            .await;
+        let (read, absent) = writing.await.expect("ran");
+        assert_eq!(read.as_deref(), Some("{\"hour\":[]}"));
+        assert_eq!(absent, None);
+    }
+}
+
 mod leader {
     use super::*;
     use devdb_kube::leader::LeaderLease;
