@@ -952,6 +952,16 @@ async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_it
     assert_eq!(theirs["rows"], json!([]), "an owner never sees another's use");
     let csv = core.text_as(ADMIN, "/v1/reports/usage?format=csv").await;
     assert_eq!(csv.lines().count(), 1 + rows.len(), "{csv}");
+    let request = Request::builder()
+        .uri("/v1/reports/usage")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("accept", "text/csv");
+    let response = core.app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("answered");
+    let by_accept =
+        String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned();
+    assert_eq!(by_accept, csv, "Accept: text/csv asks for the same CSV");
+    let (_, none) = core.call(Some(ADMIN), "GET", "/v1/reports/usage?project=other", None).await;
+    assert_eq!(none["rows"], json!([]), "filtered by project");
     assert!(csv.contains("\nkate,shop,1,1,"), "{csv}");
     assert_eq!(core.call(Some(ADMIN), "GET", "/v1/reports/usage?from=soon", None).await.0, StatusCode::BAD_REQUEST);
 }

@@ -67,6 +67,7 @@ pub struct ReportQuery {
     from: Option<String>,
     to: Option<String>,
     owner: Option<String>,
+    project: Option<String>,
     format: Option<String>,
 }
 
@@ -95,23 +96,33 @@ pub fn report_period(from: Option<&str>, to: Option<&str>, today: i64) -> Result
         ("from" = Option<String>, Query, description = "First day (UTC), default 29 days before `to`"),
         ("to" = Option<String>, Query, description = "Last day (UTC), default today"),
         ("owner" = Option<String>, Query, description = "One owner (an owner token sees only its own)"),
-        ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("project" = Option<String>, Query, description = "One project"),
+        ("format" = Option<String>, Query, description = "json (default) or csv; or send Accept: text/csv"),
     ),
     responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody))
 )]
 pub async fn usage_report<P: Platform>(
     axum::extract::State(state): Shared<P>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
+    let accepts_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/csv")));
     let today = crate::monitor::unix(std::time::SystemTime::now()).div_euclid(86_400);
     let (from, to) = report_period(query.from.as_deref(), query.to.as_deref(), today)?;
-    let report = match caller.scope(query.owner.as_deref()) {
+    let mut report = match caller.scope(query.owner.as_deref()) {
         Some(owner) => crate::usage::report(&*state.store, from, to, owner).await?,
         None => UsageReport { from: crate::usage::date(from), to: crate::usage::date(to), rows: Vec::new() },
     };
-    match query.format.as_deref() {
+    if let Some(project) = query.project.as_deref().filter(|p| !p.is_empty()) {
+        report.rows.retain(|r| r.project == project);
+    }
+    let format = query.format.as_deref().or(accepts_csv.then_some("csv"));
+    match format {
         None | Some("json") => Ok(Json(report).into_response()),
         Some("csv") => {
             let filename = format!("attachment; filename=\"devdb-usage-{}-{}.csv\"", report.from, report.to);
