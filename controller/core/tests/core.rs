@@ -123,13 +123,6 @@ impl Core {
         String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned()
     }
 
-    /// A GET's body as text.
-    async fn text(&self, path: &str) -> String {
-        let request = Request::builder().uri(path).body(Body::empty()).expect("request");
-        let response = self.app.clone().oneshot(request).await.expect("answered");
-        String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned()
-    }
-
     /// A project `name` of `token`'s owner, ready.
     async fn ready_project(&self, token: &str, project: &str) {
         let body = json!({"name": project, "backupLocation": "https://dumps.example.com/shop.dump"});
