@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod format;
 pub mod limits;
 pub mod load;
+pub mod masking;
 pub mod policy;
 /// The SQL splitter (its own crate, pure and fuzzed).
 pub use devdb_restore_script as script;
@@ -59,6 +60,8 @@ pub enum RestoreError {
         "the dump made {0} privileged (superuser, replication, row-security bypass or server file and program access); DevDB refuses such snapshots"
     )]
     PrivilegedRoles(String),
+    #[error("{0}")]
+    Masking(String),
     #[error("{step} failed: {detail}")]
     Step { step: &'static str, detail: String },
     #[error("i/o error while preparing the dump: {0}")]

@@ -101,7 +101,7 @@ fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<String> {
         let fetched = runtime.block_on(devdb_restore::fetch(&args.source, &dest, policy, limits, |_, _| {}))?;
         Some(devdb_restore::prepare(&fetched.path, work, limits.max_source_bytes)?)
     };
-    let template = Template { pg: &pg, data: args.pgdata.clone(), scratch: work.join("server") };
+    let template = Template { pg: &pg, data: args.pgdata.clone(), scratch: work.join("server"), masking: None };
     let owner = Owner { user: &args.user, password: &args.password, database: &args.database };
     let loaded = template.build(&owner, dump.as_ref())?;
     let format = dump.as_ref().map_or("nothing (an empty database)".to_string(), |d| format!("a {:?} dump", d.format));

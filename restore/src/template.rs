@@ -48,6 +48,8 @@ pub struct Template<'a> {
     pub data: PathBuf,
     /// A directory for the server's socket and logs (private to the PostgreSQL user).
     pub scratch: PathBuf,
+    /// The project's masking, applied after the load (see [`crate::masking`]).
+    pub masking: Option<&'a crate::masking::MaskPlan>,
 }
 
 impl Template<'_> {
@@ -134,6 +136,16 @@ impl Template<'_> {
             }
             None => Loaded::default(),
         };
+        let masked = match (self.masking, dump) {
+            (Some(plan), Some(_)) => {
+                let mut as_owner = Session::connect(socket, PORT, owner.user, owner.database, None)
+                    .map_err(RestoreError::step("connecting as the project's user"))?;
+                let mut as_admin = admin(owner.database)?;
+                crate::masking::apply(&mut as_owner, &mut as_admin, plan)
+                    .map_err(|e| RestoreError::Masking(e.to_string()))?
+            }
+            _ => Vec::new(),
+        };
 
         let mut postgres = admin("postgres")?;
         let privileged = privileged_roles(&mut postgres).map_err(RestoreError::step("checking the roles"))?;
@@ -152,6 +164,13 @@ impl Template<'_> {
             .map_err(RestoreError::step("checkpoint"))?;
         drop(postgres);
         pg.stop(data, StopMode::Fast).map_err(RestoreError::step("stopping the restore server"))?;
+        if !masked.is_empty() {
+            // The WAL of the load holds every original row: after the clean stop, a new empty
+            // WAL replaces it.
+            let mut reset = pg.command("pg_resetwal");
+            reset.arg("-D").arg(data);
+            devdb_pgctl::run(reset, "pg_resetwal").map_err(RestoreError::step("discarding the WAL of the load"))?;
+        }
         write_conf(data, BASE_CONF)?;
         // Durable before it is copied or snapshotted: this data directory's files alone.
         pg.sync_data_dir(data).map_err(RestoreError::step("syncing the template to disk"))?;

@@ -221,6 +221,65 @@ pub struct Database {
     pub settings: std::collections::BTreeMap<String, String>,
 }
 
+/// A project's masking: how its snapshot's personal data is replaced before any clone sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Masking {
+    pub rules: Vec<MaskRule>,
+    /// Refuse clones while a column the scan found personal has no rule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_rules: bool,
+}
+
+/// How one column (or one value inside a JSON column) is masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct MaskRule {
+    /// `table` or `schema.table` (default schema `public`).
+    pub table: String,
+    pub column: String,
+    /// In a `json`/`jsonb` column: the keys leading to the value masked (`["contact", "email"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_path: Vec<String>,
+    pub strategy: MaskStrategy,
+    /// `constant`: the value written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `dateShift`: the most days a value moves either way (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+}
+
+/// A masking strategy. Every keyed one is deterministic under the project's key: equal inputs
+/// give equal outputs (joins and foreign keys still match), and without the key an output
+/// cannot be traced back by trying a dictionary of inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum MaskStrategy {
+    /// `user_<16 hex>@example.com`: valid, and distinct inputs stay distinct.
+    Email,
+    /// A first and last name from a fixed list.
+    Name,
+    /// `+1 555 0xx xxxx`.
+    Phone,
+    /// A house number and street from a fixed list.
+    Address,
+    /// The keyed hash in hex (64 characters).
+    Hash,
+    Null,
+    /// The rule's `value`.
+    Constant,
+    /// Letters become `x`, digits `0`: the length and shape stay.
+    Redact,
+    /// Moved by up to `days` days, the same for the same row.
+    DateShift,
+    /// Reviewed, and left as it is.
+    Keep,
+}
+
 /// Every API error: `{ "error": { "code", "message" } }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -361,7 +361,8 @@ impl LocalRuntime {
             if let Some(dump) = &dump {
                 this.check_space(&work, dir_size(&dump.path).saturating_mul(2).saturating_add(RESTORE_MARGIN))?;
             }
-            let template = Template { pg: &this.pg, data: work.join("data"), scratch: work.join("server") };
+            let template =
+                Template { pg: &this.pg, data: work.join("data"), scratch: work.join("server"), masking: None };
             let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
             let loaded = template.build_until(&owner, dump.as_ref(), &stopping).map_err(restore_failed)?;
             tracing::info!(

@@ -2,4 +2,5 @@
 //! the database image's entrypoints as the image runs them.
 
 mod image;
+mod masking;
 mod restore;

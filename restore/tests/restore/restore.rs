@@ -160,13 +160,13 @@ fn a_trigger_raising_a_notice_per_row_does_not_stall_a_copy() {
 }
 
 /// A directory for templates that the PostgreSQL user can pass through.
-fn workspace() -> tempfile::TempDir {
+pub(crate) fn workspace() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("devdb-restore-").tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("mode");
     dir
 }
 
-const OWNER: Owner<'static> = Owner { user: "app", password: "pw-0123456789", database: "shop" };
+pub(crate) const OWNER: Owner<'static> = Owner { user: "app", password: "pw-0123456789", database: "shop" };
 
 fn build(dir: &Path, dump: Option<&[u8]>) -> Result<load::Loaded, RestoreError> {
     let pg = pg();
@@ -175,11 +175,12 @@ fn build(dir: &Path, dump: Option<&[u8]>) -> Result<load::Loaded, RestoreError> 
         std::fs::write(&path, bytes).expect("dump");
         devdb_restore::prepare(&path, dir, 1 << 30).expect("a dump")
     });
-    Template { pg: &pg, data: dir.join("data"), scratch: dir.join("server") }.build(&OWNER, dump.as_ref())
+    Template { pg: &pg, data: dir.join("data"), scratch: dir.join("server"), masking: None }
+        .build(&OWNER, dump.as_ref())
 }
 
 /// Starts a built template on a private socket: (pg, socket dir, port). Stopped by the caller.
-fn start_template(dir: &Path) -> (PgCtl, PathBuf, u16) {
+pub(crate) fn start_template(dir: &Path) -> (PgCtl, PathBuf, u16) {
     let pg = pg();
     let socket = dir.join("inspect");
     pg.make_dir(&socket).expect("socket dir");
@@ -293,7 +294,8 @@ fn archives_restore_through_pg_restore_as_the_sandbox_user() {
         if dump.format == DumpFormat::Directory {
             pg.give_to_sandbox(&out).expect("the sandbox reads the directory");
         }
-        let template = Template { pg: &pg, data: dir.path().join("data"), scratch: dir.path().join("server") };
+        let template =
+            Template { pg: &pg, data: dir.path().join("data"), scratch: dir.path().join("server"), masking: None };
         template.build(&OWNER, Some(&dump)).unwrap_or_else(|e| panic!("-F{format}: {e}"));
         let (pg, socket, port) = start_template(dir.path());
         let mut app = Session::connect(&socket, port, "app", "shop", None).expect("as the project's user");

@@ -1,0 +1,348 @@
+//! Masking a restored template before any clone exists: the project's rules become SQL run in
+//! the project's database as the project's own user (never as superuser: a dump's triggers,
+//! index expressions and check constraints run as whoever writes the rows), then everything
+//! that could still hold an original value is rewritten or dropped.
+//!
+//! - Every strategy is an SQL expression keyed by the project's secret, which reaches the server
+//!   only as a session setting (`devdb.mask_key`): never in a catalog, a function body or a
+//!   file. The keyed hash is `sha256(k || sha256(k || input))` (no length extension). The
+//!   session's `search_path` is `pg_catalog, pg_temp`, so a dump's functions cannot stand in.
+//! - All rules run in one transaction. The masked tables' own triggers and rules are disabled
+//!   meanwhile (an audit trigger would copy the originals elsewhere) and put back as they were.
+//!   The foreign keys touching masked tables are dropped and added again afterwards, which
+//!   checks them: a key and its references get the same masked value from the same input.
+//!   Unique and check constraints are enforced as usual. A violation fails the restore naming
+//!   the table, the column and the constraint.
+//! - Afterwards: `VACUUM FULL` of each masked table (new files for the heap, its TOAST and its
+//!   indexes; the old ones are unlinked), `ANALYZE` then `VACUUM FULL pg_statistic` (statistics
+//!   sample column values), and, once the server has stopped cleanly, `pg_resetwal` (the WAL of
+//!   the load holds every original row).
+
+use devdb_pgctl::session::Session;
+use devdb_shared::api::{MaskRule, MaskStrategy};
+
+use crate::template::{ident, literal};
+
+/// Why rules cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error("masking rule {index}: {reason}")]
+    Rule { index: usize, reason: String },
+    #[error("masking {table}.{column}: {reason}")]
+    Failed { table: String, column: String, reason: String },
+    #[error("masking: {0}")]
+    Session(String),
+}
+
+/// The project's rules and secret key.
+#[derive(Debug, Clone)]
+pub struct MaskPlan {
+    pub rules: Vec<MaskRule>,
+    /// At least 32 characters; never shown.
+    pub key: String,
+}
+
+const FIRST_NAMES: &[&str] = &[
+    "Alex", "Blair", "Casey", "Dana", "Eli", "Frankie", "Gray", "Harper", "Indy", "Jules", "Kai", "Lee", "Morgan",
+    "Noel", "Oakley", "Parker", "Quinn", "Reese", "Sage", "Taylor", "Uma", "Vic", "Wren", "Yael",
+];
+const LAST_NAMES: &[&str] = &[
+    "Archer", "Brook", "Carter", "Dale", "Ellis", "Fisher", "Gale", "Hale", "Irving", "Jensen", "Keller", "Lane",
+    "Mercer", "North", "Oakes", "Price", "Quarry", "Reed", "Stone", "Turner", "Vale", "West", "Young",
+];
+const STREETS: &[&str] =
+    &["Maple", "Oak", "Pine", "Cedar", "Elm", "Birch", "Willow", "Ash", "Spruce", "Walnut", "Chestnut", "Laurel"];
+
+/// `schema.table` as a quoted name (`public` by default).
+fn table_name(table: &str) -> Result<(String, String), String> {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    if schema.is_empty() || name.is_empty() || name.contains('.') {
+        return Err(format!("table {table:?}: use table or schema.table"));
+    }
+    Ok((schema.to_string(), name.to_string()))
+}
+
+/// The keyed hash of the text `input` under `tag`, as 64 hex digits.
+fn keyed(tag: &str, input: &str) -> String {
+    let key = "convert_to(current_setting('devdb.mask_key'), 'UTF8')";
+    format!(
+        "encode(sha256({key} || sha256({key} || convert_to({} || ({input})::text, 'UTF8'))), 'hex')",
+        literal(&format!("{tag}|"))
+    )
+}
+
+/// A non-negative integer from the keyed hash.
+fn keyed_int(tag: &str, input: &str) -> String {
+    format!("((('x' || left({}, 8))::bit(32)::int) & 2147483647)", keyed(tag, input))
+}
+
+fn pick(list: &[&str], tag: &str, input: &str) -> String {
+    let array = list.iter().map(|s| literal(s)).collect::<Vec<_>>().join(", ");
+    format!("(ARRAY[{array}])[1 + {} % {}]", keyed_int(tag, input), list.len())
+}
+
+/// The masked value of `value` (an SQL expression of the original, text for text strategies);
+/// `row` is the whole row as text (for per-row strategies).
+fn expression(rule: &MaskRule, value: &str, row: &str) -> Result<Option<String>, String> {
+    Ok(Some(match rule.strategy {
+        MaskStrategy::Keep => return Ok(None),
+        MaskStrategy::Null => "NULL".into(),
+        MaskStrategy::Constant => literal(rule.value.as_deref().ok_or("the constant strategy needs a value")?),
+        MaskStrategy::Email => format!("'user_' || left({}, 16) || '@example.com'", keyed("email", value)),
+        MaskStrategy::Hash => keyed("hash", value),
+        MaskStrategy::Name => {
+            format!("{} || ' ' || {}", pick(FIRST_NAMES, "first", value), pick(LAST_NAMES, "last", value))
+        }
+        MaskStrategy::Phone => format!(
+            "'+1 555 0' || lpad(({} % 100)::text, 2, '0') || ' ' || lpad(({} % 10000)::text, 4, '0')",
+            keyed_int("phone-a", value),
+            keyed_int("phone-b", value)
+        ),
+        MaskStrategy::Address => format!(
+            "(1 + {} % 9999)::text || ' ' || {} || ' Street'",
+            keyed_int("number", value),
+            pick(STREETS, "street", value)
+        ),
+        MaskStrategy::Redact => {
+            format!("regexp_replace(regexp_replace(({value})::text, '[[:alpha:]]', 'x', 'g'), '[[:digit:]]', '0', 'g')")
+        }
+        MaskStrategy::DateShift => {
+            let days = i64::from(rule.days.unwrap_or(30));
+            if days == 0 || days > 3650 {
+                return Err("dateShift days must be 1 to 3650".into());
+            }
+            format!("(({value}) + (({} % {}) - {days}) * interval '1 day')", keyed_int("date", row), 2 * days + 1)
+        }
+    }))
+}
+
+/// The `UPDATE` statements for `rules`, one per table (all its masked columns at once), in the
+/// order tables first appear; each names the table and columns it masks.
+///
+/// # Errors
+/// [`MaskError::Rule`] for a rule that cannot be expressed (a bad table name, a constant
+/// without a value, a bad day count, a column masked twice).
+pub fn statements(rules: &[MaskRule]) -> Result<Vec<(String, Vec<String>, String)>, MaskError> {
+    let mut tables: Vec<((String, String), Vec<(usize, &MaskRule)>)> = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        let table = table_name(&rule.table).map_err(|reason| MaskError::Rule { index, reason })?;
+        if rule.column.is_empty() {
+            return Err(MaskError::Rule { index, reason: "no column".into() });
+        }
+        match tables.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, list)) => list.push((index, rule)),
+            None => tables.push((table, vec![(index, rule)])),
+        }
+    }
+    let mut out = Vec::new();
+    for ((schema, table), list) in tables {
+        let alias = "devdb_row";
+        let mut sets: Vec<(String, String)> = Vec::new();
+        for (index, rule) in &list {
+            let column = ident(&rule.column);
+            let row = format!("{alias}::text");
+            let assignment = if rule.json_path.is_empty() {
+                expression(rule, &format!("{alias}.{column}"), &row)
+                    .map_err(|reason| MaskError::Rule { index: *index, reason })?
+                    .map(|e| (column.clone(), e))
+            } else {
+                // A value inside a JSON document: replaced where present, as a JSON string
+                // (null for the null strategy).
+                let path =
+                    format!("ARRAY[{}]", rule.json_path.iter().map(|k| literal(k)).collect::<Vec<_>>().join(", "));
+                let current = sets
+                    .iter()
+                    .find(|(c, _)| *c == column)
+                    .map_or_else(|| format!("{alias}.{column}::jsonb"), |(_, e)| format!("({e})::jsonb"));
+                expression(rule, &format!("({alias}.{column}::jsonb #>> {path})"), &row)
+                    .map_err(|reason| MaskError::Rule { index: *index, reason })?
+                    .map(|e| {
+                        let set = format!(
+                            "CASE WHEN {current} #> {path} IS NULL THEN {current} ELSE jsonb_set({current}, {path}, to_jsonb({e})) END"
+                        );
+                        (column.clone(), set)
+                    })
+            };
+            let Some((column, expression)) = assignment else { continue };
+            match sets.iter_mut().find(|(c, _)| *c == column) {
+                Some(existing) if !rule.json_path.is_empty() => existing.1 = expression,
+                Some(_) => {
+                    return Err(MaskError::Rule {
+                        index: *index,
+                        reason: format!("column {} is masked twice", rule.column),
+                    });
+                }
+                None => sets.push((column, expression)),
+            }
+        }
+        if sets.is_empty() {
+            continue;
+        }
+        let qualified = format!("{}.{}", ident(&schema), ident(&table));
+        // A NULL stays NULL (but for the constant strategy, whose output does not depend on it).
+        let assignments = sets
+            .iter()
+            .map(|(column, e)| format!("{column} = CASE WHEN {alias}.{column} IS NULL THEN NULL ELSE ({e}) END"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = list.iter().map(|(_, r)| r.column.clone()).collect();
+        out.push((format!("{schema}.{table}"), columns, format!("UPDATE {qualified} AS {alias} SET {assignments}")));
+    }
+    Ok(out)
+}
+
+/// Applies `plan` in the project's database (`owner`: a session as the project's user there),
+/// then, as superuser (`admin`, in the same database), rewrites the masked tables and the
+/// statistics. Returns the tables masked.
+///
+/// # Errors
+/// [`MaskError`] naming the rule, or the table, column and constraint that refused.
+pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, MaskError> {
+    let updates = statements(&plan.rules)?;
+    if updates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
+    let tables: Vec<String> = updates.iter().map(|(t, _, _)| t.clone()).collect();
+    let quoted: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let (schema, table) = t.split_once('.').unwrap_or(("public", t));
+            format!("{}.{}", ident(schema), ident(table))
+        })
+        .collect();
+    owner
+        .execute_each(&[
+            "SET search_path = pg_catalog, pg_temp",
+            &format!("SET devdb.mask_key = {}", literal(&plan.key)),
+            "BEGIN",
+        ])
+        .map_err(session)?;
+    let result = mask(owner, &updates, &quoted);
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    owner.execute_each(&[end, "RESET devdb.mask_key"]).map_err(session)?;
+    result?;
+    // New files for each masked table, its TOAST table and its indexes: the old ones, with
+    // the original rows in dead tuples and free space, are unlinked. (Maintenance runs with the
+    // table owner's rights.)
+    for table in &quoted {
+        admin.execute(&format!("VACUUM FULL {table}")).map_err(session)?;
+    }
+    // Statistics sample values: gathered again from the masked rows, the old ones rewritten away.
+    admin.execute_each(&["ANALYZE", "VACUUM FULL pg_catalog.pg_statistic"]).map_err(session)?;
+    Ok(tables)
+}
+
+/// The masking transaction's body (see the module documentation).
+fn mask(owner: &mut Session, updates: &[(String, Vec<String>, String)], quoted: &[String]) -> Result<(), MaskError> {
+    let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
+    let oids = format!("ARRAY[{}]::regclass[]", quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", "));
+    let foreign_keys = owner
+        .rows(&format!(
+            "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE contype = 'f' AND (conrelid = ANY ({oids}) OR confrelid = ANY ({oids})) ORDER BY oid"
+        ))
+        .map_err(session)?;
+    let triggers = owner
+        .rows(&format!(
+            "SELECT tgrelid::regclass::text, quote_ident(tgname), tgenabled FROM pg_trigger \
+             WHERE NOT tgisinternal AND tgrelid = ANY ({oids}) ORDER BY oid"
+        ))
+        .map_err(session)?;
+    let rules = owner
+        .rows(&format!(
+            "SELECT ev_class::regclass::text, quote_ident(rulename), ev_enabled FROM pg_rewrite \
+             WHERE ev_class = ANY ({oids}) AND rulename <> '_RETURN' ORDER BY oid"
+        ))
+        .map_err(session)?;
+    let text = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    for fk in &foreign_keys {
+        owner.execute(&format!("ALTER TABLE {} DROP CONSTRAINT {}", text(fk, 0), text(fk, 1))).map_err(session)?;
+    }
+    for (rows, kind) in [(&triggers, "TRIGGER"), (&rules, "RULE")] {
+        for row in rows {
+            owner.execute(&format!("ALTER TABLE {} DISABLE {kind} {}", text(row, 0), text(row, 1))).map_err(session)?;
+        }
+    }
+    for (table, columns, sql) in updates {
+        owner.execute(sql).map_err(|error| MaskError::Failed {
+            table: table.clone(),
+            column: columns.join(", "),
+            reason: error.to_string(),
+        })?;
+    }
+    // Put back as they were: O (origin), A (always), R (replica), D (disabled).
+    for (rows, kind) in [(&triggers, "TRIGGER"), (&rules, "RULE")] {
+        for row in rows {
+            let how = match text(row, 2).as_str() {
+                "A" => "ENABLE ALWAYS",
+                "R" => "ENABLE REPLICA",
+                "D" => continue,
+                _ => "ENABLE",
+            };
+            owner.execute(&format!("ALTER TABLE {} {how} {kind} {}", text(row, 0), text(row, 1))).map_err(session)?;
+        }
+    }
+    for fk in &foreign_keys {
+        let (table, name, definition) = (text(fk, 0), text(fk, 1), text(fk, 2));
+        owner.execute(&format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")).map_err(|error| {
+            MaskError::Failed { table: table.clone(), column: format!("foreign key {name}"), reason: error.to_string() }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(table: &str, column: &str, strategy: MaskStrategy) -> MaskRule {
+        MaskRule { table: table.into(), column: column.into(), json_path: vec![], strategy, value: None, days: None }
+    }
+
+    #[test]
+    fn rules_of_one_table_become_one_update_keyed_by_the_session_setting() {
+        let rules = [
+            rule("customers", "email", MaskStrategy::Email),
+            rule("customers", "name", MaskStrategy::Name),
+            rule("sales.orders", "customer_email", MaskStrategy::Email),
+            rule("customers", "notes", MaskStrategy::Keep),
+        ];
+        let updates = statements(&rules).expect("valid");
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[0].0, "public.customers");
+        assert!(
+            updates[0].2.starts_with("UPDATE \"public\".\"customers\" AS devdb_row SET \"email\" = "),
+            "{}",
+            updates[0].2
+        );
+        assert!(updates[0].2.contains("current_setting('devdb.mask_key')"));
+        assert!(!updates[0].2.contains("\"notes\" ="), "keep changes nothing");
+        assert!(updates[1].2.starts_with("UPDATE \"sales\".\"orders\""));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_naming_the_rule() {
+        let mut constant = rule("t", "c", MaskStrategy::Constant);
+        assert!(statements(&[constant.clone()]).expect_err("no value").to_string().contains("rule 0"));
+        constant.value = Some("n/a".into());
+        assert!(statements(&[constant]).expect("valid")[0].2.contains("'n/a'"));
+        let twice = [rule("t", "c", MaskStrategy::Hash), rule("t", "c", MaskStrategy::Null)];
+        assert!(statements(&twice).expect_err("twice").to_string().contains("masked twice"));
+        assert!(statements(&[rule("a.b.c", "c", MaskStrategy::Hash)]).is_err());
+        let mut shift = rule("t", "d", MaskStrategy::DateShift);
+        shift.days = Some(0);
+        assert!(statements(&[shift]).is_err());
+    }
+
+    #[test]
+    fn names_and_values_are_quoted() {
+        let mut hostile = rule("t\"; DROP TABLE x; --", "c\"", MaskStrategy::Constant);
+        hostile.value = Some("it's".into());
+        let sql = &statements(&[hostile]).expect("valid")[0].2;
+        assert!(
+            sql.contains("\"t\"\"; DROP TABLE x; --\"") && sql.contains("\"c\"\"\"") && sql.contains("'it''s'"),
+            "{sql}"
+        );
+    }
+}
