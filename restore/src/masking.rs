@@ -116,14 +116,26 @@ fn expression(rule: &MaskRule, value: &str, row: &str) -> Result<Option<String>,
     }))
 }
 
+/// One table's masking statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// `schema.table`.
+    pub table: String,
+    pub columns: Vec<String>,
+    pub sql: String,
+}
+
+/// The rules of one table, by index.
+type TableRules<'a> = ((String, String), Vec<(usize, &'a MaskRule)>);
+
 /// The `UPDATE` statements for `rules`, one per table (all its masked columns at once), in the
 /// order tables first appear; each names the table and columns it masks.
 ///
 /// # Errors
 /// [`MaskError::Rule`] for a rule that cannot be expressed (a bad table name, a constant
 /// without a value, a bad day count, a column masked twice).
-pub fn statements(rules: &[MaskRule]) -> Result<Vec<(String, Vec<String>, String)>, MaskError> {
-    let mut tables: Vec<((String, String), Vec<(usize, &MaskRule)>)> = Vec::new();
+pub fn statements(rules: &[MaskRule]) -> Result<Vec<Update>, MaskError> {
+    let mut tables: Vec<TableRules<'_>> = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
         let table = table_name(&rule.table).map_err(|reason| MaskError::Rule { index, reason })?;
         if rule.column.is_empty() {
@@ -186,7 +198,11 @@ pub fn statements(rules: &[MaskRule]) -> Result<Vec<(String, Vec<String>, String
             .collect::<Vec<_>>()
             .join(", ");
         let columns = list.iter().map(|(_, r)| r.column.clone()).collect();
-        out.push((format!("{schema}.{table}"), columns, format!("UPDATE {qualified} AS {alias} SET {assignments}")));
+        out.push(Update {
+            table: format!("{schema}.{table}"),
+            columns,
+            sql: format!("UPDATE {qualified} AS {alias} SET {assignments}"),
+        });
     }
     Ok(out)
 }
@@ -203,7 +219,7 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
         return Ok(Vec::new());
     }
     let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
-    let tables: Vec<String> = updates.iter().map(|(t, _, _)| t.clone()).collect();
+    let tables: Vec<String> = updates.iter().map(|u| u.table.clone()).collect();
     let quoted: Vec<String> = tables
         .iter()
         .map(|t| {
@@ -234,7 +250,7 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
 }
 
 /// The masking transaction's body (see the module documentation).
-fn mask(owner: &mut Session, updates: &[(String, Vec<String>, String)], quoted: &[String]) -> Result<(), MaskError> {
+fn mask(owner: &mut Session, updates: &[Update], quoted: &[String]) -> Result<(), MaskError> {
     let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
     let oids = format!("ARRAY[{}]::regclass[]", quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", "));
     let foreign_keys = owner
@@ -264,10 +280,10 @@ fn mask(owner: &mut Session, updates: &[(String, Vec<String>, String)], quoted: 
             owner.execute(&format!("ALTER TABLE {} DISABLE {kind} {}", text(row, 0), text(row, 1))).map_err(session)?;
         }
     }
-    for (table, columns, sql) in updates {
-        owner.execute(sql).map_err(|error| MaskError::Failed {
-            table: table.clone(),
-            column: columns.join(", "),
+    for update in updates {
+        owner.execute(&update.sql).map_err(|error| MaskError::Failed {
+            table: update.table.clone(),
+            column: update.columns.join(", "),
             reason: error.to_string(),
         })?;
     }
@@ -310,15 +326,15 @@ mod tests {
         ];
         let updates = statements(&rules).expect("valid");
         assert_eq!(updates.len(), 2);
-        assert_eq!(updates[0].0, "public.customers");
+        assert_eq!(updates[0].table, "public.customers");
         assert!(
-            updates[0].2.starts_with("UPDATE \"public\".\"customers\" AS devdb_row SET \"email\" = "),
+            updates[0].sql.starts_with("UPDATE \"public\".\"customers\" AS devdb_row SET \"email\" = "),
             "{}",
-            updates[0].2
+            updates[0].sql
         );
-        assert!(updates[0].2.contains("current_setting('devdb.mask_key')"));
-        assert!(!updates[0].2.contains("\"notes\" ="), "keep changes nothing");
-        assert!(updates[1].2.starts_with("UPDATE \"sales\".\"orders\""));
+        assert!(updates[0].sql.contains("current_setting('devdb.mask_key')"));
+        assert!(!updates[0].sql.contains("\"notes\" ="), "keep changes nothing");
+        assert!(updates[1].sql.starts_with("UPDATE \"sales\".\"orders\""));
     }
 
     #[test]
@@ -326,7 +342,7 @@ mod tests {
         let mut constant = rule("t", "c", MaskStrategy::Constant);
         assert!(statements(&[constant.clone()]).expect_err("no value").to_string().contains("rule 0"));
         constant.value = Some("n/a".into());
-        assert!(statements(&[constant]).expect("valid")[0].2.contains("'n/a'"));
+        assert!(statements(&[constant]).expect("valid")[0].sql.contains("'n/a'"));
         let twice = [rule("t", "c", MaskStrategy::Hash), rule("t", "c", MaskStrategy::Null)];
         assert!(statements(&twice).expect_err("twice").to_string().contains("masked twice"));
         assert!(statements(&[rule("a.b.c", "c", MaskStrategy::Hash)]).is_err());
@@ -339,7 +355,7 @@ mod tests {
     fn names_and_values_are_quoted() {
         let mut hostile = rule("t\"; DROP TABLE x; --", "c\"", MaskStrategy::Constant);
         hostile.value = Some("it's".into());
-        let sql = &statements(&[hostile]).expect("valid")[0].2;
+        let sql = &statements(&[hostile]).expect("valid")[0].sql;
         assert!(
             sql.contains("\"t\"\"; DROP TABLE x; --\"") && sql.contains("\"c\"\"\"") && sql.contains("'it''s'"),
             "{sql}"
