@@ -106,6 +106,9 @@ pub struct Project {
     pub idle_stop_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_ttl: Option<String>,
+    /// Masking rules applied to its snapshot (its key is never shown).
+    #[serde(default, skip_serializing_if = "Masking::is_empty")]
+    pub masking: Masking,
 }
 
 /// `POST /v1/databases`.
@@ -250,6 +253,41 @@ pub struct MaskRule {
     /// `dateShift`: the most days a value moves either way (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
+}
+
+impl Masking {
+    /// No rules, no requirement.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && !self.require_rules
+    }
+
+    /// Refuses rules that cannot be applied, naming the first (by its position).
+    ///
+    /// # Errors
+    /// The reason, for the user.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let fail = |reason: &str| Err(format!("rule {index} ({}.{}): {reason}", rule.table, rule.column));
+            let (schema, table) = rule.table.split_once('.').unwrap_or(("public", &rule.table));
+            if schema.is_empty() || table.is_empty() || table.contains('.') {
+                return fail("name the table as table or schema.table");
+            }
+            if rule.column.is_empty() {
+                return fail("name the column");
+            }
+            if rule.strategy == MaskStrategy::Constant && rule.value.is_none() {
+                return fail("the constant strategy needs a value");
+            }
+            if rule.strategy == MaskStrategy::DateShift && !(1..=3650).contains(&rule.days.unwrap_or(30)) {
+                return fail("dateShift days must be 1 to 3650");
+            }
+            if !seen.insert((schema, table, rule.column.as_str(), rule.json_path.clone())) {
+                return fail("this column is masked twice");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A masking strategy. Every keyed one is deterministic under the project's key: equal inputs

@@ -111,6 +111,10 @@ impl ApiClient {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        self.send(self.http.put(self.url(path)).json(body)).await
+    }
+
     pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
         self.send(self.http.patch(self.url(path)).json(body)).await
     }

@@ -11,6 +11,7 @@ mod output;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use devdb_shared::Name;
 use devdb_shared::api::{
@@ -158,6 +159,18 @@ pub enum ProjectCommand {
     Refresh {
         name: String,
         #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show the project's masking rules, or set them from a JSON file (`{"rules": [{"table",
+    /// "column", "strategy"}…]}` or just the list); new rules restore the project again, masked.
+    /// Strategies: email, name, phone, address, hash, null, constant (with "value"), redact,
+    /// dateShift (with "days"), keep; "jsonPath": ["key", …] masks a value inside a JSON column.
+    Masking {
+        name: String,
+        /// The rules to set (`-` reads standard input).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[arg(long, requires = "file")]
         no_wait: bool,
     },
 }
@@ -402,6 +415,28 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
         ProjectCommand::Delete { name } => {
             api.delete_empty(&format!("/v1/projects/{name}")).await?;
             output::done(&format!("deleted project {name}"), json);
+        }
+        ProjectCommand::Masking { name, file: None, .. } => {
+            let masking: serde_json::Value = api.get(&format!("/v1/projects/{name}/masking")).await?;
+            output::print_json(&masking);
+        }
+        ProjectCommand::Masking { name, file: Some(file), no_wait } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            let body = if value.is_array() { serde_json::json!({ "rules": value }) } else { value };
+            let before: Project = api.get(&format!("/v1/projects/{name}")).await?;
+            let project: Project = api.put(&format!("/v1/projects/{name}/masking"), &body).await?;
+            let restoring = project.snapshot == before.snapshot && project.masking.rules != before.masking.rules;
+            let project = if no_wait || !restoring { project } else { wait_for_project(api, &before).await? };
+            output::project(&project, json);
+            if let Some(error) = project.error {
+                anyhow::bail!("the masked restore of {name} failed: {error}");
+            }
         }
         ProjectCommand::Refresh { name, no_wait } => {
             let project: Project = api.post(&format!("/v1/projects/{name}/refresh"), &()).await?;

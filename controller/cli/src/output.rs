@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::Settings;
 
-fn print_json(value: &impl Serialize) {
+pub fn print_json(value: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 

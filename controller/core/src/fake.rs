@@ -117,6 +117,11 @@ impl Runtime for FakeRuntime {
         self.ports
     }
 
+    /// Restores apply the project's masking to the template.
+    fn masks(&self) -> bool {
+        true
+    }
+
     /// Sources on `private.example` are private addresses; `ftp://` is unsupported.
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
         if location.starts_with("ftp://") {

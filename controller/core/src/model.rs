@@ -37,6 +37,13 @@ pub struct ProjectRecord {
     /// How long its databases live unless created with their own `ttl` (`None`: for ever).
     #[serde(default)]
     pub default_ttl_secs: Option<u64>,
+    /// How its snapshot's personal data is masked (applied by every restore).
+    #[serde(default)]
+    pub masking: devdb_shared::api::Masking,
+    /// The secret the masking is keyed by: never shown, never leaves the controller but for the
+    /// restore that applies it (empty until rules are first set).
+    #[serde(default)]
+    pub mask_key: String,
 }
 
 /// One restored snapshot of a project.

@@ -1175,3 +1175,49 @@ async fn without_tokens_the_dashboard_needs_no_sign_in_and_only_loopback_names_a
     let request = Request::builder().uri("/v1/databases").header("host", "[::1]:8080").body(Body::empty());
     assert_eq!(core.app.clone().oneshot(request.expect("request")).await.expect("answered").status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn masking_rules_are_checked_kept_without_their_key_and_restore_the_project_again() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let (_, before) = core.call(Some(KATE), "GET", "/v1/projects/shop", None).await;
+    let rules = json!({"rules": [
+        {"table": "customers", "column": "email", "strategy": "email"},
+        {"table": "customers", "column": "profile", "jsonPath": ["contact", "email"], "strategy": "email"},
+        {"table": "orders", "column": "placed", "strategy": "dateShift", "days": 7},
+    ]});
+    let (status, body) = core.call(Some(BOB), "PUT", "/v1/projects/shop/masking", Some(rules.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only its owner or an admin: {body}");
+    let bad = json!({"rules": [{"table": "customers", "column": "email", "strategy": "constant"}]});
+    let (status, body) = core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("needs a value"), "{body}");
+    let unknown = json!({"rules": [{"table": "t", "column": "c", "strategy": "rot13"}]});
+    assert_eq!(
+        core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(unknown)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (status, body) = core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(rules.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["masking"], rules, "shown as set");
+    let restores = || core.runtime.calls().iter().filter(|c| *c == "restore shop").count();
+    for _ in 0..200 {
+        if restores() == 2 && core.settle_project("shop").await["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(restores(), 2, "restored again with them");
+    let (_, shown) = core.call(Some(BOB), "GET", "/v1/projects/shop/masking", None).await;
+    assert_eq!(shown, rules, "readable like the project");
+    let record = core.store.project("shop").await.expect("read").expect("exists");
+    assert!(record.mask_key.len() >= 32, "a key of its own");
+    for view in [before.to_string(), shown.to_string(), body.to_string()] {
+        assert!(!view.contains(&record.mask_key) && !view.contains("maskKey"), "the key is never shown: {view}");
+    }
+    // The same rules again: nothing to restore; the key stays.
+    assert_eq!(core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(rules)).await.0, StatusCode::ACCEPTED);
+    assert_eq!(restores(), 2);
+    assert_eq!(core.store.project("shop").await.expect("read").expect("exists").mask_key, record.mask_key);
+}

@@ -340,6 +340,11 @@ impl Runtime for KubeRuntime {
         Ports::Fixed(5432)
     }
 
+    /// Not yet: the restore Job does not receive rules and key (setting rules is refused).
+    fn masks(&self) -> bool {
+        false
+    }
+
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
         // Restore Jobs in the cluster have S3 credentials but no controller files.
         let what = "the kube runtime restores from http://, https:// and s3:// URLs";

@@ -381,6 +381,9 @@ impl CrdStore {
             created_at: created_at(p.meta()),
             idle_stop_after_secs: p.spec.idle_stop_after_seconds,
             default_ttl_secs: p.spec.default_ttl_seconds,
+            // Not on this runtime yet: setting rules is refused (`Runtime::masks`).
+            masking: devdb_shared::api::Masking::default(),
+            mask_key: String::new(),
         })
     }
 
@@ -763,6 +766,8 @@ mod tests {
             created_at: "now".into(),
             idle_stop_after_secs: None,
             default_ttl_secs: None,
+            masking: devdb_shared::api::Masking::default(),
+            mask_key: String::new(),
         };
         let note = project_event(&project).note.unwrap_or_default();
         assert_eq!(note, "https://dumps.example.com/d.dump?sig=…");

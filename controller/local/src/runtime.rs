@@ -35,6 +35,7 @@ use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
 use devdb_core::monitor::{Counters, SAMPLE_SQL};
 use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 use devdb_restore::RestoreError;
+use devdb_restore::masking::MaskPlan;
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Room a restore needs beyond twice its dump (a fresh cluster: catalogs, a WAL segment), and a
@@ -118,6 +119,11 @@ impl Runtime for LocalRuntime {
 
     fn ports(&self) -> Ports {
         Ports::Unique
+    }
+
+    /// Restores apply the project's masking to the template.
+    fn masks(&self) -> bool {
+        true
     }
 
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
@@ -361,14 +367,21 @@ impl LocalRuntime {
             if let Some(dump) = &dump {
                 this.check_space(&work, dir_size(&dump.path).saturating_mul(2).saturating_add(RESTORE_MARGIN))?;
             }
-            let template =
-                Template { pg: &this.pg, data: work.join("data"), scratch: work.join("server"), masking: None };
+            let plan = (!project.masking.rules.is_empty())
+                .then(|| MaskPlan { rules: project.masking.rules.clone(), key: project.mask_key.clone() });
+            let template = Template {
+                pg: &this.pg,
+                data: work.join("data"),
+                scratch: work.join("server"),
+                masking: plan.as_ref(),
+            };
             let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
             let loaded = template.build_until(&owner, dump.as_ref(), &stopping).map_err(restore_failed)?;
             tracing::info!(
                 project = %project.name,
                 statements = loaded.statements,
                 skipped = loaded.skipped,
+                masking_rules = project.masking.rules.len(),
                 "dump restored (ownership and privilege statements skipped)"
             );
             Ok(())

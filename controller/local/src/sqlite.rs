@@ -376,6 +376,8 @@ mod tests {
             created_at: "now".into(),
             idle_stop_after_secs: None,
             default_ttl_secs: None,
+            masking: devdb_shared::api::Masking::default(),
+            mask_key: String::new(),
         }
     }
 

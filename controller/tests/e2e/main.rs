@@ -8,6 +8,7 @@ mod chart;
 mod common;
 mod failures;
 mod lifecycle;
+mod masking;
 mod recovery;
 mod settings;
 mod sleep;

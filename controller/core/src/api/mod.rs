@@ -83,6 +83,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/projects", post(projects::create::<P>).get(projects::list::<P>))
         .route("/projects/{name}", get(projects::show::<P>).delete(projects::delete::<P>))
         .route("/projects/{name}/refresh", post(projects::refresh::<P>))
+        .route("/projects/{name}/masking", get(projects::masking::<P>).put(projects::set_masking::<P>))
         .route("/databases", post(databases::create::<P>).get(databases::list::<P>))
         .route(
             "/databases/{name}",
@@ -211,6 +212,7 @@ pub fn project_view(p: &ProjectRecord) -> Project {
         created_at: p.created_at.clone(),
         idle_stop_after: p.idle_stop_after_secs.map(human_seconds),
         default_ttl: p.default_ttl_secs.map(human_seconds),
+        masking: p.masking.clone(),
     }
 }
 

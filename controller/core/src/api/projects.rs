@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use devdb_shared::api::{CreateProject, Project, ProjectStatus};
+use devdb_shared::api::{CreateProject, Masking, Project, ProjectStatus};
 use serde::Deserialize;
 
 use super::{Access, ApiError, Shared, generate_password, owner_for, project_view};
@@ -79,6 +79,8 @@ pub async fn create<P: Platform>(
         created_at: now(),
         idle_stop_after_secs,
         default_ttl_secs,
+        masking: devdb_shared::api::Masking::default(),
+        mask_key: String::new(),
     };
     let record = state.store.insert_project(&record).await?;
     tracing::info!(project = %record.name, owner = %record.owner, "project created");
@@ -161,6 +163,77 @@ pub async fn refresh<P: Platform>(
         })
         .await?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
+    Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
+}
+
+#[utoipa::path(
+    get, path = "/v1/projects/{name}/masking", tag = "projects", params(("name" = String, Path)),
+    responses((status = 200, body = Masking), (status = 404, body = ErrorBody))
+)]
+pub async fn masking<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Masking>, ApiError> {
+    let project = super::project_for(&state, &caller, &name, Access::Read).await?;
+    Ok(Json(project.masking))
+}
+
+#[utoipa::path(
+    put, path = "/v1/projects/{name}/masking", tag = "projects", params(("name" = String, Path)), request_body = Masking,
+    responses((status = 202, description = "Saved; the project restores again with them", body = Project), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn set_masking<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<Masking>, JsonRejection>,
+) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let Json(masking) = body?;
+    let project = super::project_for(&state, &caller, &name, Access::Change).await?;
+    masking.check().map_err(ApiError::BadRequest)?;
+    if masking.require_rules {
+        return Err(ApiError::BadRequest(
+            "requireRules needs the personal-data scan, which DevDB does not have yet".into(),
+        ));
+    }
+    if !state.runtime().masks() {
+        return Err(ApiError::BadRequest("this runtime cannot mask snapshots yet (the local runtime can)".into()));
+    }
+    if project.backup_location.is_none() && !masking.rules.is_empty() {
+        return Err(ApiError::BadRequest(format!("project {} has no dump: nothing to mask", project.name)));
+    }
+    if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
+        return Err(ApiError::Conflict(format!(
+            "project {} is restoring; set its masking once it is done",
+            project.name
+        )));
+    }
+    let changed = masking.rules != project.masking.rules;
+    let key = if project.mask_key.is_empty() {
+        format!("{}{}", generate_password(), generate_password())
+    } else {
+        project.mask_key.clone()
+    };
+    let updated = state
+        .store
+        .update_project(&project.name, |p| {
+            p.masking = masking.clone();
+            if p.mask_key.is_empty() {
+                p.mask_key = key.clone();
+            }
+            // New rules take a new snapshot: the current one was masked otherwise (or not at all).
+            if changed {
+                p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
+                p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
+                p.error = None;
+            }
+        })
+        .await?;
+    tracing::info!(project = %updated.name, rules = updated.masking.rules.len(), restoring = changed, "masking set");
+    if changed {
+        state.reconciler.trigger(Key::Project(updated.name.clone()));
+    }
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
 }
 
