@@ -2,21 +2,9 @@
 //! masked; its databases see only masked values, and no original is left in the snapshot's or
 //! the clone's files.
 
-use crate::common::*;
+use devdb_testkit::files_holding;
 
-/// Files under `dir` holding `needle`.
-fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
-        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
-            found.push(path.display().to_string());
-        }
-    }
-    found
-}
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masking_rules_restore_the_project_masked_and_its_clones_hold_no_original() {
@@ -25,7 +13,7 @@ async fn masking_rules_restore_the_project_masked_and_its_clones_hold_no_origina
     devdb.create_project("shop", &format!("file://{}", dumps.path("plain.sql").display())).await;
     assert_eq!(devdb.settled_project("shop").await.status, devdb_shared::api::ProjectStatus::Ready);
     let projects = devdb.dir.path().join("data/projects/shop");
-    assert!(!files_holding(&projects, b"item 1234").is_empty(), "the unmasked snapshot holds the originals");
+    assert!(!files_holding(&projects, &["item 1234"]).is_empty(), "the unmasked snapshot holds the originals");
 
     let rules = devdb.dir.path().join("rules.json");
     std::fs::write(&rules, r#"[{"table": "items", "column": "name", "strategy": "hash"}]"#).expect("rules");
@@ -47,7 +35,7 @@ async fn masking_rules_restore_the_project_masked_and_its_clones_hold_no_origina
     assert_eq!(query_one(&client, "SELECT count(*) FROM orders JOIN items ON items.id = orders.item").await, "500");
     drop(client);
     for dir in [projects, devdb.dir.path().join("data/databases/kate-pg")] {
-        let leaks = files_holding(&dir, b"item 1234");
+        let leaks = files_holding(&dir, &["item 1234"]);
         assert!(leaks.is_empty(), "originals left: {leaks:?}");
     }
 

@@ -10,7 +10,7 @@ use devdb_pgctl::session::Session;
 use devdb_restore::masking::MaskPlan;
 use devdb_restore::{RestoreError, Template};
 use devdb_shared::api::{MaskRule, MaskStrategy};
-use devdb_testkit::pg;
+use devdb_testkit::{files_holding, pg};
 
 use crate::restore::{OWNER, start_template, workspace};
 
@@ -75,25 +75,6 @@ fn build(rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<
     let built = template.build(&OWNER, Some(&dump)).map(drop);
     std::fs::remove_file(&path).expect("the dump goes (it is not part of the template)");
     (dir, built)
-}
-
-/// Files under `dir` holding any of `needles`, with the needle.
-fn files_holding(dir: &Path, needles: &[&str]) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            stack.extend(std::fs::read_dir(&path).expect("dir").flatten().map(|e| e.path()));
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        for needle in needles {
-            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                found.push((path.display().to_string(), (*needle).to_string()));
-            }
-        }
-    }
-    found
 }
 
 /// Runs `sql` on the template (started on a private socket, then stopped) as its superuser.
