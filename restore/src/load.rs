@@ -34,12 +34,14 @@ pub enum LoadError {
 }
 
 /// What a restore did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Loaded {
     /// Statements sent.
     pub statements: u64,
     /// Ownership and privilege statements skipped (the database has one role).
     pub skipped: u64,
+    /// Columns that look personal (see [`crate::scan`]), marked covered by the masking rules.
+    pub findings: Vec<devdb_shared::api::PiiFinding>,
 }
 
 /// Runs a plain SQL script through `session`, stopping at the first error.

@@ -136,15 +136,26 @@ impl Template<'_> {
             }
             None => Loaded::default(),
         };
-        let masked = match (self.masking, dump) {
-            (Some(plan), Some(_)) => {
+        let mut loaded = loaded;
+        let masked = match dump {
+            Some(_) => {
                 let mut as_owner = Session::connect(socket, PORT, owner.user, owner.database, None)
                     .map_err(RestoreError::step("connecting as the project's user"))?;
-                let mut as_admin = admin(owner.database)?;
-                crate::masking::apply(&mut as_owner, &mut as_admin, plan)
-                    .map_err(|e| RestoreError::Masking(e.to_string()))?
+                // Scanned before masking: what the dump holds.
+                loaded.findings =
+                    crate::scan::scan(&mut as_owner).map_err(RestoreError::step("scanning for personal data"))?;
+                let rules = self.masking.map(|plan| plan.rules.as_slice()).unwrap_or_default();
+                crate::scan::cover(&mut loaded.findings, rules);
+                match self.masking {
+                    Some(plan) => {
+                        let mut as_admin = admin(owner.database)?;
+                        crate::masking::apply(&mut as_owner, &mut as_admin, plan)
+                            .map_err(|e| RestoreError::Masking(e.to_string()))?
+                    }
+                    None => Vec::new(),
+                }
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
 
         let mut postgres = admin("postgres")?;

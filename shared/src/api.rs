@@ -261,6 +261,17 @@ impl Masking {
         self.rules.is_empty() && !self.require_rules
     }
 
+    /// Whether a rule masks what `finding` found (`table` alone means `public.table`; a rule
+    /// on a whole JSON column covers every path in it).
+    pub fn covers(&self, finding: &PiiFinding) -> bool {
+        let qualified = |t: &str| if t.contains('.') { t.to_string() } else { format!("public.{t}") };
+        self.rules.iter().any(|r| {
+            qualified(&r.table) == qualified(&finding.table)
+                && r.column == finding.column
+                && (r.json_path.is_empty() || r.json_path == finding.json_path)
+        })
+    }
+
     /// Refuses rules that cannot be applied, naming the first (by its position).
     ///
     /// # Errors
@@ -288,6 +299,28 @@ impl Masking {
         }
         Ok(())
     }
+}
+
+/// A column of a project's data that looks personal, found by the scan at its last restore
+/// (before masking), with a rule that would mask it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PiiFinding {
+    /// `schema.table`.
+    pub table: String,
+    pub column: String,
+    /// Inside a JSON column: where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_path: Vec<String>,
+    /// `email`, `phone`, `ip`, `card`, `national id`, `name` or `address`.
+    pub kind: String,
+    /// Why: by the column's name, or how many of the values sampled matched.
+    pub evidence: String,
+    pub suggested: MaskRule,
+    /// Whether a rule of the project covers it.
+    #[serde(default)]
+    pub covered: bool,
 }
 
 /// A masking strategy. Every keyed one is deterministic under the project's key: equal inputs

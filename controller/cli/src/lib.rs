@@ -161,6 +161,15 @@ pub enum ProjectCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// The columns of the project's data that look personal (found when it was restored, before
+    /// masking), with a suggested rule for each and whether a rule covers it.
+    Scan {
+        name: String,
+        /// Print the suggested rules of the uncovered columns as JSON, ready for
+        /// `devdb project masking NAME --file`.
+        #[arg(long, conflicts_with = "json")]
+        rules: bool,
+    },
     /// Show the project's masking rules, or set them from a JSON file (`{"rules": [{"table",
     /// "column", "strategy"}…]}` or just the list); new rules restore the project again, masked.
     /// Strategies: email, name, phone, address, hash, null, constant (with "value"), redact,
@@ -415,6 +424,21 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
         ProjectCommand::Delete { name } => {
             api.delete_empty(&format!("/v1/projects/{name}")).await?;
             output::done(&format!("deleted project {name}"), json);
+        }
+        ProjectCommand::Scan { name, rules } => {
+            let report: serde_json::Value = api.post(&format!("/v1/projects/{name}/scan"), &()).await?;
+            if rules {
+                let suggested: Vec<&serde_json::Value> = report["findings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|f| f["covered"] != true)
+                    .map(|f| &f["suggested"])
+                    .collect();
+                output::print_json(&suggested);
+            } else {
+                output::scan(&report, json);
+            }
         }
         ProjectCommand::Masking { name, file: None, .. } => {
             let masking: serde_json::Value = api.get(&format!("/v1/projects/{name}/masking")).await?;

@@ -233,3 +233,30 @@ pub fn report(report: &serde_json::Value, json: bool) {
     }
     println!("{t}");
 }
+
+pub fn scan(report: &serde_json::Value, json: bool) {
+    if json {
+        return print_json(report);
+    }
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    if findings.is_empty() {
+        println!("No column looks personal.");
+        return;
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut t = table(&["TABLE", "COLUMN", "KIND", "EVIDENCE", "MASKED", "SUGGESTED RULE"]);
+    for f in &findings {
+        let path =
+            f["jsonPath"].as_array().map(|p| p.iter().map(text).collect::<Vec<_>>().join(".")).unwrap_or_default();
+        let column = if path.is_empty() { text(&f["column"]) } else { format!("{} -> {path}", text(&f["column"])) };
+        t.add_row(vec![
+            text(&f["table"]),
+            column,
+            text(&f["kind"]),
+            text(&f["evidence"]),
+            if f["covered"] == true { "yes".into() } else { "NO".into() },
+            text(&f["suggested"]["strategy"]),
+        ]);
+    }
+    println!("{t}");
+}

@@ -35,6 +35,8 @@ struct State {
     hold_restores: bool,
     /// What [`Runtime::sample`] answers for a running instance.
     counters: HashMap<Name, crate::monitor::Counters>,
+    /// What restores report the personal-data scan found.
+    findings: Vec<devdb_shared::api::PiiFinding>,
 }
 
 /// The fake runtime.
@@ -75,6 +77,11 @@ impl FakeRuntime {
     /// From now on, restores run until cancelled.
     pub fn hold_restores(&self) {
         self.with(|s| s.hold_restores = true);
+    }
+
+    /// From now on, restores report `findings` from their scan.
+    pub fn set_findings(&self, findings: Vec<devdb_shared::api::PiiFinding>) {
+        self.with(|s| s.findings = findings);
     }
 
     /// From now on, a sample of the running instance `name` reads `counters`.
@@ -148,7 +155,12 @@ impl Runtime for FakeRuntime {
             return Err(RuntimeError::Cancelled);
         }
         progress(2, Some(2));
-        Ok(SnapshotRecord { generation, created_at: now(), size_bytes: 1 << 20 })
+        Ok(SnapshotRecord {
+            generation,
+            created_at: now(),
+            size_bytes: 1 << 20,
+            findings: self.with(|s| s.findings.clone()),
+        })
     }
 
     async fn clean_project(&self, _project: &Name, _keep: Option<u64>) -> Result<(), RuntimeError> {

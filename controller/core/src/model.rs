@@ -52,6 +52,10 @@ pub struct SnapshotRecord {
     pub generation: u64,
     pub created_at: String,
     pub size_bytes: u64,
+    /// What the personal-data scan found in it (before masking); empty where the runtime does
+    /// not scan.
+    #[serde(default)]
+    pub findings: Vec<devdb_shared::api::PiiFinding>,
 }
 
 /// What should become of a database.

@@ -1221,3 +1221,77 @@ async fn masking_rules_are_checked_kept_without_their_key_and_restore_the_projec
     assert_eq!(restores(), 2);
     assert_eq!(core.store.project("shop").await.expect("read").expect("exists").mask_key, record.mask_key);
 }
+
+#[tokio::test]
+async fn with_require_rules_no_clone_while_a_scanned_personal_column_has_no_rule() {
+    let core = Core::start(FakeRuntime::default());
+    let rule = |column: &str| devdb_shared::api::MaskRule {
+        table: "public.customers".into(),
+        column: column.into(),
+        json_path: vec![],
+        strategy: devdb_shared::api::MaskStrategy::Email,
+        value: None,
+        days: None,
+    };
+    let finding = |column: &str| devdb_shared::api::PiiFinding {
+        table: "public.customers".into(),
+        column: column.into(),
+        json_path: vec![],
+        kind: "email".into(),
+        evidence: "3 of 3 sampled values".into(),
+        suggested: rule(column),
+        covered: false,
+    };
+    core.runtime.set_findings(vec![finding("email"), finding("backup_email")]);
+    core.ready_project(KATE, "shop").await;
+    let (status, report) = core.call(Some(BOB), "POST", "/v1/projects/shop/scan", None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["findings"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["findings"][0]["suggested"]["strategy"], "email");
+
+    // Without requireRules, clones go on; with it, they wait for rules.
+    let create = |name: &'static str| json!({"name": name, "project": "shop"});
+    assert_eq!(
+        core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(create("first"))).await.0,
+        StatusCode::CREATED
+    );
+    let partial = json!({"rules": [rule("email")], "requireRules": true});
+    let (status, body) = core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(partial)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for _ in 0..200 {
+        if core.settle_project("shop").await["status"] == "ready"
+            && core.runtime.calls().iter().filter(|c| *c == "restore shop").count() == 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (status, body) = core.call(Some(KATE), "POST", "/v1/databases", Some(create("second"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("public.customers.backup_email (email)") && !message.contains("customers.email "),
+        "{message}"
+    );
+    assert_eq!(
+        core.call(Some(KATE), "POST", "/v1/databases/first/reset", None).await.0,
+        StatusCode::CONFLICT,
+        "nor a reset"
+    );
+    let (_, report) = core.call(Some(KATE), "POST", "/v1/projects/shop/scan", None).await;
+    let covered: Vec<bool> =
+        report["findings"].as_array().expect("findings").iter().map(|f| f["covered"] == true).collect();
+    assert_eq!(covered, [true, false]);
+
+    let full = json!({"rules": [rule("email"), rule("backup_email")], "requireRules": true});
+    assert_eq!(core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(full)).await.0, StatusCode::ACCEPTED);
+    for _ in 0..200 {
+        if core.settle_project("shop").await["status"] == "ready"
+            && core.runtime.calls().iter().filter(|c| *c == "restore shop").count() == 3
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(core.call(Some(KATE), "POST", "/v1/databases", Some(create("second"))).await.0, StatusCode::CREATED);
+}

@@ -391,6 +391,8 @@ impl Runtime for KubeRuntime {
                 .as_str()
                 .map_or_else(|| k8s_openapi::jiff::Timestamp::now().to_string(), String::from),
             size_bytes: ready["restoreSize"].as_str().map(quantity_bytes).unwrap_or(0),
+            // The restore Job does not report a scan (yet).
+            findings: Vec::new(),
         })
     }
 

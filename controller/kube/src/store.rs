@@ -374,6 +374,7 @@ impl CrdStore {
                 generation: s.generation,
                 created_at: s.created_at,
                 size_bytes: s.size_bytes,
+                findings: Vec::new(),
             }),
             wanted_generation: p.spec.snapshot_generation,
             username: p.spec.username.clone(),

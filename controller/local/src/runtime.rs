@@ -160,7 +160,7 @@ impl Runtime for LocalRuntime {
         blocking(move || {
             // Success or not, the work directory goes (a failed restore leaves no half-made
             // template), and its server with it.
-            let published = built.and_then(|()| this.publish_snapshot(&name, generation, &work));
+            let published = built.and_then(|findings| this.publish_snapshot(&name, generation, &work, findings));
             let data = work.join("data");
             if this.pg.is_running(&data) {
                 let _ = this.pg.stop(&data, StopMode::Immediate);
@@ -357,7 +357,7 @@ impl LocalRuntime {
         work: &Path,
         fetched: Option<devdb_restore::Fetched>,
         cancel: &CancellationToken,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<devdb_shared::api::PiiFinding>, RuntimeError> {
         let stop = Arc::new(AtomicBool::new(false));
         let (this, project, work, stopping) = (self.clone(), project.clone(), work.to_path_buf(), stop.clone());
         let data = work.join("data");
@@ -382,9 +382,10 @@ impl LocalRuntime {
                 statements = loaded.statements,
                 skipped = loaded.skipped,
                 masking_rules = project.masking.rules.len(),
+                personal_columns = loaded.findings.len(),
                 "dump restored (ownership and privilege statements skipped)"
             );
-            Ok(())
+            Ok(loaded.findings)
         });
         let joined = tokio::select! {
             joined = &mut building => joined,
@@ -400,12 +401,18 @@ impl LocalRuntime {
     }
 
     /// Renames the built template into place as snapshot `generation`.
-    fn publish_snapshot(&self, project: &Name, generation: u64, work: &Path) -> Result<SnapshotRecord, RuntimeError> {
+    fn publish_snapshot(
+        &self,
+        project: &Name,
+        generation: u64,
+        work: &Path,
+        findings: Vec<devdb_shared::api::PiiFinding>,
+    ) -> Result<SnapshotRecord, RuntimeError> {
         let snapshot = self.snapshot_dir(project, generation);
         remove_dir(&snapshot)?;
         std::fs::rename(work.join("data"), &snapshot).map_err(RuntimeError::io("publishing the snapshot"))?;
         let size_bytes = dir_size(&snapshot);
-        Ok(SnapshotRecord { generation, created_at: now(), size_bytes })
+        Ok(SnapshotRecord { generation, created_at: now(), size_bytes, findings })
     }
 
     /// Fails with [`RuntimeError::DiskFull`] unless `need` bytes are free where `path` is.

@@ -15,6 +15,9 @@ async fn masking_rules_restore_the_project_masked_and_its_clones_hold_no_origina
     let projects = devdb.dir.path().join("data/projects/shop");
     assert!(!files_holding(&projects, &["item 1234"]).is_empty(), "the unmasked snapshot holds the originals");
 
+    let (ok, scanned, err) = devdb.cli(&["project", "scan", "shop"]).await;
+    assert!(ok && scanned.contains("No column looks personal."), "item names are not personal: {scanned}{err}");
+
     let rules = devdb.dir.path().join("rules.json");
     std::fs::write(&rules, r#"[{"table": "items", "column": "name", "strategy": "hash"}]"#).expect("rules");
     let (ok, out, err) = devdb.cli(&["project", "masking", "shop", "--file", &rules.to_string_lossy()]).await;

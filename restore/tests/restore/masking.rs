@@ -7,6 +7,7 @@ use std::path::Path;
 
 use devdb_pgctl::StopMode;
 use devdb_pgctl::session::Session;
+use devdb_restore::load::Loaded;
 use devdb_restore::masking::MaskPlan;
 use devdb_restore::{RestoreError, Template};
 use devdb_shared::api::{MaskRule, MaskStrategy};
@@ -19,7 +20,7 @@ const CUSTOMERS: usize = 300;
 fn dump() -> String {
     let mut sql = String::from(
         "CREATE TABLE customers (id serial PRIMARY KEY, email text NOT NULL UNIQUE CHECK (email LIKE '%@%'),\n\
-         name text NOT NULL, phone text, profile jsonb, notes text, born date);\n\
+         name text NOT NULL, phone text, profile jsonb, notes text, born date, card text);\n\
          CREATE TABLE orders (id serial PRIMARY KEY, customer_email text NOT NULL REFERENCES customers (email), total int);\n\
          CREATE TABLE audit (old text);\n\
          CREATE FUNCTION audit_change() RETURNS trigger LANGUAGE plpgsql AS $$\n\
@@ -30,9 +31,9 @@ fn dump() -> String {
     for i in 0..CUSTOMERS {
         let email = format!("secret-customer-{i}@acme-private.test");
         sql.push_str(&format!(
-            "INSERT INTO customers (email, name, phone, profile, notes, born) VALUES ('{email}', 'Zebulon Quixote{i}', \
+            "INSERT INTO customers (email, name, phone, profile, notes, born, card) VALUES ('{email}', 'Zebulon Quixote{i}', \
              '+44 20 7946 {i:04}', '{{\"contact\": {{\"email\": \"{email}\"}}, \"tier\": \"gold\"}}', \
-             repeat('confidential-note-{i} ', 500), DATE '1980-01-01' + {i});\n\
+             repeat('confidential-note-{i} ', 500), DATE '1980-01-01' + {i}, '4111 1111 1111 1111');\n\
              INSERT INTO orders (customer_email, total) VALUES ('{email}', {i}), ('{email}', {});\n",
             i + 1
         ));
@@ -63,7 +64,7 @@ fn rules() -> Vec<MaskRule> {
 }
 
 /// Builds a template of the dump in a fresh directory, masked by `rules` under `key`.
-fn build(rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<(), RestoreError>) {
+fn build(rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<Loaded, RestoreError>) {
     let dir = workspace();
     let pg = pg();
     let path = dir.path().join("dump.sql");
@@ -72,7 +73,7 @@ fn build(rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<
     let plan = rules.map(|rules| MaskPlan { rules, key: key.into() });
     let template =
         Template { pg: &pg, data: dir.path().join("data"), scratch: dir.path().join("server"), masking: plan.as_ref() };
-    let built = template.build(&OWNER, Some(&dump)).map(drop);
+    let built = template.build(&OWNER, Some(&dump));
     std::fs::remove_file(&path).expect("the dump goes (it is not part of the template)");
     (dir, built)
 }
@@ -103,7 +104,31 @@ fn a_masked_template_keeps_no_original_anywhere_and_its_joins_and_constraints_ho
     assert!(!files_holding(&plain.path().join("data"), &ORIGINALS).is_empty(), "the scan sees originals");
 
     let (masked, built) = build(Some(rules()), KEY);
-    built.expect("masks");
+    let loaded = built.expect("masks");
+    // The scan, before masking: each personal column, covered by its rule but the card numbers.
+    let found: Vec<(String, String, bool)> = loaded
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                format!("{}.{}{}", f.table, f.column, f.json_path.iter().map(|k| format!(".{k}")).collect::<String>()),
+                f.kind.clone(),
+                f.covered,
+            )
+        })
+        .collect();
+    let expected = [
+        ("public.customers.email", "email", true),
+        ("public.customers.name", "name", true),
+        ("public.customers.phone", "phone", true),
+        ("public.customers.profile.contact.email", "email", true),
+        ("public.customers.card", "card", false),
+        ("public.orders.customer_email", "email", true),
+    ];
+    for (column, kind, covered) in expected {
+        assert!(found.contains(&(column.to_string(), kind.to_string(), covered)), "{column} ({kind}) in {found:?}");
+    }
+    assert_eq!(found.len(), expected.len(), "nothing else looks personal: {found:?}");
     let leaks = files_holding(&masked.path().join("data"), &ORIGINALS);
     assert!(leaks.is_empty(), "originals left in the template's files: {leaks:?}");
 

@@ -50,6 +50,7 @@ pub async fn create<P: Platform>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let (Query(wait), Json(req)) = (wait?, body?);
     let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
+    refuse_unmasked(&project)?;
     let owner = owner_for(&caller, req.owner)?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
     let quota = super::check_quota(&state, &owner, Adding::Database { disk }).await?;
@@ -156,6 +157,9 @@ pub async fn reset<P: Platform>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Query(wait) = wait?;
     let database = database_for(&state, &caller, &name).await?;
+    if let Some(project) = state.store.project(database.project.as_str()).await? {
+        refuse_unmasked(&project)?;
+    }
     // Decided inside the transaction, so a delete committed meanwhile is never undone.
     let record = state
         .store
@@ -317,6 +321,21 @@ fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'
 /// databases are not revealed).
+/// With `requireRules`, no clone while the scan found personal columns no rule masks.
+fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError> {
+    let unmasked = super::projects::unmasked(project);
+    if unmasked.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Conflict(format!(
+        "project {} requires masking rules for every personal column, and these have none: {}; \
+         see `devdb project scan {}`",
+        project.name,
+        unmasked.join(", "),
+        project.name
+    )))
+}
+
 pub(super) async fn database_for<P: Platform>(
     state: &AppState<P>,
     caller: &Caller,

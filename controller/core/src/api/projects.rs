@@ -192,11 +192,6 @@ pub async fn set_masking<P: Platform>(
     let Json(masking) = body?;
     let project = super::project_for(&state, &caller, &name, Access::Change).await?;
     masking.check().map_err(ApiError::BadRequest)?;
-    if masking.require_rules {
-        return Err(ApiError::BadRequest(
-            "requireRules needs the personal-data scan, which DevDB does not have yet".into(),
-        ));
-    }
     if !state.runtime().masks() {
         return Err(ApiError::BadRequest("this runtime cannot mask snapshots yet (the local runtime can)".into()));
     }
@@ -235,6 +230,54 @@ pub async fn set_masking<P: Platform>(
         state.reconciler.trigger(Key::Project(updated.name.clone()));
     }
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
+}
+
+/// The personal-data scan of the project's snapshot: every column it found, with a suggested
+/// rule and whether a rule covers it now.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanReport {
+    /// The snapshot scanned (its restore scans it, before masking).
+    pub snapshot_created_at: Option<String>,
+    pub findings: Vec<devdb_shared::api::PiiFinding>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects/{name}/scan", tag = "projects", params(("name" = String, Path)),
+    responses((status = 200, body = ScanReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn scan<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<ScanReport>, ApiError> {
+    let project = super::project_for(&state, &caller, &name, Access::Read).await?;
+    let Some(snapshot) = &project.snapshot else {
+        return Err(ApiError::Conflict(format!("project {} has no snapshot to scan yet", project.name)));
+    };
+    let findings = snapshot
+        .findings
+        .iter()
+        .map(|f| devdb_shared::api::PiiFinding { covered: project.masking.covers(f), ..f.clone() })
+        .collect();
+    Ok(Json(ScanReport { snapshot_created_at: Some(snapshot.created_at.clone()), findings }))
+}
+
+/// With `requireRules`, the columns a clone of `project` would expose: found by the scan and
+/// covered by no rule (the clone is refused while there are any).
+pub fn unmasked(project: &ProjectRecord) -> Vec<String> {
+    if !project.masking.require_rules {
+        return Vec::new();
+    }
+    let findings = project.snapshot.as_ref().map(|s| s.findings.as_slice()).unwrap_or_default();
+    findings
+        .iter()
+        .filter(|f| !project.masking.covers(f))
+        .map(|f| {
+            let path = if f.json_path.is_empty() { String::new() } else { format!(" -> {}", f.json_path.join(".")) };
+            format!("{}.{}{path} ({})", f.table, f.column, f.kind)
+        })
+        .collect()
 }
 
 /// Usernames and database names: lower-case SQL identifiers, so they never need escaping.
