@@ -5,7 +5,8 @@
 //!
 //! - Every strategy is an SQL expression keyed by the project's secret, which reaches the server
 //!   only as a session setting (`devdb.mask_key`): never in a catalog, a function body or a
-//!   file. The keyed hash is `sha256(k || sha256(k || input))` (no length extension). The
+//!   file. The keyed hash is `sha256(k || tag || input)`: without `k`, no dictionary of inputs
+//!   leads back from an output (and the e-mail strategy shows only 64 of its bits). The
 //!   session's `search_path` is `pg_catalog, pg_temp`, so a dump's functions cannot stand in.
 //! - All rules run in one transaction. The masked tables' own triggers and rules are disabled
 //!   meanwhile (an audit trigger would copy the originals elsewhere) and put back as they were.
@@ -62,23 +63,31 @@ fn table_name(table: &str) -> Result<(String, String), String> {
     Ok((schema.to_string(), name.to_string()))
 }
 
-/// The keyed hash of the text `input` under `tag`, as 64 hex digits.
+/// The key as bytes, computed once per statement (an uncorrelated subquery is an init plan).
+const KEY: &str = "(SELECT convert_to(current_setting('devdb.mask_key'), 'UTF8'))";
+
+/// The keyed hash of `input` (as text) under `tag`: 32 bytes.
 fn keyed(tag: &str, input: &str) -> String {
-    let key = "convert_to(current_setting('devdb.mask_key'), 'UTF8')";
+    format!("sha256({KEY} || convert_to({} || ({input})::text, 'UTF8'))", literal(&format!("{tag}|")))
+}
+
+/// A seed from the key, computed once per statement, for the picks below.
+const SEED: &str = "(SELECT ('x' || left(encode(sha256(convert_to(current_setting('devdb.mask_key'), 'UTF8')), 'hex'), 15))::bit(60)::bigint)";
+
+/// A number from 0 to `modulo - 1` picked by `input` under `tag` and the key: PostgreSQL's own
+/// seeded hash, many times cheaper than SHA-256, for outputs of a few bits (a name from a list,
+/// digits of a phone number) where a cryptographic hash would protect nothing more.
+fn pick_number(tag: &str, input: &str, modulo: u64) -> String {
     format!(
-        "encode(sha256({key} || sha256({key} || convert_to({} || ({input})::text, 'UTF8'))), 'hex')",
+        "(((hashtextextended({} || ({input})::text, {SEED}) % {modulo}) + {modulo}) % {modulo})",
         literal(&format!("{tag}|"))
     )
 }
 
-/// A non-negative integer from the keyed hash.
-fn keyed_int(tag: &str, input: &str) -> String {
-    format!("((('x' || left({}, 8))::bit(32)::int) & 2147483647)", keyed(tag, input))
-}
-
+/// An element of `list` picked by `input` under `tag`.
 fn pick(list: &[&str], tag: &str, input: &str) -> String {
     let array = list.iter().map(|s| literal(s)).collect::<Vec<_>>().join(", ");
-    format!("(ARRAY[{array}])[1 + {} % {}]", keyed_int(tag, input), list.len())
+    format!("(ARRAY[{array}])[1 + {}]", pick_number(tag, input, list.len() as u64))
 }
 
 /// The masked value of `value` (an SQL expression of the original, text for text strategies);
@@ -88,19 +97,21 @@ fn expression(rule: &MaskRule, value: &str, row: &str) -> Result<Option<String>,
         MaskStrategy::Keep => return Ok(None),
         MaskStrategy::Null => "NULL".into(),
         MaskStrategy::Constant => literal(rule.value.as_deref().ok_or("the constant strategy needs a value")?),
-        MaskStrategy::Email => format!("'user_' || left({}, 16) || '@example.com'", keyed("email", value)),
-        MaskStrategy::Hash => keyed("hash", value),
+        MaskStrategy::Email => {
+            format!("'user_' || left(encode({}, 'hex'), 16) || '@example.com'", keyed("email", value))
+        }
+        MaskStrategy::Hash => format!("encode({}, 'hex')", keyed("hash", value)),
         MaskStrategy::Name => {
             format!("{} || ' ' || {}", pick(FIRST_NAMES, "first", value), pick(LAST_NAMES, "last", value))
         }
         MaskStrategy::Phone => format!(
-            "'+1 555 0' || lpad(({} % 100)::text, 2, '0') || ' ' || lpad(({} % 10000)::text, 4, '0')",
-            keyed_int("phone-a", value),
-            keyed_int("phone-b", value)
+            "'+1 555 0' || lpad({}::text, 2, '0') || ' ' || lpad({}::text, 4, '0')",
+            pick_number("phone-a", value, 100),
+            pick_number("phone-b", value, 10_000)
         ),
         MaskStrategy::Address => format!(
-            "(1 + {} % 9999)::text || ' ' || {} || ' Street'",
-            keyed_int("number", value),
+            "(1 + {})::text || ' ' || {} || ' Street'",
+            pick_number("number", value, 9999),
             pick(STREETS, "street", value)
         ),
         MaskStrategy::Redact => {
@@ -111,7 +122,8 @@ fn expression(rule: &MaskRule, value: &str, row: &str) -> Result<Option<String>,
             if days == 0 || days > 3650 {
                 return Err("dateShift days must be 1 to 3650".into());
             }
-            format!("(({value}) + (({} % {}) - {days}) * interval '1 day')", keyed_int("date", row), 2 * days + 1)
+            let shift = pick_number("date", row, u64::try_from(2 * days + 1).unwrap_or(61));
+            format!("({value}) + ({shift} - {days}) * interval '1 day'")
         }
     }))
 }

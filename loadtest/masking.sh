@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Masking throughput: a table of ROWS (1 million) customers (an e-mail and a name each) masked by
+# DevDB's rules (email, name), beside a plain `UPDATE … SET col = md5(col)` of the same columns
+# on an identical copy, in the same run on the same server; then the whole masking step of a
+# restore (the update, VACUUM FULL, ANALYZE) beside loading the same rows with COPY. Best of
+# ROUNDS (3). Writes loadtest/results/masking.md.
+#
+#   bash loadtest/masking.sh            # about a minute
+#   ROWS=200000 ROUNDS=1 bash loadtest/masking.sh
+#
+# Needs: PostgreSQL 15 server binaries; runs as root (the server as the postgres user).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+rows=${ROWS:-1000000}
+rounds=${ROUNDS:-3}
+bin=/usr/lib/postgresql/15/bin
+work=$(mktemp -d /tmp/devdb-masking.XXXXXX)
+chmod 755 "$work"
+as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+    as_pg "$bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+[[ $(id -u) == 0 ]] && chown postgres "$work"
+
+echo "building the statement printer…"
+(cd "$root" && cargo build --release -q -p devdb-restore --example mask_sql)
+masking_sql=$(echo '[{"table": "t", "column": "email", "strategy": "email"}, {"table": "t", "column": "name", "strategy": "name"}]' |
+    "$root/target/release/examples/mask_sql")
+
+as_pg "$bin/initdb" -D "$work/data" -U postgres --no-sync >/dev/null
+as_pg "$bin/pg_ctl" -D "$work/data" -l "$work/log" -w -o "-k $work -c listen_addresses='' -c fsync=off -c max_wal_size=4GB" start >/dev/null
+sql() { as_pg "$bin/psql" -h "$work" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+# Seconds a statement takes (as the server reports them).
+timed() { sql -At -c "SET devdb.mask_key = 'a benchmark key of thirty-two bytes or more'" -c '\timing on' -c "$1" | awk '/^Time:/ {t=$2} END {printf "%.3f", t/1000}'; }
+
+sql -c "CREATE TABLE base AS SELECT g AS id, 'person' || g || '@example.org' AS email, 'First' || g || ' Last' AS name FROM generate_series(1, $rows) g"
+sql -c "COPY base TO '$work/base.copy'"
+
+best() { sort -n | head -1; }
+md5s=(); masks=(); steps=(); loads=()
+for round in $(seq "$rounds"); do
+    echo "round $round of $rounds…"
+    sql -c "DROP TABLE IF EXISTS t" -c "CREATE TABLE t AS TABLE base" -c "VACUUM ANALYZE t"
+    md5s+=("$(timed "UPDATE t SET email = md5(email), name = md5(name)")")
+    sql -c "DROP TABLE t" -c "CREATE TABLE t AS TABLE base" -c "VACUUM ANALYZE t"
+    masks+=("$(timed "${masking_sql%;}")")
+    vacuum=$(timed "VACUUM FULL t")
+    analyze=$(timed "ANALYZE t")
+    steps+=("$(echo "${masks[-1]} + $vacuum + $analyze" | bc -l)")
+    sql -c "DROP TABLE t" -c "CREATE TABLE t (id int, email text, name text)"
+    loads+=("$(timed "COPY t FROM '$work/base.copy'")")
+done
+md5=$(printf '%s\n' "${md5s[@]}" | best); mask=$(printf '%s\n' "${masks[@]}" | best)
+step=$(printf '%s\n' "${steps[@]}" | best); load=$(printf '%s\n' "${loads[@]}" | best)
+ratio=$(echo "$mask / $md5" | bc -l); added=$(echo "$step / $load" | bc -l)
+rate=$(echo "$rows / $mask" | bc -l)
+
+out="$root/loadtest/results/masking.md"
+{
+    echo "# Masking throughput ($rows rows, best of $rounds, \`bash loadtest/masking.sh\`)"
+    echo
+    echo "| what | seconds | |"
+    echo "| --- | ---: | --- |"
+    printf '| `UPDATE t SET email = md5(email), name = md5(name)` (baseline) | %.2f | |\n' "$md5"
+    printf '| DevDB masking of the same columns (email, name: keyed) | %.2f | %.2f× the baseline, %.0f rows/s |\n' "$mask" "$ratio" "$rate"
+    printf '| the whole masking step (update, VACUUM FULL, ANALYZE) | %.2f | |\n' "$step"
+    printf '| loading the same rows with COPY (what a restore does) | %.2f | the masking step adds %.2f× that |\n' "$load" "$added"
+    echo
+    echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}'), fsync off as in DevDB's restore server; $(nproc) cores."
+} >"$out"
+cat "$out"
