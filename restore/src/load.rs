@@ -42,6 +42,8 @@ pub struct Loaded {
     pub skipped: u64,
     /// Columns that look personal (see [`crate::scan`]), marked covered by the masking rules.
     pub findings: Vec<devdb_shared::api::PiiFinding>,
+    /// With masking verification: how many sampled originals were looked for, and not found.
+    pub verified: Option<u64>,
 }
 
 /// Runs a plain SQL script through `session`, stopping at the first error.

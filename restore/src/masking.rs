@@ -41,6 +41,66 @@ pub struct MaskPlan {
     pub rules: Vec<MaskRule>,
     /// At least 32 characters; never shown.
     pub key: String,
+    /// Look for a sample of the originals in the template's files afterwards.
+    pub verify: bool,
+}
+
+/// Original values sampled per rule for the verification (text of 8 to 200 bytes: shorter ones
+/// could match anything, longer ones may be stored compressed).
+const VERIFY_SAMPLE: usize = 20;
+
+/// A sample of the values `plan` masks, read before masking (`owner`: the project's user),
+/// to look for afterwards with [`leaks`].
+///
+/// # Errors
+/// When the server refuses a query.
+pub fn originals(owner: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, MaskError> {
+    let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
+    owner.execute("SET search_path = pg_catalog, pg_temp").map_err(session)?;
+    let mut values = Vec::new();
+    for rule in plan.rules.iter().filter(|r| r.strategy != MaskStrategy::Keep) {
+        let (schema, table) = table_name(&rule.table).map_err(MaskError::Session)?;
+        let column = ident(&rule.column);
+        let value = if rule.json_path.is_empty() {
+            format!("{column}::text")
+        } else {
+            let path = rule.json_path.iter().map(|k| literal(k)).collect::<Vec<_>>().join(", ");
+            format!("({column}::jsonb #>> ARRAY[{path}])")
+        };
+        let sql = format!(
+            "SELECT v FROM (SELECT {value} AS v FROM {}.{}) s WHERE length(v) BETWEEN 8 AND 200 LIMIT {VERIFY_SAMPLE}",
+            ident(&schema),
+            ident(&table)
+        );
+        let rows = owner.rows(&sql).map_err(session)?;
+        values.extend(rows.into_iter().filter_map(|r| r.into_iter().next().flatten()));
+    }
+    owner.execute("RESET search_path").map_err(session)?;
+    values.sort();
+    values.dedup();
+    Ok(values)
+}
+
+/// Of `needles`, those found in the bytes of some file under `dir` (recursively), each with the
+/// file: one pass over each file for all of them.
+pub fn leaks(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, String)> {
+    let Ok(finder) = aho_corasick::AhoCorasick::new(needles) else { return Vec::new() };
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        for hit in finder.find_overlapping_iter(&bytes) {
+            if seen.insert(hit.pattern().as_usize()) {
+                found.push((path.display().to_string(), needles[hit.pattern().as_usize()].to_string()));
+            }
+        }
+    }
+    found
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -361,6 +421,18 @@ mod tests {
         let mut shift = rule("t", "d", MaskStrategy::DateShift);
         shift.days = Some(0);
         assert!(statements(&[shift]).is_err());
+    }
+
+    #[test]
+    fn leaks_are_found_in_any_file_below_each_once_per_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("base/1")).expect("dirs");
+        std::fs::write(dir.path().join("base/1/16384"), b"..ada@example.com..ada@example.com..").expect("write");
+        std::fs::write(dir.path().join("pg_wal"), b"nothing here").expect("write");
+        let found = leaks(dir.path(), &["ada@example.com", "grace@example.com"]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].0.ends_with("base/1/16384") && found[0].1 == "ada@example.com");
+        assert!(leaks(dir.path(), &["grace@example.com"]).is_empty());
     }
 
     #[test]

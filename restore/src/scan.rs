@@ -216,7 +216,7 @@ fn is_phone(v: &str) -> bool {
 
 /// Marks the findings `rules` cover.
 pub fn cover(findings: &mut [PiiFinding], rules: &[MaskRule]) {
-    let masking = devdb_shared::api::Masking { rules: rules.to_vec(), require_rules: false };
+    let masking = devdb_shared::api::Masking { rules: rules.to_vec(), ..Default::default() };
     for finding in findings {
         finding.covered = masking.covers(finding);
     }

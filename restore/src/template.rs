@@ -137,6 +137,7 @@ impl Template<'_> {
             None => Loaded::default(),
         };
         let mut loaded = loaded;
+        let mut originals = Vec::new();
         let masked = match dump {
             Some(_) => {
                 let mut as_owner = Session::connect(socket, PORT, owner.user, owner.database, None)
@@ -148,6 +149,10 @@ impl Template<'_> {
                 crate::scan::cover(&mut loaded.findings, rules);
                 match self.masking {
                     Some(plan) => {
+                        if plan.verify {
+                            originals = crate::masking::originals(&mut as_owner, plan)
+                                .map_err(|e| RestoreError::Masking(e.to_string()))?;
+                        }
                         let mut as_admin = admin(owner.database)?;
                         crate::masking::apply(&mut as_owner, &mut as_admin, plan)
                             .map_err(|e| RestoreError::Masking(e.to_string()))?
@@ -181,6 +186,18 @@ impl Template<'_> {
             let mut reset = pg.command("pg_resetwal");
             reset.arg("-D").arg(data);
             devdb_pgctl::run(reset, "pg_resetwal").map_err(RestoreError::step("discarding the WAL of the load"))?;
+        }
+        if self.masking.is_some_and(|plan| plan.verify) {
+            let needles: Vec<&str> = originals.iter().map(String::as_str).collect();
+            let leaks = crate::masking::leaks(data, &needles);
+            if let Some((file, _)) = leaks.first() {
+                let file = file.strip_prefix(&data.display().to_string()).unwrap_or(file);
+                return Err(RestoreError::Masking(format!(
+                    "masking verification: {} sampled original values are still in the snapshot's files (first in {file})",
+                    leaks.len()
+                )));
+            }
+            loaded.verified = Some(u64::try_from(needles.len()).unwrap_or(u64::MAX));
         }
         write_conf(data, BASE_CONF)?;
         // Durable before it is copied or snapshotted: this data directory's files alone.

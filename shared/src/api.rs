@@ -79,6 +79,10 @@ pub struct Progress {
 pub struct Snapshot {
     pub created_at: String,
     pub size_bytes: u64,
+    /// With masking `verify`: how many sampled original values were looked for in the
+    /// snapshot's files, and not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masking_verified: Option<u64>,
 }
 
 /// A project: a data source and what became of it.
@@ -233,6 +237,10 @@ pub struct Masking {
     /// Refuse clones while a column the scan found personal has no rule.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_rules: bool,
+    /// After masking, look for a sample of the original values in every file of the snapshot
+    /// (a restore that finds one fails).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// How one column (or one value inside a JSON column) is masked.

@@ -21,26 +21,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
-/// Of `needles`, those found in the bytes of some file under `dir` (recursively), each with the
-/// file: how the masking tests prove no original value is left anywhere.
-pub fn files_holding(dir: &Path, needles: &[&str]) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        for needle in needles {
-            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                found.push((path.display().to_string(), (*needle).to_string()));
-            }
-        }
-    }
-    found
-}
-
 /// The PostgreSQL programs, run as the `postgres` user when the tests run as root.
 pub fn pg() -> PgCtl {
     PgCtl::discover(std::env::var_os("DEVDB_PG_BIN").as_deref().map(Path::new))

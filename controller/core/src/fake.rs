@@ -160,6 +160,7 @@ impl Runtime for FakeRuntime {
             created_at: now(),
             size_bytes: 1 << 20,
             findings: self.with(|s| s.findings.clone()),
+            masking_verified: None,
         })
     }
 

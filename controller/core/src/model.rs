@@ -56,6 +56,10 @@ pub struct SnapshotRecord {
     /// not scan.
     #[serde(default)]
     pub findings: Vec<devdb_shared::api::PiiFinding>,
+    /// With masking verification: how many sampled originals were looked for in its files,
+    /// and not found.
+    #[serde(default)]
+    pub masking_verified: Option<u64>,
 }
 
 /// What should become of a database.

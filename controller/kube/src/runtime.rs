@@ -393,6 +393,7 @@ impl Runtime for KubeRuntime {
             size_bytes: ready["restoreSize"].as_str().map(quantity_bytes).unwrap_or(0),
             // The restore Job does not report a scan (yet).
             findings: Vec::new(),
+            masking_verified: None,
         })
     }
 

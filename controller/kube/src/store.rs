@@ -375,6 +375,7 @@ impl CrdStore {
                 created_at: s.created_at,
                 size_bytes: s.size_bytes,
                 findings: Vec::new(),
+                masking_verified: None,
             }),
             wanted_generation: p.spec.snapshot_generation,
             username: p.spec.username.clone(),

@@ -160,7 +160,7 @@ impl Runtime for LocalRuntime {
         blocking(move || {
             // Success or not, the work directory goes (a failed restore leaves no half-made
             // template), and its server with it.
-            let published = built.and_then(|findings| this.publish_snapshot(&name, generation, &work, findings));
+            let published = built.and_then(|loaded| this.publish_snapshot(&name, generation, &work, loaded));
             let data = work.join("data");
             if this.pg.is_running(&data) {
                 let _ = this.pg.stop(&data, StopMode::Immediate);
@@ -357,7 +357,7 @@ impl LocalRuntime {
         work: &Path,
         fetched: Option<devdb_restore::Fetched>,
         cancel: &CancellationToken,
-    ) -> Result<Vec<devdb_shared::api::PiiFinding>, RuntimeError> {
+    ) -> Result<devdb_restore::load::Loaded, RuntimeError> {
         let stop = Arc::new(AtomicBool::new(false));
         let (this, project, work, stopping) = (self.clone(), project.clone(), work.to_path_buf(), stop.clone());
         let data = work.join("data");
@@ -367,8 +367,11 @@ impl LocalRuntime {
             if let Some(dump) = &dump {
                 this.check_space(&work, dir_size(&dump.path).saturating_mul(2).saturating_add(RESTORE_MARGIN))?;
             }
-            let plan = (!project.masking.rules.is_empty())
-                .then(|| MaskPlan { rules: project.masking.rules.clone(), key: project.mask_key.clone() });
+            let plan = (!project.masking.rules.is_empty()).then(|| MaskPlan {
+                rules: project.masking.rules.clone(),
+                key: project.mask_key.clone(),
+                verify: project.masking.verify,
+            });
             let template = Template {
                 pg: &this.pg,
                 data: work.join("data"),
@@ -385,7 +388,7 @@ impl LocalRuntime {
                 personal_columns = loaded.findings.len(),
                 "dump restored (ownership and privilege statements skipped)"
             );
-            Ok(loaded.findings)
+            Ok(loaded)
         });
         let joined = tokio::select! {
             joined = &mut building => joined,
@@ -406,13 +409,19 @@ impl LocalRuntime {
         project: &Name,
         generation: u64,
         work: &Path,
-        findings: Vec<devdb_shared::api::PiiFinding>,
+        loaded: devdb_restore::load::Loaded,
     ) -> Result<SnapshotRecord, RuntimeError> {
         let snapshot = self.snapshot_dir(project, generation);
         remove_dir(&snapshot)?;
         std::fs::rename(work.join("data"), &snapshot).map_err(RuntimeError::io("publishing the snapshot"))?;
         let size_bytes = dir_size(&snapshot);
-        Ok(SnapshotRecord { generation, created_at: now(), size_bytes, findings })
+        Ok(SnapshotRecord {
+            generation,
+            created_at: now(),
+            size_bytes,
+            findings: loaded.findings,
+            masking_verified: loaded.verified,
+        })
     }
 
     /// Fails with [`RuntimeError::DiskFull`] unless `need` bytes are free where `path` is.

@@ -2,7 +2,7 @@
 //! masked; its databases see only masked values, and no original is left in the snapshot's or
 //! the clone's files.
 
-use devdb_testkit::files_holding;
+use devdb_restore::masking::leaks as files_holding;
 
 use crate::common::*;
 
@@ -19,10 +19,13 @@ async fn masking_rules_restore_the_project_masked_and_its_clones_hold_no_origina
     assert!(ok && scanned.contains("No column looks personal."), "item names are not personal: {scanned}{err}");
 
     let rules = devdb.dir.path().join("rules.json");
-    std::fs::write(&rules, r#"[{"table": "items", "column": "name", "strategy": "hash"}]"#).expect("rules");
+    let set = r#"{"rules": [{"table": "items", "column": "name", "strategy": "hash"}], "verify": true}"#;
+    std::fs::write(&rules, set).expect("rules");
     let (ok, out, err) = devdb.cli(&["project", "masking", "shop", "--file", &rules.to_string_lossy()]).await;
     assert!(ok, "{err}\n{}", devdb.log());
     assert!(out.contains("ready"), "waited for the masked restore: {out}");
+    let (_, project) = devdb.call(reqwest::Method::GET, "/v1/projects/shop", None).await;
+    assert_eq!(project["snapshot"]["maskingVerified"], 20, "20 originals looked for, none found: {project}");
     let (ok, shown, err) = devdb.cli(&["project", "masking", "shop"]).await;
     assert!(ok && shown.contains("\"strategy\": \"hash\""), "{shown}{err}");
 

@@ -202,10 +202,11 @@ pub fn project_view(p: &ProjectRecord) -> Project {
         status: p.status,
         progress: p.progress,
         error: p.error.clone(),
-        snapshot: p
-            .snapshot
-            .as_ref()
-            .map(|s| devdb_shared::api::Snapshot { created_at: s.created_at.clone(), size_bytes: s.size_bytes }),
+        snapshot: p.snapshot.as_ref().map(|s| devdb_shared::api::Snapshot {
+            created_at: s.created_at.clone(),
+            size_bytes: s.size_bytes,
+            masking_verified: s.masking_verified,
+        }),
         default_credentials: devdb_shared::api::CredentialsRequest {
             username: p.username.clone(),
             database: p.database.clone(),
