@@ -925,6 +925,8 @@ mod api {
         c.server
             .run(vec![
                 Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
+                // Its project: whether it requires masking rules first.
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
                 Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 0, false)),
                 Step::patch(&format!("{DATABASES}/kate-pg"))
                     .reply(database(running.clone(), 1, false))
