@@ -878,7 +878,9 @@ async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_it
         blocks_read: commits,
         ..Counters::default()
     };
-    let t0 = std::time::SystemTime::now();
+    // At the start of a five-minute bucket, so both samples fall in one point of the day's series.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now - now % 300);
     core.runtime.set_counters(&name("kate-pg"), counters(100, 1));
     core.monitor.sample_once(t0).await.expect("sample");
     core.runtime.set_counters(&name("kate-pg"), counters(400, 3));
@@ -1211,6 +1213,8 @@ async fn masking_rules_are_checked_kept_without_their_key_and_restore_the_projec
     assert_eq!(restores(), 2, "restored again with them");
     let (_, shown) = core.call(Some(BOB), "GET", "/v1/projects/shop/masking", None).await;
     assert_eq!(shown, rules, "readable like the project");
+    let page = core.browse("GET", "/ui/projects", &format!("devdb_session={KATE}"), None, &[]).await;
+    assert!(page.body.contains("<td class=\"masking\">3 rules"), "the projects page tells: {}", page.body);
     let record = core.store.project("shop").await.expect("read").expect("exists");
     assert!(record.mask_key.len() >= 32, "a key of its own");
     for view in [before.to_string(), shown.to_string(), body.to_string()] {

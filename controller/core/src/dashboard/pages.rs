@@ -341,7 +341,7 @@ pub fn projects(session: &Session, projects: &[Project], error: Option<&str>) ->
             } @else {
                 div.scroll {
                     table {
-                        thead { tr { th { "Name" } th { "Owner" } th { "Status" } th { "Source" } th { "Snapshot" } th { span.sr { "Actions" } } } }
+                        thead { tr { th { "Name" } th { "Owner" } th { "Status" } th { "Source" } th { "Snapshot" } th { "Masking" } th { span.sr { "Actions" } } } }
                         tbody {
                             @for p in projects {
                                 tr {
@@ -368,6 +368,17 @@ pub fn projects(session: &Session, projects: &[Project], error: Option<&str>) ->
                                         Some(s) => { (devdb_shared::size::human(s.size_bytes)) ", " (s.created_at) }
                                         None => { "–" }
                                     } }
+                                    td.masking {
+                                        @match p.masking.rules.len() {
+                                            0 => { "none" }
+                                            1 => { "1 rule" }
+                                            n => { (n) " rules" }
+                                        }
+                                        @if let Some(n) = p.snapshot.as_ref().and_then(|s| s.masking_verified) {
+                                            br; span.hint { "verified: " (n) " originals absent" }
+                                        }
+                                        @if p.masking.require_rules { br; span.hint { "rules required" } }
+                                    }
                                     td.row-actions {
                                         @if p.status == ProjectStatus::Ready {
                                             a href=(format!("/ui/databases?project={}#create", p.name)) { "New database" }
