@@ -142,7 +142,7 @@ async fn guard_origin<P: Platform>(State(state): Shared<P>, request: axum::extra
 }
 
 /// `localhost`, `127.0.0.1`, `[::1]`, with or without a port, and nothing else.
-fn loopback_host(host: &str) -> bool {
+pub(crate) fn loopback_host(host: &str) -> bool {
     let (name, port) = match host.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((name, after)) => (name, after.strip_prefix(':').or_else(|| after.is_empty().then_some(""))),

@@ -154,14 +154,7 @@ pub async fn refresh<P: Platform>(
     if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
         return Err(ApiError::Conflict(format!("project {} is already restoring", project.name)));
     }
-    let updated = state
-        .store
-        .update_project(&project.name, |p| {
-            p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
-            p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
-            p.error = None;
-        })
-        .await?;
+    let updated = state.store.update_project(&project.name, restore_again).await?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
 }
@@ -219,9 +212,7 @@ pub async fn set_masking<P: Platform>(
             }
             // New rules take a new snapshot: the current one was masked otherwise (or not at all).
             if changed {
-                p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
-                p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
-                p.error = None;
+                restore_again(p);
             }
         })
         .await?;
@@ -278,6 +269,14 @@ pub fn unmasked(project: &ProjectRecord) -> Vec<String> {
             format!("{}.{}{path} ({})", f.table, f.column, f.kind)
         })
         .collect()
+}
+
+/// Asks for a new snapshot (refresh, new masking rules): the generation after the current
+/// snapshot's; the current one serves clones meanwhile.
+fn restore_again(p: &mut ProjectRecord) {
+    p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
+    p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
+    p.error = None;
 }
 
 /// Usernames and database names: lower-case SQL identifiers, so they never need escaping.

@@ -58,14 +58,7 @@ impl Session {
 fn secure(headers: &HeaderMap) -> bool {
     let tls = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes() == b"https");
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let name = host.rsplit_once(':').map_or(host, |(name, port)| if port.contains(']') { host } else { name });
-    let loopback = name.eq_ignore_ascii_case("localhost")
-        || name
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    tls || !loopback
+    tls || !crate::api::loopback_host(host)
 }
 
 /// A cookie's name for this request: `__Host-name` when [`secure`].
