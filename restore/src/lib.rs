@@ -18,6 +18,7 @@ pub mod limits;
 pub mod load;
 pub mod masking;
 pub mod policy;
+pub mod report;
 pub mod scan;
 /// The SQL splitter (its own crate, pure and fuzzed).
 pub use devdb_restore_script as script;

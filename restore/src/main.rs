@@ -11,13 +11,17 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use devdb_pgctl::PgCtl;
+use devdb_restore::masking::MaskPlan;
+use devdb_restore::report::Report;
 use devdb_restore::{LimitArgs, Limits, Owner, SourcePolicy, Template};
+use devdb_shared::api::Masking;
 
 /// Restores a PostgreSQL dump into a new data directory as a DevDB project template.
 ///
 /// The dump (SQL text, or pg_dump's custom, tar or directory format, optionally gzipped) is run
 /// as the project's non-superuser role, never through psql; archives are turned into SQL by
-/// pg_restore. Privileged roles in the result fail the restore.
+/// pg_restore. Privileged roles in the result fail the restore. With a project's masking, the
+/// rules are applied (and verified) before the data directory is left for snapshotting.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -56,8 +60,28 @@ struct Args {
     #[arg(long, env = "PG_BIN")]
     pg_bin: Option<PathBuf>,
 
+    /// The project's masking as JSON (`{"rules": [...], "verify": true}`, the API's form), applied
+    /// before the data directory is left for snapshotting. Needs --mask-key.
+    #[arg(long, env = "DEVDB_MASKING", hide_env_values = true, value_parser = parse_masking)]
+    masking: Option<Masking>,
+
+    /// The project's masking key (at least 32 characters; never printed).
+    #[arg(long, env = "DEVDB_MASK_KEY", default_value = "", hide_env_values = true, hide_default_value = true)]
+    mask_key: String,
+
+    /// Where the outcome goes for the controller: on success the scan's findings and the
+    /// masking verification, on failure the reason (written only if the file exists).
+    #[arg(long, env = "DEVDB_TERMINATION_LOG", default_value = "/dev/termination-log")]
+    termination_log: PathBuf,
+
     #[command(flatten)]
     limits: LimitArgs,
+}
+
+fn parse_masking(text: &str) -> Result<Masking, String> {
+    let masking: Masking = serde_json::from_str(text).map_err(|e| format!("not the masking's JSON: {e}"))?;
+    masking.check()?;
+    Ok(masking)
 }
 
 fn main() -> ExitCode {
@@ -66,27 +90,41 @@ fn main() -> ExitCode {
     let result = restore(&args, &work);
     let _ = std::fs::remove_dir_all(&work);
     match result {
-        Ok(summary) => {
+        Ok((summary, report)) => {
             println!("{summary}");
+            terminate_with(&args.termination_log, &report.encode(devdb_restore::report::LIMIT));
             ExitCode::SUCCESS
         }
         Err(error) => {
             let reason = format!("{error:#}");
             eprintln!("restore failed: {reason}");
-            if let Ok(mut log) = std::fs::OpenOptions::new().write(true).open("/dev/termination-log") {
-                let _ = std::io::Write::write_all(&mut log, reason.as_bytes());
-            }
+            terminate_with(&args.termination_log, &reason);
             ExitCode::FAILURE
         }
     }
 }
 
-fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<String> {
+/// Leaves `message` in the termination log, when there is one.
+fn terminate_with(log: &std::path::Path, message: &str) {
+    if let Ok(mut log) = std::fs::OpenOptions::new().write(true).truncate(true).open(log) {
+        let _ = std::io::Write::write_all(&mut log, message.as_bytes());
+    }
+}
+
+fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<(String, Report)> {
     for (what, value) in [("--user", &args.user), ("--database", &args.database)] {
         let ok = value.len() <= 63
             && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         anyhow::ensure!(ok, "{what} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)");
+    }
+    let plan = args.masking.as_ref().filter(|m| !m.rules.is_empty()).map(|m| MaskPlan {
+        rules: m.rules.clone(),
+        key: args.mask_key.clone(),
+        verify: m.verify,
+    });
+    if plan.is_some() {
+        anyhow::ensure!(args.mask_key.chars().count() >= 32, "--mask-key must have at least 32 characters");
     }
     anyhow::ensure!(!args.pgdata.join("PG_VERSION").exists(), "{} already holds a database", args.pgdata.display());
     let pg = PgCtl::discover(args.pg_bin.as_deref())?;
@@ -101,14 +139,18 @@ fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<String> {
         let fetched = runtime.block_on(devdb_restore::fetch(&args.source, &dest, policy, limits, |_, _| {}))?;
         Some(devdb_restore::prepare(&fetched.path, work, limits.max_source_bytes)?)
     };
-    let template = Template { pg: &pg, data: args.pgdata.clone(), scratch: work.join("server"), masking: None };
+    let template =
+        Template { pg: &pg, data: args.pgdata.clone(), scratch: work.join("server"), masking: plan.as_ref() };
     let owner = Owner { user: &args.user, password: &args.password, database: &args.database };
     let loaded = template.build(&owner, dump.as_ref())?;
     let format = dump.as_ref().map_or("nothing (an empty database)".to_string(), |d| format!("a {:?} dump", d.format));
-    Ok(format!(
-        "restored {format} into {}: {} statements, {} ownership and privilege statements skipped",
+    let summary = format!(
+        "restored {format} into {}: {} statements, {} ownership and privilege statements skipped, {} masking rules applied, {} personal columns found",
         args.pgdata.display(),
         loaded.statements,
-        loaded.skipped
-    ))
+        loaded.skipped,
+        plan.as_ref().map_or(0, |p| p.rules.len()),
+        loaded.findings.len(),
+    );
+    Ok((summary, Report { findings: loaded.findings, verified: loaded.verified, ..Report::default() }))
 }

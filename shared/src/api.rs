@@ -230,6 +230,7 @@ pub struct Database {
 
 /// A project's masking: how its snapshot's personal data is replaced before any clone sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Masking {
@@ -245,6 +246,7 @@ pub struct Masking {
 
 /// How one column (or one value inside a JSON column) is masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MaskRule {
@@ -312,6 +314,7 @@ impl Masking {
 /// A column of a project's data that looks personal, found by the scan at its last restore
 /// (before masking), with a rule that would mask it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PiiFinding {
@@ -335,6 +338,7 @@ pub struct PiiFinding {
 /// give equal outputs (joins and foreign keys still match), and without the key an output
 /// cannot be traced back by trying a dictionary of inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum MaskStrategy {

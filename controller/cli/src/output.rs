@@ -239,7 +239,7 @@ pub fn scan(report: &serde_json::Value, json: bool) {
         return print_json(report);
     }
     let findings = report["findings"].as_array().cloned().unwrap_or_default();
-    if findings.is_empty() {
+    if findings.is_empty() && report["unlisted"].as_u64().unwrap_or(0) == 0 {
         println!("No column looks personal.");
         return;
     }
@@ -259,4 +259,7 @@ pub fn scan(report: &serde_json::Value, json: bool) {
         ]);
     }
     println!("{t}");
+    if let Some(more) = report["unlisted"].as_u64().filter(|n| *n > 0) {
+        println!("and {more} more columns the restore found but could not list (those without a rule come first)");
+    }
 }

@@ -124,11 +124,6 @@ impl Runtime for FakeRuntime {
         self.ports
     }
 
-    /// Restores apply the project's masking to the template.
-    fn masks(&self) -> bool {
-        true
-    }
-
     /// Sources on `private.example` are private addresses; `ftp://` is unsupported.
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
         if location.starts_with("ftp://") {
@@ -160,6 +155,8 @@ impl Runtime for FakeRuntime {
             created_at: now(),
             size_bytes: 1 << 20,
             findings: self.with(|s| s.findings.clone()),
+            unlisted_findings: 0,
+            unlisted_unmasked: 0,
             masking_verified: None,
         })
     }

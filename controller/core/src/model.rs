@@ -56,6 +56,12 @@ pub struct SnapshotRecord {
     /// not scan.
     #[serde(default)]
     pub findings: Vec<devdb_shared::api::PiiFinding>,
+    /// Found but not listed in `findings` (a restore Job reports at most 4 KiB): in all, and
+    /// of those, masked by no rule of the restore.
+    #[serde(default)]
+    pub unlisted_findings: u64,
+    #[serde(default)]
+    pub unlisted_unmasked: u64,
     /// With masking verification: how many sampled originals were looked for in its files,
     /// and not found.
     #[serde(default)]

@@ -103,10 +103,6 @@ pub trait Runtime: Send + Sync + 'static {
     /// How databases get their ports.
     fn ports(&self) -> Ports;
 
-    /// Whether its restores apply a project's masking (rules are refused where they would not
-    /// be: a snapshot must never look masked and not be).
-    fn masks(&self) -> bool;
-
     /// Whether this runtime can restore from `location`, reachable under the source policy
     /// (`allow_private`: private addresses too). `Err` is the reason, for the caller.
     fn check_source(&self, location: &str, allow_private: bool) -> impl Future<Output = Result<(), String>> + Send;

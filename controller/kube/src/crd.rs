@@ -47,6 +47,9 @@ pub struct ProjectSpec {
     /// How long its databases live unless created with their own time to live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_ttl_seconds: Option<u64>,
+    /// How its snapshots are masked (the key is derived by the controller, never stored here).
+    #[serde(default, skip_serializing_if = "devdb_shared::api::Masking::is_empty")]
+    pub masking: devdb_shared::api::Masking,
 }
 
 /// What the controller reports about a project.
@@ -84,6 +87,23 @@ pub struct SnapshotStatus {
     pub generation: u64,
     pub created_at: String,
     pub size_bytes: u64,
+    /// The columns its restore's personal-data scan found (before masking).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<devdb_shared::api::PiiFinding>,
+    /// Found but not listed (a restore Job's report is at most 4 KiB): in all, and of those
+    /// no rule masks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted_findings: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted_unmasked: u64,
+    /// With masking verification: the sampled originals looked for in its files, not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masking_verified: Option<u64>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A database instance: a clone of its project's snapshot.

@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use devdb_shared::api::Masking;
+
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -232,6 +234,22 @@ pub fn project_secret(project: &str, username: &str, password: &str, backup_loca
     }
 }
 
+/// The Secret a masked restore reads its rules and key from. The restore makes it and deletes
+/// it once its Job has ended: the key is in the cluster only while a restore runs.
+pub fn masking_secret(project: &str, generation: u64, masking: &Masking, key: &str) -> Secret {
+    let rules = serde_json::json!({ "rules": masking.rules, "verify": masking.verify }).to_string();
+    Secret {
+        metadata: generation_meta(&masking_secret_name(generation), project, generation),
+        string_data: Some(BTreeMap::from([("masking".into(), rules), ("key".into(), key.into())])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+pub fn masking_secret_name(generation: u64) -> String {
+    format!("restore-masking-{generation}")
+}
+
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
 }
@@ -317,13 +335,23 @@ fn security() -> PodSecurityContext {
     }
 }
 
+/// What a restore Job does besides restoring the source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// The download may reach private addresses.
+    pub allow_private_source: bool,
+    /// The project's masking is applied, from [`masking_secret`] (which must exist: without
+    /// it the pod does not start, rather than restore unmasked).
+    pub masked: bool,
+}
+
 /// The Job restoring the project's source (from its Secret) into the golden volume of
-/// `generation`; `allow_private_source` lets the download reach private addresses.
+/// `generation`.
 pub fn restore_job(
     project: &str,
     generation: u64,
     database: &str,
-    allow_private_source: bool,
+    options: RestoreOptions,
     settings: &ClusterSettings,
 ) -> Job {
     let mut env_vars = vec![
@@ -333,8 +361,13 @@ pub fn restore_job(
         secret_env("DB_USER", "restore-credentials", "username"),
         secret_env("DB_PASSWORD", "restore-credentials", "password"),
     ];
-    if allow_private_source {
+    if options.allow_private_source {
         env_vars.push(env("DEVDB_ALLOW_PRIVATE_SOURCES", "true"));
+    }
+    if options.masked {
+        let secret = masking_secret_name(generation);
+        env_vars.push(secret_env("DEVDB_MASKING", &secret, "masking"));
+        env_vars.push(secret_env("DEVDB_MASK_KEY", &secret, "key"));
     }
     // The download and its decompressed form go to the golden volume, never the node's disk,
     // and may take half of it: a larger source fails at once, saying so, instead of filling it.
@@ -650,7 +683,15 @@ pub(crate) mod tests {
                 "shop",
                 Some(BTreeMap::from([("AWS_REGION".into(), k8s_openapi::ByteString(b"eu-west-1".to_vec()))])),
             ))),
-            json(serde_json::to_value(restore_job("shop", 1, "shop", false, &s))),
+            json(serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &s))),
+            json(serde_json::to_value(restore_job(
+                "shop",
+                2,
+                "shop",
+                RestoreOptions { masked: true, ..RestoreOptions::default() },
+                &s,
+            ))),
+            json(serde_json::to_value(masking_secret("shop", 2, &Masking::default(), "k"))),
             json(serde_json::to_value(restore_account("shop", &s.restore_account_annotations))),
             json(serde_json::to_value(database_secret(
                 "shop",
@@ -745,7 +786,8 @@ pub(crate) mod tests {
         let statefulset =
             serde_json::to_value(statefulset("shop", "kate-pg", &settings(), &BTreeMap::new())).expect("json");
         assert_restricted(&statefulset["spec"]["template"]);
-        let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
+        let job =
+            serde_json::to_value(restore_job("shop", 2, "shop", RestoreOptions::default(), &settings())).expect("json");
         assert_restricted(&job["spec"]["template"]);
         assert_eq!(job["spec"]["backoffLimit"], 0, "one attempt: its failure is the cause");
     }
@@ -761,7 +803,8 @@ pub(crate) mod tests {
 
     #[test]
     fn with_irsa_the_restore_job_runs_as_an_annotated_account_without_an_api_token() {
-        let job = serde_json::to_value(restore_job("shop", 1, "shop", false, &settings())).expect("json");
+        let job =
+            serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &settings())).expect("json");
         let pod = &job["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], RESTORE_ACCOUNT);
         assert_eq!(pod["automountServiceAccountToken"], false);
@@ -773,13 +816,15 @@ pub(crate) mod tests {
         );
         assert_eq!(account["metadata"]["namespace"], "devdb-shop");
         let plain = ClusterSettings { restore_account_annotations: BTreeMap::new(), ..settings() };
-        let job = serde_json::to_value(restore_job("shop", 1, "shop", false, &plain)).expect("json");
+        let job =
+            serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &plain)).expect("json");
         assert!(job["spec"]["template"]["spec"].get("serviceAccountName").is_none(), "the namespace's default");
     }
 
     #[test]
     fn the_restore_job_is_sized_and_works_on_the_golden_volume() {
-        let job = serde_json::to_value(restore_job("shop", 1, "shop", false, &settings())).expect("json");
+        let job =
+            serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &settings())).expect("json");
         let container = &job["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["resources"]["requests"]["cpu"], "1");
         assert_eq!(container["resources"]["limits"]["memory"], container["resources"]["requests"]["memory"]);
@@ -799,14 +844,22 @@ pub(crate) mod tests {
 
     #[test]
     fn the_restore_job_reads_its_password_and_source_from_the_secret_not_the_spec() {
-        let job = serde_json::to_value(restore_job("shop", 2, "shop", false, &settings())).expect("json");
+        let job =
+            serde_json::to_value(restore_job("shop", 2, "shop", RestoreOptions::default(), &settings())).expect("json");
         let text = job.to_string();
         assert!(!text.contains("\"pw\""), "no password inline");
         let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
         assert_eq!(env[0]["name"], "BACKUP_URL");
         assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["key"], "backupUrl");
         assert!(!text.contains("DEVDB_ALLOW_PRIVATE_SOURCES"), "public sources only unless allowed");
-        let admins = serde_json::to_value(restore_job("shop", 2, "shop", true, &settings())).expect("json");
+        let admins = serde_json::to_value(restore_job(
+            "shop",
+            2,
+            "shop",
+            RestoreOptions { allow_private_source: true, masked: false },
+            &settings(),
+        ))
+        .expect("json");
         assert!(admins.to_string().contains("DEVDB_ALLOW_PRIVATE_SOURCES"));
         let secret = serde_json::to_value(project_secret("shop", "app", "pw", Some("https://u:p@h/d"))).expect("json");
         assert_eq!(secret["stringData"]["backupUrl"], "https://u:p@h/d");
@@ -815,5 +868,38 @@ pub(crate) mod tests {
         let snapshot = serde_json::to_value(volume_snapshot("shop", 2, &settings())).expect("json");
         assert_eq!(snapshot["spec"]["source"]["persistentVolumeClaimName"], "golden-2");
         assert_eq!(snapshot["kind"], "VolumeSnapshot");
+    }
+
+    #[test]
+    fn a_masked_restore_reads_rules_and_key_from_a_secret_it_cannot_start_without() {
+        let masked = RestoreOptions { masked: true, ..RestoreOptions::default() };
+        let job = serde_json::to_value(restore_job("shop", 3, "shop", masked, &settings())).expect("json");
+        let env = job["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
+        let from_secret = |name: &str| {
+            let var = env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{name} in {env:?}"));
+            assert!(var.get("value").is_none(), "{name} is not inline");
+            var["valueFrom"]["secretKeyRef"].clone()
+        };
+        for (name, key) in [("DEVDB_MASKING", "masking"), ("DEVDB_MASK_KEY", "key")] {
+            let reference = from_secret(name);
+            assert_eq!((reference["name"].as_str(), reference["key"].as_str()), (Some("restore-masking-3"), Some(key)));
+            assert!(reference.get("optional").is_none(), "without the Secret the pod must not start");
+        }
+        let plain = serde_json::to_value(restore_job("shop", 3, "shop", RestoreOptions::default(), &settings()));
+        assert!(!plain.expect("json").to_string().contains("DEVDB_MASK"));
+
+        let rule: devdb_shared::api::MaskRule =
+            serde_json::from_str(r#"{"table":"customers","column":"email","strategy":"email"}"#).expect("rule");
+        let masking = Masking { rules: vec![rule], require_rules: true, verify: true };
+        let secret = serde_json::to_value(masking_secret("shop", 3, &masking, "k".repeat(48).as_str())).expect("json");
+        assert_eq!(secret["metadata"]["name"], "restore-masking-3");
+        assert_eq!(secret["metadata"]["labels"][GENERATION_LABEL], "3");
+        let rules: serde_json::Value =
+            serde_json::from_str(secret["stringData"]["masking"].as_str().expect("masking")).expect("json");
+        assert_eq!(
+            rules,
+            serde_json::json!({ "rules": [{"table":"customers","column":"email","strategy":"email"}], "verify": true })
+        );
+        assert_eq!(secret["stringData"]["key"], "k".repeat(48));
     }
 }

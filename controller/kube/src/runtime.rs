@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use devdb_restore::report::Report;
 use devdb_shared::{Domain, Name};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -20,7 +21,7 @@ use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 use crate::diagnose::{self, Blocker, Patience, Problem};
 use crate::isolation::Isolation;
 use crate::objects::{KubeResult, Wait, apply, delete, delete_labelled, delete_matching, quantity_bytes};
-use crate::resources::{self, ClusterSettings};
+use crate::resources::{self, ClusterSettings, RestoreOptions};
 
 /// How long each kind of wait may last, and how often it looks.
 #[derive(Debug, Clone)]
@@ -139,25 +140,46 @@ impl KubeRuntime {
         Ok(namespace)
     }
 
-    /// Why the restore Job failed, from its pod's termination message (the restore script
-    /// writes its one-line reason there) or else the Job's own condition.
-    async fn restore_failure(&self, namespace: &str, job: &Job) -> String {
+    /// The restore Job's termination message: its report on success (see
+    /// [`devdb_restore::report`]), its one-line reason on failure.
+    async fn termination_message(&self, namespace: &str, job: &Job) -> Option<String> {
         let pods = self
             .api::<Pod>(namespace)
             .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
             .await
             .map(|l| l.items)
             .unwrap_or_default();
-        let from_pods = pods
-            .iter()
+        pods.iter()
             .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
             .flatten()
             .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
             .map(|m| m.trim().to_string())
-            .rfind(|m| !m.is_empty());
-        from_pods
+            .rfind(|m| !m.is_empty())
+    }
+
+    /// Why the restore Job failed, from its termination message or else the Job's condition.
+    async fn restore_failure(&self, namespace: &str, job: &Job) -> String {
+        self.termination_message(namespace, job)
+            .await
             .or_else(|| condition(job, "Failed").and_then(|c| c.message.clone()))
             .unwrap_or_else(|| "the restore Job failed".into())
+    }
+
+    /// What a finished restore Job reports: its scan's findings and its masking verification.
+    /// A masked restore must report (an image that does not know masking would have restored
+    /// the originals).
+    async fn restore_report(&self, namespace: &str, job: &Job, masked: bool) -> Result<Report, RuntimeError> {
+        let message = self.termination_message(namespace, job).await.unwrap_or_default();
+        match Report::decode(&message) {
+            Some(report) => Ok(report),
+            None if masked => Err(RuntimeError::Source(
+                "the restore Job did not report its masking: is the database image older than the controller?".into(),
+            )),
+            None => {
+                tracing::warn!(namespace, "the restore Job reported no personal-data scan (an older database image?)");
+                Ok(Report::default())
+            }
+        }
     }
 
     /// Why the pods selected by `selector`, on volume `claim`, are not running, if something
@@ -172,28 +194,36 @@ impl KubeRuntime {
         Ok(diagnose::problem(&pods, claim, &events))
     }
 
-    /// Waits for the restore Job of `generation`, then for the VolumeSnapshot of its volume;
-    /// returns the snapshot's status.
+    /// Waits for the restore Job of `generation` (a masked one's Secret goes as soon as it
+    /// ends), then for the VolumeSnapshot of its volume; returns the Job's report and the
+    /// snapshot's status.
     async fn restore_and_snapshot(
         &self,
         project: &str,
         namespace: &str,
         generation: u64,
+        masked: bool,
         cancel: &tokio_util::sync::CancellationToken,
-    ) -> Result<serde_json::Value, RuntimeError> {
+    ) -> Result<(Report, serde_json::Value), RuntimeError> {
         let jobs = self.api::<Job>(namespace);
         let job_name = resources::restore_job_name(generation);
         let pods = format!("job-name={job_name}");
         let golden = resources::golden_name(generation);
         let wait = Wait::new("the restore", self.waits.every, self.waits.restore);
         let mut patience = Patience::new(self.waits.stuck);
-        loop {
+        let report = loop {
             if cancel.is_cancelled() {
                 return Err(RuntimeError::Cancelled);
             }
             let job = jobs.get(&job_name).await.platform()?;
             match job_outcome(&job) {
-                Some(Ok(())) => break,
+                Some(Ok(())) => {
+                    let report = self.restore_report(namespace, &job, masked).await?;
+                    if masked {
+                        delete(&self.api::<Secret>(namespace), &resources::masking_secret_name(generation)).await?;
+                    }
+                    break report;
+                }
                 Some(Err(())) => {
                     // The restore Job's own reason (devdb-restore's): meant for the user.
                     let detail = self.restore_failure(namespace, &job).await;
@@ -206,7 +236,7 @@ impl KubeRuntime {
             }
             // "the restore failed: not done after …", for the user to see.
             wait.next().await.map_err(|timeout| RuntimeError::Source(timeout.to_string()))?;
-        }
+        };
         let snapshots = self.snapshots(namespace);
         apply(&snapshots, &resources::volume_snapshot(project, generation, &self.settings)).await?;
         let snapshot_name = resources::snapshot_name(generation);
@@ -216,7 +246,7 @@ impl KubeRuntime {
             let snapshot = snapshots.get(&snapshot_name).await.platform()?;
             let status = &snapshot.data["status"];
             if status["readyToUse"] == true {
-                return Ok(status.clone());
+                return Ok((report, status.clone()));
             }
             // The snapshotter reports errors it retries (throttling, a busy volume) the same way
             // as lasting ones: only one that stays is a failure.
@@ -340,11 +370,6 @@ impl Runtime for KubeRuntime {
         Ports::Fixed(5432)
     }
 
-    /// Not yet: the restore Job does not receive rules and key (setting rules is refused).
-    fn masks(&self) -> bool {
-        false
-    }
-
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
         // Restore Jobs in the cluster have S3 credentials but no controller files.
         let what = "the kube runtime restores from http://, https:// and s3:// URLs";
@@ -364,13 +389,18 @@ impl Runtime for KubeRuntime {
         let namespace = self.prepare_project(project).await?;
         let pvcs = self.api::<PersistentVolumeClaim>(&namespace);
         let jobs = self.api::<Job>(&namespace);
+        let secrets = self.api::<Secret>(&namespace);
         let golden = resources::golden_name(generation);
         let job_name = resources::restore_job_name(generation);
+        let masked = !project.masking.rules.is_empty();
         apply(&pvcs, &resources::golden_pvc(name, generation, &self.settings)).await?;
-        let job =
-            resources::restore_job(name, generation, &project.database, project.allow_private_source, &self.settings);
-        apply(&jobs, &job).await?;
-        let ready = match self.restore_and_snapshot(name, &namespace, generation, &cancel).await {
+        if masked {
+            let secret = resources::masking_secret(name, generation, &project.masking, &project.mask_key);
+            apply(&secrets, &secret).await?;
+        }
+        let options = RestoreOptions { allow_private_source: project.allow_private_source, masked };
+        apply(&jobs, &resources::restore_job(name, generation, &project.database, options, &self.settings)).await?;
+        let (report, ready) = match self.restore_and_snapshot(name, &namespace, generation, masked, &cancel).await {
             Ok(ready) => ready,
             // The cluster API failed: the next pass adopts the Job (or snapshot) still there.
             Err(error) if error.is_transient() => return Err(error),
@@ -378,6 +408,9 @@ impl Runtime for KubeRuntime {
                 // Nothing of a failed (or cancelled) restore stays behind.
                 delete(&self.snapshots(&namespace), &resources::snapshot_name(generation)).await?;
                 delete(&jobs, &job_name).await?;
+                if masked {
+                    delete(&secrets, &resources::masking_secret_name(generation)).await?;
+                }
                 delete(&pvcs, &golden).await?;
                 return Err(error);
             }
@@ -391,9 +424,10 @@ impl Runtime for KubeRuntime {
                 .as_str()
                 .map_or_else(|| k8s_openapi::jiff::Timestamp::now().to_string(), String::from),
             size_bytes: ready["restoreSize"].as_str().map(quantity_bytes).unwrap_or(0),
-            // The restore Job does not report a scan (yet).
-            findings: Vec::new(),
-            masking_verified: None,
+            findings: report.findings,
+            unlisted_findings: report.unlisted,
+            unlisted_unmasked: report.unlisted_unmasked,
+            masking_verified: report.verified,
         })
     }
 

@@ -58,6 +58,12 @@ impl Passwords {
         let tag = ring::hmac::sign(&self.0, format!("{kind}\0{name}\0{uid}").as_bytes());
         tag.as_ref().iter().take(24).map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
     }
+
+    /// A project's masking key: 48 characters, derived like its password (so it is stored
+    /// nowhere, and a project made again under the same name gets a new one).
+    pub fn mask_key(&self, project: &str, uid: &str) -> String {
+        self.password("mask-key", project, uid) + &self.password("mask-key-2", project, uid)
+    }
 }
 
 /// Projects and databases as custom resources.
@@ -108,6 +114,7 @@ impl CrdStore {
                 snapshot_generation: p.wanted_generation,
                 idle_stop_after_seconds: p.idle_stop_after_secs,
                 default_ttl_seconds: p.default_ttl_secs,
+                masking: p.masking.clone(),
             },
         );
         resource.metadata.finalizers = Some(vec![FINALIZER.into()]);
@@ -165,10 +172,16 @@ impl CrdStore {
             let mut after = before.clone();
             f(&mut after);
             let mut version = current.resource_version();
-            if after.wanted_generation != before.wanted_generation {
+            if after.wanted_generation != before.wanted_generation || after.masking != before.masking {
+                // A merge patch: every field of the masking is spelled out, or a false one
+                // (left out when serialized) would keep its old value.
+                let masking = &after.masking;
+                let masking = (!masking.is_empty()).then(|| {
+                    json!({ "rules": masking.rules, "requireRules": masking.require_rules, "verify": masking.verify })
+                });
                 let patch = json!({
                     "metadata": { "resourceVersion": version },
-                    "spec": { "snapshotGeneration": after.wanted_generation },
+                    "spec": { "snapshotGeneration": after.wanted_generation, "masking": masking },
                 });
                 match patch_unchanged(&self.projects, name.as_str(), Part::Spec, &patch).await? {
                     Some(updated) => version = updated.resource_version(),
@@ -361,6 +374,7 @@ impl CrdStore {
         let status = p.status.clone().unwrap_or_default();
         Ok(ProjectRecord {
             password: self.passwords.password("project", name.as_str(), &id),
+            mask_key: self.passwords.mask_key(name.as_str(), &id),
             id,
             name,
             owner: p.spec.owner.clone(),
@@ -374,8 +388,10 @@ impl CrdStore {
                 generation: s.generation,
                 created_at: s.created_at,
                 size_bytes: s.size_bytes,
-                findings: Vec::new(),
-                masking_verified: None,
+                findings: s.findings,
+                unlisted_findings: s.unlisted_findings,
+                unlisted_unmasked: s.unlisted_unmasked,
+                masking_verified: s.masking_verified,
             }),
             wanted_generation: p.spec.snapshot_generation,
             username: p.spec.username.clone(),
@@ -383,9 +399,7 @@ impl CrdStore {
             created_at: created_at(p.meta()),
             idle_stop_after_secs: p.spec.idle_stop_after_seconds,
             default_ttl_secs: p.spec.default_ttl_seconds,
-            // Not on this runtime yet: setting rules is refused (`Runtime::masks`).
-            masking: devdb_shared::api::Masking::default(),
-            mask_key: String::new(),
+            masking: p.spec.masking.clone(),
         })
     }
 
@@ -536,6 +550,10 @@ fn project_status(p: &ProjectRecord, previous: Option<&crd::ProjectStatus>) -> c
             generation: s.generation,
             created_at: s.created_at.clone(),
             size_bytes: s.size_bytes,
+            findings: s.findings.clone(),
+            unlisted_findings: s.unlisted_findings,
+            unlisted_unmasked: s.unlisted_unmasked,
+            masking_verified: s.masking_verified,
         }),
         conditions: vec![ready_condition(p.status == ProjectPhase::Ready, reason, p.error.as_ref(), previous)],
     }

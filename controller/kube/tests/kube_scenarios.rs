@@ -14,6 +14,7 @@ use devdb_core::reconcile::Reconciler;
 use devdb_kube::operator::ChannelScheduler;
 use devdb_kube::resources::{self, ClusterSettings};
 use devdb_kube::{CrdStore, KubePlatform, KubeRuntime, Passwords, Waits};
+use devdb_shared::api::Masking;
 use devdb_shared::{Domain, Name};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -155,7 +156,14 @@ fn database(status: Value, spec_reset: u64, deleting: bool) -> Value {
 }
 
 fn job(status: Value) -> Value {
-    let mut job = serde_json::to_value(resources::restore_job("shop", 1, "shop", false, &settings())).expect("json");
+    let mut job = serde_json::to_value(resources::restore_job(
+        "shop",
+        1,
+        "shop",
+        resources::RestoreOptions::default(),
+        &settings(),
+    ))
+    .expect("json");
     job["status"] = status;
     job
 }
@@ -172,12 +180,17 @@ fn event(reason: &str, kind: &str, name: &str) -> Step {
 
 /// The steps of a restore of generation 1 up to a ready snapshot, from the namespace on.
 fn restore_steps(project_record_password: &str) -> Vec<Step> {
+    restore_steps_masked(project_record_password, None)
+}
+
+/// [`restore_steps`] of a project with `masking`: its rules and key in a Secret of their own.
+fn restore_steps_masked(project_record_password: &str, masking: Option<&Masking>) -> Vec<Step> {
     let mut namespace = resources::namespace("shop");
     resources::owned_by(&mut namespace.metadata, "Project", "shop", "uid-shop");
     let mut binding =
         resources::project_role_binding("shop", settings().project_access.as_ref().expect("set"), "devdb");
     resources::owned_by(&mut binding.metadata, "Project", "shop", "uid-shop");
-    vec![
+    let mut steps = vec![
         Step::apply("/api/v1/namespaces/devdb-shop", &namespace),
         // The controller's rights in the namespace: granted there, not cluster-wide.
         Step::apply("/apis/rbac.authorization.k8s.io/v1/namespaces/devdb-shop/rolebindings/devdb-controller", &binding),
@@ -191,11 +204,20 @@ fn restore_steps(project_record_password: &str) -> Vec<Step> {
             ),
         ),
         Step::apply(&format!("{NS}/persistentvolumeclaims/golden-1"), &resources::golden_pvc("shop", 1, &settings())),
-        Step::apply(
-            "/apis/batch/v1/namespaces/devdb-shop/jobs/restore-1",
-            &resources::restore_job("shop", 1, "shop", false, &settings()),
-        ),
-    ]
+    ];
+    if let Some(masking) = masking {
+        let key = Passwords::new(KEY).mask_key("shop", "uid-shop");
+        steps.push(Step::apply(
+            &format!("{NS}/secrets/restore-masking-1"),
+            &resources::masking_secret("shop", 1, masking, &key),
+        ));
+    }
+    let options = resources::RestoreOptions { masked: masking.is_some(), ..Default::default() };
+    steps.push(Step::apply(
+        "/apis/batch/v1/namespaces/devdb-shop/jobs/restore-1",
+        &resources::restore_job("shop", 1, "shop", options, &settings()),
+    ));
+    steps
 }
 
 const JOBS: &str = "/apis/batch/v1/namespaces/devdb-shop/jobs";
@@ -219,6 +241,29 @@ fn warnings(events: Vec<Value>) -> Step {
 
 fn pod(name: &str, status: Value) -> Value {
     json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "namespace": "devdb-shop" }, "status": status })
+}
+
+/// The restore Job's pod, ended with `message` (its report, or its reason).
+fn finished_pod(message: &str) -> Value {
+    pod(
+        "restore-1-abcde",
+        json!({ "containerStatuses": [{
+            "name": "restore", "image": "devdb/postgres-db:16", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "exitCode": 0, "message": message } },
+        }] }),
+    )
+}
+
+/// A restore Job's report: customers.email found (covered by a rule or not), and `verified`.
+fn report(covered: bool, verified: Option<u64>) -> (String, Value) {
+    let finding: devdb_shared::api::PiiFinding = serde_json::from_value(json!({
+        "table": "public.customers", "column": "email", "kind": "email", "evidence": "20 of 20 sampled values",
+        "suggested": { "table": "public.customers", "column": "email", "strategy": "email" }, "covered": covered,
+    }))
+    .expect("finding");
+    let as_status = serde_json::to_value(&finding).expect("json");
+    let report = devdb_restore::report::Report { findings: vec![finding], verified, ..Default::default() };
+    (report.encode(devdb_restore::report::LIMIT), as_status)
 }
 
 fn running_pod(name: &str) -> Value {
@@ -247,6 +292,8 @@ fn warning(kind: &str, name: &str, reason: &str, message: &str) -> Value {
 fn job_done_then_snapshot(looks: Vec<Value>) -> Vec<Step> {
     let mut steps = vec![
         Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        // No report (an older image): nothing found is recorded, the restore goes on.
+        job_pods(vec![]),
         Step::apply(&format!("{SNAPSHOTS}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
     ];
     steps.extend(looks.into_iter().map(|status| Step::get(&format!("{SNAPSHOTS}/snapshot-1")).reply(snapshot(status))));
@@ -318,6 +365,7 @@ fn database_password() -> String {
 #[tokio::test]
 async fn a_project_is_restored_by_a_job_then_snapshotted() {
     let mut c = cluster(settings());
+    let (found, finding) = report(false, None);
     let jobs = "/apis/batch/v1/namespaces/devdb-shop/jobs";
     let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/devdb-shop/volumesnapshots";
     let mut steps = vec![
@@ -339,6 +387,8 @@ async fn a_project_is_restored_by_a_job_then_snapshotted() {
         // Not done yet: is anything blocking its pod? (No: it runs.)
         job_pods(vec![running_pod("restore-1-abcde")]),
         Step::get(&format!("{jobs}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        // Its report: what the personal-data scan found.
+        job_pods(vec![finished_pod(&found)]),
         Step::apply(&format!("{snapshots}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
         Step::get(&format!("{snapshots}/snapshot-1")).reply(snapshot(json!({ "readyToUse": false }))),
         Step::get(&format!("{snapshots}/snapshot-1")).reply(snapshot(json!({
@@ -351,7 +401,10 @@ async fn a_project_is_restored_by_a_job_then_snapshotted() {
         Step::patch(&format!("{PROJECTS}/shop/status")).reply(ready_project()).has(json!({
             "status": {
                 "phase": "ready",
-                "snapshot": { "generation": 1, "createdAt": "2026-11-23T10:05:00Z", "sizeBytes": 2_147_483_648_u64 },
+                "snapshot": {
+                    "generation": 1, "createdAt": "2026-11-23T10:05:00Z", "sizeBytes": 2_147_483_648_u64,
+                    "findings": [finding],
+                },
                 "conditions": [{ "type": "Ready", "status": "True", "reason": "SnapshotReady" }],
             },
         })),
@@ -418,6 +471,79 @@ async fn a_failed_restore_leaves_nothing_behind_and_says_why() {
     ]);
     c.pass(Key::Project(name("shop")), steps).await;
     assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+}
+
+/// A project masking customers.email, requiring rules and verifying.
+fn masked_project(status: Value) -> (Value, Masking) {
+    let masking = json!({
+        "rules": [{ "table": "customers", "column": "email", "strategy": "email" }],
+        "requireRules": true, "verify": true,
+    });
+    let mut project = project(status);
+    project["spec"]["masking"] = masking.clone();
+    (project, serde_json::from_value(masking).expect("masking"))
+}
+
+/// A pass over the masked project up to its running restore Job: (the project restoring, steps).
+fn masked_restore_started() -> (Value, Vec<Step>) {
+    let (restoring, masking) = masked_project(json!({ "phase": "restoring" }));
+    let mut steps = vec![
+        Step::get(&format!("{PROJECTS}/shop")).reply(masked_project(json!(null)).0),
+        Step::get(&format!("{PROJECTS}/shop")).reply(masked_project(json!(null)).0),
+        Step::patch(&format!("{PROJECTS}/shop/status")).reply(restoring.clone()),
+        event("Restoring", "Project", "shop"),
+    ];
+    // The key is derived (stored nowhere), the same for the project on every pass.
+    steps.extend(restore_steps_masked(&project_password(), Some(&masking)));
+    (restoring, steps)
+}
+
+#[tokio::test]
+async fn a_masked_restore_has_its_rules_and_key_only_while_its_job_runs_and_records_its_report() {
+    let mut c = cluster(settings());
+    let (found, finding) = report(true, Some(20));
+    let (restoring, mut steps) = masked_restore_started();
+    steps.extend([
+        Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        job_pods(vec![finished_pod(&found)]),
+        // The Job is done with the key: its Secret goes before anything else happens.
+        Step::delete(&format!("{NS}/secrets/restore-masking-1")),
+        Step::apply(&format!("{SNAPSHOTS}/snapshot-1"), &resources::volume_snapshot("shop", 1, &settings())),
+        Step::get(&format!("{SNAPSHOTS}/snapshot-1")).reply(snapshot(json!({
+            "readyToUse": true, "restoreSize": "2Gi", "creationTime": "2026-11-23T10:05:00Z",
+        }))),
+        Step::delete(&format!("{JOBS}/restore-1")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+        Step::get(&format!("{PROJECTS}/shop")).reply(restoring),
+        Step::patch(&format!("{PROJECTS}/shop/status")).reply(ready_project()).has(json!({
+            "status": { "phase": "ready", "snapshot": { "generation": 1, "findings": [finding], "maskingVerified": 20 } },
+        })),
+    ]);
+    steps.extend(snapshot_ready_steps().into_iter().skip(4));
+    c.pass(Key::Project(name("shop")), steps).await;
+}
+
+#[tokio::test]
+async fn a_masked_restore_whose_job_does_not_report_fails_rather_than_publish_an_unmasked_snapshot() {
+    let mut c = cluster(settings());
+    let (restoring, mut steps) = masked_restore_started();
+    let why = "the restore Job did not report its masking: is the database image older than the controller?";
+    steps.extend([
+        Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        // An image that ignores masking ends with its plain summary, not a report.
+        job_pods(vec![finished_pod("restored a Custom dump into /var/lib/postgresql/data/pgdata")]),
+        Step::delete(&format!("{SNAPSHOTS}/snapshot-1")),
+        Step::delete(&format!("{JOBS}/restore-1")),
+        Step::delete(&format!("{NS}/secrets/restore-masking-1")),
+        Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+        Step::get(&format!("{PROJECTS}/shop")).reply(restoring),
+        Step::patch(&format!("{PROJECTS}/shop/status"))
+            .reply(project(json!({ "phase": "failed" })))
+            .has(json!({ "status": { "phase": "failed", "error": why } })),
+        Step::post(EVENTS).has(json!({ "type": "Warning", "reason": "RestoreFailed", "note": why })),
+        Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+    ]);
+    c.pass(Key::Project(name("shop")), steps).await;
 }
 
 /// The objects a database runs on, as the runtime must apply them (owned by the resource).
@@ -881,6 +1007,50 @@ mod api {
         let response = http.post(format!("{url}/v1/projects")).json(&local).send().await.expect("answered");
         assert_eq!(response.status(), 400);
         assert!(response.text().await.expect("text").contains("s3://"));
+        c.server.quiet().await;
+    }
+
+    #[tokio::test]
+    async fn masking_rules_go_into_the_projects_spec_with_the_next_generation_and_the_key_stays_out() {
+        let (url, mut c) = serve().await;
+        let http = devdb_cli::http::client_builder().build().expect("client");
+        let (masked, _) = masked_project(ready_project()["status"].clone());
+        let body = json!({ "rules": [{ "table": "customers", "column": "email", "strategy": "email" }], "requireRules": true, "verify": true });
+        let request = tokio::spawn(http.put(format!("{url}/v1/projects/shop/masking")).json(&body).send());
+        let mut spec_patch = json!({
+            "metadata": { "resourceVersion": "7" },
+            "spec": { "snapshotGeneration": 2, "masking": body },
+        });
+        c.server
+            .run(vec![
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+                Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+                // Every field spelled out: a merge patch keeps what it leaves out.
+                Step::patch(&format!("{PROJECTS}/shop")).reply(masked.clone()).body(spec_patch.clone()),
+                Step::patch(&format!("{PROJECTS}/shop/status")).reply(masked.clone()),
+            ])
+            .await;
+        let response = request.await.expect("ran").expect("answered");
+        assert_eq!(response.status(), 202);
+        let view = response.text().await.expect("text");
+        let key = Passwords::new(KEY).mask_key("shop", "uid-shop");
+        assert!(!view.contains(&key) && !view.contains("maskKey"), "the key is never shown: {view}");
+        assert_eq!(c.asked_for(), [Key::Project(name("shop"))], "a new, masked snapshot is restored");
+
+        // No rules, no requirement: the masking leaves the spec, and a plain snapshot follows.
+        let request =
+            tokio::spawn(http.put(format!("{url}/v1/projects/shop/masking")).json(&json!({ "rules": [] })).send());
+        spec_patch["spec"]["masking"] = Value::Null;
+        c.server
+            .run(vec![
+                Step::get(&format!("{PROJECTS}/shop")).reply(masked.clone()),
+                Step::get(&format!("{PROJECTS}/shop")).reply(masked),
+                Step::patch(&format!("{PROJECTS}/shop")).reply(ready_project()).body(spec_patch),
+                Step::patch(&format!("{PROJECTS}/shop/status")).reply(ready_project()),
+            ])
+            .await;
+        assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
+        assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
         c.server.quiet().await;
     }
 

@@ -121,11 +121,6 @@ impl Runtime for LocalRuntime {
         Ports::Unique
     }
 
-    /// Restores apply the project's masking to the template.
-    fn masks(&self) -> bool {
-        true
-    }
-
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
         let what = "the local runtime restores from http://, https:// and file:// URLs (s3:// needs the kube runtime)";
         let policy = if allow_private { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
@@ -420,6 +415,8 @@ impl LocalRuntime {
             created_at: now(),
             size_bytes,
             findings: loaded.findings,
+            unlisted_findings: 0,
+            unlisted_unmasked: 0,
             masking_verified: loaded.verified,
         })
     }

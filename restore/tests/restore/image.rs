@@ -166,6 +166,48 @@ async fn a_job_fetches_only_public_sources_unless_allowed_and_never_shows_secret
     assert!(!work.path().join("pgdata").join("PG_VERSION").exists(), "nothing restored");
 }
 
+#[test]
+fn a_job_with_masking_masks_verifies_and_reports_its_scan_to_the_controller() {
+    let work = workdir();
+    let dump = work.path().join("dump.sql");
+    std::fs::write(&dump, crate::masking::dump()).expect("dump");
+    // Kubernetes provides the file; the Job writes it.
+    let log = work.path().join("termination-log");
+    std::fs::write(&log, "").expect("termination log");
+    pg().give(work.path()).expect("the PostgreSQL user's");
+    let source = format!("file://{}", dump.display());
+    let masking = serde_json::json!({ "rules": crate::masking::rules(), "verify": true }).to_string();
+    let key = "k".repeat(40);
+    let log_path = log.to_str().expect("utf-8");
+    let env = |key| [("DEVDB_MASKING", masking.as_str()), ("DEVDB_MASK_KEY", key), ("DEVDB_TERMINATION_LOG", log_path)];
+
+    // Without a key of 32 characters nothing is restored (a snapshot must never look masked
+    // and not be), and the reason reaches the controller.
+    let pgdata = work.path().join("pgdata");
+    let (ok, stderr) = restore_with(&pgdata, &source, false, &env("short"));
+    assert!(!ok && stderr.contains("--mask-key must have at least 32 characters"), "{stderr}");
+    assert!(std::fs::read_to_string(&log).expect("log").contains("--mask-key"));
+    assert!(!pgdata.exists(), "nothing restored");
+    let (ok, stderr) = restore_with(&pgdata, &source, false, &[("DEVDB_MASKING", r#"{"rules":[{"table":"t"}]}"#)]);
+    assert!(!ok && stderr.contains("--masking") && stderr.contains("not the masking's JSON"), "{stderr}");
+
+    let (ok, stderr) = restore_with(&pgdata, &source, false, &env(&key));
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains(&key), "the key is never printed");
+    let report = std::fs::read_to_string(&log).expect("log");
+    assert!(report.len() <= devdb_restore::report::LIMIT);
+    let report = devdb_restore::report::Report::decode(&report).unwrap_or_else(|| panic!("a report: {report}"));
+    assert!(report.verified >= Some(50), "{:?}", report.verified);
+    // The scan's six columns, the one no rule masks (the card) first.
+    assert_eq!(report.findings.len(), 6, "{:?}", report.findings);
+    assert_eq!((report.findings[0].column.as_str(), report.findings[0].covered), ("card", false));
+    assert!(report.findings[1..].iter().all(|f| f.covered), "{:?}", report.findings);
+    assert_eq!(report.unlisted, 0);
+    std::fs::remove_file(&dump).expect("the dump is not part of the volume");
+    let leaks = devdb_restore::masking::leaks(&pgdata, &crate::masking::ORIGINALS);
+    assert!(leaks.is_empty(), "originals left in the volume: {leaks:?}");
+}
+
 /// `start.sh` as the PostgreSQL user, on `port`, with its socket in `work`.
 fn start(pgdata: &Path, work: &Path, port: u16, user: &str, password: &str) -> tokio::process::Command {
     let mut cmd = std::process::Command::new("bash");

@@ -18,7 +18,7 @@ use crate::restore::{OWNER, start_template, workspace};
 
 const CUSTOMERS: usize = 300;
 
-fn dump() -> String {
+pub(crate) fn dump() -> String {
     let mut sql = String::from(
         "CREATE TABLE customers (id serial PRIMARY KEY, email text NOT NULL UNIQUE CHECK (email LIKE '%@%'),\n\
          name text NOT NULL, phone text, profile jsonb, notes text, born date, card text);\n\
@@ -42,7 +42,7 @@ fn dump() -> String {
     sql
 }
 
-fn rules() -> Vec<MaskRule> {
+pub(crate) fn rules() -> Vec<MaskRule> {
     let rule = |table: &str, column: &str, strategy| MaskRule {
         table: table.into(),
         column: column.into(),
@@ -93,7 +93,7 @@ fn one(rows: &[Vec<Option<String>>]) -> String {
     rows[0][0].clone().unwrap_or_default()
 }
 
-const ORIGINALS: [&str; 5] =
+pub(crate) const ORIGINALS: [&str; 5] =
     ["acme-private.test", "secret-customer-17@", "Zebulon", "confidential-note-7 ", "+44 20 7946 0042"];
 
 #[test]

@@ -185,9 +185,6 @@ pub async fn set_masking<P: Platform>(
     let Json(masking) = body?;
     let project = super::project_for(&state, &caller, &name, Access::Change).await?;
     masking.check().map_err(ApiError::BadRequest)?;
-    if !state.runtime().masks() {
-        return Err(ApiError::BadRequest("this runtime cannot mask snapshots yet (the local runtime can)".into()));
-    }
     if project.backup_location.is_none() && !masking.rules.is_empty() {
         return Err(ApiError::BadRequest(format!("project {} has no dump: nothing to mask", project.name)));
     }
@@ -231,6 +228,15 @@ pub struct ScanReport {
     /// The snapshot scanned (its restore scans it, before masking).
     pub snapshot_created_at: Option<String>,
     pub findings: Vec<devdb_shared::api::PiiFinding>,
+    /// Columns found but not listed (a restore Job reports at most 4 KiB of findings, those no
+    /// rule masks first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[utoipa::path(
@@ -251,7 +257,11 @@ pub async fn scan<P: Platform>(
         .iter()
         .map(|f| devdb_shared::api::PiiFinding { covered: project.masking.covers(f), ..f.clone() })
         .collect();
-    Ok(Json(ScanReport { snapshot_created_at: Some(snapshot.created_at.clone()), findings }))
+    Ok(Json(ScanReport {
+        snapshot_created_at: Some(snapshot.created_at.clone()),
+        findings,
+        unlisted: snapshot.unlisted_findings,
+    }))
 }
 
 /// With `requireRules`, the columns a clone of `project` would expose: found by the scan and
@@ -260,15 +270,20 @@ pub fn unmasked(project: &ProjectRecord) -> Vec<String> {
     if !project.masking.require_rules {
         return Vec::new();
     }
-    let findings = project.snapshot.as_ref().map(|s| s.findings.as_slice()).unwrap_or_default();
-    findings
+    let Some(snapshot) = &project.snapshot else { return Vec::new() };
+    let mut unmasked: Vec<String> = snapshot
+        .findings
         .iter()
         .filter(|f| !project.masking.covers(f))
         .map(|f| {
             let path = if f.json_path.is_empty() { String::new() } else { format!(" -> {}", f.json_path.join(".")) };
             format!("{}.{}{path} ({})", f.table, f.column, f.kind)
         })
-        .collect()
+        .collect();
+    if snapshot.unlisted_unmasked > 0 {
+        unmasked.push(format!("{} more columns the restore could not list", snapshot.unlisted_unmasked));
+    }
+    unmasked
 }
 
 /// Asks for a new snapshot (refresh, new masking rules): the generation after the current
@@ -290,5 +305,29 @@ fn check_identifier(what: &str, value: &str) -> Result<(), ApiError> {
         Err(ApiError::BadRequest(format!(
             "defaultCredentials.{what} {value:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_require_rules_the_columns_a_restore_could_not_list_still_refuse_clones() {
+        let mut project: ProjectRecord = serde_json::from_value(serde_json::json!({
+            "id": "prj-1", "name": "shop", "owner": "kate", "db_version": "16", "backup_location": "s3://d/x",
+            "status": "ready", "error": null, "progress": null, "wanted_generation": 1, "username": "app",
+            "password": "pw", "database": "shop", "created_at": "now",
+            "masking": { "rules": [{ "table": "customers", "column": "email", "strategy": "email" }], "requireRules": true },
+            "snapshot": { "generation": 1, "created_at": "now", "size_bytes": 1, "unlisted_findings": 70 },
+        }))
+        .expect("a record");
+        // Found, not listed, but all covered by the restore's rules: nothing exposed.
+        assert!(unmasked(&project).is_empty());
+        let snapshot = project.snapshot.as_mut().expect("snapshot");
+        snapshot.unlisted_unmasked = 3;
+        assert_eq!(unmasked(&project), ["3 more columns the restore could not list"]);
+        project.masking.require_rules = false;
+        assert!(unmasked(&project).is_empty(), "only a requirement refuses");
     }
 }
