@@ -24,6 +24,10 @@ pub mod session;
 /// The user hostile-input tools run as when this process is root, unless told otherwise.
 pub const DEFAULT_SANDBOX_USER: &str = "nobody";
 
+/// The restore Job's secret variables (besides cloud credentials, `AWS_*`), kept from every
+/// PostgreSQL program.
+const JOB_SECRETS: [&str; 4] = ["DB_PASSWORD", "BACKUP_URL", "DEVDB_MASK_KEY", "DEVDB_MASKING"];
+
 /// Why a PostgreSQL program could not be found or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -208,7 +212,8 @@ impl PgCtl {
     }
 
     /// A command for a server program, running as the PostgreSQL user when this process is root.
-    /// Programs never see this process's libpq settings (`PGHOST`…).
+    /// Programs never see this process's libpq settings (`PGHOST`…) nor the secrets a restore
+    /// Job is given (see [`PgCtl::client`]).
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = self.client(program);
         if let Some(RunAs { uid, gid }) = self.run_as {
@@ -219,10 +224,22 @@ impl PgCtl {
 
     /// A command for a client program (psql, pg_restore), run as this process's own user: it
     /// reaches servers over their Unix socket, whose directory this process can enter.
+    ///
+    /// Neither they nor the servers see the secrets a restore Job's environment holds (the
+    /// project's password, the source URL, the masking key, cloud credentials): a server runs
+    /// a dump's code, and what is not in its environment cannot leak from it.
     pub fn client(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bins.path(program));
-        for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"] {
+        for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"]
+            .into_iter()
+            .chain(JOB_SECRETS)
+        {
             cmd.env_remove(var);
+        }
+        for (var, _) in std::env::vars_os() {
+            if var.to_str().is_some_and(|v| v.starts_with("AWS_")) {
+                cmd.env_remove(var);
+            }
         }
         cmd
     }
@@ -426,6 +443,17 @@ mod tests {
         let bins = PgBinaries::discover(None).expect("PostgreSQL is installed for the tests");
         assert!(bins.version() >= 12, "{bins:?}");
         assert!(bins.path("pg_ctl").is_file());
+    }
+
+    #[test]
+    fn postgresql_programs_never_inherit_the_restore_jobs_secrets() {
+        let pg = PgCtl::discover(None).expect("binaries");
+        for cmd in [pg.command("postgres"), pg.client("pg_restore")] {
+            let removed: Vec<_> = cmd.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
+            for secret in ["DB_PASSWORD", "BACKUP_URL", "DEVDB_MASK_KEY", "DEVDB_MASKING", "PGPASSWORD"] {
+                assert!(removed.iter().any(|k| k == secret), "{secret} reaches {cmd:?}");
+            }
+        }
     }
 
     #[test]

@@ -157,6 +157,8 @@ impl Runtime for FakeRuntime {
             findings: self.with(|s| s.findings.clone()),
             unlisted_findings: 0,
             unlisted_unmasked: 0,
+            // Set by the reconciler.
+            masked_with: Vec::new(),
             masking_verified: None,
         })
     }

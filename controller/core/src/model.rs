@@ -46,6 +46,29 @@ pub struct ProjectRecord {
     pub mask_key: String,
 }
 
+impl ProjectRecord {
+    /// Why its snapshot must not be cloned now: the project has masking rules its snapshot was
+    /// not masked with (rules set, or changed, since). `Some(true)` while the restore applying
+    /// them is under way (a clone waits for it), `Some(false)` when none is (it failed).
+    pub fn masking_pending(&self) -> Option<bool> {
+        let snapshot = self.snapshot.as_ref()?;
+        if self.masking.rules.is_empty() || snapshot.masked_with == self.masking.rules {
+            return None;
+        }
+        Some(self.wanted_generation > snapshot.generation)
+    }
+
+    /// What a clone refused for [`ProjectRecord::masking_pending`] `Some(false)` is told.
+    pub fn unmasked_snapshot(&self) -> String {
+        let why = self.error.as_deref().map(|e| format!(" (its masked restore failed: {e})")).unwrap_or_default();
+        format!(
+            "project {}'s snapshot is not masked by its current rules{why}; correct them with \
+             `devdb project masking`, or refresh the project",
+            self.name
+        )
+    }
+}
+
 /// One restored snapshot of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
@@ -62,6 +85,9 @@ pub struct SnapshotRecord {
     pub unlisted_findings: u64,
     #[serde(default)]
     pub unlisted_unmasked: u64,
+    /// The masking rules its restore applied (set by the reconciler).
+    #[serde(default)]
+    pub masked_with: Vec<devdb_shared::api::MaskRule>,
     /// With masking verification: how many sampled originals were looked for in its files,
     /// and not found.
     #[serde(default)]

@@ -218,6 +218,7 @@ impl<P: Platform> Reconciler<P> {
         match self.restore_with_progress(&project, generation, cancel).await {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
+                let snapshot = SnapshotRecord { masked_with: project.masking.rules.clone(), ..snapshot };
                 // Only for the same project and generation: it may have been deleted and
                 // recreated, or refreshed, while this restore ran.
                 self.store
@@ -552,6 +553,13 @@ impl<P: Platform> Reconciler<P> {
             // Still restoring: the project's reconciler triggers this database when done.
             return Ok(());
         };
+        // A snapshot restored before the project's masking rules were set is never cloned.
+        match project.masking_pending() {
+            // Its masked restore runs: the project's reconciler triggers this database when done.
+            Some(true) => return Ok(()),
+            Some(false) => return Err(RuntimeError::Source(project.unmasked_snapshot()).into()),
+            None => {}
+        }
         self.set_database(&database.name, |d| {
             d.status = DatabaseStatus::Creating;
             d.error = None;

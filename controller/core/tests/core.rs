@@ -1299,3 +1299,50 @@ async fn with_require_rules_no_clone_while_a_scanned_personal_column_has_no_rule
     }
     assert_eq!(core.call(Some(KATE), "POST", "/v1/databases", Some(create("second"))).await.0, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_snapshot_restored_before_masking_rules_is_never_cloned_once_they_are_set() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let rules = json!({"rules": [{"table": "customers", "column": "email", "strategy": "email"}]});
+    let create = |name: &str| json!({"name": name, "project": "shop"});
+    assert_eq!(
+        core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(create("before"))).await.0,
+        StatusCode::CREATED
+    );
+
+    // The masked restore fails: the project keeps its unmasked snapshot, which no longer serves.
+    core.runtime.fail_next(Op::Restore, RuntimeError::Source("the dump is gone".into()));
+    assert_eq!(core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(rules)).await.0, StatusCode::ACCEPTED);
+    let mut project = core.settle_project("shop").await;
+    for _ in 0..200 {
+        if project["error"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        project = core.settle_project("shop").await;
+    }
+    assert_eq!(project["status"], "ready", "{project}");
+    let (status, body) = core.call(Some(KATE), "POST", "/v1/databases", Some(create("after"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not masked by its current rules (its masked restore failed: the dump is gone)"),
+        "{message}"
+    );
+    let (status, _) = core.call(Some(KATE), "POST", "/v1/databases/before/reset", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "nor a reset");
+
+    // While a masked restore runs, a new database waits for it instead of cloning the old one.
+    core.runtime.hold_restores();
+    assert_eq!(core.call(Some(KATE), "POST", "/v1/projects/shop/refresh", None).await.0, StatusCode::ACCEPTED);
+    let (status, body) = core.call(Some(KATE), "POST", "/v1/databases", Some(create("waiting"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (_, waiting) = core.call(Some(KATE), "GET", "/v1/databases/waiting", None).await;
+    assert_eq!(waiting["status"], "creating", "{waiting}");
+    assert!(!core.runtime.calls().contains(&"clone waiting".to_string()), "{:?}", core.runtime.calls());
+}

@@ -96,6 +96,9 @@ pub struct SnapshotStatus {
     pub unlisted_findings: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unlisted_unmasked: u64,
+    /// The masking rules its restore applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked_with: Vec<devdb_shared::api::MaskRule>,
     /// With masking verification: the sampled originals looked for in its files, not found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masking_verified: Option<u64>,

@@ -427,6 +427,8 @@ impl Runtime for KubeRuntime {
             findings: report.findings,
             unlisted_findings: report.unlisted,
             unlisted_unmasked: report.unlisted_unmasked,
+            // Set by the reconciler.
+            masked_with: Vec::new(),
             masking_verified: report.verified,
         })
     }

@@ -516,7 +516,11 @@ async fn a_masked_restore_has_its_rules_and_key_only_while_its_job_runs_and_reco
         Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
         Step::get(&format!("{PROJECTS}/shop")).reply(restoring),
         Step::patch(&format!("{PROJECTS}/shop/status")).reply(ready_project()).has(json!({
-            "status": { "phase": "ready", "snapshot": { "generation": 1, "findings": [finding], "maskingVerified": 20 } },
+            "status": { "phase": "ready", "snapshot": {
+                "generation": 1, "findings": [finding], "maskingVerified": 20,
+                // What it was masked with: a clone checks it against the project's rules.
+                "maskedWith": [{ "table": "customers", "column": "email", "strategy": "email" }],
+            } },
         })),
     ]);
     steps.extend(snapshot_ready_steps().into_iter().skip(4));

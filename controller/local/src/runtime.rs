@@ -417,6 +417,8 @@ impl LocalRuntime {
             findings: loaded.findings,
             unlisted_findings: 0,
             unlisted_unmasked: 0,
+            // Set by the reconciler.
+            masked_with: Vec::new(),
             masking_verified: loaded.verified,
         })
     }

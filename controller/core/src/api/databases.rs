@@ -319,10 +319,13 @@ fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
     }
 }
 
-/// The database `name` if it exists and the caller may see it (else 404, so names of others'
-/// databases are not revealed).
-/// With `requireRules`, no clone while the scan found personal columns no rule masks.
+/// No clone of a snapshot its project's masking rules did not mask (a clone waits while the
+/// masked restore runs; once it failed, the clone is refused). With `requireRules`, none while
+/// the scan found personal columns no rule masks.
 fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError> {
+    if project.masking_pending() == Some(false) {
+        return Err(ApiError::Conflict(project.unmasked_snapshot()));
+    }
     let unmasked = super::projects::unmasked(project);
     if unmasked.is_empty() {
         return Ok(());
@@ -336,6 +339,8 @@ fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError
     )))
 }
 
+/// The database `name` if it exists and the caller may see it (else 404, so names of others'
+/// databases are not revealed).
 pub(super) async fn database_for<P: Platform>(
     state: &AppState<P>,
     caller: &Caller,
