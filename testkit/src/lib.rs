@@ -27,6 +27,31 @@ pub fn pg() -> PgCtl {
         .expect("PostgreSQL server binaries (apt-get install postgresql-15)")
 }
 
+/// A small file system (tmpfs of `size`, e.g. `"150m"`) mounted on `dir`, unmounted on drop:
+/// for full-disk tests. `None` when not root (mounting needs it; the caller skips).
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    pub fn mount(dir: &Path, size: &str) -> Option<Self> {
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0711"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("mounting a small file system needs root; skipped");
+        }
+        mounted.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// A PostgreSQL server in a temporary directory on 127.0.0.1, stopped and removed on drop.
 /// SCRAM authentication for [`USER`]; `cluster_name` is `name` so tests can tell servers apart.
 pub struct TestPostgres {

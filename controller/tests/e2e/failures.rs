@@ -125,27 +125,14 @@ async fn sources_that_trickle_or_never_end_fail_and_a_deleted_restore_stops_at_o
 /// refused with how much it needs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_named_cleaned_up_and_recovered_from() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("mounting a small file system needs root; skipped");
-        return;
-    }
     let dumps = Dumps::make();
     // Restored, this is about 300 MB: more than the file system holds.
     let big = "CREATE TABLE filler (id int, pad text);\nINSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 300000) g;\n";
     std::fs::write(dumps.path("big.sql"), big).expect("write");
     let files = DumpServer::start(dumps.dir.path()).await;
     let mounted = std::cell::Cell::new(None);
-    let devdb = DevDb::start_in(&[], |data| {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=200m,mode=0711", "tmpfs"])
-            .arg(data)
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount a tmpfs");
-        mounted.set(Some(data.to_path_buf()));
-    })
-    .await;
-    let _unmount = Unmount(mounted.take().expect("mounted"));
+    let devdb = DevDb::start_in(&[], |data| mounted.set(devdb_testkit::SmallDisk::mount(data, "200m"))).await;
+    let Some(_disk) = mounted.take() else { return };
 
     devdb.create_project("big", &files.url("big.sql")).await;
     let big = devdb.settled_project("big").await;
@@ -170,13 +157,4 @@ async fn a_full_disk_is_named_cleaned_up_and_recovered_from() {
     let (status, _) = devdb.call(reqwest::Method::POST, "/v1/databases/squeezed/reset?wait=true", None).await;
     assert_eq!(status, 202, "once there is room, a reset clones it");
     drop(devdb);
-}
-
-/// Unmounts the small file system when the test ends.
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }

@@ -48,3 +48,83 @@ async fn masking_rules_restore_the_project_masked_and_its_clones_hold_no_origina
     let (ok, _, err) = devdb.cli(&["project", "masking", "shop", "--file", "/nonexistent.json"]).await;
     assert!(!ok && err.contains("cannot read /nonexistent.json"), "{err}");
 }
+
+/// The dump's only customer: its check constraint makes masking it take a few seconds (the
+/// masked value matches `user_%`), which leaves time to kill the controller mid-masking.
+const SLOW_TO_MASK: &str = "CREATE FUNCTION slow_ok(text) RETURNS boolean LANGUAGE sql AS $$\n\
+    SELECT CASE WHEN $1 LIKE 'user\\_%' THEN (SELECT true FROM pg_sleep(3)) ELSE true END $$;\n\
+    CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL CHECK (slow_ok(email)));\n\
+    INSERT INTO customers VALUES (1, 'secret-customer@acme-private.test');\n";
+
+/// Processes whose command line names `needle` (a server left running in a removed directory).
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_masking_leaves_no_half_masked_data_and_masks_after_restart() {
+    let dumps = tempfile::tempdir().expect("tempdir");
+    let dump = dumps.path().join("customers.sql");
+    std::fs::write(&dump, SLOW_TO_MASK).expect("dump");
+    devdb_testkit::pg().give(dumps.path()).expect("readable");
+    let mut devdb = DevDb::start().await;
+    devdb.create_project("shop", &format!("file://{}", dump.display())).await;
+    assert_eq!(devdb.settled_project("shop").await.status, devdb_shared::api::ProjectStatus::Ready);
+
+    let rules = serde_json::json!({
+        "rules": [{"table": "customers", "column": "email", "strategy": "email"}], "verify": true,
+    });
+    let (status, body) = devdb.call(reqwest::Method::PUT, "/v1/projects/shop/masking", Some(rules)).await;
+    assert_eq!(status, 202, "{body}");
+    // The masked restore's server is up: the load and the scan take milliseconds, the masking
+    // seconds. Killed now, the controller leaves that server and a half-masked directory.
+    let work = devdb.data_dir.join("projects/shop/gen-2.restoring");
+    for _ in 0..300 {
+        if work.join("data/postmaster.pid").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(work.join("data/postmaster.pid").exists(), "the masked restore started:\n{}", devdb.log());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    devdb.kill().await;
+    assert!(!processes_naming("gen-2.restoring").is_empty(), "its server outlives the controller");
+
+    devdb.restart().await;
+    let mut project = devdb.project("shop").await;
+    for _ in 0..600 {
+        if project.snapshot.as_ref().is_some_and(|s| s.masking_verified.is_some()) || project.error.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        project = devdb.project("shop").await;
+    }
+    assert_eq!(project.snapshot.as_ref().and_then(|s| s.masking_verified), Some(1), "{project:?}\n{}", devdb.log());
+    let projects = devdb.data_dir.join("projects/shop");
+    let entries = || -> Vec<String> {
+        let names = std::fs::read_dir(&projects).expect("project dir").flatten();
+        names.map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    };
+    // The older snapshot goes just after the new one is recorded.
+    for _ in 0..200 {
+        if entries().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(entries(), ["snapshot-2"], "the half-masked work and the unmasked snapshot are gone");
+    assert!(processes_naming("gen-2.restoring").is_empty(), "the orphaned server was stopped");
+    let leaks = files_holding(&projects, &["secret-customer@acme-private.test"]);
+    assert!(leaks.is_empty(), "originals left: {leaks:?}");
+    assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
+    let client = devdb.connect_retrying(&devdb.database("kate-pg").await.expect("exists")).await;
+    assert_eq!(query_one(&client, "SELECT count(*) FROM customers WHERE email LIKE 'user\\_%@example.com'").await, "1");
+}

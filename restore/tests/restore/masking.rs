@@ -12,7 +12,7 @@ use devdb_restore::masking::MaskPlan;
 use devdb_restore::masking::leaks as files_holding;
 use devdb_restore::{RestoreError, Template};
 use devdb_shared::api::{MaskRule, MaskStrategy};
-use devdb_testkit::pg;
+use devdb_testkit::{SmallDisk, pg};
 
 use crate::restore::{OWNER, start_template, workspace};
 
@@ -178,4 +178,42 @@ fn a_rule_that_breaks_a_constraint_fails_naming_table_column_and_constraint() {
     let error = built.expect_err("refused").to_string();
     assert!(error.contains("public.customers") && error.contains("email"), "{error}");
     assert!(error.contains("customers_email_key"), "the constraint is named: {error}");
+}
+
+#[test]
+fn a_masking_that_fills_the_disk_fails_as_a_full_disk_and_leaves_no_server_running() {
+    let dir = workspace();
+    let volume = dir.path().join("volume");
+    std::fs::create_dir(&volume).expect("mount point");
+    // Room for the server and the load (about 100 MB with its WAL), not for masking's copy.
+    let Some(_disk) = SmallDisk::mount(&volume, "150m") else { return };
+    let path = dir.path().join("dump.sql");
+    let sql = "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL);\n\
+               INSERT INTO customers SELECT g, 'secret-customer-' || g || '@acme-private.test' || repeat('x', 60) \
+               FROM generate_series(1, 250000) g;\n";
+    std::fs::write(&path, sql).expect("dump");
+    let dump = devdb_restore::prepare(&path, dir.path(), 1 << 30).expect("a dump");
+    let rule = MaskRule {
+        table: "customers".into(),
+        column: "email".into(),
+        json_path: vec![],
+        strategy: MaskStrategy::Hash,
+        value: None,
+        days: None,
+    };
+    let plan = MaskPlan { rules: vec![rule], key: "k".repeat(40), verify: false };
+    let pg = pg();
+    let data = volume.join("data");
+    let mut template = Template { pg: &pg, data: data.clone(), scratch: volume.join("server"), masking: None };
+    // Unmasked, it fits: what fills the disk below is the masking.
+    template.build(&OWNER, Some(&dump)).expect("the unmasked restore fits");
+    for made in [&data, &volume.join("server")] {
+        std::fs::remove_dir_all(made).expect("room again");
+    }
+    template.masking = Some(&plan);
+    match template.build(&OWNER, Some(&dump)) {
+        Err(error @ RestoreError::DiskFull { .. }) => assert!(error.to_string().contains("disk is full"), "{error}"),
+        other => panic!("not a full disk: {other:?}"),
+    }
+    assert!(!pg.is_running(&data), "the restore server was stopped");
 }
