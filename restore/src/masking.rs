@@ -9,7 +9,9 @@
 //!   leads back from an output (and the e-mail strategy shows only 64 of its bits). The
 //!   session's `search_path` is `pg_catalog, pg_temp`, so a dump's functions cannot stand in.
 //! - All rules run in one transaction. The masked tables' own triggers and rules are disabled
-//!   meanwhile (an audit trigger would copy the originals elsewhere) and put back as they were.
+//!   meanwhile (an audit trigger would copy the originals elsewhere) and put back as they were;
+//!   so is row security forced on their owner (a policy would hide rows from the updates).
+//!   Populated materialized views are refreshed from the masked rows.
 //!   The foreign keys touching masked tables are dropped and added again afterwards, which
 //!   checks them: a key and its references get the same masked value from the same input.
 //!   Unique and check constraints are enforced as usual. A violation fails the restore naming
@@ -49,14 +51,10 @@ pub struct MaskPlan {
 /// could match anything, longer ones may be stored compressed).
 const VERIFY_SAMPLE: usize = 20;
 
-/// A sample of the values `plan` masks, read before masking (`owner`: the project's user),
-/// to look for afterwards with [`leaks`].
-///
-/// # Errors
-/// When the server refuses a query.
-pub fn originals(owner: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, MaskError> {
+/// A sample of the values `plan` masks, read before masking (in the masking transaction, as
+/// the project's user), to look for afterwards with [`leaks`].
+fn originals(owner: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, MaskError> {
     let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
-    owner.execute("SET search_path = pg_catalog, pg_temp").map_err(session)?;
     let mut values = Vec::new();
     for rule in plan.rules.iter().filter(|r| r.strategy != MaskStrategy::Keep) {
         let (schema, table) = table_name(&rule.table).map_err(MaskError::Session)?;
@@ -75,7 +73,6 @@ pub fn originals(owner: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, Ma
         let rows = owner.rows(&sql).map_err(session)?;
         values.extend(rows.into_iter().filter_map(|r| r.into_iter().next().flatten()));
     }
-    owner.execute("RESET search_path").map_err(session)?;
     values.sort();
     values.dedup();
     Ok(values)
@@ -279,16 +276,25 @@ pub fn statements(rules: &[MaskRule]) -> Result<Vec<Update>, MaskError> {
     Ok(out)
 }
 
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub struct Masked {
+    /// The tables masked (`schema.table`).
+    pub tables: Vec<String>,
+    /// With `verify`: a sample of the original values, to look for in the files afterwards.
+    pub originals: Vec<String>,
+}
+
 /// Applies `plan` in the project's database (`owner`: a session as the project's user there),
 /// then, as superuser (`admin`, in the same database), rewrites the masked tables and the
-/// statistics. Returns the tables masked.
+/// statistics.
 ///
 /// # Errors
 /// [`MaskError`] naming the rule, or the table, column and constraint that refused.
-pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, MaskError> {
+pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Result<Masked, MaskError> {
     let updates = statements(&plan.rules)?;
     if updates.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Masked::default());
     }
     let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
     let tables: Vec<String> = updates.iter().map(|u| u.table.clone()).collect();
@@ -306,10 +312,10 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
             "BEGIN",
         ])
         .map_err(session)?;
-    let result = mask(owner, &updates, &quoted);
+    let result = mask(owner, plan, &updates, &quoted);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    owner.execute_each(&[end, "RESET devdb.mask_key"]).map_err(session)?;
-    result?;
+    owner.execute_each(&[end, "RESET devdb.mask_key", "RESET search_path"]).map_err(session)?;
+    let originals = result?;
     // New files for each masked table, its TOAST table and its indexes: the old ones, with
     // the original rows in dead tuples and free space, are unlinked. (Maintenance runs with the
     // table owner's rights.)
@@ -318,13 +324,24 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
     }
     // Statistics sample values: gathered again from the masked rows, the old ones rewritten away.
     admin.execute_each(&["ANALYZE", "VACUUM FULL pg_catalog.pg_statistic"]).map_err(session)?;
-    Ok(tables)
+    Ok(Masked { tables, originals })
 }
 
-/// The masking transaction's body (see the module documentation).
-fn mask(owner: &mut Session, updates: &[Update], quoted: &[String]) -> Result<(), MaskError> {
+/// The masking transaction's body (see the module documentation); returns the originals
+/// sampled for the verification.
+fn mask(owner: &mut Session, plan: &MaskPlan, updates: &[Update], quoted: &[String]) -> Result<Vec<String>, MaskError> {
     let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
     let oids = format!("ARRAY[{}]::regclass[]", quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", "));
+    // Row security that applies to the owner too (FORCE) would hide rows from the updates, and
+    // leave them as they were: off for the transaction, as the owner may.
+    let forced = owner
+        .rows(&format!("SELECT oid::regclass::text FROM pg_class WHERE oid = ANY ({oids}) AND relforcerowsecurity"))
+        .map_err(session)?;
+    let text = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    for table in &forced {
+        owner.execute(&format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", text(table, 0))).map_err(session)?;
+    }
+    let originals = if plan.verify { originals(owner, plan)? } else { Vec::new() };
     let foreign_keys = owner
         .rows(&format!(
             "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint \
@@ -343,7 +360,6 @@ fn mask(owner: &mut Session, updates: &[Update], quoted: &[String]) -> Result<()
              WHERE ev_class = ANY ({oids}) AND rulename <> '_RETURN' ORDER BY oid"
         ))
         .map_err(session)?;
-    let text = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
     for fk in &foreign_keys {
         owner.execute(&format!("ALTER TABLE {} DROP CONSTRAINT {}", text(fk, 0), text(fk, 1))).map_err(session)?;
     }
@@ -377,7 +393,23 @@ fn mask(owner: &mut Session, updates: &[Update], quoted: &[String]) -> Result<()
             MaskError::Failed { table: table.clone(), column: format!("foreign key {name}"), reason: error.to_string() }
         })?;
     }
-    Ok(())
+    // A materialized view holds its own copy of what it selected: made again from the masked
+    // rows (its old file is unlinked at commit). Those never populated stay so.
+    let views = owner
+        .rows("SELECT oid::regclass::text FROM pg_class WHERE relkind = 'm' AND relispopulated ORDER BY oid")
+        .map_err(session)?;
+    for view in &views {
+        let view = text(view, 0);
+        owner.execute(&format!("REFRESH MATERIALIZED VIEW {view}")).map_err(|error| MaskError::Failed {
+            table: view.clone(),
+            column: "(materialized view)".into(),
+            reason: error.to_string(),
+        })?;
+    }
+    for table in &forced {
+        owner.execute(&format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", text(table, 0))).map_err(session)?;
+    }
+    Ok(originals)
 }
 
 #[cfg(test)]

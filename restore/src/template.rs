@@ -137,7 +137,6 @@ impl Template<'_> {
             None => Loaded::default(),
         };
         let mut loaded = loaded;
-        let mut originals = Vec::new();
         let masked = match dump {
             Some(_) => {
                 let mut as_owner = Session::connect(socket, PORT, owner.user, owner.database, None)
@@ -149,18 +148,14 @@ impl Template<'_> {
                 crate::scan::cover(&mut loaded.findings, rules);
                 match self.masking {
                     Some(plan) => {
-                        if plan.verify {
-                            originals = crate::masking::originals(&mut as_owner, plan)
-                                .map_err(|e| RestoreError::Masking(e.to_string()))?;
-                        }
                         let mut as_admin = admin(owner.database)?;
                         crate::masking::apply(&mut as_owner, &mut as_admin, plan)
                             .map_err(|e| RestoreError::Masking(e.to_string()))?
                     }
-                    None => Vec::new(),
+                    None => crate::masking::Masked::default(),
                 }
             }
-            None => Vec::new(),
+            None => crate::masking::Masked::default(),
         };
 
         let mut postgres = admin("postgres")?;
@@ -180,7 +175,7 @@ impl Template<'_> {
             .map_err(RestoreError::step("checkpoint"))?;
         drop(postgres);
         pg.stop(data, StopMode::Fast).map_err(RestoreError::step("stopping the restore server"))?;
-        if !masked.is_empty() {
+        if !masked.tables.is_empty() {
             // The WAL of the load holds every original row: after the clean stop, a new empty
             // WAL replaces it.
             let mut reset = pg.command("pg_resetwal");
@@ -188,7 +183,7 @@ impl Template<'_> {
             devdb_pgctl::run(reset, "pg_resetwal").map_err(RestoreError::step("discarding the WAL of the load"))?;
         }
         if self.masking.is_some_and(|plan| plan.verify) {
-            let needles: Vec<&str> = originals.iter().map(String::as_str).collect();
+            let needles: Vec<&str> = masked.originals.iter().map(String::as_str).collect();
             let leaks = crate::masking::leaks(data, &needles);
             if let Some((file, _)) = leaks.first() {
                 let file = file.strip_prefix(&data.display().to_string()).unwrap_or(file);

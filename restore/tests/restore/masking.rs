@@ -39,6 +39,14 @@ pub(crate) fn dump() -> String {
             i + 1
         ));
     }
+    // A copy of the customers in a materialized view, and a policy that hides the odd rows
+    // even from their owner (FORCE): masking must reach both.
+    sql.push_str(
+        "CREATE MATERIALIZED VIEW customer_contacts AS SELECT id, email, name FROM customers;\n\
+         ALTER TABLE customers ENABLE ROW LEVEL SECURITY;\n\
+         ALTER TABLE customers FORCE ROW LEVEL SECURITY;\n\
+         CREATE POLICY even_rows ON customers USING (id % 2 = 0);\n",
+    );
     sql
 }
 
@@ -146,19 +154,33 @@ fn a_masked_template_keeps_no_original_anywhere_and_its_joins_and_constraints_ho
             "SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.orders'::regclass AND contype = 'f' AND convalidated",
             "SELECT count(*) FROM public.customers WHERE length(notes) = length(repeat('confidential-note-' || (id - 1) || ' ', 500)) AND notes ~ '^x+-x+-0+ '",
             "SELECT count(*) FROM public.customers WHERE born BETWEEN DATE '1980-01-01' - 30 AND DATE '1980-01-01' + 330 AND phone ~ '^\\+1 555 0[0-9]{2} [0-9]{4}$'",
+            "SELECT count(*) FROM public.customer_contacts JOIN public.customers USING (id, email, name)",
+            "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = 'public.customers'::regclass",
             "SELECT string_agg(email || name, ',' ORDER BY id) FROM public.customers",
         ],
     );
-    let counts: Vec<String> = answers.iter().take(8).map(|a| one(a)).collect();
+    let counts: Vec<String> = answers.iter().take(10).map(|a| one(a)).collect();
     let all = CUSTOMERS.to_string();
     assert_eq!(
         counts,
-        [(2 * CUSTOMERS).to_string(), all.clone(), all.clone(), "0".into(), "A".into(), "1".into(), all.clone(), all],
-        "joins on the masked key, unique e-mails, JSON in step, no audit rows, the trigger and foreign key as they were, shapes kept"
+        [
+            (2 * CUSTOMERS).to_string(),
+            all.clone(),
+            all.clone(),
+            "0".into(),
+            "A".into(),
+            "1".into(),
+            all.clone(),
+            all.clone(),
+            all,
+            "t".into()
+        ],
+        "joins on the masked key, unique e-mails, JSON in step, no audit rows, the trigger and foreign key as they were, \
+         shapes kept, the materialized view refreshed, the row security as it was"
     );
 
     // Deterministic under the key: the same again; another key, other values.
-    let values = one(&answers[8]);
+    let values = one(&answers[10]);
     let (again, built) = build(Some(rules()), KEY);
     built.expect("masks");
     let same =
