@@ -57,7 +57,7 @@ fn originals(owner: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, MaskEr
     let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
     let mut values = Vec::new();
     for rule in plan.rules.iter().filter(|r| r.strategy != MaskStrategy::Keep) {
-        let (schema, table) = table_name(&rule.table).map_err(MaskError::Session)?;
+        let (schema, table) = table_name(rule).map_err(MaskError::Session)?;
         let column = ident(&rule.column);
         let value = if rule.json_path.is_empty() {
             format!("{column}::text")
@@ -111,12 +111,10 @@ const LAST_NAMES: &[&str] = &[
 const STREETS: &[&str] =
     &["Maple", "Oak", "Pine", "Cedar", "Elm", "Birch", "Willow", "Ash", "Spruce", "Walnut", "Chestnut", "Laurel"];
 
-/// `schema.table` as a quoted name (`public` by default).
-fn table_name(table: &str) -> Result<(String, String), String> {
-    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
-    if schema.is_empty() || name.is_empty() || name.contains('.') {
-        return Err(format!("table {table:?}: use table or schema.table"));
-    }
+/// The rule's `schema.table` (`public` by default), owned.
+fn table_name(rule: &MaskRule) -> Result<(String, String), String> {
+    let (schema, name) =
+        rule.schema_table().ok_or_else(|| format!("table {:?}: use table or schema.table", rule.table))?;
     Ok((schema.to_string(), name.to_string()))
 }
 
@@ -206,7 +204,7 @@ type TableRules<'a> = ((String, String), Vec<(usize, &'a MaskRule)>);
 pub fn statements(rules: &[MaskRule]) -> Result<Vec<Update>, MaskError> {
     let mut tables: Vec<TableRules<'_>> = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
-        let table = table_name(&rule.table).map_err(|reason| MaskError::Rule { index, reason })?;
+        let table = table_name(rule).map_err(|reason| MaskError::Rule { index, reason })?;
         if rule.column.is_empty() {
             return Err(MaskError::Rule { index, reason: "no column".into() });
         }
@@ -315,11 +313,11 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
     let result = mask(owner, plan, &updates, &quoted);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     owner.execute_each(&[end, "RESET devdb.mask_key", "RESET search_path"]).map_err(session)?;
-    let originals = result?;
-    // New files for each masked table, its TOAST table and its indexes: the old ones, with
-    // the original rows in dead tuples and free space, are unlinked. (Maintenance runs with the
-    // table owner's rights.)
-    for table in &quoted {
+    let (stored, originals) = result?;
+    // New files for each masked table (every partition and inheriting table), its TOAST table
+    // and its indexes: the old ones, with the original rows in dead tuples and free space, are
+    // unlinked. (Maintenance runs with the table owner's rights.)
+    for table in &stored {
         admin.execute(&format!("VACUUM FULL {table}")).map_err(session)?;
     }
     // Statistics sample values: gathered again from the masked rows, the old ones rewritten away.
@@ -327,17 +325,33 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
     Ok(Masked { tables, originals })
 }
 
-/// The masking transaction's body (see the module documentation); returns the originals
-/// sampled for the verification.
-fn mask(owner: &mut Session, plan: &MaskPlan, updates: &[Update], quoted: &[String]) -> Result<Vec<String>, MaskError> {
+/// The masking transaction's body (see the module documentation). An update of a table
+/// updates its partitions and inheriting tables too, so everything below is done to that whole
+/// family. Returns the family's tables that have storage, and the originals sampled for the
+/// verification.
+fn mask(
+    owner: &mut Session,
+    plan: &MaskPlan,
+    updates: &[Update],
+    quoted: &[String],
+) -> Result<(Vec<String>, Vec<String>), MaskError> {
     let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
-    let oids = format!("ARRAY[{}]::regclass[]", quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", "));
+    let named = format!("ARRAY[{}]::regclass[]", quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", "));
+    let family = owner
+        .rows(&format!(
+            "WITH RECURSIVE family(oid) AS (SELECT unnest({named})::oid \
+               UNION SELECT i.inhrelid FROM pg_inherits i JOIN family f ON i.inhparent = f.oid) \
+             SELECT c.oid::text, c.oid::regclass::text, c.relkind FROM pg_class c WHERE c.oid IN (SELECT oid FROM family) ORDER BY c.oid"
+        ))
+        .map_err(session)?;
+    let text = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let oids = format!("ARRAY[{}]::oid[]", family.iter().map(|r| text(r, 0)).collect::<Vec<_>>().join(", "));
+    let stored: Vec<String> = family.iter().filter(|r| text(r, 2) == "r").map(|r| text(r, 1)).collect();
     // Row security that applies to the owner too (FORCE) would hide rows from the updates, and
     // leave them as they were: off for the transaction, as the owner may.
     let forced = owner
         .rows(&format!("SELECT oid::regclass::text FROM pg_class WHERE oid = ANY ({oids}) AND relforcerowsecurity"))
         .map_err(session)?;
-    let text = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
     for table in &forced {
         owner.execute(&format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", text(table, 0))).map_err(session)?;
     }
@@ -345,7 +359,7 @@ fn mask(owner: &mut Session, plan: &MaskPlan, updates: &[Update], quoted: &[Stri
     let foreign_keys = owner
         .rows(&format!(
             "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint \
-             WHERE contype = 'f' AND (conrelid = ANY ({oids}) OR confrelid = ANY ({oids})) ORDER BY oid"
+             WHERE contype = 'f' AND conparentid = 0 AND (conrelid = ANY ({oids}) OR confrelid = ANY ({oids})) ORDER BY oid"
         ))
         .map_err(session)?;
     let triggers = owner
@@ -409,7 +423,7 @@ fn mask(owner: &mut Session, plan: &MaskPlan, updates: &[Update], quoted: &[Stri
     for table in &forced {
         owner.execute(&format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", text(table, 0))).map_err(session)?;
     }
-    Ok(originals)
+    Ok((stored, originals))
 }
 
 #[cfg(test)]
@@ -417,7 +431,7 @@ mod tests {
     use super::*;
 
     fn rule(table: &str, column: &str, strategy: MaskStrategy) -> MaskRule {
-        MaskRule { table: table.into(), column: column.into(), json_path: vec![], strategy, value: None, days: None }
+        MaskRule::new(table, column, strategy)
     }
 
     #[test]

@@ -111,14 +111,7 @@ fn to_wire(f: &PiiFinding) -> WireFinding {
 }
 
 fn from_wire((table, column, json_path, kind, evidence, strategy, covered): WireFinding) -> PiiFinding {
-    let suggested = MaskRule {
-        table: table.clone(),
-        column: column.clone(),
-        json_path: json_path.clone(),
-        strategy,
-        value: None,
-        days: None,
-    };
+    let suggested = MaskRule::new(&table, &column, strategy).at(json_path.clone());
     PiiFinding { table, column, json_path, kind, evidence, suggested, covered }
 }
 

@@ -57,14 +57,7 @@ pub fn judge(table: &str, column: &str, json: bool, values: &[String]) -> Vec<Pi
         json_path: path.clone(),
         kind: kind.to_string(),
         evidence,
-        suggested: MaskRule {
-            table: table.to_string(),
-            column: column.to_string(),
-            json_path: path,
-            strategy,
-            value: None,
-            days: None,
-        },
+        suggested: MaskRule::new(table, column, strategy).at(path),
         covered: false,
     };
     if json {
@@ -269,14 +262,7 @@ mod tests {
     #[test]
     fn rules_cover_findings_by_table_column_and_path() {
         let mut found = judge("public.customers", "email", false, &strings(&["ada@example.com"]));
-        let rule = |table: &str| MaskRule {
-            table: table.into(),
-            column: "email".into(),
-            json_path: vec![],
-            strategy: MaskStrategy::Email,
-            value: None,
-            days: None,
-        };
+        let rule = |table: &str| MaskRule::new(table, "email", MaskStrategy::Email);
         cover(&mut found, &[rule("orders")]);
         assert!(!found[0].covered);
         cover(&mut found, &[rule("customers")]);

@@ -265,6 +265,27 @@ pub struct MaskRule {
     pub days: Option<u32>,
 }
 
+impl MaskRule {
+    /// A rule masking a whole column.
+    pub fn new(table: impl Into<String>, column: impl Into<String>, strategy: MaskStrategy) -> Self {
+        Self { table: table.into(), column: column.into(), json_path: Vec::new(), strategy, value: None, days: None }
+    }
+
+    /// Its table as (schema, table), `public` by default; `None` unless it is named as `table`
+    /// or `schema.table`.
+    pub fn schema_table(&self) -> Option<(&str, &str)> {
+        let (schema, table) = self.table.split_once('.').unwrap_or(("public", &self.table));
+        (!schema.is_empty() && !table.is_empty() && !table.contains('.')).then_some((schema, table))
+    }
+
+    /// The same rule for the value at `path` inside the (JSON) column.
+    #[must_use]
+    pub fn at(mut self, path: Vec<String>) -> Self {
+        self.json_path = path;
+        self
+    }
+}
+
 impl Masking {
     /// No rules, no requirement.
     pub fn is_empty(&self) -> bool {
@@ -290,10 +311,9 @@ impl Masking {
         let mut seen = std::collections::HashSet::new();
         for (index, rule) in self.rules.iter().enumerate() {
             let fail = |reason: &str| Err(format!("rule {index} ({}.{}): {reason}", rule.table, rule.column));
-            let (schema, table) = rule.table.split_once('.').unwrap_or(("public", &rule.table));
-            if schema.is_empty() || table.is_empty() || table.contains('.') {
+            let Some((schema, table)) = rule.schema_table() else {
                 return fail("name the table as table or schema.table");
-            }
+            };
             if rule.column.is_empty() {
                 return fail("name the column");
             }

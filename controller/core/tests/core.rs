@@ -1229,13 +1229,8 @@ async fn masking_rules_are_checked_kept_without_their_key_and_restore_the_projec
 #[tokio::test]
 async fn with_require_rules_no_clone_while_a_scanned_personal_column_has_no_rule() {
     let core = Core::start(FakeRuntime::default());
-    let rule = |column: &str| devdb_shared::api::MaskRule {
-        table: "public.customers".into(),
-        column: column.into(),
-        json_path: vec![],
-        strategy: devdb_shared::api::MaskStrategy::Email,
-        value: None,
-        days: None,
+    let rule = |column: &str| {
+        devdb_shared::api::MaskRule::new("public.customers", column, devdb_shared::api::MaskStrategy::Email)
     };
     let finding = |column: &str| devdb_shared::api::PiiFinding {
         table: "public.customers".into(),

@@ -51,16 +51,8 @@ pub(crate) fn dump() -> String {
 }
 
 pub(crate) fn rules() -> Vec<MaskRule> {
-    let rule = |table: &str, column: &str, strategy| MaskRule {
-        table: table.into(),
-        column: column.into(),
-        json_path: vec![],
-        strategy,
-        value: None,
-        days: None,
-    };
-    let mut in_json = rule("customers", "profile", MaskStrategy::Email);
-    in_json.json_path = vec!["contact".into(), "email".into()];
+    let rule = MaskRule::new;
+    let in_json = rule("customers", "profile", MaskStrategy::Email).at(vec!["contact".into(), "email".into()]);
     vec![
         rule("customers", "email", MaskStrategy::Email),
         rule("customers", "name", MaskStrategy::Name),
@@ -74,10 +66,15 @@ pub(crate) fn rules() -> Vec<MaskRule> {
 
 /// Builds a template of the dump in a fresh directory, masked by `rules` under `key`.
 fn build(rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<Loaded, RestoreError>) {
+    build_from(&dump(), rules, key)
+}
+
+/// [`build`] of the dump `sql`.
+fn build_from(sql: &str, rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<Loaded, RestoreError>) {
     let dir = workspace();
     let pg = pg();
     let path = dir.path().join("dump.sql");
-    std::fs::write(&path, dump()).expect("dump");
+    std::fs::write(&path, sql).expect("dump");
     let dump = devdb_restore::prepare(&path, dir.path(), 1 << 30).expect("a dump");
     let plan = rules.map(|rules| MaskPlan { rules, key: key.into(), verify: true });
     let template =
@@ -193,6 +190,44 @@ fn a_masked_template_keeps_no_original_anywhere_and_its_joins_and_constraints_ho
 }
 
 #[test]
+fn partitions_and_inheriting_tables_are_masked_whole_and_their_own_triggers_copy_nothing() {
+    let sql = "CREATE TABLE copies (v text);\n\
+        CREATE FUNCTION copy_email() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.copies VALUES (OLD.email); RETURN NEW; END $$;\n\
+        CREATE TABLE events (id int, email text NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);\n\
+        CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');\n\
+        CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n\
+        CREATE TRIGGER copy_2026 BEFORE UPDATE ON events_2026 FOR EACH ROW EXECUTE FUNCTION copy_email();\n\
+        CREATE TRIGGER copy_events BEFORE UPDATE ON events FOR EACH ROW EXECUTE FUNCTION copy_email();\n\
+        INSERT INTO events SELECT g, 'event-secret-' || g || '@acme-private.test', DATE '2025-06-01' + g FROM generate_series(1, 400) g;\n\
+        CREATE TABLE people (id int, email text);\n\
+        CREATE TABLE staff (badge int) INHERITS (people);\n\
+        CREATE TRIGGER copy_staff BEFORE UPDATE ON staff FOR EACH ROW EXECUTE FUNCTION copy_email();\n\
+        INSERT INTO staff SELECT g, 'staff-secret-' || g || '@acme-private.test', g FROM generate_series(1, 200) g;\n";
+    let rule = |table: &str| MaskRule::new(table, "email", MaskStrategy::Email);
+    let (dir, built) =
+        build_from(sql, Some(vec![rule("events"), rule("people")]), "a project's masking key, 32 bytes or more");
+    let loaded = built.expect("masks");
+    assert!(loaded.verified.is_some_and(|n| n >= 20), "{:?}", loaded.verified);
+    let leaks = files_holding(&dir.path().join("data"), &["event-secret-", "staff-secret-", "acme-private.test"]);
+    assert!(leaks.is_empty(), "originals left in the template's files: {leaks:?}");
+    let answers = query(
+        dir.path(),
+        &[
+            "SELECT count(*) FROM public.copies",
+            "SELECT count(*) FROM public.events WHERE email LIKE 'user\\_%@example.com'",
+            "SELECT count(*) FROM public.staff WHERE email LIKE 'user\\_%@example.com'",
+            "SELECT string_agg(tgname::text || tgenabled::text, ',' ORDER BY tgname, tgrelid) FROM pg_trigger WHERE tgname LIKE 'copy%'",
+        ],
+    );
+    let got: Vec<String> = answers.iter().map(|a| one(a)).collect();
+    assert_eq!(
+        got,
+        ["0", "400", "200", "copy_2026O,copy_eventsO,copy_eventsO,copy_eventsO,copy_staffO"],
+        "no copies; every row masked; triggers back"
+    );
+}
+
+#[test]
 fn a_rule_that_breaks_a_constraint_fails_naming_table_column_and_constraint() {
     let mut rules = rules();
     rules[0].strategy = MaskStrategy::Redact; // every e-mail the same shape: no longer unique
@@ -215,14 +250,7 @@ fn a_masking_that_fills_the_disk_fails_as_a_full_disk_and_leaves_no_server_runni
                FROM generate_series(1, 250000) g;\n";
     std::fs::write(&path, sql).expect("dump");
     let dump = devdb_restore::prepare(&path, dir.path(), 1 << 30).expect("a dump");
-    let rule = MaskRule {
-        table: "customers".into(),
-        column: "email".into(),
-        json_path: vec![],
-        strategy: MaskStrategy::Hash,
-        value: None,
-        days: None,
-    };
+    let rule = MaskRule::new("customers", "email", MaskStrategy::Hash);
     let plan = MaskPlan { rules: vec![rule], key: "k".repeat(40), verify: false };
     let pg = pg();
     let data = volume.join("data");
