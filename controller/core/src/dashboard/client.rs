@@ -36,7 +36,16 @@ impl Client {
 
     /// `GET path`, decoded.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refusal> {
-        let body = self.raw(Method::GET, path, None).await?;
+        self.fetch(Method::GET, path).await
+    }
+
+    /// `POST path` without a body (a look such as the personal-data scan), its answer decoded.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refusal> {
+        self.fetch(Method::POST, path).await
+    }
+
+    async fn fetch<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, Refusal> {
+        let body = self.raw(method, path, None).await?;
         serde_json::from_slice(&body).map_err(|e| Refusal::internal(format!("unexpected answer from {path}: {e}")))
     }
 

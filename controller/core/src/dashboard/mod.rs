@@ -22,12 +22,12 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::DatabaseMetrics;
+use crate::api::{DatabaseMetrics, ScanReport};
 use crate::auth::Tokens;
 use crate::monitor::Range;
 use crate::usage::UsageReport;
 use client::{Client, Refusal, with_query};
-use pages::{Filters, ReportFilters};
+use pages::{Filters, MaskingForm, ReportFilters};
 use session::Session;
 pub use session::cross_site;
 
@@ -54,6 +54,7 @@ pub fn router(api: Router, tokens: Tokens) -> Router {
         .route("/ui/databases/{name}/action", post(database_action))
         .route("/ui/databases/{name}/settings", post(set_setting))
         .route("/ui/projects", get(projects))
+        .route("/ui/projects/{name}/masking", get(masking).post(set_masking))
         .route("/ui/projects/{name}/confirm", get(confirm_project))
         .route("/ui/projects/{name}/action", post(project_action))
         .route("/ui/reports/usage", get(usage))
@@ -443,6 +444,86 @@ async fn project_action(
         _ => return unknown_action(&session),
     };
     perform(&dashboard, &session, &form.csrf, method, &path, "/ui/projects").await
+}
+
+/// The masking page: the rules (as the form holds them, or as saved), the scan of the
+/// snapshot, and `error` when the last change was refused.
+async fn masking_page(
+    dashboard: &Dashboard,
+    session: &Session,
+    name: &str,
+    form: Option<MaskingForm>,
+    error: Option<&str>,
+) -> Response {
+    let client = dashboard.client(session);
+    let result = async {
+        let project: Project = client.get(&format!("/v1/projects/{name}")).await?;
+        let scan = match client.post::<ScanReport>(&format!("/v1/projects/{name}/scan")).await {
+            Ok(scan) => Some(scan),
+            // No snapshot scanned yet.
+            Err(refusal) if refusal.status == StatusCode::CONFLICT => None,
+            Err(refusal) => return Err(refusal),
+        };
+        let form = form.unwrap_or_else(|| MaskingForm::from(&project.masking));
+        Ok(pages::masking(session, &project, scan.as_ref(), &form, error))
+    }
+    .await;
+    page(session, result)
+}
+
+async fn masking(
+    State(dashboard): Shared,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+) -> Response {
+    masking_page(&dashboard, &session, &encode_segment(&name), None, None).await
+}
+
+/// Saves the rules (`save`), or shows them with a suggested rule added for each column the
+/// scan found and no rule masks (`suggest`, nothing saved). What was typed is never lost: a
+/// refusal shows the form again as it was.
+async fn set_masking(
+    State(dashboard): Shared,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+    Form(mut form): Form<MaskingForm>,
+) -> Response {
+    if !session.verify(&form.csrf) {
+        return forged(&session);
+    }
+    let name = encode_segment(&name);
+    let client = dashboard.client(&session);
+    let rules = match form.rules() {
+        Ok(rules) => rules,
+        Err(message) => {
+            let mut response = masking_page(&dashboard, &session, &name, Some(form), Some(&message)).await;
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            return response;
+        }
+    };
+    if form.action == "suggest" {
+        let scan = match client.post::<ScanReport>(&format!("/v1/projects/{name}/scan")).await {
+            Ok(scan) => scan,
+            Err(refusal) => return refused(&session, &refusal),
+        };
+        // Covered by the rules as typed, not as saved.
+        let typed = devdb_shared::api::Masking { rules, ..Default::default() };
+        let suggested: Vec<_> = scan.findings.into_iter().filter(|f| !typed.covers(f)).map(|f| f.suggested).collect();
+        form.set_rules(typed.rules.into_iter().chain(suggested).collect());
+        return masking_page(&dashboard, &session, &name, Some(form), None).await;
+    }
+    let body = json!({ "rules": rules, "requireRules": form.require_rules.is_some(), "verify": form.verify.is_some() });
+    match client.send(Method::PUT, &format!("/v1/projects/{name}/masking"), Some(body)).await {
+        Ok(()) => Redirect::to("/ui/projects").into_response(),
+        Err(refusal) if matches!(refusal.status, StatusCode::BAD_REQUEST | StatusCode::CONFLICT) => {
+            let mut response = masking_page(&dashboard, &session, &name, Some(form), Some(&refusal.message)).await;
+            if response.status().is_success() {
+                *response.status_mut() = refusal.status;
+            }
+            response
+        }
+        Err(refusal) => refused(&session, &refusal),
+    }
 }
 
 fn report_query(path: &str, filters: &ReportFilters, format: Option<&str>) -> String {

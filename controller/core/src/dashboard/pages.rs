@@ -383,6 +383,7 @@ pub fn projects(session: &Session, projects: &[Project], error: Option<&str>) ->
                                         @if p.status == ProjectStatus::Ready {
                                             a href=(format!("/ui/databases?project={}#create", p.name)) { "New database" }
                                         }
+                                        a href=(format!("/ui/projects/{}/masking", p.name)) { "Masking" }
                                         @if session.owner().is_none_or(|o| o == p.owner) {
                                             a href=(format!("/ui/projects/{}/confirm?action=refresh", p.name)) { "Refresh" }
                                             a href=(format!("/ui/projects/{}/confirm?action=delete", p.name)) { "Delete" }
@@ -391,6 +392,133 @@ pub fn projects(session: &Session, projects: &[Project], error: Option<&str>) ->
                                 }
                             }
                         }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The masking form: the rules as JSON text (kept as typed when refused), the two switches,
+/// and which button was pressed (`save` or `suggest`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct MaskingForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub rules: String,
+    /// Present (`on`) when checked.
+    pub require_rules: Option<String>,
+    pub verify: Option<String>,
+    #[serde(default)]
+    pub action: String,
+}
+
+impl MaskingForm {
+    /// The rules typed: a JSON array of rules (empty text: none).
+    ///
+    /// # Errors
+    /// Why the text is not a list of rules, for the page.
+    pub fn rules(&self) -> Result<Vec<devdb_shared::api::MaskRule>, String> {
+        if self.rules.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&self.rules).map_err(|e| format!("The rules are not a JSON list of rules: {e}"))
+    }
+
+    pub fn set_rules(&mut self, rules: Vec<devdb_shared::api::MaskRule>) {
+        self.rules = serde_json::to_string_pretty(&rules).unwrap_or_default();
+    }
+}
+
+impl From<&devdb_shared::api::Masking> for MaskingForm {
+    fn from(masking: &devdb_shared::api::Masking) -> Self {
+        let on = |b: bool| b.then(|| "on".to_string());
+        let mut form = Self { require_rules: on(masking.require_rules), verify: on(masking.verify), ..Self::default() };
+        if !masking.rules.is_empty() {
+            form.set_rules(masking.rules.clone());
+        }
+        form
+    }
+}
+
+/// A project's masking: what its snapshot's scan found, and its rules to edit.
+pub fn masking(
+    session: &Session,
+    project: &Project,
+    scan: Option<&crate::api::ScanReport>,
+    form: &MaskingForm,
+    error: Option<&str>,
+) -> Markup {
+    let name = project.name.as_str();
+    let restoring = matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring);
+    let path = |f: &devdb_shared::api::PiiFinding| {
+        if f.json_path.is_empty() { f.column.clone() } else { format!("{} → {}", f.column, f.json_path.join(".")) }
+    };
+    layout(
+        session,
+        &format!("Masking of {name}"),
+        error.is_none() && restoring,
+        html! {
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            section.card aria-labelledby="snapshot-title" {
+                h2 #snapshot-title { "Snapshot" }
+                dl.facts {
+                    dt { "Status" } dd { (badge(&status_text(&project.status))) @if let Some(e) = &project.error { " " span.error { (e) } } }
+                    dt { "Rules" } dd { (project.masking.rules.len()) }
+                    dt { "Verified" } dd {
+                        @match project.snapshot.as_ref().and_then(|s| s.masking_verified) {
+                            Some(n) => { (n) " sampled originals looked for in its files, none found" }
+                            None => { "no" }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="scan-title" {
+                h2 #scan-title { "Personal data found" }
+                @match scan {
+                    None => { p.empty { "No snapshot has been scanned yet: every restore scans the dump before masking it." } }
+                    Some(scan) if scan.findings.is_empty() && scan.unlisted == 0 => { p.empty { "No column looks personal." } }
+                    Some(scan) => {
+                        p.hint { "What the last restore's scan found (values sampled before masking), and whether a rule masks it now." }
+                        div.scroll { table {
+                            thead { tr { th { "Table" } th { "Column" } th { "Kind" } th { "Evidence" } th { "Masked" } th { "Suggested" } } }
+                            tbody {
+                                @for f in &scan.findings {
+                                    tr {
+                                        td { code { (f.table) } }
+                                        td { code { (path(f)) } }
+                                        td { (f.kind) }
+                                        td { (f.evidence) }
+                                        td { @if f.covered { (badge("ready")) } @else { span.badge.error { "no" } } }
+                                        td { code { (status_text(&f.suggested.strategy)) } }
+                                    }
+                                }
+                            }
+                        } }
+                        @if scan.unlisted > 0 {
+                            p.hint { "And " (scan.unlisted) " more columns the restore found but could not list." }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="rules-title" {
+                h2 #rules-title { "Rules" }
+                form method="post" action=(format!("/ui/projects/{name}/masking")) {
+                    (csrf(session))
+                    label for="rules" { "Rules, as JSON: " code { r#"[{"table": "customers", "column": "email", "strategy": "email"}]"# } }
+                    textarea #rules name="rules" rows="14" spellcheck="false" aria-describedby="strategies" { (form.rules) }
+                    p #strategies .hint {
+                        "Strategies: email, name, phone, address, hash, redact, dateShift (days), null, constant (value), keep. "
+                        "Add jsonPath for a value inside a JSON column. Saving restores the project again, masked; "
+                        "databases cloned before keep their data until reset."
+                    }
+                    label.check { input type="checkbox" name="require_rules" checked[form.require_rules.is_some()]; "Refuse new databases while a column found above has no rule" }
+                    label.check { input type="checkbox" name="verify" checked[form.verify.is_some()]; "Verify: look for sampled originals in every file of the new snapshot" }
+                    div.buttons {
+                        button type="submit" name="action" value="save" { "Save and restore masked" }
+                        button.secondary type="submit" name="action" value="suggest" { "Add suggested rules" }
+                        a.button href="/ui/projects" { "Cancel" }
                     }
                 }
             }
