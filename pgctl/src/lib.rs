@@ -477,6 +477,29 @@ mod tests {
         assert!(pg.is_running(&data));
         assert!(pg.postmaster_alive(&data));
         assert!(!pg.postmaster_alive(dir.path()), "only for its own data directory");
+
+        // Parameters travel apart from the statement: as values, never as its text.
+        let mut session = session::Session::admin(dir.path(), 5432, "postgres").expect("session");
+        session.execute("CREATE TABLE public.t (v text, w text)").expect("table");
+        session.execute_with("INSERT INTO public.t VALUES ($1, $2 || $1)", &["it's \"x\"", "-"]).expect("insert");
+        let rows = session.rows("SELECT v, w FROM public.t").expect("rows");
+        assert_eq!(rows, [[Some("it's \"x\"".to_string()), Some("-it's \"x\"".to_string())]]);
+        let refused = session
+            .execute_with("INSERT INTO public.t VALUES ($1::int::text)", &["secret-value"])
+            .expect_err("not an int");
+        let session::SessionError::Server(error) = refused else { panic!("{refused}") };
+        assert!(error.to_string().contains("secret-value"), "the server quotes it: {error}");
+        let summary = error.without_values();
+        assert_eq!(summary, "invalid input syntax for type integer: \"…\" (SQLSTATE 22P02)");
+        session.execute("CREATE TABLE public.u (v text CONSTRAINT short CHECK (length(v) < 3))").expect("table");
+        let refused = session.execute_with("INSERT INTO public.u VALUES ($1)", &["longer"]).expect_err("refused");
+        let session::SessionError::Server(error) = refused else { panic!("{refused}") };
+        assert!(error.to_string().contains("Failing row contains (longer)"), "the detail quotes the row: {error}");
+        assert_eq!(
+            error.without_values(),
+            "new row for relation \"…\" violates check constraint \"…\" (SQLSTATE 23514, constraint short)"
+        );
+        drop(session);
         pg.stop(&data, StopMode::Fast).expect("stop");
         assert!(!pg.is_running(&data));
         assert!(!pg.postmaster_alive(&data));

@@ -55,6 +55,8 @@ pub struct ServerError {
     pub context: Option<String>,
     /// 1-based character position in the statement, when the server gives one.
     pub position: Option<usize>,
+    /// The constraint that refused, when one did.
+    pub constraint: Option<String>,
 }
 
 impl std::fmt::Display for ServerError {
@@ -74,6 +76,27 @@ impl std::fmt::Display for ServerError {
 }
 
 impl ServerError {
+    /// The error without any value of the data: its code, its message with every quoted part
+    /// left out (`invalid input syntax for type date: "…"`), and the constraint's name. For
+    /// errors on data others must not see (the originals masking replaces); the DETAIL, which
+    /// quotes rows and keys, is never part of it.
+    pub fn without_values(&self) -> String {
+        let mut message = String::new();
+        let mut quoted = false;
+        for part in self.message.split('"') {
+            if quoted {
+                message.push_str("\"…\"");
+            } else {
+                message.push_str(part);
+            }
+            quoted = !quoted;
+        }
+        match &self.constraint {
+            Some(constraint) => format!("{message} (SQLSTATE {}, constraint {constraint})", self.code),
+            None => format!("{message} (SQLSTATE {})", self.code),
+        }
+    }
+
     fn parse(fields: backend::ErrorFields<'_>) -> io::Result<Self> {
         let mut error = Self::default();
         let mut fields = fields;
@@ -88,6 +111,7 @@ impl ServerError {
                 b'H' => error.hint = Some(value),
                 b'W' => error.context = Some(value),
                 b'P' => error.position = value.parse().ok(),
+                b'n' => error.constraint = Some(value),
                 _ => {}
             }
         }
@@ -178,6 +202,32 @@ impl Session {
     /// As [`Session::execute`].
     pub fn execute_each(&mut self, statements: &[&str]) -> Result<(), SessionError> {
         statements.iter().try_for_each(|sql| self.execute(sql))
+    }
+
+    /// Runs one statement with text parameters (`$1`, `$2`… of type `text`) through the extended
+    /// protocol: the values travel apart from the statement, so they are in neither its text
+    /// (`pg_stat_activity`, the server's log) nor any setting a function it runs could read.
+    ///
+    /// # Errors
+    /// As [`Session::execute`].
+    pub fn execute_with(&mut self, sql: &str, params: &[&str]) -> Result<(), SessionError> {
+        const TEXT: u32 = 25;
+        let mut out = BytesMut::new();
+        frontend::parse("", sql, params.iter().map(|_| TEXT), &mut out)?;
+        let serialize = |value: &&str,
+                         buf: &mut BytesMut|
+         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            buf.put_slice(value.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        };
+        frontend::bind("", "", [0_i16], params.iter(), serialize, [0_i16], &mut out).map_err(|e| match e {
+            frontend::BindError::Conversion(e) => io::Error::other(e.to_string()),
+            frontend::BindError::Serialization(e) => e,
+        })?;
+        frontend::execute("", 0, &mut out)?;
+        frontend::sync(&mut out);
+        self.stream.write_all(&out)?;
+        into_result(self.finish(false, None)?).map(drop)
     }
 
     /// Runs a query and returns its rows as text.

@@ -4,10 +4,14 @@
 //! that could still hold an original value is rewritten or dropped.
 //!
 //! - Every strategy is an SQL expression keyed by the project's secret, which reaches the server
-//!   only as a session setting (`devdb.mask_key`): never in a catalog, a function body or a
-//!   file. The keyed hash is `sha256(k || tag || input)`: without `k`, no dictionary of inputs
-//!   leads back from an output (and the e-mail strategy shows only 64 of its bits). The
-//!   session's `search_path` is `pg_catalog, pg_temp`, so a dump's functions cannot stand in.
+//!   only as a bind parameter (`$1`) of each `UPDATE`: never in a catalog, a setting, a function
+//!   body, a file, or the statement's text, so no function of the dump that the update runs
+//!   (a check constraint, an index expression) can read it. The keyed hash is
+//!   `sha256(k || tag || input)`: without `k`, no dictionary of inputs leads back from an output
+//!   (and the e-mail strategy shows only 64 of its bits). The session's `search_path` is
+//!   `pg_catalog, pg_temp`, so a dump's functions cannot stand in.
+//! - Errors name the table, the column, the SQLSTATE and the constraint, never a value: the
+//!   server's DETAIL quotes rows and keys, and the project's error is shown to every user.
 //! - All rules run in one transaction. The masked tables' own triggers and rules are disabled
 //!   meanwhile (an audit trigger would copy the originals elsewhere) and put back as they were;
 //!   so is row security forced on their owner (a policy would hide rows from the updates).
@@ -17,11 +21,12 @@
 //!   Unique and check constraints are enforced as usual. A violation fails the restore naming
 //!   the table, the column and the constraint.
 //! - Afterwards: `VACUUM FULL` of each masked table (new files for the heap, its TOAST and its
-//!   indexes; the old ones are unlinked), `ANALYZE` then `VACUUM FULL pg_statistic` (statistics
-//!   sample column values), and, once the server has stopped cleanly, `pg_resetwal` (the WAL of
-//!   the load holds every original row).
+//!   indexes; the old ones are unlinked); every statistic deleted (`pg_statistic` and extended
+//!   statistics: they sample column values, and a column set to `STATISTICS 0` would keep its
+//!   old ones), `ANALYZE`, and both catalogs rewritten; and, once the server has stopped
+//!   cleanly, `pg_resetwal` (the WAL of the load holds every original row).
 
-use devdb_pgctl::session::Session;
+use devdb_pgctl::session::{Session, SessionError};
 use devdb_shared::api::{MaskRule, MaskStrategy};
 
 use crate::template::{ident, literal};
@@ -37,14 +42,20 @@ pub enum MaskError {
     Session(String),
 }
 
-/// The project's rules and secret key.
-#[derive(Debug, Clone)]
+/// The project's rules and secret key (never shown: its `Debug` leaves the key out).
+#[derive(Clone)]
 pub struct MaskPlan {
     pub rules: Vec<MaskRule>,
     /// At least 32 characters; never shown.
     pub key: String,
     /// Look for a sample of the originals in the template's files afterwards.
     pub verify: bool,
+}
+
+impl std::fmt::Debug for MaskPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskPlan").field("rules", &self.rules).field("key", &"…").field("verify", &self.verify).finish()
+    }
 }
 
 /// Original values sampled per rule for the verification (text of 8 to 200 bytes: shorter ones
@@ -54,7 +65,7 @@ const VERIFY_SAMPLE: usize = 20;
 /// A sample of the values `plan` masks, read before masking (in the masking transaction, as
 /// the project's user), to look for afterwards with [`leaks`].
 fn originals(owner: &mut Session, plan: &MaskPlan) -> Result<Vec<String>, MaskError> {
-    let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
+    let session = |e: SessionError| MaskError::Session(without_values(&e));
     let mut values = Vec::new();
     for rule in plan.rules.iter().filter(|r| r.strategy != MaskStrategy::Keep) {
         let (schema, table) = table_name(rule).map_err(MaskError::Session)?;
@@ -111,6 +122,15 @@ const LAST_NAMES: &[&str] = &[
 const STREETS: &[&str] =
     &["Maple", "Oak", "Pine", "Cedar", "Elm", "Birch", "Willow", "Ash", "Spruce", "Walnut", "Chestnut", "Laurel"];
 
+/// A session error as users may see it: a server's error without any value of the data (see
+/// [`ServerError::without_values`](devdb_pgctl::session::ServerError::without_values)).
+fn without_values(error: &SessionError) -> String {
+    match error {
+        SessionError::Server(server) => format!("{}: {}", server.severity, server.without_values()),
+        other => other.to_string(),
+    }
+}
+
 /// The rule's `schema.table` (`public` by default), owned.
 fn table_name(rule: &MaskRule) -> Result<(String, String), String> {
     let (schema, name) =
@@ -119,7 +139,7 @@ fn table_name(rule: &MaskRule) -> Result<(String, String), String> {
 }
 
 /// The key as bytes, computed once per statement (an uncorrelated subquery is an init plan).
-const KEY: &str = "(SELECT convert_to(current_setting('devdb.mask_key'), 'UTF8'))";
+const KEY: &str = "(SELECT convert_to($1::text, 'UTF8'))";
 
 /// The keyed hash of `input` (as text) under `tag`: 32 bytes.
 fn keyed(tag: &str, input: &str) -> String {
@@ -127,7 +147,7 @@ fn keyed(tag: &str, input: &str) -> String {
 }
 
 /// A seed from the key, computed once per statement, for the picks below.
-const SEED: &str = "(SELECT ('x' || left(encode(sha256(convert_to(current_setting('devdb.mask_key'), 'UTF8')), 'hex'), 15))::bit(60)::bigint)";
+const SEED: &str = "(SELECT ('x' || left(encode(sha256(convert_to($1::text, 'UTF8')), 'hex'), 15))::bit(60)::bigint)";
 
 /// A number from 0 to `modulo - 1` picked by `input` under `tag` and the key: PostgreSQL's own
 /// seeded hash, many times cheaper than SHA-256, for outputs of a few bits (a name from a list,
@@ -294,7 +314,7 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
     if updates.is_empty() {
         return Ok(Masked::default());
     }
-    let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
+    let session = |e: SessionError| MaskError::Session(without_values(&e));
     let tables: Vec<String> = updates.iter().map(|u| u.table.clone()).collect();
     let quoted: Vec<String> = tables
         .iter()
@@ -303,16 +323,10 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
             format!("{}.{}", ident(schema), ident(table))
         })
         .collect();
-    owner
-        .execute_each(&[
-            "SET search_path = pg_catalog, pg_temp",
-            &format!("SET devdb.mask_key = {}", literal(&plan.key)),
-            "BEGIN",
-        ])
-        .map_err(session)?;
+    owner.execute_each(&["SET search_path = pg_catalog, pg_temp", "BEGIN"]).map_err(session)?;
     let result = mask(owner, plan, &updates, &quoted);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    owner.execute_each(&[end, "RESET devdb.mask_key", "RESET search_path"]).map_err(session)?;
+    owner.execute_each(&[end, "RESET search_path"]).map_err(session)?;
     let (stored, originals) = result?;
     // New files for each masked table (every partition and inheriting table), its TOAST table
     // and its indexes: the old ones, with the original rows in dead tuples and free space, are
@@ -320,8 +334,17 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
     for table in &stored {
         admin.execute(&format!("VACUUM FULL {table}")).map_err(session)?;
     }
-    // Statistics sample values: gathered again from the masked rows, the old ones rewritten away.
-    admin.execute_each(&["ANALYZE", "VACUUM FULL pg_catalog.pg_statistic"]).map_err(session)?;
+    // Statistics sample values: all gone (a column set to STATISTICS 0 would keep its old ones
+    // through an ANALYZE), gathered again from the masked rows, the old rows rewritten away.
+    admin
+        .execute_each(&[
+            "DELETE FROM pg_catalog.pg_statistic",
+            "DELETE FROM pg_catalog.pg_statistic_ext_data",
+            "ANALYZE",
+            "VACUUM FULL pg_catalog.pg_statistic",
+            "VACUUM FULL pg_catalog.pg_statistic_ext_data",
+        ])
+        .map_err(session)?;
     Ok(Masked { tables, originals })
 }
 
@@ -335,7 +358,28 @@ fn mask(
     updates: &[Update],
     quoted: &[String],
 ) -> Result<(Vec<String>, Vec<String>), MaskError> {
-    let session = |e: devdb_pgctl::session::SessionError| MaskError::Session(e.to_string());
+    let session = |e: SessionError| MaskError::Session(without_values(&e));
+    // Tables only: a rule on a view would update the table beneath it, while everything below
+    // would be done to the view.
+    let names = quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", ");
+    let kinds = owner
+        .rows(&format!(
+            "SELECT c.relkind FROM unnest(ARRAY[{names}]) WITH ORDINALITY AS t(name, n) \
+             LEFT JOIN pg_class c ON c.oid = to_regclass(t.name) ORDER BY t.n"
+        ))
+        .map_err(session)?;
+    for (update, row) in updates.iter().zip(&kinds) {
+        let (table, kind) = (&update.table, row.first().cloned().flatten());
+        match kind.as_deref() {
+            Some("r" | "p") => {}
+            None => return Err(MaskError::Session(format!("table {table} does not exist"))),
+            Some(_) => {
+                return Err(MaskError::Session(format!(
+                    "{table} is not a table (a view, materialized view or foreign table): name the table it reads"
+                )));
+            }
+        }
+    }
     let named = format!("ARRAY[{}]::regclass[]", quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", "));
     let family = owner
         .rows(&format!(
@@ -383,10 +427,10 @@ fn mask(
         }
     }
     for update in updates {
-        owner.execute(&update.sql).map_err(|error| MaskError::Failed {
+        owner.execute_with(&update.sql, &[&plan.key]).map_err(|error| MaskError::Failed {
             table: update.table.clone(),
             column: update.columns.join(", "),
-            reason: error.to_string(),
+            reason: without_values(&error),
         })?;
     }
     // Put back as they were: O (origin), A (always), R (replica), D (disabled).
@@ -404,7 +448,11 @@ fn mask(
     for fk in &foreign_keys {
         let (table, name, definition) = (text(fk, 0), text(fk, 1), text(fk, 2));
         owner.execute(&format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")).map_err(|error| {
-            MaskError::Failed { table: table.clone(), column: format!("foreign key {name}"), reason: error.to_string() }
+            MaskError::Failed {
+                table: table.clone(),
+                column: format!("foreign key {name}"),
+                reason: without_values(&error),
+            }
         })?;
     }
     // A materialized view holds its own copy of what it selected: made again from the masked
@@ -417,7 +465,7 @@ fn mask(
         owner.execute(&format!("REFRESH MATERIALIZED VIEW {view}")).map_err(|error| MaskError::Failed {
             table: view.clone(),
             column: "(materialized view)".into(),
-            reason: error.to_string(),
+            reason: without_values(&error),
         })?;
     }
     for table in &forced {
@@ -435,7 +483,13 @@ mod tests {
     }
 
     #[test]
-    fn rules_of_one_table_become_one_update_keyed_by_the_session_setting() {
+    fn a_plan_never_shows_its_key() {
+        let plan = MaskPlan { rules: vec![], key: "the-secret-key-of-the-project-0123".into(), verify: true };
+        assert!(!format!("{plan:?}").contains("the-secret-key"), "{plan:?}");
+    }
+
+    #[test]
+    fn rules_of_one_table_become_one_update_keyed_by_a_parameter() {
         let rules = [
             rule("customers", "email", MaskStrategy::Email),
             rule("customers", "name", MaskStrategy::Name),
@@ -450,7 +504,8 @@ mod tests {
             "{}",
             updates[0].sql
         );
-        assert!(updates[0].sql.contains("current_setting('devdb.mask_key')"));
+        assert!(updates[0].sql.contains("convert_to($1::text, 'UTF8')"), "keyed by the parameter");
+        assert!(!updates[0].sql.contains("current_setting"), "no setting holds the key");
         assert!(!updates[0].sql.contains("\"notes\" ="), "keep changes nothing");
         assert!(updates[1].sql.starts_with("UPDATE \"sales\".\"orders\""));
     }

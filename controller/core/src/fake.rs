@@ -31,7 +31,7 @@ struct State {
     failures: HashMap<Op, VecDeque<RuntimeError>>,
     /// Every operation, as `op name`, in order.
     calls: Vec<String>,
-    /// Restores wait until cancelled (a source that never ends).
+    /// Restores wait until released or cancelled (a source that takes its time).
     hold_restores: bool,
     /// What [`Runtime::sample`] answers for a running instance.
     counters: HashMap<Name, crate::monitor::Counters>,
@@ -74,9 +74,14 @@ impl FakeRuntime {
         self.with(|s| s.failures.entry(op).or_default().push_back(error));
     }
 
-    /// From now on, restores run until cancelled.
+    /// From now on, restores wait until released (or cancelled).
     pub fn hold_restores(&self) {
         self.with(|s| s.hold_restores = true);
+    }
+
+    /// Held restores (and later ones) go on.
+    pub fn release_restores(&self) {
+        self.with(|s| s.hold_restores = false);
     }
 
     /// From now on, restores report `findings` from their scan.
@@ -144,10 +149,12 @@ impl Runtime for FakeRuntime {
     ) -> Result<SnapshotRecord, RuntimeError> {
         progress(1, Some(2));
         self.call(Op::Restore, &project.name)?;
-        if self.with(|s| s.hold_restores) {
-            // A restore that never ends by itself: only a cancel stops it.
-            cancel.cancelled().await;
-            return Err(RuntimeError::Cancelled);
+        // A held restore ends when released, or cancelled.
+        while self.with(|s| s.hold_restores) {
+            tokio::select! {
+                () = cancel.cancelled() => return Err(RuntimeError::Cancelled),
+                () = tokio::time::sleep(std::time::Duration::from_millis(1)) => {}
+            }
         }
         progress(2, Some(2));
         Ok(SnapshotRecord {

@@ -58,14 +58,52 @@ impl ProjectRecord {
         Some(self.wanted_generation > snapshot.generation)
     }
 
-    /// What a clone refused for [`ProjectRecord::masking_pending`] `Some(false)` is told.
-    pub fn unmasked_snapshot(&self) -> String {
-        let why = self.error.as_deref().map(|e| format!(" (its masked restore failed: {e})")).unwrap_or_default();
-        format!(
-            "project {}'s snapshot is not masked by its current rules{why}; correct them with \
-             `devdb project masking`, or refresh the project",
-            self.name
-        )
+    /// Why its snapshot may not be cloned now, if so: it was not masked by the project's
+    /// current rules and no restore applying them is under way; or, with `requireRules`, its
+    /// scan found columns no rule masks. (While the masked restore runs, a clone waits: see
+    /// [`ProjectRecord::masking_pending`].)
+    pub fn clone_refusal(&self) -> Option<String> {
+        if self.masking_pending() == Some(false) {
+            let why = self.error.as_deref().map(|e| format!(" (its masked restore failed: {e})")).unwrap_or_default();
+            return Some(format!(
+                "project {}'s snapshot is not masked by its current rules{why}; correct them with \
+                 `devdb project masking`, or refresh the project",
+                self.name
+            ));
+        }
+        let unmasked = self.unmasked_columns();
+        (!unmasked.is_empty()).then(|| {
+            format!(
+                "project {} requires masking rules for every personal column, and these have none: {}; \
+                 see `devdb project scan {}`",
+                self.name,
+                unmasked.join(", "),
+                self.name
+            )
+        })
+    }
+
+    /// With `requireRules`, the columns a clone would expose: found by the scan and covered by
+    /// no rule.
+    pub fn unmasked_columns(&self) -> Vec<String> {
+        if !self.masking.require_rules {
+            return Vec::new();
+        }
+        let Some(snapshot) = &self.snapshot else { return Vec::new() };
+        let mut unmasked: Vec<String> = snapshot
+            .findings
+            .iter()
+            .filter(|f| !self.masking.covers(f))
+            .map(|f| {
+                let path =
+                    if f.json_path.is_empty() { String::new() } else { format!(" -> {}", f.json_path.join(".")) };
+                format!("{}.{}{path} ({})", f.table, f.column, f.kind)
+            })
+            .collect();
+        if snapshot.unlisted_unmasked > 0 {
+            unmasked.push(format!("{} more columns the restore could not list", snapshot.unlisted_unmasked));
+        }
+        unmasked
     }
 }
 
@@ -160,4 +198,32 @@ pub struct Lifecycle {
 pub enum Key {
     Project(Name),
     Database(Name),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_require_rules_the_columns_a_restore_could_not_list_still_refuse_clones() {
+        let mut project: ProjectRecord = serde_json::from_value(serde_json::json!({
+            "id": "prj-1", "name": "shop", "owner": "kate", "db_version": "16", "backup_location": "s3://d/x",
+            "status": "ready", "error": null, "progress": null, "wanted_generation": 1, "username": "app",
+            "password": "pw", "database": "shop", "created_at": "now",
+            "masking": { "rules": [{ "table": "customers", "column": "email", "strategy": "email" }], "requireRules": true },
+            "snapshot": { "generation": 1, "created_at": "now", "size_bytes": 1, "unlisted_findings": 70,
+                          "masked_with": [{ "table": "customers", "column": "email", "strategy": "email" }] },
+        }))
+        .expect("a record");
+        // Found, not listed, but all covered by the restore's rules: nothing exposed.
+        assert!(project.unmasked_columns().is_empty());
+        assert_eq!(project.clone_refusal(), None);
+        let snapshot = project.snapshot.as_mut().expect("snapshot");
+        snapshot.unlisted_unmasked = 3;
+        assert_eq!(project.unmasked_columns(), ["3 more columns the restore could not list"]);
+        assert!(project.clone_refusal().is_some_and(|r| r.contains("3 more columns")));
+        project.masking.require_rules = false;
+        assert!(project.unmasked_columns().is_empty(), "only a requirement refuses");
+        assert_eq!(project.clone_refusal(), None);
+    }
 }

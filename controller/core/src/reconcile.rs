@@ -553,12 +553,14 @@ impl<P: Platform> Reconciler<P> {
             // Still restoring: the project's reconciler triggers this database when done.
             return Ok(());
         };
-        // A snapshot restored before the project's masking rules were set is never cloned.
-        match project.masking_pending() {
-            // Its masked restore runs: the project's reconciler triggers this database when done.
-            Some(true) => return Ok(()),
-            Some(false) => return Err(RuntimeError::Source(project.unmasked_snapshot()).into()),
-            None => {}
+        // A snapshot restored before the project's masking rules were set is never cloned: while
+        // the masked restore runs, the project's reconciler triggers this database when done.
+        if project.masking_pending() == Some(true) {
+            return Ok(());
+        }
+        // The API refused such clones when asked; the project may have changed since.
+        if let Some(refusal) = project.clone_refusal() {
+            return Err(RuntimeError::Source(refusal).into());
         }
         self.set_database(&database.name, |d| {
             d.status = DatabaseStatus::Creating;

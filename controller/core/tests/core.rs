@@ -1428,3 +1428,32 @@ fn urlencoding(value: &str) -> String {
         .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
+
+#[tokio::test]
+async fn a_database_queued_for_a_restore_is_refused_if_the_project_then_requires_rules_it_lacks() {
+    let core = Core::start(FakeRuntime::default());
+    core.runtime.set_findings(vec![email_found("email")]);
+    core.runtime.hold_restores();
+    let body = json!({"name": "shop", "backupLocation": "https://dumps.example.com/shop.dump"});
+    assert_eq!(core.call(Some(KATE), "POST", "/v1/projects", Some(body)).await.0, StatusCode::CREATED);
+    let (status, body) =
+        core.call(Some(KATE), "POST", "/v1/databases", Some(json!({"name": "queued", "project": "shop"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "waits for the project: {body}");
+    // Meanwhile the project comes to require rules (on Kubernetes, an edit of its resource).
+    let shop = Name::new("shop").expect("name");
+    core.store.update_project(&shop, |p| p.masking.require_rules = true).await.expect("updated");
+    core.runtime.release_restores();
+    assert_eq!(core.settle_project("shop").await["status"], "ready");
+    let mut database = Value::Null;
+    for _ in 0..200 {
+        database = core.call(Some(KATE), "GET", "/v1/databases/queued", None).await.1;
+        if database["status"] == "error" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(database["status"], "error", "{database}");
+    let error = database["error"].as_str().unwrap_or_default();
+    assert!(error.contains("requires masking rules") && error.contains("public.customers.email"), "{error}");
+    assert!(!core.runtime.calls().contains(&"clone queued".to_string()), "never cloned");
+}

@@ -14,7 +14,7 @@ use devdb_restore::{RestoreError, Template};
 use devdb_shared::api::{MaskRule, MaskStrategy};
 use devdb_testkit::{SmallDisk, pg};
 
-use crate::restore::{OWNER, start_template, workspace};
+use crate::restore::{OWNER, start_template, tenant_session, workspace};
 
 const CUSTOMERS: usize = 300;
 
@@ -40,9 +40,20 @@ pub(crate) fn dump() -> String {
         ));
     }
     // A copy of the customers in a materialized view, and a policy that hides the odd rows
-    // even from their owner (FORCE): masking must reach both.
+    // even from their owner (FORCE): masking must reach both. Statistics that ANALYZE would
+    // keep (a column set to STATISTICS 0) or update in place (extended statistics). And code
+    // that masking runs (a check constraint, a view it refreshes) trying to read the key.
     sql.push_str(
-        "CREATE MATERIALIZED VIEW customer_contacts AS SELECT id, email, name FROM customers;\n\
+        "CREATE STATISTICS customers_mcv (mcv) ON email, name FROM customers;\n\
+         ANALYZE customers;\n\
+         ALTER TABLE customers ALTER phone SET STATISTICS 0;\n\
+         CREATE TABLE stolen (k text);\n\
+         CREATE FUNCTION peek(text) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO public.stolen SELECT current_setting(s, true) FROM unnest(ARRAY['devdb.mask_key', 'devdb.key']) s; \
+           RETURN true; END $$;\n\
+         ALTER TABLE customers ADD CONSTRAINT peeking CHECK (public.peek(email));\n\
+         CREATE MATERIALIZED VIEW key_view AS SELECT current_query() AS q FROM public.customers LIMIT 1;\n\
+         CREATE MATERIALIZED VIEW customer_contacts AS SELECT id, email, name FROM customers;\n\
          ALTER TABLE customers ENABLE ROW LEVEL SECURITY;\n\
          ALTER TABLE customers FORCE ROW LEVEL SECURITY;\n\
          CREATE POLICY even_rows ON customers USING (id % 2 = 0);\n",
@@ -139,6 +150,7 @@ fn a_masked_template_keeps_no_original_anywhere_and_its_joins_and_constraints_ho
     assert_eq!(found.len(), expected.len(), "nothing else looks personal: {found:?}");
     let leaks = files_holding(&masked.path().join("data"), &ORIGINALS);
     assert!(leaks.is_empty(), "originals left in the template's files: {leaks:?}");
+    assert!(files_holding(&masked.path().join("data"), &[KEY]).is_empty(), "nor the key");
 
     let answers = query(
         masked.path(),
@@ -153,10 +165,12 @@ fn a_masked_template_keeps_no_original_anywhere_and_its_joins_and_constraints_ho
             "SELECT count(*) FROM public.customers WHERE born BETWEEN DATE '1980-01-01' - 30 AND DATE '1980-01-01' + 330 AND phone ~ '^\\+1 555 0[0-9]{2} [0-9]{4}$'",
             "SELECT count(*) FROM public.customer_contacts JOIN public.customers USING (id, email, name)",
             "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = 'public.customers'::regclass",
+            "SELECT count(*) FROM public.stolen WHERE k IS NOT NULL",
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'customers' AND attname = 'phone'",
             "SELECT string_agg(email || name, ',' ORDER BY id) FROM public.customers",
         ],
     );
-    let counts: Vec<String> = answers.iter().take(10).map(|a| one(a)).collect();
+    let counts: Vec<String> = answers.iter().take(12).map(|a| one(a)).collect();
     let all = CUSTOMERS.to_string();
     assert_eq!(
         counts,
@@ -170,14 +184,17 @@ fn a_masked_template_keeps_no_original_anywhere_and_its_joins_and_constraints_ho
             all.clone(),
             all.clone(),
             all,
-            "t".into()
+            "t".into(),
+            "0".into(),
+            "0".into(),
         ],
         "joins on the masked key, unique e-mails, JSON in step, no audit rows, the trigger and foreign key as they were, \
-         shapes kept, the materialized view refreshed, the row security as it was"
+         shapes kept, the materialized view refreshed, the row security as it was, the key unseen by the dump's \
+         code, no statistics kept for a column ANALYZE skips"
     );
 
     // Deterministic under the key: the same again; another key, other values.
-    let values = one(&answers[10]);
+    let values = one(&answers[12]);
     let (again, built) = build(Some(rules()), KEY);
     built.expect("masks");
     let same =
@@ -238,6 +255,41 @@ fn a_rule_that_breaks_a_constraint_fails_naming_table_column_and_constraint() {
 }
 
 #[test]
+fn masking_errors_name_tables_and_constraints_but_never_a_value() {
+    let sql = "CREATE TABLE customers (email text PRIMARY KEY);\n\
+        CREATE TABLE orders (customer_email text REFERENCES customers);\n\
+        CREATE VIEW customer_emails AS SELECT email FROM customers;\n\
+        INSERT INTO customers VALUES ('secret-customer@acme-private.test');\n\
+        INSERT INTO orders VALUES ('secret-customer@acme-private.test');\n";
+    // Masking alone, on a plain server (each failure rolls back).
+    let server = devdb_testkit::TestPostgres::start("masking-errors");
+    let mut owner = tenant_session(&server, "shop_errors");
+    owner.execute(sql).expect("the dump");
+    let mut admin =
+        Session::connect(server.dir(), server.port, devdb_testkit::USER, "shop_errors", None).expect("admin");
+    let mut error = |rules: Vec<MaskRule>| {
+        let plan = MaskPlan { rules, key: "a project's masking key, 32 bytes or more".into(), verify: true };
+        devdb_restore::masking::apply(&mut owner, &mut admin, &plan).expect_err("refused").to_string()
+    };
+    // The orders keep the original e-mail: the foreign key cannot be added back. The server's
+    // DETAIL would quote the key; the message does not.
+    let message = error(vec![MaskRule::new("customers", "email", MaskStrategy::Email)]);
+    assert!(message.contains("orders_customer_email_fkey") && message.contains("SQLSTATE 23503"), "{message}");
+    assert!(!message.contains("acme-private"), "no value in the message: {message}");
+    // A text that is no JSON document: the server quotes the token it choked on.
+    let in_json = MaskRule::new("customers", "email", MaskStrategy::Email).at(vec!["contact".into()]);
+    let message = error(vec![in_json]);
+    assert!(message.contains("SQLSTATE 22P02") && !message.contains("acme-private"), "{message}");
+    let message = error(vec![MaskRule::new("customer_emails", "email", MaskStrategy::Email)]);
+    assert!(
+        message.contains("public.customer_emails is not a table") && message.contains("name the table"),
+        "{message}"
+    );
+    let message = error(vec![MaskRule::new("nope", "email", MaskStrategy::Email)]);
+    assert!(message.contains("table public.nope does not exist"), "{message}");
+}
+
+#[test]
 fn a_masking_that_fills_the_disk_fails_as_a_full_disk_and_leaves_no_server_running() {
     let dir = workspace();
     let volume = dir.path().join("volume");
@@ -266,4 +318,24 @@ fn a_masking_that_fills_the_disk_fails_as_a_full_disk_and_leaves_no_server_runni
         other => panic!("not a full disk: {other:?}"),
     }
     assert!(!pg.is_running(&data), "the restore server was stopped");
+}
+
+#[test]
+fn the_scan_sees_the_rows_row_security_hides_from_their_owner() {
+    let server = devdb_testkit::TestPostgres::start("scan-row-security");
+    let mut owner = tenant_session(&server, "shop_scan");
+    owner
+        .execute(
+            "CREATE TABLE contacts (email text); \
+             INSERT INTO contacts SELECT 'person' || g || '@example.org' FROM generate_series(1, 50) g; \
+             ALTER TABLE contacts ENABLE ROW LEVEL SECURITY; ALTER TABLE contacts FORCE ROW LEVEL SECURITY; \
+             CREATE POLICY nothing ON contacts USING (false)",
+        )
+        .expect("the dump");
+    let found = devdb_restore::scan::scan(&mut owner).expect("scanned");
+    let found: Vec<(String, String)> =
+        found.into_iter().map(|f| (format!("{}.{}", f.table, f.column), f.kind)).collect();
+    assert_eq!(found, [("public.contacts.email".to_string(), "email".to_string())]);
+    let after = owner.rows("SELECT relforcerowsecurity::text, (SELECT count(*) FROM public.contacts)::text FROM pg_class WHERE relname = 'contacts'");
+    assert_eq!(after.expect("rows"), [[Some("true".to_string()), Some("0".to_string())]], "forced again");
 }

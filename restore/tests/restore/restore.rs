@@ -31,7 +31,7 @@ impl Payload {
 }
 
 /// A database owned by a fresh non-superuser role on `server`, and a session as that role.
-fn tenant_session(server: &TestPostgres, name: &str) -> Session {
+pub(crate) fn tenant_session(server: &TestPostgres, name: &str) -> Session {
     let mut admin = Session::connect(server.dir(), server.port, USER, "postgres", None).expect("superuser session");
     admin
         .execute_each(&[&format!("CREATE ROLE {name} LOGIN CREATEDB"), &format!("CREATE DATABASE {name} OWNER {name}")])

@@ -319,24 +319,9 @@ fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
     }
 }
 
-/// No clone of a snapshot its project's masking rules did not mask (a clone waits while the
-/// masked restore runs; once it failed, the clone is refused). With `requireRules`, none while
-/// the scan found personal columns no rule masks.
+/// No clone its project refuses now (see [`crate::model::ProjectRecord::clone_refusal`]).
 fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError> {
-    if project.masking_pending() == Some(false) {
-        return Err(ApiError::Conflict(project.unmasked_snapshot()));
-    }
-    let unmasked = super::projects::unmasked(project);
-    if unmasked.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::Conflict(format!(
-        "project {} requires masking rules for every personal column, and these have none: {}; \
-         see `devdb project scan {}`",
-        project.name,
-        unmasked.join(", "),
-        project.name
-    )))
+    project.clone_refusal().map_or(Ok(()), |refusal| Err(ApiError::Conflict(refusal)))
 }
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'

@@ -264,28 +264,6 @@ pub async fn scan<P: Platform>(
     }))
 }
 
-/// With `requireRules`, the columns a clone of `project` would expose: found by the scan and
-/// covered by no rule (the clone is refused while there are any).
-pub fn unmasked(project: &ProjectRecord) -> Vec<String> {
-    if !project.masking.require_rules {
-        return Vec::new();
-    }
-    let Some(snapshot) = &project.snapshot else { return Vec::new() };
-    let mut unmasked: Vec<String> = snapshot
-        .findings
-        .iter()
-        .filter(|f| !project.masking.covers(f))
-        .map(|f| {
-            let path = if f.json_path.is_empty() { String::new() } else { format!(" -> {}", f.json_path.join(".")) };
-            format!("{}.{}{path} ({})", f.table, f.column, f.kind)
-        })
-        .collect();
-    if snapshot.unlisted_unmasked > 0 {
-        unmasked.push(format!("{} more columns the restore could not list", snapshot.unlisted_unmasked));
-    }
-    unmasked
-}
-
 /// Asks for a new snapshot (refresh, new masking rules): the generation after the current
 /// snapshot's; the current one serves clones meanwhile.
 fn restore_again(p: &mut ProjectRecord) {
@@ -305,29 +283,5 @@ fn check_identifier(what: &str, value: &str) -> Result<(), ApiError> {
         Err(ApiError::BadRequest(format!(
             "defaultCredentials.{what} {value:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)"
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn with_require_rules_the_columns_a_restore_could_not_list_still_refuse_clones() {
-        let mut project: ProjectRecord = serde_json::from_value(serde_json::json!({
-            "id": "prj-1", "name": "shop", "owner": "kate", "db_version": "16", "backup_location": "s3://d/x",
-            "status": "ready", "error": null, "progress": null, "wanted_generation": 1, "username": "app",
-            "password": "pw", "database": "shop", "created_at": "now",
-            "masking": { "rules": [{ "table": "customers", "column": "email", "strategy": "email" }], "requireRules": true },
-            "snapshot": { "generation": 1, "created_at": "now", "size_bytes": 1, "unlisted_findings": 70 },
-        }))
-        .expect("a record");
-        // Found, not listed, but all covered by the restore's rules: nothing exposed.
-        assert!(unmasked(&project).is_empty());
-        let snapshot = project.snapshot.as_mut().expect("snapshot");
-        snapshot.unlisted_unmasked = 3;
-        assert_eq!(unmasked(&project), ["3 more columns the restore could not list"]);
-        project.masking.require_rules = false;
-        assert!(unmasked(&project).is_empty(), "only a requirement refuses");
     }
 }
