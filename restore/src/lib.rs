@@ -13,6 +13,7 @@
 //!   the bootstrap superuser is privileged, and a clean stop.
 
 pub mod fetch;
+pub mod files;
 pub mod format;
 pub mod limits;
 pub mod load;

@@ -55,6 +55,13 @@ struct Args {
     #[arg(long, env = "DEVDB_RESTORE_WORK_DIR")]
     work_dir: Option<PathBuf>,
 
+    /// Build everything here (a scratch volume: the download, the server, the masking), then
+    /// copy the finished data directory's files into --pgdata. The volume --pgdata is on (and
+    /// its snapshot) then holds no freed block of the download or of the rows masking replaced.
+    /// Removed at the end.
+    #[arg(long, env = "DEVDB_BUILD_DIR")]
+    build_dir: Option<PathBuf>,
+
     /// PostgreSQL binaries (default: pg_config --bindir, else the newest
     /// /usr/lib/postgresql/*/bin).
     #[arg(long, env = "PG_BIN")]
@@ -86,9 +93,15 @@ fn parse_masking(text: &str) -> Result<Masking, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let work = args.work_dir.clone().unwrap_or_else(|| args.pgdata.with_extension("restore"));
+    let work = match &args.build_dir {
+        Some(dir) => dir.join("work"),
+        None => args.work_dir.clone().unwrap_or_else(|| args.pgdata.with_extension("restore")),
+    };
     let result = restore(&args, &work);
     let _ = std::fs::remove_dir_all(&work);
+    if let Some(dir) = &args.build_dir {
+        let _ = std::fs::remove_dir_all(dir.join("pgdata"));
+    }
     match result {
         Ok((summary, report)) => {
             println!("{summary}");
@@ -139,10 +152,18 @@ fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<(String, Repor
         let fetched = runtime.block_on(devdb_restore::fetch(&args.source, &dest, policy, limits, |_, _| {}))?;
         Some(devdb_restore::prepare(&fetched.path, work, limits.max_source_bytes)?)
     };
-    let template =
-        Template { pg: &pg, data: args.pgdata.clone(), scratch: work.join("server"), masking: plan.as_ref() };
+    let built = args.build_dir.as_ref().map_or_else(|| args.pgdata.clone(), |dir| dir.join("pgdata"));
+    let template = Template { pg: &pg, data: built.clone(), scratch: work.join("server"), masking: plan.as_ref() };
     let owner = Owner { user: &args.user, password: &args.password, database: &args.database };
     let loaded = template.build(&owner, dump.as_ref())?;
+    if built != args.pgdata {
+        // Into an absent or empty directory (a mount point's subdirectory made beforehand).
+        let _ = std::fs::remove_dir(&args.pgdata);
+        devdb_restore::files::copy_tree(&built, &args.pgdata)
+            .map_err(devdb_restore::RestoreError::from)
+            .with_context(|| format!("cannot copy the data directory into {}", args.pgdata.display()))?;
+        pg.sync_data_dir(&args.pgdata)?;
+    }
     let format = dump.as_ref().map_or("nothing (an empty database)".to_string(), |d| format!("a {:?} dump", d.format));
     let summary = format!(
         "restored {format} into {}: {} statements, {} ownership and privilege statements skipped, {} masking rules applied, {} personal columns found",

@@ -15,10 +15,11 @@ use devdb_shared::api::Masking;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, ExecAction,
-    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+    EphemeralVolumeSource, ExecAction, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
@@ -89,6 +90,9 @@ const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 /// The restore's scratch space (download, decompressed dump, server socket), on the golden
 /// volume beside PGDATA; removed when the restore ends.
 const RESTORE_WORK_DIR: &str = "/var/lib/postgresql/data/restore-work";
+/// A masked restore builds on a scratch volume of its own, mounted here, and copies only the
+/// finished files onto the golden volume.
+const SCRATCH_MOUNT: &str = "/var/lib/postgresql/scratch";
 
 /// The labels on everything DevDB manages.
 pub fn labels(project: &str, database: Option<&str>) -> BTreeMap<String, String> {
@@ -368,11 +372,18 @@ pub fn restore_job(
         let secret = masking_secret_name(generation);
         env_vars.push(secret_env("DEVDB_MASKING", &secret, "masking"));
         env_vars.push(secret_env("DEVDB_MASK_KEY", &secret, "key"));
+        // Everything is built on the scratch volume, whose blocks (the download, the rows
+        // masking replaced) go with it: the golden volume gets only the finished files.
+        env_vars.push(env("DEVDB_BUILD_DIR", SCRATCH_MOUNT));
+        env_vars.push(env("TMPDIR", SCRATCH_MOUNT));
+    } else {
+        // The download and its decompressed form go to the golden volume, never the node's
+        // disk.
+        env_vars.push(env("DEVDB_RESTORE_WORK_DIR", RESTORE_WORK_DIR));
+        env_vars.push(env("TMPDIR", RESTORE_WORK_DIR));
     }
-    // The download and its decompressed form go to the golden volume, never the node's disk,
-    // and may take half of it: a larger source fails at once, saying so, instead of filling it.
-    env_vars.push(env("DEVDB_RESTORE_WORK_DIR", RESTORE_WORK_DIR));
-    env_vars.push(env("TMPDIR", RESTORE_WORK_DIR));
+    // The download may take half the volume: a larger source fails at once, saying so,
+    // instead of filling it.
     let volume = crate::objects::quantity_bytes(&settings.volume_size);
     if volume > 0 {
         env_vars.push(env("DEVDB_MAX_SOURCE_SIZE", &(volume / 2).to_string()));
@@ -410,6 +421,9 @@ pub fn restore_job(
         ..Container::default()
     };
     let mut template = postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never"));
+    if options.masked {
+        add_scratch(&mut template, project, settings);
+    }
     if let Some(spec) = template.spec.as_mut().filter(|_| !settings.restore_account_annotations.is_empty()) {
         spec.service_account_name = Some(RESTORE_ACCOUNT.into());
     }
@@ -424,6 +438,29 @@ pub fn restore_job(
             ..JobSpec::default()
         }),
         ..Job::default()
+    }
+}
+
+/// A scratch volume as large as a database's, made with the pod and deleted with it (a generic
+/// ephemeral volume), mounted at [`SCRATCH_MOUNT`].
+fn add_scratch(template: &mut PodTemplateSpec, project: &str, settings: &ClusterSettings) {
+    let Some(spec) = template.spec.as_mut() else { return };
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: "scratch".into(),
+        ephemeral: Some(EphemeralVolumeSource {
+            volume_claim_template: Some(PersistentVolumeClaimTemplate {
+                metadata: Some(ObjectMeta { labels: Some(labels(project, None)), ..ObjectMeta::default() }),
+                spec: pvc_spec(settings, None),
+            }),
+        }),
+        ..Volume::default()
+    });
+    for container in &mut spec.containers {
+        container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
+            name: "scratch".into(),
+            mount_path: SCRATCH_MOUNT.into(),
+            ..VolumeMount::default()
+        });
     }
 }
 
@@ -775,8 +812,11 @@ pub(crate) mod tests {
             assert_eq!(security["runAsNonRoot"], true);
             assert!(security.get("privileged").is_none_or(|p| p == false));
         }
+        // The types the restricted standard allows.
+        let allowed = ["persistentVolumeClaim", "emptyDir", "ephemeral", "secret", "configMap", "projected"];
         for volume in spec["volumes"].as_array().expect("volumes") {
-            assert!(volume.get("hostPath").is_none(), "{volume}");
+            let kinds: Vec<&String> = volume.as_object().expect("volume").keys().filter(|k| *k != "name").collect();
+            assert!(kinds.iter().all(|k| allowed.contains(&k.as_str())), "{volume}");
         }
         assert_eq!(spec["volumes"][1]["emptyDir"]["medium"], "Memory", "/dev/shm beyond 64 MiB");
     }
@@ -790,6 +830,9 @@ pub(crate) mod tests {
             serde_json::to_value(restore_job("shop", 2, "shop", RestoreOptions::default(), &settings())).expect("json");
         assert_restricted(&job["spec"]["template"]);
         assert_eq!(job["spec"]["backoffLimit"], 0, "one attempt: its failure is the cause");
+        let masked = RestoreOptions { masked: true, ..RestoreOptions::default() };
+        let job = serde_json::to_value(restore_job("shop", 2, "shop", masked, &settings())).expect("json");
+        assert_restricted(&job["spec"]["template"]);
     }
 
     #[test]
@@ -885,8 +928,25 @@ pub(crate) mod tests {
             assert_eq!((reference["name"].as_str(), reference["key"].as_str()), (Some("restore-masking-3"), Some(key)));
             assert!(reference.get("optional").is_none(), "without the Secret the pod must not start");
         }
+        // It builds on a scratch volume of its own: the golden volume gets the finished files only.
+        let value =
+            |name: &str| env.iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str().map(String::from));
+        assert_eq!(value("DEVDB_BUILD_DIR").as_deref(), Some(SCRATCH_MOUNT));
+        assert_eq!(value("TMPDIR").as_deref(), Some(SCRATCH_MOUNT));
+        assert_eq!(value("DEVDB_RESTORE_WORK_DIR"), None, "nothing of the work on the golden volume");
+        let pod = &job["spec"]["template"]["spec"];
+        let scratch =
+            pod["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == "scratch").expect("scratch");
+        let claim = &scratch["ephemeral"]["volumeClaimTemplate"]["spec"];
+        assert_eq!(
+            (claim["storageClassName"].as_str(), claim["resources"]["requests"]["storage"].as_str()),
+            (Some("gp3"), Some("20Gi"))
+        );
+        let mounts = pod["containers"][0]["volumeMounts"].as_array().expect("mounts");
+        assert!(mounts.iter().any(|m| m["name"] == "scratch" && m["mountPath"] == SCRATCH_MOUNT), "{mounts:?}");
         let plain = serde_json::to_value(restore_job("shop", 3, "shop", RestoreOptions::default(), &settings()));
-        assert!(!plain.expect("json").to_string().contains("DEVDB_MASK"));
+        let plain = plain.expect("json").to_string();
+        assert!(!plain.contains("DEVDB_MASK") && !plain.contains("scratch"), "{plain}");
 
         let rule: devdb_shared::api::MaskRule =
             serde_json::from_str(r#"{"table":"customers","column":"email","strategy":"email"}"#).expect("rule");

@@ -442,7 +442,8 @@ impl LocalRuntime {
         if dump.format == devdb_restore::DumpFormat::Directory {
             let unpacked = downloads.join("dump.dir");
             if !dump.path.starts_with(&unpacked) {
-                copy_tree(&dump.path, &unpacked).map_err(RuntimeError::io("copying the directory dump"))?;
+                devdb_restore::files::copy_tree(&dump.path, &unpacked)
+                    .map_err(RuntimeError::io("copying the directory dump"))?;
                 dump.path = unpacked.clone();
             }
             std::fs::set_permissions(downloads, std::fs::Permissions::from_mode(0o711))
@@ -493,7 +494,7 @@ impl LocalRuntime {
         remove_dir(staging)?;
         self.check_space(&self.root.join("databases"), dir_size(snapshot).saturating_add(CLONE_MARGIN))?;
         self.pg.make_dir(staging).map_err(RuntimeError::step("creating the clone directory"))?;
-        copy_tree(snapshot, &staging.join("data")).map_err(|e| match e.kind() {
+        devdb_restore::files::copy_tree(snapshot, &staging.join("data")).map_err(|e| match e.kind() {
             std::io::ErrorKind::StorageFull => RuntimeError::DiskFull { need: None, free: 0 },
             _ => RuntimeError::Step { step: "copying the snapshot", detail: e.to_string() },
         })?;
@@ -535,30 +536,6 @@ fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {
 }
 
 /// Object names among a directory's entries (ignoring `.cloning` suffixes).
-/// Copies a stopped data directory file by file, as reflinks where the filesystem allows. In
-/// this process, not a `cp` child: a controller killed mid-copy leaves no copier behind to race
-/// the next attempt.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
-    while let Some((source, target)) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&source)?;
-        if meta.is_dir() {
-            std::fs::create_dir(&target)?;
-            std::fs::set_permissions(&target, meta.permissions())?;
-            for entry in std::fs::read_dir(&source)? {
-                let entry = entry?;
-                stack.push((entry.path(), target.join(entry.file_name())));
-            }
-        } else if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
-        } else {
-            reflink_copy::reflink_or_copy(&source, &target)?;
-            std::fs::set_permissions(&target, meta.permissions())?;
-        }
-    }
-    Ok(())
-}
-
 fn names_in(dir: &Path) -> Vec<Name> {
     let mut names: Vec<Name> = std::fs::read_dir(dir)
         .into_iter()
@@ -591,8 +568,6 @@ fn dir_size(dir: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[tokio::test]
@@ -606,26 +581,5 @@ mod tests {
         assert!(runtime.check_source("http://127.0.0.1:9/x", true).await.is_ok(), "admins may");
         assert!(runtime.check_source("file:///srv/dumps/shop.sql", false).await.is_ok());
         assert_eq!(runtime.ports(), Ports::Unique);
-    }
-
-    #[test]
-    fn a_copied_tree_keeps_contents_modes_and_links() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let from = dir.path().join("from");
-        std::fs::create_dir_all(from.join("base/1")).expect("dirs");
-        std::fs::write(from.join("PG_VERSION"), "15\n").expect("file");
-        std::fs::write(from.join("base/1/1259"), vec![7_u8; 100_000]).expect("file");
-        std::fs::set_permissions(from.join("base"), std::fs::Permissions::from_mode(0o700)).expect("mode");
-        std::fs::set_permissions(from.join("PG_VERSION"), std::fs::Permissions::from_mode(0o600)).expect("mode");
-        std::os::unix::fs::symlink("base/1", from.join("link")).expect("symlink");
-        let to = dir.path().join("to");
-        copy_tree(&from, &to).expect("copies");
-        assert_eq!(std::fs::read(to.join("base/1/1259")).expect("read"), vec![7_u8; 100_000]);
-        assert_eq!(std::fs::read_to_string(to.join("PG_VERSION")).expect("read"), "15\n");
-        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode(&to.join("base")), 0o700);
-        assert_eq!(mode(&to.join("PG_VERSION")), 0o600);
-        assert_eq!(std::fs::read_link(to.join("link")).expect("link"), Path::new("base/1"));
-        assert!(copy_tree(&from, &to).is_err(), "never copies over an existing tree");
     }
 }

@@ -179,7 +179,18 @@ fn a_job_with_masking_masks_verifies_and_reports_its_scan_to_the_controller() {
     let masking = serde_json::json!({ "rules": crate::masking::rules(), "verify": true }).to_string();
     let key = "k".repeat(40);
     let log_path = log.to_str().expect("utf-8");
-    let env = |key| [("DEVDB_MASKING", masking.as_str()), ("DEVDB_MASK_KEY", key), ("DEVDB_TERMINATION_LOG", log_path)];
+    // As the Job runs it: built on a scratch volume, the finished files copied to the golden one.
+    let scratch = work.path().join("scratch");
+    pg().make_dir(&scratch).expect("scratch volume");
+    let scratch_path = scratch.to_str().expect("utf-8");
+    let env = |key| {
+        [
+            ("DEVDB_MASKING", masking.as_str()),
+            ("DEVDB_MASK_KEY", key),
+            ("DEVDB_TERMINATION_LOG", log_path),
+            ("DEVDB_BUILD_DIR", scratch_path),
+        ]
+    };
 
     // Without a key of 32 characters nothing is restored (a snapshot must never look masked
     // and not be), and the reason reaches the controller.
@@ -206,6 +217,20 @@ fn a_job_with_masking_masks_verifies_and_reports_its_scan_to_the_controller() {
     std::fs::remove_file(&dump).expect("the dump is not part of the volume");
     let leaks = devdb_restore::masking::leaks(&pgdata, &crate::masking::ORIGINALS);
     assert!(leaks.is_empty(), "originals left in the volume: {leaks:?}");
+    let left: Vec<_> = std::fs::read_dir(&scratch).expect("scratch").flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the scratch volume is emptied: {left:?}");
+    assert!(!work.path().join("restore-work").exists(), "no work on the golden volume");
+    // The copy is a working data directory: it starts, and the masked rows are there.
+    let port = free_port();
+    let conf = format!("port = {port}\nlisten_addresses = ''\nunix_socket_directories = {}\n", conf_quote(work.path()));
+    std::fs::write(pgdata.join("postgresql.auto.conf"), conf).expect("conf");
+    pg().start(&pgdata, &work.path().join("log"), std::time::Duration::from_secs(60)).expect("starts");
+    let mut admin = devdb_pgctl::session::Session::admin(work.path(), port, "shop").expect("session");
+    let count =
+        admin.rows("SELECT count(*) FROM public.customers WHERE email LIKE 'user\\_%@example.com'").expect("rows");
+    drop(admin);
+    pg().stop(&pgdata, StopMode::Fast).expect("stops");
+    assert_eq!(count, [[Some("300".to_string())]]);
 }
 
 /// `start.sh` as the PostgreSQL user, on `port`, with its socket in `work`.
