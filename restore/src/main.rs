@@ -173,5 +173,6 @@ fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<(String, Repor
         plan.as_ref().map_or(0, |p| p.rules.len()),
         loaded.findings.len(),
     );
-    Ok((summary, Report { findings: loaded.findings, verified: loaded.verified, ..Report::default() }))
+    let masked_with = plan.as_ref().map(|p| devdb_restore::report::rules_digest(&p.rules));
+    Ok((summary, Report { findings: loaded.findings, verified: loaded.verified, masked_with, ..Report::default() }))
 }

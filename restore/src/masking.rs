@@ -423,7 +423,10 @@ fn mask(
     }
     for (rows, kind) in [(&triggers, "TRIGGER"), (&rules, "RULE")] {
         for row in rows {
-            owner.execute(&format!("ALTER TABLE {} DISABLE {kind} {}", text(row, 0), text(row, 1))).map_err(session)?;
+            // ONLY: each member of the family is listed on its own (a partition's trigger may be
+            // disabled where its parent's is not).
+            let sql = format!("ALTER TABLE ONLY {} DISABLE {kind} {}", text(row, 0), text(row, 1));
+            owner.execute(&sql).map_err(session)?;
         }
     }
     for update in updates {
@@ -442,7 +445,8 @@ fn mask(
                 "D" => continue,
                 _ => "ENABLE",
             };
-            owner.execute(&format!("ALTER TABLE {} {how} {kind} {}", text(row, 0), text(row, 1))).map_err(session)?;
+            let sql = format!("ALTER TABLE ONLY {} {how} {kind} {}", text(row, 0), text(row, 1));
+            owner.execute(&sql).map_err(session)?;
         }
     }
     for fk in &foreign_keys {

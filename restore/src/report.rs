@@ -23,6 +23,16 @@ pub struct Report {
     pub unlisted_unmasked: u64,
     /// With masking verification: the sampled originals looked for and not found.
     pub verified: Option<u64>,
+    /// The [`rules_digest`] of the masking rules applied (none: no rules).
+    pub masked_with: Option<String>,
+}
+
+/// A digest of masking rules (SHA-256 of their JSON, 32 hex digits): a restore Job reports the
+/// rules it applied by it, and the controller checks them against the project's.
+pub fn rules_digest(rules: &[MaskRule]) -> String {
+    let json = serde_json::to_vec(rules).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &json);
+    digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// One finding on the wire: table, column, JSON path, kind, evidence, suggested strategy,
@@ -41,6 +51,8 @@ struct Wire {
     unlisted_unmasked: u64,
     #[serde(default)]
     verified: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    masked_with: Option<String>,
 }
 
 const VERSION: u32 = 1;
@@ -60,6 +72,7 @@ impl Report {
                 unlisted: self.unlisted + left_out.len() as u64,
                 unlisted_unmasked: self.unlisted_unmasked + unmasked,
                 verified: self.verified,
+                masked_with: self.masked_with.clone(),
             }
         };
         let text = |w: &Wire| serde_json::to_string(w).unwrap_or_default();
@@ -94,6 +107,7 @@ impl Report {
             unlisted: wire.unlisted,
             unlisted_unmasked: wire.unlisted_unmasked,
             verified: wire.verified,
+            masked_with: wire.masked_with,
         })
     }
 }
@@ -143,6 +157,7 @@ mod tests {
         let report = Report {
             findings: vec![json, finding("public.customers", "email", true)],
             verified: Some(40),
+            masked_with: Some(rules_digest(&[MaskRule::new("customers", "email", MaskStrategy::Email)])),
             ..Report::default()
         };
         let message = report.encode(LIMIT);
@@ -176,5 +191,15 @@ mod tests {
         let tiny = Report::decode(&report.encode(600)).expect("a report");
         assert!(tiny.unlisted_unmasked > 0 && tiny.findings.iter().all(|f| !f.covered));
         assert_eq!(tiny.findings.len() as u64 + tiny.unlisted_unmasked, 25);
+    }
+
+    #[test]
+    fn a_digest_tells_rules_apart() {
+        let email = MaskRule::new("customers", "email", MaskStrategy::Email);
+        let digest = rules_digest(std::slice::from_ref(&email));
+        assert_eq!(digest.len(), 32);
+        assert_eq!(digest, rules_digest(std::slice::from_ref(&email)), "the same rules, the same digest");
+        assert_ne!(digest, rules_digest(&[MaskRule::new("customers", "email", MaskStrategy::Hash)]));
+        assert_ne!(digest, rules_digest(&[]));
     }
 }

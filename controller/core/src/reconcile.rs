@@ -201,18 +201,20 @@ impl<P: Platform> Reconciler<P> {
             }
             return Ok(());
         }
-        let generation = project.wanted_generation;
         let cancel = CancellationToken::new();
         let _registered = Registered::new(&self.restores, name, cancel.clone());
         // The owner's turn (waiting, the project stays pending); a delete meanwhile ends it.
         let Some(_turn) = self.turn(&project.owner, &cancel).await else { return Ok(()) };
-        self.store
+        // The project as it is now, not as it was before the wait: its masking may have changed.
+        let project = self
+            .store
             .update_project(name, |p| {
                 p.status = ProjectStatus::Restoring;
                 p.error = None;
                 p.progress = Some(Progress { bytes_done: 0, bytes_total: None });
             })
             .await?;
+        let generation = project.wanted_generation;
         tracing::info!(project = %name, generation, "restoring");
         let started = Instant::now();
         match self.restore_with_progress(&project, generation, cancel).await {
@@ -560,6 +562,15 @@ impl<P: Platform> Reconciler<P> {
         }
         // The API refused such clones when asked; the project may have changed since.
         if let Some(refusal) = project.clone_refusal() {
+            if database.want == Want::Reset && database.snapshot_generation.is_some() {
+                // Its clone is there, untouched: the reset is dropped, saying why.
+                self.set_database(&database.name, |d| {
+                    d.want = Want::Run;
+                    d.error = Some(format!("the reset was refused: {refusal}"));
+                })
+                .await?;
+                return Ok(());
+            }
             return Err(RuntimeError::Source(refusal).into());
         }
         self.set_database(&database.name, |d| {

@@ -1457,3 +1457,24 @@ async fn a_database_queued_for_a_restore_is_refused_if_the_project_then_requires
     assert!(error.contains("requires masking rules") && error.contains("public.customers.email"), "{error}");
     assert!(!core.runtime.calls().contains(&"clone queued".to_string()), "never cloned");
 }
+
+#[tokio::test]
+async fn a_reset_refused_when_its_pass_comes_keeps_the_database_as_it_was_and_says_why() {
+    let core = Core::start(FakeRuntime::default());
+    core.runtime.set_findings(vec![email_found("email")]);
+    core.ready_project(KATE, "shop").await;
+    let body = json!({"name": "kate-pg", "project": "shop"});
+    assert_eq!(core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
+    // Between the reset's acceptance and its pass, the project comes to require rules.
+    let (shop, kate_pg) = (name("shop"), name("kate-pg"));
+    core.store.update_project(&shop, |p| p.masking.require_rules = true).await.expect("updated");
+    core.store.update_database(&kate_pg, |d| d.want = devdb_core::model::Want::Reset).await.expect("asked");
+    core.reconciler.reconcile(&Key::Database(kate_pg.clone())).await.expect("a pass");
+    let (_, database) = core.call(Some(KATE), "GET", "/v1/databases/kate-pg", None).await;
+    assert_eq!(database["status"], "running", "its data untouched: {database}");
+    let error = database["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("the reset was refused: project shop requires masking rules"), "{error}");
+    let clones = core.runtime.calls().iter().filter(|c| *c == "clone kate-pg").count();
+    assert_eq!(clones, 1, "cloned once, when created");
+    assert_eq!(core.store.database("kate-pg").await.expect("read").expect("exists").want, devdb_core::model::Want::Run);
+}

@@ -142,44 +142,69 @@ impl KubeRuntime {
 
     /// The restore Job's termination message: its report on success (see
     /// [`devdb_restore::report`]), its one-line reason on failure.
-    async fn termination_message(&self, namespace: &str, job: &Job) -> Option<String> {
+    async fn termination_message(&self, namespace: &str, job: &Job) -> Result<Option<String>, RuntimeError> {
         let pods = self
             .api::<Pod>(namespace)
             .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
             .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        pods.iter()
+            .platform()?
+            .items;
+        Ok(pods
+            .iter()
             .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
             .flatten()
             .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
             .map(|m| m.trim().to_string())
-            .rfind(|m| !m.is_empty())
+            .rfind(|m| !m.is_empty()))
     }
 
     /// Why the restore Job failed, from its termination message or else the Job's condition.
-    async fn restore_failure(&self, namespace: &str, job: &Job) -> String {
-        self.termination_message(namespace, job)
-            .await
+    async fn restore_failure(&self, namespace: &str, job: &Job) -> Result<String, RuntimeError> {
+        Ok(self
+            .termination_message(namespace, job)
+            .await?
             .or_else(|| condition(job, "Failed").and_then(|c| c.message.clone()))
-            .unwrap_or_else(|| "the restore Job failed".into())
+            .unwrap_or_else(|| "the restore Job failed".into()))
     }
 
     /// What a finished restore Job reports: its scan's findings and its masking verification.
-    /// A masked restore must report (an image that does not know masking would have restored
-    /// the originals).
-    async fn restore_report(&self, namespace: &str, job: &Job, masked: bool) -> Result<Report, RuntimeError> {
-        let message = self.termination_message(namespace, job).await.unwrap_or_default();
-        match Report::decode(&message) {
-            Some(report) => Ok(report),
-            None if masked => Err(RuntimeError::Source(
-                "the restore Job did not report its masking: is the database image older than the controller?".into(),
-            )),
+    /// A masked restore must report, having applied the project's rules (an image that does
+    /// not know masking would have restored the originals; a Job started before the rules
+    /// changed applied others) and verified when asked to.
+    async fn restore_report(
+        &self,
+        namespace: &str,
+        job: &Job,
+        project: &ProjectRecord,
+    ) -> Result<Report, RuntimeError> {
+        let message = self.termination_message(namespace, job).await?.unwrap_or_default();
+        let masking = &project.masking;
+        let report = match Report::decode(&message) {
+            Some(report) => report,
+            None if !masking.rules.is_empty() => {
+                return Err(RuntimeError::Source(
+                    "the restore Job did not report its masking: is the database image older than the controller?"
+                        .into(),
+                ));
+            }
             None => {
                 tracing::warn!(namespace, "the restore Job reported no personal-data scan (an older database image?)");
-                Ok(Report::default())
+                return Ok(Report::default());
+            }
+        };
+        if !masking.rules.is_empty() {
+            if report.masked_with.as_deref() != Some(devdb_restore::report::rules_digest(&masking.rules).as_str()) {
+                return Err(RuntimeError::Source(
+                    "the restore Job applied other masking rules than the project's (they changed while it ran): \
+                     refresh the project"
+                        .into(),
+                ));
+            }
+            if masking.verify && report.verified.is_none() {
+                return Err(RuntimeError::Source("the restore Job did not verify the masking it was asked to".into()));
             }
         }
+        Ok(report)
     }
 
     /// Why the pods selected by `selector`, on volume `claim`, are not running, if something
@@ -199,12 +224,12 @@ impl KubeRuntime {
     /// snapshot's status.
     async fn restore_and_snapshot(
         &self,
-        project: &str,
+        project: &ProjectRecord,
         namespace: &str,
         generation: u64,
-        masked: bool,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<(Report, serde_json::Value), RuntimeError> {
+        let masked = !project.masking.rules.is_empty();
         let jobs = self.api::<Job>(namespace);
         let job_name = resources::restore_job_name(generation);
         let pods = format!("job-name={job_name}");
@@ -218,7 +243,7 @@ impl KubeRuntime {
             let job = jobs.get(&job_name).await.platform()?;
             match job_outcome(&job) {
                 Some(Ok(())) => {
-                    let report = self.restore_report(namespace, &job, masked).await?;
+                    let report = self.restore_report(namespace, &job, project).await?;
                     if masked {
                         delete(&self.api::<Secret>(namespace), &resources::masking_secret_name(generation)).await?;
                     }
@@ -226,7 +251,7 @@ impl KubeRuntime {
                 }
                 Some(Err(())) => {
                     // The restore Job's own reason (devdb-restore's): meant for the user.
-                    let detail = self.restore_failure(namespace, &job).await;
+                    let detail = self.restore_failure(namespace, &job).await?;
                     return Err(RuntimeError::Source(format!("the restore failed: {detail}")));
                 }
                 None => {}
@@ -238,7 +263,7 @@ impl KubeRuntime {
             wait.next().await.map_err(|timeout| RuntimeError::Source(timeout.to_string()))?;
         };
         let snapshots = self.snapshots(namespace);
-        apply(&snapshots, &resources::volume_snapshot(project, generation, &self.settings)).await?;
+        apply(&snapshots, &resources::volume_snapshot(project.name.as_str(), generation, &self.settings)).await?;
         let snapshot_name = resources::snapshot_name(generation);
         let wait = Wait::new("the volume snapshot", self.waits.every, self.waits.snapshot);
         let mut patience = Patience::new(self.waits.stuck);
@@ -400,7 +425,7 @@ impl Runtime for KubeRuntime {
         }
         let options = RestoreOptions { allow_private_source: project.allow_private_source, masked };
         apply(&jobs, &resources::restore_job(name, generation, &project.database, options, &self.settings)).await?;
-        let (report, ready) = match self.restore_and_snapshot(name, &namespace, generation, masked, &cancel).await {
+        let (report, ready) = match self.restore_and_snapshot(project, &namespace, generation, &cancel).await {
             Ok(ready) => ready,
             // The cluster API failed: the next pass adopts the Job (or snapshot) still there.
             Err(error) if error.is_transient() => return Err(error),
@@ -448,6 +473,9 @@ impl Runtime for KubeRuntime {
             .labels(&format!("{base},{label},{label}!={keep}", label = resources::GENERATION_LABEL));
         delete_matching(&self.snapshots(&namespace), &others).await?;
         delete_matching(&self.api::<Job>(&namespace), &others).await?;
+        // A masking Secret a restore left (it failed to reach the cluster API, then was
+        // superseded): its key goes with it.
+        delete_matching(&self.api::<Secret>(&namespace), &others).await?;
         delete_matching(&self.api::<PersistentVolumeClaim>(&namespace), &others).await
     }
 

@@ -190,6 +190,7 @@ impl CrdStore {
             }
             let status = project_status(&after, current.status.as_ref());
             if Some(&status) != current.status.as_ref() {
+                let status = replacing(current.status.as_ref(), &status);
                 let patch = json!({ "metadata": { "resourceVersion": version }, "status": status });
                 if patch_unchanged(&self.projects, name.as_str(), Part::Status, &patch).await?.is_none() {
                     continue;
@@ -319,6 +320,7 @@ impl CrdStore {
             }
             let status = database_status(&after, &current);
             if Some(&status) != current.status.as_ref() {
+                let status = replacing(current.status.as_ref(), &status);
                 let patch = json!({ "metadata": { "resourceVersion": version }, "status": status });
                 if patch_unchanged(&self.databases, name.as_str(), Part::Status, &patch).await?.is_none() {
                     continue;
@@ -479,6 +481,34 @@ where
         Ok(updated) => Ok(Some(updated)),
         Err(e) if is(&e, kube::core::Status::is_conflict) => Ok(None),
         Err(e) => Err(StoreError::backend(e)),
+    }
+}
+
+/// `new` as a merge patch of `old`: what `new` leaves out (an absent error, an empty list) is
+/// named with null, so the patched object equals `new` instead of keeping `old`'s value.
+fn replacing<T: serde::Serialize>(old: Option<&T>, new: &T) -> serde_json::Value {
+    fn patch(old: &serde_json::Value, new: serde_json::Value) -> serde_json::Value {
+        match (old, new) {
+            (serde_json::Value::Object(old), serde_json::Value::Object(mut new)) => {
+                for (key, value) in old {
+                    match new.remove(key) {
+                        Some(replacement) => {
+                            new.insert(key.clone(), patch(value, replacement));
+                        }
+                        None => {
+                            new.insert(key.clone(), serde_json::Value::Null);
+                        }
+                    }
+                }
+                serde_json::Value::Object(new)
+            }
+            (_, new) => new,
+        }
+    }
+    let new = serde_json::to_value(new).unwrap_or_default();
+    match old.and_then(|old| serde_json::to_value(old).ok()) {
+        Some(old) => patch(&old, new),
+        None => new,
     }
 }
 
@@ -793,5 +823,22 @@ mod tests {
         };
         let note = project_event(&project).note.unwrap_or_default();
         assert_eq!(note, "https://dumps.example.com/d.dump?sig=…");
+    }
+
+    #[test]
+    fn a_status_patch_names_what_the_new_status_leaves_out_with_null() {
+        let old = serde_json::json!({
+            "phase": "ready", "error": "the dump is gone",
+            "snapshot": { "generation": 1, "maskedWith": [{"table": "t"}], "maskingVerified": 20 },
+        });
+        let new = serde_json::json!({ "phase": "ready", "snapshot": { "generation": 2 } });
+        assert_eq!(
+            replacing(Some(&old), &new),
+            serde_json::json!({
+                "phase": "ready", "error": null,
+                "snapshot": { "generation": 2, "maskedWith": null, "maskingVerified": null },
+            })
+        );
+        assert_eq!(replacing(None, &new), new, "nothing to replace");
     }
 }

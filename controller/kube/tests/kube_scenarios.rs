@@ -254,15 +254,17 @@ fn finished_pod(message: &str) -> Value {
     )
 }
 
-/// A restore Job's report: customers.email found (covered by a rule or not), and `verified`.
-fn report(covered: bool, verified: Option<u64>) -> (String, Value) {
+/// A restore Job's report: customers.email found (covered by a rule or not), `verified`, and
+/// the rules it applied.
+fn report(covered: bool, verified: Option<u64>, masked_with: Option<&Masking>) -> (String, Value) {
     let finding: devdb_shared::api::PiiFinding = serde_json::from_value(json!({
         "table": "public.customers", "column": "email", "kind": "email", "evidence": "20 of 20 sampled values",
         "suggested": { "table": "public.customers", "column": "email", "strategy": "email" }, "covered": covered,
     }))
     .expect("finding");
     let as_status = serde_json::to_value(&finding).expect("json");
-    let report = devdb_restore::report::Report { findings: vec![finding], verified, ..Default::default() };
+    let masked_with = masked_with.map(|m| devdb_restore::report::rules_digest(&m.rules));
+    let report = devdb_restore::report::Report { findings: vec![finding], verified, masked_with, ..Default::default() };
     (report.encode(devdb_restore::report::LIMIT), as_status)
 }
 
@@ -316,6 +318,7 @@ fn snapshot_ready_steps() -> Vec<Step> {
         Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
         Step::delete(&format!("{SNAPSHOTS}?{others}")),
         Step::delete(&format!("{JOBS}?{others}")),
+        Step::delete(&format!("{NS}/secrets?{others}")),
         Step::delete(&format!("{NS}/persistentvolumeclaims?{others}")),
         Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
     ]
@@ -365,7 +368,7 @@ fn database_password() -> String {
 #[tokio::test]
 async fn a_project_is_restored_by_a_job_then_snapshotted() {
     let mut c = cluster(settings());
-    let (found, finding) = report(false, None);
+    let (found, finding) = report(false, None, None);
     let jobs = "/apis/batch/v1/namespaces/devdb-shop/jobs";
     let snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/devdb-shop/volumesnapshots";
     let mut steps = vec![
@@ -417,6 +420,8 @@ async fn a_project_is_restored_by_a_job_then_snapshotted() {
     steps.extend([
         Step::delete(&format!("{snapshots}?{others}")).has(background()),
         Step::delete(&format!("{jobs}?{others}")).has(background()),
+        // A masking Secret a superseded restore left behind, key and all.
+        Step::delete(&format!("{NS}/secrets?{others}")).has(background()),
         Step::delete(&format!("{NS}/persistentvolumeclaims?{others}")).has(background()),
         // Its databases are woken.
         Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
@@ -501,7 +506,7 @@ fn masked_restore_started() -> (Value, Vec<Step>) {
 #[tokio::test]
 async fn a_masked_restore_has_its_rules_and_key_only_while_its_job_runs_and_records_its_report() {
     let mut c = cluster(settings());
-    let (found, finding) = report(true, Some(20));
+    let (found, finding) = report(true, Some(20), Some(&masked_project(json!(null)).1));
     let (restoring, mut steps) = masked_restore_started();
     steps.extend([
         Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
@@ -529,13 +534,33 @@ async fn a_masked_restore_has_its_rules_and_key_only_while_its_job_runs_and_reco
 
 #[tokio::test]
 async fn a_masked_restore_whose_job_does_not_report_fails_rather_than_publish_an_unmasked_snapshot() {
+    // An image that ignores masking ends with its plain summary, not a report.
+    let summary = "restored a Custom dump into /var/lib/postgresql/data/pgdata";
+    let why = "the restore Job did not report its masking: is the database image older than the controller?";
+    masked_restore_fails(summary, why).await;
+}
+
+#[tokio::test]
+async fn a_masked_restore_whose_job_applied_other_rules_or_did_not_verify_fails() {
+    // A Job started before the rules changed reports the digest of the rules it had.
+    let others = Masking {
+        rules: vec![devdb_shared::api::MaskRule::new("customers", "name", devdb_shared::api::MaskStrategy::Name)],
+        ..Masking::default()
+    };
+    let why = "the restore Job applied other masking rules than the project's (they changed while it ran): refresh the project";
+    masked_restore_fails(&report(true, Some(20), Some(&others)).0, why).await;
+    let why = "the restore Job did not verify the masking it was asked to";
+    masked_restore_fails(&report(true, None, Some(&masked_project(json!(null)).1)).0, why).await;
+}
+
+/// A masked restore whose Job succeeded with `message` as its termination message, failing
+/// for `why` with everything it made removed.
+async fn masked_restore_fails(message: &str, why: &str) {
     let mut c = cluster(settings());
     let (restoring, mut steps) = masked_restore_started();
-    let why = "the restore Job did not report its masking: is the database image older than the controller?";
     steps.extend([
         Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
-        // An image that ignores masking ends with its plain summary, not a report.
-        job_pods(vec![finished_pod("restored a Custom dump into /var/lib/postgresql/data/pgdata")]),
+        job_pods(vec![finished_pod(message)]),
         Step::delete(&format!("{SNAPSHOTS}/snapshot-1")),
         Step::delete(&format!("{JOBS}/restore-1")),
         Step::delete(&format!("{NS}/secrets/restore-masking-1")),

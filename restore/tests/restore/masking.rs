@@ -215,6 +215,7 @@ fn partitions_and_inheriting_tables_are_masked_whole_and_their_own_triggers_copy
         CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n\
         CREATE TRIGGER copy_2026 BEFORE UPDATE ON events_2026 FOR EACH ROW EXECUTE FUNCTION copy_email();\n\
         CREATE TRIGGER copy_events BEFORE UPDATE ON events FOR EACH ROW EXECUTE FUNCTION copy_email();\n\
+        ALTER TABLE events_2025 DISABLE TRIGGER copy_events;\n\
         INSERT INTO events SELECT g, 'event-secret-' || g || '@acme-private.test', DATE '2025-06-01' + g FROM generate_series(1, 400) g;\n\
         CREATE TABLE people (id int, email text);\n\
         CREATE TABLE staff (badge int) INHERITS (people);\n\
@@ -239,7 +240,7 @@ fn partitions_and_inheriting_tables_are_masked_whole_and_their_own_triggers_copy
     let got: Vec<String> = answers.iter().map(|a| one(a)).collect();
     assert_eq!(
         got,
-        ["0", "400", "200", "copy_2026O,copy_eventsO,copy_eventsO,copy_eventsO,copy_staffO"],
+        ["0", "400", "200", "copy_2026O,copy_eventsO,copy_eventsD,copy_eventsO,copy_staffO"],
         "no copies; every row masked; triggers back"
     );
 }

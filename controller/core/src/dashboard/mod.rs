@@ -497,7 +497,9 @@ async fn set_masking(
         Ok(rules) => rules,
         Err(message) => {
             let mut response = masking_page(&dashboard, &session, &name, Some(form), Some(&message)).await;
-            *response.status_mut() = StatusCode::BAD_REQUEST;
+            if response.status().is_success() {
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+            }
             return response;
         }
     };

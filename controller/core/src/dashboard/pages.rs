@@ -451,14 +451,14 @@ pub fn masking(
     error: Option<&str>,
 ) -> Markup {
     let name = project.name.as_str();
-    let restoring = matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring);
     let path = |f: &devdb_shared::api::PiiFinding| {
         if f.json_path.is_empty() { f.column.clone() } else { format!("{} → {}", f.column, f.json_path.join(".")) }
     };
     layout(
         session,
         &format!("Masking of {name}"),
-        error.is_none() && restoring,
+        // Never refreshed by itself: it holds a form being edited.
+        false,
         html! {
             @if let Some(error) = error { p.error role="alert" { (error) } }
             section.card aria-labelledby="snapshot-title" {
