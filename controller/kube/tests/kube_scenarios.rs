@@ -553,6 +553,23 @@ async fn a_masked_restore_whose_job_applied_other_rules_or_did_not_verify_fails(
     masked_restore_fails(&report(true, None, Some(&masked_project(json!(null)).1)).0, why).await;
 }
 
+#[tokio::test]
+async fn a_cluster_api_error_reading_a_masked_jobs_report_is_retried_with_the_job_and_its_secret_kept() {
+    let mut c = cluster(settings());
+    let (_, mut steps) = masked_restore_started();
+    steps.extend([
+        Step::get(&format!("{JOBS}/restore-1")).reply(job(json!({ "succeeded": 1 }))),
+        Step::list(&format!("{NS}/pods?labelSelector=job-name%3Drestore-1"), vec![]).fail(503, "ServiceUnavailable"),
+        // Not a failed restore: nothing is deleted, the next pass adopts the finished Job.
+        Step::get(&format!("{PROJECTS}/shop")).reply(masked_project(json!({ "phase": "restoring" })).0),
+        Step::patch(&format!("{PROJECTS}/shop/status"))
+            .has(json!({ "status": { "error": "the platform underneath failed; retrying" } }))
+            .reply(masked_project(json!({ "phase": "restoring" })).0),
+    ]);
+    let error = c.failing_pass(Key::Project(name("shop")), steps).await;
+    assert!(error.contains("ServiceUnavailable"), "{error}");
+}
+
 /// A masked restore whose Job succeeded with `message` as its termination message, failing
 /// for `why` with everything it made removed.
 async fn masked_restore_fails(message: &str, why: &str) {
