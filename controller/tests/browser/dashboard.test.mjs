@@ -89,6 +89,26 @@ try {
   await page.screenshot({ path: `${shots}/projects.png` });
   await assertLabelled(page);
 
+  step("she opens its masking: the scan's two columns, suggested rules; a rule that does not parse comes back as typed");
+  await page.locator("tr", { hasText: "shop" }).getByRole("link", { name: "Masking" }).click();
+  await page.waitForURL(/\/ui\/projects\/shop\/masking$/);
+  const found = page.locator("section", { hasText: "Personal data found" }).locator("tbody tr");
+  assert.deepEqual(await found.locator("td:nth-child(2)").allTextContents(), ["email", "name"]);
+  await page.getByRole("button", { name: "Add suggested rules" }).click();
+  const suggested = JSON.parse(await page.getByLabel("Rules, as JSON").inputValue());
+  assert.deepEqual(suggested.map((r) => [r.column, r.strategy]), [["email", "email"], ["name", "name"]]);
+  assert.deepEqual(JSON.parse((await api(admin, "/v1/projects/shop/masking")).text).rules, [], "suggesting saves nothing");
+  const typed = JSON.stringify(suggested).slice(0, -1);
+  await page.getByLabel("Rules, as JSON").fill(typed);
+  await page.getByRole("button", { name: "Save and restore masked" }).click();
+  await page.getByRole("alert").filter({ hasText: "not a JSON list of rules" }).waitFor();
+  assert.equal(await page.getByLabel("Rules, as JSON").inputValue(), typed, "what she typed is kept");
+  assert.deepEqual(JSON.parse((await api(admin, "/v1/projects/shop/masking")).text).rules, [], "nothing saved");
+  await assertLabelled(page);
+  await page.screenshot({ path: `${shots}/masking.png`, fullPage: true });
+  await page.getByRole("link", { name: "Cancel" }).click();
+  await page.waitForURL(/\/ui\/projects$/);
+
   step("kate creates a database from it and waits for it to run");
   await page.getByRole("link", { name: "New database" }).click();
   await page.getByRole("textbox", { name: "Name", exact: true }).fill("kate-pg");
