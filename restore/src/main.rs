@@ -51,7 +51,7 @@ struct Args {
     allow_private_sources: bool,
 
     /// Scratch space for the download and the server's socket (default: beside --pgdata, on
-    /// the same volume). Removed at the end.
+    /// the same volume; with --build-dir, inside it). Removed at the end.
     #[arg(long, env = "DEVDB_RESTORE_WORK_DIR")]
     work_dir: Option<PathBuf>,
 

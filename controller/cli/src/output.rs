@@ -238,10 +238,15 @@ pub fn scan(report: &serde_json::Value, json: bool) {
     if json {
         return print_json(report);
     }
+    print!("{}", scan_text(report));
+}
+
+/// The scan as a table, and a line for the columns a restore found but could not list.
+fn scan_text(report: &serde_json::Value) -> String {
     let findings = report["findings"].as_array().cloned().unwrap_or_default();
-    if findings.is_empty() && report["unlisted"].as_u64().unwrap_or(0) == 0 {
-        println!("No column looks personal.");
-        return;
+    let unlisted = report["unlisted"].as_u64().unwrap_or(0);
+    if findings.is_empty() && unlisted == 0 {
+        return "No column looks personal.\n".into();
     }
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let mut t = table(&["TABLE", "COLUMN", "KIND", "EVIDENCE", "MASKED", "SUGGESTED RULE"]);
@@ -258,8 +263,39 @@ pub fn scan(report: &serde_json::Value, json: bool) {
             text(&f["suggested"]["strategy"]),
         ]);
     }
-    println!("{t}");
-    if let Some(more) = report["unlisted"].as_u64().filter(|n| *n > 0) {
-        println!("and {more} more columns the restore found but could not list (those without a rule come first)");
+    let mut text = format!("{t}\n");
+    if unlisted > 0 {
+        text.push_str(&format!(
+            "and {unlisted} more columns the restore found but could not list (those without a rule come first)\n"
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_shows_each_column_and_counts_those_a_restore_could_not_list() {
+        assert_eq!(scan_text(&serde_json::json!({ "findings": [] })), "No column looks personal.\n");
+        let report = serde_json::json!({
+            "findings": [{
+                "table": "public.orders", "column": "details", "jsonPath": ["contact", "email"], "kind": "email",
+                "evidence": "20 of 20 sampled values", "covered": false,
+                "suggested": { "table": "public.orders", "column": "details", "strategy": "email" },
+            }],
+            "unlisted": 51,
+        });
+        let text = scan_text(&report);
+        assert!(text.contains("details -> contact.email") && text.contains("NO"), "{text}");
+        assert!(
+            text.ends_with(
+                "and 51 more columns the restore found but could not list (those without a rule come first)\n"
+            ),
+            "{text}"
+        );
+        let only_unlisted = scan_text(&serde_json::json!({ "findings": [], "unlisted": 3 }));
+        assert!(only_unlisted.contains("and 3 more columns"), "{only_unlisted}");
     }
 }
