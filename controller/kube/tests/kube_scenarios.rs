@@ -681,14 +681,18 @@ async fn a_database_is_cloned_from_the_snapshot_and_runs_once_its_pod_is_ready()
 async fn a_reset_removes_the_clone_by_label_and_clones_again_with_the_same_credentials() {
     let mut c = cluster(settings());
     let running = json!({ "phase": "running", "snapshotGeneration": 1, "observedResetGeneration": 0 });
+    // An earlier reset was refused, and said so.
+    let mut refused = running.clone();
+    refused["error"] = json!("the reset was refused: project shop requires masking rules");
     let found = |kind: &str| json!({ "kind": kind, "metadata": { "name": "kate-pg", "namespace": "devdb-shop" } });
     let mut steps = vec![
-        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 1, false)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(refused.clone(), 1, false)),
         Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
-        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(running.clone(), 1, false)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(refused, 1, false)),
+        // The old error goes: a merge patch keeps what it does not name, so it is named null.
         Step::patch(&format!("{DATABASES}/kate-pg/status"))
             .reply(database(json!({ "phase": "creating" }), 1, false))
-            .has(json!({ "status": { "phase": "creating", "observedResetGeneration": 0 } })),
+            .has(json!({ "status": { "phase": "creating", "observedResetGeneration": 0, "error": null } })),
         event("Cloning", "Database", "kate-pg"),
         Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
         Step::list(&format!("/apis/apps/v1/statefulsets?{SELECTOR}"), vec![found("StatefulSet")]),
