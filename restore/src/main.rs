@@ -58,7 +58,7 @@ struct Args {
     /// Build everything here (a scratch volume: the download, the server, the masking), then
     /// copy the finished data directory's files into --pgdata. The volume --pgdata is on (and
     /// its snapshot) then holds no freed block of the download or of the rows masking replaced.
-    /// Removed at the end.
+    /// What it holds is removed at the end.
     #[arg(long, env = "DEVDB_BUILD_DIR")]
     build_dir: Option<PathBuf>,
 
@@ -76,8 +76,9 @@ struct Args {
     #[arg(long, env = "DEVDB_MASK_KEY", default_value = "", hide_env_values = true, hide_default_value = true)]
     mask_key: String,
 
-    /// Where the outcome goes for the controller: on success the scan's findings and the
-    /// masking verification, on failure the reason (written only if the file exists).
+    /// Where the outcome goes for the controller: on success the scan's findings, the masking
+    /// verification and a digest of the rules applied; on failure the reason (written only if
+    /// the file exists).
     #[arg(long, env = "DEVDB_TERMINATION_LOG", default_value = "/dev/termination-log")]
     termination_log: PathBuf,
 
