@@ -16,8 +16,21 @@ pub const USER: &str = "app";
 /// Its password (SCRAM over TCP).
 pub const PASSWORD: &str = "s3cret-Pa55";
 
-/// A port the OS just gave out (bound and released; races are unlikely on loopback).
+/// A free loopback port for a server a test starts moments later: picked at random below the
+/// OS's ephemeral range (32768 up on Linux), where the ports the OS hands out for port 0 (a
+/// controller's new instances, every client's own end) never land, and checked free by binding.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    const FIRST: u16 = 20_000;
+    const SPAN: u64 = 12_000;
+    for attempt in 0_u64..1000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        let port = FIRST + u16::try_from(hasher.finish() % SPAN).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 

@@ -245,7 +245,14 @@ impl DevDb {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("cannot connect to {} through the proxy: {last:?}", database.name);
+        let (_, now) = self.call(reqwest::Method::GET, &format!("/v1/databases/{}", database.name), None).await;
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!(
+            "cannot connect to {} through the proxy: {last:?}\nthe database now: {now}\nthe controller's log ends:\n{}",
+            database.name,
+            tail.join("\n")
+        );
     }
 
     /// Stops `name` and waits until it is.
