@@ -208,6 +208,8 @@ fn expression(rule: &MaskRule, value: &str, row: &str) -> Result<Option<String>,
 pub struct Update {
     /// `schema.table`.
     pub table: String,
+    /// The same, quoted for SQL.
+    pub relation: String,
     pub columns: Vec<String>,
     pub sql: String,
 }
@@ -287,8 +289,9 @@ pub fn statements(rules: &[MaskRule]) -> Result<Vec<Update>, MaskError> {
         let columns = list.iter().map(|(_, r)| r.column.clone()).collect();
         out.push(Update {
             table: format!("{schema}.{table}"),
-            columns,
             sql: format!("UPDATE {qualified} AS {alias} SET {assignments}"),
+            relation: qualified,
+            columns,
         });
     }
     Ok(out)
@@ -316,15 +319,8 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
     }
     let session = |e: SessionError| MaskError::Session(without_values(&e));
     let tables: Vec<String> = updates.iter().map(|u| u.table.clone()).collect();
-    let quoted: Vec<String> = tables
-        .iter()
-        .map(|t| {
-            let (schema, table) = t.split_once('.').unwrap_or(("public", t));
-            format!("{}.{}", ident(schema), ident(table))
-        })
-        .collect();
     owner.execute_each(&["SET search_path = pg_catalog, pg_temp", "BEGIN"]).map_err(session)?;
-    let result = mask(owner, plan, &updates, &quoted);
+    let result = mask(owner, plan, &updates);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     owner.execute_each(&[end, "RESET search_path"]).map_err(session)?;
     let (stored, originals) = result?;
@@ -352,16 +348,11 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
 /// updates its partitions and inheriting tables too, so everything below is done to that whole
 /// family. Returns the family's tables that have storage, and the originals sampled for the
 /// verification.
-fn mask(
-    owner: &mut Session,
-    plan: &MaskPlan,
-    updates: &[Update],
-    quoted: &[String],
-) -> Result<(Vec<String>, Vec<String>), MaskError> {
+fn mask(owner: &mut Session, plan: &MaskPlan, updates: &[Update]) -> Result<(Vec<String>, Vec<String>), MaskError> {
     let session = |e: SessionError| MaskError::Session(without_values(&e));
     // Tables only: a rule on a view would update the table beneath it, while everything below
     // would be done to the view.
-    let names = quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", ");
+    let names = updates.iter().map(|u| literal(&u.relation)).collect::<Vec<_>>().join(", ");
     let kinds = owner
         .rows(&format!(
             "SELECT c.relkind FROM unnest(ARRAY[{names}]) WITH ORDINALITY AS t(name, n) \
@@ -380,7 +371,7 @@ fn mask(
             }
         }
     }
-    let named = format!("ARRAY[{}]::regclass[]", quoted.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", "));
+    let named = format!("ARRAY[{names}]::regclass[]");
     let family = owner
         .rows(&format!(
             "WITH RECURSIVE family(oid) AS (SELECT unnest({named})::oid \
@@ -392,13 +383,8 @@ fn mask(
     let oids = format!("ARRAY[{}]::oid[]", family.iter().map(|r| text(r, 0)).collect::<Vec<_>>().join(", "));
     let stored: Vec<String> = family.iter().filter(|r| text(r, 2) == "r").map(|r| text(r, 1)).collect();
     // Row security that applies to the owner too (FORCE) would hide rows from the updates, and
-    // leave them as they were: off for the transaction, as the owner may.
-    let forced = owner
-        .rows(&format!("SELECT oid::regclass::text FROM pg_class WHERE oid = ANY ({oids}) AND relforcerowsecurity"))
-        .map_err(session)?;
-    for table in &forced {
-        owner.execute(&format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", text(table, 0))).map_err(session)?;
-    }
+    // leave them as they were: off for the transaction.
+    let forced = lift_forced_row_security(owner, &format!("oid = ANY ({oids})")).map_err(session)?;
     let originals = if plan.verify { originals(owner, plan)? } else { Vec::new() };
     let foreign_keys = owner
         .rows(&format!(
@@ -472,10 +458,27 @@ fn mask(
             reason: without_values(&error),
         })?;
     }
-    for table in &forced {
-        owner.execute(&format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", text(table, 0))).map_err(session)?;
-    }
+    force_row_security(owner, &forced).map_err(session)?;
     Ok((stored, originals))
+}
+
+/// Lifts row security forced on the owner (who may) from the tables of `pg_class` matching
+/// `condition`; returns them, to give it back with [`force_row_security`].
+pub(crate) fn lift_forced_row_security(session: &mut Session, condition: &str) -> Result<Vec<String>, SessionError> {
+    let forced: Vec<String> = session
+        .rows(&format!("SELECT oid::regclass::text FROM pg_class WHERE relforcerowsecurity AND {condition}"))?
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect();
+    for table in &forced {
+        session.execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))?;
+    }
+    Ok(forced)
+}
+
+/// Forces row security on the owner of `tables` again.
+pub(crate) fn force_row_security(session: &mut Session, tables: &[String]) -> Result<(), SessionError> {
+    tables.iter().try_for_each(|table| session.execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY")))
 }
 
 #[cfg(test)]

@@ -30,22 +30,11 @@ ORDER BY n.nspname, c.relname, a.attnum";
 pub fn scan(session: &mut Session) -> Result<Vec<PiiFinding>, SessionError> {
     session.execute("SET search_path = pg_catalog, pg_temp")?;
     // Row security forced on the owner would hide rows (or whole tables) from the sample: off
-    // while it runs, as the owner may, then back.
-    let forced: Vec<String> = session
-        .rows(
-            "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relforcerowsecurity AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
-        )?
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .collect();
-    for table in &forced {
-        session.execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))?;
-    }
+    // while it runs, then back.
+    let user_tables = "relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)";
+    let forced = crate::masking::lift_forced_row_security(session, user_tables)?;
     let findings = sample(session);
-    for table in &forced {
-        session.execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))?;
-    }
+    crate::masking::force_row_security(session, &forced)?;
     session.execute("RESET search_path")?;
     findings
 }

@@ -265,6 +265,12 @@ pub struct MaskRule {
     pub days: Option<u32>,
 }
 
+/// For `skip_serializing_if`: a count of zero is left out.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+pub fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl MaskRule {
     /// A rule masking a whole column.
     pub fn new(table: impl Into<String>, column: impl Into<String>, strategy: MaskStrategy) -> Self {

@@ -92,9 +92,9 @@ pub struct SnapshotStatus {
     pub findings: Vec<devdb_shared::api::PiiFinding>,
     /// Found but not listed (a restore Job's report is at most 4 KiB): in all, and of those
     /// no rule masks.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero")]
     pub unlisted_findings: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero")]
     pub unlisted_unmasked: u64,
     /// The masking rules its restore applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -102,11 +102,6 @@ pub struct SnapshotStatus {
     /// With masking verification: the sampled originals looked for in its files, not found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masking_verified: Option<u64>,
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// A database instance: a clone of its project's snapshot.

@@ -230,13 +230,8 @@ pub struct ScanReport {
     pub findings: Vec<devdb_shared::api::PiiFinding>,
     /// Columns found but not listed (a restore Job reports at most 4 KiB of findings, those no
     /// rule masks first).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero")]
     pub unlisted: u64,
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 #[utoipa::path(
