@@ -132,11 +132,7 @@ fn restore(args: &Args, work: &std::path::Path) -> anyhow::Result<(String, Repor
             && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         anyhow::ensure!(ok, "{what} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)");
     }
-    let plan = args.masking.as_ref().filter(|m| !m.rules.is_empty()).map(|m| MaskPlan {
-        rules: m.rules.clone(),
-        key: args.mask_key.clone(),
-        verify: m.verify,
-    });
+    let plan = args.masking.as_ref().and_then(|m| MaskPlan::of(m, &args.mask_key));
     if plan.is_some() {
         anyhow::ensure!(args.mask_key.chars().count() >= 32, "--mask-key must have at least 32 characters");
     }

@@ -52,6 +52,17 @@ pub struct MaskPlan {
     pub verify: bool,
 }
 
+impl MaskPlan {
+    /// The plan of a project's `masking` under `key`; none without rules (nothing to mask).
+    pub fn of(masking: &devdb_shared::api::Masking, key: &str) -> Option<Self> {
+        (!masking.rules.is_empty()).then(|| Self {
+            rules: masking.rules.clone(),
+            key: key.into(),
+            verify: masking.verify,
+        })
+    }
+}
+
 impl std::fmt::Debug for MaskPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MaskPlan").field("rules", &self.rules).field("key", &"…").field("verify", &self.verify).finish()

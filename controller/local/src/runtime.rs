@@ -362,11 +362,7 @@ impl LocalRuntime {
             if let Some(dump) = &dump {
                 this.check_space(&work, dir_size(&dump.path).saturating_mul(2).saturating_add(RESTORE_MARGIN))?;
             }
-            let plan = (!project.masking.rules.is_empty()).then(|| MaskPlan {
-                rules: project.masking.rules.clone(),
-                key: project.mask_key.clone(),
-                verify: project.masking.verify,
-            });
+            let plan = MaskPlan::of(&project.masking, &project.mask_key);
             let template = Template {
                 pg: &this.pg,
                 data: work.join("data"),

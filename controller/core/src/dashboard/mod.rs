@@ -119,6 +119,15 @@ fn refused(session: &Session, refusal: &Refusal) -> Response {
     (refusal.status, pages::problem(session, title, &refusal.message)).into_response()
 }
 
+/// A form's page shown again with the reason it was refused, answering with the refusal's
+/// status (unless showing the page failed itself).
+fn refused_form(mut page: Response, status: StatusCode) -> Response {
+    if page.status().is_success() {
+        *page.status_mut() = status;
+    }
+    page
+}
+
 fn forged(session: &Session) -> Response {
     let message = "This form has expired or did not come from this page; reload the page and try again.";
     (StatusCode::FORBIDDEN, pages::problem(session, "Refused", message)).into_response()
@@ -396,13 +405,10 @@ async fn set_setting(
     let body = json!({"settings": {form.parameter.as_str(): if value.is_empty() { serde_json::Value::Null } else { json!(value) }}});
     match dashboard.client(&session).send(Method::PATCH, &format!("/v1/databases/{name}"), Some(body)).await {
         Ok(()) => Redirect::to(&format!("/ui/databases/{name}")).into_response(),
-        Err(refusal) => {
-            let mut response = database_page(&dashboard, &session, &name, Range::Hour, Some(&refusal.message)).await;
-            if response.status().is_success() {
-                *response.status_mut() = refusal.status;
-            }
-            response
-        }
+        Err(refusal) => refused_form(
+            database_page(&dashboard, &session, &name, Range::Hour, Some(&refusal.message)).await,
+            refusal.status,
+        ),
     }
 }
 
@@ -496,11 +502,8 @@ async fn set_masking(
     let rules = match form.rules() {
         Ok(rules) => rules,
         Err(message) => {
-            let mut response = masking_page(&dashboard, &session, &name, Some(form), Some(&message)).await;
-            if response.status().is_success() {
-                *response.status_mut() = StatusCode::BAD_REQUEST;
-            }
-            return response;
+            let page = masking_page(&dashboard, &session, &name, Some(form), Some(&message)).await;
+            return refused_form(page, StatusCode::BAD_REQUEST);
         }
     };
     if form.action == "suggest" {
@@ -517,13 +520,10 @@ async fn set_masking(
     let body = json!({ "rules": rules, "requireRules": form.require_rules.is_some(), "verify": form.verify.is_some() });
     match client.send(Method::PUT, &format!("/v1/projects/{name}/masking"), Some(body)).await {
         Ok(()) => Redirect::to("/ui/projects").into_response(),
-        Err(refusal) if matches!(refusal.status, StatusCode::BAD_REQUEST | StatusCode::CONFLICT) => {
-            let mut response = masking_page(&dashboard, &session, &name, Some(form), Some(&refusal.message)).await;
-            if response.status().is_success() {
-                *response.status_mut() = refusal.status;
-            }
-            response
-        }
+        Err(refusal) if matches!(refusal.status, StatusCode::BAD_REQUEST | StatusCode::CONFLICT) => refused_form(
+            masking_page(&dashboard, &session, &name, Some(form), Some(&refusal.message)).await,
+            refusal.status,
+        ),
         Err(refusal) => refused(&session, &refusal),
     }
 }
