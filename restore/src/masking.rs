@@ -330,10 +330,13 @@ pub fn apply(owner: &mut Session, admin: &mut Session, plan: &MaskPlan) -> Resul
     }
     let session = |e: SessionError| MaskError::Session(without_values(&e));
     let tables: Vec<String> = updates.iter().map(|u| u.table.clone()).collect();
-    owner.execute_each(&["SET search_path = pg_catalog, pg_temp", "BEGIN"]).map_err(session)?;
+    // The statements' literals are written for standard strings, whatever the dump set for its
+    // role or database (with backslash escapes, a rule's value could end its literal early).
+    let setup = ["SET search_path = pg_catalog, pg_temp", "SET standard_conforming_strings = on", "BEGIN"];
+    owner.execute_each(&setup).map_err(session)?;
     let result = mask(owner, plan, &updates);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    owner.execute_each(&[end, "RESET search_path"]).map_err(session)?;
+    owner.execute_each(&[end, "RESET search_path", "RESET standard_conforming_strings"]).map_err(session)?;
     let (stored, originals) = result?;
     // New files for each masked table (every partition and inheriting table), its TOAST table
     // and its indexes: the old ones, with the original rows in dead tuples and free space, are

@@ -340,3 +340,27 @@ fn the_scan_sees_the_rows_row_security_hides_from_their_owner() {
     let after = owner.rows("SELECT relforcerowsecurity::text, (SELECT count(*) FROM public.contacts)::text FROM pg_class WHERE relname = 'contacts'");
     assert_eq!(after.expect("rows"), [[Some("true".to_string()), Some("0".to_string())]], "forced again");
 }
+
+#[test]
+fn a_dump_that_turns_off_standard_strings_for_its_role_cannot_bend_a_rules_literals() {
+    let server = devdb_testkit::TestPostgres::start("masking-strings");
+    let mut setup = tenant_session(&server, "shop_strings");
+    setup
+        .execute(
+            "CREATE TABLE customers (id int, note text); INSERT INTO customers VALUES (1, 'secret'); \
+             ALTER ROLE CURRENT_USER SET standard_conforming_strings = off",
+        )
+        .expect("the dump");
+    drop(setup);
+    // The masking's session starts with the role's settings, as a restore's does.
+    let mut owner = Session::connect(server.dir(), server.port, "shop_strings", "shop_strings", None).expect("owner");
+    let mut admin =
+        Session::connect(server.dir(), server.port, devdb_testkit::USER, "shop_strings", None).expect("admin");
+    let value = r"x\' || (SELECT 'injected') || '";
+    let mut rule = MaskRule::new("customers", "note", MaskStrategy::Constant);
+    rule.value = Some(value.into());
+    let plan = MaskPlan { rules: vec![rule], key: "a project's masking key, 32 bytes or more".into(), verify: false };
+    devdb_restore::masking::apply(&mut owner, &mut admin, &plan).expect("masked");
+    let rows = admin.rows("SELECT note FROM public.customers").expect("rows");
+    assert_eq!(rows, [[Some(value.to_string())]], "the constant, as written");
+}
