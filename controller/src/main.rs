@@ -104,3 +104,16 @@ fn crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag of every part (the API, both runtimes, `up`, `down`) has a name of its own.
+    #[test]
+    fn the_flags_of_every_part_fit_together() {
+        Args::command().debug_assert();
+    }
+}

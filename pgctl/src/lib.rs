@@ -5,8 +5,8 @@
 //! - [`PgCtl`]: initdb, start, stop and status of a data directory. PostgreSQL refuses to run as
 //!   root, so when this process is root every server program runs as the `postgres` system user
 //!   (`Command::uid/gid`, no unsafe code) and the files it needs are handed to that user.
-//!   Tools that read hostile input (`pg_restore` on a downloaded archive) run as a third user,
-//!   the sandbox (`nobody` by default), which can reach no server socket and no controller file.
+//! - [`sandbox`]: a restore's programs (the server that runs a dump's code, `pg_restore` on a
+//!   hostile archive), each restore in namespaces and under a user id of its own.
 //! - [`session`]: talking to a server over its private socket (superuser sessions with a safe
 //!   `search_path`, and the sessions a dump is restored through).
 //!
@@ -19,13 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod sandbox;
 pub mod session;
 
-/// The user hostile-input tools run as when this process is root, unless told otherwise.
-pub const DEFAULT_SANDBOX_USER: &str = "nobody";
-
-/// The restore Job's secret variables (besides cloud credentials, `AWS_*`), kept from every
-/// PostgreSQL program.
+/// The restore Job's secret variables (besides cloud credentials, `AWS_*`), kept from the
+/// client programs tests run ([`PgCtl::client`]); server programs get no inherited variable.
 const JOB_SECRETS: [&str; 4] = ["DB_PASSWORD", "BACKUP_URL", "DEVDB_MASK_KEY", "DEVDB_MASKING"];
 
 /// Why a PostgreSQL program could not be found or failed.
@@ -35,10 +33,8 @@ pub enum PgError {
     NotFound { looked: String },
     #[error("running as root, but there is no '{0}' user to run PostgreSQL as")]
     NoUnprivilegedUser(String),
-    #[error("running as root, but there is no '{0}' user to run restore tools as (choose one with --restore-user)")]
-    NoSandboxUser(String),
-    #[error("the restore user must not be {0}: it would reach the servers or the controller's files")]
-    UnsafeSandboxUser(String),
+    #[error("the restore sandbox: {0}")]
+    Sandbox(String),
     #[error("cannot run {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
     #[error("{program} failed: {stderr}")]
@@ -159,75 +155,42 @@ pub enum StopMode {
 pub struct PgCtl {
     bins: PgBinaries,
     run_as: Option<RunAs>,
-    /// Who runs tools that read hostile input ([`PgCtl::sandboxed`]); `None` when not root.
-    sandbox: Option<RunAs>,
 }
 
 impl PgCtl {
-    /// Discovers binaries and the users to run them as (the sandbox: [`DEFAULT_SANDBOX_USER`]).
+    /// Discovers binaries and the user to run them as.
     ///
     /// # Errors
     /// As [`PgBinaries::discover`] and [`RunAs::detect`].
     pub fn discover(explicit_bin: Option<&Path>) -> Result<Self, PgError> {
-        Self { bins: PgBinaries::discover(explicit_bin)?, run_as: RunAs::detect()?, sandbox: None }
-            .with_sandbox_user(DEFAULT_SANDBOX_USER)
+        Ok(Self { bins: PgBinaries::discover(explicit_bin)?, run_as: RunAs::detect()? })
     }
 
-    /// Runs hostile-input tools as `name` (when this process is root; else as itself).
-    ///
-    /// # Errors
-    /// [`PgError::NoSandboxUser`] when there is no such user; [`PgError::UnsafeSandboxUser`]
-    /// for root or the PostgreSQL user.
-    pub fn with_sandbox_user(mut self, name: &str) -> Result<Self, PgError> {
-        let Some(server) = self.run_as else { return Ok(self) };
-        let sandbox = RunAs::user(name).ok_or_else(|| PgError::NoSandboxUser(name.into()))?;
-        if sandbox.uid == 0 || sandbox.uid == server.uid {
-            return Err(PgError::UnsafeSandboxUser(name.into()));
-        }
-        self.sandbox = Some(sandbox);
-        Ok(self)
-    }
-
-    /// A command for a tool that reads hostile input: as the sandbox user when root, with an
-    /// empty environment (no libpq settings, no credentials), in `/`.
-    pub fn sandboxed(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bins.path(program));
-        cmd.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").current_dir("/");
-        if let Some(RunAs { uid, gid }) = self.sandbox {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd
-    }
-
-    /// Hands `path` (recursively) to the sandbox user; a no-op when not root.
-    ///
-    /// # Errors
-    /// [`PgError::Chown`].
-    pub fn give_to_sandbox(&self, path: &Path) -> Result<(), PgError> {
-        self.sandbox.map_or(Ok(()), |to| chown_tree(path, to))
+    /// The user server programs run as (`None`: this process's).
+    pub fn run_as(&self) -> Option<RunAs> {
+        self.run_as
     }
 
     pub fn binaries(&self) -> &PgBinaries {
         &self.bins
     }
 
-    /// A command for a server program, running as the PostgreSQL user when this process is root.
-    /// Programs never see this process's libpq settings (`PGHOST`…) nor the secrets a restore
-    /// Job is given (see [`PgCtl::client`]).
+    /// A command for a server program, running as the PostgreSQL user when this process is root,
+    /// with an empty environment (but `PATH`): a server runs its owner's code, and nothing of
+    /// this process's environment (an admin token, libpq settings, a restore Job's secrets) may
+    /// be in its `/proc/<pid>/environ`.
     pub fn command(&self, program: &str) -> Command {
-        let mut cmd = self.client(program);
+        let mut cmd = Command::new(self.bins.path(program));
+        cmd.env_clear().env("PATH", "/usr/bin:/bin");
         if let Some(RunAs { uid, gid }) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
         cmd
     }
 
-    /// A command for a client program (psql, pg_restore), run as this process's own user: it
-    /// reaches servers over their Unix socket, whose directory this process can enter.
-    ///
-    /// Neither they nor the servers see the secrets a restore Job's environment holds (the
-    /// project's password, the source URL, the masking key, cloud credentials): a server runs
-    /// a dump's code, and what is not in its environment cannot leak from it.
+    /// A command for a client program (psql, pg_dump), run as this process's own user: it
+    /// reaches servers over their Unix socket, whose directory this process can enter. It sees
+    /// neither libpq settings nor the secrets a restore Job's environment may hold.
     pub fn client(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bins.path(program));
         for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"]
@@ -448,11 +411,10 @@ mod tests {
     #[test]
     fn postgresql_programs_never_inherit_the_restore_jobs_secrets() {
         let pg = PgCtl::discover(None).expect("binaries");
-        for cmd in [pg.command("postgres"), pg.client("pg_restore")] {
-            let removed: Vec<_> = cmd.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
-            for secret in ["DB_PASSWORD", "BACKUP_URL", "DEVDB_MASK_KEY", "DEVDB_MASKING", "PGPASSWORD"] {
-                assert!(removed.iter().any(|k| k == secret), "{secret} reaches {cmd:?}");
-            }
+        let client = pg.client("pg_dump");
+        let removed: Vec<_> = client.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
+        for secret in ["DB_PASSWORD", "BACKUP_URL", "DEVDB_MASK_KEY", "DEVDB_MASKING", "PGPASSWORD"] {
+            assert!(removed.iter().any(|k| k == secret), "{secret} reaches {client:?}");
         }
     }
 

@@ -24,6 +24,10 @@ use postgres_protocol::message::{backend, frontend};
 pub const SUPERUSER: &str = "postgres";
 /// The `search_path` of every superuser session of the controller.
 const ADMIN_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp";
+/// The largest message read into memory. A server runs a dump's code, which can raise notices
+/// or errors of hundreds of megabytes: a larger notice is skipped unread, a larger error or row
+/// ends the session.
+pub const MAX_MESSAGE: usize = 64 << 20;
 
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,27 @@ impl ServerError {
         }
     }
 
+    /// The error as anyone who may see the project may read it: severity, message, SQLSTATE
+    /// and constraint, never the DETAIL, HINT or CONTEXT (they quote rows, keys, function
+    /// arguments and COPY data). Where the message itself can quote a value (data exceptions,
+    /// class 22; integrity violations, class 23), its quoted parts are left out as in
+    /// [`ServerError::without_values`]; a message the dump's own code raised (class P0) is not
+    /// repeated at all. Other messages keep their quoted parts, which name objects
+    /// (`relation "orders" does not exist`).
+    pub fn public(&self) -> String {
+        let severity = if self.severity.is_empty() { "ERROR" } else { self.severity.as_str() };
+        let said = match self.code.get(..2) {
+            Some("22" | "23") => format!("{severity}: {}", self.without_values()),
+            Some("P0") => format!("{severity}: an error raised by the dump's own code (SQLSTATE {})", self.code),
+            _ => format!("{severity}: {} (SQLSTATE {})", self.message, self.code),
+        };
+        // Where in a COPY, without the value the CONTEXT goes on to quote.
+        match self.context.as_deref().and_then(copy_line) {
+            Some(place) => format!("{said}; at {place}"),
+            None => said,
+        }
+    }
+
     fn parse(fields: backend::ErrorFields<'_>) -> io::Result<Self> {
         let mut error = Self::default();
         let mut fields = fields;
@@ -117,6 +142,16 @@ impl ServerError {
         }
         Ok(error)
     }
+}
+
+/// `COPY items, line 1234` of a COPY's error context (`COPY items, line 1234, column note:
+/// "…"`): the table and the line, never the value.
+fn copy_line(context: &str) -> Option<String> {
+    let first = context.lines().next()?;
+    let rest = first.strip_prefix("COPY ")?;
+    let (table, after) = rest.split_once(", line ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    (!digits.is_empty() && !table.contains('"')).then(|| format!("COPY {table}, line {digits}"))
 }
 
 /// What a query did.
@@ -184,6 +219,37 @@ impl Session {
     /// The server's `standard_conforming_strings` as last reported.
     pub fn standard_strings(&self) -> bool {
         self.standard_strings
+    }
+
+    /// Runs `sql`, a `COPY … TO STDOUT`, handing each row's bytes (one line of COPY's text
+    /// format, with its newline) to `row` as it arrives: a table of any size streams through
+    /// without being held.
+    ///
+    /// # Errors
+    /// [`SessionError::Server`] with the server's error, a connection failure, or what `row`
+    /// returned (the rest of the rows are then read and dropped).
+    pub fn copy_out(&mut self, sql: &str, row: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> Result<(), SessionError> {
+        self.send_query(sql.as_bytes())?;
+        let mut failed: Option<io::Error> = None;
+        let mut server: Option<ServerError> = None;
+        loop {
+            match self.read()? {
+                backend::Message::ReadyForQuery(_) => break,
+                backend::Message::CopyData(data) if failed.is_none() => {
+                    if let Err(e) = row(data.data()) {
+                        failed = Some(e);
+                    }
+                }
+                backend::Message::ErrorResponse(body) => {
+                    server.get_or_insert(ServerError::parse(body.fields())?);
+                }
+                _ => {}
+            }
+        }
+        if let Some(error) = server {
+            return Err(SessionError::Server(Box::new(error)));
+        }
+        failed.map_or(Ok(()), |e| Err(SessionError::Io(e)))
     }
 
     /// Runs `sql` (one statement, or several in one implicit transaction) and fails on the
@@ -378,15 +444,50 @@ fn into_result(outcome: Outcome) -> Result<Outcome, SessionError> {
 
 fn read_message(stream: &mut UnixStream, buf: &mut BytesMut) -> io::Result<backend::Message> {
     loop {
+        if buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > MAX_MESSAGE {
+                let tag = buf[0];
+                if tag != b'N' {
+                    let what = if tag == b'E' { "an error message" } else { "a message" };
+                    return Err(io::Error::other(format!(
+                        "the server sent {what} larger than {} MiB",
+                        MAX_MESSAGE >> 20
+                    )));
+                }
+                // A notice that large: skipped without holding it.
+                skip(stream, buf, len + 1)?;
+                continue;
+            }
+        }
         if let Some(message) = backend::Message::parse(buf)? {
             return Ok(message);
         }
-        let mut chunk = [0u8; 16 * 1024];
-        let read = stream.read(&mut chunk)?;
-        if read == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+        fill(stream, buf)?;
+    }
+}
+
+/// Reads more of the stream into `buf`.
+fn fill(stream: &mut UnixStream, buf: &mut BytesMut) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    let read = stream.read(&mut chunk)?;
+    if read == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+    }
+    buf.extend_from_slice(&chunk[..read]);
+    Ok(())
+}
+
+/// Drops the next `n` bytes of the stream (what `buf` holds first).
+fn skip(stream: &mut UnixStream, buf: &mut BytesMut, mut n: usize) -> io::Result<()> {
+    loop {
+        let here = n.min(buf.len());
+        let _ = buf.split_to(here);
+        n -= here;
+        if n == 0 {
+            return Ok(());
         }
-        buf.extend_from_slice(&chunk[..read]);
+        fill(stream, buf)?;
     }
 }
 

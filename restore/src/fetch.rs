@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::RestoreError;
+use crate::guard::Guard;
 use crate::limits::Limits;
 use crate::policy::{self, Lookup, PolicyResolver, Refused, Rule, SourcePolicy};
 
@@ -46,11 +47,29 @@ pub async fn fetch(
     Fetcher::new(policy).limits(limits).fetch(location, dest, progress).await
 }
 
+/// [`fetch`], every chunk counted by `guard` (the owner's disk, the room left, a cancel).
+///
+/// # Errors
+/// As [`fetch`], and the guard's reason.
+pub async fn fetch_guarded(
+    location: &str,
+    dest: &Path,
+    policy: SourcePolicy,
+    limits: Limits,
+    guard: &Guard,
+    progress: impl FnMut(u64, Option<u64>),
+) -> Result<Fetched, RestoreError> {
+    Fetcher::new(policy).limits(limits).guard(guard.clone()).fetch(location, dest, progress).await
+}
+
 /// Fetches sources under a rule for addresses, resolving names with a lookup.
 pub struct Fetcher {
     rule: Rule,
     client: reqwest::Client,
     limits: Limits,
+    guard: Option<Guard>,
+    /// Credentials for `s3://` sources, given to the AWS CLI's environment alone.
+    aws: Vec<(String, String)>,
 }
 
 impl Fetcher {
@@ -61,7 +80,22 @@ impl Fetcher {
 
     /// A fetcher under any rule and lookup (tests give their own).
     pub fn with(rule: Rule, lookup: Lookup) -> Self {
-        Self { rule, client: client(rule, lookup), limits: Limits::default() }
+        Self { rule, client: client(rule, lookup), limits: Limits::default(), guard: None, aws: Vec::new() }
+    }
+
+    /// The same, with cloud credentials for `s3://` sources (variables of the AWS CLI's
+    /// environment: `AWS_ACCESS_KEY_ID`…).
+    #[must_use]
+    pub fn aws(mut self, credentials: Vec<(String, String)>) -> Self {
+        self.aws = credentials;
+        self
+    }
+
+    /// The same, each chunk counted by `guard`.
+    #[must_use]
+    pub fn guard(mut self, guard: Guard) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     /// The same, within `limits`.
@@ -91,7 +125,14 @@ impl Fetcher {
             return Ok(Fetched { path: path.into(), bytes });
         }
         if location.starts_with("s3://") {
-            return fetch_s3(location, dest).await;
+            let fetched = fetch_s3(location, dest, &self.aws).await?;
+            if fetched.bytes > self.limits.max_source_bytes {
+                return Err(RestoreError::TooLarge { limit: self.limits.max_source_bytes });
+            }
+            if let Some(guard) = &self.guard {
+                guard.wrote(fetched.bytes)?;
+            }
+            return Ok(fetched);
         }
         if !(location.starts_with("http://") || location.starts_with("https://")) {
             return Err(RestoreError::UnsupportedLocation(shown));
@@ -140,6 +181,9 @@ impl Fetcher {
                 return Err(RestoreError::TooLarge { limit: limits.max_source_bytes });
             }
             file.write_all(&chunk).await?;
+            if let Some(guard) = &self.guard {
+                guard.wrote(chunk.len() as u64)?;
+            }
             progress(done, total);
             window_bytes += chunk.len() as u64;
             if tokio::time::Instant::now() >= window_end {
@@ -211,10 +255,12 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
-/// `aws s3 cp` (credentials from the environment, as the restore Job gets them).
-async fn fetch_s3(location: &str, dest: &Path) -> Result<Fetched, RestoreError> {
+/// `aws s3 cp`, with `credentials` (when the Job was given keys) or the workload identity the
+/// platform set in this process's environment (`AWS_ROLE_ARN`…).
+async fn fetch_s3(location: &str, dest: &Path, credentials: &[(String, String)]) -> Result<Fetched, RestoreError> {
     let shown = display(location);
     let output = tokio::process::Command::new("aws")
+        .envs(credentials.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .args(["s3", "cp", "--only-show-errors", location])
         .arg(dest)
         .output()

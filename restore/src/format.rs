@@ -1,10 +1,14 @@
-//! Recognising a dump from its first bytes, and unpacking gzip and tar-packed directory dumps.
+//! Recognising a dump from its first bytes, and unpacking gzip and tar-packed directory dumps
+//! (through [`crate::unpack`]: bounded, regular files and directories only).
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::RestoreError;
+use crate::guard::Guard;
+use crate::limits::{Limits, MAX_GZIP_LAYERS};
+use crate::unpack;
 
 /// pg_dump's output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,31 +36,44 @@ const CUSTOM_MAGIC: &[u8] = b"PGDMP";
 /// Every pg_dump plain-format dump ends with this line; without it the dump is cut short.
 const PLAIN_END_MARKER: &str = "-- PostgreSQL database dump complete";
 
-/// Recognises the dump at `path`, unpacking into `work` as needed (gzip → file, tar-packed
-/// directory dump → directory).
+/// Recognises the dump at `path`, unpacking into `work` as needed (each gzip layer → a file of
+/// its own, at most [`MAX_GZIP_LAYERS`]; a tar-packed directory dump → a directory; a
+/// directory → a copy), within `limits` and `guard`.
 ///
 /// # Errors
-/// [`RestoreError::NotADump`] for anything that is not pg_dump output, [`RestoreError::Truncated`]
-/// for a gzip stream or plain dump cut short.
-pub fn prepare(path: &Path, work: &Path, max_bytes: u64) -> Result<Dump, RestoreError> {
-    if path.is_dir() {
-        return if path.join("toc.dat").is_file() {
-            Ok(Dump { format: DumpFormat::Directory, path: path.into() })
-        } else {
-            Err(RestoreError::NotADump(format!("directory {} (no toc.dat)", path.display())))
-        };
+/// [`RestoreError::NotADump`] for anything that is not pg_dump output (or an archive holding
+/// anything but regular files and directories), [`RestoreError::Truncated`] for a gzip stream
+/// or plain dump cut short, the bounds' errors.
+pub fn prepare(path: &Path, work: &Path, limits: &Limits, guard: &Guard) -> Result<Dump, RestoreError> {
+    prepare_layer(path, work, limits, guard, 0)
+}
+
+fn prepare_layer(path: &Path, work: &Path, limits: &Limits, guard: &Guard, layer: usize) -> Result<Dump, RestoreError> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| RestoreError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    if meta.is_dir() {
+        if !path.join("toc.dat").is_file() {
+            return Err(RestoreError::NotADump(format!("directory {} (no toc.dat)", path.display())));
+        }
+        // Copied, regular files and directories only: the restore reads what was checked.
+        let copy = work.join("dump.dir");
+        unpack::copy_dir(path, &copy, limits, guard)?;
+        return Ok(Dump { format: DumpFormat::Directory, path: copy });
     }
     let head = read_head(path)?;
     if head.starts_with(&GZIP_MAGIC) {
-        let unpacked = work.join("dump.unzipped");
-        gunzip(path, &unpacked, max_bytes)?;
-        return prepare(&unpacked, work, max_bytes);
+        if layer >= MAX_GZIP_LAYERS {
+            return Err(RestoreError::NotADump(format!("gzip inside gzip more than {MAX_GZIP_LAYERS} times over")));
+        }
+        let unpacked = work.join(format!("layer-{}", layer + 1));
+        unpack::gunzip(path, &unpacked, limits, guard)?;
+        return prepare_layer(&unpacked, work, limits, guard, layer + 1);
     }
     if head.starts_with(CUSTOM_MAGIC) {
         return Ok(Dump { format: DumpFormat::Custom, path: path.into() });
     }
     if head.len() >= 262 && &head[257..262] == b"ustar" {
-        return prepare_tar(path, work);
+        return prepare_tar(path, work, limits, guard);
     }
     if looks_like_sql(&head) {
         // pg_dump's banner is in the first lines; its dumps must end with the completion line.
@@ -77,33 +94,10 @@ fn read_head(path: &Path) -> Result<Vec<u8>, RestoreError> {
     Ok(head)
 }
 
-/// Decompresses `from` into `to`, at most `max_bytes` of it (a gzip bomb stops there).
-fn gunzip(from: &Path, to: &Path, max_bytes: u64) -> Result<(), RestoreError> {
-    let decoder = flate2::read::GzDecoder::new(BufReader::new(File::open(from)?));
-    let mut out = File::create(to)?;
-    let written =
-        std::io::copy(&mut decoder.take(max_bytes.saturating_add(1)), &mut out).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => RestoreError::Truncated("the gzip stream ends early".into()),
-            std::io::ErrorKind::StorageFull => RestoreError::from(e),
-            _ => RestoreError::NotADump(format!("a damaged gzip file ({e})")),
-        })?;
-    if written > max_bytes {
-        drop(out);
-        let _ = std::fs::remove_file(to);
-        return Err(RestoreError::TooLarge { limit: max_bytes });
-    }
-    Ok(())
-}
-
 /// A pg_dump tar archive has `restore.sql` beside `toc.dat`; a directory dump packed with tar
 /// has `toc.dat` (possibly under one top-level folder) and no `restore.sql`.
-fn prepare_tar(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
-    let mut archive = tar::Archive::new(File::open(path)?);
-    let mut names = Vec::new();
-    for entry in archive.entries().map_err(|e| RestoreError::NotADump(format!("an unreadable tar archive ({e})")))? {
-        let entry = entry.map_err(|e| RestoreError::Truncated(format!("the tar archive is damaged ({e})")))?;
-        names.push(entry.path().map(|p| p.to_path_buf()).unwrap_or_default());
-    }
+fn prepare_tar(path: &Path, work: &Path, limits: &Limits, guard: &Guard) -> Result<Dump, RestoreError> {
+    let names = unpack::tar_names(path)?;
     let is = |n: &Path, file: &str| n.file_name().is_some_and(|f| f == file);
     if names.iter().any(|n| is(n, "restore.sql")) && names.iter().any(|n| n.as_os_str() == "toc.dat") {
         return Ok(Dump { format: DumpFormat::Tar, path: path.into() });
@@ -112,12 +106,7 @@ fn prepare_tar(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
         return Err(RestoreError::NotADump("a tar archive without toc.dat".into()));
     };
     let dir = work.join("dump.dir");
-    std::fs::create_dir_all(&dir)?;
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(0))?;
-    tar::Archive::new(file)
-        .unpack(&dir)
-        .map_err(|e| RestoreError::Truncated(format!("cannot unpack the directory dump ({e})")))?;
+    unpack::untar(path, &dir, limits, guard)?;
     let root = toc.parent().map_or(dir.clone(), |p| dir.join(p));
     Ok(Dump { format: DumpFormat::Directory, path: root })
 }
@@ -274,8 +263,11 @@ mod tests {
         builder.into_inner().expect("tar")
     }
 
+    /// Prepares `path` in a fresh work directory under `work`.
     fn prepare_(path: &Path, work: &Path) -> Result<Dump, RestoreError> {
-        prepare(path, work, 1 << 30)
+        let limits = Limits { max_source_bytes: 1 << 30, ..Limits::default() };
+        let fresh = tempfile::tempdir_in(work).expect("tempdir").keep();
+        prepare(path, &fresh, &limits, &Guard::unbounded(&fresh))
     }
 
     #[test]
@@ -283,10 +275,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let bomb = write(dir.path(), "bomb", &gzip(&vec![b'-'; 5 << 20]));
         assert!(std::fs::metadata(&bomb).expect("meta").len() < 64 << 10, "small compressed");
-        let err = prepare(&bomb, dir.path(), 1 << 20).expect_err("refused");
+        let limits = Limits { max_source_bytes: 1 << 20, max_ratio: 10_000, ..Limits::default() };
+        let err = prepare(&bomb, dir.path(), &limits, &Guard::unbounded(dir.path())).expect_err("refused");
         assert!(matches!(err, RestoreError::TooLarge { limit } if limit == 1 << 20), "{err}");
         assert!(err.to_string().contains("larger than 1.0 MiB"), "{err}");
-        assert!(!dir.path().join("dump.unzipped").exists(), "nothing half-written stays");
+        assert!(!dir.path().join("layer-1").exists(), "nothing half-written stays");
+    }
+
+    #[test]
+    fn a_gzip_inside_a_gzip_unpacks_into_files_of_its_own_and_no_deeper() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let twice = write(d, "twice", &gzip(&gzip(PLAIN)));
+        let dump = prepare_(&twice, d).expect("two layers are read");
+        assert_eq!(dump.format, DumpFormat::Plain);
+        assert!(dump.path.ends_with("layer-2"), "{dump:?}");
+        let thrice = write(d, "thrice.gz", &gzip(&gzip(&gzip(PLAIN))));
+        let err = prepare_(&thrice, d).expect_err("too deep").to_string();
+        assert!(err.contains("gzip inside gzip more than 2 times"), "{err}");
     }
 
     const PLAIN: &[u8] = b"--\n-- PostgreSQL database dump\n--\nCREATE TABLE t (id int);\n--\n-- PostgreSQL database dump complete\n--\n";
@@ -342,8 +348,9 @@ mod tests {
             b"\\set ON_ERROR_STOP on\nselect 1;",
         ] {
             assert_eq!(prepare_(&write(d, "s", sql), d).expect("plain").format, DumpFormat::Plain, "{sql:?}");
+            let work = tempfile::tempdir().expect("tempdir");
             let gz = write(d, "g", &gzip(sql));
-            assert_eq!(prepare_(&gz, d).expect("gzip plain").format, DumpFormat::Plain);
+            assert_eq!(prepare_(&gz, work.path()).expect("gzip plain").format, DumpFormat::Plain);
         }
     }
 

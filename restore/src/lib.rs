@@ -5,16 +5,23 @@
 //! A dump is hostile until restored. The pipeline, in the order it runs:
 //! - [`fetch`]: the source onto disk, only from addresses the [`policy`] allows, errors naming
 //!   the source by its display form only;
-//! - [`format`]: what the file is, from its content (plain SQL, custom, tar, directory, gzip);
-//! - [`template`]: a fresh server on a private socket, the project's role and database, then
-//!   [`load`]: every statement sent through a session as the project's (non-superuser) role, the
-//!   SQL split by [`script`] (never psql: no meta-command is ever interpreted), archives turned
-//!   into SQL by `pg_restore` running as the sandbox user; then a catalog check that no role but
-//!   the bootstrap superuser is privileged, and a clean stop.
+//! - [`format`]: what the file is, from its content (plain SQL, custom, tar, directory, gzip),
+//!   unpacked by [`unpack`] (bounded; regular files and directories only);
+//! - [`template`]: a fresh server in the restore's [sandbox](devdb_pgctl::sandbox) (a user id
+//!   and namespaces of its own), the project's role and database, then [`load`]: every
+//!   statement sent through a session as the project's (non-superuser) role, the SQL split by
+//!   [`script`] (never psql: no meta-command is ever interpreted), archives turned into SQL by
+//!   `pg_restore` in the same sandbox; the personal-data [`scan`], the [`masking`] (values
+//!   computed here, outside the server); then a catalog check that no role but the bootstrap
+//!   superuser is privileged, and a clean stop.
+//!
+//! Every step asks the restore's [`guard`] whether to go on: a cancel, its owner's disk, the
+//! room left for everyone else, its deadline.
 
 pub mod fetch;
 pub mod files;
 pub mod format;
+pub mod guard;
 pub mod limits;
 pub mod load;
 pub mod masking;
@@ -24,9 +31,11 @@ pub mod scan;
 /// The SQL splitter (its own crate, pure and fuzzed).
 pub use devdb_restore_script as script;
 pub mod template;
+pub mod unpack;
 
-pub use fetch::{Fetched, Fetcher, fetch};
+pub use fetch::{Fetched, Fetcher, fetch, fetch_guarded};
 pub use format::{Dump, DumpFormat, prepare};
+pub use guard::{Guard, Halt};
 pub use limits::{LimitArgs, Limits};
 pub use policy::SourcePolicy;
 pub use template::{Owner, Template};
@@ -53,6 +62,8 @@ pub enum RestoreError {
     Truncated(String),
     #[error("the source is larger than {} (the limit: --max-source-size)", limits::human(*limit))]
     TooLarge { limit: u64 },
+    #[error("the source expands more than {ratio} times when decompressed (the limit: --max-decompression-ratio)")]
+    Expands { ratio: u64 },
     #[error("the source stalled: less than {} arrived in {}", limits::human(*min), humantime::format_duration(*window))]
     Stalled { window: std::time::Duration, min: u64 },
     #[error("the disk is full{}", need.map_or_else(String::new, |need| format!(": the restore needs about {}", limits::human(need))))]
@@ -67,6 +78,12 @@ pub enum RestoreError {
     Masking(String),
     #[error("{step} failed: {detail}")]
     Step { step: &'static str, detail: String },
+    /// Cancelled (the project was deleted, or restored again).
+    #[error("cancelled")]
+    Cancelled,
+    /// Ended by its [`Guard`] for a bound (the owner's disk, the disk's reserve, the deadline).
+    #[error("{0}")]
+    Halted(String),
     #[error("i/o error while preparing the dump: {0}")]
     Io(std::io::Error),
 }

@@ -1,18 +1,24 @@
 //! Running a dump through a session as the project's role: plain SQL statement by statement
 //! ([`run_script`]), archives by turning them into SQL with `pg_restore` first ([`run_archive`]).
 //!
-//! `pg_restore` only converts here (`-f -`, no connection): it runs as the sandbox user, reads
-//! the archive from a file descriptor this process opened (a directory dump, from a directory
-//! handed to that user), and writes SQL to a pipe that [`run_script`] reads like any script. So
-//! every dump, whatever its format, reaches the server through the same door, as the same
-//! non-superuser role, and no tool that reads it can reach a server socket.
+//! `pg_restore` only converts here (`-f -`, no connection): it runs in the restore's sandbox,
+//! reads the archive from a file descriptor this process opened (a directory dump, from the one
+//! directory the sandbox shows it), and writes SQL to a pipe that [`run_script`] reads like any
+//! script. So every dump, whatever its format, reaches the server through the same door, as the
+//! same non-superuser role, and no tool that reads it can reach a server socket or any file but
+//! the dump's.
+//!
+//! Errors say where the load stopped and what the server said, without the server's DETAIL,
+//! HINT or CONTEXT and without values quoted in the message
+//! ([`ServerError::public`](devdb_pgctl::session::ServerError::public)): a project's error is
+//! shown to everyone who may use the project.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use devdb_pgctl::PgCtl;
+use devdb_pgctl::sandbox::Sandbox;
 use devdb_pgctl::session::{ServerError, Session, SessionError};
 
 use crate::format::{Dump, DumpFormat};
@@ -21,7 +27,7 @@ use crate::script::{Kind, Script, ScriptError};
 /// Where a restore stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("line {line}{of}: {error}")]
+    #[error("line {line}{of}: {}", error.public())]
     Statement { line: usize, of: &'static str, error: Box<ServerError> },
     #[error("{0}")]
     Script(#[from] ScriptError),
@@ -96,24 +102,25 @@ fn line_offset(sql: &[u8], position: Option<usize>) -> usize {
     text.chars().take(position - 1).filter(|c| *c == '\n').count()
 }
 
-/// Converts an archive (custom, tar or directory format) to SQL with `pg_restore` as the sandbox
-/// user, without the source's owners and grants, and runs that SQL through `session`.
-/// `pg_restore`'s messages go to `log`.
+/// Converts an archive (custom, tar or directory format) to SQL with `pg_restore` in the
+/// restore's sandbox, without the source's owners and grants, and runs that SQL through
+/// `session`. `pg_restore`'s messages go to `log`.
 ///
 /// # Errors
 /// [`LoadError`]: the first failing statement, or `pg_restore` failing to read the archive.
 pub fn run_archive(
     session: &mut Session,
-    pg: &PgCtl,
+    sandbox: &mut Sandbox,
     dump: &Dump,
     log: &Path,
     stop: &AtomicBool,
 ) -> Result<Loaded, LoadError> {
     let io = |e: std::io::Error| LoadError::Archive(e.to_string());
-    let mut cmd = pg.sandboxed("pg_restore");
+    let directory = (dump.format == DumpFormat::Directory).then(|| sandbox.show_dump(&dump.path));
+    let mut cmd = sandbox.command("pg_restore");
     cmd.args(["--no-owner", "--no-acl", "--file=-"]);
-    if dump.format == DumpFormat::Directory {
-        cmd.arg(&dump.path).stdin(Stdio::null());
+    if let Some(directory) = directory {
+        cmd.arg(directory).stdin(Stdio::null());
     } else {
         cmd.stdin(std::fs::File::open(&dump.path).map_err(io)?);
     }
@@ -128,9 +135,22 @@ pub fn run_archive(
     let loaded = result?;
     if !status.success() {
         let messages = std::fs::read_to_string(log).unwrap_or_default();
-        let last: Vec<&str> = messages.lines().filter(|l| !l.trim().is_empty()).collect();
+        let last: Vec<String> = messages.lines().filter(|l| !l.trim().is_empty()).map(without_paths).collect();
         let last = last[last.len().saturating_sub(3)..].join(" | ");
         return Err(LoadError::Archive(if last.is_empty() { status.to_string() } else { last }));
     }
     Ok(loaded)
+}
+
+/// A `pg_restore` message without the file paths it quotes (paths inside the sandbox, or names
+/// a hostile archive chose): `could not open input file "…": No such file or directory`.
+fn without_paths(line: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in line.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        out.push_str(if i % 2 == 1 && part.contains('/') { "…" } else { part });
+    }
+    out
 }

@@ -2,6 +2,11 @@
 //! JSON column of the dump's tables, read as the project's user, judged here by what the values
 //! look like (e-mail addresses, phone numbers, IP addresses, card numbers that pass the Luhn
 //! check, national ids) and by what the columns are called (names, addresses).
+//!
+//! What it reads is bounded whatever the dump holds: [`SAMPLE`] values per column, each cut to
+//! [`VALUE_BYTES`] by the server (a longer value is judged as the long text it is), JSON
+//! documents of at most [`DOCUMENT_BYTES`] (larger ones are not sampled), at most [`PATHS`]
+//! paths per JSON column; one column at a time.
 
 use devdb_pgctl::session::{Session, SessionError};
 use devdb_shared::api::{MaskRule, MaskStrategy, PiiFinding};
@@ -9,7 +14,13 @@ use devdb_shared::api::{MaskRule, MaskStrategy, PiiFinding};
 use crate::template::ident;
 
 /// Values sampled per column.
-const SAMPLE: usize = 200;
+pub const SAMPLE: usize = 200;
+/// Characters of a text value read (one more tells a longer value).
+pub const VALUE_BYTES: usize = 256;
+/// The largest JSON document sampled.
+pub const DOCUMENT_BYTES: usize = 64 << 10;
+/// JSON paths judged per column at most.
+pub const PATHS: usize = 256;
 /// The share of sampled values that must look alike for a column to be reported.
 const SHARE: f64 = 0.5;
 
@@ -45,15 +56,26 @@ fn sample(session: &mut Session) -> Result<Vec<PiiFinding>, SessionError> {
     for column in session.rows(COLUMNS)? {
         let text = |i: usize| column.get(i).cloned().flatten().unwrap_or_default();
         let (schema, table, name, json) = (text(0), text(1), text(2), text(3) == "t");
-        let sql = format!(
-            "SELECT {col}::text FROM {}.{} WHERE {col} IS NOT NULL LIMIT {SAMPLE}",
-            ident(&schema),
-            ident(&table),
-            col = ident(&name)
-        );
+        let (col, relation) = (ident(&name), format!("{}.{}", ident(&schema), ident(&table)));
+        let sql = if json {
+            format!(
+                "SELECT {col}::text FROM {relation} WHERE {col} IS NOT NULL \
+                 AND octet_length({col}::text) <= {DOCUMENT_BYTES} LIMIT {SAMPLE}"
+            )
+        } else {
+            format!(
+                "SELECT substr({col}::text, 1, {}) FROM {relation} WHERE {col} IS NOT NULL LIMIT {SAMPLE}",
+                VALUE_BYTES + 1
+            )
+        };
         // A table the user cannot read (row security) is skipped, not fatal.
         let Ok(rows) = session.rows(&sql) else { continue };
-        let values: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+        let values: Vec<String> = rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            // Cut short by the server: no e-mail, phone or card is that long.
+            .map(|v| if v.chars().count() > VALUE_BYTES { String::from("(long text)") } else { v })
+            .collect();
         let table = format!("{schema}.{table}");
         findings.extend(judge(&table, &name, json, &values));
     }
@@ -73,7 +95,7 @@ pub fn judge(table: &str, column: &str, json: bool, values: &[String]) -> Vec<Pi
     };
     if json {
         // Each path to a string value, judged by its values.
-        let mut by_path: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let mut by_path: std::collections::BTreeMap<Vec<String>, Vec<String>> = std::collections::BTreeMap::new();
         for value in values {
             if let Ok(document) = serde_json::from_str::<serde_json::Value>(value) {
                 strings(&document, &mut Vec::new(), &mut by_path);
@@ -96,13 +118,20 @@ pub fn judge(table: &str, column: &str, json: bool, values: &[String]) -> Vec<Pi
         .unwrap_or_default()
 }
 
-/// The string values of a JSON document, by path (at most 8 levels).
-fn strings(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Vec<String>)>) {
+/// The string values of a JSON document, by path (at most 8 levels, at most [`PATHS`] paths).
+fn strings(
+    value: &serde_json::Value,
+    path: &mut Vec<String>,
+    out: &mut std::collections::BTreeMap<Vec<String>, Vec<String>>,
+) {
     match value {
-        serde_json::Value::String(s) => match out.iter_mut().find(|(p, _)| p == path) {
-            Some((_, values)) => values.push(s.clone()),
-            None => out.push((path.clone(), vec![s.clone()])),
-        },
+        serde_json::Value::String(s) => {
+            if let Some(values) = out.get_mut(path.as_slice()) {
+                values.push(s.clone());
+            } else if out.len() < PATHS {
+                out.insert(path.clone(), vec![s.clone()]);
+            }
+        }
         serde_json::Value::Object(map) if path.len() < 8 => {
             for (key, v) in map {
                 path.push(key.clone());

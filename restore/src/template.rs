@@ -1,30 +1,36 @@
 //! The template: a data directory holding the project's role and database with the dump
 //! restored, stopped cleanly so that it can be copied or snapshotted and cloned.
 //!
-//! [`Template::build`] runs the whole procedure, every step as the role it needs and no more:
-//! 1. initdb; a server on a private socket only (no TCP), tuned for loading;
+//! [`Template::build`] runs the whole procedure in the restore's
+//! [`Sandbox`](devdb_pgctl::sandbox::Sandbox), every step as the role it needs and no more:
+//! 1. initdb; a server on a private socket only (no TCP), tuned for loading, in the foreground
+//!    of its sandbox (it ends with the restore, however the restore ends);
 //! 2. as superuser (`search_path` = `pg_catalog, pg_temp`): the project's role (LOGIN CREATEDB,
 //!    never superuser) and its database;
-//! 3. as the project's role: the dump ([`crate::load`]), then ANALYZE;
+//! 3. as the project's role: the dump ([`crate::load`]), then ANALYZE, the personal-data
+//!    [`scan`](crate::scan) and the [`masking`](crate::masking);
 //! 4. as superuser: the catalog check ([`privileged_roles`]), a small `max_wal_size`,
 //!    checkpoints, a clean stop.
+//!
+//! The restore's [`Guard`] is asked between steps and statements, watches the directory while
+//! the server writes, and kills the server when the restore must end.
 
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use devdb_pgctl::StopMode;
+use devdb_pgctl::conf_quote;
+use devdb_pgctl::sandbox::{PORT, Sandbox, Server};
 use devdb_pgctl::session::Session;
-use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 
 use crate::RestoreError;
 use crate::format::{Dump, DumpFormat};
+use crate::guard::Guard;
 use crate::load::{self, Loaded};
 
 /// The superuser of every instance; reached only over the private Unix socket.
 pub const SUPERUSER: &str = devdb_pgctl::session::SUPERUSER;
-/// The restore server listens only on its private socket, named after this port.
-const PORT: u16 = 5432;
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Less free space than this after a failure: the disk was full.
 const ALMOST_FULL: u64 = 32 << 20;
@@ -40,46 +46,55 @@ pub struct Owner<'a> {
     pub database: &'a str,
 }
 
-/// Where a template is built.
-#[derive(Debug, Clone)]
+/// Where and how a template is built.
+#[derive(Debug)]
 pub struct Template<'a> {
-    pub pg: &'a PgCtl,
-    /// The data directory to create (its parent must exist).
+    /// The restore's sandbox.
+    pub sandbox: &'a mut Sandbox,
+    /// The data directory to create (its parent must exist; in the sandbox's directory when
+    /// the sandbox isolates).
     pub data: PathBuf,
-    /// A directory for the server's socket and logs (private to the PostgreSQL user).
+    /// A directory for the server's socket and logs (likewise).
     pub scratch: PathBuf,
     /// The project's masking, applied after the load (see [`crate::masking`]).
     pub masking: Option<&'a crate::masking::MaskPlan>,
+    pub guard: &'a Guard,
 }
 
-impl Template<'_> {
+impl<'a> Template<'a> {
+    /// A template built in `sandbox`'s own directory (`data`, and `sock` for the server).
+    pub fn in_sandbox(
+        sandbox: &'a mut Sandbox,
+        masking: Option<&'a crate::masking::MaskPlan>,
+        guard: &'a Guard,
+    ) -> Template<'a> {
+        let (data, scratch) = (sandbox.dir().join("data"), sandbox.dir().join("sock"));
+        Template { sandbox, data, scratch, masking, guard }
+    }
+
+    /// The data directory it builds.
+    pub fn data(&self) -> PathBuf {
+        self.data.clone()
+    }
+
+    /// The server's socket and log directory.
+    fn socket(&self) -> PathBuf {
+        self.scratch.clone()
+    }
+
     /// Builds the template: see the module documentation. On failure the server is stopped;
-    /// the caller removes the directories.
+    /// the caller removes the directories. When the guard ended the restore, its reason is the
+    /// error.
     ///
     /// # Errors
     /// [`RestoreError`] saying which step failed and why.
-    pub fn build(&self, owner: &Owner<'_>, dump: Option<&Dump>) -> Result<Loaded, RestoreError> {
-        self.build_until(owner, dump, &AtomicBool::new(false))
-    }
-
-    /// [`Template::build`], ending early once `stop` is set (between statements of the load;
-    /// stopping the server ends the statement running then).
-    ///
-    /// # Errors
-    /// As [`Template::build`]; [`LoadError::Stopped`](crate::load::LoadError::Stopped) when stopped.
-    pub fn build_until(
-        &self,
-        owner: &Owner<'_>,
-        dump: Option<&Dump>,
-        stop: &AtomicBool,
-    ) -> Result<Loaded, RestoreError> {
-        let result = self.build_running(owner, dump, stop);
-        if result.is_err() && self.pg.is_running(&self.data) {
-            let _ = self.pg.stop(&self.data, StopMode::Immediate);
-        }
-        result.map_err(|error| match error {
-            stopped @ RestoreError::Load(crate::load::LoadError::Stopped) => stopped,
-            error => self.disk_full_or(error),
+    pub fn build(&mut self, owner: &Owner<'_>, dump: Option<&Dump>) -> Result<Loaded, RestoreError> {
+        let guard = self.guard.clone();
+        let result = guard.watching(|| self.build_running(owner, dump));
+        self.guard.set_server(None);
+        result.map_err(|error| match self.guard.halted() {
+            Some(halt) => halt.into(),
+            None => self.disk_full_or(error),
         })
     }
 
@@ -89,27 +104,42 @@ impl Template<'_> {
         let full = |code: &str| code == "53100";
         let said_so =
             matches!(&error, RestoreError::Load(crate::load::LoadError::Statement { error, .. }) if full(&error.code));
-        match crate::limits::free_bytes(self.data.parent().unwrap_or(&self.data)) {
+        match crate::limits::free_bytes(self.sandbox.dir()) {
             Ok(free) if said_so || free < ALMOST_FULL => RestoreError::DiskFull { need: None, free },
             _ => error,
         }
     }
 
-    fn build_running(&self, owner: &Owner<'_>, dump: Option<&Dump>, stop: &AtomicBool) -> Result<Loaded, RestoreError> {
-        let (pg, data, socket) = (self.pg, &self.data, &self.scratch);
-        pg.make_dir(socket).map_err(RestoreError::step("preparing the restore directory"))?;
-        pg.initdb(data, SUPERUSER, &[]).map_err(RestoreError::step("initdb"))?;
-        // Loading is faster without fsync; the template is synced once, after a clean stop.
-        let conf = format!(
-            "{BASE_CONF}port = {PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\n",
-            conf_quote(socket)
-        );
-        write_conf(data, &conf)?;
-        pg.start(data, &socket.join("server.log"), START_TIMEOUT)
+    fn start(&self) -> Result<Server, RestoreError> {
+        let socket = self.socket();
+        let server = self
+            .sandbox
+            .start_server(&self.data(), &socket, &socket.join("server.log"), START_TIMEOUT)
             .map_err(RestoreError::step("starting the restore server"))?;
+        self.guard.set_server(server.pid());
+        Ok(server)
+    }
+
+    fn build_running(&mut self, owner: &Owner<'_>, dump: Option<&Dump>) -> Result<Loaded, RestoreError> {
+        let (data, socket) = (self.data(), self.socket());
+        self.sandbox.make_dir(&socket).map_err(RestoreError::step("preparing the restore directory"))?;
+        self.sandbox.initdb(&data, SUPERUSER).map_err(RestoreError::step("initdb"))?;
+        self.guard.check()?;
+        // Loading is faster without fsync; the template is synced once, after a clean stop.
+        let inner_socket =
+            self.sandbox.inside(&socket).map_err(RestoreError::step("preparing the restore directory"))?;
+        let conf = format!(
+            "{BASE_CONF}port = {PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\nmax_connections = 10\nlog_min_messages = warning\n",
+            conf_quote(&inner_socket)
+        );
+        write_conf(&data, &conf)?;
+        self.sandbox
+            .give(&data.join("postgresql.auto.conf"))
+            .map_err(RestoreError::step("writing postgresql.auto.conf"))?;
+        let server = self.start()?;
 
         let admin = |database: &str| {
-            Session::admin(socket, PORT, database).map_err(RestoreError::step("connecting as superuser"))
+            Session::admin(&socket, PORT, database).map_err(RestoreError::step("connecting as superuser"))
         };
         let mut postgres = admin("postgres")?;
         let (user, database) = (ident(owner.user), ident(owner.database));
@@ -119,44 +149,54 @@ impl Template<'_> {
             .map_err(RestoreError::step("creating the user and database"))?;
         drop(postgres);
 
-        let loaded = match dump {
+        let mut loaded = match dump {
             Some(dump) => {
-                let mut session = Session::connect(socket, PORT, owner.user, owner.database, None)
+                let mut session = Session::connect(&socket, PORT, owner.user, owner.database, None)
                     .map_err(RestoreError::step("connecting as the project's user"))?;
+                let stop = self.guard.flag();
                 let loaded = match dump.format {
                     DumpFormat::Plain => {
                         let file = std::fs::File::open(&dump.path)?;
                         load::run_script_until(&mut session, BufReader::with_capacity(256 << 10, file), stop)?
                     }
-                    _ => load::run_archive(&mut session, self.pg, dump, &self.scratch.join("pg_restore.log"), stop)?,
+                    _ => load::run_archive(&mut session, self.sandbox, dump, &socket.join("pg_restore.log"), stop)?,
                 };
+                self.guard.check()?;
                 // Statistics make the clones' plans realistic. As the owner of what it analyzes.
                 session.execute("ANALYZE").map_err(RestoreError::step("analyzing"))?;
                 loaded
             }
             None => Loaded::default(),
         };
-        let mut loaded = loaded;
+        self.guard.check()?;
         let masked = match dump {
             Some(_) => {
-                let mut as_owner = Session::connect(socket, PORT, owner.user, owner.database, None)
+                let mut as_owner = Session::connect(&socket, PORT, owner.user, owner.database, None)
                     .map_err(RestoreError::step("connecting as the project's user"))?;
                 // Scanned before masking: what the dump holds.
                 loaded.findings =
                     crate::scan::scan(&mut as_owner).map_err(RestoreError::step("scanning for personal data"))?;
                 let rules = self.masking.map(|plan| plan.rules.as_slice()).unwrap_or_default();
                 crate::scan::cover(&mut loaded.findings, rules);
+                self.guard.check()?;
                 match self.masking {
                     Some(plan) => {
                         let mut as_admin = admin(owner.database)?;
-                        crate::masking::apply(&mut as_owner, &mut as_admin, plan)
-                            .map_err(|e| RestoreError::Masking(e.to_string()))?
+                        crate::masking::apply(
+                            &mut as_owner,
+                            &mut as_admin,
+                            plan,
+                            self.guard,
+                            &self.sandbox.dir().with_extension("masking"),
+                        )
+                        .map_err(|e| RestoreError::Masking(e.to_string()))?
                     }
                     None => crate::masking::Masked::default(),
                 }
             }
             None => crate::masking::Masked::default(),
         };
+        self.guard.check()?;
 
         let mut postgres = admin("postgres")?;
         let privileged = privileged_roles(&mut postgres).map_err(RestoreError::step("checking the roles"))?;
@@ -174,17 +214,20 @@ impl Template<'_> {
             ])
             .map_err(RestoreError::step("checkpoint"))?;
         drop(postgres);
-        pg.stop(data, StopMode::Fast).map_err(RestoreError::step("stopping the restore server"))?;
+        server.stop(StopMode::Fast).map_err(RestoreError::step("stopping the restore server"))?;
+        self.guard.set_server(None);
         if !masked.tables.is_empty() {
             // The WAL of the load holds every original row: after the clean stop, a new empty
             // WAL replaces it.
-            let mut reset = pg.command("pg_resetwal");
-            reset.arg("-D").arg(data);
-            devdb_pgctl::run(reset, "pg_resetwal").map_err(RestoreError::step("discarding the WAL of the load"))?;
+            let mut reset = self.sandbox.command("pg_resetwal");
+            reset
+                .arg("-D")
+                .arg(self.sandbox.inside(&data).map_err(RestoreError::step("discarding the WAL of the load"))?);
+            self.sandbox.run(reset, "pg_resetwal").map_err(RestoreError::step("discarding the WAL of the load"))?;
         }
         if self.masking.is_some_and(|plan| plan.verify) {
             let needles: Vec<&str> = masked.originals.iter().map(String::as_str).collect();
-            let leaks = crate::masking::leaks(data, &needles);
+            let leaks = crate::masking::leaks(&data, &needles);
             if let Some((file, _)) = leaks.first() {
                 let file = file.strip_prefix(&data.display().to_string()).unwrap_or(file);
                 return Err(RestoreError::Masking(format!(
@@ -194,9 +237,9 @@ impl Template<'_> {
             }
             loaded.verified = Some(u64::try_from(needles.len()).unwrap_or(u64::MAX));
         }
-        write_conf(data, BASE_CONF)?;
+        write_conf(&data, BASE_CONF)?;
         // Durable before it is copied or snapshotted: this data directory's files alone.
-        pg.sync_data_dir(data).map_err(RestoreError::step("syncing the template to disk"))?;
+        self.sandbox.sync_data_dir(&data).map_err(RestoreError::step("syncing the template to disk"))?;
         Ok(loaded)
     }
 }
@@ -239,7 +282,7 @@ pub fn privileged_roles(admin: &mut Session) -> Result<Vec<String>, devdb_pgctl:
 ///
 /// # Errors
 /// [`RestoreError::Step`] when the file cannot be written.
-pub fn write_conf(data: &Path, conf: &str) -> Result<(), RestoreError> {
+pub fn write_conf(data: &std::path::Path, conf: &str) -> Result<(), RestoreError> {
     std::fs::write(data.join("postgresql.auto.conf"), conf).map_err(RestoreError::step("writing postgresql.auto.conf"))
 }
 

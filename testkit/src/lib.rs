@@ -40,6 +40,22 @@ pub fn pg() -> PgCtl {
         .expect("PostgreSQL server binaries (apt-get install postgresql-15)")
 }
 
+/// A restore's sandbox in `dir` as the local runtime makes it when it runs as root: bubblewrap
+/// and a user id of its own (bubblewrap is required then: CI installs it); unsandboxed, as the
+/// PostgreSQL user, when the tests do not run as root.
+pub fn restore_sandbox(dir: &Path) -> devdb_pgctl::sandbox::Sandbox {
+    use devdb_pgctl::sandbox::{DEFAULT_UIDS, Isolation, Limits, Sandbox, Tools, UidLease};
+    let pg = pg();
+    let isolation = match pg.run_as() {
+        Some(_) => Isolation::Bubblewrap {
+            tools: Tools::find().expect("bubblewrap (apt-get install bubblewrap)"),
+            uid: Some(UidLease::acquire(DEFAULT_UIDS.0, DEFAULT_UIDS.1).expect("a restore user id")),
+        },
+        None => Isolation::Off { run_as: None },
+    };
+    Sandbox::new(pg.binaries().clone(), dir, isolation, Limits::default()).expect("sandbox")
+}
+
 /// A small file system (tmpfs of `size`, e.g. `"150m"`) mounted on `dir`, unmounted on drop:
 /// for full-disk tests. `None` when not root (mounting needs it; the caller skips).
 pub struct SmallDisk(PathBuf);

@@ -144,6 +144,7 @@ impl Runtime for FakeRuntime {
         &self,
         project: &ProjectRecord,
         generation: u64,
+        _allowance: Option<u64>,
         progress: ProgressFn,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {

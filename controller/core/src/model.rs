@@ -44,6 +44,20 @@ pub struct ProjectRecord {
     /// restore that applies it (empty until rules are first set).
     #[serde(default)]
     pub mask_key: String,
+    /// Restores of the wanted generation begun and never finished: the controller stopped while
+    /// they ran (restarted, or killed by what the restore did). Past
+    /// [`MAX_INTERRUPTED_RESTORES`] the restore fails instead of starting again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restores_begun: u32,
+}
+
+/// Restores of one generation begun without an end before it is failed: a source that takes
+/// the controller down must not do so for ever.
+pub const MAX_INTERRUPTED_RESTORES: u32 = 3;
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ProjectRecord {

@@ -20,7 +20,7 @@ use devdb_shared::Name;
 use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
 
 pub use crate::model::Key;
-use crate::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
+use crate::model::{DatabaseRecord, MAX_INTERRUPTED_RESTORES, ProjectRecord, SnapshotRecord, Want};
 use crate::runtime::{Platform, ProgressFn, Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
 
@@ -85,6 +85,8 @@ pub struct Reconciler<P: Platform> {
     idle_stop_after: std::sync::atomic::AtomicU64,
     /// Databases deleted at expiry since this process started.
     expired: std::sync::atomic::AtomicU64,
+    /// Owners' quotas: a restore may use what its owner's disk quota leaves.
+    quotas: Mutex<crate::quota::Quotas>,
 }
 
 impl<P: Platform> Reconciler<P> {
@@ -99,7 +101,24 @@ impl<P: Platform> Reconciler<P> {
             activity: crate::lifecycle::Activity::default(),
             idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
             expired: std::sync::atomic::AtomicU64::new(0),
+            quotas: Mutex::default(),
         })
+    }
+
+    /// The owners' quotas (a restore may use what its owner's disk quota leaves).
+    pub fn set_quotas(&self, quotas: crate::quota::Quotas) {
+        *lock(&self.quotas) = quotas;
+    }
+
+    /// The disk `owner`'s quota leaves now (`None`: no disk quota).
+    async fn disk_allowance(&self, owner: &str) -> Result<Option<u64>, ReconcileError> {
+        let quotas = lock(&self.quotas).clone();
+        if quotas.limits(owner).disk.is_none() {
+            return Ok(None);
+        }
+        let (databases, projects) = (self.store.databases(None, None).await?, self.store.projects(None).await?);
+        let usage = quotas.usage(owner, &databases, &projects);
+        Ok(usage.quota.disk.map(|disk| disk.saturating_sub(usage.disk)))
     }
 
     /// Databases stop after `period` without a session unless their project or they say
@@ -206,18 +225,31 @@ impl<P: Platform> Reconciler<P> {
         // The owner's turn (waiting, the project stays pending); a delete meanwhile ends it.
         let Some(_turn) = self.turn(&project.owner, &cancel).await else { return Ok(()) };
         // The project as it is now, not as it was before the wait: its masking may have changed.
+        // The restore is counted as begun before it begins: one the controller never saw end
+        // (it was killed, perhaps by what the restore did) is not begun for ever.
         let project = self
             .store
             .update_project(name, |p| {
                 p.status = ProjectStatus::Restoring;
                 p.error = None;
                 p.progress = Some(Progress { bytes_done: 0, bytes_total: None });
+                p.restores_begun += 1;
             })
             .await?;
         let generation = project.wanted_generation;
+        if project.restores_begun > MAX_INTERRUPTED_RESTORES {
+            let error = RuntimeError::Source(format!(
+                "the restore was interrupted {MAX_INTERRUPTED_RESTORES} times (the controller stopped while it ran); \
+                 it is not tried again on its own: refresh the project to try again"
+            ));
+            tracing::warn!(project = %name, generation, "restore interrupted too often; failing it");
+            self.fail_restore(&project, generation, &error).await?;
+            return self.wake_waiting(name).await;
+        }
         tracing::info!(project = %name, generation, "restoring");
         let started = Instant::now();
-        match self.restore_with_progress(&project, generation, cancel).await {
+        let allowance = self.disk_allowance(&project.owner).await?;
+        match self.restore_with_progress(&project, generation, allowance, cancel).await {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
                 let snapshot = SnapshotRecord { masked_with: project.masking.rules.clone(), ..snapshot };
@@ -229,6 +261,7 @@ impl<P: Platform> Reconciler<P> {
                             p.status = ProjectStatus::Ready;
                             p.progress = None;
                             p.snapshot = Some(snapshot.clone());
+                            p.restores_begun = 0;
                         }
                     })
                     .await?;
@@ -252,21 +285,37 @@ impl<P: Platform> Reconciler<P> {
             }
             Err(error) => {
                 tracing::warn!(project = %name, %error, "restore failed");
-                self.store
-                    .update_project(name, |p| {
-                        if p.id != project.id || p.wanted_generation != generation {
-                            return;
-                        }
-                        // A refresh that fails keeps the previous snapshot usable.
-                        p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
-                        p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
-                        p.error = Some(error.public());
-                        p.progress = None;
-                    })
-                    .await?;
+                self.fail_restore(&project, generation, &error).await?;
             }
         }
-        // Databases waiting for this project can go on (or learn that it failed).
+        self.wake_waiting(name).await
+    }
+
+    /// Records a failed restore of `generation`: a refresh that fails keeps the previous
+    /// snapshot usable.
+    async fn fail_restore(
+        &self,
+        project: &ProjectRecord,
+        generation: u64,
+        error: &RuntimeError,
+    ) -> Result<(), ReconcileError> {
+        self.store
+            .update_project(&project.name, |p| {
+                if p.id != project.id || p.wanted_generation != generation {
+                    return;
+                }
+                p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
+                p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
+                p.error = Some(error.public());
+                p.progress = None;
+                p.restores_begun = 0;
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Databases waiting for project `name` can go on (or learn that it failed).
+    async fn wake_waiting(&self, name: &Name) -> Result<(), ReconcileError> {
         for d in self.store.databases(None, Some(name.as_str())).await? {
             self.trigger(Key::Database(d.name));
         }
@@ -290,13 +339,14 @@ impl<P: Platform> Reconciler<P> {
         &self,
         project: &ProjectRecord,
         generation: u64,
+        allowance: Option<u64>,
         cancel: CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
         let (sender, mut latest) = tokio::sync::watch::channel(None);
         let progress: ProgressFn = Arc::new(move |done, total| {
             sender.send_replace(Some(Progress { bytes_done: done, bytes_total: total }));
         });
-        let restore = self.runtime.restore(project, generation, progress, cancel);
+        let restore = self.runtime.restore(project, generation, allowance, progress, cancel);
         tokio::pin!(restore);
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
         loop {

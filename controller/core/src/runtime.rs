@@ -109,11 +109,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Restores `project`'s dump as snapshot `generation`, reporting progress, until done or
     /// `cancel`led ([`RuntimeError::Cancelled`]: its processes stopped at once). Nothing of a
-    /// failed or cancelled restore is left behind.
+    /// failed or cancelled restore is left behind. `allowance`: the bytes of disk its owner's
+    /// quota leaves (`None`: no quota), counted while it runs, where the runtime can.
     fn restore(
         &self,
         project: &ProjectRecord,
         generation: u64,
+        allowance: Option<u64>,
         progress: ProgressFn,
         cancel: tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = Result<SnapshotRecord, RuntimeError>> + Send;

@@ -50,12 +50,18 @@ pub struct KubeArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_MEMORY", default_value = "2Gi")]
     pub restore_memory: String,
 
+    /// How long a restore Job may run (a source that trickles just fast enough, a dump whose
+    /// statements never end): it fails then, and its pod is ended ten minutes later at most.
+    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_DEADLINE", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub restore_deadline: std::time::Duration,
+
     /// Labels of the proxy pods, the only peers NetworkPolicies admit to databases.
     #[arg(long, env = "DEVDB_CONTROLLER_PROXY_SELECTOR", default_value = "app.kubernetes.io/name=devdb-proxy")]
     pub proxy_selector: String,
 
     /// A Secret in --namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_REGION, …) restore Jobs get as environment, for s3:// sources.
+    /// AWS_REGION, …) the restore Jobs of s3:// sources get as files, for the download alone
+    /// (copied only into those projects' namespaces).
     #[arg(long, env = "DEVDB_CONTROLLER_SOURCE_CREDENTIALS")]
     pub source_credentials: Option<String>,
 
@@ -171,6 +177,7 @@ impl TryFrom<KubeArgs> for KubeConfig {
                 volume_size: args.volume_size,
                 restore_cpu: args.restore_cpu,
                 restore_memory: args.restore_memory,
+                restore_deadline: args.restore_deadline,
                 proxy_namespace: args.namespace.clone(),
                 proxy_labels,
                 controller_namespace: args.namespace,

@@ -15,12 +15,12 @@ use devdb_shared::api::Masking;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
-    EphemeralVolumeSource, ExecAction, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, EphemeralVolumeSource,
+    ExecAction, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretProjection, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
+    VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -45,6 +45,8 @@ pub struct ClusterSettings {
     /// neither starved nor the first evicted.
     pub restore_cpu: String,
     pub restore_memory: String,
+    /// How long a restore Job may run (its pod's deadline is ten minutes more).
+    pub restore_deadline: std::time::Duration,
     /// Namespace the proxy pods run in, and their labels: the only peers admitted to databases.
     pub proxy_namespace: String,
     pub proxy_labels: BTreeMap<String, String>,
@@ -54,9 +56,9 @@ pub struct ClusterSettings {
     /// [`crate::isolation`]).
     pub require_network_policy: bool,
     /// A Secret in the controller's namespace whose keys (`AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, …) the restore Job gets as
-    /// environment, for `s3://` sources. It is copied into each project's namespace as
-    /// [`SOURCE_CREDENTIALS`].
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, …) the fetch of an `s3://`
+    /// source gets as files (and gives the AWS CLI alone). It is copied, as
+    /// [`SOURCE_CREDENTIALS`], only into the namespaces of projects with an `s3://` source.
     pub source_credentials: Option<String>,
     /// Annotations of the ServiceAccount restore Jobs run as (`eks.amazonaws.com/role-arn`:
     /// IRSA gives the Job the role's S3 access without a copy of any key); none: Jobs run as
@@ -223,12 +225,12 @@ pub fn restore_job_name(generation: u64) -> String {
     format!("restore-{generation}")
 }
 
-/// What the restore Job must keep secret, as a Secret it reads: the project user's credentials
-/// and the source URL (which may carry a password or a presigned signature).
+/// What the restore Job must keep secret, as a Secret it reads as files: the project user's
+/// credentials and the source URL (which may carry a password or a presigned signature).
 pub fn project_secret(project: &str, username: &str, password: &str, backup_location: Option<&str>) -> Secret {
     let mut data = BTreeMap::from([("username".into(), username.into()), ("password".into(), password.into())]);
     if let Some(location) = backup_location {
-        data.insert("backupUrl".into(), location.into());
+        data.insert("source".into(), location.into());
     }
     Secret {
         metadata: meta("restore-credentials", project, None),
@@ -244,7 +246,7 @@ pub fn masking_secret(project: &str, generation: u64, masking: &Masking, key: &s
     let rules = serde_json::json!({ "rules": masking.rules, "verify": masking.verify }).to_string();
     Secret {
         metadata: generation_meta(&masking_secret_name(generation), project, generation),
-        string_data: Some(BTreeMap::from([("masking".into(), rules), ("key".into(), key.into())])),
+        string_data: Some(BTreeMap::from([("masking".into(), rules), ("mask-key".into(), key.into())])),
         type_: Some("Opaque".into()),
         ..Secret::default()
     }
@@ -293,12 +295,7 @@ fn postgres_pod(
     claim: &str,
     restart_policy: Option<&str>,
 ) -> PodTemplateSpec {
-    container.security_context = Some(SecurityContext {
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-        run_as_non_root: Some(true),
-        ..SecurityContext::default()
-    });
+    container.security_context = Some(container_security());
     container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
         name: "shm".into(),
         mount_path: "/dev/shm".into(),
@@ -325,6 +322,16 @@ fn postgres_pod(
     }
 }
 
+/// What every container of DevDB's pods may do: nothing privileged.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
 fn security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_user: Some(POSTGRES_UID),
@@ -347,10 +354,27 @@ pub struct RestoreOptions {
     /// The project's masking is applied, from [`masking_secret`] (which must exist: without
     /// it the pod does not start, rather than restore unmasked).
     pub masked: bool,
+    /// The source is `s3://`: the fetch gets the source credentials (when the controller has
+    /// any), and nothing else does.
+    pub s3: bool,
 }
 
-/// The Job restoring the project's source (from its Secret) into the golden volume of
-/// `generation`.
+/// Where the restore's Secrets are mounted, in the fetch container only.
+const SECRETS_MOUNT: &str = "/var/run/devdb/secrets";
+const SOURCE_CREDENTIALS_MOUNT: &str = "/var/run/devdb/source-credentials";
+/// Memory both containers share: the fetch copies the build's secrets here, the build reads
+/// and removes them before anything else runs.
+const INBOX_MOUNT: &str = "/var/run/devdb/inbox";
+
+/// The Job restoring the project's source into the golden volume of `generation`, in two
+/// containers of one pod, each with only what it needs:
+/// - `fetch` (an init container) holds the source's URL and cloud credentials (files of
+///   Secret volumes mounted in it alone) and downloads the dump; it hands the build's own
+///   secrets (the password, the masking rules and key) on through a memory volume;
+/// - `restore` reads the dump (the only one that does) with none of the source's credentials,
+///   no workload identity token, no Secret volume: it reads its secrets from the memory volume
+///   and removes them before it starts anything, so nothing a hostile dump makes run can find
+///   them.
 pub fn restore_job(
     project: &str,
     generation: u64,
@@ -358,74 +382,126 @@ pub fn restore_job(
     options: RestoreOptions,
     settings: &ClusterSettings,
 ) -> Job {
-    let mut env_vars = vec![
-        optional_secret_env("BACKUP_URL", "restore-credentials", "backupUrl", Some(true)),
-        env("PGDATA", PGDATA),
-        env("DB_NAME", database),
-        secret_env("DB_USER", "restore-credentials", "username"),
-        secret_env("DB_PASSWORD", "restore-credentials", "password"),
+    // The work (the download, unpacked archives, the server's socket) is on the scratch volume
+    // for a masked restore (its blocks go with it: the golden volume gets only the finished
+    // files), on the golden volume beside PGDATA otherwise (never the node's disk).
+    let work = if options.masked { format!("{SCRATCH_MOUNT}/work") } else { RESTORE_WORK_DIR.to_string() };
+    let mut shared = vec![
+        env("DEVDB_DOWNLOAD", &format!("{work}/download")),
+        env("TMPDIR", if options.masked { SCRATCH_MOUNT } else { RESTORE_WORK_DIR }),
+        env("DEVDB_MAX_RESTORE_TIME", &format!("{}s", settings.restore_deadline.as_secs())),
     ];
-    if options.allow_private_source {
-        env_vars.push(env("DEVDB_ALLOW_PRIVATE_SOURCES", "true"));
-    }
-    if options.masked {
-        let secret = masking_secret_name(generation);
-        env_vars.push(secret_env("DEVDB_MASKING", &secret, "masking"));
-        env_vars.push(secret_env("DEVDB_MASK_KEY", &secret, "key"));
-        // Everything is built on the scratch volume, whose blocks (the download, the rows
-        // masking replaced) go with it: the golden volume gets only the finished files.
-        env_vars.push(env("DEVDB_BUILD_DIR", SCRATCH_MOUNT));
-        env_vars.push(env("TMPDIR", SCRATCH_MOUNT));
-    } else {
-        // The download and its decompressed form go to the golden volume, never the node's
-        // disk.
-        env_vars.push(env("DEVDB_RESTORE_WORK_DIR", RESTORE_WORK_DIR));
-        env_vars.push(env("TMPDIR", RESTORE_WORK_DIR));
-    }
     // The download may take half the volume: a larger source fails at once, saying so,
     // instead of filling it.
     let volume = crate::objects::quantity_bytes(&settings.volume_size);
     if volume > 0 {
-        env_vars.push(env("DEVDB_MAX_SOURCE_SIZE", &(volume / 2).to_string()));
+        shared.push(env("DEVDB_MAX_SOURCE_SIZE", &(volume / 2).to_string()));
     }
+    let mut fetch_env = vec![
+        env("DEVDB_RESTORE_STEP", "fetch"),
+        env("DEVDB_SECRETS_FROM", SECRETS_MOUNT),
+        env("DEVDB_SECRETS_DIR", INBOX_MOUNT),
+    ];
+    if options.allow_private_source {
+        fetch_env.push(env("DEVDB_ALLOW_PRIVATE_SOURCES", "true"));
+    }
+    let source_credentials = settings.source_credentials.is_some() && options.s3;
+    if source_credentials {
+        fetch_env.push(env("DEVDB_SOURCE_CREDENTIALS", SOURCE_CREDENTIALS_MOUNT));
+    }
+    let mut build_env = vec![
+        env("DEVDB_RESTORE_STEP", "build"),
+        env("DEVDB_SECRETS_DIR", INBOX_MOUNT),
+        env("PGDATA", PGDATA),
+        env("DB_NAME", database),
+        secret_env("DB_USER", "restore-credentials", "username"),
+    ];
+    build_env.push(if options.masked {
+        env("DEVDB_BUILD_DIR", SCRATCH_MOUNT)
+    } else {
+        env("DEVDB_RESTORE_WORK_DIR", RESTORE_WORK_DIR)
+    });
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    };
     let quantity = |q: &str| Quantity(q.to_string());
-    let container = Container {
-        name: "restore".into(),
+    let resources = ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), quantity(&settings.restore_cpu)),
+            ("memory".into(), quantity(&settings.restore_memory)),
+            ("ephemeral-storage".into(), quantity("256Mi")),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("memory".into(), quantity(&settings.restore_memory)),
+            ("ephemeral-storage".into(), quantity("2Gi")),
+        ])),
+        ..ResourceRequirements::default()
+    };
+    let container = |name: &str, env_vars: Vec<EnvVar>, mounts: Vec<VolumeMount>| Container {
+        name: name.into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["devdb-restore".into()]),
-        env: Some(env_vars),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_MOUNT.into(),
-            ..VolumeMount::default()
-        }]),
-        env_from: settings.source_credentials.as_ref().map(|_| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource { name: SOURCE_CREDENTIALS.into(), optional: Some(true) }),
-                ..EnvFromSource::default()
-            }]
-        }),
+        env: Some(shared.iter().cloned().chain(env_vars).collect()),
+        volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), quantity(&settings.restore_cpu)),
-                ("memory".into(), quantity(&settings.restore_memory)),
-                ("ephemeral-storage".into(), quantity("256Mi")),
-            ])),
-            limits: Some(BTreeMap::from([
-                ("memory".into(), quantity(&settings.restore_memory)),
-                ("ephemeral-storage".into(), quantity("2Gi")),
-            ])),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(resources.clone()),
+        security_context: Some(container_security()),
         ..Container::default()
     };
-    let mut template = postgres_pod(labels(project, None), container, &golden_name(generation), Some("Never"));
+    let mut fetch_mounts = vec![
+        mount("data", DATA_MOUNT, false),
+        mount("secrets", SECRETS_MOUNT, true),
+        mount("inbox", INBOX_MOUNT, false),
+    ];
+    if source_credentials {
+        fetch_mounts.push(mount("source-credentials", SOURCE_CREDENTIALS_MOUNT, true));
+    }
+    let fetch = container("fetch", fetch_env, fetch_mounts);
+    let build =
+        container("restore", build_env, vec![mount("data", DATA_MOUNT, false), mount("inbox", INBOX_MOUNT, false)]);
+    let mut template = postgres_pod(labels(project, None), build, &golden_name(generation), Some("Never"));
+    if let Some(spec) = template.spec.as_mut() {
+        spec.init_containers = Some(vec![fetch]);
+        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+        let mut sources = vec![secret_projection("restore-credentials")];
+        if options.masked {
+            sources.push(secret_projection(&masking_secret_name(generation)));
+        }
+        volumes.push(Volume {
+            name: "secrets".into(),
+            projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o400) }),
+            ..Volume::default()
+        });
+        volumes.push(Volume {
+            name: "inbox".into(),
+            empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(quantity("1Mi")) }),
+            ..Volume::default()
+        });
+        if source_credentials {
+            volumes.push(Volume {
+                name: "source-credentials".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(SOURCE_CREDENTIALS.into()),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+        }
+        spec.active_deadline_seconds = i64::try_from(settings.restore_deadline.as_secs()).ok().map(|s| s + 600);
+    }
     if options.masked {
         add_scratch(&mut template, project, settings);
     }
     if let Some(spec) = template.spec.as_mut().filter(|_| !settings.restore_account_annotations.is_empty()) {
         spec.service_account_name = Some(RESTORE_ACCOUNT.into());
+        // The workload identity (IRSA) is for the download: the container that reads the dump
+        // gets no token of it.
+        let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
+        metadata.annotations = Some(BTreeMap::from([("eks.amazonaws.com/skip-containers".into(), "restore".into())]));
     }
     Job {
         metadata: generation_meta(&restore_job_name(generation), project, generation),
@@ -438,6 +514,15 @@ pub fn restore_job(
             ..JobSpec::default()
         }),
         ..Job::default()
+    }
+}
+
+/// All of Secret `name`'s keys as files (the Secret must exist: a pod without it does not
+/// start).
+fn secret_projection(name: &str) -> VolumeProjection {
+    VolumeProjection {
+        secret: Some(SecretProjection { name: name.into(), ..SecretProjection::default() }),
+        ..VolumeProjection::default()
     }
 }
 
@@ -455,7 +540,7 @@ fn add_scratch(template: &mut PodTemplateSpec, project: &str, settings: &Cluster
         }),
         ..Volume::default()
     });
-    for container in &mut spec.containers {
+    for container in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
             name: "scratch".into(),
             mount_path: SCRATCH_MOUNT.into(),
@@ -687,6 +772,7 @@ pub(crate) mod tests {
             volume_size: "20Gi".into(),
             restore_cpu: "1".into(),
             restore_memory: "2Gi".into(),
+            restore_deadline: std::time::Duration::from_secs(6 * 3600),
             proxy_namespace: "devdb".into(),
             proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
             controller_namespace: "devdb".into(),
@@ -805,7 +891,8 @@ pub(crate) mod tests {
         assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
         assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
         assert_eq!(spec["automountServiceAccountToken"], false);
-        for container in spec["containers"].as_array().expect("containers") {
+        let init = spec["initContainers"].as_array().cloned().unwrap_or_default();
+        for container in spec["containers"].as_array().expect("containers").iter().chain(&init) {
             let security = &container["securityContext"];
             assert_eq!(security["allowPrivilegeEscalation"], false, "{container}");
             assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]), "{container}");
@@ -864,50 +951,97 @@ pub(crate) mod tests {
         assert!(job["spec"]["template"]["spec"].get("serviceAccountName").is_none(), "the namespace's default");
     }
 
-    #[test]
-    fn the_restore_job_is_sized_and_works_on_the_golden_volume() {
-        let job =
-            serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &settings())).expect("json");
-        let container = &job["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["resources"]["requests"]["cpu"], "1");
-        assert_eq!(container["resources"]["limits"]["memory"], container["resources"]["requests"]["memory"]);
-        let env: BTreeMap<String, String> = container["env"]
+    /// The env of a container of a Job (plain values).
+    fn env_of(container: &serde_json::Value) -> BTreeMap<String, String> {
+        container["env"]
             .as_array()
             .expect("env")
             .iter()
             .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
-            .collect();
-        for scratch in ["DEVDB_RESTORE_WORK_DIR", "TMPDIR"] {
-            assert!(env[scratch].starts_with(&format!("{DATA_MOUNT}/")), "{scratch} is on the volume: {env:?}");
-        }
-        assert_eq!(env["DEVDB_MAX_SOURCE_SIZE"], (10_u64 << 30).to_string(), "half of the 20Gi volume");
-        let mount = &container["volumeMounts"][0];
-        assert_eq!((mount["name"].as_str(), mount["mountPath"].as_str()), (Some("data"), Some(DATA_MOUNT)));
+            .collect()
+    }
+
+    fn mounts_of(container: &serde_json::Value) -> Vec<(String, String)> {
+        let mount = |m: &serde_json::Value| {
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["mountPath"].as_str().unwrap_or_default().to_string(),
+            )
+        };
+        container["volumeMounts"].as_array().expect("mounts").iter().map(mount).collect()
     }
 
     #[test]
-    fn the_restore_job_reads_its_password_and_source_from_the_secret_not_the_spec() {
+    fn the_restore_job_is_sized_and_works_on_the_golden_volume() {
         let job =
-            serde_json::to_value(restore_job("shop", 2, "shop", RestoreOptions::default(), &settings())).expect("json");
+            serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &settings())).expect("json");
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["activeDeadlineSeconds"], 6 * 3600 + 600, "the restore's deadline, and a margin to report it");
+        for container in [&pod["initContainers"][0], &pod["containers"][0]] {
+            assert_eq!(container["resources"]["requests"]["cpu"], "1");
+            assert_eq!(container["resources"]["limits"]["memory"], container["resources"]["requests"]["memory"]);
+            let env = env_of(container);
+            assert!(env["TMPDIR"].starts_with(&format!("{DATA_MOUNT}/")), "the work is on the volume: {env:?}");
+            assert_eq!(env["DEVDB_DOWNLOAD"], format!("{RESTORE_WORK_DIR}/download"));
+            assert_eq!(env["DEVDB_MAX_SOURCE_SIZE"], (10_u64 << 30).to_string(), "half of the 20Gi volume");
+            assert_eq!(env["DEVDB_MAX_RESTORE_TIME"], "21600s");
+            assert!(mounts_of(container).contains(&("data".to_string(), DATA_MOUNT.to_string())));
+        }
+        assert_eq!(env_of(&pod["containers"][0])["DEVDB_RESTORE_WORK_DIR"], RESTORE_WORK_DIR);
+    }
+
+    #[test]
+    fn the_fetch_holds_the_source_and_the_build_holds_no_secret_volume_nor_identity() {
+        let s3 = RestoreOptions { s3: true, ..RestoreOptions::default() };
+        let job = serde_json::to_value(restore_job("shop", 2, "shop", s3, &settings())).expect("json");
         let text = job.to_string();
         assert!(!text.contains("\"pw\""), "no password inline");
-        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
-        assert_eq!(env[0]["name"], "BACKUP_URL");
-        assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["key"], "backupUrl");
+        let pod = &job["spec"]["template"]["spec"];
+        let (fetch, build) = (&pod["initContainers"][0], &pod["containers"][0]);
+        assert_eq!((fetch["name"].as_str(), build["name"].as_str()), (Some("fetch"), Some("restore")));
+        assert_eq!(env_of(fetch)["DEVDB_RESTORE_STEP"], "fetch");
+        assert_eq!(env_of(build)["DEVDB_RESTORE_STEP"], "build");
+        let fetch_mounts = mounts_of(fetch);
+        for volume in ["secrets", "source-credentials", "inbox"] {
+            assert!(fetch_mounts.iter().any(|(name, _)| name == volume), "fetch mounts {volume}: {fetch_mounts:?}");
+        }
+        let build_mounts = mounts_of(build);
+        for volume in ["secrets", "source-credentials"] {
+            assert!(
+                !build_mounts.iter().any(|(name, _)| name == volume),
+                "the build mounts no {volume}: {build_mounts:?}"
+            );
+        }
+        assert!(build_mounts.iter().any(|(name, path)| name == "inbox" && path == INBOX_MOUNT));
+        for container in [fetch, build] {
+            assert!(container.get("envFrom").is_none(), "no Secret as environment");
+            let from_secrets: Vec<&str> = container["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .filter(|e| e.get("valueFrom").is_some())
+                .filter_map(|e| e["name"].as_str())
+                .collect();
+            assert!(from_secrets.iter().all(|name| *name == "DB_USER"), "only the user's name: {from_secrets:?}");
+        }
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let inbox = volumes.iter().find(|v| v["name"] == "inbox").expect("inbox");
+        assert_eq!(inbox["emptyDir"]["medium"], "Memory", "handed over in memory, never on a disk");
+        let secrets = volumes.iter().find(|v| v["name"] == "secrets").expect("secrets");
+        assert_eq!(secrets["projected"]["sources"][0]["secret"]["name"], "restore-credentials");
+        assert_eq!(job["spec"]["template"]["metadata"]["annotations"]["eks.amazonaws.com/skip-containers"], "restore");
+        // Only an s3:// source's fetch gets the cloud credentials.
+        let https = serde_json::to_value(restore_job("shop", 2, "shop", RestoreOptions::default(), &settings()));
+        assert!(!https.expect("json").to_string().contains("source-credentials"));
         assert!(!text.contains("DEVDB_ALLOW_PRIVATE_SOURCES"), "public sources only unless allowed");
-        let admins = serde_json::to_value(restore_job(
-            "shop",
-            2,
-            "shop",
-            RestoreOptions { allow_private_source: true, masked: false },
-            &settings(),
-        ))
-        .expect("json");
-        assert!(admins.to_string().contains("DEVDB_ALLOW_PRIVATE_SOURCES"));
+        let admins = RestoreOptions { allow_private_source: true, ..RestoreOptions::default() };
+        let admins = serde_json::to_value(restore_job("shop", 2, "shop", admins, &settings())).expect("json");
+        let admins_fetch = &admins["spec"]["template"]["spec"]["initContainers"][0];
+        assert_eq!(env_of(admins_fetch)["DEVDB_ALLOW_PRIVATE_SOURCES"], "true");
         let secret = serde_json::to_value(project_secret("shop", "app", "pw", Some("https://u:p@h/d"))).expect("json");
-        assert_eq!(secret["stringData"]["backupUrl"], "https://u:p@h/d");
-        assert_eq!(job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "golden-2");
-        assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"][0], "devdb-restore");
+        assert_eq!(secret["stringData"]["source"], "https://u:p@h/d");
+        assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "golden-2");
+        assert_eq!(build["command"][0], "devdb-restore");
         let snapshot = serde_json::to_value(volume_snapshot("shop", 2, &settings())).expect("json");
         assert_eq!(snapshot["spec"]["source"]["persistentVolumeClaimName"], "golden-2");
         assert_eq!(snapshot["kind"], "VolumeSnapshot");
@@ -917,36 +1051,30 @@ pub(crate) mod tests {
     fn a_masked_restore_reads_rules_and_key_from_a_secret_it_cannot_start_without() {
         let masked = RestoreOptions { masked: true, ..RestoreOptions::default() };
         let job = serde_json::to_value(restore_job("shop", 3, "shop", masked, &settings())).expect("json");
-        let env = job["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
-        let from_secret = |name: &str| {
-            let var = env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{name} in {env:?}"));
-            assert!(var.get("value").is_none(), "{name} is not inline");
-            var["valueFrom"]["secretKeyRef"].clone()
-        };
-        for (name, key) in [("DEVDB_MASKING", "masking"), ("DEVDB_MASK_KEY", "key")] {
-            let reference = from_secret(name);
-            assert_eq!((reference["name"].as_str(), reference["key"].as_str()), (Some("restore-masking-3"), Some(key)));
-            assert!(reference.get("optional").is_none(), "without the Secret the pod must not start");
-        }
-        // It builds on a scratch volume of its own: the golden volume gets the finished files only.
-        let value =
-            |name: &str| env.iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str().map(String::from));
-        assert_eq!(value("DEVDB_BUILD_DIR").as_deref(), Some(SCRATCH_MOUNT));
-        assert_eq!(value("TMPDIR").as_deref(), Some(SCRATCH_MOUNT));
-        assert_eq!(value("DEVDB_RESTORE_WORK_DIR"), None, "nothing of the work on the golden volume");
         let pod = &job["spec"]["template"]["spec"];
-        let scratch =
-            pod["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == "scratch").expect("scratch");
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let sources = volumes.iter().find(|v| v["name"] == "secrets").expect("secrets")["projected"]["sources"].clone();
+        let masking = sources.as_array().expect("sources").iter().find(|s| s["secret"]["name"] == "restore-masking-3");
+        let masking = masking.expect("the masking Secret is projected");
+        assert!(masking["secret"].get("optional").is_none(), "without the Secret the pod must not start");
+        // It builds on a scratch volume of its own: the golden volume gets the finished files only.
+        let (fetch, build) = (&pod["initContainers"][0], &pod["containers"][0]);
+        assert_eq!(env_of(build).get("DEVDB_BUILD_DIR").map(String::as_str), Some(SCRATCH_MOUNT));
+        assert_eq!(env_of(build).get("DEVDB_RESTORE_WORK_DIR"), None, "nothing of the work on the golden volume");
+        for container in [fetch, build] {
+            assert_eq!(env_of(container)["TMPDIR"], SCRATCH_MOUNT);
+            assert_eq!(env_of(container)["DEVDB_DOWNLOAD"], format!("{SCRATCH_MOUNT}/work/download"));
+            assert!(mounts_of(container).contains(&("scratch".to_string(), SCRATCH_MOUNT.to_string())));
+        }
+        let scratch = volumes.iter().find(|v| v["name"] == "scratch").expect("scratch");
         let claim = &scratch["ephemeral"]["volumeClaimTemplate"]["spec"];
         assert_eq!(
             (claim["storageClassName"].as_str(), claim["resources"]["requests"]["storage"].as_str()),
             (Some("gp3"), Some("20Gi"))
         );
-        let mounts = pod["containers"][0]["volumeMounts"].as_array().expect("mounts");
-        assert!(mounts.iter().any(|m| m["name"] == "scratch" && m["mountPath"] == SCRATCH_MOUNT), "{mounts:?}");
         let plain = serde_json::to_value(restore_job("shop", 3, "shop", RestoreOptions::default(), &settings()));
         let plain = plain.expect("json").to_string();
-        assert!(!plain.contains("DEVDB_MASK") && !plain.contains("scratch"), "{plain}");
+        assert!(!plain.contains("restore-masking") && !plain.contains("scratch"), "{plain}");
 
         let rule: devdb_shared::api::MaskRule =
             serde_json::from_str(r#"{"table":"customers","column":"email","strategy":"email"}"#).expect("rule");
@@ -960,6 +1088,6 @@ pub(crate) mod tests {
             rules,
             serde_json::json!({ "rules": [{"table":"customers","column":"email","strategy":"email"}], "verify": true })
         );
-        assert_eq!(secret["stringData"]["key"], "k".repeat(48));
+        assert_eq!(secret["stringData"]["mask-key"], "k".repeat(48));
     }
 }

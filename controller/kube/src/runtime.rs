@@ -104,8 +104,8 @@ impl KubeRuntime {
         Api::namespaced_with(self.client.clone(), namespace, &resources::snapshot_resource())
     }
 
-    /// The namespace, the restore's credentials and (for private sources) a copy of the source
-    /// credentials.
+    /// The namespace, the restore's credentials and, for an `s3://` source, a copy of the
+    /// source credentials (no other project's namespace holds one).
     async fn prepare_project(&self, project: &ProjectRecord) -> Result<String, RuntimeError> {
         let name = project.name.as_str();
         let namespace = resources::namespace_name(name);
@@ -127,7 +127,8 @@ impl KubeRuntime {
         let secret =
             resources::project_secret(name, &project.username, &project.password, project.backup_location.as_deref());
         apply(&secrets, &secret).await?;
-        if let Some(source) = &self.settings.source_credentials {
+        let s3 = project.backup_location.as_deref().is_some_and(|l| l.starts_with("s3://"));
+        if let Some(source) = self.settings.source_credentials.as_ref().filter(|_| s3) {
             let original = self.api::<Secret>(&self.settings.controller_namespace).get_opt(source).await.platform()?;
             let Some(original) = original else {
                 return Err(RuntimeError::Step {
@@ -149,10 +150,11 @@ impl KubeRuntime {
             .await
             .platform()?
             .items;
+        // The fetch (an init container) reports its failure, the build its outcome.
         Ok(pods
             .iter()
-            .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
-            .flatten()
+            .filter_map(|p| p.status.as_ref())
+            .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
             .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
             .map(|m| m.trim().to_string())
             .rfind(|m| !m.is_empty()))
@@ -407,6 +409,8 @@ impl Runtime for KubeRuntime {
         &self,
         project: &ProjectRecord,
         generation: u64,
+        // The golden volume's size bounds a restore Job's disk.
+        _allowance: Option<u64>,
         _progress: ProgressFn,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
@@ -423,7 +427,8 @@ impl Runtime for KubeRuntime {
             let secret = resources::masking_secret(name, generation, &project.masking, &project.mask_key);
             apply(&secrets, &secret).await?;
         }
-        let options = RestoreOptions { allow_private_source: project.allow_private_source, masked };
+        let s3 = project.backup_location.as_deref().is_some_and(|l| l.starts_with("s3://"));
+        let options = RestoreOptions { allow_private_source: project.allow_private_source, masked, s3 };
         apply(&jobs, &resources::restore_job(name, generation, &project.database, options, &self.settings)).await?;
         let (report, ready) = match self.restore_and_snapshot(project, &namespace, generation, &cancel).await {
             Ok(ready) => ready,

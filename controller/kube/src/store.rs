@@ -403,6 +403,9 @@ impl CrdStore {
             idle_stop_after_secs: p.spec.idle_stop_after_seconds,
             default_ttl_secs: p.spec.default_ttl_seconds,
             masking: p.spec.masking.clone(),
+            // A restore runs in its Job, apart from the controller: a restarted controller takes
+            // the same Job up again.
+            restores_begun: 0,
         })
     }
 
@@ -820,6 +823,7 @@ mod tests {
             default_ttl_secs: None,
             masking: devdb_shared::api::Masking::default(),
             mask_key: String::new(),
+            restores_begun: 0,
         };
         let note = project_event(&project).note.unwrap_or_default();
         assert_eq!(note, "https://dumps.example.com/d.dump?sig=…");

@@ -34,6 +34,7 @@ fn settings() -> ClusterSettings {
         volume_size: "20Gi".into(),
         restore_cpu: "1".into(),
         restore_memory: "2Gi".into(),
+        restore_deadline: std::time::Duration::from_secs(6 * 3600),
         proxy_namespace: "devdb".into(),
         proxy_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "devdb-proxy".into())]),
         controller_namespace: "devdb".into(),

@@ -2,13 +2,14 @@
 //! embedded SQLite database, and a task per object running the core's reconciler.
 //!
 //! - [`sqlite`]: the [`Store`](devdb_core::store::Store), off the async threads;
-//! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime): restores (through
-//!   `devdb-restore`), clones, instances on loopback ports;
+//! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime): clones, instances on loopback
+//!   ports, and [`restore`]s (through `devdb-restore`, each in a sandbox of its own);
 //! - [`scheduler`]: one task per object.
 //!
 //! [`Local::open`] sets all of it up on a data directory, the way `devdb-controller` and
 //! `devdb up` run it.
 
+pub mod restore;
 pub mod runtime;
 pub mod scheduler;
 pub mod sqlite;
@@ -45,14 +46,11 @@ pub struct LocalArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
 
-    /// The OS user restore tools (pg_restore) run as when the controller runs as root: it must
-    /// be neither root nor the PostgreSQL user, so that it reaches no instance socket and no file
-    /// of the controller.
-    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_USER", default_value = devdb_pgctl::DEFAULT_SANDBOX_USER)]
-    pub restore_user: String,
-
     #[command(flatten)]
     pub limits: devdb_restore::LimitArgs,
+
+    #[command(flatten)]
+    pub sandbox: restore::SandboxArgs,
 }
 
 /// Why the local runtime cannot start.
@@ -98,8 +96,14 @@ impl Local {
         let lock = std::fs::File::create(data_dir.join("controller.lock")).map_err(dir_error)?;
         lock.try_lock().map_err(|_| LocalError::Locked(data_dir.clone()))?;
         let store = Arc::new(SqliteStore::open_private(&data_dir)?);
-        let pg = PgCtl::discover(args.pg_bin.as_deref())?.with_sandbox_user(&args.restore_user)?;
-        let runtime = Arc::new(LocalRuntime::new(pg, &data_dir).map_err(dir_error)?.with_limits((&args.limits).into()));
+        let pg = PgCtl::discover(args.pg_bin.as_deref())?;
+        let sandbox = restore::RestoreSandbox::new(&args.sandbox)?;
+        let runtime = Arc::new(
+            LocalRuntime::new(pg, &data_dir)
+                .map_err(dir_error)?
+                .with_limits((&args.limits).into())
+                .with_sandbox(sandbox),
+        );
         let scheduler = TaskScheduler::new();
         let reconciler = Reconciler::new(store, runtime, scheduler.clone());
         scheduler.bind(&reconciler);

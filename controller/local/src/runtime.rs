@@ -3,45 +3,41 @@
 //!
 //! ```text
 //! <data-dir>/projects/<project>/snapshot-<gen>/        stopped, cleanly checkpointed template
-//! <data-dir>/projects/<project>/gen-<gen>.restoring/   a restore in progress (removed after it):
-//!     data/ server/                                     the restore server's (PostgreSQL user)
-//!     dump/                                             the download (the sandbox user's)
+//! <data-dir>/projects/<project>/gen-<gen>.restoring/   a restore in progress (removed after it;
+//!                                                      see crate::restore)
 //! <data-dir>/databases/<name>/{data,sock,log}          a running clone
 //! <data-dir>/databases/<name>.cloning/                 a clone in progress
 //! ```
 //! Work happens in `*.restoring` / `*.cloning` and becomes visible by rename, so a crash at any
 //! point leaves either the old state or the new one, plus debris the reconciler removes.
 //!
-//! Directories on the way to instances are `0711` (the PostgreSQL and sandbox users pass
-//! through, nobody lists them); each instance's own directory is private to the PostgreSQL user,
-//! and its socket with it, so no other local user (the sandbox user included) can reach it.
-//! Restores go through [`devdb_restore`], the same code restore Jobs run.
+//! Directories on the way to instances are `0711` (the PostgreSQL user passes through, nobody
+//! lists them); each instance's own directory is private to the PostgreSQL user, and its socket
+//! with it, so no other local user can reach it. Restores go through [`devdb_restore`], the
+//! same code restore Jobs run, each in a sandbox of its own ([`crate::restore`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use devdb_pgctl::session::Session;
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
+use devdb_restore::SourcePolicy;
+use devdb_restore::files::dir_size;
 use devdb_restore::template::{BASE_CONF, ident, literal, write_conf};
-use devdb_restore::{Owner, SourcePolicy, Template};
 use devdb_shared::Name;
 
 use devdb_core::clock::now;
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
 use devdb_core::monitor::{Counters, SAMPLE_SQL};
 use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
-use devdb_restore::RestoreError;
-use devdb_restore::masking::MaskPlan;
+
+use crate::restore::{LocalRestore, RestoreSandbox};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// Room a restore needs beyond twice its dump (a fresh cluster: catalogs, a WAL segment), and a
-/// clone beyond its snapshot. A lower bound: a compressed dump restores larger, and a full disk
-/// met later is reported as such too.
-const RESTORE_MARGIN: u64 = 64 << 20;
+/// Room a clone needs beyond its snapshot.
 const CLONE_MARGIN: u64 = 64 << 20;
 
 /// PostgreSQL processes under a data directory.
@@ -50,6 +46,8 @@ pub struct LocalRuntime {
     pg: Arc<PgCtl>,
     /// Bounds on what a source may cost.
     limits: devdb_restore::Limits,
+    /// What restores run in.
+    sandbox: RestoreSandbox,
     /// The PostgreSQL major version of the binaries.
     version: u32,
     root: PathBuf,
@@ -58,7 +56,8 @@ pub struct LocalRuntime {
 }
 
 impl LocalRuntime {
-    /// A runtime keeping its instances under `root`.
+    /// A runtime keeping its instances under `root`, restoring without a sandbox until given
+    /// one ([`LocalRuntime::with_sandbox`]).
     ///
     /// # Errors
     /// When the directories of projects and databases cannot be made.
@@ -68,7 +67,21 @@ impl LocalRuntime {
         }
         let version = pg.binaries().version();
         let limits = devdb_restore::Limits::default();
-        Ok(Self { pg: Arc::new(pg), limits, version, root: root.into(), host: "127.0.0.1".into() })
+        Ok(Self {
+            pg: Arc::new(pg),
+            limits,
+            sandbox: RestoreSandbox::off(),
+            version,
+            root: root.into(),
+            host: "127.0.0.1".into(),
+        })
+    }
+
+    /// The same, restoring in `sandbox`.
+    #[must_use]
+    pub fn with_sandbox(mut self, sandbox: RestoreSandbox) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     /// The same, restoring within `limits`.
@@ -100,18 +113,6 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(RuntimeError::Step { step: "background task", detail: e.to_string() }))
 }
 
-/// A restore's failure as the reconciler records it: what the source or dump did wrong is the
-/// user's to fix; the rest is a failed step.
-fn restore_failed(error: RestoreError) -> RuntimeError {
-    match error {
-        RestoreError::DiskFull { need, free } => RuntimeError::DiskFull { need, free },
-        RestoreError::Load(devdb_restore::load::LoadError::Stopped) => RuntimeError::Cancelled,
-        RestoreError::Step { step, detail } => RuntimeError::Step { step, detail },
-        RestoreError::Io(e) => RuntimeError::Step { step: "preparing the dump", detail: e.to_string() },
-        other => RuntimeError::Source(other.to_string()),
-    }
-}
-
 impl Runtime for LocalRuntime {
     fn postgres_version(&self) -> u32 {
         self.version
@@ -131,6 +132,7 @@ impl Runtime for LocalRuntime {
         &self,
         project: &ProjectRecord,
         generation: u64,
+        allowance: Option<u64>,
         progress: ProgressFn,
         cancel: CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
@@ -140,26 +142,37 @@ impl Runtime for LocalRuntime {
             let (this, name, work) = (this.clone(), name.clone(), work.clone());
             blocking(move || this.prepare_restore(&name, &work)).await
         };
+        let restore =
+            Arc::new(LocalRestore::new(self.pg.clone(), self.sandbox.clone(), self.limits, work.clone(), allowance));
+        // A cancel (the project deleted, or restored again) ends every step within a chunk or a
+        // statement, and kills the restore server under a statement still running.
+        let guard = restore.guard.clone();
+        let cancelled = cancel.clone();
+        let canceller = tokio::spawn(async move {
+            cancelled.cancelled().await;
+            guard.cancel();
+        });
         // The download stops when its future is dropped.
         let fetched = match prepared {
             Ok(()) => tokio::select! {
-                fetched = self.fetch(project, &work, progress) => fetched,
+                fetched = restore.fetch(project, progress) => fetched,
                 () = cancel.cancelled() => Err(RuntimeError::Cancelled),
             },
             Err(e) => Err(e),
         };
         let built = match fetched {
-            Ok(fetched) => self.build(project, &work, fetched, &cancel).await,
+            Ok(fetched) => {
+                let (restore, project) = (restore.clone(), project.clone());
+                blocking(move || restore.build(&project, fetched.as_deref())).await
+            }
             Err(e) => Err(e),
         };
+        canceller.abort();
         blocking(move || {
             // Success or not, the work directory goes (a failed restore leaves no half-made
-            // template), and its server with it.
+            // template), and whatever ran in it with it.
             let published = built.and_then(|loaded| this.publish_snapshot(&name, generation, &work, loaded));
-            let data = work.join("data");
-            if this.pg.is_running(&data) {
-                let _ = this.pg.stop(&data, StopMode::Immediate);
-            }
+            LocalRestore::stop_leftover(&this.pg, &work);
             remove_dir(&work)?;
             // After a first restore fails, nothing of the project remains (remove_dir only
             // removes an empty directory).
@@ -177,10 +190,7 @@ impl Runtime for LocalRuntime {
             let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
             for entry in entries.flatten() {
                 if Some(entry.file_name().to_string_lossy().as_ref()) != keep.as_deref() {
-                    let data = entry.path().join("data");
-                    if pg.is_running(&data) {
-                        let _ = pg.stop(&data, StopMode::Immediate);
-                    }
+                    LocalRestore::stop_leftover(&pg, &entry.path());
                     remove_dir(&entry.path())?;
                 }
             }
@@ -239,7 +249,7 @@ impl Runtime for LocalRuntime {
         // With the settings wanted now (they may have changed while it slept).
         let data = self.database_dir(&database.name).join("data");
         if data.join("PG_VERSION").is_file() {
-            write_conf(&data, &self.instance_conf(database)).map_err(restore_failed)?;
+            write_conf(&data, &self.instance_conf(database)).map_err(RuntimeError::step("writing the settings"))?;
         }
         self.ensure_running(database).await
     }
@@ -247,7 +257,7 @@ impl Runtime for LocalRuntime {
     async fn apply_settings(&self, database: &DatabaseRecord, restart: bool) -> Result<(), RuntimeError> {
         let dir = self.database_dir(&database.name);
         let data = dir.join("data");
-        write_conf(&data, &self.instance_conf(database)).map_err(restore_failed)?;
+        write_conf(&data, &self.instance_conf(database)).map_err(RuntimeError::step("writing the settings"))?;
         let pg = self.pg.clone();
         blocking(move || {
             if !pg.is_running(&data) {
@@ -315,83 +325,15 @@ impl Runtime for LocalRuntime {
 }
 
 impl LocalRuntime {
-    /// A clean work directory for a restore: a server a killed controller left running there is
-    /// stopped, the directory made again.
+    /// A clean work directory for a restore (the controller's alone): what a killed
+    /// controller left there is stopped and removed.
     fn prepare_restore(&self, project: &Name, work: &Path) -> Result<(), RuntimeError> {
-        if self.pg.is_running(&work.join("data")) {
-            let _ = self.pg.stop(&work.join("data"), StopMode::Immediate);
-        }
+        LocalRestore::stop_leftover(&self.pg, work);
         remove_dir(work)?;
         passable_dir(&self.project_dir(project)).map_err(RuntimeError::io("creating the project directory"))?;
-        passable_dir(work).map_err(RuntimeError::io("creating the restore directory"))?;
         std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-            .create(work.join("dump"))
-            .map_err(RuntimeError::io("creating the download directory"))
-    }
-
-    /// Downloads the source into the work directory (`None`: an empty project).
-    async fn fetch(
-        &self,
-        project: &ProjectRecord,
-        work: &Path,
-        progress: ProgressFn,
-    ) -> Result<Option<devdb_restore::Fetched>, RuntimeError> {
-        let Some(location) = &project.backup_location else { return Ok(None) };
-        let policy = if project.allow_private_source { SourcePolicy::Any } else { SourcePolicy::PublicOnly };
-        let dest = work.join("dump").join("download");
-        let fetched = devdb_restore::fetch(location, &dest, policy, self.limits, |d, t| progress(d, t)).await;
-        fetched.map(Some).map_err(restore_failed)
-    }
-
-    /// Builds the template on a blocking thread. A cancel ends it early (a flag checked between
-    /// statements, and the server stopped under the statement running now) and still waits for
-    /// the thread, so nothing works in the directory once this returns.
-    async fn build(
-        &self,
-        project: &ProjectRecord,
-        work: &Path,
-        fetched: Option<devdb_restore::Fetched>,
-        cancel: &CancellationToken,
-    ) -> Result<devdb_restore::load::Loaded, RuntimeError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (this, project, work, stopping) = (self.clone(), project.clone(), work.to_path_buf(), stop.clone());
-        let data = work.join("data");
-        let mut building = tokio::task::spawn_blocking(move || {
-            let downloads = work.join("dump");
-            let dump = fetched.map(|f| this.stage_dump(&f.path, &downloads)).transpose()?;
-            if let Some(dump) = &dump {
-                this.check_space(&work, dir_size(&dump.path).saturating_mul(2).saturating_add(RESTORE_MARGIN))?;
-            }
-            let plan = MaskPlan::of(&project.masking, &project.mask_key);
-            let template = Template {
-                pg: &this.pg,
-                data: work.join("data"),
-                scratch: work.join("server"),
-                masking: plan.as_ref(),
-            };
-            let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
-            let loaded = template.build_until(&owner, dump.as_ref(), &stopping).map_err(restore_failed)?;
-            tracing::info!(
-                project = %project.name,
-                statements = loaded.statements,
-                skipped = loaded.skipped,
-                masking_rules = project.masking.rules.len(),
-                personal_columns = loaded.findings.len(),
-                "dump restored (ownership and privilege statements skipped)"
-            );
-            Ok(loaded)
-        });
-        let joined = tokio::select! {
-            joined = &mut building => joined,
-            () = cancel.cancelled() => {
-                stop.store(true, Ordering::Relaxed);
-                let pg = self.pg.clone();
-                let _ = tokio::task::spawn_blocking(move || pg.stop(&data, StopMode::Immediate)).await;
-                let _ = building.await;
-                return Err(RuntimeError::Cancelled);
-            }
-        };
-        joined.unwrap_or_else(|e| Err(RuntimeError::Step { step: "the restore thread", detail: e.to_string() }))
+            .create(work)
+            .map_err(RuntimeError::io("creating the restore directory"))
     }
 
     /// Renames the built template into place as snapshot `generation`.
@@ -404,7 +346,7 @@ impl LocalRuntime {
     ) -> Result<SnapshotRecord, RuntimeError> {
         let snapshot = self.snapshot_dir(project, generation);
         remove_dir(&snapshot)?;
-        std::fs::rename(work.join("data"), &snapshot).map_err(RuntimeError::io("publishing the snapshot"))?;
+        std::fs::rename(LocalRestore::data(work), &snapshot).map_err(RuntimeError::io("publishing the snapshot"))?;
         let size_bytes = dir_size(&snapshot);
         Ok(SnapshotRecord {
             generation,
@@ -425,28 +367,6 @@ impl LocalRuntime {
             Ok(free) if free < need => Err(RuntimeError::DiskFull { need: Some(need), free }),
             _ => Ok(()),
         }
-    }
-
-    /// Recognises the fetched dump. Archives are read by the restore user through a descriptor
-    /// this process opens, so the files stay private; only a directory dump must be readable by
-    /// path: it is handed to the restore user (a `file://` one copied first, so the user's own
-    /// files stay theirs).
-    fn stage_dump(&self, fetched: &Path, downloads: &Path) -> Result<devdb_restore::Dump, RuntimeError> {
-        use std::os::unix::fs::PermissionsExt;
-        let mut dump =
-            devdb_restore::prepare(fetched, downloads, self.limits.max_source_bytes).map_err(restore_failed)?;
-        if dump.format == devdb_restore::DumpFormat::Directory {
-            let unpacked = downloads.join("dump.dir");
-            if !dump.path.starts_with(&unpacked) {
-                devdb_restore::files::copy_tree(&dump.path, &unpacked)
-                    .map_err(RuntimeError::io("copying the directory dump"))?;
-                dump.path = unpacked.clone();
-            }
-            std::fs::set_permissions(downloads, std::fs::Permissions::from_mode(0o711))
-                .map_err(RuntimeError::io("opening the download directory"))?;
-            self.pg.give_to_sandbox(&unpacked).map_err(RuntimeError::step("handing the dump to the restore user"))?;
-        }
-        Ok(dump)
     }
 
     /// A database instance's `postgresql.auto.conf`: its port and socket, then the settings its
@@ -496,7 +416,8 @@ impl LocalRuntime {
         })?;
         self.pg.give(staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
         let sock = dir.join("sock");
-        write_conf(&staging.join("data"), &self.instance_conf(database)).map_err(restore_failed)?;
+        write_conf(&staging.join("data"), &self.instance_conf(database))
+            .map_err(RuntimeError::step("writing the clone's settings"))?;
         if self.pg.is_running(&dir.join("data")) {
             self.pg.stop(&dir.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping the old clone"))?;
         }
@@ -545,21 +466,6 @@ fn names_in(dir: &Path) -> Vec<Name> {
     names.sort();
     names.dedup();
     names
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]

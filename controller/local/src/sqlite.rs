@@ -378,6 +378,7 @@ mod tests {
             default_ttl_secs: None,
             masking: devdb_shared::api::Masking::default(),
             mask_key: String::new(),
+            restores_begun: 0,
         }
     }
 

@@ -57,6 +57,19 @@ const SLOW_TO_MASK: &str = "CREATE FUNCTION slow_ok(text) RETURNS boolean LANGUA
     INSERT INTO customers VALUES (1, 'secret-customer@acme-private.test');\n";
 
 /// Processes whose command line names `needle` (a server left running in a removed directory).
+/// Processes running as user id `uid`.
+fn processes_of(uid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let real = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().next());
+        if real.is_some_and(|id| id == uid.to_string()) {
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
 fn processes_naming(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -85,20 +98,31 @@ async fn a_controller_killed_mid_masking_leaves_no_half_masked_data_and_masks_af
     let (status, body) = devdb.call(reqwest::Method::PUT, "/v1/projects/shop/masking", Some(rules)).await;
     assert_eq!(status, 202, "{body}");
     // The masked restore's server is up: the load and the scan take milliseconds, the masking
-    // seconds. Killed now, the controller leaves that server and a half-masked directory.
+    // seconds. Killed now, the controller leaves a half-masked directory, and its restore's
+    // sandbox (the server, as the restore's own user id) dies with it.
     let work = devdb.data_dir.join("projects/shop/gen-2.restoring");
+    let pid_file = work.join("box/data/postmaster.pid");
     for _ in 0..300 {
-        if work.join("data/postmaster.pid").exists() {
+        if pid_file.exists() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(work.join("data/postmaster.pid").exists(), "the masked restore started:\n{}", devdb.log());
+    assert!(pid_file.exists(), "the masked restore started:\n{}", devdb.log());
+    let sandbox_uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(work.join("box")).expect("box"));
+    assert!(!processes_of(sandbox_uid).is_empty(), "the restore server runs as its sandbox's user");
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     devdb.kill().await;
+    for _ in 0..500 {
+        if processes_of(sandbox_uid).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(processes_of(sandbox_uid).is_empty(), "the restore died with its controller");
     // (By its whole path: other tests' restores run beside this one.)
     let server = work.display().to_string();
-    assert!(!processes_naming(&server).is_empty(), "its server outlives the controller");
+    assert!(processes_naming(&server).is_empty(), "nothing of the restore outlives the controller");
 
     devdb.restart().await;
     let mut project = devdb.project("shop").await;
@@ -123,7 +147,7 @@ async fn a_controller_killed_mid_masking_leaves_no_half_masked_data_and_masks_af
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(entries(), ["snapshot-2"], "the half-masked work and the unmasked snapshot are gone");
-    assert!(processes_naming(&server).is_empty(), "the orphaned server was stopped");
+    assert!(processes_naming(&server).is_empty(), "no restore of the first controller runs");
     let leaks = files_holding(&projects, &["secret-customer@acme-private.test"]);
     assert!(leaks.is_empty(), "originals left: {leaks:?}");
     assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);

@@ -11,27 +11,40 @@ use devdb_testkit::{free_port, pg, query_one};
 
 const START: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../postgres-db/start.sh");
 
-/// Runs the restore Job's binary as the PostgreSQL user, with the environment the Job gives it
-/// (sources in the test live on loopback, so private sources are allowed unless `public_only`):
-/// (success, stderr, termination message).
+/// Runs the restore Job's binary as the PostgreSQL user, with the environment and the secret
+/// files the Job gives it (sources in the test live on loopback, so private sources are
+/// allowed unless `public_only`): (success, stderr).
 fn restore_as_job(pgdata: &Path, url: &str, public_only: bool) -> (bool, String) {
-    restore_with(pgdata, url, public_only, &[])
+    restore_with(pgdata, url, public_only, &[], &[])
 }
 
-/// [`restore_as_job`] with more environment. The scratch space is on the volume, beside PGDATA,
-/// as in the Job.
-fn restore_with(pgdata: &Path, url: &str, public_only: bool, env: &[(&str, &str)]) -> (bool, String) {
-    let scratch = pgdata.parent().expect("volume").join("restore-work");
+/// [`restore_as_job`] with more environment and secrets (besides the password and the source).
+/// The scratch space is on the volume, beside PGDATA, as in the Job. Every secret file is gone
+/// once it ran.
+fn restore_with(
+    pgdata: &Path,
+    url: &str,
+    public_only: bool,
+    env: &[(&str, &str)],
+    secrets: &[(&str, &str)],
+) -> (bool, String) {
+    let volume = pgdata.parent().expect("volume");
+    let scratch = volume.join("restore-work");
+    let secrets_dir = volume.join("secrets");
+    std::fs::create_dir_all(&secrets_dir).expect("secrets");
+    for (name, value) in [("password", "pa'ss-word"), ("source", url)].iter().chain(secrets) {
+        std::fs::write(secrets_dir.join(name), value).expect("secret");
+    }
+    pg().give(&secrets_dir).expect("the PostgreSQL user's");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_devdb-restore"));
     cmd.env_clear()
         .env("DEVDB_RESTORE_WORK_DIR", &scratch)
         .env("TMPDIR", &scratch)
         .envs(env.iter().copied())
         .env("PGDATA", pgdata)
-        .env("BACKUP_URL", url)
+        .env("DEVDB_SECRETS_DIR", &secrets_dir)
         .env("DB_USER", "app")
         .env("DB_NAME", "shop")
-        .env("DB_PASSWORD", "pa'ss-word")
         .env("PG_BIN", pg().binaries().dir())
         .current_dir("/tmp");
     if !public_only {
@@ -41,6 +54,8 @@ fn restore_with(pgdata: &Path, url: &str, public_only: bool, env: &[(&str, &str)
         cmd.uid(uid).gid(gid);
     }
     let out = cmd.output().expect("devdb-restore");
+    let left: Vec<_> = std::fs::read_dir(&secrets_dir).expect("secrets").flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "every secret is removed once read: {left:?}");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -141,6 +156,7 @@ async fn bad_sources_fail_with_the_reason() {
         &files.url("custom.dump"),
         false,
         &[("DEVDB_MAX_SOURCE_SIZE", "1024")],
+        &[],
     );
     assert!(!ok && stderr.contains("1.0 KiB"), "{stderr}");
     assert!(!work.path().join("restore-work").exists(), "{stderr}");
@@ -183,26 +199,20 @@ fn a_job_with_masking_masks_verifies_and_reports_its_scan_to_the_controller() {
     let scratch = work.path().join("scratch");
     pg().make_dir(&scratch).expect("scratch volume");
     let scratch_path = scratch.to_str().expect("utf-8");
-    let env = |key| {
-        [
-            ("DEVDB_MASKING", masking.as_str()),
-            ("DEVDB_MASK_KEY", key),
-            ("DEVDB_TERMINATION_LOG", log_path),
-            ("DEVDB_BUILD_DIR", scratch_path),
-        ]
-    };
+    let env = [("DEVDB_TERMINATION_LOG", log_path), ("DEVDB_BUILD_DIR", scratch_path)];
+    let secrets = |key| [("masking", masking.as_str()), ("mask-key", key)];
 
     // Without a key of 32 characters nothing is restored (a snapshot must never look masked
     // and not be), and the reason reaches the controller.
     let pgdata = work.path().join("pgdata");
-    let (ok, stderr) = restore_with(&pgdata, &source, false, &env("short"));
-    assert!(!ok && stderr.contains("--mask-key must have at least 32 characters"), "{stderr}");
-    assert!(std::fs::read_to_string(&log).expect("log").contains("--mask-key"));
+    let (ok, stderr) = restore_with(&pgdata, &source, false, &env, &secrets("short"));
+    assert!(!ok && stderr.contains("the masking key must have at least 32 characters"), "{stderr}");
+    assert!(std::fs::read_to_string(&log).expect("log").contains("masking key"));
     assert!(!pgdata.exists(), "nothing restored");
-    let (ok, stderr) = restore_with(&pgdata, &source, false, &[("DEVDB_MASKING", r#"{"rules":[{"table":"t"}]}"#)]);
-    assert!(!ok && stderr.contains("--masking") && stderr.contains("not the masking's JSON"), "{stderr}");
+    let (ok, stderr) = restore_with(&pgdata, &source, false, &[], &[("masking", r#"{"rules":[{"table":"t"}]}"#)]);
+    assert!(!ok && stderr.contains("the masking secret") && stderr.contains("not the masking's JSON"), "{stderr}");
 
-    let (ok, stderr) = restore_with(&pgdata, &source, false, &env(&key));
+    let (ok, stderr) = restore_with(&pgdata, &source, false, &env, &secrets(&key));
     assert!(ok, "{stderr}");
     assert!(!stderr.contains(&key), "the key is never printed");
     let report = std::fs::read_to_string(&log).expect("log");

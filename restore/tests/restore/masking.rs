@@ -10,11 +10,11 @@ use devdb_pgctl::session::Session;
 use devdb_restore::load::Loaded;
 use devdb_restore::masking::MaskPlan;
 use devdb_restore::masking::leaks as files_holding;
-use devdb_restore::{RestoreError, Template};
+use devdb_restore::{Guard, RestoreError, Template};
 use devdb_shared::api::{MaskRule, MaskStrategy};
-use devdb_testkit::{SmallDisk, pg};
+use devdb_testkit::SmallDisk;
 
-use crate::restore::{OWNER, start_template, tenant_session, workspace};
+use crate::restore::{OWNER, build_template, prepare, start_template, tenant_session, workspace};
 
 const CUSTOMERS: usize = 300;
 
@@ -83,14 +83,11 @@ fn build(rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<
 /// [`build`] of the dump `sql`.
 fn build_from(sql: &str, rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<Loaded, RestoreError>) {
     let dir = workspace();
-    let pg = pg();
     let path = dir.path().join("dump.sql");
     std::fs::write(&path, sql).expect("dump");
-    let dump = devdb_restore::prepare(&path, dir.path(), 1 << 30).expect("a dump");
+    let dump = prepare(&path, dir.path());
     let plan = rules.map(|rules| MaskPlan { rules, key: key.into(), verify: true });
-    let template =
-        Template { pg: &pg, data: dir.path().join("data"), scratch: dir.path().join("server"), masking: plan.as_ref() };
-    let built = template.build(&OWNER, Some(&dump));
+    let built = build_template(dir.path(), Some(&dump), plan.as_ref());
     std::fs::remove_file(&path).expect("the dump goes (it is not part of the template)");
     (dir, built)
 }
@@ -268,19 +265,24 @@ fn masking_errors_name_tables_and_constraints_but_never_a_value() {
     owner.execute(sql).expect("the dump");
     let mut admin =
         Session::connect(server.dir(), server.port, devdb_testkit::USER, "shop_errors", None).expect("admin");
+    let work = workspace();
     let mut error = |rules: Vec<MaskRule>| {
         let plan = MaskPlan { rules, key: "a project's masking key, 32 bytes or more".into(), verify: true };
-        devdb_restore::masking::apply(&mut owner, &mut admin, &plan).expect_err("refused").to_string()
+        apply(&mut owner, &mut admin, &plan, work.path()).expect_err("refused").to_string()
     };
     // The orders keep the original e-mail: the foreign key cannot be added back. The server's
     // DETAIL would quote the key; the message does not.
     let message = error(vec![MaskRule::new("customers", "email", MaskStrategy::Email)]);
     assert!(message.contains("orders_customer_email_fkey") && message.contains("SQLSTATE 23503"), "{message}");
     assert!(!message.contains("acme-private"), "no value in the message: {message}");
-    // A text that is no JSON document: the server quotes the token it choked on.
+    // A path into a text column: refused before anything changes, naming the column.
     let in_json = MaskRule::new("customers", "email", MaskStrategy::Email).at(vec!["contact".into()]);
     let message = error(vec![in_json]);
-    assert!(message.contains("SQLSTATE 22P02") && !message.contains("acme-private"), "{message}");
+    assert!(
+        message.contains("public.customers.email") && message.contains("a jsonPath needs a json or jsonb column"),
+        "{message}"
+    );
+    assert!(!message.contains("acme-private"), "{message}");
     let message = error(vec![MaskRule::new("customer_emails", "email", MaskStrategy::Email)]);
     assert!(
         message.contains("public.customer_emails is not a table") && message.contains("name the table"),
@@ -302,23 +304,32 @@ fn a_masking_that_fills_the_disk_fails_as_a_full_disk_and_leaves_no_server_runni
                INSERT INTO customers SELECT g, 'secret-customer-' || g || '@acme-private.test' || repeat('x', 60) \
                FROM generate_series(1, 250000) g;\n";
     std::fs::write(&path, sql).expect("dump");
-    let dump = devdb_restore::prepare(&path, dir.path(), 1 << 30).expect("a dump");
+    let dump = prepare(&path, dir.path());
     let rule = MaskRule::new("customers", "email", MaskStrategy::Hash);
     let plan = MaskPlan { rules: vec![rule], key: "k".repeat(40), verify: false };
-    let pg = pg();
-    let data = volume.join("data");
-    let mut template = Template { pg: &pg, data: data.clone(), scratch: volume.join("server"), masking: None };
+    let guard = Guard::unbounded(&volume);
     // Unmasked, it fits: what fills the disk below is the masking.
-    template.build(&OWNER, Some(&dump)).expect("the unmasked restore fits");
-    for made in [&data, &volume.join("server")] {
-        std::fs::remove_dir_all(made).expect("room again");
-    }
-    template.masking = Some(&plan);
-    match template.build(&OWNER, Some(&dump)) {
+    let mut sandbox = devdb_testkit::restore_sandbox(&volume.join("box"));
+    Template::in_sandbox(&mut sandbox, None, &guard).build(&OWNER, Some(&dump)).expect("the unmasked restore fits");
+    drop(sandbox);
+    std::fs::remove_dir_all(volume.join("box")).expect("room again");
+    let mut sandbox = devdb_testkit::restore_sandbox(&volume.join("box"));
+    let socket = sandbox.dir().join("sock");
+    match Template::in_sandbox(&mut sandbox, Some(&plan), &guard).build(&OWNER, Some(&dump)) {
         Err(error @ RestoreError::DiskFull { .. }) => assert!(error.to_string().contains("disk is full"), "{error}"),
         other => panic!("not a full disk: {other:?}"),
     }
-    assert!(!pg.is_running(&data), "the restore server was stopped");
+    assert!(Session::admin(&socket, 5432, "postgres").is_err(), "the restore server was stopped");
+}
+
+/// [`devdb_restore::masking::apply`] with a spool file in `work`.
+fn apply(
+    owner: &mut Session,
+    admin: &mut Session,
+    plan: &MaskPlan,
+    work: &Path,
+) -> Result<devdb_restore::masking::Masked, devdb_restore::masking::MaskError> {
+    devdb_restore::masking::apply(owner, admin, plan, &Guard::unbounded(work), &work.join("spool"))
 }
 
 #[test]
@@ -360,7 +371,8 @@ fn a_dump_that_turns_off_standard_strings_for_its_role_cannot_bend_a_rules_liter
     let mut rule = MaskRule::new("customers", "note", MaskStrategy::Constant);
     rule.value = Some(value.into());
     let plan = MaskPlan { rules: vec![rule], key: "a project's masking key, 32 bytes or more".into(), verify: false };
-    devdb_restore::masking::apply(&mut owner, &mut admin, &plan).expect("masked");
+    let work = workspace();
+    apply(&mut owner, &mut admin, &plan, work.path()).expect("masked");
     let rows = admin.rows("SELECT note FROM public.customers").expect("rows");
     assert_eq!(rows, [[Some(value.to_string())]], "the constant, as written");
 }

@@ -116,8 +116,10 @@ fn the_failing_line_is_reported_and_ownership_and_grants_are_skipped() {
     let copy = "CREATE TABLE n (x int);\nCOPY n FROM stdin;\n1\n2\nthree\n\\.\n";
     match run(&server, "copy", copy) {
         Err(err @ LoadError::Statement { line: 2, .. }) => {
+            // Where, but not the value: a project's error is shown to everyone who may use it.
             let message = err.to_string();
             assert!(message.contains("22P02") && message.contains("COPY n, line 3"), "{message}");
+            assert!(!message.contains("three"), "{message}");
         }
         other => panic!("bad COPY data not reported: {other:?}"),
     }
@@ -169,14 +171,37 @@ pub(crate) fn workspace() -> tempfile::TempDir {
 pub(crate) const OWNER: Owner<'static> = Owner { user: "app", password: "pw-0123456789", database: "shop" };
 
 fn build(dir: &Path, dump: Option<&[u8]>) -> Result<load::Loaded, RestoreError> {
-    let pg = pg();
     let dump = dump.map(|bytes| {
         let path = dir.join("dump");
         std::fs::write(&path, bytes).expect("dump");
-        devdb_restore::prepare(&path, dir, 1 << 30).expect("a dump")
+        prepare(&path, dir)
     });
-    Template { pg: &pg, data: dir.join("data"), scratch: dir.join("server"), masking: None }
-        .build(&OWNER, dump.as_ref())
+    build_template(dir, dump.as_ref(), None)
+}
+
+/// Recognises (and unpacks) the dump at `path`, working in `dir`.
+pub(crate) fn prepare(path: &Path, dir: &Path) -> devdb_restore::Dump {
+    let limits = devdb_restore::Limits { max_source_bytes: 1 << 30, ..devdb_restore::Limits::default() };
+    devdb_restore::prepare(path, dir, &limits, &devdb_restore::Guard::unbounded(dir)).expect("a dump")
+}
+
+/// Builds a template as the local runtime does (in a sandbox in `dir/box`), then leaves it at
+/// `dir/data`, the PostgreSQL user's, for [`start_template`].
+pub(crate) fn build_template(
+    dir: &Path,
+    dump: Option<&devdb_restore::Dump>,
+    masking: Option<&devdb_restore::masking::MaskPlan>,
+) -> Result<load::Loaded, RestoreError> {
+    let mut sandbox = devdb_testkit::restore_sandbox(&dir.join("box"));
+    let guard = devdb_restore::Guard::unbounded(dir);
+    let built = Template::in_sandbox(&mut sandbox, masking, &guard).build(&OWNER, dump);
+    if built.is_ok() {
+        let data = sandbox.dir().join("data");
+        sandbox.take_back(&data).expect("taken back");
+        std::fs::rename(&data, dir.join("data")).expect("moved");
+        pg().give(&dir.join("data")).expect("to the PostgreSQL user");
+    }
+    built
 }
 
 /// Starts a built template on a private socket: (pg, socket dir, port). Stopped by the caller.
@@ -289,14 +314,9 @@ fn archives_restore_through_pg_restore_as_the_sandbox_user() {
             .status()
             .expect("pg_dump");
         assert!(status.success());
-        let pg = pg();
-        let dump = devdb_restore::prepare(&out, dir.path(), 1 << 30).expect("dump");
-        if dump.format == DumpFormat::Directory {
-            pg.give_to_sandbox(&out).expect("the sandbox reads the directory");
-        }
-        let template =
-            Template { pg: &pg, data: dir.path().join("data"), scratch: dir.path().join("server"), masking: None };
-        template.build(&OWNER, Some(&dump)).unwrap_or_else(|e| panic!("-F{format}: {e}"));
+        let dump = prepare(&out, dir.path());
+        assert_eq!(dump.format == DumpFormat::Directory, format == "d");
+        build_template(dir.path(), Some(&dump), None).unwrap_or_else(|e| panic!("-F{format}: {e}"));
         let (pg, socket, port) = start_template(dir.path());
         let mut app = Session::connect(&socket, port, "app", "shop", None).expect("as the project's user");
         let rows = app.rows("SELECT count(*), pg_catalog.pg_get_userbyid(min(c.relowner)) FROM items, pg_class c WHERE c.relname = 'items'").expect("rows");
@@ -305,41 +325,101 @@ fn archives_restore_through_pg_restore_as_the_sandbox_user() {
     }
 }
 
+/// A directory dump's `toc.dat` names the files `pg_restore` opens, and a hostile one names
+/// files outside the dump: in the sandbox, there is nothing else to open. The toc of a real
+/// dump of one text column is patched to name the sandbox's own `/etc/passwd` (which it shows
+/// instead of the host's), then a file of the host (absent there).
 #[test]
-fn the_sandbox_user_reaches_no_server_socket_and_no_private_file() {
-    let pg = pg();
-    if !nix_is_root() {
-        eprintln!("not root: tools run as the current user, there is no sandbox to test");
+fn a_toc_that_names_files_outside_the_dump_reads_only_the_sandbox() {
+    if pg().run_as().is_none() {
+        eprintln!("not root: restores run unsandboxed here, as the current user; CI runs this as root");
         return;
     }
-    let server = TestPostgres::start("sandbox");
-    let out = pg
-        .sandboxed("psql")
-        .args([
-            "-X",
-            "-h",
-            &server.dir().to_string_lossy(),
-            "-p",
-            &server.port.to_string(),
-            "-U",
-            USER,
-            "-c",
-            "SELECT 1",
-        ])
-        .output()
-        .expect("psql");
-    assert!(!out.status.success(), "the sandbox user must not reach an instance socket");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Permission denied"), "{stderr}");
-    // A file of the PostgreSQL user (every instance's data): unreadable for it.
-    let secret = server.dir().join("data").join("PG_VERSION");
-    let out = pg.sandboxed("pg_restore").arg("--list").arg(&secret).output().expect("pg_restore");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("Permission denied"), "{stderr}");
+    let source = TestPostgres::start("toc-source");
+    let mut admin = Session::connect(source.dir(), source.port, USER, "postgres", None).expect("admin");
+    admin.execute("CREATE TABLE lines (line text); INSERT INTO lines VALUES ('a line')").expect("source");
+    let dir = workspace();
+    let secret = dir.path().join("host-secret.txt");
+    std::fs::write(&secret, "root:x:0:0:host-secret-7f3a\n").expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("readable by anyone");
+    let out = dir.path().join("dump");
+    let status = pg()
+        .client("pg_dump")
+        .args(["-h", &source.dir().to_string_lossy(), "-p", &source.port.to_string(), "-U", USER])
+        .args(["-d", "postgres", "-F", "d", "-Z", "0", "-f"])
+        .arg(&out)
+        .status()
+        .expect("pg_dump");
+    assert!(status.success());
+    let toc = std::fs::read(out.join("toc.dat")).expect("toc");
+    for target in ["../etc/passwd".to_string(), format!("..{}", secret.display())] {
+        let work = workspace();
+        let hostile = work.path().join("hostile");
+        std::fs::create_dir(&hostile).expect("dir");
+        std::fs::write(hostile.join("toc.dat"), retarget(&toc, &target)).expect("toc");
+        let dump = prepare(&hostile, work.path());
+        match build_template(work.path(), Some(&dump), None) {
+            Ok(_) => {
+                let (pg, socket, port) = start_template(work.path());
+                let mut app = Session::connect(&socket, port, "app", "shop", None).expect("session");
+                let lines: Vec<String> = app
+                    .rows("SELECT line FROM lines")
+                    .expect("rows")
+                    .into_iter()
+                    .filter_map(|r| r[0].clone())
+                    .collect();
+                drop(app);
+                pg.stop(&work.path().join("data"), StopMode::Immediate).expect("stop");
+                assert!(target.ends_with("etc/passwd"), "{target}: the host's file is not there to read: {lines:?}");
+                // pg_restore copies the file as the table's data (and, lacking COPY's end marker,
+                // the lines after it): the sandbox's own passwd, nothing of the host's.
+                assert!(lines[0].starts_with("postgres:x:") && lines[0].contains(":/restore:"), "{lines:?}");
+                assert!(!lines.iter().any(|l| l.starts_with("root:")), "the host's passwd: {lines:?}");
+            }
+            Err(error) => {
+                let error = error.to_string();
+                assert!(target.contains("host-secret"), "{target}: {error}");
+                assert!(error.contains("pg_restore could not read the archive"), "{error}");
+                assert!(!error.contains(&dir.path().display().to_string()), "no path of the host in it: {error}");
+            }
+        }
+    }
 }
 
-fn nix_is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+/// `toc` with the one data file it names (`NNNN.dat`) renamed `target` (a TOC string: a sign
+/// byte, a four-byte little-endian length, the bytes).
+fn retarget(toc: &[u8], target: &str) -> Vec<u8> {
+    let at = toc.windows(4).position(|w| w == b".dat").expect("a data file named");
+    let start = toc[..at].iter().rposition(|b| !b.is_ascii_digit()).expect("digits") + 1;
+    let mut out = toc[..start - 5].to_vec();
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(target.len()).expect("short").to_le_bytes());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(&toc[at + 4..]);
+    out
+}
+
+/// A directory dump packed with tar whose data file is a link to a host file: refused before
+/// anything reads it (whatever pg_restore's own version would do with it).
+#[test]
+fn a_packed_directory_dump_holding_a_link_is_refused() {
+    let dir = workspace();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(5);
+    header.set_mode(0o644);
+    builder.append_data(&mut header, "shop/toc.dat", &b"PGDMP"[..]).expect("toc");
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    builder.append_link(&mut link, "shop/3000.dat", "/proc/1/environ").expect("link");
+    let path = dir.path().join("packed.tar");
+    std::fs::write(&path, builder.into_inner().expect("tar")).expect("write");
+    let limits = devdb_restore::Limits::default();
+    let err = devdb_restore::prepare(&path, dir.path(), &limits, &devdb_restore::Guard::unbounded(dir.path()))
+        .expect_err("refused");
+    assert!(err.to_string().contains("only regular files and directories"), "{err}");
+    assert!(!dir.path().join("dump.dir/shop/3000.dat").exists(), "nothing was unpacked through it");
 }
 
 #[test]

@@ -58,6 +58,7 @@ impl<P: Platform> AppState<P> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         reconciler.limit_restores_per_owner(config.max_restores_per_owner);
         reconciler.stop_idle_after(config.idle_stop_after);
+        reconciler.set_quotas(config.quotas.clone());
         let monitor =
             crate::monitor::Monitor::new(reconciler.store().clone(), reconciler.runtime().clone(), config.sample_every);
         Arc::new(Self {

@@ -81,6 +81,7 @@ pub async fn create<P: Platform>(
         default_ttl_secs,
         masking: devdb_shared::api::Masking::default(),
         mask_key: String::new(),
+        restores_begun: 0,
     };
     let record = state.store.insert_project(&record).await?;
     tracing::info!(project = %record.name, owner = %record.owner, "project created");
@@ -265,6 +266,7 @@ fn restore_again(p: &mut ProjectRecord) {
     p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
     p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
     p.error = None;
+    p.restores_begun = 0;
 }
 
 /// Usernames and database names: lower-case SQL identifiers, so they never need escaping.
