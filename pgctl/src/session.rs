@@ -168,6 +168,8 @@ pub struct Session {
     stream: UnixStream,
     buf: BytesMut,
     standard_strings: bool,
+    /// Bytes read from the server so far.
+    received: u64,
 }
 
 impl Session {
@@ -186,7 +188,7 @@ impl Session {
         let path = socket_dir.join(format!(".s.PGSQL.{port}"));
         let stream = UnixStream::connect(&path)
             .map_err(|source| SessionError::Connect { dir: socket_dir.display().to_string(), source })?;
-        let mut session = Self { stream, buf: BytesMut::with_capacity(8192), standard_strings: true };
+        let mut session = Self { stream, buf: BytesMut::with_capacity(8192), standard_strings: true, received: 0 };
         let mut params = vec![("user", user), ("database", database), ("application_name", "devdb")];
         if let Some(options) = options {
             params.push(("options", options));
@@ -214,6 +216,11 @@ impl Session {
     /// As [`Session::connect`].
     pub fn admin(socket_dir: &Path, port: u16, database: &str) -> Result<Self, SessionError> {
         Self::connect(socket_dir, port, SUPERUSER, database, Some(ADMIN_OPTIONS))
+    }
+
+    /// The bytes read from the server so far (what a caller's bounds hold it to).
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// The server's `standard_conforming_strings` as last reported.
@@ -423,7 +430,10 @@ impl Session {
 
     /// The next message.
     fn read(&mut self) -> Result<backend::Message, SessionError> {
-        read_message(&mut self.stream, &mut self.buf).map_err(SessionError::Io)
+        let mut counted = Counted { stream: &mut self.stream, read: 0 };
+        let message = read_message(&mut counted, &mut self.buf).map_err(SessionError::Io);
+        self.received += counted.read;
+        message
     }
 }
 
@@ -442,7 +452,7 @@ fn into_result(outcome: Outcome) -> Result<Outcome, SessionError> {
     }
 }
 
-fn read_message(stream: &mut UnixStream, buf: &mut BytesMut) -> io::Result<backend::Message> {
+fn read_message(stream: &mut impl Read, buf: &mut BytesMut) -> io::Result<backend::Message> {
     loop {
         if buf.len() >= 5 {
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -467,8 +477,22 @@ fn read_message(stream: &mut UnixStream, buf: &mut BytesMut) -> io::Result<backe
     }
 }
 
+/// A stream that counts what is read from it.
+struct Counted<'a> {
+    stream: &'a mut UnixStream,
+    read: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads more of the stream into `buf`.
-fn fill(stream: &mut UnixStream, buf: &mut BytesMut) -> io::Result<()> {
+fn fill(stream: &mut impl Read, buf: &mut BytesMut) -> io::Result<()> {
     let mut chunk = [0u8; 16 * 1024];
     let read = stream.read(&mut chunk)?;
     if read == 0 {
@@ -479,7 +503,7 @@ fn fill(stream: &mut UnixStream, buf: &mut BytesMut) -> io::Result<()> {
 }
 
 /// Drops the next `n` bytes of the stream (what `buf` holds first).
-fn skip(stream: &mut UnixStream, buf: &mut BytesMut, mut n: usize) -> io::Result<()> {
+fn skip(stream: &mut impl Read, buf: &mut BytesMut, mut n: usize) -> io::Result<()> {
     loop {
         let here = n.min(buf.len());
         let _ = buf.split_to(here);

@@ -37,6 +37,8 @@ struct State {
     counters: HashMap<Name, crate::monitor::Counters>,
     /// What restores report the personal-data scan found.
     findings: Vec<devdb_shared::api::PiiFinding>,
+    /// The disk allowance each restore was given, in order.
+    allowances: Vec<Option<u64>>,
 }
 
 /// The fake runtime.
@@ -104,6 +106,11 @@ impl FakeRuntime {
         self.with(|s| s.running.contains(name))
     }
 
+    /// The disk allowance of each restore so far.
+    pub fn allowances(&self) -> Vec<Option<u64>> {
+        self.with(|s| s.allowances.clone())
+    }
+
     /// Every operation so far, as `"op name"`.
     pub fn calls(&self) -> Vec<String> {
         self.with(|s| s.calls.clone())
@@ -144,10 +151,11 @@ impl Runtime for FakeRuntime {
         &self,
         project: &ProjectRecord,
         generation: u64,
-        _allowance: Option<u64>,
+        allowance: Option<u64>,
         progress: ProgressFn,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
+        self.with(|s| s.allowances.push(allowance));
         progress(1, Some(2));
         self.call(Op::Restore, &project.name)?;
         // A held restore ends when released, or cancelled.

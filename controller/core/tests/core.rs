@@ -802,6 +802,22 @@ mod quotas {
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(message(&body), "quota exceeded: disk: kate has 2.0 MiB of 2.0 MiB (this needs 1.0 MiB)");
     }
+
+    #[tokio::test]
+    async fn a_restore_may_use_what_its_owners_disk_quota_leaves() {
+        // The fake runtime's snapshots are 1 MiB; kate's first clone takes one of her 3 MiB.
+        let core = with_quotas(r#"{"default": {"disk": "3MiB"}, "owners": {"bob": {"disk": "100MiB"}}}"#);
+        core.ready_project(KATE, "shop").await;
+        assert_eq!(create(&core, KATE, "kate-1").await.0, StatusCode::CREATED);
+        let (status, _) = core.call(Some(KATE), "POST", "/v1/projects/shop/refresh", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        core.settle_project("shop").await;
+        core.ready_project(BOB, "bobs").await;
+        assert_eq!(core.runtime.allowances(), [Some(3 << 20), Some(2 << 20), Some(100 << 20)]);
+        let unlimited = Core::start(FakeRuntime::default());
+        unlimited.ready_project(KATE, "shop").await;
+        assert_eq!(unlimited.runtime.allowances(), [None], "no disk quota, no allowance");
+    }
 }
 
 /// PostgreSQL parameters owners may set: checked, applied with a reload or a restart, kept

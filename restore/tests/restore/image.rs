@@ -59,6 +59,75 @@ fn restore_with(
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `devdb-restore` as the PostgreSQL user with `env` alone: (success, stderr).
+fn run_job(env: &[(&str, &Path)]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_devdb-restore"));
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (*k, v.as_os_str()))).current_dir("/tmp");
+    cmd.env("DB_USER", "app").env("DB_NAME", "shop").env("PG_BIN", pg().binaries().dir());
+    cmd.env("DEVDB_ALLOW_PRIVATE_SOURCES", "true");
+    if let Some(RunAs { uid, gid }) = RunAs::detect().expect("user") {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = cmd.output().expect("devdb-restore");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// As a restore Job runs it, in two containers: `fetch` with the Job's Secrets read-only (it
+/// reads the source there and hands the build's own secrets on, into memory the two share),
+/// then `build` with only that memory, which it empties before it starts anything. The build
+/// never holds the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fetches_and_builds_in_two_steps_each_with_only_its_own_secrets() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let work = workdir();
+    let volume = work.path().join("secret-volume");
+    std::fs::create_dir(&volume).expect("secret volume");
+    for (name, value) in
+        [("source", files.url("custom.dump")), ("password", "pa'ss-word".into()), ("username", "app".into())]
+    {
+        std::fs::write(volume.join(name), value).expect("secret");
+        std::fs::set_permissions(volume.join(name), std::fs::Permissions::from_mode(0o444)).expect("mode");
+    }
+    // Read-only, as Kubernetes mounts a Secret.
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o555)).expect("mode");
+    let inbox = work.path().join("inbox");
+    pg().make_dir(&inbox).expect("inbox");
+    let scratch = work.path().join("restore-work");
+    pg().make_dir(&scratch).expect("work");
+    let download = scratch.join("download");
+    let pgdata = work.path().join("pgdata");
+    let fetch = run_job(&[
+        ("DEVDB_RESTORE_STEP", Path::new("fetch")),
+        ("DEVDB_SECRETS_FROM", &volume),
+        ("DEVDB_SECRETS_DIR", &inbox),
+        ("DEVDB_DOWNLOAD", &download),
+    ]);
+    assert!(fetch.0, "{}", fetch.1);
+    assert!(download.is_file(), "the dump is fetched");
+    assert_eq!(names_in(&inbox), ["password"], "the build's secrets handed on, the source not");
+    assert_eq!(names_in(&volume), ["password", "source", "username"], "the Secret volume is only read");
+    let build = run_job(&[
+        ("DEVDB_RESTORE_STEP", Path::new("build")),
+        ("DEVDB_SECRETS_DIR", &inbox),
+        ("DEVDB_DOWNLOAD", &download),
+        ("DEVDB_RESTORE_WORK_DIR", &scratch),
+        ("PGDATA", &pgdata),
+    ]);
+    assert!(build.0, "{}", build.1);
+    assert!(names_in(&inbox).is_empty(), "every secret is gone once read");
+    assert!(!scratch.exists(), "the work (and the download) is removed");
+    assert_eq!(count_items(work.path(), &pgdata).await, "2500");
+}
+
 fn restore(pgdata: &Path, url: &str) -> (bool, String) {
     restore_as_job(pgdata, url, false)
 }

@@ -376,3 +376,153 @@ fn a_dump_that_turns_off_standard_strings_for_its_role_cannot_bend_a_rules_liter
     let rows = admin.rows("SELECT note FROM public.customers").expect("rows");
     assert_eq!(rows, [[Some(value.to_string())]], "the constant, as written");
 }
+
+const SPY_KEY: &str = "the project's key, which no dump code may see";
+
+/// A dump whose code tries every way to see what masking does: a check constraint and a
+/// domain's check that record their error context (with `log_parameter_max_length_on_error`
+/// raised, which once showed a statement's parameters, the key among them), every setting,
+/// every session's statement and the value they are given; and a cast from the table's row
+/// type to text (masking once read whole rows through such a cast, handing the originals to
+/// it). Its last statement empties what the load itself recorded.
+const SPY_DUMP: &str = "\
+CREATE TABLE loot (what text);
+CREATE FUNCTION spy(v text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE ctx text; everything text; statements text;
+BEGIN
+  PERFORM set_config('log_parameter_max_length_on_error', '-1', true);
+  GET DIAGNOSTICS ctx = PG_CONTEXT;
+  SELECT string_agg(name || '=' || setting, ',') INTO everything FROM pg_settings;
+  SELECT string_agg(coalesce(query, ''), ';') INTO statements FROM pg_stat_activity;
+  INSERT INTO public.loot VALUES (ctx), (everything), (statements), (v), (current_query());
+  RETURN true;
+END $$;
+CREATE DOMAIN watched AS text CHECK (public.spy(VALUE));
+CREATE TABLE customers (id int PRIMARY KEY, email text CHECK (public.spy(email)), note watched, born date);
+CREATE FUNCTION row_text(c customers) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.loot VALUES ('cast: ' || c.email || ' ' || c.note); RETURN 'row'; END $$;
+CREATE CAST (customers AS text) WITH FUNCTION row_text(customers);
+INSERT INTO customers VALUES (1, 'secret-customer@acme-private.test', 'confidential-note-7 about Zebulon', '1980-01-02');
+TRUNCATE loot;
+";
+
+#[test]
+fn no_code_of_the_dump_sees_the_key_or_an_original_while_masking() {
+    let mut rules = vec![
+        MaskRule::new("customers", "email", MaskStrategy::Email),
+        MaskRule::new("customers", "note", MaskStrategy::Hash),
+        MaskRule::new("customers", "born", MaskStrategy::DateShift),
+    ];
+    rules[2].days = Some(10);
+    let (dir, built) = build_from(SPY_DUMP, Some(rules), SPY_KEY);
+    built.expect("masked");
+    let answers =
+        query(dir.path(), &["SELECT what FROM public.loot", "SELECT email, note, born::text FROM public.customers"]);
+    let seen: Vec<String> = answers[0].iter().filter_map(|r| r[0].clone()).collect();
+    assert!(!seen.is_empty(), "the dump's code ran while masking (its check saw the new values)");
+    for what in &seen {
+        assert!(!what.contains(SPY_KEY), "the key reached the dump's code: {what}");
+        for original in ["secret-customer", "confidential-note-7", "Zebulon"] {
+            assert!(!what.contains(original), "an original reached the dump's code: {what}");
+        }
+        assert!(!what.starts_with("cast:"), "the dump's cast ran: {what}");
+    }
+    let row = &answers[1][0];
+    assert!(row[0].as_deref().is_some_and(|e| e.starts_with("user_")), "{row:?}");
+    assert_ne!(row[2].as_deref(), Some("1980-01-02"), "shifted");
+    let leaks = files_holding(&dir.path().join("data"), &[SPY_KEY]);
+    assert!(leaks.is_empty(), "the key is in the template's files: {leaks:?}");
+}
+
+/// Every strategy on every column type it takes (text, varchar, citext, json, jsonb, arrays,
+/// domains over them, dates), or a refusal naming the column before anything changes.
+#[test]
+fn every_strategy_masks_every_type_it_takes_and_refuses_the_others_by_name() {
+    let sql = "\
+CREATE EXTENSION citext;
+CREATE DOMAIN email_text AS text CHECK (VALUE LIKE '%@%');
+CREATE DOMAIN document AS jsonb;
+CREATE TABLE people (
+  id int PRIMARY KEY, txt text, vc varchar(80), ci citext, js json, jb jsonb, arr text[], dom email_text,
+  doc document, d date, ts timestamptz, n int NOT NULL, nn text NOT NULL);
+INSERT INTO people VALUES (1, 'Ada Lovelace', 'Grace Hopper', '+44 20 7946 0042',
+  '{\"to\": \"ada@example.org\", \"n\": 12345678901234567890.5, \"tags\": [\"x\"]}', '{\"k\": \"v\"}',
+  '{\"ada@example.org\",NULL,\"Bob 42\"}', 'ada@example.org', '{\"contact\": {\"email\": \"ada@example.org\"}, \"tier\": \"gold\"}',
+  '2020-02-29', '2020-02-29 12:00:00+00', 7, 'x');
+";
+    let rule = |column: &str, strategy| MaskRule::new("people", column, strategy);
+    let mut shift = rule("d", MaskStrategy::DateShift);
+    shift.days = Some(5);
+    let mut shift_ts = rule("ts", MaskStrategy::DateShift);
+    shift_ts.days = Some(5);
+    let rules = vec![
+        rule("txt", MaskStrategy::Name),
+        rule("vc", MaskStrategy::Email),
+        rule("ci", MaskStrategy::Phone),
+        rule("js", MaskStrategy::Hash),
+        rule("jb", MaskStrategy::Null),
+        rule("arr", MaskStrategy::Redact),
+        rule("dom", MaskStrategy::Email),
+        rule("doc", MaskStrategy::Email).at(vec!["contact".into(), "email".into()]),
+        shift,
+        shift_ts,
+    ];
+    let (dir, built) = build_from(sql, Some(rules), "a project's masking key, 32 bytes or more");
+    built.expect("every rule applies");
+    let answers = query(
+        dir.path(),
+        &[
+            "SELECT txt, vc, ci::text, js::text, jb IS NULL, arr::text, dom, doc::text, d::text, ts < '2020-03-06' AND ts > '2020-02-23' FROM public.people",
+        ],
+    );
+    let row: Vec<String> = answers[0][0].iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect();
+    assert!(row[0].contains(' ') && row[0] != "Ada Lovelace", "a name: {row:?}");
+    assert!(row[1].starts_with("user_") && row[1].ends_with("@example.com"), "an e-mail in a varchar: {row:?}");
+    assert!(row[2].starts_with("+1 555 0"), "a phone in a citext: {row:?}");
+    let js: serde_json::Value = serde_json::from_str(&row[3]).expect("still JSON");
+    assert_eq!(js["to"].as_str().map(str::len), Some(64), "a JSON string hashed: {row:?}");
+    assert!(row[3].contains("12345678901234567890.5"), "its numbers kept as written: {row:?}");
+    assert_eq!(row[4], "t", "null on jsonb: {row:?}");
+    assert_eq!(row[5], "{xxx@xxxxxxx.xxx,NULL,\"xxx 00\"}", "an array, element by element: {row:?}");
+    assert!(row[6].starts_with("user_"), "a domain over text, its check held: {row:?}");
+    let doc: serde_json::Value = serde_json::from_str(&row[7]).expect("JSON");
+    assert!(doc["contact"]["email"].as_str().is_some_and(|e| e.starts_with("user_")), "{row:?}");
+    assert_eq!(doc["tier"], "gold", "the rest of the document kept: {row:?}");
+    assert_ne!(row[8], "2020-02-29", "a date shifted: {row:?}");
+    assert_eq!(row[9], "t", "a timestamp shifted by at most five days: {row:?}");
+
+    // What a strategy cannot take is refused before anything changes, naming the column.
+    for (rule, want) in [
+        (rule("n", MaskStrategy::Email), "public.people.n: the column is integer"),
+        (rule("nn", MaskStrategy::Null), "public.people.nn: the column is text: the column is NOT NULL"),
+        (rule("txt", MaskStrategy::DateShift), "dateShift takes date and timestamp columns"),
+        (rule("vc", MaskStrategy::Hash).at(vec!["a".into()]), "a jsonPath needs a json or jsonb column"),
+    ] {
+        let (_dir, built) = build_from(sql, Some(vec![rule]), "a project's masking key, 32 bytes or more");
+        let error = built.expect_err("refused").to_string();
+        assert!(error.contains(want), "{error}");
+    }
+}
+
+/// The scan reads a bounded sample whatever the dump holds: 40 rows of 8 MB values (of text
+/// and of JSON) cost the controller a few hundred kilobytes, not 640 MB.
+#[test]
+fn the_scan_reads_a_bounded_sample_of_huge_values() {
+    let server = devdb_testkit::TestPostgres::start("scan-bomb");
+    let mut owner = tenant_session(&server, "shop_bomb");
+    owner
+        .execute(
+            "CREATE TABLE blobs (email text, doc jsonb); \
+             INSERT INTO blobs SELECT 'person' || g || '@example.org' || repeat('x', 8000000), \
+               jsonb_build_object('email', 'person' || g || '@example.org', 'pad', repeat('y', 8000000)) \
+             FROM generate_series(1, 40) g; \
+             INSERT INTO blobs SELECT 'person' || g || '@example.org', '{\"email\": \"a@b.example\"}' FROM generate_series(1, 40) g",
+        )
+        .expect("the dump");
+    let before = owner.received();
+    let found = devdb_restore::scan::scan(&mut owner).expect("scanned");
+    let read = owner.received() - before;
+    assert!(read < 4 << 20, "the scan read {read} bytes");
+    let columns: Vec<String> = found.iter().map(|f| format!("{} {:?}", f.column, f.json_path)).collect();
+    assert!(columns.contains(&"doc [\"email\"]".to_string()), "the small documents are judged: {columns:?}");
+}

@@ -526,3 +526,36 @@ mod source_policy {
         assert!(matches!(refused, Err(RestoreError::Refused { .. })), "private when fetched: {refused:?}");
     }
 }
+
+/// A project's error is shown to everyone who may use the project: a failed restore says which
+/// line and what went wrong, never a value of the data (the server's DETAIL and CONTEXT quote
+/// keys and rows; a dump's own code may put anything in its messages).
+#[test]
+fn restore_errors_carry_no_row_values() {
+    let cases = [
+        (
+            "CREATE TABLE people (email text UNIQUE);\nINSERT INTO people VALUES ('alice.private@acme.test');\n\
+             INSERT INTO people VALUES ('alice.private@acme.test');\n",
+            "SQLSTATE 23505",
+        ),
+        ("CREATE TABLE people (ssn int);\nCOPY people FROM stdin;\n123-45-6789\n\\.\n", "COPY people, line 1"),
+        (
+            "CREATE TABLE people (email text);\nINSERT INTO people VALUES ('alice.private@acme.test');\n\
+             DO $$ BEGIN RAISE EXCEPTION 'found %', (SELECT email FROM public.people); END $$;\n",
+            "raised by the dump's own code",
+        ),
+        (
+            "CREATE TABLE people (email text CHECK (email NOT LIKE '%private%'));\n\
+             INSERT INTO people VALUES ('alice.private@acme.test');\n",
+            "violates check constraint",
+        ),
+    ];
+    for (sql, want) in cases {
+        let dir = workspace();
+        let error = build(dir.path(), Some(sql.as_bytes())).expect_err("fails").to_string();
+        assert!(error.contains(want), "{error}");
+        for value in ["alice.private", "123-45-6789"] {
+            assert!(!error.contains(value), "a value in the error: {error}");
+        }
+    }
+}
