@@ -309,7 +309,15 @@ impl Session {
     fn finish(&mut self, want_rows: bool, mut copy: Option<CopySource<'_>>) -> Result<Outcome, SessionError> {
         let mut outcome = Outcome::default();
         loop {
-            match self.read()? {
+            let message = match self.read() {
+                // A FATAL error (at start-up: no such role or database, too many connections)
+                // ends the session: what the server said is the answer, not the closing.
+                Err(SessionError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof && outcome.error.is_some() => {
+                    return Ok(outcome);
+                }
+                message => message?,
+            };
+            match message {
                 backend::Message::ReadyForQuery(_) => return Ok(outcome),
                 backend::Message::ErrorResponse(body) => {
                     let error = ServerError::parse(body.fields())?;
