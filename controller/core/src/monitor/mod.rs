@@ -41,22 +41,6 @@ pub struct Counters {
     pub longest_query_secs: f64,
 }
 
-/// A database's statistics in one row, read in the database itself (the Kubernetes runtime's
-/// sampler, for now). [`Counters::from_row`] reads it.
-pub const SAMPLE_SQL: &str = "\
-WITH sessions AS (
-    SELECT state, query_start FROM pg_stat_activity
-    WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-)
-SELECT pg_database_size(current_database()),
-    (SELECT count(*) FROM sessions WHERE state = 'active'),
-    (SELECT count(*) FROM sessions WHERE state = 'idle'),
-    (SELECT count(*) FROM sessions WHERE state LIKE 'idle in transaction%'),
-    xact_commit, xact_rollback, tup_returned + tup_fetched, tup_inserted + tup_updated + tup_deleted,
-    blks_hit, blks_read,
-    COALESCE((SELECT extract(epoch FROM max(now() - query_start)) FROM sessions WHERE state = 'active'), 0)
-FROM pg_stat_database WHERE datname = current_database()";
-
 impl Counters {
     /// The counters of [`sampling::sample_sql`]'s row, as text (missing or unreadable values are 0).
     pub fn from_row(row: &[Option<String>]) -> Self {
