@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -185,9 +186,41 @@ impl Session {
         database: &str,
         options: Option<&str>,
     ) -> Result<Self, SessionError> {
+        Self::connect_within(socket_dir, port, user, database, options, None)
+    }
+
+    /// [`Session::connect`] with every read and write on the socket bounded by `timeout` from
+    /// the start packet on (see [`Session::set_timeout`]): a server whose start-up waits (on a
+    /// lock, or hung) fails the session instead of holding the thread. Connecting to the socket
+    /// itself waits only while its backlog is full.
+    ///
+    /// # Errors
+    /// As [`Session::connect`]; an I/O error of kind `WouldBlock` or `TimedOut` when the server
+    /// did not answer in time.
+    pub fn connect_timeout(
+        socket_dir: &Path,
+        port: u16,
+        user: &str,
+        database: &str,
+        options: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, SessionError> {
+        Self::connect_within(socket_dir, port, user, database, options, Some(timeout))
+    }
+
+    fn connect_within(
+        socket_dir: &Path,
+        port: u16,
+        user: &str,
+        database: &str,
+        options: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<Self, SessionError> {
         let path = socket_dir.join(format!(".s.PGSQL.{port}"));
         let stream = UnixStream::connect(&path)
             .map_err(|source| SessionError::Connect { dir: socket_dir.display().to_string(), source })?;
+        stream.set_read_timeout(timeout)?;
+        stream.set_write_timeout(timeout)?;
         let mut session = Self { stream, buf: BytesMut::with_capacity(8192), standard_strings: true, received: 0 };
         let mut params = vec![("user", user), ("database", database), ("application_name", "devdb")];
         if let Some(options) = options {
@@ -221,6 +254,17 @@ impl Session {
     /// The bytes read from the server so far (what a caller's bounds hold it to).
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Bounds every later read and write on the session's socket (`None`: unbounded): one that
+    /// waits longer fails with an I/O error of kind `WouldBlock` or `TimedOut`, after which the
+    /// session is unusable (a message may have been cut).
+    ///
+    /// # Errors
+    /// When the socket refuses the setting.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)
     }
 
     /// The server's `standard_conforming_strings` as last reported.
@@ -338,7 +382,15 @@ impl Session {
     fn finish(&mut self, want_rows: bool, mut copy: Option<CopySource<'_>>) -> Result<Outcome, SessionError> {
         let mut outcome = Outcome::default();
         loop {
-            match self.read()? {
+            let message = match self.read() {
+                // A FATAL error (at start-up: no such role or database, too many connections)
+                // ends the session: what the server said is the answer, not the closing.
+                Err(SessionError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof && outcome.error.is_some() => {
+                    return Ok(outcome);
+                }
+                message => message?,
+            };
+            match message {
                 backend::Message::ReadyForQuery(_) => return Ok(outcome),
                 backend::Message::ErrorResponse(body) => {
                     let error = ServerError::parse(body.fields())?;

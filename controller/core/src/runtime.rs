@@ -167,8 +167,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// The `host:port` the proxy relays a database's sessions to.
     fn backend(&self, database: &DatabaseRecord) -> String;
 
-    /// A running database's statistics now, read as its project's user; `None` where this
-    /// runtime cannot reach its instances (the monitor then has nothing to chart for it).
+    /// A running database's statistics now, read the way [`crate::monitor::sampling`] says (from
+    /// its instance's maintenance database, bounded on both sides, at most a few at once);
+    /// `None` where this runtime cannot reach its instances (the monitor then has nothing to
+    /// chart for it). It ends within its bound whatever the database's owner holds.
     fn sample(
         &self,
         database: &DatabaseRecord,

@@ -4,17 +4,25 @@
 //! `<name>.<domain>` (the system's roots, plus `--monitor-ca`), as the project's user, with
 //! `application_name=devdb-monitor`, which the proxy neither counts as activity nor lets wake
 //! an asleep database.
+//!
+//! Like every sampler ([`devdb_core::monitor::sampling`]) it connects to the instance's
+//! `postgres` database, not the owner's (whose locks would hold its start-up), asks the server
+//! to bound lock waits and the statement, ends the whole sample after [`SAMPLE_BOUND`] (the
+//! connection is driven inside the sample, so it closes with it), and runs at most
+//! [`SampleLimit`]'s number at once. The project's user is no superuser; it sees its own
+//! sessions, which are all an owner's instance serves but the controller's.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use devdb_core::monitor::{Counters, SAMPLE_SQL};
+use devdb_core::monitor::Counters;
+use devdb_core::monitor::sampling::{SAMPLE_BOUND, SAMPLE_DATABASE, SAMPLE_OPTIONS, SampleLimit, sample_sql};
 use devdb_core::runtime::RuntimeError;
 use devdb_shared::{Domain, Name};
 use tokio_postgres::SimpleQueryMessage;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The step failed samples name.
+const STEP: &str = "sampling through the proxy";
 
 /// Why sampling through the proxy cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,8 @@ pub struct ThroughProxy {
     address: String,
     domain: Domain,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// Bounds the samples running at once.
+    samples: SampleLimit,
 }
 
 impl ThroughProxy {
@@ -60,15 +70,22 @@ impl ThroughProxy {
             .map_err(|_| MonitorError::NoRoots)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { address, domain, tls: tokio_postgres_rustls::MakeRustlsConnect::new(config) })
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+        Ok(Self { address, domain, tls, samples: SampleLimit::default() })
     }
 
-    /// The counters of the running database `name`, connecting as `user` with `password` to
-    /// `dbname`.
+    /// The samples running now, and the most that ever ran at once.
+    pub fn samples(&self) -> &SampleLimit {
+        &self.samples
+    }
+
+    /// The counters of the owner's database `dbname` on the running database instance `name`,
+    /// connecting as `user` with `password`.
     ///
     /// # Errors
-    /// [`RuntimeError::Step`] when the proxy or the database cannot be reached or refuses (an
-    /// asleep database refuses: sampling never wakes one).
+    /// [`RuntimeError::Step`] when the proxy or the database cannot be reached, refuses (an
+    /// asleep database refuses: sampling never wakes one), does not answer within
+    /// [`SAMPLE_BOUND`], or has no database `dbname`; at once when too many samples still run.
     pub async fn sample(
         &self,
         name: &Name,
@@ -76,14 +93,24 @@ impl ThroughProxy {
         password: &str,
         dbname: &str,
     ) -> Result<Counters, RuntimeError> {
-        let fail = RuntimeError::step("sampling through the proxy");
-        let (host, port) = self.address.rsplit_once(':').ok_or_else(|| fail("an address without a port"))?;
-        let port: u16 = port.parse().map_err(|_| RuntimeError::step("sampling through the proxy")("a bad port"))?;
+        let _running = self.samples.admit()?.start();
+        tokio::time::timeout(SAMPLE_BOUND, self.read(name, user, password, dbname)).await.unwrap_or_else(|_| {
+            Err(RuntimeError::Step {
+                step: STEP,
+                detail: format!("the database did not answer within {SAMPLE_BOUND:?}"),
+            })
+        })
+    }
+
+    async fn read(&self, name: &Name, user: &str, password: &str, dbname: &str) -> Result<Counters, RuntimeError> {
+        let (host, port) =
+            self.address.rsplit_once(':').ok_or_else(|| RuntimeError::step(STEP)("an address without a port"))?;
+        let port: u16 = port.parse().map_err(|_| RuntimeError::step(STEP)("a bad port"))?;
         let ip = tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
             .await
-            .map_err(RuntimeError::step("sampling through the proxy"))?
+            .map_err(RuntimeError::step(STEP))?
             .next()
-            .ok_or_else(|| RuntimeError::step("sampling through the proxy")(format!("{host} has no address")))?
+            .ok_or_else(|| RuntimeError::step(STEP)(format!("{host} has no address")))?
             .ip();
         let mut config = tokio_postgres::Config::new();
         config
@@ -92,29 +119,121 @@ impl ThroughProxy {
             .port(port)
             .user(user)
             .password(password)
-            .dbname(dbname)
+            .dbname(SAMPLE_DATABASE)
+            .options(SAMPLE_OPTIONS)
             .application_name(devdb_shared::MONITOR_APPLICATION_NAME)
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(CONNECT_TIMEOUT);
-        let (client, connection) =
-            config.connect(self.tls.clone()).await.map_err(RuntimeError::step("sampling through the proxy"))?;
-        let connection = tokio::spawn(connection);
-        let messages = client.simple_query(SAMPLE_SQL).await.map_err(RuntimeError::step("sampling through the proxy"));
-        drop(client);
-        let _ = connection.await;
-        let row = messages?.into_iter().find_map(|m| match m {
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        let (client, connection) = config.connect(self.tls.clone()).await.map_err(RuntimeError::step(STEP))?;
+        // Driven here rather than spawned: a sample given up drops the connection with it.
+        let query = async move {
+            let messages = client.simple_query(&sample_sql(dbname)).await;
+            drop(client);
+            messages
+        };
+        let (messages, _) = tokio::join!(query, connection);
+        let row = messages.map_err(RuntimeError::step(STEP))?.into_iter().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => {
                 Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect::<Vec<_>>())
             }
             _ => None,
         });
-        Ok(Counters::from_row(&row.unwrap_or_default()))
+        let row =
+            row.ok_or_else(|| RuntimeError::step(STEP)(format!("the instance has no database named {dbname}")))?;
+        Ok(Counters::from_row(&row))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use devdb_core::monitor::sampling::MAX_SAMPLES_IN_FLIGHT;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Only so that a sample that never ends fails the test instead of hanging it.
+    const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// A server that speaks TLS as the proxy does, for `*.db.example.com` signed by a CA whose
+    /// certificate is at the path returned, reads each session's start packet, sends its
+    /// parameters on the channel, and then answers nothing (as a start-up waiting on a lock).
+    async fn silent_server(
+        dir: &Path,
+    ) -> (String, std::path::PathBuf, tokio::sync::mpsc::UnboundedReceiver<Vec<(String, String)>>) {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = devdb_proxy::certs::DevCertificates::generate("db.example.com").expect("certificates");
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, &certs.ca_cert_pem).expect("write CA");
+        let chain = CertificateDer::pem_slice_iter(certs.server_cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>();
+        let key = PrivateKeyDer::from_pem_slice(certs.server_key_pem.as_bytes()).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain.expect("chain"), key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let mut ssl_request = [0_u8; 8];
+                    tcp.read_exact(&mut ssl_request).await.expect("SSLRequest");
+                    tcp.write_all(b"S").await.expect("S");
+                    let mut tls = acceptor.accept(tcp).await.expect("TLS");
+                    let len = usize::try_from(tls.read_u32().await.expect("length")).expect("length");
+                    let mut body = vec![0_u8; len - 4];
+                    tls.read_exact(&mut body).await.expect("start packet");
+                    let fields: Vec<String> =
+                        body[4..].split(|b| *b == 0).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                    let _ = tx.send(
+                        fields
+                            .chunks(2)
+                            .filter(|p| p.len() == 2 && !p[0].is_empty())
+                            .map(|p| (p[0].clone(), p[1].clone()))
+                            .collect(),
+                    );
+                    // Silent until the client goes.
+                    let mut sink = [0_u8; 1024];
+                    while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        (address, ca, rx)
+    }
+
+    #[tokio::test]
+    async fn samples_ask_the_maintenance_database_for_server_side_bounds_and_end_when_nothing_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (address, ca, mut startups) = silent_server(dir.path()).await;
+        let domain = Domain::new("db.example.com").expect("domain");
+        let monitor = ThroughProxy::new(address, domain, Some(&ca)).expect("sampler");
+        let name = Name::new("kate-pg").expect("name");
+        let samples = (0..MAX_SAMPLES_IN_FLIGHT + 2).map(|_| monitor.sample(&name, "shop_owner", "pw", "shop"));
+        let outcomes = tokio::time::timeout(HANG, futures_util::future::join_all(samples))
+            .await
+            .expect("every sample ended on its own");
+        let mut unanswered = 0;
+        for outcome in &outcomes {
+            match outcome {
+                Err(e) if e.to_string().contains("did not answer within") => unanswered += 1,
+                Err(e) => assert!(e.to_string().contains("earlier samples are still running"), "{e}"),
+                Ok(counters) => panic!("nothing answered: {counters:?}"),
+            }
+        }
+        assert_eq!(unanswered, MAX_SAMPLES_IN_FLIGHT, "{outcomes:?}");
+        assert_eq!((monitor.samples().peak(), monitor.samples().running()), (MAX_SAMPLES_IN_FLIGHT, 0));
+
+        let startup = startups.recv().await.expect("a start packet");
+        let value = |key: &str| startup.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        assert_eq!(value("database"), Some("postgres"), "never the owner's database: {startup:?}");
+        assert_eq!(value("user"), Some("shop_owner"));
+        assert_eq!(value("application_name"), Some(devdb_shared::MONITOR_APPLICATION_NAME));
+        let options = value("options").unwrap_or_default();
+        assert!(options.contains("lock_timeout=1s") && options.contains("statement_timeout=3s"), "{options}");
+    }
 
     #[test]
     fn an_unreadable_ca_is_refused_and_a_missing_one_skipped() {

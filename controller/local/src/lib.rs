@@ -4,11 +4,13 @@
 //! - [`sqlite`]: the [`Store`](devdb_core::store::Store), off the async threads;
 //! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime): clones, instances on loopback
 //!   ports, and [`restore`]s (through `devdb-restore`, each in a sandbox of its own);
+//! - [`monitor`]: samples of an instance's statistics, as a monitoring role, bounded;
 //! - [`scheduler`]: one task per object.
 //!
 //! [`Local::open`] sets all of it up on a data directory, the way `devdb-controller` and
 //! `devdb up` run it.
 
+pub mod monitor;
 pub mod restore;
 pub mod runtime;
 pub mod scheduler;

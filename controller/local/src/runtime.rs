@@ -31,7 +31,8 @@ use devdb_shared::Name;
 
 use devdb_core::clock::now;
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
-use devdb_core::monitor::{Counters, SAMPLE_SQL};
+use devdb_core::monitor::Counters;
+use devdb_core::monitor::sampling::SampleLimit;
 use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 
 use crate::restore::{LocalRestore, RestoreSandbox};
@@ -53,6 +54,8 @@ pub struct LocalRuntime {
     root: PathBuf,
     /// The address instances listen on and the proxy relays to.
     host: String,
+    /// Bounds the samples running at once (see [`crate::monitor`]).
+    samples: SampleLimit,
 }
 
 impl LocalRuntime {
@@ -74,6 +77,7 @@ impl LocalRuntime {
             version,
             root: root.into(),
             host: "127.0.0.1".into(),
+            samples: SampleLimit::default(),
         })
     }
 
@@ -82,6 +86,11 @@ impl LocalRuntime {
     pub fn with_sandbox(mut self, sandbox: RestoreSandbox) -> Self {
         self.sandbox = sandbox;
         self
+    }
+
+    /// The samples running now, and the most that ever ran at once.
+    pub fn samples(&self) -> &SampleLimit {
+        &self.samples
     }
 
     /// The same, restoring within `limits`.
@@ -315,12 +324,7 @@ impl Runtime for LocalRuntime {
         project: &ProjectRecord,
     ) -> Result<Option<Counters>, RuntimeError> {
         let sock = self.database_dir(&database.name).join("sock");
-        let (port, dbname) = (database.port, project.database.clone());
-        let rows = tokio::task::spawn_blocking(move || Session::admin(&sock, port, &dbname)?.rows(SAMPLE_SQL))
-            .await
-            .map_err(|e| RuntimeError::Step { step: "sampling", detail: e.to_string() })?
-            .map_err(RuntimeError::step("sampling"))?;
-        Ok(Some(Counters::from_row(&rows.into_iter().next().unwrap_or_default())))
+        crate::monitor::sample(&self.samples, sock, database.port, &project.database).await.map(Some)
     }
 }
 

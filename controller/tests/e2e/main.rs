@@ -9,6 +9,7 @@ mod common;
 mod failures;
 mod lifecycle;
 mod masking;
+mod monitoring;
 mod recovery;
 mod settings;
 mod sleep;

@@ -90,14 +90,6 @@ async fn an_asleep_database_wakes_on_the_first_connection_of_psql_and_of_a_drive
     assert_eq!(devdb.starts_asked("kate-pg") - before, 1, "one start for four clients:\n{}", devdb.log());
 }
 
-/// The Kubernetes runtime's sampler, pointed at this proxy and trusting its development CA.
-fn through_proxy(devdb: &DevDb, database: &Database) -> devdb_kube::monitor::ThroughProxy {
-    let domain = database.host.strip_prefix(&format!("{}.", database.name)).expect("host under the domain");
-    let domain = devdb_shared::Domain::new(domain).expect("domain");
-    devdb_kube::monitor::ThroughProxy::new(format!("127.0.0.1:{}", devdb.proxy_port), domain, Some(&devdb.ca()))
-        .expect("sampler")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_health_checks() {
     let quick = ["--idle-stop-after", "1s", "--lifecycle-check-every", "200ms", "--activity-report-every", "200ms"];
@@ -107,7 +99,7 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
     let database = devdb.stop("kate-pg").await;
     let refused = devdb.connect_as(&database, devdb_shared::MONITOR_APPLICATION_NAME).await.expect_err("asleep");
     assert_eq!(refused.as_db_error().map(|e| e.code().code()), Some("57P03"), "{refused}");
-    let monitor = through_proxy(&devdb, &database);
+    let monitor = devdb.through_proxy(&database);
     let sample = monitor.sample(&database.name, &database.username, &database.password, &database.database).await;
     assert!(sample.is_err(), "sampling an asleep database fails");
     assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Stopped);
@@ -129,7 +121,7 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
     // Closed: the database stops after its idle period, health checks notwithstanding; clients
     // that fail to authenticate (no password) keep trying in vain to hold it up, and so does the
     // controller's sampling (which authenticates and queries).
-    let monitor = through_proxy(&devdb, &database);
+    let monitor = devdb.through_proxy(&database);
     let counters = monitor
         .sample(&database.name, &database.username, &database.password, &database.database)
         .await

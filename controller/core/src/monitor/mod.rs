@@ -2,9 +2,11 @@
 //! database's statistics ([`Counters`], cumulative as PostgreSQL keeps them), turns two
 //! successive ones into a [`Point`] (rates per second over the interval), adds it to the
 //! database's bounded [`History`] (kept as a store document, so it survives a restart), keeps
-//! the latest point for `/metrics`, and hands the tick to the usage [`Ledger`].
+//! the latest point for `/metrics`, and hands the tick to the usage [`Ledger`]. How runtimes
+//! sample (where they connect, the bounds, the query) is [`sampling`]'s.
 
 mod history;
+pub mod sampling;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,9 +20,7 @@ use crate::model::DatabaseRecord;
 use crate::runtime::{Platform, Runtime};
 use crate::store::{Store, StoreError};
 use crate::usage::Ledger;
-
-/// How long one database may take to answer before its sample is skipped.
-const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
+use sampling::SAMPLE_TIMEOUT;
 
 /// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,
 /// `pg_stat_activity`, `pg_database_size`): the totals count from the instance's start.
@@ -41,24 +41,8 @@ pub struct Counters {
     pub longest_query_secs: f64,
 }
 
-/// A database's statistics in one row, read in the database itself by any role that sees its
-/// own sessions (the sampling session itself is left out). [`Counters::from_row`] reads it.
-pub const SAMPLE_SQL: &str = "\
-WITH sessions AS (
-    SELECT state, query_start FROM pg_stat_activity
-    WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-)
-SELECT pg_database_size(current_database()),
-    (SELECT count(*) FROM sessions WHERE state = 'active'),
-    (SELECT count(*) FROM sessions WHERE state = 'idle'),
-    (SELECT count(*) FROM sessions WHERE state LIKE 'idle in transaction%'),
-    xact_commit, xact_rollback, tup_returned + tup_fetched, tup_inserted + tup_updated + tup_deleted,
-    blks_hit, blks_read,
-    COALESCE((SELECT extract(epoch FROM max(now() - query_start)) FROM sessions WHERE state = 'active'), 0)
-FROM pg_stat_database WHERE datname = current_database()";
-
 impl Counters {
-    /// The counters of [`SAMPLE_SQL`]'s row, as text (missing or unreadable values are 0).
+    /// The counters of [`sampling::sample_sql`]'s row, as text (missing or unreadable values are 0).
     pub fn from_row(row: &[Option<String>]) -> Self {
         let number = |i: usize| row.get(i).cloned().flatten().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

@@ -235,6 +235,14 @@ impl DevDb {
         Ok(client)
     }
 
+    /// The Kubernetes runtime's sampler, pointed at this proxy and trusting its development CA.
+    pub fn through_proxy(&self, database: &Database) -> devdb_kube::monitor::ThroughProxy {
+        let domain = database.host.strip_prefix(&format!("{}.", database.name)).expect("host under the domain");
+        let domain = devdb_shared::Domain::new(domain).expect("domain");
+        devdb_kube::monitor::ThroughProxy::new(format!("127.0.0.1:{}", self.proxy_port), domain, Some(&self.ca()))
+            .expect("sampler")
+    }
+
     /// Connects, retrying while the proxy's table catches up with the controller.
     pub async fn connect_retrying(&self, database: &Database) -> tokio_postgres::Client {
         let mut last = None;
