@@ -242,6 +242,11 @@ pub struct Masking {
     /// (a restore that finds one fails).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
+    /// Which of the project's keys masks it: bumped by a key rotation (`POST
+    /// /v1/projects/{name}/masking/rotate-key`), never set by a client. The key itself is never
+    /// shown.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub key_version: u32,
 }
 
 /// How one column (or one value inside a JSON column) is masked.
@@ -268,6 +273,12 @@ pub struct MaskRule {
 /// For `skip_serializing_if`: a count of zero is left out.
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
 pub fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// [`is_zero`] for a `u32`.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+pub fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 

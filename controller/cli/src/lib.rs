@@ -177,9 +177,13 @@ pub enum ProjectCommand {
     Masking {
         name: String,
         /// The rules to set (`-` reads standard input).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "rotate_key")]
         file: Option<PathBuf>,
-        #[arg(long, requires = "file")]
+        /// Give the project a new masking key (the old one is gone): it restores again, masked
+        /// under the new key, and no clone is made meanwhile.
+        #[arg(long)]
+        rotate_key: bool,
+        #[arg(long)]
         no_wait: bool,
     },
 }
@@ -440,11 +444,20 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
                 output::scan(&report, json);
             }
         }
+        ProjectCommand::Masking { name, rotate_key: true, no_wait, .. } => {
+            let before: Project = api.get(&format!("/v1/projects/{name}")).await?;
+            let project: Project = api.post(&format!("/v1/projects/{name}/masking/rotate-key"), &()).await?;
+            let project = if no_wait { project } else { wait_for_project(api, &before).await? };
+            output::project(&project, json);
+            if let Some(error) = project.error {
+                anyhow::bail!("the restore of {name} under its new key failed: {error}");
+            }
+        }
         ProjectCommand::Masking { name, file: None, .. } => {
             let masking: serde_json::Value = api.get(&format!("/v1/projects/{name}/masking")).await?;
             output::print_json(&masking);
         }
-        ProjectCommand::Masking { name, file: Some(file), no_wait } => {
+        ProjectCommand::Masking { name, file: Some(file), no_wait, .. } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {

@@ -175,6 +175,7 @@ impl Runtime for FakeRuntime {
             unlisted_unmasked: 0,
             // Set by the reconciler.
             masked_with: Vec::new(),
+            masked_key_version: 0,
             masking_verified: None,
         })
     }

@@ -47,7 +47,7 @@ pub struct ProjectRecord {
     /// Restores of the wanted generation begun and never finished: the controller stopped while
     /// they ran (restarted, or killed by what the restore did). Past
     /// [`MAX_INTERRUPTED_RESTORES`] the restore fails instead of starting again.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero_u32")]
     pub restores_begun: u32,
 }
 
@@ -55,18 +55,15 @@ pub struct ProjectRecord {
 /// the controller down must not do so for ever.
 pub const MAX_INTERRUPTED_RESTORES: u32 = 3;
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference.
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
 impl ProjectRecord {
     /// Why its snapshot must not be cloned now: the project has masking rules its snapshot was
     /// not masked with (rules set, or changed, since). `Some(true)` while the restore applying
     /// them is under way (a clone waits for it), `Some(false)` when none is (it failed).
     pub fn masking_pending(&self) -> Option<bool> {
         let snapshot = self.snapshot.as_ref()?;
-        if self.masking.rules.is_empty() || snapshot.masked_with == self.masking.rules {
+        if self.masking.rules.is_empty()
+            || (snapshot.masked_with == self.masking.rules && snapshot.masked_key_version == self.masking.key_version)
+        {
             return None;
         }
         Some(self.wanted_generation > snapshot.generation)
@@ -140,6 +137,10 @@ pub struct SnapshotRecord {
     /// The masking rules its restore applied (set by the reconciler).
     #[serde(default)]
     pub masked_with: Vec<devdb_shared::api::MaskRule>,
+    /// The version of the project's key it was masked under (see
+    /// [`Masking::key_version`](devdb_shared::api::Masking::key_version)).
+    #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero_u32")]
+    pub masked_key_version: u32,
     /// With masking verification: how many sampled originals were looked for in its files,
     /// and not found.
     #[serde(default)]

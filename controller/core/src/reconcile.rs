@@ -252,7 +252,11 @@ impl<P: Platform> Reconciler<P> {
         match self.restore_with_progress(&project, generation, allowance, cancel).await {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
-                let snapshot = SnapshotRecord { masked_with: project.masking.rules.clone(), ..snapshot };
+                let snapshot = SnapshotRecord {
+                    masked_with: project.masking.rules.clone(),
+                    masked_key_version: project.masking.key_version,
+                    ..snapshot
+                };
                 // Only for the same project and generation: it may have been deleted and
                 // recreated, or refreshed, while this restore ran.
                 self.store

@@ -1316,6 +1316,54 @@ async fn with_require_rules_no_clone_while_a_scanned_personal_column_has_no_rule
     assert_eq!(core.call(Some(KATE), "POST", "/v1/databases", Some(create("second"))).await.0, StatusCode::CREATED);
 }
 
+/// A key rotation: a new key (the old one gone), the project masked again under it, and no
+/// clone of the snapshot masked under the old one meanwhile; the key's version is the
+/// controller's, whatever a request says.
+#[tokio::test]
+async fn a_key_rotation_masks_the_project_again_and_nothing_is_cloned_under_the_old_key() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let (status, _) = core.call(Some(KATE), "POST", "/v1/projects/shop/masking/rotate-key", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no rules, no key");
+    let rules = json!({"rules": [{"table": "customers", "column": "email", "strategy": "email"}], "keyVersion": 7});
+    assert_eq!(core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(rules)).await.0, StatusCode::ACCEPTED);
+    core.settle_project("shop").await;
+    let store = core.reconciler.store().clone();
+    let before = store.project("shop").await.expect("store").expect("project");
+    assert_eq!(before.masking.key_version, 0, "a client does not set the version");
+    assert_eq!(
+        core.call(Some(BOB), "POST", "/v1/projects/shop/masking/rotate-key", None).await.0,
+        StatusCode::FORBIDDEN,
+        "projects are shared, changed by their owner"
+    );
+
+    core.runtime.hold_restores();
+    let (status, body) = core.call(Some(KATE), "POST", "/v1/projects/shop/masking/rotate-key", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["masking"]["keyVersion"], 1, "{body}");
+    assert!(!body.to_string().contains(&before.mask_key), "the key is never shown");
+    let rotated = store.project("shop").await.expect("store").expect("project");
+    assert_ne!(rotated.mask_key, before.mask_key, "a new key");
+    let create = json!({"name": "kate-pg", "project": "shop"});
+    assert_eq!(core.call(Some(KATE), "POST", "/v1/databases", Some(create)).await.0, StatusCode::CREATED);
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(!core.runtime.calls().contains(&"clone kate-pg".to_string()), "no clone under the old key");
+    core.runtime.release_restores();
+    for _ in 0..200 {
+        if core.runtime.calls().contains(&"clone kate-pg".to_string()) {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let project = store.project("shop").await.expect("store").expect("project");
+    assert_eq!(project.snapshot.map(|s| s.masked_key_version), Some(1));
+    assert!(core.runtime.calls().contains(&"clone kate-pg".to_string()), "{:?}", core.runtime.calls());
+}
+
 #[tokio::test]
 async fn a_snapshot_restored_before_masking_rules_is_never_cloned_once_they_are_set() {
     let core = Core::start(FakeRuntime::default());

@@ -99,6 +99,9 @@ pub struct SnapshotStatus {
     /// The masking rules its restore applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masked_with: Vec<devdb_shared::api::MaskRule>,
+    /// The version of the project's masking key they were applied under.
+    #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero_u32")]
+    pub masked_key_version: u32,
     /// With masking verification: the sampled originals looked for in its files, not found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masking_verified: Option<u64>,

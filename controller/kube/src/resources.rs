@@ -1078,7 +1078,7 @@ pub(crate) mod tests {
 
         let rule: devdb_shared::api::MaskRule =
             serde_json::from_str(r#"{"table":"customers","column":"email","strategy":"email"}"#).expect("rule");
-        let masking = Masking { rules: vec![rule], require_rules: true, verify: true };
+        let masking = Masking { rules: vec![rule], require_rules: true, verify: true, key_version: 0 };
         let secret = serde_json::to_value(masking_secret("shop", 3, &masking, "k".repeat(48).as_str())).expect("json");
         assert_eq!(secret["metadata"]["name"], "restore-masking-3");
         assert_eq!(secret["metadata"]["labels"][GENERATION_LABEL], "3");

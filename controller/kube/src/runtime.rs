@@ -459,6 +459,7 @@ impl Runtime for KubeRuntime {
             unlisted_unmasked: report.unlisted_unmasked,
             // Set by the reconciler.
             masked_with: Vec::new(),
+            masked_key_version: 0,
             masking_verified: report.verified,
         })
     }

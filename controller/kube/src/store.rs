@@ -60,9 +60,14 @@ impl Passwords {
     }
 
     /// A project's masking key: 48 characters, derived like its password (so it is stored
-    /// nowhere, and a project made again under the same name gets a new one).
-    pub fn mask_key(&self, project: &str, uid: &str) -> String {
-        self.password("mask-key", project, uid) + &self.password("mask-key-2", project, uid)
+    /// nowhere, and a project made again under the same name gets a new one), one per version
+    /// (a rotation bumps it).
+    pub fn mask_key(&self, project: &str, uid: &str, version: u32) -> String {
+        let (first, second) = match version {
+            0 => ("mask-key".to_string(), "mask-key-2".to_string()),
+            v => (format!("mask-key-v{v}"), format!("mask-key-v{v}-2")),
+        };
+        self.password(&first, project, uid) + &self.password(&second, project, uid)
     }
 }
 
@@ -376,7 +381,7 @@ impl CrdStore {
         let status = p.status.clone().unwrap_or_default();
         Ok(ProjectRecord {
             password: self.passwords.password("project", name.as_str(), &id),
-            mask_key: self.passwords.mask_key(name.as_str(), &id),
+            mask_key: self.passwords.mask_key(name.as_str(), &id, p.spec.masking.key_version),
             id,
             name,
             owner: p.spec.owner.clone(),
@@ -394,6 +399,7 @@ impl CrdStore {
                 unlisted_findings: s.unlisted_findings,
                 unlisted_unmasked: s.unlisted_unmasked,
                 masked_with: s.masked_with,
+                masked_key_version: s.masked_key_version,
                 masking_verified: s.masking_verified,
             }),
             wanted_generation: p.spec.snapshot_generation,
@@ -588,6 +594,7 @@ fn project_status(p: &ProjectRecord, previous: Option<&crd::ProjectStatus>) -> c
             unlisted_findings: s.unlisted_findings,
             unlisted_unmasked: s.unlisted_unmasked,
             masked_with: s.masked_with.clone(),
+            masked_key_version: s.masked_key_version,
             masking_verified: s.masking_verified,
         }),
         conditions: vec![ready_condition(p.status == ProjectPhase::Ready, reason, p.error.as_ref(), previous)],
@@ -790,6 +797,10 @@ mod tests {
         assert_ne!(first, passwords.password("database", "kate-pg", "uid-2"), "recreated: new password");
         assert_ne!(first, passwords.password("project", "kate-pg", "uid-1"), "kinds differ");
         assert_ne!(first, Passwords::new(b"another key").password("database", "kate-pg", "uid-1"));
+        let key = passwords.mask_key("shop", "uid-1", 0);
+        assert_eq!(key.len(), 48);
+        assert_eq!(key, passwords.mask_key("shop", "uid-1", 0), "stable");
+        assert_ne!(key, passwords.mask_key("shop", "uid-1", 1), "a rotation gives another key");
     }
 
     #[test]

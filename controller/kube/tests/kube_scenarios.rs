@@ -207,7 +207,7 @@ fn restore_steps_masked(project_record_password: &str, masking: Option<&Masking>
         Step::apply(&format!("{NS}/persistentvolumeclaims/golden-1"), &resources::golden_pvc("shop", 1, &settings())),
     ];
     if let Some(masking) = masking {
-        let key = Passwords::new(KEY).mask_key("shop", "uid-shop");
+        let key = Passwords::new(KEY).mask_key("shop", "uid-shop", 0);
         steps.push(Step::apply(
             &format!("{NS}/secrets/restore-masking-1"),
             &resources::masking_secret("shop", 1, masking, &key),
@@ -1084,7 +1084,7 @@ mod api {
         let response = request.await.expect("ran").expect("answered");
         assert_eq!(response.status(), 202);
         let view = response.text().await.expect("text");
-        let key = Passwords::new(KEY).mask_key("shop", "uid-shop");
+        let key = Passwords::new(KEY).mask_key("shop", "uid-shop", 0);
         assert!(!view.contains(&key) && !view.contains("maskKey"), "the key is never shown: {view}");
         assert_eq!(c.asked_for(), [Key::Project(name("shop"))], "a new, masked snapshot is restored");
 

@@ -154,6 +154,11 @@ impl RestoreSandbox {
         Ok(Self { tools, uids: args.restore_uids, limits, reserve: args.restore_disk_reserve })
     }
 
+    /// Whether restores run sandboxed.
+    pub fn isolates(&self) -> bool {
+        self.tools.is_some()
+    }
+
     /// Unsandboxed (tests of other things).
     pub fn off() -> Self {
         Self { tools: None, uids: (0, 0), limits: ProcessLimits::default(), reserve: Reserve::Bytes(0) }

@@ -329,14 +329,17 @@ impl Runtime for LocalRuntime {
 }
 
 impl LocalRuntime {
-    /// A clean work directory for a restore (the controller's alone): what a killed
-    /// controller left there is stopped and removed.
+    /// A clean work directory for a restore (the controller's alone; the PostgreSQL user may
+    /// pass through when restores are not sandboxed): what a killed controller left there is
+    /// stopped and removed.
     fn prepare_restore(&self, project: &Name, work: &Path) -> Result<(), RuntimeError> {
+        use std::os::unix::fs::PermissionsExt as _;
         LocalRestore::stop_leftover(&self.pg, work);
         remove_dir(work)?;
         passable_dir(&self.project_dir(project)).map_err(RuntimeError::io("creating the project directory"))?;
-        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-            .create(work)
+        std::fs::create_dir(work).map_err(RuntimeError::io("creating the restore directory"))?;
+        let mode = if self.sandbox.isolates() { 0o700 } else { 0o711 };
+        std::fs::set_permissions(work, std::fs::Permissions::from_mode(mode))
             .map_err(RuntimeError::io("creating the restore directory"))
     }
 
@@ -361,6 +364,7 @@ impl LocalRuntime {
             unlisted_unmasked: 0,
             // Set by the reconciler.
             masked_with: Vec::new(),
+            masked_key_version: 0,
             masking_verified: loaded.verified,
         })
     }

@@ -86,6 +86,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/projects/{name}", get(projects::show::<P>).delete(projects::delete::<P>))
         .route("/projects/{name}/refresh", post(projects::refresh::<P>))
         .route("/projects/{name}/masking", get(projects::masking::<P>).put(projects::set_masking::<P>))
+        .route("/projects/{name}/masking/rotate-key", post(projects::rotate_key::<P>))
         .route("/projects/{name}/scan", post(projects::scan::<P>))
         .route("/databases", post(databases::create::<P>).get(databases::list::<P>))
         .route(

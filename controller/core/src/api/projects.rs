@@ -196,15 +196,13 @@ pub async fn set_masking<P: Platform>(
         )));
     }
     let changed = masking.rules != project.masking.rules;
-    let key = if project.mask_key.is_empty() {
-        format!("{}{}", generate_password(), generate_password())
-    } else {
-        project.mask_key.clone()
-    };
+    let key = if project.mask_key.is_empty() { new_mask_key() } else { project.mask_key.clone() };
     let updated = state
         .store
         .update_project(&project.name, |p| {
-            p.masking = masking.clone();
+            // The key's version is the controller's to keep, whatever the request says.
+            let key_version = p.masking.key_version;
+            p.masking = Masking { key_version, ..masking.clone() };
             if p.mask_key.is_empty() {
                 p.mask_key = key.clone();
             }
@@ -218,6 +216,47 @@ pub async fn set_masking<P: Platform>(
     if changed {
         state.reconciler.trigger(Key::Project(updated.name.clone()));
     }
+    Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
+}
+
+/// A project's masking key: 48 random characters.
+fn new_mask_key() -> String {
+    format!("{}{}", generate_password(), generate_password())
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects/{name}/masking/rotate-key", tag = "projects", params(("name" = String, Path)),
+    responses((status = 202, description = "A new key; the project restores again, masked under it (clones wait for it)", body = Project),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+/// Gives the project a new masking key (the old one is gone): its next snapshot, restored at
+/// once, is masked under it, and no clone is made of one masked under the old key meanwhile.
+pub async fn rotate_key<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let project = super::project_for(&state, &caller, &name, Access::Change).await?;
+    if project.masking.rules.is_empty() {
+        return Err(ApiError::BadRequest(format!("project {} has no masking rules: no key masks it", project.name)));
+    }
+    if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
+        return Err(ApiError::Conflict(format!(
+            "project {} is restoring; rotate its key once it is done",
+            project.name
+        )));
+    }
+    let key = new_mask_key();
+    let updated = state
+        .store
+        .update_project(&project.name, |p| {
+            p.masking.key_version += 1;
+            p.mask_key = key.clone();
+            restore_again(p);
+        })
+        .await?;
+    tracing::info!(project = %updated.name, key_version = updated.masking.key_version, "masking key rotated");
+    state.reconciler.trigger(Key::Project(updated.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
 }
 
