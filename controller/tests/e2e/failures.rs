@@ -137,7 +137,9 @@ async fn a_full_disk_is_named_cleaned_up_and_recovered_from() {
     devdb.create_project("big", &files.url("big.sql")).await;
     let big = devdb.settled_project("big").await;
     assert_eq!(big.status, ProjectStatus::Failed);
-    assert!(big.error.as_deref().is_some_and(|e| e.contains("disk is full")), "{big:?}\n{}", devdb.log());
+    // Full, or stopped short of full by the reserve kept for databases, whichever comes first.
+    let full = |e: &str| e.contains("the disk is full") || e.contains("the disk is nearly full");
+    assert!(big.error.as_deref().is_some_and(full), "{big:?}\n{}", devdb.log());
     assert!(!devdb.data_dir.join("projects/big").exists(), "what it wrote is removed");
     let (status, _) = devdb.call(reqwest::Method::DELETE, "/v1/projects/big", None).await;
     assert_eq!(status, 204, "the controller still answers and deletes");
@@ -157,4 +159,41 @@ async fn a_full_disk_is_named_cleaned_up_and_recovered_from() {
     let (status, _) = devdb.call(reqwest::Method::POST, "/v1/databases/squeezed/reset?wait=true", None).await;
     assert_eq!(status, 202, "once there is room, a reset clones it");
     drop(devdb);
+}
+
+/// What one owner's restore fills, another owner's databases can still use: restores stop short
+/// of full by `--restore-disk-reserve`, whether the source is an endless body or a gzip inside a
+/// gzip that expands to gigabytes; each fails saying so, with what it wrote removed, while a
+/// clone of another project (and a reset of it) goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_fills_the_disk_stops_short_of_it_and_another_owners_clone_goes_on() {
+    let dumps = Dumps::make();
+    // A gzip of a gzip of 1 GiB of zeros: a few kilobytes (made by gzip itself, quickly).
+    let bomb = format!("head -c 1G /dev/zero | gzip -9 | gzip -9 > {}", dumps.path("bomb.gz").display());
+    assert!(std::process::Command::new("sh").args(["-c", &bomb]).status().expect("sh").success());
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let mounted = std::cell::Cell::new(None);
+    let flags = ["--restore-disk-reserve", "96MiB", "--max-decompression-ratio", "1000000000"];
+    let devdb = DevDb::start_in(&flags, |data| mounted.set(devdb_testkit::SmallDisk::mount(data, "320m"))).await;
+    let Some(_disk) = mounted.take() else { return };
+
+    // Bob's project and database, before and while the hostile sources run.
+    devdb.create_project("bobs", &files.url("custom.dump")).await;
+    assert_eq!(devdb.settled_project("bobs").await.status, ProjectStatus::Ready, "{}", devdb.log());
+    assert_eq!(devdb.create_database("bob-pg", "bobs").await.0, 201);
+    devdb.create_project("endless", &files.endless_url()).await;
+    devdb.create_project("bomb", &files.url("bomb.gz")).await;
+    for project in ["endless", "bomb"] {
+        let failed = devdb.settled_project(project).await;
+        assert_eq!(failed.status, ProjectStatus::Failed, "{failed:?}");
+        let error = failed.error.unwrap_or_default();
+        assert!(error.contains("the disk is nearly full") && error.contains("96.0 MiB"), "{project}: {error}");
+        assert!(!devdb.data_dir.join("projects").join(project).exists(), "{project}: what it wrote is removed");
+    }
+    let free = devdb_restore::limits::free_bytes(&devdb.data_dir).expect("statvfs");
+    assert!(free > 96 << 20, "the reserve is still free: {free}");
+    let (status, body) = devdb.create_database("bob-second", "bobs").await;
+    assert_eq!(status, 201, "another clone fits: {body}");
+    let (status, _) = devdb.call(reqwest::Method::POST, "/v1/databases/bob-pg/reset?wait=true", None).await;
+    assert_eq!(status, 202, "and a reset");
 }
