@@ -156,13 +156,14 @@ async fn serve(
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("proxy-{}", std::process::id()));
+    let metrics = Metrics::new(config.metrics_name_databases());
     let ctx = Arc::new(Context {
         config,
         tls,
         routes: routes.clone(),
         cancels: cancels.clone(),
         admission,
-        metrics: Metrics::default(),
+        metrics,
         sessions: sessions.clone(),
         controller: controller.clone(),
         draining: CancellationToken::new(),
