@@ -778,6 +778,33 @@ mod quotas {
     }
 
     #[tokio::test]
+    async fn a_reset_that_would_start_a_database_beyond_the_running_quota_is_refused() {
+        let core = with_quotas(r#"{"default": {"running": 1}}"#);
+        core.ready_project(KATE, "shop").await;
+        assert_eq!(create(&core, KATE, "kate-1").await.0, StatusCode::CREATED);
+        core.call(Some(KATE), "POST", "/v1/databases/kate-1/stop?wait=true", None).await;
+        assert_eq!(create(&core, KATE, "kate-2").await.0, StatusCode::CREATED);
+        // A reset clones again and runs the clone: for a stopped database, one more running.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/reset?wait=true", None).await;
+        assert_eq!(
+            (status, message(&body)),
+            (StatusCode::FORBIDDEN, "quota exceeded: running databases: kate has 1 of 1"),
+            "{body}"
+        );
+        let (_, kate1) = core.call(Some(KATE), "GET", "/v1/databases/kate-1", None).await;
+        assert_eq!(kate1["status"], "stopped", "left as it was");
+        let (_, usage) = core.call(Some(KATE), "GET", "/v1/usage", None).await;
+        assert_eq!(usage[0]["running"], 1);
+        // Resetting the running one takes no new place.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-2/reset?wait=true", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        // With the place free, the stopped one may be reset (and runs).
+        core.call(Some(KATE), "POST", "/v1/databases/kate-2/stop?wait=true", None).await;
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/reset?wait=true", None).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
+    }
+
+    #[tokio::test]
     async fn concurrent_creates_cannot_both_take_the_last_place() {
         let core = with_quotas(r#"{"default": {"databases": 1}}"#);
         core.ready_project(KATE, "shop").await;

@@ -147,7 +147,7 @@ pub async fn delete<P: Platform>(
 
 #[utoipa::path(
     post, path = "/v1/databases/{name}/reset", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query)),
-    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+    responses((status = 202, body = Database), (status = 403, description = "A stopped one would go over the running quota", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 pub async fn reset<P: Platform>(
     axum::extract::State(state): Shared<P>,
@@ -160,6 +160,12 @@ pub async fn reset<P: Platform>(
     if let Some(project) = state.store.project(database.project.as_str()).await? {
         refuse_unmasked(&project)?;
     }
+    // The clone runs: a stopped (or failed) database takes a running place, as a start would.
+    let quota = if crate::quota::counts_as_running(&database) || database.want == Want::Delete {
+        None
+    } else {
+        Some(super::check_quota(&state, &database.owner, Adding::Running).await?)
+    };
     // Decided inside the transaction, so a delete committed meanwhile is never undone.
     let record = state
         .store
@@ -171,6 +177,7 @@ pub async fn reset<P: Platform>(
             }
         })
         .await?;
+    drop(quota);
     if record.want == Want::Delete {
         return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
     }
