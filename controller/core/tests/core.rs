@@ -255,6 +255,79 @@ async fn bad_requests_get_400_404_409_with_json_errors() {
     );
 }
 
+/// Names are global (one host name each), so a create whose name another owner holds fails;
+/// the refusal is the same whoever holds it and whatever state it is in, and names no one. Other
+/// owners' objects never show through a conflict.
+#[tokio::test]
+async fn a_conflict_tells_nothing_of_another_owners_objects_but_is_helpful_about_ones_own() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let message = |body: &Value| body["error"]["message"].as_str().unwrap_or_default().to_string();
+    let create = |token, db: &str| {
+        core.call(Some(token), "POST", "/v1/databases?wait=true", Some(json!({"name": db, "project": "shop"})))
+    };
+    assert_eq!(create(BOB, "bob-pg").await.0, StatusCode::CREATED);
+    assert_eq!(create(BOB, "bob-old").await.0, StatusCode::CREATED);
+    core.call(Some(BOB), "POST", "/v1/databases/bob-pg/stop?wait=true", None).await;
+    // bob-old is being deleted (its instance will not go): its name is still held.
+    core.runtime.fail_next(Op::Remove, RuntimeError::Platform("held".into()));
+    assert_eq!(core.call(Some(BOB), "DELETE", "/v1/databases/bob-old", None).await.0, StatusCode::ACCEPTED);
+
+    let mut refusals = Vec::new();
+    for taken in ["bob-pg", "bob-old"] {
+        let (status, body) = create(KATE, taken).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        refusals.push(message(&body).replace(taken, "NAME"));
+        for secret in ["bob", "stopped", "deleting", "exists", "owner"] {
+            assert!(!message(&body).replace(taken, "").contains(secret), "{taken}: {body}");
+        }
+        // The compatibility API says the same.
+        let (status, compat) =
+            core.call(Some(KATE), "POST", "/projects/shop/databases", Some(json!({"name": taken}))).await;
+        assert_eq!((status, message(&compat)), (StatusCode::CONFLICT, message(&body)));
+    }
+    assert_eq!(refusals[0], refusals[1], "a stopped one and one being deleted: the same answer");
+    assert!(refusals[0].contains("not available"), "{refusals:?}");
+    // One's own: said plainly, with what to do.
+    assert_eq!(create(KATE, "kate-pg").await.0, StatusCode::CREATED);
+    let (status, own) = create(KATE, "kate-pg").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(message(&own).contains("already exists") && message(&own).contains("yours"), "{own}");
+
+    // Projects: the same, and a name shaped like a project's id is reserved (ids and names
+    // share one lookup), with the same answer.
+    let (status, taken) = core.call(Some(BOB), "POST", "/v1/projects", Some(json!({"name": "shop"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+    let (_, shop) = core.call(Some(BOB), "GET", "/v1/projects/shop", None).await;
+    let id = shop["id"].as_str().expect("id").to_string();
+    for reserved in [id.as_str(), "prj-0123456789abcdefghijklmn"] {
+        let (status, body) = core.call(Some(BOB), "POST", "/v1/projects", Some(json!({"name": reserved}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{reserved}: {body}");
+        assert_eq!(message(&body).replace(reserved, "NAME"), message(&taken).replace("shop", "NAME"));
+    }
+    assert!(message(&taken).contains("not available") && !message(&taken).contains("kate"), "{taken}");
+    let (_, own) = core.call(Some(KATE), "POST", "/v1/projects", Some(json!({"name": "shop"}))).await;
+    assert!(message(&own).contains("already exists") && message(&own).contains("yours"), "{own}");
+
+    // A project with others' databases cannot be deleted, but their names are not shown.
+    let (status, body) = core.call(Some(KATE), "DELETE", "/v1/projects/shop", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(message(&body).contains("kate-pg"), "one's own are named: {body}");
+    assert!(!message(&body).contains("bob"), "{body}");
+    core.call(Some(KATE), "DELETE", "/v1/databases/kate-pg", None).await;
+    for _ in 0..200 {
+        if core.call(Some(ADMIN), "GET", "/v1/databases/kate-pg", None).await.0 == StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (status, body) = core.call(Some(KATE), "DELETE", "/v1/projects/shop", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(!message(&body).contains("bob") && message(&body).contains("still has databases"), "{body}");
+    let (_, admin) = core.call(Some(ADMIN), "DELETE", "/v1/projects/shop", None).await;
+    assert!(message(&admin).contains("bob-"), "an admin is told which: {admin}");
+}
+
 #[tokio::test]
 async fn a_clone_that_fails_is_a_422_with_the_safe_reason_and_a_reset_of_a_deleted_one_409() {
     let core = Core::start(FakeRuntime::default());

@@ -15,7 +15,7 @@ use crate::model::{DatabaseRecord, Lifecycle, Want};
 use crate::quota::Adding;
 use crate::reconcile::Key;
 use crate::runtime::{Platform, Ports, Runtime};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
 
@@ -81,7 +81,10 @@ pub async fn create<P: Platform>(
         lifecycle,
         settings: crate::model::Settings::default(),
     };
-    let record = state.store.insert_database(&record).await?;
+    let record = match state.store.insert_database(&record).await {
+        Err(StoreError::Exists { .. }) => return Err(name_taken(&state, &caller, &req.name).await),
+        inserted => inserted?,
+    };
     drop(quota);
     tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
     state.reconciler.trigger(Key::Database(record.name.clone()));
@@ -312,6 +315,25 @@ pub async fn patch<P: Platform>(
         state.reconciler.trigger(Key::Database(record.name.clone()));
     }
     Ok(Json(view(&state, &record).await?))
+}
+
+/// The conflict of a create whose name is taken: plain about the caller's own database (or any,
+/// for an admin), and for anyone else's the same answer as for a name that is not free for any
+/// other reason ([`super::name_not_available`]).
+async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &devdb_shared::Name) -> ApiError {
+    if *caller == Caller::Admin {
+        return ApiError::Conflict(format!("database {name} already exists (or is still being deleted)"));
+    }
+    let existing = state.store.database(name.as_str()).await.ok().flatten();
+    match existing.filter(|d| caller.may_access(&d.owner)) {
+        Some(d) if d.want == Want::Delete => ApiError::Conflict(format!(
+            "database {name} already exists and is being deleted: its name is free once it is gone"
+        )),
+        Some(_) => ApiError::Conflict(format!(
+            "database {name} already exists: it is yours (`devdb db show {name}`, `devdb db reset {name}`)"
+        )),
+        None => super::name_not_available("database", name),
+    }
 }
 
 /// Refuses (409) to stop or start a database being deleted or one that failed.

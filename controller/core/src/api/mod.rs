@@ -271,6 +271,14 @@ async fn check_quota<'a, P: Platform>(
     Ok(guard)
 }
 
+/// The refusal (409) of a create whose name is not free and not the caller's to know about:
+/// held by another owner, reserved, or still being released. Names are global (each is a host
+/// name), so such a create must fail; the answer is the same in every case and names neither
+/// holder nor state.
+pub(crate) fn name_not_available(kind: &str, name: &devdb_shared::Name) -> ApiError {
+    ApiError::Conflict(format!("the name {:?} is not available for a {kind}: choose another", name.as_str()))
+}
+
 /// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).
 pub fn generate_password() -> String {
     use rand::Rng;
