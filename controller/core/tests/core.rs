@@ -630,7 +630,7 @@ mod lifecycle {
         }
 
         /// Waits until `db` has `status` ("gone": deleted).
-        async fn settles(&self, db: &str, status: &str) -> Value {
+        pub(super) async fn settles(&self, db: &str, status: &str) -> Value {
             for _ in 0..500 {
                 let (code, d) = self.database(db).await;
                 if (status == "gone" && code == StatusCode::NOT_FOUND) || d["status"] == status {
@@ -660,6 +660,12 @@ mod lifecycle {
         let core = Core::start(FakeRuntime::default());
         core.ready_project(KATE, "shop").await;
         let created = core.running("kate-pg", json!({})).await;
+        assert!(created.get("lastActiveAt").is_none(), "made, never used: {created}");
+        // A session (a proxy's report), then none.
+        assert_eq!(core.report(ADMIN, &["kate-pg"]).await, StatusCode::NO_CONTENT);
+        core.report(ADMIN, &[]).await;
+        let used = core.database("kate-pg").await.1["lastActiveAt"].clone();
+        assert!(used.is_string(), "{used}");
         let (status, stopped) = core.call(Some(KATE), "POST", "/v1/databases/kate-pg/stop?wait=true", None).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{stopped}");
         assert_eq!((stopped["status"].as_str(), stopped["stopReason"].as_str()), (Some("stopped"), Some("manual")));
@@ -687,7 +693,8 @@ mod lifecycle {
         let starts = core.runtime.calls().iter().filter(|c| *c == "start kate-pg").count();
         assert_eq!(starts, 1, "{:?}", core.runtime.calls());
         assert_eq!(running["password"], created["password"], "the same credentials");
-        assert!(running["lastActiveAt"].is_string() && running.get("stopReason").is_none());
+        assert!(running.get("stopReason").is_none(), "{running}");
+        assert_eq!(running["lastActiveAt"], used, "a start is no session");
         assert_eq!(core.route_state("kate-pg"), Some(RouteState::Ready));
     }
 
@@ -875,6 +882,84 @@ mod quotas {
         core.call(Some(KATE), "POST", "/v1/databases/kate-2/stop?wait=true", None).await;
         let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/reset?wait=true", None).await;
         assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
+    }
+
+    /// Anyone who reaches a proxy can have it wake any database (before authenticating). Such a
+    /// wake is no activity, goes back to sleep after its idle period, and holds no running
+    /// place against the owner's own start, which stops one to make room: the quota stays a
+    /// bound, and nobody but the owner can use it up.
+    #[tokio::test]
+    async fn wakes_for_clients_that_never_authenticate_cannot_hold_their_owners_running_quota() {
+        use std::time::{Duration, SystemTime};
+        let core = with_quotas(r#"{"default": {"running": 2}}"#);
+        core.ready_project(KATE, "shop").await;
+        let core = &core;
+        let show = |db: &'static str| async move {
+            core.call(Some(KATE), "GET", &format!("/v1/databases/{db}"), None).await.1
+        };
+        for db in ["kate-1", "kate-2", "kate-3"] {
+            assert_eq!(create(core, KATE, db).await.0, StatusCode::CREATED);
+            if db == "kate-1" {
+                // Used once (a proxy reported a session), so it has a last activity to keep.
+                let body = json!({"replica": "proxy-a", "open": [], "active": ["kate-1"]});
+                assert_eq!(core.call(Some(ADMIN), "POST", "/v1/activity", Some(body)).await.0, StatusCode::NO_CONTENT);
+            }
+            core.call(Some(KATE), "POST", &format!("/v1/databases/{db}/stop?wait=true"), None).await;
+        }
+        let used = show("kate-1").await["lastActiveAt"].clone();
+        assert!(used.is_string() && show("kate-2").await.get("lastActiveAt").is_none());
+
+        // Only proxies (admin tokens) wake.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/start?wake=true", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        // A flood of wakes through the proxies fills kate's running places…
+        for db in ["kate-1", "kate-2"] {
+            for _ in 0..3 {
+                let (status, body) =
+                    core.call(Some(ADMIN), "POST", &format!("/v1/databases/{db}/start?wake=true"), None).await;
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            }
+            core.call(Some(ADMIN), "POST", &format!("/v1/databases/{db}/start?wait=true&wake=true"), None).await;
+        }
+        // …a wake gets no room beyond them…
+        let (status, body) = core.call(Some(ADMIN), "POST", "/v1/databases/kate-3/start?wake=true", None).await;
+        assert_eq!(
+            (status, message(&body)),
+            (StatusCode::FORBIDDEN, "quota exceeded: running databases: kate has 2 of 2")
+        );
+        // …and a wake is no activity.
+        assert_eq!(show("kate-1").await["lastActiveAt"], used, "lastActiveAt does not move");
+        assert!(show("kate-2").await.get("lastActiveAt").is_none());
+
+        // Kate's own start: the longest-woken one makes room.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-3/start?wait=true", None).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
+        let made_room = core.settles("kate-1", "stopped").await;
+        assert_eq!(made_room["stopReason"], "idle", "{made_room}");
+        assert_eq!(made_room["lastActiveAt"], used);
+        let (_, usage) = core.call(Some(KATE), "GET", "/v1/usage", None).await;
+        assert_eq!(usage[0]["running"], 2, "still a bound: {usage}");
+
+        // A session on kate-2 claims its wake: from then on it holds its place like any other.
+        let body = json!({"replica": "proxy-a", "open": ["kate-2"], "active": []});
+        core.call(Some(ADMIN), "POST", "/v1/activity", Some(body)).await;
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/start", None).await;
+        assert_eq!(
+            (status, message(&body)),
+            (StatusCode::FORBIDDEN, "quota exceeded: running databases: kate has 2 of 2")
+        );
+        assert_eq!(show("kate-2").await["status"], "running");
+
+        // A woken database nobody uses goes back to sleep after its idle period (30 minutes),
+        // counted from its start.
+        core.call(Some(KATE), "POST", "/v1/databases/kate-3/stop?wait=true", None).await;
+        core.call(Some(ADMIN), "POST", "/v1/databases/kate-1/start?wait=true&wake=true", None).await;
+        let enforce = |later| core.reconciler.enforce_lifecycle_once(SystemTime::now() + later);
+        enforce(Duration::from_secs(29 * 60)).await.expect("enforced");
+        assert_eq!(show("kate-1").await["status"], "running", "not before its period is over");
+        enforce(Duration::from_secs(31 * 60)).await.expect("enforced");
+        let slept = core.settles("kate-1", "stopped").await;
+        assert_eq!((slept["stopReason"].as_str(), &slept["lastActiveAt"]), (Some("idle"), &used));
     }
 
     #[tokio::test]

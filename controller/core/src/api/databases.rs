@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use devdb_shared::api::{CreateDatabase, Database, DatabaseStatus, ExtendDatabase, PatchDatabase, StopReason};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, Shared, database_view, generate_password, owner_for};
+use super::{ApiError, AppState, Shared, Starter, database_view, generate_password, owner_for};
 use crate::auth::Caller;
 use crate::clock::now;
 use crate::model::{DatabaseRecord, Lifecycle, Want};
@@ -53,7 +53,7 @@ pub async fn create<P: Platform>(
     refuse_unmasked(&project)?;
     let owner = owner_for(&caller, req.owner)?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
-    let quota = super::check_quota(&state, &owner, Adding::Database { disk }).await?;
+    let quota = super::check_quota(&state, &owner, Adding::Database { disk }, Starter::Owner).await?;
     let ttl = match &req.ttl {
         Some(ttl) => Some(crate::lifecycle::parse_duration("ttl", ttl).map_err(ApiError::BadRequest)?),
         None => project.default_ttl_secs.map(std::time::Duration::from_secs),
@@ -167,7 +167,7 @@ pub async fn reset<P: Platform>(
     let quota = if crate::quota::counts_as_running(&database) || database.want == Want::Delete {
         None
     } else {
-        Some(super::check_quota(&state, &database.owner, Adding::Running).await?)
+        Some(super::check_quota(&state, &database.owner, Adding::Running, Starter::Owner).await?)
     };
     // Decided inside the transaction, so a delete committed meanwhile is never undone.
     let record = state
@@ -184,6 +184,8 @@ pub async fn reset<P: Platform>(
     if record.want == Want::Delete {
         return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
     }
+    // Its owner wants it: no longer a run a proxy woke for nobody.
+    state.reconciler.runs().claimed(&record.name);
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
@@ -216,20 +218,38 @@ pub async fn stop<P: Platform>(
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
 }
 
+#[derive(Deserialize, Default)]
+pub struct StartQuery {
+    #[serde(default)]
+    wait: bool,
+    /// A proxy's wake, for a client that has not authenticated (admin tokens: proxies).
+    #[serde(default)]
+    wake: bool,
+}
+
 #[utoipa::path(
-    post, path = "/v1/databases/{name}/start", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query, description = "Answer once it is running")),
-    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+    post, path = "/v1/databases/{name}/start", tag = "databases",
+    params(
+        ("name" = String, Path),
+        ("wait" = Option<bool>, Query, description = "Answer once it is running"),
+        ("wake" = Option<bool>, Query, description = "A proxy's wake for a client that has not authenticated (admin tokens): until a session authenticates, the database holds no running place against its owner's own start"),
+    ),
+    responses((status = 202, body = Database), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 pub async fn start<P: Platform>(
     axum::extract::State(state): Shared<P>,
     caller: Caller,
     Path(name): Path<String>,
-    wait: Result<Query<WaitQuery>, QueryRejection>,
+    query: Result<Query<StartQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
-    let Query(wait) = wait?;
+    let Query(query) = query?;
+    if query.wake && caller != Caller::Admin {
+        return Err(ApiError::Forbidden("wakes come from proxies, with an admin token".into()));
+    }
+    let starter = if query.wake { Starter::Proxy } else { Starter::Owner };
     let database = database_for(&state, &caller, &name).await?;
     let quota = match database.want {
-        Want::Stop => Some(super::check_quota(&state, &database.owner, Adding::Running).await?),
+        Want::Stop => Some(super::check_quota(&state, &database.owner, Adding::Running, starter).await?),
         _ => None,
     };
     // Idempotent: many clients waking one database cause one start.
@@ -241,13 +261,20 @@ pub async fn start<P: Platform>(
             }
         })
         .await?;
+    let runs = state.reconciler.runs();
+    match starter {
+        Starter::Proxy if record.want != database.want => runs.woken(&record.name, std::time::SystemTime::now()),
+        Starter::Proxy => {}
+        // Its owner wants it, whoever started it.
+        Starter::Owner => runs.claimed(&record.name),
+    }
     drop(quota);
     runnable(&record)?;
     if record.want != database.want {
-        tracing::info!(database = %record.name, "start asked");
+        tracing::info!(database = %record.name, wake = query.wake, "start asked");
         state.reconciler.trigger(Key::Database(record.name.clone()));
     }
-    let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
+    let record = if query.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
 }
 
