@@ -110,6 +110,23 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
 
+    /// Wakes of asleep databases that one client address (an IPv6 client: its /64; the PROXY
+    /// protocol's address with --proxy-protocol) may cause within --wake-window, counted until a
+    /// session of the woken database authenticates. A client that has not authenticated can wake
+    /// any database it names, so more get FATAL 57P03 ("cannot be woken now").
+    #[arg(long, env = "DEVDB_PROXY_MAX_WAKES_PER_CLIENT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_wakes_per_client: u32,
+
+    /// Wakes of one database within --wake-window that no authenticated session followed; more
+    /// get FATAL 57P03 (its owner can still `devdb db start` it).
+    #[arg(long, env = "DEVDB_PROXY_MAX_WAKES_PER_DATABASE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_wakes_per_database: u32,
+
+    /// How long a wake that no authenticated session followed counts against its client and its
+    /// database.
+    #[arg(long, env = "DEVDB_PROXY_WAKE_WINDOW", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub wake_window: Duration,
+
     /// How often the databases with sessions here are reported to the controller (with
     /// --routes-from), which stops databases without any.
     #[arg(long, env = "DEVDB_PROXY_ACTIVITY_REPORT_EVERY", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -223,6 +240,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub wake_timeout: Duration,
+    /// How often clients that have not authenticated may wake databases.
+    pub wakes: crate::wake::Limits,
     pub activity_report_every: Duration,
     pub authenticating: crate::admission::Limits,
     pub drain_delay: Duration,
@@ -272,6 +291,11 @@ impl From<Args> for Config {
             handshake_timeout: args.handshake_timeout,
             connect_timeout: args.connect_timeout,
             wake_timeout: args.wake_timeout,
+            wakes: crate::wake::Limits {
+                per_client: args.max_wakes_per_client as usize,
+                per_database: args.max_wakes_per_database as usize,
+                window: args.wake_window,
+            },
             activity_report_every: args.activity_report_every,
             authenticating: crate::admission::Limits {
                 per_database: args.max_authenticating_per_database as usize,
@@ -311,6 +335,8 @@ mod tests {
         assert_eq!(config.authenticating, limits);
         assert!(matches!(config.tls, TlsSource::Dev { .. }));
         assert_eq!(config.worker_threads.get(), 1, "one thread: the least CPU per transaction");
+        assert_eq!(config.wakes, crate::wake::Limits::default());
+        assert_eq!(config.wakes.window, Duration::from_secs(3600));
     }
 
     #[test]
