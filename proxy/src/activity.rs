@@ -13,7 +13,9 @@
 //!
 //! A wake is asked of the controller as a proxy's (`start?wake=true`), limited per client and
 //! per database ([`crate::wake`]); a session that authenticates claims the wakes of its
-//! database. A refusal tells the client nothing of the owner, its quotas or its other databases.
+//! database, and the controller hears of it at once (until then it may stop such a database to
+//! make room for its owner's start). A refusal tells the client nothing of the owner, its quotas
+//! or its other databases.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -33,12 +35,15 @@ pub struct Sessions {
     active: Mutex<HashSet<Name>>,
     /// The wakes a session claims when it authenticates.
     wakes: std::sync::Arc<WakeLimiter>,
+    /// A session claimed a wake of this replica's: the controller hears of it at once (a
+    /// database woken for nobody may be stopped to make room for its owner's start).
+    report_now: tokio::sync::Notify,
 }
 
 impl Sessions {
     /// Sessions whose authentication claims the wakes counted by `wakes`.
     pub fn new(wakes: std::sync::Arc<WakeLimiter>) -> Self {
-        Self { open: DashMap::new(), active: Mutex::default(), wakes }
+        Self { open: DashMap::new(), active: Mutex::default(), wakes, report_now: tokio::sync::Notify::new() }
     }
 
     /// A client of `name`: it counts (open, then activity) once it has authenticated
@@ -89,7 +94,9 @@ impl SessionGuard {
         self.authenticated = true;
         self.sessions.count(&self.name, 1);
         self.sessions.lock_active().insert(self.name.clone());
-        self.sessions.wakes.claim(&self.name);
+        if self.sessions.wakes.claim(&self.name) {
+            self.sessions.report_now.notify_one();
+        }
     }
 }
 
@@ -200,7 +207,8 @@ impl Controller {
         }
     }
 
-    /// Reports `sessions` every `every` as `replica` until `shutdown`.
+    /// Reports `sessions` every `every` (and at once when a session claims a wake) as `replica`
+    /// until `shutdown`.
     pub async fn report_activity(
         &self,
         sessions: std::sync::Arc<Sessions>,
@@ -208,7 +216,16 @@ impl Controller {
         every: Duration,
         shutdown: CancellationToken,
     ) {
-        while shutdown.run_until_cancelled(tokio::time::sleep(every)).await.is_some() {
+        loop {
+            let due = async {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = sessions.report_now.notified() => {}
+                }
+            };
+            if shutdown.run_until_cancelled(due).await.is_none() {
+                return;
+            }
             let body = sessions.take_report(&replica);
             match self.post("/v1/activity").json(&body).send().await {
                 Ok(response) if response.status().is_success() => {}
@@ -285,6 +302,12 @@ mod phases {
         session.authenticated();
         assert_eq!(sessions.take_report("p")["open"], serde_json::json!(["kate-pg"]));
         assert!(wakes.charge(&kate, client).is_ok(), "claimed");
+        use futures_util::FutureExt as _;
+        assert!(sessions.report_now.notified().now_or_never().is_some(), "a claim is reported at once");
+        let mut again = sessions.open(&kate);
+        again.authenticated();
+        assert!(sessions.report_now.notified().now_or_never().is_none(), "a wake was claimed: only then");
+        drop(again);
         drop(session);
         let report = sessions.take_report("p");
         assert_eq!(

@@ -120,9 +120,13 @@ impl WakeLimiter {
     }
 
     /// A session of `database` authenticated: the wakes that brought it up were wanted, and count
-    /// against nobody.
-    pub fn claim(&self, database: &Name) {
-        self.with(|wakes, _| wakes.retain(|w| &w.database != database));
+    /// against nobody. Whether there were any.
+    pub fn claim(&self, database: &Name) -> bool {
+        self.with(|wakes, _| {
+            let before = wakes.len();
+            wakes.retain(|w| &w.database != database);
+            wakes.len() < before
+        })
     }
 }
 
@@ -178,7 +182,8 @@ mod tests {
         let kate = name("kate-pg");
         limiter.charge(&kate, ip("192.0.2.1")).expect("first");
         assert!(limiter.charge(&kate, ip("192.0.2.2")).is_err());
-        limiter.claim(&kate);
+        assert!(limiter.claim(&kate));
+        assert!(!limiter.claim(&kate), "nothing more to claim");
         let charge = limiter.charge(&kate, ip("192.0.2.1")).expect("claimed: counts no more");
         limiter.refund(charge);
         limiter.charge(&name("bob-pg"), ip("192.0.2.1")).expect("refunded: counts no more");
