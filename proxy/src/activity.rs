@@ -301,7 +301,8 @@ mod phases {
         let mut session = sessions.open(&kate);
         session.authenticated();
         assert_eq!(sessions.take_report("p")["open"], serde_json::json!(["kate-pg"]));
-        assert!(wakes.charge(&kate, client).is_ok(), "claimed");
+        let charge = wakes.charge(&kate, client).expect("claimed: it counts no more");
+        wakes.refund(charge);
         use futures_util::FutureExt as _;
         assert!(sessions.report_now.notified().now_or_never().is_some(), "a claim is reported at once");
         let mut again = sessions.open(&kate);
