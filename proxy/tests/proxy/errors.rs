@@ -291,7 +291,15 @@ async fn sessions_count_against_the_limits_only_until_they_authenticate() {
 
     // Places come back when the sessions go, a burst waits for them rather than failing, and
     // authenticated sessions hold none: eight at once from one address, over a limit of two.
+    // (Waiting up to 30 s for a place here: four rounds of TLS and SCRAM in a debug build take
+    // seconds on a loaded machine, and this is about waiting, not about how long.)
     drop((a, b));
+    proxy.stop().await;
+    let proxy = TestProxy::start_with(&[("alpha", alpha.addr())], |c| {
+        c.authenticating =
+            devdb_proxy::admission::Limits { per_database: 4, per_client: 2, wait: Duration::from_secs(30) };
+    })
+    .await;
     let burst = (0..8).map(|_| proxy.connect("alpha"));
     let clients: Vec<_> =
         futures_util::future::join_all(burst).await.into_iter().map(|c| c.expect("admitted")).collect();
