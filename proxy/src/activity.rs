@@ -143,7 +143,14 @@ pub struct Controller {
     waking: DashMap<Name, ()>,
     /// How many wakes clients that have not authenticated may cause.
     wakes: std::sync::Arc<WakeLimiter>,
+    /// When the controller last refused to wake each database: for [`REFUSED_FOR`] it is not
+    /// asked again, so a flood at a database over its owner's quota (a refusal counts against
+    /// no limit) does not become a flood of requests to the controller.
+    refused: DashMap<Name, tokio::time::Instant>,
 }
+
+/// How long a database whose wake the controller refused is refused without asking it again.
+pub const REFUSED_FOR: Duration = Duration::from_secs(2);
 
 impl Controller {
     /// `base`: the controller's URL, e.g. `http://127.0.0.1:8080`; `token`: an admin token;
@@ -155,7 +162,14 @@ impl Controller {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_string(), token, client, waking: DashMap::new(), wakes }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client,
+            waking: DashMap::new(),
+            wakes,
+            refused: DashMap::new(),
+        }
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -175,10 +189,14 @@ impl Controller {
     ///
     /// # Errors
     /// [`WakeError::Limited`] over a limit (nothing is asked); [`WakeError::Refused`] when the
-    /// controller refuses (403: the owner's running quota). Other failures (the controller
+    /// controller refuses (403: the owner's running quota), or did so less than [`REFUSED_FOR`]
+    /// ago (it is not asked again). Other failures (the controller
     /// restarting; a database that failed or is being deleted, whose route changes anyway) are
     /// logged: the caller waits.
     pub async fn wake(&self, name: &Name, client: std::net::IpAddr) -> Result<Option<Waking<'_>>, WakeError> {
+        if self.refused.get(name).is_some_and(|at| at.elapsed() < REFUSED_FOR) {
+            return Err(WakeError::Refused("refused moments ago".into()));
+        }
         if self.waking.insert(name.clone(), ()).is_some() {
             return Ok(None);
         }
@@ -187,9 +205,13 @@ impl Controller {
         tracing::info!(database = %name, %client, "waking an asleep database");
         let answer = self.post(&format!("/v1/databases/{name}/start?wake=true")).send().await;
         match answer {
-            Ok(response) if response.status().is_success() => Ok(Some(waking)),
+            Ok(response) if response.status().is_success() => {
+                self.refused.remove(name);
+                Ok(Some(waking))
+            }
             Ok(response) if response.status() == reqwest::StatusCode::FORBIDDEN => {
                 self.wakes.refund(charge);
+                self.refused.insert(name.clone(), tokio::time::Instant::now());
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 let reason = body["error"]["message"].as_str().unwrap_or("refused").to_string();
                 Err(WakeError::Refused(reason))

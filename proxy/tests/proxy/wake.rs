@@ -243,8 +243,16 @@ async fn one_address_wakes_so_many_databases_a_session_claims_its_wake_and_a_ref
     for secret in ["kate has", "quota", "3 of 3"] {
         assert!(!shown.contains(secret), "{secret}: {shown}");
     }
+    // A flood at it does not become a flood of requests to the controller: refused moments ago,
+    // it is not asked again for a while.
+    let again: Vec<_> = (0..10).map(|i| without_password(&proxy, [127, 0, 0, 40 + i], "kate-pg")).collect();
+    for refusal in futures_util::future::join_all(again).await {
+        assert_eq!(refusal.expect_err("refused").code, "57P03");
+    }
+    assert_eq!(fake.starts("kate-pg").len(), 1, "asked once");
     // A refused wake counts nothing: the address may still wake another.
     fake.over_quota.lock().expect("lock").clear();
+    tokio::time::sleep(devdb_proxy::activity::REFUSED_FOR).await;
     fake.set("one", RouteState::Asleep);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refusal = without_password(&proxy, [127, 0, 0, 4], "one").await.expect_err("one's own limit: woken once");
