@@ -27,7 +27,7 @@ VARIANTS = {
             "api": {"enabled": True, "sslCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc"},
             "database": {"sourceRanges": ["203.0.113.0/24"]},
         },
-        "proxy": {"replicas": 3, "proxyProtocol": False},
+        "proxy": {"replicas": 3, "proxyProtocol": False, "adminTokenSecret": "devdb-proxy-metrics"},
         "ipFamily": "IPv6",
         "sources": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/r"}},
     },

@@ -1,15 +1,21 @@
 //! Which databases have sessions here, told to the controller so it stops only idle ones, and
 //! the wake of an asleep one.
 //!
-//! A client keeps its database busy from its startup packet (while it waits for a wake, and
-//! while it authenticates) until it leaves; only one that authenticated leaves activity behind
-//! (`lastActiveAt`). A load balancer's health check (TCP or TLS, then close) never counts, and a
-//! client without the password holds a database up only while it holds a connection open; the
-//! controller's own sampling (`application_name=devdb-monitor`) neither counts nor wakes. Every
-//! `--activity-report-every` (15 s) the proxy posts the databases with a session open now and those that had one
-//! since the last report to the controller's `POST /v1/activity`; the controller keeps the
-//! latest report of each replica for a while, so a restarted or removed proxy stops counting on
-//! its own.
+//! Only a session its backend accepted (authenticated) counts: from then until it ends it keeps
+//! its database busy, and it leaves activity behind (`lastActiveAt`). A client waiting for a
+//! wake or authenticating counts for nothing, so a load balancer's health check (TCP or TLS,
+//! then close) and a client without the password never keep a database up, however long they
+//! hold their connection; the controller's own sampling (`application_name=devdb-monitor`)
+//! neither counts nor wakes. Every `--activity-report-every` (15 s) the proxy posts the
+//! databases with a session open now and those that had one since the last report to the
+//! controller's `POST /v1/activity`; the controller keeps the latest report of each replica for
+//! a while, so a restarted or removed proxy stops counting on its own.
+//!
+//! A wake is asked of the controller as a proxy's (`start?wake=true`), limited per client and
+//! per database ([`crate::wake`]); a session that authenticates claims the wakes of its
+//! database, and the controller hears of it at once (until then it may stop such a database to
+//! make room for its owner's start). A refusal tells the client nothing of the owner, its quotas
+//! or its other databases.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -19,19 +25,30 @@ use dashmap::DashMap;
 use devdb_shared::Name;
 use tokio_util::sync::CancellationToken;
 
-/// Sessions per database on this replica.
+use crate::wake::{Limited, WakeLimiter};
+
+/// Authenticated sessions per database on this replica.
 #[derive(Debug, Default)]
 pub struct Sessions {
     open: DashMap<Name, usize>,
     /// Databases that had a session since the last report.
     active: Mutex<HashSet<Name>>,
+    /// The wakes a session claims when it authenticates.
+    wakes: std::sync::Arc<WakeLimiter>,
+    /// A session claimed a wake of this replica's: the controller hears of it at once (a
+    /// database woken for nobody may be stopped to make room for its owner's start).
+    report_now: tokio::sync::Notify,
 }
 
 impl Sessions {
-    /// A client of `name`, counted as open until the guard is dropped; activity once it has
-    /// authenticated ([`SessionGuard::authenticated`]).
+    /// Sessions whose authentication claims the wakes counted by `wakes`.
+    pub fn new(wakes: std::sync::Arc<WakeLimiter>) -> Self {
+        Self { open: DashMap::new(), active: Mutex::default(), wakes, report_now: tokio::sync::Notify::new() }
+    }
+
+    /// A client of `name`: it counts (open, then activity) once it has authenticated
+    /// ([`SessionGuard::authenticated`]), until the guard is dropped.
     pub fn open(self: &std::sync::Arc<Self>, name: &Name) -> SessionGuard {
-        self.count(name, 1);
         SessionGuard { sessions: self.clone(), name: name.clone(), authenticated: false }
     }
 
@@ -68,21 +85,53 @@ pub struct SessionGuard {
 }
 
 impl SessionGuard {
-    /// The client authenticated: its session is activity.
+    /// The backend accepted the client: its session is open and activity, and the wakes of its
+    /// database were wanted.
     pub fn authenticated(&mut self) {
+        if self.authenticated {
+            return;
+        }
         self.authenticated = true;
+        self.sessions.count(&self.name, 1);
         self.sessions.lock_active().insert(self.name.clone());
+        if self.sessions.wakes.claim(&self.name) {
+            self.sessions.report_now.notify_one();
+        }
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.sessions.count(&self.name, -1);
         // A session that opened and closed between two reports still counts as activity.
         if self.authenticated {
+            self.sessions.count(&self.name, -1);
             self.sessions.lock_active().insert(self.name.clone());
         }
     }
+}
+
+/// A wake a session asked for, under way until dropped: other sessions of the database join it
+/// rather than ask again.
+pub struct Waking<'a> {
+    waking: &'a DashMap<Name, ()>,
+    name: Name,
+}
+
+impl Drop for Waking<'_> {
+    fn drop(&mut self) {
+        self.waking.remove(&self.name);
+    }
+}
+
+/// Why a wake was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    /// Over a wake limit of this replica.
+    #[error("not asked: {0}")]
+    Limited(#[from] Limited),
+    /// The controller refused it (the owner's running quota): its reason, for the log only.
+    #[error("refused by the controller: {0}")]
+    Refused(String),
 }
 
 /// The controller, for the proxy's two requests to it: wakes and activity reports.
@@ -92,18 +141,35 @@ pub struct Controller {
     client: reqwest::Client,
     /// Wakes asked for and not yet answered: many clients waking one database ask once.
     waking: DashMap<Name, ()>,
+    /// How many wakes clients that have not authenticated may cause.
+    wakes: std::sync::Arc<WakeLimiter>,
+    /// When the controller last refused to wake each database: for [`REFUSED_FOR`] it is not
+    /// asked again, so a flood at a database over its owner's quota (a refusal counts against
+    /// no limit) does not become a flood of requests to the controller.
+    refused: DashMap<Name, tokio::time::Instant>,
 }
 
+/// How long a database whose wake the controller refused is refused without asking it again.
+pub const REFUSED_FOR: Duration = Duration::from_secs(2);
+
 impl Controller {
-    /// `base`: the controller's URL, e.g. `http://127.0.0.1:8080`; `token`: an admin token.
-    pub fn new(base: &str, token: Option<String>) -> Self {
+    /// `base`: the controller's URL, e.g. `http://127.0.0.1:8080`; `token`: an admin token;
+    /// `wakes`: the limits of wakes (shared with [`Sessions`], whose sessions claim them).
+    pub fn new(base: &str, token: Option<String>, wakes: std::sync::Arc<WakeLimiter>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_string(), token, client, waking: DashMap::new() }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client,
+            waking: DashMap::new(),
+            wakes,
+            refused: DashMap::new(),
+        }
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -114,40 +180,57 @@ impl Controller {
         }
     }
 
-    /// Asks the controller to start `name`, unless a wake of it is under way (then the caller
-    /// just waits for its route to turn ready, like the first).
+    /// Asks the controller to start `name` for a client at `client` that has not authenticated,
+    /// unless a wake of it is under way: then `None`, and the caller just waits for its route to
+    /// turn ready, like the first. The wake counts against the client's and the database's
+    /// limits until a session of it authenticates. Others join it while the caller holds the
+    /// [`Waking`] (until the route leaves `asleep`, as the controller's answer may come before
+    /// the route's change).
     ///
     /// # Errors
-    /// The controller's reason when it refuses the start (403: the owner's quota of running
-    /// databases). Other failures (the controller restarting; a database that failed or is
-    /// being deleted, whose route changes anyway) are logged: the caller waits.
-    pub async fn wake(&self, name: &Name) -> Result<(), String> {
-        if self.waking.insert(name.clone(), ()).is_some() {
-            return Ok(());
+    /// [`WakeError::Limited`] over a limit (nothing is asked); [`WakeError::Refused`] when the
+    /// controller refuses (403: the owner's running quota), or did so less than [`REFUSED_FOR`]
+    /// ago (it is not asked again). Other failures (the controller
+    /// restarting; a database that failed or is being deleted, whose route changes anyway) are
+    /// logged: the caller waits.
+    pub async fn wake(&self, name: &Name, client: std::net::IpAddr) -> Result<Option<Waking<'_>>, WakeError> {
+        if self.refused.get(name).is_some_and(|at| at.elapsed() < REFUSED_FOR) {
+            return Err(WakeError::Refused("refused moments ago".into()));
         }
-        tracing::info!(database = %name, "waking an asleep database");
-        let answer = self.post(&format!("/v1/databases/{name}/start")).send().await;
-        self.waking.remove(name);
+        if self.waking.insert(name.clone(), ()).is_some() {
+            return Ok(None);
+        }
+        let waking = Waking { waking: &self.waking, name: name.clone() };
+        let charge = self.wakes.charge(name, client)?;
+        tracing::info!(database = %name, %client, "waking an asleep database");
+        let answer = self.post(&format!("/v1/databases/{name}/start?wake=true")).send().await;
         match answer {
-            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) if response.status().is_success() => {
+                self.refused.remove(name);
+                Ok(Some(waking))
+            }
             Ok(response) if response.status() == reqwest::StatusCode::FORBIDDEN => {
+                self.wakes.refund(charge);
+                self.refused.insert(name.clone(), tokio::time::Instant::now());
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 let reason = body["error"]["message"].as_str().unwrap_or("refused").to_string();
-                tracing::info!(database = %name, %reason, "the controller refused the wake");
-                Err(reason)
+                Err(WakeError::Refused(reason))
             }
             Ok(response) => {
+                self.wakes.refund(charge);
                 tracing::warn!(database = %name, status = %response.status(), "the controller did not take the wake");
-                Ok(())
+                Ok(None)
             }
             Err(error) => {
+                self.wakes.refund(charge);
                 tracing::warn!(database = %name, %error, "cannot ask the controller to wake a database");
-                Ok(())
+                Ok(None)
             }
         }
     }
 
-    /// Reports `sessions` every `every` as `replica` until `shutdown`.
+    /// Reports `sessions` every `every` (and at once when a session claims a wake) as `replica`
+    /// until `shutdown`.
     pub async fn report_activity(
         &self,
         sessions: std::sync::Arc<Sessions>,
@@ -155,7 +238,16 @@ impl Controller {
         every: Duration,
         shutdown: CancellationToken,
     ) {
-        while shutdown.run_until_cancelled(tokio::time::sleep(every)).await.is_some() {
+        loop {
+            let due = async {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = sessions.report_now.notified() => {}
+                }
+            };
+            if shutdown.run_until_cancelled(due).await.is_none() {
+                return;
+            }
             let body = sessions.take_report(&replica);
             match self.post("/v1/activity").json(&body).send().await {
                 Ok(response) if response.status().is_success() => {}
@@ -211,21 +303,39 @@ mod phases {
     use super::*;
 
     #[test]
-    fn a_client_is_busy_while_connected_but_activity_only_once_authenticated() {
-        let sessions = Arc::new(Sessions::default());
+    fn a_client_counts_for_nothing_until_the_backend_accepts_it() {
+        let wakes =
+            Arc::new(WakeLimiter::new(crate::wake::Limits { per_client: 9, per_database: 1, ..Default::default() }));
+        let sessions = Arc::new(Sessions::new(wakes.clone()));
         let kate = Name::new("kate-pg").expect("name");
-        // Waiting for a wake, or authenticating: the database is busy (not stopped under it)…
+        let client = "192.0.2.1".parse().expect("ip");
+        wakes.charge(&kate, client).expect("a wake");
+        // Waiting for a wake, or authenticating (held open without the password): nothing…
         let waiting = sessions.open(&kate);
-        assert_eq!(sessions.take_report("p")["open"], serde_json::json!(["kate-pg"]));
-        // …but a client refused (a wrong password) leaves no activity behind.
+        let report = sessions.take_report("p");
+        assert_eq!((report["open"].clone(), report["active"].clone()), (serde_json::json!([]), serde_json::json!([])));
+        // …and a client refused (a wrong password) leaves nothing behind, and claims no wake.
         drop(waiting);
         let report = sessions.take_report("p");
         assert_eq!((report["open"].clone(), report["active"].clone()), (serde_json::json!([]), serde_json::json!([])));
-        // Authenticated: open, then active once closed.
+        assert!(wakes.charge(&kate, client).is_err(), "the wake still counts");
+        // Authenticated: open, then active once closed; its database's wakes were wanted.
         let mut session = sessions.open(&kate);
         session.authenticated();
         assert_eq!(sessions.take_report("p")["open"], serde_json::json!(["kate-pg"]));
+        let charge = wakes.charge(&kate, client).expect("claimed: it counts no more");
+        wakes.refund(charge);
+        use futures_util::FutureExt as _;
+        assert!(sessions.report_now.notified().now_or_never().is_some(), "a claim is reported at once");
+        let mut again = sessions.open(&kate);
+        again.authenticated();
+        assert!(sessions.report_now.notified().now_or_never().is_none(), "a wake was claimed: only then");
+        drop(again);
         drop(session);
-        assert_eq!(sessions.take_report("p")["active"], serde_json::json!(["kate-pg"]));
+        let report = sessions.take_report("p");
+        assert_eq!(
+            (report["open"].clone(), report["active"].clone()),
+            (serde_json::json!([]), serde_json::json!(["kate-pg"]))
+        );
     }
 }

@@ -1,12 +1,13 @@
-//! The admin HTTP port: `/metrics` (Prometheus), `/healthz` (the process runs), `/readyz` (it
-//! accepts sessions: routes loaded and not draining).
+//! The admin HTTP port: `/metrics` (Prometheus; with `--admin-token`, only for a request
+//! bearing it), `/healthz` (the process runs), `/readyz` (it accepts sessions: routes loaded and
+//! not draining). The probes are always open: kubelets and load balancers carry no token.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +31,20 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+async fn metrics(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &ctx.config.admin_token {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !token.authorizes(authorization) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs the admin token: Authorization: Bearer <token>\n",
+            )
+                .into_response();
+        }
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], ctx.metrics.encode())
+        .into_response()
 }
 
 async fn ready(State(ctx): State<Arc<Context>>) -> impl IntoResponse {

@@ -63,6 +63,17 @@ pub struct Args {
     #[arg(long, env = "DEVDB_PROXY_ADMIN_LISTEN", default_value = "127.0.0.1:9187")]
     pub admin_listen: SocketAddr,
 
+    /// A token (at least 16 characters) that /metrics then requires (`Authorization: Bearer
+    /// <token>`); with it, metrics are also kept per database, labelled with its name. Without
+    /// it /metrics is open and names no database. /healthz and /readyz stay open (probes).
+    #[arg(long, env = "DEVDB_PROXY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Token>,
+
+    /// Keep metrics per database (a `route` label with each name) even without --admin-token:
+    /// then anyone who reaches the admin port can list every database's name.
+    #[arg(long, env = "DEVDB_PROXY_METRICS_PER_DATABASE", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_per_database: bool,
+
     /// Expect a PROXY protocol v2 header on every connection (AWS NLB, HAProxy).
     #[arg(long, env = "DEVDB_PROXY_PROXY_PROTOCOL", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub proxy_protocol: bool,
@@ -98,6 +109,23 @@ pub struct Args {
     /// it before 57P03.
     #[arg(long, env = "DEVDB_PROXY_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
+
+    /// Wakes of asleep databases that one client address (an IPv6 client: its /64; the PROXY
+    /// protocol's address with --proxy-protocol) may cause within --wake-window, counted until a
+    /// session of the woken database authenticates. A client that has not authenticated can wake
+    /// any database it names, so more get FATAL 57P03 ("cannot be woken now").
+    #[arg(long, env = "DEVDB_PROXY_MAX_WAKES_PER_CLIENT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_wakes_per_client: u32,
+
+    /// Wakes of one database within --wake-window that no authenticated session followed; more
+    /// get FATAL 57P03 (its owner can still `devdb db start` it).
+    #[arg(long, env = "DEVDB_PROXY_MAX_WAKES_PER_DATABASE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_wakes_per_database: u32,
+
+    /// How long a wake that no authenticated session followed counts against its client and its
+    /// database.
+    #[arg(long, env = "DEVDB_PROXY_WAKE_WINDOW", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub wake_window: Duration,
 
     /// How often the databases with sessions here are reported to the controller (with
     /// --routes-from), which stops databases without any.
@@ -139,6 +167,42 @@ pub struct Args {
     pub worker_threads: std::num::NonZeroUsize,
 }
 
+/// A secret of the admin port: never shown in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = String;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        if token.chars().count() < 16 {
+            return Err("a token must be at least 16 characters".into());
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("a token cannot contain spaces or control characters".into());
+        }
+        Ok(Self(token.to_string()))
+    }
+}
+
+impl Token {
+    /// Whether an `Authorization` header value carries this token (`Bearer <token>`), compared
+    /// in constant time.
+    pub fn authorizes(&self, authorization: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+            return false;
+        };
+        given.len() == self.0.len() && bool::from(given.as_bytes().ct_eq(self.0.as_bytes()))
+    }
+}
+
 /// Where the TLS certificate comes from.
 #[derive(Debug, Clone)]
 pub enum TlsSource {
@@ -164,6 +228,10 @@ pub enum RoutesConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// What `/metrics` requires, if anything.
+    pub admin_token: Option<Token>,
+    /// `--metrics-per-database` (see [`Config::metrics_name_databases`]).
+    pub metrics_per_database: bool,
     pub domain: Domain,
     pub tls: TlsSource,
     pub routes: RoutesConfig,
@@ -172,6 +240,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub wake_timeout: Duration,
+    /// How often clients that have not authenticated may wake databases.
+    pub wakes: crate::wake::Limits,
     pub activity_report_every: Duration,
     pub authenticating: crate::admission::Limits,
     pub drain_delay: Duration,
@@ -189,6 +259,12 @@ impl Config {
         let args = Args::parse_from(["devdb-proxy", "--routes-file", "unused"]);
         Self { domain, tls, routes, ..Self::from(args) }
     }
+
+    /// Whether metrics are kept per database, labelled with its name: only where a token keeps
+    /// them from whoever reaches the admin port, or where asked for.
+    pub fn metrics_name_databases(&self) -> bool {
+        self.admin_token.is_some() || self.metrics_per_database
+    }
 }
 
 impl From<Args> for Config {
@@ -201,6 +277,8 @@ impl From<Args> for Config {
         Self {
             listen: args.listen,
             admin_listen: args.admin_listen,
+            metrics_per_database: args.metrics_per_database,
+            admin_token: args.admin_token,
             domain: args.domain,
             tls,
             routes: match (args.routes_file, args.routes_from) {
@@ -213,6 +291,11 @@ impl From<Args> for Config {
             handshake_timeout: args.handshake_timeout,
             connect_timeout: args.connect_timeout,
             wake_timeout: args.wake_timeout,
+            wakes: crate::wake::Limits {
+                per_client: args.max_wakes_per_client as usize,
+                per_database: args.max_wakes_per_database as usize,
+                window: args.wake_window,
+            },
             activity_report_every: args.activity_report_every,
             authenticating: crate::admission::Limits {
                 per_database: args.max_authenticating_per_database as usize,
@@ -252,6 +335,8 @@ mod tests {
         assert_eq!(config.authenticating, limits);
         assert!(matches!(config.tls, TlsSource::Dev { .. }));
         assert_eq!(config.worker_threads.get(), 1, "one thread: the least CPU per transaction");
+        assert_eq!(config.wakes, crate::wake::Limits::default());
+        assert_eq!(config.wakes.window, Duration::from_secs(3600));
     }
 
     #[test]
@@ -270,9 +355,27 @@ mod tests {
             ("--listen", "nowhere"),
             ("--handshake-timeout", "soon"),
             ("--max-authenticating-per-client", "0"),
+            ("--admin-token", "too-short"),
         ] {
             let err = Args::try_parse_from(["devdb-proxy", "--routes-file", "r", flag, value]).expect_err("refused");
             assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn metrics_name_databases_only_behind_a_token_or_when_asked_and_the_token_is_never_shown() {
+        let parse =
+            |extra: &[&str]| Config::from(Args::parse_from([&["devdb-proxy", "--routes-file", "r"], extra].concat()));
+        assert!(!parse(&[]).metrics_name_databases());
+        assert!(parse(&["--metrics-per-database"]).metrics_name_databases());
+        let guarded = parse(&["--admin-token", "metrics-token-0123456789"]);
+        assert!(guarded.metrics_name_databases());
+        assert!(!format!("{guarded:?}").contains("metrics-token"), "{guarded:?}");
+        let token = guarded.admin_token.expect("token");
+        assert!(token.authorizes(Some("Bearer metrics-token-0123456789")));
+        for refused in [None, Some("metrics-token-0123456789"), Some("Bearer metrics-token-012345678"), Some("Bearer ")]
+        {
+            assert!(!token.authorizes(refused), "{refused:?}");
         }
     }
 

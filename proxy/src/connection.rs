@@ -22,7 +22,7 @@ use crate::pq_stream::PqStream;
 use crate::protocol::ClientError;
 use crate::proxy_protocol::{self, ProxyProtocolError};
 use crate::relay::{self, RelayError, Transferred};
-use crate::route::{self, RouteError};
+use crate::route::{self, RouteError, Waker};
 
 /// Why a connection ended before or during its session.
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +161,9 @@ async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result
 }
 
 /// Route, a place among the sessions authenticating, backend: the ticket is held until the
-/// session has authenticated. A client keeps its database busy from here (while it waits for a
-/// wake too), except the controller's sampling; see [`crate::activity`].
+/// session has authenticated. The client's guard counts it once it has authenticated (never the
+/// controller's sampling); an asleep database is woken for it within the wake limits; see
+/// [`crate::activity`] and [`crate::wake`].
 async fn route_and_connect(
     ctx: &Context,
     sni: Option<&str>,
@@ -173,7 +174,8 @@ async fn route_and_connect(
     Span::current().record("database", name.as_str());
     let monitor = route::is_monitor(startup);
     let client_guard = (!monitor).then(|| ctx.sessions.open(&name));
-    let waker = if monitor { None } else { ctx.controller.as_ref() };
+    let waker =
+        ctx.controller.as_deref().filter(|_| !monitor).map(|controller| Waker { controller, client: client.ip() });
     let route = route::ready(&ctx.routes, &name, ctx.config.wake_timeout, waker).await?;
     let ticket = ctx.admission.admit(&name, client.ip()).await?;
     let (backend, addr) = backend::connect(&route, startup, ctx.config.connect_timeout).await?;

@@ -52,6 +52,4 @@ pub mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     /// too_many_connections: too many sessions are authenticating at once
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
-    /// The owner's quota of running databases is full: a wake is refused.
-    pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 }

@@ -11,7 +11,8 @@
 //! # Beside the path
 //! - [`routes`]: the routing table and the sources keeping it current.
 //! - [`cancel`]: proxy-issued cancel keys and forwarding of CancelRequests.
-//! - [`activity`]: sessions per database reported to the controller, and waking asleep ones.
+//! - [`activity`]: sessions per database reported to the controller, and waking asleep ones;
+//!   [`wake`]: how often clients that have not authenticated may wake them.
 //! - [`tls`], [`certs`]: the certificate (hot reload) and development certificates.
 //! - [`protocol`], [`pq_stream`]: wire messages (via pgwire) and the pre-relay framed stream.
 //! - [`error`]: what a client may be told, with SQLSTATEs.
@@ -39,6 +40,7 @@ pub mod relay;
 pub mod route;
 pub mod routes;
 pub mod tls;
+pub mod wake;
 pub mod watch;
 
 use std::future::Future;
@@ -146,23 +148,27 @@ async fn serve(
     let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port(), config.proxy_protocol));
     let peers = config.peers.clone();
     let admission = Arc::new(Admission::new(config.authenticating));
+    let wakes = Arc::new(wake::WakeLimiter::new(config.wakes));
     let controller = match &config.routes {
-        RoutesConfig::Controller { url, token } => Some(Arc::new(activity::Controller::new(url, token.clone()))),
+        RoutesConfig::Controller { url, token } => {
+            Some(Arc::new(activity::Controller::new(url, token.clone(), wakes.clone())))
+        }
         RoutesConfig::File(_) => None,
     };
-    let sessions = Arc::new(activity::Sessions::default());
+    let sessions = Arc::new(activity::Sessions::new(wakes));
     // A name for this replica in activity reports: the pod's, else this process's.
     let replica = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("proxy-{}", std::process::id()));
+    let metrics = Metrics::new(config.metrics_name_databases());
     let ctx = Arc::new(Context {
         config,
         tls,
         routes: routes.clone(),
         cancels: cancels.clone(),
         admission,
-        metrics: Metrics::default(),
+        metrics,
         sessions: sessions.clone(),
         controller: controller.clone(),
         draining: CancellationToken::new(),

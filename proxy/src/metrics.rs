@@ -1,4 +1,8 @@
 //! Prometheus metrics of the proxy, served on the admin port at `/metrics`.
+//!
+//! Series per database (a `route` label with its name) are kept only where `/metrics` needs a
+//! token (or where asked for): otherwise whoever reaches the admin port could list every
+//! database, and each session is counted under `route="*"` (no database name is a `*`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,9 +32,14 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// The `route` label of sessions when metrics name no database.
+pub const ALL_ROUTES: &str = "*";
+
 /// Every metric the proxy keeps.
 pub struct Metrics {
     registry: Registry,
+    /// Whether sessions are counted per database (else all under [`ALL_ROUTES`]).
+    per_database: bool,
     /// Sessions relayed, by route.
     pub connections: Family<RouteLabel, Counter>,
     /// Sessions being relayed now, by route.
@@ -46,7 +55,15 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    /// Metrics that name no database.
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl Metrics {
+    /// `per_database`: count sessions per database, labelled with its name.
+    pub fn new(per_database: bool) -> Self {
         let mut registry = Registry::with_prefix("devdb_proxy");
         let connections = Family::<RouteLabel, Counter>::default();
         let active = Family::<RouteLabel, Gauge>::default();
@@ -60,11 +77,9 @@ impl Default for Metrics {
         registry.register("bytes", "Bytes relayed", bytes.clone());
         registry.register("handshake_duration_seconds", "Accept to relay start", handshake_seconds.clone());
         registry.register("cancel_requests", "Cancel requests", cancels.clone());
-        Self { registry, connections, active, errors, bytes, handshake_seconds, cancels }
+        Self { registry, per_database, connections, active, errors, bytes, handshake_seconds, cancels }
     }
-}
 
-impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -87,6 +102,7 @@ pub struct ActiveGuard {
 
 impl ActiveGuard {
     pub fn new(metrics: &Metrics, route: &str) -> Self {
+        let route = if metrics.per_database { route } else { ALL_ROUTES };
         let label = RouteLabel { route: route.to_string() };
         metrics.connections.get_or_create(&label).inc();
         let gauge = metrics.active.get_or_create(&label).clone();
@@ -106,8 +122,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn active_sessions_are_counted_while_alive() {
+    fn without_series_per_database_no_name_is_shown() {
         let metrics = Metrics::default();
+        let guard = ActiveGuard::new(&metrics, "kate-pg");
+        let text = metrics.encode();
+        assert!(text.contains("devdb_proxy_active_connections{route=\"*\"} 1") && !text.contains("kate-pg"), "{text}");
+        drop(guard);
+    }
+
+    #[test]
+    fn active_sessions_are_counted_while_alive() {
+        let metrics = Metrics::new(true);
         let guard = ActiveGuard::new(&metrics, "kate-pg");
         assert!(metrics.encode().contains("devdb_proxy_active_connections{route=\"kate-pg\"} 1"));
         drop(guard);

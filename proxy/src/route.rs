@@ -31,8 +31,9 @@ pub enum RouteError {
     Stopped(Name),
     #[error("database instance {0} is asleep and nothing can wake it")]
     Asleep(Name),
-    #[error("database instance {name} cannot be woken: {reason}")]
-    WakeRefused { name: Name, reason: String },
+    /// Over a wake limit, or refused by the controller: the reason is for the log only.
+    #[error("database instance {name} cannot be woken: {why}")]
+    WakeRefused { name: Name, why: crate::activity::WakeError },
 }
 
 impl ClientFacing for RouteError {
@@ -64,11 +65,13 @@ impl ClientFacing for RouteError {
                 .hint("it failed: `devdb db show` says why; `devdb db reset` makes it again"),
             Self::Asleep(name) => client_error(CANNOT_CONNECT_NOW, format!("database instance \"{name}\" is asleep"))
                 .hint(format!("start it with `devdb db start {name}`")),
-            Self::WakeRefused { name, reason } => client_error(
-                CONFIGURATION_LIMIT_EXCEEDED,
-                format!("database instance \"{name}\" is asleep and cannot be woken: {reason}"),
+            // One answer, whatever the reason (a wake limit, the owner's quota): a client that
+            // has not authenticated learns nothing of the owner, its quotas or its databases.
+            Self::WakeRefused { name, .. } => client_error(
+                CANNOT_CONNECT_NOW,
+                format!("database instance \"{name}\" is asleep and cannot be woken now"),
             )
-            .hint("stop another of your databases (`devdb db stop`), or ask for a larger quota"),
+            .hint(format!("retry later, or start it with `devdb db start {name}`, which says why if it cannot")),
         })
     }
 
@@ -85,6 +88,7 @@ impl ClientFacing for RouteError {
             Self::Starting(_) => "starting",
             Self::Stopped(_) => "stopped",
             Self::Asleep(_) => "asleep",
+            Self::WakeRefused { why: crate::activity::WakeError::Limited(_), .. } => "wake_limited",
             Self::WakeRefused { .. } => "wake_refused",
         }
     }
@@ -120,21 +124,32 @@ pub fn is_monitor(startup: &Startup) -> bool {
     startup.parameters.get("application_name").is_some_and(|a| a == devdb_shared::MONITOR_APPLICATION_NAME)
 }
 
+/// Who wakes an asleep database for a session: the controller, asked for a client at `client`
+/// (the PROXY protocol's address when there is one), which has not authenticated.
+#[derive(Clone, Copy)]
+pub struct Waker<'a> {
+    pub controller: &'a crate::activity::Controller,
+    pub client: std::net::IpAddr,
+}
+
 /// Waits (up to `wait`) for the instance to be ready and returns its route. An asleep one is
-/// woken by `waker` (the controller) first; the client's startup packet waits meanwhile.
+/// woken by `waker` first; the client's startup packet waits meanwhile.
 ///
 /// # Errors
 /// [`RouteError::Unknown`], [`RouteError::Stopped`], [`RouteError::Asleep`] without a waker,
-/// or [`RouteError::Starting`] when the wait runs out.
+/// [`RouteError::WakeRefused`] over a wake limit or the owner's quota, or
+/// [`RouteError::Starting`] when the wait runs out.
 pub async fn ready(
     routes: &Routes,
     name: &Name,
     wait: Duration,
-    waker: Option<&std::sync::Arc<crate::activity::Controller>>,
+    waker: Option<Waker<'_>>,
 ) -> Result<Route, RouteError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = routes.subscribe();
     let mut woken = false;
+    // A wake this session asked for: others join it until this returns (the route changed).
+    let mut _waking = None;
     loop {
         let route = match routes.get(name) {
             Some(route) => route,
@@ -153,11 +168,12 @@ pub async fn ready(
             RouteState::Stopped => return Err(RouteError::Stopped(name.clone())),
             RouteState::Asleep => match waker {
                 None => return Err(RouteError::Asleep(name.clone())),
-                Some(controller) if !woken => {
+                Some(Waker { controller, client }) if !woken => {
                     woken = true;
-                    if let Err(reason) = controller.wake(name).await {
-                        return Err(RouteError::WakeRefused { name: name.clone(), reason });
-                    }
+                    _waking = controller
+                        .wake(name, client)
+                        .await
+                        .map_err(|why| RouteError::WakeRefused { name: name.clone(), why })?;
                 }
                 Some(_) => {}
             },
@@ -308,9 +324,24 @@ mod tests {
             (RouteError::Starting(n()), "57P03"),
             (RouteError::Stopped(n()), "57P03"),
             (RouteError::Asleep(n()), "57P03"),
-            (RouteError::WakeRefused { name: n(), reason: "quota".into() }, "53400"),
+            (RouteError::WakeRefused { name: n(), why: crate::activity::WakeError::Refused("quota".into()) }, "57P03"),
         ] {
             assert_eq!(err.client_error().map(|e| e.code), Some(code), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_refused_wake_tells_the_client_nothing_of_why() {
+        let refused = |why| RouteError::WakeRefused { name: Name::new("kate-pg").expect("valid"), why };
+        let quota =
+            refused(crate::activity::WakeError::Refused("quota exceeded: running databases: kate has 3 of 3".into()))
+                .client_error()
+                .expect("an error");
+        let limited = refused(crate::wake::Limited::Database(2).into()).client_error().expect("an error");
+        assert_eq!((quota.code, &quota.message, &quota.hint), (limited.code, &limited.message, &limited.hint));
+        let shown = format!("{} {:?} {:?}", quota.message, quota.detail, quota.hint);
+        for secret in ["kate has", "quota", "3 of 3", "limit"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
         }
     }
 

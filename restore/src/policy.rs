@@ -119,6 +119,11 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if segments[0] == 0x2002 {
         return classify_v4(Ipv4Addr::from((u32::from(segments[1]) << 16) | u32::from(segments[2])));
     }
+    // The NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215) is translated by the site's own NAT64,
+    // which may embed the IPv4 address anywhere and reaches the site's inside: never public.
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        return Some("a private address (NAT64 local-use, translated by the site's own NAT64)");
+    }
     Some(match segments[0] {
         _ if ip.is_unspecified() => "an unspecified address",
         _ if ip.is_loopback() => "a loopback address",
@@ -234,6 +239,10 @@ mod tests {
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:169.254.169.254", "link-local"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
+            // NAT64 local-use (RFC 8215): translated by the site's own NAT64, to its inside.
+            ("64:ff9b:1::a00:5", "private"),
+            ("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", "private"),
+            ("64:ff9b:1::808:808", "private"),
             ("2002:7f00:1::", "loopback"),
             ("fd00:ec2::254", "unique-local"),
             ("fe80::1", "link-local"),

@@ -45,19 +45,51 @@ impl Settings {
         self.server.as_deref().unwrap_or(DEFAULT_SERVER)
     }
 
-    /// Changes the config file and returns its path.
+    /// Changes the config file and returns its path. It holds the token: it is written 0600
+    /// (replaced whole, so a file an older version left readable is private afterwards), and
+    /// DevDB's own config directory is 0700; a `$DEVDB_CONFIG` in a directory of the user's own
+    /// leaves that directory as it is.
     ///
     /// # Errors
     /// When the file cannot be written.
     pub fn save(change: impl FnOnce(&mut Settings)) -> anyhow::Result<PathBuf> {
         let path = Self::path().ok_or_else(|| anyhow::anyhow!("no config directory; set DEVDB_CONFIG"))?;
-        let mut settings = Self::from_file();
-        change(&mut settings);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&path, serde_json::to_vec_pretty(&settings)?)?;
+        let own_directory = std::env::var_os("DEVDB_CONFIG").is_none();
+        Self::save_to(&path, own_directory, change)?;
         Ok(path)
+    }
+
+    /// Changes the config file at `path`; `own_directory`: its directory is DevDB's, made 0700.
+    fn save_to(path: &std::path::Path, own_directory: bool, change: impl FnOnce(&mut Settings)) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let mut settings = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        change(&mut settings);
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        // Directories made here are private from the start.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        if own_directory {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        // A new file, private from its first byte, then renamed over the old one.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&temporary);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut file| {
+                file.write_all(&serde_json::to_vec_pretty(&settings)?)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(anyhow::Error::from(error).context(format!("cannot write {}", path.display())));
+        }
+        Ok(())
     }
 }
 
@@ -160,5 +192,45 @@ impl ApiClient {
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
         let body = self.raw(request).await?;
         serde_json::from_slice(&body).map_err(|_| ClientError::Unexpected { status: 200 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_config_file_holding_the_token_is_private_even_if_it_was_not() {
+        let home = tempfile::tempdir().expect("tempdir");
+        // New: the directories are made private.
+        let path = home.path().join("config/devdb/config.json");
+        Settings::save_to(&path, true, |s| s.token = Some("kate-token-0123456789".into())).expect("saved");
+        assert_eq!((mode(&path), mode(path.parent().expect("dir"))), (0o600, 0o700));
+        // There already, readable by everyone (as older versions wrote it): made private.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(path.parent().expect("dir"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Settings::save_to(&path, true, |s| s.server = Some("https://devdb.example.com".into())).expect("saved");
+        assert_eq!((mode(&path), mode(path.parent().expect("dir"))), (0o600, 0o700));
+        let saved: Settings = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(saved.token.as_deref(), Some("kate-token-0123456789"), "the rest is kept");
+        assert_eq!(saved.server.as_deref(), Some("https://devdb.example.com"));
+        // $DEVDB_CONFIG in a directory of the user's own: the file is private, the directory
+        // is left as it was.
+        let shared = home.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = shared.join("devdb.json");
+        std::fs::write(&path, "{}").expect("write");
+        Settings::save_to(&path, false, |s| s.token = Some("kate-token-0123456789".into())).expect("saved");
+        assert_eq!((mode(&path), mode(&shared)), (0o600, 0o755));
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&shared).expect("list").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(leftovers, ["devdb.json"], "no temporary file is left behind");
     }
 }

@@ -346,11 +346,19 @@ fn hand_over(command: &str, args: &[std::ffi::OsString]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("devdb-controller")));
     let program = beside.filter(|p| p.is_file()).unwrap_or_else(|| "devdb-controller".into());
-    let error = std::process::Command::new(&program).arg(command).args(args).exec();
+    let error = controller_command(&program, command, args).exec();
     anyhow::anyhow!(
         "cannot run {} ({error}): install it beside devdb (cargo install --path controller)",
         program.display()
     )
+}
+
+/// `program COMMAND ARGS`: the controller `devdb up`/`devdb down` hand over to.
+fn controller_command(program: &std::path::Path, command: &str, args: &[std::ffi::OsString]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    // The user's API token is the CLI's: the controller (and what it starts) has no use for it.
+    cmd.arg(command).args(args).env_remove("DEVDB_TOKEN");
+    cmd
 }
 
 fn certs(domain: &devdb_shared::Domain, out: &std::path::Path, json: bool) -> anyhow::Result<()> {
@@ -643,20 +651,86 @@ pub fn conninfo(database: &Database, ca: Option<&std::path::Path>, local: bool) 
 }
 
 fn connect(database: &Database, extra: &[String], local: bool) -> anyhow::Result<i32> {
-    let ca = local_ca();
-    let status = std::process::Command::new("psql")
-        .arg(conninfo(database, ca.as_deref(), local))
-        .args(extra)
-        .env("PGPASSWORD", &database.password)
-        .status()
-        .map_err(|e| {
-            anyhow::anyhow!("cannot run psql ({e}); install the PostgreSQL client (apt-get install postgresql-client)")
-        })?;
+    let status = psql_command(database, extra, local_ca().as_deref(), local).status().map_err(|e| {
+        anyhow::anyhow!("cannot run psql ({e}); install the PostgreSQL client (apt-get install postgresql-client)")
+    })?;
     Ok(status.code().unwrap_or(1))
+}
+
+/// DevDB's secrets that may sit in the environment of whoever runs the CLI: its own API token,
+/// and a controller's or proxy's tokens and key (a shell that also runs them). No program the CLI
+/// starts needs any of them but the controller, which gets its own.
+const SECRET_VARIABLES: [&str; 5] = [
+    "DEVDB_TOKEN",
+    "DEVDB_CONTROLLER_ADMIN_TOKEN",
+    "DEVDB_CONTROLLER_SECRET_KEY",
+    "DEVDB_PROXY_ROUTES_TOKEN",
+    "DEVDB_PROXY_ADMIN_TOKEN",
+];
+
+/// psql connected to `database`: the password in its environment (never in its arguments, which
+/// every local user can read in `ps`), and none of DevDB's other secrets there (psql hands its
+/// environment to `\!` shells, pagers and editors).
+fn psql_command(
+    database: &Database,
+    extra: &[String],
+    ca: Option<&std::path::Path>,
+    local: bool,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new("psql");
+    cmd.arg(conninfo(database, ca, local)).args(extra).env("PGPASSWORD", &database.password);
+    for secret in SECRET_VARIABLES {
+        cmd.env_remove(secret);
+    }
+    cmd
 }
 
 /// The development CA of a local `devdb up`, when there is one in the usual place.
 fn local_ca() -> Option<PathBuf> {
     let ca = std::env::var_os("DEVDB_CA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".devdb/certs/ca.crt"));
     ca.is_file().then_some(ca)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    fn database() -> Database {
+        serde_json::from_value(serde_json::json!({
+            "name": "kate-pg", "project": "shop", "owner": "kate", "status": "running",
+            "host": "kate-pg.db.devdb.localhost", "port": 6432, "username": "app",
+            "password": "the-db-password-0123", "database": "shop",
+            "uri": "postgresql://app:the-db-password-0123@kate-pg.db.devdb.localhost:6432/shop?sslmode=require",
+            "createdAt": "2026-12-01T09:00:00Z"
+        }))
+        .expect("a database")
+    }
+
+    /// Whether `cmd` passes `var` on from the environment it inherits (it does not remove it).
+    fn inherits(cmd: &std::process::Command, var: &str) -> bool {
+        !cmd.get_envs().any(|(k, v)| k == OsStr::new(var) && v.is_none())
+    }
+
+    #[test]
+    fn psql_gets_the_database_password_only_in_its_environment_and_no_api_token() {
+        let cmd = psql_command(&database(), &["-c".into(), "SELECT 1".into()], None, true);
+        let argv: Vec<&OsStr> = cmd.get_args().collect();
+        assert!(argv.iter().all(|a| !a.to_string_lossy().contains("the-db-password")), "{argv:?}");
+        let password = cmd.get_envs().find(|(k, _)| *k == OsStr::new("PGPASSWORD")).and_then(|(_, v)| v);
+        assert_eq!(password, Some(OsStr::new("the-db-password-0123")));
+        for secret in SECRET_VARIABLES {
+            assert!(!inherits(&cmd, secret), "psql would inherit {secret}");
+        }
+    }
+
+    #[test]
+    fn the_controller_devdb_up_runs_does_not_inherit_the_clis_token() {
+        let cmd =
+            controller_command(std::path::Path::new("devdb-controller"), "up", &["--data-dir".into(), "d".into()]);
+        assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["up", "--data-dir", "d"]);
+        assert!(!inherits(&cmd, "DEVDB_TOKEN"), "the CLI's API token is the user's, not the controller's");
+        assert!(inherits(&cmd, "DEVDB_CONTROLLER_ADMIN_TOKEN"), "the controller's own settings reach it");
+    }
 }

@@ -3,11 +3,15 @@
 //! ([`crate::reconcile::Reconciler::enforce_lifecycle_once`]).
 //!
 //! Activity comes from every proxy replica ([`Activity::report`]): the databases with a session
-//! open on it and those that relayed bytes since its last report. A database is busy while any
-//! replica that reported recently has a session open on it, so a silent session keeps it up and
-//! a load balancer's health check (TLS, then close: never a session) does not. A replica that
-//! stops reporting (restarted, scaled down) stops counting after [`REPORT_TTL`]; what it last
-//! said is already in `lastActiveAt`, which the store keeps across controller restarts.
+//! its backend accepted (authenticated) open on it, and those that had one since its last
+//! report. A database is busy while any replica that reported recently has such a session open
+//! on it, so a silent session keeps it up, while a load balancer's health check and a client
+//! without the password (neither ever a session) do not. A replica that stops reporting
+//! (restarted, scaled down) stops counting after [`REPORT_TTL`]; what it last said is already
+//! in `lastActiveAt`, which the store keeps across controller restarts.
+//!
+//! A start is not activity: `lastActiveAt` is only ever a session's. A database's idle period
+//! runs from its last session or, if none came since, from its start ([`Runs`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -63,6 +67,74 @@ impl Activity {
     }
 }
 
+/// What this controller knows of each database's current run, in memory: when its instance
+/// started (the origin of its idle period until a session comes, as a start is not activity),
+/// and whether a proxy woke it for a client that has not authenticated since (such a run holds
+/// no running place against its owner's own start: see [`crate::api`]'s quota check).
+///
+/// A controller that restarts knows no run: a running database counts as started when first
+/// seen ([`Runs::started_at`]), so none is stopped early (at worst one idles a period longer),
+/// and a wake from before is no longer told from a start (it idles out in its period). With
+/// several controller replicas, each knows the wakes it took.
+#[derive(Debug, Default)]
+pub struct Runs(Mutex<HashMap<Name, Run>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    /// When its instance last started (set once the start is done).
+    started: Option<SystemTime>,
+    /// When a proxy woke it, while no session has authenticated since and its owner has not
+    /// asked for it.
+    unclaimed_wake: Option<SystemTime>,
+}
+
+impl Runs {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Name, Run>) -> T) -> T {
+        // Held only to read or change the map, never across an await.
+        f(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// `name`'s instance started at `at` (created, reset, started or woken).
+    pub fn started(&self, name: &Name, at: SystemTime) {
+        self.with(|runs| runs.entry(name.clone()).or_default().started = Some(at));
+    }
+
+    /// When `name` (running) started; one this process never saw start counts as started `now`,
+    /// from now on.
+    pub fn started_at(&self, name: &Name, now: SystemTime) -> SystemTime {
+        self.with(|runs| *runs.entry(name.clone()).or_default().started.get_or_insert(now))
+    }
+
+    /// A proxy asked for `name` to start, for a client that has not authenticated.
+    pub fn woken(&self, name: &Name, at: SystemTime) {
+        self.with(|runs| runs.entry(name.clone()).or_default().unclaimed_wake = Some(at));
+    }
+
+    /// A session of `name` authenticated, or its owner asked for it: its run is wanted.
+    pub fn claimed(&self, name: &Name) {
+        self.with(|runs| {
+            if let Some(run) = runs.get_mut(name) {
+                run.unclaimed_wake = None;
+            }
+        });
+    }
+
+    /// When a proxy woke `name` for a client that has not authenticated since, if so.
+    pub fn unclaimed_wake(&self, name: &Name) -> Option<SystemTime> {
+        self.with(|runs| runs.get(name).and_then(|run| run.unclaimed_wake))
+    }
+
+    /// `name` stopped, or is gone: its run is over.
+    pub fn ended(&self, name: &Name) {
+        self.with(|runs| runs.remove(name));
+    }
+
+    /// Forgets every run but those of `keep` (the databases that should run).
+    pub fn retain(&self, keep: impl Fn(&Name) -> bool) {
+        self.with(|runs| runs.retain(|name, _| keep(name)));
+    }
+}
+
 /// Parses a humantime duration (`"30m"`, `"72h"`, `"0s"`), naming the field when it cannot.
 ///
 /// # Errors
@@ -113,13 +185,16 @@ pub enum Due {
     IdleStop,
 }
 
-/// What, if anything, is due for `database` at `now`; `busy`: a session is open on it.
+/// What, if anything, is due for `database` at `now`; `busy`: a session is open on it;
+/// `started`: when its instance started (its idle period runs from its last session, or from
+/// then if none came since).
 pub fn due(
     database: &DatabaseRecord,
     project: Option<&ProjectRecord>,
     default_idle: Duration,
     now: SystemTime,
     busy: bool,
+    started: Option<SystemTime>,
 ) -> Option<Due> {
     if database.lifecycle.protected || database.want == Want::Delete {
         return None;
@@ -131,8 +206,8 @@ pub fn due(
         return None;
     }
     let period = idle_period(database, project, default_idle)?;
-    let since =
-        database.lifecycle.last_active_at.as_deref().or(Some(database.created_at.as_str())).and_then(parse_time)?;
+    let last_session = database.lifecycle.last_active_at.as_deref().and_then(parse_time);
+    let since = [last_session, started, parse_time(&database.created_at)].into_iter().flatten().max()?;
     (now.duration_since(since).unwrap_or_default() >= period).then_some(Due::IdleStop)
 }
 
@@ -169,12 +244,12 @@ mod tests {
     fn a_running_database_stops_after_its_idle_period_without_a_session() {
         let active = Lifecycle { last_active_at: Some("2026-12-01T10:00:00Z".into()), ..Lifecycle::default() };
         let d = database(active);
-        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:29:59Z"), false), None);
-        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:30:00Z"), false), Some(Due::IdleStop));
-        assert_eq!(due(&d, None, MIN30, at("2026-12-01T12:00:00Z"), true), None, "a session is open");
+        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:29:59Z"), false, None), None);
+        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:30:00Z"), false, None), Some(Due::IdleStop));
+        assert_eq!(due(&d, None, MIN30, at("2026-12-01T12:00:00Z"), true, None), None, "a session is open");
         // Never active: idle since it was created.
         assert_eq!(
-            due(&database(Lifecycle::default()), None, MIN30, at("2026-12-01T09:31:00Z"), false),
+            due(&database(Lifecycle::default()), None, MIN30, at("2026-12-01T09:31:00Z"), false, None),
             Some(Due::IdleStop)
         );
         // Not running, or asked to be something else: not stopped (again).
@@ -184,8 +259,38 @@ mod tests {
             (DatabaseStatus::Running, Want::Reset),
         ] {
             let d = DatabaseRecord { status, want, ..database(Lifecycle::default()) };
-            assert_eq!(due(&d, None, MIN30, at("2026-12-02T00:00:00Z"), false), None, "{status:?} {want:?}");
+            assert_eq!(due(&d, None, MIN30, at("2026-12-02T00:00:00Z"), false, None), None, "{status:?} {want:?}");
         }
+    }
+
+    #[test]
+    fn a_start_is_not_activity_but_the_idle_period_runs_from_it_until_a_session_comes() {
+        // Last used at 10:00, slept, started again at 11:00 (woken, say), no session since.
+        let slept = database(Lifecycle { last_active_at: Some("2026-12-01T10:00:00Z".into()), ..Lifecycle::default() });
+        let started = Some(at("2026-12-01T11:00:00Z"));
+        assert_eq!(due(&slept, None, MIN30, at("2026-12-01T11:29:59Z"), false, started), None, "a whole period");
+        assert_eq!(due(&slept, None, MIN30, at("2026-12-01T11:30:00Z"), false, started), Some(Due::IdleStop));
+        // A session after the start: from the session.
+        let used = database(Lifecycle { last_active_at: Some("2026-12-01T11:20:00Z".into()), ..Lifecycle::default() });
+        assert_eq!(due(&used, None, MIN30, at("2026-12-01T11:49:59Z"), false, started), None);
+    }
+
+    #[test]
+    fn runs_tell_unclaimed_wakes_and_a_run_never_seen_starting_counts_from_when_first_seen() {
+        let runs = Runs::default();
+        let (kate, bob) = (Name::new("kate-pg").expect("name"), Name::new("bob-pg").expect("name"));
+        assert_eq!(runs.started_at(&kate, at("2026-12-01T10:00:00Z")), at("2026-12-01T10:00:00Z"), "first seen");
+        assert_eq!(runs.started_at(&kate, at("2026-12-01T12:00:00Z")), at("2026-12-01T10:00:00Z"), "kept");
+        runs.woken(&bob, at("2026-12-01T10:00:00Z"));
+        runs.started(&bob, at("2026-12-01T10:00:01Z"));
+        assert_eq!(runs.unclaimed_wake(&bob), Some(at("2026-12-01T10:00:00Z")), "a start keeps the mark");
+        runs.claimed(&bob);
+        assert_eq!(runs.unclaimed_wake(&bob), None);
+        runs.woken(&bob, at("2026-12-01T11:00:00Z"));
+        runs.ended(&bob);
+        assert_eq!(runs.unclaimed_wake(&bob), None, "stopped: over");
+        runs.retain(|name| name != &kate);
+        assert_eq!(runs.started_at(&kate, at("2026-12-01T13:00:00Z")), at("2026-12-01T13:00:00Z"));
     }
 
     #[test]
@@ -202,19 +307,23 @@ mod tests {
         assert_eq!(idle_period(&plain, Some(&project), MIN30), Some(Duration::from_secs(600)));
         let own = database(Lifecycle { idle_stop_after_secs: Some(0), ..Lifecycle::default() });
         assert_eq!(idle_period(&own, Some(&project), MIN30), None, "0: never");
-        assert_eq!(due(&own, Some(&project), MIN30, at("2027-01-01T00:00:00Z"), false), None);
+        assert_eq!(due(&own, Some(&project), MIN30, at("2027-01-01T00:00:00Z"), false, None), None);
     }
 
     #[test]
     fn expiry_deletes_unless_protected() {
         let expiring = Lifecycle { expires_at: Some("2026-12-03T09:00:00Z".into()), ..Lifecycle::default() };
         let d = database(expiring.clone());
-        assert_eq!(due(&d, None, MIN30, at("2026-12-03T08:59:59Z"), true), None);
-        assert_eq!(due(&d, None, MIN30, at("2026-12-03T09:00:00Z"), true), Some(Due::Expire), "sessions do not matter");
+        assert_eq!(due(&d, None, MIN30, at("2026-12-03T08:59:59Z"), true, None), None);
+        assert_eq!(
+            due(&d, None, MIN30, at("2026-12-03T09:00:00Z"), true, None),
+            Some(Due::Expire),
+            "sessions do not matter"
+        );
         let stopped = DatabaseRecord { status: DatabaseStatus::Stopped, want: Want::Stop, ..d };
-        assert_eq!(due(&stopped, None, MIN30, at("2026-12-04T00:00:00Z"), false), Some(Due::Expire));
+        assert_eq!(due(&stopped, None, MIN30, at("2026-12-04T00:00:00Z"), false, None), Some(Due::Expire));
         let protected = database(Lifecycle { protected: true, ..expiring });
-        assert_eq!(due(&protected, None, MIN30, at("2027-01-01T00:00:00Z"), false), None);
+        assert_eq!(due(&protected, None, MIN30, at("2027-01-01T00:00:00Z"), false, None), None);
     }
 
     #[tokio::test(start_paused = true)]

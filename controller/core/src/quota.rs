@@ -1,7 +1,7 @@
 //! Quotas per owner, set by the admin in a file (`--quotas-file`): how many databases an owner
 //! may have, how many may run at once, and how much disk they may take. Enforced when a
-//! database is created and when one is started or woken, with a 403 naming the quota and the
-//! use; `GET /v1/usage` shows each owner's use against its quota.
+//! database is created and when one is started, woken or reset (a reset runs a stopped one), with
+//! a 403 naming the quota and the use; `GET /v1/usage` shows each owner's use against its quota.
 //!
 //! ```json
 //! { "default": { "databases": 10, "running": 5, "disk": "50GiB" },
@@ -162,7 +162,7 @@ impl Quotas {
 }
 
 /// Whether a database takes a running place: it runs, or is being made or started.
-fn counts_as_running(d: &DatabaseRecord) -> bool {
+pub fn counts_as_running(d: &DatabaseRecord) -> bool {
     d.want != Want::Stop
         && matches!(
             d.status,

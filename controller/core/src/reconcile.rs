@@ -80,6 +80,8 @@ pub struct Reconciler<P: Platform> {
     restores_per_owner: AtomicUsize,
     /// The proxies' reports of sessions, for idle stops.
     activity: crate::lifecycle::Activity,
+    /// When each running database started, and which a proxy woke for nobody yet.
+    runs: crate::lifecycle::Runs,
     /// Databases stop after this long without a session unless their project or they say
     /// otherwise (seconds; 0: never).
     idle_stop_after: std::sync::atomic::AtomicU64,
@@ -99,6 +101,7 @@ impl<P: Platform> Reconciler<P> {
             turns: Mutex::default(),
             restores_per_owner: AtomicUsize::new(RESTORES_PER_OWNER),
             activity: crate::lifecycle::Activity::default(),
+            runs: crate::lifecycle::Runs::default(),
             idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
             expired: std::sync::atomic::AtomicU64::new(0),
             quotas: Mutex::default(),
@@ -135,6 +138,11 @@ impl<P: Platform> Reconciler<P> {
     /// The proxies' activity reports.
     pub fn activity(&self) -> &crate::lifecycle::Activity {
         &self.activity
+    }
+
+    /// What this controller knows of each database's run (its start, a proxy's wake).
+    pub fn runs(&self) -> &crate::lifecycle::Runs {
+        &self.runs
     }
 
     /// Lets each owner run at most `n` restores at once (more wait, `pending`).
@@ -397,6 +405,7 @@ impl<P: Platform> Reconciler<P> {
                     return Err(ReconcileError::Retry(error));
                 }
                 self.store.delete_database(name).await?;
+                self.runs.ended(name);
                 tracing::info!(database = %name, "deleted");
                 return Ok(());
             }
@@ -491,6 +500,7 @@ impl<P: Platform> Reconciler<P> {
     /// Stops a database's instance, keeping its data and credentials.
     async fn stop_database(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
         self.runtime.stop_database(database).await?;
+        self.runs.ended(&database.name);
         let stopped_at = crate::clock::now();
         self.set_database(&database.name, |d| {
             // A start or a delete asked for meanwhile is the next pass's.
@@ -518,15 +528,15 @@ impl<P: Platform> Reconciler<P> {
         }
         let started = Instant::now();
         self.runtime.start_database(database).await?;
-        let now = crate::clock::now();
+        // Idle from now on, not from before it slept; yet a start is no session, so
+        // `lastActiveAt` stays the last session's.
+        self.runs.started(&database.name, std::time::SystemTime::now());
         self.set_database(&database.name, |d| {
             if d.want == Want::Run && d.status == DatabaseStatus::Starting {
                 d.status = DatabaseStatus::Running;
                 d.error = None;
                 d.lifecycle.stopped_at = None;
                 d.lifecycle.stop_reason = None;
-                // Idle from now on, not from before it slept.
-                d.lifecycle.last_active_at = Some(now.clone());
                 d.settings.applied = database.settings.wanted.clone();
             }
         })
@@ -544,10 +554,14 @@ impl<P: Platform> Reconciler<P> {
         use crate::lifecycle::Due;
         let projects = self.store.projects(None).await?;
         let default_idle = Duration::from_secs(self.idle_stop_after.load(Ordering::Relaxed));
-        for database in self.store.databases(None, None).await? {
+        let databases = self.store.databases(None, None).await?;
+        self.runs.retain(|name| databases.iter().any(|d| &d.name == name && d.want == Want::Run));
+        for database in databases {
             let project = projects.iter().find(|p| p.name == database.project);
             let busy = self.activity.busy(&database.name);
-            match crate::lifecycle::due(&database, project, default_idle, now, busy) {
+            let started = (database.status == DatabaseStatus::Running && database.want == Want::Run)
+                .then(|| self.runs.started_at(&database.name, now));
+            match crate::lifecycle::due(&database, project, default_idle, now, busy, started) {
                 Some(Due::Expire) => {
                     let record = self
                         .store
@@ -576,8 +590,9 @@ impl<P: Platform> Reconciler<P> {
                         })
                         .await?;
                     if record.want == Want::Stop {
-                        let idle_since = database.lifecycle.last_active_at.clone().unwrap_or_default();
-                        tracing::info!(database = %database.name, %idle_since, "idle: stopping");
+                        let last_session = database.lifecycle.last_active_at.clone().unwrap_or_default();
+                        let woken_for_nobody = self.runs.unclaimed_wake(&database.name).is_some();
+                        tracing::info!(database = %database.name, %last_session, woken_for_nobody, "idle: stopping");
                         self.trigger(Key::Database(database.name.clone()));
                     }
                 }
@@ -633,6 +648,8 @@ impl<P: Platform> Reconciler<P> {
         })
         .await?;
         self.runtime.clone_database(database, &project, snapshot.generation).await?;
+        // Idle from now on (a new clone has had no session, and its making is none).
+        self.runs.started(&database.name, std::time::SystemTime::now());
         self.set_database(&database.name, |d| {
             d.status = DatabaseStatus::Running;
             // A delete asked for meanwhile stays asked for; a reset is done.
@@ -640,7 +657,12 @@ impl<P: Platform> Reconciler<P> {
                 d.want = Want::Run;
             }
             d.snapshot_generation = Some(snapshot.generation);
-            d.lifecycle.last_active_at = Some(crate::clock::now());
+            // A reset of a stopped database runs it: no longer stopped (unless a stop is asked
+            // for, which the next pass does).
+            if d.want != Want::Stop {
+                d.lifecycle.stopped_at = None;
+                d.lifecycle.stop_reason = None;
+            }
             // The clone started with the settings it was asked for then.
             d.settings.applied = database.settings.wanted.clone();
         })

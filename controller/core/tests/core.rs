@@ -255,6 +255,79 @@ async fn bad_requests_get_400_404_409_with_json_errors() {
     );
 }
 
+/// Names are global (one host name each), so a create whose name another owner holds fails;
+/// the refusal is the same whoever holds it and whatever state it is in, and names no one. Other
+/// owners' objects never show through a conflict.
+#[tokio::test]
+async fn a_conflict_tells_nothing_of_another_owners_objects_but_is_helpful_about_ones_own() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let message = |body: &Value| body["error"]["message"].as_str().unwrap_or_default().to_string();
+    let create = |token, db: &str| {
+        core.call(Some(token), "POST", "/v1/databases?wait=true", Some(json!({"name": db, "project": "shop"})))
+    };
+    assert_eq!(create(BOB, "bob-pg").await.0, StatusCode::CREATED);
+    assert_eq!(create(BOB, "bob-old").await.0, StatusCode::CREATED);
+    core.call(Some(BOB), "POST", "/v1/databases/bob-pg/stop?wait=true", None).await;
+    // bob-old is being deleted (its instance will not go): its name is still held.
+    core.runtime.fail_next(Op::Remove, RuntimeError::Platform("held".into()));
+    assert_eq!(core.call(Some(BOB), "DELETE", "/v1/databases/bob-old", None).await.0, StatusCode::ACCEPTED);
+
+    let mut refusals = Vec::new();
+    for taken in ["bob-pg", "bob-old"] {
+        let (status, body) = create(KATE, taken).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        refusals.push(message(&body).replace(taken, "NAME"));
+        for secret in ["bob", "stopped", "deleting", "exists", "owner"] {
+            assert!(!message(&body).replace(taken, "").contains(secret), "{taken}: {body}");
+        }
+        // The compatibility API says the same.
+        let (status, compat) =
+            core.call(Some(KATE), "POST", "/projects/shop/databases", Some(json!({"name": taken}))).await;
+        assert_eq!((status, message(&compat)), (StatusCode::CONFLICT, message(&body)));
+    }
+    assert_eq!(refusals[0], refusals[1], "a stopped one and one being deleted: the same answer");
+    assert!(refusals[0].contains("not available"), "{refusals:?}");
+    // One's own: said plainly, with what to do.
+    assert_eq!(create(KATE, "kate-pg").await.0, StatusCode::CREATED);
+    let (status, own) = create(KATE, "kate-pg").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(message(&own).contains("already exists") && message(&own).contains("yours"), "{own}");
+
+    // Projects: the same, and a name shaped like a project's id is reserved (ids and names
+    // share one lookup), with the same answer.
+    let (status, taken) = core.call(Some(BOB), "POST", "/v1/projects", Some(json!({"name": "shop"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+    let (_, shop) = core.call(Some(BOB), "GET", "/v1/projects/shop", None).await;
+    let id = shop["id"].as_str().expect("id").to_string();
+    for reserved in [id.as_str(), "prj-0123456789abcdefghijklmn"] {
+        let (status, body) = core.call(Some(BOB), "POST", "/v1/projects", Some(json!({"name": reserved}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{reserved}: {body}");
+        assert_eq!(message(&body).replace(reserved, "NAME"), message(&taken).replace("shop", "NAME"));
+    }
+    assert!(message(&taken).contains("not available") && !message(&taken).contains("kate"), "{taken}");
+    let (_, own) = core.call(Some(KATE), "POST", "/v1/projects", Some(json!({"name": "shop"}))).await;
+    assert!(message(&own).contains("already exists") && message(&own).contains("yours"), "{own}");
+
+    // A project with others' databases cannot be deleted, but their names are not shown.
+    let (status, body) = core.call(Some(KATE), "DELETE", "/v1/projects/shop", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(message(&body).contains("kate-pg"), "one's own are named: {body}");
+    assert!(!message(&body).contains("bob"), "{body}");
+    core.call(Some(KATE), "DELETE", "/v1/databases/kate-pg", None).await;
+    for _ in 0..200 {
+        if core.call(Some(ADMIN), "GET", "/v1/databases/kate-pg", None).await.0 == StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (status, body) = core.call(Some(KATE), "DELETE", "/v1/projects/shop", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(!message(&body).contains("bob") && message(&body).contains("still has databases"), "{body}");
+    let (_, admin) = core.call(Some(ADMIN), "DELETE", "/v1/projects/shop", None).await;
+    assert!(message(&admin).contains("bob-"), "an admin is told which: {admin}");
+}
+
 #[tokio::test]
 async fn a_clone_that_fails_is_a_422_with_the_safe_reason_and_a_reset_of_a_deleted_one_409() {
     let core = Core::start(FakeRuntime::default());
@@ -557,7 +630,7 @@ mod lifecycle {
         }
 
         /// Waits until `db` has `status` ("gone": deleted).
-        async fn settles(&self, db: &str, status: &str) -> Value {
+        pub(super) async fn settles(&self, db: &str, status: &str) -> Value {
             for _ in 0..500 {
                 let (code, d) = self.database(db).await;
                 if (status == "gone" && code == StatusCode::NOT_FOUND) || d["status"] == status {
@@ -587,6 +660,12 @@ mod lifecycle {
         let core = Core::start(FakeRuntime::default());
         core.ready_project(KATE, "shop").await;
         let created = core.running("kate-pg", json!({})).await;
+        assert!(created.get("lastActiveAt").is_none(), "made, never used: {created}");
+        // A session (a proxy's report), then none.
+        assert_eq!(core.report(ADMIN, &["kate-pg"]).await, StatusCode::NO_CONTENT);
+        core.report(ADMIN, &[]).await;
+        let used = core.database("kate-pg").await.1["lastActiveAt"].clone();
+        assert!(used.is_string(), "{used}");
         let (status, stopped) = core.call(Some(KATE), "POST", "/v1/databases/kate-pg/stop?wait=true", None).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{stopped}");
         assert_eq!((stopped["status"].as_str(), stopped["stopReason"].as_str()), (Some("stopped"), Some("manual")));
@@ -614,7 +693,8 @@ mod lifecycle {
         let starts = core.runtime.calls().iter().filter(|c| *c == "start kate-pg").count();
         assert_eq!(starts, 1, "{:?}", core.runtime.calls());
         assert_eq!(running["password"], created["password"], "the same credentials");
-        assert!(running["lastActiveAt"].is_string() && running.get("stopReason").is_none());
+        assert!(running.get("stopReason").is_none(), "{running}");
+        assert_eq!(running["lastActiveAt"], used, "a start is no session");
         assert_eq!(core.route_state("kate-pg"), Some(RouteState::Ready));
     }
 
@@ -775,6 +855,111 @@ mod quotas {
         let (_, all) = core.call(Some(ADMIN), "GET", "/v1/usage", None).await;
         let owners: Vec<&str> = all.as_array().expect("list").iter().filter_map(|u| u["owner"].as_str()).collect();
         assert_eq!(owners, ["bob", "kate"]);
+    }
+
+    #[tokio::test]
+    async fn a_reset_that_would_start_a_database_beyond_the_running_quota_is_refused() {
+        let core = with_quotas(r#"{"default": {"running": 1}}"#);
+        core.ready_project(KATE, "shop").await;
+        assert_eq!(create(&core, KATE, "kate-1").await.0, StatusCode::CREATED);
+        core.call(Some(KATE), "POST", "/v1/databases/kate-1/stop?wait=true", None).await;
+        assert_eq!(create(&core, KATE, "kate-2").await.0, StatusCode::CREATED);
+        // A reset clones again and runs the clone: for a stopped database, one more running.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/reset?wait=true", None).await;
+        assert_eq!(
+            (status, message(&body)),
+            (StatusCode::FORBIDDEN, "quota exceeded: running databases: kate has 1 of 1"),
+            "{body}"
+        );
+        let (_, kate1) = core.call(Some(KATE), "GET", "/v1/databases/kate-1", None).await;
+        assert_eq!(kate1["status"], "stopped", "left as it was");
+        let (_, usage) = core.call(Some(KATE), "GET", "/v1/usage", None).await;
+        assert_eq!(usage[0]["running"], 1);
+        // Resetting the running one takes no new place.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-2/reset?wait=true", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        // With the place free, the stopped one may be reset (and runs).
+        core.call(Some(KATE), "POST", "/v1/databases/kate-2/stop?wait=true", None).await;
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/reset?wait=true", None).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
+    }
+
+    /// Anyone who reaches a proxy can have it wake any database (before authenticating). Such a
+    /// wake is no activity, goes back to sleep after its idle period, and holds no running
+    /// place against the owner's own start, which stops one to make room: the quota stays a
+    /// bound, and nobody but the owner can use it up.
+    #[tokio::test]
+    async fn wakes_for_clients_that_never_authenticate_cannot_hold_their_owners_running_quota() {
+        use std::time::{Duration, SystemTime};
+        let core = with_quotas(r#"{"default": {"running": 2}}"#);
+        core.ready_project(KATE, "shop").await;
+        let core = &core;
+        let show = |db: &'static str| async move {
+            core.call(Some(KATE), "GET", &format!("/v1/databases/{db}"), None).await.1
+        };
+        for db in ["kate-1", "kate-2", "kate-3"] {
+            assert_eq!(create(core, KATE, db).await.0, StatusCode::CREATED);
+            if db == "kate-1" {
+                // Used once (a proxy reported a session), so it has a last activity to keep.
+                let body = json!({"replica": "proxy-a", "open": [], "active": ["kate-1"]});
+                assert_eq!(core.call(Some(ADMIN), "POST", "/v1/activity", Some(body)).await.0, StatusCode::NO_CONTENT);
+            }
+            core.call(Some(KATE), "POST", &format!("/v1/databases/{db}/stop?wait=true"), None).await;
+        }
+        let used = show("kate-1").await["lastActiveAt"].clone();
+        assert!(used.is_string() && show("kate-2").await.get("lastActiveAt").is_none());
+
+        // Only proxies (admin tokens) wake.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/start?wake=true", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        // A flood of wakes through the proxies fills kate's running places…
+        for db in ["kate-1", "kate-2"] {
+            for _ in 0..3 {
+                let (status, body) =
+                    core.call(Some(ADMIN), "POST", &format!("/v1/databases/{db}/start?wake=true"), None).await;
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            }
+            core.call(Some(ADMIN), "POST", &format!("/v1/databases/{db}/start?wait=true&wake=true"), None).await;
+        }
+        // …a wake gets no room beyond them…
+        let (status, body) = core.call(Some(ADMIN), "POST", "/v1/databases/kate-3/start?wake=true", None).await;
+        assert_eq!(
+            (status, message(&body)),
+            (StatusCode::FORBIDDEN, "quota exceeded: running databases: kate has 2 of 2")
+        );
+        // …and a wake is no activity.
+        assert_eq!(show("kate-1").await["lastActiveAt"], used, "lastActiveAt does not move");
+        assert!(show("kate-2").await.get("lastActiveAt").is_none());
+
+        // Kate's own start: the longest-woken one makes room.
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-3/start?wait=true", None).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
+        let made_room = core.settles("kate-1", "stopped").await;
+        assert_eq!(made_room["stopReason"], "idle", "{made_room}");
+        assert_eq!(made_room["lastActiveAt"], used);
+        let (_, usage) = core.call(Some(KATE), "GET", "/v1/usage", None).await;
+        assert_eq!(usage[0]["running"], 2, "still a bound: {usage}");
+
+        // A session on kate-2 claims its wake: from then on it holds its place like any other.
+        let body = json!({"replica": "proxy-a", "open": ["kate-2"], "active": []});
+        core.call(Some(ADMIN), "POST", "/v1/activity", Some(body)).await;
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-1/start", None).await;
+        assert_eq!(
+            (status, message(&body)),
+            (StatusCode::FORBIDDEN, "quota exceeded: running databases: kate has 2 of 2")
+        );
+        assert_eq!(show("kate-2").await["status"], "running");
+
+        // A woken database nobody uses goes back to sleep after its idle period (30 minutes),
+        // counted from its start.
+        core.call(Some(KATE), "POST", "/v1/databases/kate-3/stop?wait=true", None).await;
+        core.call(Some(ADMIN), "POST", "/v1/databases/kate-1/start?wait=true&wake=true", None).await;
+        let enforce = |later| core.reconciler.enforce_lifecycle_once(SystemTime::now() + later);
+        enforce(Duration::from_secs(29 * 60)).await.expect("enforced");
+        assert_eq!(show("kate-1").await["status"], "running", "not before its period is over");
+        enforce(Duration::from_secs(31 * 60)).await.expect("enforced");
+        let slept = core.settles("kate-1", "stopped").await;
+        assert_eq!((slept["stopReason"].as_str(), &slept["lastActiveAt"]), (Some("idle"), &used));
     }
 
     #[tokio::test]

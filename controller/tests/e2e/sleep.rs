@@ -1,7 +1,8 @@
 //! End to end: databases that sleep and wake, with `devdb up`, real PostgreSQL and real clients
 //! (psql through the CLI, tokio-postgres): a wake on the first connection, concurrent wakes,
 //! idle stops that open sessions hold off and health checks do not, wakes refused by a quota or
-//! that cannot succeed, a controller restarted while databases sleep, and `devdb down`.
+//! that cannot succeed, a flood of clients without the password, a controller restarted while
+//! databases sleep, and `devdb down`.
 
 use std::time::Duration;
 
@@ -57,11 +58,35 @@ impl DevDb {
     fn starts_asked(&self, name: &str) -> usize {
         self.log().lines().filter(|l| l.contains("start asked") && l.contains(name)).count()
     }
+
+    /// How many times a proxy woke `name` (a start asked with `wake=true`).
+    fn wakes(&self, name: &str) -> usize {
+        let plain = |line: &str| {
+            // Without the terminal's colours: ESC [ … m.
+            let mut out = String::new();
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    chars.by_ref().find(|c| *c == 'm');
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        self.log()
+            .lines()
+            .map(plain)
+            .filter(|l| {
+                l.contains("start asked") && l.contains(&format!("database={name} ")) && l.contains("wake=true")
+            })
+            .count()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asleep_database_wakes_on_the_first_connection_of_psql_and_of_a_driver() {
-    let (devdb, _dumps) = with_project(&[]).await;
+    let (devdb, _dumps) = with_project(&["--activity-report-every", "200ms"]).await;
     assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
     let stopped = devdb.stop("kate-pg").await;
     assert_eq!((stopped.status, stopped.stop_reason), (DatabaseStatus::Stopped, Some(StopReason::Manual)));
@@ -73,7 +98,13 @@ async fn an_asleep_database_wakes_on_the_first_connection_of_psql_and_of_a_drive
     assert_eq!(out.trim(), "2500");
     let woken = devdb.database("kate-pg").await.expect("exists");
     assert_eq!(woken.status, DatabaseStatus::Running);
-    assert!(woken.last_active_at.is_some() && woken.stop_reason.is_none());
+    assert!(woken.stop_reason.is_none());
+    // psql's session (authenticated) is activity, once the proxy has reported it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while devdb.database("kate-pg").await.expect("exists").last_active_at.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "psql's session never became activity:\n{}", devdb.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A driver, first try; then four at once: each gets its session, and one start is asked.
     let database = devdb.stop("kate-pg").await;
@@ -152,7 +183,8 @@ async fn an_idle_database_stops_but_not_while_a_silent_session_is_open_nor_for_h
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wake_is_refused_over_the_quota_with_53400_and_fails_as_57p03_and_a_restart_keeps_databases_asleep() {
+async fn a_wake_is_refused_over_the_quota_saying_nothing_of_it_and_fails_as_57p03_and_a_restart_keeps_databases_asleep()
+{
     let quotas = tempfile::NamedTempFile::new().expect("quotas");
     std::fs::write(quotas.path(), r#"{"default": {"running": 1}}"#).expect("write");
     let mut devdb = with_empty_project(&["--quotas-file", &quotas.path().to_string_lossy()]).await;
@@ -171,13 +203,19 @@ async fn a_wake_is_refused_over_the_quota_with_53400_and_fails_as_57p03_and_a_re
     let client = devdb.connect(&bob).await.expect("wakes after a restart");
     assert_eq!(query_one(&client, "SELECT 1").await, "1");
 
-    // bob-pg holds the one running place: kate-pg's wake is refused at once, saying why.
+    // bob-pg holds the one running place (a session claimed its wake): kate-pg's wake is
+    // refused at once, telling a client that has not authenticated nothing of the owner or the
+    // quota; its owner's `devdb db start` says why.
     let kate = devdb.database("kate-pg").await.expect("exists");
     let Err(error) = devdb.connect(&kate).await else { panic!("woke beyond the quota") };
     let db_error = error.as_db_error().unwrap_or_else(|| panic!("a FATAL from the proxy, not {error:?}"));
-    assert_eq!(db_error.code().code(), "53400", "{db_error:?}");
-    assert!(db_error.message().contains("quota exceeded: running databases: default has 1 of 1"), "{db_error:?}");
+    assert_eq!(db_error.code().code(), "57P03", "{db_error:?}");
+    assert_eq!(db_error.message(), "database instance \"kate-pg\" is asleep and cannot be woken now");
+    let told = format!("{db_error:?}");
+    assert!(!told.contains("quota") && !told.contains("default") && !told.contains("1 of 1"), "{told}");
     assert_eq!(devdb.database("kate-pg").await.expect("exists").status, DatabaseStatus::Stopped);
+    let (ok, _, err) = devdb.cli(&["db", "start", "kate-pg"]).await;
+    assert!(!ok && err.contains("quota exceeded: running databases: default has 1 of 1"), "{err}");
 
     // With the place free but kate-pg's data gone, its wake fails: 57P03 with a hint.
     devdb.stop("bob-pg").await;
@@ -191,6 +229,79 @@ async fn a_wake_is_refused_over_the_quota_with_53400_and_fails_as_57p03_and_a_re
     let failed = devdb.database("kate-pg").await.expect("exists");
     assert_eq!(failed.status, DatabaseStatus::Error);
     assert!(failed.error.unwrap_or_default().contains("reset it"));
+}
+
+/// Anyone who reaches the proxy can make it wake a database, password or not. A flood of such
+/// clients wakes it only as often as the proxy's limits allow (two wakes nobody used, per
+/// database), keeps it up no longer than its idle period, leaves `lastActiveAt` as it was, and
+/// cannot hold its owner's running quota: the owner's own start still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_clients_without_the_password_cannot_keep_a_database_awake_nor_hold_its_owners_quota() {
+    let quotas = tempfile::NamedTempFile::new().expect("quotas");
+    std::fs::write(quotas.path(), r#"{"default": {"running": 1}}"#).expect("write");
+    let quick = ["--idle-stop-after", "4s", "--lifecycle-check-every", "200ms", "--activity-report-every", "200ms"];
+    let devdb = with_empty_project(&[&quick[..], &["--quotas-file", &quotas.path().to_string_lossy()]].concat()).await;
+    // kate-pg has been used once; both databases sleep.
+    assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
+    let kate = devdb.database("kate-pg").await.expect("exists");
+    assert_eq!(query_one(&devdb.connect(&kate).await.expect("its owner"), "SELECT 1").await, "1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let used = loop {
+        if let Some(at) = devdb.database("kate-pg").await.expect("exists").last_active_at {
+            break at;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the session never became activity:\n{}", devdb.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    devdb.stop("kate-pg").await;
+    assert_eq!(devdb.create_database("other-pg", "shop").await.0, 201);
+    devdb.stop("other-pg").await;
+
+    // The flood: connections with a wrong password and with none, eight at a time, without end.
+    let mut wrong = kate.clone();
+    wrong.password = "not-the-password".into();
+    let mut none = kate.clone();
+    none.password = String::new();
+    let flood = async {
+        loop {
+            let attempts = (0..8).map(|i| devdb.connect(if i % 2 == 0 { &wrong } else { &none }));
+            for attempt in futures_util::future::join_all(attempts).await {
+                assert!(attempt.is_err(), "a client without the password got in");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let story = async {
+        // Woken by the flood; its owner's own start of the other one still succeeds at a full
+        // running quota: the woken one makes room.
+        devdb.becomes("kate-pg", DatabaseStatus::Running, Duration::from_secs(20)).await;
+        let (status, body) = devdb.call(reqwest::Method::POST, "/v1/databases/other-pg/start?wait=true", None).await;
+        assert_eq!((status, body["status"].as_str()), (202, Some("running")), "{body}");
+        let made_room = devdb.becomes("kate-pg", DatabaseStatus::Stopped, Duration::from_secs(20)).await;
+        assert_eq!(made_room.stop_reason, Some(StopReason::Idle));
+        assert!(devdb.log().contains("to make room for its owner's start"), "{}", devdb.log());
+        // The place free again, the flood wakes it a second time (the last its limit allows),
+        // and it goes back to sleep after its idle period, flood notwithstanding…
+        devdb.stop("other-pg").await;
+        devdb.becomes("kate-pg", DatabaseStatus::Running, Duration::from_secs(20)).await;
+        let slept = devdb.becomes("kate-pg", DatabaseStatus::Stopped, Duration::from_secs(20)).await;
+        assert_eq!(slept.stop_reason, Some(StopReason::Idle));
+        // …and stays asleep: more than two idle periods of flood, no third wake.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        devdb.database("kate-pg").await.expect("exists")
+    };
+    let after = tokio::select! {
+        after = story => after,
+        () = flood => unreachable!(),
+    };
+    assert_eq!(after.status, DatabaseStatus::Stopped, "{}", devdb.log());
+    assert_eq!(devdb.wakes("kate-pg"), 2, "as many wakes as the limit allows:\n{}", devdb.log());
+    assert_eq!(after.last_active_at.as_deref(), Some(used.as_str()), "lastActiveAt never moved");
+    // Its owner connects (a wake is only refused to clients without the password as long as
+    // the limit holds: the owner starts it), and it works.
+    let (ok, _, err) = devdb.cli(&["db", "start", "kate-pg"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(query_one(&devdb.connect(&kate).await.expect("its owner"), "SELECT 1").await, "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,11 +179,50 @@ async fn health_checks_are_not_counted_as_errors_but_refusals_are() {
     let _ = refused(proxy.connect("nobody").await);
     still_serves(&proxy, "alpha").await;
     wait_for_metric(&proxy, "devdb_proxy_handshake_errors_total{reason=\"unknown_name\"} 1").await;
-    wait_for_metric(&proxy, "devdb_proxy_connections_total{route=\"alpha\"} 1").await;
+    wait_for_metric(&proxy, "devdb_proxy_connections_total{route=\"*\"} 1").await;
     let (status, metrics) = proxy.admin_get("/metrics").await;
     assert!(status.contains("200"), "{status}");
     assert!(!metrics.contains("health_check"), "{metrics}");
     proxy.stop().await;
+}
+
+/// Whoever reaches the admin port learns no database's name from `/metrics` unless an admin
+/// token guards it; with one, `/metrics` needs it (and keeps series per database), while the
+/// probes stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_name_no_database_unless_an_admin_token_guards_them() {
+    let alpha = TestPostgres::start("alpha");
+    let open = TestProxy::start(&[("alpha", alpha.addr())]).await;
+    still_serves(&open, "alpha").await;
+    wait_for_metric(&open, "devdb_proxy_connections_total{route=\"*\"} 1").await;
+    let (status, metrics) = open.admin_get("/metrics").await;
+    assert!(status.contains("200") && !metrics.contains("alpha"), "{status}\n{metrics}");
+    open.stop().await;
+
+    const TOKEN: &str = "metrics-token-0123456789";
+    let guarded =
+        TestProxy::start_with(&[("alpha", alpha.addr())], |c| c.admin_token = Some(TOKEN.parse().expect("token")))
+            .await;
+    still_serves(&guarded, "alpha").await;
+    for headers in [&[][..], &["Authorization: Bearer metrics-token-012345678x"], &[&format!("Authorization: {TOKEN}")]]
+    {
+        let (status, body) = http_get_with(guarded.admin, "/metrics", headers).await;
+        assert!(status.contains("401") && !body.contains("alpha"), "{headers:?}: {status} {body}");
+    }
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get_with(guarded.admin, "/metrics", &[&bearer]).await.1;
+        if metrics.contains("devdb_proxy_connections_total{route=\"alpha\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains("devdb_proxy_connections_total{route=\"alpha\"} 1"), "{metrics}");
+    for probe in ["/healthz", "/readyz"] {
+        assert!(guarded.admin_get(probe).await.0.contains("200"), "{probe} needs no token");
+    }
+    guarded.stop().await;
 }
 
 /// Opens a session from `source` the way an attacker would: TLS with SNI, a StartupMessage, and
@@ -252,7 +291,15 @@ async fn sessions_count_against_the_limits_only_until_they_authenticate() {
 
     // Places come back when the sessions go, a burst waits for them rather than failing, and
     // authenticated sessions hold none: eight at once from one address, over a limit of two.
+    // (Waiting up to 30 s for a place here: four rounds of TLS and SCRAM in a debug build take
+    // seconds on a loaded machine, and this is about waiting, not about how long.)
     drop((a, b));
+    proxy.stop().await;
+    let proxy = TestProxy::start_with(&[("alpha", alpha.addr())], |c| {
+        c.authenticating =
+            devdb_proxy::admission::Limits { per_database: 4, per_client: 2, wait: Duration::from_secs(30) };
+    })
+    .await;
     let burst = (0..8).map(|_| proxy.connect("alpha"));
     let clients: Vec<_> =
         futures_util::future::join_all(burst).await.into_iter().map(|c| c.expect("admitted")).collect();

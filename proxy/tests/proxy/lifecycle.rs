@@ -267,7 +267,10 @@ async fn the_binary_explains_itself_and_refuses_bad_flags() {
         "--admin-listen",
         "--proxy-protocol",
         "--allow-plaintext",
+        "--admin-token",
+        "--metrics-per-database",
         "DEVDB_PROXY_LISTEN",
+        "DEVDB_PROXY_ADMIN_TOKEN",
     ] {
         assert!(text.contains(flag), "--help mentions {flag}");
     }

@@ -7,3 +7,4 @@ mod errors;
 mod lifecycle;
 mod routing;
 mod transparency;
+mod wake;

@@ -1,7 +1,8 @@
 //! `POST /v1/activity`: the proxies' reports of sessions (admin tokens: the proxies hold one);
 //! `GET /v1/usage`: each owner's use against its quota.
-//! A database active in a report gets `lastActiveAt` now; the reports also say which have a
-//! session open, so idle stops wait for them (see [`crate::lifecycle`]).
+//! A database active in a report (proxies report only sessions their backend accepted) gets
+//! `lastActiveAt` now, and a proxy's wake of it counts as wanted; the reports also say which
+//! have a session open, so idle stops wait for them (see [`crate::lifecycle`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +38,8 @@ pub async fn report<P: Platform>(
     let now = SystemTime::now();
     let stamp = crate::lifecycle::timestamp(now);
     for name in active {
+        // A session authenticated: a wake that brought it up was wanted.
+        state.reconciler.runs().claimed(&name);
         let Some(database) = state.store.database(name.as_str()).await? else { continue };
         let recent = database
             .lifecycle

@@ -8,14 +8,14 @@ use axum::http::StatusCode;
 use devdb_shared::api::{CreateDatabase, Database, DatabaseStatus, ExtendDatabase, PatchDatabase, StopReason};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, Shared, database_view, generate_password, owner_for};
+use super::{ApiError, AppState, Shared, Starter, database_view, generate_password, owner_for};
 use crate::auth::Caller;
 use crate::clock::now;
 use crate::model::{DatabaseRecord, Lifecycle, Want};
 use crate::quota::Adding;
 use crate::reconcile::Key;
 use crate::runtime::{Platform, Ports, Runtime};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
 
@@ -53,7 +53,7 @@ pub async fn create<P: Platform>(
     refuse_unmasked(&project)?;
     let owner = owner_for(&caller, req.owner)?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
-    let quota = super::check_quota(&state, &owner, Adding::Database { disk }).await?;
+    let quota = super::check_quota(&state, &owner, Adding::Database { disk }, Starter::Owner).await?;
     let ttl = match &req.ttl {
         Some(ttl) => Some(crate::lifecycle::parse_duration("ttl", ttl).map_err(ApiError::BadRequest)?),
         None => project.default_ttl_secs.map(std::time::Duration::from_secs),
@@ -81,7 +81,10 @@ pub async fn create<P: Platform>(
         lifecycle,
         settings: crate::model::Settings::default(),
     };
-    let record = state.store.insert_database(&record).await?;
+    let record = match state.store.insert_database(&record).await {
+        Err(StoreError::Exists { .. }) => return Err(name_taken(&state, &caller, &req.name).await),
+        inserted => inserted?,
+    };
     drop(quota);
     tracing::info!(database = %record.name, project = %project.name, owner = %record.owner, "database created");
     state.reconciler.trigger(Key::Database(record.name.clone()));
@@ -147,7 +150,7 @@ pub async fn delete<P: Platform>(
 
 #[utoipa::path(
     post, path = "/v1/databases/{name}/reset", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query)),
-    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+    responses((status = 202, body = Database), (status = 403, description = "A stopped one would go over the running quota", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 pub async fn reset<P: Platform>(
     axum::extract::State(state): Shared<P>,
@@ -160,6 +163,12 @@ pub async fn reset<P: Platform>(
     if let Some(project) = state.store.project(database.project.as_str()).await? {
         refuse_unmasked(&project)?;
     }
+    // The clone runs: a stopped (or failed) database takes a running place, as a start would.
+    let quota = if crate::quota::counts_as_running(&database) || database.want == Want::Delete {
+        None
+    } else {
+        Some(super::check_quota(&state, &database.owner, Adding::Running, Starter::Owner).await?)
+    };
     // Decided inside the transaction, so a delete committed meanwhile is never undone.
     let record = state
         .store
@@ -171,9 +180,12 @@ pub async fn reset<P: Platform>(
             }
         })
         .await?;
+    drop(quota);
     if record.want == Want::Delete {
         return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
     }
+    // Its owner wants it: no longer a run a proxy woke for nobody.
+    state.reconciler.runs().claimed(&record.name);
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
@@ -206,20 +218,38 @@ pub async fn stop<P: Platform>(
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
 }
 
+#[derive(Deserialize, Default)]
+pub struct StartQuery {
+    #[serde(default)]
+    wait: bool,
+    /// A proxy's wake, for a client that has not authenticated (admin tokens: proxies).
+    #[serde(default)]
+    wake: bool,
+}
+
 #[utoipa::path(
-    post, path = "/v1/databases/{name}/start", tag = "databases", params(("name" = String, Path), ("wait" = Option<bool>, Query, description = "Answer once it is running")),
-    responses((status = 202, body = Database), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+    post, path = "/v1/databases/{name}/start", tag = "databases",
+    params(
+        ("name" = String, Path),
+        ("wait" = Option<bool>, Query, description = "Answer once it is running"),
+        ("wake" = Option<bool>, Query, description = "A proxy's wake for a client that has not authenticated (admin tokens): until a session authenticates, the database holds no running place against its owner's own start"),
+    ),
+    responses((status = 202, body = Database), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 pub async fn start<P: Platform>(
     axum::extract::State(state): Shared<P>,
     caller: Caller,
     Path(name): Path<String>,
-    wait: Result<Query<WaitQuery>, QueryRejection>,
+    query: Result<Query<StartQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
-    let Query(wait) = wait?;
+    let Query(query) = query?;
+    if query.wake && caller != Caller::Admin {
+        return Err(ApiError::Forbidden("wakes come from proxies, with an admin token".into()));
+    }
+    let starter = if query.wake { Starter::Proxy } else { Starter::Owner };
     let database = database_for(&state, &caller, &name).await?;
     let quota = match database.want {
-        Want::Stop => Some(super::check_quota(&state, &database.owner, Adding::Running).await?),
+        Want::Stop => Some(super::check_quota(&state, &database.owner, Adding::Running, starter).await?),
         _ => None,
     };
     // Idempotent: many clients waking one database cause one start.
@@ -231,13 +261,20 @@ pub async fn start<P: Platform>(
             }
         })
         .await?;
+    let runs = state.reconciler.runs();
+    match starter {
+        Starter::Proxy if record.want != database.want => runs.woken(&record.name, std::time::SystemTime::now()),
+        Starter::Proxy => {}
+        // Its owner wants it, whoever started it.
+        Starter::Owner => runs.claimed(&record.name),
+    }
     drop(quota);
     runnable(&record)?;
     if record.want != database.want {
-        tracing::info!(database = %record.name, "start asked");
+        tracing::info!(database = %record.name, wake = query.wake, "start asked");
         state.reconciler.trigger(Key::Database(record.name.clone()));
     }
-    let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
+    let record = if query.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
 }
 
@@ -305,6 +342,25 @@ pub async fn patch<P: Platform>(
         state.reconciler.trigger(Key::Database(record.name.clone()));
     }
     Ok(Json(view(&state, &record).await?))
+}
+
+/// The conflict of a create whose name is taken: plain about the caller's own database (or any,
+/// for an admin), and for anyone else's the same answer as for a name that is not free for any
+/// other reason ([`super::name_not_available`]).
+async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &devdb_shared::Name) -> ApiError {
+    if *caller == Caller::Admin {
+        return ApiError::Conflict(format!("database {name} already exists (or is still being deleted)"));
+    }
+    let existing = state.store.database(name.as_str()).await.ok().flatten();
+    match existing.filter(|d| caller.may_access(&d.owner)) {
+        Some(d) if d.want == Want::Delete => ApiError::Conflict(format!(
+            "database {name} already exists and is being deleted: its name is free once it is gone"
+        )),
+        Some(_) => ApiError::Conflict(format!(
+            "database {name} already exists: it is yours (`devdb db show {name}`, `devdb db reset {name}`)"
+        )),
+        None => super::name_not_available("database", name),
+    }
 }
 
 /// Refuses (409) to stop or start a database being deleted or one that failed.

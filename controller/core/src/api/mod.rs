@@ -259,18 +259,74 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
     }
 }
 
+/// Who asks for a database to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Starter {
+    /// Its owner (or an admin): the API, the CLI, the dashboard.
+    Owner,
+    /// A proxy, for a client that has not authenticated (yet): a wake.
+    Proxy,
+}
+
 /// Refuses (403) what would take `owner` over a quota; else returns a guard to hold until the
 /// write the check allowed is done.
+///
+/// Databases a proxy woke for clients that have not authenticated since hold no running place
+/// against their owner's own start (anyone who reaches a proxy can wake any database): when
+/// only they stand in the way, as many as needed are stopped, the longest-woken first, so the
+/// quota stays a bound on what runs. A proxy's wake gets no such room.
 async fn check_quota<'a, P: Platform>(
     state: &'a AppState<P>,
     owner: &str,
     adding: crate::quota::Adding,
+    starter: Starter,
 ) -> Result<tokio::sync::MutexGuard<'a, ()>, ApiError> {
+    use crate::quota::Quotas;
     let guard = state.quota_lock.lock().await;
     let (databases, projects) = (state.store.databases(Some(owner), None).await?, state.store.projects(None).await?);
-    let usage = state.config.quotas.usage(owner, &databases, &projects);
-    crate::quota::Quotas::check(&usage, adding).map_err(ApiError::Forbidden)?;
+    let mut usage = state.config.quotas.usage(owner, &databases, &projects);
+    let Err(refusal) = Quotas::check(&usage, adding) else { return Ok(guard) };
+    if starter == Starter::Proxy {
+        return Err(ApiError::Forbidden(refusal));
+    }
+    let runs = state.reconciler.runs();
+    let mut woken: Vec<(std::time::SystemTime, &DatabaseRecord)> = databases
+        .iter()
+        .filter(|d| crate::quota::counts_as_running(d))
+        .filter_map(|d| runs.unclaimed_wake(&d.name).map(|at| (at, d)))
+        .collect();
+    woken.sort_by_key(|(at, _)| *at);
+    let mut making_room = Vec::new();
+    for (_, database) in woken {
+        if Quotas::check(&usage, adding).is_ok() {
+            break;
+        }
+        usage.running -= 1;
+        making_room.push(database);
+    }
+    Quotas::check(&usage, adding).map_err(|_| ApiError::Forbidden(refusal))?;
+    for database in making_room {
+        state
+            .store
+            .update_database(&database.name, |d| {
+                if d.want == crate::model::Want::Run {
+                    d.want = crate::model::Want::Stop;
+                    d.lifecycle.stop_reason = Some(devdb_shared::api::StopReason::Idle);
+                }
+            })
+            .await?;
+        tracing::info!(database = %database.name, owner, "woken by a proxy for nobody who authenticated: stopping it to make room for its owner's start");
+        state.reconciler.trigger(crate::reconcile::Key::Database(database.name.clone()));
+    }
     Ok(guard)
+}
+
+/// The refusal (409) of a create whose name is not free and not the caller's to know about:
+/// held by another owner, reserved, or still being released. Names are global (each is a host
+/// name), so such a create must fail; the answer is the same in every case and names neither
+/// holder nor state.
+pub(crate) fn name_not_available(kind: &str, name: &devdb_shared::Name) -> ApiError {
+    ApiError::Conflict(format!("the name {:?} is not available for a {kind}: choose another", name.as_str()))
 }
 
 /// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).

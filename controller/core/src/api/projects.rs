@@ -33,6 +33,9 @@ pub async fn create<P: Platform>(
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
     let Json(req) = body?;
     let owner = owner_for(&caller, req.owner)?;
+    if looks_like_a_project_id(req.name.as_str()) {
+        return Err(super::name_not_available("project", &req.name));
+    }
     let allow_private_source = caller == Caller::Admin || state.config.allow_private_sources;
     if let Some(location) = &req.backup_location {
         if location.starts_with("file://") && caller != Caller::Admin {
@@ -83,7 +86,23 @@ pub async fn create<P: Platform>(
         mask_key: String::new(),
         restores_begun: 0,
     };
-    let record = state.store.insert_project(&record).await?;
+    let record = match state.store.insert_project(&record).await {
+        // An admin may know of every project; an owner, only of its own.
+        Err(StoreError::Exists { .. }) if caller == Caller::Admin => {
+            return Err(ApiError::Conflict(format!("project {} already exists (or is still being deleted)", req.name)));
+        }
+        Err(StoreError::Exists { .. }) => {
+            let existing = state.store.project(req.name.as_str()).await.ok().flatten().filter(|p| p.name == req.name);
+            return Err(match existing.filter(|p| caller.may_access(&p.owner)) {
+                Some(p) => ApiError::Conflict(format!(
+                    "project {} already exists: it is yours (`devdb project show {}`)",
+                    p.name, p.name
+                )),
+                None => super::name_not_available("project", &req.name),
+            });
+        }
+        inserted => inserted?,
+    };
     tracing::info!(project = %record.name, owner = %record.owner, "project created");
     state.reconciler.trigger(Key::Project(record.name.clone()));
     Ok((StatusCode::CREATED, Json(project_view(&record))))
@@ -127,11 +146,19 @@ pub async fn delete<P: Platform>(
 ) -> Result<StatusCode, ApiError> {
     let project = super::project_for(&state, &caller, &name, Access::Change).await?;
     match state.store.delete_project(&project.name).await {
-        Err(StoreError::Exists { name: database, .. }) => {
-            return Err(ApiError::Conflict(format!(
-                "project {} still has databases ({database}…): delete them first",
-                project.name
-            )));
+        Err(StoreError::Exists { .. }) => {
+            // Only the databases the caller may see are named: others' stay unnamed and uncounted.
+            let databases = state.store.databases(None, Some(project.name.as_str())).await?;
+            let visible: Vec<&str> =
+                databases.iter().filter(|d| caller.may_access(&d.owner)).map(|d| d.name.as_str()).collect();
+            return Err(ApiError::Conflict(if visible.is_empty() {
+                format!(
+                    "project {} still has databases, of other owners: they (or an admin) must delete them first",
+                    project.name
+                )
+            } else {
+                format!("project {} still has databases ({}): delete them first", project.name, visible.join(", "))
+            }));
         }
         other => other?,
     }
@@ -308,6 +335,19 @@ fn restore_again(p: &mut ProjectRecord) {
     p.restores_begun = 0;
 }
 
+/// Whether `name` has the shape of a project id (`prj-` and 24 letters and digits here, a UUID
+/// on Kubernetes): such names are reserved, as every lookup takes a name or an id, and a project
+/// named after another's id would answer for it.
+fn looks_like_a_project_id(name: &str) -> bool {
+    let local = name
+        .strip_prefix("prj-")
+        .is_some_and(|rest| rest.len() == 24 && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    let groups: Vec<&str> = name.split('-').collect();
+    let uuid = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    local || uuid
+}
+
 /// Usernames and database names: lower-case SQL identifiers, so they never need escaping.
 fn check_identifier(what: &str, value: &str) -> Result<(), ApiError> {
     let ok = value.len() <= 63
@@ -319,5 +359,20 @@ fn check_identifier(what: &str, value: &str) -> Result<(), ApiError> {
         Err(ApiError::BadRequest(format!(
             "defaultCredentials.{what} {value:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_a_project_id;
+
+    #[test]
+    fn names_shaped_like_project_ids_are_reserved() {
+        for id in ["prj-0123456789abcdefghijklmn", "a1b2c3d4-e5f6-4789-abcd-0123456789ef"] {
+            assert!(looks_like_a_project_id(id), "{id}");
+        }
+        for name in ["shop", "prj-shop", "prj-0123456789abcdefghijklm", "a1b2c3d4-e5f6-4789-abcd-0123456789eg"] {
+            assert!(!looks_like_a_project_id(name), "{name}");
+        }
     }
 }

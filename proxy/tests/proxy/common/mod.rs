@@ -158,8 +158,14 @@ impl Drop for TestProxy {
 }
 
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    http_get_with(addr, path, &[]).await
+}
+
+/// `GET path` with extra `headers` (`"Name: value"`); returns (status line, body).
+pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &[&str]) -> (String, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect admin");
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.expect("request");
+    let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes()).await.expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("response");
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
