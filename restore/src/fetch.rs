@@ -259,7 +259,15 @@ fn describe(err: &reqwest::Error) -> String {
 /// platform set in this process's environment (`AWS_ROLE_ARN`…).
 async fn fetch_s3(location: &str, dest: &Path, credentials: &[(String, String)]) -> Result<Fetched, RestoreError> {
     let shown = display(location);
+    // The AWS CLI gets the workload identity the platform set (`AWS_ROLE_ARN`,
+    // `AWS_WEB_IDENTITY_TOKEN_FILE`…), the credentials given, and nothing else of this
+    // process's environment.
+    let inherited = std::env::vars_os().filter(|(k, _)| {
+        k.to_str().is_some_and(|k| k.starts_with("AWS_") || matches!(k, "PATH" | "HOME" | "LANG" | "TZ"))
+    });
     let output = tokio::process::Command::new("aws")
+        .env_clear()
+        .envs(inherited)
         .envs(credentials.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .args(["s3", "cp", "--only-show-errors", location])
         .arg(dest)
