@@ -49,8 +49,7 @@ pub fn prepare(path: &Path, work: &Path, limits: &Limits, guard: &Guard) -> Resu
 }
 
 fn prepare_layer(path: &Path, work: &Path, limits: &Limits, guard: &Guard, layer: usize) -> Result<Dump, RestoreError> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| RestoreError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| file_error(path, work, &e))?;
     if meta.is_dir() {
         if !path.join("toc.dat").is_file() {
             return Err(RestoreError::NotADump(format!("directory {} (no toc.dat)", path.display())));
@@ -60,7 +59,10 @@ fn prepare_layer(path: &Path, work: &Path, limits: &Limits, guard: &Guard, layer
         unpack::copy_dir(path, &copy, limits, guard)?;
         return Ok(Dump { format: DumpFormat::Directory, path: copy });
     }
-    let head = read_head(path)?;
+    let head = read_head(path).map_err(|e| match e {
+        RestoreError::File { reason, .. } => RestoreError::File { path: shown(path, work), reason },
+        other => other,
+    })?;
     if head.starts_with(&GZIP_MAGIC) {
         if layer >= MAX_GZIP_LAYERS {
             return Err(RestoreError::NotADump(format!("gzip inside gzip more than {MAX_GZIP_LAYERS} times over")));
@@ -84,6 +86,16 @@ fn prepare_layer(path: &Path, work: &Path, limits: &Limits, guard: &Guard, layer
         return Ok(Dump { format: DumpFormat::Plain, path: path.into() });
     }
     Err(RestoreError::NotADump(describe_head(&head).into()))
+}
+
+/// How a file is named in an error: a `file://` source by its path (the admin's own), what the
+/// restore made in its work directory by what it is (a server's paths are nobody's business).
+fn shown(path: &Path, work: &Path) -> String {
+    if path.starts_with(work) { "the downloaded dump".into() } else { path.display().to_string() }
+}
+
+fn file_error(path: &Path, work: &Path, e: &std::io::Error) -> RestoreError {
+    RestoreError::File { path: shown(path, work), reason: e.kind().to_string() }
 }
 
 fn read_head(path: &Path) -> Result<Vec<u8>, RestoreError> {
@@ -352,6 +364,16 @@ mod tests {
             let gz = write(d, "g", &gzip(sql));
             assert_eq!(prepare_(&gz, work.path()).expect("gzip plain").format, DumpFormat::Plain);
         }
+    }
+
+    #[test]
+    fn errors_name_a_downloaded_file_by_what_it_is_not_by_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = Guard::unbounded(dir.path());
+        let err = prepare(&dir.path().join("gone"), dir.path(), &Limits::default(), &guard).expect_err("missing");
+        let err = err.to_string();
+        assert!(!err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("the downloaded dump"), "{err}");
     }
 
     #[test]

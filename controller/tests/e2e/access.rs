@@ -206,3 +206,24 @@ async fn devdb_up_routes_for_its_proxy_whatever_tokens_are_configured() {
     assert_eq!(query_one(&client, "SELECT current_user").await, "app");
     assert_eq!(devdb.call(Method::GET, "/v1/routes", None).await.0, 403, "the feed's token is not the owner's");
 }
+
+/// A PostgreSQL server runs its owner's code: nothing of the controller's environment (an admin
+/// token given as DEVDB_CONTROLLER_ADMIN_TOKEN, say) may be in its `/proc/<pid>/environ`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_postgresql_process_inherits_the_controllers_environment() {
+    let mut devdb = DevDb::start_with_env(&[], &[("DEVDB_CONTROLLER_ADMIN_TOKEN", ADMIN)]).await;
+    devdb.token = Some(ADMIN.into());
+    let (status, body) =
+        devdb.call(reqwest::Method::POST, "/v1/projects", Some(serde_json::json!({"name": "shop"}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(devdb.settled_project("shop").await.status, devdb_shared::api::ProjectStatus::Ready);
+    assert_eq!(devdb.create_database("kate-pg", "shop").await.0, 201);
+    let pid_file = devdb.data_dir.join("databases/kate-pg/data/postmaster.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("postmaster.pid");
+    let pid = pid.lines().next().expect("pid").trim().to_string();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains(ADMIN), "the admin token reached a postmaster");
+    let names: Vec<&str> = environ.split('\0').filter(|v| !v.is_empty()).filter_map(|v| v.split('=').next()).collect();
+    assert!(names.iter().all(|n| !n.starts_with("DEVDB_")), "{names:?}");
+}

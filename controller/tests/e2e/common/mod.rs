@@ -26,6 +26,8 @@ pub struct DevDb {
     pub data_dir: PathBuf,
     pub dir: TempDir,
     extra: Vec<String>,
+    /// Environment given to `devdb up` besides the test's own.
+    envs: Vec<(String, String)>,
     child: Option<tokio::process::Child>,
     api_port: u16,
     admin_port: u16,
@@ -42,8 +44,17 @@ impl DevDb {
         Self::start_in(extra, |_| {}).await
     }
 
+    /// Starts with `extra` flags and `envs` in its environment.
+    pub async fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_prepared(extra, envs, |_| {}).await
+    }
+
     /// Starts with `extra` flags after `prepare` has seen the data directory (made, empty).
     pub async fn start_in(extra: &[&str], prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_prepared(extra, &[], prepare).await
+    }
+
+    async fn start_prepared(extra: &[&str], envs: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::Builder::new().prefix("devdb-e2e-").tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("data")).expect("data dir");
         prepare(&dir.path().join("data"));
@@ -55,6 +66,7 @@ impl DevDb {
             data_dir: dir.path().join("data"),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
             child: None,
             api_port,
             admin_port,
@@ -76,6 +88,7 @@ impl DevDb {
             .args(["--proxy-admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
             .args(&self.extra)
             .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
