@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 async fn still_serves(proxy: &TestProxy, name: &str) {
@@ -223,28 +222,6 @@ async fn metrics_name_no_database_unless_an_admin_token_guards_them() {
         assert!(guarded.admin_get(probe).await.0.contains("200"), "{probe} needs no token");
     }
     guarded.stop().await;
-}
-
-/// Opens a session from `source` the way an attacker would: TLS with SNI, a StartupMessage, and
-/// then nothing. `Ok` holds an admitted session (the backend asked it to authenticate), `Err`
-/// the proxy's refusal.
-async fn unauthenticated(
-    proxy: &TestProxy,
-    source: [u8; 4],
-    name: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ErrorFields> {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).expect("bind the source address");
-    let mut tcp = socket.connect(proxy.addr).await.expect("connect");
-    write_all(&mut tcp, &request_packet(SSL_REQUEST)).await;
-    assert_eq!(tcp.read_u8().await.expect("answer"), b'S');
-    let mut tls = tls_handshake(proxy, tcp, &TestProxy::host(name), &[]).await;
-    write_all(&mut tls, &startup_packet(3, 0, &[("user", USER), ("database", "postgres")])).await;
-    match read_message(&mut tls).await.expect("an answer") {
-        (b'R', _) => Ok(tls),
-        (b'E', body) => Err(parse_error(&body)),
-        (tag, _) => panic!("unexpected {:?}", tag as char),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

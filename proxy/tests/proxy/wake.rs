@@ -13,8 +13,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use devdb_proxy::config::RoutesConfig;
 use devdb_shared::{Name, Route, RouteState, RouteTable};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::common::*;
@@ -109,28 +107,6 @@ async fn proxy(url: String, per_client: usize, per_database: usize) -> TestProxy
     .await
 }
 
-/// A client that never authenticates, from `source`: TLS with SNI, a StartupMessage, then it
-/// holds the connection without answering the password request (`Ok`), or reads the proxy's
-/// refusal (`Err`).
-async fn without_password(
-    proxy: &TestProxy,
-    source: [u8; 4],
-    name: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ErrorFields> {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).expect("bind the source address");
-    let mut tcp = socket.connect(proxy.addr).await.expect("connect");
-    write_all(&mut tcp, &request_packet(SSL_REQUEST)).await;
-    assert_eq!(tcp.read_u8().await.expect("answer"), b'S');
-    let mut tls = tls_handshake(proxy, tcp, &TestProxy::host(name), &[]).await;
-    write_all(&mut tls, &startup_packet(3, 0, &[("user", USER), ("database", "postgres")])).await;
-    match read_message(&mut tls).await.expect("an answer") {
-        (b'R', _) => Ok(tls),
-        (b'E', body) => Err(parse_error(&body)),
-        (tag, _) => panic!("unexpected {:?}", tag as char),
-    }
-}
-
 /// The same with a wrong password (tokio-postgres, from 127.0.0.1): the server's refusal or the
 /// proxy's.
 async fn wrong_password(proxy: &TestProxy, name: &str) -> (String, String) {
@@ -160,7 +136,7 @@ async fn a_flood_of_clients_that_never_authenticate_wakes_a_database_only_as_the
     // The flood: thirty clients at once, from ten addresses, without the password or with a
     // wrong one. One wake (a proxy's: `wake=true`); each client meets the server's password
     // request, and none gets in.
-    let held: Vec<_> = (0..20).map(|i| without_password(&proxy, [127, 0, 0, 2 + i % 10], "alpha")).collect();
+    let held: Vec<_> = (0..20).map(|i| unauthenticated(&proxy, [127, 0, 0, 2 + i % 10], "alpha")).collect();
     let wrong: Vec<_> = (0..10).map(|_| wrong_password(&proxy, "alpha")).collect();
     let (held, wrong) = tokio::join!(futures_util::future::join_all(held), futures_util::future::join_all(wrong));
     let held: Vec<_> = held.into_iter().map(|r| r.unwrap_or_else(|e| panic!("refused: {e:?}"))).collect();
@@ -180,7 +156,7 @@ async fn a_flood_of_clients_that_never_authenticate_wakes_a_database_only_as_the
     // limit (one wake nobody used): no more wakes, and one answer for all.
     fake.set("alpha", RouteState::Asleep);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let again: Vec<_> = (0..10).map(|i| without_password(&proxy, [127, 0, 0, 30 + i], "alpha")).collect();
+    let again: Vec<_> = (0..10).map(|i| unauthenticated(&proxy, [127, 0, 0, 30 + i], "alpha")).collect();
     for refusal in futures_util::future::join_all(again).await {
         let refusal = refusal.expect_err("not woken");
         assert_eq!(refusal.code, "57P03");
@@ -205,12 +181,12 @@ async fn one_address_wakes_so_many_databases_a_session_claims_its_wake_and_a_ref
 
     // One address wakes two databases, not a third; another address can.
     for name in ["one", "two"] {
-        assert!(without_password(&proxy, [127, 0, 0, 2], name).await.is_ok(), "{name}");
+        assert!(unauthenticated(&proxy, [127, 0, 0, 2], name).await.is_ok(), "{name}");
     }
-    let refusal = without_password(&proxy, [127, 0, 0, 2], "three").await.expect_err("per client");
+    let refusal = unauthenticated(&proxy, [127, 0, 0, 2], "three").await.expect_err("per client");
     assert_eq!(refusal.code, "57P03");
     assert!(fake.starts("three").is_empty());
-    assert!(without_password(&proxy, [127, 0, 0, 3], "three").await.is_ok());
+    assert!(unauthenticated(&proxy, [127, 0, 0, 3], "three").await.is_ok());
 
     // A session that authenticates shows the wake was wanted: it counts no more.
     let client = proxy.connect("four").await.expect("the owner, with the password, wakes it");
@@ -234,7 +210,7 @@ async fn one_address_wakes_so_many_databases_a_session_claims_its_wake_and_a_ref
     // The controller refuses a wake (its owner's running quota): the client is told nothing of
     // the owner, the quota or its use; the same answer as over a limit.
     fake.over_quota.lock().expect("lock").insert("kate-pg".into());
-    let refusal = without_password(&proxy, [127, 0, 0, 4], "kate-pg").await.expect_err("refused");
+    let refusal = unauthenticated(&proxy, [127, 0, 0, 4], "kate-pg").await.expect_err("refused");
     assert_eq!(
         (refusal.code.as_str(), refusal.message.as_str()),
         ("57P03", "database instance \"kate-pg\" is asleep and cannot be woken now")
@@ -245,7 +221,7 @@ async fn one_address_wakes_so_many_databases_a_session_claims_its_wake_and_a_ref
     }
     // A flood at it does not become a flood of requests to the controller: refused moments ago,
     // it is not asked again for a while.
-    let again: Vec<_> = (0..10).map(|i| without_password(&proxy, [127, 0, 0, 40 + i], "kate-pg")).collect();
+    let again: Vec<_> = (0..10).map(|i| unauthenticated(&proxy, [127, 0, 0, 40 + i], "kate-pg")).collect();
     for refusal in futures_util::future::join_all(again).await {
         assert_eq!(refusal.expect_err("refused").code, "57P03");
     }
@@ -255,8 +231,8 @@ async fn one_address_wakes_so_many_databases_a_session_claims_its_wake_and_a_ref
     tokio::time::sleep(devdb_proxy::activity::REFUSED_FOR).await;
     fake.set("one", RouteState::Asleep);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let refusal = without_password(&proxy, [127, 0, 0, 4], "one").await.expect_err("one's own limit: woken once");
+    let refusal = unauthenticated(&proxy, [127, 0, 0, 4], "one").await.expect_err("one's own limit: woken once");
     assert_eq!(refusal.code, "57P03");
-    assert!(without_password(&proxy, [127, 0, 0, 4], "kate-pg").await.is_ok(), "the refusal was not counted");
+    assert!(unauthenticated(&proxy, [127, 0, 0, 4], "kate-pg").await.is_ok(), "the refusal was not counted");
     proxy.stop().await;
 }

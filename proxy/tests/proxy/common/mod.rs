@@ -364,3 +364,25 @@ pub fn refused<T>(result: Result<T, tokio_postgres::Error>) -> tokio_postgres::E
         Err(err) => err,
     }
 }
+
+/// Opens a session from `source` the way an attacker would: TLS with SNI, a StartupMessage, and
+/// then nothing. `Ok` holds an admitted session (the backend asked it to authenticate), `Err`
+/// the proxy's refusal.
+pub async fn unauthenticated(
+    proxy: &TestProxy,
+    source: [u8; 4],
+    name: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ErrorFields> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).expect("bind the source address");
+    let mut tcp = socket.connect(proxy.addr).await.expect("connect");
+    write_all(&mut tcp, &request_packet(SSL_REQUEST)).await;
+    assert_eq!(tokio::io::AsyncReadExt::read_u8(&mut tcp).await.expect("answer"), b'S');
+    let mut tls = tls_handshake(proxy, tcp, &TestProxy::host(name), &[]).await;
+    write_all(&mut tls, &startup_packet(3, 0, &[("user", USER), ("database", "postgres")])).await;
+    match read_message(&mut tls).await.expect("an answer") {
+        (b'R', _) => Ok(tls),
+        (b'E', body) => Err(parse_error(&body)),
+        (tag, _) => panic!("unexpected {:?}", tag as char),
+    }
+}
