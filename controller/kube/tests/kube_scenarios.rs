@@ -1666,3 +1666,80 @@ mod settings {
         assert_eq!(command, &json!(["devdb-start", "-c", "work_mem=64MB"]));
     }
 }
+
+/// The source credentials (cloud keys the controller holds) are copied only into the namespace
+/// of a project whose source is `s3://`, and mounted there in the restore's fetch alone; a
+/// project with an https source gets no copy (its restore runs exactly as without them).
+#[tokio::test]
+async fn source_credentials_reach_only_the_namespace_and_the_fetch_of_an_s3_project() {
+    let with_keys = ClusterSettings { source_credentials: Some("devdb-s3".into()), ..settings() };
+    for s3 in [false, true] {
+        let mut c = cluster(with_keys.clone());
+        let location = if s3 { "s3://dumps/shop.dump" } else { "https://dumps.example.com/shop.dump" };
+        let with_location = |status: Value| {
+            let mut p = project(status);
+            p["spec"]["backupLocation"] = json!(location);
+            p
+        };
+        let mut namespace = resources::namespace("shop");
+        resources::owned_by(&mut namespace.metadata, "Project", "shop", "uid-shop");
+        let mut binding =
+            resources::project_role_binding("shop", with_keys.project_access.as_ref().expect("set"), "devdb");
+        resources::owned_by(&mut binding.metadata, "Project", "shop", "uid-shop");
+        let mut steps = vec![
+            Step::get(&format!("{PROJECTS}/shop")).reply(with_location(json!(null))),
+            Step::get(&format!("{PROJECTS}/shop")).reply(with_location(json!(null))),
+            Step::patch(&format!("{PROJECTS}/shop/status")).reply(with_location(json!({ "phase": "restoring" }))),
+            event("Restoring", "Project", "shop"),
+            Step::apply("/api/v1/namespaces/devdb-shop", &namespace),
+            Step::apply(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/devdb-shop/rolebindings/devdb-controller",
+                &binding,
+            ),
+            Step::apply(
+                &format!("{NS}/secrets/restore-credentials"),
+                &resources::project_secret("shop", "app", &project_password(), Some(location)),
+            ),
+        ];
+        if s3 {
+            let keys = json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "devdb-s3", "namespace": "devdb" },
+                "data": { "AWS_ACCESS_KEY_ID": "QUtJQQ==" },
+            });
+            steps.push(Step::get("/api/v1/namespaces/devdb/secrets/devdb-s3").reply(keys));
+            let data = std::collections::BTreeMap::from([(
+                "AWS_ACCESS_KEY_ID".to_string(),
+                k8s_openapi::ByteString(b"AKIA".to_vec()),
+            )]);
+            steps.push(Step::apply(
+                &format!("{NS}/secrets/source-credentials"),
+                &resources::source_credentials("shop", Some(data)),
+            ));
+        }
+        steps.push(Step::apply(
+            &format!("{NS}/persistentvolumeclaims/golden-1"),
+            &resources::golden_pvc("shop", 1, &with_keys),
+        ));
+        let options = resources::RestoreOptions { s3, ..Default::default() };
+        let restore = resources::restore_job("shop", 1, "shop", options, &with_keys);
+        let text = serde_json::to_string(&restore).expect("json");
+        assert_eq!(text.contains("source-credentials"), s3, "mounted for s3 only");
+        steps.push(Step::apply(&format!("{JOBS}/restore-1"), &restore));
+        let failed = job(json!({
+            "failed": 1,
+            "conditions": [{ "type": "Failed", "status": "True", "message": "Job has reached the specified backoff limit" }],
+        }));
+        steps.extend([
+            Step::get(&format!("{JOBS}/restore-1")).reply(failed),
+            job_pods(vec![]),
+            Step::delete(&format!("{SNAPSHOTS}/snapshot-1")),
+            Step::delete(&format!("{JOBS}/restore-1")),
+            Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
+            Step::get(&format!("{PROJECTS}/shop")).reply(with_location(json!({ "phase": "restoring" }))),
+            Step::patch(&format!("{PROJECTS}/shop/status")).reply(with_location(json!({ "phase": "failed" }))),
+            Step::post(EVENTS),
+            Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+        ]);
+        c.pass(Key::Project(name("shop")), steps).await;
+    }
+}
