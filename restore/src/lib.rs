@@ -28,6 +28,7 @@ pub mod masking;
 pub mod policy;
 pub mod report;
 pub mod scan;
+pub mod sql;
 /// The SQL splitter (its own crate, pure and fuzzed).
 pub use devdb_restore_script as script;
 pub mod template;

@@ -11,7 +11,7 @@
 use devdb_pgctl::session::{Session, SessionError};
 use devdb_shared::api::{MaskRule, MaskStrategy, PiiFinding};
 
-use crate::template::ident;
+use crate::sql::ident;
 
 /// Values sampled per column.
 pub const SAMPLE: usize = 200;
@@ -43,9 +43,9 @@ pub fn scan(session: &mut Session) -> Result<Vec<PiiFinding>, SessionError> {
     // Row security forced on the owner would hide rows (or whole tables) from the sample: off
     // while it runs, then back.
     let user_tables = "relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)";
-    let forced = crate::masking::lift_forced_row_security(session, user_tables)?;
+    let forced = crate::sql::lift_forced_row_security(session, user_tables)?;
     let findings = sample(session);
-    crate::masking::force_row_security(session, &forced)?;
+    crate::sql::force_row_security(session, &forced)?;
     session.execute("RESET search_path")?;
     findings
 }

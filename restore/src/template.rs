@@ -28,6 +28,7 @@ use crate::RestoreError;
 use crate::format::{Dump, DumpFormat};
 use crate::guard::Guard;
 use crate::load::{self, Loaded};
+pub use crate::sql::{ident, literal};
 
 /// The superuser of every instance; reached only over the private Unix socket.
 pub const SUPERUSER: &str = devdb_pgctl::session::SUPERUSER;
@@ -284,14 +285,4 @@ pub fn privileged_roles(admin: &mut Session) -> Result<Vec<String>, devdb_pgctl:
 /// [`RestoreError::Step`] when the file cannot be written.
 pub fn write_conf(data: &std::path::Path, conf: &str) -> Result<(), RestoreError> {
     std::fs::write(data.join("postgresql.auto.conf"), conf).map_err(RestoreError::step("writing postgresql.auto.conf"))
-}
-
-/// Quotes an SQL identifier.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes an SQL string literal (standard conforming strings: only quotes are doubled).
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }

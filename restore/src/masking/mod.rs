@@ -32,6 +32,8 @@
 //!   old ones), `ANALYZE`, and both catalogs rewritten; and, once the server has stopped
 //!   cleanly, `pg_resetwal` (the WAL of the load holds every original row).
 
+mod columns;
+mod rewrite;
 mod text;
 mod values;
 
@@ -39,8 +41,8 @@ use devdb_pgctl::session::{Session, SessionError};
 use devdb_shared::api::{MaskRule, MaskStrategy};
 
 use crate::guard::Guard;
-use crate::template::{ident, literal};
-use text::JsonEdit;
+use crate::sql::{force_row_security, ident, lift_forced_row_security, literal};
+use columns::{Column, check_columns};
 use values::Keyed;
 
 /// Why rules cannot be applied.
@@ -177,168 +179,6 @@ pub fn by_table(rules: &[MaskRule]) -> Result<Vec<TableRules<'_>>, MaskError> {
         entry.rules.push((index, rule));
     }
     Ok(tables)
-}
-
-/// What a column's values are, by its type (domains judged by what they are over).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Text,
-    TextArray,
-    Json,
-    /// `date` (days), or `timestamp`/`timestamptz`.
-    Date {
-        days: bool,
-    },
-    Other,
-}
-
-/// A masked column of a table: its shape, declared type (for the temporary table) and rules.
-#[derive(Debug)]
-struct Column<'a> {
-    name: String,
-    shape: Shape,
-    declared: String,
-    rules: Vec<(usize, &'a MaskRule)>,
-}
-
-/// The masked columns of `table`, checked against their rules: each strategy must fit its
-/// column's type (see the module documentation).
-///
-/// # Errors
-/// [`MaskError::Failed`] naming the column, its type and why, before anything is changed.
-fn check_columns<'a>(owner: &mut Session, table: &TableRules<'a>) -> Result<Vec<Column<'a>>, MaskError> {
-    let session = |e: SessionError| MaskError::Session(without_values(&e));
-    let rows = owner
-        .rows(&format!(
-            "WITH RECURSIVE cols AS ( \
-               SELECT a.attnum, a.attname::text AS name, a.atttypid AS typ, format_type(a.atttypid, a.atttypmod) AS declared, \
-                      a.attnotnull, a.attgenerated <> '' AS generated \
-               FROM pg_attribute a WHERE a.attrelid = {}::regclass AND a.attnum > 0 AND NOT a.attisdropped), \
-             base(attnum, typ) AS (SELECT attnum, typ FROM cols \
-               UNION ALL SELECT b.attnum, t.typbasetype FROM base b JOIN pg_type t ON t.oid = b.typ WHERE t.typtype = 'd') \
-             SELECT c.name, c.declared, c.attnotnull, c.generated, t.typname, t.typcategory, e.typcategory \
-             FROM cols c JOIN base b ON b.attnum = c.attnum JOIN pg_type t ON t.oid = b.typ AND t.typtype <> 'd' \
-             LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' ORDER BY c.attnum",
-            literal(&table.relation)
-        ))
-        .map_err(session)?;
-    let mut columns: Vec<Column<'a>> = Vec::new();
-    for &(index, rule) in &table.rules {
-        let failed =
-            |reason: String| MaskError::Failed { table: table.table.clone(), column: rule.column.clone(), reason };
-        let field = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let row = rows
-            .iter()
-            .find(|row| field(row, 0) == rule.column)
-            .ok_or_else(|| failed(format!("table {} has no column {:?}", table.table, rule.column)))?;
-        let (declared, not_null, generated) = (field(row, 1), field(row, 2) == "t", field(row, 3) == "t");
-        let shape = match (field(row, 4).as_str(), field(row, 5).as_str(), field(row, 6).as_str()) {
-            ("json" | "jsonb", ..) => Shape::Json,
-            ("date", ..) => Shape::Date { days: true },
-            ("timestamp" | "timestamptz", ..) => Shape::Date { days: false },
-            (_, "S", _) => Shape::Text,
-            (_, "A", "S") => Shape::TextArray,
-            _ => Shape::Other,
-        };
-        if generated {
-            return Err(failed("it is a generated column: mask the columns it is computed from".into()));
-        }
-        let fits = match rule.strategy {
-            MaskStrategy::Keep | MaskStrategy::Constant => true,
-            MaskStrategy::Null => !not_null || !rule.json_path.is_empty(),
-            MaskStrategy::DateShift => matches!(shape, Shape::Date { .. }) && rule.json_path.is_empty(),
-            _ if !rule.json_path.is_empty() => shape == Shape::Json,
-            _ => matches!(shape, Shape::Text | Shape::TextArray | Shape::Json),
-        };
-        if !fits {
-            let why = match rule.strategy {
-                MaskStrategy::Null => "the column is NOT NULL".to_string(),
-                MaskStrategy::DateShift => "dateShift takes date and timestamp columns".to_string(),
-                _ if !rule.json_path.is_empty() => "a jsonPath needs a json or jsonb column".to_string(),
-                _ => format!(
-                    "{:?} takes text-like columns (text, varchar, char, citext, domains over them), arrays of them and json/jsonb",
-                    rule.strategy
-                ),
-            };
-            return Err(failed(format!("the column is {declared}: {why}")));
-        }
-        if rule.strategy == MaskStrategy::Constant
-            && rule.json_path.is_empty()
-            && shape == Shape::Json
-            && serde_json::from_str::<serde_json::Value>(rule.value.as_deref().unwrap_or_default()).is_err()
-        {
-            return Err(failed(format!("the column is {declared}: a constant for it must be a JSON document")));
-        }
-        match columns.iter_mut().find(|c| c.name == rule.column) {
-            Some(column) => column.rules.push((index, rule)),
-            None => columns.push(Column { name: rule.column.clone(), shape, declared, rules: vec![(index, rule)] }),
-        }
-    }
-    Ok(columns)
-}
-
-/// What a column is set to, as the `UPDATE` says it (from the temporary table `m`'s column
-/// `v<i>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Output {
-    /// `NULL`.
-    Null,
-    /// The masked value, of the column's own type.
-    Value,
-    /// The original shifted by `m.v<i>` days.
-    Shift { days: bool },
-}
-
-impl Column<'_> {
-    fn output(&self) -> Output {
-        match self.rules.as_slice() {
-            [(_, rule)] if rule.json_path.is_empty() && rule.strategy == MaskStrategy::Null => Output::Null,
-            [(_, rule)] if rule.strategy == MaskStrategy::DateShift => {
-                Output::Shift { days: matches!(self.shape, Shape::Date { days: true }) }
-            }
-            _ => Output::Value,
-        }
-    }
-
-    /// The column's masked value (COPY text, `None` for NULL) from its original; `row` is the
-    /// whole row's text (date shifts are per row). A NULL stays NULL (but for a constant).
-    /// `seen` is shown each original value a text strategy replaces (for the verification's
-    /// sample).
-    fn mask(
-        &self,
-        key: &Keyed,
-        original: Option<&str>,
-        row: &str,
-        seen: &mut dyn FnMut(&str),
-    ) -> Result<Option<String>, String> {
-        let [(_, first), ..] = self.rules.as_slice() else { return Ok(original.map(str::to_string)) };
-        if first.json_path.is_empty() {
-            let mut text = |value: &str| {
-                seen(value);
-                key.text(first, value).unwrap_or_default()
-            };
-            return Ok(match (first.strategy, original) {
-                (MaskStrategy::Constant, _) => first.value.clone(),
-                (MaskStrategy::DateShift, Some(_)) => Some(key.shift(row, first.days.unwrap_or(30)).to_string()),
-                (_, None) | (MaskStrategy::Null, _) => None,
-                (_, Some(value)) => Some(match self.shape {
-                    Shape::TextArray => text::map_array(value, &mut text)?,
-                    Shape::Json => text::edit_json(value, JsonEdit::Strings(&mut text))?,
-                    _ => text(value),
-                }),
-            });
-        }
-        // Rules at JSON paths, one after the other on the same document.
-        let Some(mut document) = original.map(str::to_string) else { return Ok(None) };
-        for (_, rule) in &self.rules {
-            let mut mask = |value: &str| {
-                seen(value);
-                key.text(rule, value)
-            };
-            document = text::edit_json(&document, JsonEdit::At(&rule.json_path, &mut mask))?;
-        }
-        Ok(Some(document))
-    }
 }
 
 /// What [`apply`] did.
@@ -492,7 +332,7 @@ fn mask(
     for ((table, columns), family) in tables.iter().zip(&columns).zip(&families) {
         for member in family.iter().filter(|r| text(r, 2) == "r") {
             guard.check().map_err(|e| MaskError::Session(e.to_string()))?;
-            let sampled = rewrite(owner, &key, (table, columns), &text(member, 1), plan.verify, spool)?;
+            let sampled = rewrite::rewrite(owner, &key, (table, columns), &text(member, 1), plan.verify, spool)?;
             originals.extend(sampled);
         }
     }
@@ -538,142 +378,9 @@ fn mask(
     Ok((stored, originals))
 }
 
-/// Masks the rows of `member` (a table of `table`'s family with storage; quoted): reads them
-/// out, masks them here into `spool`, copies that into a temporary table and writes it back by
-/// `ctid`. Returns a sample of originals when `sample`.
-fn rewrite(
-    owner: &mut Session,
-    key: &Keyed,
-    (table, columns): (&TableRules<'_>, &[Column<'_>]),
-    member: &str,
-    sample: bool,
-    spool: &std::path::Path,
-) -> Result<Vec<String>, MaskError> {
-    use std::io::{Read as _, Write as _};
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let failed = |error: SessionError| MaskError::Failed {
-        table: table.table.clone(),
-        column: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-        reason: without_values(&error),
-    };
-    let spooled = |e: std::io::Error| MaskError::Session(format!("writing the masked rows aside: {e}"));
-    let per_row = columns.iter().any(|c| matches!(c.output(), Output::Shift { .. }));
-    let mut select: Vec<String> = columns.iter().map(|c| format!("r.{}", ident(&c.name))).collect();
-    if per_row {
-        // The whole row, by its type's output function (a cast to text could be the dump's).
-        select.push("r".into());
-    }
-    // The temporary table: the row's ctid, then a column per masked column that takes a value.
-    let outputs: Vec<(usize, &Column<'_>)> =
-        columns.iter().enumerate().filter(|(_, c)| c.output() != Output::Null).collect();
-    let temp_columns: String = outputs
-        .iter()
-        .map(|(i, c)| match c.output() {
-            Output::Shift { .. } => format!(", v{i} integer"),
-            _ => format!(", v{i} {}", c.declared),
-        })
-        .collect();
-    let create = format!("CREATE TEMPORARY TABLE devdb_masked (row_id tid{temp_columns}) ON COMMIT DROP");
-    owner.execute_each(&["DROP TABLE IF EXISTS pg_temp.devdb_masked", &create]).map_err(failed)?;
-
-    // Out: every row's originals, masked here, written aside as COPY text for the way back in.
-    let mut out = std::io::BufWriter::new(
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(spool).map_err(spooled)?,
-    );
-    let mut samples: Vec<Vec<String>> = vec![Vec::new(); columns.len()];
-    let mut trouble: Option<String> = None;
-    let copy = format!("COPY (SELECT r.ctid, {} FROM ONLY {member} AS r) TO STDOUT", select.join(", "));
-    let mut line_out = Vec::new();
-    owner
-        .copy_out(&copy, &mut |line| {
-            let fields = text::copy_fields(line).map_err(std::io::Error::other)?;
-            let row = if per_row { fields.last().cloned().flatten().unwrap_or_default() } else { String::new() };
-            line_out.clear();
-            line_out.extend_from_slice(fields.first().cloned().flatten().unwrap_or_default().as_bytes());
-            for (i, column) in &outputs {
-                let original = fields.get(i + 1).cloned().flatten();
-                let found = &mut samples[*i];
-                let mut seen = |value: &str| {
-                    if sample && found.len() < VERIFY_SAMPLE && (8..=200).contains(&value.len()) {
-                        found.push(value.to_string());
-                    }
-                };
-                let masked = column.mask(key, original.as_deref(), &row, &mut seen).map_err(|reason| {
-                    trouble.get_or_insert(format!("{}: {reason}", column.name));
-                    std::io::Error::other("masking failed")
-                })?;
-                line_out.push(b'\t');
-                text::push_copy_field(&mut line_out, masked.as_deref());
-            }
-            line_out.push(b'\n');
-            out.write_all(&line_out)
-        })
-        .map_err(|error| match trouble.take() {
-            Some(reason) => MaskError::Failed { table: table.table.clone(), column: String::new(), reason },
-            None => failed(error),
-        })?;
-    out.flush().map_err(spooled)?;
-    drop(out);
-
-    // In, and back into the table by ctid.
-    let mut file = std::fs::File::open(spool).map_err(spooled)?;
-    let mut source = |chunk: &mut Vec<u8>| {
-        chunk.resize(1 << 20, 0);
-        let n = file.read(chunk)?;
-        chunk.truncate(n);
-        Ok(n > 0)
-    };
-    let outcome = owner.run(b"COPY pg_temp.devdb_masked FROM STDIN", Some(&mut source)).map_err(failed)?;
-    if let Some(error) = outcome.error {
-        return Err(failed(SessionError::Server(Box::new(error))));
-    }
-    let sets = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let column = ident(&c.name);
-            match c.output() {
-                Output::Null => format!("{column} = NULL"),
-                Output::Value => format!("{column} = m.v{i}"),
-                Output::Shift { days: true } => format!("{column} = r.{column} OPERATOR(pg_catalog.+) m.v{i}"),
-                Output::Shift { days: false } => format!(
-                    "{column} = r.{column} OPERATOR(pg_catalog.+) (m.v{i} OPERATOR(pg_catalog.*) interval '1 day')"
-                ),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    owner
-        .execute(&format!(
-            "UPDATE ONLY {member} AS r SET {sets} FROM pg_temp.devdb_masked AS m WHERE r.ctid OPERATOR(pg_catalog.=) m.row_id"
-        ))
-        .map_err(failed)?;
-    owner.execute("DROP TABLE pg_temp.devdb_masked").map_err(failed)?;
-    let _ = std::fs::remove_file(spool);
-    Ok(samples.into_iter().flatten().collect())
-}
-
-/// Lifts row security forced on the owner (who may) from the tables of `pg_class` matching
-/// `condition`; returns them, to give it back with [`force_row_security`].
-pub(crate) fn lift_forced_row_security(session: &mut Session, condition: &str) -> Result<Vec<String>, SessionError> {
-    let forced: Vec<String> = session
-        .rows(&format!("SELECT oid::regclass::text FROM pg_class WHERE relforcerowsecurity AND {condition}"))?
-        .into_iter()
-        .filter_map(|row| row.into_iter().next().flatten())
-        .collect();
-    for table in &forced {
-        session.execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))?;
-    }
-    Ok(forced)
-}
-
-/// Forces row security on the owner of `tables` again.
-pub(crate) fn force_row_security(session: &mut Session, tables: &[String]) -> Result<(), SessionError> {
-    tables.iter().try_for_each(|table| session.execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY")))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::columns::{Output, Shape};
     use super::*;
 
     fn rule(table: &str, column: &str, strategy: MaskStrategy) -> MaskRule {

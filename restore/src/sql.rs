@@ -1,0 +1,33 @@
+//! SQL the restore writes itself: identifiers and literals quoted, and the row security forced
+//! on a table's owner lifted and forced again (the scan and the masking must see every row).
+
+use devdb_pgctl::session::{Session, SessionError};
+
+/// Quotes an SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal (standard conforming strings: only quotes are doubled).
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Lifts row security forced on the owner (who may) from the tables of `pg_class` matching
+/// `condition`; returns them, to give it back with [`force_row_security`].
+pub fn lift_forced_row_security(session: &mut Session, condition: &str) -> Result<Vec<String>, SessionError> {
+    let forced: Vec<String> = session
+        .rows(&format!("SELECT oid::regclass::text FROM pg_class WHERE relforcerowsecurity AND {condition}"))?
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect();
+    for table in &forced {
+        session.execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))?;
+    }
+    Ok(forced)
+}
+
+/// Forces row security on the owner of `tables` again.
+pub fn force_row_security(session: &mut Session, tables: &[String]) -> Result<(), SessionError> {
+    tables.iter().try_for_each(|table| session.execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY")))
+}
