@@ -275,6 +275,10 @@ fn run(args: &Args, work: &Path, secrets: Secrets) -> anyhow::Result<(String, Op
     let limits = Limits::from(&args.limits);
     std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
     let download = args.download.clone().unwrap_or_else(|| work.join("download"));
+    // In a Job, the fetch runs first, in a container of its own: the directory is made here.
+    if let Some(parent) = download.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
     let guard = Guard::new(work, None, 0, Some(limits.max_time));
     let fetched = match args.step {
         Step::Build => (download.as_os_str() != "-").then(|| download.clone()),

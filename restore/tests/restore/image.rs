@@ -101,8 +101,8 @@ async fn a_job_fetches_and_builds_in_two_steps_each_with_only_its_own_secrets() 
     std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o555)).expect("mode");
     let inbox = work.path().join("inbox");
     pg().make_dir(&inbox).expect("inbox");
+    // The work directory does not exist yet: the fetch makes it (in a Job, on a fresh volume).
     let scratch = work.path().join("restore-work");
-    pg().make_dir(&scratch).expect("work");
     let download = scratch.join("download");
     let pgdata = work.path().join("pgdata");
     let fetch = run_job(&[
