@@ -83,7 +83,9 @@ pub fn map_array(literal: &str, mask: &mut dyn FnMut(&str) -> String) -> Result<
                 out.push(c);
             }
             ',' if depth > 0 => out.push(c),
-            c if c.is_whitespace() => {}
+            // PostgreSQL's own array whitespace (array_isspace): ASCII only; anything else is part
+            // of an element.
+            c if is_array_space(c) => {}
             '"' => {
                 let mut element = String::new();
                 loop {
@@ -104,7 +106,7 @@ pub fn map_array(literal: &str, mask: &mut dyn FnMut(&str) -> String) -> Result<
                     element.push(next);
                     chars.next();
                 }
-                let element = element.trim_end();
+                let element = element.trim_end_matches(is_array_space);
                 if element.eq_ignore_ascii_case("NULL") {
                     out.push_str("NULL");
                 } else {
@@ -118,6 +120,10 @@ pub fn map_array(literal: &str, mask: &mut dyn FnMut(&str) -> String) -> Result<
         return Err(bad());
     }
     Ok(out)
+}
+
+fn is_array_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{0b}' | '\u{0c}')
 }
 
 fn push_array_element(out: &mut String, value: &str) {
@@ -141,10 +147,14 @@ pub enum JsonEdit<'a> {
     At(&'a [String], &'a mut dyn FnMut(&str) -> Option<String>),
 }
 
+/// Documents nested deeper than this are refused (PostgreSQL takes thousands of levels; a parser
+/// that followed them would exhaust its stack).
+pub const MAX_JSON_DEPTH: usize = 512;
+
 /// The document `json` after `edit`, everything else kept byte for byte.
 ///
 /// # Errors
-/// A message for text that is not JSON.
+/// A message for text that is not JSON, or is nested deeper than [`MAX_JSON_DEPTH`].
 pub fn edit_json(json: &str, edit: JsonEdit<'_>) -> Result<String, String> {
     let mut parser = Parser { text: json, pos: 0, out: String::with_capacity(json.len() + 16), edit };
     let mut path = Vec::new();
@@ -184,31 +194,72 @@ impl Parser<'_, '_> {
         Ok(())
     }
 
-    /// The string starting here (its raw JSON text, and its value).
+    /// The string starting here (its raw JSON text, and its value). Escapes are decoded as
+    /// PostgreSQL's `json` keeps them: a lone surrogate (`\ud800`) becomes U+FFFD.
     fn string(&mut self) -> Result<(&str, String), String> {
         let start = self.pos;
+        let mut value = String::new();
         let mut chars = self.rest().char_indices().skip(1);
         let end = loop {
             match chars.next() {
                 Some((i, '"')) => break start + i + 1,
                 Some((_, '\\')) => {
-                    chars.next();
+                    let escaped = match chars.next().map(|(_, c)| c) {
+                        Some('"') => '"',
+                        Some('\\') => '\\',
+                        Some('/') => '/',
+                        Some('b') => '\u{8}',
+                        Some('f') => '\u{c}',
+                        Some('n') => '\n',
+                        Some('r') => '\r',
+                        Some('t') => '\t',
+                        Some('u') => {
+                            let first = hex4(&mut chars)?;
+                            if (0xD800..0xDC00).contains(&first) {
+                                // A high surrogate: its pair follows as another \u escape, or it is lone.
+                                let mut lookahead = chars.clone();
+                                let paired = matches!(
+                                    (lookahead.next().map(|(_, c)| c), lookahead.next().map(|(_, c)| c)),
+                                    (Some('\\'), Some('u'))
+                                );
+                                if paired {
+                                    chars.next();
+                                    chars.next();
+                                    let second = hex4(&mut chars)?;
+                                    if (0xDC00..0xE000).contains(&second) {
+                                        char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))
+                                            .unwrap_or('\u{FFFD}')
+                                    } else {
+                                        value.push('\u{FFFD}');
+                                        char::from_u32(second).unwrap_or('\u{FFFD}')
+                                    }
+                                } else {
+                                    '\u{FFFD}'
+                                }
+                            } else {
+                                char::from_u32(first).unwrap_or('\u{FFFD}')
+                            }
+                        }
+                        _ => return Err("not JSON: a bad escape in a string".into()),
+                    };
+                    value.push(escaped);
                 }
-                Some(_) => {}
+                Some((_, c)) if u32::from(c) < 0x20 => return Err("not JSON: a control character in a string".into()),
+                Some((_, c)) => value.push(c),
                 None => return Err("not JSON: a string never ends".into()),
             }
         };
         let raw = &self.text[start..end];
-        let value: String = serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))?;
         self.pos = end;
         Ok((raw, value))
     }
 
-    /// A scalar other than a string: its raw text.
+    /// A scalar other than a string (a number, `true`, `false`, `null`): its raw text, kept as
+    /// written (a number PostgreSQL's `json` keeps, `1e400` among them, is never converted).
     fn scalar(&mut self) -> Result<&str, String> {
         let len = self.rest().find([',', '}', ']', ' ', '\t', '\n', '\r']).unwrap_or(self.rest().len());
         let raw = &self.text[self.pos..self.pos + len];
-        if raw.is_empty() || serde_json::from_str::<serde_json::Value>(raw).is_err() {
+        if !matches!(raw, "true" | "false" | "null") && !is_json_number(raw) {
             return Err(format!("not JSON at byte {}", self.pos));
         }
         self.pos += len;
@@ -218,6 +269,9 @@ impl Parser<'_, '_> {
     /// Copies or edits the value starting here; `path`: where it is; `live`: whether the path
     /// so far can still lead to the edited one.
     fn value(&mut self, path: &mut Vec<String>, live: bool) -> Result<(), String> {
+        if path.len() > MAX_JSON_DEPTH {
+            return Err(format!("a JSON document nested deeper than {MAX_JSON_DEPTH} levels"));
+        }
         self.space();
         if let JsonEdit::At(target, _) = &self.edit
             && live
@@ -229,9 +283,12 @@ impl Parser<'_, '_> {
             self.value(&mut skip, false)?;
             self.out = saved;
             let raw = &self.text[start..self.pos];
-            let text = match serde_json::from_str::<serde_json::Value>(raw) {
-                Ok(serde_json::Value::String(s)) => s,
-                _ => raw.to_string(),
+            let text = if raw.starts_with('"') {
+                let mut again =
+                    Parser { text: raw, pos: 0, out: String::new(), edit: JsonEdit::Strings(&mut |s| s.to_string()) };
+                again.string()?.1
+            } else {
+                raw.to_string()
             };
             let JsonEdit::At(_, mask) = &mut self.edit else { unreachable!("matched above") };
             let replaced = match mask(&text) {
@@ -316,6 +373,48 @@ impl Parser<'_, '_> {
     }
 }
 
+/// Whether `raw` is a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`).
+fn is_json_number(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(c) if c.is_ascii_digit() => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// Four hex digits of a `\u` escape.
+fn hex4(chars: &mut impl Iterator<Item = (usize, char)>) -> Result<u32, String> {
+    let digits: String = (0..4).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+    u32::from_str_radix(&digits, 16).map_err(|_| "not JSON: a bad \\u escape".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +429,32 @@ mod tests {
         out.push(b'\t');
         push_copy_field(&mut out, None);
         assert_eq!(out, b"it's a\\ttab\\\\ and \\n\t\\N");
+    }
+
+    #[test]
+    fn hostile_documents_fail_closed_or_mask_what_postgresql_keeps() {
+        let mut mask = |s: &str| format!("<{s}>");
+        let deep = format!("{}\"secret\"{}", "[".repeat(12_000), "]".repeat(12_000));
+        let err = edit_json(&deep, JsonEdit::Strings(&mut mask)).expect_err("too deep");
+        assert!(err.contains("nested deeper than 512"), "{err}");
+        let fine = format!("{}\"x\"{}", "[".repeat(100), "]".repeat(100));
+        assert!(edit_json(&fine, JsonEdit::Strings(&mut mask)).expect("100 levels").contains("<x>"));
+        // Numbers PostgreSQL's json keeps as written, and a lone surrogate it accepts.
+        let odd = r#"{"big": 1e400, "n": -0.5e-3, "s": "a\ud800b", "pair": "\ud83d\ude00"}"#;
+        let edited = edit_json(odd, JsonEdit::Strings(&mut mask)).expect("json");
+        assert!(edited.contains("1e400") && edited.contains("-0.5e-3"), "{edited}");
+        assert!(edited.contains("<a\u{FFFD}b>") && edited.contains("<\u{1F600}>"), "{edited}");
+        for bad in ["01", "1.", "-", "1e", "tru", "nul"] {
+            assert!(edit_json(bad, JsonEdit::Strings(&mut mask)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn array_whitespace_is_ascii_as_in_postgresql() {
+        let mut upper = |s: &str| s.to_uppercase();
+        // U+00A0 and U+3000 are printed unquoted and are part of the element.
+        assert_eq!(map_array("{\u{a0}a,\u{3000}b}", &mut upper).expect("array"), "{\"\u{a0}A\",\"\u{3000}B\"}");
+        assert_eq!(map_array("{ a , b }", &mut upper).expect("array"), "{\"A\",\"B\"}");
     }
 
     #[test]
