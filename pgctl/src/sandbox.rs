@@ -14,8 +14,9 @@
 //! - with **no capabilities** and `no_new_privs`, bounded **memory per process**, **file
 //!   size** and no core files ([`Limits`], set by `prlimit` before `setpriv` drops to the
 //!   user id);
-//! - dying with the thread that started it (`--die-with-parent`): a controller killed
-//!   mid-restore leaves no restore behind.
+//! - dying with the thread that started it (`--die-with-parent`, bwrap's own init first in the
+//!   PID namespace, so the kernel ends everything in it): a controller killed mid-restore leaves
+//!   no restore behind.
 //!
 //! [`Isolation::Off`] runs the same programs directly, with the same empty environment: for a
 //! restore Job, whose pod is its sandbox, and where bubblewrap cannot run.
@@ -151,6 +152,28 @@ impl UidLease {
         Err(PgError::Sandbox(format!("every restore user id ({first}-{last}) is in use: too many restores at once")))
     }
 
+    /// Kills what runs as a user id of `first..=last` that no restore holds (what a controller
+    /// killed before its restores' sandboxes could follow it left running). For a controller
+    /// starting up.
+    ///
+    /// # Errors
+    /// [`PgError::Sandbox`] when the lock directory cannot be used.
+    pub fn sweep(first: u32, last: u32) -> Result<Vec<u32>, PgError> {
+        let mut swept = Vec::new();
+        for uid in uids_running(first, last) {
+            // Taken and given back at once: nobody holds it, its processes are killed.
+            match Self::acquire(uid, uid) {
+                Ok(lease) => {
+                    drop(lease);
+                    swept.push(uid);
+                }
+                Err(PgError::Sandbox(e)) if e.contains("in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(swept)
+    }
+
     pub fn uid(&self) -> u32 {
         self.uid
     }
@@ -160,6 +183,24 @@ impl Drop for UidLease {
     fn drop(&mut self) {
         kill_processes_of(self.uid);
     }
+}
+
+/// The user ids of `first..=last` some process runs as.
+fn uids_running(first: u32, last: u32) -> Vec<u32> {
+    let mut uids: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok())
+        .filter_map(|status| {
+            let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.to_string();
+            ids.split_whitespace().next()?.parse::<u32>().ok()
+        })
+        .filter(|uid| (first..=last).contains(uid))
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    uids
 }
 
 /// Kills every process whose real or effective user id is `uid`.
@@ -341,7 +382,10 @@ impl Sandbox {
         }
         arg(&mut cmd, &["--chdir", INSIDE]);
         arg(&mut cmd, &["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]);
-        arg(&mut cmd, &["--hostname", "restore", "--die-with-parent", "--new-session", "--as-pid-1"]);
+        // Not --as-pid-1: bwrap's own init is then the namespace's first process, and when it
+        // dies with its parent (--die-with-parent) the kernel kills everything in the namespace;
+        // a program that is itself the first process ignores the parent-death signal.
+        arg(&mut cmd, &["--hostname", "restore", "--die-with-parent", "--new-session"]);
         arg(&mut cmd, &["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--"]);
         if let Some(uid) = uid {
             // Root: bounds first (prlimit, as root), then down to the restore's own user id
@@ -354,6 +398,8 @@ impl Sandbox {
                 "--core=0".into(),
                 "--".into(),
             ]);
+            // Changing the user id clears the parent-death signal: set again, so the program also
+            // dies with bwrap should bwrap's init not take it along.
             cmd.arg(&tools.setpriv).args([
                 format!("--reuid={uid}"),
                 format!("--regid={uid}"),
@@ -361,6 +407,7 @@ impl Sandbox {
                 "--inh-caps=-all".into(),
                 "--bounding-set=-all".into(),
                 "--no-new-privs".into(),
+                "--pdeathsig=KILL".into(),
             ]);
         } else {
             let Limits { memory, file_size, .. } = self.limits;
@@ -468,15 +515,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// The postmaster's process id as this process sees it: under `bwrap --as-pid-1`, the one
-    /// child of `bwrap`.
+    /// The postmaster's process id as this process sees it: under bwrap, the child of bwrap's
+    /// init (itself bwrap's one child).
     pub fn pid(&self) -> Option<Pid> {
         let pid = self.child.id();
         if !self.isolated {
             return i32::try_from(pid).ok().map(Pid::from_raw);
         }
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok().map(Pid::from_raw)
+        let child_of = |pid: u32| -> Option<u32> {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+            children.split_whitespace().next()?.parse().ok()
+        };
+        child_of(child_of(pid)?).and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw)
     }
 
     /// Stops the server (`Fast`: sessions rolled back, a checkpoint, a clean stop; `Immediate`:
@@ -563,15 +613,7 @@ pub fn probe(tools: &Tools, as_root: bool) -> Result<(), PgError> {
         "/lib64",
     ]);
     cmd.args(["--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev"]);
-    cmd.args([
-        "--unshare-ipc",
-        "--unshare-pid",
-        "--unshare-net",
-        "--unshare-uts",
-        "--die-with-parent",
-        "--as-pid-1",
-        "--",
-    ]);
+    cmd.args(["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--die-with-parent", "--"]);
     if as_root {
         cmd.arg(&tools.setpriv).args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]);
     }

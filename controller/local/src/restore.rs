@@ -151,6 +151,14 @@ impl RestoreSandbox {
                 }
             }
         };
+        if tools.is_some() && root {
+            // A restore a killed controller left running (it dies with its controller, but not
+            // if it was killed before its sandbox was set up) is stopped now.
+            let swept = UidLease::sweep(args.restore_uids.0, args.restore_uids.1)?;
+            if !swept.is_empty() {
+                tracing::warn!(uids = ?swept, "stopped what earlier restores left running");
+            }
+        }
         Ok(Self { tools, uids: args.restore_uids, limits, reserve: args.restore_disk_reserve })
     }
 

@@ -559,3 +559,44 @@ fn restore_errors_carry_no_row_values() {
         }
     }
 }
+
+/// A restore's server dies with the thread that started it (a controller killed mid-restore
+/// leaves nothing running): its sandbox's first process is bwrap's own init, which dies with its
+/// parent and takes the namespace with it, whatever user id the server runs as.
+#[test]
+fn a_sandboxed_server_dies_with_the_thread_that_started_it() {
+    if pg().run_as().is_none() {
+        eprintln!("not root: restores run unsandboxed here; CI runs this as root");
+        return;
+    }
+    let dir = workspace();
+    let mut sandbox = devdb_testkit::restore_sandbox(&dir.path().join("box"));
+    let (data, socket) = (sandbox.dir().join("data"), sandbox.dir().join("sock"));
+    sandbox.initdb(&data, "postgres").expect("initdb");
+    sandbox.make_dir(&socket).expect("socket dir");
+    let inner = sandbox.inside(&socket).expect("inside");
+    template::write_conf(&data, &format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&inner)))
+        .expect("conf");
+    sandbox.give(&data.join("postgresql.auto.conf")).expect("give");
+    let pid = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let server =
+                    sandbox.start_server(&data, &socket, &socket.join("log"), Duration::from_secs(60)).expect("starts");
+                let pid = server.pid().expect("the postmaster");
+                // Neither stopped nor dropped: the thread just ends, as a killed controller's do.
+                std::mem::forget(server);
+                pid
+            })
+            .join()
+            .expect("thread")
+    });
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    for _ in 0..500 {
+        if !alive() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(), "the restore server outlived the thread that started it");
+}
