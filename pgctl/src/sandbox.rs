@@ -27,7 +27,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -320,13 +320,16 @@ impl Sandbox {
         }
     }
 
-    /// Hands what the sandbox made under `path` back to this process's user (so that, once it
-    /// is published, no later restore leased the same user id can change it).
+    /// Ends the sandbox (its user id given back: whatever still runs as it is killed) and hands
+    /// what it made under `path` to this process's user, so that no later restore leased the
+    /// same user id can change it and nothing of the sandbox runs when the caller looks at it.
     ///
     /// # Errors
     /// [`PgError::Chown`].
-    pub fn take_back(&self, path: &Path) -> Result<(), PgError> {
-        match self.user() {
+    pub fn release(self, path: &Path) -> Result<(), PgError> {
+        let user = self.user();
+        drop(self);
+        match user {
             Some(_) => {
                 let me = RunAs { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
                 crate::chown_tree(path, me)
@@ -453,7 +456,8 @@ impl Sandbox {
         self.run(cmd, "initdb --sync-only")
     }
 
-    /// Starts `postgres` on `data` in the foreground, its messages to `log` (outside), and
+    /// Starts `postgres` on `data` in the foreground, its messages to `log` (a new file, read
+    /// back through its handle only), and
     /// waits until it takes connections on its socket in `socket_dir` (which its configuration
     /// must name as seen inside).
     ///
@@ -467,12 +471,21 @@ impl Sandbox {
         log: &Path,
         timeout: Duration,
     ) -> Result<Server, PgError> {
-        let log_file = File::create(log).map_err(|source| PgError::Chown { path: log.into(), source })?;
+        let log_error = |source| PgError::Chown { path: log.into(), source };
+        let _ = std::fs::remove_file(log);
+        let log_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(log)
+            .map_err(log_error)?;
         let mut cmd = self.command("postgres");
         cmd.arg("-D").arg(self.inside(data)?);
-        cmd.stdout(Stdio::null()).stderr(log_file);
+        cmd.stdout(Stdio::null()).stderr(log_file.try_clone().map_err(log_error)?);
         let child = cmd.spawn().map_err(|source| PgError::Spawn { program: "postgres".into(), source })?;
-        let mut server = Server { child, isolated: self.is_isolated(), log: log.to_path_buf() };
+        let mut server = Server { child, isolated: self.is_isolated(), log: log_file };
         let started = Instant::now();
         loop {
             if let Some(status) =
@@ -511,7 +524,8 @@ pub struct Server {
     /// `bwrap` (isolated), or `postgres` itself.
     child: Child,
     isolated: bool,
-    log: PathBuf,
+    /// Its messages, read through this handle (the path is in a directory the sandbox writes).
+    log: File,
 }
 
 impl Server {
@@ -566,7 +580,13 @@ impl Server {
     }
 
     fn failed(&self, what: &str) -> PgError {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        use std::io::{Read as _, Seek as _};
+        let mut file = &self.log;
+        let len = file.metadata().map_or(0, |m| m.len());
+        let _ = file.seek(std::io::SeekFrom::Start(len.saturating_sub(16 << 10)));
+        let mut bytes = Vec::new();
+        let _ = file.take(16 << 10).read_to_end(&mut bytes);
+        let log = String::from_utf8_lossy(&bytes);
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         PgError::Failed { program: "postgres".into(), stderr: format!("{what}: {}", tail.join(" | ")) }

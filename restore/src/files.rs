@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-/// Copies a stopped data directory file by file, as reflinks where the filesystem allows. In
-/// this process, not a `cp` child: a controller killed mid-copy leaves no copier behind to race
-/// the next attempt.
+/// Copies a stopped, [sealed](crate::seal) data directory file by file, as reflinks where the
+/// filesystem allows: regular files and directories only (a link or a special file fails the
+/// copy: a template holds none). In this process, not a `cp` child: a controller killed mid-copy
+/// leaves no copier behind to race the next attempt.
 pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
     while let Some((source, target)) = stack.pop() {
@@ -19,8 +20,11 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
                 let entry = entry?;
                 stack.push((entry.path(), target.join(entry.file_name())));
             }
-        } else if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else if !meta.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{} is a link or a special file: a template holds none",
+                source.strip_prefix(from).unwrap_or(&source).display()
+            )));
         } else {
             reflink_copy::reflink_or_copy(&source, &target)?;
             std::fs::set_permissions(&target, meta.permissions())?;
@@ -52,7 +56,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_copied_tree_keeps_contents_modes_and_links() {
+    fn a_copied_tree_keeps_contents_and_modes_and_refuses_links() {
         let dir = tempfile::tempdir().expect("tempdir");
         let from = dir.path().join("from");
         std::fs::create_dir_all(from.join("base/1")).expect("dirs");
@@ -60,7 +64,6 @@ mod tests {
         std::fs::write(from.join("base/1/1259"), vec![7_u8; 100_000]).expect("file");
         std::fs::set_permissions(from.join("base"), std::fs::Permissions::from_mode(0o700)).expect("mode");
         std::fs::set_permissions(from.join("PG_VERSION"), std::fs::Permissions::from_mode(0o600)).expect("mode");
-        std::os::unix::fs::symlink("base/1", from.join("link")).expect("symlink");
         let to = dir.path().join("to");
         copy_tree(&from, &to).expect("copies");
         assert_eq!(std::fs::read(to.join("base/1/1259")).expect("read"), vec![7_u8; 100_000]);
@@ -68,7 +71,9 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&to.join("base")), 0o700);
         assert_eq!(mode(&to.join("PG_VERSION")), 0o600);
-        assert_eq!(std::fs::read_link(to.join("link")).expect("link"), Path::new("base/1"));
         assert!(copy_tree(&from, &to).is_err(), "never copies over an existing tree");
+        std::os::unix::fs::symlink("/etc/passwd", from.join("base/1/16384")).expect("symlink");
+        let err = copy_tree(&from, &dir.path().join("again")).expect_err("a link").to_string();
+        assert!(err.contains("16384 is a link"), "{err}");
     }
 }

@@ -28,6 +28,7 @@ pub mod masking;
 pub mod policy;
 pub mod report;
 pub mod scan;
+pub mod seal;
 pub mod sql;
 /// The SQL splitter (its own crate, pure and fuzzed).
 pub use devdb_restore_script as script;
@@ -75,6 +76,8 @@ pub enum RestoreError {
         "the dump made {0} privileged (superuser, replication, row-security bypass or server file and program access); DevDB refuses such snapshots"
     )]
     PrivilegedRoles(String),
+    #[error("the dump made other databases beside the project's ({0}); a snapshot holds the project's database alone")]
+    OtherDatabases(String),
     #[error("{0}")]
     Masking(String),
     #[error("{step} failed: {detail}")]

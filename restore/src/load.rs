@@ -50,6 +50,9 @@ pub struct Loaded {
     pub findings: Vec<devdb_shared::api::PiiFinding>,
     /// With masking verification: how many sampled originals were looked for, and not found.
     pub verified: Option<u64>,
+    /// The configuration initdb wrote, before any dump code ran: what
+    /// [`seal`](crate::seal::seal) gives the template back.
+    pub pristine: crate::seal::Pristine,
 }
 
 /// Runs a plain SQL script through `session`, stopping at the first error.
@@ -124,7 +127,11 @@ pub fn run_archive(
     } else {
         cmd.stdin(std::fs::File::open(&dump.path).map_err(io)?);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(log).map_err(io)?).spawn().map_err(io)?;
+    // Its messages are read back through this handle, not by the path (in a directory the
+    // sandbox may write).
+    let mut messages_file = crate::seal::create_log(log).map_err(io)?;
+    let stderr = messages_file.try_clone().map_err(io)?;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().map_err(io)?;
     let stdout = child.stdout.take().ok_or_else(|| LoadError::Archive("no output pipe".into()))?;
     let result =
         run(session, BufReader::with_capacity(256 << 10, stdout), " of the SQL pg_restore made of the archive", stop);
@@ -134,7 +141,7 @@ pub fn run_archive(
     let status = child.wait().map_err(io)?;
     let loaded = result?;
     if !status.success() {
-        let messages = std::fs::read_to_string(log).unwrap_or_default();
+        let messages = crate::seal::read_log(&mut messages_file);
         let last: Vec<String> = messages.lines().filter(|l| !l.trim().is_empty()).map(without_paths).collect();
         let last = last[last.len().saturating_sub(3)..].join(" | ");
         return Err(LoadError::Archive(if last.is_empty() { status.to_string() } else { last }));

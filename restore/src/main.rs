@@ -356,14 +356,18 @@ fn build(
         guard,
     };
     let loaded = template.build(&owner, dump.as_ref())?;
+    sandbox.release(&built)?;
+    // The pod is this restore's sandbox, so this sealing only catches what goes wrong, not a
+    // restore taken over (a database's pod checks what it starts: postgres-db/start.sh).
+    devdb_restore::seal::seal(&built, &loaded.pristine)?;
     if built != pgdata {
         // Into an absent or empty directory (a mount point's subdirectory made beforehand).
         let _ = std::fs::remove_dir(&pgdata);
         devdb_restore::files::copy_tree(&built, &pgdata)
             .map_err(devdb_restore::RestoreError::from)
             .with_context(|| format!("cannot copy the data directory into {}", pgdata.display()))?;
-        sandbox.sync_data_dir(&pgdata)?;
     }
+    devdb_restore::seal::sync_tree(&pgdata).context("syncing the data directory to disk")?;
     let format = dump.as_ref().map_or("nothing (an empty database)".to_string(), |d| format!("a {:?} dump", d.format));
     let summary = format!(
         "restored {format} into {}: {} statements, {} ownership and privilege statements skipped, {} masking rules applied, {} personal columns found",

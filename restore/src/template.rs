@@ -12,6 +12,10 @@
 //! 4. as superuser: the catalog check ([`privileged_roles`]), a small `max_wal_size`,
 //!    checkpoints, a clean stop.
 //!
+//! Then the caller, once nothing of the sandbox runs any more, takes the directory back and
+//! [seals](crate::seal) it (links, recovery files and configuration checked or replaced), and
+//! syncs it to disk.
+//!
 //! The restore's [`Guard`] is asked between steps and statements, watches the directory while
 //! the server writes, and kills the server when the restore must end.
 
@@ -125,6 +129,8 @@ impl<'a> Template<'a> {
         let (data, socket) = (self.data(), self.socket());
         self.sandbox.make_dir(&socket).map_err(RestoreError::step("preparing the restore directory"))?;
         self.sandbox.initdb(&data, SUPERUSER).map_err(RestoreError::step("initdb"))?;
+        // Before any dump code runs: what the sealed template gets back.
+        let pristine = crate::seal::Pristine::read(&data)?;
         self.guard.check()?;
         // Loading is faster without fsync; the template is synced once, after a clean stop.
         let inner_socket =
@@ -200,10 +206,7 @@ impl<'a> Template<'a> {
         self.guard.check()?;
 
         let mut postgres = admin("postgres")?;
-        let privileged = privileged_roles(&mut postgres).map_err(RestoreError::step("checking the roles"))?;
-        if !privileged.is_empty() {
-            return Err(RestoreError::PrivilegedRoles(privileged.join(", ")));
-        }
+        check_catalog(&mut postgres, owner.database)?;
         // A small max_wal_size keeps pg_wal, and so every clone, small.
         postgres
             .execute_each(&[
@@ -238,11 +241,33 @@ impl<'a> Template<'a> {
             }
             loaded.verified = Some(u64::try_from(needles.len()).unwrap_or(u64::MAX));
         }
-        write_conf(&data, BASE_CONF)?;
-        // Durable before it is copied or snapshotted: this data directory's files alone.
-        self.sandbox.sync_data_dir(&data).map_err(RestoreError::step("syncing the template to disk"))?;
+        loaded.pristine = pristine;
         Ok(loaded)
     }
+}
+
+/// What a template (or a clone of one, which may have been changed since) must not hold: a
+/// privileged role ([`privileged_roles`]), or a database besides the project's (a copy made with
+/// `CREATE DATABASE … TEMPLATE` would escape the scan and the masking).
+///
+/// # Errors
+/// [`RestoreError::PrivilegedRoles`] or [`RestoreError::OtherDatabases`] naming them.
+pub fn check_catalog(admin: &mut Session, database: &str) -> Result<(), RestoreError> {
+    let privileged = privileged_roles(admin).map_err(RestoreError::step("checking the roles"))?;
+    if !privileged.is_empty() {
+        return Err(RestoreError::PrivilegedRoles(privileged.join(", ")));
+    }
+    let others = admin
+        .rows(&format!(
+            "SELECT datname FROM pg_catalog.pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1', {}) ORDER BY 1",
+            literal(database)
+        ))
+        .map_err(RestoreError::step("checking the databases"))?;
+    let others: Vec<String> = others.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+    if !others.is_empty() {
+        return Err(RestoreError::OtherDatabases(others.join(", ")));
+    }
+    Ok(())
 }
 
 /// Roles other than the bootstrap superuser that are superuser, may replicate or bypass row
@@ -279,10 +304,18 @@ pub fn privileged_roles(admin: &mut Session) -> Result<Vec<String>, devdb_pgctl:
         .collect())
 }
 
-/// Replaces `postgresql.auto.conf` (the file `ALTER SYSTEM` writes).
+/// Replaces `postgresql.auto.conf` (the file `ALTER SYSTEM` writes) with a new file, never
+/// written through a link.
 ///
 /// # Errors
 /// [`RestoreError::Step`] when the file cannot be written.
 pub fn write_conf(data: &std::path::Path, conf: &str) -> Result<(), RestoreError> {
-    std::fs::write(data.join("postgresql.auto.conf"), conf).map_err(RestoreError::step("writing postgresql.auto.conf"))
+    use std::os::unix::fs::MetadataExt as _;
+    let path = data.join("postgresql.auto.conf");
+    let written = crate::seal::write_new(&path, conf.as_bytes()).and_then(|()| {
+        // The server's, as the data directory is.
+        let dir = std::fs::symlink_metadata(data)?;
+        std::os::unix::fs::lchown(&path, Some(dir.uid()), Some(dir.gid()))
+    });
+    written.map_err(RestoreError::step("writing postgresql.auto.conf"))
 }

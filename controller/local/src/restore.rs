@@ -261,15 +261,21 @@ impl LocalRestore {
         let owner = Owner { user: &project.username, password: &project.password, database: &project.database };
         let mut template = Template::in_sandbox(&mut sandbox, plan.as_ref(), &self.guard);
         let loaded = template.build(&owner, dump.as_ref()).map_err(|e| failed(&self.guard, e))?;
-        // Published as the controller's: no later restore leased the same user id may touch it.
-        sandbox.take_back(&Self::data(&self.work)).map_err(RuntimeError::step("taking the template back"))?;
+        let isolated = sandbox.is_isolated();
+        // The controller's from now on, with nothing of the sandbox running: no later restore
+        // leased the same user id may touch it, and what the sandbox left is checked and the
+        // configuration replaced before anything trusts it.
+        let data = Self::data(&self.work);
+        sandbox.release(&data).map_err(RuntimeError::step("taking the template back"))?;
+        devdb_restore::seal::seal(&data, &loaded.pristine).map_err(|e| failed(&self.guard, e))?;
+        devdb_restore::seal::sync_tree(&data).map_err(RuntimeError::io("syncing the template to disk"))?;
         tracing::info!(
             project = %project.name,
             statements = loaded.statements,
             skipped = loaded.skipped,
             masking_rules = project.masking.rules.len(),
             personal_columns = loaded.findings.len(),
-            sandboxed = sandbox.is_isolated(),
+            sandboxed = isolated,
             "dump restored (ownership and privilege statements skipped)"
         );
         Ok(loaded)

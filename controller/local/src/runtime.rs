@@ -221,8 +221,8 @@ impl Runtime for LocalRuntime {
         if !snapshot.is_dir() {
             return Err(RuntimeError::NoSnapshot(project.name.clone()));
         }
-        let (this, database, user) = (self.clone(), database.clone(), project.username.clone());
-        blocking(move || this.clone_blocking(&database, &snapshot, &user)).await
+        let (this, database, project) = (self.clone(), database.clone(), project.clone());
+        blocking(move || this.clone_blocking(&database, &snapshot, &project)).await
     }
 
     async fn ensure_running(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
@@ -391,9 +391,14 @@ impl LocalRuntime {
 
     /// Copies the snapshot into `<name>.cloning`, configures its port and socket, swaps it in
     /// for any previous clone, starts it and sets the database's own password.
-    fn clone_blocking(&self, database: &DatabaseRecord, snapshot: &Path, user: &str) -> Result<(), RuntimeError> {
+    fn clone_blocking(
+        &self,
+        database: &DatabaseRecord,
+        snapshot: &Path,
+        project: &ProjectRecord,
+    ) -> Result<(), RuntimeError> {
         let staging = self.database_dir(&database.name).with_extension("cloning");
-        let result = self.clone_into(database, snapshot, user, &staging);
+        let result = self.clone_into(database, snapshot, project, &staging);
         if result.is_err() {
             // A failed clone leaves nothing behind: on a full disk, that is what frees it.
             if self.pg.is_running(&staging.join("data")) {
@@ -408,7 +413,7 @@ impl LocalRuntime {
         &self,
         database: &DatabaseRecord,
         snapshot: &Path,
-        user: &str,
+        project: &ProjectRecord,
         staging: &Path,
     ) -> Result<(), RuntimeError> {
         let dir = self.database_dir(&database.name);
@@ -435,10 +440,21 @@ impl LocalRuntime {
         self.pg
             .start(&dir.join("data"), &dir.join("log"), START_TIMEOUT)
             .map_err(RuntimeError::step("starting PostgreSQL"))?;
-        let sql = format!("ALTER ROLE {} PASSWORD {}", ident(user), literal(&database.password));
-        Session::admin(&sock, database.port, "postgres")
-            .and_then(|mut admin| admin.execute(&sql))
-            .map_err(RuntimeError::step("setting the password"))?;
+        let mut admin =
+            Session::admin(&sock, database.port, "postgres").map_err(RuntimeError::step("setting the password"))?;
+        // Checked again in every clone, before anyone can log in to it: what its restore
+        // checked is still so (a snapshot changed since would otherwise hand its owner a
+        // superuser among everyone's instances).
+        if let Err(error) = devdb_restore::template::check_catalog(&mut admin, &project.database) {
+            drop(admin);
+            let _ = self.pg.stop(&dir.join("data"), StopMode::Immediate);
+            return Err(RuntimeError::Source(format!(
+                "project {}'s snapshot is not what its restore made ({error}); refresh the project",
+                project.name
+            )));
+        }
+        let sql = format!("ALTER ROLE {} PASSWORD {}", ident(&project.username), literal(&database.password));
+        admin.execute(&sql).map_err(RuntimeError::step("setting the password"))?;
         Ok(())
     }
 }

@@ -197,3 +197,34 @@ async fn a_source_that_fills_the_disk_stops_short_of_it_and_another_owners_clone
     let (status, _) = devdb.call(reqwest::Method::POST, "/v1/databases/bob-pg/reset?wait=true", None).await;
     assert_eq!(status, 202, "and a reset");
 }
+
+/// A snapshot changed after its restore checked it (its project's role made superuser, as code
+/// that took its restore over could) is refused by every clone before anyone may log in to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_changed_after_its_restore_is_refused_by_its_clones() {
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let devdb = DevDb::start().await;
+    devdb.create_project("shop", &files.url("custom.dump")).await;
+    assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
+    // The snapshot, started on a private socket and changed, as the restore's sandbox could have.
+    let snapshot = devdb.data_dir.join("projects/shop/snapshot-1");
+    let pg = devdb_testkit::pg();
+    let copy = tempfile::tempdir().expect("tempdir");
+    pg.make_dir(copy.path()).expect("the PostgreSQL user's");
+    let socket = copy.path().join("sock");
+    pg.make_dir(&socket).expect("socket dir");
+    pg.give(&snapshot).expect("to postgres");
+    let conf = format!("listen_addresses = ''\nunix_socket_directories = {}\n", devdb_pgctl::conf_quote(&socket));
+    devdb_restore::template::write_conf(&snapshot, &conf).expect("conf");
+    pg.start(&snapshot, &copy.path().join("log"), Duration::from_secs(60)).expect("starts");
+    let mut admin = devdb_pgctl::session::Session::admin(&socket, 5432, "postgres").expect("admin");
+    admin.execute("ALTER ROLE app SUPERUSER").expect("tampered");
+    drop(admin);
+    pg.stop(&snapshot, devdb_pgctl::StopMode::Fast).expect("stops");
+    let (status, body) = devdb.create_database("kate-pg", "shop").await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("snapshot is not what its restore made") && message.contains("superuser"), "{message}");
+    assert!(devdb.postmasters().is_empty(), "the clone is not left running");
+}

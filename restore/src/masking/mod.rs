@@ -37,6 +37,8 @@ mod rewrite;
 mod text;
 mod values;
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
 use devdb_pgctl::session::{Session, SessionError};
 use devdb_shared::api::{MaskRule, MaskStrategy};
 
@@ -87,23 +89,44 @@ impl std::fmt::Debug for MaskPlan {
 /// could match anything, longer ones may be stored compressed).
 const VERIFY_SAMPLE: usize = 20;
 
-/// Of `needles`, those found in the bytes of some file under `dir` (recursively), each with the
-/// file: one pass over each file for all of them.
+/// Of `needles`, those found in the bytes of some regular file under `dir` (recursively, never
+/// through a link), each with the file: one streamed pass over each file for all of them.
 pub fn leaks(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, String)> {
+    use std::io::Read as _;
     let Ok(finder) = aho_corasick::AhoCorasick::new(needles) else { return Vec::new() };
+    // Chunks overlap by the longest needle, so one across a boundary is found too.
+    let overlap = needles.iter().map(|n| n.len()).max().unwrap_or(0);
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(path) = stack.pop() {
-        if path.is_dir() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.is_dir() {
             stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
             continue;
         }
-        let bytes = std::fs::read(&path).unwrap_or_default();
+        if !meta.is_file() {
+            continue;
+        }
+        let Ok(mut file) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(&path)
+        else {
+            continue;
+        };
         let mut seen = std::collections::BTreeSet::new();
-        for hit in finder.find_overlapping_iter(&bytes) {
-            if seen.insert(hit.pattern().as_usize()) {
-                found.push((path.display().to_string(), needles[hit.pattern().as_usize()].to_string()));
+        let mut window: Vec<u8> = Vec::with_capacity((1 << 20) + overlap);
+        let mut chunk = vec![0_u8; 1 << 20];
+        loop {
+            let n = file.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                break;
             }
+            window.extend_from_slice(&chunk[..n]);
+            for hit in finder.find_overlapping_iter(&window) {
+                if seen.insert(hit.pattern().as_usize()) {
+                    found.push((path.display().to_string(), needles[hit.pattern().as_usize()].to_string()));
+                }
+            }
+            let keep = window.len().min(overlap);
+            window.drain(..window.len() - keep);
         }
     }
     found

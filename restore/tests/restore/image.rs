@@ -405,6 +405,78 @@ async fn a_database_pod_starts_its_clone_with_its_own_password_whatever_kubelet_
     let _ = pg().stop(&pgdata, StopMode::Immediate);
 }
 
+/// A database pod trusts nothing of its clone but the data (the restore that made the snapshot
+/// could have been taken over): who may log in is written anew, settings that run programs are
+/// overridden, and a clone with a recovery file or a privileged role does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_pod_trusts_nothing_of_its_clone_but_the_data() {
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let work = workdir();
+    let pgdata = work.path().join("pgdata");
+    let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
+    assert!(ok, "{stderr}");
+    let pwned = work.path().join("pwned");
+    std::fs::write(
+        pgdata.join("pg_hba.conf"),
+        "local all all trust\n# devdb: clients come through the proxy\nhost all all 0.0.0.0/0 trust\n",
+    )
+    .expect("hba");
+    std::fs::write(
+        pgdata.join("postgresql.auto.conf"),
+        format!("archive_mode = on\narchive_command = 'id > {}'\n", pwned.display()),
+    )
+    .expect("conf");
+    pg().give(&pgdata).expect("the PostgreSQL user's");
+    let port = free_port();
+    let mut server = start(&pgdata, work.path(), port, "app", "the clone's own").spawn().expect("start.sh");
+    let client = loop {
+        match connect(port, "the clone's own").await {
+            Ok(client) => break client,
+            Err(_) if server.try_wait().expect("status").is_none() => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("start.sh exited: {e}"),
+        }
+    };
+    let archiving = query_one(&client, "SELECT current_setting('archive_mode')").await;
+    assert_eq!(archiving, "off", "the command line overrides the clone's settings");
+    client.batch_execute("SELECT pg_catalog.pg_switch_wal()").await.ok();
+    let (superuser, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map(|(c, conn)| (Some(c), Some(conn)))
+        .unwrap_or((None, None));
+    drop(conn);
+    assert!(superuser.is_none(), "the clone's trust rule is gone");
+    assert!(!pwned.exists(), "no command of the clone's ran");
+    drop(client);
+    server.kill().await.expect("stop");
+    let _ = pg().stop(&pgdata, StopMode::Immediate);
+
+    // A recovery file, or a privileged role: not started at all.
+    std::fs::write(pgdata.join("recovery.signal"), "").expect("signal");
+    let out = start(&pgdata, work.path(), free_port(), "app", "pw").output().await.expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds recovery.signal"), "{out:?}");
+    std::fs::remove_file(pgdata.join("recovery.signal")).expect("remove");
+    let socket = work.path().join("tamper");
+    pg().make_dir(&socket).expect("dir");
+    let conf = format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&socket));
+    devdb_restore::template::write_conf(&pgdata, &conf).expect("conf");
+    pg().start(&pgdata, &socket.join("log"), std::time::Duration::from_secs(60)).expect("starts");
+    let mut admin = devdb_pgctl::session::Session::admin(&socket, 5432, "postgres").expect("admin");
+    admin.execute("ALTER ROLE app SUPERUSER").expect("tampered");
+    drop(admin);
+    pg().stop(&pgdata, StopMode::Fast).expect("stops");
+    let out = start(&pgdata, work.path(), free_port(), "app", "pw").output().await.expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("privileged role"), "{out:?}");
+}
+
 #[tokio::test]
 async fn a_database_pod_without_its_clone_says_so() {
     let work = workdir();

@@ -195,9 +195,10 @@ pub(crate) fn build_template(
     let mut sandbox = devdb_testkit::restore_sandbox(&dir.join("box"));
     let guard = devdb_restore::Guard::unbounded(dir);
     let built = Template::in_sandbox(&mut sandbox, masking, &guard).build(&OWNER, dump);
-    if built.is_ok() {
-        let data = sandbox.dir().join("data");
-        sandbox.take_back(&data).expect("taken back");
+    let data = sandbox.dir().join("data");
+    sandbox.release(&data).expect("released");
+    if let Ok(loaded) = &built {
+        devdb_restore::seal::seal(&data, &loaded.pristine)?;
         std::fs::rename(&data, dir.join("data")).expect("moved");
         pg().give(&dir.join("data")).expect("to the PostgreSQL user");
     }
@@ -570,7 +571,7 @@ fn a_sandboxed_server_dies_with_the_thread_that_started_it() {
         return;
     }
     let dir = workspace();
-    let mut sandbox = devdb_testkit::restore_sandbox(&dir.path().join("box"));
+    let sandbox = devdb_testkit::restore_sandbox(&dir.path().join("box"));
     let (data, socket) = (sandbox.dir().join("data"), sandbox.dir().join("sock"));
     sandbox.initdb(&data, "postgres").expect("initdb");
     sandbox.make_dir(&socket).expect("socket dir");
@@ -599,4 +600,13 @@ fn a_sandboxed_server_dies_with_the_thread_that_started_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive(), "the restore server outlived the thread that started it");
+}
+
+/// A database beside the project's (a copy made with `CREATE DATABASE … TEMPLATE`, say) would
+/// escape the scan and the masking: the restore refuses it.
+#[test]
+fn a_dump_that_makes_another_database_is_refused() {
+    let dir = workspace();
+    let error = build(dir.path(), Some(b"CREATE TABLE t (id int);\nCREATE DATABASE stash;\n")).expect_err("refused");
+    assert!(matches!(error, RestoreError::OtherDatabases(ref names) if names == "stash"), "{error}");
 }
