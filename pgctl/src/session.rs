@@ -86,15 +86,21 @@ impl ServerError {
     /// errors on data others must not see (the originals masking replaces); the DETAIL, which
     /// quotes rows and keys, is never part of it.
     pub fn without_values(&self) -> String {
-        let mut message = String::new();
-        let mut quoted = false;
-        for part in self.message.split('"') {
-            if quoted {
-                message.push_str("\"…\"");
-            } else {
-                message.push_str(part);
+        let mut message = if self.code.starts_with("23") {
+            // Integrity violations quote names (of relations, constraints), never values: each
+            // quoted part is left out, the sentence kept.
+            self.message.split('"').enumerate().map(|(i, part)| if i % 2 == 1 { "\"…\"" } else { part }).collect()
+        } else {
+            // Elsewhere a quoted part may be a value, and values are quoted without escaping
+            // (one may hold a quote of its own): everything from the first quote on goes.
+            match self.message.find('"') {
+                Some(at) => format!("{}\"…\"", &self.message[..at]),
+                None => self.message.clone(),
             }
-            quoted = !quoted;
+        };
+        // The bytes an encoding error prints are a value's.
+        if let Some(at) = message.find("byte sequence 0x") {
+            message = format!("{}byte sequence …", &message[..at]);
         }
         match &self.constraint {
             Some(constraint) => format!("{message} (SQLSTATE {}, constraint {constraint})", self.code),
@@ -162,6 +168,8 @@ pub struct Outcome {
     pub rows: Vec<Vec<Option<String>>>,
     /// The first error, if any (the server goes on to `ReadyForQuery` after it).
     pub error: Option<ServerError>,
+    /// The last command's tag (`UPDATE 42`).
+    pub tag: Option<String>,
 }
 
 /// An open session.
@@ -312,6 +320,16 @@ impl Session {
         self.run(sql.as_bytes(), None).and_then(into_result).map(drop)
     }
 
+    /// Runs one statement and returns the rows it changed (from its command tag: `UPDATE 42`).
+    ///
+    /// # Errors
+    /// As [`Session::execute`].
+    pub fn execute_count(&mut self, sql: &str) -> Result<u64, SessionError> {
+        let outcome = self.run(sql.as_bytes(), None).and_then(into_result)?;
+        let count = outcome.tag.as_deref().and_then(|tag| tag.rsplit(' ').next()).and_then(|n| n.parse().ok());
+        count.ok_or(SessionError::Unexpected("command tag without a row count"))
+    }
+
     /// Runs statements one after the other, each in its own transaction (as `CREATE DATABASE`
     /// or `CHECKPOINT` need), stopping at the first error.
     ///
@@ -399,6 +417,7 @@ impl Session {
                 backend::Message::ParameterStatus(body) if body.name()? == "standard_conforming_strings" => {
                     self.standard_strings = body.value()? == "on";
                 }
+                backend::Message::CommandComplete(body) => outcome.tag = Some(body.tag()?.to_string()),
                 backend::Message::DataRow(row) if want_rows => {
                     let buffer = row.buffer();
                     let values = row
@@ -586,5 +605,56 @@ fn drain_during_copy(stream: &mut UnixStream, mut buf: BytesMut, failed: &Atomic
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: &str, message: &str, detail: Option<&str>, context: Option<&str>) -> ServerError {
+        ServerError {
+            severity: "ERROR".into(),
+            code: code.into(),
+            message: message.into(),
+            detail: detail.map(Into::into),
+            context: context.map(Into::into),
+            ..ServerError::default()
+        }
+    }
+
+    #[test]
+    fn the_public_form_keeps_names_and_places_but_no_value() {
+        let dup = error(
+            "23505",
+            "duplicate key value violates unique constraint \"customers_email_key\"",
+            Some("Key (email)=(alice.private@acme.test) already exists."),
+            None,
+        );
+        assert_eq!(dup.public(), "ERROR: duplicate key value violates unique constraint \"…\" (SQLSTATE 23505)");
+        let copy = error(
+            "22P02",
+            "invalid input syntax for type integer: \"123-45-6789\"",
+            None,
+            Some("COPY people, line 3, column ssn: \"123-45-6789\""),
+        );
+        assert_eq!(
+            copy.public(),
+            "ERROR: invalid input syntax for type integer: \"…\" (SQLSTATE 22P02); at COPY people, line 3"
+        );
+        // A value may hold quotes of its own: nothing after the first quote is shown.
+        let quoted = error("22P02", "invalid input syntax for type integer: \"x\" 4111-1111 SECRET-TAIL\"", None, None);
+        assert_eq!(quoted.public(), "ERROR: invalid input syntax for type integer: \"…\" (SQLSTATE 22P02)");
+        let bytes = error(
+            "22P05",
+            "character with byte sequence 0xe2 0x82 0xac in encoding \"UTF8\" has no equivalent in encoding \"LATIN1\"",
+            None,
+            None,
+        );
+        assert_eq!(bytes.public(), "ERROR: character with byte sequence … (SQLSTATE 22P05)");
+        let raised = error("P0001", "leaked 123-45-6789", None, Some("PL/pgSQL function f() line 3 at RAISE"));
+        assert!(!raised.public().contains("123-45"), "{}", raised.public());
+        let missing = error("42P01", "relation \"orders\" does not exist", None, None);
+        assert_eq!(missing.public(), "ERROR: relation \"orders\" does not exist (SQLSTATE 42P01)");
     }
 }

@@ -3,6 +3,15 @@
 
 use devdb_pgctl::session::{Session, SessionError};
 
+/// The settings of the sessions that read the dump's data (the scan, the masking), in their start
+/// packet, where they win over anything the dump set for its role or database: what the values
+/// read out look like (encoding, array NULLs, dates), how the statements sent are read (quoting,
+/// names), and nothing that would make them fail half-way (read-only transactions, timeouts).
+pub const PINNED_OPTIONS: &str = "-c client_encoding=UTF8 -c array_nulls=on -c search_path=pg_catalog,pg_temp \
+     -c standard_conforming_strings=on -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=1 \
+     -c bytea_output=hex -c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 \
+     -c idle_in_transaction_session_timeout=0 -c role=none";
+
 /// Quotes an SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

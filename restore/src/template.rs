@@ -178,7 +178,8 @@ impl<'a> Template<'a> {
         self.guard.check()?;
         let masked = match dump {
             Some(_) => {
-                let mut as_owner = Session::connect(&socket, PORT, owner.user, owner.database, None)
+                let options = Some(crate::sql::PINNED_OPTIONS);
+                let mut as_owner = Session::connect(&socket, PORT, owner.user, owner.database, options)
                     .map_err(RestoreError::step("connecting as the project's user"))?;
                 // Scanned before masking: what the dump holds.
                 loaded.findings =

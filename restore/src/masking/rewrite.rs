@@ -55,8 +55,10 @@ pub(super) fn rewrite(
     let mut trouble: Option<String> = None;
     let copy = format!("COPY (SELECT r.ctid, {} FROM ONLY {member} AS r) TO STDOUT", select.join(", "));
     let mut line_out = Vec::new();
+    let mut copied = 0_u64;
     owner
         .copy_out(&copy, &mut |line| {
+            copied += 1;
             let fields = text::copy_fields(line).map_err(std::io::Error::other)?;
             let row = if per_row { fields.last().cloned().flatten().unwrap_or_default() } else { String::new() };
             line_out.clear();
@@ -114,11 +116,22 @@ pub(super) fn rewrite(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    owner
-        .execute(&format!(
+    let updated = owner
+        .execute_count(&format!(
             "UPDATE ONLY {member} AS r SET {sets} FROM pg_temp.devdb_masked AS m WHERE r.ctid OPERATOR(pg_catalog.=) m.row_id"
         ))
         .map_err(failed)?;
+    // Every row read out is written back: rows moved meanwhile (the dump's code, run by a check
+    // of the temporary table, updating the table) would otherwise keep their originals.
+    if updated != copied {
+        return Err(MaskError::Failed {
+            table: member.to_string(),
+            column: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+            reason: format!(
+                "{copied} rows were read out and {updated} written back: the table changed while it was masked (by the dump's own code)"
+            ),
+        });
+    }
     owner.execute("DROP TABLE pg_temp.devdb_masked").map_err(failed)?;
     let _ = std::fs::remove_file(spool);
     Ok(samples.into_iter().flatten().collect())

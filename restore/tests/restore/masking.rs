@@ -82,11 +82,15 @@ fn build(rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<
 
 /// [`build`] of the dump `sql`.
 fn build_from(sql: &str, rules: Option<Vec<MaskRule>>, key: &str) -> (tempfile::TempDir, Result<Loaded, RestoreError>) {
+    build_plan(sql, rules.map(|rules| MaskPlan { rules, key: key.into(), verify: true }))
+}
+
+/// [`build_from`] with any plan (`verify` off, say).
+fn build_plan(sql: &str, plan: Option<MaskPlan>) -> (tempfile::TempDir, Result<Loaded, RestoreError>) {
     let dir = workspace();
     let path = dir.path().join("dump.sql");
     std::fs::write(&path, sql).expect("dump");
     let dump = prepare(&path, dir.path());
-    let plan = rules.map(|rules| MaskPlan { rules, key: key.into(), verify: true });
     let built = build_template(dir.path(), Some(&dump), plan.as_ref());
     std::fs::remove_file(&path).expect("the dump goes (it is not part of the template)");
     (dir, built)
@@ -525,4 +529,54 @@ fn the_scan_reads_a_bounded_sample_of_huge_values() {
     assert!(read < 4 << 20, "the scan read {read} bytes");
     let columns: Vec<String> = found.iter().map(|f| format!("{} {:?}", f.column, f.json_path)).collect();
     assert!(columns.contains(&"doc [\"email\"]".to_string()), "the small documents are judged: {columns:?}");
+}
+
+/// The dump's code, run by a domain's check while the masked rows are copied into the temporary
+/// table, moves every row (new ctids): the write-back by ctid would then mask nothing. Every row
+/// read out must be written back, or the restore fails (without any verification asked for).
+#[test]
+fn rows_moved_by_the_dumps_code_while_masking_fail_the_restore() {
+    let sql = "\
+CREATE TABLE flag (done boolean);
+INSERT INTO flag VALUES (false);
+CREATE FUNCTION public.shuffle(v text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF pg_catalog.current_query() LIKE 'COPY pg_temp.devdb_masked%' AND NOT (SELECT done FROM public.flag) THEN
+    UPDATE public.flag SET done = true;
+    UPDATE public.customers SET id = id;
+  END IF;
+  RETURN true;
+END $$;
+CREATE DOMAIN public.mail AS text CHECK (public.shuffle(VALUE));
+CREATE TABLE customers (id int PRIMARY KEY, email public.mail);
+INSERT INTO customers SELECT g, 'original-secret-' || g || '@acme-private.test' FROM generate_series(1, 50) g;
+";
+    let rules = vec![MaskRule::new("customers", "email", MaskStrategy::Email)];
+    let plan = MaskPlan { rules, key: "a project's masking key, 32 bytes or more".into(), verify: false };
+    let (_dir, built) = build_plan(sql, Some(plan));
+    let error = built.expect_err("refused").to_string();
+    assert!(error.contains("50 rows were read out and 0 written back"), "{error}");
+    assert!(!error.contains("original-secret"), "{error}");
+}
+
+/// Settings a dump gives its role or database do not change what masking reads or writes: the
+/// masking session pins them in its start packet.
+#[test]
+fn the_dumps_role_settings_do_not_bend_the_masking() {
+    let sql = "\
+CREATE TABLE people (id int, name text, tags text[]);
+INSERT INTO people VALUES (1, 'Zoë Original', ARRAY['alpha', NULL, 'beta']);
+ALTER ROLE CURRENT_USER SET client_encoding = 'LATIN1';
+ALTER ROLE CURRENT_USER SET array_nulls = off;
+ALTER ROLE CURRENT_USER SET default_transaction_read_only = on;
+";
+    let rules = vec![
+        MaskRule::new("people", "name", MaskStrategy::Redact),
+        MaskRule::new("people", "tags", MaskStrategy::Hash),
+    ];
+    let plan = MaskPlan { rules, key: "a project's masking key, 32 bytes or more".into(), verify: false };
+    let (dir, built) = build_plan(sql, Some(plan));
+    built.expect("masked whatever the role's settings");
+    let rows = query(dir.path(), &["SELECT name, tags[2] IS NULL, length(tags[1]) FROM public.people"]);
+    assert_eq!(rows[0][0], [Some("xxx xxxxxxxx".to_string()), Some("t".to_string()), Some("64".to_string())]);
 }
