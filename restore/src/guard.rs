@@ -29,6 +29,8 @@ pub enum Halt {
     Reserve {
         reserve: u64,
     },
+    /// Fewer than a twentieth of the file system's inodes left free.
+    Inodes,
     /// The whole restore took longer than this.
     Deadline {
         limit: Duration,
@@ -47,11 +49,35 @@ impl From<Halt> for RestoreError {
                 "the disk is nearly full: restores stop {} short of full, which is kept for databases",
                 human(reserve)
             )),
+            Halt::Inodes => Self::Halted(
+                "the disk is nearly out of room for files (inodes): restores stop a twentieth short of full, which is kept for databases".into(),
+            ),
             Halt::Deadline { limit } => Self::Halted(format!(
                 "the restore took longer than {} (--max-restore-time)",
                 humantime::format_duration(limit)
             )),
         }
+    }
+}
+
+/// What a restore may take of its owner's disk quota: `bytes` in all, and `fits`, told this
+/// restore's use now, says whether it (with the owner's other restores in flight) still fits.
+#[derive(Clone)]
+pub struct Allowance {
+    pub bytes: u64,
+    pub fits: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+}
+
+impl Allowance {
+    /// An allowance of `bytes` for this restore alone.
+    pub fn alone(bytes: u64) -> Self {
+        Self { bytes, fits: Arc::new(move |used| used <= bytes) }
+    }
+}
+
+impl std::fmt::Debug for Allowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allowance").field("bytes", &self.bytes).finish_non_exhaustive()
     }
 }
 
@@ -65,7 +91,7 @@ struct Inner {
     halt: Mutex<Option<Halt>>,
     /// The restore's directory, measured while its server writes.
     dir: PathBuf,
-    allowance: Option<u64>,
+    allowance: Option<Allowance>,
     reserve: u64,
     started: Instant,
     limit: Option<Duration>,
@@ -79,9 +105,10 @@ struct Inner {
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
 
 impl Guard {
-    /// A guard of the restore working in `dir`: at most `allowance` bytes there (none: no
-    /// quota), at least `reserve` bytes left free on its file system, done within `limit`.
-    pub fn new(dir: &Path, allowance: Option<u64>, reserve: u64, limit: Option<Duration>) -> Self {
+    /// A guard of the restore working in `dir`: what its directory holds must fit `allowance`
+    /// (none: no quota), at least `reserve` bytes left free on its file system (and a share of
+    /// its inodes), done within `limit`.
+    pub fn new(dir: &Path, allowance: Option<Allowance>, reserve: u64, limit: Option<Duration>) -> Self {
         Self(Arc::new(Inner {
             stop: AtomicBool::new(false),
             halt: Mutex::new(None),
@@ -167,13 +194,21 @@ impl Guard {
     }
 
     fn judge(&self, used: u64) {
-        if let Some(allowance) = self.0.allowance
-            && used > allowance
+        if let Some(allowance) = &self.0.allowance
+            && !(allowance.fits)(used)
         {
-            self.halt(Halt::Quota { allowance });
+            self.halt(Halt::Quota { allowance: allowance.bytes });
         }
-        if self.0.reserve > 0 && free_bytes(&self.0.dir).is_ok_and(|free| free < self.0.reserve) {
-            self.halt(Halt::Reserve { reserve: self.0.reserve });
+        if self.0.reserve > 0 {
+            if free_bytes(&self.0.dir).is_ok_and(|free| free < self.0.reserve) {
+                self.halt(Halt::Reserve { reserve: self.0.reserve });
+            }
+            // Inodes too: a restore of many small files could leave none with bytes to spare.
+            if crate::limits::free_inodes(&self.0.dir)
+                .is_ok_and(|(free, total)| total > 0 && free < (total / 20).max(64))
+            {
+                self.halt(Halt::Inodes);
+            }
         }
     }
 
@@ -210,7 +245,7 @@ mod tests {
     #[test]
     fn the_first_reason_stands_and_every_check_after_it_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let guard = Guard::new(dir.path(), Some(1000), 0, None);
+        let guard = Guard::new(dir.path(), Some(Allowance::alone(1000)), 0, None);
         guard.wrote(600).expect("within the allowance");
         let err = guard.wrote(600).expect_err("over it");
         assert!(err.to_string().contains("owner's quota leaves (1000 B)"), "{err}");
@@ -222,7 +257,7 @@ mod tests {
     #[test]
     fn a_measure_counts_what_the_directory_holds() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let guard = Guard::new(dir.path(), Some(10_000), 0, None);
+        let guard = Guard::new(dir.path(), Some(Allowance::alone(10_000)), 0, None);
         std::fs::write(dir.path().join("a"), vec![0_u8; 5000]).expect("write");
         guard.measure().expect("5000 of 10000");
         std::fs::create_dir(dir.path().join("sub")).expect("dir");
@@ -236,6 +271,25 @@ mod tests {
         let guard = Guard::new(dir.path(), None, u64::MAX, None);
         let err = guard.wrote(1).expect_err("nothing fits");
         assert!(err.to_string().contains("the disk is nearly full"), "{err}");
+    }
+
+    #[test]
+    fn a_restore_of_many_small_files_stops_while_the_file_system_has_inodes_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(_disk) = devdb_testkit::SmallDisk::mount_with(dir.path(), "size=64m,nr_inodes=1000") else {
+            return;
+        };
+        let guard = Guard::new(dir.path(), None, 1, None);
+        let touch = |range: std::ops::Range<u32>| {
+            for i in range {
+                std::fs::write(dir.path().join(i.to_string()), b"").expect("touch");
+            }
+        };
+        touch(0..800);
+        guard.measure().expect("a fifth of the inodes are free");
+        touch(800..960);
+        let err = guard.measure().expect_err("fewer than a twentieth free");
+        assert!(err.to_string().contains("nearly out of room for files (inodes)"), "{err}");
     }
 
     #[test]

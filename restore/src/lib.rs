@@ -37,7 +37,7 @@ pub mod unpack;
 
 pub use fetch::{Fetched, Fetcher, fetch, fetch_guarded};
 pub use format::{Dump, DumpFormat, prepare};
-pub use guard::{Guard, Halt};
+pub use guard::{Allowance, Guard, Halt};
 pub use limits::{LimitArgs, Limits};
 pub use policy::SourcePolicy;
 pub use template::{Owner, Template};

@@ -86,6 +86,16 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(stat.blocks_available() * stat.fragment_size())
 }
 
+/// Inodes free for this process's user on the file system of `path`, and in all (0 where the
+/// file system has no fixed number).
+///
+/// # Errors
+/// When the file system cannot be asked.
+pub fn free_inodes(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    Ok((stat.files_available(), stat.files()))
+}
+
 /// The size of the file system of `path`.
 ///
 /// # Errors

@@ -62,8 +62,13 @@ pub struct SmallDisk(PathBuf);
 
 impl SmallDisk {
     pub fn mount(dir: &Path, size: &str) -> Option<Self> {
+        Self::mount_with(dir, &format!("size={size}"))
+    }
+
+    /// A tmpfs with more `options` (`size=4m,nr_inodes=200`).
+    pub fn mount_with(dir: &Path, options: &str) -> Option<Self> {
         let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0711"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("{options},mode=0711"), "tmpfs"])
             .arg(dir)
             .stderr(std::process::Stdio::null())
             .status()

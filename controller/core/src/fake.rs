@@ -38,7 +38,7 @@ struct State {
     /// What restores report the personal-data scan found.
     findings: Vec<devdb_shared::api::PiiFinding>,
     /// The disk allowance each restore was given, in order.
-    allowances: Vec<Option<u64>>,
+    allowances: Vec<Option<crate::runtime::DiskAllowance>>,
 }
 
 /// The fake runtime.
@@ -107,7 +107,7 @@ impl FakeRuntime {
     }
 
     /// The disk allowance of each restore so far.
-    pub fn allowances(&self) -> Vec<Option<u64>> {
+    pub fn allowances(&self) -> Vec<Option<crate::runtime::DiskAllowance>> {
         self.with(|s| s.allowances.clone())
     }
 
@@ -151,7 +151,7 @@ impl Runtime for FakeRuntime {
         &self,
         project: &ProjectRecord,
         generation: u64,
-        allowance: Option<u64>,
+        allowance: Option<crate::runtime::DiskAllowance>,
         progress: ProgressFn,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {

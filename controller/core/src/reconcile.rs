@@ -21,7 +21,7 @@ use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
 
 pub use crate::model::Key;
 use crate::model::{DatabaseRecord, MAX_INTERRUPTED_RESTORES, ProjectRecord, SnapshotRecord, Want};
-use crate::runtime::{Platform, ProgressFn, Runtime, RuntimeError};
+use crate::runtime::{DiskAllowance, Platform, ProgressFn, Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
 
 /// Why a pass ended early: it is retried with backoff by the scheduler. Store failures, and
@@ -89,6 +89,9 @@ pub struct Reconciler<P: Platform> {
     expired: std::sync::atomic::AtomicU64,
     /// Owners' quotas: a restore may use what its owner's disk quota leaves.
     quotas: Mutex<crate::quota::Quotas>,
+    /// The disk each owner's restores in flight use now (by project): what one takes, its
+    /// owner's others cannot.
+    restoring_disk: Arc<Mutex<HashMap<String, HashMap<Name, u64>>>>,
 }
 
 impl<P: Platform> Reconciler<P> {
@@ -105,6 +108,7 @@ impl<P: Platform> Reconciler<P> {
             idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
             expired: std::sync::atomic::AtomicU64::new(0),
             quotas: Mutex::default(),
+            restoring_disk: Arc::default(),
         })
     }
 
@@ -113,15 +117,33 @@ impl<P: Platform> Reconciler<P> {
         *lock(&self.quotas) = quotas;
     }
 
-    /// The disk `owner`'s quota leaves now (`None`: no disk quota).
-    async fn disk_allowance(&self, owner: &str) -> Result<Option<u64>, ReconcileError> {
+    /// What `owner`'s disk quota leaves `project`'s restore (`None`: no disk quota): the quota
+    /// less the owner's use now, shared with the owner's other restores in flight (their use is
+    /// counted as they go). Released when the returned guard drops.
+    async fn disk_allowance(
+        &self,
+        owner: &str,
+        project: &Name,
+    ) -> Result<(Option<DiskAllowance>, RestoringDisk), ReconcileError> {
+        let release =
+            RestoringDisk { all: self.restoring_disk.clone(), owner: owner.to_string(), project: project.clone() };
         let quotas = lock(&self.quotas).clone();
         if quotas.limits(owner).disk.is_none() {
-            return Ok(None);
+            return Ok((None, release));
         }
         let (databases, projects) = (self.store.databases(None, None).await?, self.store.projects(None).await?);
         let usage = quotas.usage(owner, &databases, &projects);
-        Ok(usage.quota.disk.map(|disk| disk.saturating_sub(usage.disk)))
+        let Some(left) = usage.quota.disk.map(|disk| disk.saturating_sub(usage.disk)) else {
+            return Ok((None, release));
+        };
+        let (all, owner, project) = (self.restoring_disk.clone(), owner.to_string(), project.clone());
+        let allowance = DiskAllowance::new(left, move |used| {
+            let mut all = lock(&all);
+            let restores = all.entry(owner.clone()).or_default();
+            restores.insert(project.clone(), used);
+            restores.values().sum::<u64>() <= left
+        });
+        Ok((Some(allowance), release))
     }
 
     /// Databases stop after `period` without a session unless their project or they say
@@ -256,7 +278,7 @@ impl<P: Platform> Reconciler<P> {
         }
         tracing::info!(project = %name, generation, "restoring");
         let started = Instant::now();
-        let allowance = self.disk_allowance(&project.owner).await?;
+        let (allowance, _counted) = self.disk_allowance(&project.owner, name).await?;
         match self.restore_with_progress(&project, generation, allowance, cancel).await {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
@@ -351,7 +373,7 @@ impl<P: Platform> Reconciler<P> {
         &self,
         project: &ProjectRecord,
         generation: u64,
-        allowance: Option<u64>,
+        allowance: Option<DiskAllowance>,
         cancel: CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
         let (sender, mut latest) = tokio::sync::watch::channel(None);
@@ -712,6 +734,25 @@ impl<P: Platform> Reconciler<P> {
 
     async fn set_database(&self, name: &Name, f: impl FnMut(&mut DatabaseRecord) + Send) -> Result<(), StoreError> {
         self.store.update_database(name, f).await.map(drop)
+    }
+}
+
+/// A restore's use in its owner's count of restores in flight, until dropped.
+struct RestoringDisk {
+    all: Arc<Mutex<HashMap<String, HashMap<Name, u64>>>>,
+    owner: String,
+    project: Name,
+}
+
+impl Drop for RestoringDisk {
+    fn drop(&mut self) {
+        let mut all = lock(&self.all);
+        if let Some(restores) = all.get_mut(&self.owner) {
+            restores.remove(&self.project);
+            if restores.is_empty() {
+                all.remove(&self.owner);
+            }
+        }
     }
 }
 

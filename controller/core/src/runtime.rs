@@ -13,6 +13,32 @@ use crate::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
 /// Receives restore progress: bytes done and, when known, the total.
 pub type ProgressFn = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 
+/// What a restore may take of its owner's disk quota: `bytes` (what the quota left when it
+/// began), shared with the owner's other restores in flight: [`DiskAllowance::fits`] is told
+/// this restore's use now and says whether all of them together still fit.
+#[derive(Clone)]
+pub struct DiskAllowance {
+    pub bytes: u64,
+    fits: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+}
+
+impl DiskAllowance {
+    pub fn new(bytes: u64, fits: impl Fn(u64) -> bool + Send + Sync + 'static) -> Self {
+        Self { bytes, fits: Arc::new(fits) }
+    }
+
+    /// Whether this restore, using `used` bytes now, fits with the owner's others.
+    pub fn fits(&self, used: u64) -> bool {
+        (self.fits)(used)
+    }
+}
+
+impl std::fmt::Debug for DiskAllowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskAllowance").field("bytes", &self.bytes).finish_non_exhaustive()
+    }
+}
+
 /// Why a runtime operation failed. Messages are shown to users (a project's or a database's
 /// `error`), so they never carry a secret.
 #[derive(Debug, thiserror::Error)]
@@ -109,13 +135,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Restores `project`'s dump as snapshot `generation`, reporting progress, until done or
     /// `cancel`led ([`RuntimeError::Cancelled`]: its processes stopped at once). Nothing of a
-    /// failed or cancelled restore is left behind. `allowance`: the bytes of disk its owner's
-    /// quota leaves (`None`: no quota), counted while it runs, where the runtime can.
+    /// failed or cancelled restore is left behind. `allowance`: what its owner's disk quota
+    /// leaves it (`None`: no quota), counted while it runs, where the runtime can.
     fn restore(
         &self,
         project: &ProjectRecord,
         generation: u64,
-        allowance: Option<u64>,
+        allowance: Option<DiskAllowance>,
         progress: ProgressFn,
         cancel: tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = Result<SnapshotRecord, RuntimeError>> + Send;

@@ -989,7 +989,7 @@ mod quotas {
     }
 
     #[tokio::test]
-    async fn a_restore_may_use_what_its_owners_disk_quota_leaves() {
+    async fn a_restore_may_use_what_its_owners_disk_quota_leaves_shared_with_the_owners_other_restores() {
         // The fake runtime's snapshots are 1 MiB; kate's first clone takes one of her 3 MiB.
         let core = with_quotas(r#"{"default": {"disk": "3MiB"}, "owners": {"bob": {"disk": "100MiB"}}}"#);
         core.ready_project(KATE, "shop").await;
@@ -998,10 +998,39 @@ mod quotas {
         assert_eq!(status, StatusCode::ACCEPTED);
         core.settle_project("shop").await;
         core.ready_project(BOB, "bobs").await;
-        assert_eq!(core.runtime.allowances(), [Some(3 << 20), Some(2 << 20), Some(100 << 20)]);
+        let bytes = |a: &Option<devdb_core::runtime::DiskAllowance>| a.as_ref().map(|a| a.bytes);
+        let given: Vec<Option<u64>> = core.runtime.allowances().iter().map(bytes).collect();
+        assert_eq!(given, [Some(3 << 20), Some(2 << 20), Some(100 << 20)]);
+
+        // Two of bob's restores at once share what his quota leaves: what one takes, the other
+        // cannot.
+        core.runtime.hold_restores();
+        for project in ["bob-a", "bob-b"] {
+            let body = json!({"name": project, "backupLocation": "https://dumps.example.com/shop.dump"});
+            assert_eq!(core.call(Some(BOB), "POST", "/v1/projects", Some(body)).await.0, StatusCode::CREATED);
+        }
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            held = core.runtime.allowances().into_iter().skip(3).flatten().collect::<Vec<_>>();
+            if held.len() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(held.len(), 2, "both restores run");
+        let left = held[0].bytes;
+        assert!(held[0].fits(left / 2 + 1), "one alone fits");
+        assert!(!held[1].fits(left / 2 + 1), "not both");
+        assert!(held[1].fits(left / 2 - 1));
+        core.runtime.release_restores();
+        core.settle_project("bob-a").await;
+        core.settle_project("bob-b").await;
+        assert!(held[1].fits(left), "the first's use is gone with it");
+
         let unlimited = Core::start(FakeRuntime::default());
         unlimited.ready_project(KATE, "shop").await;
-        assert_eq!(unlimited.runtime.allowances(), [None], "no disk quota, no allowance");
+        assert!(unlimited.runtime.allowances().iter().all(Option::is_none), "no disk quota, no allowance");
     }
 }
 

@@ -410,7 +410,7 @@ impl Runtime for KubeRuntime {
         project: &ProjectRecord,
         generation: u64,
         // The golden volume's size bounds a restore Job's disk.
-        _allowance: Option<u64>,
+        _allowance: Option<devdb_core::runtime::DiskAllowance>,
         _progress: ProgressFn,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {

@@ -203,15 +203,17 @@ pub struct LocalRestore {
 const RESTORE_MARGIN: u64 = 64 << 20;
 
 impl LocalRestore {
-    /// A restore working in `work`, within `allowance` bytes of its owner's disk quota.
+    /// A restore working in `work`, within what its owner's disk quota leaves it.
     pub fn new(
         pg: std::sync::Arc<PgCtl>,
         sandbox: RestoreSandbox,
         limits: devdb_restore::Limits,
         work: PathBuf,
-        allowance: Option<u64>,
+        allowance: Option<devdb_core::runtime::DiskAllowance>,
     ) -> Self {
         let reserve = sandbox.reserve.bytes(work.parent().unwrap_or(&work));
+        let allowance = allowance
+            .map(|a| devdb_restore::Allowance { bytes: a.bytes, fits: std::sync::Arc::new(move |used| a.fits(used)) });
         let guard = Guard::new(&work, allowance, reserve, Some(limits.max_time));
         Self { pg, sandbox, limits, work, guard }
     }

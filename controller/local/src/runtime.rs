@@ -141,7 +141,7 @@ impl Runtime for LocalRuntime {
         &self,
         project: &ProjectRecord,
         generation: u64,
-        allowance: Option<u64>,
+        allowance: Option<devdb_core::runtime::DiskAllowance>,
         progress: ProgressFn,
         cancel: CancellationToken,
     ) -> Result<SnapshotRecord, RuntimeError> {
