@@ -45,6 +45,10 @@ pub const INSIDE: &str = "/restore";
 pub const DUMP: &str = "/dump";
 /// The port the restore server's socket is named after (it listens on no TCP port).
 pub const PORT: u16 = 5432;
+/// The size of a sandbox's `/dev/shm`.
+const SHM_SIZE: &str = "268435456";
+/// The size of a sandbox's `/tmp`.
+const TMP_SIZE: &str = "67108864";
 
 /// How a restore's programs are isolated.
 #[derive(Debug)]
@@ -103,7 +107,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory: 4 << 30, processes: 64, file_size: 4 << 30 }
+        Self { memory: 2 << 30, processes: 64, file_size: 4 << 30 }
     }
 }
 
@@ -377,8 +381,13 @@ impl Sandbox {
         }
         cmd.arg("--ro-bind").arg(self.dir.with_extension("passwd")).arg("/etc/passwd");
         cmd.arg("--ro-bind").arg(self.dir.with_extension("group")).arg("/etc/group");
-        arg(&mut cmd, &["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc"]);
-        arg(&mut cmd, &["--perms", "1777", "--tmpfs", "/tmp"]);
+        // Memory file systems, bounded: what is written there is memory no limit of a process
+        // counts. PostgreSQL's dynamic shared memory lives in /dev/shm.
+        arg(
+            &mut cmd,
+            &["--dev", "/dev", "--perms", "1777", "--size", SHM_SIZE, "--tmpfs", "/dev/shm", "--proc", "/proc"],
+        );
+        arg(&mut cmd, &["--perms", "1777", "--size", TMP_SIZE, "--tmpfs", "/tmp"]);
         cmd.arg("--bind").arg(&self.dir).arg(INSIDE);
         if let Some(dump) = &self.dump {
             cmd.arg("--ro-bind").arg(dump).arg(DUMP);

@@ -41,6 +41,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const ALMOST_FULL: u64 = 32 << 20;
 /// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
 /// PostgreSQL user (local connections are trusted, so the socket is the boundary).
+/// What bounds a restore server's memory besides its sandbox's per-process limit: few sessions,
+/// no background or parallel workers, no autovacuum (the dump's code cannot multiply processes).
+const RESTORE_BOUNDS: &str = "max_connections = 6\nsuperuser_reserved_connections = 0\nmax_worker_processes = 0\nmax_parallel_workers = 0\nmax_parallel_maintenance_workers = 0\nmax_parallel_workers_per_gather = 0\nautovacuum = off\n";
+
 pub const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
 
 /// The project's role and database, as the restored data must hold them.
@@ -136,7 +140,7 @@ impl<'a> Template<'a> {
         let inner_socket =
             self.sandbox.inside(&socket).map_err(RestoreError::step("preparing the restore directory"))?;
         let conf = format!(
-            "{BASE_CONF}port = {PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\nmax_connections = 10\nlog_min_messages = warning\n",
+            "{BASE_CONF}port = {PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\nlog_min_messages = warning\n{RESTORE_BOUNDS}",
             conf_quote(&inner_socket)
         );
         write_conf(&data, &conf)?;

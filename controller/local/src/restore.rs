@@ -51,7 +51,7 @@ pub struct SandboxArgs {
     pub restore_uids: (u32, u32),
 
     /// The address space each process of a restore may take.
-    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_PROCESS_MEMORY", default_value = "4GiB", value_parser = devdb_restore::limits::parse_bytes)]
+    #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_PROCESS_MEMORY", default_value = "2GiB", value_parser = devdb_restore::limits::parse_bytes)]
     pub restore_process_memory: u64,
 
     /// Processes one restore may run at once.

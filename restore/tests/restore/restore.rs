@@ -610,3 +610,40 @@ fn a_dump_that_makes_another_database_is_refused() {
     let error = build(dir.path(), Some(b"CREATE TABLE t (id int);\nCREATE DATABASE stash;\n")).expect_err("refused");
     assert!(matches!(error, RestoreError::OtherDatabases(ref names) if names == "stash"), "{error}");
 }
+
+/// What a restore writes to its sandbox's memory file systems is bounded (no process's memory
+/// limit counts it): even a superuser's 100 MiB into `/tmp`, or 300 MiB into `/dev/shm`, fail;
+/// and the restore server runs no background or parallel workers the dump could multiply.
+#[test]
+fn a_restore_cannot_fill_memory_through_its_sandboxs_file_systems_or_workers() {
+    if pg().run_as().is_none() {
+        eprintln!("not root: restores run unsandboxed here; CI runs this as root");
+        return;
+    }
+    let dir = workspace();
+    let workers = b"DO $$ BEGIN IF current_setting('max_worker_processes')::int + current_setting('max_parallel_workers')::int > 0 OR current_setting('autovacuum')::bool THEN RAISE EXCEPTION 'workers may run'; END IF; END $$;\nCREATE TABLE t (id int);\n";
+    build(dir.path(), Some(workers)).expect("no workers: the dump's check passes");
+
+    let dir = workspace();
+    let sandbox = devdb_testkit::restore_sandbox(&dir.path().join("box"));
+    let (data, socket) = (sandbox.dir().join("data"), sandbox.dir().join("sock"));
+    sandbox.initdb(&data, "postgres").expect("initdb");
+    sandbox.make_dir(&socket).expect("socket dir");
+    let inner = sandbox.inside(&socket).expect("inside");
+    template::write_conf(&data, &format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&inner)))
+        .expect("conf");
+    sandbox.give(&data.join("postgresql.auto.conf")).expect("give");
+    let server = sandbox.start_server(&data, &socket, &socket.join("log"), Duration::from_secs(60)).expect("starts");
+    let mut admin = Session::admin(&socket, devdb_pgctl::sandbox::PORT, "postgres").expect("superuser");
+    admin
+        .execute("COPY (SELECT repeat('x', 1048576) FROM generate_series(1, 10)) TO '/tmp/small'")
+        .expect("10 MiB fits");
+    for (file, mib) in [("/tmp/fill", 100), ("/dev/shm/fill", 300)] {
+        let error = admin
+            .execute(&format!("COPY (SELECT repeat('x', 1048576) FROM generate_series(1, {mib})) TO '{file}'"))
+            .expect_err("bounded");
+        assert!(error.to_string().contains("No space left on device"), "{file}: {error}");
+    }
+    drop(admin);
+    server.stop(StopMode::Fast).expect("stops");
+}
