@@ -125,8 +125,7 @@ impl<P: Platform> Reconciler<P> {
         owner: &str,
         project: &Name,
     ) -> Result<(Option<DiskAllowance>, RestoringDisk), ReconcileError> {
-        let release =
-            RestoringDisk { all: self.restoring_disk.clone(), owner: owner.to_string(), project: project.clone() };
+        let release = RestoringDisk::count(&self.restoring_disk, owner, project);
         let quotas = lock(&self.quotas).clone();
         if quotas.limits(owner).disk.is_none() {
             return Ok((None, release));
@@ -139,9 +138,15 @@ impl<P: Platform> Reconciler<P> {
         let (all, owner, project) = (self.restoring_disk.clone(), owner.to_string(), project.clone());
         let allowance = DiskAllowance::new(left, move |used| {
             let mut all = lock(&all);
-            let restores = all.entry(owner.clone()).or_default();
-            restores.insert(project.clone(), used);
-            restores.values().sum::<u64>() <= left
+            let Some(restores) = all.get_mut(&owner) else {
+                return used <= left;
+            };
+            // Counted only while the restore is (a measure after its end must not come back).
+            let others: u64 = restores.iter().filter(|(p, _)| **p != project).map(|(_, u)| u).sum();
+            if let Some(mine) = restores.get_mut(&project) {
+                *mine = used;
+            }
+            others.saturating_add(used) <= left
         });
         Ok((Some(allowance), release))
     }
@@ -278,8 +283,11 @@ impl<P: Platform> Reconciler<P> {
         }
         tracing::info!(project = %name, generation, "restoring");
         let started = Instant::now();
-        let (allowance, _counted) = self.disk_allowance(&project.owner, name).await?;
-        match self.restore_with_progress(&project, generation, allowance, cancel).await {
+        let (allowance, counted) = self.disk_allowance(&project.owner, name).await?;
+        let restored = self.restore_with_progress(&project, generation, allowance, cancel).await;
+        // Its use leaves the owner's count before anyone can see it ended.
+        drop(counted);
+        match restored {
             Ok(snapshot) => {
                 tracing::info!(project = %name, generation, size = snapshot.size_bytes, elapsed = ?started.elapsed(), "restored");
                 let snapshot = SnapshotRecord {
@@ -742,6 +750,14 @@ struct RestoringDisk {
     all: Arc<Mutex<HashMap<String, HashMap<Name, u64>>>>,
     owner: String,
     project: Name,
+}
+
+impl RestoringDisk {
+    /// Counts `project`'s restore among `owner`'s (using nothing yet).
+    fn count(all: &Arc<Mutex<HashMap<String, HashMap<Name, u64>>>>, owner: &str, project: &Name) -> Self {
+        lock(all).entry(owner.to_string()).or_default().insert(project.clone(), 0);
+        Self { all: all.clone(), owner: owner.to_string(), project: project.clone() }
+    }
 }
 
 impl Drop for RestoringDisk {

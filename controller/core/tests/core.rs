@@ -1026,7 +1026,8 @@ mod quotas {
         core.runtime.release_restores();
         core.settle_project("bob-a").await;
         core.settle_project("bob-b").await;
-        assert!(held[1].fits(left), "the first's use is gone with it");
+        assert!(held[1].fits(left) && held[0].fits(left), "their use is gone with them");
+        assert!(held[0].fits(left), "a measure after the end counts nothing back");
 
         let unlimited = Core::start(FakeRuntime::default());
         unlimited.ready_project(KATE, "shop").await;
