@@ -86,6 +86,33 @@ impl Drop for SmallDisk {
     }
 }
 
+/// `initdb` of `data` for a [`TestPostgres`] ([`USER`] with [`PASSWORD`]), from a copy made once
+/// per machine and binaries: initdb's catalog bootstrap is most of a test server's start, and
+/// of the CPU a whole test run spends. Test processes that race to make the copy each make
+/// their own, and one of them lands it.
+fn initdb_cached(pg: &PgCtl, data: &Path) {
+    use std::hash::{Hash, Hasher};
+    let bins = pg.binaries();
+    let mut key = std::collections::hash_map::DefaultHasher::new();
+    ("testkit-initdb-1", bins.dir(), USER, PASSWORD).hash(&mut key);
+    std::fs::metadata(bins.path("postgres")).and_then(|m| m.modified()).ok().hash(&mut key);
+    let cache = std::env::temp_dir().join(format!("devdb-testkit-initdb-{}-{:016x}", bins.version(), key.finish()));
+    if !cache.is_dir() {
+        let making = tempfile::Builder::new().prefix("devdb-testkit-initdb-").tempdir().expect("tempdir");
+        pg.make_dir(making.path()).expect("hand the directory to postgres");
+        let pwfile = making.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
+        pg.give(&pwfile).expect("pwfile owner");
+        let made = making.path().join("data");
+        pg.initdb(&made, USER, &[&format!("--pwfile={}", pwfile.display())]).expect("initdb");
+        // Whoever lands first wins; the others' copies go with their temporary directories.
+        let _ = std::fs::rename(&made, &cache);
+    }
+    let copied =
+        std::process::Command::new("cp").args(["-a", "--reflink=auto"]).arg(&cache).arg(data).status().expect("cp");
+    assert!(copied.success(), "copying the cached initdb {} failed", cache.display());
+}
+
 /// A PostgreSQL server in a temporary directory on 127.0.0.1, stopped and removed on drop.
 /// SCRAM authentication for [`USER`]; `cluster_name` is `name` so tests can tell servers apart.
 pub struct TestPostgres {
@@ -101,11 +128,8 @@ impl TestPostgres {
         let pg = pg();
         let dir = tempfile::Builder::new().prefix("devdb-pg-").tempdir().expect("tempdir");
         pg.make_dir(dir.path()).expect("hand the directory to postgres");
-        let pwfile = dir.path().join("pw");
-        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
-        pg.give(&pwfile).expect("pwfile owner");
         let data = dir.path().join("data");
-        pg.initdb(&data, USER, &[&format!("--pwfile={}", pwfile.display())]).expect("initdb");
+        initdb_cached(&pg, &data);
         let port = free_port();
         let conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\nfsync = off\n",
