@@ -378,8 +378,13 @@ fn a_toc_that_names_files_outside_the_dump_reads_only_the_sandbox() {
                 assert!(!lines.iter().any(|l| l.starts_with("root:")), "the host's passwd: {lines:?}");
             }
             Err(error) => {
+                // A host file is not there to read; and pg_restore 15.20 and later refuse any
+                // name that leaves the dump's directory.
                 let error = error.to_string();
-                assert!(target.contains("host-secret"), "{target}: {error}");
+                assert!(
+                    target.contains("host-secret") || error.contains("invalid file name in archive"),
+                    "{target}: {error}"
+                );
                 assert!(error.contains("pg_restore could not read the archive"), "{error}");
                 assert!(!error.contains(&dir.path().display().to_string()), "no path of the host in it: {error}");
             }
