@@ -3,7 +3,7 @@
 //! format, and `postgres-db/start.sh` (database pods) on a restored volume.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use devdb_pgctl::{RunAs, StopMode, conf_quote};
 use devdb_testkit::dumps::{DumpServer, Dumps};
@@ -344,29 +344,41 @@ async fn connect(port: u16, password: &str) -> Result<tokio_postgres::Client, to
     Ok(client)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_pod_starts_its_clone_with_its_own_password_whatever_kubelet_did_to_group_bits() {
+/// A work directory holding, in `pgdata`, what the image's restore made of the custom dump: the
+/// data directory a database pod's volume is cloned from.
+async fn restored_clone() -> (tempfile::TempDir, PathBuf) {
     let dumps = Dumps::make();
     let files = DumpServer::start(dumps.dir.path()).await;
     let work = workdir();
     let pgdata = work.path().join("pgdata");
     let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
     assert!(ok, "{stderr}");
+    (work, pgdata)
+}
+
+/// A session on the clone `start.sh` is bringing up, once it accepts one; a panic if it exits.
+async fn connect_when_up(server: &mut tokio::process::Child, port: u16, password: &str) -> tokio_postgres::Client {
+    loop {
+        match connect(port, password).await {
+            Ok(client) => return client,
+            Err(_) if server.try_wait().expect("status").is_none() => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("start.sh exited: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_pod_starts_its_clone_with_its_own_password_whatever_kubelet_did_to_group_bits() {
+    let (work, pgdata) = restored_clone().await;
     // What kubelet does to a volume for the pod's fsGroup (the EBS CSI driver declares
     // fsGroupPolicy: File): group rwx everywhere, setgid on directories.
     let status = std::process::Command::new("chmod").arg("-R").arg("g+rwX,g+s").arg(&pgdata).status().expect("chmod");
     assert!(status.success());
     let port = free_port();
     let mut server = start(&pgdata, work.path(), port, "app", "the clone's own").spawn().expect("start.sh");
-    let client = loop {
-        match connect(port, "the clone's own").await {
-            Ok(client) => break client,
-            Err(_) if server.try_wait().expect("status").is_none() => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("start.sh exited: {e}"),
-        }
-    };
+    let client = connect_when_up(&mut server, port, "the clone's own").await;
     assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "2500");
     let refused = connect(port, "pa'ss-word").await.err().and_then(|e| e.code().cloned());
     assert_eq!(refused, Some(tokio_postgres::error::SqlState::INVALID_PASSWORD), "the snapshot's password is gone");
@@ -380,13 +392,7 @@ async fn a_database_pod_starts_its_clone_with_its_own_password_whatever_kubelet_
 
     // Started again (the pod restarted): the same password, the network rule not duplicated.
     let mut again = start(&pgdata, work.path(), port, "app", "the clone's own").spawn().expect("start.sh");
-    let client = loop {
-        if let Ok(client) = connect(port, "the clone's own").await {
-            break client;
-        }
-        assert!(again.try_wait().expect("status").is_none(), "start.sh exited");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let client = connect_when_up(&mut again, port, "the clone's own").await;
     drop(client);
     let hba = std::fs::read_to_string(pgdata.join("pg_hba.conf")).expect("pg_hba");
     assert_eq!(hba.matches("# devdb: clients come through the proxy").count(), 1, "{hba}");
@@ -410,12 +416,7 @@ async fn a_database_pod_starts_its_clone_with_its_own_password_whatever_kubelet_
 /// overridden, and a clone with a recovery file or a privileged role does not start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_pod_trusts_nothing_of_its_clone_but_the_data() {
-    let dumps = Dumps::make();
-    let files = DumpServer::start(dumps.dir.path()).await;
-    let work = workdir();
-    let pgdata = work.path().join("pgdata");
-    let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
-    assert!(ok, "{stderr}");
+    let (work, pgdata) = restored_clone().await;
     let pwned = work.path().join("pwned");
     std::fs::write(
         pgdata.join("pg_hba.conf"),
@@ -430,15 +431,7 @@ async fn a_database_pod_trusts_nothing_of_its_clone_but_the_data() {
     pg().give(&pgdata).expect("the PostgreSQL user's");
     let port = free_port();
     let mut server = start(&pgdata, work.path(), port, "app", "the clone's own").spawn().expect("start.sh");
-    let client = loop {
-        match connect(port, "the clone's own").await {
-            Ok(client) => break client,
-            Err(_) if server.try_wait().expect("status").is_none() => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("start.sh exited: {e}"),
-        }
-    };
+    let client = connect_when_up(&mut server, port, "the clone's own").await;
     let archiving = query_one(&client, "SELECT current_setting('archive_mode')").await;
     assert_eq!(archiving, "off", "the command line overrides the clone's settings");
     client.batch_execute("SELECT pg_catalog.pg_switch_wal()").await.ok();

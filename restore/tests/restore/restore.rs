@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use devdb_pgctl::sandbox::Sandbox;
 use devdb_pgctl::session::Session;
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 use devdb_restore::load::{self, LoadError};
@@ -566,6 +567,20 @@ fn restore_errors_carry_no_row_values() {
     }
 }
 
+/// A sandbox holding an initdb'd cluster that listens only on a socket inside it, as a restore's:
+/// the sandbox, the data directory and the socket directory.
+fn sandboxed_cluster(dir: &Path) -> (Sandbox, PathBuf, PathBuf) {
+    let sandbox = devdb_testkit::restore_sandbox(&dir.join("box"));
+    let (data, socket) = (sandbox.dir().join("data"), sandbox.dir().join("sock"));
+    sandbox.initdb(&data, "postgres").expect("initdb");
+    sandbox.make_dir(&socket).expect("socket dir");
+    let inner = sandbox.inside(&socket).expect("inside");
+    template::write_conf(&data, &format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&inner)))
+        .expect("conf");
+    sandbox.give(&data.join("postgresql.auto.conf")).expect("give");
+    (sandbox, data, socket)
+}
+
 /// A restore's server dies with the thread that started it (a controller killed mid-restore
 /// leaves nothing running): its sandbox's first process is bwrap's own init, which dies with its
 /// parent and takes the namespace with it, whatever user id the server runs as.
@@ -576,14 +591,7 @@ fn a_sandboxed_server_dies_with_the_thread_that_started_it() {
         return;
     }
     let dir = workspace();
-    let sandbox = devdb_testkit::restore_sandbox(&dir.path().join("box"));
-    let (data, socket) = (sandbox.dir().join("data"), sandbox.dir().join("sock"));
-    sandbox.initdb(&data, "postgres").expect("initdb");
-    sandbox.make_dir(&socket).expect("socket dir");
-    let inner = sandbox.inside(&socket).expect("inside");
-    template::write_conf(&data, &format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&inner)))
-        .expect("conf");
-    sandbox.give(&data.join("postgresql.auto.conf")).expect("give");
+    let (sandbox, data, socket) = sandboxed_cluster(dir.path());
     let pid = std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -630,14 +638,7 @@ fn a_restore_cannot_fill_memory_through_its_sandboxs_file_systems_or_workers() {
     build(dir.path(), Some(workers)).expect("no workers: the dump's check passes");
 
     let dir = workspace();
-    let sandbox = devdb_testkit::restore_sandbox(&dir.path().join("box"));
-    let (data, socket) = (sandbox.dir().join("data"), sandbox.dir().join("sock"));
-    sandbox.initdb(&data, "postgres").expect("initdb");
-    sandbox.make_dir(&socket).expect("socket dir");
-    let inner = sandbox.inside(&socket).expect("inside");
-    template::write_conf(&data, &format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&inner)))
-        .expect("conf");
-    sandbox.give(&data.join("postgresql.auto.conf")).expect("give");
+    let (sandbox, data, socket) = sandboxed_cluster(dir.path());
     let server = sandbox.start_server(&data, &socket, &socket.join("log"), Duration::from_secs(60)).expect("starts");
     let mut admin = Session::admin(&socket, devdb_pgctl::sandbox::PORT, "postgres").expect("superuser");
     admin
