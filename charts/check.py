@@ -169,6 +169,30 @@ def check_proxy_key_stays_with_the_proxy(manifests) -> int:
     return failures
 
 
+def deployments(manifests):
+    """The Deployments rendered, by name."""
+    found = {}
+    for path, text in manifests.items():
+        for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else []:
+            if doc and doc.get("kind") == "Deployment":
+                found[doc["metadata"]["name"]] = doc
+    return found
+
+
+def check_sampling_speaks_the_proxys_protocol(manifests) -> int:
+    """The controller samples databases through the proxy's Service: with the proxy expecting a
+    PROXY header on every connection (--proxy-protocol), the sampler must send one too."""
+    found = deployments(manifests)
+    proxy = found["devdb-proxy"]["spec"]["template"]["spec"]["containers"][0]
+    controller = found["devdb-controller"]["spec"]["template"]["spec"]["containers"][0]
+    expects = "--proxy-protocol" in proxy.get("args", [])
+    sends = next((e.get("value") for e in controller.get("env", []) if e["name"] == "DEVDB_CONTROLLER_MONITOR_PROXY_PROTOCOL"), None)
+    if sends != str(expects).lower():
+        print(f"sampling: the proxy expects a PROXY header: {expects}; the controller's sampler sends one: {sends}")
+        return 1
+    return 0
+
+
 def controller_env() -> int:
     """Prints the environment variable names the chart gives the controller, one per line."""
     chart = helm.Chart.load(CHART)
@@ -214,6 +238,7 @@ def main() -> int:
                 failures += check_admission_policy(manifests)
                 failures += check_drains(manifests)
                 failures += check_proxy_key_stays_with_the_proxy(manifests)
+            failures += check_sampling_speaks_the_proxys_protocol(manifests)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")

@@ -93,10 +93,12 @@ pub async fn run_kube(
         kube.waits.clone(),
     );
     if let Some(address) = kube.monitor_through.clone() {
-        let monitor =
-            devdb_kube::monitor::ThroughProxy::new(address, config.domain.clone(), kube.monitor_ca.as_deref())
-                .context("sampling databases through the proxy")?;
-        runtime = runtime.sampling_through(monitor);
+        // Sampling feeds charts and usage reports; the API and the databases do not need it, so
+        // a sampler that cannot be set up is logged, not fatal.
+        match devdb_kube::monitor::ThroughProxy::new(address, config.domain.clone(), kube.monitor_ca.as_deref()) {
+            Ok(monitor) => runtime = runtime.sampling_through(monitor.with_proxy_protocol(kube.monitor_proxy_protocol)),
+            Err(error) => tracing::error!(%error, "databases are not sampled"),
+        }
     }
     let runtime = Arc::new(runtime);
     let reporter = kube::runtime::events::Reporter {

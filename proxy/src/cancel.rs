@@ -289,7 +289,7 @@ impl CancelMap {
         let mut questions = JoinSet::new();
         for peer in peers {
             let to = SocketAddr::from((peer, self.port));
-            let mut request = if self.proxy_protocol { proxy_header(client, to) } else { Vec::new() };
+            let mut request = if self.proxy_protocol { protocol::proxy_v2_header(client, to) } else { Vec::new() };
             request.extend_from_slice(&protocol::encode_cancel_request(key));
             let from = self.replica;
             questions.spawn(async move {
@@ -324,13 +324,6 @@ async fn ask(from: Option<IpAddr>, to: SocketAddr, request: &[u8]) -> std::io::R
     let mut stream = socket.connect(to).await?;
     stream.write_all(request).await?;
     stream.read_u8().await
-}
-
-/// A PROXY protocol v2 header naming `client` as the source (empty if it cannot be built).
-fn proxy_header(client: SocketAddr, to: SocketAddr) -> Vec<u8> {
-    use ppp::v2::{Builder, Command, Protocol, Version};
-    let addresses = ppp::v2::Addresses::from((client, to));
-    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses).build().unwrap_or_default()
 }
 
 /// Sends a plaintext CancelRequest for `key` to `to` and waits until it is acted on (the

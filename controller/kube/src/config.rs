@@ -112,6 +112,11 @@ pub struct KubeArgs {
     /// the system's roots (a private issuer's `ca.crt`; a missing file is skipped).
     #[arg(long, env = "DEVDB_CONTROLLER_MONITOR_CA")]
     pub monitor_ca: Option<std::path::PathBuf>,
+
+    /// Start each sampling connection with a PROXY protocol v2 header: set it when the proxy runs
+    /// with `--proxy-protocol` (behind an NLB that sends one), which refuses connections without.
+    #[arg(long, env = "DEVDB_CONTROLLER_MONITOR_PROXY_PROTOCOL")]
+    pub monitor_proxy_protocol: bool,
 }
 
 /// The runtimes a controller can drive.
@@ -132,6 +137,7 @@ pub struct KubeConfig {
     /// Where to sample databases through (the proxy's Service), and the extra CA.
     pub monitor_through: Option<String>,
     pub monitor_ca: Option<std::path::PathBuf>,
+    pub monitor_proxy_protocol: bool,
 }
 
 impl std::fmt::Debug for KubeConfig {
@@ -142,6 +148,7 @@ impl std::fmt::Debug for KubeConfig {
             .field("identity", &self.identity)
             .field("waits", &self.waits)
             .field("monitor_through", &self.monitor_through)
+            .field("monitor_proxy_protocol", &self.monitor_proxy_protocol)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +202,7 @@ impl TryFrom<KubeArgs> for KubeConfig {
             waits: Waits { stuck: args.stuck_after, snapshot: args.snapshot_timeout, ..Waits::default() },
             monitor_through: non_empty(Some(args.monitor_through)),
             monitor_ca: args.monitor_ca,
+            monitor_proxy_protocol: args.monitor_proxy_protocol,
         })
     }
 }

@@ -29,25 +29,34 @@ const STEP: &str = "sampling through the proxy";
 pub enum MonitorError {
     #[error("cannot read --monitor-ca {path}: {detail}")]
     Ca { path: String, detail: String },
-    #[error("no certificate to verify the proxy with: neither the system's roots nor --monitor-ca")]
-    NoRoots,
+    #[error("cannot set up TLS for sampling: {0}")]
+    Tls(String),
 }
+
+/// What every sample fails with when there is no root to verify the proxy's certificate with.
+const NO_ROOTS: &str = "no certificate to verify the proxy with: the image has no system roots (ca-certificates) \
+                        and the TLS Secret no ca.crt (--monitor-ca)";
 
 /// Samples databases through the proxy at `address` (`host:port` of its Service).
 pub struct ThroughProxy {
     address: String,
     domain: Domain,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// None: no root to verify the proxy with (every sample says so; the controller runs on).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// Whether each connection starts with a PROXY protocol v2 header, as the proxy expects
+    /// when it runs with `--proxy-protocol` (behind an NLB that sends one).
+    proxy_protocol: bool,
     /// Bounds the samples running at once.
     samples: SampleLimit,
 }
 
 impl ThroughProxy {
     /// `ca`: a PEM file of extra roots (the CA of a private issuer); a missing file is
-    /// skipped, so a mounted Secret without `ca.crt` leaves the system's roots.
+    /// skipped, so a mounted Secret without `ca.crt` leaves the system's roots. With no root at
+    /// all the sampler is still made (the controller serves on), and each sample fails saying so.
     ///
     /// # Errors
-    /// [`MonitorError`] when `ca` exists but is not PEM certificates, or there is no root at all.
+    /// [`MonitorError`] when `ca` exists but is not PEM certificates (or TLS cannot be set up).
     pub fn new(address: String, domain: Domain, ca: Option<&Path>) -> Result<Self, MonitorError> {
         use rustls_pki_types::CertificateDer;
         use rustls_pki_types::pem::PemObject;
@@ -62,16 +71,30 @@ impl ThroughProxy {
                 roots.add(cert.map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
             }
         }
-        if roots.is_empty() {
-            return Err(MonitorError::NoRoots);
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|_| MonitorError::NoRoots)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
-        Ok(Self { address, domain, tls, samples: SampleLimit::default() })
+        Self::with_roots(address, domain, roots)
+    }
+
+    fn with_roots(address: String, domain: Domain, roots: rustls::RootCertStore) -> Result<Self, MonitorError> {
+        let tls = if roots.is_empty() {
+            tracing::warn!("{NO_ROOTS}: databases are not sampled");
+            None
+        } else {
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| MonitorError::Tls(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+        };
+        Ok(Self { address, domain, tls, proxy_protocol: false, samples: SampleLimit::default() })
+    }
+
+    /// Starts each connection with a PROXY protocol v2 header (the proxy runs with
+    /// `--proxy-protocol`): without one, such a proxy refuses every sample.
+    #[must_use]
+    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
     }
 
     /// The samples running now, and the most that ever ran at once.
@@ -103,27 +126,35 @@ impl ThroughProxy {
     }
 
     async fn read(&self, name: &Name, user: &str, password: &str, dbname: &str) -> Result<Counters, RuntimeError> {
+        use tokio_postgres::tls::MakeTlsConnect;
+        let mut tls = self.tls.clone().ok_or_else(|| RuntimeError::step(STEP)(NO_ROOTS))?;
         let (host, port) =
             self.address.rsplit_once(':').ok_or_else(|| RuntimeError::step(STEP)("an address without a port"))?;
         let port: u16 = port.parse().map_err(|_| RuntimeError::step(STEP)("a bad port"))?;
-        let ip = tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
+        let to = tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
             .await
             .map_err(RuntimeError::step(STEP))?
             .next()
-            .ok_or_else(|| RuntimeError::step(STEP)(format!("{host} has no address")))?
-            .ip();
+            .ok_or_else(|| RuntimeError::step(STEP)(format!("{host} has no address")))?;
+        let mut stream = tokio::net::TcpStream::connect(to).await.map_err(RuntimeError::step(STEP))?;
+        if self.proxy_protocol {
+            use tokio::io::AsyncWriteExt as _;
+            let from = stream.local_addr().map_err(RuntimeError::step(STEP))?;
+            let header = devdb_proxy_protocol::proxy_v2_header(from, to);
+            stream.write_all(&header).await.map_err(RuntimeError::step(STEP))?;
+        }
+        let server_name = self.domain.host_for(name);
         let mut config = tokio_postgres::Config::new();
         config
-            .host(self.domain.host_for(name))
-            .hostaddr(ip)
-            .port(port)
             .user(user)
             .password(password)
             .dbname(SAMPLE_DATABASE)
             .options(SAMPLE_OPTIONS)
             .application_name(devdb_shared::MONITOR_APPLICATION_NAME)
             .ssl_mode(tokio_postgres::config::SslMode::Require);
-        let (client, connection) = config.connect(self.tls.clone()).await.map_err(RuntimeError::step(STEP))?;
+        let tls = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut tls, &server_name)
+            .map_err(RuntimeError::step(STEP))?;
+        let (client, connection) = config.connect_raw(stream, tls).await.map_err(RuntimeError::step(STEP))?;
         // Driven here rather than spawned: a sample given up drops the connection with it.
         let query = async move {
             let messages = client.simple_query(&sample_sql(dbname)).await;
@@ -152,9 +183,11 @@ mod tests {
     /// Only so that a sample that never ends fails the test instead of hanging it.
     const HANG: std::time::Duration = std::time::Duration::from_secs(60);
 
-    /// A server that speaks TLS as the proxy does, for `*.db.example.com` signed by a CA whose
-    /// certificate is at the path returned, reads each session's start packet, sends its
-    /// parameters on the channel, and then answers nothing (as a start-up waiting on a lock).
+    /// A server that speaks TLS as the proxy run with `--proxy-protocol` does, for
+    /// `*.db.example.com` signed by a CA whose certificate is at the path returned, reads each
+    /// session's PROXY header (the addresses it names become the `proxy-source` and
+    /// `proxy-destination` parameters) and start packet, sends its parameters on the channel,
+    /// and then answers nothing (as a start-up waiting on a lock).
     async fn silent_server(
         dir: &Path,
     ) -> (String, std::path::PathBuf, tokio::sync::mpsc::UnboundedReceiver<Vec<(String, String)>>) {
@@ -179,6 +212,18 @@ mod tests {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let mut head = [0_u8; 16];
+                    tcp.read_exact(&mut head).await.expect("a PROXY header");
+                    let mut header = head.to_vec();
+                    header.resize(16 + usize::from(u16::from_be_bytes([head[14], head[15]])), 0);
+                    tcp.read_exact(&mut header[16..]).await.expect("the header's addresses");
+                    let proxied = match ppp::v2::Header::try_from(header.as_slice()).expect("PROXY v2").addresses {
+                        ppp::v2::Addresses::IPv4(a) => vec![
+                            ("proxy-source".to_string(), format!("{}:{}", a.source_address, a.source_port)),
+                            ("proxy-destination".to_string(), format!("{}:{}", a.destination_address, a.destination_port)),
+                        ],
+                        other => panic!("an IPv4 connection: {other:?}"),
+                    };
                     let mut ssl_request = [0_u8; 8];
                     tcp.read_exact(&mut ssl_request).await.expect("SSLRequest");
                     tcp.write_all(b"S").await.expect("S");
@@ -193,6 +238,7 @@ mod tests {
                             .chunks(2)
                             .filter(|p| p.len() == 2 && !p[0].is_empty())
                             .map(|p| (p[0].clone(), p[1].clone()))
+                            .chain(proxied)
                             .collect(),
                     );
                     // Silent until the client goes.
@@ -209,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (address, ca, mut startups) = silent_server(dir.path()).await;
         let domain = Domain::new("db.example.com").expect("domain");
-        let monitor = ThroughProxy::new(address, domain, Some(&ca)).expect("sampler");
+        let monitor = ThroughProxy::new(address.clone(), domain, Some(&ca)).expect("sampler").with_proxy_protocol(true);
         let name = Name::new("kate-pg").expect("name");
         let samples = (0..MAX_SAMPLES_IN_FLIGHT + 2).map(|_| monitor.sample(&name, "shop_owner", "pw", "shop"));
         let outcomes = tokio::time::timeout(HANG, futures_util::future::join_all(samples))
@@ -233,6 +279,8 @@ mod tests {
         assert_eq!(value("application_name"), Some(devdb_shared::MONITOR_APPLICATION_NAME));
         let options = value("options").unwrap_or_default();
         assert!(options.contains("lock_timeout=1s") && options.contains("statement_timeout=3s"), "{options}");
+        assert_eq!(value("proxy-destination"), Some(address.as_str()), "the header names the proxy's address");
+        assert!(value("proxy-source").is_some_and(|s| s.starts_with("127.0.0.1:")), "{startup:?}");
     }
 
     #[test]
@@ -244,9 +292,19 @@ mod tests {
         let err = ThroughProxy::new("proxy:5432".into(), domain.clone(), Some(&bad)).err().expect("refused");
         assert!(err.to_string().contains("--monitor-ca"), "{err}");
         let missing = dir.path().join("absent.crt");
-        match ThroughProxy::new("proxy:5432".into(), domain, Some(&missing)) {
-            Ok(_) | Err(MonitorError::NoRoots) => {} // a machine without system roots
-            Err(other) => panic!("a missing file is skipped: {other}"),
-        }
+        assert!(ThroughProxy::new("proxy:5432".into(), domain, Some(&missing)).is_ok(), "a missing file is skipped");
+    }
+
+    /// An image without system roots and a TLS Secret without `ca.crt`: the controller still
+    /// starts (the sampler is made), and each sample says what is missing.
+    #[tokio::test]
+    async fn without_any_root_the_sampler_is_made_and_each_sample_says_why_it_fails() {
+        let domain = Domain::new("db.example.com").expect("domain");
+        let monitor =
+            ThroughProxy::with_roots("127.0.0.1:9".into(), domain, rustls::RootCertStore::empty()).expect("made");
+        let name = Name::new("kate-pg").expect("name");
+        let error = monitor.sample(&name, "shop_owner", "pw", "shop").await.expect_err("no root").to_string();
+        assert!(error.contains("no certificate to verify the proxy with"), "{error}");
+        assert_eq!(monitor.samples().running(), 0);
     }
 }

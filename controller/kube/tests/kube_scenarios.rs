@@ -3,6 +3,7 @@
 //! [`KubeRuntime`], with the objects it sends compared to the builders' output.
 
 mod apiserver;
+mod sampling;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

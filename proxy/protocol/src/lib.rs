@@ -1,9 +1,13 @@
 //! The PostgreSQL wire protocol as far as the proxy needs it, and all of its pgwire use: the
 //! first packet a client sends (SSLRequest, GSSENCRequest, CancelRequest, StartupMessage), the
-//! backend's message framing, `BackendKeyData`, and `ErrorResponse`.
+//! backend's message framing, `BackendKeyData`, and `ErrorResponse`; and the PROXY protocol v2
+//! header that the proxy's own clients (a peer replica, the controller's sampler) send where a
+//! load balancer would.
 //!
 //! Reference: <https://www.postgresql.org/docs/current/protocol-message-formats.html>.
 //! [`decode_first_message`] is pure and is the target of the `startup_packet` fuzzer.
+
+use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pgwire::messages::response::ErrorResponse;
@@ -316,6 +320,18 @@ pub fn check_fuzzed_properties(data: &[u8]) {
             let _ = decode_backend_key(&message);
         }
     }
+}
+
+/// The PROXY protocol v2 header (TCP, `PROXY` command) that announces a connection from
+/// `client` to `to`, as an NLB sends it: what a client of a proxy run with `--proxy-protocol`
+/// writes before its first packet.
+#[must_use]
+pub fn proxy_v2_header(client: SocketAddr, to: SocketAddr) -> Vec<u8> {
+    use ppp::v2::{Addresses, Builder, Command, Protocol, Version};
+    // Builds into a Vec: writing cannot fail, and two addresses of one family always fit.
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, Addresses::from((client, to)))
+        .build()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
