@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::wake::{Limited, WakeLimiter};
 
+/// How long a request to the controller (a report, a wake) may take in all.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Authenticated sessions per database on this replica.
 #[derive(Debug, Default)]
 pub struct Sessions {
@@ -155,13 +158,8 @@ pub const REFUSED_FOR: Duration = Duration::from_secs(2);
 impl Controller {
     /// `base`: the controller's URL, e.g. `http://127.0.0.1:8080`; `token`: an admin token;
     /// `wakes`: the limits of wakes (shared with [`Sessions`], whose sessions claim them).
-    pub fn new(base: &str, token: Option<String>, wakes: std::sync::Arc<WakeLimiter>) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+    /// `client`: [`crate::controller_http::client`].
+    pub fn new(base: &str, token: Option<String>, wakes: std::sync::Arc<WakeLimiter>, client: reqwest::Client) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -173,7 +171,7 @@ impl Controller {
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.client.post(format!("{}{path}", self.base));
+        let request = self.client.post(format!("{}{path}", self.base)).timeout(REQUEST_TIMEOUT);
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

@@ -27,6 +27,7 @@ pub mod cancel;
 pub mod certs;
 pub mod config;
 pub mod connection;
+pub mod controller_http;
 pub mod error;
 pub mod handshake;
 pub mod listener;
@@ -131,9 +132,15 @@ async fn serve(
     let tls_watch = FileWatch::new(vec![cert.clone(), key.clone()], config.reload_interval);
     let tls = Tls::load(&cert, &key).with_context(|| format!("loading the TLS certificate {}", cert.display()))?;
     let routes = Routes::default();
-    let source: Box<dyn RouteSource> = match &config.routes {
-        RoutesConfig::File(path) => Box::new(FileSource::open(path, config.reload_interval, &routes)?),
-        RoutesConfig::Controller { url, token } => Box::new(ControllerSource::new(url, token.clone())),
+    let wakes = Arc::new(wake::WakeLimiter::new(config.wakes));
+    // Routes from a file, or from the controller, which then also takes the activity reports.
+    let (source, controller): (Box<dyn RouteSource>, _) = match &config.routes {
+        RoutesConfig::File(path) => (Box::new(FileSource::open(path, config.reload_interval, &routes)?), None),
+        RoutesConfig::Controller { url, token } => {
+            let http = controller_http::client().context("making the HTTP client for the controller")?;
+            let source = ControllerSource::new(url, token.clone(), http.clone());
+            (Box::new(source), Some(Arc::new(activity::Controller::new(url, token.clone(), wakes.clone(), http))))
+        }
     };
 
     tracing::info!(
@@ -148,13 +155,6 @@ async fn serve(
     let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port(), config.proxy_protocol));
     let peers = config.peers.clone();
     let admission = Arc::new(Admission::new(config.authenticating));
-    let wakes = Arc::new(wake::WakeLimiter::new(config.wakes));
-    let controller = match &config.routes {
-        RoutesConfig::Controller { url, token } => {
-            Some(Arc::new(activity::Controller::new(url, token.clone(), wakes.clone())))
-        }
-        RoutesConfig::File(_) => None,
-    };
     let sessions = Arc::new(activity::Sessions::new(wakes));
     // A name for this replica in activity reports: the pod's, else this process's.
     let replica = std::env::var("HOSTNAME")

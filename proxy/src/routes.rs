@@ -176,10 +176,8 @@ pub struct ControllerSource {
 
 impl ControllerSource {
     /// `controller` is the controller's base URL, e.g. `http://127.0.0.1:8080`.
-    pub fn new(controller: &str, token: Option<String>) -> Self {
-        // Idempotent; reqwest's rustls needs a process-wide provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+    /// `client`: [`crate::controller_http::client`].
+    pub fn new(controller: &str, token: Option<String>, client: reqwest::Client) -> Self {
         Self { url: format!("{}/v1/routes/watch", controller.trim_end_matches('/')), token, client }
     }
 

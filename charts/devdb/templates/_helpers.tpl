@@ -14,8 +14,12 @@ app.kubernetes.io/name: devdb-proxy
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{- /* An image of .Values.images, called with (list $ .Values.images.<name>): its tag, or the
+chart's appVersion (with -pg<pgVersion> for the database image). */ -}}
 {{- define "devdb.image" -}}
-{{ .repository }}:{{ .tag }}
+{{- $root := index . 0 }}{{ $image := index . 1 -}}
+{{- $default := $root.Chart.AppVersion }}{{ if $image.pgVersion }}{{ $default = printf "%s-pg%v" $default $image.pgVersion }}{{ end -}}
+{{ $image.repository }}:{{ $image.tag | default $default }}
 {{- end -}}
 
 {{- define "devdb.anyAddress" -}}

@@ -16,11 +16,11 @@ pub struct KubeArgs {
     pub namespace: String,
 
     /// The postgres-db image restore Jobs and database pods run.
-    #[arg(long, env = "DEVDB_CONTROLLER_IMAGE", default_value = "devdb/postgres-db:16")]
+    #[arg(long, env = "DEVDB_CONTROLLER_IMAGE", default_value = concat!("ghcr.io/devdb/postgres-db:", env!("CARGO_PKG_VERSION"), "-pg15"))]
     pub image: String,
 
     /// The PostgreSQL major version of --image (projects must ask for it or nothing).
-    #[arg(long, env = "DEVDB_CONTROLLER_DB_VERSION", default_value_t = 16)]
+    #[arg(long, env = "DEVDB_CONTROLLER_DB_VERSION", default_value_t = 15)]
     pub db_version: u32,
 
     /// StorageClass of project and database volumes (empty: the cluster's default). Its CSI
