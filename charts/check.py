@@ -22,7 +22,7 @@ VARIANTS = {
     "everything-on": {
         "storage": {"checkSnapshotCrds": False},
         "tls": {"certManager": {"enabled": True}},
-        "controller": {"tokensSecret": "devdb-tokens", "secretKeySecret": "devdb-key"},
+        "controller": {"tokensSecret": "devdb-tokens", "secretKeySecret": "devdb-key", "adminTokenSecret": "devdb-admin"},
         "loadBalancers": {
             "api": {"enabled": True, "sslCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc"},
             "database": {"sourceRanges": ["203.0.113.0/24"]},
@@ -193,6 +193,30 @@ def check_sampling_speaks_the_proxys_protocol(manifests) -> int:
     return 0
 
 
+def check_admin_token(manifests, values) -> int:
+    """The proxies follow the controller with the admin token of one Secret: the user's
+    (controller.adminTokenSecret, which survives any re-render, as GitOps renders at every sync)
+    and then none generated, or the one the chart generates."""
+    own = values.get("controller", {}).get("adminTokenSecret")
+    wanted = own or "devdb-admin-token"
+    generated = any(
+        doc and doc.get("kind") == "Secret" and doc["metadata"]["name"] == "devdb-admin-token"
+        for path, text in manifests.items() if path.endswith(".yaml") for doc in yaml.safe_load_all(text)
+    )
+    failures = 0
+    if generated == bool(own):
+        print(f"admin token: controller.adminTokenSecret={own!r}, yet the chart generates one: {generated}")
+        failures += 1
+    found = deployments(manifests)
+    for deployment, variable in (("devdb-controller", "DEVDB_CONTROLLER_ADMIN_TOKEN"), ("devdb-proxy", "DEVDB_PROXY_ROUTES_TOKEN")):
+        env = found[deployment]["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        ref = next((e["valueFrom"]["secretKeyRef"]["name"] for e in env if e["name"] == variable), None)
+        if ref != wanted:
+            print(f"admin token: {deployment} reads {variable} from {ref}, not {wanted}")
+            failures += 1
+    return failures
+
+
 def controller_env() -> int:
     """Prints the environment variable names the chart gives the controller, one per line."""
     chart = helm.Chart.load(CHART)
@@ -239,6 +263,7 @@ def main() -> int:
                 failures += check_drains(manifests)
                 failures += check_proxy_key_stays_with_the_proxy(manifests)
             failures += check_sampling_speaks_the_proxys_protocol(manifests)
+            failures += check_admin_token(manifests, values)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")

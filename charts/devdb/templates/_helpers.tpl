@@ -32,3 +32,9 @@ chart's appVersion (with -pg<pgVersion> for the database image). */ -}}
 {{- range $k, $v := . }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end }}
 {{- join "," $pairs }}
 {{- end -}}
+
+{{- /* The Secret holding the admin token the proxies follow the controller with: the user's
+(controller.adminTokenSecret) or the one the chart generates. */ -}}
+{{- define "devdb.adminTokenSecret" -}}
+{{- .Values.controller.adminTokenSecret | default (printf "%s-admin-token" .Release.Name) -}}
+{{- end -}}
