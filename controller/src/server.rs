@@ -82,6 +82,11 @@ pub async fn run_kube(
         .await
         .context("cannot reach the Kubernetes API (in-cluster service account or ~/.kube/config)")?;
     devdb_kube::preflight::check(&client, &kube.cluster).await.context("the cluster cannot run DevDB as configured")?;
+    match devdb_kube::preflight::readiness_gates(&client, &kube.cluster.controller_namespace).await {
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the release's namespace for its readiness gates"),
+    }
     let passwords = Passwords::new(kube.secret_key.as_bytes());
     devdb_kube::key_guard::check(&client, &kube.cluster.controller_namespace, &passwords).await?;
     let mut runtime = KubeRuntime::new(

@@ -38,3 +38,13 @@ chart's appVersion (with -pg<pgVersion> for the database image). */ -}}
 {{- define "devdb.adminTokenSecret" -}}
 {{- .Values.controller.adminTokenSecret | default (printf "%s-admin-token" .Release.Name) -}}
 {{- end -}}
+
+{{- /* Seconds a stopping proxy keeps working: proxy.drainDelay + proxy.shutdownGrace ("Ns" each). */ -}}
+{{- define "devdb.proxyDrainSeconds" -}}
+{{- $drain := .Values.proxy.drainDelay | toString -}}
+{{- $grace := .Values.proxy.shutdownGrace | toString -}}
+{{- if not (and (regexMatch "^[0-9]+s$" $drain) (regexMatch "^[0-9]+s$" $grace)) -}}
+{{- fail "proxy.drainDelay and proxy.shutdownGrace are seconds, like 130s" -}}
+{{- end -}}
+{{- add (trimSuffix "s" $drain | atoi) (trimSuffix "s" $grace | atoi) -}}
+{{- end -}}

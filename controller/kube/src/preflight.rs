@@ -1,7 +1,9 @@
 //! What the controller checks of the cluster before it leads: the StorageClass and the
 //! VolumeSnapshotClass it was given exist, and the one's CSI driver takes the other's snapshots.
-//! Without this a missing class shows only hours later, as a project that never restores.
+//! Without this a missing class shows only hours later, as a project that never restores. And,
+//! as a warning, whether the release's namespace has the NLB's pod readiness gates.
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::ListParams;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
@@ -106,4 +108,27 @@ pub async fn check(client: &Client, settings: &ClusterSettings) -> Result<(), Pr
         });
     }
     Ok(())
+}
+
+/// The label with which the AWS Load Balancer Controller injects readiness gates into a
+/// namespace's pods: a rollout then waits until the NLB has registered each new proxy pod.
+pub const READINESS_GATE_LABEL: &str = "elbv2.k8s.aws/pod-readiness-gate-inject";
+
+/// What a rollout of the proxies risks in `namespace` (the release's), if anything: without the
+/// NLB's readiness gates, new proxy pods count as ready before the NLB sends them anything, and
+/// a rollout can take the old ones away first. A warning, not a refusal: clusters without the
+/// AWS Load Balancer Controller have no such gates.
+///
+/// # Errors
+/// When the namespace cannot be read.
+pub async fn readiness_gates(client: &Client, namespace: &str) -> Result<Option<String>, kube::Error> {
+    let ns = Api::<Namespace>::all(client.clone()).get(namespace).await?;
+    let enabled = ns.labels().get(READINESS_GATE_LABEL).is_some_and(|v| v == "enabled");
+    Ok((!enabled).then(|| {
+        format!(
+            "namespace {namespace} lacks the label {READINESS_GATE_LABEL}=enabled: with the AWS Load Balancer \
+             Controller, proxy rollouts can then refuse clients (kubectl label namespace {namespace} \
+             {READINESS_GATE_LABEL}=enabled, then restart the proxies)"
+        )
+    }))
 }
