@@ -557,7 +557,31 @@ impl<P: Platform> Reconciler<P> {
             .await?;
         }
         let started = Instant::now();
-        self.runtime.start_database(database).await?;
+        match self.runtime.start_database(database).await {
+            Ok(()) => {}
+            // A start that cannot succeed now (no room for the pod in its volume's zone, a
+            // crash at start…) loses nothing: the database goes back to sleep with the reason,
+            // and may be started again. Only missing data, and failed clones, end in `error`
+            // (and a reset, which clones the snapshot anew over what it had).
+            Err(error) if !error.is_transient() && !matches!(error, RuntimeError::DataMissing(_)) => {
+                tracing::warn!(database = %database.name, %error, "cannot start; stopped again");
+                if let Err(stop) = self.runtime.stop_database(database).await {
+                    tracing::warn!(database = %database.name, error = %stop, "cannot stop what the failed start made");
+                }
+                self.runs.ended(&database.name);
+                let reason = format!("could not start: {}; its data is kept: start it again", error.public());
+                self.set_database(&database.name, |d| {
+                    if d.want == Want::Run && d.status == DatabaseStatus::Starting {
+                        d.want = Want::Stop;
+                        d.status = DatabaseStatus::Stopped;
+                        d.error = Some(reason.clone());
+                    }
+                })
+                .await?;
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        }
         // Idle from now on, not from before it slept; yet a start is no session, so
         // `lastActiveAt` stays the last session's.
         self.runs.started(&database.name, std::time::SystemTime::now());

@@ -698,6 +698,36 @@ mod lifecycle {
         assert_eq!(core.route_state("kate-pg"), Some(RouteState::Ready));
     }
 
+    /// A wake that cannot be scheduled (on Kubernetes: no room in the volume's zone for the
+    /// stuck time) loses nothing: the database sleeps again with the reason, and the next start
+    /// runs it on the same data, with no clone of the snapshot over it.
+    #[tokio::test]
+    async fn a_start_that_cannot_succeed_now_leaves_the_database_stopped_and_startable() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        core.running("kate-pg", json!({})).await;
+        core.call(Some(KATE), "POST", "/v1/databases/kate-pg/stop?wait=true", None).await;
+        let unschedulable = "0/3 nodes are available: 3 node(s) had volume node affinity conflict";
+        core.runtime
+            .fail_next(Op::Start, RuntimeError::Stuck { step: "starting the database", reason: unschedulable.into() });
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-pg/start?wait=true", None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("could not start") && message.contains("start it again"), "{body}");
+        let (_, stopped) = core.database("kate-pg").await;
+        assert_eq!(stopped["status"], "stopped", "{stopped}");
+        assert!(stopped["error"].as_str().unwrap_or_default().contains("volume node affinity conflict"), "{stopped}");
+        assert!(!core.runtime.is_running(&name("kate-pg")));
+        assert_eq!(core.route_state("kate-pg"), Some(RouteState::Asleep), "a connection may wake it again");
+
+        let (status, body) = core.call(Some(KATE), "POST", "/v1/databases/kate-pg/start?wait=true", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["status"], "running");
+        assert!(body.get("error").is_none(), "{body}");
+        let clones = core.runtime.calls().iter().filter(|c| c.starts_with("clone kate-pg")).count();
+        assert_eq!(clones, 1, "the data was never cloned over: {:?}", core.runtime.calls());
+    }
+
     #[tokio::test]
     async fn a_start_that_fails_says_why_and_a_failed_database_is_not_stopped_or_started() {
         let core = Core::start(FakeRuntime::default());
