@@ -526,9 +526,14 @@ impl Runtime for KubeRuntime {
 
     async fn ensure_running(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
         let namespace = resources::namespace_name(database.project.as_str());
-        if self.api::<StatefulSet>(&namespace).get_opt(database.name.as_str()).await.platform()?.is_some() {
-            // Kubernetes keeps it running.
-            return Ok(());
+        if let Some(sts) = self.api::<StatefulSet>(&namespace).get_opt(database.name.as_str()).await.platform()? {
+            // Kubernetes restarts its pod; it runs again once the pod is ready (a drain, a spot
+            // reclaim, an OOM kill, a volume re-attaching: one `recovering` episode, the route
+            // held meanwhile), or is stuck with the reason.
+            if sts.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
+                return Ok(());
+            }
+            return self.wait_ready(database, &namespace).await;
         }
         let data = resources::data_name(database.name.as_str());
         if self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()?.is_none() {

@@ -679,6 +679,33 @@ async fn a_database_is_cloned_from_the_snapshot_and_runs_once_its_pod_is_ready()
     assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
 }
 
+/// A pod outage (a drain, a spot reclaim, an OOM kill, a volume re-attaching) is one
+/// `recovering` episode: the pass that restarts the database waits for its pod to be ready
+/// again (the route held meanwhile), then writes `running` once, instead of `running` at once
+/// because the StatefulSet exists, and `recovering` again 2 s later.
+#[tokio::test]
+async fn a_pod_outage_is_one_recovering_episode_ending_when_the_pod_is_ready() {
+    let mut c = cluster(settings());
+    let recovering = json!({
+        "phase": "recovering", "snapshotGeneration": 1, "observedResetGeneration": 0,
+        "error": "the instance stopped unexpectedly; restarting it",
+    });
+    let steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(recovering.clone(), 0, false)),
+        Step::get(STATEFULSET).reply(statefulset(0)),
+        // Waiting: the pod is back but not ready yet.
+        Step::get(STATEFULSET).reply(statefulset(0)),
+        database_pods(vec![running_pod("kate-pg-0")]),
+        Step::get(STATEFULSET).reply(statefulset(1)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(database(recovering, 0, false)),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(database(json!({ "phase": "running" }), 0, false))
+            .has(json!({ "status": { "phase": "running", "error": null } })),
+        event("Running", "Database", "kate-pg"),
+    ];
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+}
+
 #[tokio::test]
 async fn a_reset_removes_the_clone_by_label_and_clones_again_with_the_same_credentials() {
     let mut c = cluster(settings());
