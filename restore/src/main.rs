@@ -296,6 +296,40 @@ fn run(args: &Args, work: &Path, secrets: Secrets) -> anyhow::Result<(String, Op
     build(args, work, &secrets, fetched.as_deref(), limits, &guard).map(|(summary, report)| (summary, Some(report)))
 }
 
+/// A restore Job's pod may be disrupted (its node drained, consolidated or reclaimed) and run
+/// again by the Job. Each build marks its data directory unfinished until it is complete; an
+/// attempt that finds the mark removes what the interrupted one left (the data directory, and
+/// its work but for this attempt's download) before it starts over. A data directory without
+/// the mark is a finished restore: it is never touched. Returns the mark's path.
+fn start_over(pgdata: &Path, work: &Path, download: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let unfinished = pgdata.with_extension("unfinished");
+    if !unfinished.exists() {
+        return Ok(unfinished);
+    }
+    eprintln!("an interrupted attempt left {}: removing it to start over", pgdata.display());
+    match std::fs::remove_dir_all(pgdata) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", pgdata.display()));
+        }
+        _ => {}
+    }
+    if let Ok(entries) = std::fs::read_dir(work) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if Some(path.as_path()) == download {
+                continue;
+            }
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(unfinished)
+}
+
 /// Fetches the source (from the `source` secret, else --source) into `download`; `None` for an
 /// empty project.
 fn fetch(
@@ -336,7 +370,9 @@ fn build(
     if plan.is_some() {
         anyhow::ensure!(secrets.mask_key.chars().count() >= 32, "the masking key must have at least 32 characters");
     }
+    let unfinished = start_over(&pgdata, work, fetched)?;
     anyhow::ensure!(!pgdata.join("PG_VERSION").exists(), "{} already holds a database", pgdata.display());
+    std::fs::write(&unfinished, b"").with_context(|| format!("cannot write {}", unfinished.display()))?;
     let bins = PgBinaries::discover(args.pg_bin.as_deref())?;
     let dump = fetched
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0 || m.is_dir()))
@@ -368,6 +404,7 @@ fn build(
             .with_context(|| format!("cannot copy the data directory into {}", pgdata.display()))?;
     }
     devdb_restore::seal::sync_tree(&pgdata).context("syncing the data directory to disk")?;
+    std::fs::remove_file(&unfinished).with_context(|| format!("cannot remove {}", unfinished.display()))?;
     let format = dump.as_ref().map_or("nothing (an empty database)".to_string(), |d| format!("a {:?} dump", d.format));
     let summary = format!(
         "restored {format} into {}: {} statements, {} ownership and privilege statements skipped, {} masking rules applied, {} personal columns found",

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use devdb_shared::api::Masking;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, EphemeralVolumeSource,
     ExecAction, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate,
@@ -496,19 +498,34 @@ pub fn restore_job(
     if options.masked {
         add_scratch(&mut template, project, settings);
     }
+    // A restore may take hours: autoscalers must not consolidate its node away meanwhile.
+    let annotations = template.metadata.get_or_insert_with(ObjectMeta::default).annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert("karpenter.sh/do-not-disrupt".into(), "true".into());
+    annotations.insert("cluster-autoscaler.kubernetes.io/safe-to-evict".into(), "false".into());
     if let Some(spec) = template.spec.as_mut().filter(|_| !settings.restore_account_annotations.is_empty()) {
         spec.service_account_name = Some(RESTORE_ACCOUNT.into());
         // The workload identity (IRSA) is for the download: the container that reads the dump
         // gets no token of it.
-        let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
-        metadata.annotations = Some(BTreeMap::from([("eks.amazonaws.com/skip-containers".into(), "restore".into())]));
+        annotations.insert("eks.amazonaws.com/skip-containers".into(), "restore".into());
     }
     Job {
         metadata: generation_meta(&restore_job_name(generation), project, generation),
         spec: Some(JobSpec {
-            // No retry by the Job: a retry finds the first attempt's partial restore and fails
-            // for that, hiding the cause. The controller decides what to do with a failure.
+            // No retry of a restore that failed: the cause is the project's to see. A pod that
+            // was disrupted instead (a node drained or reclaimed, a preemption) is not a
+            // failure: the Job runs a new one, which removes the partial restore and starts
+            // over (devdb-restore's unfinished mark).
             backoff_limit: Some(0),
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".into(),
+                        status: "True".into(),
+                    }]),
+                    ..PodFailurePolicyRule::default()
+                }],
+            }),
             ttl_seconds_after_finished: Some(24 * 3600),
             template,
             ..JobSpec::default()
@@ -977,6 +994,16 @@ pub(crate) mod tests {
             serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &settings())).expect("json");
         let pod = &job["spec"]["template"]["spec"];
         assert_eq!(pod["activeDeadlineSeconds"], 6 * 3600 + 600, "the restore's deadline, and a margin to report it");
+        // Disruption-tolerant: not consolidated away, and a disrupted pod is run again, not failed.
+        let annotations = &job["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["karpenter.sh/do-not-disrupt"], "true");
+        assert_eq!(annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"], "false");
+        assert_eq!(job["spec"]["backoffLimit"], 0, "a failed restore is not retried");
+        assert_eq!(
+            job["spec"]["podFailurePolicy"]["rules"],
+            serde_json::json!([{ "action": "Ignore", "onPodConditions": [{ "type": "DisruptionTarget", "status": "True" }] }])
+        );
+        assert_eq!(pod["restartPolicy"], "Never", "what a pod failure policy needs");
         for container in [&pod["initContainers"][0], &pod["containers"][0]] {
             assert_eq!(container["resources"]["requests"]["cpu"], "1");
             assert_eq!(container["resources"]["limits"]["memory"], container["resources"]["requests"]["memory"]);

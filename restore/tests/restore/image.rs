@@ -132,6 +132,34 @@ fn restore(pgdata: &Path, url: &str) -> (bool, String) {
     restore_as_job(pgdata, url, false)
 }
 
+/// A restore Job's pod disrupted mid-build (a node drained or reclaimed) is run again by the Job:
+/// the next attempt finds the first one's partial data directory, marked unfinished, and its
+/// leftover work, removes them and restores; a finished data directory (no mark) is refused,
+/// never overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_run_again_after_a_disruption_starts_over_and_a_finished_one_is_kept() {
+    let dumps = Dumps::make();
+    let files = DumpServer::start(dumps.dir.path()).await;
+    let work = workdir();
+    let pgdata = work.path().join("pgdata");
+    // What an interrupted attempt leaves: the mark, a partial data directory, unpacked work.
+    std::fs::create_dir_all(pgdata.join("base")).expect("partial");
+    std::fs::write(pgdata.join("PG_VERSION"), "15\n").expect("partial");
+    std::fs::write(work.path().join("pgdata.unfinished"), "").expect("mark");
+    std::fs::create_dir_all(work.path().join("restore-work/unpacked/x")).expect("leftover work");
+    pg().give(work.path()).expect("the PostgreSQL user's");
+    let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("an interrupted attempt left"), "{stderr}");
+    assert!(!work.path().join("pgdata.unfinished").exists(), "the mark goes once it is complete");
+    assert_eq!(count_items(work.path(), &pgdata).await, "2500");
+
+    // Run once more over the finished one: refused, and the data is kept.
+    let (ok, stderr) = restore(&pgdata, &files.url("custom.dump"));
+    assert!(!ok && stderr.contains("already holds a database"), "{stderr}");
+    assert_eq!(count_items(work.path(), &pgdata).await, "2500");
+}
+
 /// Starts the restored volume and counts `items` as the project's user over SCRAM.
 async fn count_items(work: &Path, pgdata: &Path) -> String {
     let pg = pg();
