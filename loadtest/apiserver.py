@@ -13,7 +13,10 @@ namespaced or cluster-wide):
   goes once they are removed), and the /status subresource.
 What it does not do: validation, admission, defaulting, garbage collection, or any controller
 (no pod is ever scheduled: objects are what clients wrote, and --seed can add what a kubelet or a
-CSI driver would have written).
+CSI driver would have written). With --simulate it plays the cluster's part in the barest way:
+a Job succeeds as soon as it is made, a VolumeSnapshot is ready to use, and a StatefulSet's
+replicas are all ready (or gone when scaled to 0), each written as its controller would write
+the status (a status write, a MODIFIED event; counted apart from clients' requests).
 
 It counts every request (by verb and resource) and the bytes of every object written, and
 prints the counters as JSON on SIGUSR1, at exit, and at GET /_counters (POST /_counters/reset
@@ -149,6 +152,33 @@ class Store:
 
 
 STORE = Store()
+SIMULATE = False
+
+
+def simulate(key, obj):
+    """What the cluster's controllers would write after `obj` was written (see --simulate)."""
+    prefix, resource = key[0], key[1]
+    status = obj.get("status") or {}
+    if resource == "jobs" and not status.get("succeeded"):
+        status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    elif resource == "volumesnapshots" and not status.get("readyToUse"):
+        status = {"readyToUse": True, "restoreSize": "1Gi", "creationTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    elif resource == "statefulsets":
+        replicas = (obj.get("spec") or {}).get("replicas", 1)
+        if status.get("readyReplicas", 0) == replicas and status.get("replicas", 0) == replicas:
+            return
+        status = {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+                  "currentReplicas": replicas, "updatedReplicas": replicas, "observedGeneration": obj["metadata"].get("generation", 1)}
+    else:
+        return
+    with STORE.lock:
+        current = STORE.objects.get(key)
+        if current is None:
+            return
+        updated = copy.deepcopy(current)
+        updated["status"] = status
+        STORE.put(key, updated, "MODIFIED")
+        STORE.counters["simulated_writes"] = STORE.counters.get("simulated_writes", 0) + 1
 
 
 def matches(obj, namespace, labels, names):
@@ -281,7 +311,10 @@ class Handler(BaseHTTPRequestHandler):
                     new["metadata"][keep] = old["metadata"].get(keep)
                 if "status" in old and "status" not in new:
                     new["status"] = old["status"]
-            return self.reply(200, STORE.put(key, new, "MODIFIED"))
+            written = STORE.put(key, new, "MODIFIED")
+        if SIMULATE:
+            simulate(key, written)
+        return self.reply(200, STORE.objects.get(key, written))
 
     def do_patch_one(self, prefix, namespace, resource, name, sub, query):
         raw, patch = self.body()
@@ -303,7 +336,9 @@ class Handler(BaseHTTPRequestHandler):
             obj = STORE.put(key, new, "MODIFIED" if old else "ADDED")
             if old and old["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
                 STORE.delete(key)
-            return self.reply(200 if old else 201, obj)
+        if SIMULATE:
+            simulate(key, obj)
+        return self.reply(200 if old else 201, obj)
 
     def do_delete_one(self, prefix, namespace, resource, name, sub, query):
         STORE.count("delete", resource)
@@ -324,7 +359,10 @@ class Handler(BaseHTTPRequestHandler):
             if key in STORE.objects:
                 return self.reply(409, status(409, "AlreadyExists", f'{resource} "{meta.get("name")}" already exists'))
             obj.setdefault("kind", KINDS.get(resource, resource))
-            return self.reply(201, STORE.put(key, obj))
+            created = STORE.put(key, obj)
+        if SIMULATE:
+            simulate(key, created)
+        return self.reply(201, created)
 
     def do_delete_many(self, prefix, namespace, resource, name, sub, query):
         STORE.count("deletecollection", resource)
@@ -406,7 +444,10 @@ def main():
     parser.add_argument("--tls-key")
     parser.add_argument("--seed", action="append", default=[])
     parser.add_argument("--ready-file")
+    parser.add_argument("--simulate", action="store_true")
     args = parser.parse_args()
+    global SIMULATE
+    SIMULATE = args.simulate
     for path in args.seed:
         seed(path)
     host, port = args.listen.rsplit(":", 1)

@@ -15,6 +15,8 @@ struct Records {
     projects: BTreeMap<Name, ProjectRecord>,
     databases: BTreeMap<Name, DatabaseRecord>,
     documents: BTreeMap<String, String>,
+    /// Writes of documents whose key starts with each first segment (`history`, `usage`…).
+    document_writes: BTreeMap<String, u64>,
 }
 
 /// Projects and databases in memory; lost with the process.
@@ -26,6 +28,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// How many times documents of `kind` (a key's first segment, as `history`) were written.
+    pub fn document_writes(&self, kind: &str) -> u64 {
+        self.with(|r| r.document_writes.get(kind).copied().unwrap_or_default())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Records) -> T) -> T {
         f(&mut self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
@@ -150,7 +157,11 @@ impl Store for MemoryStore {
     }
 
     async fn put_document(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.with(|r| r.documents.insert(key.to_string(), value.to_string()));
+        self.with(|r| {
+            let kind = key.split('/').next().unwrap_or_default().to_string();
+            *r.document_writes.entry(kind).or_default() += 1;
+            r.documents.insert(key.to_string(), value.to_string())
+        });
         Ok(())
     }
 

@@ -1121,6 +1121,39 @@ mod settings {
     }
 }
 
+/// On Kubernetes each history write is a ConfigMap written to etcd: a database's history is
+/// written once per [`PERSIST_EVERY`] however often it is sampled, the databases' writes spread
+/// over the interval, while charts stay current from memory.
+#[tokio::test]
+async fn histories_are_written_once_per_interval_spread_over_it_and_charts_stay_current() {
+    use devdb_core::monitor::PERSIST_EVERY;
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let databases: Vec<String> = (0..12).map(|i| format!("db-{i:02}")).collect();
+    for db in &databases {
+        let body = json!({"name": db, "project": "shop"});
+        assert_eq!(core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
+        core.runtime.set_counters(&name(db), Counters { size_bytes: 1 << 20, commits: 1, ..Counters::default() });
+    }
+    let t0 = std::time::SystemTime::now();
+    let every = std::time::Duration::from_secs(30);
+    let ticks = u32::try_from(2 * PERSIST_EVERY.as_secs() / every.as_secs()).expect("ticks");
+    let mut writes_per_tick = Vec::new();
+    for tick in 0..ticks {
+        let before = core.store.document_writes("history");
+        core.monitor.sample_once(t0 + every * tick).await.expect("sample");
+        writes_per_tick.push(core.store.document_writes("history") - before);
+    }
+    let writes: u64 = writes_per_tick.iter().sum();
+    // Two intervals: each database once or twice (its first write falls anywhere in the first).
+    assert!((12..=24).contains(&writes), "{writes} writes of 12 histories over two intervals: {writes_per_tick:?}");
+    assert!(writes_per_tick.iter().all(|n| *n <= 4), "spread over the ticks: {writes_per_tick:?}");
+    let (status, chart) = core.call(Some(KATE), "GET", "/v1/databases/db-00/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let samples = usize::try_from(ticks).expect("count");
+    assert_eq!(chart["points"].as_array().map(Vec::len), Some(samples), "every sample, current: {chart}");
+}
+
 #[tokio::test]
 async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_its_own() {
     let core = Core::start(FakeRuntime::default());
@@ -1164,7 +1197,9 @@ async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_it
     assert_eq!(core.call(Some(BOB), "GET", "/v1/databases/kate-pg/metrics", None).await.0, StatusCode::NOT_FOUND);
 
     // A new controller (a restart, or another replica taking the lead) goes on from the
-    // history in the store; its first sample has no rates to give.
+    // history in the store, as the last one wrote it when it stopped; its first sample has no
+    // rates to give.
+    core.monitor.flush().await.expect("written when the monitor stops");
     let restarted =
         Monitor::<FakePlatform>::new(core.store.clone(), core.runtime.clone(), std::time::Duration::from_secs(30));
     restarted.sample_once(t0 + std::time::Duration::from_secs(40)).await.expect("sample");

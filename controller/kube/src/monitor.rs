@@ -79,11 +79,12 @@ impl ThroughProxy {
             tracing::warn!("{NO_ROOTS}: databases are not sampled");
             None
         } else {
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| MonitorError::Tls(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| MonitorError::Tls(e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
             Some(tokio_postgres_rustls::MakeRustlsConnect::new(config))
         };
         Ok(Self { address, domain, tls, proxy_protocol: false, samples: SampleLimit::default() })
@@ -220,7 +221,10 @@ mod tests {
                     let proxied = match ppp::v2::Header::try_from(header.as_slice()).expect("PROXY v2").addresses {
                         ppp::v2::Addresses::IPv4(a) => vec![
                             ("proxy-source".to_string(), format!("{}:{}", a.source_address, a.source_port)),
-                            ("proxy-destination".to_string(), format!("{}:{}", a.destination_address, a.destination_port)),
+                            (
+                                "proxy-destination".to_string(),
+                                format!("{}:{}", a.destination_address, a.destination_port),
+                            ),
                         ],
                         other => panic!("an IPv4 connection: {other:?}"),
                     };

@@ -499,7 +499,8 @@ pub fn restore_job(
         add_scratch(&mut template, project, settings);
     }
     // A restore may take hours: autoscalers must not consolidate its node away meanwhile.
-    let annotations = template.metadata.get_or_insert_with(ObjectMeta::default).annotations.get_or_insert_with(BTreeMap::new);
+    let annotations =
+        template.metadata.get_or_insert_with(ObjectMeta::default).annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert("karpenter.sh/do-not-disrupt".into(), "true".into());
     annotations.insert("cluster-autoscaler.kubernetes.io/safe-to-evict".into(), "false".into());
     if let Some(spec) = template.spec.as_mut().filter(|_| !settings.restore_account_annotations.is_empty()) {

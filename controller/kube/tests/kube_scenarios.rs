@@ -1558,7 +1558,10 @@ mod readiness_gates {
     #[tokio::test]
     async fn a_namespace_without_the_label_is_warned_about_with_the_fix() {
         let warning = warned(json!({ "kubernetes.io/metadata.name": "devdb" })).await.expect("a warning");
-        assert!(warning.contains("kubectl label namespace devdb elbv2.k8s.aws/pod-readiness-gate-inject=enabled"), "{warning}");
+        assert!(
+            warning.contains("kubectl label namespace devdb elbv2.k8s.aws/pod-readiness-gate-inject=enabled"),
+            "{warning}"
+        );
         assert_eq!(warned(json!({ preflight::READINESS_GATE_LABEL: "enabled" })).await, None);
     }
 }

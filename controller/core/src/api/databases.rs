@@ -426,10 +426,12 @@ async fn wait_until<P: Platform>(
             )));
         }
         // A start that failed and put it back to sleep.
-        if target == DatabaseStatus::Running && current.want == Want::Stop && current.status == DatabaseStatus::Stopped {
-            if let Some(error) = current.error {
-                return Err(ApiError::Failed(format!("database {}: {error}", record.name)));
-            }
+        if target == DatabaseStatus::Running
+            && current.want == Want::Stop
+            && current.status == DatabaseStatus::Stopped
+            && let Some(error) = current.error
+        {
+            return Err(ApiError::Failed(format!("database {}: {error}", record.name)));
         }
         let changed = state.shutdown.run_until_cancelled(tokio::time::timeout_at(deadline, changes.changed())).await;
         if changed.is_none() {

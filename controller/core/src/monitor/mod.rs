@@ -1,9 +1,16 @@
 //! Monitoring: every `--sample-every` the leading controller asks the runtime for each running
-//! database's statistics ([`Counters`], cumulative as PostgreSQL keeps them), turns two
-//! successive ones into a [`Point`] (rates per second over the interval), adds it to the
-//! database's bounded [`History`] (kept as a store document, so it survives a restart), keeps
-//! the latest point for `/metrics`, and hands the tick to the usage [`Ledger`]. How runtimes
-//! sample (where they connect, the bounds, the query) is [`sampling`]'s.
+//! database's statistics ([`Counters`], cumulative as PostgreSQL keeps them; a few databases at
+//! a time, [`MAX_SAMPLES_IN_FLIGHT`]), turns two successive ones into a [`Point`] (rates per
+//! second over the interval), adds it to the database's bounded [`History`], keeps the latest
+//! point for `/metrics`, and hands the tick to the usage [`Ledger`]. How runtimes sample (where
+//! they connect, the bounds, the query) is [`sampling`]'s.
+//!
+//! Histories are kept in memory by the sampling controller and written to the store (a
+//! ConfigMap on Kubernetes, where every byte written goes to etcd) every [`PERSIST_EVERY`] per
+//! database, spread evenly over the ticks, compactly ([`History::to_document`]), and all of
+//! them when the monitor stops: at 500 running databases, about half a write a second instead
+//! of 17. A crash loses at most that much of the charts; other controller replicas serve the
+//! histories as last written.
 
 mod history;
 pub mod sampling;
@@ -13,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use devdb_shared::api::DatabaseStatus;
+use futures_util::StreamExt as _;
 pub use history::{History, Point, Range};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +28,10 @@ use crate::model::DatabaseRecord;
 use crate::runtime::{Platform, Runtime};
 use crate::store::{Store, StoreError};
 use crate::usage::Ledger;
-use sampling::SAMPLE_TIMEOUT;
+use sampling::{MAX_SAMPLES_IN_FLIGHT, SAMPLE_TIMEOUT};
+
+/// How often each database's history is written to the store.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,
 /// `pg_stat_activity`, `pg_database_size`): the totals count from the instance's start.
@@ -116,6 +127,13 @@ pub(crate) fn document_id(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
 
+/// Where in `every` seconds a database's history is first written: the same for a database
+/// every time, spread evenly across databases.
+fn stagger(id: &str, every: i64) -> i64 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    i64::try_from(hash % u64::try_from(every.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
 /// Unix seconds of `time`.
 pub(crate) fn unix(time: SystemTime) -> i64 {
     time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -127,6 +145,10 @@ struct Tracked {
     /// The counters of the last sample, to compute rates from.
     last: Option<(i64, Counters)>,
     history: History,
+    /// When the history is next written to the store (Unix seconds), and whether it has
+    /// points the store lacks.
+    persist_at: i64,
+    dirty: bool,
 }
 
 /// The sampler, its histories and the usage ledger.
@@ -168,8 +190,15 @@ impl<P: Platform> Monitor<P> {
     /// # Errors
     /// When the store cannot be read or the document is corrupt.
     pub async fn history(&self, database: &DatabaseRecord) -> Result<History, StoreError> {
+        if let Some(tracked) = self.tracked.lock().await.get(&database.id) {
+            return Ok(tracked.history.clone());
+        }
+        self.stored_history(database).await
+    }
+
+    async fn stored_history(&self, database: &DatabaseRecord) -> Result<History, StoreError> {
         match self.store.document(&history_key(&database.id)).await? {
-            Some(doc) => Ok(serde_json::from_str(&doc)?),
+            Some(doc) => Ok(History::from_document(&doc)?),
             None => Ok(History::default()),
         }
     }
@@ -180,35 +209,44 @@ impl<P: Platform> Monitor<P> {
     /// When the store cannot be read or written (a database that cannot be sampled is
     /// skipped, logged).
     pub async fn sample_once(&self, now: SystemTime) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let at = unix(now);
         let databases = self.store.databases(None, None).await?;
         let projects = self.store.projects(None).await?;
+        let mut pending = Vec::new();
+        for database in databases.iter().filter(|d| d.status == DatabaseStatus::Running) {
+            if let Some(project) = projects.iter().find(|p| p.name == database.project) {
+                pending.push(self.sample(database, project));
+            }
+        }
+        let mut sampled = Vec::new();
+        let mut samples = futures_util::stream::iter(pending).buffer_unordered(MAX_SAMPLES_IN_FLIGHT);
+        while let Some(sample) = samples.next().await {
+            sampled.extend(sample);
+        }
+        drop(samples);
         let mut tracked = self.tracked.lock().await;
         let mut points = HashMap::new();
-        for database in databases.iter().filter(|d| d.status == DatabaseStatus::Running) {
-            let Some(project) = projects.iter().find(|p| p.name == database.project) else { continue };
-            let counters = match tokio::time::timeout(SAMPLE_TIMEOUT, self.runtime.sample(database, project)).await {
-                Ok(Ok(Some(counters))) => counters,
-                Ok(Ok(None)) => continue,
-                Ok(Err(error)) => {
-                    tracing::debug!(database = %database.name, %error, "cannot sample");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::debug!(database = %database.name, "sampling timed out");
-                    continue;
-                }
-            };
+        let persist_every = i64::try_from(PERSIST_EVERY.as_secs()).unwrap_or(i64::MAX);
+        for (database, counters) in sampled {
             let entry = match tracked.entry(database.id.clone()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(Tracked { last: None, history: self.history(database).await.unwrap_or_default() })
-                }
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(Tracked {
+                    history: self.stored_history(database).await.unwrap_or_default(),
+                    // The first write falls anywhere in the interval, so writes spread evenly.
+                    persist_at: at + stagger(&database.id, persist_every),
+                    ..Tracked::default()
+                }),
             };
             let point = counters.point(at, entry.last.as_ref());
             entry.last = Some((at, counters));
             entry.history.push(point);
-            self.store.put_document(&history_key(&database.id), &serde_json::to_string(&entry.history)?).await?;
+            entry.dirty = true;
+            if at >= entry.persist_at {
+                self.store.put_document(&history_key(&database.id), &entry.history.to_document()?).await?;
+                entry.persist_at = at + persist_every;
+                entry.dirty = false;
+            }
             points.insert(database.id.clone(), point);
         }
         // Databases gone: their histories go too (those this process never saw, through the ledger).
@@ -222,8 +260,30 @@ impl<P: Platform> Monitor<P> {
             .iter()
             .filter_map(|d| points.get(&d.id).map(|p| (d.name.to_string(), *p)))
             .collect::<HashMap<_, _>>();
+        let sampled = latest.len();
         *self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = latest;
+        tracing::info!(sampled, tick_seconds = started.elapsed().as_secs_f64(), "monitor tick");
         Ok(())
+    }
+
+    /// One database's counters, or `None` when it cannot be sampled now (logged).
+    async fn sample<'a>(
+        &self,
+        database: &'a DatabaseRecord,
+        project: &crate::model::ProjectRecord,
+    ) -> Option<(&'a DatabaseRecord, Counters)> {
+        match tokio::time::timeout(SAMPLE_TIMEOUT, self.runtime.sample(database, project)).await {
+            Ok(Ok(Some(counters))) => Some((database, counters)),
+            Ok(Ok(None)) => None,
+            Ok(Err(error)) => {
+                tracing::debug!(database = %database.name, %error, "cannot sample");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(database = %database.name, "sampling timed out");
+                None
+            }
+        }
     }
 
     /// Runs [`Monitor::sample_once`] every interval until `stop`.
@@ -233,9 +293,25 @@ impl<P: Platform> Monitor<P> {
                 tracing::warn!(%error, "cannot record database samples");
             }
             if stop.run_until_cancelled(tokio::time::sleep(self.every)).await.is_none() {
+                if let Err(error) = self.flush().await {
+                    tracing::warn!(%error, "cannot write the database histories");
+                }
                 return;
             }
         }
+    }
+
+    /// Writes every history with points the store lacks (when the monitor stops).
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let mut tracked = self.tracked.lock().await;
+        for (id, entry) in tracked.iter_mut().filter(|(_, t)| t.dirty) {
+            self.store.put_document(&history_key(id), &entry.history.to_document()?).await?;
+            entry.dirty = false;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""The client side of loadtest/kube-scale.sh: populate (projects and databases through the API,
+half of them stopped), steady (activity reports and a route subscription for a while), takeover
+(how long a new leader takes), summary (the figures as JSON)."""
+
+import json
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+
+
+def call(base, token, method, path, body=None, timeout=60):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        raw = answer.read()
+        return json.loads(raw) if raw else None
+
+
+def wait_for(what, check, limit=1800):
+    start = time.time()
+    while time.time() - start < limit:
+        done, state = check()
+        if done:
+            return time.time() - start
+        time.sleep(1)
+    raise SystemExit(f"{what}: not settled after {limit} s: {state}")
+
+
+def populate(base, token, projects, per):
+    names = [f"p{p:02d}" for p in range(projects)]
+    for name in names:
+        call(base, token, "POST", "/v1/projects", {
+            "name": name, "owner": f"o{name}", "dbVersion": "15",
+            "defaultCredentials": {"username": "app", "database": "shop"},
+        })
+
+    def projects_ready():
+        states = [p["status"] for p in call(base, token, "GET", "/v1/projects")]
+        return all(s == "ready" for s in states) and len(states) == projects, states.count("ready")
+
+    print(f"projects ready in {wait_for('projects', projects_ready):.0f} s", file=sys.stderr)
+    databases = [(f"{p}-db{d:03d}", p) for p in names for d in range(per)]
+    started = time.time()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda d: call(base, token, "POST", "/v1/databases", {"name": d[0], "project": d[1], "owner": f"o{d[1]}"}), databases))
+    print(f"{len(databases)} creates answered in {time.time() - started:.0f} s", file=sys.stderr)
+
+    def count(status):
+        listed = call(base, token, "GET", "/v1/databases")
+        return sum(1 for d in listed if d["status"] == status), len(listed)
+
+    def all_running():
+        running, total = count("running")
+        return running == len(databases), f"{running} of {total} running"
+
+    print(f"all running in {wait_for('databases', all_running):.0f} s", file=sys.stderr)
+    stopped = [name for i, (name, _) in enumerate(databases) if i % 2 == 1]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: call(base, token, "POST", f"/v1/databases/{n}/stop"), stopped))
+
+    def half_stopped():
+        n, total = count("stopped")
+        return n == len(stopped), f"{n} of {total} stopped"
+
+    print(f"half stopped in {wait_for('stops', half_stopped):.0f} s", file=sys.stderr)
+
+
+def steady(base, token, seconds, out):
+    listed = call(base, token, "GET", "/v1/databases")
+    running = [d["name"] for d in listed if d["status"] == "running"]
+    route = {"bytes": 0, "messages": 0}
+    stop = threading.Event()
+
+    def follow():
+        request = urllib.request.Request(base + "/v1/routes/watch")
+        request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=seconds + 60) as stream:
+            while not stop.is_set():
+                line = stream.readline()
+                if not line:
+                    return
+                route["bytes"] += len(line)
+                route["messages"] += 1
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    time.sleep(2)
+    first = dict(route)  # the table sent on subscribing
+    reports = 0
+    list_latency = []
+    started = time.time()
+    while time.time() - started < seconds:
+        open_now = running[:100]
+        call(base, token, "POST", "/v1/activity", {"replica": "proxy-a", "open": open_now, "active": open_now})
+        reports += 1
+        t = time.time()
+        call(base, token, "GET", "/v1/databases")
+        list_latency.append(time.time() - t)
+        stop.wait(30)
+    stop.set()
+    json.dump({
+        "seconds": time.time() - started, "activity_reports": reports,
+        "route_messages": route["messages"] - first["messages"], "route_bytes": route["bytes"] - first["bytes"],
+        "route_table_bytes": first["bytes"] // max(first["messages"], 1),
+        "list_seconds": list_latency,
+    }, open(out, "w"))
+
+
+def takeover(log, api, ca, killed, out):
+    killed = float(killed)
+    context = ssl.create_default_context(cafile=ca)
+
+    def counters():
+        with urllib.request.urlopen(api + "/_counters", context=context) as answer:
+            return json.load(answer)
+
+    lead = None
+    start = time.time()
+    while time.time() - start < 300:
+        if "leading" in open(log).read():
+            lead = time.time() - killed
+            break
+        time.sleep(0.2)
+    if lead is None:
+        raise SystemExit("the second replica never led")
+    # Settled: five seconds in a row with at most 3 requests a second (what steady state is).
+    window, last = [], counters()["requests_total"]
+    while time.time() - start < 900:
+        time.sleep(1)
+        now = counters()["requests_total"]
+        window = (window + [now - last])[-5:]
+        last = now
+        if len(window) == 5 and max(window) <= 3:
+            break
+    settled = time.time() - killed - 5
+    json.dump({"leads_after_seconds": round(lead, 1), "settled_after_seconds": round(settled, 1),
+               "requests": counters()}, open(out, "w"))
+
+
+def summary(work, projects, per, seconds):
+    counters = json.load(open(f"{work}/counters-steady.json"))
+    steady = json.load(open(f"{work}/steady.json"))
+    takeover = json.load(open(f"{work}/takeover.json"))
+    ticks = [float(x) for x in open(f"{work}/ticks.txt").read().split()] if open(f"{work}/ticks.txt").read().strip() else []
+    span = counters["seconds"]
+    by_request = dict(sorted(counters["requests"].items(), key=lambda kv: -kv[1]))
+    status_writes = sum(v for k, v in counters["requests"].items() if k.startswith("patch databases"))
+    result = {
+        "databases": projects * per, "running": projects * per // 2, "projects": projects,
+        "steady": {
+            "seconds": round(span),
+            "requests_per_second": round(counters["requests_total"] / span, 2),
+            "bytes_written_per_second": round(counters["bytes_written"] / span),
+            "objects_written": counters["objects_written"],
+            "by_request": {k: round(v / span, 3) for k, v in by_request.items()},
+            "watch_events_sent": counters["watch_events_sent"],
+        },
+        "monitor_tick_seconds": {"p50": round(statistics.median(ticks), 2) if ticks else None,
+                                 "max": round(max(ticks), 2) if ticks else None, "ticks": len(ticks)},
+        "routes": {"table_bytes": steady["route_table_bytes"], "messages": steady["route_messages"],
+                   "bytes_pushed": steady["route_bytes"],
+                   "bytes_per_message": steady["route_bytes"] // max(steady["route_messages"], 1),
+                   "database_status_writes": status_writes},
+        "api_list_seconds": {"p50": round(statistics.median(steady["list_seconds"]), 3),
+                             "max": round(max(steady["list_seconds"]), 3)},
+        "leader_change": {"leads_after_seconds": takeover["leads_after_seconds"],
+                          "settled_after_seconds": takeover["settled_after_seconds"],
+                          "requests": takeover["requests"]["requests_total"]},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "populate":
+        populate(args[0], args[1], int(args[2]), int(args[3]))
+    elif command == "steady":
+        steady(args[0], args[1], float(args[2]), args[3])
+    elif command == "takeover":
+        takeover(*args)
+    elif command == "summary":
+        summary(args[0], int(args[1]), int(args[2]), float(args[3]))
+    else:
+        raise SystemExit(f"unknown command {command}")
