@@ -29,6 +29,7 @@ Usage: apiserver.py --listen 127.0.0.1:6443 [--tls-cert F --tls-key K] [--seed F
 """
 
 import argparse
+import bisect
 import copy
 import json
 import signal
@@ -236,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def reply(self, code, body):
-        data = json.dumps(body).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -286,11 +287,12 @@ class Handler(BaseHTTPRequestHandler):
     # one object
     def do_get_one(self, prefix, namespace, resource, name, sub, query):
         STORE.count("get", resource)
-        obj = STORE.objects.get((prefix, resource, namespace, name))
-        if obj is None:
-            return self.reply(404, status(404, "NotFound", f'{resource} "{name}" not found'))
         with STORE.lock:
-            return self.reply(200, copy.deepcopy(obj))
+            obj = STORE.objects.get((prefix, resource, namespace, name))
+            data = json.dumps(obj).encode() if obj is not None else None
+        if data is None:
+            return self.reply(404, status(404, "NotFound", f'{resource} "{name}" not found'))
+        return self.reply(200, data)
 
     def do_put_one(self, prefix, namespace, resource, name, sub, query):
         raw, new = self.body()
@@ -383,12 +385,14 @@ class Handler(BaseHTTPRequestHandler):
             STORE.count("watch", resource)
             return self.watch(prefix, namespace, resource, labels, names, query)
         STORE.count("list", resource)
-        with STORE.lock:
-            items = [copy.deepcopy(o) for k, o in sorted(STORE.objects.items()) if k[:2] == (prefix, resource) and matches(o, namespace, labels, names)]
-            version = str(STORE.version)
         kind = KINDS.get(resource, resource)
         api_version = prefix.split("/", 1)[1] if prefix.startswith("apis/") else "v1"
-        self.reply(200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {"resourceVersion": version}, "items": items})
+        with STORE.lock:
+            # Serialized under the lock (objects are replaced, never changed in place, but a
+            # list must be one moment's), sent after it.
+            items = [o for k, o in sorted(STORE.objects.items()) if k[:2] == (prefix, resource) and matches(o, namespace, labels, names)]
+            data = json.dumps({"kind": f"{kind}List", "apiVersion": api_version, "metadata": {"resourceVersion": str(STORE.version)}, "items": items}).encode()
+        self.reply(200, data)
 
     def watch(self, prefix, namespace, resource, labels, names, query):
         since = int(query.get("resourceVersion") or 0)
@@ -410,7 +414,8 @@ class Handler(BaseHTTPRequestHandler):
                 with STORE.lock:
                     if STORE.version <= since:
                         STORE.lock.wait(timeout=1)
-                    pending = [e for e in STORE.events if e[0] > since and e[1:3] == (prefix, resource)]
+                    first = bisect.bisect_right(STORE.events, since, key=lambda e: e[0])
+                    pending = [e for e in STORE.events[first:] if e[1:3] == (prefix, resource)]
                     since = max([since] + [e[0] for e in pending])
                     pending = [e for e in pending if matches(e[5], namespace, labels, names)]
                 for _, _, _, _, kind, obj in pending:

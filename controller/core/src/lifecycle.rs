@@ -59,6 +59,16 @@ impl Activity {
         active
     }
 
+    /// Whether some proxy replica reported within [`REPORT_TTL`]. Until one has, nobody can
+    /// tell an idle database from one with sessions open (a proxy that cannot reach the
+    /// controller, a wrong admin token after a re-render, a controller just started): idle
+    /// stops wait.
+    pub fn heard_recently(&self) -> bool {
+        let mut replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        replicas.retain(|_, (at, _)| at.elapsed() < REPORT_TTL);
+        !replicas.is_empty()
+    }
+
     /// Whether a session is open on `name` at a replica that reported within [`REPORT_TTL`].
     pub fn busy(&self, name: &Name) -> bool {
         let mut replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

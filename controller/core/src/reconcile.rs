@@ -87,6 +87,9 @@ pub struct Reconciler<P: Platform> {
     idle_stop_after: std::sync::atomic::AtomicU64,
     /// Databases deleted at expiry since this process started.
     expired: std::sync::atomic::AtomicU64,
+    /// Whether a proxy had reported recently at the last lifecycle check (to warn once when
+    /// they fall silent).
+    proxies_heard: std::sync::atomic::AtomicBool,
     /// Owners' quotas: a restore may use what its owner's disk quota leaves.
     quotas: Mutex<crate::quota::Quotas>,
     /// The disk each owner's restores in flight use now (by project): what one takes, its
@@ -107,6 +110,7 @@ impl<P: Platform> Reconciler<P> {
             runs: crate::lifecycle::Runs::default(),
             idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
             expired: std::sync::atomic::AtomicU64::new(0),
+            proxies_heard: std::sync::atomic::AtomicBool::new(true),
             quotas: Mutex::default(),
             restoring_disk: Arc::default(),
         })
@@ -610,6 +614,15 @@ impl<P: Platform> Reconciler<P> {
         let default_idle = Duration::from_secs(self.idle_stop_after.load(Ordering::Relaxed));
         let databases = self.store.databases(None, None).await?;
         self.runs.retain(|name| databases.iter().any(|d| &d.name == name && d.want == Want::Run));
+        let heard = self.activity.heard_recently();
+        let was_heard = self.proxies_heard.swap(heard, Ordering::Relaxed);
+        if !heard && was_heard {
+            tracing::warn!(
+                "no proxy has reported sessions for {:?}: idle stops wait until one does (a proxy that cannot reach \
+                 the controller, or one with another admin token?)",
+                crate::lifecycle::REPORT_TTL
+            );
+        }
         for database in databases {
             let project = projects.iter().find(|p| p.name == database.project);
             let busy = self.activity.busy(&database.name);
@@ -633,6 +646,7 @@ impl<P: Platform> Reconciler<P> {
                         self.trigger(Key::Database(database.name.clone()));
                     }
                 }
+                Some(Due::IdleStop) if !heard => {}
                 Some(Due::IdleStop) => {
                     let record = self
                         .store

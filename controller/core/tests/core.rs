@@ -828,6 +828,24 @@ mod lifecycle {
         let db = core.running("kate-pg", json!({})).await;
         assert_eq!(db["idleStopAfter"], "10m");
         assert!(db["expiresAt"].is_string(), "{db}");
+        core.report(ADMIN, &[]).await;
+        core.enforce_at(Duration::from_secs(11 * 60)).await;
+        core.settles("kate-pg", "stopped").await;
+    }
+
+    /// Nobody can tell an idle database from a busy one while no proxy reports (one that
+    /// cannot reach the controller, a wrong admin token after a re-render): idle stops wait
+    /// for a report, and expiry does not.
+    #[tokio::test]
+    async fn idle_stops_wait_until_a_proxy_has_reported() {
+        let core = Core::start(FakeRuntime::default());
+        let body = json!({"name": "shop", "idleStopAfter": "10m"});
+        assert_eq!(core.call(Some(KATE), "POST", "/v1/projects", Some(body)).await.0, StatusCode::CREATED);
+        core.settle_project("shop").await;
+        core.running("kate-pg", json!({})).await;
+        core.enforce_at(Duration::from_secs(11 * 60)).await;
+        assert_eq!(core.database("kate-pg").await.1["status"], "running", "no proxy has reported");
+        core.report(ADMIN, &[]).await;
         core.enforce_at(Duration::from_secs(11 * 60)).await;
         core.settles("kate-pg", "stopped").await;
     }
