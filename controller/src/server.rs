@@ -105,6 +105,7 @@ pub async fn run_kube(
             Err(error) => tracing::error!(%error, "databases are not sampled"),
         }
     }
+    let statefulsets = tokio::spawn(runtime.watch_statefulsets());
     let runtime = Arc::new(runtime);
     let reporter = kube::runtime::events::Reporter {
         controller: "devdb-controller".into(),
@@ -157,6 +158,7 @@ pub async fn run_kube(
     stop.cancel();
     following.abort();
     watching.abort();
+    statefulsets.abort();
     outcome
 }
 

@@ -748,13 +748,11 @@ impl<P: Platform> Reconciler<P> {
     /// # Errors
     /// When the store or the runtime cannot be read.
     pub async fn supervise_once(&self) -> Result<(), ReconcileError> {
-        let running: Vec<DatabaseRecord> = self
-            .store
-            .databases(None, None)
-            .await?
-            .into_iter()
-            .filter(|d| d.want == Want::Run && d.status == DatabaseStatus::Running)
-            .collect();
+        // What the store last published: every 2 s, no list of the store (on Kubernetes, a
+        // request to the API server); marking one recovering reads and checks its record.
+        let published = self.store.watch_databases().borrow().clone();
+        let running: Vec<DatabaseRecord> =
+            published.iter().filter(|&d| d.want == Want::Run && d.status == DatabaseStatus::Running).cloned().collect();
         for name in self.runtime.dead(&running).await? {
             tracing::warn!(database = %name, "the instance stopped unexpectedly; restarting it");
             self.set_database(&name, |d| {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{WatchStreamExt as _, predicates, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +106,23 @@ pub async fn run<P: Platform>(
             }
         }
     };
-    let projects = Controller::new(Api::<Project>::all(client.clone()), watcher::Config::default())
+    // Passes follow changes of what is wanted (a resource's spec, its deletion: its generation),
+    // not the status writes the passes themselves make, nor `lastActiveAt` as proxies report
+    // sessions: at a thousand databases those were most of the controller's requests. What a
+    // pass must follow besides is asked for through `passes`.
+    let (projects_cache, projects_writer) = kube::runtime::reflector::store();
+    let project_changes = watcher(Api::<Project>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(projects_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    let (databases_cache, databases_writer) = kube::runtime::reflector::store();
+    let database_changes = watcher(Api::<Database>::all(client), watcher::Config::default())
+        .default_backoff()
+        .reflect(databases_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    let projects = Controller::for_stream(project_changes, projects_cache)
         .reconcile_on(receiver_stream(projects_rx))
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(
@@ -116,7 +133,7 @@ pub async fn run<P: Platform>(
             context.clone(),
         )
         .for_each(|_| async {});
-    let databases = Controller::new(Api::<Database>::all(client), watcher::Config::default())
+    let databases = Controller::for_stream(database_changes, databases_cache)
         .reconcile_on(receiver_stream(databases_rx))
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(

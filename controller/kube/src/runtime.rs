@@ -2,6 +2,7 @@
 //! restored snapshots, each database a clone of one running as a one-pod StatefulSet behind a
 //! ClusterIP Service.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use devdb_restore::report::Report;
@@ -66,7 +67,13 @@ pub struct KubeRuntime {
     isolation: Isolation,
     /// How databases are sampled (`None`: they are not).
     monitor: Option<crate::monitor::ThroughProxy>,
+    /// The databases' StatefulSets as a watch keeps them ([`KubeRuntime::watch_statefulsets`]),
+    /// once it has listed them all; else each check lists them.
+    statefulsets: Option<(kube::runtime::reflector::Store<StatefulSet>, Arc<std::sync::atomic::AtomicBool>)>,
 }
+
+/// The label selector of every database's StatefulSet.
+const DATABASE_SETS: &str = "app.kubernetes.io/managed-by=devdb,devdb.io/database";
 
 /// The label selector of a database's objects.
 fn database_selector(name: &str) -> String {
@@ -83,7 +90,35 @@ impl KubeRuntime {
         waits: Waits,
     ) -> Self {
         let isolation = Isolation::new(settings.require_network_policy);
-        Self { client, settings, db_version, domain, public_port, waits, isolation, monitor: None }
+        Self { client, settings, db_version, domain, public_port, waits, isolation, monitor: None, statefulsets: None }
+    }
+
+    /// Keeps the databases' StatefulSets from a watch, so checking which running databases died
+    /// (every 2 s) costs no request; the future returned drives the watch and runs until dropped.
+    pub fn watch_statefulsets(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        use futures_util::StreamExt as _;
+        use kube::runtime::WatchStreamExt as _;
+        let (reader, writer) = kube::runtime::reflector::store();
+        let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.statefulsets = Some((reader, listed.clone()));
+        let events = kube::runtime::watcher(
+            Api::<StatefulSet>::all(self.client.clone()),
+            kube::runtime::watcher::Config::default().labels(DATABASE_SETS),
+        )
+        .default_backoff()
+        .reflect(writer);
+        async move {
+            futures_util::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(kube::runtime::watcher::Event::InitDone) => {
+                        listed.store(true, std::sync::atomic::Ordering::Relaxed)
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "watching the databases' StatefulSets"),
+                }
+            }
+        }
     }
 
     /// Samples databases through the proxy (see [`crate::monitor`]).
@@ -608,13 +643,24 @@ impl Runtime for KubeRuntime {
     }
 
     async fn dead(&self, running: &[DatabaseRecord]) -> Result<Vec<Name>, RuntimeError> {
-        // One list for all: StatefulSets of databases, and whether their pod is ready.
-        let sets = Api::<StatefulSet>::all(self.client.clone())
-            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=devdb,devdb.io/database"))
-            .await
-            .platform()?;
+        // StatefulSets of databases, and whether their pod is ready: as watched, else one list.
+        let watched = self
+            .statefulsets
+            .as_ref()
+            .filter(|(_, listed)| listed.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(store, _)| store.state());
+        let sets: Vec<Arc<StatefulSet>> = match watched {
+            Some(sets) => sets,
+            None => Api::<StatefulSet>::all(self.client.clone())
+                .list(&ListParams::default().labels(DATABASE_SETS))
+                .await
+                .platform()?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        };
         let ready: std::collections::HashSet<String> = sets
-            .items
             .iter()
             .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0) > 0)
             .filter_map(|s| s.labels().get("devdb.io/database").cloned())

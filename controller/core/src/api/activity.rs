@@ -37,10 +37,13 @@ pub async fn report<P: Platform>(
     let active = state.reconciler.activity().report(report);
     let now = SystemTime::now();
     let stamp = crate::lifecycle::timestamp(now);
+    // What the store last published: no read of the store per database (on Kubernetes, a
+    // request to the API server each); the write itself reads and checks the record.
+    let known = state.store.watch_databases().borrow().clone();
     for name in active {
         // A session authenticated: a wake that brought it up was wanted.
         state.reconciler.runs().claimed(&name);
-        let Some(database) = state.store.database(name.as_str()).await? else { continue };
+        let Some(database) = known.iter().find(|d| d.name == name) else { continue };
         let recent = database
             .lifecycle
             .last_active_at
