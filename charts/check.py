@@ -226,6 +226,26 @@ def check_admin_token(manifests, values) -> int:
     return failures
 
 
+def check_disruptions(manifests) -> int:
+    """Every Deployment of several replicas has a PodDisruptionBudget keeping one, and spreads
+    its replicas over zones, so a drain or a zone outage leaves one serving."""
+    failures = 0
+    docs = [doc for path, text in manifests.items() if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
+    budgets = [d["spec"]["selector"]["matchLabels"] for d in docs if d.get("kind") == "PodDisruptionBudget"]
+    for name, deployment in deployments(manifests).items():
+        if deployment["spec"].get("replicas", 1) < 2:
+            continue
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        if not any(all(labels.get(k) == v for k, v in b.items()) for b in budgets):
+            print(f"disruptions: {name} has no PodDisruptionBudget")
+            failures += 1
+        spread = deployment["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+        if not any(c.get("topologyKey") == "topology.kubernetes.io/zone" for c in spread):
+            print(f"disruptions: {name} is not spread over zones")
+            failures += 1
+    return failures
+
+
 def controller_env() -> int:
     """Prints the environment variable names the chart gives the controller, one per line."""
     chart = helm.Chart.load(CHART)
@@ -273,6 +293,7 @@ def main() -> int:
                 failures += check_proxy_key_stays_with_the_proxy(manifests)
             failures += check_sampling_speaks_the_proxys_protocol(manifests)
             failures += check_admin_token(manifests, values)
+            failures += check_disruptions(manifests)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")
