@@ -291,8 +291,10 @@ async fn a_flood_of_clients_without_the_password_cannot_keep_a_database_awake_no
         // It made room for the start, unless its idle period had already ended before the start
         // was asked (a loaded machine): either way the flood held no place.
         let log = devdb.log();
-        let asked = log.find("start asked database=other-pg wake=false").expect("the start is logged");
-        let idle_first = log.find("stopped database=kate-pg reason=idle").is_some_and(|at| at < asked);
+        // By line, each holding all of its words (a log's fields may be colored).
+        let line_of = |words: &[&str]| log.lines().position(|line| words.iter().all(|w| line.contains(w)));
+        let asked = line_of(&["start asked", "other-pg"]).expect("the start is logged");
+        let idle_first = line_of(&["stopped", "kate-pg", "idle"]).is_some_and(|at| at < asked);
         assert!(idle_first || log.contains("to make room for its owner's start"), "{log}");
         // The place free again, the flood wakes it a second time (the last its limit allows),
         // and it goes back to sleep after its idle period, flood notwithstanding…
