@@ -79,12 +79,8 @@ fi
 mapfile -t images < <(bash images/build.sh --binaries "$binaries" --make-base --registry localhost/devdb --tag test)
 controller_image=${images[0]} proxy_image=${images[1]} db_image=${images[2]}
 
-step "certificates: the API server's (a CA and a leaf for 127.0.0.1) and the proxy's (devdb certs)"
+step "the proxy's certificates (devdb certs)"
 domain=db.devdb-images.test
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" -out "$work/ca.crt" -days 1 -subj /CN=devdb-images-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/api.key" -out "$work/api.csr" -subj /CN=kubernetes 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$work/api.ext"
-openssl x509 -req -in "$work/api.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -out "$work/api.crt" -days 1 -extfile "$work/api.ext" 2>/dev/null
 "$binaries/devdb" certs --domain "$domain" --out "$work/proxy-certs" >/dev/null 2>&1 \
     || target/debug/devdb certs --domain "$domain" --out "$work/proxy-certs" >/dev/null
 
@@ -104,14 +100,14 @@ cat >"$work/seed.json" <<EOF
   "data": {"tls.crt": "$(b64 "$work/proxy-certs/server.crt")", "tls.key": "$(b64 "$work/proxy-certs/server.key")"}}
 ]
 EOF
-python3 loadtest/apiserver.py --listen 127.0.0.1:0 --tls-cert "$work/api.crt" --tls-key "$work/api.key" \
+python3 loadtest/apiserver.py --listen 127.0.0.1:0 --tls-dir "$work/api-tls" \
     --seed "$work/seed.json" --ready-file "$work/api.addr" >"$work/apiserver.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/api.addr" ] && break; sleep 0.1; done
 api="https://$(cat "$work/api.addr")"
-kube() { curl -sf --cacert "$work/ca.crt" -H "Authorization: Bearer $token" "$@"; }
+kube() { curl -sf --cacert "$work/api-tls/ca.crt" -H "Authorization: Bearer $token" "$@"; }
 kube_patch() { kube -X PATCH -H 'Content-Type: application/merge-patch+json' -d "$2" "$api$1" >/dev/null; }
-pod() { python3 images/pod.py --api "$api" --api-ca "$work/ca.crt" --token "$token" --namespace "$@"; }
+pod() { python3 images/pod.py --api "$api" --api-ca "$work/api-tls/ca.crt" --token "$token" --namespace "$@"; }
 
 step "the chart's Deployments (helm template: the chart's defaults, but the domain and these images)"
 python3 - "$work" "$domain" "$controller_image" "$proxy_image" "$db_image" <<'EOF'

@@ -22,7 +22,9 @@ It counts every request (by verb and resource) and the bytes of every object wri
 prints the counters as JSON on SIGUSR1, at exit, and at GET /_counters (POST /_counters/reset
 zeroes them).
 
-Usage: apiserver.py --listen 127.0.0.1:6443 [--tls-cert F --tls-key K] [--seed FILE.json ...]
+Usage: apiserver.py --listen 127.0.0.1:6443 [--tls-dir D | --tls-cert F --tls-key K] [--seed FILE.json ...]
+  --tls-dir: serve TLS with a certificate for 127.0.0.1 from a CA made there with openssl
+  (D/ca.crt is what clients verify it with: kubeconfig's certificate-authority).
   --seed: a JSON list of objects (each with apiVersion, kind, metadata; `resource` names the
   plural when it is not the kind's lower-case plural) created before serving.
   --ready-file F: written once listening (its content: host:port).
@@ -442,9 +444,31 @@ def seed(path):
         STORE.put((prefix, resource, meta.get("namespace"), meta["name"]), obj)
 
 
+def make_tls(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it, in `directory` (kube's client,
+    rustls, refuses a self-signed certificate used as its own CA). Returns (cert, key)."""
+    import os
+    import subprocess
+    os.makedirs(directory, exist_ok=True)
+    cert, key, ca = (os.path.join(directory, f) for f in ("api.crt", "api.key", "ca.crt"))
+    if os.path.exists(cert):
+        return cert, key
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", *ec, "-keyout", os.path.join(directory, "ca.key"), "-out", ca, "-days", "2", "-subj", "/CN=devdb-test-apiserver-ca")
+    run("req", *ec, "-keyout", key, "-out", os.path.join(directory, "api.csr"), "-subj", "/CN=kubernetes")
+    ext = os.path.join(directory, "api.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", os.path.join(directory, "api.csr"), "-CA", ca, "-CAkey", os.path.join(directory, "ca.key"),
+        "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+    return cert, key
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:6443")
+    parser.add_argument("--tls-dir")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--seed", action="append", default=[])
@@ -458,6 +482,8 @@ def main():
     host, port = args.listen.rsplit(":", 1)
     server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
     server.daemon_threads = True
+    if args.tls_dir:
+        args.tls_cert, args.tls_key = make_tls(args.tls_dir)
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)

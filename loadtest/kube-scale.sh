@@ -41,10 +41,6 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 step "certificates, the API server (simulating), one PostgreSQL, the proxy"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" -out "$work/ca.crt" -days 1 -subj /CN=scale-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/api.key" -out "$work/api.csr" -subj /CN=kubernetes 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$work/api.ext"
-openssl x509 -req -in "$work/api.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -out "$work/api.crt" -days 1 -extfile "$work/api.ext" 2>/dev/null
 domain=db.scale.test
 "$BIN/devdb" certs --domain "$domain" --out "$work/proxy-certs" >/dev/null 2>&1 || target/debug/devdb certs --domain "$domain" --out "$work/proxy-certs" >/dev/null
 cat >"$work/seed.json" <<'EOF'
@@ -54,12 +50,12 @@ cat >"$work/seed.json" <<'EOF'
  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "devdb", "labels": {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}}}
 ]
 EOF
-python3 loadtest/apiserver.py --listen 127.0.0.1:0 --tls-cert "$work/api.crt" --tls-key "$work/api.key" \
+python3 loadtest/apiserver.py --listen 127.0.0.1:0 --tls-dir "$work/api-tls" \
     --seed "$work/seed.json" --simulate --ready-file "$work/api.addr" >"$work/apiserver.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/api.addr" ] && break; sleep 0.1; done
 api="https://$(cat "$work/api.addr")"
-counters() { curl -sf --cacert "$work/ca.crt" "$api/_counters" "$@"; }
+counters() { curl -sf --cacert "$work/api-tls/ca.crt" "$api/_counters" "$@"; }
 
 install -d -o postgres "$work/pg"
 runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg/data" -U postgres -A trust >/dev/null
@@ -84,7 +80,7 @@ step "two controller replicas (kube runtime), sampling through the proxy with th
 cat >"$work/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
-clusters: [{name: scale, cluster: {server: "$api", certificate-authority: $work/ca.crt}}]
+clusters: [{name: scale, cluster: {server: "$api", certificate-authority: $work/api-tls/ca.crt}}]
 users: [{name: scale, user: {token: scale}}]
 contexts: [{name: scale, context: {cluster: scale, user: scale, namespace: devdb}}]
 current-context: scale
@@ -125,6 +121,6 @@ step "leader change: the leader is killed, the other replica takes over"
 counters -X POST >/dev/null
 killed=$(date +%s.%N)
 kill -9 "$pid_a"
-python3 loadtest/kube_scale.py takeover "$work/scale-b.log" "$api" "$work/ca.crt" "$killed" "$work/takeover.json"
+python3 loadtest/kube_scale.py takeover "$work/scale-b.log" "$api" "$work/api-tls/ca.crt" "$killed" "$work/takeover.json"
 
 python3 loadtest/kube_scale.py summary "$work" "$PROJECTS" "$PER_PROJECT" "$STEADY" | tee loadtest/results/kube-scale.json

@@ -129,10 +129,16 @@ pub async fn run_kube(
     let stop = CancellationToken::new();
     let state = AppState::new(config, reconciler.clone(), routes);
     let lifecycle_every = state.config.lifecycle_check_every;
+    let lease = Arc::new(LeaderLease::new(
+        client.clone(),
+        &kube.cluster.controller_namespace,
+        LEASE,
+        &kube.identity,
+        LEASE_DURATION,
+    ));
     let lead = {
-        let (reconciler, monitor, stop) = (reconciler.clone(), state.monitor.clone(), stop.clone());
-        let lease =
-            LeaderLease::new(client.clone(), &kube.cluster.controller_namespace, LEASE, &kube.identity, LEASE_DURATION);
+        let (reconciler, monitor, stop, lease) =
+            (reconciler.clone(), state.monitor.clone(), stop.clone(), lease.clone());
         async move {
             tokio::select! {
                 () = lease.acquire() => {}
@@ -159,6 +165,10 @@ pub async fn run_kube(
     following.abort();
     watching.abort();
     statefulsets.abort();
+    // Stopping (a rollout, a drain): the other replica leads at once, not a lease later.
+    if tokio::time::timeout(Duration::from_secs(3), lease.release()).await.is_err() {
+        tracing::warn!("releasing the leader lease took too long");
+    }
     outcome
 }
 

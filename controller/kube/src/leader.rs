@@ -111,6 +111,28 @@ impl LeaderLease {
         }
     }
 
+    /// Gives the lease up when this replica holds it (a controller stopping): the holder is
+    /// cleared, so another replica takes over at its next try instead of a whole duration later.
+    /// Best effort: a failure is logged, and the lease then expires as it would have.
+    pub async fn release(&self) {
+        let released = async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(false) };
+            let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(&self.identity))
+            else {
+                return Ok(false);
+            };
+            spec.holder_identity = None;
+            self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| true)
+        };
+        match released.await {
+            Ok(true) => tracing::info!(lease = %self.name, "released the leader lease"),
+            Ok(false) => {}
+            Err::<_, kube::Error>(error) => {
+                tracing::warn!(%error, lease = %self.name, "cannot release the leader lease")
+            }
+        }
+    }
+
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         loop {

@@ -954,6 +954,30 @@ mod leader {
         assert!(acquiring.await.expect("ran").expect("asked"));
     }
 
+    /// A stopping leader clears the holder, so another replica takes over at its next try; a
+    /// lease someone else holds is left alone.
+    #[tokio::test]
+    async fn a_stopping_leader_releases_the_lease_and_leaves_anothers_alone() {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let (lease, mut server) = contender("controller-a");
+        let releasing = tokio::spawn(async move { lease.release().await });
+        let bodies = server
+            .run(vec![
+                Step::get(LEASE).reply(held_by("controller-a", &now, 3)),
+                Step::put(LEASE)
+                    .has(json!({ "metadata": { "resourceVersion": "42" }, "spec": { "leaseTransitions": 3 } })),
+            ])
+            .await;
+        releasing.await.expect("ran");
+        let put = bodies.last().expect("the PUT");
+        assert!(put["spec"].get("holderIdentity").is_none_or(Value::is_null), "no holder any more: {put}");
+        let (lease, mut server) = contender("controller-a");
+        let releasing = tokio::spawn(async move { lease.release().await });
+        server.run(vec![Step::get(LEASE).reply(held_by("controller-b", &now, 3))]).await;
+        releasing.await.expect("ran");
+        server.quiet().await;
+    }
+
     #[tokio::test]
     async fn a_live_leader_is_left_alone() {
         let (lease, mut server) = contender("controller-a");
