@@ -47,7 +47,12 @@ impl RouteFeed {
                 };
                 Some(Route { name: d.name.clone(), backend: backend(d), state })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Only a change of the routes is news to the proxies (each gets the whole table): not
+        // the other fields of a database's record (`lastActiveAt` as sessions are reported…).
+        if self.table.borrow().routes == routes {
+            return;
+        }
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         self.table.send_replace(RouteTable { version, routes });
     }

@@ -655,6 +655,19 @@ mod lifecycle {
         }
     }
 
+    /// Each proxy gets the whole route table on every change: a session reported (a new
+    /// `lastActiveAt`) changes no route, and sends nothing.
+    #[tokio::test]
+    async fn a_reported_session_sends_the_proxies_no_new_table() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        core.running("kate-pg", json!({})).await;
+        let before = core.routes.current().version;
+        assert_eq!(core.report(ADMIN, &["kate-pg"]).await, StatusCode::NO_CONTENT);
+        assert!(core.database("kate-pg").await.1["lastActiveAt"].is_string(), "the session is recorded");
+        assert_eq!(core.routes.current().version, before, "no route changed");
+    }
+
     #[tokio::test]
     async fn a_stopped_database_keeps_its_credentials_sleeps_in_the_routes_and_one_start_wakes_it() {
         let core = Core::start(FakeRuntime::default());

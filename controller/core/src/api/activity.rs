@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
+use futures_util::StreamExt as _;
 
 use super::{ApiError, Shared};
 use crate::auth::Caller;
@@ -40,6 +41,7 @@ pub async fn report<P: Platform>(
     // What the store last published: no read of the store per database (on Kubernetes, a
     // request to the API server each); the write itself reads and checks the record.
     let known = state.store.watch_databases().borrow().clone();
+    let mut due = Vec::new();
     for name in active {
         // A session authenticated: a wake that brought it up was wanted.
         state.reconciler.runs().claimed(&name);
@@ -51,9 +53,20 @@ pub async fn report<P: Platform>(
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
             .is_some_and(|t| now.duration_since(t).unwrap_or_default() < WRITE_EVERY);
         if !recent {
-            state.store.update_database(&database.name, |d| d.lifecycle.last_active_at = Some(stamp.clone())).await?;
+            due.push(database.name.clone());
         }
     }
+    // Eight at a time: a proxy gives up on a report after 10 s, and a hundred writes one after
+    // another (on Kubernetes, a read and a write to the API server each) can take longer.
+    let mut writes = Vec::new();
+    for name in due {
+        let (store, stamp) = (state.store.clone(), stamp.clone());
+        writes.push(
+            async move { store.update_database(&name, |d| d.lifecycle.last_active_at = Some(stamp.clone())).await },
+        );
+    }
+    let written: Vec<_> = futures_util::stream::iter(writes).buffer_unordered(8).collect().await;
+    written.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(StatusCode::NO_CONTENT)
 }
 
