@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Checks the devdb chart without a cluster: helm lint (strict), then render it with the default
-values and with every option on, and validate each manifest against the official Kubernetes JSON
-schemas (kubernetes-validate --strict). Also evaluates the controller's admission policy (CEL, with cel-python) on the requests it must
-allow and refuse, and renders the values it must refuse. Needs: pip install helm-python-sdk
-kubernetes-validate cel-python. Exits non-zero on any finding."""
+values, with every option on and with a dual-stack NLB, and validate each manifest against the
+official Kubernetes JSON schemas (kubernetes-validate --strict; the defaults also against the oldest Kubernetes the chart
+accepts). Also evaluates the controller's admission policy (CEL, with cel-python) on the requests
+it must allow and refuse, renders the values it must refuse, checks the load balancers (a target
+in every zone, IP families) and that the database image's AWS CLI reads EKS Pod Identity
+credentials. Needs: pip install helm-python-sdk kubernetes-validate cel-python. Exits non-zero on
+any finding."""
 
+import json
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -13,8 +18,12 @@ import tempfile
 import celpy
 import helm_python as helm
 import yaml
+from helm_python import _native
 
 CHART = pathlib.Path(__file__).resolve().parent / "devdb"
+DATABASE_IMAGE = CHART.parent.parent / "images" / "postgres-db.Dockerfile"
+# The oldest Kubernetes the chart accepts (Chart.yaml's kubeVersion), and the one before it.
+MIN_KUBERNETES, TOO_OLD_KUBERNETES = "v1.30.0", "v1.29.0"
 # Offline, Helm sees no VolumeSnapshot CRDs: the variants render as on a cluster that has them.
 CRDS_PRESENT = {"storage": {"checkSnapshotCrds": False}}
 VARIANTS = {
@@ -22,16 +31,50 @@ VARIANTS = {
     "everything-on": {
         "storage": {"checkSnapshotCrds": False},
         "tls": {"certManager": {"enabled": True}},
-        "controller": {"tokensSecret": "devdb-tokens", "secretKeySecret": "devdb-key", "adminTokenSecret": "devdb-admin"},
+        "controller": {
+            "replicas": 3,
+            "tokensSecret": "devdb-tokens",
+            "secretKeySecret": "devdb-key",
+            "adminTokenSecret": "devdb-admin",
+        },
         "loadBalancers": {
-            "api": {"enabled": True, "sslCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc"},
-            "database": {"sourceRanges": ["203.0.113.0/24"]},
+            "api": {"enabled": True, "sslCertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc", "crossZone": False},
+            "database": {"sourceRanges": ["203.0.113.0/24"], "crossZone": False},
         },
         "proxy": {"replicas": 3, "proxyProtocol": False, "adminTokenSecret": "devdb-proxy-metrics"},
         "ipFamily": "IPv6",
         "sources": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/r"}},
     },
+    # IPv4 pods behind a dual-stack NLB, with attributes of the user's beside the chart's.
+    "dualstack-nlb": {
+        **CRDS_PRESENT,
+        "loadBalancers": {
+            "database": {
+                "ipAddressType": "dualstack",
+                "annotations": {
+                    "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+                    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+                    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+                    "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*",
+                    "service.beta.kubernetes.io/aws-load-balancer-attributes": "deletion_protection.enabled=true",
+                },
+            },
+        },
+    },
 }
+
+
+def render(chart, values, kube_version=None):
+    """The chart rendered as `helm install` would render it, for Kubernetes kube_version if given
+    (the SDK's Chart.render has no such option; its native call does)."""
+    if kube_version is None:
+        return chart.render(values, name="devdb", namespace="devdb", is_install=True)
+    options = {"name": "devdb", "namespace": "devdb", "is_install": True, "kube_version": kube_version}
+    return json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options)))
+
+
+def documents(manifests):
+    return [doc for path, text in manifests.items() if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
 
 
 CONTROLLER = "system:serviceaccount:devdb:devdb-controller"
@@ -108,22 +151,55 @@ def check_admission_policy(manifests) -> int:
     return failures
 
 
-# Values the chart must refuse to render, and words its message must contain.
+# Values (and a Kubernetes version) the chart must refuse to render, and words its message must
+# contain.
 REFUSALS = [
-    ("no VolumeSnapshot CRDs in the cluster", {}, "no VolumeSnapshot CRDs"),
+    ("no VolumeSnapshot CRDs in the cluster", {}, "no VolumeSnapshot CRDs", None),
     (
         "a public API load balancer without TLS",
         {**CRDS_PRESENT, "loadBalancers": {"api": {"enabled": True}}},
         "sslCertificateArn",
+        None,
+    ),
+    (
+        f"Kubernetes {TOO_OLD_KUBERNETES} (no ValidatingAdmissionPolicy v1, no preStop sleep by default)",
+        CRDS_PRESENT,
+        "Kubernetes 1.30 or later",
+        TOO_OLD_KUBERNETES,
+    ),
+    (
+        "IPv6 pods behind an IPv4-only NLB",
+        {**CRDS_PRESENT, "ipFamily": "IPv6", "loadBalancers": {"database": {"ipAddressType": "ipv4"}}},
+        "must be dualstack",
+        None,
+    ),
+    (
+        "an NLB IP address type the AWS Load Balancer Controller does not know",
+        {**CRDS_PRESENT, "loadBalancers": {"database": {"ipAddressType": "ipv6"}}},
+        "ipv4 or dualstack",
+        None,
+    ),
+    (
+        "cross-zone load balancing set in the annotations too",
+        {
+            **CRDS_PRESENT,
+            "loadBalancers": {
+                "database": {
+                    "annotations": {"service.beta.kubernetes.io/aws-load-balancer-attributes": "load_balancing.cross_zone.enabled=false"}
+                }
+            },
+        },
+        "load_balancing.cross_zone.enabled",
+        None,
     ),
 ]
 
 
 def check_refusals(chart) -> int:
     failures = 0
-    for what, values, words in REFUSALS:
+    for what, values, words, kube_version in REFUSALS:
         try:
-            chart.render(values, name="devdb", namespace="devdb", is_install=True)
+            render(chart, values, kube_version)
             print(f"refusal: {what}: rendered, but must be refused")
             failures += 1
         except Exception as error:  # the SDK's HelmRenderError
@@ -246,6 +322,94 @@ def check_disruptions(manifests) -> int:
     return failures
 
 
+# Zones of a stock EKS VPC, each with a subnet of the NLB, hence a node of it.
+NLB_ZONES = 3
+
+
+def check_load_balancers(manifests, values) -> int:
+    """Each NLB reaches a target from every one of its nodes: cross-zone load balancing is on, or
+    the Deployment behind it has a replica in every zone (at least NLB_ZONES, spread strictly).
+    Its Service is single-stack of the cluster's family, and the NLB is dual-stack whenever the
+    targets are IPv6 (the AWS Load Balancer Controller registers IPv6 pods only in a dual-stack
+    NLB). What the user annotated is kept, attribute lists included."""
+    failures = 0
+    docs = documents(manifests)
+    family = values.get("ipFamily", "IPv4")
+    found = deployments(manifests)
+    for service in (d for d in docs if d.get("kind") == "Service" and d["spec"].get("type") == "LoadBalancer"):
+        name = service["metadata"]["name"]
+        annotations = service["metadata"].get("annotations", {})
+        attributes = dict(a.split("=", 1) for a in annotations.get("service.beta.kubernetes.io/aws-load-balancer-attributes", "").split(",") if a)
+        selector = service["spec"]["selector"]
+        targets = [d for d in found.values() if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+        if attributes.get("load_balancing.cross_zone.enabled") != "true":
+            for target in targets:
+                replicas = target["spec"].get("replicas", 1)
+                spread = target["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+                strict = any(c.get("topologyKey") == "topology.kubernetes.io/zone" and c.get("whenUnsatisfiable") == "DoNotSchedule" for c in spread)
+                if replicas < NLB_ZONES or not strict:
+                    print(
+                        f"load balancers: {name} has cross-zone load balancing off, and {target['metadata']['name']} "
+                        f"({replicas} replicas, strict zone spread: {strict}) may leave some of {NLB_ZONES} zones' NLB nodes without a target"
+                    )
+                    failures += 1
+        if service["spec"].get("ipFamilies") != [family] or service["spec"].get("ipFamilyPolicy") != "SingleStack":
+            print(f"load balancers: {name} has ipFamilies {service['spec'].get('ipFamilies')} ({service['spec'].get('ipFamilyPolicy')}), not [{family}] SingleStack")
+            failures += 1
+        address_type = annotations.get("service.beta.kubernetes.io/aws-load-balancer-ip-address-type")
+        lb = values.get("loadBalancers", {}).get("api" if name.endswith("-api") else "database", {})
+        wanted = lb.get("ipAddressType") or ("dualstack" if family == "IPv6" else "ipv4")
+        if address_type != wanted:
+            print(f"load balancers: {name} is {address_type!r}, not {wanted!r} (ipFamily {family}, ipAddressType {lb.get('ipAddressType')!r})")
+            failures += 1
+        for key, value in lb.get("annotations", {}).items():
+            kept = annotations.get(key, "")
+            if value != kept and not (key.endswith("-attributes") and value in kept.split(",")):
+                print(f"load balancers: {name} lost the annotation {key}={value} ({kept!r})")
+                failures += 1
+    return failures
+
+
+def check_admission_policy_versions(chart) -> int:
+    """At the oldest Kubernetes the chart accepts the admission policy renders, in the GA API
+    (admissionregistration.k8s.io/v1); turned off, NOTES.txt says what protection is missing."""
+    failures = 0
+    manifests = render(chart, CRDS_PRESENT, MIN_KUBERNETES)
+    kinds = {d["kind"]: d["apiVersion"] for d in documents(manifests)}
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        if kinds.get(kind) != "admissionregistration.k8s.io/v1":
+            print(f"admission policy: Kubernetes {MIN_KUBERNETES}: {kind} is {kinds.get(kind)}, not admissionregistration.k8s.io/v1")
+            failures += 1
+    manifests = render(chart, {**CRDS_PRESENT, "rbac": {"admissionPolicy": False}})
+    notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
+    if any(d["kind"].startswith("ValidatingAdmissionPolicy") for d in documents(manifests)):
+        print("admission policy: rendered with rbac.admissionPolicy=false")
+        failures += 1
+    if "admission policy is off" not in notes or "kube-system" not in notes:
+        print("admission policy: off, and NOTES.txt does not say what the controller may then do")
+        failures += 1
+    return failures
+
+
+# EKS Pod Identity credentials (AWS_CONTAINER_CREDENTIALS_FULL_URI with
+# AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) need AWS CLI 2.15.0 or later (v1: 1.30.0).
+POD_IDENTITY_AWS_CLI = (2, 15, 0)
+
+
+def check_database_image_aws_cli() -> int:
+    """The database image (restore Jobs fetch s3:// sources with its `aws`) fails to build with an
+    AWS CLI older than one that reads EKS Pod Identity credentials: Debian 12's own (2.9.19)
+    cannot."""
+    text = DATABASE_IMAGE.read_text()
+    guard = re.search(r'aws --version.*\n(?:.*\n)?.*dpkg --compare-versions "\$\w+" ge (\d+)\.(\d+)\.(\d+)', text)
+    least = tuple(int(g) for g in guard.groups()) if guard else None
+    if least is None or least < POD_IDENTITY_AWS_CLI:
+        print(f"database image: its build accepts an AWS CLI older than {POD_IDENTITY_AWS_CLI} (least accepted: {least}), which cannot read EKS Pod Identity credentials")
+        return 1
+    print(f"database image: the AWS CLI is at least {'.'.join(map(str, least))} (reads EKS Pod Identity credentials)")
+    return 0
+
+
 def controller_env() -> int:
     """Prints the environment variable names the chart gives the controller, one per line."""
     chart = helm.Chart.load(CHART)
@@ -264,11 +428,12 @@ def main() -> int:
     if sys.argv[1:] == ["--controller-env"]:
         return controller_env()
     failures = 0
-    report = helm.lint(str(CHART), strict=True, kube_version="v1.33.0")
-    for message in report.get("messages", []):
-        print(f"lint: severity {message['severity']} {message['path']}: {message['error']}")
-        failures += message["severity"] >= 2
-    failures += len(report.get("errors") or [])
+    for kube_version in (MIN_KUBERNETES, "v1.33.0"):
+        report = helm.lint(str(CHART), strict=True, kube_version=kube_version)
+        for message in report.get("messages", []):
+            print(f"lint ({kube_version}): severity {message['severity']} {message['path']}: {message['error']}")
+            failures += message["severity"] >= 2
+        failures += len(report.get("errors") or [])
 
     chart = helm.Chart.load(CHART)
     crds = chart.crds
@@ -276,6 +441,8 @@ def main() -> int:
     if len(crds) != 2:
         failures += 1
     failures += check_refusals(chart)
+    failures += check_admission_policy_versions(chart)
+    failures += check_database_image_aws_cli()
     with tempfile.TemporaryDirectory() as tmp:
         for variant, values in VARIANTS.items():
             manifests = chart.render(values, name="devdb", namespace="devdb", is_install=True)
@@ -294,6 +461,7 @@ def main() -> int:
             failures += check_sampling_speaks_the_proxys_protocol(manifests)
             failures += check_admin_token(manifests, values)
             failures += check_disruptions(manifests)
+            failures += check_load_balancers(manifests, values)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")
@@ -302,10 +470,13 @@ def main() -> int:
             if variant == "defaults" and "kind: StorageClass" not in kinds:
                 print("defaults: no StorageClass for the volumes (a stock EKS cluster has none that snapshots)")
                 failures += 1
-            result = subprocess.run(["kubernetes-validate", "--strict", *files], capture_output=True, text=True)
             print(f"{variant}: {len(files)} manifests")
-            print(result.stdout + result.stderr, end="")
-            failures += result.returncode != 0
+            # The defaults also against the oldest Kubernetes the chart accepts: no field newer.
+            for version in ([None, MIN_KUBERNETES.lstrip("v")] if variant == "defaults" else [None]):
+                versions = ["-k", version] if version else []
+                result = subprocess.run(["kubernetes-validate", "--strict", *versions, *files], capture_output=True, text=True)
+                print(result.stdout + result.stderr, end="")
+                failures += result.returncode != 0
     print("chart check:", "FAILED" if failures else "ok")
     return 1 if failures else 0
 
