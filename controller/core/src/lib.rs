@@ -12,6 +12,7 @@
 //! Kubernetes: custom resources and the kube-rs operator), adapters implement this crate's
 //! traits, and this crate knows only `devdb-shared`.
 
+pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod clock;

@@ -1,81 +1,18 @@
-//! When databases stop and end: idle periods, time to live, protection, and the activity the
-//! proxies report. Pure decisions here ([`due`]); the reconciler acts on them
-//! ([`crate::reconcile::Reconciler::enforce_lifecycle_once`]).
-//!
-//! Activity comes from every proxy replica ([`Activity::report`]): the databases with a session
-//! its backend accepted (authenticated) open on it, and those that had one since its last
-//! report. A database is busy while any replica that reported recently has such a session open
-//! on it, so a silent session keeps it up, while a load balancer's health check and a client
-//! without the password (neither ever a session) do not. A replica that stops reporting
-//! (restarted, scaled down) stops counting after [`REPORT_TTL`]; what it last said is already
-//! in `lastActiveAt`, which the store keeps across controller restarts.
+//! When databases stop and end: idle periods, time to live, protection. Pure decisions here
+//! ([`due`]); the reconciler acts on them ([`crate::reconcile::Reconciler::enforce_lifecycle_once`]).
+//! Sessions are what [`crate::activity`] records of the proxies' reports.
 //!
 //! A start is not activity: `lastActiveAt` is only ever a session's. A database's idle period
 //! runs from its last session or, if none came since, from its start ([`Runs`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use devdb_shared::Name;
 use devdb_shared::api::DatabaseStatus;
-use serde::{Deserialize, Serialize};
 
 use crate::model::{DatabaseRecord, ProjectRecord, Want};
-
-/// How long a replica's report counts: three of its reporting periods.
-pub const REPORT_TTL: Duration = Duration::from_secs(45);
-
-/// What a proxy replica reports (`POST /v1/activity`, admin token).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ActivityReport {
-    /// Which replica (its pod name or address): a later report replaces its earlier one.
-    pub replica: String,
-    /// Databases with at least one session open on this replica now.
-    #[serde(default)]
-    pub open: Vec<Name>,
-    /// Databases that had a session (open, or opened and closed) since the last report.
-    #[serde(default)]
-    pub active: Vec<Name>,
-}
-
-/// The replicas' latest reports.
-#[derive(Debug, Default)]
-pub struct Activity {
-    replicas: Mutex<HashMap<String, (tokio::time::Instant, HashSet<Name>)>>,
-}
-
-impl Activity {
-    /// Records a replica's report; returns the databases active in it (open or active), whose
-    /// `lastActiveAt` is now.
-    pub fn report(&self, report: ActivityReport) -> Vec<Name> {
-        let open: HashSet<Name> = report.open.iter().cloned().collect();
-        let mut active: Vec<Name> = report.open.into_iter().chain(report.active).collect();
-        active.sort();
-        active.dedup();
-        let mut replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        replicas.insert(report.replica, (tokio::time::Instant::now(), open));
-        active
-    }
-
-    /// Whether some proxy replica reported within [`REPORT_TTL`]. Until one has, nobody can
-    /// tell an idle database from one with sessions open (a proxy that cannot reach the
-    /// controller, a wrong admin token after a re-render, a controller just started): idle
-    /// stops wait.
-    pub fn heard_recently(&self) -> bool {
-        let mut replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        replicas.retain(|_, (at, _)| at.elapsed() < REPORT_TTL);
-        !replicas.is_empty()
-    }
-
-    /// Whether a session is open on `name` at a replica that reported within [`REPORT_TTL`].
-    pub fn busy(&self, name: &Name) -> bool {
-        let mut replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        replicas.retain(|_, (at, _)| at.elapsed() < REPORT_TTL);
-        replicas.values().any(|(_, open)| open.contains(name))
-    }
-}
 
 /// What this controller knows of each database's current run, in memory: when its instance
 /// started (the origin of its idle period until a session comes, as a start is not activity),
@@ -195,7 +132,8 @@ pub enum Due {
     IdleStop,
 }
 
-/// What, if anything, is due for `database` at `now`; `busy`: a session is open on it;
+/// What, if anything, is due for `database` at `now`; `busy`: a session is open on it; `seen`:
+/// when this process last heard of a session of it (fresher than `lastActiveAt`);
 /// `started`: when its instance started (its idle period runs from its last session, or from
 /// then if none came since).
 pub fn due(
@@ -204,6 +142,7 @@ pub fn due(
     default_idle: Duration,
     now: SystemTime,
     busy: bool,
+    seen: Option<SystemTime>,
     started: Option<SystemTime>,
 ) -> Option<Due> {
     if database.lifecycle.protected || database.want == Want::Delete {
@@ -217,7 +156,7 @@ pub fn due(
     }
     let period = idle_period(database, project, default_idle)?;
     let last_session = database.lifecycle.last_active_at.as_deref().and_then(parse_time);
-    let since = [last_session, started, parse_time(&database.created_at)].into_iter().flatten().max()?;
+    let since = [last_session, seen, started, parse_time(&database.created_at)].into_iter().flatten().max()?;
     (now.duration_since(since).unwrap_or_default() >= period).then_some(Due::IdleStop)
 }
 
@@ -254,12 +193,12 @@ mod tests {
     fn a_running_database_stops_after_its_idle_period_without_a_session() {
         let active = Lifecycle { last_active_at: Some("2026-12-01T10:00:00Z".into()), ..Lifecycle::default() };
         let d = database(active);
-        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:29:59Z"), false, None), None);
-        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:30:00Z"), false, None), Some(Due::IdleStop));
-        assert_eq!(due(&d, None, MIN30, at("2026-12-01T12:00:00Z"), true, None), None, "a session is open");
+        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:29:59Z"), false, None, None), None);
+        assert_eq!(due(&d, None, MIN30, at("2026-12-01T10:30:00Z"), false, None, None), Some(Due::IdleStop));
+        assert_eq!(due(&d, None, MIN30, at("2026-12-01T12:00:00Z"), true, None, None), None, "a session is open");
         // Never active: idle since it was created.
         assert_eq!(
-            due(&database(Lifecycle::default()), None, MIN30, at("2026-12-01T09:31:00Z"), false, None),
+            due(&database(Lifecycle::default()), None, MIN30, at("2026-12-01T09:31:00Z"), false, None, None),
             Some(Due::IdleStop)
         );
         // Not running, or asked to be something else: not stopped (again).
@@ -269,7 +208,11 @@ mod tests {
             (DatabaseStatus::Running, Want::Reset),
         ] {
             let d = DatabaseRecord { status, want, ..database(Lifecycle::default()) };
-            assert_eq!(due(&d, None, MIN30, at("2026-12-02T00:00:00Z"), false, None), None, "{status:?} {want:?}");
+            assert_eq!(
+                due(&d, None, MIN30, at("2026-12-02T00:00:00Z"), false, None, None),
+                None,
+                "{status:?} {want:?}"
+            );
         }
     }
 
@@ -278,11 +221,11 @@ mod tests {
         // Last used at 10:00, slept, started again at 11:00 (woken, say), no session since.
         let slept = database(Lifecycle { last_active_at: Some("2026-12-01T10:00:00Z".into()), ..Lifecycle::default() });
         let started = Some(at("2026-12-01T11:00:00Z"));
-        assert_eq!(due(&slept, None, MIN30, at("2026-12-01T11:29:59Z"), false, started), None, "a whole period");
-        assert_eq!(due(&slept, None, MIN30, at("2026-12-01T11:30:00Z"), false, started), Some(Due::IdleStop));
+        assert_eq!(due(&slept, None, MIN30, at("2026-12-01T11:29:59Z"), false, None, started), None, "a whole period");
+        assert_eq!(due(&slept, None, MIN30, at("2026-12-01T11:30:00Z"), false, None, started), Some(Due::IdleStop));
         // A session after the start: from the session.
         let used = database(Lifecycle { last_active_at: Some("2026-12-01T11:20:00Z".into()), ..Lifecycle::default() });
-        assert_eq!(due(&used, None, MIN30, at("2026-12-01T11:49:59Z"), false, started), None);
+        assert_eq!(due(&used, None, MIN30, at("2026-12-01T11:49:59Z"), false, None, started), None);
     }
 
     #[test]
@@ -304,6 +247,16 @@ mod tests {
     }
 
     #[test]
+    fn a_session_this_process_heard_of_counts_before_last_active_at_is_written() {
+        let stale = database(Lifecycle { last_active_at: Some("2026-12-01T10:00:00Z".into()), ..Lifecycle::default() });
+        let now = at("2026-12-01T10:40:00Z");
+        assert_eq!(due(&stale, None, MIN30, now, false, None, None), Some(Due::IdleStop), "written 40 minutes ago");
+        let seen = Some(at("2026-12-01T10:35:00Z"));
+        assert_eq!(due(&stale, None, MIN30, now, false, seen, None), None, "reported 5 minutes ago");
+        assert_eq!(due(&stale, None, MIN30, at("2026-12-01T11:05:00Z"), false, seen, None), Some(Due::IdleStop));
+    }
+
+    #[test]
     fn the_idle_period_is_the_databases_then_the_projects_then_the_default_and_zero_is_never() {
         let mut project: ProjectRecord = serde_json::from_value(serde_json::json!({
             "id": "p", "name": "shop", "owner": "kate", "db_version": "15", "backup_location": null,
@@ -317,43 +270,22 @@ mod tests {
         assert_eq!(idle_period(&plain, Some(&project), MIN30), Some(Duration::from_secs(600)));
         let own = database(Lifecycle { idle_stop_after_secs: Some(0), ..Lifecycle::default() });
         assert_eq!(idle_period(&own, Some(&project), MIN30), None, "0: never");
-        assert_eq!(due(&own, Some(&project), MIN30, at("2027-01-01T00:00:00Z"), false, None), None);
+        assert_eq!(due(&own, Some(&project), MIN30, at("2027-01-01T00:00:00Z"), false, None, None), None);
     }
 
     #[test]
     fn expiry_deletes_unless_protected() {
         let expiring = Lifecycle { expires_at: Some("2026-12-03T09:00:00Z".into()), ..Lifecycle::default() };
         let d = database(expiring.clone());
-        assert_eq!(due(&d, None, MIN30, at("2026-12-03T08:59:59Z"), true, None), None);
+        assert_eq!(due(&d, None, MIN30, at("2026-12-03T08:59:59Z"), true, None, None), None);
         assert_eq!(
-            due(&d, None, MIN30, at("2026-12-03T09:00:00Z"), true, None),
+            due(&d, None, MIN30, at("2026-12-03T09:00:00Z"), true, None, None),
             Some(Due::Expire),
             "sessions do not matter"
         );
         let stopped = DatabaseRecord { status: DatabaseStatus::Stopped, want: Want::Stop, ..d };
-        assert_eq!(due(&stopped, None, MIN30, at("2026-12-04T00:00:00Z"), false, None), Some(Due::Expire));
+        assert_eq!(due(&stopped, None, MIN30, at("2026-12-04T00:00:00Z"), false, None, None), Some(Due::Expire));
         let protected = database(Lifecycle { protected: true, ..expiring });
-        assert_eq!(due(&protected, None, MIN30, at("2027-01-01T00:00:00Z"), false, None), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_session_open_on_any_live_replica_keeps_a_database_busy() {
-        let activity = Activity::default();
-        let kate = Name::new("kate-pg").expect("name");
-        let report = |replica: &str, open: &[&Name]| ActivityReport {
-            replica: replica.into(),
-            open: open.iter().map(|n| (*n).clone()).collect(),
-            active: Vec::new(),
-        };
-        assert_eq!(activity.report(report("proxy-a", &[&kate])), std::slice::from_ref(&kate));
-        activity.report(report("proxy-b", &[]));
-        assert!(activity.busy(&kate));
-        // proxy-a's session closed: its next report replaces the last.
-        activity.report(report("proxy-a", &[]));
-        assert!(!activity.busy(&kate));
-        // A replica that stops reporting (restarted) no longer counts after REPORT_TTL.
-        activity.report(report("proxy-b", &[&kate]));
-        tokio::time::advance(REPORT_TTL).await;
-        assert!(!activity.busy(&kate));
+        assert_eq!(due(&protected, None, MIN30, at("2027-01-01T00:00:00Z"), false, None, None), None);
     }
 }

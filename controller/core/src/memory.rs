@@ -165,6 +165,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn documents(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let under = format!("{prefix}/");
+        Ok(self.with(|r| {
+            r.documents
+                .range(under.clone()..)
+                .take_while(|(k, _)| k.starts_with(&under))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+    }
+
     async fn delete_document(&self, key: &str) -> Result<(), StoreError> {
         self.with(|r| r.documents.remove(key));
         Ok(())

@@ -79,7 +79,7 @@ pub struct Reconciler<P: Platform> {
     turns: Mutex<HashMap<String, Arc<Semaphore>>>,
     restores_per_owner: AtomicUsize,
     /// The proxies' reports of sessions, for idle stops.
-    activity: crate::lifecycle::Activity,
+    activity: crate::activity::Activity,
     /// When each running database started, and which a proxy woke for nobody yet.
     runs: crate::lifecycle::Runs,
     /// Databases stop after this long without a session unless their project or they say
@@ -106,7 +106,7 @@ impl<P: Platform> Reconciler<P> {
             restores: Mutex::default(),
             turns: Mutex::default(),
             restores_per_owner: AtomicUsize::new(RESTORES_PER_OWNER),
-            activity: crate::lifecycle::Activity::default(),
+            activity: crate::activity::Activity::default(),
             runs: crate::lifecycle::Runs::default(),
             idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
             expired: std::sync::atomic::AtomicU64::new(0),
@@ -167,7 +167,7 @@ impl<P: Platform> Reconciler<P> {
     }
 
     /// The proxies' activity reports.
-    pub fn activity(&self) -> &crate::lifecycle::Activity {
+    pub fn activity(&self) -> &crate::activity::Activity {
         &self.activity
     }
 
@@ -614,13 +614,15 @@ impl<P: Platform> Reconciler<P> {
         let default_idle = Duration::from_secs(self.idle_stop_after.load(Ordering::Relaxed));
         let databases = self.store.databases(None, None).await?;
         self.runs.retain(|name| databases.iter().any(|d| &d.name == name && d.want == Want::Run));
+        // Sessions reported to other controller replicas, and this one's written for them.
+        self.activity.consolidate(&*self.store, now, |name| databases.iter().any(|d| &d.name == name)).await?;
         let heard = self.activity.heard_recently();
         let was_heard = self.proxies_heard.swap(heard, Ordering::Relaxed);
         if !heard && was_heard {
             tracing::warn!(
                 "no proxy has reported sessions for {:?}: idle stops wait until one does (a proxy that cannot reach \
                  the controller, or one with another admin token?)",
-                crate::lifecycle::REPORT_TTL
+                crate::activity::REPORT_TTL
             );
         }
         for database in databases {
@@ -628,7 +630,8 @@ impl<P: Platform> Reconciler<P> {
             let busy = self.activity.busy(&database.name);
             let started = (database.status == DatabaseStatus::Running && database.want == Want::Run)
                 .then(|| self.runs.started_at(&database.name, now));
-            match crate::lifecycle::due(&database, project, default_idle, now, busy, started) {
+            let seen = self.activity.last_seen(&database.name);
+            match crate::lifecycle::due(&database, project, default_idle, now, busy, seen, started) {
                 Some(Due::Expire) => {
                     let record = self
                         .store
@@ -654,11 +657,15 @@ impl<P: Platform> Reconciler<P> {
                             if d.want == Want::Run && d.status == DatabaseStatus::Running && !d.lifecycle.protected {
                                 d.want = Want::Stop;
                                 d.lifecycle.stop_reason = Some(devdb_shared::api::StopReason::Idle);
+                                // Its last session stays in its record (on Kubernetes, its status).
+                                if let Some(seen) = seen {
+                                    crate::activity::note_session(d, seen);
+                                }
                             }
                         })
                         .await?;
                     if record.want == Want::Stop {
-                        let last_session = database.lifecycle.last_active_at.clone().unwrap_or_default();
+                        let last_session = record.lifecycle.last_active_at.clone().unwrap_or_default();
                         let woken_for_nobody = self.runs.unclaimed_wake(&database.name).is_some();
                         tracing::info!(database = %database.name, %last_session, woken_for_nobody, "idle: stopping");
                         self.trigger(Key::Database(database.name.clone()));

@@ -105,6 +105,9 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a document whole (the last writer wins; only the leading controller writes).
     fn put_document(&self, key: &str, value: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Every document under `prefix` (its keys' first segment), with its key.
+    fn documents(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+
     /// Forgets a document (absent already is fine).
     fn delete_document(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

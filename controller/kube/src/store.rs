@@ -88,6 +88,9 @@ pub struct CrdStore {
 const DOCUMENT_KEY: &str = "document.json";
 
 /// The ConfigMap of document `key` (`history/3f2a…` is `devdb-doc.history.3f2a…`).
+/// The label naming a document's group (its key's first segment), for [`Store::documents`].
+const DOCUMENT_GROUP: &str = "devdb.dev/document-group";
+
 fn document_map(key: &str) -> String {
     format!("devdb-doc.{}", key.replace('/', "."))
 }
@@ -767,12 +770,30 @@ impl Store for CrdStore {
             "kind": "ConfigMap",
             "metadata": {
                 "name": document_map(key),
-                "labels": { "app.kubernetes.io/managed-by": "devdb", "devdb.dev/document": "true" },
+                "labels": {
+                    "app.kubernetes.io/managed-by": "devdb",
+                    "devdb.dev/document": "true",
+                    DOCUMENT_GROUP: key.split('/').next().unwrap_or_default(),
+                },
             },
             "data": { DOCUMENT_KEY: value },
         });
         let params = PatchParams::apply("devdb-controller").force();
         self.documents.patch(&document_map(key), &params, &Patch::Apply(map)).await.map(drop).backend()
+    }
+
+    async fn documents(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let selector = format!("{DOCUMENT_GROUP}={prefix}");
+        let maps = self.documents.list(&ListParams::default().labels(&selector)).await.backend()?;
+        Ok(maps
+            .items
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.metadata.name.as_deref()?.strip_prefix("devdb-doc.")?.replace('.', "/");
+                let value = m.data?.remove(DOCUMENT_KEY)?;
+                key.starts_with(&format!("{prefix}/")).then_some((key, value))
+            })
+            .collect())
     }
 
     async fn delete_document(&self, key: &str) -> Result<(), StoreError> {

@@ -355,6 +355,11 @@ fn removed_by_label(kinds: &[&str]) -> Vec<Step> {
         .collect()
 }
 
+/// The controller processes' activity documents, read for a database's `lastActiveAt`.
+fn activity_documents() -> Step {
+    Step::list("/api/v1/namespaces/devdb/configmaps?&labelSelector=devdb.dev%2Fdocument-group%3Dactivity", vec![])
+}
+
 fn background() -> Value {
     json!({ "propagationPolicy": "Background" })
 }
@@ -886,7 +891,11 @@ mod documents {
             "kind": "ConfigMap",
             "metadata": {
                 "name": "devdb-doc.history.db-abc",
-                "labels": { "app.kubernetes.io/managed-by": "devdb", "devdb.dev/document": "true" },
+                "labels": {
+                    "app.kubernetes.io/managed-by": "devdb",
+                    "devdb.dev/document": "true",
+                    "devdb.dev/document-group": "history",
+                },
             },
             "data": { "document.json": "{\"hour\":[]}" },
         });
@@ -913,6 +922,29 @@ mod documents {
         let (read, absent) = writing.await.expect("ran");
         assert_eq!(read.as_deref(), Some("{\"hour\":[]}"));
         assert_eq!(absent, None);
+    }
+
+    #[tokio::test]
+    async fn documents_of_a_group_are_listed_by_their_label_in_one_request() {
+        let (client, mut server) = apiserver::client();
+        let reporter = kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: None };
+        let store = Arc::new(CrdStore::new(client, "devdb", Passwords::new(KEY), reporter));
+        let map = |name: &str, doc: &str| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name }, "data": { "document.json": doc } });
+        let listing = {
+            let store = store.clone();
+            tokio::spawn(async move { store.documents("activity").await.expect("listed") })
+        };
+        server
+            .run(vec![Step::list(
+                "/api/v1/namespaces/devdb/configmaps?&labelSelector=devdb.dev%2Fdocument-group%3Dactivity",
+                vec![map("devdb-doc.activity.0a1b", "{}"), map("devdb-doc.activity.ff00", "{\"x\":1}")],
+            )])
+            .await;
+        let listed = listing.await.expect("ran");
+        assert_eq!(
+            listed,
+            vec![("activity/0a1b".to_string(), "{}".to_string()), ("activity/ff00".into(), "{\"x\":1}".into())]
+        );
     }
 }
 
@@ -1181,6 +1213,7 @@ mod api {
                     .reply(database(json!({ "phase": "stopped", "snapshotGeneration": 1 }), 0, false))
                     .has(json!({ "status": { "phase": "stopped", "stopReason": "idle" } })),
                 Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+                activity_documents(),
             ])
             .await;
         assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
@@ -1209,6 +1242,7 @@ mod api {
                     .has(json!({ "status": { "phase": "creating", "observedResetGeneration": 0 } })),
                 event("Cloning", "Database", "kate-pg"),
                 Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+                activity_documents(),
             ])
             .await;
         assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
@@ -1226,6 +1260,7 @@ mod api {
                 // Held by the finalizer until the controller has removed the instance.
                 Step::delete(&format!("{DATABASES}/kate-pg")),
                 Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+                activity_documents(),
             ])
             .await;
         assert_eq!(request.await.expect("ran").expect("answered").status(), 202);

@@ -341,6 +341,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn documents(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        // Keys are `[a-z0-9-]` segments joined by `/`: those under `prefix/` sort between it
+        // and `prefix0` (`0` follows `/`).
+        let (from, to) = (format!("{prefix}/"), format!("{prefix}0"));
+        self.with(move |c| {
+            let mut query = c
+                .prepare("SELECT key, doc FROM documents WHERE key >= ?1 AND key < ?2 ORDER BY key")
+                .map_err(sqlite)?;
+            let rows = query.query_map([&from, &to], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sqlite)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sqlite)
+        })
+        .await
+    }
+
     async fn delete_document(&self, key: &str) -> Result<(), StoreError> {
         let key = key.to_string();
         self.with(move |c| c.execute("DELETE FROM documents WHERE key = ?1", [key]).map(drop).map_err(sqlite)).await

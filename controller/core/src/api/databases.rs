@@ -107,9 +107,11 @@ pub async fn list<P: Platform>(
     };
     let databases = state.store.databases(owner, query.project.as_deref()).await?;
     let projects = state.store.projects(None).await?;
+    let sessions = state.reconciler.activity().recorded(&*state.store).await?;
     let views = databases
-        .iter()
-        .map(|d| database_view(&state.config, d, projects.iter().find(|p| p.name == d.project)))
+        .into_iter()
+        .map(|d| crate::activity::with_last_session(&sessions, d))
+        .map(|d| database_view(&state.config, &d, projects.iter().find(|p| p.name == d.project)))
         .collect();
     Ok(Json(views))
 }
@@ -397,7 +399,9 @@ pub(super) async fn database_for<P: Platform>(
 
 async fn view<P: Platform>(state: &AppState<P>, d: &DatabaseRecord) -> Result<Database, ApiError> {
     let project = state.store.project(d.project.as_str()).await?;
-    Ok(database_view(&state.config, d, project.as_ref()))
+    let sessions = state.reconciler.activity().recorded(&*state.store).await?;
+    let d = crate::activity::with_last_session(&sessions, d.clone());
+    Ok(database_view(&state.config, &d, project.as_ref()))
 }
 
 /// Waits until the database is `target` (or failed: then the error is the response).

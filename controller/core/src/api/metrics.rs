@@ -125,7 +125,14 @@ pub async fn metrics<P: Platform>(
     let stopped_at = Family::<DatabaseLabel, Gauge>::default();
     let expires_at = Family::<DatabaseLabel, Gauge>::default();
     let stopped = Family::<ReasonLabel, Gauge>::default();
-    let all = state.store.databases(None, None).await?;
+    let sessions = state.reconciler.activity().recorded(&*state.store).await?;
+    let all: Vec<_> = state
+        .store
+        .databases(None, None)
+        .await?
+        .into_iter()
+        .map(|d| crate::activity::with_last_session(&sessions, d))
+        .collect();
     for d in &all {
         databases.get_or_create(&status_label(&d.status)).inc();
         let label = DatabaseLabel { database: d.name.to_string() };
