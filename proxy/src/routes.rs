@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use devdb_shared::{Name, Route, RouteTable};
+use devdb_shared::{Name, Route, RouteChanges, RouteTable, RouteUpdate};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +60,18 @@ impl Routes {
     /// the proxy is not ready.
     pub fn loaded(&self) -> bool {
         self.0.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Applies a change of the whole table (the controller's watch stream after its first
+    /// table).
+    pub fn apply(&self, changes: RouteChanges) {
+        for name in &changes.removed {
+            self.0.table.remove(name);
+        }
+        for route in changes.changed {
+            self.0.table.insert(route.name.clone(), route);
+        }
+        self.bump();
     }
 
     /// Adds or replaces one route.
@@ -165,8 +177,9 @@ pub fn read_routes_file(path: &Path) -> Result<RouteTable, RoutesFileError> {
     Ok(table)
 }
 
-/// Follows the controller's `GET /v1/routes/watch` stream (one JSON table per line), replacing
-/// the table with each. When the controller is unreachable the last table keeps serving and
+/// Follows the controller's `GET /v1/routes/watch?changes=true` stream (newline-delimited JSON:
+/// the whole table, then what changes), replacing the table with a whole one and applying each
+/// change (a controller that sends whole tables only is followed as well). When the controller is unreachable the last table keeps serving and
 /// the subscription is retried with backoff (0.5 s doubling to 10 s).
 pub struct ControllerSource {
     url: String,
@@ -178,7 +191,7 @@ impl ControllerSource {
     /// `controller` is the controller's base URL, e.g. `http://127.0.0.1:8080`.
     /// `client`: [`crate::controller_http::client`].
     pub fn new(controller: &str, token: Option<String>, client: reqwest::Client) -> Self {
-        Self { url: format!("{}/v1/routes/watch", controller.trim_end_matches('/')), token, client }
+        Self { url: format!("{}/v1/routes/watch?changes=true", controller.trim_end_matches('/')), token, client }
     }
 
     async fn follow(&self, routes: &Routes) -> Result<(), String> {
@@ -193,13 +206,25 @@ impl ControllerSource {
         }
         let mut body = response.bytes_stream();
         let mut pending = Vec::new();
+        // Changes apply only over a whole table of this stream.
+        let mut whole = false;
         while let Some(chunk) = body.next().await {
             pending.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                let table: RouteTable = serde_json::from_slice(&line).map_err(|e| format!("bad route table: {e}"))?;
-                tracing::debug!(version = table.version, routes = table.routes.len(), "routes updated");
-                routes.replace(table);
+                match serde_json::from_slice(&line).map_err(|e| format!("bad route table: {e}"))? {
+                    RouteUpdate::Table(table) => {
+                        tracing::debug!(version = table.version, routes = table.routes.len(), "routes replaced");
+                        routes.replace(table);
+                        whole = true;
+                    }
+                    RouteUpdate::Changes(_) if !whole => return Err("a change of the routes before any table".into()),
+                    RouteUpdate::Changes(changes) if changes.changed.is_empty() && changes.removed.is_empty() => {}
+                    RouteUpdate::Changes(changes) => {
+                        tracing::debug!(version = changes.version, changed = changes.changed.len(), removed = changes.removed.len(), "routes changed");
+                        routes.apply(changes);
+                    }
+                }
             }
         }
         Err("the controller closed the stream".into())
@@ -242,6 +267,21 @@ mod tests {
         assert_eq!(routes.len(), 1);
         assert_eq!(routes.get(&Name::new("b").expect("valid")).map(|r| r.backend), Some("x:3".into()));
         assert_eq!(*rx.borrow(), 2);
+    }
+
+    #[test]
+    fn a_change_replaces_and_removes_only_the_routes_it_names() {
+        let routes = Routes::default();
+        routes.replace(RouteTable { version: 1, routes: vec![route("a", "x:1"), route("b", "x:2"), route("c", "x:3")] });
+        let rx = routes.subscribe();
+        let removed = vec![Name::new("c").expect("valid")];
+        routes.apply(RouteChanges { version: 2, changed: vec![route("b", "y:2"), route("d", "x:4")], removed });
+        assert_eq!(routes.len(), 3);
+        assert_eq!(routes.get(&Name::new("a").expect("valid")).map(|r| r.backend), Some("x:1".into()), "untouched");
+        assert_eq!(routes.get(&Name::new("b").expect("valid")).map(|r| r.backend), Some("y:2".into()));
+        assert!(routes.get(&Name::new("c").expect("valid")).is_none());
+        assert!(routes.get(&Name::new("d").expect("valid")).is_some());
+        assert!(rx.has_changed().expect("open"), "waiting connections see it");
     }
 
     #[test]

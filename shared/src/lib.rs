@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`api`]: the controller's REST request and response types.
 //! - [`names`]: validated DNS-label names of databases and projects ([`Name`]).
-//! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`]) and the one rule that
+//! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`], [`RouteChanges`]) and the one rule that
 //!   maps a host name `<name>.<domain>` to a route key and back ([`Domain`]).
 //! - [`source`]: the display form of a source URL, the one place secrets in it are hidden.
 //! - [`size`]: sizes in bytes as people read and write them.
@@ -20,4 +20,4 @@ pub use names::{Name, NameError};
 /// neither count as activity nor wake an asleep database. A client that sends it only opts its
 /// own session out of both.
 pub const MONITOR_APPLICATION_NAME: &str = "devdb-monitor";
-pub use route::{Domain, DomainError, HostError, Route, RouteState, RouteTable};
+pub use route::{Domain, DomainError, HostError, Route, RouteChanges, RouteState, RouteTable, RouteUpdate};

@@ -141,9 +141,74 @@ pub struct RouteTable {
     pub routes: Vec<Route>,
 }
 
+impl RouteTable {
+    /// What changed from this table to `newer`: its routes added or changed, and the names of
+    /// those it no longer has.
+    pub fn changes_to(&self, newer: &RouteTable) -> RouteChanges {
+        let old: std::collections::HashMap<&Name, &Route> = self.routes.iter().map(|r| (&r.name, r)).collect();
+        let now: std::collections::HashSet<&Name> = newer.routes.iter().map(|r| &r.name).collect();
+        RouteChanges {
+            version: newer.version,
+            changed: newer.routes.iter().filter(|r| old.get(&r.name) != Some(r)).cloned().collect(),
+            removed: self.routes.iter().filter(|r| !now.contains(&r.name)).map(|r| r.name.clone()).collect(),
+        }
+    }
+}
+
+/// A change of the routing table: what `GET /v1/routes/watch?changes=true` sends after the
+/// whole table (a heartbeat is a change of nothing), so a proxy is not sent a thousand routes
+/// for one database that woke.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RouteChanges {
+    /// The table's version once applied.
+    pub version: u64,
+    /// Routes added or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<Route>,
+    /// Names whose routes are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Name>,
+}
+
+/// One line of the routes watch stream: a whole table (always the first), or a change of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RouteUpdate {
+    Table(RouteTable),
+    Changes(RouteChanges),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_names_only_the_routes_added_changed_or_removed_and_lines_tell_tables_from_changes() {
+        let route = |name: &str, state: RouteState| Route { name: Name::new(name).expect("name"), backend: "b:5432".into(), state };
+        let before = RouteTable {
+            version: 7,
+            routes: vec![route("a", RouteState::Ready), route("b", RouteState::Asleep), route("c", RouteState::Ready)],
+        };
+        let after = RouteTable {
+            version: 8,
+            routes: vec![route("a", RouteState::Ready), route("b", RouteState::Starting), route("d", RouteState::Ready)],
+        };
+        let changes = before.changes_to(&after);
+        assert_eq!(changes.version, 8);
+        assert_eq!(changes.changed, vec![route("b", RouteState::Starting), route("d", RouteState::Ready)]);
+        assert_eq!(changes.removed, vec![Name::new("c").expect("name")]);
+        assert_eq!(after.changes_to(&after), RouteChanges { version: 8, ..RouteChanges::default() }, "a heartbeat");
+
+        let line = serde_json::to_string(&RouteUpdate::Changes(changes.clone())).expect("json");
+        assert_eq!(serde_json::from_str::<RouteUpdate>(&line).expect("parses"), RouteUpdate::Changes(changes));
+        let line = serde_json::to_string(&RouteUpdate::Table(after.clone())).expect("json");
+        assert_eq!(serde_json::from_str::<RouteUpdate>(&line).expect("parses"), RouteUpdate::Table(after));
+        let heartbeat = serde_json::to_string(&RouteChanges { version: 9, ..RouteChanges::default() }).expect("json");
+        assert_eq!(heartbeat, r#"{"version":9}"#);
+        assert!(matches!(serde_json::from_str::<RouteUpdate>(&heartbeat), Ok(RouteUpdate::Changes(_))));
+    }
 
     fn domain() -> Domain {
         Domain::new("db.devdb.example.com").expect("valid domain")

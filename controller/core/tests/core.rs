@@ -668,6 +668,37 @@ mod lifecycle {
         assert_eq!(core.routes.current().version, before, "no route changed");
     }
 
+    /// A proxy that asks for changes gets the whole table once, then only what changed.
+    #[tokio::test]
+    async fn a_proxy_following_changes_is_sent_the_table_once_then_only_the_routes_that_changed() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        core.running("kate-pg", json!({})).await;
+        core.running("kate-two", json!({})).await;
+        let request = Request::builder()
+            .uri("/v1/routes/watch?changes=true")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::empty())
+            .expect("request");
+        let response = core.app.clone().oneshot(request).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let mut next_line = async || -> Value {
+            let frame = body.frame().await.expect("a line").expect("read");
+            serde_json::from_slice(&frame.into_data().expect("data")).expect("json")
+        };
+        let first = next_line().await;
+        assert_eq!(first["routes"].as_array().map(Vec::len), Some(2), "the whole table first: {first}");
+        let (status, _) = core.call(Some(KATE), "POST", "/v1/databases/kate-pg/stop?wait=true", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let change = next_line().await;
+        assert!(change.get("routes").is_none(), "not the table again: {change}");
+        let now = core.routes.current().routes.into_iter().find(|r| r.name == name("kate-pg")).expect("routed");
+        assert_eq!(now.state, RouteState::Asleep);
+        assert_eq!(change["changed"], json!([now]), "kate-pg alone: {change}");
+        assert!(change["version"].as_u64() > first["version"].as_u64());
+    }
+
     #[tokio::test]
     async fn a_stopped_database_keeps_its_credentials_sleeps_in_the_routes_and_one_start_wakes_it() {
         let core = Core::start(FakeRuntime::default());
