@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 const LEASE: &str = "devdb-controller";
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 
+/// How long a stopping controller waits for its background work to finish what it writes.
+const STOPPING: Duration = Duration::from_secs(10);
+
 /// Runs the controller with the local runtime on `listener` until `shutdown` resolves.
 /// Database instances keep running after it returns: the next start adopts them.
 ///
@@ -41,18 +44,17 @@ pub async fn run_local(
     let following = follow_routes::<LocalPlatform>(&local.reconciler, &routes);
     local.reconciler.recover().await.context("recovering state")?;
     let state = AppState::new(config, local.reconciler.clone(), routes);
+    let stop = CancellationToken::new();
     let supervising = {
-        let (reconciler, monitor, stop) = (local.reconciler.clone(), state.monitor.clone(), CancellationToken::new());
+        let (reconciler, monitor, stop) = (local.reconciler.clone(), state.monitor.clone(), stop.clone());
         let lifecycle_every = state.config.lifecycle_check_every;
-        let guard = stop.clone().drop_guard();
         tokio::spawn(async move {
             tokio::join!(
                 reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
                 reconciler.enforce_lifecycle(lifecycle_every, stop.clone()),
                 monitor.run(stop),
             )
-        });
-        guard
+        })
     };
     tracing::info!(
         api = %listener.local_addr()?,
@@ -61,9 +63,14 @@ pub async fn run_local(
         auth = if state.config.tokens.is_empty() { "none (loopback)" } else { "bearer tokens" },
         "devdb-controller started"
     );
-    serve(state, listener, shutdown).await?;
+    let served = serve(state, listener, shutdown).await;
+    // The monitor writes the histories' latest points as it stops: waited for, boundedly.
+    stop.cancel();
+    if tokio::time::timeout(STOPPING, supervising).await.is_err() {
+        tracing::warn!("the monitor and checks took too long to stop");
+    }
     following.abort();
-    drop(supervising);
+    served?;
     tracing::info!("devdb-controller stopped; database instances keep running");
     Ok(())
 }
@@ -147,19 +154,33 @@ pub async fn run_kube(
             tracing::info!(identity = %kube.identity, "leading: reconciling projects and databases");
             reconciler.recover().await?;
             let context = operator::Context::new(reconciler.clone());
+            // All run until `stop`, and each finishes what it writes (the monitor its histories).
+            let work = async {
+                tokio::join!(
+                    operator::run(client, context, queue, stop.clone()),
+                    reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
+                    reconciler.enforce_lifecycle(lifecycle_every, stop.clone()),
+                    monitor.run(stop.clone()),
+                )
+            };
             tokio::select! {
-                () = operator::run(client, context, queue, stop.clone()) => Ok(()),
-                () = reconciler.supervise(SUPERVISE_EVERY, stop.clone()) => Ok(()),
-                () = reconciler.enforce_lifecycle(lifecycle_every, stop.clone()) => Ok(()),
-                () = monitor.run(stop.clone()) => Ok(()),
+                _ = work => Ok(()),
                 lost = lease.hold() => Err(anyhow::Error::from(lost)),
             }
         }
     };
     let serving = serve(state, listener, shutdown);
+    tokio::pin!(lead);
     let outcome = tokio::select! {
-        served = serving => served,
-        led = lead => led,
+        served = serving => {
+            // The leader's work finishes what it writes, boundedly.
+            stop.cancel();
+            if tokio::time::timeout(STOPPING, &mut lead).await.is_err() {
+                tracing::warn!("the controllers and the monitor took too long to stop");
+            }
+            served
+        }
+        led = &mut lead => led,
     };
     stop.cancel();
     following.abort();

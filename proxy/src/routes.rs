@@ -221,7 +221,12 @@ impl ControllerSource {
                     RouteUpdate::Changes(_) if !whole => return Err("a change of the routes before any table".into()),
                     RouteUpdate::Changes(changes) if changes.changed.is_empty() && changes.removed.is_empty() => {}
                     RouteUpdate::Changes(changes) => {
-                        tracing::debug!(version = changes.version, changed = changes.changed.len(), removed = changes.removed.len(), "routes changed");
+                        tracing::debug!(
+                            version = changes.version,
+                            changed = changes.changed.len(),
+                            removed = changes.removed.len(),
+                            "routes changed"
+                        );
                         routes.apply(changes);
                     }
                 }
@@ -272,7 +277,8 @@ mod tests {
     #[test]
     fn a_change_replaces_and_removes_only_the_routes_it_names() {
         let routes = Routes::default();
-        routes.replace(RouteTable { version: 1, routes: vec![route("a", "x:1"), route("b", "x:2"), route("c", "x:3")] });
+        routes
+            .replace(RouteTable { version: 1, routes: vec![route("a", "x:1"), route("b", "x:2"), route("c", "x:3")] });
         let rx = routes.subscribe();
         let removed = vec![Name::new("c").expect("valid")];
         routes.apply(RouteChanges { version: 2, changed: vec![route("b", "y:2"), route("d", "x:4")], removed });

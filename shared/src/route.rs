@@ -186,14 +186,22 @@ mod tests {
 
     #[test]
     fn a_change_names_only_the_routes_added_changed_or_removed_and_lines_tell_tables_from_changes() {
-        let route = |name: &str, state: RouteState| Route { name: Name::new(name).expect("name"), backend: "b:5432".into(), state };
+        let route = |name: &str, state: RouteState| Route {
+            name: Name::new(name).expect("name"),
+            backend: "b:5432".into(),
+            state,
+        };
         let before = RouteTable {
             version: 7,
             routes: vec![route("a", RouteState::Ready), route("b", RouteState::Asleep), route("c", RouteState::Ready)],
         };
         let after = RouteTable {
             version: 8,
-            routes: vec![route("a", RouteState::Ready), route("b", RouteState::Starting), route("d", RouteState::Ready)],
+            routes: vec![
+                route("a", RouteState::Ready),
+                route("b", RouteState::Starting),
+                route("d", RouteState::Ready),
+            ],
         };
         let changes = before.changes_to(&after);
         assert_eq!(changes.version, 8);

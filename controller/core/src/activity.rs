@@ -74,6 +74,8 @@ pub struct Activity {
     key: String,
     /// When it was last written, in seconds since the epoch (0: never).
     written: AtomicU64,
+    /// When this process began listening to reports.
+    started: tokio::time::Instant,
 }
 
 impl Default for Activity {
@@ -83,6 +85,7 @@ impl Default for Activity {
             seen: Mutex::default(),
             key: format!("{DOCUMENTS}/{:016x}", rand::random::<u64>()),
             written: AtomicU64::new(0),
+            started: tokio::time::Instant::now(),
         }
     }
 }
@@ -125,6 +128,12 @@ impl Activity {
         let mut replicas = lock(&self.replicas);
         replicas.retain(|_, (at, _)| at.elapsed() < REPORT_TTL);
         !replicas.is_empty()
+    }
+
+    /// Whether this process began listening less than [`REPORT_TTL`] ago: a proxy may not have
+    /// reported to it yet.
+    pub fn started_recently(&self) -> bool {
+        self.started.elapsed() < REPORT_TTL
     }
 
     /// Whether a session is open on `name` at a replica that reported within [`REPORT_TTL`].
@@ -306,8 +315,10 @@ mod tests {
         assert!(!activity.busy(&kate));
         // A replica that stops reporting (restarted) no longer counts after REPORT_TTL.
         activity.report(report("proxy-b", &[&kate]), SystemTime::UNIX_EPOCH);
+        assert!(activity.started_recently() && activity.heard_recently());
         tokio::time::advance(REPORT_TTL).await;
         assert!(!activity.busy(&kate));
+        assert!(!activity.started_recently() && !activity.heard_recently(), "silent for too long: said once");
     }
 
     #[tokio::test]

@@ -617,8 +617,10 @@ impl<P: Platform> Reconciler<P> {
         // Sessions reported to other controller replicas, and this one's written for them.
         self.activity.consolidate(&*self.store, now, |name| databases.iter().any(|d| &d.name == name)).await?;
         let heard = self.activity.heard_recently();
-        let was_heard = self.proxies_heard.swap(heard, Ordering::Relaxed);
-        if !heard && was_heard {
+        // A process just started has not had the time to hear from any: no warning yet.
+        let silent = !heard && !self.activity.started_recently();
+        let was_heard = self.proxies_heard.swap(!silent, Ordering::Relaxed);
+        if silent && was_heard {
             tracing::warn!(
                 "no proxy has reported sessions for {:?}: idle stops wait until one does (a proxy that cannot reach \
                  the controller, or one with another admin token?)",

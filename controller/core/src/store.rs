@@ -131,6 +131,28 @@ impl DatabaseFeed {
         self.0.send_replace(Arc::new(databases));
     }
 
+    /// Publishes the databases with `record` added or replaced (by name), keeping their order
+    /// by name: a write of one database does not read all of them again.
+    pub fn upsert(&self, record: DatabaseRecord) {
+        self.0.send_modify(|all| {
+            let mut list = all.as_ref().clone();
+            match list.binary_search_by(|d| d.name.cmp(&record.name)) {
+                Ok(at) => list[at] = record,
+                Err(at) => list.insert(at, record),
+            }
+            *all = Arc::new(list);
+        });
+    }
+
+    /// Publishes the databases without `name`.
+    pub fn remove(&self, name: &Name) {
+        self.0.send_modify(|all| {
+            if all.iter().any(|d| &d.name == name) {
+                *all = Arc::new(all.iter().filter(|d| &d.name != name).cloned().collect());
+            }
+        });
+    }
+
     /// A receiver for [`Store::watch_databases`].
     pub fn subscribe(&self) -> watch::Receiver<Databases> {
         self.0.subscribe()

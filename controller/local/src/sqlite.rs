@@ -25,7 +25,9 @@ pub struct SqliteStore {
     /// rusqlite connections are not `Sync`; every operation is a short critical section on a
     /// blocking thread.
     conn: Arc<Mutex<Connection>>,
-    feed: DatabaseFeed,
+    /// Changed in the same critical section as the write it publishes, so publications follow
+    /// the writes' order.
+    feed: Arc<DatabaseFeed>,
 }
 
 const SCHEMA: &str = "
@@ -98,7 +100,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
-        let store = Self { conn: Arc::new(Mutex::new(conn)), feed: DatabaseFeed::default() };
+        let store = Self { conn: Arc::new(Mutex::new(conn)), feed: Arc::default() };
         store.feed.publish(store.all_databases_now()?);
         Ok(store)
     }
@@ -109,12 +111,6 @@ impl SqliteStore {
         let mut stmt = conn.prepare("SELECT doc FROM databases ORDER BY name").map_err(sqlite)?;
         let docs = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sqlite)?;
         docs.map(|d| Ok(serde_json::from_str(&d.map_err(sqlite)?)?)).collect()
-    }
-
-    /// Publishes the databases after a change to one of them.
-    async fn changed(&self) -> Result<(), StoreError> {
-        self.feed.publish(self.databases(None, None).await?);
-        Ok(())
     }
 
     /// Runs `f` on the connection, on a blocking thread.
@@ -172,6 +168,8 @@ impl SqliteStore {
         name: &Name,
         mut f: impl FnMut(&mut T) + Send,
     ) -> Result<T, StoreError> {
+        // A database's write is published with it.
+        let feed = (table == "databases").then(|| self.feed.clone());
         for _ in 0..ATTEMPTS {
             let (mut record, before) = self
                 .get::<T>(table, name.as_str())
@@ -179,11 +177,15 @@ impl SqliteStore {
                 .ok_or_else(|| StoreError::NotFound { kind, name: name.to_string() })?;
             f(&mut record);
             let after = serde_json::to_string(&record)?;
-            let key = name.to_string();
+            let (key, feed) = (name.to_string(), feed.clone());
             let written = self
                 .with(move |c| {
                     let sql = format!("UPDATE {table} SET doc = ?3 WHERE name = ?1 AND doc = ?2");
-                    c.execute(&sql, params![key, before, after]).map_err(sqlite)
+                    let written = c.execute(&sql, params![key, before, after]).map_err(sqlite)?;
+                    if let Some(feed) = feed.filter(|_| written == 1) {
+                        feed.upsert(serde_json::from_str(&after)?);
+                    }
+                    Ok(written)
                 })
                 .await?;
             if written == 1 {
@@ -264,6 +266,7 @@ impl Store for SqliteStore {
     async fn insert_database(&self, d: &DatabaseRecord) -> Result<DatabaseRecord, StoreError> {
         let doc = serde_json::to_string(d)?;
         let (name, project, owner) = (d.name.to_string(), d.project.to_string(), d.owner.clone());
+        let (record, feed) = (d.clone(), self.feed.clone());
         self.with(move |c| {
             let tx = c.transaction().map_err(sqlite)?;
             let exists: Option<String> = tx
@@ -282,10 +285,11 @@ impl Store for SqliteStore {
             if inserted == 0 {
                 return Err(StoreError::Exists { kind: "database", name });
             }
-            tx.commit().map_err(sqlite)
+            tx.commit().map_err(sqlite)?;
+            feed.upsert(record);
+            Ok(())
         })
         .await?;
-        self.changed().await?;
         Ok(d.clone())
     }
 
@@ -304,16 +308,17 @@ impl Store for SqliteStore {
         name: &Name,
         f: impl FnMut(&mut DatabaseRecord) + Send,
     ) -> Result<DatabaseRecord, StoreError> {
-        let updated = self.update("databases", "database", name, f).await?;
-        self.changed().await?;
-        Ok(updated)
+        self.update("databases", "database", name, f).await
     }
 
     async fn delete_database(&self, name: &Name) -> Result<(), StoreError> {
-        let name = name.to_string();
-        self.with(move |c| c.execute("DELETE FROM databases WHERE name = ?1", [name]).map(drop).map_err(sqlite))
-            .await?;
-        self.changed().await
+        let (name, feed) = (name.clone(), self.feed.clone());
+        self.with(move |c| {
+            c.execute("DELETE FROM databases WHERE name = ?1", [name.as_str()]).map_err(sqlite)?;
+            feed.remove(&name);
+            Ok(())
+        })
+        .await
     }
 
     fn watch_databases(&self) -> watch::Receiver<Databases> {
@@ -472,5 +477,36 @@ mod tests {
         assert_eq!(store.projects(None).await.expect("list").len(), 2);
         assert_eq!(store.databases(None, Some("b")).await.expect("list")[0].name, name("y"));
         assert_eq!(store.databases(Some("nobody"), None).await.expect("list").len(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_write_publishes_what_a_fresh_read_would_in_name_order_even_when_writes_race() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        store.insert_project(&project("shop", "kate")).await.expect("insert");
+        for n in ["m", "c", "x", "a"] {
+            store.insert_database(&database(n, "shop")).await.expect("insert");
+        }
+        // Writes of one record racing each other: the last published is the last written.
+        let mut writes = tokio::task::JoinSet::new();
+        for port in 6000..6032 {
+            let store = store.clone();
+            // One that kept losing gives up (Contended): it wrote nothing, so published nothing.
+            writes.spawn(async move {
+                match store.update_database(&name("c"), |d| d.port = port).await {
+                    Ok(_) | Err(StoreError::Contended { .. }) => {}
+                    Err(error) => panic!("{error}"),
+                }
+            });
+        }
+        writes.join_all().await;
+        store.delete_database(&name("x")).await.expect("delete");
+        let published = store.watch_databases().borrow().clone();
+        let read = store.databases(None, None).await.expect("list");
+        assert_eq!(*published, read);
+        let names: Vec<&str> = published.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a", "c", "m"]);
+        let reopened = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(*reopened.watch_databases().borrow().clone(), read);
     }
 }

@@ -241,6 +241,15 @@ fn samples_of_an_instance_that_stops_answering_end_on_their_own_and_do_not_hold_
         assert_eq!(samples.running(), 0, "no sample's thread is left");
 
         superuser.execute("ROLLBACK").expect("rollback");
+        // The sessions the stalled samples left in the server now start, find their clients
+        // gone, and end: until then they count against the role's connection limit.
+        let left = format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{MONITOR_ROLE}'");
+        for _ in 0..600 {
+            if superuser.rows(&left).expect("count")[0][0].as_deref() == Some("0") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let after = instances.runtime.sample(kate, &instances.project).await;
         assert!(matches!(after, Ok(Some(_))), "sampled again once the lock is gone: {after:?}");
     });

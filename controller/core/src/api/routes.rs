@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use devdb_shared::{RouteTable, RouteUpdate};
 
 use super::{ApiError, Shared};
