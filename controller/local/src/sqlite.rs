@@ -298,9 +298,14 @@ impl Store for SqliteStore {
     }
 
     async fn databases(&self, owner: Option<&str>, project: Option<&str>) -> Result<Vec<DatabaseRecord>, StoreError> {
-        let sql =
-            "SELECT doc FROM databases WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR project = ?2) ORDER BY name";
-        self.list(sql, vec![owner.map(str::to_owned), project.map(str::to_owned)]).await
+        // The published list is the table's content (each write changes both in one critical
+        // section): no read, no parse of every record.
+        let all = self.feed.subscribe().borrow().clone();
+        Ok(all
+            .iter()
+            .filter(|d| owner.is_none_or(|o| d.owner == o) && project.is_none_or(|p| d.project.as_str() == p))
+            .cloned()
+            .collect())
     }
 
     async fn update_database(
