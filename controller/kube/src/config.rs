@@ -103,6 +103,11 @@ pub struct KubeArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_SNAPSHOT_TIMEOUT", default_value = "12h", value_parser = humantime::parse_duration)]
     pub snapshot_timeout: Duration,
 
+    /// The cluster's DNS domain: databases' backend addresses are fully qualified names under
+    /// it (`<database>.devdb-<project>.svc.<domain>.`), which the proxy resolves in one query.
+    #[arg(long, env = "DEVDB_CONTROLLER_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
     /// `host:port` of the proxy's Service, through which the controller samples databases for
     /// their charts (the chart sets it; empty: databases are not sampled).
     #[arg(long, env = "DEVDB_CONTROLLER_MONITOR_THROUGH", default_value = "")]
@@ -167,6 +172,12 @@ impl TryFrom<KubeArgs> for KubeConfig {
             })
             .collect::<Result<_, _>>()?;
         let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        let cluster_domain = args.cluster_domain.trim().trim_matches('.').to_ascii_lowercase();
+        let label =
+            |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !cluster_domain.split('.').all(label) {
+            return Err(KubeConfigError::ClusterDomain(args.cluster_domain));
+        }
         let restore_account_annotations = args
             .restore_account_annotations
             .split(',')
@@ -195,6 +206,7 @@ impl TryFrom<KubeArgs> for KubeConfig {
                     cluster_role,
                     service_account: args.service_account.unwrap_or_default(),
                 }),
+                cluster_domain,
             },
             db_version: args.db_version,
             secret_key,
@@ -216,6 +228,8 @@ pub enum KubeConfigError {
     ProxySelector(String),
     #[error("--restore-account-annotations {0:?} is not a list of key=value pairs")]
     Annotations(String),
+    #[error("--cluster-domain {0:?} is not a DNS domain (the cluster's, e.g. cluster.local)")]
+    ClusterDomain(String),
 }
 
 #[cfg(test)]
@@ -268,6 +282,12 @@ mod tests {
         let waits = KubeConfig::try_from(args.kube).expect("valid").waits;
         assert_eq!((waits.stuck, waits.snapshot), (Duration::from_secs(90), Duration::from_secs(86_400)));
         assert!(!format!("{kube:?}").contains(&key), "the key is not logged");
+        assert_eq!(kube.cluster.cluster_domain, "cluster.local");
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--cluster-domain", "Corp.Internal."]).kube;
+        assert_eq!(KubeConfig::try_from(args).expect("valid").cluster.cluster_domain, "corp.internal");
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--cluster-domain", "a b"]).kube;
+        let err = KubeConfig::try_from(args).expect_err("bad domain").to_string();
+        assert!(err.contains("--cluster-domain"), "{err}");
         let args = Cli::parse_from(["x", "--secret-key", &key, "--proxy-selector", "proxy"]).kube;
         let err = KubeConfig::try_from(args).expect_err("bad selector").to_string();
         assert!(err.contains("label=value"), "{err}");

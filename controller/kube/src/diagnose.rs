@@ -1,7 +1,8 @@
 //! Why a pod that should be running is not, in the words of whoever knows: the scheduler (pod
 //! conditions), kubelet (container states, attach and mount events) and the volume provisioner
-//! (the claim's events). A wait uses it to fail early with that reason, and [`Patience`] lets a
-//! reason that clears on its own (a node being added, a registry hiccup) pass first.
+//! (the claim's events); and why a volume snapshot makes no progress. A wait uses it to fail
+//! early with that reason, and [`Patience`] lets a reason that clears on its own (a node being
+//! added, a registry hiccup) pass first.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 
@@ -10,7 +11,8 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 pub enum Blocker {
     /// No node has room (CPU, memory, taints, zones).
     Unschedulable,
-    /// No node can attach another volume (EBS: about 25 per Nitro instance, whatever its size).
+    /// No node can attach another volume (EBS: about 25 per Nitro instance, whatever its size),
+    /// or the node given could not after all (its network interfaces took the slots).
     AttachLimit,
     /// Its volume cannot be provisioned (no such StorageClass, a driver or quota error, a
     /// snapshot that cannot be read).
@@ -25,6 +27,8 @@ pub enum Blocker {
     Crashing,
     /// The CSI driver reports an error taking a volume snapshot.
     Snapshot,
+    /// Nothing acts on a VolumeSnapshot: no snapshot controller, or no CSI snapshotter.
+    SnapshotIgnored,
 }
 
 /// A blocker and the platform's own words for it.
@@ -141,13 +145,62 @@ pub fn problem(pods: &[Pod], claim: &str, events: &[Event]) -> Option<Problem> {
     pods.iter().filter(|p| starting(p)).find_map(|pod| {
         let event = newest(events, "Pod", pod.metadata.name.as_deref()?, &VOLUME_EVENTS)?;
         let message = event.message.as_deref().unwrap_or_default();
-        let blocker = if message.contains("AttachmentLimitExceeded") || message.contains("attachment limit") {
-            Blocker::AttachLimit
+        Some(if over_attached(message) {
+            Problem::new(
+                Blocker::AttachLimit,
+                format!(
+                    "its node has no attachment slot left for its volume, although the scheduler counted                      one: on Nitro instances EBS volumes share the slots with network interfaces, and the                      EBS CSI driver counted its node's volume limit before the VPC CNI attached more of                      them. Reserve the slots they take: the driver's --reserved-volume-attachments (Helm                      node.reservedVolumeAttachments) or a lower --volume-attach-limit                      (node.volumeAttachLimit); or use prefix delegation, which needs fewer interfaces:                      {message}"
+                ),
+            )
         } else {
-            Blocker::Attaching
-        };
-        Some(Problem::new(blocker, format!("its volume cannot be attached or mounted: {message}")))
+            Problem::new(Blocker::Attaching, format!("its volume cannot be attached or mounted: {message}"))
+        })
     })
+}
+
+/// Whether an attach failure is EC2's refusal of one more attachment on the instance
+/// (`AttachmentLimitExceeded`, "maximum number of attachments", or the CSI driver's
+/// `ResourceExhausted` for it): the scheduler had counted a free slot that network interfaces
+/// had taken meanwhile.
+fn over_attached(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["attachmentlimitexceeded", "attachment limit", "maximum number of attachments", "code = resourceexhausted"]
+        .iter()
+        .any(|words| message.contains(words))
+}
+
+/// Why a VolumeSnapshot (`name`, with `status`) shows no progress, if it does not. Its CRDs
+/// make the API accept it whether or not anything acts on it: the external-snapshotter's
+/// snapshot-controller binds it to a VolumeSnapshotContent (`boundVolumeSnapshotContentName`),
+/// then the CSI driver's snapshotter cuts the snapshot (`creationTime`), both within seconds;
+/// only copying the data (until `readyToUse`) takes long. Without them it would wait for the
+/// snapshot timeout (hours) with nothing to say.
+pub fn snapshot_stalled(name: &str, status: &serde_json::Value) -> Option<Problem> {
+    if status["readyToUse"] == true {
+        return None;
+    }
+    if !status["boundVolumeSnapshotContentName"].is_string() {
+        return Some(Problem::new(
+            Blocker::SnapshotIgnored,
+            format!(
+                "no snapshot controller has taken up VolumeSnapshot {name} (it has no bound content): \
+                 install the external-snapshotter's snapshot-controller (on EKS, the snapshot-controller \
+                 add-on), which the snapshot CRDs do not bring"
+            ),
+        ));
+    }
+    if status["creationTime"].is_null() {
+        let content = status["boundVolumeSnapshotContentName"].as_str().unwrap_or_default();
+        return Some(Problem::new(
+            Blocker::SnapshotIgnored,
+            format!(
+                "the CSI driver has not cut VolumeSnapshot {name} (its content {content} has no creation \
+                 time): check that the driver's controller runs its csi-snapshotter sidecar and that the \
+                 VolumeSnapshotClass names that driver"
+            ),
+        ));
+    }
+    None
 }
 
 fn claim_problem(claim: &str, event: &Event) -> Problem {
@@ -309,6 +362,49 @@ mod tests {
         let problem = problem(&[waiting("ContainerCreating", "")], "kate-pg-data", &events).expect("a problem");
         assert_eq!(problem.blocker, Blocker::AttachLimit);
         assert!(problem.reason.contains("AttachmentLimitExceeded"), "{problem:?}");
+        // Another volume's trouble is only that.
+        let events = [event("Pod", "kate-pg-0", "FailedMount", "MountVolume.SetUp failed", "2026-12-02T10:00:00Z")];
+        let other = super::problem(&[waiting("ContainerCreating", "")], "kate-pg-data", &events).expect("a problem");
+        assert_eq!(other.blocker, Blocker::Attaching);
+    }
+
+    #[test]
+    fn an_attach_refused_for_slots_the_network_interfaces_took_says_how_to_reserve_them() {
+        // The EBS CSI driver's words when EC2 refuses the attachment, old and new, and EC2's own.
+        let refusals = [
+            "AttachVolume.Attach failed for volume \"pvc-1\" : rpc error: code = ResourceExhausted desc = \
+             Attachment limit exceeded for volume \"vol-1\" on node \"i-1\": api error AttachmentLimitExceeded: \
+             You may attach up to 27 devices for this instance type.",
+            "AttachVolume.Attach failed for volume \"pvc-1\" : rpc error: code = Internal desc = Could not attach \
+             volume \"vol-1\" to node \"i-1\": You have reached the maximum number of attachments for this instance",
+        ];
+        for refusal in refusals {
+            let events = [event("Pod", "kate-pg-0", "FailedAttachVolume", refusal, "2026-12-02T10:00:00Z")];
+            let problem = problem(&[waiting("ContainerCreating", "")], "kate-pg-data", &events).expect("a problem");
+            assert_eq!(problem.blocker, Blocker::AttachLimit, "{refusal}");
+            for words in ["network interfaces", "--reserved-volume-attachments", "--volume-attach-limit", refusal] {
+                assert!(problem.reason.contains(words), "{words}: {}", problem.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshot_nothing_acts_on_is_a_problem_naming_what_to_install() {
+        let ignored = snapshot_stalled("snapshot-1", &serde_json::Value::Null).expect("stalled");
+        assert_eq!(ignored.blocker, Blocker::SnapshotIgnored);
+        assert!(ignored.reason.contains("snapshot-controller add-on"), "{}", ignored.reason);
+        let unbound = json!({ "readyToUse": false });
+        assert_eq!(snapshot_stalled("snapshot-1", &unbound).map(|p| p.blocker), Some(Blocker::SnapshotIgnored));
+        let bound = json!({ "readyToUse": false, "boundVolumeSnapshotContentName": "snapcontent-1" });
+        let uncut = snapshot_stalled("snapshot-1", &bound).expect("not cut");
+        assert!(uncut.reason.contains("csi-snapshotter") && uncut.reason.contains("snapcontent-1"), "{uncut:?}");
+        // Cut and copying (hours for a volume's first EBS snapshot): progress.
+        let copying = json!({
+            "readyToUse": false, "boundVolumeSnapshotContentName": "snapcontent-1",
+            "creationTime": "2026-12-02T10:00:00Z",
+        });
+        assert_eq!(snapshot_stalled("snapshot-1", &copying), None);
+        assert_eq!(snapshot_stalled("snapshot-1", &json!({ "readyToUse": true })), None);
     }
 
     #[tokio::test(start_paused = true)]

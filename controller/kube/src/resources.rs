@@ -18,11 +18,11 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, EphemeralVolumeSource,
-    ExecAction, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretProjection, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TypedLocalObjectReference, Volume, VolumeMount,
-    VolumeProjection, VolumeResourceRequirements,
+    ExecAction, Lifecycle, LifecycleHandler, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretProjection,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TypedLocalObjectReference,
+    Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -69,6 +69,8 @@ pub struct ClusterSettings {
     /// What each project's namespace grants the controller; `None` when its cluster-wide role
     /// already allows everything (a development cluster).
     pub project_access: Option<ProjectAccess>,
+    /// The cluster's DNS domain (`cluster.local`), in the databases' backend addresses.
+    pub cluster_domain: String,
 }
 
 /// The per-project grant: the controller's ServiceAccount (in the controller's namespace) gets
@@ -642,6 +644,13 @@ pub fn database_pvc(
     }
 }
 
+/// How long a database pod has to stop before it is killed. A fast shutdown writes every dirty
+/// page of `shared_buffers` (up to 4 GB: the settings' limit) in its shutdown checkpoint: about
+/// 35 s at a gp3 volume's baseline 125 MB/s, longer on a throttled or busy volume; 120 s leaves
+/// that margin. Killed before the end, the database loses nothing, but its next start replays
+/// the WAL since the last checkpoint (a slower wake).
+pub const STOP_GRACE_SECONDS: i64 = 120;
+
 /// One PostgreSQL pod on the cloned volume, ready when a real query answers. `devdb-start`
 /// gives the project's user this database's own password, then runs PostgreSQL with the
 /// parameters its owner set (`pg` ones, checked against the allow-list; each as `-c k=v`).
@@ -667,8 +676,14 @@ pub fn statefulset(
                 "SELECT 1".into(),
             ]),
         }),
+        // A query answers in milliseconds, but under load (a long checkpoint, a saturated
+        // volume, a busy node) it can take seconds: one slow answer must not take the database
+        // out of its Service. Looked at often (a woken database is ready within 2 s of
+        // answering), given 5 s, and out only after three misses in a row.
         period_seconds: Some(2),
+        timeout_seconds: Some(5),
         failure_threshold: Some(3),
+        success_threshold: Some(1),
         ..Probe::default()
     };
     let container = Container {
@@ -690,6 +705,22 @@ pub fn statefulset(
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(ready),
+        // Kubernetes stops a container with SIGTERM, which PostgreSQL takes as a smart shutdown:
+        // it waits for every session to end (clients of the proxy may never), and at the end of
+        // the grace period SIGKILL leaves crash recovery for the next start. A fast shutdown
+        // instead (pg_ctl sends SIGINT: sessions end at once, then the shutdown checkpoint);
+        // the SIGTERM that follows is ignored by a postmaster already shutting down faster.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(
+                        ["pg_ctl", "stop", "-D", PGDATA, "-m", "fast", "--no-wait"].map(String::from).to_vec(),
+                    ),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: DATA_MOUNT.into(),
@@ -704,20 +735,24 @@ pub fn statefulset(
         }),
         ..Container::default()
     };
+    let mut template = postgres_pod(labels.clone(), container, &data_name(database), None);
+    if let Some(spec) = template.spec.as_mut() {
+        spec.termination_grace_period_seconds = Some(STOP_GRACE_SECONDS);
+    }
     StatefulSet {
         metadata: meta(database, project, Some(database)),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(database.into()),
-            selector: LabelSelector { match_labels: Some(labels.clone()), ..LabelSelector::default() },
-            template: postgres_pod(labels, container, &data_name(database), None),
+            selector: LabelSelector { match_labels: Some(labels), ..LabelSelector::default() },
+            template,
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
     }
 }
 
-/// The ClusterIP service the proxy relays to: `<database>.devdb-<project>.svc:5432`.
+/// The ClusterIP service the proxy relays to, on 5432 (see [`backend`]).
 pub fn service(project: &str, database: &str) -> Service {
     Service {
         metadata: meta(database, project, Some(database)),
@@ -736,9 +771,14 @@ pub fn service(project: &str, database: &str) -> Service {
     }
 }
 
-/// The backend address the proxy routes `database` to.
-pub fn backend(project: &str, database: &str) -> String {
-    format!("{database}.{}.svc:5432", namespace_name(project))
+/// The backend address the proxy routes `database` to: its Service's fully qualified name,
+/// ending in a dot (`kate-pg.devdb-shop.svc.cluster.local.:5432`). A name without the final
+/// dot has fewer dots than a pod's resolv.conf `ndots:5`, so each connection's lookup would try
+/// every search domain first (`….svc.devdb.svc.cluster.local`, …): several failed queries to the
+/// cluster's DNS per session. The proxy dials it as it is (the system resolver takes a name
+/// ending in a dot as absolute); no TLS runs toward the backend, so no certificate names it.
+pub fn backend(project: &str, database: &str, cluster_domain: &str) -> String {
+    format!("{database}.{}.svc.{cluster_domain}.:5432", namespace_name(project))
 }
 
 /// Only the proxy's pods may reach a database pod (the proxy→database hop is plaintext).
@@ -804,6 +844,7 @@ pub(crate) mod tests {
                 cluster_role: "devdb-project".into(),
                 service_account: "devdb-controller".into(),
             }),
+            cluster_domain: "cluster.local".into(),
         }
     }
 
@@ -899,7 +940,9 @@ pub(crate) mod tests {
             "devdb-proxy"
         );
         assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["devdb.io/database"], "kate-pg");
-        assert_eq!(backend("shop", "kate-pg"), "kate-pg.devdb-shop.svc:5432");
+        // Fully qualified: no search-list walk per connection.
+        assert_eq!(backend("shop", "kate-pg", "cluster.local"), "kate-pg.devdb-shop.svc.cluster.local.:5432");
+        assert_eq!(backend("shop", "kate-pg", "corp.internal"), "kate-pg.devdb-shop.svc.corp.internal.:5432");
     }
 
     /// What the Pod Security Standard "restricted" requires of a pod, read from the objects as
@@ -947,6 +990,24 @@ pub(crate) mod tests {
         let sts = serde_json::to_value(statefulset("shop", "kate-pg", &settings(), &pg)).expect("json");
         let command = &sts["spec"]["template"]["spec"]["containers"][0]["command"];
         assert_eq!(command, &serde_json::json!(["devdb-start", "-c", "max_connections=50", "-c", "work_mem=64MB"]));
+    }
+
+    #[test]
+    fn a_database_pod_has_time_to_answer_its_probe_and_to_stop_with_a_checkpoint() {
+        let sts = serde_json::to_value(statefulset("shop", "kate-pg", &settings(), &BTreeMap::new())).expect("json");
+        let pod = &sts["spec"]["template"]["spec"];
+        let probe = &pod["containers"][0]["readinessProbe"];
+        assert_eq!(
+            (&probe["timeoutSeconds"], &probe["periodSeconds"], &probe["failureThreshold"]),
+            (&serde_json::json!(5), &serde_json::json!(2), &serde_json::json!(3)),
+            "a slow answer under load is no flap: {probe}"
+        );
+        assert_eq!(pod["terminationGracePeriodSeconds"], 120, "room for a 4 GB shutdown checkpoint");
+        assert_eq!(
+            pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"],
+            serde_json::json!(["pg_ctl", "stop", "-D", PGDATA, "-m", "fast", "--no-wait"]),
+            "a fast shutdown, not a smart one waiting for the proxy's sessions"
+        );
     }
 
     #[test]

@@ -313,7 +313,10 @@ impl KubeRuntime {
             // The snapshotter reports errors it retries (throttling, a busy volume) the same way
             // as lasting ones: only one that stays is a failure.
             let error = status["error"]["message"].as_str();
-            let problem = error.map(|e| Problem { blocker: Blocker::Snapshot, reason: e.to_string() });
+            let problem = match error {
+                Some(e) => Some(Problem { blocker: Blocker::Snapshot, reason: e.to_string() }),
+                None => diagnose::snapshot_stalled(&snapshot_name, status),
+            };
             if let Some(problem) = patience.observe(problem) {
                 return Err(RuntimeError::Stuck { step: "the volume snapshot", reason: problem.reason });
             }
@@ -685,7 +688,7 @@ impl Runtime for KubeRuntime {
     }
 
     fn backend(&self, database: &DatabaseRecord) -> String {
-        resources::backend(database.project.as_str(), database.name.as_str())
+        resources::backend(database.project.as_str(), database.name.as_str(), &self.settings.cluster_domain)
     }
 
     /// Through the proxy, as its owner connects (a database admits only the proxy).

@@ -47,6 +47,7 @@ fn settings() -> ClusterSettings {
             cluster_role: "devdb-project".into(),
             service_account: "devdb-controller".into(),
         }),
+        cluster_domain: "cluster.local".into(),
     }
 }
 
@@ -868,7 +869,7 @@ async fn routes_follow_the_database_resources_and_turn_ready_with_the_pod() {
     };
     assert_eq!(table.routes.len(), 1);
     assert_eq!(table.routes[0].name, name("kate-pg"));
-    assert_eq!(table.routes[0].backend, "kate-pg.devdb-shop.svc:5432");
+    assert_eq!(table.routes[0].backend, "kate-pg.devdb-shop.svc.cluster.local.:5432");
     following.abort();
     watching.abort();
 }
@@ -1404,6 +1405,22 @@ mod blocked {
         steps.push(job_pods(vec![running_pod("restore-1-abcde")]));
         steps.extend(job_done_then_snapshot(vec![json!({ "readyToUse": false, "error": { "message": denied } })]));
         steps.extend(restore_failed(&format!("the volume snapshot cannot go on: {denied}")));
+        c.pass(Key::Project(name("shop")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_no_snapshot_controller_takes_up_fails_the_project_naming_what_to_install() {
+        // The snapshot CRDs are there (the API takes the VolumeSnapshot) but nothing acts on it:
+        // it stays without a status instead of making the restore wait for the snapshot timeout.
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let mut steps = restore_until_active();
+        steps.push(job_pods(vec![running_pod("restore-1-abcde")]));
+        steps.extend(job_done_then_snapshot(vec![json!(null)]));
+        steps.extend(restore_failed(
+            "the volume snapshot cannot go on: no snapshot controller has taken up VolumeSnapshot snapshot-1 \
+             (it has no bound content): install the external-snapshotter's snapshot-controller (on EKS, the \
+             snapshot-controller add-on), which the snapshot CRDs do not bring",
+        ));
         c.pass(Key::Project(name("shop")), steps).await;
     }
 
