@@ -111,9 +111,9 @@ done
 step "$PROJECTS projects of $PER_PROJECT databases, half of each stopped"
 python3 loadtest/kube_scale.py populate "http://127.0.0.1:$port_a" "$admin_token" "$PROJECTS" "$PER_PROJECT"
 
-step "steady state: $STEADY s (activity reports every 30 s, a route subscription)"
+step "steady state: $STEADY s (two proxies report every running database every 15 s to either replica, one stop and one start a minute, a route subscription following changes)"
 counters -X POST >/dev/null
-python3 loadtest/kube_scale.py steady "http://127.0.0.1:$port_a" "$admin_token" "$STEADY" "$work/steady.json"
+python3 loadtest/kube_scale.py steady "http://127.0.0.1:$port_a,http://127.0.0.1:$port_b" "$admin_token" "$STEADY" "$work/steady.json"
 counters >"$work/counters-steady.json"
 sed 's/\x1b\[[0-9;]*m//g' "$work/scale-a.log" | grep -o 'tick_seconds=[0-9.]*' | cut -d= -f2 >"$work/ticks.txt" || true
 

@@ -4,6 +4,7 @@ half of them stopped), steady (activity reports and a route subscription for a w
 (how long a new leader takes), summary (the figures as JSON)."""
 
 import json
+import random
 import statistics
 import sys
 import threading
@@ -73,50 +74,77 @@ def populate(base, token, projects, per):
     print(f"half stopped in {wait_for('stops', half_stopped):.0f} s", file=sys.stderr)
 
 
-def steady(base, token, seconds, out):
+def steady(bases, token, seconds, out):
+    """Two proxies report sessions on every running database (half each), each report to either
+    controller replica as the Service would send it; every minute an owner stops one running
+    database and starts an asleep one (the churn route changes come from); a route subscription
+    follows the changes as proxies do (?changes=true)."""
+    bases = bases.split(",")
+    base = bases[0]
     listed = call(base, token, "GET", "/v1/databases")
     running = [d["name"] for d in listed if d["status"] == "running"]
-    route = {"bytes": 0, "messages": 0}
+    asleep = [d["name"] for d in listed if d["status"] == "stopped"]
+    route = {"table_bytes": 0, "changes": 0, "change_bytes": 0, "heartbeats": 0, "routes_changed": 0}
     stop = threading.Event()
 
     def follow():
-        request = urllib.request.Request(base + "/v1/routes/watch")
+        request = urllib.request.Request(base + "/v1/routes/watch?changes=true")
         request.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(request, timeout=seconds + 60) as stream:
             while not stop.is_set():
                 line = stream.readline()
                 if not line:
                     return
-                route["bytes"] += len(line)
-                route["messages"] += 1
+                update = json.loads(line)
+                if "routes" in update:
+                    route["table_bytes"] = len(line)
+                elif update.get("changed") or update.get("removed"):
+                    route["changes"] += 1
+                    route["change_bytes"] += len(line)
+                    route["routes_changed"] += len(update.get("changed", [])) + len(update.get("removed", []))
+                else:
+                    route["heartbeats"] += 1
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
     time.sleep(2)
-    first = dict(route)  # the table sent on subscribing
-    reports, failures = 0, []
+    reports, failures, churned = 0, [], 0
     list_latency, report_latency = [], []
     started = time.time()
+    next_churn = started + 60
     while time.time() - started < seconds:
-        open_now = running[:100]
+        for proxy, share in (("proxy-a", running[0::2]), ("proxy-b", running[1::2])):
+            try:
+                t = time.time()
+                # A proxy gives up on a report after 10 s.
+                call(random.choice(bases), token, "POST", "/v1/activity",
+                     {"replica": proxy, "open": share, "active": share}, timeout=10)
+                report_latency.append(time.time() - t)
+                reports += 1
+            except Exception as error:  # noqa: BLE001 - a figure, not a crash
+                failures.append(f"{time.time() - started:.0f}s: report: {error}")
+        if time.time() >= next_churn and asleep:
+            next_churn += 60
+            try:
+                woken, slept = asleep.pop(0), running.pop(0)
+                call(base, token, "POST", f"/v1/databases/{slept}/stop")
+                call(base, token, "POST", f"/v1/databases/{woken}/start")
+                running.append(woken)
+                asleep.append(slept)
+                churned += 1
+            except Exception as error:  # noqa: BLE001
+                failures.append(f"{time.time() - started:.0f}s: churn: {error}")
         try:
-            t = time.time()
-            # A proxy gives up on a report after 10 s.
-            call(base, token, "POST", "/v1/activity", {"replica": "proxy-a", "open": open_now, "active": open_now}, timeout=10)
-            report_latency.append(time.time() - t)
-            reports += 1
             t = time.time()
             call(base, token, "GET", "/v1/databases", timeout=120)
             list_latency.append(time.time() - t)
-        except Exception as error:  # noqa: BLE001 - a figure, not a crash
-            failures.append(f"{time.time() - started:.0f}s: {error}")
-        stop.wait(30)
+        except Exception as error:  # noqa: BLE001
+            failures.append(f"{time.time() - started:.0f}s: list: {error}")
+        stop.wait(15)
     stop.set()
     json.dump({
-        "seconds": time.time() - started, "activity_reports": reports,
-        "route_messages": route["messages"] - first["messages"], "route_bytes": route["bytes"] - first["bytes"],
-        "route_table_bytes": first["bytes"] // max(first["messages"], 1),
-        "list_seconds": list_latency, "report_seconds": report_latency, "failures": failures,
+        "seconds": time.time() - started, "activity_reports": reports, "churned": churned,
+        "routes": route, "list_seconds": list_latency, "report_seconds": report_latency, "failures": failures,
     }, open(out, "w"))
 
 
@@ -159,6 +187,7 @@ def summary(work, projects, per, seconds):
     span = counters["seconds"]
     by_request = dict(sorted(counters["requests"].items(), key=lambda kv: -kv[1]))
     status_writes = sum(v for k, v in counters["requests"].items() if k.startswith("patch databases"))
+    # The counters are zeroed after populate, so the leader change's own figures follow.
     result = {
         "databases": projects * per, "running": projects * per // 2, "projects": projects,
         "steady": {
@@ -171,10 +200,9 @@ def summary(work, projects, per, seconds):
         },
         "monitor_tick_seconds": {"p50": round(statistics.median(ticks), 2) if ticks else None,
                                  "max": round(max(ticks), 2) if ticks else None, "ticks": len(ticks)},
-        "routes": {"table_bytes": steady["route_table_bytes"], "messages": steady["route_messages"],
-                   "bytes_pushed": steady["route_bytes"],
-                   "bytes_per_message": steady["route_bytes"] // max(steady["route_messages"], 1),
-                   "database_status_writes": status_writes},
+        "routes": {**steady["routes"],
+                   "bytes_per_change": steady["routes"]["change_bytes"] // max(steady["routes"]["changes"], 1),
+                   "database_writes": status_writes, "databases_stopped_and_started": steady["churned"]},
         "api_list_seconds": {"p50": round(statistics.median(steady["list_seconds"]), 3) if steady["list_seconds"] else None,
                              "max": round(max(steady["list_seconds"]), 3) if steady["list_seconds"] else None},
         "activity_report_seconds": {"p50": round(statistics.median(steady["report_seconds"]), 3) if steady["report_seconds"] else None,
