@@ -13,41 +13,12 @@ import urllib.request
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 
-
-def call(base, token, method, path, body=None, timeout=60):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data:
-        request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        raw = answer.read()
-        return json.loads(raw) if raw else None
-
-
-def wait_for(what, check, limit=1800):
-    start = time.time()
-    while time.time() - start < limit:
-        done, state = check()
-        if done:
-            return time.time() - start
-        time.sleep(1)
-    raise SystemExit(f"{what}: not settled after {limit} s: {state}")
+from api_client import call, create_ready_projects, wait_for
 
 
 def populate(base, token, projects, per):
     names = [f"p{p:02d}" for p in range(projects)]
-    for name in names:
-        call(base, token, "POST", "/v1/projects", {
-            "name": name, "owner": f"o{name}", "dbVersion": "15",
-            "defaultCredentials": {"username": "app", "database": "shop"},
-        })
-
-    def projects_ready():
-        states = [p["status"] for p in call(base, token, "GET", "/v1/projects")]
-        return all(s == "ready" for s in states) and len(states) == projects, states.count("ready")
-
-    print(f"projects ready in {wait_for('projects', projects_ready):.0f} s", file=sys.stderr)
+    print(f"projects ready in {create_ready_projects(base, token, names, 1800):.0f} s", file=sys.stderr)
     databases = [(f"{p}-db{d:03d}", p) for p in names for d in range(per)]
     started = time.time()
     with ThreadPoolExecutor(16) as pool:
@@ -62,7 +33,7 @@ def populate(base, token, projects, per):
         running, total = count("running")
         return running == len(databases), f"{running} of {total} running"
 
-    print(f"all running in {wait_for('databases', all_running):.0f} s", file=sys.stderr)
+    print(f"all running in {wait_for('databases', all_running, 1800):.0f} s", file=sys.stderr)
     stopped = [name for i, (name, _) in enumerate(databases) if i % 2 == 1]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda n: call(base, token, "POST", f"/v1/databases/{n}/stop"), stopped))
@@ -71,7 +42,7 @@ def populate(base, token, projects, per):
         n, total = count("stopped")
         return n == len(stopped), f"{n} of {total} stopped"
 
-    print(f"half stopped in {wait_for('stops', half_stopped):.0f} s", file=sys.stderr)
+    print(f"half stopped in {wait_for('stops', half_stopped, 1800):.0f} s", file=sys.stderr)
 
 
 def steady(bases, token, seconds, out):

@@ -16,27 +16,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-
-def call(base, token, method, path, body=None, timeout=60):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data:
-        request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        raw = answer.read()
-        return json.loads(raw) if raw else None
-
-
-def wait_for(what, check, limit=600):
-    start = time.time()
-    state = None
-    while time.time() - start < limit:
-        done, state = check()
-        if done:
-            return time.time() - start
-        time.sleep(1)
-    raise SystemExit(f"{what}: not settled after {limit} s: {state}")
+from api_client import call, create_ready_projects, wait_for
 
 
 def project_names(projects):
@@ -60,19 +40,7 @@ def populate(base, token, projects, real, running, out):
     all but RUNNING of them are stopped through the API."""
     names = project_names(projects)
     started = time.time()
-    for name in names:
-        call(base, token, "POST", "/v1/projects", {
-            "name": name, "owner": f"o{name}", "dbVersion": "15",
-            "defaultCredentials": {"username": "app", "database": "shop"},
-        })
-
-    def projects_ready():
-        states = [p["status"] for p in call(base, token, "GET", "/v1/projects")]
-        if "failed" in states:
-            raise SystemExit(f"a project failed: {call(base, token, 'GET', '/v1/projects')}")
-        return all(s == "ready" for s in states) and len(states) == projects, states
-
-    projects_seconds = wait_for("projects", projects_ready)
+    projects_seconds = create_ready_projects(base, token, names, 600)
     print(f"{projects} projects ready in {projects_seconds:.0f} s", file=sys.stderr)
     databases = [(database_name(names[i % projects], i // projects), names[i % projects]) for i in range(real)]
     t = time.time()
@@ -87,7 +55,7 @@ def populate(base, token, projects, real, running, out):
             raise SystemExit(f"a database failed: {by}")
         return by.get("running", 0) == real, by
 
-    create_seconds = (time.time() - t) + wait_for("creates", all_running)
+    create_seconds = (time.time() - t) + wait_for("creates", all_running, 600)
     print(f"{real} databases created and running in {create_seconds:.0f} s", file=sys.stderr)
     stopped = [name for name, _ in databases[running:]]
     t = time.time()
@@ -98,7 +66,7 @@ def populate(base, token, projects, real, running, out):
         total, by = count(base, token)
         return by.get("stopped", 0) == len(stopped) and by.get("running", 0) == running, by
 
-    stop_seconds = (time.time() - t) + wait_for("stops", stops_done)
+    stop_seconds = (time.time() - t) + wait_for("stops", stops_done, 600)
     print(f"{len(stopped)} stopped in {stop_seconds:.0f} s", file=sys.stderr)
     json.dump({"projects_seconds": round(projects_seconds, 1), "create_seconds": round(create_seconds, 1),
                "stop_seconds": round(stop_seconds, 1), "real": real, "running": running,
@@ -156,7 +124,7 @@ def settle(base, token, total, running, out):
         listed, by = count(base, token)
         return listed == total and by.get("running", 0) == running and by.get("stopped", 0) == total - running, by
 
-    seconds = wait_for("restart", settled)
+    seconds = wait_for("restart", settled, 600)
     print(f"{total} databases listed after {seconds:.0f} s", file=sys.stderr)
     json.dump({"settled_seconds": round(seconds, 1), "by_status": count(base, token)[1]}, open(out, "w"))
 
