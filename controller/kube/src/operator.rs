@@ -4,6 +4,7 @@
 //! to resync. A failed pass is retried with exponential backoff per object.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,39 +72,88 @@ fn key_of<K: Resource>(resource: &K, key: fn(devdb_shared::Name) -> Key) -> Resu
 }
 
 /// The scheduler of the Kubernetes runtime: passes the reconciler asks for go to the
-/// controllers (over a channel), which serialize them per object and retry failed ones.
-pub struct ChannelScheduler(mpsc::UnboundedSender<Key>);
+/// controllers (over a channel), which serialize them per object and retry failed ones. Only
+/// the leader's controllers run passes: on a replica that follows, passes asked for (its API
+/// calls ask for them too) are dropped at once rather than queued for a leadership that may
+/// never come, and replayed as a backlog if it does. Nothing is lost: the leader follows the
+/// same changes through its watches, and a new leader reconciles everything as it starts (its
+/// recovery, then its controllers' first listing of every resource).
+pub struct ChannelScheduler {
+    passes: mpsc::UnboundedSender<Key>,
+    leading: Arc<AtomicBool>,
+}
 
 impl ChannelScheduler {
-    /// The scheduler, and the receiving end for [`run`].
-    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Key>) {
+    /// The scheduler, following, and the receiving end for [`run`].
+    pub fn new() -> (Arc<Self>, Passes) {
         let (passes, queue) = mpsc::unbounded_channel();
-        (Arc::new(Self(passes)), queue)
+        let leading = Arc::new(AtomicBool::new(false));
+        (Arc::new(Self { passes, leading: leading.clone() }), Passes { queue, leading })
     }
 }
 
 impl Scheduler for ChannelScheduler {
     fn schedule(&self, key: Key) {
+        if !self.leading.load(Ordering::Acquire) {
+            tracing::trace!(?key, "a pass asked for while following: the leader runs its own");
+            return;
+        }
         // Closed only while the process stops, when a pass no longer matters.
-        if self.0.send(key).is_err() {
+        if self.passes.send(key).is_err() {
             tracing::debug!("a pass asked for while stopping");
         }
     }
 }
 
+/// The passes a [`ChannelScheduler`] kept for the controllers: none while following.
+pub struct Passes {
+    queue: mpsc::UnboundedReceiver<Key>,
+    leading: Arc<AtomicBool>,
+}
+
+impl Passes {
+    /// Keeps the passes asked for from now on (this replica's controllers run them).
+    pub fn lead(&self) {
+        self.leading.store(true, Ordering::Release);
+    }
+
+    /// Drops the passes asked for from now on, and those kept and not yet taken.
+    pub fn follow(&mut self) {
+        self.leading.store(false, Ordering::Release);
+        while self.queue.try_recv().is_ok() {}
+    }
+
+    /// A pass kept and not yet taken, if any.
+    pub fn try_next(&mut self) -> Option<Key> {
+        self.queue.try_recv().ok()
+    }
+}
+
+/// [`Passes`] taken while [`run`] runs: leading until dropped, then following again.
+struct Leading(Passes);
+
+impl Leading {
+    fn new(passes: Passes) -> Self {
+        passes.lead();
+        Self(passes)
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.0.follow();
+    }
+}
+
 /// Runs both controllers until `stop` is cancelled. `passes` are the passes the reconciler asks
-/// for ([`ChannelScheduler`]).
-pub async fn run<P: Platform>(
-    client: Client,
-    context: Arc<Context<P>>,
-    mut passes: mpsc::UnboundedReceiver<Key>,
-    stop: CancellationToken,
-) {
+/// for ([`ChannelScheduler`]): kept from now on, and dropped again once this returns.
+pub async fn run<P: Platform>(client: Client, context: Arc<Context<P>>, passes: Passes, stop: CancellationToken) {
     let (projects_tx, projects_rx) = mpsc::unbounded_channel();
     let (databases_tx, databases_rx) = mpsc::unbounded_channel();
+    let mut passes = Leading::new(passes);
     let route = async move {
         // A send fails only once the controllers have stopped.
-        while let Some(key) = passes.recv().await {
+        while let Some(key) = passes.0.queue.recv().await {
             match key {
                 Key::Project(name) => drop(projects_tx.send(ObjectRef::<Project>::new(name.as_str()))),
                 Key::Database(name) => drop(databases_tx.send(ObjectRef::<Database>::new(name.as_str()))),
@@ -175,4 +225,44 @@ fn receiver_stream<T: Send + 'static>(
     mut receiver: mpsc::UnboundedReceiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> Key {
+        Key::Database(devdb_shared::Name::new(name).expect("name"))
+    }
+
+    #[test]
+    fn a_follower_keeps_no_passes_and_a_leader_keeps_them_until_it_follows_again() {
+        let (scheduler, mut passes) = ChannelScheduler::new();
+        // Following: API calls on this replica ask for passes; none is queued.
+        for _ in 0..10_000 {
+            scheduler.schedule(key("kate-pg"));
+        }
+        assert_eq!(passes.try_next(), None, "no backlog to replay");
+        // Leading: kept for the controllers.
+        passes.lead();
+        scheduler.schedule(key("kate-pg"));
+        scheduler.schedule(key("bob-pg"));
+        assert_eq!(passes.try_next(), Some(key("kate-pg")));
+        // Following again: what was kept goes, and nothing is kept after.
+        passes.follow();
+        assert_eq!(passes.try_next(), None);
+        scheduler.schedule(key("kate-pg"));
+        assert_eq!(passes.try_next(), None);
+    }
+
+    #[test]
+    fn run_leads_while_it_runs_and_follows_once_it_ends() {
+        let (scheduler, passes) = ChannelScheduler::new();
+        let leading = Leading::new(passes);
+        assert!(scheduler.leading.load(Ordering::Acquire));
+        scheduler.schedule(key("kate-pg"));
+        assert_eq!(leading.0.queue.len(), 1);
+        drop(leading);
+        assert!(!scheduler.leading.load(Ordering::Acquire), "passes asked for after it ends are dropped");
+    }
 }

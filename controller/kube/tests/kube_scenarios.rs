@@ -12,13 +12,12 @@ use std::time::Duration;
 use apiserver::Step;
 use devdb_core::model::Key;
 use devdb_core::reconcile::Reconciler;
-use devdb_kube::operator::ChannelScheduler;
+use devdb_kube::operator::{ChannelScheduler, Passes};
 use devdb_kube::resources::{self, ClusterSettings};
 use devdb_kube::{CrdStore, KubePlatform, KubeRuntime, Passwords, Waits};
 use devdb_shared::api::Masking;
 use devdb_shared::{Domain, Name};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 const KEY: &[u8] = b"the controller's secret key, 32+ bytes long";
 const PROJECTS: &str = "/apis/devdb.io/v1alpha1/projects";
@@ -59,8 +58,8 @@ fn name(s: &str) -> Name {
 struct Cluster {
     reconciler: Arc<Reconciler<KubePlatform>>,
     server: apiserver::ApiServer,
-    /// Passes the reconciler asks the controllers for.
-    passes: mpsc::UnboundedReceiver<Key>,
+    /// Passes the reconciler asks the controllers for (as the leader keeps them).
+    passes: Passes,
 }
 
 fn cluster(settings: ClusterSettings) -> Cluster {
@@ -84,6 +83,7 @@ fn impatient_cluster(settings: ClusterSettings, stuck: Duration) -> Cluster {
         kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: Some("test".into()) };
     let store = Arc::new(CrdStore::new(client, "devdb", Passwords::new(KEY), reporter));
     let (scheduler, passes) = ChannelScheduler::new();
+    passes.lead();
     Cluster { reconciler: Reconciler::new(store, runtime, scheduler), server, passes }
 }
 
@@ -115,7 +115,7 @@ impl Cluster {
     }
 
     fn asked_for(&mut self) -> Vec<Key> {
-        std::iter::from_fn(|| self.passes.try_recv().ok()).collect()
+        std::iter::from_fn(|| self.passes.try_next()).collect()
     }
 }
 
