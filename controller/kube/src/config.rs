@@ -38,7 +38,8 @@ pub struct KubeArgs {
 
     /// Run databases even where the cluster does not enforce NetworkPolicies (then any pod can
     /// reach every database and try its password). By default the controller checks, on the
-    /// first database it starts, that it cannot connect to it, and refuses databases if it can.
+    /// first database it starts and again every 6 hours, that it cannot connect to it, and
+    /// refuses databases while it can.
     #[arg(long, env = "DEVDB_CONTROLLER_ALLOW_UNENFORCED_NETWORK_POLICIES")]
     pub allow_unenforced_network_policies: bool,
 

@@ -595,7 +595,9 @@ impl Runtime for KubeRuntime {
             return Err(RuntimeError::DataMissing(database.name.clone()));
         }
         self.scale(database, 1).await?;
-        self.wait_ready(database, &namespace).await
+        self.wait_ready(database, &namespace).await?;
+        // Checked again every few hours (see `isolation`): a wake is when most databases start.
+        self.isolation.check(&self.backend(database)).await
     }
 
     async fn apply_settings(&self, database: &DatabaseRecord, _restart: bool) -> Result<(), RuntimeError> {
