@@ -77,9 +77,10 @@ pub struct KubeArgs {
     pub service_account: Option<String>,
 
     /// Annotations (key=value, comma-separated) of the ServiceAccount `devdb-restore` the
-    /// controller makes in each project namespace for restore Jobs, e.g.
-    /// `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/devdb-restore` (IRSA: S3 access without
-    /// copying keys). Empty: Jobs run as the namespace's default account.
+    /// controller makes in the namespace of each project with an s3:// source, which its restore
+    /// Jobs run as, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/devdb-restore` (IRSA: S3
+    /// access without copying keys). Empty with EKS Pod Identity: associate the role with
+    /// `devdb-restore` in the projects' namespaces.
     #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_ACCOUNT_ANNOTATIONS", default_value = "")]
     pub restore_account_annotations: String,
 
@@ -94,8 +95,9 @@ pub struct KubeArgs {
 
     /// How long a restore or a new database may stay blocked for one reason (no node can take
     /// its pod, its image cannot be pulled, its volume cannot be provisioned or attached, it
-    /// crash-loops, its snapshot reports an error) before it fails with that reason and what it
-    /// made is removed. Long enough for the cluster autoscaler to add a node.
+    /// crash-loops, its snapshot reports an error or nothing acts on it) before it fails with
+    /// that reason and what it made is removed. Long enough for the cluster autoscaler to add a
+    /// node.
     #[arg(long, env = "DEVDB_CONTROLLER_STUCK_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
     pub stuck_after: Duration,
 

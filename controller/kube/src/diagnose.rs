@@ -169,6 +169,18 @@ fn over_attached(message: &str) -> bool {
         .any(|words| message.contains(words))
 }
 
+/// What the EKS pod identity webhook sets in a container it gives an AWS identity: IRSA's
+/// role and web identity token, or EKS Pod Identity's credentials endpoint.
+const AWS_IDENTITY_ENV: [&str; 3] =
+    ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"];
+
+/// Whether a restore pod's `fetch` container was made without an AWS identity injected.
+pub fn lacks_aws_identity(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else { return false };
+    let Some(fetch) = spec.init_containers.iter().flatten().find(|c| c.name == "fetch") else { return false };
+    !fetch.env.iter().flatten().any(|e| AWS_IDENTITY_ENV.contains(&e.name.as_str()))
+}
+
 /// Why a VolumeSnapshot (`name`, with `status`) shows no progress, if it does not. Its CRDs
 /// make the API accept it whether or not anything acts on it: the external-snapshotter's
 /// snapshot-controller binds it to a VolumeSnapshotContent (`boundVolumeSnapshotContentName`),
@@ -386,6 +398,24 @@ mod tests {
                 assert!(problem.reason.contains(words), "{words}: {}", problem.reason);
             }
         }
+    }
+
+    #[test]
+    fn a_restore_pod_without_the_injected_aws_variables_lacks_an_identity() {
+        let fetch = |env: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": { "name": "restore-1-abcde" },
+                "spec": { "initContainers": [{ "name": "fetch", "env": env }], "containers": [{ "name": "restore" }] },
+            }))
+            .expect("pod")
+        };
+        assert!(lacks_aws_identity(&fetch(json!([{ "name": "DEVDB_RESTORE_STEP", "value": "fetch" }]))));
+        let irsa = json!([{ "name": "AWS_ROLE_ARN", "value": "arn:aws:iam::1:role/r" }]);
+        assert!(!lacks_aws_identity(&fetch(irsa)));
+        let pod_identity =
+            json!([{ "name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": "http://169.254.170.23/v1/credentials" }]);
+        assert!(!lacks_aws_identity(&fetch(pod_identity)));
+        assert!(!lacks_aws_identity(&pod(json!({}))), "no spec read: nothing to tell");
     }
 
     #[test]

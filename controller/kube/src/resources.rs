@@ -62,9 +62,9 @@ pub struct ClusterSettings {
     /// source gets as files (and gives the AWS CLI alone). It is copied, as
     /// [`SOURCE_CREDENTIALS`], only into the namespaces of projects with an `s3://` source.
     pub source_credentials: Option<String>,
-    /// Annotations of the ServiceAccount restore Jobs run as (`eks.amazonaws.com/role-arn`:
-    /// IRSA gives the Job the role's S3 access without a copy of any key); none: Jobs run as
-    /// the namespace's default account.
+    /// Annotations of the ServiceAccount [`RESTORE_ACCOUNT`] restore Jobs of `s3://` sources run
+    /// as (`eks.amazonaws.com/role-arn`: IRSA gives the Job the role's S3 access without a copy
+    /// of any key); none for EKS Pod Identity, whose association names the account.
     pub restore_account_annotations: BTreeMap<String, String>,
     /// What each project's namespace grants the controller; `None` when its cluster-wide role
     /// already allows everything (a development cluster).
@@ -170,14 +170,16 @@ pub fn namespace(project: &str) -> Namespace {
     }
 }
 
-/// The ServiceAccount restore Jobs run as, when they need an identity of their own.
+/// The ServiceAccount the restore Jobs of `s3://` sources run as, in each project's namespace:
+/// the one an IAM role is given to, by IRSA (its annotations) or by an EKS Pod Identity
+/// association (no annotation).
 pub const RESTORE_ACCOUNT: &str = "devdb-restore";
 
 /// The account restore Jobs of `project` run as, with the cloud identity the annotations give it
 /// (no token of the Kubernetes API: Jobs never call it).
 pub fn restore_account(project: &str, annotations: &BTreeMap<String, String>) -> ServiceAccount {
     let mut metadata = meta(RESTORE_ACCOUNT, project, None);
-    metadata.annotations = Some(annotations.clone());
+    metadata.annotations = (!annotations.is_empty()).then(|| annotations.clone());
     ServiceAccount { metadata, automount_service_account_token: Some(false), ..ServiceAccount::default() }
 }
 
@@ -505,7 +507,9 @@ pub fn restore_job(
         template.metadata.get_or_insert_with(ObjectMeta::default).annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert("karpenter.sh/do-not-disrupt".into(), "true".into());
     annotations.insert("cluster-autoscaler.kubernetes.io/safe-to-evict".into(), "false".into());
-    if let Some(spec) = template.spec.as_mut().filter(|_| !settings.restore_account_annotations.is_empty()) {
+    // An `s3://` source is fetched as the project's restore account, whatever gives it its
+    // identity (IRSA annotations, a Pod Identity association, or nothing: source credentials).
+    if let Some(spec) = template.spec.as_mut().filter(|_| options.s3) {
         spec.service_account_name = Some(RESTORE_ACCOUNT.into());
         // The workload identity (IRSA) is for the download: the container that reads the dump
         // gets no token of it.
@@ -1011,9 +1015,9 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn with_irsa_the_restore_job_runs_as_an_annotated_account_without_an_api_token() {
-        let job =
-            serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &settings())).expect("json");
+    fn an_s3_restore_job_runs_as_the_restore_account_without_an_api_token_annotated_or_not() {
+        let s3 = RestoreOptions { s3: true, ..RestoreOptions::default() };
+        let job = serde_json::to_value(restore_job("shop", 1, "shop", s3, &settings())).expect("json");
         let pod = &job["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], RESTORE_ACCOUNT);
         assert_eq!(pod["automountServiceAccountToken"], false);
@@ -1024,10 +1028,16 @@ pub(crate) mod tests {
             "arn:aws:iam::123456789012:role/devdb-restore"
         );
         assert_eq!(account["metadata"]["namespace"], "devdb-shop");
+        // EKS Pod Identity: the association names the account, which needs no annotation.
         let plain = ClusterSettings { restore_account_annotations: BTreeMap::new(), ..settings() };
-        let job =
-            serde_json::to_value(restore_job("shop", 1, "shop", RestoreOptions::default(), &plain)).expect("json");
-        assert!(job["spec"]["template"]["spec"].get("serviceAccountName").is_none(), "the namespace's default");
+        let job = serde_json::to_value(restore_job("shop", 1, "shop", s3, &plain)).expect("json");
+        assert_eq!(job["spec"]["template"]["spec"]["serviceAccountName"], RESTORE_ACCOUNT);
+        let account = serde_json::to_value(restore_account("shop", &BTreeMap::new())).expect("json");
+        assert!(account["metadata"].get("annotations").is_none(), "{account}");
+        // Any other source needs no cloud identity: the namespace's default account.
+        let https = restore_job("shop", 1, "shop", RestoreOptions::default(), &settings());
+        let https = serde_json::to_value(https).expect("json");
+        assert!(https["spec"]["template"]["spec"].get("serviceAccountName").is_none(), "the namespace's default");
     }
 
     /// The env of a container of a Job (plain values).

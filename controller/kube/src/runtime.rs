@@ -154,7 +154,8 @@ impl KubeRuntime {
             resources::owned_by(&mut binding.metadata, "Project", name, &project.id);
             apply(&self.api::<RoleBinding>(&namespace), &binding).await?;
         }
-        if !self.settings.restore_account_annotations.is_empty() {
+        let s3 = project.backup_location.as_deref().is_some_and(|l| l.starts_with("s3://"));
+        if s3 {
             let account = resources::restore_account(name, &self.settings.restore_account_annotations);
             apply(&self.api::<ServiceAccount>(&namespace), &account).await?;
         }
@@ -162,7 +163,6 @@ impl KubeRuntime {
         let secret =
             resources::project_secret(name, &project.username, &project.password, project.backup_location.as_deref());
         apply(&secrets, &secret).await?;
-        let s3 = project.backup_location.as_deref().is_some_and(|l| l.starts_with("s3://"));
         if let Some(source) = self.settings.source_credentials.as_ref().filter(|_| s3) {
             let original = self.api::<Secret>(&self.settings.controller_namespace).get_opt(source).await.platform()?;
             let Some(original) = original else {
@@ -176,32 +176,23 @@ impl KubeRuntime {
         Ok(namespace)
     }
 
+    /// The pods of the restore Job `job`, but those of an attempt deleted before it.
+    async fn job_pods(&self, namespace: &str, job: &str) -> Result<Vec<Pod>, RuntimeError> {
+        let params = ListParams::default().labels(&format!("job-name={job}"));
+        let pods = self.api::<Pod>(namespace).list(&params).await.platform()?.items;
+        Ok(pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect())
+    }
+
     /// The restore Job's termination message: its report on success (see
     /// [`devdb_restore::report`]), its one-line reason on failure.
     async fn termination_message(&self, namespace: &str, job: &Job) -> Result<Option<String>, RuntimeError> {
-        let pods = self
-            .api::<Pod>(namespace)
-            .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
-            .await
-            .platform()?
-            .items;
-        // The fetch (an init container) reports its failure, the build its outcome.
-        Ok(pods
-            .iter()
-            .filter_map(|p| p.status.as_ref())
-            .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
-            .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
-            .map(|m| m.trim().to_string())
-            .rfind(|m| !m.is_empty()))
+        Ok(termination_message(&self.job_pods(namespace, &job.name_any()).await?))
     }
 
-    /// Why the restore Job failed, from its termination message or else the Job's condition.
-    async fn restore_failure(&self, namespace: &str, job: &Job) -> Result<String, RuntimeError> {
-        Ok(self
-            .termination_message(namespace, job)
-            .await?
-            .or_else(|| condition(job, "Failed").and_then(|c| c.message.clone()))
-            .unwrap_or_else(|| "the restore Job failed".into()))
+    /// Whether a restore pod without an AWS identity injected cannot fetch its `s3://` source:
+    /// no source credentials stand in for one.
+    fn needs_injected_identity(&self, s3: bool) -> bool {
+        s3 && self.settings.source_credentials.is_none()
     }
 
     /// What a finished restore Job reports: its scan's findings and its masking verification.
@@ -263,16 +254,19 @@ impl KubeRuntime {
         &self,
         project: &ProjectRecord,
         namespace: &str,
+        restore: &Job,
         generation: u64,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<(Report, serde_json::Value), RuntimeError> {
         let masked = !project.masking.rules.is_empty();
+        let s3 = project.backup_location.as_deref().is_some_and(|l| l.starts_with("s3://"));
         let jobs = self.api::<Job>(namespace);
         let job_name = resources::restore_job_name(generation);
         let pods = format!("job-name={job_name}");
         let golden = resources::golden_name(generation);
         let wait = Wait::new("the restore", self.waits.every, self.waits.restore);
         let mut patience = Patience::new(self.waits.stuck);
+        let mut attempts = 1;
         let report = loop {
             if cancel.is_cancelled() {
                 return Err(RuntimeError::Cancelled);
@@ -287,9 +281,40 @@ impl KubeRuntime {
                     break report;
                 }
                 Some(Err(())) => {
+                    let failed = self.job_pods(namespace, &job_name).await?;
+                    let unidentified =
+                        self.needs_injected_identity(s3) && failed.iter().any(diagnose::lacks_aws_identity);
+                    if unidentified && attempts < 2 {
+                        // The EKS pod identity webhook gives a pod its identity when the pod is
+                        // made, from the ServiceAccount as it has seen it: one made just before
+                        // the Job may not be seen yet, and the pod fetches without credentials.
+                        // It is seen by now: a new pod gets the identity.
+                        attempts += 1;
+                        tracing::warn!(namespace, job = %job_name, "the restore's pod got no AWS identity; running it again");
+                        delete(&jobs, &job_name).await?;
+                        for pod in &failed {
+                            delete(&self.api::<Pod>(namespace), &pod.name_any()).await?;
+                        }
+                        apply(&jobs, restore).await?;
+                        wait.next().await.map_err(|timeout| RuntimeError::Source(timeout.to_string()))?;
+                        continue;
+                    }
                     // The restore Job's own reason (devdb-restore's): meant for the user.
-                    let detail = self.restore_failure(namespace, &job).await?;
-                    return Err(RuntimeError::Source(format!("the restore failed: {detail}")));
+                    let detail = termination_message(&failed)
+                        .or_else(|| condition(&job, "Failed").and_then(|c| c.message.clone()))
+                        .unwrap_or_else(|| "the restore Job failed".into());
+                    let hint = if unidentified {
+                        format!(
+                            " (its pod had no AWS identity: give the ServiceAccount {} of namespace {namespace} an \
+                             IAM role that reads the source, by an EKS Pod Identity association or IRSA \
+                             (--restore-account-annotations, the chart's sources.serviceAccountAnnotations), \
+                             or give the controller source credentials)",
+                            resources::RESTORE_ACCOUNT
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return Err(RuntimeError::Source(format!("the restore failed: {detail}{hint}")));
                 }
                 None => {}
             }
@@ -411,6 +436,17 @@ impl KubeRuntime {
     }
 }
 
+/// The last non-empty termination message of `pods`' containers (the fetch, an init
+/// container, reports its failure; the build its outcome).
+fn termination_message(pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .map(|m| m.trim().to_string())
+        .rfind(|m| !m.is_empty())
+}
+
 fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
     job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
 }
@@ -467,8 +503,9 @@ impl Runtime for KubeRuntime {
         }
         let s3 = project.backup_location.as_deref().is_some_and(|l| l.starts_with("s3://"));
         let options = RestoreOptions { allow_private_source: project.allow_private_source, masked, s3 };
-        apply(&jobs, &resources::restore_job(name, generation, &project.database, options, &self.settings)).await?;
-        let (report, ready) = match self.restore_and_snapshot(project, &namespace, generation, &cancel).await {
+        let job = resources::restore_job(name, generation, &project.database, options, &self.settings);
+        apply(&jobs, &job).await?;
+        let (report, ready) = match self.restore_and_snapshot(project, &namespace, &job, generation, &cancel).await {
             Ok(ready) => ready,
             // The cluster API failed: the next pass adopts the Job (or snapshot) still there.
             Err(error) if error.is_transient() => return Err(error),
