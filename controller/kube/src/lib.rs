@@ -9,7 +9,8 @@
 //!   snapshots and StatefulSets; [`resources`]: every object, as pure functions (validated
 //!   against the official schemas); [`objects`]: apply, delete by label, poll; [`diagnose`]:
 //!   why a pod is not running, so waits fail early with the platform's reason; [`isolation`]:
-//!   whether NetworkPolicies are enforced;
+//!   whether NetworkPolicies are enforced; [`rollout`]: a StatefulSet brought to the template
+//!   it should run, past a pod that never gets ready;
 //! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
 //!   of which runs them;
 //! - [`config`]: flags and settings; [`preflight`]: the storage classes checked at start;
@@ -26,6 +27,7 @@ pub mod objects;
 pub mod operator;
 pub mod preflight;
 pub mod resources;
+pub mod rollout;
 pub mod runtime;
 pub mod store;
 

@@ -629,11 +629,18 @@ pub fn data_name(database: &str) -> String {
     format!("{database}-data")
 }
 
-/// A database's volume: a clone of the project's snapshot `generation`.
+/// The label giving the PostgreSQL major version of a database volume's data: PostgreSQL
+/// refuses a data directory of another major, so a database is not started on an image of
+/// another (see [`crate::runtime`]).
+pub const POSTGRES_MAJOR_LABEL: &str = "devdb.io/postgres-major";
+
+/// A database's volume: a clone of the project's snapshot `generation`, whose data is of
+/// PostgreSQL `postgres_major`.
 pub fn database_pvc(
     project: &str,
     database: &str,
     generation: u64,
+    postgres_major: u32,
     settings: &ClusterSettings,
 ) -> PersistentVolumeClaim {
     let source = TypedLocalObjectReference {
@@ -641,11 +648,9 @@ pub fn database_pvc(
         kind: "VolumeSnapshot".into(),
         name: snapshot_name(generation),
     };
-    PersistentVolumeClaim {
-        metadata: meta(&data_name(database), project, Some(database)),
-        spec: Some(pvc_spec(settings, Some(source))),
-        ..PersistentVolumeClaim::default()
-    }
+    let mut metadata = meta(&data_name(database), project, Some(database));
+    metadata.labels.get_or_insert_default().insert(POSTGRES_MAJOR_LABEL.into(), postgres_major.to_string());
+    PersistentVolumeClaim { metadata, spec: Some(pvc_spec(settings, Some(source))), ..PersistentVolumeClaim::default() }
 }
 
 /// How long a database pod has to stop before it is killed. A fast shutdown writes every dirty
@@ -888,7 +893,7 @@ pub(crate) mod tests {
                 "kate-pg.db.example.com",
                 5432,
             ))),
-            json(serde_json::to_value(database_pvc("shop", "kate-pg", 1, &s))),
+            json(serde_json::to_value(database_pvc("shop", "kate-pg", 1, 16, &s))),
             json(serde_json::to_value(statefulset("shop", "kate-pg", &s, &BTreeMap::new()))),
             json(serde_json::to_value(service("shop", "kate-pg"))),
             json(serde_json::to_value(network_policy("shop", "kate-pg", &s))),
@@ -933,7 +938,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_database_volume_clones_the_snapshot_and_only_the_proxy_gets_in() {
-        let pvc = serde_json::to_value(database_pvc("shop", "kate-pg", 3, &settings())).expect("json");
+        let pvc = serde_json::to_value(database_pvc("shop", "kate-pg", 3, 16, &settings())).expect("json");
+        assert_eq!(pvc["metadata"]["labels"][POSTGRES_MAJOR_LABEL], "16", "the major of its data");
         assert_eq!(
             pvc["spec"]["dataSource"],
             serde_json::json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snapshot-3"})

@@ -23,6 +23,7 @@ use crate::diagnose::{self, Blocker, Patience, Problem};
 use crate::isolation::Isolation;
 use crate::objects::{KubeResult, Wait, apply, delete, delete_labelled, delete_matching, quantity_bytes};
 use crate::resources::{self, ClusterSettings, RestoreOptions};
+use crate::rollout;
 
 /// How long each kind of wait may last, and how often it looks.
 #[derive(Debug, Clone)]
@@ -239,12 +240,43 @@ impl KubeRuntime {
     /// blocks them (see [`diagnose`]).
     async fn blocked(&self, namespace: &str, selector: &str, claim: &str) -> Result<Option<Problem>, RuntimeError> {
         let pods = self.api::<Pod>(namespace).list(&ListParams::default().labels(selector)).await.platform()?.items;
-        let events = if diagnose::needs_events(&pods) {
+        self.problem_of(namespace, &pods, claim).await
+    }
+
+    /// Why `pods`, on volume `claim`, are not running, reading the namespace's warnings when
+    /// their own status does not say.
+    async fn problem_of(&self, namespace: &str, pods: &[Pod], claim: &str) -> Result<Option<Problem>, RuntimeError> {
+        let events = if diagnose::needs_events(pods) {
             self.api::<Event>(namespace).list(&ListParams::default().fields("type=Warning")).await.platform()?.items
         } else {
             Vec::new()
         };
-        Ok(diagnose::problem(&pods, claim, &events))
+        Ok(diagnose::problem(pods, claim, &events))
+    }
+
+    /// One look at a database whose StatefulSet (`sts`) has not rolled or is not ready: a pod
+    /// of a revision it no longer wants that is not ready is deleted (see [`crate::rollout`]),
+    /// and what blocks the others, if anything, is returned.
+    async fn look(
+        &self,
+        namespace: &str,
+        database: &DatabaseRecord,
+        sts: &StatefulSet,
+    ) -> Result<Option<Problem>, RuntimeError> {
+        let pods_api = self.api::<Pod>(namespace);
+        let selector = resources::selector(database.project.as_str(), Some(database.name.as_str()));
+        let pods = pods_api.list(&ListParams::default().labels(&selector)).await.platform()?.items;
+        let (stale, current) = rollout::replace(sts, pods);
+        for pod in &stale {
+            let pod_name = pod.name_any();
+            tracing::info!(database = %database.name, pod = %pod_name, "replacing an unready pod of an unwanted template");
+            delete(&pods_api, &pod_name).await?;
+        }
+        if current.is_empty() && !stale.is_empty() {
+            // Made again from the wanted template next.
+            return Ok(None);
+        }
+        self.problem_of(namespace, &current, &resources::data_name(database.name.as_str())).await
     }
 
     /// Waits for the restore Job of `generation` (a masked one's Secret goes as soon as it
@@ -372,19 +404,59 @@ impl KubeRuntime {
     /// blocks it.
     async fn wait_ready(&self, database: &DatabaseRecord, namespace: &str) -> Result<(), RuntimeError> {
         let statefulsets = self.api::<StatefulSet>(namespace);
-        let pods = resources::selector(database.project.as_str(), Some(database.name.as_str()));
-        let data = resources::data_name(database.name.as_str());
         let wait = Wait::new("starting the database", self.waits.every, self.waits.ready);
         let mut patience = Patience::new(self.waits.stuck);
         loop {
             let sts = statefulsets.get(database.name.as_str()).await.platform()?;
-            if sts.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
+            if sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
                 return Ok(());
             }
-            if let Some(problem) = patience.observe(self.blocked(namespace, &pods, &data).await?) {
+            if let Some(problem) = patience.observe(self.look(namespace, database, &sts).await?) {
                 return Err(RuntimeError::Stuck { step: "starting the database", reason: problem.reason });
             }
             wait.next().await?;
+        }
+    }
+
+    /// The PostgreSQL major of a database's data: its volume's label, or for a volume cloned
+    /// before the label was recorded, its project's version (`None`: not known).
+    async fn data_major(
+        &self,
+        database: &DatabaseRecord,
+        volume: &PersistentVolumeClaim,
+    ) -> Result<Option<u32>, RuntimeError> {
+        if let Some(major) = volume.labels().get(resources::POSTGRES_MAJOR_LABEL) {
+            return Ok(major.parse().ok());
+        }
+        let projects = Api::<crate::crd::Project>::all(self.client.clone());
+        let project = projects.get_opt(database.project.as_str()).await.platform()?;
+        Ok(project.and_then(|p| p.spec.db_version.trim().parse().ok()))
+    }
+
+    /// Refuses to run `database` (its `volume`) on the database image when its data is of
+    /// another PostgreSQL major: PostgreSQL would refuse the data directory and the pod
+    /// crash-loop, while the data left as it is loses nothing.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Stuck`] naming both versions and the ways out.
+    async fn same_major(
+        &self,
+        database: &DatabaseRecord,
+        volume: &PersistentVolumeClaim,
+        step: &'static str,
+    ) -> Result<(), RuntimeError> {
+        match self.data_major(database, volume).await? {
+            Some(major) if major != self.db_version => Err(RuntimeError::Stuck {
+                step,
+                reason: format!(
+                    "its data is of PostgreSQL {major} and the database image runs PostgreSQL {}, which cannot \
+                     open it; it is left as it is. To run it, run the controller with a PostgreSQL {major} \
+                     image (--image and --db-version {major}), or dump it from there; or refresh its project \
+                     and reset it (a new clone of the project's data, its own changes lost)",
+                    self.db_version
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -577,8 +649,13 @@ impl Runtime for KubeRuntime {
         if existing.is_some() && (database.want == Want::Reset || source.as_deref() != Some(snapshot.as_str())) {
             self.remove_instance(&database.name, &namespace).await?;
         }
-        let mut pvc =
-            resources::database_pvc(project.name.as_str(), database.name.as_str(), generation, &self.settings);
+        let mut pvc = resources::database_pvc(
+            project.name.as_str(),
+            database.name.as_str(),
+            generation,
+            self.db_version,
+            &self.settings,
+        );
         resources::owned_by(&mut pvc.metadata, "Database", database.name.as_str(), &database.id);
         apply(&pvcs, &pvc).await?;
         self.apply_instance(database, project).await?;
@@ -608,6 +685,18 @@ impl Runtime for KubeRuntime {
             if sts.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
                 return Ok(());
             }
+            // Not running: with the template it should have, so that settings it could not
+            // start with, reverted meanwhile, are reverted in its StatefulSet too (and the pod
+            // stuck on them replaced); never onto an image of another major than its data's.
+            let data = resources::data_name(database.name.as_str());
+            if let Some(volume) = self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()? {
+                match self.same_major(database, &volume, "starting the database").await {
+                    Ok(()) => self.scale(database, 1).await?,
+                    Err(error) if error.is_transient() => return Err(error),
+                    // Another major's data: its StatefulSet stays as it is.
+                    Err(_) => {}
+                }
+            }
             return self.wait_ready(database, &namespace).await;
         }
         let data = resources::data_name(database.name.as_str());
@@ -628,9 +717,10 @@ impl Runtime for KubeRuntime {
     async fn start_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
         let namespace = resources::namespace_name(database.project.as_str());
         let data = resources::data_name(database.name.as_str());
-        if self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()?.is_none() {
+        let Some(volume) = self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()? else {
             return Err(RuntimeError::DataMissing(database.name.clone()));
-        }
+        };
+        self.same_major(database, &volume, "starting the database").await?;
         self.scale(database, 1).await?;
         self.wait_ready(database, &namespace).await?;
         // Checked again every few hours (see `isolation`): a wake is when most databases start.
@@ -641,20 +731,25 @@ impl Runtime for KubeRuntime {
         // The parameters are the pod's arguments: any change rolls the pod (a restart, whatever
         // the parameter), and the wait is for the new one.
         let namespace = resources::namespace_name(database.project.as_str());
+        let data = resources::data_name(database.name.as_str());
+        let Some(volume) = self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()? else {
+            return Err(RuntimeError::DataMissing(database.name.clone()));
+        };
+        // Rolled onto the image of another major, the pod would not start again.
+        self.same_major(database, &volume, "applying the settings").await?;
         self.scale(database, 1).await?;
         let statefulsets = self.api::<StatefulSet>(&namespace);
         let wait = Wait::new("restarting with new settings", self.waits.every, self.waits.ready);
+        let mut patience = Patience::new(self.waits.stuck);
         loop {
             let sts = statefulsets.get(database.name.as_str()).await.platform()?;
-            let generation = sts.metadata.generation.unwrap_or(0);
-            let rolled = sts.status.as_ref().is_some_and(|s| {
-                s.observed_generation.unwrap_or(0) >= generation
-                    && s.updated_replicas.unwrap_or(0) >= 1
-                    && s.ready_replicas.unwrap_or(0) >= 1
-                    && s.current_revision == s.update_revision
-            });
-            if rolled {
+            if rollout::rolled(&sts) {
                 return Ok(());
+            }
+            if let Some(problem) = patience.observe(self.look(&namespace, database, &sts).await?) {
+                // Retried, not failed: the database stays running (recovering), each pass
+                // applying the settings wanted then, so that reverting them brings it back.
+                return Err(RuntimeError::Platform(Box::new(SettingsRefused(problem.reason))));
             }
             wait.next().await?;
         }
@@ -744,6 +839,12 @@ impl Runtime for KubeRuntime {
         }
     }
 }
+
+/// A database whose pod does not start with its new settings (PostgreSQL refuses a parameter,
+/// or has not the memory it asks for).
+#[derive(Debug, thiserror::Error)]
+#[error("the database does not start with its new settings: {0}; set them back to run it again")]
+struct SettingsRefused(String);
 
 /// The distinct valid names under `label`.
 fn label_values<'a>(

@@ -605,7 +605,7 @@ fn instance_steps() -> Vec<Step> {
     let owned = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         resources::owned_by(meta, "Database", "kate-pg", "uid-kate");
     };
-    let mut pvc = resources::database_pvc("shop", "kate-pg", 1, &settings());
+    let mut pvc = resources::database_pvc("shop", "kate-pg", 1, 16, &settings());
     owned(&mut pvc.metadata);
     let mut secret = resources::database_secret(
         "shop",
@@ -640,10 +640,19 @@ fn statefulset(ready: i32) -> Value {
 }
 
 fn pvc_from_snapshot() -> Value {
-    serde_json::to_value(resources::database_pvc("shop", "kate-pg", 1, &settings())).expect("json")
+    serde_json::to_value(resources::database_pvc("shop", "kate-pg", 1, 16, &settings())).expect("json")
 }
 
 const STATEFULSET: &str = "/apis/apps/v1/namespaces/devdb-shop/statefulsets/kate-pg";
+
+/// The database's StatefulSet as the runtime applies it to start or stop it.
+fn scaled(replicas: i32) -> Value {
+    let mut sts = resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new());
+    resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
+    let mut sts = serde_json::to_value(sts).expect("json");
+    sts["spec"]["replicas"] = json!(replicas);
+    sts
+}
 
 #[tokio::test]
 async fn a_database_is_cloned_from_the_snapshot_and_runs_once_its_pod_is_ready() {
@@ -699,6 +708,9 @@ async fn a_pod_outage_is_one_recovering_episode_ending_when_the_pod_is_ready() {
     let steps = vec![
         Step::get(&format!("{DATABASES}/kate-pg")).reply(database(recovering.clone(), 0, false)),
         Step::get(STATEFULSET).reply(statefulset(0)),
+        // Not ready: with the template it should have (unchanged here).
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+        Step::apply(STATEFULSET, &scaled(1)),
         // Waiting: the pod is back but not ready yet.
         Step::get(STATEFULSET).reply(statefulset(0)),
         database_pods(vec![running_pod("kate-pg-0")]),
@@ -1690,14 +1702,6 @@ mod key_guard {
 mod sleep {
     use super::*;
 
-    fn scaled(replicas: i32) -> Value {
-        let mut sts = resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new());
-        resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
-        let mut sts = serde_json::to_value(sts).expect("json");
-        sts["spec"]["replicas"] = json!(replicas);
-        sts
-    }
-
     fn stopped_spec(status: Value) -> Value {
         let mut d = database(status, 0, false);
         d["spec"]["stopped"] = json!(true);
@@ -1760,41 +1764,199 @@ mod sleep {
 mod settings {
     use super::*;
 
-    #[tokio::test]
-    async fn changed_parameters_roll_the_pod_with_them_and_are_recorded_once_it_runs() {
-        let mut c = cluster(settings());
-        let wanted = BTreeMap::from([("work_mem".to_string(), "64MB".to_string())]);
-        let mut running = database(json!({ "phase": "running", "snapshotGeneration": 1 }), 0, false);
-        running["spec"]["settings"] = json!({ "work_mem": "64MB" });
-        let mut sts = resources::statefulset("shop", "kate-pg", &settings(), &wanted);
+    /// The database's StatefulSet with parameters `pg`, as applied.
+    fn with_parameters(pg: &[(&str, &str)]) -> Value {
+        let pg = pg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut sts = resources::statefulset("shop", "kate-pg", &settings(), &pg);
         resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
         let mut sts = serde_json::to_value(sts).expect("json");
         sts["spec"]["replicas"] = json!(1);
-        let rolling = |updated: i32, current: &str| {
-            let mut s = sts.clone();
-            s["metadata"]["generation"] = json!(2);
-            s["status"] = json!({
-                "replicas": 1, "readyReplicas": 1, "updatedReplicas": updated, "observedGeneration": 2,
-                "currentRevision": current, "updateRevision": "kate-pg-2",
-            });
-            s
-        };
+        sts
+    }
+
+    /// The StatefulSet as its controller reports it.
+    fn reported(mut sts: Value, ready: i32, current: &str, update: &str) -> Value {
+        sts["metadata"]["generation"] = json!(2);
+        sts["status"] = json!({
+            "replicas": 1, "readyReplicas": ready, "updatedReplicas": 1, "observedGeneration": 2,
+            "currentRevision": current, "updateRevision": update,
+        });
+        sts
+    }
+
+    /// The database's pod, made from template `revision`.
+    fn revision_pod(revision: &str, status: Value) -> Value {
+        let mut pod = pod("kate-pg-0", status);
+        pod["metadata"]["labels"] = json!({ "controller-revision-hash": revision });
+        pod
+    }
+
+    fn ready(revision: &str) -> Value {
+        revision_pod(revision, json!({ "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }] }))
+    }
+
+    /// Exiting at start, again and again, with `message`.
+    fn crash_looping(revision: &str, message: &str) -> Value {
+        revision_pod(
+            revision,
+            json!({
+                "phase": "Running", "conditions": [{ "type": "Ready", "status": "False" }],
+                "containerStatuses": [{
+                    "name": "postgres", "image": "devdb/postgres-db:16", "imageID": "", "ready": false, "restartCount": 4,
+                    "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 40s" } },
+                    "lastState": { "terminated": { "exitCode": 1, "message": message } },
+                }],
+            }),
+        )
+    }
+
+    const VOLUME: &str = "/api/v1/namespaces/devdb-shop/persistentvolumeclaims/kate-pg-data";
+    const TOO_BIG: &str = "FATAL:  could not map anonymous shared memory: Cannot allocate memory";
+
+    #[tokio::test]
+    async fn changed_parameters_roll_the_pod_with_them_and_are_recorded_once_it_runs() {
+        let mut c = cluster(settings());
+        let mut running = database(json!({ "phase": "running", "snapshotGeneration": 1 }), 0, false);
+        running["spec"]["settings"] = json!({ "work_mem": "64MB" });
+        let sts = with_parameters(&[("work_mem", "64MB")]);
         let steps = vec![
             Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
             // Still running: nothing to restart.
             Step::get(STATEFULSET).reply(statefulset(1)),
+            // Its data is of the image's major.
+            Step::get(VOLUME).reply(pvc_from_snapshot()),
             Step::apply(STATEFULSET, &sts),
-            // The old pod still serves; then the new one does.
-            Step::get(STATEFULSET).reply(rolling(0, "kate-pg-1")),
-            Step::get(STATEFULSET).reply(rolling(1, "kate-pg-2")),
+            // The old pod still serves (ready: the StatefulSet replaces it itself); then the new
+            // one does.
+            Step::get(STATEFULSET).reply(reported(sts.clone(), 1, "kate-pg-1", "kate-pg-2")),
+            database_pods(vec![ready("kate-pg-1")]),
+            Step::get(STATEFULSET).reply(reported(sts.clone(), 1, "kate-pg-2", "kate-pg-2")),
             Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
             Step::patch(&format!("{DATABASES}/kate-pg/status"))
                 .reply(running)
                 .has(json!({ "status": { "phase": "running", "appliedSettings": { "work_mem": "64MB" } } })),
         ];
         let bodies = c.pass(Key::Database(name("kate-pg")), steps).await;
-        let command = &bodies[2]["spec"]["template"]["spec"]["containers"][0]["command"];
+        let command = &bodies[3]["spec"]["template"]["spec"]["containers"][0]["command"];
         assert_eq!(command, &json!(["devdb-start", "-c", "work_mem=64MB"]));
+    }
+
+    #[tokio::test]
+    async fn parameters_the_database_cannot_start_with_keep_it_recovering_not_failed() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let mut running = database(json!({ "phase": "running", "snapshotGeneration": 1 }), 0, false);
+        running["spec"]["settings"] = json!({ "shared_buffers": "4GB" });
+        let sts = with_parameters(&[("shared_buffers", "4GB")]);
+        let steps = vec![
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
+            Step::get(STATEFULSET).reply(statefulset(1)),
+            Step::get(VOLUME).reply(pvc_from_snapshot()),
+            Step::apply(STATEFULSET, &sts),
+            // The new pod exits at start: said at once, rather than after the rollout's timeout.
+            Step::get(STATEFULSET).reply(reported(sts.clone(), 0, "kate-pg-1", "kate-pg-2")),
+            database_pods(vec![crash_looping("kate-pg-2", TOO_BIG)]),
+            // Retried (the settings are not recorded as applied), not an error a reset must end.
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
+            Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                .reply(running)
+                .has(json!({ "status": { "phase": "running", "error": "the platform underneath failed; retrying" } })),
+        ];
+        let error = c.failing_pass(Key::Database(name("kate-pg")), steps).await;
+        assert!(error.contains("does not start with its new settings") && error.contains(TOO_BIG), "{error}");
+    }
+
+    /// The revert of parameters the database could not start with: its StatefulSet would wait
+    /// for ever for the pod made with them to get ready; that pod is replaced.
+    #[tokio::test]
+    async fn reverting_parameters_it_cannot_start_with_replaces_the_pod_stuck_on_them() {
+        let mut c = impatient_cluster(settings(), Duration::ZERO);
+        let recovering = json!({
+            "phase": "recovering", "snapshotGeneration": 1,
+            "error": "starting the database cannot go on: it keeps exiting; retrying",
+        });
+        // Reverted: what it wants is what it last ran (no parameter).
+        let stuck = reported(with_parameters(&[("shared_buffers", "4GB")]), 0, "kate-pg-1", "kate-pg-2");
+        let steps = vec![
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(recovering.clone(), 0, false)),
+            Step::get(STATEFULSET).reply(stuck),
+            Step::get(VOLUME).reply(pvc_from_snapshot()),
+            Step::apply(STATEFULSET, &scaled(1)),
+            // The template is revision 1 again; the pod is still revision 2's, crash-looping.
+            Step::get(STATEFULSET).reply(reported(scaled(1), 0, "kate-pg-1", "kate-pg-1")),
+            database_pods(vec![crash_looping("kate-pg-2", TOO_BIG)]),
+            Step::delete(&format!("{NS}/pods/kate-pg-0")),
+            Step::get(STATEFULSET).reply(reported(scaled(1), 1, "kate-pg-1", "kate-pg-1")),
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(recovering, 0, false)),
+            Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                .reply(database(json!({ "phase": "running" }), 0, false))
+                .has(json!({ "status": { "phase": "running", "error": null } })),
+            event("Running", "Database", "kate-pg"),
+        ];
+        c.pass(Key::Database(name("kate-pg")), steps).await;
+    }
+}
+
+/// A database's data is of the PostgreSQL major it was cloned with: an image of another one
+/// cannot open it.
+mod major {
+    use super::*;
+
+    fn volume_of(major: Option<&str>) -> Value {
+        let mut pvc = pvc_from_snapshot();
+        match major {
+            Some(major) => pvc["metadata"]["labels"][resources::POSTGRES_MAJOR_LABEL] = json!(major),
+            None => drop(pvc["metadata"]["labels"].as_object_mut().map(|l| l.remove(resources::POSTGRES_MAJOR_LABEL))),
+        }
+        pvc
+    }
+
+    /// A stopped database woken with its volume `volume` (and `more` read), refused and
+    /// stopped again with the reason.
+    async fn refused_start(volume: Value, more: Vec<Step>) {
+        let mut c = cluster(settings());
+        let stopped = json!({ "phase": "stopped", "snapshotGeneration": 1, "stopReason": "idle" });
+        let starting = json!({ "phase": "starting", "snapshotGeneration": 1 });
+        let why = "could not start: starting the database cannot go on: its data is of PostgreSQL 15 and the \
+                   database image runs PostgreSQL 16, which cannot open it; it is left as it is. To run it, run \
+                   the controller with a PostgreSQL 15 image (--image and --db-version 15), or dump it from \
+                   there; or refresh its project and reset it (a new clone of the project's data, its own changes \
+                   lost); its data is kept: start it again";
+        let mut steps = vec![
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(stopped.clone(), 0, false)),
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(stopped, 0, false)),
+            Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                .reply(database(starting.clone(), 0, false))
+                .has(json!({ "status": { "phase": "starting" } })),
+            event("Starting", "Database", "kate-pg"),
+            Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(volume),
+        ];
+        steps.extend(more);
+        steps.extend([
+            // Nothing runs: still scaled to zero (the failed start's stop), the reason kept.
+            Step::apply(STATEFULSET, &scaled(0)),
+            Step::get(&format!("{DATABASES}/kate-pg")).reply(database(starting.clone(), 0, false)),
+            // Asleep again, by its owner's word as far as the lifecycle goes: started when asked.
+            Step::patch(&format!("{DATABASES}/kate-pg"))
+                .reply(database(starting, 0, false))
+                .has(json!({ "spec": { "stopped": true } })),
+            Step::patch(&format!("{DATABASES}/kate-pg/status"))
+                .reply(database(json!({ "phase": "stopped" }), 0, false))
+                .has(json!({ "status": { "phase": "stopped", "error": why } })),
+            Step::post(EVENTS),
+        ]);
+        c.pass(Key::Database(name("kate-pg")), steps).await;
+    }
+
+    #[tokio::test]
+    async fn a_database_of_another_major_is_not_started_on_the_image_and_says_what_to_do() {
+        refused_start(volume_of(Some("15")), vec![]).await;
+    }
+
+    #[tokio::test]
+    async fn a_volume_cloned_before_its_major_was_recorded_has_its_projects() {
+        let mut older = ready_project();
+        older["spec"]["dbVersion"] = json!("15");
+        refused_start(volume_of(None), vec![Step::get(&format!("{PROJECTS}/shop")).reply(older)]).await;
     }
 }
 
