@@ -108,6 +108,8 @@ pub struct KubeArgs {
 
     /// The cluster's DNS domain: databases' backend addresses are fully qualified names under
     /// it (`<database>.devdb-<project>.svc.<domain>.`), which the proxy resolves in one query.
+    /// Empty: `<database>.devdb-<project>.svc`, resolved through the search list (a proxy that
+    /// resolves them from /etc/hosts, which does not match a name ending in a dot).
     #[arg(long, env = "DEVDB_CONTROLLER_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
 
@@ -178,7 +180,7 @@ impl TryFrom<KubeArgs> for KubeConfig {
         let cluster_domain = args.cluster_domain.trim().trim_matches('.').to_ascii_lowercase();
         let label =
             |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !cluster_domain.split('.').all(label) {
+        if !cluster_domain.is_empty() && !cluster_domain.split('.').all(label) {
             return Err(KubeConfigError::ClusterDomain(args.cluster_domain));
         }
         let restore_account_annotations = args
@@ -288,6 +290,8 @@ mod tests {
         assert_eq!(kube.cluster.cluster_domain, "cluster.local");
         let args = Cli::parse_from(["x", "--secret-key", &key, "--cluster-domain", "Corp.Internal."]).kube;
         assert_eq!(KubeConfig::try_from(args).expect("valid").cluster.cluster_domain, "corp.internal");
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--cluster-domain", ""]).kube;
+        assert_eq!(KubeConfig::try_from(args).expect("valid").cluster.cluster_domain, "", "relative names");
         let args = Cli::parse_from(["x", "--secret-key", &key, "--cluster-domain", "a b"]).kube;
         let err = KubeConfig::try_from(args).expect_err("bad domain").to_string();
         assert!(err.contains("--cluster-domain"), "{err}");

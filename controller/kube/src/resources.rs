@@ -786,8 +786,13 @@ pub fn service(project: &str, database: &str) -> Service {
 /// every search domain first (`….svc.devdb.svc.cluster.local`, …): several failed queries to the
 /// cluster's DNS per session. The proxy dials it as it is (the system resolver takes a name
 /// ending in a dot as absolute); no TLS runs toward the backend, so no certificate names it.
+/// Without a cluster domain, the relative `<database>.devdb-<project>.svc:5432`.
 pub fn backend(project: &str, database: &str, cluster_domain: &str) -> String {
-    format!("{database}.{}.svc.{cluster_domain}.:5432", namespace_name(project))
+    let namespace = namespace_name(project);
+    if cluster_domain.is_empty() {
+        return format!("{database}.{namespace}.svc:5432");
+    }
+    format!("{database}.{namespace}.svc.{cluster_domain}.:5432")
 }
 
 /// Only the proxy's pods may reach a database pod (the proxy→database hop is plaintext).
@@ -953,6 +958,7 @@ pub(crate) mod tests {
         // Fully qualified: no search-list walk per connection.
         assert_eq!(backend("shop", "kate-pg", "cluster.local"), "kate-pg.devdb-shop.svc.cluster.local.:5432");
         assert_eq!(backend("shop", "kate-pg", "corp.internal"), "kate-pg.devdb-shop.svc.corp.internal.:5432");
+        assert_eq!(backend("shop", "kate-pg", ""), "kate-pg.devdb-shop.svc:5432");
     }
 
     /// What the Pod Security Standard "restricted" requires of a pod, read from the objects as
