@@ -119,6 +119,9 @@ def image(name):
 values = {
     "domain": domain,
     "storage": {"checkSnapshotCrds": False},
+    # Backends are resolved from /etc/hosts here (--add-host), which matches no name ending in
+    # a dot: the relative names.
+    "controller": {"clusterDomain": ""},
     "images": {"controller": image(controller), "proxy": image(proxy), "postgresDb": {**image(db), "pgVersion": 15}},
 }
 manifests = helm.Chart.load("charts/devdb").render(values, name="devdb", namespace="devdb", is_install=True)
