@@ -19,6 +19,7 @@ pub enum Op {
     Start,
     Stop,
     Remove,
+    Settings,
 }
 
 #[derive(Default)]
@@ -223,6 +224,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn apply_settings(&self, database: &DatabaseRecord, restart: bool) -> Result<(), RuntimeError> {
+        self.call(Op::Settings, &database.name)?;
         let how = if restart { "restart" } else { "reload" };
         self.with(|s| s.calls.push(format!("settings {} ({how})", database.name)));
         Ok(())

@@ -520,13 +520,42 @@ impl<P: Platform> Reconciler<P> {
     /// is read only at start).
     async fn sync_settings(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
         let settings = &database.settings;
+        let refused = |e: &Option<String>| e.as_deref().is_some_and(|e| e.starts_with(SETTINGS_REFUSED));
         if settings.wanted == settings.applied {
+            // Reverted to what it runs with: the refusal is over.
+            if refused(&database.error) {
+                self.set_database(&database.name, |d| {
+                    if refused(&d.error) {
+                        d.error = None;
+                    }
+                })
+                .await?;
+            }
             return Ok(());
         }
         let restart = crate::settings::needs_restart(&settings.applied, &settings.wanted);
-        self.runtime.apply_settings(database, restart).await?;
+        match self.runtime.apply_settings(database, restart).await {
+            Ok(()) => {}
+            // Settings it cannot take (a parameter it cannot start with, an image of another
+            // major) are the owner's to change: the database keeps its data and its state, with
+            // the reason, and a change of its settings (a revert) brings the next pass. Never
+            // `error`, which only a reset (a new clone) leaves.
+            Err(error) if !error.is_transient() => {
+                tracing::warn!(database = %database.name, %error, settings = ?settings.wanted, "settings not applied");
+                let reason = format!("{SETTINGS_REFUSED}: {}; change them to apply others", error.public());
+                self.set_database(&database.name, |d| d.error = Some(reason.clone())).await?;
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        }
         let applied = settings.wanted.clone();
-        self.set_database(&database.name, |d| d.settings.applied = applied.clone()).await?;
+        self.set_database(&database.name, |d| {
+            d.settings.applied = applied.clone();
+            if refused(&d.error) {
+                d.error = None;
+            }
+        })
+        .await?;
         tracing::info!(database = %database.name, restart, settings = ?settings.wanted, "settings applied");
         Ok(())
     }
@@ -789,6 +818,9 @@ impl<P: Platform> Reconciler<P> {
         self.store.update_database(name, f).await.map(drop)
     }
 }
+
+/// How a database's error begins when its settings could not be applied.
+const SETTINGS_REFUSED: &str = "settings not applied";
 
 /// A restore's use in its owner's count of restores in flight, until dropped.
 struct RestoringDisk {

@@ -1181,6 +1181,39 @@ mod settings {
         assert_eq!(status, StatusCode::ACCEPTED, "{reset}");
         assert_eq!(reset["settings"], json!({"work_mem": "64MB", "max_connections": "50"}));
     }
+
+    /// A reset would lose the owner's data: settings it cannot take leave the database as it was,
+    /// with the reason, until its settings change again.
+    #[tokio::test]
+    async fn settings_the_database_cannot_take_leave_it_running_with_the_reason_and_a_revert_applies() {
+        let core = Core::start(FakeRuntime::default());
+        core.ready_project(KATE, "shop").await;
+        let body = json!({"name": "kate-pg", "project": "shop"});
+        assert_eq!(core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
+        let cannot = RuntimeError::Step { step: "restarting", detail: "FATAL: invalid value for parameter".into() };
+        core.runtime.fail_next(Op::Settings, cannot);
+        assert_eq!(patch(&core, KATE, json!({"max_connections": "50"})).await.0, StatusCode::OK);
+        let mut shown = Value::Null;
+        for _ in 0..500 {
+            shown = core.call(Some(KATE), "GET", "/v1/databases/kate-pg", None).await.1;
+            if shown["error"].is_string() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(shown["status"], "running", "{shown}");
+        assert!(shown["error"].as_str().unwrap_or_default().starts_with("settings not applied"), "{shown}");
+        // Reverted: applied, and the reason is gone.
+        assert_eq!(patch(&core, KATE, json!({"max_connections": null})).await.0, StatusCode::OK);
+        for _ in 0..500 {
+            shown = core.call(Some(KATE), "GET", "/v1/databases/kate-pg", None).await.1;
+            if shown.get("error").is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!((shown["status"].as_str(), shown.get("error")), (Some("running"), None), "{shown}");
+    }
 }
 
 /// On Kubernetes each history write is a ConfigMap written to etcd: a database's history is

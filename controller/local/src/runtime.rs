@@ -231,9 +231,12 @@ impl Runtime for LocalRuntime {
         if !data.join("PG_VERSION").is_file() {
             return Err(RuntimeError::DataMissing(database.name.clone()));
         }
-        let pg = self.pg.clone();
+        let (pg, conf) = (self.pg.clone(), self.instance_conf(database));
         blocking(move || {
             if !pg.is_running(&data) {
+                // With the settings wanted now: settings it could not start with, reverted
+                // since, are reverted in its files too.
+                write_conf(&data, &conf).map_err(RuntimeError::step("writing the settings"))?;
                 pg.make_dir(&dir.join("sock")).map_err(RuntimeError::step("preparing the socket directory"))?;
                 pg.start(&data, &dir.join("log"), START_TIMEOUT).map_err(RuntimeError::step("starting PostgreSQL"))?;
             }
@@ -255,11 +258,8 @@ impl Runtime for LocalRuntime {
     }
 
     async fn start_database(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
-        // With the settings wanted now (they may have changed while it slept).
-        let data = self.database_dir(&database.name).join("data");
-        if data.join("PG_VERSION").is_file() {
-            write_conf(&data, &self.instance_conf(database)).map_err(RuntimeError::step("writing the settings"))?;
-        }
+        // With the settings wanted now (they may have changed while it slept): ensure_running
+        // writes them.
         self.ensure_running(database).await
     }
 
