@@ -30,6 +30,11 @@ use crate::crd::{Database, Project};
 /// requests a second on its own.
 const RESYNC: Duration = Duration::from_secs(3600);
 
+/// Passes run at once per kind, at most: a new leader reconciles every object, and a thousand
+/// passes at once were a burst of thousands of requests at the API server (the kube-rs default
+/// is unbounded).
+const PASSES_AT_ONCE: u16 = 16;
+
 /// Why a controller pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -176,7 +181,9 @@ pub async fn run<P: Platform>(client: Client, context: Arc<Context<P>>, passes: 
         .reflect(databases_writer)
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
+    let bounded = kube::runtime::controller::Config::default().concurrency(PASSES_AT_ONCE);
     let projects = Controller::for_stream(project_changes, projects_cache)
+        .with_config(bounded.clone())
         .reconcile_on(receiver_stream(projects_rx))
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(
@@ -188,6 +195,7 @@ pub async fn run<P: Platform>(client: Client, context: Arc<Context<P>>, passes: 
         )
         .for_each(|_| async {});
     let databases = Controller::for_stream(database_changes, databases_cache)
+        .with_config(bounded)
         .reconcile_on(receiver_stream(databases_rx))
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(

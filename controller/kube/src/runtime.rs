@@ -122,6 +122,17 @@ impl KubeRuntime {
         }
     }
 
+    /// Whether the StatefulSet `name` of `namespace` had a ready pod when the watch last saw it
+    /// (false when nothing is watched, or not listed yet).
+    fn watched_ready(&self, namespace: &str, name: &str) -> bool {
+        let Some((store, listed)) = &self.statefulsets else { return false };
+        listed.load(std::sync::atomic::Ordering::Relaxed)
+            && store
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+                .and_then(|sts| sts.status.as_ref().and_then(|s| s.ready_replicas))
+                .is_some_and(|ready| ready >= 1)
+    }
+
     /// Samples databases through the proxy (see [`crate::monitor`]).
     #[must_use]
     pub fn sampling_through(mut self, monitor: crate::monitor::ThroughProxy) -> Self {
@@ -678,6 +689,12 @@ impl Runtime for KubeRuntime {
 
     async fn ensure_running(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
         let namespace = resources::namespace_name(database.project.as_str());
+        // Ready as the watch last saw it: no request (a pass of every running database after a
+        // leader change asked for a thousand StatefulSets). A pod that died since is the
+        // supervisor's, from the same watch.
+        if self.watched_ready(&namespace, database.name.as_str()) {
+            return Ok(());
+        }
         if let Some(sts) = self.api::<StatefulSet>(&namespace).get_opt(database.name.as_str()).await.platform()? {
             // Kubernetes restarts its pod; it runs again once the pod is ready (a drain, a spot
             // reclaim, an OOM kill, a volume re-attaching: one `recovering` episode, the route

@@ -886,6 +886,74 @@ async fn routes_follow_the_database_resources_and_turn_ready_with_the_pod() {
     watching.abort();
 }
 
+/// A pass over a running database asks nothing of the API server when the StatefulSets' watch
+/// saw its pod ready (a new leader passes over every database), and reads it when it did not.
+#[tokio::test]
+async fn a_running_database_the_watch_saw_ready_is_passed_over_without_a_request() {
+    use devdb_core::runtime::Runtime;
+    let (client, mut server) = apiserver::client();
+    let mut runtime = KubeRuntime::new(
+        client,
+        settings(),
+        16,
+        Domain::new("db.example.com").expect("domain"),
+        5432,
+        Waits::default(),
+    );
+    let watching = tokio::spawn(runtime.watch_statefulsets());
+    let set = |name: &str, ready: i32| {
+        let mut set = statefulset(ready);
+        set["metadata"]["name"] = json!(name);
+        set["metadata"]["namespace"] = json!("devdb-shop");
+        set
+    };
+    server
+        .run(vec![
+            Step::list(
+                "/apis/apps/v1/statefulsets?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fdatabase&limit=500",
+                vec![set("kate-pg", 1), set("bob-pg", 0)],
+            ),
+            Step::get("/apis/apps/v1/statefulsets?&watch=true&timeoutSeconds=290&labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fdatabase&allowWatchBookmarks=true&resourceVersion=1")
+                .held(),
+        ])
+        .await;
+    let record = |db: &str| devdb_core::model::DatabaseRecord {
+        id: format!("id-{db}"),
+        name: name(db),
+        project: name("shop"),
+        owner: "kate".into(),
+        status: devdb_shared::api::DatabaseStatus::Running,
+        want: devdb_core::model::Want::Run,
+        port: 5432,
+        password: database_password(),
+        snapshot_generation: Some(1),
+        error: None,
+        created_at: "2026-12-07T10:00:00Z".into(),
+        lifecycle: devdb_core::model::Lifecycle::default(),
+        settings: devdb_core::model::Settings::default(),
+    };
+    let mut ready = false;
+    for _ in 0..1000 {
+        if tokio::time::timeout(Duration::from_millis(1), runtime.ensure_running(&record("kate-pg"))).await.is_ok() {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "the listed StatefulSet was never taken as ready");
+    server.quiet().await;
+    // Not ready as watched: read, as before.
+    let runtime = Arc::new(runtime);
+    let checking = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.ensure_running(&record("bob-pg")).await }
+    });
+    server
+        .run(vec![Step::get("/apis/apps/v1/namespaces/devdb-shop/statefulsets/bob-pg").fail(500, "InternalError")])
+        .await;
+    assert!(checking.await.expect("ran").is_err());
+    watching.abort();
+}
+
 /// Store documents (monitoring histories, the usage ledger) are ConfigMaps in the controller's
 /// namespace, written whole by server-side apply.
 mod documents {

@@ -16,7 +16,7 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 /// A client whose API server is the returned script runner.
 pub fn client() -> (kube::Client, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (kube::Client::new(service, "default"), ApiServer { handle, seen: Vec::new() })
+    (kube::Client::new(service, "default"), ApiServer { handle, seen: Vec::new(), held: Vec::new() })
 }
 
 /// What a step checks of the request body.
@@ -41,12 +41,14 @@ pub struct Step {
     reply: Value,
     /// Sent instead of `reply` when set (a watch stream: one JSON event per line).
     raw: Option<String>,
+    /// Never answered (a watch that stays open with nothing to say).
+    hold: bool,
 }
 
 impl Step {
     fn new(method: &'static str, target: &str) -> Self {
         let (path, query) = split(target);
-        Self { method, path, query, body: BodyCheck::Any, status: 200, reply: json!({}), raw: None }
+        Self { method, path, query, body: BodyCheck::Any, status: 200, reply: json!({}), raw: None, hold: false }
     }
 
     pub fn get(target: &str) -> Self {
@@ -103,6 +105,12 @@ impl Step {
         self
     }
 
+    /// Left unanswered for as long as the server lives.
+    pub fn held(mut self) -> Self {
+        self.hold = true;
+        self
+    }
+
     pub fn reply(mut self, reply: Value) -> Self {
         self.reply = reply;
         self
@@ -137,6 +145,8 @@ fn contains(actual: &Value, expected: &Value) -> bool {
 pub struct ApiServer {
     handle: Handle,
     seen: Vec<String>,
+    /// The answers of held requests, never sent.
+    held: Vec<tower_test::mock::SendResponse<Response<Body>>>,
 }
 
 impl ApiServer {
@@ -181,6 +191,10 @@ impl ApiServer {
                 ),
             }
             bodies.push(body);
+            if step.hold {
+                self.held.push(respond);
+                continue;
+            }
             let response = Response::builder()
                 .status(step.status)
                 .header("content-type", "application/json")
