@@ -254,6 +254,34 @@ def check_proxy_key_stays_with_the_proxy(manifests) -> int:
     return failures
 
 
+# What the controller asks of the API server in its own namespace (controller/kube/src/store.rs,
+# leader.rs, key_guard.rs), by resource: its Role must allow each, or the request is refused at
+# run time (the documents of sessions' times are listed by label, say).
+CONTROLLER_NAMESPACE_REQUESTS = {
+    "configmaps": {"get", "list", "create", "patch", "delete"},
+    "leases": {"get", "create", "update"},
+}
+
+
+def check_controller_role(manifests) -> int:
+    """The controller's Role in its namespace allows every request it makes there."""
+    allowed = {}
+    for path, text in manifests.items():
+        for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else []:
+            if doc and doc.get("kind") == "Role" and doc["metadata"].get("namespace", "devdb") == "devdb" \
+                    and "controller" in doc["metadata"]["name"]:
+                for rule in doc.get("rules", []):
+                    for resource in rule.get("resources", []):
+                        allowed.setdefault(resource, set()).update(rule.get("verbs", []))
+    failures = 0
+    for resource, verbs in CONTROLLER_NAMESPACE_REQUESTS.items():
+        missing = verbs - allowed.get(resource, set())
+        if missing:
+            print(f"rbac: the controller may not {sorted(missing)} {resource} in its namespace, which it does")
+            failures += 1
+    return failures
+
+
 def deployments(manifests):
     """The Deployments rendered, by name."""
     found = {}
@@ -458,6 +486,7 @@ def main() -> int:
                 failures += check_admission_policy(manifests)
                 failures += check_drains(manifests)
                 failures += check_proxy_key_stays_with_the_proxy(manifests)
+                failures += check_controller_role(manifests)
             failures += check_sampling_speaks_the_proxys_protocol(manifests)
             failures += check_admin_token(manifests, values)
             failures += check_disruptions(manifests)
