@@ -6,7 +6,8 @@
 //! once it has seen the same record (holder and renewTime) for a whole duration by its own
 //! clock, never by comparing the holder's renewTime with it: nodes' clocks differ. Every write
 //! carries the resourceVersion it read, so of two replicas racing for it one wins and the other
-//! sees a conflict. A holder that
+//! sees a conflict. The holder renews with the lease its last write returned, without reading it
+//! first (one request per renewal, not two); a conflict sends it back to reading. A holder that
 //! cannot renew in time stops leading (the process exits and is restarted as a follower) before
 //! anyone else may take over.
 
@@ -27,6 +28,9 @@ pub struct LeaderLease {
     /// Another holder's record as last seen, and when (by this replica's clock) it was first
     /// seen so.
     observed: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
+    /// The lease as the API server returned it after this replica's last write that left it the
+    /// holder.
+    written: std::sync::Mutex<Option<Lease>>,
 }
 
 /// Why leading stopped.
@@ -46,6 +50,7 @@ impl LeaderLease {
             identity: identity.into(),
             duration,
             observed: std::sync::Mutex::new(None),
+            written: std::sync::Mutex::new(None),
         }
     }
 
@@ -56,6 +61,17 @@ impl LeaderLease {
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
+        if let Some(mut lease) = self.take_written() {
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.renew_time = Some(MicroTime(now));
+            }
+            match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                Ok(written) => return Ok(self.remember(written)),
+                // Written by someone else since: read it.
+                Err(kube::Error::Api(s)) if s.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+        }
         let Some(current) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
@@ -69,7 +85,7 @@ impl LeaderLease {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(written) => Ok(self.remember(written)),
                 Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(false),
                 Err(e) => Err(e),
             };
@@ -105,16 +121,31 @@ impl LeaderLease {
             ..spec
         });
         match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
+            Ok(written) => Ok(self.remember(written)),
             Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    fn take_written(&self) -> Option<Lease> {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// Keeps `written` (the lease this replica just wrote as its holder, as the API server
+    /// returned it) for the next renewal: leading, as the write says.
+    fn remember(&self, written: Lease) -> bool {
+        let holder = written.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+        let kept =
+            (holder == Some(self.identity.as_str()) && written.metadata.resource_version.is_some()).then_some(written);
+        *self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = kept;
+        true
     }
 
     /// Gives the lease up when this replica holds it (a controller stopping): the holder is
     /// cleared, so another replica takes over at its next try instead of a whole duration later.
     /// Best effort: a failure is logged, and the lease then expires as it would have.
     pub async fn release(&self) {
+        self.take_written();
         let released = async {
             let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(false) };
             let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(&self.identity))

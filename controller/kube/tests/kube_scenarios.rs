@@ -1158,6 +1158,39 @@ mod leader {
             vec![Step::get(LEASE).reply(held_by("controller-b", stale, 3)), Step::put(LEASE).fail(409, "Conflict")];
         assert!(!ask(&lease, &mut server, racing).await);
     }
+    /// The holder renews with the lease its last write returned: one PUT carrying that
+    /// resourceVersion, no read; when someone else wrote since (a conflict), it reads the lease.
+    #[tokio::test(start_paused = true)]
+    async fn the_holder_renews_without_reading_until_someone_else_writes() {
+        let (lease, mut server) = contender("controller-a");
+        let lease = Arc::new(lease);
+        let stale = "2026-11-23T09:00:00.000000Z";
+        assert!(!ask(&lease, &mut server, vec![Step::get(LEASE).reply(held_by("controller-b", stale, 3))]).await);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        let written = |version: &str| {
+            let mut lease = held_by("controller-a", stale, 4);
+            lease["metadata"]["resourceVersion"] = json!(version);
+            lease
+        };
+        let taking = vec![
+            Step::get(LEASE).reply(held_by("controller-b", stale, 3)),
+            Step::put(LEASE).has(json!({ "spec": { "holderIdentity": "controller-a" } })).reply(written("43")),
+        ];
+        assert!(ask(&lease, &mut server, taking).await);
+        let renewing = vec![
+            Step::put(LEASE)
+                .has(json!({ "metadata": { "resourceVersion": "43" }, "spec": { "holderIdentity": "controller-a" } }))
+                .reply(written("44")),
+        ];
+        assert!(ask(&lease, &mut server, renewing).await, "renewed with one request");
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let overtaken = vec![
+            Step::put(LEASE).has(json!({ "metadata": { "resourceVersion": "44" } })).fail(409, "Conflict"),
+            Step::get(LEASE).reply(held_by("controller-b", &now, 5)),
+        ];
+        assert!(!ask(&lease, &mut server, overtaken).await, "b wrote since: a does not lead");
+        server.quiet().await;
+    }
 }
 
 /// The REST API on the kube runtime writes the resources; the controllers do the rest.
