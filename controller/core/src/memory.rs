@@ -17,6 +17,8 @@ struct Records {
     documents: BTreeMap<String, String>,
     /// Writes of documents whose key starts with each first segment (`history`, `usage`…).
     document_writes: BTreeMap<String, u64>,
+    /// Document writes refuse while set (a store that cannot be written).
+    refuse_document_writes: bool,
 }
 
 /// Projects and databases in memory; lost with the process.
@@ -31,6 +33,11 @@ impl MemoryStore {
     /// How many times documents of `kind` (a key's first segment, as `history`) were written.
     pub fn document_writes(&self, kind: &str) -> u64 {
         self.with(|r| r.document_writes.get(kind).copied().unwrap_or_default())
+    }
+
+    /// Makes document writes fail (`true`) or succeed again.
+    pub fn refuse_document_writes(&self, refuse: bool) {
+        self.with(|r| r.refuse_document_writes = refuse);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Records) -> T) -> T {
@@ -157,6 +164,9 @@ impl Store for MemoryStore {
     }
 
     async fn put_document(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        if self.with(|r| r.refuse_document_writes) {
+            return Err(StoreError::Backend("document writes refused (a test's failure)".into()));
+        }
         self.with(|r| {
             let kind = key.split('/').next().unwrap_or_default().to_string();
             *r.document_writes.entry(kind).or_default() += 1;

@@ -28,6 +28,10 @@ const ADMIN: &str = "admin-token-0123456789";
 const KATE: &str = "kate-token-0123456789";
 const BOB: &str = "bob-token-0123456789";
 
+/// How many times a test polls (1 ms apart) for what the core does in the background before
+/// giving up: about a minute, for a busy machine (a wait ends as soon as its condition holds).
+const POLLS: usize = 60_000;
+
 /// Runs every pass asked for as a task (the passes the tests wait on).
 #[derive(Default)]
 struct Spawner {
@@ -132,7 +136,7 @@ impl Core {
     }
 
     async fn settle_project(&self, project: &str) -> Value {
-        for _ in 0..200 {
+        for _ in 0..POLLS {
             let (_, p) = self.call(Some(ADMIN), "GET", &format!("/v1/projects/{project}"), None).await;
             if !matches!(p["status"].as_str(), Some("pending" | "restoring")) {
                 return p;
@@ -315,7 +319,7 @@ async fn a_conflict_tells_nothing_of_another_owners_objects_but_is_helpful_about
     assert!(message(&body).contains("kate-pg"), "one's own are named: {body}");
     assert!(!message(&body).contains("bob"), "{body}");
     core.call(Some(KATE), "DELETE", "/v1/databases/kate-pg", None).await;
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         if core.call(Some(ADMIN), "GET", "/v1/databases/kate-pg", None).await.0 == StatusCode::NOT_FOUND {
             break;
         }
@@ -536,7 +540,7 @@ async fn the_original_api_shapes_and_status_codes_hold() {
     let (status, deleted) = core.call(Some(ADMIN), "DELETE", "/projects/legacy/databases/old-db", None).await;
     assert_eq!(status.as_u16(), 200);
     assert!(deleted["message"].as_str().is_some(), "{deleted}");
-    for _ in 0..100 {
+    for _ in 0..POLLS / 5 {
         if core.call(Some(ADMIN), "DELETE", &format!("/projects/{id}"), None).await.0.as_u16() == 200 {
             assert_eq!(core.call(Some(ADMIN), "GET", "/projects/legacy", None).await.0.as_u16(), 404);
             assert_eq!(core.call(Some(ADMIN), "DELETE", "/projects/legacy", None).await.0.as_u16(), 404);
@@ -631,7 +635,7 @@ mod lifecycle {
 
         /// Waits until `db` has `status` ("gone": deleted).
         pub(super) async fn settles(&self, db: &str, status: &str) -> Value {
-            for _ in 0..500 {
+            for _ in 0..POLLS {
                 let (code, d) = self.database(db).await;
                 if (status == "gone" && code == StatusCode::NOT_FOUND) || d["status"] == status {
                     return d;
@@ -1102,7 +1106,7 @@ mod quotas {
             assert_eq!(core.call(Some(BOB), "POST", "/v1/projects", Some(body)).await.0, StatusCode::CREATED);
         }
         let mut held = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..POLLS {
             held = core.runtime.allowances().into_iter().skip(3).flatten().collect::<Vec<_>>();
             if held.len() == 2 {
                 break;
@@ -1137,7 +1141,7 @@ mod settings {
     }
 
     async fn applied(core: &Core, call: &str) {
-        for _ in 0..500 {
+        for _ in 0..POLLS {
             if core.runtime.calls().iter().any(|c| c == call) {
                 return;
             }
@@ -1194,7 +1198,7 @@ mod settings {
         core.runtime.fail_next(Op::Settings, cannot);
         assert_eq!(patch(&core, KATE, json!({"max_connections": "50"})).await.0, StatusCode::OK);
         let mut shown = Value::Null;
-        for _ in 0..500 {
+        for _ in 0..POLLS {
             shown = core.call(Some(KATE), "GET", "/v1/databases/kate-pg", None).await.1;
             if shown["error"].is_string() {
                 break;
@@ -1205,7 +1209,7 @@ mod settings {
         assert!(shown["error"].as_str().unwrap_or_default().starts_with("settings not applied"), "{shown}");
         // Reverted: applied, and the reason is gone.
         assert_eq!(patch(&core, KATE, json!({"max_connections": null})).await.0, StatusCode::OK);
-        for _ in 0..500 {
+        for _ in 0..POLLS {
             shown = core.call(Some(KATE), "GET", "/v1/databases/kate-pg", None).await.1;
             if shown.get("error").is_none() {
                 break;
@@ -1247,6 +1251,30 @@ async fn histories_are_written_once_per_interval_spread_over_it_and_charts_stay_
     assert_eq!(status, StatusCode::OK);
     let samples = usize::try_from(ticks).expect("count");
     assert_eq!(chart["points"].as_array().map(Vec::len), Some(samples), "every sample, current: {chart}");
+}
+
+/// Histories due in a tick whose writes fail are written at the next tick, not an interval later.
+#[tokio::test]
+async fn histories_that_could_not_be_written_are_written_at_the_next_tick() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    for db in ["db-00", "db-01"] {
+        let body = json!({"name": db, "project": "shop"});
+        assert_eq!(core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
+        core.runtime.set_counters(&name(db), Counters { size_bytes: 1 << 20, commits: 1, ..Counters::default() });
+    }
+    let t0 = std::time::SystemTime::now();
+    let every = std::time::Duration::from_secs(30);
+    let ticks = u32::try_from(devdb_core::monitor::PERSIST_EVERY.as_secs() / every.as_secs()).expect("ticks");
+    core.store.refuse_document_writes(true);
+    // A whole interval: each history fell due once, and its write failed.
+    for tick in 0..ticks {
+        let _ = core.monitor.sample_once(t0 + every * tick).await;
+    }
+    assert_eq!(core.store.document_writes("history"), 0);
+    core.store.refuse_document_writes(false);
+    core.monitor.sample_once(t0 + every * ticks).await.expect("sample");
+    assert_eq!(core.store.document_writes("history"), 2, "both, at the first tick that can write");
 }
 
 #[tokio::test]
@@ -1318,7 +1346,7 @@ async fn samples_become_charts_metrics_and_usage_reports_each_owner_sees_only_it
     let history_key = devdb_core::monitor::history_key(&id);
     assert!(core.store.document(&history_key).await.expect("read").is_some(), "kept in the store");
     assert_eq!(core.call(Some(KATE), "DELETE", "/v1/databases/kate-pg", None).await.0, StatusCode::ACCEPTED);
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         if core.store.database("kate-pg").await.expect("read").is_none() {
             break;
         }
@@ -1595,7 +1623,7 @@ async fn masking_rules_are_checked_kept_without_their_key_and_restore_the_projec
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["masking"], rules, "shown as set");
     let restores = || core.runtime.calls().iter().filter(|c| *c == "restore shop").count();
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         if restores() == 2 && core.settle_project("shop").await["status"] == "ready" {
             break;
         }
@@ -1653,7 +1681,7 @@ async fn with_require_rules_no_clone_while_a_scanned_personal_column_has_no_rule
     let partial = json!({"rules": [rule("email")], "requireRules": true});
     let (status, body) = core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(partial)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         if core.settle_project("shop").await["status"] == "ready"
             && core.runtime.calls().iter().filter(|c| *c == "restore shop").count() == 2
         {
@@ -1680,7 +1708,7 @@ async fn with_require_rules_no_clone_while_a_scanned_personal_column_has_no_rule
 
     let full = json!({"rules": [rule("email"), rule("backup_email")], "requireRules": true});
     assert_eq!(core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(full)).await.0, StatusCode::ACCEPTED);
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         if core.settle_project("shop").await["status"] == "ready"
             && core.runtime.calls().iter().filter(|c| *c == "restore shop").count() == 3
         {
@@ -1727,7 +1755,7 @@ async fn a_key_rotation_masks_the_project_again_and_nothing_is_cloned_under_the_
     }
     assert!(!core.runtime.calls().contains(&"clone kate-pg".to_string()), "no clone under the old key");
     core.runtime.release_restores();
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         if core.runtime.calls().contains(&"clone kate-pg".to_string()) {
             break;
         }
@@ -1754,7 +1782,7 @@ async fn a_snapshot_restored_before_masking_rules_is_never_cloned_once_they_are_
     core.runtime.fail_next(Op::Restore, RuntimeError::Source("the dump is gone".into()));
     assert_eq!(core.call(Some(KATE), "PUT", "/v1/projects/shop/masking", Some(rules)).await.0, StatusCode::ACCEPTED);
     let mut project = core.settle_project("shop").await;
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         if project["error"].is_string() {
             break;
         }
@@ -1884,7 +1912,7 @@ async fn a_database_queued_for_a_restore_is_refused_if_the_project_then_requires
     core.runtime.release_restores();
     assert_eq!(core.settle_project("shop").await["status"], "ready");
     let mut database = Value::Null;
-    for _ in 0..200 {
+    for _ in 0..POLLS {
         database = core.call(Some(KATE), "GET", "/v1/databases/queued", None).await.1;
         if database["status"] == "error" {
             break;

@@ -138,6 +138,9 @@ impl ThroughProxy {
             .next()
             .ok_or_else(|| RuntimeError::step(STEP)(format!("{host} has no address")))?;
         let mut stream = tokio::net::TcpStream::connect(to).await.map_err(RuntimeError::step(STEP))?;
+        // The PROXY header, then the SSL request: small writes back to back, which Nagle's
+        // algorithm would hold until the first is acknowledged (a delayed ACK, tens of ms).
+        stream.set_nodelay(true).map_err(RuntimeError::step(STEP))?;
         if self.proxy_protocol {
             use tokio::io::AsyncWriteExt as _;
             let from = stream.local_addr().map_err(RuntimeError::step(STEP))?;

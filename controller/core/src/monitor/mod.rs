@@ -33,6 +33,9 @@ use sampling::{MAX_SAMPLES_IN_FLIGHT, SAMPLE_TIMEOUT};
 /// How often each database's history is written to the store.
 pub const PERSIST_EVERY: Duration = Duration::from_secs(15 * 60);
 
+/// How many histories a tick writes at once.
+const WRITES_IN_FLIGHT: usize = 4;
+
 /// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,
 /// `pg_stat_activity`, `pg_database_size`): the totals count from the instance's start.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -213,6 +216,7 @@ impl<P: Platform> Monitor<P> {
         let at = unix(now);
         let databases = self.store.databases(None, None).await?;
         let projects = self.store.projects(None).await?;
+        let listing = started.elapsed();
         let mut pending = Vec::new();
         for database in databases.iter().filter(|d| d.status == DatabaseStatus::Running) {
             if let Some(project) = projects.iter().find(|p| p.name == database.project) {
@@ -225,9 +229,11 @@ impl<P: Platform> Monitor<P> {
             sampled.extend(sample);
         }
         drop(samples);
+        let sampling = started.elapsed();
         let mut tracked = self.tracked.lock().await;
         let mut points = HashMap::new();
         let persist_every = i64::try_from(PERSIST_EVERY.as_secs()).unwrap_or(i64::MAX);
+        let mut due = Vec::new();
         for (database, counters) in sampled {
             let entry = match tracked.entry(database.id.clone()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -243,11 +249,32 @@ impl<P: Platform> Monitor<P> {
             entry.history.push(point);
             entry.dirty = true;
             if at >= entry.persist_at {
-                self.store.put_document(&history_key(&database.id), &entry.history.to_document()?).await?;
+                due.push((database.id.clone(), entry.history.to_document()?));
                 entry.persist_at = at + persist_every;
-                entry.dirty = false;
             }
             points.insert(database.id.clone(), point);
+        }
+        // A few at a time: one after another, a tick waits for each write's round trip.
+        let writes = due.into_iter().map(|(id, document)| async move {
+            let written = self.store.put_document(&history_key(&id), &document).await;
+            (id, written)
+        });
+        let mut writes = futures_util::stream::iter(writes).buffer_unordered(WRITES_IN_FLIGHT);
+        let mut failed = None;
+        while let Some((id, written)) = writes.next().await {
+            let Some(entry) = tracked.get_mut(&id) else { continue };
+            match written {
+                Ok(()) => entry.dirty = false,
+                // Tried again at the next tick.
+                Err(error) => {
+                    entry.persist_at = at;
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        drop(writes);
+        if let Some(error) = failed {
+            return Err(error);
         }
         // Databases gone: their histories go too (those this process never saw, through the ledger).
         tracked.retain(|id, _| databases.iter().any(|d| &d.id == id));
@@ -262,7 +289,13 @@ impl<P: Platform> Monitor<P> {
             .collect::<HashMap<_, _>>();
         let sampled = latest.len();
         *self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = latest;
-        tracing::info!(sampled, tick_seconds = started.elapsed().as_secs_f64(), "monitor tick");
+        tracing::info!(
+            sampled,
+            tick_seconds = started.elapsed().as_secs_f64(),
+            listing_seconds = listing.as_secs_f64(),
+            sampling_seconds = (sampling - listing).as_secs_f64(),
+            "monitor tick"
+        );
         Ok(())
     }
 

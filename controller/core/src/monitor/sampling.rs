@@ -36,7 +36,7 @@ pub const SAMPLE_DATABASE: &str = "postgres";
 pub const SAMPLE_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp -c lock_timeout=1s -c statement_timeout=3s";
 
 /// How many samples one runtime runs at once, at most.
-pub const MAX_SAMPLES_IN_FLIGHT: usize = 4;
+pub const MAX_SAMPLES_IN_FLIGHT: usize = 16;
 
 /// The query of a sample of `database`, read from another database of its instance: one row of
 /// its size, sessions by state, cumulative counters and the age of its longest running
