@@ -34,12 +34,13 @@ async fn proxy(pg: &TestPostgres) -> (std::net::SocketAddr, std::path::PathBuf, 
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(devdb_proxy::run(config, listener, admin, std::future::pending()));
     let ca = certs.join("ca.crt");
-    for _ in 0..100 {
+    for _ in 0..3000 {
         if ca.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(ca.exists(), "the proxy never wrote its development CA {}", ca.display());
     (addr, ca, dir)
 }
 

@@ -99,23 +99,23 @@ async fn sources_that_trickle_or_never_end_fail_and_a_deleted_restore_stops_at_o
     // and a new project of the same name restores.
     devdb.create_project("held", &files.hold_url()).await;
     let restoring = devdb.data_dir.join("projects/held");
-    for _ in 0..200 {
+    for _ in 0..2400 {
         if files.held() == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(files.held(), 1, "the download is under way");
+    assert_eq!(files.held(), 1, "the download is under way\n{}", devdb.log());
     let (status, _) = devdb.call(reqwest::Method::DELETE, "/v1/projects/held", None).await;
     assert_eq!(status, 204);
-    for _ in 0..200 {
+    for _ in 0..2400 {
         if files.held() == 0 && !restoring.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(files.held(), 0, "the download stopped");
-    assert!(!restoring.exists(), "its files are gone");
+    assert_eq!(files.held(), 0, "the download stopped\n{}", devdb.log());
+    assert!(!restoring.exists(), "its files are gone\n{}", devdb.log());
     devdb.create_project("held", &files.url("custom.dump")).await;
     assert_eq!(devdb.settled_project("held").await.status, ProjectStatus::Ready);
 }

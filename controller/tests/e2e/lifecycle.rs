@@ -103,7 +103,7 @@ async fn clones_are_isolated_reset_restores_the_snapshot_and_delete_removes_ever
     assert!(!bob_dir.exists(), "files removed");
     assert!(!devdb.postmasters().iter().any(|(_, d)| d.starts_with(&bob_dir)), "process stopped");
     let mut refused = None;
-    for _ in 0..50 {
+    for _ in 0..600 {
         match devdb.connect(&bob).await {
             Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "3D000") => {
                 refused = Some(e);
@@ -112,5 +112,5 @@ async fn clones_are_isolated_reset_restores_the_snapshot_and_delete_removes_ever
             _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    assert!(refused.is_some(), "the deleted database's route is gone");
+    assert!(refused.is_some(), "the deleted database's route is gone\n{}", devdb.log());
 }

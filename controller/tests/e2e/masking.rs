@@ -102,7 +102,7 @@ async fn a_controller_killed_mid_masking_leaves_no_half_masked_data_and_masks_af
     // sandbox (the server, as the restore's own user id) dies with it.
     let work = devdb.data_dir.join("projects/shop/gen-2.restoring");
     let pid_file = work.join("box/data/postmaster.pid");
-    for _ in 0..300 {
+    for _ in 0..3000 {
         if pid_file.exists() {
             break;
         }
@@ -116,13 +116,13 @@ async fn a_controller_killed_mid_masking_leaves_no_half_masked_data_and_masks_af
     devdb.kill().await;
     // Those processes (the user id itself may go to another test's restore at once).
     let alive = || sandboxed.iter().filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()).count();
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if alive() == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(alive(), 0, "the restore died with its controller");
+    assert_eq!(alive(), 0, "the restore died with its controller\n{}", devdb.log());
     // (By its whole path: other tests' restores run beside this one.)
     let server = work.display().to_string();
     assert!(processes_naming(&server).is_empty(), "nothing of the restore outlives the controller");
@@ -142,14 +142,15 @@ async fn a_controller_killed_mid_masking_leaves_no_half_masked_data_and_masks_af
         let names = std::fs::read_dir(&projects).expect("project dir").flatten();
         names.map(|e| e.file_name().to_string_lossy().into_owned()).collect()
     };
-    // The older snapshot goes just after the new one is recorded.
-    for _ in 0..200 {
+    // The older snapshot goes in the pass that records the new one (a busy machine may take
+    // seconds to get there: the bound is a minute, as for the masking itself).
+    for _ in 0..600 {
         if entries().len() == 1 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(entries(), ["snapshot-2"], "the half-masked work and the unmasked snapshot are gone");
+    assert_eq!(entries(), ["snapshot-2"], "the half-masked work and the unmasked snapshot are gone\n{}", devdb.log());
     assert!(processes_naming(&server).is_empty(), "no restore of the first controller runs");
     let leaks = files_holding(&projects, &["secret-customer@acme-private.test"]);
     assert!(leaks.is_empty(), "originals left: {leaks:?}");

@@ -46,7 +46,7 @@ async fn an_owner_holding_a_rename_of_its_database_open_stops_neither_sampler() 
     // The controller's own sampling records new points meanwhile.
     let before = points(&devdb, "kate-pg").await;
     let mut now = before;
-    for _ in 0..100 {
+    for _ in 0..600 {
         now = points(&devdb, "kate-pg").await;
         if now >= before + 2 {
             break;

@@ -25,7 +25,7 @@ async fn a_restore_interrupted_by_sigkill_is_redone_after_restart() {
     let mut devdb = DevDb::start().await;
     devdb.create_project("slow", &files.stall_once_url("custom.dump")).await;
     // Wait until the download is under way.
-    for _ in 0..200 {
+    for _ in 0..1200 {
         let project = devdb.project("slow").await;
         if project.progress.is_some_and(|p| p.bytes_done > 0) {
             break;
@@ -33,7 +33,7 @@ async fn a_restore_interrupted_by_sigkill_is_redone_after_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let project_dir = devdb.data_dir.join("projects/slow");
-    assert_eq!(entries(&project_dir), ["gen-1.restoring"], "restore in progress");
+    assert_eq!(entries(&project_dir), ["gen-1.restoring"], "restore in progress\n{}", devdb.log());
 
     devdb.restart().await;
     let project = devdb.settled_project("slow").await;
@@ -84,13 +84,18 @@ async fn after_sigkill_running_instances_are_adopted_clones_finished_and_orphans
     let pids_now: Vec<u32> = devdb.postmasters().iter().map(|(pid, _)| *pid).collect();
     assert!(pids_now.contains(&steady_pids[0]), "the running instance was adopted, not restarted");
     assert_eq!(pids_now.len(), 2, "one server per database, none orphaned: {:?}", devdb.postmasters());
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if entries(&devdb.data_dir.join("databases")) == ["midway", "steady"] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(entries(&devdb.data_dir.join("databases")), ["midway", "steady"], "no orphan or half-made clone");
+    assert_eq!(
+        entries(&devdb.data_dir.join("databases")),
+        ["midway", "steady"],
+        "no orphan or half-made clone\n{}",
+        devdb.log()
+    );
     for database in [&midway, &steady] {
         let client = devdb.connect_retrying(database).await;
         assert_eq!(query_one(&client, "SELECT count(*) FROM items").await, "2500");
@@ -158,7 +163,7 @@ async fn a_killed_instance_is_noticed_and_restarted() {
         if database.status == DatabaseStatus::Running && postmasters.len() == 1 && postmasters[0].0 != pid {
             break database;
         }
-        assert!(seen.len() < 300, "never restarted: {seen:?}\n{}", devdb.log());
+        assert!(seen.len() < 1200, "never restarted: {seen:?}\n{}", devdb.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(

@@ -22,7 +22,7 @@ async fn settings_set_with_the_cli_reach_postgresql_by_reload_or_restart_and_sur
     let becomes = |setting: &'static str, value: &'static str| {
         let (devdb, show) = (&devdb, &show);
         async move {
-            for _ in 0..100 {
+            for _ in 0..600 {
                 if show(setting).await == value {
                     return;
                 }
@@ -57,7 +57,7 @@ async fn settings_set_with_the_cli_reach_postgresql_by_reload_or_restart_and_sur
     // Sampled every second (the local runtime reads the real server): two samples of the running
     // instance give rates. And reported: the CLI's CSV is the API's.
     let mut metrics = serde_json::Value::Null;
-    for _ in 0..100 {
+    for _ in 0..600 {
         metrics = devdb.call(reqwest::Method::GET, "/v1/databases/kate-pg/metrics", None).await.1;
         let points = metrics["points"].as_array().cloned().unwrap_or_default();
         if points.iter().any(|p| p["sizeBytes"].as_u64() > Some(1 << 20) && p["commits"].as_f64().is_some()) {

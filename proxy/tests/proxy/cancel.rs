@@ -23,7 +23,7 @@ async fn sleeping_query(
 /// Waits until `count` backends are running `pg_sleep`.
 async fn wait_until_sleeping(server: &TestPostgres, count: usize) {
     let direct = server.direct().await;
-    for _ in 0..400 {
+    for _ in 0..2400 {
         let active = query_one(
             &direct,
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",

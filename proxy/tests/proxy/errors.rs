@@ -114,7 +114,7 @@ async fn starting_instances_are_awaited_then_refused_and_stopped_ones_refused_at
 /// Retries until the routes-file change is seen and the refusal for `alpha` satisfies `wanted`;
 /// returns its message.
 async fn wait_for_refusal(proxy: &TestProxy, wanted: impl Fn(&tokio_postgres::error::DbError) -> bool) -> String {
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if let Err(err) = proxy.connect("alpha").await
             && let Some(db) = err.as_db_error()
             && wanted(db)
@@ -210,7 +210,7 @@ async fn metrics_name_no_database_unless_an_admin_token_guards_them() {
     }
     let bearer = format!("Authorization: Bearer {TOKEN}");
     let mut metrics = String::new();
-    for _ in 0..100 {
+    for _ in 0..1200 {
         metrics = http_get_with(guarded.admin, "/metrics", &[&bearer]).await.1;
         if metrics.contains("devdb_proxy_connections_total{route=\"alpha\"} 1") {
             break;

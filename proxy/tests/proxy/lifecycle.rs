@@ -30,7 +30,7 @@ async fn routes_file_changes_take_effect_without_restart() {
 
     // Removing a route refuses new sessions with 3D000.
     proxy.set_routes(&[("alpha", alpha.addr())]);
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if proxy.connect("beta").await.err().is_some_and(|e| db_error(&e).0 == "3D000") {
             drop(client);
             proxy.stop().await;
@@ -42,7 +42,7 @@ async fn routes_file_changes_take_effect_without_restart() {
 }
 
 async fn retry_connect(proxy: &TestProxy, name: &str) -> tokio_postgres::Client {
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if let Ok(client) = proxy.connect(name).await {
             return client;
         }
@@ -67,7 +67,7 @@ async fn a_new_certificate_is_served_after_its_files_change() {
         std::fs::rename(&tmp, to).expect("rename");
     }
     let mut served_new = false;
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if connect_with(&proxy.config("alpha"), make_tls(&new.ca_cert, false)).await.is_ok() {
             served_new = true;
             break;
@@ -157,7 +157,7 @@ async fn sigterm_lets_open_transactions_commit_before_exit() {
     let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     // Draining: not ready any more, and no new sessions.
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if http_get(admin, "/readyz").await.0.contains("503") {
             break;
         }
@@ -166,7 +166,7 @@ async fn sigterm_lets_open_transactions_commit_before_exit() {
     assert!(http_get(admin, "/readyz").await.0.contains("503"), "draining proxies are not ready");
     // Each event loop closes its own listener as it sees the signal: soon none accepts.
     let mut refused = false;
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if connect_with(&config, make_tls(&ca, false)).await.is_err() {
             refused = true;
             break;
@@ -199,7 +199,7 @@ async fn during_the_drain_delay_no_connection_is_refused() {
     open.batch_execute("CREATE TABLE rolled (v int); BEGIN; INSERT INTO rolled VALUES (1)").await.expect("txn");
 
     proxy.begin_shutdown();
-    for _ in 0..100 {
+    for _ in 0..300 {
         if proxy.admin_get("/readyz").await.0.contains("503") {
             break;
         }
@@ -213,7 +213,7 @@ async fn during_the_drain_delay_no_connection_is_refused() {
     }
     // Once the delay is over the listener closes.
     let mut closed = false;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if TcpStream::connect(proxy.addr).await.is_err() {
             closed = true;
             break;
@@ -243,7 +243,7 @@ async fn no_routing_table_yet_means_not_ready() {
 }
 
 async fn wait_ready(admin: std::net::SocketAddr) {
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if TcpStream::connect(admin).await.is_ok() && http_get(admin, "/readyz").await.0.contains("200") {
             return;
         }

@@ -137,7 +137,7 @@ async fn first_packets_are_answered_byte_for_byte_as_postgresql_answers_them() {
     alpha.enable_tls(&proxy.certs.server_cert, &proxy.certs.server_key);
     let direct: std::net::SocketAddr = alpha.addr().parse().expect("addr");
     // The reload that turns TLS on takes effect shortly after pg_ctl returns.
-    for _ in 0..100 {
+    for _ in 0..1200 {
         let t = transcript(direct, &proxy, "x", &request_packet(SSL_REQUEST), None).await;
         if t.plaintext == ["S"] {
             break;
@@ -277,7 +277,7 @@ async fn a_cancel_over_tls_is_closed_with_close_notify_and_cancels() {
     let (mut session, pid, secret) = raw_session(&proxy).await;
     write_all(&mut session, b"Q\0\0\0\x18SELECT pg_sleep(60)\0").await;
     let direct = alpha.direct().await;
-    for _ in 0..400 {
+    for _ in 0..2400 {
         if query_one(&direct, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'").await == "1"
         {
             break;

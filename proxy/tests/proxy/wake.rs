@@ -117,7 +117,7 @@ async fn wrong_password(proxy: &TestProxy, name: &str) -> (String, String) {
 
 /// Waits until the proxy has reported twice more; returns every report so far.
 async fn reports_after(fake: &Fake, from: usize) -> Vec<serde_json::Value> {
-    for _ in 0..200 {
+    for _ in 0..2400 {
         let reports = fake.reports.lock().expect("lock").clone();
         if reports.len() >= from + 2 {
             return reports;

@@ -606,7 +606,7 @@ fn a_sandboxed_server_dies_with_the_thread_that_started_it() {
             .expect("thread")
     });
     let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if !alive() {
             break;
         }

@@ -39,7 +39,7 @@ async fn samples_reach_a_database_through_a_proxy_that_expects_the_proxy_protoco
             .with_proxy_protocol(proxy_protocol)
     };
     let mut last = None;
-    for _ in 0..100 {
+    for _ in 0..1200 {
         match sampler(true).sample(&name, devdb_testkit::USER, "unused", "postgres").await {
             Ok(counters) => {
                 last = None;

@@ -95,7 +95,7 @@ impl DevDb {
             .spawn()
             .expect("devdb up");
         self.child = Some(child);
-        for _ in 0..200 {
+        for _ in 0..1200 {
             if self.http.get(format!("{}/healthz", self.api)).send().await.is_ok() {
                 return;
             }
@@ -259,7 +259,7 @@ impl DevDb {
     /// Connects, retrying while the proxy's table catches up with the controller.
     pub async fn connect_retrying(&self, database: &Database) -> tokio_postgres::Client {
         let mut last = None;
-        for _ in 0..100 {
+        for _ in 0..600 {
             match self.connect(database).await {
                 Ok(client) => return client,
                 Err(e) => last = Some(e),

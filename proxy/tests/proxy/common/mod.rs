@@ -347,7 +347,7 @@ pub async fn write_all(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
 /// may be just after the client returns); panics with the metrics text if it never does.
 pub async fn wait_for_metric(proxy: &TestProxy, line: &str) {
     let mut metrics = String::new();
-    for _ in 0..100 {
+    for _ in 0..1200 {
         metrics = proxy.admin_get("/metrics").await.1;
         if metrics.contains(line) {
             return;
