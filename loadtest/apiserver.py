@@ -465,6 +465,14 @@ def make_tls(directory):
     return cert, key
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog for a thousand databases' clients at once (the
+    default of 5 drops connection attempts, which then wait seconds for their SYN retransmits)."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:6443")
@@ -480,14 +488,15 @@ def main():
     for path in args.seed:
         seed(path)
     host, port = args.listen.rsplit(":", 1)
-    server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
-    server.daemon_threads = True
+    server = Server((host.strip("[]"), int(port)), Handler)
     if args.tls_dir:
         args.tls_cert, args.tls_key = make_tls(args.tls_dir)
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # The handshake happens on the handler's thread at its first read, not in accept() on the
+        # one thread that accepts every connection.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     signal.signal(signal.SIGUSR1, lambda *_: print(json.dumps(STORE.snapshot()), flush=True))
     signal.signal(signal.SIGTERM, lambda *_: (print(json.dumps(STORE.snapshot()), flush=True), sys.exit(0)))
     if args.ready_file:

@@ -22,7 +22,7 @@ def populate(base, token, projects, per):
     databases = [(f"{p}-db{d:03d}", p) for p in names for d in range(per)]
     started = time.time()
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda d: call(base, token, "POST", "/v1/databases", {"name": d[0], "project": d[1], "owner": f"o{d[1]}"}), databases))
+        list(pool.map(lambda d: call(base, token, "POST", "/v1/databases", {"name": d[0], "project": d[1], "owner": f"o{d[1]}"}, timeout=600), databases))
     print(f"{len(databases)} creates answered in {time.time() - started:.0f} s", file=sys.stderr)
 
     def count(status):
