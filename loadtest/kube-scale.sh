@@ -111,11 +111,17 @@ done
 step "$PROJECTS projects of $PER_PROJECT databases, half of each stopped"
 python3 loadtest/kube_scale.py populate "http://127.0.0.1:$port_a" "$admin_token" "$PROJECTS" "$PER_PROJECT"
 
+# The monitor's ticks are told apart by phase: populating (every database created and started
+# at once) and steady state.
+ticks() { sed 's/\x1b\[[0-9;]*m//g' | grep -o 'tick_seconds=[0-9.]*' | cut -d= -f2; }
+populated=$(wc -l <"$work/scale-a.log")
+head -n "$populated" "$work/scale-a.log" | ticks >"$work/ticks-populate.txt" || true
+
 step "steady state: $STEADY s (two proxies report every running database every 15 s to either replica, one stop and one start a minute, a route subscription following changes)"
 counters -X POST >/dev/null
 python3 loadtest/kube_scale.py steady "http://127.0.0.1:$port_a,http://127.0.0.1:$port_b" "$admin_token" "$STEADY" "$work/steady.json"
 counters >"$work/counters-steady.json"
-sed 's/\x1b\[[0-9;]*m//g' "$work/scale-a.log" | grep -o 'tick_seconds=[0-9.]*' | cut -d= -f2 >"$work/ticks.txt" || true
+tail -n +"$((populated + 1))" "$work/scale-a.log" | ticks >"$work/ticks.txt" || true
 
 step "leader change: the leader is killed, the other replica takes over"
 counters -X POST >/dev/null

@@ -154,7 +154,15 @@ def summary(work, projects, per, seconds):
     counters = json.load(open(f"{work}/counters-steady.json"))
     steady = json.load(open(f"{work}/steady.json"))
     takeover = json.load(open(f"{work}/takeover.json"))
-    ticks = [float(x) for x in open(f"{work}/ticks.txt").read().split()] if open(f"{work}/ticks.txt").read().strip() else []
+
+    def spread(values):
+        return {"p50": round(statistics.median(values), 3) if values else None,
+                "max": round(max(values), 3) if values else None}
+
+    def ticks(name):
+        values = [float(x) for x in open(f"{work}/{name}").read().split()]
+        return {**spread(values), "ticks": len(values)}
+
     span = counters["seconds"]
     by_request = dict(sorted(counters["requests"].items(), key=lambda kv: -kv[1]))
     status_writes = sum(v for k, v in counters["requests"].items() if k.startswith("patch databases"))
@@ -169,15 +177,13 @@ def summary(work, projects, per, seconds):
             "by_request": {k: round(v / span, 3) for k, v in by_request.items()},
             "watch_events_sent": counters["watch_events_sent"],
         },
-        "monitor_tick_seconds": {"p50": round(statistics.median(ticks), 2) if ticks else None,
-                                 "max": round(max(ticks), 2) if ticks else None, "ticks": len(ticks)},
+        "monitor_tick_seconds": ticks("ticks.txt"),
+        "monitor_tick_seconds_while_populating": ticks("ticks-populate.txt"),
         "routes": {**steady["routes"],
                    "bytes_per_change": steady["routes"]["change_bytes"] // max(steady["routes"]["changes"], 1),
                    "database_writes": status_writes, "databases_stopped_and_started": steady["churned"]},
-        "api_list_seconds": {"p50": round(statistics.median(steady["list_seconds"]), 3) if steady["list_seconds"] else None,
-                             "max": round(max(steady["list_seconds"]), 3) if steady["list_seconds"] else None},
-        "activity_report_seconds": {"p50": round(statistics.median(steady["report_seconds"]), 3) if steady["report_seconds"] else None,
-                                    "max": round(max(steady["report_seconds"]), 3) if steady["report_seconds"] else None},
+        "api_list_seconds": spread(steady["list_seconds"]),
+        "activity_report_seconds": spread(steady["report_seconds"]),
         "failures": steady["failures"],
         "leader_change": {"leads_after_seconds": takeover["leads_after_seconds"],
                           "settled_after_seconds": takeover["settled_after_seconds"],
