@@ -79,14 +79,20 @@ impl Isolation {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_database_the_controller_can_reach_is_refused_until_one_it_cannot() {
+    /// A listener, with its address (reachable), and the address of one that is gone (closed).
+    async fn addresses() -> (tokio::net::TcpListener, String, String) {
         let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let reachable = open.local_addr().expect("addr").to_string();
         let closed = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr").to_string()
         };
+        (open, reachable, closed)
+    }
+
+    #[tokio::test]
+    async fn a_database_the_controller_can_reach_is_refused_until_one_it_cannot() {
+        let (_open, reachable, closed) = addresses().await;
         let isolation = Isolation::new(true);
         let error = isolation.check(&reachable).await.expect_err("not isolated").to_string();
         assert!(error.contains("does not enforce NetworkPolicies") && error.contains(&reachable), "{error}");
@@ -99,12 +105,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_passed_check_is_made_again_once_it_is_old_and_notices_enforcement_turned_off() {
-        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let reachable = open.local_addr().expect("addr").to_string();
-        let closed = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("addr").to_string()
-        };
+        let (_open, reachable, closed) = addresses().await;
         let isolation = Isolation::new(true);
         isolation.check(&closed).await.expect("isolated");
         // The clock moves on paused time; the connections are real.
