@@ -23,12 +23,11 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use devdb_shared::Name;
+use devdb_shared::api::ActivityReport;
 use tokio_util::sync::CancellationToken;
 
+use crate::controller::{ControllerClient, ControllerError};
 use crate::wake::{Limited, WakeLimiter};
-
-/// How long a request to the controller (a report, a wake) may take in all.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Authenticated sessions per database on this replica.
 #[derive(Debug, Default)]
@@ -71,12 +70,12 @@ impl Sessions {
 
     /// The report body: databases with a session open now, and those active since the last
     /// report (which starts a new period).
-    pub fn take_report(&self, replica: &str) -> serde_json::Value {
+    pub fn take_report(&self, replica: &str) -> ActivityReport {
         let mut open: Vec<Name> = self.open.iter().filter(|e| *e.value() > 0).map(|e| e.key().clone()).collect();
         open.sort();
         let mut active: Vec<Name> = std::mem::take(&mut *self.lock_active()).into_iter().collect();
         active.sort();
-        serde_json::json!({ "replica": replica, "open": open, "active": active })
+        ActivityReport { replica: replica.to_string(), open, active }
     }
 }
 
@@ -139,9 +138,7 @@ pub enum WakeError {
 
 /// The controller, for the proxy's two requests to it: wakes and activity reports.
 pub struct Controller {
-    base: String,
-    token: Option<String>,
-    client: reqwest::Client,
+    api: ControllerClient,
     /// Wakes asked for and not yet answered: many clients waking one database ask once.
     waking: DashMap<Name, ()>,
     /// How many wakes clients that have not authenticated may cause.
@@ -156,26 +153,10 @@ pub struct Controller {
 pub const REFUSED_FOR: Duration = Duration::from_secs(2);
 
 impl Controller {
-    /// `base`: the controller's URL, e.g. `http://127.0.0.1:8080`; `token`: an admin token;
-    /// `wakes`: the limits of wakes (shared with [`Sessions`], whose sessions claim them).
-    /// `client`: [`crate::controller_http::client`].
-    pub fn new(base: &str, token: Option<String>, wakes: std::sync::Arc<WakeLimiter>, client: reqwest::Client) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            client,
-            waking: DashMap::new(),
-            wakes,
-            refused: DashMap::new(),
-        }
-    }
-
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.client.post(format!("{}{path}", self.base)).timeout(REQUEST_TIMEOUT);
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+    /// `api`: the controller; `wakes`: the limits of wakes (shared with [`Sessions`], whose
+    /// sessions claim them).
+    pub fn new(api: ControllerClient, wakes: std::sync::Arc<WakeLimiter>) -> Self {
+        Self { api, waking: DashMap::new(), wakes, refused: DashMap::new() }
     }
 
     /// Asks the controller to start `name` for a client at `client` that has not authenticated,
@@ -201,27 +182,19 @@ impl Controller {
         let waking = Waking { waking: &self.waking, name: name.clone() };
         let charge = self.wakes.charge(name, client)?;
         tracing::info!(database = %name, %client, "waking an asleep database");
-        let answer = self.post(&format!("/v1/databases/{name}/start?wake=true")).send().await;
-        match answer {
-            Ok(response) if response.status().is_success() => {
+        match self.api.wake(name).await {
+            Ok(()) => {
                 self.refused.remove(name);
                 Ok(Some(waking))
             }
-            Ok(response) if response.status() == reqwest::StatusCode::FORBIDDEN => {
+            Err(ControllerError::Refused(reason)) => {
                 self.wakes.refund(charge);
                 self.refused.insert(name.clone(), tokio::time::Instant::now());
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                let reason = body["error"]["message"].as_str().unwrap_or("refused").to_string();
                 Err(WakeError::Refused(reason))
-            }
-            Ok(response) => {
-                self.wakes.refund(charge);
-                tracing::warn!(database = %name, status = %response.status(), "the controller did not take the wake");
-                Ok(None)
             }
             Err(error) => {
                 self.wakes.refund(charge);
-                tracing::warn!(database = %name, %error, "cannot ask the controller to wake a database");
+                tracing::warn!(database = %name, %error, "the controller did not take the wake");
                 Ok(None)
             }
         }
@@ -246,13 +219,8 @@ impl Controller {
             if shutdown.run_until_cancelled(due).await.is_none() {
                 return;
             }
-            let body = sessions.take_report(&replica);
-            match self.post("/v1/activity").json(&body).send().await {
-                Ok(response) if response.status().is_success() => {}
-                Ok(response) => {
-                    tracing::warn!(status = %response.status(), "the controller refused an activity report")
-                }
-                Err(error) => tracing::warn!(%error, "cannot report activity to the controller"),
+            if let Err(error) = self.api.report(&sessions.take_report(&replica)).await {
+                tracing::warn!(%error, "the controller did not take an activity report");
             }
         }
     }
@@ -263,6 +231,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    pub(super) fn names(names: &[&str]) -> Vec<Name> {
+        names.iter().map(|n| Name::new(*n).expect("name")).collect()
+    }
 
     #[test]
     fn reports_name_open_sessions_and_those_that_came_and_went() {
@@ -277,20 +249,17 @@ mod tests {
         let second = open(&kate);
         drop(open(&bob));
         let report = sessions.take_report("proxy-a");
-        assert_eq!(report["open"], serde_json::json!(["kate-pg"]));
-        assert_eq!(report["active"], serde_json::json!(["bob-pg", "kate-pg"]));
+        assert_eq!(report.open, names(&["kate-pg"]));
+        assert_eq!(report.active, names(&["bob-pg", "kate-pg"]));
         drop(first);
         let report = sessions.take_report("proxy-a");
-        assert_eq!(report["open"], serde_json::json!(["kate-pg"]), "one of two still open");
-        assert_eq!(report["active"], serde_json::json!(["kate-pg"]));
+        assert_eq!(report.open, names(&["kate-pg"]), "one of two still open");
+        assert_eq!(report.active, names(&["kate-pg"]));
         drop(second);
         let report = sessions.take_report("proxy-a");
-        assert_eq!(
-            (report["open"].clone(), report["active"].clone()),
-            (serde_json::json!([]), serde_json::json!(["kate-pg"]))
-        );
+        assert_eq!((report.open.clone(), report.active.clone()), (names(&[]), names(&["kate-pg"])));
         let report = sessions.take_report("proxy-a");
-        assert_eq!(report["active"], serde_json::json!([]), "nothing since");
+        assert_eq!(report.active, names(&[]), "nothing since");
     }
 }
 
@@ -298,6 +267,7 @@ mod tests {
 mod phases {
     use std::sync::Arc;
 
+    use super::tests::names;
     use super::*;
 
     #[test]
@@ -311,16 +281,16 @@ mod phases {
         // Waiting for a wake, or authenticating (held open without the password): nothing…
         let waiting = sessions.open(&kate);
         let report = sessions.take_report("p");
-        assert_eq!((report["open"].clone(), report["active"].clone()), (serde_json::json!([]), serde_json::json!([])));
+        assert_eq!((report.open.clone(), report.active.clone()), (names(&[]), names(&[])));
         // …and a client refused (a wrong password) leaves nothing behind, and claims no wake.
         drop(waiting);
         let report = sessions.take_report("p");
-        assert_eq!((report["open"].clone(), report["active"].clone()), (serde_json::json!([]), serde_json::json!([])));
+        assert_eq!((report.open.clone(), report.active.clone()), (names(&[]), names(&[])));
         assert!(wakes.charge(&kate, client).is_err(), "the wake still counts");
         // Authenticated: open, then active once closed; its database's wakes were wanted.
         let mut session = sessions.open(&kate);
         session.authenticated();
-        assert_eq!(sessions.take_report("p")["open"], serde_json::json!(["kate-pg"]));
+        assert_eq!(sessions.take_report("p").open, names(&["kate-pg"]));
         let charge = wakes.charge(&kate, client).expect("claimed: it counts no more");
         wakes.refund(charge);
         use futures_util::FutureExt as _;
@@ -331,9 +301,6 @@ mod phases {
         drop(again);
         drop(session);
         let report = sessions.take_report("p");
-        assert_eq!(
-            (report["open"].clone(), report["active"].clone()),
-            (serde_json::json!([]), serde_json::json!(["kate-pg"]))
-        );
+        assert_eq!((report.open.clone(), report.active.clone()), (names(&[]), names(&["kate-pg"])));
     }
 }

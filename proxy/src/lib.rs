@@ -10,6 +10,7 @@
 //!
 //! # Beside the path
 //! - [`routes`]: the routing table and the sources keeping it current.
+//! - [`controller`]: the one typed client of the controller (route feed, wakes, reports).
 //! - [`cancel`]: proxy-issued cancel keys and forwarding of CancelRequests.
 //! - [`activity`]: sessions per database reported to the controller, and waking asleep ones;
 //!   [`wake`]: how often clients that have not authenticated may wake them.
@@ -27,7 +28,7 @@ pub mod cancel;
 pub mod certs;
 pub mod config;
 pub mod connection;
-pub mod controller_http;
+pub mod controller;
 pub mod error;
 pub mod handshake;
 pub mod listener;
@@ -55,6 +56,7 @@ use crate::admission::Admission;
 use crate::cancel::CancelMap;
 use crate::certs::DevCertificates;
 use crate::config::{Config, RoutesConfig, TlsSource};
+use crate::controller::ControllerClient;
 use crate::metrics::Metrics;
 use crate::routes::{ControllerSource, FileSource, RouteSource, Routes};
 use crate::tls::Tls;
@@ -137,9 +139,11 @@ async fn serve(
     let (source, controller): (Box<dyn RouteSource>, _) = match &config.routes {
         RoutesConfig::File(path) => (Box::new(FileSource::open(path, config.reload_interval, &routes)?), None),
         RoutesConfig::Controller { url, token } => {
-            let http = controller_http::client().context("making the HTTP client for the controller")?;
-            let source = ControllerSource::new(url, token.clone(), http.clone());
-            (Box::new(source), Some(Arc::new(activity::Controller::new(url, token.clone(), wakes.clone(), http))))
+            let api = ControllerClient::new(url, token.clone()).context("making the HTTP client for the controller")?;
+            (
+                Box::new(ControllerSource::new(api.clone())),
+                Some(Arc::new(activity::Controller::new(api, wakes.clone()))),
+            )
         }
     };
 

@@ -15,6 +15,7 @@ use devdb_shared::{Name, Route, RouteChanges, RouteTable, RouteUpdate};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::controller::{ControllerClient, ControllerError};
 use crate::watch::FileWatch;
 
 /// The in-memory routing table. Cloning is cheap and shares the table.
@@ -179,60 +180,43 @@ pub fn read_routes_file(path: &Path) -> Result<RouteTable, RoutesFileError> {
 
 /// Follows the controller's `GET /v1/routes/watch?changes=true` stream (newline-delimited JSON:
 /// the whole table, then what changes), replacing the table with a whole one and applying each
-/// change (a controller that sends whole tables only is followed as well). When the controller is unreachable the last table keeps serving and
-/// the subscription is retried with backoff (0.5 s doubling to 10 s).
+/// change (a controller that sends whole tables only is followed as well). When the controller
+/// is unreachable the last table keeps serving and the subscription is retried with backoff
+/// (0.5 s doubling to 10 s).
 pub struct ControllerSource {
-    url: String,
-    token: Option<String>,
-    client: reqwest::Client,
+    api: ControllerClient,
 }
 
 impl ControllerSource {
-    /// `controller` is the controller's base URL, e.g. `http://127.0.0.1:8080`.
-    /// `client`: [`crate::controller_http::client`].
-    pub fn new(controller: &str, token: Option<String>, client: reqwest::Client) -> Self {
-        Self { url: format!("{}/v1/routes/watch?changes=true", controller.trim_end_matches('/')), token, client }
+    /// Follows `api`'s route feed.
+    pub fn new(api: ControllerClient) -> Self {
+        Self { api }
     }
 
-    async fn follow(&self, routes: &Routes) -> Result<(), String> {
-        use futures_util::StreamExt;
-        let mut request = self.client.get(&self.url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("controller answered {}", response.status()));
-        }
-        let mut body = response.bytes_stream();
-        let mut pending = Vec::new();
+    async fn follow(&self, routes: &Routes) -> Result<(), ControllerError> {
+        let mut feed = self.api.route_updates().await?;
         // Changes apply only over a whole table of this stream.
         let mut whole = false;
-        while let Some(chunk) = body.next().await {
-            pending.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                match serde_json::from_slice(&line).map_err(|e| format!("bad route table: {e}"))? {
-                    RouteUpdate::Table(table) => {
-                        tracing::debug!(version = table.version, routes = table.routes.len(), "routes replaced");
-                        routes.replace(table);
-                        whole = true;
-                    }
-                    RouteUpdate::Changes(_) if !whole => return Err("a change of the routes before any table".into()),
-                    RouteUpdate::Changes(changes) if changes.changed.is_empty() && changes.removed.is_empty() => {}
-                    RouteUpdate::Changes(changes) => {
-                        tracing::debug!(
-                            version = changes.version,
-                            changed = changes.changed.len(),
-                            removed = changes.removed.len(),
-                            "routes changed"
-                        );
-                        routes.apply(changes);
-                    }
+        loop {
+            match feed.next().await? {
+                RouteUpdate::Table(table) => {
+                    tracing::debug!(version = table.version, routes = table.routes.len(), "routes replaced");
+                    routes.replace(table);
+                    whole = true;
+                }
+                RouteUpdate::Changes(_) if !whole => return Err(ControllerError::ChangeBeforeTable),
+                RouteUpdate::Changes(changes) if changes.changed.is_empty() && changes.removed.is_empty() => {}
+                RouteUpdate::Changes(changes) => {
+                    tracing::debug!(
+                        version = changes.version,
+                        changed = changes.changed.len(),
+                        removed = changes.removed.len(),
+                        "routes changed"
+                    );
+                    routes.apply(changes);
                 }
             }
         }
-        Err("the controller closed the stream".into())
     }
 }
 
@@ -242,7 +226,7 @@ impl RouteSource for ControllerSource {
             let mut backoff = Duration::from_millis(500);
             loop {
                 let Some(Err(error)) = shutdown.run_until_cancelled(self.follow(&routes)).await else { return };
-                tracing::warn!(url = %self.url, %error, retry_in = ?backoff, routes = routes.len(), "route feed lost; serving the last table");
+                tracing::warn!(url = %self.api.routes_url(), %error, retry_in = ?backoff, routes = routes.len(), "route feed lost; serving the last table");
                 if shutdown.run_until_cancelled(tokio::time::sleep(backoff)).await.is_none() {
                     return;
                 }

@@ -1,4 +1,5 @@
-//! The controller's REST API types (JSON, camelCase), used by the server and the CLI alike.
+//! The controller's REST API types (JSON, camelCase), used by the server, the CLI and the proxy
+//! alike.
 
 use serde::{Deserialize, Serialize};
 
@@ -398,6 +399,21 @@ pub enum MaskStrategy {
     DateShift,
     /// Reviewed, and left as it is.
     Keep,
+}
+
+/// What a proxy replica reports (`POST /v1/activity`, admin token).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityReport {
+    /// Which replica (its pod name or address): a later report replaces its earlier one.
+    pub replica: String,
+    /// Databases with at least one session open on this replica now.
+    #[serde(default)]
+    pub open: Vec<Name>,
+    /// Databases that had a session (open, or opened and closed) since the last report.
+    #[serde(default)]
+    pub active: Vec<Name>,
 }
 
 /// Every API error: `{ "error": { "code", "message" } }`.

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use devdb_shared::Name;
+use devdb_shared::api::ActivityReport;
 use serde::{Deserialize, Serialize};
 
 use crate::model::DatabaseRecord;
@@ -40,20 +41,6 @@ pub const RETIRE_AFTER: Duration = Duration::from_secs(600);
 
 /// The documents' key prefix.
 const DOCUMENTS: &str = "activity";
-
-/// What a proxy replica reports (`POST /v1/activity`, admin token).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ActivityReport {
-    /// Which replica (its pod name or address): a later report replaces its earlier one.
-    pub replica: String,
-    /// Databases with at least one session open on this replica now.
-    #[serde(default)]
-    pub open: Vec<Name>,
-    /// Databases that had a session (open, or opened and closed) since the last report.
-    #[serde(default)]
-    pub active: Vec<Name>,
-}
 
 /// A process's document: when each database last had a session, as reported to it.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -12,10 +12,10 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 
 use super::{ApiError, Shared};
-use crate::activity::ActivityReport;
 use crate::auth::Caller;
 use crate::runtime::Platform;
 use crate::store::Store;
+use devdb_shared::api::ActivityReport;
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
 
