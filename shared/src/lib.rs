@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`api`]: the controller's REST request and response types.
+//! - [`reports`]: use against quotas, the usage report, a project's personal-data scan.
 //! - [`names`]: validated DNS-label names of databases and projects ([`Name`]).
 //! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`], [`RouteChanges`]) and the one rule that
 //!   maps a host name `<name>.<domain>` to a route key and back ([`Domain`]).
@@ -10,6 +11,7 @@
 
 pub mod api;
 pub mod names;
+pub mod reports;
 pub mod route;
 pub mod size;
 pub mod source;

@@ -15,8 +15,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use devdb_shared::Name;
 use devdb_shared::api::{
-    CreateDatabase, CreateProject, CredentialsRequest, Database, DatabaseStatus, DbType, Project, ProjectStatus,
+    CreateDatabase, CreateProject, CredentialsRequest, Database, DatabaseStatus, DbType, MaskRule, Project,
+    ProjectStatus,
 };
+use devdb_shared::reports::{ScanReport, Usage, UsageReport};
 
 pub use client::{ApiClient, ClientError, Settings};
 
@@ -296,7 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Project(cmd) => project(cmd, &ApiClient::new(&settings)?, json).await.map(|()| 0),
         Command::Db(cmd) => db(cmd, &ApiClient::new(&settings)?, json).await,
         Command::Usage => {
-            output::usage(&ApiClient::new(&settings)?.get::<serde_json::Value>("/v1/usage").await?, json);
+            output::usage(&ApiClient::new(&settings)?.get::<Vec<Usage>>("/v1/usage").await?, json);
             Ok(0)
         }
         Command::Report { from, to, owner, csv } => {
@@ -307,7 +309,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 query.push(("format", "csv".into()));
                 print!("{}", api.get_text("/v1/reports/usage", &query).await?);
             } else {
-                output::report(&api.get_query::<serde_json::Value>("/v1/reports/usage", &query).await?, json);
+                output::report(&api.get_query::<UsageReport>("/v1/reports/usage", &query).await?, json);
             }
             Ok(0)
         }
@@ -438,15 +440,10 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
             output::done(&format!("deleted project {name}"), json);
         }
         ProjectCommand::Scan { name, rules } => {
-            let report: serde_json::Value = api.post(&format!("/v1/projects/{name}/scan"), &()).await?;
+            let report: ScanReport = api.post(&format!("/v1/projects/{name}/scan"), &()).await?;
             if rules {
-                let suggested: Vec<&serde_json::Value> = report["findings"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|f| f["covered"] != true)
-                    .map(|f| &f["suggested"])
-                    .collect();
+                let suggested: Vec<&MaskRule> =
+                    report.findings.iter().filter(|f| !f.covered).map(|f| &f.suggested).collect();
                 output::print_json(&suggested);
             } else {
                 output::scan(&report, json);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use devdb_shared::api::{Database, Project};
+use devdb_shared::reports::{ScanReport, Usage, UsageReport};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -189,52 +190,49 @@ pub fn update_progress(bar: &ProgressBar, p: &Project) {
     bar.set_message(format!("{} {}", status(&p.status), p.name));
 }
 
-pub fn usage(usage: &serde_json::Value, json: bool) {
+pub fn usage(usage: &[Usage], json: bool) {
     if json {
-        return print_json(usage);
+        return print_json(&usage);
     }
-    let of = |used: &serde_json::Value, limit: &serde_json::Value, show: &dyn Fn(u64) -> String| {
-        let used = show(used.as_u64().unwrap_or(0));
-        limit.as_u64().map_or(format!("{used} (no quota)"), |l| format!("{used} of {}", show(l)))
+    let of = |used: u64, limit: Option<u64>, show: &dyn Fn(u64) -> String| {
+        let used = show(used);
+        limit.map_or(format!("{used} (no quota)"), |l| format!("{used} of {}", show(l)))
     };
     let count = |n: u64| n.to_string();
     let size = |n: u64| devdb_shared::size::human(n);
     let mut t = table(&["OWNER", "DATABASES", "RUNNING", "DISK"]);
-    for u in usage.as_array().into_iter().flatten() {
-        let q = &u["quota"];
+    for u in usage {
         t.add_row(vec![
-            u["owner"].as_str().unwrap_or_default().to_string(),
-            of(&u["databases"], &q["databases"], &count),
-            of(&u["running"], &q["running"], &count),
-            of(&u["disk"], &q["disk"], &size),
+            u.owner.clone(),
+            of(u.databases, u.quota.databases, &count),
+            of(u.running, u.quota.running, &count),
+            of(u.disk, u.quota.disk, &size),
         ]);
     }
     println!("{t}");
 }
 
-pub fn report(report: &serde_json::Value, json: bool) {
+pub fn report(report: &UsageReport, json: bool) {
     if json {
         return print_json(report);
     }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0).to_string();
-    println!("From {} to {} (UTC days, inclusive)", text(&report["from"]), text(&report["to"]));
+    println!("From {} to {} (UTC days, inclusive)", report.from, report.to);
     let mut t = table(&["OWNER", "PROJECT", "CREATED", "DELETED", "RUNNING HOURS", "PEAK DISK", "PEAK CONNECTIONS"]);
-    for r in report["rows"].as_array().into_iter().flatten() {
+    for r in &report.rows {
         t.add_row(vec![
-            text(&r["owner"]),
-            text(&r["project"]),
-            number(&r["databasesCreated"]),
-            number(&r["databasesDeleted"]),
-            format!("{:.2}", r["runningHours"].as_f64().unwrap_or(0.0)),
-            devdb_shared::size::human(r["peakDiskBytes"].as_u64().unwrap_or(0)),
-            number(&r["peakConnections"]),
+            r.owner.clone(),
+            r.project.clone(),
+            r.databases_created.to_string(),
+            r.databases_deleted.to_string(),
+            format!("{:.2}", r.running_hours),
+            devdb_shared::size::human(r.peak_disk_bytes),
+            r.peak_connections.to_string(),
         ]);
     }
     println!("{t}");
 }
 
-pub fn scan(report: &serde_json::Value, json: bool) {
+pub fn scan(report: &ScanReport, json: bool) {
     if json {
         return print_json(report);
     }
@@ -242,28 +240,30 @@ pub fn scan(report: &serde_json::Value, json: bool) {
 }
 
 /// The scan as a table, and a line for the columns a restore found but could not list.
-fn scan_text(report: &serde_json::Value) -> String {
-    let findings = report["findings"].as_array().cloned().unwrap_or_default();
-    let unlisted = report["unlisted"].as_u64().unwrap_or(0);
-    if findings.is_empty() && unlisted == 0 {
+fn scan_text(report: &ScanReport) -> String {
+    if report.findings.is_empty() && report.unlisted == 0 {
         return "No column looks personal.\n".into();
     }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let mut t = table(&["TABLE", "COLUMN", "KIND", "EVIDENCE", "MASKED", "SUGGESTED RULE"]);
-    for f in &findings {
-        let path =
-            f["jsonPath"].as_array().map(|p| p.iter().map(text).collect::<Vec<_>>().join(".")).unwrap_or_default();
-        let column = if path.is_empty() { text(&f["column"]) } else { format!("{} -> {path}", text(&f["column"])) };
+    for f in &report.findings {
+        let column = if f.json_path.is_empty() {
+            f.column.clone()
+        } else {
+            format!("{} -> {}", f.column, f.json_path.join("."))
+        };
+        // The strategy as the API writes it (`dateShift`).
+        let strategy = serde_json::to_value(f.suggested.strategy).ok();
         t.add_row(vec![
-            text(&f["table"]),
+            f.table.clone(),
             column,
-            text(&f["kind"]),
-            text(&f["evidence"]),
-            if f["covered"] == true { "yes".into() } else { "NO".into() },
-            text(&f["suggested"]["strategy"]),
+            f.kind.clone(),
+            f.evidence.clone(),
+            if f.covered { "yes".into() } else { "NO".into() },
+            strategy.as_ref().and_then(serde_json::Value::as_str).unwrap_or_default().to_string(),
         ]);
     }
     let mut text = format!("{t}\n");
+    let unlisted = report.unlisted;
     if unlisted > 0 {
         text.push_str(&format!(
             "and {unlisted} more columns the restore found but could not list (those without a rule come first)\n"
@@ -276,9 +276,14 @@ fn scan_text(report: &serde_json::Value) -> String {
 mod tests {
     use super::*;
 
+    /// A scan as the API answers it.
+    fn scan_report(json: serde_json::Value) -> ScanReport {
+        serde_json::from_value(json).expect("a scan report")
+    }
+
     #[test]
     fn a_scan_shows_each_column_and_counts_those_a_restore_could_not_list() {
-        assert_eq!(scan_text(&serde_json::json!({ "findings": [] })), "No column looks personal.\n");
+        assert_eq!(scan_text(&scan_report(serde_json::json!({ "findings": [] }))), "No column looks personal.\n");
         let report = serde_json::json!({
             "findings": [{
                 "table": "public.orders", "column": "details", "jsonPath": ["contact", "email"], "kind": "email",
@@ -287,7 +292,7 @@ mod tests {
             }],
             "unlisted": 51,
         });
-        let text = scan_text(&report);
+        let text = scan_text(&scan_report(report));
         assert!(text.contains("details -> contact.email") && text.contains("NO"), "{text}");
         assert!(
             text.ends_with(
@@ -295,7 +300,7 @@ mod tests {
             ),
             "{text}"
         );
-        let only_unlisted = scan_text(&serde_json::json!({ "findings": [], "unlisted": 3 }));
+        let only_unlisted = scan_text(&scan_report(serde_json::json!({ "findings": [], "unlisted": 3 })));
         assert!(only_unlisted.contains("and 3 more columns"), "{only_unlisted}");
     }
 }

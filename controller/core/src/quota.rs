@@ -13,48 +13,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use devdb_shared::api::DatabaseStatus;
-use serde::{Deserialize, Serialize};
+use devdb_shared::reports::{Limits, Usage};
+use serde::Deserialize;
 
 use crate::model::{DatabaseRecord, ProjectRecord, Want};
-
-/// One owner's limits (absent: no limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Limits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub databases: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running: Option<u64>,
-    /// Bytes (`"50GiB"` in the file).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "bytes")]
-    pub disk: Option<u64>,
-}
-
-mod bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[allow(clippy::ref_option)] // serde's `with` passes `&Option<T>`.
-    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(bytes) => s.serialize_u64(*bytes),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Size {
-            Bytes(u64),
-            Text(String),
-        }
-        match Option::<Size>::deserialize(d)? {
-            None => Ok(None),
-            Some(Size::Bytes(b)) => Ok(Some(b)),
-            Some(Size::Text(t)) => devdb_shared::size::parse(&t).map(Some).map_err(serde::de::Error::custom),
-        }
-    }
-}
 
 /// The quotas file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -73,18 +35,6 @@ pub enum QuotasError {
     Read { path: String, source: std::io::Error },
     #[error("the quotas file {path} is not valid: {source}")]
     Parse { path: String, source: serde_json::Error },
-}
-
-/// What an owner uses now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Usage {
-    pub owner: String,
-    pub databases: u64,
-    pub running: u64,
-    /// Bytes: each database counts its snapshot's size (what a clone starts with).
-    pub disk: u64,
-    pub quota: Limits,
 }
 
 /// What a request would add.

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use devdb_shared::api::DatabaseStatus;
+use devdb_shared::reports::{UsageReport, UsageRow};
 use serde::{Deserialize, Serialize};
 
 use crate::model::DatabaseRecord;
@@ -164,73 +165,6 @@ impl Ledger {
     }
 }
 
-/// One owner's use of one project over a report's period.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageRow {
-    pub owner: String,
-    pub project: String,
-    pub databases_created: u32,
-    pub databases_deleted: u32,
-    /// Hours its databases ran, together.
-    pub running_hours: f64,
-    /// The sum of each database's largest size in the period.
-    pub peak_disk_bytes: u64,
-    /// The most sessions one of its databases had at once.
-    pub peak_connections: u32,
-}
-
-/// `GET /v1/reports/usage`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageReport {
-    /// First and last day covered (UTC, inclusive).
-    pub from: String,
-    pub to: String,
-    /// By owner, then project.
-    pub rows: Vec<UsageRow>,
-}
-
-impl UsageReport {
-    /// The rows of `owner`.
-    pub fn owner_rows<'a>(&'a self, owner: &'a str) -> impl Iterator<Item = &'a UsageRow> {
-        self.rows.iter().filter(move |r| r.owner == owner)
-    }
-
-    /// The owners in the report, in order.
-    pub fn owners(&self) -> Vec<&str> {
-        let mut owners: Vec<&str> = self.rows.iter().map(|r| r.owner.as_str()).collect();
-        owners.dedup();
-        owners
-    }
-
-    /// The report as CSV, one row per owner and project (numbers unformatted).
-    pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "owner,project,databases_created,databases_deleted,running_hours,peak_disk_bytes,peak_connections\n",
-        );
-        for r in &self.rows {
-            out.push_str(&format!(
-                "{},{},{},{},{:.2},{},{}\n",
-                csv_field(&r.owner),
-                csv_field(&r.project),
-                r.databases_created,
-                r.databases_deleted,
-                r.running_hours,
-                r.peak_disk_bytes,
-                r.peak_connections
-            ));
-        }
-        out
-    }
-}
-
-/// A CSV field, quoted when needed, and never starting a formula when opened in a spreadsheet.
-fn csv_field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_string() };
-    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
-}
-
 /// Builds the report of days `from..=to` (day numbers), of `owner` only when given.
 ///
 /// # Errors
@@ -290,14 +224,6 @@ mod tests {
         assert_eq!(date(day), "2026-12-01");
         assert_eq!(parse_date("2026-12-01T23:59:59Z"), Some(day));
         assert_eq!(parse_date("yesterday"), None);
-    }
-
-    #[test]
-    fn csv_quotes_and_defuses_formulas() {
-        assert_eq!(csv_field("kate"), "kate");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("\t=1"), "'\t=1");
     }
 
     fn db(id: &str, name: &str, owner: &str, created_at: &str, status: DatabaseStatus) -> DatabaseRecord {

@@ -43,12 +43,12 @@ pub async fn report<P: Platform>(
 
 #[utoipa::path(
     get, path = "/v1/usage", tag = "databases",
-    responses((status = 200, description = "Each owner's use against its quota (an owner token: its own)", body = Vec<crate::quota::Usage>))
+    responses((status = 200, description = "Each owner's use against its quota (an owner token: its own)", body = Vec<devdb_shared::reports::Usage>))
 )]
 pub async fn usage<P: Platform>(
     axum::extract::State(state): Shared<P>,
     caller: Caller,
-) -> Result<Json<Vec<crate::quota::Usage>>, ApiError> {
+) -> Result<Json<Vec<devdb_shared::reports::Usage>>, ApiError> {
     let (databases, projects) = (state.store.databases(None, None).await?, state.store.projects(None).await?);
     let mut owners: Vec<String> = match &caller {
         Caller::Admin => databases

@@ -27,7 +27,6 @@ use devdb_shared::api::{Database, Project};
 
 pub use error::ApiError;
 pub use monitoring::DatabaseMetrics;
-pub use projects::ScanReport;
 
 use crate::auth::Caller;
 use crate::config::ApiConfig;

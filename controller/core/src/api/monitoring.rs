@@ -12,9 +12,10 @@ use super::{ApiError, Shared};
 use crate::auth::Caller;
 use crate::monitor::{Point, Range};
 use crate::runtime::Platform;
-use crate::usage::{MAX_REPORT_DAYS, UsageReport, parse_date};
+use crate::usage::{MAX_REPORT_DAYS, parse_date};
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
+use devdb_shared::reports::UsageReport;
 
 #[derive(Deserialize)]
 pub struct RangeQuery {

@@ -52,7 +52,22 @@ mod tests {
         ] {
             assert!(doc["paths"][path].is_object(), "{path}");
         }
-        for schema in ["CreateProject", "Project", "CreateDatabase", "Database", "ErrorBody", "RouteTable", "Name"] {
+        // Among them the types the proxy, the CLI and the dashboard read too (defined in shared).
+        for schema in [
+            "CreateProject",
+            "Project",
+            "CreateDatabase",
+            "Database",
+            "ErrorBody",
+            "RouteTable",
+            "Name",
+            "ActivityReport",
+            "Usage",
+            "Limits",
+            "UsageReport",
+            "UsageRow",
+            "ScanReport",
+        ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }
         let project = &doc["components"]["schemas"]["Project"]["properties"];

@@ -5,6 +5,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use devdb_shared::api::{CreateProject, Masking, Project, ProjectStatus};
+use devdb_shared::reports::ScanReport;
 use serde::Deserialize;
 
 use super::{Access, ApiError, Shared, generate_password, owner_for, project_view};
@@ -285,20 +286,6 @@ pub async fn rotate_key<P: Platform>(
     tracing::info!(project = %updated.name, key_version = updated.masking.key_version, "masking key rotated");
     state.reconciler.trigger(Key::Project(updated.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
-}
-
-/// The personal-data scan of the project's snapshot: every column it found, with a suggested
-/// rule and whether a rule covers it now.
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ScanReport {
-    /// The snapshot scanned (its restore scans it, before masking).
-    pub snapshot_created_at: Option<String>,
-    pub findings: Vec<devdb_shared::api::PiiFinding>,
-    /// Columns found but not listed (a restore Job reports at most 4 KiB of findings, those no
-    /// rule masks first).
-    #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero")]
-    pub unlisted: u64,
 }
 
 #[utoipa::path(

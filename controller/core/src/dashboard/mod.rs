@@ -22,11 +22,12 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{DatabaseMetrics, ScanReport};
+use crate::api::DatabaseMetrics;
 use crate::auth::Tokens;
 use crate::monitor::Range;
-use crate::usage::UsageReport;
 use client::{Client, Refusal, with_query};
+use devdb_shared::reports::ScanReport;
+use devdb_shared::reports::UsageReport;
 use pages::{Filters, MaskingForm, ReportFilters};
 use session::Session;
 pub use session::cross_site;

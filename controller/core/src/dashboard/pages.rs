@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::charts;
 use super::session::Session;
 use crate::monitor::{Point, Range};
-use crate::usage::UsageReport;
+use devdb_shared::reports::UsageReport;
 
 /// Every page: its title, the navigation, `body`. `refresh`: reload every few seconds (while
 /// something is in progress).
@@ -446,7 +446,7 @@ impl From<&devdb_shared::api::Masking> for MaskingForm {
 pub fn masking(
     session: &Session,
     project: &Project,
-    scan: Option<&crate::api::ScanReport>,
+    scan: Option<&devdb_shared::reports::ScanReport>,
     form: &MaskingForm,
     error: Option<&str>,
 ) -> Markup {
