@@ -13,6 +13,7 @@ use clap::Parser;
 use devdb_core::config::{ApiArgs, ApiConfig};
 use devdb_kube::{KubeArgs, KubeConfig};
 use devdb_local::LocalArgs;
+use devdb_process::telemetry::LogFormat;
 use tokio::net::TcpListener;
 
 /// DevDB controller: REST API for projects (restored dumps) and databases (clones), with
@@ -33,6 +34,11 @@ struct Args {
 
     #[command(flatten)]
     kube: KubeArgs,
+
+    /// Log format: `text` for people, `json` (one object a line) for a cluster's log collector;
+    /// `RUST_LOG` filters (default `info`).
+    #[arg(long, global = true, env = "DEVDB_CONTROLLER_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -72,12 +78,12 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Crds { write }) => return crds(write.as_deref()),
         Some(Command::Down(local)) => return down::run(&local).await,
         Some(Command::Up(up)) => {
-            devdb_process::telemetry::init(devdb_process::telemetry::LogFormat::Text);
+            devdb_process::telemetry::init(args.log_format);
             return up::run(*up).await;
         }
         None => {}
     }
-    devdb_process::telemetry::init(devdb_process::telemetry::LogFormat::Text);
+    devdb_process::telemetry::init(args.log_format);
     let config = ApiConfig::try_from(args.api)?;
     let listener = TcpListener::bind(config.api_listen)
         .await
@@ -115,5 +121,19 @@ mod tests {
     #[test]
     fn the_flags_of_every_part_fit_together() {
         Args::command().debug_assert();
+    }
+
+    /// A cluster's log collector gets JSON: the flag, or its variable as the chart sets it.
+    #[test]
+    fn logs_are_text_unless_json_is_asked_for() {
+        let parse = |extra: &[&str]| Args::try_parse_from([&["devdb-controller"], extra].concat()).expect("parses");
+        assert_eq!(parse(&[]).log_format, LogFormat::Text);
+        assert_eq!(parse(&["--log-format", "json"]).log_format, LogFormat::Json);
+        assert_eq!(
+            parse(&["up", "--log-format", "json"]).log_format,
+            LogFormat::Json,
+            "global: after a subcommand too"
+        );
+        assert!(Args::try_parse_from(["devdb-controller", "--log-format", "xml"]).is_err());
     }
 }
