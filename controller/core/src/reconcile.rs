@@ -237,9 +237,15 @@ impl<P: Platform> Reconciler<P> {
     /// When the store fails, or the runtime fails in a way that may pass: the pass should be
     /// retried with backoff ([`backoff_after`]).
     pub async fn reconcile(self: &Arc<Self>, key: &Key) -> Result<(), ReconcileError> {
+        use tracing::Instrument as _;
+        // What a pass logs carries the object it is for.
         match key {
-            Key::Project(name) => self.reconcile_project(name).await,
-            Key::Database(name) => self.reconcile_database(name).await,
+            Key::Project(name) => {
+                self.reconcile_project(name).instrument(tracing::info_span!("reconcile", project = %name)).await
+            }
+            Key::Database(name) => {
+                self.reconcile_database(name).instrument(tracing::info_span!("reconcile", database = %name)).await
+            }
         }
     }
 

@@ -120,6 +120,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
     api.merge(dashboard)
         .layer(middleware::from_fn_with_state(state, guard_origin::<P>))
         .layer(middleware::from_fn(release_header))
+        .layer(middleware::from_fn(request_span))
 }
 
 /// Refuses what a browser sends on another site's behalf: a change from another origin (a
@@ -174,6 +175,14 @@ async fn authenticate<P: Platform>(
         }
         None => ApiError::Unauthorized.into_response(),
     }
+}
+
+/// What a request's handling logs carries the request: its method and path (not its query,
+/// which is the caller's and may say more than a log should).
+async fn request_span(request: axum::extract::Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
+    next.run(request).instrument(span).await
 }
 
 /// Every response names the release that produced it.
@@ -375,6 +384,41 @@ pub async fn project_for<P: Platform>(
 #[cfg(test)]
 mod tests {
     use super::loopback_host;
+
+    /// What a handler logs carries its request's method and path, and never its query.
+    #[tokio::test]
+    async fn a_requests_logs_name_it_without_its_query() {
+        use tower::ServiceExt as _;
+
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lines").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let app = axum::Router::new()
+            .route("/v1/databases/{name}/start", axum::routing::post(|| async { tracing::info!("handled") }))
+            .layer(axum::middleware::from_fn(super::request_span));
+        let request = axum::http::Request::post("/v1/databases/kate-pg/start?token=s3cret")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        app.oneshot(request).await.expect("answered");
+        let logged = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("text");
+        assert!(
+            logged.contains("request{method=POST path=/v1/databases/kate-pg/start}") && logged.contains("handled"),
+            "{logged}"
+        );
+        assert!(!logged.contains("s3cret"), "{logged}");
+    }
 
     #[test]
     fn only_loopback_names_with_an_optional_port_pass() {
