@@ -25,7 +25,8 @@ pub mod admin;
 pub mod admission;
 pub mod backend;
 pub mod cancel;
-pub mod certs;
+/// Development certificates (the CA and wildcard certificate made when none is given).
+pub use devdb_certs as certs;
 pub mod config;
 pub mod connection;
 pub mod controller;

@@ -364,7 +364,7 @@ fn controller_command(program: &std::path::Path, command: &str, args: &[std::ffi
 }
 
 fn certs(domain: &devdb_shared::Domain, out: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let paths = devdb_proxy::certs::DevCertificates::generate(domain.as_str())?.write_to(out)?;
+    let paths = devdb_certs::DevCertificates::generate(domain.as_str())?.write_to(out)?;
     if json {
         output::done(&format!("wrote {}", out.display()), json);
         return Ok(());
