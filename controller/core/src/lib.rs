@@ -5,8 +5,9 @@
 //! with [`auth`]), the
 //! [`dashboard`] beside it, and the [`monitor`] and [`usage`] ledger behind its charts and reports.
 //!
-//! [`memory`] and [`fake`] are a store and a runtime with nothing underneath: the core's own
-//! tests drive the API and the reconciler over them, in-process.
+//! `memory` and `fake` are a store and a runtime with nothing underneath: the core's own tests
+//! drive the API and the reconciler over them, in-process. They are test doubles, built only for
+//! tests (the `test-support` feature), never into a binary.
 //!
 //! Dependencies point one way: the binaries pick adapters (local: SQLite and processes;
 //! Kubernetes: custom resources and the kube-rs operator), adapters implement this crate's
@@ -18,8 +19,10 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod lifecycle;
+#[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 pub mod model;
 pub mod monitor;

@@ -1,6 +1,7 @@
 //! The state behind the API and the reconciler: the [`Store`] trait, which only persists. Each
 //! runtime adapter has its own (SQLite for the local runtime, custom resources on Kubernetes),
-//! and [`crate::memory::MemoryStore`] is the reference implementation the core is tested with.
+//! and `memory::MemoryStore` (a test double) is the reference implementation the core is tested
+//! with.
 //!
 //! Every write is atomic, so a controller killed at any point restarts from a consistent state
 //! and the reconciler finishes what the records say is in flight. Every store also publishes
