@@ -8,7 +8,8 @@
 //! - [`sandbox`]: a restore's programs (the server that runs a dump's code, `pg_restore` on a
 //!   hostile archive), each restore in namespaces and under a user id of its own.
 //! - [`session`]: talking to a server over its private socket (superuser sessions with a safe
-//!   `search_path`, and the sessions a dump is restored through).
+//!   `search_path`, and the sessions a dump is restored through); [`sql`]: quoting what goes
+//!   into the SQL written for them, and [`conf_quote`] into `postgresql.conf`.
 //!
 //! Servers are started with `pg_ctl`, so they outlive the process that started them: a
 //! restarted controller adopts them instead of losing them.
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub mod sandbox;
 pub mod session;
+pub mod sql;
 
 /// The restore Job's secret variables (besides cloud credentials, `AWS_*`), kept from the
 /// client programs tests run ([`PgCtl::client`]); server programs get no inherited variable.

@@ -11,7 +11,7 @@
 use devdb_pgctl::session::{Session, SessionError};
 use devdb_shared::api::{MaskRule, MaskStrategy, PiiFinding};
 
-use crate::sql::ident;
+use devdb_pgctl::sql::ident;
 
 /// Values sampled per column.
 pub const SAMPLE: usize = 200;

@@ -1,5 +1,6 @@
-//! SQL the restore writes itself: identifiers and literals quoted, and the row security forced
-//! on a table's owner lifted and forced again (the scan and the masking must see every row).
+//! SQL the restore writes itself: the settings of the sessions that read the dump's data, and the
+//! row security forced on a table's owner lifted and forced again (the scan and the masking must
+//! see every row). Identifiers and literals are quoted by [`devdb_pgctl::sql`].
 
 use devdb_pgctl::session::{Session, SessionError};
 
@@ -11,16 +12,6 @@ pub const PINNED_OPTIONS: &str = "-c client_encoding=UTF8 -c array_nulls=on -c s
      -c standard_conforming_strings=on -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=1 \
      -c bytea_output=hex -c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 \
      -c idle_in_transaction_session_timeout=0 -c role=none";
-
-/// Quotes an SQL identifier.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes an SQL string literal (standard conforming strings: only quotes are doubled).
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
 
 /// Lifts row security forced on the owner (who may) from the tables of `pg_class` matching
 /// `condition`; returns them, to give it back with [`force_row_security`].

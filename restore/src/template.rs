@@ -32,7 +32,7 @@ use crate::RestoreError;
 use crate::format::{Dump, DumpFormat};
 use crate::guard::Guard;
 use crate::load::{self, Loaded};
-pub use crate::sql::{ident, literal};
+use devdb_pgctl::sql::{ident, literal};
 
 /// The superuser of every instance; reached only over the private Unix socket.
 pub const SUPERUSER: &str = devdb_pgctl::session::SUPERUSER;

@@ -23,10 +23,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use devdb_pgctl::session::Session;
+use devdb_pgctl::sql::{ident, literal};
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 use devdb_restore::SourcePolicy;
 use devdb_restore::files::dir_size;
-use devdb_restore::template::{BASE_CONF, ident, literal, write_conf};
+use devdb_restore::template::{BASE_CONF, write_conf};
 use devdb_shared::Name;
 
 use devdb_core::clock::now;

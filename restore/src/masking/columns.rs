@@ -7,7 +7,7 @@ use devdb_shared::api::{MaskRule, MaskStrategy};
 use super::text::{self, JsonEdit};
 use super::values::Keyed;
 use super::{MaskError, TableRules, without_values};
-use crate::sql::literal;
+use devdb_pgctl::sql::literal;
 
 /// What a column's values are, by its type (domains judged by what they are over).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,8 +43,9 @@ use devdb_pgctl::session::{Session, SessionError};
 use devdb_shared::api::{MaskRule, MaskStrategy};
 
 use crate::guard::Guard;
-use crate::sql::{force_row_security, ident, lift_forced_row_security, literal};
+use crate::sql::{force_row_security, lift_forced_row_security};
 use columns::{Column, check_columns};
+use devdb_pgctl::sql::{ident, literal};
 use values::Keyed;
 
 /// Why rules cannot be applied.

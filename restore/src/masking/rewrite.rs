@@ -7,7 +7,7 @@ use super::columns::{Column, Output};
 use super::text;
 use super::values::Keyed;
 use super::{MaskError, TableRules, VERIFY_SAMPLE, without_values};
-use crate::sql::ident;
+use devdb_pgctl::sql::ident;
 
 /// Masks the rows of `member` (a table of `table`'s family with storage; quoted): reads them
 /// out, masks them here into `spool`, copies that into a temporary table and writes it back by
