@@ -19,7 +19,10 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use crate::RestoreError;
-use crate::template::BASE_CONF;
+
+/// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
+/// PostgreSQL user (local connections are trusted, so the socket is the boundary).
+pub const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
 
 /// The configuration files initdb writes, as it wrote them.
 const CONFIG_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];

@@ -27,25 +27,22 @@ use devdb_pgctl::StopMode;
 use devdb_pgctl::conf_quote;
 use devdb_pgctl::sandbox::{PORT, Sandbox, Server};
 use devdb_pgctl::session::Session;
+use devdb_pgctl::sql::{ident, literal};
 
 use crate::RestoreError;
 use crate::format::{Dump, DumpFormat};
 use crate::guard::Guard;
 use crate::load::{self, Loaded};
-use devdb_pgctl::sql::{ident, literal};
+use crate::seal::BASE_CONF;
 
 /// The superuser of every instance; reached only over the private Unix socket.
 pub const SUPERUSER: &str = devdb_pgctl::session::SUPERUSER;
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Less free space than this after a failure: the disk was full.
 const ALMOST_FULL: u64 = 32 << 20;
-/// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
-/// PostgreSQL user (local connections are trusted, so the socket is the boundary).
 /// What bounds a restore server's memory besides its sandbox's per-process limit: few sessions,
 /// no background or parallel workers, no autovacuum (the dump's code cannot multiply processes).
 const RESTORE_BOUNDS: &str = "max_connections = 6\nsuperuser_reserved_connections = 0\nmax_worker_processes = 0\nmax_parallel_workers = 0\nmax_parallel_maintenance_workers = 0\nmax_parallel_workers_per_gather = 0\nautovacuum = off\n";
-
-pub const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
 
 /// The project's role and database, as the restored data must hold them.
 #[derive(Debug, Clone, Copy)]

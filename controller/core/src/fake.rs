@@ -35,7 +35,7 @@ struct State {
     /// Restores wait until released or cancelled (a source that takes its time).
     hold_restores: bool,
     /// What [`Runtime::sample`] answers for a running instance.
-    counters: HashMap<Name, crate::monitor::Counters>,
+    counters: HashMap<Name, crate::runtime::Counters>,
     /// What restores report the personal-data scan found.
     findings: Vec<devdb_shared::api::PiiFinding>,
     /// The disk allowance each restore was given, in order.
@@ -93,7 +93,7 @@ impl FakeRuntime {
     }
 
     /// From now on, a sample of the running instance `name` reads `counters`.
-    pub fn set_counters(&self, name: &Name, counters: crate::monitor::Counters) {
+    pub fn set_counters(&self, name: &Name, counters: crate::runtime::Counters) {
         self.with(|s| s.counters.insert(name.clone(), counters));
     }
 
@@ -259,7 +259,7 @@ impl Runtime for FakeRuntime {
         &self,
         database: &DatabaseRecord,
         _project: &ProjectRecord,
-    ) -> Result<Option<crate::monitor::Counters>, RuntimeError> {
+    ) -> Result<Option<crate::runtime::Counters>, RuntimeError> {
         Ok(self.with(|s| s.running.contains(&database.name).then(|| s.counters.get(&database.name).copied()).flatten()))
     }
 }

@@ -201,7 +201,26 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         database: &DatabaseRecord,
         project: &ProjectRecord,
-    ) -> impl Future<Output = Result<Option<crate::monitor::Counters>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Option<Counters>, RuntimeError>> + Send;
+}
+
+/// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,
+/// `pg_stat_activity`, `pg_database_size`): the totals count from the instance's start.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Counters {
+    pub size_bytes: u64,
+    pub active: u32,
+    pub idle: u32,
+    pub idle_in_transaction: u32,
+    pub commits: u64,
+    pub rollbacks: u64,
+    /// Rows returned and fetched.
+    pub rows_read: u64,
+    /// Rows inserted, updated and deleted.
+    pub rows_written: u64,
+    pub blocks_hit: u64,
+    pub blocks_read: u64,
+    pub longest_query_secs: f64,
 }
 
 /// A store and a runtime that go together: what the core is generic over.

@@ -15,7 +15,7 @@ use devdb_shared::reports::{UsageReport, UsageRow};
 use serde::{Deserialize, Serialize};
 
 use crate::model::DatabaseRecord;
-use crate::monitor::Point;
+use crate::monitor::history::Point;
 use crate::store::{Store, StoreError};
 
 /// How long days are kept.
@@ -53,7 +53,7 @@ pub fn date(day: i64) -> String {
 pub fn parse_date(text: &str) -> Option<i64> {
     let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
     let time = humantime::parse_rfc3339_weak(&full).ok()?;
-    Some(crate::monitor::unix(time).div_euclid(DAY))
+    Some(crate::clock::unix(time).div_euclid(DAY))
 }
 
 fn key(day: i64) -> String {

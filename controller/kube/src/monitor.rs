@@ -15,8 +15,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use devdb_core::monitor::Counters;
 use devdb_core::monitor::sampling::{SAMPLE_BOUND, SAMPLE_DATABASE, SAMPLE_OPTIONS, SampleLimit, sample_sql};
+use devdb_core::runtime::Counters;
 use devdb_core::runtime::RuntimeError;
 use devdb_shared::{Domain, Name};
 use tokio_postgres::SimpleQueryMessage;

@@ -847,7 +847,7 @@ impl Runtime for KubeRuntime {
         &self,
         database: &DatabaseRecord,
         project: &ProjectRecord,
-    ) -> Result<Option<devdb_core::monitor::Counters>, RuntimeError> {
+    ) -> Result<Option<devdb_core::runtime::Counters>, RuntimeError> {
         match &self.monitor {
             Some(monitor) => {
                 monitor.sample(&database.name, &project.username, &database.password, &project.database).await.map(Some)

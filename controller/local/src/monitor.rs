@@ -14,8 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
-use devdb_core::monitor::Counters;
 use devdb_core::monitor::sampling::{SAMPLE_BOUND, SAMPLE_DATABASE, SAMPLE_OPTIONS, SampleLimit, sample_sql};
+use devdb_core::runtime::Counters;
 use devdb_core::runtime::RuntimeError;
 use devdb_pgctl::session::{SUPERUSER, Session, SessionError};
 

@@ -27,13 +27,14 @@ use devdb_pgctl::sql::{ident, literal};
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 use devdb_restore::SourcePolicy;
 use devdb_restore::files::dir_size;
-use devdb_restore::template::{BASE_CONF, write_conf};
+use devdb_restore::seal::BASE_CONF;
+use devdb_restore::template::write_conf;
 use devdb_shared::Name;
 
 use devdb_core::clock::now;
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
-use devdb_core::monitor::Counters;
 use devdb_core::monitor::sampling::SampleLimit;
+use devdb_core::runtime::Counters;
 use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
 
 use crate::restore::{LocalRestore, RestoreSandbox};

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devdb_core::model::{DatabaseRecord, Lifecycle, ProjectRecord, Settings, Want};
-use devdb_core::monitor::Counters;
 use devdb_core::monitor::sampling::MAX_SAMPLES_IN_FLIGHT;
+use devdb_core::runtime::Counters;
 use devdb_core::runtime::{Runtime, RuntimeError};
 use devdb_local::LocalRuntime;
 use devdb_local::monitor::MONITOR_ROLE;

@@ -213,7 +213,7 @@ pub(crate) fn start_template(dir: &Path) -> (PgCtl, PathBuf, u16) {
     pg.make_dir(&socket).expect("socket dir");
     let conf = format!(
         "{}listen_addresses = ''\nunix_socket_directories = {}\nport = 5432\n",
-        template::BASE_CONF,
+        devdb_restore::seal::BASE_CONF,
         conf_quote(&socket)
     );
     template::write_conf(&dir.join("data"), &conf).expect("conf");

@@ -113,7 +113,7 @@ pub async fn usage_report<P: Platform>(
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/csv")));
-    let today = crate::monitor::unix(std::time::SystemTime::now()).div_euclid(86_400);
+    let today = crate::clock::unix(std::time::SystemTime::now()).div_euclid(86_400);
     let (from, to) = report_period(query.from.as_deref(), query.to.as_deref(), today)?;
     let mut report = match caller.scope(query.owner.as_deref()) {
         Some(owner) => crate::usage::report(&*state.store, from, to, owner).await?,

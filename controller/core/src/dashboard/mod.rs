@@ -275,7 +275,7 @@ async fn database_page(
         let metrics: DatabaseMetrics = client
             .get(&with_query(&format!("/v1/databases/{name}/metrics"), &[("range", Some(range.as_str()))]))
             .await?;
-        let now = crate::monitor::unix(std::time::SystemTime::now());
+        let now = crate::clock::unix(std::time::SystemTime::now());
         Ok(pages::database(session, &database, &metrics.points, range, now, error))
     }
     .await;

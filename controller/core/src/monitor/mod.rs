@@ -12,7 +12,7 @@
 //! of 17. A crash loses at most that much of the charts; other controller replicas serve the
 //! histories as last written.
 
-mod history;
+pub mod history;
 pub mod sampling;
 
 use std::collections::HashMap;
@@ -24,8 +24,9 @@ use futures_util::StreamExt as _;
 pub use history::{History, Point, Range};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::unix;
 use crate::model::DatabaseRecord;
-use crate::runtime::{Platform, Runtime};
+use crate::runtime::{Counters, Platform, Runtime};
 use crate::store::{Store, StoreError};
 use crate::usage::Ledger;
 use sampling::{MAX_SAMPLES_IN_FLIGHT, SAMPLE_TIMEOUT};
@@ -35,25 +36,6 @@ pub const PERSIST_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// How many histories a tick writes at once.
 const WRITES_IN_FLIGHT: usize = 4;
-
-/// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,
-/// `pg_stat_activity`, `pg_database_size`): the totals count from the instance's start.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Counters {
-    pub size_bytes: u64,
-    pub active: u32,
-    pub idle: u32,
-    pub idle_in_transaction: u32,
-    pub commits: u64,
-    pub rollbacks: u64,
-    /// Rows returned and fetched.
-    pub rows_read: u64,
-    /// Rows inserted, updated and deleted.
-    pub rows_written: u64,
-    pub blocks_hit: u64,
-    pub blocks_read: u64,
-    pub longest_query_secs: f64,
-}
 
 impl Counters {
     /// The counters of [`sampling::sample_sql`]'s row, as text (missing or unreadable values are 0).
@@ -135,11 +117,6 @@ pub(crate) fn document_id(id: &str) -> String {
 fn stagger(id: &str, every: i64) -> i64 {
     let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     i64::try_from(hash % u64::try_from(every.max(1)).unwrap_or(1)).unwrap_or(0)
-}
-
-/// Unix seconds of `time`.
-pub(crate) fn unix(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// What the monitor keeps of one database between ticks.
