@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use devdb_core::api::{self, AppState};
+use devdb_core::api::AppState;
+use devdb_core::app;
 use devdb_core::config::ApiConfig;
 use devdb_core::reconcile::{Reconciler, SUPERVISE_EVERY};
 use devdb_core::routes::{self, RouteFeed};
@@ -209,6 +210,6 @@ async fn serve<P: Platform>(
         shutdown.await;
         stopping.cancel();
     };
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(signal).await?;
+    axum::serve(listener, app::router(state)).with_graceful_shutdown(signal).await?;
     Ok(())
 }

@@ -41,7 +41,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     // The built-in proxy follows the routes with a token of its own, made for this run: with
     // tokens configured the feed needs an admin one, and none of the user's is required.
     let feed_token = (!config.tokens.is_empty()).then(|| {
-        let token = devdb_core::api::generate_password();
+        let token = devdb_core::auth::generate_password();
         config.tokens.add_admin(token.clone());
         token
     });

@@ -125,6 +125,13 @@ impl Tokens {
     }
 }
 
+/// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).
+pub fn generate_password() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

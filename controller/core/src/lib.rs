@@ -15,6 +15,7 @@
 
 pub mod activity;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod model;
 pub mod monitor;
+pub mod origin;
 pub mod quota;
 pub mod reconcile;
 pub mod routes;

@@ -1196,7 +1196,8 @@ mod leader {
 /// The REST API on the kube runtime writes the resources; the controllers do the rest.
 mod api {
     use super::*;
-    use devdb_core::api::{AppState, router};
+    use devdb_core::api::AppState;
+    use devdb_core::app::router;
     use devdb_core::config::ApiConfig;
 
     /// The API on a free port over the scripted cluster: (base URL, cluster).

@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use devdb_shared::api::{CreateDatabase, Database, DatabaseStatus, ExtendDatabase, PatchDatabase, StopReason};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, Shared, Starter, database_view, generate_password, owner_for};
+use super::{ApiError, AppState, Shared, Starter, database_view, owner_for};
 use crate::auth::Caller;
+use crate::auth::generate_password;
 use crate::clock::now;
 use crate::model::{DatabaseRecord, Lifecycle, Want};
 use crate::quota::Adding;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -78,7 +78,8 @@ impl<P: Platform> AppState<P> {
 
 type Shared<P> = State<Arc<AppState<P>>>;
 
-/// The whole API.
+/// The whole API (the controller's application adds the dashboard and what every request passes:
+/// [`crate::app::router`]).
 pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
     let v1 = Router::new()
         .route("/projects", post(projects::create::<P>).get(projects::list::<P>))
@@ -107,7 +108,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/projects/{id}", get(compat::show_project::<P>).delete(compat::delete_project::<P>))
         .route("/projects/{id}/databases", post(compat::create_database::<P>).get(compat::list_databases::<P>))
         .route("/projects/{id}/databases/{name}", get(compat::show_database::<P>).delete(compat::delete_database::<P>));
-    let api = Router::new()
+    Router::new()
         .nest("/v1", v1)
         .merge(compat)
         .route("/metrics", get(metrics::metrics::<P>))
@@ -115,50 +116,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/health", get(compat::health))
-        .with_state(state.clone());
-    let dashboard = crate::dashboard::router(api.clone(), state.config.tokens.clone());
-    api.merge(dashboard)
-        .layer(middleware::from_fn_with_state(state, guard_origin::<P>))
-        .layer(middleware::from_fn(release_header))
-        .layer(middleware::from_fn(request_span))
-}
-
-/// Refuses what a browser sends on another site's behalf: a change from another origin (a
-/// page elsewhere posting to this API), and, without tokens, any request naming a host that
-/// is not loopback (a DNS-rebinding page reaching a loopback controller through its own name).
-async fn guard_origin<P: Platform>(State(state): Shared<P>, request: axum::extract::Request, next: Next) -> Response {
-    let headers = request.headers();
-    let reading = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if !reading && crate::dashboard::cross_site(headers) {
-        return ApiError::Forbidden("requests from another site cannot change anything here".into()).into_response();
-    }
-    if state.config.tokens.is_empty() {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        if !loopback_host(host) {
-            return ApiError::Forbidden(format!(
-                "this controller has no API tokens, so it answers only to loopback names, not {host:?}"
-            ))
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// `localhost`, `127.0.0.1`, `[::1]`, with or without a port, and nothing else.
-pub(crate) fn loopback_host(host: &str) -> bool {
-    let (name, port) = match host.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((name, after)) => (name, after.strip_prefix(':').or_else(|| after.is_empty().then_some(""))),
-            None => return false,
-        },
-        None => match host.rsplit_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, Some("")),
-        },
-    };
-    let port_ok = port.is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
-    port_ok
-        && (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        .with_state(state)
 }
 
 /// Refuses requests without a valid token (when tokens are configured) and records the caller.
@@ -175,21 +133,6 @@ async fn authenticate<P: Platform>(
         }
         None => ApiError::Unauthorized.into_response(),
     }
-}
-
-/// What a request's handling logs carries the request: its method and path (not its query,
-/// which is the caller's and may say more than a log should).
-async fn request_span(request: axum::extract::Request, next: Next) -> Response {
-    use tracing::Instrument as _;
-    let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
-    next.run(request).instrument(span).await
-}
-
-/// Every response names the release that produced it.
-async fn release_header(request: axum::extract::Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    response.headers_mut().insert("x-release", HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
-    response
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -337,13 +280,6 @@ pub(crate) fn name_not_available(kind: &str, name: &devdb_shared::Name) -> ApiEr
     ApiError::Conflict(format!("the name {:?} is not available for a {kind}: choose another", name.as_str()))
 }
 
-/// A strong random password: 24 characters from [A-Za-z0-9] (about 143 bits).
-pub fn generate_password() -> String {
-    use rand::Rng;
-    use rand::distr::Alphanumeric;
-    rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
-}
-
 /// The owner of a new object: an owner token always creates its own; an admin may name anyone.
 pub fn owner_for(caller: &Caller, requested: Option<String>) -> Result<String, ApiError> {
     match (caller, requested) {
@@ -379,65 +315,4 @@ pub async fn project_for<P: Platform>(
         return Err(ApiError::Forbidden(format!("project {} belongs to {:?}", project.name, project.owner)));
     }
     Ok(project)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::loopback_host;
-
-    /// What a handler logs carries its request's method and path, and never its query.
-    #[tokio::test]
-    async fn a_requests_logs_name_it_without_its_query() {
-        use tower::ServiceExt as _;
-
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("lines").extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
-        let _default = tracing::subscriber::set_default(subscriber);
-        let app = axum::Router::new()
-            .route("/v1/databases/{name}/start", axum::routing::post(|| async { tracing::info!("handled") }))
-            .layer(axum::middleware::from_fn(super::request_span));
-        let request = axum::http::Request::post("/v1/databases/kate-pg/start?token=s3cret")
-            .body(axum::body::Body::empty())
-            .expect("request");
-        app.oneshot(request).await.expect("answered");
-        let logged = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("text");
-        assert!(
-            logged.contains("request{method=POST path=/v1/databases/kate-pg/start}") && logged.contains("handled"),
-            "{logged}"
-        );
-        assert!(!logged.contains("s3cret"), "{logged}");
-    }
-
-    #[test]
-    fn only_loopback_names_with_an_optional_port_pass() {
-        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:8080", "127.1.2.3:1", "[::1]", "[::1]:8080"] {
-            assert!(loopback_host(ok), "{ok}");
-        }
-        for refused in [
-            "",
-            "evil.example",
-            "127.0.0.1.evil.example",
-            "localhost.evil.example:80",
-            "[::1].evil.example",
-            "[::1]evil",
-            "[::1]:80x",
-            "127.0.0.1:8080:1",
-            "::1",
-            "10.0.0.1:8080",
-        ] {
-            assert!(!loopback_host(refused), "{refused}");
-        }
-    }
 }

@@ -8,8 +8,9 @@ use devdb_shared::api::{CreateProject, Masking, Project, ProjectStatus};
 use devdb_shared::reports::ScanReport;
 use serde::Deserialize;
 
-use super::{Access, ApiError, Shared, generate_password, owner_for, project_view};
+use super::{Access, ApiError, Shared, owner_for, project_view};
 use crate::auth::Caller;
+use crate::auth::generate_password;
 use crate::clock::now;
 use crate::model::ProjectRecord;
 use crate::reconcile::Key;

@@ -30,7 +30,6 @@ use devdb_shared::reports::ScanReport;
 use devdb_shared::reports::UsageReport;
 use pages::{Filters, MaskingForm, ReportFilters};
 use session::Session;
-pub use session::cross_site;
 
 /// What the dashboard's handlers share.
 pub struct Dashboard {

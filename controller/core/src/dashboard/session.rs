@@ -58,7 +58,7 @@ impl Session {
 fn secure(headers: &HeaderMap) -> bool {
     let tls = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes() == b"https");
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    tls || !crate::api::loopback_host(host)
+    tls || !crate::origin::loopback_host(host)
 }
 
 /// A cookie's name for this request: `__Host-name` when [`secure`].
@@ -106,34 +106,20 @@ pub fn sign_out_cookie(headers: &HeaderMap) -> HeaderValue {
 
 /// A fresh CSRF cookie (at sign-in).
 pub fn new_csrf_cookie(headers: &HeaderMap) -> HeaderValue {
-    set_cookie(headers, CSRF_COOKIE, &crate::api::generate_password(), SESSION_SECONDS)
-}
-
-/// Whether the browser says the request comes from another site: by `Sec-Fetch-Site` where
-/// the browser sends it (every current one does), else by an `Origin` other than this host.
-pub fn cross_site(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return !matches!(site.as_bytes(), b"same-origin" | b"none");
-    }
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
-        return false;
-    };
-    let origin = origin.to_str().unwrap_or_default();
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    origin_host.as_bytes() != host.as_bytes()
+    set_cookie(headers, CSRF_COOKIE, &crate::auth::generate_password(), SESSION_SECONDS)
 }
 
 /// Resolves the session of every dashboard page (or sends the browser to sign in), refuses
 /// cross-site changes, and gives a browser without one its CSRF cookie.
 pub async fn require(State(dashboard): State<std::sync::Arc<Dashboard>>, mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if request.method() != Method::GET && request.method() != Method::HEAD && cross_site(headers) {
+    if request.method() != Method::GET && request.method() != Method::HEAD && crate::origin::cross_site(headers) {
         return (StatusCode::FORBIDDEN, "cross-site requests cannot change anything here").into_response();
     }
     let token = cookie(headers, &name(headers, SESSION_COOKIE)).map(str::to_owned);
     let caller = dashboard.tokens.caller(token.as_ref().map(|t| format!("Bearer {t}")).as_deref());
     let existing_csrf = cookie(headers, &name(headers, CSRF_COOKIE)).map(str::to_owned);
-    let csrf = existing_csrf.clone().unwrap_or_else(crate::api::generate_password);
+    let csrf = existing_csrf.clone().unwrap_or_else(crate::auth::generate_password);
     let new_csrf_cookie = existing_csrf.is_none().then(|| set_cookie(headers, CSRF_COOKIE, &csrf, SESSION_SECONDS));
     let path = request.uri().path().to_string();
     let public = path == "/ui/sign-in" || path.starts_with("/ui/assets/");
@@ -183,14 +169,7 @@ pub fn safe_next(next: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(*k, HeaderValue::from_str(v).expect("value"));
-        }
-        map
-    }
+    use crate::origin::tests::headers;
 
     #[test]
     fn cookies_are_found_by_exact_name_and_a_planted_second_one_voids_both() {
@@ -220,19 +199,6 @@ mod tests {
         assert!(!secure(&headers(&[("host", "[::1]:8080")])));
         let over_tls = headers(&[("host", "devdb.example.com"), ("cookie", "devdb_session=planted")]);
         assert_eq!(cookie(&over_tls, &name(&over_tls, SESSION_COOKIE)), None, "only the __Host- cookie counts");
-    }
-
-    #[test]
-    fn cross_site_requests_are_recognised() {
-        assert!(!cross_site(&headers(&[("host", "127.0.0.1:8080")])), "curl and the CLI send neither header");
-        assert!(!cross_site(&headers(&[
-            ("sec-fetch-site", "same-origin"),
-            ("origin", "http://127.0.0.1:8080"),
-            ("host", "127.0.0.1:8080")
-        ])));
-        assert!(cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(cross_site(&headers(&[("sec-fetch-site", "same-site")])), "a sibling host name is another tenant");
-        assert!(cross_site(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:8080")])));
     }
 
     #[test]
