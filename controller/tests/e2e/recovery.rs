@@ -53,8 +53,17 @@ async fn after_sigkill_running_instances_are_adopted_clones_finished_and_orphans
     assert_eq!(devdb.settled_project("shop").await.status, ProjectStatus::Ready);
     let (status, _) = devdb.create_database("steady", "shop").await;
     assert_eq!(status, 201);
-    let steady_pids: Vec<u32> = devdb.postmasters().iter().map(|(pid, _)| *pid).collect();
-    assert_eq!(steady_pids.len(), 1);
+    // The database's server, alone once the restore's server has exited (it may still be on its
+    // way out when the project turns ready).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let steady_pids: Vec<u32> = loop {
+        let postmasters = devdb.postmasters();
+        if postmasters.len() == 1 {
+            break postmasters.iter().map(|(pid, _)| *pid).collect();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "servers: {postmasters:?}\n{}", devdb.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     // Start a clone and kill the controller while it may still be copying.
     let (status, _) = devdb
