@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`api`]: the controller's REST request and response types.
+//! - [`metrics`]: a database's monitoring points over a range.
 //! - [`reports`]: use against quotas, the usage report, a project's personal-data scan.
 //! - [`names`]: validated DNS-label names of databases and projects ([`Name`]).
 //! - [`route`]: the routing-table wire format ([`Route`], [`RouteTable`], [`RouteChanges`]) and the one rule that
@@ -10,6 +11,7 @@
 //! - [`size`]: sizes in bytes as people read and write them.
 
 pub mod api;
+pub mod metrics;
 pub mod names;
 pub mod reports;
 pub mod route;

@@ -15,8 +15,8 @@ use devdb_shared::reports::{UsageReport, UsageRow};
 use serde::{Deserialize, Serialize};
 
 use crate::model::DatabaseRecord;
-use crate::monitor::history::Point;
 use crate::store::{Store, StoreError};
+use devdb_shared::metrics::Point;
 
 /// How long days are kept.
 pub const KEEP_DAYS: i64 = 400;

@@ -11,9 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::{ApiError, Shared};
-use crate::monitor::Point;
 use crate::runtime::Platform;
 use crate::store::Store;
+use devdb_shared::metrics::Point;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {

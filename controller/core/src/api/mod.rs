@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use devdb_shared::api::{Database, Project};
 
 pub use error::ApiError;
-pub use monitoring::DatabaseMetrics;
 
 use crate::auth::Caller;
 use crate::config::ApiConfig;

@@ -6,33 +6,20 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{ApiError, Shared};
 use crate::auth::Caller;
-use crate::monitor::{Point, Range};
 use crate::runtime::Platform;
 use crate::usage::{MAX_REPORT_DAYS, parse_date};
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
+use devdb_shared::metrics::{DatabaseMetrics, Range};
 use devdb_shared::reports::UsageReport;
 
 #[derive(Deserialize)]
 pub struct RangeQuery {
     range: Option<String>,
-}
-
-/// A database's samples over a range.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DatabaseMetrics {
-    pub database: String,
-    pub range: Range,
-    /// The sampling interval, in seconds.
-    pub sample_every_secs: u64,
-    /// Oldest first: every sample of the last hour, five-minute points for a day, hourly ones
-    /// for a week.
-    pub points: Vec<Point>,
 }
 
 #[utoipa::path(

@@ -67,6 +67,9 @@ mod tests {
             "UsageReport",
             "UsageRow",
             "ScanReport",
+            "DatabaseMetrics",
+            "Point",
+            "Range",
         ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }

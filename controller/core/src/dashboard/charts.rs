@@ -3,7 +3,7 @@
 
 use maud::{Markup, html};
 
-use crate::monitor::{Point, Range};
+use devdb_shared::metrics::{Point, Range};
 
 /// How a chart's values read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,10 +22,9 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::DatabaseMetrics;
 use crate::auth::Tokens;
-use crate::monitor::Range;
 use client::{Client, Refusal, with_query};
+use devdb_shared::metrics::{DatabaseMetrics, Range};
 use devdb_shared::reports::ScanReport;
 use devdb_shared::reports::UsageReport;
 use pages::{Filters, MaskingForm, ReportFilters};

@@ -6,7 +6,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::charts;
 use super::session::Session;
-use crate::monitor::{Point, Range};
+use devdb_shared::metrics::{Point, Range};
 use devdb_shared::reports::UsageReport;
 
 /// Every page: its title, the navigation, `body`. `refresh`: reload every few seconds (while

@@ -2,121 +2,46 @@
 //! last day and hourly points for the last week. Bounded by time and by count, whatever the
 //! sampling interval, so its document stays small.
 
+use devdb_shared::metrics::{Point, Range};
 use serde::{Deserialize, Serialize};
-
-/// One point of a database's history: the values at `at` (Unix seconds) and the rates over
-/// the interval before it. A coarse point stands for several samples: the largest gauges, the
-/// mean rates.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Point {
-    pub at: i64,
-    /// `pg_database_size`.
-    pub size_bytes: u64,
-    pub active: u32,
-    pub idle: u32,
-    pub idle_in_transaction: u32,
-    /// Per second over the interval before `at`; `None` for the first sample after a
-    /// (controller or database) restart, when there is nothing to compare with.
-    pub commits: Option<f64>,
-    pub rollbacks: Option<f64>,
-    pub rows_read: Option<f64>,
-    pub rows_written: Option<f64>,
-    /// Share of block reads served from shared buffers over the interval (0–1).
-    pub cache_hit: Option<f64>,
-    /// Seconds the longest running statement had been running.
-    pub longest_query_secs: f64,
-    /// How many samples this point stands for.
-    #[serde(default = "one")]
-    pub samples: u32,
-    /// How many of them had rates (the first after a restart has none).
-    #[serde(default)]
-    pub rated: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Point {
-    /// All sessions.
-    pub fn connections(&self) -> u32 {
-        self.active + self.idle + self.idle_in_transaction
-    }
-
-    /// Folds `later` into this point: gauges keep their largest value, rates their mean.
-    fn absorb(&mut self, later: &Point) {
-        fn mean(a: Option<f64>, an: u32, b: Option<f64>, bn: u32) -> Option<f64> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some((a * f64::from(an) + b * f64::from(bn)) / f64::from(an + bn)),
-                (a, b) => a.or(b),
-            }
-        }
-        let (n, m) = (self.rated, later.rated);
-        self.commits = mean(self.commits, n, later.commits, m);
-        self.rollbacks = mean(self.rollbacks, n, later.rollbacks, m);
-        self.rows_read = mean(self.rows_read, n, later.rows_read, m);
-        self.rows_written = mean(self.rows_written, n, later.rows_written, m);
-        self.cache_hit = mean(self.cache_hit, n, later.cache_hit, m);
-        self.at = later.at;
-        self.size_bytes = self.size_bytes.max(later.size_bytes);
-        self.active = self.active.max(later.active);
-        self.idle = self.idle.max(later.idle);
-        self.idle_in_transaction = self.idle_in_transaction.max(later.idle_in_transaction);
-        self.longest_query_secs = self.longest_query_secs.max(later.longest_query_secs);
-        self.samples += later.samples;
-        self.rated = n + m;
-    }
-}
-
-/// The span a chart shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Range {
-    #[default]
-    Hour,
-    Day,
-    Week,
-}
-
-impl Range {
-    pub const ALL: [Range; 3] = [Range::Hour, Range::Day, Range::Week];
-
-    /// Its length in seconds.
-    pub fn seconds(self) -> i64 {
-        match self {
-            Self::Hour => 3600,
-            Self::Day => 86_400,
-            Self::Week => 7 * 86_400,
-        }
-    }
-
-    /// The width of one point at this range (0: every sample).
-    fn step(self) -> i64 {
-        match self {
-            Self::Hour => 0,
-            Self::Day => 300,
-            Self::Week => 3600,
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hour => "hour",
-            Self::Day => "day",
-            Self::Week => "week",
-        }
-    }
-}
 
 /// The most points a series keeps, whatever the interval: an hour at one sample every three
 /// seconds (faster sampling keeps a shorter hour), so a history stays well under a ConfigMap's
 /// 1 MiB on Kubernetes.
 pub const MAX_POINTS: usize = 1200;
+
+/// Folds `later` into `point`: gauges keep their largest value, rates their mean.
+fn absorb(point: &mut Point, later: &Point) {
+    fn mean(a: Option<f64>, an: u32, b: Option<f64>, bn: u32) -> Option<f64> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some((a * f64::from(an) + b * f64::from(bn)) / f64::from(an + bn)),
+            (a, b) => a.or(b),
+        }
+    }
+    let (n, m) = (point.rated, later.rated);
+    point.commits = mean(point.commits, n, later.commits, m);
+    point.rollbacks = mean(point.rollbacks, n, later.rollbacks, m);
+    point.rows_read = mean(point.rows_read, n, later.rows_read, m);
+    point.rows_written = mean(point.rows_written, n, later.rows_written, m);
+    point.cache_hit = mean(point.cache_hit, n, later.cache_hit, m);
+    point.at = later.at;
+    point.size_bytes = point.size_bytes.max(later.size_bytes);
+    point.active = point.active.max(later.active);
+    point.idle = point.idle.max(later.idle);
+    point.idle_in_transaction = point.idle_in_transaction.max(later.idle_in_transaction);
+    point.longest_query_secs = point.longest_query_secs.max(later.longest_query_secs);
+    point.samples += later.samples;
+    point.rated = n + m;
+}
+
+/// The width of one point at this range (0: every sample).
+fn step(range: Range) -> i64 {
+    match range {
+        Range::Hour => 0,
+        Range::Day => 300,
+        Range::Week => 3600,
+    }
+}
 
 /// A database's history, one series per [`Range`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -133,9 +58,9 @@ impl History {
             let series = self.series_mut(range);
             match series.last_mut() {
                 Some(last)
-                    if range.step() > 0 && last.at.div_euclid(range.step()) == point.at.div_euclid(range.step()) =>
+                    if step(range) > 0 && last.at.div_euclid(step(range)) == point.at.div_euclid(step(range)) =>
                 {
-                    last.absorb(&point);
+                    absorb(last, &point);
                 }
                 _ => series.push(point),
             }

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use devdb_shared::api::DatabaseStatus;
+use devdb_shared::metrics::Point;
 use futures_util::StreamExt as _;
-pub use history::{History, Point, Range};
+pub use history::History;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix;
