@@ -34,14 +34,16 @@ async fn guard_origin<P: Platform>(
     let headers = request.headers();
     let reading = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
     if !reading && crate::origin::cross_site(headers) {
-        return ApiError::Forbidden("requests from another site cannot change anything here".into()).into_response();
+        return ApiError::forbidden("cross_site", "requests from another site cannot change anything here")
+            .into_response();
     }
     if state.config.tokens.is_empty() {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
         if !crate::origin::loopback_host(host) {
-            return ApiError::Forbidden(format!(
-                "this controller has no API tokens, so it answers only to loopback names, not {host:?}"
-            ))
+            return ApiError::forbidden(
+                "not_loopback",
+                format!("this controller has no API tokens, so it answers only to loopback names, not {host:?}"),
+            )
             .into_response();
         }
     }

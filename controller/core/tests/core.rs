@@ -179,10 +179,11 @@ async fn tokens_are_required_and_owners_see_and_change_only_their_own() {
         StatusCode::CREATED,
         "projects are shared"
     );
-    let (status, _) = core
+    let (status, answer) = core
         .call(Some(KATE), "POST", "/v1/databases", Some(json!({"name": "sneaky", "project": "shop", "owner": "bob"})))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "an owner creates for itself only");
+    assert_eq!(answer["error"]["code"], "not_yours");
 
     let (_, list) = core.call(Some(BOB), "GET", "/v1/databases", None).await;
     let names: Vec<&str> = list.as_array().expect("list").iter().filter_map(|d| d["name"].as_str()).collect();
@@ -242,7 +243,7 @@ async fn bad_requests_get_400_404_409_with_json_errors() {
     let (status, answer) = core.call(Some(ADMIN), "POST", "/v1/projects", None).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "no body");
     let (_, answer) = post("/v1/projects", json!({"name": "shop"})).await;
-    assert_eq!(answer["error"]["code"], "conflict");
+    assert_eq!(answer["error"]["code"], "already_exists", "the conflict says which");
     let private = json!({"name": "kates", "backupLocation": "https://private.example/d"});
     let (status, answer) = core.call(Some(KATE), "POST", "/v1/projects", Some(private)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "owners may not: {answer}");
@@ -928,6 +929,7 @@ mod quotas {
         let (status, body) = create(&core, KATE, "kate-2").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(message(&body), "quota exceeded: running databases: kate has 1 of 1");
+        assert_eq!(body["error"]["code"], "quota_exceeded", "a client tells a quota from a refused right");
         // Bob's own limit is higher: he is not held to kate's use.
         assert_eq!(create(&core, BOB, "bob-1").await.0, StatusCode::CREATED);
         assert_eq!(create(&core, BOB, "bob-2").await.0, StatusCode::CREATED);

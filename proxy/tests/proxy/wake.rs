@@ -75,7 +75,7 @@ async fn controller(names: &[&str], backend: &str) -> (String, Arc<Fake>) {
     let start = |State(fake): State<Arc<Fake>>, Path(name): Path<String>, Query(q): Query<StartQuery>| async move {
         fake.starts.lock().expect("lock").push((name.clone(), q.wake));
         if fake.over_quota.lock().expect("lock").contains(&name) {
-            let body = serde_json::json!({"error": {"code": "forbidden", "message": "quota exceeded: running databases: kate has 3 of 3"}});
+            let body = serde_json::json!({"error": {"code": "quota_exceeded", "message": "quota exceeded: running databases: kate has 3 of 3"}});
             return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
         }
         fake.set(&name, RouteState::Ready);

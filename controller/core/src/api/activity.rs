@@ -29,7 +29,7 @@ pub async fn report<P: Platform>(
     body: Result<Json<ActivityReport>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     if caller != Caller::Admin {
-        return Err(ApiError::Forbidden("activity reports come from proxies, with an admin token".into()));
+        return Err(ApiError::forbidden("admin_only", "activity reports come from proxies, with an admin token"));
     }
     let Json(report) = body?;
     let now = SystemTime::now();

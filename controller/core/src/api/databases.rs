@@ -185,7 +185,7 @@ pub async fn reset<P: Platform>(
         .await?;
     drop(quota);
     if record.want == Want::Delete {
-        return Err(ApiError::Conflict(format!("database {} is being deleted", database.name)));
+        return Err(ApiError::conflict("being_deleted", format!("database {} is being deleted", database.name)));
     }
     // Its owner wants it: no longer a run a proxy woke for nobody.
     state.reconciler.runs().claimed(&record.name);
@@ -247,7 +247,7 @@ pub async fn start<P: Platform>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Query(query) = query?;
     if query.wake && caller != Caller::Admin {
-        return Err(ApiError::Forbidden("wakes come from proxies, with an admin token".into()));
+        return Err(ApiError::forbidden("admin_only", "wakes come from proxies, with an admin token"));
     }
     let starter = if query.wake { Starter::Proxy } else { Starter::Owner };
     let database = database_for(&state, &caller, &name).await?;
@@ -352,16 +352,21 @@ pub async fn patch<P: Platform>(
 /// other reason ([`super::name_not_available`]).
 async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &devdb_shared::Name) -> ApiError {
     if *caller == Caller::Admin {
-        return ApiError::Conflict(format!("database {name} already exists (or is still being deleted)"));
+        return ApiError::conflict(
+            "already_exists",
+            format!("database {name} already exists (or is still being deleted)"),
+        );
     }
     let existing = state.store.database(name.as_str()).await.ok().flatten();
     match existing.filter(|d| caller.may_access(&d.owner)) {
-        Some(d) if d.want == Want::Delete => ApiError::Conflict(format!(
-            "database {name} already exists and is being deleted: its name is free once it is gone"
-        )),
-        Some(_) => ApiError::Conflict(format!(
-            "database {name} already exists: it is yours (`devdb db show {name}`, `devdb db reset {name}`)"
-        )),
+        Some(d) if d.want == Want::Delete => ApiError::conflict(
+            "being_deleted",
+            format!("database {name} already exists and is being deleted: its name is free once it is gone"),
+        ),
+        Some(_) => ApiError::conflict(
+            "already_exists",
+            format!("database {name} already exists: it is yours (`devdb db show {name}`, `devdb db reset {name}`)"),
+        ),
         None => super::name_not_available("database", name),
     }
 }
@@ -370,9 +375,9 @@ async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &de
 fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
     let name = &record.name;
     match (record.want, record.status) {
-        (Want::Delete, _) => Err(ApiError::Conflict(format!("database {name} is being deleted"))),
+        (Want::Delete, _) => Err(ApiError::conflict("being_deleted", format!("database {name} is being deleted"))),
         (_, DatabaseStatus::Error) => {
-            Err(ApiError::Conflict(format!("database {name} failed; reset it to run it again")))
+            Err(ApiError::conflict("database_failed", format!("database {name} failed; reset it to run it again")))
         }
         _ => Ok(()),
     }
@@ -380,7 +385,7 @@ fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
 
 /// No clone its project refuses now (see [`crate::model::ProjectRecord::clone_refusal`]).
 fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError> {
-    project.clone_refusal().map_or(Ok(()), |refusal| Err(ApiError::Conflict(refusal)))
+    project.clone_refusal().map_or(Ok(()), |refusal| Err(ApiError::conflict("project_not_ready", refusal)))
 }
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'

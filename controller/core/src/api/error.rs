@@ -16,12 +16,14 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
+    /// 409, with a code saying which conflict ([`ApiError::conflict`]).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("missing or invalid API token: send Authorization: Bearer <token>")]
     Unauthorized,
-    #[error("{0}")]
-    Forbidden(String),
+    /// 403, with a code saying why ([`ApiError::forbidden`]).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("{0}")]
     Failed(String),
     #[error("{0}")]
@@ -33,13 +35,26 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A conflict with the object's state: `already_exists`, `name_not_available`,
+    /// `being_deleted`, `database_failed`, `project_not_ready`, `restoring`, `has_databases`,
+    /// `no_snapshot`.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict { code, message: message.into() }
+    }
+
+    /// A refusal whatever the object's state: `quota_exceeded`, `admin_only`, `not_yours`,
+    /// `cross_site`, `not_loopback`.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden { code, message: message.into() }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::Failed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "failed"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -62,7 +77,7 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Exists { .. } => Self::Conflict(e.to_string()),
+            StoreError::Exists { .. } => Self::conflict("already_exists", e.to_string()),
             StoreError::NotFound { .. } => Self::NotFound(e.to_string()),
             other => Self::Internal(other.to_string()),
         }

@@ -114,7 +114,7 @@ pub async fn metrics<P: Platform>(
     caller: crate::auth::Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     if caller != crate::auth::Caller::Admin {
-        return Err(ApiError::Forbidden("/metrics names every owner's databases: admin tokens only".into()));
+        return Err(ApiError::forbidden("admin_only", "/metrics names every owner's databases: admin tokens only"));
     }
     let projects = Family::<StatusLabel, Gauge>::default();
     let databases = Family::<StatusLabel, Gauge>::default();

@@ -237,7 +237,7 @@ async fn check_quota<'a, P: Platform>(
     let mut usage = state.config.quotas.usage(owner, &databases, &projects);
     let Err(refusal) = Quotas::check(&usage, adding) else { return Ok(guard) };
     if starter == Starter::Proxy {
-        return Err(ApiError::Forbidden(refusal));
+        return Err(ApiError::forbidden("quota_exceeded", refusal));
     }
     let runs = state.reconciler.runs();
     let mut woken: Vec<(std::time::SystemTime, &DatabaseRecord)> = databases
@@ -254,7 +254,7 @@ async fn check_quota<'a, P: Platform>(
         usage.running -= 1;
         making_room.push(database);
     }
-    Quotas::check(&usage, adding).map_err(|_| ApiError::Forbidden(refusal))?;
+    Quotas::check(&usage, adding).map_err(|_| ApiError::forbidden("quota_exceeded", refusal))?;
     for database in making_room {
         state
             .store
@@ -276,7 +276,10 @@ async fn check_quota<'a, P: Platform>(
 /// name), so such a create must fail; the answer is the same in every case and names neither
 /// holder nor state.
 pub(crate) fn name_not_available(kind: &str, name: &devdb_shared::Name) -> ApiError {
-    ApiError::Conflict(format!("the name {:?} is not available for a {kind}: choose another", name.as_str()))
+    ApiError::conflict(
+        "name_not_available",
+        format!("the name {:?} is not available for a {kind}: choose another", name.as_str()),
+    )
 }
 
 /// The owner of a new object: an owner token always creates its own; an admin may name anyone.
@@ -284,7 +287,7 @@ pub fn owner_for(caller: &Caller, requested: Option<String>) -> Result<String, A
     match (caller, requested) {
         (Caller::Admin, requested) => Ok(requested.unwrap_or_else(|| "default".into())),
         (Caller::Owner(me), Some(other)) if &other != me => {
-            Err(ApiError::Forbidden(format!("your token creates objects for owner {me:?}, not {other:?}")))
+            Err(ApiError::forbidden("not_yours", format!("your token creates objects for owner {me:?}, not {other:?}")))
         }
         (Caller::Owner(me), _) => Ok(me.clone()),
     }
@@ -311,7 +314,10 @@ pub async fn project_for<P: Platform>(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("project {name_or_id:?} does not exist")))?;
     if access == Access::Change && !caller.may_access(&project.owner) {
-        return Err(ApiError::Forbidden(format!("project {} belongs to {:?}", project.name, project.owner)));
+        return Err(ApiError::forbidden(
+            "not_yours",
+            format!("project {} belongs to {:?}", project.name, project.owner),
+        ));
     }
     Ok(project)
 }

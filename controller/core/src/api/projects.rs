@@ -41,8 +41,9 @@ pub async fn create<P: Platform>(
     let allow_private_source = caller == Caller::Admin || state.config.allow_private_sources;
     if let Some(location) = &req.backup_location {
         if location.starts_with("file://") && caller != Caller::Admin {
-            return Err(ApiError::Forbidden(
-                "file:// sources read the controller's own files: admin tokens only".into(),
+            return Err(ApiError::forbidden(
+                "admin_only",
+                "file:// sources read the controller's own files: admin tokens only",
             ));
         }
         state.runtime().check_source(location, allow_private_source).await.map_err(ApiError::BadRequest)?;
@@ -91,15 +92,18 @@ pub async fn create<P: Platform>(
     let record = match state.store.insert_project(&record).await {
         // An admin may know of every project; an owner, only of its own.
         Err(StoreError::Exists { .. }) if caller == Caller::Admin => {
-            return Err(ApiError::Conflict(format!("project {} already exists (or is still being deleted)", req.name)));
+            return Err(ApiError::conflict(
+                "already_exists",
+                format!("project {} already exists (or is still being deleted)", req.name),
+            ));
         }
         Err(StoreError::Exists { .. }) => {
             let existing = state.store.project(req.name.as_str()).await.ok().flatten().filter(|p| p.name == req.name);
             return Err(match existing.filter(|p| caller.may_access(&p.owner)) {
-                Some(p) => ApiError::Conflict(format!(
-                    "project {} already exists: it is yours (`devdb project show {}`)",
-                    p.name, p.name
-                )),
+                Some(p) => ApiError::conflict(
+                    "already_exists",
+                    format!("project {} already exists: it is yours (`devdb project show {}`)", p.name, p.name),
+                ),
                 None => super::name_not_available("project", &req.name),
             });
         }
@@ -153,14 +157,17 @@ pub async fn delete<P: Platform>(
             let databases = state.store.databases(None, Some(project.name.as_str())).await?;
             let visible: Vec<&str> =
                 databases.iter().filter(|d| caller.may_access(&d.owner)).map(|d| d.name.as_str()).collect();
-            return Err(ApiError::Conflict(if visible.is_empty() {
-                format!(
-                    "project {} still has databases, of other owners: they (or an admin) must delete them first",
-                    project.name
-                )
-            } else {
-                format!("project {} still has databases ({}): delete them first", project.name, visible.join(", "))
-            }));
+            return Err(ApiError::conflict(
+                "has_databases",
+                if visible.is_empty() {
+                    format!(
+                        "project {} still has databases, of other owners: they (or an admin) must delete them first",
+                        project.name
+                    )
+                } else {
+                    format!("project {} still has databases ({}): delete them first", project.name, visible.join(", "))
+                },
+            ));
         }
         other => other?,
     }
@@ -182,7 +189,7 @@ pub async fn refresh<P: Platform>(
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
     let project = super::project_for(&state, &caller, &name, Access::Change).await?;
     if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
-        return Err(ApiError::Conflict(format!("project {} is already restoring", project.name)));
+        return Err(ApiError::conflict("restoring", format!("project {} is already restoring", project.name)));
     }
     let updated = state.store.update_project(&project.name, restore_again).await?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
@@ -219,10 +226,10 @@ pub async fn set_masking<P: Platform>(
         return Err(ApiError::BadRequest(format!("project {} has no dump: nothing to mask", project.name)));
     }
     if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
-        return Err(ApiError::Conflict(format!(
-            "project {} is restoring; set its masking once it is done",
-            project.name
-        )));
+        return Err(ApiError::conflict(
+            "restoring",
+            format!("project {} is restoring; set its masking once it is done", project.name),
+        ));
     }
     let changed = masking.rules != project.masking.rules;
     let key = if project.mask_key.is_empty() { new_mask_key() } else { project.mask_key.clone() };
@@ -270,10 +277,10 @@ pub async fn rotate_key<P: Platform>(
         return Err(ApiError::BadRequest(format!("project {} has no masking rules: no key masks it", project.name)));
     }
     if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
-        return Err(ApiError::Conflict(format!(
-            "project {} is restoring; rotate its key once it is done",
-            project.name
-        )));
+        return Err(ApiError::conflict(
+            "restoring",
+            format!("project {} is restoring; rotate its key once it is done", project.name),
+        ));
     }
     let key = new_mask_key();
     let updated = state
@@ -300,7 +307,7 @@ pub async fn scan<P: Platform>(
 ) -> Result<Json<ScanReport>, ApiError> {
     let project = super::project_for(&state, &caller, &name, Access::Read).await?;
     let Some(snapshot) = &project.snapshot else {
-        return Err(ApiError::Conflict(format!("project {} has no snapshot to scan yet", project.name)));
+        return Err(ApiError::conflict("no_snapshot", format!("project {} has no snapshot to scan yet", project.name)));
     };
     let findings = snapshot
         .findings

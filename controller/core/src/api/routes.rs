@@ -26,7 +26,7 @@ const HEARTBEAT: Duration = Duration::from_secs(30);
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     match caller {
         Caller::Admin => Ok(()),
-        Caller::Owner(_) => Err(ApiError::Forbidden("the routing table is for proxies (admin tokens)".into())),
+        Caller::Owner(_) => Err(ApiError::forbidden("admin_only", "the routing table is for proxies (admin tokens)")),
     }
 }
 
