@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod conf;
 pub mod sandbox;
 pub mod session;
 pub mod sql;

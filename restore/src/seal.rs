@@ -9,20 +9,18 @@
 //!   `backup_label`, `tablespace_map`): a `restore_command` would run as the PostgreSQL user;
 //! - the **configuration** is the controller's: `postgresql.conf`, `pg_hba.conf` and
 //!   `pg_ident.conf` as initdb wrote them before any dump code ran ([`Pristine`]), and
-//!   `postgresql.auto.conf` as [`BASE_CONF`]; each written anew, never through a link.
+//!   `postgresql.auto.conf` as `BASE_CONF`; each written anew, never through a link.
 //!
 //! The files are read and written by this process without following links, so a link planted
-//! while the sandbox ran leads nowhere ([`write_new`], [`read_regular`]).
+//! while the sandbox ran leads nowhere (`devdb_pgctl::conf::write_new`, [`read_regular`]).
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
-use crate::RestoreError;
+use devdb_pgctl::conf::{BASE_CONF, write_new};
 
-/// Settings every instance keeps: a small pg_wal (clones copy it), and sockets only for the
-/// PostgreSQL user (local connections are trusted, so the socket is the boundary).
-pub const BASE_CONF: &str = "max_wal_size = '64MB'\nmin_wal_size = '32MB'\nunix_socket_permissions = 0700\n";
+use crate::RestoreError;
 
 /// The configuration files initdb writes, as it wrote them.
 const CONFIG_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
@@ -67,26 +65,6 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, RestoreError> {
     let mut bytes = Vec::new();
     file.take(limit).read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// Replaces `path` with a new file holding `bytes` (mode 0600): whatever was there (a link
-/// among them) is unlinked, and the new file is created exclusively, never through a link.
-///
-/// # Errors
-/// When it cannot be written.
-pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
 }
 
 /// Seals the stopped data directory `data` (see the module documentation). Call it once nothing

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use devdb_pgctl::StopMode;
+use devdb_pgctl::conf::{BASE_CONF, write_conf};
 use devdb_pgctl::conf_quote;
 use devdb_pgctl::sandbox::{PORT, Sandbox, Server};
 use devdb_pgctl::session::Session;
@@ -33,7 +34,6 @@ use crate::RestoreError;
 use crate::format::{Dump, DumpFormat};
 use crate::guard::Guard;
 use crate::load::{self, Loaded};
-use crate::seal::BASE_CONF;
 
 /// The superuser of every instance; reached only over the private Unix socket.
 pub const SUPERUSER: &str = devdb_pgctl::session::SUPERUSER;
@@ -140,7 +140,7 @@ impl<'a> Template<'a> {
             "{BASE_CONF}port = {PORT}\nlisten_addresses = ''\nunix_socket_directories = {}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = '1GB'\nlog_min_messages = warning\n{RESTORE_BOUNDS}",
             conf_quote(&inner_socket)
         );
-        write_conf(&data, &conf)?;
+        write_conf(&data, &conf).map_err(RestoreError::step("writing postgresql.auto.conf"))?;
         self.sandbox
             .give(&data.join("postgresql.auto.conf"))
             .map_err(RestoreError::step("writing postgresql.auto.conf"))?;
@@ -304,20 +304,4 @@ pub fn privileged_roles(admin: &mut Session) -> Result<Vec<String>, devdb_pgctl:
             format!("role {name:?} ({what})")
         })
         .collect())
-}
-
-/// Replaces `postgresql.auto.conf` (the file `ALTER SYSTEM` writes) with a new file, never
-/// written through a link.
-///
-/// # Errors
-/// [`RestoreError::Step`] when the file cannot be written.
-pub fn write_conf(data: &std::path::Path, conf: &str) -> Result<(), RestoreError> {
-    use std::os::unix::fs::MetadataExt as _;
-    let path = data.join("postgresql.auto.conf");
-    let written = crate::seal::write_new(&path, conf.as_bytes()).and_then(|()| {
-        // The server's, as the data directory is.
-        let dir = std::fs::symlink_metadata(data)?;
-        std::os::unix::fs::lchown(&path, Some(dir.uid()), Some(dir.gid()))
-    });
-    written.map_err(RestoreError::step("writing postgresql.auto.conf"))
 }

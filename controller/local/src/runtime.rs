@@ -22,13 +22,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use devdb_pgctl::conf::{BASE_CONF, write_conf};
 use devdb_pgctl::session::Session;
 use devdb_pgctl::sql::{ident, literal};
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 use devdb_restore::SourcePolicy;
 use devdb_restore::files::dir_size;
-use devdb_restore::seal::BASE_CONF;
-use devdb_restore::template::write_conf;
 use devdb_shared::Name;
 
 use devdb_core::clock::now;

@@ -216,7 +216,7 @@ async fn a_snapshot_changed_after_its_restore_is_refused_by_its_clones() {
     pg.make_dir(&socket).expect("socket dir");
     pg.give(&snapshot).expect("to postgres");
     let conf = format!("listen_addresses = ''\nunix_socket_directories = {}\n", devdb_pgctl::conf_quote(&socket));
-    devdb_restore::template::write_conf(&snapshot, &conf).expect("conf");
+    devdb_pgctl::conf::write_conf(&snapshot, &conf).expect("conf");
     pg.start(&snapshot, &copy.path().join("log"), Duration::from_secs(60)).expect("starts");
     let mut admin = devdb_pgctl::session::Session::admin(&socket, 5432, "postgres").expect("admin");
     admin.execute("ALTER ROLE app SUPERUSER").expect("tampered");

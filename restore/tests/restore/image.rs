@@ -487,7 +487,7 @@ async fn a_database_pod_trusts_nothing_of_its_clone_but_the_data() {
     let socket = work.path().join("tamper");
     pg().make_dir(&socket).expect("dir");
     let conf = format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&socket));
-    devdb_restore::template::write_conf(&pgdata, &conf).expect("conf");
+    devdb_pgctl::conf::write_conf(&pgdata, &conf).expect("conf");
     pg().start(&pgdata, &socket.join("log"), std::time::Duration::from_secs(60)).expect("starts");
     let mut admin = devdb_pgctl::session::Session::admin(&socket, 5432, "postgres").expect("admin");
     admin.execute("ALTER ROLE app SUPERUSER").expect("tampered");

@@ -12,7 +12,7 @@ use devdb_pgctl::session::Session;
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 use devdb_restore::load::{self, LoadError};
 use devdb_restore::script::ScriptError;
-use devdb_restore::template::{self, privileged_roles};
+use devdb_restore::template::privileged_roles;
 use devdb_restore::{DumpFormat, Owner, RestoreError, Template};
 use devdb_testkit::{TestPostgres, USER, pg};
 
@@ -213,10 +213,10 @@ pub(crate) fn start_template(dir: &Path) -> (PgCtl, PathBuf, u16) {
     pg.make_dir(&socket).expect("socket dir");
     let conf = format!(
         "{}listen_addresses = ''\nunix_socket_directories = {}\nport = 5432\n",
-        devdb_restore::seal::BASE_CONF,
+        devdb_pgctl::conf::BASE_CONF,
         conf_quote(&socket)
     );
-    template::write_conf(&dir.join("data"), &conf).expect("conf");
+    devdb_pgctl::conf::write_conf(&dir.join("data"), &conf).expect("conf");
     pg.start(&dir.join("data"), &socket.join("log"), Duration::from_secs(60)).expect("starts");
     (pg, socket, 5432)
 }
@@ -575,8 +575,11 @@ fn sandboxed_cluster(dir: &Path) -> (Sandbox, PathBuf, PathBuf) {
     sandbox.initdb(&data, "postgres").expect("initdb");
     sandbox.make_dir(&socket).expect("socket dir");
     let inner = sandbox.inside(&socket).expect("inside");
-    template::write_conf(&data, &format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&inner)))
-        .expect("conf");
+    devdb_pgctl::conf::write_conf(
+        &data,
+        &format!("listen_addresses = ''\nunix_socket_directories = {}\n", conf_quote(&inner)),
+    )
+    .expect("conf");
     sandbox.give(&data.join("postgresql.auto.conf")).expect("give");
     (sandbox, data, socket)
 }
