@@ -66,7 +66,10 @@ impl LeaderLease {
                 spec.renew_time = Some(MicroTime(now));
             }
             match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-                Ok(written) => return Ok(self.remember(written)),
+                Ok(written) => {
+                    self.remember(written);
+                    return Ok(true);
+                }
                 // Written by someone else since: read it.
                 Err(kube::Error::Api(s)) if s.is_conflict() => {}
                 Err(e) => return Err(e),
@@ -85,7 +88,10 @@ impl LeaderLease {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(written) => Ok(self.remember(written)),
+                Ok(written) => {
+                    self.remember(written);
+                    Ok(true)
+                }
                 Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(false),
                 Err(e) => Err(e),
             };
@@ -121,7 +127,10 @@ impl LeaderLease {
             ..spec
         });
         match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-            Ok(written) => Ok(self.remember(written)),
+            Ok(written) => {
+                self.remember(written);
+                Ok(true)
+            }
             Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
             Err(e) => Err(e),
         }
@@ -132,13 +141,12 @@ impl LeaderLease {
     }
 
     /// Keeps `written` (the lease this replica just wrote as its holder, as the API server
-    /// returned it) for the next renewal: leading, as the write says.
-    fn remember(&self, written: Lease) -> bool {
+    /// returned it) for the next renewal.
+    fn remember(&self, written: Lease) {
         let holder = written.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
         let kept =
             (holder == Some(self.identity.as_str()) && written.metadata.resource_version.is_some()).then_some(written);
         *self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = kept;
-        true
     }
 
     /// Gives the lease up when this replica holds it (a controller stopping): the holder is

@@ -55,11 +55,9 @@ impl History {
     /// Adds a sample, dropping what has aged out of each series.
     pub fn push(&mut self, point: Point) {
         for range in Range::ALL {
-            let series = self.series_mut(range);
+            let (series, width) = (self.series_mut(range), step(range));
             match series.last_mut() {
-                Some(last)
-                    if step(range) > 0 && last.at.div_euclid(step(range)) == point.at.div_euclid(step(range)) =>
-                {
+                Some(last) if width > 0 && last.at.div_euclid(width) == point.at.div_euclid(width) => {
                     absorb(last, &point);
                 }
                 _ => series.push(point),
