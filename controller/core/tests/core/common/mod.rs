@@ -1,0 +1,218 @@
+//! The harness: the core (API router, reconciler, fake runtime, in-memory store, route feed)
+//! with tokens for an admin, kate and bob, called with `oneshot` as a client or as a browser.
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use devdb_core::api::AppState;
+use devdb_core::app::router;
+use devdb_core::auth::Tokens;
+use devdb_core::config::ApiConfig;
+use devdb_core::fake::{FakePlatform, FakeRuntime};
+use devdb_core::memory::MemoryStore;
+use devdb_core::model::Key;
+use devdb_core::monitor::Monitor;
+use devdb_core::reconcile::{Reconciler, Scheduler};
+use devdb_core::routes::RouteFeed;
+use devdb_shared::{Domain, Name};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "admin-token-0123456789";
+pub const KATE: &str = "kate-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789";
+
+/// How many times a test polls (1 ms apart) for what the core does in the background before
+/// giving up: about a minute, for a busy machine (a wait ends as soon as its condition holds).
+pub const POLLS: usize = 60_000;
+
+/// Runs every pass asked for as a task (the passes the tests wait on).
+#[derive(Default)]
+struct Spawner {
+    reconciler: OnceLock<Weak<Reconciler<FakePlatform>>>,
+}
+
+impl Scheduler for Spawner {
+    fn schedule(&self, key: Key) {
+        if let Some(reconciler) = self.reconciler.get().and_then(Weak::upgrade) {
+            tokio::spawn(async move { reconciler.reconcile(&key).await });
+        }
+    }
+}
+
+pub struct Core {
+    pub app: Router,
+    pub reconciler: Arc<Reconciler<FakePlatform>>,
+    pub runtime: Arc<FakeRuntime>,
+    pub monitor: Arc<Monitor<FakePlatform>>,
+    pub store: Arc<MemoryStore>,
+    pub routes: RouteFeed,
+    _tokens: tempfile::NamedTempFile,
+}
+
+pub fn name(s: &str) -> Name {
+    Name::new(s).expect("name")
+}
+
+impl Core {
+    /// The core with tokens for an admin, kate and bob, over `runtime`.
+    pub fn start(runtime: FakeRuntime) -> Self {
+        Self::start_configured(runtime, |_| {})
+    }
+
+    /// [`Core::start`] with the configuration changed by `configure`.
+    pub fn start_configured(runtime: FakeRuntime, configure: impl FnOnce(&mut ApiConfig)) -> Self {
+        let tokens_file = tempfile::NamedTempFile::new().expect("tokens");
+        let tokens = json!({"tokens": [{"token": KATE, "owner": "kate"}, {"token": BOB, "owner": "bob"}]});
+        std::fs::write(tokens_file.path(), tokens.to_string()).expect("write");
+        let mut config = ApiConfig {
+            api_listen: "127.0.0.1:8080".parse().expect("addr"),
+            domain: Domain::new("db.example.com").expect("domain"),
+            public_port: 6432,
+            tokens: Tokens::load(Some(tokens_file.path()), Some(ADMIN.into())).expect("tokens"),
+            allow_private_sources: false,
+            wait_timeout: std::time::Duration::from_secs(60),
+            max_restores_per_owner: 2,
+            idle_stop_after: std::time::Duration::from_secs(1800),
+            lifecycle_check_every: std::time::Duration::from_secs(15),
+            quotas: devdb_core::quota::Quotas::default(),
+            sample_every: std::time::Duration::from_secs(30),
+        };
+        configure(&mut config);
+        let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
+        let spawner = Arc::new(Spawner::default());
+        let reconciler = Reconciler::<FakePlatform>::new(store.clone(), runtime.clone(), spawner.clone());
+        let _ = spawner.reconciler.set(Arc::downgrade(&reconciler));
+        let routes = RouteFeed::default();
+        tokio::spawn(devdb_core::routes::follow::<FakePlatform>(store, runtime.clone(), routes.clone()));
+        let state = AppState::new(config, reconciler.clone(), routes.clone());
+        let monitor = state.monitor.clone();
+        let app = router(state);
+        let store = reconciler.store().clone();
+        Self { app, reconciler, runtime, monitor, store, routes, _tokens: tokens_file }
+    }
+
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        let response = self.app.clone().oneshot(request.expect("request")).await.expect("answered");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The `X-Release` header of a GET.
+    pub async fn release_header(&self, path: &str) -> Option<String> {
+        let request = Request::builder().uri(path).header("authorization", format!("Bearer {ADMIN}"));
+        let response = self.app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("answered");
+        response.headers().get("x-release").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    /// A GET's body as text, with `token`.
+    pub async fn text_as(&self, token: &str, path: &str) -> String {
+        let request = Request::builder().uri(path).header("authorization", format!("Bearer {token}"));
+        let response = self.app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("answered");
+        String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned()
+    }
+
+    /// A project `name` of `token`'s owner, ready.
+    pub async fn ready_project(&self, token: &str, project: &str) {
+        let body = json!({"name": project, "backupLocation": "https://dumps.example.com/shop.dump"});
+        let (status, created) = self.call(Some(token), "POST", "/v1/projects", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        self.settle_project(project).await;
+    }
+
+    pub async fn settle_project(&self, project: &str) -> Value {
+        for _ in 0..POLLS {
+            let (_, p) = self.call(Some(ADMIN), "GET", &format!("/v1/projects/{project}"), None).await;
+            if !matches!(p["status"].as_str(), Some("pending" | "restoring")) {
+                return p;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!("project {project} never settled");
+    }
+
+    pub async fn database(&self, db: &str) -> (StatusCode, Value) {
+        self.call(Some(ADMIN), "GET", &format!("/v1/databases/{db}"), None).await
+    }
+
+    /// Waits until `db` has `status` ("gone": deleted).
+    pub async fn settles(&self, db: &str, status: &str) -> Value {
+        for _ in 0..POLLS {
+            let (code, d) = self.database(db).await;
+            if (status == "gone" && code == StatusCode::NOT_FOUND) || d["status"] == status {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("{db} never became {status}: {:?}", self.database(db).await);
+    }
+}
+
+/// A browser's request to the dashboard: its status, headers and page.
+pub struct Visit {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl Visit {
+    pub fn location(&self) -> &str {
+        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    pub fn cookies(&self) -> Vec<&str> {
+        self.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect()
+    }
+}
+
+impl Core {
+    /// `method path` as a browser with `cookies` (`name=value; …`), a form body when given, and
+    /// extra headers.
+    pub async fn browse(
+        &self,
+        method: &str,
+        path: &str,
+        cookies: &str,
+        form: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Visit {
+        let mut request = Request::builder().method(method).uri(path).header("host", "127.0.0.1:8080");
+        if !cookies.is_empty() {
+            request = request.header("cookie", cookies);
+        }
+        for (k, v) in extra {
+            request = request.header(*k, *v);
+        }
+        let request = match form {
+            Some(form) => {
+                request.header("content-type", "application/x-www-form-urlencoded").body(Body::from(form.to_string()))
+            }
+            None => request.body(Body::empty()),
+        };
+        let response = self.app.clone().oneshot(request.expect("request")).await.expect("answered");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body =
+            String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned();
+        Visit { status, headers, body }
+    }
+}
