@@ -3,8 +3,8 @@
 //! next `devdb up` leaves them asleep and a connection wakes them. With a controller running,
 //! `devdb down` asks it instead (the data directory is locked).
 
-use devdb_core::model::Want;
 use devdb_core::runtime::Runtime;
+use devdb_core::state::database as transitions;
 use devdb_core::store::Store;
 use devdb_local::{Local, LocalArgs};
 use devdb_shared::api::{DatabaseStatus, StopReason};
@@ -19,12 +19,13 @@ pub async fn run(args: &LocalArgs) -> anyhow::Result<()> {
         }
         runtime.stop_database(&database).await?;
         let now = devdb_core::clock::now();
+        // A stop as the API's, and its end as the reconciler's: one deleting stays so, and the
+        // next `devdb up` removes it.
         store
             .update_database(&database.name, |d| {
-                d.want = Want::Stop;
-                d.status = DatabaseStatus::Stopped;
-                d.lifecycle.stop_reason = Some(StopReason::Manual);
-                d.lifecycle.stopped_at = Some(now.clone());
+                if transitions::ask_stop(d, StopReason::Manual).is_ok() {
+                    transitions::stopped(d, &now);
+                }
             })
             .await?;
         eprintln!("stopped {}", database.name);

@@ -1,6 +1,6 @@
 //! The controller's core, which knows no platform: the [`model`], the [`store::Store`] and
 //! [`runtime::Runtime`] traits the adapters implement, the [`reconcile`]r that drives records
-//! to reality, the routing table ([`routes`]), when databases stop and end ([`lifecycle`]), the
+//! to reality, the routing table ([`routes`]), the [`state`] machines of databases and projects, when databases stop and end ([`lifecycle`]), the
 //! owners' [`quota`]s, the PostgreSQL [`settings`] owners may change and the REST API ([`api`],
 //! with [`auth`]), the
 //! [`dashboard`] beside it, and the [`monitor`] and [`usage`] ledger behind its charts and reports.
@@ -33,5 +33,6 @@ pub mod reconcile;
 pub mod routes;
 pub mod runtime;
 pub mod settings;
+pub mod state;
 pub mod store;
 pub mod usage;

@@ -56,44 +56,6 @@ pub struct ProjectRecord {
 pub const MAX_INTERRUPTED_RESTORES: u32 = 3;
 
 impl ProjectRecord {
-    /// Why its snapshot must not be cloned now: the project has masking rules its snapshot was
-    /// not masked with (rules set, or changed, since). `Some(true)` while the restore applying
-    /// them is under way (a clone waits for it), `Some(false)` when none is (it failed).
-    pub fn masking_pending(&self) -> Option<bool> {
-        let snapshot = self.snapshot.as_ref()?;
-        if self.masking.rules.is_empty()
-            || (snapshot.masked_with == self.masking.rules && snapshot.masked_key_version == self.masking.key_version)
-        {
-            return None;
-        }
-        Some(self.wanted_generation > snapshot.generation)
-    }
-
-    /// Why its snapshot may not be cloned now, if so: it was not masked by the project's
-    /// current rules and no restore applying them is under way; or, with `requireRules`, its
-    /// scan found columns no rule masks. (While the masked restore runs, a clone waits: see
-    /// [`ProjectRecord::masking_pending`].)
-    pub fn clone_refusal(&self) -> Option<String> {
-        if self.masking_pending() == Some(false) {
-            let why = self.error.as_deref().map(|e| format!(" (its masked restore failed: {e})")).unwrap_or_default();
-            return Some(format!(
-                "project {}'s snapshot is not masked by its current rules{why}; correct them with \
-                 `devdb project masking`, or refresh the project",
-                self.name
-            ));
-        }
-        let unmasked = self.unmasked_columns();
-        (!unmasked.is_empty()).then(|| {
-            format!(
-                "project {} requires masking rules for every personal column, and these have none: {}; \
-                 see `devdb project scan {}`",
-                self.name,
-                unmasked.join(", "),
-                self.name
-            )
-        })
-    }
-
     /// With `requireRules`, the columns a clone would expose: found by the scan and covered by
     /// no rule.
     pub fn unmasked_columns(&self) -> Vec<String> {
@@ -218,6 +180,7 @@ pub enum Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::project::clone_refusal;
 
     #[test]
     fn with_require_rules_the_columns_a_restore_could_not_list_still_refuse_clones() {
@@ -232,13 +195,13 @@ mod tests {
         .expect("a record");
         // Found, not listed, but all covered by the restore's rules: nothing exposed.
         assert!(project.unmasked_columns().is_empty());
-        assert_eq!(project.clone_refusal(), None);
+        assert_eq!(clone_refusal(&project), None);
         let snapshot = project.snapshot.as_mut().expect("snapshot");
         snapshot.unlisted_unmasked = 3;
         assert_eq!(project.unmasked_columns(), ["3 more columns the restore could not list"]);
-        assert!(project.clone_refusal().is_some_and(|r| r.contains("3 more columns")));
+        assert!(clone_refusal(&project).is_some_and(|r| r.to_string().contains("3 more columns")));
         project.masking.require_rules = false;
         assert!(project.unmasked_columns().is_empty(), "only a requirement refuses");
-        assert_eq!(project.clone_refusal(), None);
+        assert_eq!(clone_refusal(&project), None);
     }
 }

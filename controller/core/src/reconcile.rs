@@ -22,6 +22,8 @@ use devdb_shared::api::{DatabaseStatus, Progress, ProjectStatus};
 pub use crate::model::Key;
 use crate::model::{DatabaseRecord, MAX_INTERRUPTED_RESTORES, ProjectRecord, SnapshotRecord, Want};
 use crate::runtime::{DiskAllowance, Platform, ProgressFn, Runtime, RuntimeError};
+use crate::state::database::{self as database_state, Step};
+use crate::state::project::{self as project_state, SnapshotMasking};
 use crate::store::{Store, StoreError};
 
 /// Why a pass ended early: it is retried with backoff by the scheduler. Store failures, and
@@ -257,8 +259,7 @@ impl<P: Platform> Reconciler<P> {
             self.store.project_cleaned(name).await?;
             return Ok(());
         };
-        let current = project.snapshot.as_ref().map(|s| s.generation);
-        if current >= Some(project.wanted_generation) || project.status == ProjectStatus::Failed {
+        if !project_state::needs_restore(&project) {
             if project.status == ProjectStatus::Ready {
                 // Older snapshots, and debris of an interrupted refresh.
                 self.clean_unused_snapshots(name).await?;
@@ -270,17 +271,7 @@ impl<P: Platform> Reconciler<P> {
         // The owner's turn (waiting, the project stays pending); a delete meanwhile ends it.
         let Some(_turn) = self.turn(&project.owner, &cancel).await else { return Ok(()) };
         // The project as it is now, not as it was before the wait: its masking may have changed.
-        // The restore is counted as begun before it begins: one the controller never saw end
-        // (it was killed, perhaps by what the restore did) is not begun for ever.
-        let project = self
-            .store
-            .update_project(name, |p| {
-                p.status = ProjectStatus::Restoring;
-                p.error = None;
-                p.progress = Some(Progress { bytes_done: 0, bytes_total: None });
-                p.restores_begun += 1;
-            })
-            .await?;
+        let project = self.store.update_project(name, project_state::restore_begun).await?;
         let generation = project.wanted_generation;
         if project.restores_begun > MAX_INTERRUPTED_RESTORES {
             let error = RuntimeError::Source(format!(
@@ -305,17 +296,8 @@ impl<P: Platform> Reconciler<P> {
                     masked_key_version: project.masking.key_version,
                     ..snapshot
                 };
-                // Only for the same project and generation: it may have been deleted and
-                // recreated, or refreshed, while this restore ran.
                 self.store
-                    .update_project(name, |p| {
-                        if p.id == project.id && p.wanted_generation == generation {
-                            p.status = ProjectStatus::Ready;
-                            p.progress = None;
-                            p.snapshot = Some(snapshot.clone());
-                            p.restores_begun = 0;
-                        }
-                    })
+                    .update_project(name, |p| project_state::restored(p, &project.id, generation, &snapshot))
                     .await?;
                 self.clean_unused_snapshots(name).await?;
             }
@@ -326,12 +308,9 @@ impl<P: Platform> Reconciler<P> {
             }
             Err(error) if error.is_transient() => {
                 tracing::warn!(project = %name, %error, "restore failed; retrying");
+                let public = error.public();
                 self.store
-                    .update_project(name, |p| {
-                        if p.id == project.id && p.wanted_generation == generation {
-                            p.error = Some(format!("{}; retrying", error.public()));
-                        }
-                    })
+                    .update_project(name, |p| project_state::restore_retrying(p, &project.id, generation, &public))
                     .await?;
                 return Err(ReconcileError::Retry(error));
             }
@@ -353,14 +332,7 @@ impl<P: Platform> Reconciler<P> {
     ) -> Result<(), ReconcileError> {
         self.store
             .update_project(&project.name, |p| {
-                if p.id != project.id || p.wanted_generation != generation {
-                    return;
-                }
-                p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Failed };
-                p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation);
-                p.error = Some(error.public());
-                p.progress = None;
-                p.restores_begun = 0;
+                project_state::restore_failed(p, &project.id, generation, error.public())
             })
             .await?;
         Ok(())
@@ -406,11 +378,7 @@ impl<P: Platform> Reconciler<P> {
                 result = &mut restore => return result,
                 _ = ticker.tick() => if latest.has_changed().unwrap_or(false) {
                     let progress = *latest.borrow_and_update();
-                    let update = self.store.update_project(&project.name, |p| {
-                        if p.status == ProjectStatus::Restoring {
-                            p.progress = progress;
-                        }
-                    });
+                    let update = self.store.update_project(&project.name, |p| project_state::restore_progress(p, progress));
                     if let Err(error) = update.await {
                         tracing::debug!(project = %project.name, %error, "progress not recorded");
                     }
@@ -435,9 +403,9 @@ impl<P: Platform> Reconciler<P> {
             self.runtime.remove_database(name).await?;
             return Ok(());
         };
-        let result = match database.want {
-            Want::Delete => {
-                self.set_database(name, |d| d.status = DatabaseStatus::Deleting).await?;
+        let result = match database_state::step(&database) {
+            Step::Remove => {
+                self.set_database(name, database_state::deleting).await?;
                 if let Err(error) = self.runtime.remove_database(name).await {
                     // Kept in `deleting` with the reason, and retried until it is gone.
                     tracing::warn!(database = %name, %error, "cannot remove the instance; retrying");
@@ -449,37 +417,25 @@ impl<P: Platform> Reconciler<P> {
                 tracing::info!(database = %name, "deleted");
                 return Ok(());
             }
-            Want::Reset => self.clone_database(&database).await,
-            Want::Run => match database.status {
-                DatabaseStatus::Creating => self.clone_database(&database).await,
-                DatabaseStatus::Running | DatabaseStatus::Recovering => match self.keep_running(&database).await {
-                    Ok(()) => self.sync_settings(&database).await,
-                    failed => failed,
-                },
-                DatabaseStatus::Stopped | DatabaseStatus::Starting => self.start_database(&database).await,
-                DatabaseStatus::Error | DatabaseStatus::Deleting => Ok(()),
+            Step::Clone => self.clone_database(&database).await,
+            Step::KeepRunning => match self.keep_running(&database).await {
+                Ok(()) => self.sync_settings(&database).await,
+                failed => failed,
             },
-            Want::Stop => match database.status {
-                DatabaseStatus::Running | DatabaseStatus::Recovering | DatabaseStatus::Starting => {
-                    self.stop_database(&database).await
-                }
-                // Made first, then stopped by the next pass.
-                DatabaseStatus::Creating => {
-                    let cloned = self.clone_database(&database).await;
-                    self.trigger(Key::Database(name.clone()));
-                    cloned
-                }
-                DatabaseStatus::Stopped | DatabaseStatus::Error | DatabaseStatus::Deleting => Ok(()),
-            },
+            Step::Start => self.start_database(&database).await,
+            Step::Stop => self.stop_database(&database).await,
+            // Made first, then stopped by the next pass.
+            Step::CloneThenStop => {
+                let cloned = self.clone_database(&database).await;
+                self.trigger(Key::Database(name.clone()));
+                cloned
+            }
+            Step::Nothing => Ok(()),
         };
         match result {
             Err(ReconcileError::Runtime(error)) if !error.is_transient() => {
                 tracing::warn!(database = %name, %error, "database failed");
-                self.set_database(name, |d| {
-                    d.status = DatabaseStatus::Error;
-                    d.error = Some(error.public());
-                })
-                .await?;
+                self.set_database(name, |d| database_state::failed(d, error.public())).await?;
                 Ok(())
             }
             Err(ReconcileError::Runtime(error)) => {
@@ -498,13 +454,7 @@ impl<P: Platform> Reconciler<P> {
         match self.runtime.ensure_running(database).await {
             Ok(()) if database.status == DatabaseStatus::Recovering => {
                 tracing::info!(database = %database.name, "recovered");
-                self.set_database(&database.name, |d| {
-                    if d.status == DatabaseStatus::Recovering {
-                        d.status = DatabaseStatus::Running;
-                        d.error = None;
-                    }
-                })
-                .await?;
+                self.set_database(&database.name, database_state::recovered).await?;
                 Ok(())
             }
             Ok(()) => Ok(()),
@@ -512,11 +462,8 @@ impl<P: Platform> Reconciler<P> {
             Err(error @ RuntimeError::DataMissing(_)) => Err(error.into()),
             Err(error) => {
                 tracing::warn!(database = %database.name, %error, "cannot start the instance; retrying");
-                self.set_database(&database.name, |d| {
-                    d.status = DatabaseStatus::Recovering;
-                    d.error = Some(format!("{}; retrying", error.public()));
-                })
-                .await?;
+                let reason = format!("{}; retrying", error.public());
+                self.set_database(&database.name, |d| database_state::recovering(d, reason.clone())).await?;
                 Err(ReconcileError::Retry(error))
             }
         }
@@ -571,15 +518,7 @@ impl<P: Platform> Reconciler<P> {
         self.runtime.stop_database(database).await?;
         self.runs.ended(&database.name);
         let stopped_at = crate::clock::now();
-        self.set_database(&database.name, |d| {
-            // A start or a delete asked for meanwhile is the next pass's.
-            if d.want == Want::Stop {
-                d.status = DatabaseStatus::Stopped;
-                d.lifecycle.stopped_at = Some(stopped_at.clone());
-                d.error = None;
-            }
-        })
-        .await?;
+        self.set_database(&database.name, |d| database_state::stopped(d, &stopped_at)).await?;
         let reason = database.lifecycle.stop_reason.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_default();
         tracing::info!(database = %database.name, %reason, "stopped");
         Ok(())
@@ -589,9 +528,7 @@ impl<P: Platform> Reconciler<P> {
     async fn start_database(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
         if database.status != DatabaseStatus::Starting {
             self.set_database(&database.name, |d| {
-                if d.want == Want::Run && d.status == DatabaseStatus::Stopped {
-                    d.status = DatabaseStatus::Starting;
-                }
+                database_state::starting(d);
             })
             .await?;
         }
@@ -609,14 +546,7 @@ impl<P: Platform> Reconciler<P> {
                 }
                 self.runs.ended(&database.name);
                 let reason = format!("could not start: {}; its data is kept: start it again", error.public());
-                self.set_database(&database.name, |d| {
-                    if d.want == Want::Run && d.status == DatabaseStatus::Starting {
-                        d.want = Want::Stop;
-                        d.status = DatabaseStatus::Stopped;
-                        d.error = Some(reason.clone());
-                    }
-                })
-                .await?;
+                self.set_database(&database.name, |d| database_state::start_failed(d, &reason)).await?;
                 return Ok(());
             }
             Err(error) => return Err(error.into()),
@@ -624,16 +554,7 @@ impl<P: Platform> Reconciler<P> {
         // Idle from now on, not from before it slept; yet a start is no session, so
         // `lastActiveAt` stays the last session's.
         self.runs.started(&database.name, std::time::SystemTime::now());
-        self.set_database(&database.name, |d| {
-            if d.want == Want::Run && d.status == DatabaseStatus::Starting {
-                d.status = DatabaseStatus::Running;
-                d.error = None;
-                d.lifecycle.stopped_at = None;
-                d.lifecycle.stop_reason = None;
-                d.settings.applied = database.settings.wanted.clone();
-            }
-        })
-        .await?;
+        self.set_database(&database.name, |d| database_state::started(d, &database.settings.wanted)).await?;
         tracing::info!(database = %database.name, elapsed = ?started.elapsed(), "started");
         Ok(())
     }
@@ -673,10 +594,7 @@ impl<P: Platform> Reconciler<P> {
                     let record = self
                         .store
                         .update_database(&database.name, |d| {
-                            if !d.lifecycle.protected {
-                                d.want = Want::Delete;
-                                d.status = DatabaseStatus::Deleting;
-                            }
+                            database_state::expire(d);
                         })
                         .await?;
                     if record.want == Want::Delete {
@@ -691,13 +609,11 @@ impl<P: Platform> Reconciler<P> {
                     let record = self
                         .store
                         .update_database(&database.name, |d| {
-                            if d.want == Want::Run && d.status == DatabaseStatus::Running && !d.lifecycle.protected {
-                                d.want = Want::Stop;
-                                d.lifecycle.stop_reason = Some(devdb_shared::api::StopReason::Idle);
-                                // Its last session stays in its record (on Kubernetes, its status).
-                                if let Some(seen) = seen {
-                                    crate::activity::note_session(d, seen);
-                                }
+                            // Its last session stays in its record (on Kubernetes, its status).
+                            if database_state::idle_stop(d)
+                                && let Some(seen) = seen
+                            {
+                                crate::activity::note_session(d, seen);
                             }
                         })
                         .await?;
@@ -738,45 +654,26 @@ impl<P: Platform> Reconciler<P> {
         };
         // A snapshot restored before the project's masking rules were set is never cloned: while
         // the masked restore runs, the project's reconciler triggers this database when done.
-        if project.masking_pending() == Some(true) {
+        if project_state::snapshot_masking(&project) == SnapshotMasking::Pending {
             return Ok(());
         }
         // The API refused such clones when asked; the project may have changed since.
-        if let Some(refusal) = project.clone_refusal() {
+        if let Some(refusal) = project_state::clone_refusal(&project) {
+            let refusal = refusal.to_string();
             if database.want == Want::Reset && database.snapshot_generation.is_some() {
                 // Its clone is there, untouched: the reset is dropped, saying why.
-                self.set_database(&database.name, |d| {
-                    d.want = Want::Run;
-                    d.error = Some(format!("the reset was refused: {refusal}"));
-                })
-                .await?;
+                self.set_database(&database.name, |d| database_state::reset_refused(d, &refusal)).await?;
                 return Ok(());
             }
             return Err(RuntimeError::Source(refusal).into());
         }
-        self.set_database(&database.name, |d| {
-            d.status = DatabaseStatus::Creating;
-            d.error = None;
-        })
-        .await?;
+        self.set_database(&database.name, database_state::cloning).await?;
         self.runtime.clone_database(database, &project, snapshot.generation).await?;
         // Idle from now on (a new clone has had no session, and its making is none).
         self.runs.started(&database.name, std::time::SystemTime::now());
+        // The clone started with the settings it was asked for then.
         self.set_database(&database.name, |d| {
-            d.status = DatabaseStatus::Running;
-            // A delete asked for meanwhile stays asked for; a reset is done.
-            if d.want == Want::Reset {
-                d.want = Want::Run;
-            }
-            d.snapshot_generation = Some(snapshot.generation);
-            // A reset of a stopped database runs it: no longer stopped (unless a stop is asked
-            // for, which the next pass does).
-            if d.want != Want::Stop {
-                d.lifecycle.stopped_at = None;
-                d.lifecycle.stop_reason = None;
-            }
-            // The clone started with the settings it was asked for then.
-            d.settings.applied = database.settings.wanted.clone();
+            database_state::cloned(d, snapshot.generation, &database.settings.wanted)
         })
         .await?;
         tracing::info!(database = %database.name, project = %project.name, "running");
@@ -800,10 +697,7 @@ impl<P: Platform> Reconciler<P> {
         for name in self.runtime.dead(&running).await? {
             tracing::warn!(database = %name, "the instance stopped unexpectedly; restarting it");
             self.set_database(&name, |d| {
-                if d.status == DatabaseStatus::Running {
-                    d.status = DatabaseStatus::Recovering;
-                    d.error = Some("the instance stopped unexpectedly; restarting it".into());
-                }
+                database_state::found_dead(d, "the instance stopped unexpectedly; restarting it");
             })
             .await?;
             self.trigger(Key::Database(name));

@@ -16,6 +16,7 @@ use crate::model::{DatabaseRecord, Lifecycle, Want};
 use crate::quota::Adding;
 use crate::reconcile::Key;
 use crate::runtime::{Platform, Ports, Runtime};
+use crate::state::database as transitions;
 use crate::store::{Store, StoreError};
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
@@ -140,13 +141,11 @@ pub async fn delete<P: Platform>(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let database = database_for(&state, &caller, &name).await?;
-    let record = state
-        .store
-        .update_database(&database.name, |d| {
-            d.want = Want::Delete;
-            d.status = DatabaseStatus::Deleting;
-        })
-        .await?;
+    let (record, ()) = crate::state::update_database(&*state.store, &database.name, |d| {
+        transitions::ask_delete(d);
+        Ok(())
+    })
+    .await?;
     state.reconciler.trigger(Key::Database(record.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
 }
@@ -173,20 +172,9 @@ pub async fn reset<P: Platform>(
         Some(super::check_quota(&state, &database.owner, Adding::Running, Starter::Owner).await?)
     };
     // Decided inside the transaction, so a delete committed meanwhile is never undone.
-    let record = state
-        .store
-        .update_database(&database.name, |d| {
-            if d.want != Want::Delete {
-                d.want = Want::Reset;
-                d.status = DatabaseStatus::Creating;
-                d.error = None;
-            }
-        })
-        .await?;
+    let reset = crate::state::update_database(&*state.store, &database.name, transitions::ask_reset).await;
     drop(quota);
-    if record.want == Want::Delete {
-        return Err(ApiError::conflict("being_deleted", format!("database {} is being deleted", database.name)));
-    }
+    let (record, ()) = reset?;
     // Its owner wants it: no longer a run a proxy woke for nobody.
     state.reconciler.runs().claimed(&record.name);
     state.reconciler.trigger(Key::Database(record.name.clone()));
@@ -206,16 +194,9 @@ pub async fn stop<P: Platform>(
 ) -> Result<(StatusCode, Json<Database>), ApiError> {
     let Query(wait) = wait?;
     let database = database_for(&state, &caller, &name).await?;
-    let record = state
-        .store
-        .update_database(&database.name, |d| {
-            if matches!(d.want, Want::Run | Want::Reset) && d.status != DatabaseStatus::Error {
-                d.want = Want::Stop;
-                d.lifecycle.stop_reason = Some(StopReason::Manual);
-            }
-        })
-        .await?;
-    runnable(&record)?;
+    let (record, ()) =
+        crate::state::update_database(&*state.store, &database.name, |d| transitions::ask_stop(d, StopReason::Manual))
+            .await?;
     state.reconciler.trigger(Key::Database(record.name.clone()));
     let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Stopped).await? } else { record };
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
@@ -256,24 +237,17 @@ pub async fn start<P: Platform>(
         _ => None,
     };
     // Idempotent: many clients waking one database cause one start.
-    let record = state
-        .store
-        .update_database(&database.name, |d| {
-            if d.want == Want::Stop {
-                d.want = Want::Run;
-            }
-        })
-        .await?;
+    let started = crate::state::update_database(&*state.store, &database.name, transitions::ask_start).await;
+    drop(quota);
+    let (record, asked) = started?;
     let runs = state.reconciler.runs();
     match starter {
-        Starter::Proxy if record.want != database.want => runs.woken(&record.name, std::time::SystemTime::now()),
+        Starter::Proxy if asked => runs.woken(&record.name, std::time::SystemTime::now()),
         Starter::Proxy => {}
         // Its owner wants it, whoever started it.
         Starter::Owner => runs.claimed(&record.name),
     }
-    drop(quota);
-    runnable(&record)?;
-    if record.want != database.want {
+    if asked {
         tracing::info!(database = %record.name, wake = query.wake, "start asked");
         state.reconciler.trigger(Key::Database(record.name.clone()));
     }
@@ -372,20 +346,9 @@ async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &de
 }
 
 /// Refuses (409) to stop or start a database being deleted or one that failed.
-fn runnable(record: &DatabaseRecord) -> Result<(), ApiError> {
-    let name = &record.name;
-    match (record.want, record.status) {
-        (Want::Delete, _) => Err(ApiError::conflict("being_deleted", format!("database {name} is being deleted"))),
-        (_, DatabaseStatus::Error) => {
-            Err(ApiError::conflict("database_failed", format!("database {name} failed; reset it to run it again")))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// No clone its project refuses now (see [`crate::model::ProjectRecord::clone_refusal`]).
+/// No clone its project refuses now (see [`crate::state::project::clone_refusal`]).
 fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError> {
-    project.clone_refusal().map_or(Ok(()), |refusal| Err(ApiError::conflict("project_not_ready", refusal)))
+    crate::state::project::clone_refusal(project).map_or(Ok(()), |refusal| Err(refusal.into()))
 }
 
 /// The database `name` if it exists and the caller may see it (else 404, so names of others'

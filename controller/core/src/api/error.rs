@@ -84,6 +84,33 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::state::database::Refusal> for ApiError {
+    fn from(refusal: crate::state::database::Refusal) -> Self {
+        Self::conflict(refusal.code(), refusal.to_string())
+    }
+}
+
+impl From<crate::state::project::Refusal> for ApiError {
+    fn from(refusal: crate::state::project::Refusal) -> Self {
+        Self::conflict(refusal.code(), refusal.to_string())
+    }
+}
+
+impl From<crate::state::project::CloneRefusal> for ApiError {
+    fn from(refusal: crate::state::project::CloneRefusal) -> Self {
+        Self::conflict(refusal.code(), refusal.to_string())
+    }
+}
+
+impl<R: Into<ApiError>> From<crate::state::TransitionError<R>> for ApiError {
+    fn from(e: crate::state::TransitionError<R>) -> Self {
+        match e {
+            crate::state::TransitionError::Refused(refusal) => refusal.into(),
+            crate::state::TransitionError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         Self::BadRequest(format!("invalid request body: {}", e.body_text()))

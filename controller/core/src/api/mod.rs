@@ -259,10 +259,7 @@ async fn check_quota<'a, P: Platform>(
         state
             .store
             .update_database(&database.name, |d| {
-                if d.want == crate::model::Want::Run {
-                    d.want = crate::model::Want::Stop;
-                    d.lifecycle.stop_reason = Some(devdb_shared::api::StopReason::Idle);
-                }
+                crate::state::database::give_way(d);
             })
             .await?;
         tracing::info!(database = %database.name, owner, "woken by a proxy for nobody who authenticated: stopping it to make room for its owner's start");

@@ -15,6 +15,7 @@ use crate::clock::now;
 use crate::model::ProjectRecord;
 use crate::reconcile::Key;
 use crate::runtime::{Platform, Runtime};
+use crate::state::project as transitions;
 use crate::store::{Store, StoreError};
 #[allow(unused_imports)]
 use devdb_shared::api::ErrorBody;
@@ -188,10 +189,7 @@ pub async fn refresh<P: Platform>(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
     let project = super::project_for(&state, &caller, &name, Access::Change).await?;
-    if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
-        return Err(ApiError::conflict("restoring", format!("project {} is already restoring", project.name)));
-    }
-    let updated = state.store.update_project(&project.name, restore_again).await?;
+    let (updated, ()) = crate::state::update_project(&*state.store, &project.name, transitions::ask_refresh).await?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
 }
@@ -225,29 +223,10 @@ pub async fn set_masking<P: Platform>(
     if project.backup_location.is_none() && !masking.rules.is_empty() {
         return Err(ApiError::BadRequest(format!("project {} has no dump: nothing to mask", project.name)));
     }
-    if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
-        return Err(ApiError::conflict(
-            "restoring",
-            format!("project {} is restoring; set its masking once it is done", project.name),
-        ));
-    }
-    let changed = masking.rules != project.masking.rules;
-    let key = if project.mask_key.is_empty() { new_mask_key() } else { project.mask_key.clone() };
-    let updated = state
-        .store
-        .update_project(&project.name, |p| {
-            // The key's version is the controller's to keep, whatever the request says.
-            let key_version = p.masking.key_version;
-            p.masking = Masking { key_version, ..masking.clone() };
-            if p.mask_key.is_empty() {
-                p.mask_key = key.clone();
-            }
-            // New rules take a new snapshot: the current one was masked otherwise (or not at all).
-            if changed {
-                restore_again(p);
-            }
-        })
-        .await?;
+    let key = new_mask_key();
+    let (updated, changed) =
+        crate::state::update_project(&*state.store, &project.name, |p| transitions::set_masking(p, &masking, &key))
+            .await?;
     tracing::info!(project = %updated.name, rules = updated.masking.rules.len(), restoring = changed, "masking set");
     if changed {
         state.reconciler.trigger(Key::Project(updated.name.clone()));
@@ -276,21 +255,9 @@ pub async fn rotate_key<P: Platform>(
     if project.masking.rules.is_empty() {
         return Err(ApiError::BadRequest(format!("project {} has no masking rules: no key masks it", project.name)));
     }
-    if matches!(project.status, ProjectStatus::Pending | ProjectStatus::Restoring) {
-        return Err(ApiError::conflict(
-            "restoring",
-            format!("project {} is restoring; rotate its key once it is done", project.name),
-        ));
-    }
     let key = new_mask_key();
-    let updated = state
-        .store
-        .update_project(&project.name, |p| {
-            p.masking.key_version += 1;
-            p.mask_key = key.clone();
-            restore_again(p);
-        })
-        .await?;
+    let (updated, ()) =
+        crate::state::update_project(&*state.store, &project.name, |p| transitions::rotate_key(p, &key)).await?;
     tracing::info!(project = %updated.name, key_version = updated.masking.key_version, "masking key rotated");
     state.reconciler.trigger(Key::Project(updated.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
@@ -319,15 +286,6 @@ pub async fn scan<P: Platform>(
         findings,
         unlisted: snapshot.unlisted_findings,
     }))
-}
-
-/// Asks for a new snapshot (refresh, new masking rules): the generation after the current
-/// snapshot's; the current one serves clones meanwhile.
-fn restore_again(p: &mut ProjectRecord) {
-    p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
-    p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
-    p.error = None;
-    p.restores_begun = 0;
 }
 
 /// Whether `name` has the shape of a project id (`prj-` and 24 letters and digits here, a UUID
