@@ -10,7 +10,8 @@ use devdb_local::{Local, LocalArgs};
 use devdb_shared::api::{DatabaseStatus, StopReason};
 
 pub async fn run(args: &LocalArgs) -> anyhow::Result<()> {
-    let local = Local::open(args)?;
+    // Nothing is reconciled: the passes the stops would ask for are the next `devdb up`'s.
+    let local = Local::open(args, devdb_core::reconcile::ReconcilerConfig::default())?;
     let (store, runtime) = (local.reconciler.store(), local.reconciler.runtime());
     let mut stopped = 0;
     for database in store.databases(None, None).await? {

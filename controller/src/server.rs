@@ -16,7 +16,7 @@ use devdb_core::reconcile::{Reconciler, SUPERVISE_EVERY};
 use devdb_core::routes::{self, RouteFeed};
 use devdb_core::runtime::{Platform, Runtime};
 use devdb_kube::leader::LeaderLease;
-use devdb_kube::operator::{self, ChannelScheduler};
+use devdb_kube::operator;
 use devdb_kube::{CrdStore, KubeConfig, KubePlatform, KubeRuntime, Passwords};
 use devdb_local::{Local, LocalArgs, LocalPlatform};
 use tokio::net::TcpListener;
@@ -40,14 +40,19 @@ pub async fn run_local(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let local = Local::open(local)?;
+    // Held until this returns: the data directory's lock.
+    let local = Local::open(local, config.reconciler())?;
+    let (reconciler, data_dir) = (local.reconciler.clone(), &local.data_dir);
     let routes = RouteFeed::default();
-    let following = follow_routes::<LocalPlatform>(&local.reconciler, &routes);
-    local.reconciler.recover().await.context("recovering state")?;
-    let state = AppState::new(config, local.reconciler.clone(), routes);
+    let following = follow_routes::<LocalPlatform>(&reconciler, &routes);
     let stop = CancellationToken::new();
+    // Passes run from now on: recovery asks for them.
+    tokio::spawn(devdb_core::queue::run(reconciler.clone(), local.passes, Default::default(), stop.clone()));
+    reconciler.recover().await.context("recovering state")?;
+    let monitor = monitor_for(&reconciler, &config);
+    let state = AppState::new(config, reconciler.clone(), monitor.clone(), routes);
     let supervising = {
-        let (reconciler, monitor, stop) = (local.reconciler.clone(), state.monitor.clone(), stop.clone());
+        let (reconciler, stop) = (reconciler.clone(), stop.clone());
         let lifecycle_every = state.config.lifecycle_check_every;
         tokio::spawn(async move {
             tokio::join!(
@@ -59,8 +64,8 @@ pub async fn run_local(
     };
     tracing::info!(
         api = %listener.local_addr()?,
-        data_dir = %local.data_dir.display(),
-        postgres = local.reconciler.runtime().postgres_version(),
+        data_dir = %data_dir.display(),
+        postgres = reconciler.runtime().postgres_version(),
         auth = if state.config.tokens.is_empty() { "none (loopback)" } else { "bearer tokens" },
         "devdb-controller started"
     );
@@ -124,8 +129,8 @@ pub async fn run_kube(
         let store = store.clone();
         tokio::spawn(async move { store.follow_databases().await })
     };
-    let (scheduler, queue) = ChannelScheduler::new();
-    let reconciler = Reconciler::<KubePlatform>::new(store, runtime, scheduler);
+    let (scheduler, queue) = devdb_core::queue::channel();
+    let reconciler = Reconciler::<KubePlatform>::new(store, runtime, scheduler, config.reconciler());
     let routes = RouteFeed::default();
     let following = follow_routes::<KubePlatform>(&reconciler, &routes);
     tracing::info!(
@@ -135,7 +140,8 @@ pub async fn run_kube(
         "devdb-controller started (kube runtime)"
     );
     let stop = CancellationToken::new();
-    let state = AppState::new(config, reconciler.clone(), routes);
+    let monitor = monitor_for(&reconciler, &config);
+    let state = AppState::new(config, reconciler.clone(), monitor.clone(), routes);
     let lifecycle_every = state.config.lifecycle_check_every;
     let lease = Arc::new(LeaderLease::new(
         client.clone(),
@@ -145,8 +151,7 @@ pub async fn run_kube(
         LEASE_DURATION,
     ));
     let lead = {
-        let (reconciler, monitor, stop, lease) =
-            (reconciler.clone(), state.monitor.clone(), stop.clone(), lease.clone());
+        let (reconciler, stop, lease) = (reconciler.clone(), stop.clone(), lease.clone());
         async move {
             tokio::select! {
                 () = lease.acquire() => {}
@@ -192,6 +197,11 @@ pub async fn run_kube(
         tracing::warn!("releasing the leader lease took too long");
     }
     outcome
+}
+
+/// The monitor of `reconciler`'s databases, sampling as `config` says.
+fn monitor_for<P: Platform>(reconciler: &Reconciler<P>, config: &ApiConfig) -> Arc<devdb_core::monitor::Monitor<P>> {
+    devdb_core::monitor::Monitor::new(reconciler.store().clone(), reconciler.runtime().clone(), config.sample_every)
 }
 
 /// Keeps `routes` following the store's databases.

@@ -82,6 +82,17 @@ pub struct ApiConfig {
     pub sample_every: std::time::Duration,
 }
 
+impl ApiConfig {
+    /// What the reconciler is configured with.
+    pub fn reconciler(&self) -> crate::reconcile::ReconcilerConfig {
+        crate::reconcile::ReconcilerConfig {
+            restores_per_owner: self.max_restores_per_owner,
+            idle_stop_after: self.idle_stop_after,
+            quotas: self.quotas.clone(),
+        }
+    }
+}
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -9,7 +9,7 @@ use devdb_shared::Name;
 
 use crate::clock::now;
 use crate::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
-use crate::runtime::{Platform, Ports, ProgressFn, Runtime, RuntimeError};
+use crate::runtime::{Platform, ProgressFn, Runtime, RuntimeError};
 
 /// The operations a script can make fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,15 +43,11 @@ struct State {
 }
 
 /// The fake runtime.
+#[derive(Default)]
 pub struct FakeRuntime {
-    ports: Ports,
+    /// The port every database gets, if one (else each its own).
+    fixed_port: Option<u16>,
     state: Mutex<State>,
-}
-
-impl Default for FakeRuntime {
-    fn default() -> Self {
-        Self { ports: Ports::Unique, state: Mutex::default() }
-    }
 }
 
 /// The fake platform: the in-memory store and the fake runtime.
@@ -65,7 +61,7 @@ impl Platform for FakePlatform {
 impl FakeRuntime {
     /// A runtime that gives every database `port`.
     pub fn with_fixed_port(port: u16) -> Self {
-        Self { ports: Ports::Fixed(port), state: Mutex::default() }
+        Self { fixed_port: Some(port), state: Mutex::default() }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -133,8 +129,14 @@ impl Runtime for FakeRuntime {
         15
     }
 
-    fn ports(&self) -> Ports {
-        self.ports
+    /// The fixed port, or the first from 20000 up that no database holds (nothing listens).
+    fn new_port(&self, taken: &std::collections::HashSet<u16>) -> Result<u16, RuntimeError> {
+        if let Some(port) = self.fixed_port {
+            return Ok(port);
+        }
+        (20000..=u16::MAX)
+            .find(|p| !taken.contains(p))
+            .ok_or_else(|| RuntimeError::Step { step: "finding a free port", detail: "none left".into() })
     }
 
     /// Sources on `private.example` are private addresses; `ftp://` is unsupported.

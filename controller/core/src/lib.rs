@@ -28,6 +28,7 @@ pub mod memory;
 pub mod model;
 pub mod monitor;
 pub mod origin;
+pub mod queue;
 pub mod quota;
 pub mod reconcile;
 pub mod routes;

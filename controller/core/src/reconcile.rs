@@ -9,7 +9,7 @@
 //! on Kubernetes, the kube-rs controllers. The reconciler only asks for them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,28 @@ pub trait Scheduler: Send + Sync + 'static {
 /// Restores one owner may run at once, unless told otherwise.
 pub const RESTORES_PER_OWNER: usize = 2;
 
+/// What a reconciler is configured with (the API server's flags: [`crate::config::ApiConfig`]).
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// Restores one owner may run at once (more wait, `pending`).
+    pub restores_per_owner: usize,
+    /// Databases stop after this long without a session unless their project or they say
+    /// otherwise (zero: never).
+    pub idle_stop_after: Duration,
+    /// Owners' quotas: a restore may use what its owner's disk quota leaves.
+    pub quotas: crate::quota::Quotas,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            restores_per_owner: RESTORES_PER_OWNER,
+            idle_stop_after: LIFECYCLE_DEFAULT_IDLE,
+            quotas: crate::quota::Quotas::default(),
+        }
+    }
+}
+
 /// Reconciles objects on demand.
 pub struct Reconciler<P: Platform> {
     store: Arc<P::Store>,
@@ -79,48 +101,48 @@ pub struct Reconciler<P: Platform> {
     restores: Mutex<HashMap<Name, CancellationToken>>,
     /// Turns of each owner's restores, so one owner cannot take every restore slot.
     turns: Mutex<HashMap<String, Arc<Semaphore>>>,
-    restores_per_owner: AtomicUsize,
+    restores_per_owner: usize,
     /// The proxies' reports of sessions, for idle stops.
     activity: crate::activity::Activity,
     /// When each running database started, and which a proxy woke for nobody yet.
     runs: crate::lifecycle::Runs,
     /// Databases stop after this long without a session unless their project or they say
     /// otherwise (seconds; 0: never).
-    idle_stop_after: std::sync::atomic::AtomicU64,
+    idle_stop_after: Duration,
     /// Databases deleted at expiry since this process started.
     expired: std::sync::atomic::AtomicU64,
     /// Whether a proxy had reported recently at the last lifecycle check (to warn once when
     /// they fall silent).
     proxies_heard: std::sync::atomic::AtomicBool,
     /// Owners' quotas: a restore may use what its owner's disk quota leaves.
-    quotas: Mutex<crate::quota::Quotas>,
+    quotas: crate::quota::Quotas,
     /// The disk each owner's restores in flight use now (by project): what one takes, its
     /// owner's others cannot.
     restoring_disk: Arc<Mutex<HashMap<String, HashMap<Name, u64>>>>,
 }
 
 impl<P: Platform> Reconciler<P> {
-    pub fn new(store: Arc<P::Store>, runtime: Arc<P::Runtime>, scheduler: Arc<dyn Scheduler>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<P::Store>,
+        runtime: Arc<P::Runtime>,
+        scheduler: Arc<dyn Scheduler>,
+        config: ReconcilerConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             runtime,
             scheduler,
             restores: Mutex::default(),
             turns: Mutex::default(),
-            restores_per_owner: AtomicUsize::new(RESTORES_PER_OWNER),
+            restores_per_owner: config.restores_per_owner.max(1),
             activity: crate::activity::Activity::default(),
             runs: crate::lifecycle::Runs::default(),
-            idle_stop_after: std::sync::atomic::AtomicU64::new(LIFECYCLE_DEFAULT_IDLE.as_secs()),
+            idle_stop_after: config.idle_stop_after,
             expired: std::sync::atomic::AtomicU64::new(0),
             proxies_heard: std::sync::atomic::AtomicBool::new(true),
-            quotas: Mutex::default(),
+            quotas: config.quotas,
             restoring_disk: Arc::default(),
         })
-    }
-
-    /// The owners' quotas (a restore may use what its owner's disk quota leaves).
-    pub fn set_quotas(&self, quotas: crate::quota::Quotas) {
-        *lock(&self.quotas) = quotas;
     }
 
     /// What `owner`'s disk quota leaves `project`'s restore (`None`: no disk quota): the quota
@@ -132,7 +154,7 @@ impl<P: Platform> Reconciler<P> {
         project: &Name,
     ) -> Result<(Option<DiskAllowance>, RestoringDisk), ReconcileError> {
         let release = RestoringDisk::count(&self.restoring_disk, owner, project);
-        let quotas = lock(&self.quotas).clone();
+        let quotas = &self.quotas;
         if quotas.limits(owner).disk.is_none() {
             return Ok((None, release));
         }
@@ -157,12 +179,6 @@ impl<P: Platform> Reconciler<P> {
         Ok((Some(allowance), release))
     }
 
-    /// Databases stop after `period` without a session unless their project or they say
-    /// otherwise (zero: never).
-    pub fn stop_idle_after(&self, period: Duration) {
-        self.idle_stop_after.store(period.as_secs(), Ordering::Relaxed);
-    }
-
     /// Databases deleted at expiry since this process started.
     pub fn expired_total(&self) -> u64 {
         self.expired.load(Ordering::Relaxed)
@@ -176,11 +192,6 @@ impl<P: Platform> Reconciler<P> {
     /// What this controller knows of each database's run (its start, a proxy's wake).
     pub fn runs(&self) -> &crate::lifecycle::Runs {
         &self.runs
-    }
-
-    /// Lets each owner run at most `n` restores at once (more wait, `pending`).
-    pub fn limit_restores_per_owner(&self, n: usize) {
-        self.restores_per_owner.store(n.max(1), Ordering::Relaxed);
     }
 
     /// Stops `project`'s restore now, if one runs or waits (its project was deleted).
@@ -390,7 +401,7 @@ impl<P: Platform> Reconciler<P> {
     /// A turn among `owner`'s restores, waiting for one; `None` if `cancel`led meanwhile.
     async fn turn(&self, owner: &str, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
-            let limit = self.restores_per_owner.load(Ordering::Relaxed);
+            let limit = self.restores_per_owner;
             let mut turns = lock(&self.turns);
             turns.entry(owner.to_string()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
         };
@@ -567,7 +578,7 @@ impl<P: Platform> Reconciler<P> {
     pub async fn enforce_lifecycle_once(&self, now: std::time::SystemTime) -> Result<(), ReconcileError> {
         use crate::lifecycle::Due;
         let projects = self.store.projects(None).await?;
-        let default_idle = Duration::from_secs(self.idle_stop_after.load(Ordering::Relaxed));
+        let default_idle = self.idle_stop_after;
         let databases = self.store.databases(None, None).await?;
         self.runs.retain(|name| databases.iter().any(|d| &d.name == name && d.want == Want::Run));
         // Sessions reported to other controller replicas, and this one's written for them.

@@ -111,23 +111,19 @@ fn disk_need(need: Option<u64>, free: u64) -> String {
     }
 }
 
-/// How a runtime gives databases their ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ports {
-    /// Every instance has its own address and listens on this port (a pod per database).
-    Fixed(u16),
-    /// Instances share an address: each needs a port no other database holds.
-    Unique,
-}
-
 /// The operations the reconciler and the API need from a place that runs PostgreSQL. Each
 /// operation is idempotent: after a crash the reconciler simply calls it again.
 pub trait Runtime: Send + Sync + 'static {
     /// The PostgreSQL major version this runtime provides.
     fn postgres_version(&self) -> u32;
 
-    /// How databases get their ports.
-    fn ports(&self) -> Ports;
+    /// The port a new database's instance will listen on, given the ports databases hold: where
+    /// instances share an address, one no database holds (locally a free loopback port, bound
+    /// moments later); where each has its own (a pod per database), the same for all.
+    ///
+    /// # Errors
+    /// When no port is free.
+    fn new_port(&self, taken: &std::collections::HashSet<u16>) -> Result<u16, RuntimeError>;
 
     /// Whether this runtime can restore from `location`, reachable under the source policy
     /// (`allow_private`: private addresses too). `Err` is the reason, for the caller.

@@ -4,7 +4,6 @@
 //! to resync. A failed pass is retried with exponential backoff per object.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use devdb_core::model::Key;
-use devdb_core::reconcile::{ReconcileError, Reconciler, Scheduler, backoff_after};
+use devdb_core::queue::Passes;
+use devdb_core::reconcile::{ReconcileError, Reconciler, backoff_after};
 use devdb_core::runtime::Platform;
 
 use crate::crd::{Database, Project};
@@ -76,64 +76,6 @@ fn key_of<K: Resource>(resource: &K, key: fn(devdb_shared::Name) -> Key) -> Resu
     devdb_shared::Name::new(&name).map(key).map_err(|_| ControllerError::Name(name))
 }
 
-/// The scheduler of the Kubernetes runtime: passes the reconciler asks for go to the
-/// controllers (over a channel), which serialize them per object and retry failed ones. Only
-/// the leader's controllers run passes: on a replica that follows, passes asked for (its API
-/// calls ask for them too) are dropped at once rather than queued for a leadership that may
-/// never come, and replayed as a backlog if it does. Nothing is lost: the leader follows the
-/// same changes through its watches, and a new leader reconciles everything as it starts (its
-/// recovery, then its controllers' first listing of every resource).
-pub struct ChannelScheduler {
-    passes: mpsc::UnboundedSender<Key>,
-    leading: Arc<AtomicBool>,
-}
-
-impl ChannelScheduler {
-    /// The scheduler, following, and the receiving end for [`run`].
-    pub fn new() -> (Arc<Self>, Passes) {
-        let (passes, queue) = mpsc::unbounded_channel();
-        let leading = Arc::new(AtomicBool::new(false));
-        (Arc::new(Self { passes, leading: leading.clone() }), Passes { queue, leading })
-    }
-}
-
-impl Scheduler for ChannelScheduler {
-    fn schedule(&self, key: Key) {
-        if !self.leading.load(Ordering::Acquire) {
-            tracing::trace!(?key, "a pass asked for while following: the leader runs its own");
-            return;
-        }
-        // Closed only while the process stops, when a pass no longer matters.
-        if self.passes.send(key).is_err() {
-            tracing::debug!("a pass asked for while stopping");
-        }
-    }
-}
-
-/// The passes a [`ChannelScheduler`] kept for the controllers: none while following.
-pub struct Passes {
-    queue: mpsc::UnboundedReceiver<Key>,
-    leading: Arc<AtomicBool>,
-}
-
-impl Passes {
-    /// Keeps the passes asked for from now on (this replica's controllers run them).
-    pub fn lead(&self) {
-        self.leading.store(true, Ordering::Release);
-    }
-
-    /// Drops the passes asked for from now on, and those kept and not yet taken.
-    pub fn follow(&mut self) {
-        self.leading.store(false, Ordering::Release);
-        while self.queue.try_recv().is_ok() {}
-    }
-
-    /// A pass kept and not yet taken, if any.
-    pub fn try_next(&mut self) -> Option<Key> {
-        self.queue.try_recv().ok()
-    }
-}
-
 /// [`Passes`] taken while [`run`] runs: leading until dropped, then following again.
 struct Leading(Passes);
 
@@ -151,14 +93,14 @@ impl Drop for Leading {
 }
 
 /// Runs both controllers until `stop` is cancelled. `passes` are the passes the reconciler asks
-/// for ([`ChannelScheduler`]): kept from now on, and dropped again once this returns.
+/// for ([`devdb_core::queue`]): kept from now on, and dropped again once this returns.
 pub async fn run<P: Platform>(client: Client, context: Arc<Context<P>>, passes: Passes, stop: CancellationToken) {
     let (projects_tx, projects_rx) = mpsc::unbounded_channel();
     let (databases_tx, databases_rx) = mpsc::unbounded_channel();
     let mut passes = Leading::new(passes);
     let route = async move {
         // A send fails only once the controllers have stopped.
-        while let Some(key) = passes.0.queue.recv().await {
+        while let Some(key) = passes.0.recv().await {
             match key {
                 Key::Project(name) => drop(projects_tx.send(ObjectRef::<Project>::new(name.as_str()))),
                 Key::Database(name) => drop(databases_tx.send(ObjectRef::<Database>::new(name.as_str()))),
@@ -244,33 +186,14 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_keeps_no_passes_and_a_leader_keeps_them_until_it_follows_again() {
-        let (scheduler, mut passes) = ChannelScheduler::new();
-        // Following: API calls on this replica ask for passes; none is queued.
-        for _ in 0..10_000 {
-            scheduler.schedule(key("kate-pg"));
-        }
-        assert_eq!(passes.try_next(), None, "no backlog to replay");
-        // Leading: kept for the controllers.
-        passes.lead();
-        scheduler.schedule(key("kate-pg"));
-        scheduler.schedule(key("bob-pg"));
-        assert_eq!(passes.try_next(), Some(key("kate-pg")));
-        // Following again: what was kept goes, and nothing is kept after.
-        passes.follow();
-        assert_eq!(passes.try_next(), None);
-        scheduler.schedule(key("kate-pg"));
-        assert_eq!(passes.try_next(), None);
-    }
-
-    #[test]
     fn run_leads_while_it_runs_and_follows_once_it_ends() {
-        let (scheduler, passes) = ChannelScheduler::new();
-        let leading = Leading::new(passes);
-        assert!(scheduler.leading.load(Ordering::Acquire));
+        use devdb_core::reconcile::Scheduler as _;
+        let (scheduler, passes) = devdb_core::queue::channel();
+        let mut leading = Leading::new(passes);
+        assert!(scheduler.leading());
         scheduler.schedule(key("kate-pg"));
-        assert_eq!(leading.0.queue.len(), 1);
+        assert_eq!(leading.0.try_next(), Some(key("kate-pg")));
         drop(leading);
-        assert!(!scheduler.leading.load(Ordering::Acquire), "passes asked for after it ends are dropped");
+        assert!(!scheduler.leading(), "passes asked for after it ends are dropped");
     }
 }

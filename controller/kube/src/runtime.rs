@@ -17,7 +17,7 @@ use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord, Want};
-use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
+use devdb_core::runtime::{ProgressFn, Runtime, RuntimeError};
 
 use crate::diagnose::{self, Blocker, Patience, Problem};
 use crate::isolation::Isolation;
@@ -550,8 +550,9 @@ impl Runtime for KubeRuntime {
         self.db_version
     }
 
-    fn ports(&self) -> Ports {
-        Ports::Fixed(5432)
+    /// Every pod listens on PostgreSQL's own port.
+    fn new_port(&self, _taken: &std::collections::HashSet<u16>) -> Result<u16, RuntimeError> {
+        Ok(5432)
     }
 
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {

@@ -5,7 +5,8 @@
 //! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime): clones, instances on loopback
 //!   ports, and [`restore`]s (through `devdb-restore`, each in a sandbox of its own);
 //! - [`monitor`]: samples of an instance's statistics, as a monitoring role, bounded;
-//! - [`scheduler`]: one task per object.
+//!
+//! Passes run as tasks, one per object ([`devdb_core::queue::run`]).
 //!
 //! [`Local::open`] sets all of it up on a data directory, the way `devdb-controller` and
 //! `devdb up` run it.
@@ -13,7 +14,6 @@
 pub mod monitor;
 pub mod restore;
 pub mod runtime;
-pub mod scheduler;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -24,7 +24,6 @@ use devdb_core::reconcile::Reconciler;
 use devdb_pgctl::PgCtl;
 
 pub use runtime::LocalRuntime;
-pub use scheduler::TaskScheduler;
 pub use sqlite::SqliteStore;
 
 /// The local platform: SQLite and processes.
@@ -72,7 +71,8 @@ pub enum LocalError {
 pub struct Local {
     pub data_dir: PathBuf,
     pub reconciler: Arc<Reconciler<LocalPlatform>>,
-    pub scheduler: Arc<TaskScheduler<LocalPlatform>>,
+    /// The passes the reconciler asks for, for [`devdb_core::queue::run`].
+    pub passes: devdb_core::queue::Passes,
     /// One controller per data directory: two would reconcile the same files. Released when
     /// this process ends, however it ends.
     _lock: std::fs::File,
@@ -84,7 +84,7 @@ impl Local {
     ///
     /// # Errors
     /// [`LocalError`] saying what is wrong.
-    pub fn open(args: &LocalArgs) -> Result<Self, LocalError> {
+    pub fn open(args: &LocalArgs, config: devdb_core::reconcile::ReconcilerConfig) -> Result<Self, LocalError> {
         use std::os::unix::fs::PermissionsExt;
         // Whatever this process creates (state, keys, logs of the servers it starts) is private
         // unless it is opened up on purpose.
@@ -106,9 +106,8 @@ impl Local {
                 .with_limits((&args.limits).into())
                 .with_sandbox(sandbox),
         );
-        let scheduler = TaskScheduler::new();
-        let reconciler = Reconciler::new(store, runtime, scheduler.clone());
-        scheduler.bind(&reconciler);
-        Ok(Self { data_dir, reconciler, scheduler, _lock: lock })
+        let (scheduler, passes) = devdb_core::queue::channel();
+        let reconciler = Reconciler::new(store, runtime, scheduler, config);
+        Ok(Self { data_dir, reconciler, passes, _lock: lock })
     }
 }

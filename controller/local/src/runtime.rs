@@ -34,7 +34,7 @@ use devdb_core::clock::now;
 use devdb_core::model::{DatabaseRecord, ProjectRecord, SnapshotRecord};
 use devdb_core::monitor::sampling::SampleLimit;
 use devdb_core::runtime::Counters;
-use devdb_core::runtime::{Ports, ProgressFn, Runtime, RuntimeError};
+use devdb_core::runtime::{ProgressFn, Runtime, RuntimeError};
 
 use crate::restore::{LocalRestore, RestoreSandbox};
 
@@ -128,8 +128,20 @@ impl Runtime for LocalRuntime {
         self.version
     }
 
-    fn ports(&self) -> Ports {
-        Ports::Unique
+    /// A free loopback port no database holds (the OS picks; the instance binds it moments
+    /// later).
+    fn new_port(&self, taken: &std::collections::HashSet<u16>) -> Result<u16, RuntimeError> {
+        let no_port = |detail: String| RuntimeError::Step { step: "finding a free port", detail };
+        for _ in 0..100 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| no_port(e.to_string()))?;
+            if !taken.contains(&port) {
+                return Ok(port);
+            }
+        }
+        Err(no_port("every port the system offered is held by a database".into()))
     }
 
     async fn check_source(&self, location: &str, allow_private: bool) -> Result<(), String> {
@@ -507,6 +519,9 @@ mod tests {
         assert!(private.contains("a loopback address"), "{private}");
         assert!(runtime.check_source("http://127.0.0.1:9/x", true).await.is_ok(), "admins may");
         assert!(runtime.check_source("file:///srv/dumps/shop.sql", false).await.is_ok());
-        assert_eq!(runtime.ports(), Ports::Unique);
+        let first = runtime.new_port(&Default::default()).expect("a port");
+        let second = runtime.new_port(&[first].into()).expect("another");
+        assert_ne!(first, second, "a port a database holds is not given again");
+        std::net::TcpListener::bind(("127.0.0.1", second)).expect("a free one");
     }
 }

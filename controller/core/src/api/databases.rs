@@ -15,7 +15,7 @@ use crate::clock::now;
 use crate::model::{DatabaseRecord, Lifecycle, Want};
 use crate::quota::Adding;
 use crate::reconcile::Key;
-use crate::runtime::{Platform, Ports, Runtime};
+use crate::runtime::{Platform, Runtime};
 use crate::state::database as transitions;
 use crate::store::{Store, StoreError};
 #[allow(unused_imports)]
@@ -55,6 +55,9 @@ pub async fn create<P: Platform>(
     refuse_unmasked(&project)?;
     let owner = owner_for(&caller, req.owner)?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
+    // The runtime picks its port, avoiding those of the databases the store last published.
+    let taken: std::collections::HashSet<u16> = state.store.watch_databases().borrow().iter().map(|d| d.port).collect();
+    let port = state.runtime().new_port(&taken).map_err(|e| ApiError::Internal(e.to_string()))?;
     let quota = super::check_quota(&state, &owner, Adding::Database { disk }, Starter::Owner).await?;
     let ttl = match &req.ttl {
         Some(ttl) => Some(crate::lifecycle::parse_duration("ttl", ttl).map_err(ApiError::BadRequest)?),
@@ -75,7 +78,7 @@ pub async fn create<P: Platform>(
         owner,
         status: DatabaseStatus::Creating,
         want: Want::Run,
-        port: port_for(&state).await?,
+        port,
         password: generate_password(),
         snapshot_generation: None,
         error: None,
@@ -425,24 +428,4 @@ async fn wait_until<P: Platform>(
             )));
         }
     }
-}
-
-/// The port of a new instance: the runtime's fixed one, or a free loopback port that no other
-/// database holds (the OS picks; the instance binds it moments later).
-async fn port_for<P: Platform>(state: &AppState<P>) -> Result<u16, ApiError> {
-    if let Ports::Fixed(port) = state.runtime().ports() {
-        return Ok(port);
-    }
-    let taken: std::collections::HashSet<u16> =
-        state.store.databases(None, None).await?.iter().map(|d| d.port).collect();
-    for _ in 0..100 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| ApiError::Internal(format!("no free port: {e}")))?;
-        if !taken.contains(&port) {
-            return Ok(port);
-        }
-    }
-    Err(ApiError::Internal("no free port".into()))
 }

@@ -52,13 +52,15 @@ pub struct AppState<P: Platform> {
 }
 
 impl<P: Platform> AppState<P> {
-    pub fn new(config: ApiConfig, reconciler: Arc<Reconciler<P>>, routes: RouteFeed) -> Arc<Self> {
+    /// What the handlers share: `reconciler` made with [`ApiConfig::reconciler`] and
+    /// `monitor` sampling every [`ApiConfig::sample_every`] (the binaries compose them).
+    pub fn new(
+        config: ApiConfig,
+        reconciler: Arc<Reconciler<P>>,
+        monitor: Arc<crate::monitor::Monitor<P>>,
+        routes: RouteFeed,
+    ) -> Arc<Self> {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        reconciler.limit_restores_per_owner(config.max_restores_per_owner);
-        reconciler.stop_idle_after(config.idle_stop_after);
-        reconciler.set_quotas(config.quotas.clone());
-        let monitor =
-            crate::monitor::Monitor::new(reconciler.store().clone(), reconciler.runtime().clone(), config.sample_every);
         Arc::new(Self {
             config,
             monitor,

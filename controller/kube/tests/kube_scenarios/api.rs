@@ -26,7 +26,12 @@ async fn serve() -> (String, Cluster) {
         quotas: devdb_core::quota::Quotas::default(),
         sample_every: std::time::Duration::from_secs(30),
     };
-    let state = AppState::new(config, c.reconciler.clone(), devdb_core::routes::RouteFeed::default());
+    let monitor = devdb_core::monitor::Monitor::new(
+        c.reconciler.store().clone(),
+        c.reconciler.runtime().clone(),
+        config.sample_every,
+    );
+    let state = AppState::new(config, c.reconciler.clone(), monitor, devdb_core::routes::RouteFeed::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, router(state)).await });

@@ -1,7 +1,7 @@
 //! The harness: the core (API router, reconciler, fake runtime, in-memory store, route feed)
 //! with tokens for an admin, kate and bob, called with `oneshot` as a client or as a browser.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,9 +13,8 @@ use devdb_core::auth::Tokens;
 use devdb_core::config::ApiConfig;
 use devdb_core::fake::{FakePlatform, FakeRuntime};
 use devdb_core::memory::MemoryStore;
-use devdb_core::model::Key;
 use devdb_core::monitor::Monitor;
-use devdb_core::reconcile::{Reconciler, Scheduler};
+use devdb_core::reconcile::Reconciler;
 use devdb_core::routes::RouteFeed;
 use devdb_shared::{Domain, Name};
 use http_body_util::BodyExt;
@@ -29,20 +28,6 @@ pub const BOB: &str = "bob-token-0123456789";
 /// How many times a test polls (1 ms apart) for what the core does in the background before
 /// giving up: about a minute, for a busy machine (a wait ends as soon as its condition holds).
 pub const POLLS: usize = 60_000;
-
-/// Runs every pass asked for as a task (the passes the tests wait on).
-#[derive(Default)]
-struct Spawner {
-    reconciler: OnceLock<Weak<Reconciler<FakePlatform>>>,
-}
-
-impl Scheduler for Spawner {
-    fn schedule(&self, key: Key) {
-        if let Some(reconciler) = self.reconciler.get().and_then(Weak::upgrade) {
-            tokio::spawn(async move { reconciler.reconcile(&key).await });
-        }
-    }
-}
 
 pub struct Core {
     pub app: Router,
@@ -84,13 +69,15 @@ impl Core {
         };
         configure(&mut config);
         let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));
-        let spawner = Arc::new(Spawner::default());
-        let reconciler = Reconciler::<FakePlatform>::new(store.clone(), runtime.clone(), spawner.clone());
-        let _ = spawner.reconciler.set(Arc::downgrade(&reconciler));
+        // Passes run as the local runtime runs them (the ones the tests wait on).
+        let (scheduler, passes) = devdb_core::queue::channel();
+        let reconciler =
+            Reconciler::<FakePlatform>::new(store.clone(), runtime.clone(), scheduler, config.reconciler());
+        tokio::spawn(devdb_core::queue::run(reconciler.clone(), passes, Default::default(), Default::default()));
         let routes = RouteFeed::default();
-        tokio::spawn(devdb_core::routes::follow::<FakePlatform>(store, runtime.clone(), routes.clone()));
-        let state = AppState::new(config, reconciler.clone(), routes.clone());
-        let monitor = state.monitor.clone();
+        tokio::spawn(devdb_core::routes::follow::<FakePlatform>(store.clone(), runtime.clone(), routes.clone()));
+        let monitor = Monitor::new(store, runtime.clone(), config.sample_every);
+        let state = AppState::new(config, reconciler.clone(), monitor.clone(), routes.clone());
         let app = router(state);
         let store = reconciler.store().clone();
         Self { app, reconciler, runtime, monitor, store, routes, _tokens: tokens_file }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devdb_core::model::Key;
+use devdb_core::queue::{self, Passes};
 use devdb_core::reconcile::Reconciler;
-use devdb_kube::operator::{ChannelScheduler, Passes};
 use devdb_kube::resources::{self, ClusterSettings};
 use devdb_kube::{CrdStore, KubePlatform, KubeRuntime, Passwords, Waits};
 use devdb_shared::{Domain, Name};
@@ -88,9 +88,9 @@ pub fn impatient_cluster(settings: ClusterSettings, stuck: Duration) -> Cluster 
     let reporter =
         kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: Some("test".into()) };
     let store = Arc::new(CrdStore::new(client, "devdb", Passwords::new(KEY), reporter));
-    let (scheduler, passes) = ChannelScheduler::new();
+    let (scheduler, passes) = queue::channel();
     passes.lead();
-    Cluster { reconciler: Reconciler::new(store, runtime, scheduler), server, passes }
+    Cluster { reconciler: Reconciler::new(store, runtime, scheduler, Default::default()), server, passes }
 }
 
 impl Cluster {
