@@ -313,6 +313,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        // Help stops nothing: this command's, then the controller's (its flags).
+        Command::Down { args } if asks_for_help(&args) => {
+            use clap::CommandFactory as _;
+            if let Some(down) = Cli::command().find_subcommand_mut("down") {
+                print!("{}\n\n", down.render_long_help());
+            }
+            std::io::Write::flush(&mut std::io::stdout())?;
+            Err(hand_over("down", &args))
+        }
         Command::Down { args } => {
             let api = ApiClient::new(&settings)?;
             match down(&api, json).await {
@@ -340,6 +349,11 @@ async fn down(api: &ApiClient, json: bool) -> anyhow::Result<()> {
     }
     output::done(&format!("stopped {} database(s); a connection wakes each", running.len()), json);
     Ok(())
+}
+
+/// Whether the flags handed over to the controller ask for help (`-h`, `--help`).
+fn asks_for_help(args: &[std::ffi::OsString]) -> bool {
+    args.iter().any(|a| a == "--help" || a == "-h")
 }
 
 /// Replaces this process with `devdb-controller COMMAND ARGS` (beside this executable, else on

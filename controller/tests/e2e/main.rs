@@ -7,6 +7,7 @@ mod certs;
 mod chart;
 mod common;
 mod failures;
+mod help;
 mod lifecycle;
 mod masking;
 mod monitoring;
