@@ -1,5 +1,8 @@
 //! One client connection from accept to close. This file is the data path, one stage per line:
 //! [PROXY header] → handshake → route → admission → backend → authenticate → splice.
+//!
+//! [`handle`] serves any byte stream ([`ClientIo`]): the listener's TCP streams, or in-memory
+//! ones (the integration tests' in-process harness), through the same stages.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use crate::admission::{AdmissionError, Ticket};
 use crate::backend::{self, BackendError};
 use crate::cancel::CancelOutcome;
 use crate::error::{ClientFacing, Side};
-use crate::handshake::{ClientSession, Handshake, HandshakeError, handshake};
+use crate::handshake::{ClientIo, ClientSession, Handshake, HandshakeError, handshake};
 use crate::metrics::{ActiveGuard, OutcomeLabel, ReasonLabel};
 use crate::pq_stream::PqStream;
 use crate::protocol::ClientError;
@@ -83,8 +86,9 @@ enum Done {
     Cancel(CancelOutcome),
 }
 
-/// Serves one accepted connection to its end, inside its own span, and logs the outcome.
-pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted connection from `peer` to its end, inside its own span, and logs the
+/// outcome.
+pub async fn handle<S: ClientIo>(ctx: Arc<Context>, stream: S, peer: SocketAddr) {
     let span = tracing::info_span!(
         "conn",
         %peer,
@@ -104,9 +108,8 @@ pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     .await;
 }
 
-async fn serve(ctx: &Context, mut stream: TcpStream, peer: SocketAddr) -> Result<Done, ConnectionError> {
+async fn serve<S: ClientIo>(ctx: &Context, mut stream: S, peer: SocketAddr) -> Result<Done, ConnectionError> {
     let accepted = Instant::now();
-    crate::net::configure(&stream);
     let mut client_addr = peer;
     let opening = async {
         if ctx.config.proxy_protocol

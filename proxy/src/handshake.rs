@@ -13,9 +13,17 @@
 //! FATAL, and bytes pipelined behind an SSLRequest are refused inside TLS with PostgreSQL's
 //! message. Only where PostgreSQL would admit what DevDB refuses (plaintext, ALPN) does the
 //! client get an explanation of DevDB's own.
+//!
+//! The connection is any byte stream ([`ClientIo`]): the accepted TCP stream in the proxy, an
+//! in-memory one in tests, served by the same code.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use pgwire::messages::startup::Startup;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
@@ -25,21 +33,27 @@ use crate::pq_stream::{PqStream, ReadError};
 use crate::protocol::{self, CancelKey, ClientError, FirstMessage, TLS_HANDSHAKE_RECORD};
 use crate::tls::{Accepted, AlpnProblem, Negotiation, Tls};
 
+/// What a client connection can be carried over: the accepted [`TcpStream`], or any other byte
+/// stream (an in-memory one in tests).
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for S {}
+
 /// A client connection: plaintext (only with `--allow-plaintext`) or TLS.
-pub type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+pub type ClientStream<S = TcpStream> = Either<S, Box<TlsStream<Rewind<S>>>>;
 
 /// What the client wants once the handshake is over.
-pub enum Handshake {
+pub enum Handshake<S = TcpStream> {
     /// A session to relay.
-    Session(ClientSession),
+    Session(ClientSession<S>),
     /// A cancel request for another session; the connection carries nothing else and is
     /// closed once the request has been acted on.
-    Cancel { key: CancelKey, client: PqStream<ClientStream> },
+    Cancel { key: CancelKey, client: PqStream<ClientStream<S>> },
 }
 
 /// A client that has sent its StartupMessage.
-pub struct ClientSession {
-    pub client: PqStream<ClientStream>,
+pub struct ClientSession<S = TcpStream> {
+    pub client: PqStream<ClientStream<S>>,
     pub startup: Startup,
     /// The TLS server name, if the client sent one.
     pub sni: Option<String>,
@@ -135,18 +149,23 @@ impl ClientFacing for HandshakeError {
 ///
 /// # Errors
 /// [`HandshakeError`] for every refusal and I/O failure.
-pub async fn handshake(stream: TcpStream, tls: &Tls, allow_plaintext: bool) -> Result<Handshake, HandshakeError> {
-    // Peek, do not read: a direct-TLS ClientHello must reach rustls untouched.
-    let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 0 {
+pub async fn handshake<S: ClientIo>(
+    stream: S,
+    tls: &Tls,
+    allow_plaintext: bool,
+) -> Result<Handshake<S>, HandshakeError> {
+    let mut client = PqStream::new(stream);
+    if client.fill().await? == 0 {
         return Err(HandshakeError::ClosedBeforeFirstByte);
     }
-    if first[0] == TLS_HANDSHAKE_RECORD {
-        let accepted = tls.accept(stream, Negotiation::Direct).await.map_err(HandshakeError::Tls)?;
+    if client.first_buffered() == Some(TLS_HANDSHAKE_RECORD) {
+        // A direct-TLS ClientHello: the bytes read to tell it from PostgreSQL go back in front of
+        // the stream, so that it reaches rustls untouched.
+        let (stream, read) = client.into_parts();
+        let accepted = tls.accept(Rewind::new(stream, read), Negotiation::Direct).await.map_err(HandshakeError::Tls)?;
         return after_tls(accepted).await;
     }
 
-    let mut client = PqStream::new(stream);
     let mut gssenc_refused = false;
     loop {
         let message = match client.read_first_message().await {
@@ -161,9 +180,12 @@ pub async fn handshake(stream: TcpStream, tls: &Tls, allow_plaintext: bool) -> R
                 let injected = client.has_buffered();
                 client.write_all(b"S").await?;
                 let (stream, _) = client.into_parts();
-                let accepted = tls.accept(stream, Negotiation::SslRequest).await.map_err(HandshakeError::Tls)?;
+                let accepted = tls
+                    .accept(Rewind::new(stream, BytesMut::new()), Negotiation::SslRequest)
+                    .await
+                    .map_err(HandshakeError::Tls)?;
                 if injected {
-                    let mut client: PqStream<ClientStream> = PqStream::new(Either::Right(Box::new(accepted.stream)));
+                    let mut client: PqStream<ClientStream<S>> = PqStream::new(Either::Right(Box::new(accepted.stream)));
                     return Err(refuse(&mut client, HandshakeError::DataAfterSslRequest).await);
                 }
                 return after_tls(accepted).await;
@@ -191,7 +213,7 @@ pub async fn handshake(stream: TcpStream, tls: &Tls, allow_plaintext: bool) -> R
 }
 
 /// Inside TLS: the client's first packet must be a StartupMessage or a CancelRequest.
-async fn after_tls(accepted: Accepted) -> Result<Handshake, HandshakeError> {
+async fn after_tls<S: ClientIo>(accepted: Accepted<Rewind<S>>) -> Result<Handshake<S>, HandshakeError> {
     let mut client = PqStream::new(Either::Right(Box::new(accepted.stream)));
     if let Some(problem) = accepted.alpn_problem {
         return Err(refuse(&mut client, HandshakeError::Alpn(problem)).await);
@@ -215,8 +237,81 @@ async fn after_tls(accepted: Accepted) -> Result<Handshake, HandshakeError> {
 
 async fn refuse<S>(client: &mut PqStream<S>, err: HandshakeError) -> HandshakeError
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     client.send_error(&err).await;
     err
+}
+
+/// A stream with bytes already read from it put back in front of it: what was read of a
+/// direct-TLS ClientHello to tell it from PostgreSQL is read again by rustls. Writes go straight
+/// through.
+pub struct Rewind<S> {
+    prefix: BytesMut,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// `inner`, to be read after `prefix`.
+    pub fn new(inner: S, prefix: BytesMut) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rewound_stream_reads_its_prefix_first_and_writes_through() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut rewound = Rewind::new(near, BytesMut::from(&b"\x16\x03"[..]));
+        far.write_all(b"rest").await.expect("write");
+        let mut got = [0u8; 6];
+        rewound.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"\x16\x03rest");
+        rewound.write_all(b"back").await.expect("write through");
+        let mut back = [0u8; 4];
+        far.read_exact(&mut back).await.expect("read");
+        assert_eq!(&back, b"back");
+    }
 }

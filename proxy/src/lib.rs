@@ -81,6 +81,28 @@ pub struct Context {
     pub closing: CancellationToken,
 }
 
+impl Context {
+    /// What the connections of a proxy configured by `config` share: its certificate, its
+    /// routing table (kept current by whoever holds `routes`), and the controller's API when
+    /// routes come from it (`controller`: wakes and activity reports). `port`: the port clients
+    /// reach the replicas on, where cancel requests are forwarded to peers.
+    pub fn new(config: Config, tls: Tls, routes: Routes, controller: Option<ControllerClient>, port: u16) -> Self {
+        let wakes = Arc::new(wake::WakeLimiter::new(config.wakes));
+        Self {
+            tls,
+            routes,
+            cancels: Arc::new(CancelMap::new(config.replica_addr, port, config.proxy_protocol)),
+            admission: Arc::new(Admission::new(config.authenticating)),
+            metrics: Metrics::new(config.metrics_name_databases()),
+            sessions: Arc::new(activity::Sessions::new(wakes.clone())),
+            controller: controller.map(|api| Arc::new(activity::Controller::new(api, wakes))),
+            config,
+            draining: CancellationToken::new(),
+            closing: CancellationToken::new(),
+        }
+    }
+}
+
 /// Runs the proxy on already-bound listeners until `shutdown` resolves and sessions drain: one
 /// event loop, on the calling runtime.
 ///
@@ -135,16 +157,12 @@ async fn serve(
     let tls_watch = FileWatch::new(vec![cert.clone(), key.clone()], config.reload_interval);
     let tls = Tls::load(&cert, &key).with_context(|| format!("loading the TLS certificate {}", cert.display()))?;
     let routes = Routes::default();
-    let wakes = Arc::new(wake::WakeLimiter::new(config.wakes));
-    // Routes from a file, or from the controller, which then also takes the activity reports.
-    let (source, controller): (Box<dyn RouteSource>, _) = match &config.routes {
+    // Routes from a file, or from the controller, which then also takes wakes and activity reports.
+    let (source, api): (Box<dyn RouteSource>, _) = match &config.routes {
         RoutesConfig::File(path) => (Box::new(FileSource::open(path, config.reload_interval, &routes)?), None),
         RoutesConfig::Controller { url, token } => {
             let api = ControllerClient::new(url, token.clone()).context("making the HTTP client for the controller")?;
-            (
-                Box::new(ControllerSource::new(api.clone())),
-                Some(Arc::new(activity::Controller::new(api, wakes.clone()))),
-            )
+            (Box::new(ControllerSource::new(api.clone())), Some(api))
         }
     };
 
@@ -157,37 +175,23 @@ async fn serve(
         allow_plaintext = config.allow_plaintext,
         "devdb-proxy started"
     );
-    let cancels = Arc::new(CancelMap::new(config.replica_addr, listener.local_addr()?.port(), config.proxy_protocol));
     let peers = config.peers.clone();
-    let admission = Arc::new(Admission::new(config.authenticating));
-    let sessions = Arc::new(activity::Sessions::new(wakes));
     // A name for this replica in activity reports: the pod's, else this process's.
     let replica = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("proxy-{}", std::process::id()));
-    let metrics = Metrics::new(config.metrics_name_databases());
-    let ctx = Arc::new(Context {
-        config,
-        tls,
-        routes: routes.clone(),
-        cancels: cancels.clone(),
-        admission,
-        metrics,
-        sessions: sessions.clone(),
-        controller: controller.clone(),
-        draining: CancellationToken::new(),
-        closing: CancellationToken::new(),
-    });
+    let ctx = Arc::new(Context::new(config, tls, routes.clone(), api, listener.local_addr()?.port()));
     let background = CancellationToken::new();
     tokio::spawn(source.run(routes, background.clone()));
     tokio::spawn(reload_certificates(ctx.clone(), tls_watch, background.clone()));
     tokio::spawn(admin::serve(admin, ctx.clone(), background.clone()));
-    if let Some(controller) = controller {
-        let (shutdown, every) = (background.clone(), ctx.config.activity_report_every);
+    if let Some(controller) = ctx.controller.clone() {
+        let (sessions, shutdown, every) = (ctx.sessions.clone(), background.clone(), ctx.config.activity_report_every);
         tokio::spawn(async move { controller.report_activity(sessions, replica, every, shutdown).await });
     }
     if !peers.is_empty() {
+        let cancels = ctx.cancels.clone();
         tokio::spawn(cancel::follow_peers(cancels, peers, std::time::Duration::from_secs(10), background.clone()));
     }
 

@@ -87,6 +87,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Futu
             () = async { if let Some(until) = accepting_until.as_mut() { until.await } }, if accepting_until.is_some() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    crate::net::configure(&stream);
                     sessions.spawn(connection::handle(ctx.clone(), stream, peer));
                 }
                 Err(error) => {

@@ -67,6 +67,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PqStream<S> {
         protocol::decode_backend_message(&mut self.buf).map_err(|_| ReadError::InvalidBackendMessage)
     }
 
+    /// The first byte read that no message has consumed yet, if any.
+    pub fn first_buffered(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     /// Whether bytes were read that no message has consumed yet.
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()

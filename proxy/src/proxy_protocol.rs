@@ -6,8 +6,7 @@
 use std::net::SocketAddr;
 
 use ppp::v2::{Addresses, Command, Header, PROTOCOL_PREFIX};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{ClientFacing, Side};
 use crate::protocol::ClientError;
@@ -49,7 +48,7 @@ impl ClientFacing for ProxyProtocolError {
 ///
 /// # Errors
 /// [`ProxyProtocolError`] when the stream does not start with a valid v2 header.
-pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyProtocolError> {
+pub async fn read_header(stream: &mut (impl AsyncRead + Unpin)) -> Result<Option<SocketAddr>, ProxyProtocolError> {
     let mut header = vec![0u8; FIXED_LEN];
     let mut filled = 0;
     // Check the signature as bytes arrive: a client speaking PostgreSQL directly (8-byte
@@ -87,6 +86,7 @@ mod tests {
     use super::*;
     use ppp::v2::{Builder, IPv4, Protocol, Version};
     use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
 
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

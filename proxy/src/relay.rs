@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::cancel::{CancelMap, Registration};
 use crate::error::{ClientFacing, Side};
-use crate::handshake::ClientStream;
+use crate::handshake::{ClientIo, ClientStream};
 use crate::pq_stream::PqStream;
 use crate::protocol::{self, BackendMessage, ClientError};
 
@@ -61,8 +61,8 @@ impl ClientFacing for RelayError {
 }
 
 /// An authenticated session, ready to splice.
-pub struct Authenticated {
-    client: ClientStream,
+pub struct Authenticated<S = TcpStream> {
+    client: ClientStream<S>,
     backend: TcpStream,
     /// Keeps the session's cancel key valid until the session ends.
     _cancel: Option<Registration>,
@@ -73,12 +73,12 @@ pub struct Authenticated {
 /// # Errors
 /// [`RelayError`] when either side closes or fails first, or the backend refuses the session;
 /// the client's connection is then closed as PostgreSQL closes it (close_notify over TLS).
-pub async fn authenticate(
-    mut client: PqStream<ClientStream>,
+pub async fn authenticate<S: ClientIo>(
+    mut client: PqStream<ClientStream<S>>,
     mut backend: PqStream<TcpStream>,
     backend_addr: SocketAddr,
     cancels: &Arc<CancelMap>,
-) -> Result<Authenticated, RelayError> {
+) -> Result<Authenticated<S>, RelayError> {
     let registration = match start_up(&mut client, &mut backend, backend_addr, cancels).await {
         Ok(registration) => registration,
         Err(e) => {
@@ -102,8 +102,8 @@ pub async fn authenticate(
 }
 
 /// The start-up exchange itself: returns the session's cancel registration at `ReadyForQuery`.
-async fn start_up(
-    client: &mut PqStream<ClientStream>,
+async fn start_up<S: ClientIo>(
+    client: &mut PqStream<ClientStream<S>>,
     backend: &mut PqStream<TcpStream>,
     backend_addr: SocketAddr,
     cancels: &Arc<CancelMap>,
@@ -169,7 +169,7 @@ pub struct Transferred {
 ///
 /// # Errors
 /// [`RelayError::Splice`] on an I/O error on either side.
-pub async fn splice(mut session: Authenticated) -> Result<Transferred, RelayError> {
+pub async fn splice<S: ClientIo>(mut session: Authenticated<S>) -> Result<Transferred, RelayError> {
     let (up, down) =
         tokio::io::copy_bidirectional(&mut session.client, &mut session.backend).await.map_err(RelayError::Splice)?;
     Ok(Transferred { up, down })

@@ -13,7 +13,7 @@ use rustls::ServerConfig;
 use rustls::server::Acceptor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -50,8 +50,8 @@ pub enum AlpnProblem {
 }
 
 /// A finished TLS handshake.
-pub struct Accepted {
-    pub stream: TlsStream<TcpStream>,
+pub struct Accepted<S> {
+    pub stream: TlsStream<S>,
     /// The host name the client asked for (libpq sends `host` unless it is an IP address).
     pub sni: Option<String>,
     pub alpn_problem: Option<AlpnProblem>,
@@ -98,7 +98,10 @@ impl Tls {
     ///
     /// # Errors
     /// Any I/O or TLS error of the handshake; the client has then been sent a TLS alert at most.
-    pub async fn accept(&self, stream: TcpStream, negotiation: Negotiation) -> std::io::Result<Accepted> {
+    pub async fn accept<S>(&self, stream: S, negotiation: Negotiation) -> std::io::Result<Accepted<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let hello = start.client_hello();
         let sni = hello.server_name().map(str::to_owned);
