@@ -1,55 +1,13 @@
-//! The proxy's life around its sessions: routes-file and certificate reloads without restart,
-//! PROXY protocol headers, the admin port, and a graceful drain on SIGTERM (the real binary).
+//! The proxy's life around its sessions: certificate reloads without restart, readiness on the
+//! admin port, and a graceful drain on SIGTERM (the real binary). Routes-file reloads and PROXY
+//! protocol headers: `inproc`.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
 use devdb_proxy::certs::DevCertificates;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_file_changes_take_effect_without_restart() {
-    let (alpha, beta) = (TestPostgres::start("alpha"), TestPostgres::start("beta"));
-    let proxy = TestProxy::start(&[("alpha", alpha.addr())]).await;
-    let err = refused(proxy.connect("beta").await);
-    assert_eq!(db_error(&err).0, "3D000");
-
-    // Add beta, and point alpha at beta's server.
-    proxy.set_routes(&[("alpha", beta.addr()), ("beta", beta.addr())]);
-    let client = retry_connect(&proxy, "beta").await;
-    assert_eq!(query_one(&client, "SHOW cluster_name").await, "beta");
-    let client = proxy.connect("alpha").await.expect("alpha");
-    assert_eq!(query_one(&client, "SHOW cluster_name").await, "beta", "alpha now routes to beta's server");
-
-    // A broken file keeps the last good table.
-    std::fs::write(&proxy.routes_file, "{ not json").expect("write");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(proxy.connect("beta").await.is_ok(), "still routed after a bad edit");
-
-    // Removing a route refuses new sessions with 3D000.
-    proxy.set_routes(&[("alpha", alpha.addr())]);
-    for _ in 0..1200 {
-        if proxy.connect("beta").await.err().is_some_and(|e| db_error(&e).0 == "3D000") {
-            drop(client);
-            proxy.stop().await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("beta was never removed");
-}
-
-async fn retry_connect(proxy: &TestProxy, name: &str) -> tokio_postgres::Client {
-    for _ in 0..1200 {
-        if let Ok(client) = proxy.connect(name).await {
-            return client;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name} never became reachable");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_certificate_is_served_after_its_files_change() {
@@ -77,34 +35,6 @@ async fn a_new_certificate_is_served_after_its_files_change() {
     assert!(served_new, "the renewed certificate is served");
     let err = refused(connect_with(&proxy.config("alpha"), make_tls(&old_ca, false)).await);
     assert!(format!("{err:?}").contains("InvalidCertificate"), "{err:?}");
-    proxy.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_protocol_headers_are_required_and_accepted() {
-    use ppp::v2::{Builder, Command, IPv4, Protocol, Version};
-    let alpha = TestPostgres::start("alpha");
-    let proxy = TestProxy::start_with(&[("alpha", alpha.addr())], |c| c.proxy_protocol = true).await;
-    let header = Builder::with_addresses(
-        Version::Two | Command::Proxy,
-        Protocol::Stream,
-        IPv4::new([198, 51, 100, 20], [10, 0, 0, 1], 50000, 6432),
-    )
-    .build()
-    .expect("header");
-    let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
-    tcp.write_all(&header).await.expect("header");
-    let tls =
-        tokio_postgres::tls::MakeTlsConnect::<TcpStream>::make_tls_connect(&mut proxy.tls(), &TestProxy::host("alpha"))
-            .expect("connector");
-    let (client, conn) = proxy.config("alpha").connect_raw(tcp, tls).await.expect("session after header");
-    tokio::spawn(conn);
-    assert_eq!(query_one(&client, "SHOW cluster_name").await, "alpha");
-
-    // Without the header the connection is dropped: only the load balancer may connect.
-    assert!(proxy.connect("alpha").await.is_err());
-    wait_for_metric(&proxy, "devdb_proxy_handshake_errors_total{reason=\"proxy_protocol\"} 1").await;
-    drop(client);
     proxy.stop().await;
 }
 
@@ -136,7 +66,7 @@ async fn sigterm_lets_open_transactions_commit_before_exit() {
     let ca = dir.path().join("certs/ca.crt");
     let mut config = tokio_postgres::Config::new();
     config
-        .host(TestProxy::host("alpha"))
+        .host(host("alpha"))
         .hostaddr([127, 0, 0, 1].into())
         .port(port)
         .user(USER)

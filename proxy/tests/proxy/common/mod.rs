@@ -1,160 +1,50 @@
-//! Test harness: real PostgreSQL servers, the proxy with generated certificates, and clients
-//! (tokio-postgres over rustls, psql, raw sockets).
-#![allow(dead_code)]
+//! What both harnesses share: the client side. TLS configurations trusting a generated CA,
+//! tokio-postgres and psql connection settings, startup and negotiation packets, and reading the
+//! proxy's answers (messages, FATAL refusals, closes) off any stream.
+//!
+//! The harnesses themselves: [`process`] (real PostgreSQL servers behind the whole proxy, for
+//! what needs them) and [`inproc`] (the proxy's connection code over in-memory streams, with the
+//! [`fakes`] of a backend and a controller, for refusals, routing and wakes).
+
+pub mod fakes;
+pub mod inproc;
+mod process;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use devdb_proxy::certs::{DevCertificatePaths, DevCertificates};
-use devdb_proxy::config::{Config, RoutesConfig, TlsSource};
-use devdb_shared::Domain;
-use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+pub use devdb_testkit::{PASSWORD, TestPostgres, USER, free_port, psql, query_one};
+pub use process::*;
 
 pub const DOMAIN: &str = "db.devdb.test";
-#[allow(unused_imports)]
-pub use devdb_testkit::{PASSWORD, TestPostgres, USER, free_port, psql, query_one};
 
-/// The proxy, running in this process on ephemeral ports, with a generated CA.
-pub struct TestProxy {
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub certs: DevCertificatePaths,
-    pub routes_file: PathBuf,
-    pub dir: TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+/// The host name of instance `name` (the SNI the proxy routes by).
+pub fn host(name: &str) -> String {
+    format!("{name}.{DOMAIN}")
 }
 
 /// `(name, backend address)` pairs.
 pub type RouteList<'a> = &'a [(&'a str, String)];
 
+/// A routes file of `routes`, each ready.
 pub fn routes_json(routes: RouteList<'_>) -> String {
     let routes: Vec<_> =
         routes.iter().map(|(name, backend)| serde_json::json!({ "name": name, "backend": backend })).collect();
     serde_json::json!({ "routes": routes }).to_string()
 }
 
-impl TestProxy {
-    pub async fn start(routes: RouteList<'_>) -> Self {
-        Self::start_with(routes, |_| {}).await
-    }
-
-    /// Starts with the test defaults (fast reloads), then `tweak`.
-    pub async fn start_with(routes: RouteList<'_>, tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_with_table(routes_json(routes), tweak).await
-    }
-
-    /// Starts with a routes file of exactly `table` (JSON).
-    pub async fn start_with_table(table: String, tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_on("127.0.0.1:0", table, tweak).await
-    }
-
-    /// Starts listening on `listen` with a routes file of exactly `table` (JSON).
-    pub async fn start_on(listen: &str, table: String, tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::Builder::new().prefix("devdb-proxy-").tempdir().expect("tempdir");
-        let certs =
-            DevCertificates::generate(DOMAIN).expect("certs").write_to(&dir.path().join("certs")).expect("write");
-        let routes_file = dir.path().join("routes.json");
-        std::fs::write(&routes_file, table).expect("routes");
-        let tls = TlsSource::Files { cert: certs.server_cert.clone(), key: certs.server_key.clone() };
-        let mut config =
-            Config::new(Domain::new(DOMAIN).expect("domain"), tls, RoutesConfig::File(routes_file.clone()));
-        config.reload_interval = Duration::from_millis(50);
-        config.shutdown_grace = Duration::from_secs(5);
-        tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let (addr, admin_addr) = (listener.local_addr().expect("addr"), admin.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(devdb_proxy::run(config, listener, admin, async move {
-            let _ = rx.await;
-        }));
-        Self { addr, admin: admin_addr, certs, routes_file, dir, shutdown: Some(tx), task: Some(task) }
-    }
-
-    pub fn set_routes(&self, routes: RouteList<'_>) {
-        self.set_table(routes_json(routes));
-    }
-
-    /// Replaces the routes file atomically with `table` (JSON).
-    pub fn set_table(&self, table: String) {
-        let tmp = self.routes_file.with_extension("tmp");
-        std::fs::write(&tmp, table).expect("write routes");
-        std::fs::rename(&tmp, &self.routes_file).expect("rename routes");
-    }
-
-    pub fn host(name: &str) -> String {
-        format!("{name}.{DOMAIN}")
-    }
-
-    /// A tokio-postgres config for instance `name` through the proxy (SNI = `<name>.<domain>`).
-    pub fn config(&self, name: &str) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(Self::host(name))
-            .hostaddr([127, 0, 0, 1].into())
-            .port(self.addr.port())
-            .user(USER)
-            .password(PASSWORD)
-            .dbname("postgres")
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(Duration::from_secs(20));
-        config
-    }
-
-    pub fn tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
-        make_tls(&self.certs.ca_cert, false)
-    }
-
-    pub async fn connect(&self, name: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        connect_with(&self.config(name), self.tls()).await
-    }
-
-    /// A psql connection string that verifies the certificate, as a user would write it.
-    pub fn psql_conninfo(&self, name: &str) -> String {
-        format!(
-            "host={} hostaddr=127.0.0.1 port={} sslmode=verify-full sslrootcert={} user={USER} dbname=postgres",
-            Self::host(name),
-            self.addr.port(),
-            self.certs.ca_cert.display()
-        )
-    }
-
-    /// `GET path` on the admin port; returns (status line, body).
-    pub async fn admin_get(&self, path: &str) -> (String, String) {
-        http_get(self.admin, path).await
-    }
-
-    /// Signals shutdown (as SIGTERM does) without waiting for the proxy to finish.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("proxy task").expect("proxy ran");
-        }
-    }
-}
-
-impl Drop for TestProxy {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
+/// Replaces the file at `path` with `contents` at once (write, then rename), as a routes file
+/// is updated.
+pub fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
 }
 
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -195,6 +85,20 @@ pub fn make_tls(ca: &Path, alpn: bool) -> tokio_postgres_rustls::MakeRustlsConne
     tokio_postgres_rustls::MakeRustlsConnect::new(client_tls_config(ca, protocols))
 }
 
+/// tokio-postgres settings for instance `name` (SNI `<name>.<domain>`), with the test
+/// password and `sslmode=require`; where to connect is the caller's.
+pub fn pg_config(name: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host(name))
+        .user(USER)
+        .password(PASSWORD)
+        .dbname("postgres")
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(20));
+    config
+}
+
 pub async fn connect_with(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
@@ -204,10 +108,49 @@ pub async fn connect_with(
     Ok(client)
 }
 
+/// tokio-postgres over a stream already open to the proxy (in-memory, or TCP after a PROXY
+/// header), with TLS for `config`'s host.
+pub async fn connect_over<S>(
+    stream: S,
+    config: &tokio_postgres::Config,
+    mut tls: tokio_postgres_rustls::MakeRustlsConnect,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let host = match config.get_hosts() {
+        [tokio_postgres::config::Host::Tcp(host), ..] => host.clone(),
+        _ => String::new(),
+    };
+    let connector =
+        tokio_postgres::tls::MakeTlsConnect::<S>::make_tls_connect(&mut tls, &host).expect("a TLS connector");
+    let (client, conn) = config.connect_raw(stream, connector).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// A psql connection string for instance `name` through a proxy on `port`, verifying the
+/// certificate with `ca` as a user would.
+pub fn psql_conninfo(port: u16, ca: &Path, name: &str) -> String {
+    format!(
+        "host={} hostaddr=127.0.0.1 port={port} sslmode=verify-full sslrootcert={} user={USER} dbname=postgres",
+        host(name),
+        ca.display()
+    )
+}
+
 /// SQLSTATE and message of a connection error from the server (or proxy).
 pub fn db_error(err: &tokio_postgres::Error) -> (String, String) {
     let db = err.as_db_error().unwrap_or_else(|| panic!("not a server error: {err:?}"));
     (db.code().code().to_string(), db.message().to_string())
+}
+
+/// The error of a connection attempt that must fail (clients are not `Debug`, so no `expect_err`).
+pub fn refused<T>(result: Result<T, tokio_postgres::Error>) -> tokio_postgres::Error {
+    match result {
+        Ok(_) => panic!("the connection was expected to be refused"),
+        Err(err) => err,
+    }
 }
 
 /// A startup packet with protocol `major.minor` and `params`.
@@ -236,6 +179,15 @@ pub fn request_packet(code: i32) -> Vec<u8> {
 
 pub const SSL_REQUEST: i32 = 80877103;
 pub const GSSENC_REQUEST: i32 = 80877104;
+
+/// A CancelRequest for process `pid` with `secret`, of any length (malformed ones included).
+pub fn cancel_packet(pid: i32, secret: &[u8]) -> Vec<u8> {
+    let mut cancel = ((12 + secret.len()) as i32).to_be_bytes().to_vec();
+    cancel.extend_from_slice(&80877102i32.to_be_bytes());
+    cancel.extend_from_slice(&pid.to_be_bytes());
+    cancel.extend_from_slice(secret);
+    cancel
+}
 
 /// A backend message read off a raw stream: (tag, body).
 pub async fn read_message(stream: &mut (impl AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
@@ -309,80 +261,37 @@ pub async fn closes(stream: &mut (impl AsyncRead + Unpin)) -> bool {
     tokio::time::timeout(Duration::from_secs(20), drain).await.unwrap_or(false)
 }
 
-/// Opens TLS to the proxy the way libpq does (SSLRequest, 'S'), with `sni` and `alpn`.
-pub async fn tls_via_ssl_request(
-    proxy: &TestProxy,
-    sni: &str,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
-    tcp.write_all(&request_packet(SSL_REQUEST)).await.expect("SSLRequest");
-    assert_eq!(tcp.read_u8().await.expect("answer"), b'S');
-    tls_handshake(proxy, tcp, sni, alpn).await
+/// Sends an SSLRequest the way libpq does and expects 'S'.
+pub async fn ssl_request(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) {
+    write_all(stream, &request_packet(SSL_REQUEST)).await;
+    assert_eq!(stream.read_u8().await.expect("answer"), b'S');
 }
 
-/// Opens direct TLS (ClientHello as the first bytes).
-pub async fn tls_direct(proxy: &TestProxy, sni: &str, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
-    tls_handshake(proxy, tcp, sni, alpn).await
-}
-
-pub async fn tls_handshake(
-    proxy: &TestProxy,
-    tcp: TcpStream,
+/// Completes TLS on `stream` as a client trusting `ca`, with `sni` and `alpn`.
+pub async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    ca: &Path,
+    stream: S,
     sni: &str,
     alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls_config(&proxy.certs.ca_cert, alpn)));
+) -> tokio_rustls::client::TlsStream<S> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls_config(ca, alpn)));
     let name = rustls_pki_types::ServerName::try_from(sni.to_string()).expect("server name");
-    connector.connect(name, tcp).await.expect("TLS handshake")
+    connector.connect(name, stream).await.expect("TLS handshake")
 }
 
-pub async fn write_all(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
-    stream.write_all(bytes).await.expect("write");
-    stream.flush().await.expect("flush");
-}
-
-/// Waits until `/metrics` contains `line` (metrics of a connection are counted as it ends, which
-/// may be just after the client returns); panics with the metrics text if it never does.
-pub async fn wait_for_metric(proxy: &TestProxy, line: &str) {
-    let mut metrics = String::new();
-    for _ in 0..1200 {
-        metrics = proxy.admin_get("/metrics").await.1;
-        if metrics.contains(line) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("metrics never showed {line:?}:\n{metrics}");
-}
-
-/// The error of a connection attempt that must fail (clients are not `Debug`, so no `expect_err`).
-pub fn refused<T>(result: Result<T, tokio_postgres::Error>) -> tokio_postgres::Error {
-    match result {
-        Ok(_) => panic!("the connection was expected to be refused"),
-        Err(err) => err,
-    }
-}
-
-/// Opens a session from `source` the way an attacker would: TLS with SNI, a StartupMessage, and
-/// then nothing. `Ok` holds an admitted session (the backend asked it to authenticate), `Err`
-/// the proxy's refusal.
-pub async fn unauthenticated(
-    proxy: &TestProxy,
-    source: [u8; 4],
-    name: &str,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ErrorFields> {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).expect("bind the source address");
-    let mut tcp = socket.connect(proxy.addr).await.expect("connect");
-    write_all(&mut tcp, &request_packet(SSL_REQUEST)).await;
-    assert_eq!(tokio::io::AsyncReadExt::read_u8(&mut tcp).await.expect("answer"), b'S');
-    let mut tls = tls_handshake(proxy, tcp, &TestProxy::host(name), &[]).await;
+/// After TLS, sends a StartupMessage for the test user and reads the first answer: `Ok` when the
+/// backend asked the client to authenticate (the session is admitted and held), `Err` with the
+/// proxy's refusal.
+pub async fn start_session<S: AsyncRead + AsyncWrite + Unpin>(mut tls: S) -> Result<S, ErrorFields> {
     write_all(&mut tls, &startup_packet(3, 0, &[("user", USER), ("database", "postgres")])).await;
     match read_message(&mut tls).await.expect("an answer") {
         (b'R', _) => Ok(tls),
         (b'E', body) => Err(parse_error(&body)),
         (tag, _) => panic!("unexpected {:?}", tag as char),
     }
+}
+
+pub async fn write_all(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
+    stream.write_all(bytes).await.expect("write");
+    stream.flush().await.expect("flush");
 }
