@@ -5,7 +5,8 @@ official Kubernetes JSON schemas (kubernetes-validate --strict; the defaults als
 accepts). Also evaluates the controller's admission policy (CEL, with cel-python) on the requests
 it must allow and refuse, renders the values it must refuse, checks the load balancers (a target
 in every zone, IP families) and that the database image's AWS CLI reads EKS Pod Identity
-credentials. Needs: pip install helm-python-sdk kubernetes-validate cel-python. Exits non-zero on
+credentials. Needs helm-python-sdk, kubernetes-validate, cel-python and PyYAML: the tests run it
+in the environment they install at target/python-tools (testkit/src/python.rs). Exits non-zero on
 any finding."""
 
 import json

@@ -22,7 +22,8 @@
 #   5. the controller container still serves.
 #
 # Usage (root, Debian 12 with buildah, podman, runc, debootstrap, PostgreSQL 15 and psql, and
-# Python's helm-python-sdk): bash images/run.sh [--binaries DIR] [--keep]
+# a Python with helm-python-sdk and PyYAML, $PYTHON or python3; the tests install one at
+# target/python-tools/bin/python3): bash images/run.sh [--binaries DIR] [--keep]
 #   --binaries DIR  build the images from these binaries (default target/debug, built if absent)
 #   --keep          leave the containers, network namespace and work directory for a look
 set -euo pipefail
@@ -110,7 +111,7 @@ kube_patch() { kube -X PATCH -H 'Content-Type: application/merge-patch+json' -d 
 pod() { python3 images/pod.py --api "$api" --api-ca "$work/api-tls/ca.crt" --token "$token" --namespace "$@"; }
 
 step "the chart's Deployments (helm template: the chart's defaults, but the domain and these images)"
-python3 - "$work" "$domain" "$controller_image" "$proxy_image" "$db_image" <<'EOF'
+"${PYTHON:-python3}" - "$work" "$domain" "$controller_image" "$proxy_image" "$db_image" <<'EOF'
 import json, sys, yaml, helm_python as helm
 work, domain, controller, proxy, db = sys.argv[1:]
 def image(name):

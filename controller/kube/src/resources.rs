@@ -916,10 +916,11 @@ pub(crate) mod tests {
         }
         let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/devdb/crds");
         files.extend(std::fs::read_dir(crds).expect("chart crds").flatten().map(|e| e.path()));
-        let out =
-            std::process::Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap_or_else(
-                |e| panic!("this test needs kubernetes-validate (pip install kubernetes-validate): {e}"),
-            );
+        let out = devdb_testkit::python::command("kubernetes-validate")
+            .arg("--strict")
+            .args(&files)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run kubernetes-validate: {e}"));
         let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{report}");
         assert_eq!(report.matches("passed for resource").count(), files.len(), "{report}");
