@@ -24,6 +24,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use devdb_shared::Name;
 use devdb_shared::api::ActivityReport;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{ControllerClient, ControllerError};
@@ -113,16 +114,30 @@ impl Drop for SessionGuard {
 }
 
 /// A wake a session asked for, under way until dropped: other sessions of the database join it
-/// rather than ask again.
+/// rather than ask again, and learn when it ends ([`Wake::Joined`]).
 pub struct Waking<'a> {
-    waking: &'a DashMap<Name, ()>,
+    waking: &'a DashMap<Name, watch::Sender<()>>,
     name: Name,
 }
 
 impl Drop for Waking<'_> {
     fn drop(&mut self) {
+        // Its sender goes: those who joined it see it end.
         self.waking.remove(&self.name);
     }
+}
+
+/// What became of a session's wake.
+pub enum Wake<'a> {
+    /// Asked for, and taken: others join it while this is held.
+    Asked(Waking<'a>),
+    /// Another session's wake is under way: wait for the route to change, or for that wake to
+    /// end ([`watch::Receiver::changed`] fails then); if it ended with the database still
+    /// asleep (refused, or its session gone), ask again.
+    Joined(watch::Receiver<()>),
+    /// The controller did not take it for a reason that changes the route anyway (it failed, is
+    /// being deleted) or passes (the controller restarting): wait for the route.
+    NotTaken,
 }
 
 /// Why a wake was not made.
@@ -140,7 +155,7 @@ pub enum WakeError {
 pub struct Controller {
     api: ControllerClient,
     /// Wakes asked for and not yet answered: many clients waking one database ask once.
-    waking: DashMap<Name, ()>,
+    waking: DashMap<Name, watch::Sender<()>>,
     /// How many wakes clients that have not authenticated may cause.
     wakes: std::sync::Arc<WakeLimiter>,
     /// When the controller last refused to wake each database: for [`REFUSED_FOR`] it is not
@@ -160,11 +175,11 @@ impl Controller {
     }
 
     /// Asks the controller to start `name` for a client at `client` that has not authenticated,
-    /// unless a wake of it is under way: then `None`, and the caller just waits for its route to
-    /// turn ready, like the first. The wake counts against the client's and the database's
-    /// limits until a session of it authenticates. Others join it while the caller holds the
-    /// [`Waking`] (until the route leaves `asleep`, as the controller's answer may come before
-    /// the route's change).
+    /// unless a wake of it is under way: then the caller joins it ([`Wake::Joined`]). The wake
+    /// counts against the client's and the database's limits until a session of it
+    /// authenticates. Others join it while the caller holds the [`Waking`] (until the route
+    /// leaves `asleep`, as the controller's answer may come before the route's change); a wake
+    /// over a limit is never joined.
     ///
     /// # Errors
     /// [`WakeError::Limited`] over a limit (nothing is asked); [`WakeError::Refused`] when the
@@ -172,20 +187,25 @@ impl Controller {
     /// ago (it is not asked again). Other failures (the controller
     /// restarting; a database that failed or is being deleted, whose route changes anyway) are
     /// logged: the caller waits.
-    pub async fn wake(&self, name: &Name, client: std::net::IpAddr) -> Result<Option<Waking<'_>>, WakeError> {
+    pub async fn wake(&self, name: &Name, client: std::net::IpAddr) -> Result<Wake<'_>, WakeError> {
         if self.refused.get(name).is_some_and(|at| at.elapsed() < REFUSED_FOR) {
             return Err(WakeError::Refused("refused moments ago".into()));
         }
-        if self.waking.insert(name.clone(), ()).is_some() {
-            return Ok(None);
-        }
+        // Joined, or charged and made joinable, at once: a wake over a limit is never joined.
+        let charge = match self.waking.entry(name.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(under_way) => return Ok(Wake::Joined(under_way.get().subscribe())),
+            dashmap::mapref::entry::Entry::Vacant(free) => {
+                let charge = self.wakes.charge(name, client)?;
+                free.insert(watch::channel(()).0);
+                charge
+            }
+        };
         let waking = Waking { waking: &self.waking, name: name.clone() };
-        let charge = self.wakes.charge(name, client)?;
         tracing::info!(database = %name, %client, "waking an asleep database");
         match self.api.wake(name).await {
             Ok(()) => {
                 self.refused.remove(name);
-                Ok(Some(waking))
+                Ok(Wake::Asked(waking))
             }
             Err(ControllerError::Refused(reason)) => {
                 self.wakes.refund(charge);
@@ -195,7 +215,7 @@ impl Controller {
             Err(error) => {
                 self.wakes.refund(charge);
                 tracing::warn!(database = %name, %error, "the controller did not take the wake");
-                Ok(None)
+                Ok(Wake::NotTaken)
             }
         }
     }
@@ -302,5 +322,74 @@ mod phases {
         drop(session);
         let report = sessions.take_report("p");
         assert_eq!((report.open.clone(), report.active.clone()), (names(&[]), names(&["kate-pg"])));
+    }
+}
+
+#[cfg(test)]
+mod joining {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use axum::routing::post;
+
+    use super::*;
+
+    /// A controller that holds each start until `release`, then refuses it (the owner's quota),
+    /// saying on `arrived` when one came.
+    async fn refusing_controller(arrived: Arc<tokio::sync::Notify>, release: Arc<tokio::sync::Notify>) -> String {
+        let start = move || {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            async move {
+                arrived.notify_one();
+                release.notified().await;
+                let body = serde_json::json!({ "error": { "code": "quota_exceeded", "message": "over quota" } });
+                (StatusCode::FORBIDDEN, axum::Json(body))
+            }
+        };
+        let app = axum::Router::new().route("/v1/databases/{name}/start", post(start));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn those_who_joined_a_refused_wake_learn_it_ended_and_are_refused_when_they_ask() {
+        let (arrived, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        let api =
+            ControllerClient::new(&refusing_controller(arrived.clone(), release.clone()).await, None).expect("client");
+        let controller = Arc::new(Controller::new(api, Arc::default()));
+        let kate = Name::new("kate-pg").expect("name");
+        let first = {
+            let (controller, kate) = (controller.clone(), kate.clone());
+            tokio::spawn(async move { controller.wake(&kate, "192.0.2.1".parse().expect("ip")).await.map(drop) })
+        };
+        arrived.notified().await;
+        // The first's wake is under way: a second client joins it rather than ask.
+        let Ok(Wake::Joined(mut under_way)) = controller.wake(&kate, "192.0.2.2".parse().expect("ip")).await else {
+            panic!("not joined");
+        };
+        release.notify_one();
+        assert!(matches!(first.await.expect("joined"), Err(WakeError::Refused(_))));
+        // The joiner sees the wake end (no route change will come) and, asking itself, is refused
+        // without the controller being asked again.
+        assert!(under_way.changed().await.is_err(), "the wake it joined ended");
+        assert!(matches!(
+            controller.wake(&kate, "192.0.2.2".parse().expect("ip")).await,
+            Err(WakeError::Refused(reason)) if reason == "refused moments ago"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_wake_over_a_limit_is_never_joined() {
+        let limits = crate::wake::Limits { per_client: 1, per_database: 9, ..Default::default() };
+        let wakes = Arc::new(WakeLimiter::new(limits));
+        let api = ControllerClient::new("http://127.0.0.1:9", None).expect("client");
+        let controller = Controller::new(api, wakes.clone());
+        let client = "192.0.2.1".parse().expect("ip");
+        wakes.charge(&Name::new("other-pg").expect("name"), client).expect("the client's one wake");
+        let kate = Name::new("kate-pg").expect("name");
+        assert!(matches!(controller.wake(&kate, client).await, Err(WakeError::Limited(_))));
+        assert!(controller.waking.is_empty(), "nothing to join");
     }
 }

@@ -150,6 +150,9 @@ pub async fn ready(
     let mut woken = false;
     // A wake this session asked for: others join it until this returns (the route changed).
     let mut _waking = None;
+    // Another session's wake this one joined: when it ends with the database still asleep
+    // (refused, or that session gone), this one asks for itself.
+    let mut joined: Option<tokio::sync::watch::Receiver<()>> = None;
     loop {
         let route = match routes.get(name) {
             Some(route) => route,
@@ -168,19 +171,32 @@ pub async fn ready(
             RouteState::Stopped => return Err(RouteError::Stopped(name.clone())),
             RouteState::Asleep => match waker {
                 None => return Err(RouteError::Asleep(name.clone())),
-                Some(Waker { controller, client }) if !woken => {
-                    woken = true;
-                    _waking = controller
-                        .wake(name, client)
-                        .await
-                        .map_err(|why| RouteError::WakeRefused { name: name.clone(), why })?;
+                Some(Waker { controller, client }) if !woken && joined.is_none() => {
+                    match controller.wake(name, client).await {
+                        Ok(crate::activity::Wake::Asked(waking)) => (woken, _waking) = (true, Some(waking)),
+                        Ok(crate::activity::Wake::Joined(under_way)) => joined = Some(under_way),
+                        Ok(crate::activity::Wake::NotTaken) => woken = true,
+                        Err(why) => return Err(RouteError::WakeRefused { name: name.clone(), why }),
+                    }
                 }
                 Some(_) => {}
             },
             RouteState::Starting => {}
         }
-        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-            return Err(RouteError::Starting(name.clone()));
+        let wake_ended = async {
+            match joined.as_mut() {
+                // Only its end is sent (the sender dropped).
+                Some(under_way) => while under_way.changed().await.is_ok() {},
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => {
+                if changed.is_err() {
+                    return Err(RouteError::Starting(name.clone()));
+                }
+            }
+            () = wake_ended => joined = None,
         }
     }
 }
