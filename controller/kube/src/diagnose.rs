@@ -70,7 +70,7 @@ pub fn pod_problem(pod: &Pod) -> Option<Problem> {
                 Blocker::AttachLimit,
                 format!(
                     "no node can attach another volume (each database holds one; add nodes or delete \
-                     databases, see the README's capacity section): {message}"
+                     databases, see docs/kubernetes.md, 'Capacity'): {message}"
                 ),
             )
         } else {

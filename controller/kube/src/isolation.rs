@@ -63,8 +63,9 @@ impl Isolation {
                 reason: format!(
                     "the controller could connect to {backend}, whose NetworkPolicy admits only the proxy: this \
                      cluster does not enforce NetworkPolicies, so any pod could reach every database (on EKS, \
-                     enable the VPC CNI's network policy support; see the README). Databases are refused until \
-                     it does (or the controller runs with --allow-unenforced-network-policies)"
+                     enable the VPC CNI's network policy support; see docs/kubernetes.md, 'EKS: before you \
+                     install'). Databases are refused until it does (or the controller runs with \
+                     --allow-unenforced-network-policies)"
                 ),
             });
         }

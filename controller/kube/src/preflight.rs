@@ -32,7 +32,7 @@ pub enum PreflightError {
     InTree { class: String, provisioner: String },
     #[error(
         "VolumeSnapshotClass {0:?} does not exist, or the VolumeSnapshot CRDs are not installed (on EKS: the \
-         snapshot-controller add-on; see the README's \"EKS: before you install\")"
+         snapshot-controller add-on; see docs/kubernetes.md, 'EKS: before you install')"
     )]
     NoSnapshotClass(String),
     #[error(

@@ -182,7 +182,7 @@ async fn a_clone_on_nodes_at_their_volume_attach_limit_fails_early_and_says_so()
     steps.extend([database_pods(vec![unschedulable_pod("kate-pg-0", full)]), warnings(vec![])]);
     steps.extend(clone_failed(&format!(
         "starting the database cannot go on: no node can attach another volume (each database holds one; \
-         add nodes or delete databases, see the README's capacity section): {full}"
+         add nodes or delete databases, see docs/kubernetes.md, 'Capacity'): {full}"
     )));
     c.pass(Key::Database(name("kate-pg")), steps).await;
 }
