@@ -1,7 +1,9 @@
 //! `devdb-controller`: the DevDB API server, with the local or the Kubernetes runtime, and
 //! `devdb-controller up` (what `devdb up` runs). See `--help`. The composition root: which store
-//! and which runtime go under the core is decided here and nowhere else.
+//! and which runtime go under the core, and what is served beside its API (`app`: the
+//! dashboard), are decided here and nowhere else.
 
+mod app;
 mod down;
 mod server;
 mod up;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use devdb_core::api::AppState;
-use devdb_core::app;
 use devdb_core::config::ApiConfig;
 use devdb_core::reconcile::{Reconciler, SUPERVISE_EVERY};
 use devdb_core::routes::{self, RouteFeed};
@@ -220,6 +219,6 @@ async fn serve<P: Platform>(
         shutdown.await;
         stopping.cancel();
     };
-    axum::serve(listener, app::router(state)).with_graceful_shutdown(signal).await?;
+    axum::serve(listener, crate::app::router(state)).with_graceful_shutdown(signal).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! The controller's HTTP application: the API ([`crate::api`]) and the dashboard beside it
-//! ([`crate::dashboard`], which calls the API in-process), behind what every request passes:
-//! the origin guard, a tracing span, the release header. The binaries serve this.
+//! What every request to the controller passes, whatever answers it: the origin guard, a tracing
+//! span, the release header ([`with_request_layers`]). The binary composes its HTTP application,
+//! the API ([`crate::api::router`]) and the dashboard beside it (the `devdb-dashboard` crate),
+//! and serves it wrapped in these.
 
 use std::sync::Arc;
 
@@ -13,11 +14,10 @@ use axum::response::{IntoResponse, Response};
 use crate::api::{ApiError, AppState};
 use crate::runtime::Platform;
 
-/// Everything the controller answers over HTTP.
-pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
-    let api = crate::api::router(state.clone());
-    let dashboard = crate::dashboard::router(api.clone(), state.config.tokens.clone());
-    api.merge(dashboard)
+/// `router` behind what every request passes: the origin guard, the release header, and a span
+/// that names the request.
+pub fn with_request_layers<P: Platform>(router: Router, state: Arc<AppState<P>>) -> Router {
+    router
         .layer(middleware::from_fn_with_state(state, guard_origin::<P>))
         .layer(middleware::from_fn(release_header))
         .layer(middleware::from_fn(request_span))

@@ -36,19 +36,9 @@ pub fn loopback_host(host: &str) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use axum::http::HeaderValue;
-
+mod tests {
     use super::*;
-
-    /// Request headers from name-value pairs (a name may repeat).
-    pub(crate) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(*k, HeaderValue::from_str(v).expect("value"));
-        }
-        map
-    }
+    use crate::harness::headers;
 
     #[test]
     fn cross_site_requests_are_recognised() {

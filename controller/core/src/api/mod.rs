@@ -79,8 +79,8 @@ impl<P: Platform> AppState<P> {
 
 type Shared<P> = State<Arc<AppState<P>>>;
 
-/// The whole API (the controller's application adds the dashboard and what every request passes:
-/// [`crate::app::router`]).
+/// The whole API (the binary adds the dashboard beside it, and wraps both in what every request
+/// passes: [`crate::app::with_request_layers`]).
 pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
     let v1 = Router::new()
         .route("/projects", post(projects::create::<P>).get(projects::list::<P>))

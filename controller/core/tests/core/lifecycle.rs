@@ -13,7 +13,15 @@ use tower::ServiceExt;
 
 use crate::common::*;
 
-impl Core {
+/// These tests' steps, on the harness's core.
+trait Steps {
+    async fn running(&self, db: &str, extra: Value) -> Value;
+    fn route_state(&self, db: &str) -> Option<RouteState>;
+    async fn report(&self, token: &str, open: &[&str]) -> StatusCode;
+    async fn enforce_at(&self, later: Duration);
+}
+
+impl Steps for Core {
     /// A running database `db` of project `shop` (kate's), created with `extra` fields.
     async fn running(&self, db: &str, extra: Value) -> Value {
         let mut body = json!({"name": db, "project": "shop"});

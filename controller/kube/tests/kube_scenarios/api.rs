@@ -1,7 +1,6 @@
 //! The REST API on the kube runtime writes the resources; the controllers do the rest.
 
 use devdb_core::api::AppState;
-use devdb_core::app::router;
 use devdb_core::config::ApiConfig;
 use devdb_core::model::Key;
 use devdb_kube::Passwords;
@@ -34,7 +33,8 @@ async fn serve() -> (String, Cluster) {
     let state = AppState::new(config, c.reconciler.clone(), monitor, devdb_core::routes::RouteFeed::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let app = devdb_core::app::with_request_layers(devdb_core::api::router(state.clone()), state);
+    tokio::spawn(async move { axum::serve(listener, app).await });
     (url, c)
 }
 

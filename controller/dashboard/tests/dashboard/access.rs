@@ -1,5 +1,6 @@
-//! The dashboard: sign-in with a token, each owner's own databases only, CSRF and same-site
-//! checks on changes, and without tokens, only loopback host names answered.
+//! Who may see and do what on the dashboard: sign-in with a token, each owner's own databases
+//! only, CSRF and same-site checks on changes, and without tokens, only loopback host names
+//! answered (the API's too, as the binary serves both).
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -1,9 +1,16 @@
 //! The web dashboard, served by the controller beside its API: `/` leads to `/ui/databases`.
+//! This crate owns the dashboard's routes and handlers ([`router`], in this file), its pages and
+//! charts, its way to the API, its sign-in and form guards, and its stylesheet and script
+//! (`assets/`).
 //!
 //! Pages are rendered on the server ([`pages`], [`charts`]); the only script copies connection
 //! strings and prints, and the page works without it. Every read and change goes through the
 //! REST API in-process ([`client`]) as the signed-in caller ([`session`]), so the dashboard
 //! shows and allows exactly what the API would.
+//!
+//! It knows the core (`devdb-core`: its API router, tokens and checks) and never the other way
+//! round: the binary composes the API, this router beside it, and what every request passes
+//! (`devdb_core::app::with_request_layers`).
 
 mod charts;
 mod client;
@@ -22,8 +29,8 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::Tokens;
 use client::{Client, Refusal, with_query};
+use devdb_core::auth::Tokens;
 use devdb_shared::metrics::{DatabaseMetrics, Range};
 use devdb_shared::reports::ScanReport;
 use devdb_shared::reports::UsageReport;
@@ -136,11 +143,11 @@ fn forged(session: &Session) -> Response {
 /// outside the dashboard, a page inside it. A fallback runs without the session layer.
 async fn not_found(uri: axum::http::Uri) -> Response {
     if !uri.path().starts_with("/ui") {
-        return crate::api::ApiError::NotFound(format!("no such path: {}", uri.path())).into_response();
+        return devdb_core::api::ApiError::NotFound(format!("no such path: {}", uri.path())).into_response();
     }
     let session = Session {
         token: None,
-        caller: crate::auth::Caller::Owner(String::new()),
+        caller: devdb_core::auth::Caller::Owner(String::new()),
         csrf: String::new(),
         signed_in: false,
     };
@@ -273,7 +280,7 @@ async fn database_page(
         let metrics: DatabaseMetrics = client
             .get(&with_query(&format!("/v1/databases/{name}/metrics"), &[("range", Some(range.as_str()))]))
             .await?;
-        let now = crate::clock::unix(std::time::SystemTime::now());
+        let now = devdb_core::clock::unix(std::time::SystemTime::now());
         Ok(pages::database(session, &database, &metrics.points, range, now, error))
     }
     .await;

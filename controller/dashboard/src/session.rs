@@ -17,8 +17,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use subtle::ConstantTimeEq;
 
-use super::Dashboard;
-use crate::auth::Caller;
+use crate::Dashboard;
+use devdb_core::auth::Caller;
 
 const SESSION_COOKIE: &str = "devdb_session";
 const CSRF_COOKIE: &str = "devdb_csrf";
@@ -58,7 +58,7 @@ impl Session {
 fn secure(headers: &HeaderMap) -> bool {
     let tls = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes() == b"https");
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    tls || !crate::origin::loopback_host(host)
+    tls || !devdb_core::origin::loopback_host(host)
 }
 
 /// A cookie's name for this request: `__Host-name` when [`secure`].
@@ -106,20 +106,20 @@ pub fn sign_out_cookie(headers: &HeaderMap) -> HeaderValue {
 
 /// A fresh CSRF cookie (at sign-in).
 pub fn new_csrf_cookie(headers: &HeaderMap) -> HeaderValue {
-    set_cookie(headers, CSRF_COOKIE, &crate::auth::generate_password(), SESSION_SECONDS)
+    set_cookie(headers, CSRF_COOKIE, &devdb_core::auth::generate_password(), SESSION_SECONDS)
 }
 
 /// Resolves the session of every dashboard page (or sends the browser to sign in), refuses
 /// cross-site changes, and gives a browser without one its CSRF cookie.
 pub async fn require(State(dashboard): State<std::sync::Arc<Dashboard>>, mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if request.method() != Method::GET && request.method() != Method::HEAD && crate::origin::cross_site(headers) {
+    if request.method() != Method::GET && request.method() != Method::HEAD && devdb_core::origin::cross_site(headers) {
         return (StatusCode::FORBIDDEN, "cross-site requests cannot change anything here").into_response();
     }
     let token = cookie(headers, &name(headers, SESSION_COOKIE)).map(str::to_owned);
     let caller = dashboard.tokens.caller(token.as_ref().map(|t| format!("Bearer {t}")).as_deref());
     let existing_csrf = cookie(headers, &name(headers, CSRF_COOKIE)).map(str::to_owned);
-    let csrf = existing_csrf.clone().unwrap_or_else(crate::auth::generate_password);
+    let csrf = existing_csrf.clone().unwrap_or_else(devdb_core::auth::generate_password);
     let new_csrf_cookie = existing_csrf.is_none().then(|| set_cookie(headers, CSRF_COOKIE, &csrf, SESSION_SECONDS));
     let path = request.uri().path().to_string();
     let public = path == "/ui/sign-in" || path.starts_with("/ui/assets/");
@@ -141,7 +141,7 @@ pub async fn require(State(dashboard): State<std::sync::Arc<Dashboard>>, mut req
         }
         None => {
             let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-            Redirect::to(&super::client::with_query("/ui/sign-in", &[("next", Some(target))])).into_response()
+            Redirect::to(&crate::client::with_query("/ui/sign-in", &[("next", Some(target))])).into_response()
         }
     };
     let mut response = response;
@@ -169,7 +169,7 @@ pub fn safe_next(next: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::origin::tests::headers;
+    use devdb_core::harness::headers;
 
     #[test]
     fn cookies_are_found_by_exact_name_and_a_planted_second_one_voids_both() {

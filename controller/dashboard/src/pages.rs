@@ -1,11 +1,11 @@
 //! The dashboard's pages as HTML (maud: every value is escaped). Each page is a function of
-//! what the API answered; the handlers in the module above fetch it.
+//! what the API answered; the handlers in the crate's root fetch it.
 
 use devdb_shared::api::{Database, DatabaseStatus, Project, ProjectStatus};
 use maud::{DOCTYPE, Markup, html};
 
-use super::charts;
-use super::session::Session;
+use crate::charts;
+use crate::session::Session;
 use devdb_shared::metrics::{Point, Range};
 use devdb_shared::reports::UsageReport;
 
@@ -281,7 +281,7 @@ pub fn database(
                     (csrf(session))
                     label { "Parameter"
                         select name="parameter" {
-                            @for p in crate::settings::ALLOWED {
+                            @for p in devdb_core::settings::ALLOWED {
                                 option value=(p.name) { (p.name) @if p.restart { " (restarts)" } }
                             }
                         }
