@@ -158,6 +158,15 @@ impl TestPostgres {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
+    /// Appends `conf` to its configuration and restarts it (for settings read only at start).
+    pub fn reconfigure(&self, conf: &str) {
+        let auto = self.data.join("postgresql.auto.conf");
+        let current = std::fs::read_to_string(&auto).expect("postgresql.auto.conf");
+        std::fs::write(&auto, current + conf).expect("postgresql.auto.conf");
+        self.pg.stop(&self.data, StopMode::Fast).expect("postgres stops");
+        self.pg.start(&self.data, &self.dir.path().join("log"), Duration::from_secs(60)).expect("postgres starts");
+    }
+
     /// A libpq connection string reaching the server directly over TCP.
     pub fn conninfo(&self, dbname: &str) -> String {
         format!("host=127.0.0.1 port={} user={USER} dbname={dbname}", self.port)

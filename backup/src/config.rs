@@ -1,0 +1,172 @@
+//! A stanza's pgBackRest configuration: where its repository is, how it is encrypted, where its
+//! instance's data and socket are, and the `archive_command` that instance runs. The file holds
+//! the stanza's repository key, so it is written private to the PostgreSQL user; nothing secret
+//! is ever put on a command line (where `ps` would show it).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Where backups and archived WAL go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repository {
+    /// A directory (locally, under the data directory by default).
+    Posix(PathBuf),
+    /// An S3 bucket (or an S3-compatible store): credentials from the process's environment
+    /// or instance role, never from here.
+    S3 { bucket: String, prefix: String, endpoint: String, region: String, path_style: bool },
+}
+
+/// One database's stanza: its name in the repository and its instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stanza {
+    /// Unique per database incarnation (its id): a database deleted and created again under the
+    /// same name never reads the old one's backups.
+    pub name: String,
+    /// The instance's data directory.
+    pub data_dir: PathBuf,
+    /// The instance's port and Unix socket directory (pgBackRest connects as the superuser
+    /// over the socket).
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    /// The superuser pgBackRest connects as (over the socket, trusted locally).
+    pub superuser: String,
+    /// Where pgBackRest keeps its locks, logs and asynchronous archiving queue for this stanza.
+    pub work_dir: PathBuf,
+    /// How many full backups are kept (older ones, and the WAL only they need, expire).
+    pub retention_full: u32,
+}
+
+/// The key a stanza's repository files are encrypted with: an HMAC of the stanza's name under
+/// the controller's secret, hex (pgBackRest then derives a key per file from it).
+pub fn stanza_key(secret: &[u8], stanza: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, format!("devdb-backup:{stanza}").as_bytes());
+    tag.as_ref().iter().fold(String::with_capacity(64), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}
+
+/// Whether `name` may name a stanza: it becomes a section of a configuration file and a path
+/// in the repository.
+pub fn valid_stanza_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+}
+
+/// The configuration file of `stanza` in `repository`, encrypted with `key`.
+///
+/// # Panics
+/// Never for a stanza whose name passed [`valid_stanza_name`] and paths without newlines (the
+/// caller's own directories).
+pub fn render(repository: &Repository, stanza: &Stanza, key: &str) -> String {
+    assert!(valid_stanza_name(&stanza.name), "stanza name {:?}", stanza.name);
+    let path = |p: &Path| {
+        let p = p.display().to_string();
+        assert!(!p.contains('\n') && !p.contains('\r'), "a path with a newline: {p:?}");
+        p
+    };
+    let work = &stanza.work_dir;
+    let mut conf = String::from("[global]\n");
+    match repository {
+        Repository::Posix(dir) => {
+            let _ = writeln!(conf, "repo1-type=posix\nrepo1-path={}", path(dir));
+        }
+        Repository::S3 { bucket, prefix, endpoint, region, path_style } => {
+            let _ = writeln!(
+                conf,
+                "repo1-type=s3\nrepo1-path=/{}\nrepo1-s3-bucket={bucket}\nrepo1-s3-endpoint={endpoint}\n\
+                 repo1-s3-region={region}\nrepo1-s3-uri-style={}",
+                prefix.trim_matches('/'),
+                if *path_style { "path" } else { "host" }
+            );
+        }
+    }
+    let _ = writeln!(
+        conf,
+        "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={key}\nrepo1-retention-full={retention}\n\
+         log-path={log}\nlock-path={lock}\nspool-path={spool}\nlog-level-console=warn\nlog-level-stderr=warn\n\
+         log-level-file=off\narchive-async=y\ncompress-type=zst\nprocess-max=2\nstart-fast=y\n\n\
+         [{name}]\npg1-path={data}\npg1-port={port}\npg1-socket-path={socket}\npg1-user={user}",
+        retention = stanza.retention_full.max(1),
+        log = path(&work.join("log")),
+        lock = path(&work.join("lock")),
+        spool = path(&work.join("spool")),
+        name = stanza.name,
+        data = path(&stanza.data_dir),
+        port = stanza.port,
+        socket = path(&stanza.socket_dir),
+        user = stanza.superuser,
+    );
+    conf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stanza() -> Stanza {
+        Stanza {
+            name: "db-kate-0123".into(),
+            data_dir: "/srv/devdb/db/kate-pg/data".into(),
+            port: 40123,
+            socket_dir: "/srv/devdb/db/kate-pg".into(),
+            superuser: "devdb".into(),
+            work_dir: "/srv/devdb/backup/work/db-kate-0123".into(),
+            retention_full: 2,
+        }
+    }
+
+    #[test]
+    fn each_stanza_has_its_own_key_and_another_secret_gives_another() {
+        let a = stanza_key(b"installation-one", "db-kate-0123");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, stanza_key(b"installation-one", "db-kate-0123"), "derived, not random");
+        assert_ne!(a, stanza_key(b"installation-one", "db-bob-4567"));
+        assert_ne!(a, stanza_key(b"installation-two", "db-kate-0123"));
+    }
+
+    #[test]
+    fn the_configuration_names_the_repository_the_key_and_the_instance() {
+        let conf = render(&Repository::Posix("/srv/devdb/backup/repo".into()), &stanza(), "k3y");
+        for line in [
+            "repo1-path=/srv/devdb/backup/repo",
+            "repo1-cipher-type=aes-256-cbc",
+            "repo1-cipher-pass=k3y",
+            "[db-kate-0123]",
+            "pg1-path=/srv/devdb/db/kate-pg/data",
+            "pg1-port=40123",
+            "spool-path=/srv/devdb/backup/work/db-kate-0123/spool",
+            "archive-async=y",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
+        }
+        let s3 = Repository::S3 {
+            bucket: "devdb-backups".into(),
+            prefix: "/prod/".into(),
+            endpoint: "s3.eu-west-1.amazonaws.com".into(),
+            region: "eu-west-1".into(),
+            path_style: false,
+        };
+        let conf = render(&s3, &stanza(), "k3y");
+        assert!(conf.contains("repo1-type=s3\nrepo1-path=/prod\nrepo1-s3-bucket=devdb-backups\n"), "{conf}");
+        assert!(conf.contains("repo1-s3-uri-style=host"));
+    }
+
+    #[test]
+    fn stanza_names_are_plain() {
+        assert!(valid_stanza_name("db-kate-0123"));
+        for bad in ["", "-x", "Kate", "a b", "a]\n[global", "../x", &"a".repeat(65)] {
+            assert!(!valid_stanza_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "stanza name")]
+    fn a_name_that_would_open_another_section_is_never_written() {
+        let stanza = Stanza { name: "x]\n[global".into(), ..stanza() };
+        let _ = render(&Repository::Posix("/r".into()), &stanza, "k");
+    }
+}

@@ -1,0 +1,26 @@
+//! Backups and point-in-time restore of a database instance, through pgBackRest (Debian's
+//! `pgbackrest`), not hand-written archiving: PostgreSQL hands each WAL segment to
+//! `pgbackrest archive-push` (asynchronous, compressed, encrypted), backups are pgBackRest's full,
+//! differential and incremental ones with its retention, and a restore is pgBackRest's, with a
+//! recovery target.
+//!
+//! Each database is a stanza of its own, with its own configuration file ([`config`]) and its
+//! own repository key ([`config::stanza_key`], derived from the controller's secret and the
+//! stanza): a database's WAL and backups are readable only with its key, so a repository
+//! written by one installation is refused by another unless given its secret, and one tenant's
+//! stanza cannot be read with another's configuration. Nothing here takes a repository or a key
+//! from a user: the controller chooses both.
+//!
+//! - [`config`]: the repository (a directory, or S3), a stanza's settings, its configuration
+//!   file and the `archive_command` PostgreSQL runs;
+//! - [`pgbackrest`]: the commands (stanza-create, backup, info, restore, verify, expire), run as
+//!   the PostgreSQL user;
+//! - [`info`]: what `info --output=json` says of a stanza, and the window it can be restored to.
+
+pub mod config;
+pub mod info;
+pub mod pgbackrest;
+
+pub use config::{Repository, Stanza};
+pub use info::{BackupKind, StanzaInfo, Window};
+pub use pgbackrest::{BackupError, PgBackRest, Target};

@@ -1,0 +1,205 @@
+//! pgBackRest's commands for one stanza, run as the PostgreSQL user (it reads the data
+//! directory and is what `archive_command` runs as) with an empty environment but `PATH` and
+//! what an S3 repository's credentials need: the stanza's configuration file says everything
+//! else, and its key is never on a command line.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use devdb_pgctl::RunAs;
+
+use crate::config::{Repository, Stanza};
+use crate::info::{BackupKind, StanzaInfo};
+
+/// Why a pgBackRest command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("cannot run pgbackrest ({0}): install it (Debian: apt-get install pgbackrest)")]
+    Spawn(std::io::Error),
+    /// Its own message (the last lines it printed), which names no secret.
+    #[error("pgbackrest {command} failed: {message}")]
+    Failed { command: &'static str, message: String },
+    #[error("pgbackrest info printed what cannot be read: {0}")]
+    Info(#[from] serde_json::Error),
+    #[error("the stanza's files: {0}")]
+    Files(std::io::Error),
+}
+
+/// A recovery target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Everything archived.
+    Latest,
+    /// The last commit at or before this moment.
+    Time(SystemTime),
+}
+
+/// pgBackRest for one stanza.
+#[derive(Debug, Clone)]
+pub struct PgBackRest {
+    stanza: Stanza,
+    config: PathBuf,
+    run_as: Option<RunAs>,
+}
+
+/// Environment variables an S3 repository's credentials may come from, passed through to
+/// pgBackRest as its own options.
+const S3_CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "PGBACKREST_REPO1_S3_KEY"),
+    ("AWS_SECRET_ACCESS_KEY", "PGBACKREST_REPO1_S3_KEY_SECRET"),
+    ("AWS_SESSION_TOKEN", "PGBACKREST_REPO1_S3_TOKEN"),
+];
+
+impl PgBackRest {
+    /// Writes `stanza`'s configuration (private to `run_as`, in its work directory) for
+    /// `repository` with `key`, and makes its work directories.
+    ///
+    /// # Errors
+    /// [`BackupError::Files`] when they cannot be written.
+    pub fn configure(
+        repository: &Repository,
+        stanza: Stanza,
+        key: &str,
+        run_as: Option<RunAs>,
+    ) -> Result<Self, BackupError> {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, chown};
+        let owner = |path: &Path| match run_as {
+            Some(RunAs { uid, gid }) => chown(path, Some(uid), Some(gid)),
+            None => Ok(()),
+        };
+        let mut dirs = vec![stanza.work_dir.clone()];
+        dirs.extend(["log", "lock", "spool"].map(|d| stanza.work_dir.join(d)));
+        if let Repository::Posix(repo) = repository {
+            dirs.insert(0, repo.clone());
+        }
+        for dir in &dirs {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(BackupError::Files)?;
+            owner(dir).map_err(BackupError::Files)?;
+        }
+        let config = stanza.work_dir.join("pgbackrest.conf");
+        let text = crate::config::render(repository, &stanza, key);
+        let _ = std::fs::remove_file(&config);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config)
+            .map_err(BackupError::Files)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(BackupError::Files)?;
+        owner(&config).map_err(BackupError::Files)?;
+        Ok(Self { stanza, config, run_as })
+    }
+
+    pub fn stanza(&self) -> &Stanza {
+        &self.stanza
+    }
+
+    /// What PostgreSQL runs for each finished WAL segment (`archive_command`), and, for a
+    /// restore, to fetch one (`restore_command`, written by pgBackRest itself).
+    pub fn archive_command(&self) -> String {
+        // Run by a shell: the path single-quoted (a stanza's name is plain).
+        let config = self.config.display().to_string().replace('\'', r"'\''");
+        format!("pgbackrest '--config={config}' --stanza={} archive-push %p", self.stanza.name)
+    }
+
+    fn command(&self, command: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("pgbackrest");
+        cmd.env_clear().env("PATH", "/usr/bin:/bin");
+        for (from, to) in S3_CREDENTIALS {
+            if let Some(value) = std::env::var_os(from) {
+                cmd.env(to, value);
+            }
+        }
+        cmd.arg(format!("--config={}", self.config.display()))
+            .arg(format!("--stanza={}", self.stanza.name))
+            .arg(command)
+            .kill_on_drop(true);
+        if let Some(RunAs { uid, gid }) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    async fn run(&self, name: &'static str, mut cmd: tokio::process::Command) -> Result<String, BackupError> {
+        let out = cmd.output().await.map_err(BackupError::Spawn)?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        let message = text.lines().filter(|l| !l.trim().is_empty()).take(4).collect::<Vec<_>>().join("; ");
+        let message = if message.is_empty() { format!("exit status {}", out.status) } else { message };
+        Err(BackupError::Failed { command: name, message })
+    }
+
+    /// Creates the stanza in the repository (idempotent: again on the same instance is a no-op;
+    /// on another instance, or with another key, it fails).
+    ///
+    /// # Errors
+    /// [`BackupError`], with pgBackRest's reason.
+    pub async fn stanza_create(&self) -> Result<(), BackupError> {
+        self.run("stanza-create", self.command("stanza-create")).await.map(drop)
+    }
+
+    /// Takes a backup of the running instance.
+    ///
+    /// # Errors
+    /// [`BackupError`], with pgBackRest's reason.
+    pub async fn backup(&self, kind: BackupKind) -> Result<(), BackupError> {
+        let mut cmd = self.command("backup");
+        cmd.arg(format!("--type={}", kind.as_str()));
+        self.run("backup", cmd).await.map(drop)
+    }
+
+    /// What the stanza holds.
+    ///
+    /// # Errors
+    /// [`BackupError`], with pgBackRest's reason.
+    pub async fn info(&self) -> Result<StanzaInfo, BackupError> {
+        let mut cmd = self.command("info");
+        cmd.arg("--output=json");
+        Ok(StanzaInfo::parse(&self.run("info", cmd).await?)?)
+    }
+
+    /// Restores the stanza into `data_dir` (empty, or made), recovered to `target` and then
+    /// promoted, with archiving off: a new instance that must not archive into this stanza.
+    ///
+    /// # Errors
+    /// [`BackupError`], with pgBackRest's reason.
+    pub async fn restore(&self, target: Target, data_dir: &Path) -> Result<(), BackupError> {
+        let mut cmd = self.command("restore");
+        cmd.arg(format!("--pg1-path={}", data_dir.display())).arg("--archive-mode=off");
+        match target {
+            Target::Latest => cmd.arg("--type=default"),
+            Target::Time(at) => {
+                cmd.arg("--type=time").arg(format!("--target={}", target_time(at))).arg("--target-action=promote")
+            }
+        };
+        self.run("restore", cmd).await.map(drop)
+    }
+
+    /// Checks every file of the repository against its checksums.
+    ///
+    /// # Errors
+    /// [`BackupError`], naming what is wrong.
+    pub async fn verify(&self) -> Result<(), BackupError> {
+        self.run("verify", self.command("verify")).await.map(drop)
+    }
+}
+
+/// `at` as pgBackRest takes a target time (`YYYY-MM-DD HH:MM:SS.ffffff+00`: it refuses RFC 3339's
+/// `T` and `Z`), which it hands to PostgreSQL's `recovery_target_time`.
+fn target_time(at: SystemTime) -> String {
+    let rfc3339 = humantime::format_rfc3339_micros(at).to_string();
+    format!("{}+00", rfc3339.replacen('T', " ", 1).trim_end_matches('Z'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_time_is_written_as_pgbackrest_reads_it() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_796_660_134_231_945);
+        assert_eq!(target_time(at), "2026-12-07 16:15:34.231945+00");
+    }
+}
