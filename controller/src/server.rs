@@ -50,11 +50,14 @@ pub async fn run_local(
     reconciler.recover().await.context("recovering state")?;
     let monitor = monitor_for(&reconciler, &config);
     let state = AppState::new(config, reconciler.clone(), monitor.clone(), routes);
+    let backups =
+        devdb_core::backups::Backups::<LocalPlatform>::new(reconciler.store().clone(), reconciler.runtime().clone());
     let supervising = {
         let (reconciler, stop) = (reconciler.clone(), stop.clone());
         let lifecycle_every = state.config.lifecycle_check_every;
         tokio::spawn(async move {
             tokio::join!(
+                backups.run(lifecycle_every, stop.clone()),
                 reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
                 reconciler.enforce_lifecycle(lifecycle_every, stop.clone()),
                 monitor.run(stop),

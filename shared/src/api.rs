@@ -136,6 +136,27 @@ pub struct CreateDatabase {
     /// project's `idleStopAfter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop_after: Option<String>,
+    /// Archive its WAL and back it up on a schedule, so it can be restored to a moment
+    /// (pgBackRest). Default: on for `protected` databases, off for throwaway clones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<bool>,
+}
+
+/// A database's backups, when on: its last backup and the window it can be restored to
+/// (RFC 3339), as of its last backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restorable_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restorable_to: Option<String>,
+    /// Why its last backup failed (it is tried again), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /v1/databases/{name}/extend`: a new time to live, from now.
@@ -227,6 +248,9 @@ pub struct Database {
     /// PostgreSQL parameters its owner set (kept across reset).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// Its backups; absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
 }
 
 /// A project's masking: how its snapshot's personal data is replaced before any clone sees it.

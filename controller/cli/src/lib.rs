@@ -210,6 +210,13 @@ pub enum DbCommand {
         /// Default: the project's.
         #[arg(long, value_name = "DURATION")]
         idle_stop_after: Option<String>,
+        /// Archive its WAL and back it up daily, so it can be restored to a moment (pgBackRest;
+        /// the local runtime). Default: on with --protected.
+        #[arg(long, overrides_with = "no_backup")]
+        backup: bool,
+        /// No backups, even with --protected.
+        #[arg(long)]
+        no_backup: bool,
         #[arg(long)]
         no_wait: bool,
     },
@@ -508,8 +515,15 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
 
 async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> {
     match cmd {
-        DbCommand::Create { name, project, owner, ttl, protected, idle_stop_after, no_wait } => {
-            let request = CreateDatabase { name, project, owner, ttl, protected, idle_stop_after };
+        DbCommand::Create { name, project, owner, ttl, protected, idle_stop_after, backup, no_backup, no_wait } => {
+            let backup = if backup {
+                Some(true)
+            } else if no_backup {
+                Some(false)
+            } else {
+                None
+            };
+            let request = CreateDatabase { name, project, owner, ttl, protected, idle_stop_after, backup };
             let database: Database = api.post("/v1/databases", &request).await?;
             let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Running).await? };
             output::database(&database, json);

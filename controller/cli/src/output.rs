@@ -135,6 +135,7 @@ pub fn database(d: &Database, json: bool) {
         "expires",
         if d.protected { "never (protected)".into() } else { d.expires_at.clone().unwrap_or_else(|| "never".into()) },
     ));
+    rows.push(("backups", backups(d.backup.as_ref())));
     kv(&rows);
     if d.host.ends_with(".localhost") {
         println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, super::conninfo(d, None, true));
@@ -270,6 +271,19 @@ fn scan_text(report: &ScanReport) -> String {
         ));
     }
     text
+}
+
+/// A database's backups in a line: off, waiting for the first, or the window it restores to.
+fn backups(backup: Option<&devdb_shared::api::BackupStatus>) -> String {
+    let Some(b) = backup else { return "off".into() };
+    let window = match (&b.restorable_from, &b.restorable_to) {
+        (Some(from), Some(to)) => format!("restorable from {from} to {to}"),
+        _ => "on, the first backup is under way".into(),
+    };
+    match &b.error {
+        Some(error) => format!("{window}; the last backup failed: {error}"),
+        None => window,
+    }
 }
 
 #[cfg(test)]

@@ -278,6 +278,7 @@ mod tests {
             created_at: "2026-12-01T09:00:00Z".into(),
             lifecycle: crate::model::Lifecycle::default(),
             settings: crate::model::Settings::default(),
+            backup: None,
         }
     }
 

@@ -129,6 +129,20 @@ impl Runtime for FakeRuntime {
         15
     }
 
+    fn backups(&self) -> bool {
+        true
+    }
+
+    /// A backup of nothing: restorable from the first one to now.
+    async fn back_up(&self, database: &DatabaseRecord) -> Result<crate::runtime::BackedUp, RuntimeError> {
+        let now = std::time::SystemTime::now();
+        let from = match database.backup.as_ref().and_then(|b| b.restorable_from.as_deref()) {
+            Some(from) => humantime::parse_rfc3339_weak(from).unwrap_or(now),
+            None => now,
+        };
+        Ok(crate::runtime::BackedUp { at: now, restorable_from: from, restorable_to: now })
+    }
+
     /// The fixed port, or the first from 20000 up that no database holds (nothing listens).
     fn new_port(&self, taken: &std::collections::HashSet<u16>) -> Result<u16, RuntimeError> {
         if let Some(port) = self.fixed_port {

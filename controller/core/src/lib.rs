@@ -21,6 +21,7 @@ pub mod activity;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backups;
 pub mod clock;
 pub mod config;
 #[cfg(any(test, feature = "test-support"))]

@@ -184,6 +184,7 @@ mod tests {
             created_at: "2026-12-01T09:00:00Z".into(),
             lifecycle,
             settings: crate::model::Settings::default(),
+            backup: None,
         }
     }
 

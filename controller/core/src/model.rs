@@ -146,6 +146,9 @@ pub struct DatabaseRecord {
     /// PostgreSQL parameters its owner set (see [`crate::settings`]).
     #[serde(default)]
     pub settings: Settings,
+    /// Its backups, when on (WAL archived, backups on a schedule): where they stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<devdb_shared::api::BackupStatus>,
 }
 
 /// A database's PostgreSQL parameters: those asked for, and those its instance runs with.

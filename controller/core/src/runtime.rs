@@ -198,6 +198,22 @@ pub trait Runtime: Send + Sync + 'static {
         database: &DatabaseRecord,
         project: &ProjectRecord,
     ) -> impl Future<Output = Result<Option<Counters>, RuntimeError>> + Send;
+
+    /// Whether this runtime archives and backs up databases that ask for it (`backup`).
+    fn backups(&self) -> bool;
+
+    /// Takes a backup of `database` (running, with backups on): the first of each of its
+    /// clones a full one, then incremental ones. What its repository then holds.
+    fn back_up(&self, database: &DatabaseRecord) -> impl Future<Output = Result<BackedUp, RuntimeError>> + Send;
+}
+
+/// What a database's repository holds after a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackedUp {
+    pub at: std::time::SystemTime,
+    /// The moments it can be restored to.
+    pub restorable_from: std::time::SystemTime,
+    pub restorable_to: std::time::SystemTime,
 }
 
 /// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,

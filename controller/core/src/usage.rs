@@ -241,6 +241,7 @@ mod tests {
             created_at: created_at.into(),
             lifecycle: crate::model::Lifecycle::default(),
             settings: crate::model::Settings::default(),
+            backup: None,
         }
     }
 

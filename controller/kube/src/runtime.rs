@@ -550,6 +550,18 @@ impl Runtime for KubeRuntime {
         self.db_version
     }
 
+    /// Not yet: backups need the local runtime (the API refuses `backup` here).
+    fn backups(&self) -> bool {
+        false
+    }
+
+    async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {
+        Err(RuntimeError::Step {
+            step: "backing up",
+            detail: format!("database {}: backups need the local runtime for now", database.name),
+        })
+    }
+
     /// Every pod listens on PostgreSQL's own port.
     fn new_port(&self, _taken: &std::collections::HashSet<u16>) -> Result<u16, RuntimeError> {
         Ok(5432)

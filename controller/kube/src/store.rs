@@ -456,6 +456,8 @@ impl CrdStore {
                 wanted: d.spec.settings.clone(),
                 applied: status.applied_settings.clone(),
             },
+            // Backups need the local runtime for now (the API refuses them here).
+            backup: None,
         })
     }
 

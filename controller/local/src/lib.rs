@@ -11,6 +11,7 @@
 //! [`Local::open`] sets all of it up on a data directory, the way `devdb-controller` and
 //! `devdb up` run it.
 
+pub mod backup;
 pub mod monitor;
 pub mod restore;
 pub mod runtime;

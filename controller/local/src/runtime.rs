@@ -57,6 +57,8 @@ pub struct LocalRuntime {
     host: String,
     /// Bounds the samples running at once (see [`crate::monitor`]).
     samples: SampleLimit,
+    /// Databases' backups (`backup: true`).
+    backups: crate::backup::LocalBackups,
 }
 
 impl LocalRuntime {
@@ -71,7 +73,9 @@ impl LocalRuntime {
         }
         let version = pg.binaries().version();
         let limits = devdb_restore::Limits::default();
+        let backups = crate::backup::LocalBackups::new(root.join("backup"), pg.run_as());
         Ok(Self {
+            backups,
             pg: Arc::new(pg),
             limits,
             sandbox: RestoreSandbox::off(),
@@ -244,7 +248,7 @@ impl Runtime for LocalRuntime {
         if !data.join("PG_VERSION").is_file() {
             return Err(RuntimeError::DataMissing(database.name.clone()));
         }
-        let (pg, conf) = (self.pg.clone(), self.instance_conf(database));
+        let (pg, conf) = (self.pg.clone(), self.instance_conf(database)?);
         blocking(move || {
             if !pg.is_running(&data) {
                 // With the settings wanted now: settings it could not start with, reverted
@@ -279,7 +283,7 @@ impl Runtime for LocalRuntime {
     async fn apply_settings(&self, database: &DatabaseRecord, restart: bool) -> Result<(), RuntimeError> {
         let dir = self.database_dir(&database.name);
         let data = dir.join("data");
-        write_conf(&data, &self.instance_conf(database)).map_err(RuntimeError::step("writing the settings"))?;
+        write_conf(&data, &self.instance_conf(database)?).map_err(RuntimeError::step("writing the settings"))?;
         let pg = self.pg.clone();
         blocking(move || {
             if !pg.is_running(&data) {
@@ -329,6 +333,30 @@ impl Runtime for LocalRuntime {
 
     fn backend(&self, database: &DatabaseRecord) -> String {
         format!("{}:{}", self.host, database.port)
+    }
+
+    fn backups(&self) -> bool {
+        true
+    }
+
+    async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {
+        let failed =
+            |step: &'static str| move |e: devdb_backup::BackupError| RuntimeError::Step { step, detail: e.to_string() };
+        let backrest = self.backups.backrest(database, &self.database_dir(&database.name))?;
+        backrest.stanza_create().await.map_err(failed("creating the database's backup stanza"))?;
+        let before = backrest.info().await.map_err(failed("reading the database's backups"))?;
+        let kind =
+            if before.backups.is_empty() { devdb_backup::BackupKind::Full } else { devdb_backup::BackupKind::Incr };
+        backrest.backup(kind).await.map_err(failed("backing up"))?;
+        let info = backrest.info().await.map_err(failed("reading the database's backups"))?;
+        match (info.last_backup(), info.window(None)) {
+            (Some(last), Some(window)) => Ok(devdb_core::runtime::BackedUp {
+                at: last.stopped_at,
+                restorable_from: window.from,
+                restorable_to: window.to,
+            }),
+            _ => Err(RuntimeError::Step { step: "backing up", detail: "no backup listed after it".into() }),
+        }
     }
 
     async fn sample(
@@ -390,16 +418,25 @@ impl LocalRuntime {
         }
     }
 
-    /// A database instance's `postgresql.auto.conf`: its port and socket, then the settings its
-    /// owner asked for (read last, so they win).
-    fn instance_conf(&self, database: &DatabaseRecord) -> String {
-        format!(
-            "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n{}",
+    /// A database instance's `postgresql.auto.conf`: its port and socket, its archiving when its
+    /// backups are on, then the settings its owner asked for (read last, so they win; none of
+    /// them touches archiving).
+    fn instance_conf(&self, database: &DatabaseRecord) -> Result<String, RuntimeError> {
+        let dir = self.database_dir(&database.name);
+        let archiving = match &database.backup {
+            Some(_) => format!(
+                "archive_mode = on\narchive_command = {}\narchive_timeout = 60\n",
+                conf_quote(self.backups.backrest(database, &dir)?.archive_command())
+            ),
+            None => String::new(),
+        };
+        Ok(format!(
+            "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n{archiving}{}",
             database.port,
-            conf_quote(self.database_dir(&database.name).join("sock")),
+            conf_quote(dir.join("sock")),
             conf_quote(database.name.as_str()),
             devdb_core::settings::conf_lines(&database.settings.wanted),
-        )
+        ))
     }
 
     /// Copies the snapshot into `<name>.cloning`, configures its port and socket, swaps it in
@@ -442,7 +479,11 @@ impl LocalRuntime {
         })?;
         self.pg.give(staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
         let sock = dir.join("sock");
-        write_conf(&staging.join("data"), &self.instance_conf(database))
+        if database.backup.is_some() {
+            // Its WAL starts again from the snapshot's: a stanza of its own.
+            self.backups.new_stanza(database)?;
+        }
+        write_conf(&staging.join("data"), &self.instance_conf(database)?)
             .map_err(RuntimeError::step("writing the clone's settings"))?;
         if self.pg.is_running(&dir.join("data")) {
             self.pg.stop(&dir.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping the old clone"))?;
@@ -474,7 +515,7 @@ impl LocalRuntime {
 
 /// Creates `dir` (and its parents) as this process's, `0711`: others may pass through to what
 /// they own inside, but not list it.
-fn passable_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn passable_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))

@@ -421,6 +421,7 @@ mod tests {
             created_at: "now".into(),
             lifecycle: devdb_core::model::Lifecycle::default(),
             settings: devdb_core::model::Settings::default(),
+            backup: None,
         }
     }
 

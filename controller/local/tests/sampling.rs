@@ -140,6 +140,7 @@ fn database(name: &str) -> DatabaseRecord {
         created_at: "now".into(),
         lifecycle: Lifecycle::default(),
         settings: Settings::default(),
+        backup: None,
     }
 }
 

@@ -137,6 +137,7 @@ pub async fn create_database<P: Platform>(
         ttl: None,
         protected: false,
         idle_stop_after: None,
+        backup: None,
     };
     databases::create(State(state), caller, Ok(Query(WaitQuery::default())), Ok(Json(request))).await
 }

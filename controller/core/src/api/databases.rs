@@ -54,6 +54,11 @@ pub async fn create<P: Platform>(
     let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
     refuse_unmasked(&project)?;
     let owner = owner_for(&caller, req.owner)?;
+    // Protected databases are backed up unless asked otherwise, where the runtime can.
+    let backup = req.backup.unwrap_or(req.protected && state.runtime().backups());
+    if backup && !state.runtime().backups() {
+        return Err(ApiError::BadRequest("backups (backup: true) need the local runtime for now".into()));
+    }
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
     // The runtime picks its port, avoiding those of the databases the store last published.
     let taken: std::collections::HashSet<u16> = state.store.watch_databases().borrow().iter().map(|d| d.port).collect();
@@ -85,6 +90,7 @@ pub async fn create<P: Platform>(
         created_at: now(),
         lifecycle,
         settings: crate::model::Settings::default(),
+        backup: backup.then(devdb_shared::api::BackupStatus::default),
     };
     let record = match state.store.insert_database(&record).await {
         Err(StoreError::Exists { .. }) => return Err(name_taken(&state, &caller, &req.name).await),

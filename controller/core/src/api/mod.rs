@@ -208,6 +208,7 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
         protected: d.lifecycle.protected,
         idle_stop_after: idle.filter(|_| !d.lifecycle.protected).map(|p| human_seconds(p.as_secs())),
         settings: d.settings.wanted.clone(),
+        backup: d.backup.clone(),
     }
 }
 

@@ -70,6 +70,7 @@ mod tests {
             "DatabaseMetrics",
             "Point",
             "Range",
+            "BackupStatus",
         ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }

@@ -1,0 +1,48 @@
+//! Backups (`backup`): asked for at creation (on by default for protected databases), taken
+//! by the schedule once a database runs, and shown with the window it restores to.
+
+use std::time::SystemTime;
+
+use axum::http::StatusCode;
+use devdb_core::backups::Backups;
+use devdb_core::fake::{FakePlatform, FakeRuntime};
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn a_database_with_backups_is_backed_up_once_running_and_shows_its_window() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let body = json!({"name": "kate-pg", "project": "shop", "backup": true});
+    let (status, created) = core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["backup"], json!({}), "on, nothing taken yet");
+
+    let backups = Backups::<FakePlatform>::new(core.store.clone(), core.runtime.clone());
+    backups.once(SystemTime::now()).await.expect("the schedule");
+    let (_, shown) = core.database("kate-pg").await;
+    for field in ["lastBackupAt", "restorableFrom", "restorableTo"] {
+        assert!(shown["backup"][field].is_string(), "{field}: {shown}");
+    }
+    // Not due again until a day has passed: the window stays as it was.
+    backups.once(SystemTime::now()).await.expect("the schedule");
+    assert_eq!(core.database("kate-pg").await.1["backup"], shown["backup"]);
+}
+
+#[tokio::test]
+async fn protected_databases_are_backed_up_unless_asked_otherwise_and_others_are_not() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    for (name, extra, on) in [
+        ("kept-pg", json!({"protected": true}), true),
+        ("kept-bare-pg", json!({"protected": true, "backup": false}), false),
+        ("scratch-pg", json!({}), false),
+    ] {
+        let mut body = json!({"name": name, "project": "shop"});
+        body.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
+        let (status, created) = core.call(Some(KATE), "POST", "/v1/databases", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created.get("backup").is_some(), on, "{name}: {created}");
+    }
+}

@@ -1,0 +1,107 @@
+//! Backups of the local runtime's databases (`backup: true`) through [`devdb_backup`]: a
+//! directory repository under the data directory (`backup/repo`), a stanza per clone of each
+//! database, and a key per stanza derived from this data directory's backup secret
+//! (`backup/secret`, made once, private to the controller).
+//!
+//! A clone's WAL starts again from its snapshot's, so a reset cannot go on archiving into the
+//! stanza of the clone before it: each clone gets a stanza of its own, named in
+//! `backup/stanzas/<database>`, and the stanzas of earlier clones stay in the repository.
+
+use std::path::{Path, PathBuf};
+
+use devdb_backup::{PgBackRest, Repository, Stanza};
+use devdb_core::model::DatabaseRecord;
+use devdb_core::runtime::RuntimeError;
+use devdb_pgctl::RunAs;
+
+/// The superuser of local instances, which pgBackRest connects as over their socket.
+const SUPERUSER: &str = "postgres";
+
+/// How many full backups each stanza keeps.
+const RETENTION_FULL: u32 = 2;
+
+/// The backups of one data directory.
+#[derive(Debug, Clone)]
+pub struct LocalBackups {
+    root: PathBuf,
+    run_as: Option<RunAs>,
+}
+
+impl LocalBackups {
+    /// Backups under `root` (`<data dir>/backup`), run as `run_as`.
+    pub fn new(root: PathBuf, run_as: Option<RunAs>) -> Self {
+        Self { root, run_as }
+    }
+
+    /// This data directory's backup secret, made on first use.
+    fn secret(&self) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.root.join("secret");
+        match std::fs::read(&path) {
+            Ok(secret) if !secret.is_empty() => return Ok(secret),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&self.root)?;
+        let secret = format!("{}{}", devdb_core::auth::generate_password(), devdb_core::auth::generate_password());
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        std::io::Write::write_all(&mut file, secret.as_bytes())?;
+        Ok(secret.into_bytes())
+    }
+
+    fn stanza_file(&self, database: &DatabaseRecord) -> PathBuf {
+        self.root.join("stanzas").join(database.name.as_str())
+    }
+
+    /// Gives `database`'s new clone a stanza of its own (at each clone, before it starts).
+    ///
+    /// # Errors
+    /// When its name cannot be written.
+    pub fn new_stanza(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let base = if devdb_backup::config::valid_stanza_name(&database.id) {
+            database.id.clone()
+        } else {
+            format!("db-{}", database.name)
+        };
+        let since = devdb_core::clock::unix(std::time::SystemTime::now());
+        let file = self.stanza_file(database);
+        std::fs::create_dir_all(file.parent().unwrap_or(&self.root))
+            .map_err(RuntimeError::io("naming the clone's backups"))?;
+        std::fs::write(file, format!("{base}-{since}")).map_err(RuntimeError::io("naming the clone's backups"))
+    }
+
+    /// pgBackRest for `database`'s clone in `db_dir`, its configuration written; a clone made
+    /// before its backups were on gets its stanza now.
+    ///
+    /// # Errors
+    /// When its files cannot be read or written.
+    pub fn backrest(&self, database: &DatabaseRecord, db_dir: &Path) -> Result<PgBackRest, RuntimeError> {
+        if !self.stanza_file(database).is_file() {
+            self.new_stanza(database)?;
+        }
+        let name = std::fs::read_to_string(self.stanza_file(database))
+            .map_err(RuntimeError::io("reading the clone's backup stanza"))?;
+        let name = name.trim().to_string();
+        if !devdb_backup::config::valid_stanza_name(&name) {
+            return Err(RuntimeError::Step { step: "reading the clone's backup stanza", detail: format!("{name:?}") });
+        }
+        // The PostgreSQL user passes through to its stanzas' files, and lists nothing.
+        for dir in [self.root.clone(), self.root.join("work")] {
+            crate::runtime::passable_dir(&dir).map_err(RuntimeError::io("preparing the backup directories"))?;
+        }
+        let secret = self.secret().map_err(RuntimeError::io("reading the backup secret"))?;
+        let key = devdb_backup::config::stanza_key(&secret, &name);
+        let stanza = Stanza {
+            work_dir: self.root.join("work").join(&name),
+            name,
+            data_dir: db_dir.join("data"),
+            port: database.port,
+            socket_dir: db_dir.join("sock"),
+            superuser: SUPERUSER.into(),
+            retention_full: RETENTION_FULL,
+        };
+        PgBackRest::configure(&Repository::Posix(self.root.join("repo")), stanza, &key, self.run_as)
+            .map_err(|e| RuntimeError::Step { step: "configuring backups", detail: e.to_string() })
+    }
+}
