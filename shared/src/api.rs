@@ -140,6 +140,14 @@ pub struct CreateDatabase {
     /// (pgBackRest). Default: on for `protected` databases, off for throwaway clones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<bool>,
+    /// Made from this database's backups (one of the caller's, with backups on, of the same
+    /// project) as it was at `at`, instead of from the project's snapshot; the source keeps
+    /// running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_database: Option<Name>,
+    /// The moment (RFC 3339) `fromDatabase` is restored to: within its restorable window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// A database's backups, when on: its last backup and the window it can be restored to

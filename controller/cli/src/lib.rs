@@ -192,11 +192,13 @@ pub enum ProjectCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Create a database from a project's snapshot; waits, then prints how to connect.
+    /// Create a database from a project's snapshot (or from another database's backups at a
+    /// moment); waits, then prints how to connect.
     Create {
         name: Name,
-        #[arg(long, short)]
-        project: Name,
+        /// Its project (with --from-database: the source's).
+        #[arg(long, short, required_unless_present = "from_database")]
+        project: Option<Name>,
         #[arg(long)]
         owner: Option<String>,
         /// Delete it after this long (e.g. 72h; `devdb db extend` gives more). Default: the
@@ -217,6 +219,14 @@ pub enum DbCommand {
         /// No backups, even with --protected.
         #[arg(long)]
         no_backup: bool,
+        /// Make it from this database's backups (yours, with backups on) instead of the
+        /// project's snapshot; the source keeps running.
+        #[arg(long, value_name = "NAME", requires = "at")]
+        from_database: Option<Name>,
+        /// With --from-database: the moment to restore it to (RFC 3339, e.g.
+        /// 2026-12-06T10:15:00Z), within its restorable window (`devdb db show`).
+        #[arg(long, value_name = "TIME", requires = "from_database")]
+        at: Option<String>,
         #[arg(long)]
         no_wait: bool,
     },
@@ -515,7 +525,19 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
 
 async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> {
     match cmd {
-        DbCommand::Create { name, project, owner, ttl, protected, idle_stop_after, backup, no_backup, no_wait } => {
+        DbCommand::Create {
+            name,
+            project,
+            owner,
+            ttl,
+            protected,
+            idle_stop_after,
+            backup,
+            no_backup,
+            from_database,
+            at,
+            no_wait,
+        } => {
             let backup = if backup {
                 Some(true)
             } else if no_backup {
@@ -523,7 +545,13 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
             } else {
                 None
             };
-            let request = CreateDatabase { name, project, owner, ttl, protected, idle_stop_after, backup };
+            let project = match (project, &from_database) {
+                (Some(project), _) => project,
+                (None, Some(from)) => api.get::<Database>(&format!("/v1/databases/{from}")).await?.project,
+                (None, None) => anyhow::bail!("give --project (or --from-database)"),
+            };
+            let request =
+                CreateDatabase { name, project, owner, ttl, protected, idle_stop_after, backup, from_database, at };
             let database: Database = api.post("/v1/databases", &request).await?;
             let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Running).await? };
             output::database(&database, json);

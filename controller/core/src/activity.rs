@@ -279,6 +279,7 @@ mod tests {
             lifecycle: crate::model::Lifecycle::default(),
             settings: crate::model::Settings::default(),
             backup: None,
+            restore_from: None,
         }
     }
 

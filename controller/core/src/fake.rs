@@ -133,6 +133,18 @@ impl Runtime for FakeRuntime {
         true
     }
 
+    /// As a clone (nothing runs).
+    async fn restore_database(
+        &self,
+        database: &DatabaseRecord,
+        _source: &DatabaseRecord,
+        project: &ProjectRecord,
+        _at: std::time::SystemTime,
+    ) -> Result<(), RuntimeError> {
+        let generation = project.snapshot.as_ref().map_or(0, |s| s.generation);
+        self.clone_database(database, project, generation).await
+    }
+
     /// A backup of nothing: restorable from the first one to now.
     async fn back_up(&self, database: &DatabaseRecord) -> Result<crate::runtime::BackedUp, RuntimeError> {
         let now = std::time::SystemTime::now();

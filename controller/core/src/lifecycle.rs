@@ -185,6 +185,7 @@ mod tests {
             lifecycle,
             settings: crate::model::Settings::default(),
             backup: None,
+            restore_from: None,
         }
     }
 

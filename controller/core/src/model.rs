@@ -149,6 +149,18 @@ pub struct DatabaseRecord {
     /// Its backups, when on (WAL archived, backups on a schedule): where they stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<devdb_shared::api::BackupStatus>,
+    /// Made from another database's backups at a moment, instead of the project's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFrom>,
+}
+
+/// Where a database restored from another's backups comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// The database whose backups it is made from (it keeps running).
+    pub database: Name,
+    /// The moment, RFC 3339.
+    pub at: String,
 }
 
 /// A database's PostgreSQL parameters: those asked for, and those its instance runs with.

@@ -679,7 +679,22 @@ impl<P: Platform> Reconciler<P> {
             return Err(RuntimeError::Source(refusal).into());
         }
         self.set_database(&database.name, database_state::cloning).await?;
-        self.runtime.clone_database(database, &project, snapshot.generation).await?;
+        match &database.restore_from {
+            // Made once from another database's backups; a reset clones the snapshot.
+            Some(from) if database.snapshot_generation.is_none() && database.want != Want::Reset => {
+                let Some(source) = self.store.database(from.database.as_str()).await? else {
+                    return Err(RuntimeError::Source(format!(
+                        "database {} it is restored from is gone",
+                        from.database
+                    ))
+                    .into());
+                };
+                let at = humantime::parse_rfc3339_weak(&from.at)
+                    .map_err(|e| RuntimeError::Source(format!("the moment {:?}: {e}", from.at)))?;
+                self.runtime.restore_database(database, &source, &project, at).await?;
+            }
+            _ => self.runtime.clone_database(database, &project, snapshot.generation).await?,
+        }
         // Idle from now on (a new clone has had no session, and its making is none).
         self.runs.started(&database.name, std::time::SystemTime::now());
         // The clone started with the settings it was asked for then.

@@ -155,6 +155,16 @@ pub trait Runtime: Send + Sync + 'static {
         generation: u64,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Makes `database` from `source`'s backups as it was at `at` (instead of a clone of the
+    /// project's snapshot), started with its own password; `source` keeps running.
+    fn restore_database(
+        &self,
+        database: &DatabaseRecord,
+        source: &DatabaseRecord,
+        project: &ProjectRecord,
+        at: std::time::SystemTime,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Makes sure an existing clone runs (adopting it when it already does).
     fn ensure_running(&self, database: &DatabaseRecord) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 

@@ -550,6 +550,19 @@ impl Runtime for KubeRuntime {
         self.db_version
     }
 
+    async fn restore_database(
+        &self,
+        database: &DatabaseRecord,
+        _source: &DatabaseRecord,
+        _project: &ProjectRecord,
+        _at: std::time::SystemTime,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Source(format!(
+            "database {}: restores from backups need the local runtime for now",
+            database.name
+        )))
+    }
+
     /// Not yet: backups need the local runtime (the API refuses `backup` here).
     fn backups(&self) -> bool {
         false

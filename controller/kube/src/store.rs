@@ -458,6 +458,7 @@ impl CrdStore {
             },
             // Backups need the local runtime for now (the API refuses them here).
             backup: None,
+            restore_from: None,
         })
     }
 

@@ -248,7 +248,7 @@ impl Runtime for LocalRuntime {
         if !data.join("PG_VERSION").is_file() {
             return Err(RuntimeError::DataMissing(database.name.clone()));
         }
-        let (pg, conf) = (self.pg.clone(), self.instance_conf(database)?);
+        let (pg, conf) = (self.pg.clone(), self.instance_conf(database));
         blocking(move || {
             if !pg.is_running(&data) {
                 // With the settings wanted now: settings it could not start with, reverted
@@ -283,7 +283,7 @@ impl Runtime for LocalRuntime {
     async fn apply_settings(&self, database: &DatabaseRecord, restart: bool) -> Result<(), RuntimeError> {
         let dir = self.database_dir(&database.name);
         let data = dir.join("data");
-        write_conf(&data, &self.instance_conf(database)?).map_err(RuntimeError::step("writing the settings"))?;
+        write_conf(&data, &self.instance_conf(database)).map_err(RuntimeError::step("writing the settings"))?;
         let pg = self.pg.clone();
         blocking(move || {
             if !pg.is_running(&data) {
@@ -337,6 +337,41 @@ impl Runtime for LocalRuntime {
 
     fn backups(&self) -> bool {
         true
+    }
+
+    async fn restore_database(
+        &self,
+        database: &DatabaseRecord,
+        source: &DatabaseRecord,
+        project: &ProjectRecord,
+        at: std::time::SystemTime,
+    ) -> Result<(), RuntimeError> {
+        if source.backup.is_none() {
+            return Err(RuntimeError::Source(format!("database {} has no backups", source.name)));
+        }
+        let backrest = self.backups.backrest(source, &self.database_dir(&source.name))?;
+        let staging = self.database_dir(&database.name).with_extension("cloning");
+        let (this, from, dir) = (self.clone(), source.clone(), staging.clone());
+        blocking(move || {
+            this.archive_now(&from)?;
+            this.clear_staging(&dir)?;
+            this.pg.make_dir(&dir).map_err(RuntimeError::step("creating the restore's directory"))?;
+            this.pg.make_dir(&dir.join("data")).map_err(RuntimeError::step("creating the restore's directory"))
+        })
+        .await?;
+        if let Err(error) = backrest.restore(devdb_backup::Target::Time(at), &staging.join("data")).await {
+            let _ = remove_dir(&staging);
+            return Err(RuntimeError::Step { step: "restoring from the backups", detail: error.to_string() });
+        }
+        let (this, database, project) = (self.clone(), database.clone(), project.clone());
+        blocking(move || {
+            let finished = this.finish_restore(&database, &project, &staging);
+            if finished.is_err() {
+                let _ = this.clear_staging(&staging);
+            }
+            finished
+        })
+        .await
     }
 
     async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {
@@ -421,22 +456,28 @@ impl LocalRuntime {
     /// A database instance's `postgresql.auto.conf`: its port and socket, its archiving when its
     /// backups are on, then the settings its owner asked for (read last, so they win; none of
     /// them touches archiving).
-    fn instance_conf(&self, database: &DatabaseRecord) -> Result<String, RuntimeError> {
+    fn instance_conf(&self, database: &DatabaseRecord) -> String {
         let dir = self.database_dir(&database.name);
-        let archiving = match &database.backup {
-            Some(_) => format!(
+        // Backups that cannot be set up never keep a database from running: it runs without
+        // archiving, and its next backup fails with the reason, on the database.
+        let archiving = match database.backup.as_ref().map(|_| self.backups.backrest(database, &dir)) {
+            Some(Ok(backrest)) => format!(
                 "archive_mode = on\narchive_command = {}\narchive_timeout = 60\n",
-                conf_quote(self.backups.backrest(database, &dir)?.archive_command())
+                conf_quote(backrest.archive_command())
             ),
+            Some(Err(error)) => {
+                tracing::warn!(database = %database.name, %error, "backups not set up; running without archiving");
+                String::new()
+            }
             None => String::new(),
         };
-        Ok(format!(
+        format!(
             "{BASE_CONF}port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {}\ncluster_name = {}\n{archiving}{}",
             database.port,
             conf_quote(dir.join("sock")),
             conf_quote(database.name.as_str()),
             devdb_core::settings::conf_lines(&database.settings.wanted),
-        ))
+        )
     }
 
     /// Copies the snapshot into `<name>.cloning`, configures its port and socket, swaps it in
@@ -466,11 +507,7 @@ impl LocalRuntime {
         project: &ProjectRecord,
         staging: &Path,
     ) -> Result<(), RuntimeError> {
-        let dir = self.database_dir(&database.name);
-        if self.pg.is_running(&staging.join("data")) {
-            let _ = self.pg.stop(&staging.join("data"), StopMode::Immediate);
-        }
-        remove_dir(staging)?;
+        self.clear_staging(staging)?;
         self.check_space(&self.root.join("databases"), dir_size(snapshot).saturating_add(CLONE_MARGIN))?;
         self.pg.make_dir(staging).map_err(RuntimeError::step("creating the clone directory"))?;
         devdb_restore::files::copy_tree(snapshot, &staging.join("data")).map_err(|e| match e.kind() {
@@ -478,13 +515,105 @@ impl LocalRuntime {
             _ => RuntimeError::Step { step: "copying the snapshot", detail: e.to_string() },
         })?;
         self.pg.give(staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
-        let sock = dir.join("sock");
         if database.backup.is_some() {
             // Its WAL starts again from the snapshot's: a stanza of its own.
-            self.backups.new_stanza(database)?;
+            self.new_stanza(database);
         }
-        write_conf(&staging.join("data"), &self.instance_conf(database)?)
+        write_conf(&staging.join("data"), &self.instance_conf(database))
             .map_err(RuntimeError::step("writing the clone's settings"))?;
+        self.start_published(database, project, staging)
+    }
+
+    /// Gives `database`'s new clone a backup stanza of its own; one that cannot be named never
+    /// keeps it from being made (its backups then fail, saying why).
+    fn new_stanza(&self, database: &DatabaseRecord) {
+        if let Err(error) = self.backups.new_stanza(database) {
+            tracing::warn!(database = %database.name, %error, "backups not set up");
+        }
+    }
+
+    /// Removes what a clone or a restore interrupted left in `staging`.
+    fn clear_staging(&self, staging: &Path) -> Result<(), RuntimeError> {
+        if self.pg.is_running(&staging.join("data")) {
+            let _ = self.pg.stop(&staging.join("data"), StopMode::Immediate);
+        }
+        remove_dir(staging)
+    }
+
+    /// Configures, publishes and starts a data directory pgBackRest restored into `staging`:
+    /// the recovery settings it wrote are kept after the instance's own (its archiving, when
+    /// its backups are on, goes to a stanza of its own).
+    fn finish_restore(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+        staging: &Path,
+    ) -> Result<(), RuntimeError> {
+        let data = staging.join("data");
+        let written = std::fs::read_to_string(data.join("postgresql.auto.conf"))
+            .map_err(RuntimeError::io("reading the restore's recovery settings"))?;
+        // pgBackRest named the directory it restored into; the instance runs where it is
+        // published.
+        let published = self.database_dir(&database.name).join("data");
+        let recovery: String = written
+            .lines()
+            .filter(|l| l.starts_with("restore_command") || l.starts_with("recovery_target"))
+            .map(|l| format!("{}\n", l.replace(&data.display().to_string(), &published.display().to_string())))
+            .collect();
+        if database.backup.is_some() {
+            self.new_stanza(database);
+        }
+        write_conf(&data, &format!("{}{recovery}", self.instance_conf(database)))
+            .map_err(RuntimeError::step("writing the restored copy's settings"))?;
+        self.pg.give(staging).map_err(RuntimeError::step("handing the restored copy to PostgreSQL"))?;
+        self.start_published(database, project, staging)
+    }
+
+    /// Waits until what `source` wrote until now is archived (it runs: its current WAL segment
+    /// is switched out first), so that a moment before now can be restored.
+    fn archive_now(&self, source: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let dir = self.database_dir(&source.name);
+        if !self.pg.is_running(&dir.join("data")) {
+            // A clean stop archived its last segment.
+            return Ok(());
+        }
+        let step = RuntimeError::step("archiving the source's latest WAL");
+        let mut admin = Session::admin(&dir.join("sock"), source.port, "postgres").map_err(step)?;
+        let switched = admin
+            .rows("SELECT pg_walfile_name(pg_switch_wal())")
+            .map_err(RuntimeError::step("switching the source's WAL"))?;
+        let Some(Some(wal)) = switched.first().and_then(|r| r.first()).cloned() else {
+            return Err(RuntimeError::Step { step: "switching the source's WAL", detail: "no segment named".into() });
+        };
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let archived = admin
+                .rows("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+                .map_err(RuntimeError::step("reading the source's archiving"))?;
+            if archived.first().and_then(|r| r.first()).cloned().flatten().is_some_and(|last| last >= wal) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(RuntimeError::Step {
+                    step: "archiving the source's latest WAL",
+                    detail: format!("{wal} is not archived yet; try again"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Swaps the data directory made in `staging` in for any previous one, starts it, waits
+    /// until it is out of recovery (a restore to a moment is promoted once there), checks its
+    /// catalog and sets the database's own password.
+    fn start_published(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+        staging: &Path,
+    ) -> Result<(), RuntimeError> {
+        let dir = self.database_dir(&database.name);
+        let sock = dir.join("sock");
         if self.pg.is_running(&dir.join("data")) {
             self.pg.stop(&dir.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping the old clone"))?;
         }
@@ -496,6 +625,18 @@ impl LocalRuntime {
             .map_err(RuntimeError::step("starting PostgreSQL"))?;
         let mut admin =
             Session::admin(&sock, database.port, "postgres").map_err(RuntimeError::step("setting the password"))?;
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while admin.rows("SELECT pg_is_in_recovery()").map_err(RuntimeError::step("waiting for recovery"))?
+            != [[Some("f".to_string())]]
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(RuntimeError::Step {
+                    step: "recovering to the moment",
+                    detail: "still in recovery".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         // Checked again in every clone, before anyone can log in to it: what its restore
         // checked is still so (a snapshot changed since would otherwise hand its owner a
         // superuser among everyone's instances).

@@ -422,6 +422,7 @@ mod tests {
             lifecycle: devdb_core::model::Lifecycle::default(),
             settings: devdb_core::model::Settings::default(),
             backup: None,
+            restore_from: None,
         }
     }
 

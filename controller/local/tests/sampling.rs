@@ -141,6 +141,7 @@ fn database(name: &str) -> DatabaseRecord {
         lifecycle: Lifecycle::default(),
         settings: Settings::default(),
         backup: None,
+        restore_from: None,
     }
 }
 

@@ -57,3 +57,99 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Backups that cannot be set up (here: something that is not a directory where the repository
+/// goes) never keep a database from running: it runs without archiving, and its backups fail
+/// with the reason on the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_that_cannot_be_set_up_leave_the_database_running_and_say_why() {
+    let devdb = DevDb::start_in(&["--lifecycle-check-every", "200ms"], |data| {
+        std::fs::write(data.join("backup"), "not a directory").expect("a file in the way");
+    })
+    .await;
+    let (status, body) =
+        devdb.call(reqwest::Method::POST, "/v1/projects", Some(serde_json::json!({"name": "shop"}))).await;
+    assert_eq!(status, 201, "{body}");
+    devdb.settled_project("shop").await;
+    let (status, created) = devdb
+        .call(
+            reqwest::Method::POST,
+            "/v1/databases?wait=true",
+            Some(serde_json::json!({"name": "kate-pg", "project": "shop", "backup": true})),
+        )
+        .await;
+    assert_eq!((status, created["status"].as_str()), (201, Some("running")), "{created}\n{}", devdb.log());
+    let mut error = None;
+    for _ in 0..600 {
+        let database = devdb.database("kate-pg").await.expect("the database");
+        if let Some(reason) = database.backup.and_then(|b| b.error) {
+            error = Some(reason);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = error.unwrap_or_else(|| panic!("no backup error shown:\n{}", devdb.log()));
+    assert!(error.contains("backup"), "{error}");
+    // It serves all the while.
+    let database = devdb.database("kate-pg").await.expect("the database");
+    let client = devdb.connect_retrying(&database).await;
+    client.batch_execute("CREATE TABLE t (id int)").await.expect("it serves");
+}
+
+/// A moment by the database's own clock, through the proxy.
+async fn server_now(client: &tokio_postgres::Client) -> String {
+    let row = client
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", &[])
+        .await
+        .expect("now");
+    row.get(0)
+}
+
+async fn ids(client: &tokio_postgres::Client) -> Vec<i32> {
+    client.query("SELECT id FROM t ORDER BY id", &[]).await.expect("rows").iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_is_made_from_anothers_backups_as_it_was_at_a_moment() {
+    let devdb = with_empty_project(&["--lifecycle-check-every", "200ms"]).await;
+    let (ok, out, err) = devdb.cli(&["db", "create", "kate-pg", "--project", "shop", "--backup"]).await;
+    assert!(ok, "{out}{err}");
+    let mut opens = None;
+    for _ in 0..600 {
+        let backup = devdb.database("kate-pg").await.and_then(|d| d.backup).expect("backups on");
+        if let Some(from) = backup.restorable_from {
+            opens = Some(from);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opens = opens.unwrap_or_else(|| panic!("never backed up:\n{}", devdb.log()));
+    let source = devdb.database("kate-pg").await.expect("the database");
+    let client = devdb.connect_retrying(&source).await;
+    // Moments from the window's start on.
+    while server_now(&client).await <= opens {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.expect("table");
+    for id in 1..=5 {
+        client.execute("INSERT INTO t VALUES ($1)", &[&id]).await.expect("insert");
+    }
+    let moment = server_now(&client).await;
+    for id in 6..=8 {
+        client.execute("INSERT INTO t VALUES ($1)", &[&id]).await.expect("insert");
+    }
+
+    // A moment before the window is refused, with the window.
+    let (ok, _, err) =
+        devdb.cli(&["db", "create", "too-early", "--from-database", "kate-pg", "--at", "2020-01-01T00:00:00Z"]).await;
+    assert!(!ok && err.contains("outside database kate-pg's restorable window"), "{err}");
+
+    let (ok, out, err) = devdb.cli(&["db", "create", "kate-then", "--from-database", "kate-pg", "--at", &moment]).await;
+    assert!(ok, "{out}{err}\n{}", devdb.log());
+    let copy = devdb.database("kate-then").await.expect("the copy");
+    assert_ne!(copy.password, source.password, "credentials of its own");
+    let then = devdb.connect_retrying(&copy).await;
+    assert_eq!(ids(&then).await, [1, 2, 3, 4, 5], "exactly what was committed before the moment");
+    then.batch_execute("INSERT INTO t VALUES (100)").await.expect("it is a database of its own, writable");
+    assert_eq!(ids(&client).await, [1, 2, 3, 4, 5, 6, 7, 8], "the source keeps running, untouched");
+}

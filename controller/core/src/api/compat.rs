@@ -138,6 +138,8 @@ pub async fn create_database<P: Platform>(
         protected: false,
         idle_stop_after: None,
         backup: None,
+        from_database: None,
+        at: None,
     };
     databases::create(State(state), caller, Ok(Query(WaitQuery::default())), Ok(Json(request))).await
 }

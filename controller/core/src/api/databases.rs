@@ -53,12 +53,13 @@ pub async fn create<P: Platform>(
     let (Query(wait), Json(req)) = (wait?, body?);
     let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
     refuse_unmasked(&project)?;
-    let owner = owner_for(&caller, req.owner)?;
+    let owner = owner_for(&caller, req.owner.clone())?;
     // Protected databases are backed up unless asked otherwise, where the runtime can.
     let backup = req.backup.unwrap_or(req.protected && state.runtime().backups());
     if backup && !state.runtime().backups() {
         return Err(ApiError::BadRequest("backups (backup: true) need the local runtime for now".into()));
     }
+    let restore_from = restore_source(&state, &caller, &req, &project).await?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
     // The runtime picks its port, avoiding those of the databases the store last published.
     let taken: std::collections::HashSet<u16> = state.store.watch_databases().borrow().iter().map(|d| d.port).collect();
@@ -91,6 +92,7 @@ pub async fn create<P: Platform>(
         lifecycle,
         settings: crate::model::Settings::default(),
         backup: backup.then(devdb_shared::api::BackupStatus::default),
+        restore_from,
     };
     let record = match state.store.insert_database(&record).await {
         Err(StoreError::Exists { .. }) => return Err(name_taken(&state, &caller, &req.name).await),
@@ -355,6 +357,55 @@ async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &de
 }
 
 /// Refuses (409) to stop or start a database being deleted or one that failed.
+/// Where a database made from another's backups comes from, checked: a database the caller may
+/// see (else 404, as for any other), of the same project, backed up, and a moment from its
+/// window's start to now.
+async fn restore_source<P: Platform>(
+    state: &AppState<P>,
+    caller: &Caller,
+    req: &CreateDatabase,
+    project: &crate::model::ProjectRecord,
+) -> Result<Option<crate::model::RestoreFrom>, ApiError> {
+    let Some(from) = &req.from_database else {
+        return match req.at {
+            Some(_) => Err(ApiError::BadRequest("at is the moment of fromDatabase: give both".into())),
+            None => Ok(None),
+        };
+    };
+    let source = database_for(state, caller, from.as_str()).await?;
+    if source.project != project.name {
+        return Err(ApiError::BadRequest(format!(
+            "database {from} is of project {}, not {}",
+            source.project, project.name
+        )));
+    }
+    let Some(at) = &req.at else {
+        return Err(ApiError::BadRequest(format!(
+            "give the moment to restore {from} to (at, e.g. 2026-12-06T10:15:00Z)"
+        )));
+    };
+    let moment = humantime::parse_rfc3339_weak(at)
+        .map_err(|e| ApiError::BadRequest(format!("at {at:?} is not a moment like 2026-12-06T10:15:00Z: {e}")))?;
+    let opens = source.backup.as_ref().and_then(|b| b.restorable_from.as_deref());
+    let Some(opens) = opens.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else {
+        let off = if source.backup.is_none() { " (its backups are off)" } else { "" };
+        return Err(ApiError::conflict("no_backup", format!("database {from} has no backup yet{off}")));
+    };
+    if moment < opens || moment > std::time::SystemTime::now() {
+        return Err(ApiError::conflict(
+            "outside_window",
+            format!(
+                "{at} is outside database {from}'s restorable window, {} to now",
+                crate::lifecycle::timestamp(opens)
+            ),
+        ));
+    }
+    Ok(Some(crate::model::RestoreFrom {
+        database: source.name,
+        at: humantime::format_rfc3339_micros(moment).to_string(),
+    }))
+}
+
 /// No clone its project refuses now (see [`crate::state::project::clone_refusal`]).
 fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError> {
     crate::state::project::clone_refusal(project).map_or(Ok(()), |refusal| Err(refusal.into()))

@@ -46,3 +46,43 @@ async fn protected_databases_are_backed_up_unless_asked_otherwise_and_others_are
         assert_eq!(created.get("backup").is_some(), on, "{name}: {created}");
     }
 }
+
+#[tokio::test]
+async fn a_database_from_anothers_backups_only_from_ones_own_backed_up_database_within_its_window() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    for (name, backup) in [("kate-pg", true), ("kate-bare-pg", false)] {
+        let body = json!({"name": name, "project": "shop", "backup": backup});
+        let (status, created) = core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    let from = |source: &str, at: &str| json!({"name": "copy-pg", "project": "shop", "fromDatabase": source, "at": at});
+    let now = devdb_core::lifecycle::timestamp(SystemTime::now());
+
+    // Nothing backed up yet; no backups at all.
+    let (status, body) = core.call(Some(KATE), "POST", "/v1/databases", Some(from("kate-pg", &now))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("no_backup")), "{body}");
+    let (_, body) = core.call(Some(KATE), "POST", "/v1/databases", Some(from("kate-bare-pg", &now))).await;
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("its backups are off")), "{body}");
+
+    Backups::<FakePlatform>::new(core.store.clone(), core.runtime.clone())
+        .once(SystemTime::now())
+        .await
+        .expect("backed up");
+    // Another owner's database is as unknown as any other; a moment outside is refused with the window.
+    let (status, _) = core.call(Some(BOB), "POST", "/v1/databases", Some(from("kate-pg", &now))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) =
+        core.call(Some(KATE), "POST", "/v1/databases", Some(from("kate-pg", "2020-01-01T00:00:00Z"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("outside_window")), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("restorable window")), "{body}");
+    let (status, body) = core
+        .call(Some(KATE), "POST", "/v1/databases", Some(json!({"name": "x-pg", "project": "shop", "at": now})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "at alone: {body}");
+
+    // The end of its window, as its backup recorded it.
+    let to = core.database("kate-pg").await.1["backup"]["restorableTo"].as_str().expect("a window").to_string();
+    let (status, body) = core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(from("kate-pg", &to))).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::CREATED, Some("running")), "{body}");
+}

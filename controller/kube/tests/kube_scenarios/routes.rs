@@ -100,6 +100,7 @@ async fn a_running_database_the_watch_saw_ready_is_passed_over_without_a_request
         lifecycle: devdb_core::model::Lifecycle::default(),
         settings: devdb_core::model::Settings::default(),
         backup: None,
+        restore_from: None,
     };
     let mut ready = false;
     for _ in 0..1000 {
