@@ -123,9 +123,17 @@ async fn a_controller_killed_mid_masking_leaves_no_half_masked_data_and_masks_af
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(alive(), 0, "the restore died with its controller\n{}", devdb.log());
-    // (By its whole path: other tests' restores run beside this one.)
+    // (By its whole path: other tests' restores run beside this one.) Waited for as above: a
+    // process of the restore may still be on its way out when the sandbox's are gone.
     let server = work.display().to_string();
-    assert!(processes_naming(&server).is_empty(), "nothing of the restore outlives the controller");
+    for _ in 0..3000 {
+        if processes_naming(&server).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let left = processes_naming(&server);
+    assert!(left.is_empty(), "nothing of the restore outlives the controller: {left:?}");
 
     devdb.restart().await;
     let mut project = devdb.project("shop").await;

@@ -1,6 +1,6 @@
-//! `GET /metrics`: projects and databases by status, each database's lifecycle times, stopped
-//! databases by reason, and each owner's use against its quota, read from the store at scrape
-//! time, and the latest sample of each running database (OpenMetrics text).
+//! `GET /metrics`: projects and databases by status, each database's lifecycle times and
+//! backups, stopped databases by reason, and each owner's use against its quota, read from the
+//! store at scrape time, and the latest sample of each running database (OpenMetrics text).
 
 use axum::extract::State;
 use axum::http::header;
@@ -125,6 +125,11 @@ pub async fn metrics<P: Platform>(
     let stopped_at = Family::<DatabaseLabel, Gauge>::default();
     let expires_at = Family::<DatabaseLabel, Gauge>::default();
     let stopped = Family::<ReasonLabel, Gauge>::default();
+    let (last_backup, restorable_from, backup_failing) = (
+        Family::<DatabaseLabel, Gauge>::default(),
+        Family::<DatabaseLabel, Gauge>::default(),
+        Family::<DatabaseLabel, Gauge>::default(),
+    );
     let sessions = state.reconciler.activity().recorded(&*state.store).await?;
     let all: Vec<_> = state
         .store
@@ -145,6 +150,15 @@ pub async fn metrics<P: Platform>(
             if let Some(seconds) = epoch(time.as_deref()) {
                 family.get_or_create(&label).set(seconds);
             }
+        }
+        if let Some(backup) = &d.backup {
+            for (family, time) in [(&last_backup, &backup.last_backup_at), (&restorable_from, &backup.restorable_from)]
+            {
+                if let Some(seconds) = epoch(time.as_deref()) {
+                    family.get_or_create(&label).set(seconds);
+                }
+            }
+            backup_failing.get_or_create(&label).set(i64::from(backup.error.is_some()));
         }
         if d.status == devdb_shared::api::DatabaseStatus::Stopped {
             let reason = d.lifecycle.stop_reason.map(|r| status_label(&r).status).unwrap_or_default();
@@ -169,6 +183,13 @@ pub async fn metrics<P: Platform>(
     registry.register("database_last_active_timestamp_seconds", "When a session last was open on it", last_active);
     registry.register("database_stopped_timestamp_seconds", "When it was stopped", stopped_at);
     registry.register("database_expires_timestamp_seconds", "When it will be deleted", expires_at);
+    registry.register("backup_last_success_timestamp_seconds", "When its last backup ended", last_backup);
+    registry.register(
+        "backup_restorable_from_timestamp_seconds",
+        "The oldest moment it can be restored to",
+        restorable_from,
+    );
+    registry.register("backup_failing", "1 while its last backup failed (it is tried again)", backup_failing);
     registry.register("owner_databases", "Databases per owner", owned);
     let expired = prometheus_client::metrics::counter::Counter::<u64>::default();
     expired.inc_by(state.reconciler.expired_total());

@@ -25,6 +25,14 @@ async fn a_database_with_backups_is_backed_up_once_running_and_shows_its_window(
     for field in ["lastBackupAt", "restorableFrom", "restorableTo"] {
         assert!(shown["backup"][field].is_string(), "{field}: {shown}");
     }
+    let metrics = core.text_as(ADMIN, "/metrics").await;
+    for series in [
+        "devdb_backup_last_success_timestamp_seconds{database=\"kate-pg\"}",
+        "devdb_backup_restorable_from_timestamp_seconds{database=\"kate-pg\"}",
+        "devdb_backup_failing{database=\"kate-pg\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
     // Not due again until a day has passed: the window stays as it was.
     backups.once(SystemTime::now()).await.expect("the schedule");
     assert_eq!(core.database("kate-pg").await.1["backup"], shown["backup"]);
