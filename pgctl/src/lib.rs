@@ -395,6 +395,17 @@ pub fn output(cmd: &mut Command, program: &str) -> Result<Output, PgError> {
     Err(PgError::Failed { program: program.into(), stderr: detail })
 }
 
+/// Creates `dir` (and its parents) as this process's, `0711`: the PostgreSQL user (and others)
+/// may pass through to what they own inside, but not list it.
+///
+/// # Errors
+/// When it cannot be made, or its mode set.
+pub fn passable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
 /// Quotes a value for a `postgresql.conf` line.
 pub fn conf_quote(value: impl AsRef<OsStr>) -> String {
     format!("'{}'", value.as_ref().to_string_lossy().replace('\\', "\\\\").replace('\'', "''"))

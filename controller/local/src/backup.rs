@@ -88,7 +88,7 @@ impl LocalBackups {
         }
         // The PostgreSQL user passes through to its stanzas' files, and lists nothing.
         for dir in [self.root.clone(), self.root.join("work")] {
-            crate::runtime::passable_dir(&dir).map_err(RuntimeError::io("preparing the backup directories"))?;
+            devdb_pgctl::passable_dir(&dir).map_err(RuntimeError::io("preparing the backup directories"))?;
         }
         let secret = self.secret().map_err(RuntimeError::io("reading the backup secret"))?;
         let key = devdb_backup::config::stanza_key(&secret, &name);

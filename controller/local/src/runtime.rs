@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use devdb_pgctl::conf::{BASE_CONF, write_conf};
 use devdb_pgctl::session::Session;
 use devdb_pgctl::sql::{ident, literal};
-use devdb_pgctl::{PgCtl, StopMode, conf_quote};
+use devdb_pgctl::{PgCtl, StopMode, conf_quote, passable_dir};
 use devdb_restore::SourcePolicy;
 use devdb_restore::files::dir_size;
 use devdb_shared::Name;
@@ -652,14 +652,6 @@ impl LocalRuntime {
         admin.execute(&sql).map_err(RuntimeError::step("setting the password"))?;
         Ok(())
     }
-}
-
-/// Creates `dir` (and its parents) as this process's, `0711`: others may pass through to what
-/// they own inside, but not list it.
-pub(crate) fn passable_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
 
 fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {
