@@ -360,7 +360,7 @@ impl Runtime for LocalRuntime {
         })
         .await?;
         if let Err(error) = backrest.restore(devdb_backup::Target::Time(at), &staging.join("data")).await {
-            let _ = remove_dir(&staging);
+            let _ = self.clear_staging(&staging);
             return Err(RuntimeError::Step { step: "restoring from the backups", detail: error.to_string() });
         }
         let (this, database, project) = (self.clone(), database.clone(), project.clone());
@@ -492,10 +492,7 @@ impl LocalRuntime {
         let result = self.clone_into(database, snapshot, project, &staging);
         if result.is_err() {
             // A failed clone leaves nothing behind: on a full disk, that is what frees it.
-            if self.pg.is_running(&staging.join("data")) {
-                let _ = self.pg.stop(&staging.join("data"), StopMode::Immediate);
-            }
-            let _ = remove_dir(&staging);
+            let _ = self.clear_staging(&staging);
         }
         result
     }
