@@ -139,7 +139,7 @@ pub struct CreateDatabase {
     /// Archive its WAL and back it up on a schedule, so it can be restored to a moment
     /// (pgBackRest). Default: on for `protected` databases, off for throwaway clones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<bool>,
+    pub backup: Option<BackupRequest>,
     /// Made from this database's backups (one of the caller's, with backups on, of the same
     /// project) as it was at `at`, instead of from the project's snapshot; the source keeps
     /// running.
@@ -150,12 +150,23 @@ pub struct CreateDatabase {
     pub at: Option<String>,
 }
 
+/// Backups asked for at creation: `{ "enabled": bool }` (a `schedule` and a `retention` of its
+/// own are not taken yet: daily, and two full backups kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupRequest {
+    pub enabled: bool,
+}
+
 /// A database's backups, when on: its last backup and the window it can be restored to
 /// (RFC 3339), as of its last backup.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
+    /// Always true where shown (a database without backups shows none).
+    pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,7 +175,7 @@ pub struct BackupStatus {
     pub restorable_to: Option<String>,
     /// Why its last backup failed (it is tried again), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub warning: Option<String>,
 }
 
 /// `POST /v1/databases/{name}/extend`: a new time to live, from now.

@@ -545,6 +545,7 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
             } else {
                 None
             };
+            let backup = backup.map(|enabled| devdb_shared::api::BackupRequest { enabled });
             let project = match (project, &from_database) {
                 (Some(project), _) => project,
                 (None, Some(from)) => api.get::<Database>(&format!("/v1/databases/{from}")).await?.project,

@@ -280,7 +280,7 @@ fn backups(backup: Option<&devdb_shared::api::BackupStatus>) -> String {
         (Some(from), Some(to)) => format!("restorable from {from} to {to}"),
         _ => "on, the first backup is under way".into(),
     };
-    match &b.error {
+    match &b.warning {
         Some(error) => format!("{window}; the last backup failed: {error}"),
         None => window,
     }

@@ -29,7 +29,8 @@ pub fn due(d: &DatabaseRecord, now: SystemTime, last_attempt: Option<SystemTime>
     if d.want != Want::Run || d.status != DatabaseStatus::Running {
         return false;
     }
-    if last_attempt.is_some_and(|at| now.duration_since(at).unwrap_or_default() < RETRY_AFTER) && backup.error.is_some()
+    if last_attempt.is_some_and(|at| now.duration_since(at).unwrap_or_default() < RETRY_AFTER)
+        && backup.warning.is_some()
     {
         return false;
     }
@@ -79,9 +80,9 @@ impl<P: Platform> Backups<P> {
                             backup.last_backup_at = Some(timestamp(backed_up.at));
                             backup.restorable_from = Some(timestamp(backed_up.restorable_from));
                             backup.restorable_to = Some(timestamp(backed_up.restorable_to));
-                            backup.error = None;
+                            backup.warning = None;
                         }
-                        Err(error) => backup.error = Some(error.public()),
+                        Err(error) => backup.warning = Some(error.public()),
                     }
                 })
                 .await?;
@@ -123,7 +124,7 @@ mod tests {
         let recent = devdb_shared::api::BackupStatus { last_backup_at: Some(timestamp(now)), ..on.clone() };
         assert!(!due(&record(DatabaseStatus::Running, Some(recent.clone())), now + Duration::from_secs(3600), None));
         assert!(due(&record(DatabaseStatus::Running, Some(recent)), now + BACKUP_EVERY, None));
-        let failed = devdb_shared::api::BackupStatus { error: Some("disk full".into()), ..on };
+        let failed = devdb_shared::api::BackupStatus { warning: Some("disk full".into()), ..on };
         let failing = record(DatabaseStatus::Running, Some(failed));
         assert!(!due(&failing, now + Duration::from_secs(60), Some(now)), "not again at once");
         assert!(due(&failing, now + RETRY_AFTER, Some(now)), "tried again later");

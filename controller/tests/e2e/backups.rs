@@ -18,7 +18,7 @@ async fn a_database_created_with_backups_is_archived_and_backed_up() {
     for _ in 0..600 {
         let database = devdb.database("kate-pg").await.expect("the database");
         let backup = database.backup.expect("backups on");
-        assert_eq!(backup.error, None, "{}", devdb.log());
+        assert_eq!(backup.warning, None, "{}", devdb.log());
         if backup.restorable_from.is_some() {
             backed_up = Some(backup);
             break;
@@ -75,14 +75,14 @@ async fn backups_that_cannot_be_set_up_leave_the_database_running_and_say_why() 
         .call(
             reqwest::Method::POST,
             "/v1/databases?wait=true",
-            Some(serde_json::json!({"name": "kate-pg", "project": "shop", "backup": true})),
+            Some(serde_json::json!({"name": "kate-pg", "project": "shop", "backup": {"enabled": true}})),
         )
         .await;
     assert_eq!((status, created["status"].as_str()), (201, Some("running")), "{created}\n{}", devdb.log());
     let mut error = None;
     for _ in 0..600 {
         let database = devdb.database("kate-pg").await.expect("the database");
-        if let Some(reason) = database.backup.and_then(|b| b.error) {
+        if let Some(reason) = database.backup.and_then(|b| b.warning) {
             error = Some(reason);
             break;
         }

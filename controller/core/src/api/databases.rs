@@ -55,9 +55,9 @@ pub async fn create<P: Platform>(
     refuse_unmasked(&project)?;
     let owner = owner_for(&caller, req.owner.clone())?;
     // Protected databases are backed up unless asked otherwise, where the runtime can.
-    let backup = req.backup.unwrap_or(req.protected && state.runtime().backups());
+    let backup = req.backup.map_or(req.protected && state.runtime().backups(), |b| b.enabled);
     if backup && !state.runtime().backups() {
-        return Err(ApiError::BadRequest("backups (backup: true) need the local runtime for now".into()));
+        return Err(ApiError::BadRequest("backups (backup.enabled) need the local runtime for now".into()));
     }
     let restore_from = restore_source(&state, &caller, &req, &project).await?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
@@ -91,7 +91,7 @@ pub async fn create<P: Platform>(
         created_at: now(),
         lifecycle,
         settings: crate::model::Settings::default(),
-        backup: backup.then(devdb_shared::api::BackupStatus::default),
+        backup: backup.then(|| devdb_shared::api::BackupStatus { enabled: true, ..Default::default() }),
         restore_from,
     };
     let record = match state.store.insert_database(&record).await {
@@ -392,13 +392,10 @@ async fn restore_source<P: Platform>(
         return Err(ApiError::conflict("no_backup", format!("database {from} has no backup yet{off}")));
     };
     if moment < opens || moment > std::time::SystemTime::now() {
-        return Err(ApiError::conflict(
-            "outside_window",
-            format!(
-                "{at} is outside database {from}'s restorable window, {} to now",
-                crate::lifecycle::timestamp(opens)
-            ),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "{at} is outside database {from}'s restorable window, {} to now",
+            crate::lifecycle::timestamp(opens)
+        )));
     }
     Ok(Some(crate::model::RestoreFrom {
         database: source.name,

@@ -37,7 +37,7 @@ pub enum ApiError {
 impl ApiError {
     /// A conflict with the object's state: `already_exists`, `name_not_available`,
     /// `being_deleted`, `database_failed`, `project_not_ready`, `restoring`, `has_databases`,
-    /// `no_snapshot`, `no_backup`, `outside_window`.
+    /// `no_snapshot`, `no_backup`.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict { code, message: message.into() }
     }

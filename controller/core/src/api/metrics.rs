@@ -158,7 +158,7 @@ pub async fn metrics<P: Platform>(
                     family.get_or_create(&label).set(seconds);
                 }
             }
-            backup_failing.get_or_create(&label).set(i64::from(backup.error.is_some()));
+            backup_failing.get_or_create(&label).set(i64::from(backup.warning.is_some()));
         }
         if d.status == devdb_shared::api::DatabaseStatus::Stopped {
             let reason = d.lifecycle.stop_reason.map(|r| status_label(&r).status).unwrap_or_default();
