@@ -157,8 +157,11 @@ pub struct DatabaseRecord {
 /// Where a database restored from another's backups comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreFrom {
-    /// The database whose backups it is made from (it keeps running).
+    /// The database whose backups it is made from (it keeps running), and its id: a database
+    /// deleted and created again under the name (perhaps by another owner) is not it.
     pub database: Name,
+    #[serde(default)]
+    pub id: String,
     /// The moment, RFC 3339.
     pub at: String,
 }

@@ -682,7 +682,8 @@ impl<P: Platform> Reconciler<P> {
         match &database.restore_from {
             // Made once from another database's backups; a reset clones the snapshot.
             Some(from) if database.snapshot_generation.is_none() && database.want != Want::Reset => {
-                let Some(source) = self.store.database(from.database.as_str()).await? else {
+                let found = self.store.database(from.database.as_str()).await?;
+                let Some(source) = found.filter(|s| s.id == from.id) else {
                     return Err(RuntimeError::Source(format!(
                         "database {} it is restored from is gone",
                         from.database

@@ -398,6 +398,7 @@ async fn restore_source<P: Platform>(
         )));
     }
     Ok(Some(crate::model::RestoreFrom {
+        id: source.id,
         database: source.name,
         at: humantime::format_rfc3339_micros(moment).to_string(),
     }))

@@ -8,6 +8,8 @@ use devdb_core::backups::Backups;
 use devdb_core::fake::{FakePlatform, FakeRuntime};
 use serde_json::json;
 
+use devdb_core::store::Store as _;
+
 use crate::common::*;
 
 #[tokio::test]
@@ -93,4 +95,28 @@ async fn a_database_from_anothers_backups_only_from_ones_own_backed_up_database_
     let to = core.database("kate-pg").await.1["backup"]["restorableTo"].as_str().expect("a window").to_string();
     let (status, body) = core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(from("kate-pg", &to))).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::CREATED, Some("running")), "{body}");
+}
+
+#[tokio::test]
+async fn a_source_deleted_and_created_again_under_its_name_is_not_restored_from() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    let body = json!({"name": "kate-pg", "project": "shop", "backup": {"enabled": true}});
+    assert_eq!(core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
+    // A copy asked for from kate-pg as the API saw it, reconciled after kate-pg was deleted and
+    // the name taken again (here: the id it was asked from is another incarnation's).
+    let mut record = core.store.database("kate-pg").await.expect("store").expect("kate-pg");
+    record.name = name("copy-pg");
+    record.id = "db-copy".into();
+    record.status = devdb_shared::api::DatabaseStatus::Creating;
+    record.snapshot_generation = None;
+    record.restore_from = Some(devdb_core::model::RestoreFrom {
+        database: name("kate-pg"),
+        id: "db-gone".into(),
+        at: "2026-12-07T10:00:00Z".into(),
+    });
+    core.store.insert_database(&record).await.expect("insert");
+    core.reconciler.trigger(devdb_core::model::Key::Database(name("copy-pg")));
+    let failed = core.settles("copy-pg", "error").await;
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains("is gone")), "{failed}");
 }
