@@ -56,12 +56,42 @@ pub fn valid_stanza_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
-/// The configuration file of `stanza` in `repository`, encrypted with `key`.
+/// How much WAL may wait in `pg_wal` for a repository that cannot be reached before pgBackRest
+/// drops it (`archive-push-queue-max`), when the caller does not say: 1 GiB. Past it, the
+/// database keeps running and the stanza cannot be restored across the dropped WAL until its
+/// next backup; below it, a repository outage costs nothing but disk.
+pub const DEFAULT_ARCHIVE_QUEUE_MAX: u64 = 1 << 30;
+
+/// What a stanza's archiving may cost its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of WAL segments waiting to be archived past which pgBackRest reports them archived
+    /// and drops them (with a warning in PostgreSQL's log) instead of letting `pg_wal` fill the
+    /// disk and stop the database. Checked against whole segments (16 MiB each).
+    pub archive_queue_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { archive_queue_max: DEFAULT_ARCHIVE_QUEUE_MAX }
+    }
+}
+
+/// The configuration file of `stanza` in `repository`, encrypted with `key`, with the default
+/// [`Limits`].
+///
+/// # Panics
+/// As [`render_with`].
+pub fn render(repository: &Repository, stanza: &Stanza, key: &str) -> String {
+    render_with(repository, stanza, key, &Limits::default())
+}
+
+/// The configuration file of `stanza` in `repository`, encrypted with `key`, within `limits`.
 ///
 /// # Panics
 /// Never for a stanza whose name passed [`valid_stanza_name`] and paths without newlines (the
 /// caller's own directories).
-pub fn render(repository: &Repository, stanza: &Stanza, key: &str) -> String {
+pub fn render_with(repository: &Repository, stanza: &Stanza, key: &str, limits: &Limits) -> String {
     assert!(valid_stanza_name(&stanza.name), "stanza name {:?}", stanza.name);
     let path = |p: &Path| {
         let p = p.display().to_string();
@@ -88,9 +118,10 @@ pub fn render(repository: &Repository, stanza: &Stanza, key: &str) -> String {
         conf,
         "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={key}\nrepo1-retention-full={retention}\n\
          log-path={log}\nlock-path={lock}\nspool-path={spool}\nlog-level-console=warn\nlog-level-stderr=warn\n\
-         log-level-file=off\narchive-async=y\ncompress-type=zst\nprocess-max=2\nstart-fast=y\n\n\
+         log-level-file=off\narchive-async=y\narchive-push-queue-max={queue_max}\ncompress-type=zst\nprocess-max=2\nstart-fast=y\n\n\
          [{name}]\npg1-path={data}\npg1-port={port}\npg1-socket-path={socket}\npg1-user={user}",
         retention = stanza.retention_full.max(1),
+        queue_max = limits.archive_queue_max,
         log = path(&work.join("log")),
         lock = path(&work.join("lock")),
         spool = path(&work.join("spool")),
@@ -140,6 +171,7 @@ mod tests {
             "pg1-port=40123",
             "spool-path=/srv/devdb/backup/work/db-kate-0123/spool",
             "archive-async=y",
+            "archive-push-queue-max=1073741824",
         ] {
             assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
         }
@@ -153,6 +185,13 @@ mod tests {
         let conf = render(&s3, &stanza(), "k3y");
         assert!(conf.contains("repo1-type=s3\nrepo1-path=/prod\nrepo1-s3-bucket=devdb-backups\n"), "{conf}");
         assert!(conf.contains("repo1-s3-uri-style=host"));
+    }
+
+    #[test]
+    fn a_smaller_archive_queue_is_written_in_bytes() {
+        let limits = Limits { archive_queue_max: 64 << 20 };
+        let conf = render_with(&Repository::Posix("/r".into()), &stanza(), "k", &limits);
+        assert!(conf.lines().any(|l| l == "archive-push-queue-max=67108864"), "{conf}");
     }
 
     #[test]

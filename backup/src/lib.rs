@@ -15,11 +15,13 @@
 //!   file and the `archive_command` PostgreSQL runs;
 //! - [`pgbackrest`]: the commands (stanza-create, backup, info, restore, verify, expire), run as
 //!   the PostgreSQL user;
-//! - [`info`]: what `info --output=json` says of a stanza, and the window it can be restored to.
+//! - [`info`]: what `info --output=json` says of a stanza, and the window it can be restored to;
+//! - [`verify`]: what `verify` finds wrong in a repository (bad files, named).
 
 pub mod config;
 pub mod info;
 pub mod pgbackrest;
+pub mod verify;
 
 pub use config::{Repository, Stanza};
 pub use info::{BackupKind, StanzaInfo, Window};

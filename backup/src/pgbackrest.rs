@@ -8,8 +8,9 @@ use std::time::SystemTime;
 
 use devdb_pgctl::RunAs;
 
-use crate::config::{Repository, Stanza};
+use crate::config::{Limits, Repository, Stanza};
 use crate::info::{BackupKind, StanzaInfo};
+use crate::verify::Findings;
 
 /// Why a pgBackRest command failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum BackupError {
     Info(#[from] serde_json::Error),
     #[error("the stanza's files: {0}")]
     Files(std::io::Error),
+    /// `verify` found bad files (pgBackRest exits 0 then).
+    #[error(transparent)]
+    Verify(#[from] Findings),
 }
 
 /// A recovery target.
@@ -52,7 +56,7 @@ const S3_CREDENTIALS: [(&str, &str); 3] = [
 
 impl PgBackRest {
     /// Writes `stanza`'s configuration (private to `run_as`, in its work directory) for
-    /// `repository` with `key`, and makes its work directories.
+    /// `repository` with `key` and the default [`Limits`], and makes its work directories.
     ///
     /// # Errors
     /// [`BackupError::Files`] when they cannot be written.
@@ -61,6 +65,20 @@ impl PgBackRest {
         stanza: Stanza,
         key: &str,
         run_as: Option<RunAs>,
+    ) -> Result<Self, BackupError> {
+        Self::configure_with(repository, stanza, key, run_as, Limits::default())
+    }
+
+    /// [`PgBackRest::configure`] within `limits`.
+    ///
+    /// # Errors
+    /// [`BackupError::Files`] when they cannot be written.
+    pub fn configure_with(
+        repository: &Repository,
+        stanza: Stanza,
+        key: &str,
+        run_as: Option<RunAs>,
+        limits: Limits,
     ) -> Result<Self, BackupError> {
         use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, chown};
         let owner = |path: &Path| match run_as {
@@ -77,7 +95,7 @@ impl PgBackRest {
             owner(dir).map_err(BackupError::Files)?;
         }
         let config = stanza.work_dir.join("pgbackrest.conf");
-        let text = crate::config::render(repository, &stanza, key);
+        let text = crate::config::render_with(repository, &stanza, key, &limits);
         let _ = std::fs::remove_file(&config);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -120,13 +138,25 @@ impl PgBackRest {
         cmd
     }
 
-    async fn run(&self, name: &'static str, mut cmd: tokio::process::Command) -> Result<String, BackupError> {
+    async fn run(&self, name: &'static str, cmd: tokio::process::Command) -> Result<String, BackupError> {
+        let out = self.output(name, cmd).await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// What `cmd` printed, when it succeeded.
+    async fn output(
+        &self,
+        name: &'static str,
+        mut cmd: tokio::process::Command,
+    ) -> Result<std::process::Output, BackupError> {
         let out = cmd.output().await.map_err(BackupError::Spawn)?;
         if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+            return Ok(out);
         }
         let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-        let message = text.lines().filter(|l| !l.trim().is_empty()).take(4).collect::<Vec<_>>().join("; ");
+        // Progress logged at info (verify's) is never the reason.
+        let reason = |l: &&str| !l.trim().is_empty() && !l.contains(" INFO: ");
+        let message = text.lines().filter(reason).take(4).collect::<Vec<_>>().join("; ");
         let message = if message.is_empty() { format!("exit status {}", out.status) } else { message };
         Err(BackupError::Failed { command: name, message })
     }
@@ -145,9 +175,16 @@ impl PgBackRest {
     /// # Errors
     /// [`BackupError`], with pgBackRest's reason.
     pub async fn backup(&self, kind: BackupKind) -> Result<(), BackupError> {
+        self.run("backup", self.backup_command(kind)).await.map(drop)
+    }
+
+    /// The command [`PgBackRest::backup`] runs, for a caller that runs it itself (to watch or
+    /// stop it). It is killed when dropped; a backup killed part way is never listed by `info`,
+    /// and the next one takes its place.
+    pub fn backup_command(&self, kind: BackupKind) -> tokio::process::Command {
         let mut cmd = self.command("backup");
         cmd.arg(format!("--type={}", kind.as_str()));
-        self.run("backup", cmd).await.map(drop)
+        cmd
     }
 
     /// What the stanza holds.
@@ -180,9 +217,17 @@ impl PgBackRest {
     /// Checks every file of the repository against its checksums.
     ///
     /// # Errors
-    /// [`BackupError`], naming what is wrong.
+    /// [`BackupError::Verify`] naming each bad file; [`BackupError::Failed`] when pgBackRest
+    /// stops short (as 2.45 does on a corrupted first WAL segment of an archive, which it reads
+    /// to learn the segment size: `zst error: [-20] Data corruption detected`).
     pub async fn verify(&self) -> Result<(), BackupError> {
-        self.run("verify", self.command("verify")).await.map(drop)
+        let mut cmd = self.command("verify");
+        // Each bad file is named at info only.
+        cmd.arg("--log-level-console=info");
+        let out = self.output("verify", cmd).await?;
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        crate::verify::check(&printed)?;
+        Ok(())
     }
 }
 
