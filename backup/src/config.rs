@@ -6,15 +6,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Where backups and archived WAL go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Repository {
-    /// A directory (locally, under the data directory by default).
-    Posix(PathBuf),
-    /// An S3 bucket (or an S3-compatible store): credentials from the process's environment
-    /// or instance role, never from here.
-    S3 { bucket: String, prefix: String, endpoint: String, region: String, path_style: bool },
-}
+use crate::repository::S3Credentials;
+
+pub use crate::repository::Repository;
 
 /// One database's stanza: its name in the repository and its instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +48,12 @@ pub fn valid_stanza_name(name: &str) -> bool {
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
+}
+
+/// Where a stanza keeps its copy of an S3 repository's CA file: in its work directory, readable
+/// by the PostgreSQL user (who runs `archive-push`) whoever owns the original.
+pub fn ca_copy(stanza: &Stanza) -> PathBuf {
+    stanza.work_dir.join("s3-ca.crt")
 }
 
 /// How much WAL may wait in `pg_wal` for a repository that cannot be reached before pgBackRest
@@ -104,7 +104,7 @@ pub fn render_with(repository: &Repository, stanza: &Stanza, key: &str, limits: 
         Repository::Posix(dir) => {
             let _ = writeln!(conf, "repo1-type=posix\nrepo1-path={}", path(dir));
         }
-        Repository::S3 { bucket, prefix, endpoint, region, path_style } => {
+        Repository::S3 { bucket, prefix, endpoint, region, path_style, ca_file, credentials } => {
             let _ = writeln!(
                 conf,
                 "repo1-type=s3\nrepo1-path=/{}\nrepo1-s3-bucket={bucket}\nrepo1-s3-endpoint={endpoint}\n\
@@ -112,6 +112,18 @@ pub fn render_with(repository: &Repository, stanza: &Stanza, key: &str, limits: 
                 prefix.trim_matches('/'),
                 if *path_style { "path" } else { "host" }
             );
+            if ca_file.is_some() {
+                let _ = writeln!(conf, "repo1-storage-ca-file={}", path(&ca_copy(stanza)));
+            }
+            match credentials {
+                Some(S3Credentials { key_id, secret, token }) => {
+                    let _ = writeln!(conf, "repo1-s3-key={key_id}\nrepo1-s3-key-secret={secret}");
+                    if let Some(token) = token {
+                        let _ = writeln!(conf, "repo1-s3-token={token}");
+                    }
+                }
+                None => conf.push_str("repo1-s3-key-type=auto\n"),
+            }
         }
     }
     let _ = writeln!(
@@ -181,10 +193,39 @@ mod tests {
             endpoint: "s3.eu-west-1.amazonaws.com".into(),
             region: "eu-west-1".into(),
             path_style: false,
+            ca_file: None,
+            credentials: None,
         };
         let conf = render(&s3, &stanza(), "k3y");
         assert!(conf.contains("repo1-type=s3\nrepo1-path=/prod\nrepo1-s3-bucket=devdb-backups\n"), "{conf}");
         assert!(conf.contains("repo1-s3-uri-style=host"));
+        assert!(conf.lines().any(|l| l == "repo1-s3-key-type=auto"), "no key: the instance's role");
+        assert!(!conf.contains("storage-ca-file") && !conf.contains("verify-tls"), "the system's CAs, checked");
+    }
+
+    #[test]
+    fn an_s3_compatible_store_gets_path_style_its_ca_and_the_key_from_the_environment() {
+        let s3 = Repository::S3 {
+            bucket: "bkt".into(),
+            prefix: String::new(),
+            endpoint: "localhost:9000".into(),
+            region: "us-east-1".into(),
+            path_style: true,
+            ca_file: Some("/etc/devdb/s3-ca.pem".into()),
+            credentials: Some(S3Credentials { key_id: "id".into(), secret: "s3cr3t".into(), token: None }),
+        };
+        let conf = render(&s3, &stanza(), "k3y");
+        for line in [
+            "repo1-path=/",
+            "repo1-s3-endpoint=localhost:9000",
+            "repo1-s3-uri-style=path",
+            "repo1-storage-ca-file=/srv/devdb/backup/work/db-kate-0123/s3-ca.crt",
+            "repo1-s3-key=id",
+            "repo1-s3-key-secret=s3cr3t",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
+        }
+        assert!(!conf.contains("key-type") && !conf.contains("verify-tls"), "{conf}");
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! stanza cannot be read with another's configuration. Nothing here takes a repository or a key
 //! from a user: the controller chooses both.
 //!
-//! - [`config`]: the repository (a directory, or S3), a stanza's settings, its configuration
-//!   file and the `archive_command` PostgreSQL runs;
+//! - [`repository`]: where backups go (a directory, or S3 and its settings), parsed from what an
+//!   operator gives, credentials from the environment;
+//! - [`config`]: a stanza's settings, its configuration file and the `archive_command`
+//!   PostgreSQL runs;
 //! - [`pgbackrest`]: the commands (stanza-create, backup, info, restore, verify, expire), run as
 //!   the PostgreSQL user;
 //! - [`info`]: what `info --output=json` says of a stanza, and the window it can be restored to;
@@ -21,8 +23,10 @@
 pub mod config;
 pub mod info;
 pub mod pgbackrest;
+pub mod repository;
 pub mod verify;
 
-pub use config::{Repository, Stanza};
+pub use config::Stanza;
 pub use info::{BackupKind, StanzaInfo, Window};
 pub use pgbackrest::{BackupError, PgBackRest, Target};
+pub use repository::{Repository, RepositoryError, S3Credentials, S3Settings};

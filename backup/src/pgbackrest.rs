@@ -1,7 +1,8 @@
 //! pgBackRest's commands for one stanza, run as the PostgreSQL user (it reads the data
-//! directory and is what `archive_command` runs as) with an empty environment but `PATH` and
-//! what an S3 repository's credentials need: the stanza's configuration file says everything
-//! else, and its key is never on a command line.
+//! directory and is what `archive_command` runs as) with an empty environment but `PATH`: the
+//! stanza's configuration file says everything else (an S3 repository's credentials included,
+//! since PostgreSQL runs `archive-push` with no environment of the controller's), and no key is
+//! ever on a command line.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -24,6 +25,8 @@ pub enum BackupError {
     Info(#[from] serde_json::Error),
     #[error("the stanza's files: {0}")]
     Files(std::io::Error),
+    #[error("cannot read the S3 repository's CA file {path}: {source}")]
+    CaFile { path: PathBuf, source: std::io::Error },
     /// `verify` found bad files (pgBackRest exits 0 then).
     #[error(transparent)]
     Verify(#[from] Findings),
@@ -46,14 +49,6 @@ pub struct PgBackRest {
     run_as: Option<RunAs>,
 }
 
-/// Environment variables an S3 repository's credentials may come from, passed through to
-/// pgBackRest as its own options.
-const S3_CREDENTIALS: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "PGBACKREST_REPO1_S3_KEY"),
-    ("AWS_SECRET_ACCESS_KEY", "PGBACKREST_REPO1_S3_KEY_SECRET"),
-    ("AWS_SESSION_TOKEN", "PGBACKREST_REPO1_S3_TOKEN"),
-];
-
 impl PgBackRest {
     /// Writes `stanza`'s configuration (private to `run_as`, in its work directory) for
     /// `repository` with `key` and the default [`Limits`], and makes its work directories.
@@ -72,7 +67,8 @@ impl PgBackRest {
     /// [`PgBackRest::configure`] within `limits`.
     ///
     /// # Errors
-    /// [`BackupError::Files`] when they cannot be written.
+    /// [`BackupError::Files`] when they cannot be written, [`BackupError::CaFile`] when an S3
+    /// repository's CA file cannot be read (the stanza keeps a copy its user can read).
     pub fn configure_with(
         repository: &Repository,
         stanza: Stanza,
@@ -94,17 +90,19 @@ impl PgBackRest {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(BackupError::Files)?;
             owner(dir).map_err(BackupError::Files)?;
         }
+        let write_private = |path: &Path, bytes: &[u8]| {
+            let _ = std::fs::remove_file(path);
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            std::io::Write::write_all(&mut file, bytes)?;
+            owner(path)
+        };
+        if let Repository::S3 { ca_file: Some(ca), .. } = repository {
+            let pem = std::fs::read(ca).map_err(|source| BackupError::CaFile { path: ca.clone(), source })?;
+            write_private(&crate::config::ca_copy(&stanza), &pem).map_err(BackupError::Files)?;
+        }
         let config = stanza.work_dir.join("pgbackrest.conf");
         let text = crate::config::render_with(repository, &stanza, key, &limits);
-        let _ = std::fs::remove_file(&config);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&config)
-            .map_err(BackupError::Files)?;
-        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(BackupError::Files)?;
-        owner(&config).map_err(BackupError::Files)?;
+        write_private(&config, text.as_bytes()).map_err(BackupError::Files)?;
         Ok(Self { stanza, config, run_as })
     }
 
@@ -123,11 +121,6 @@ impl PgBackRest {
     fn command(&self, command: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("pgbackrest");
         cmd.env_clear().env("PATH", "/usr/bin:/bin");
-        for (from, to) in S3_CREDENTIALS {
-            if let Some(value) = std::env::var_os(from) {
-                cmd.env(to, value);
-            }
-        }
         cmd.arg(format!("--config={}", self.config.display()))
             .arg(format!("--stanza={}", self.stanza.name))
             .arg(command)

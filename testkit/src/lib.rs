@@ -1,13 +1,15 @@
 //! Test harness shared by the integration tests of every crate: real PostgreSQL servers
 //! ([`TestPostgres`]), free ports, small client helpers, and pg_dump output of a real source
-//! served over HTTP ([`dumps`]), and the Python tools of the chart checks ([`python`]). Crate-specific harnesses (a proxy, a controller) live in each
-//! crate's `tests/common`.
+//! served over HTTP ([`dumps`]), the Python tools of the tests ([`python`]), and an S3 store
+//! over TLS ([`s3`]). Crate-specific harnesses (a proxy, a controller) live in each crate's
+//! `tests/common`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod dumps;
 pub mod python;
+pub mod s3;
 
 use devdb_pgctl::{PgCtl, StopMode, conf_quote};
 use tempfile::TempDir;

@@ -1,14 +1,20 @@
 //! The Python tools the chart and manifest checks run (helm-python-sdk, kubernetes-validate,
-//! cel-python, PyYAML), installed on first use into a virtual environment under the target
-//! directory, at pinned versions: the test command needs nothing installed by hand, only
-//! `python3` with its `venv` module (Debian: `python3-venv`) and a reachable package index the
-//! first time. Test processes run at once share one installation, made under a file lock.
+//! cel-python, PyYAML) and the S3 store of the backup tests (moto's server, [`crate::s3`]),
+//! installed on first use into a virtual environment under the target directory, at pinned
+//! versions: the test command needs nothing installed by hand, only `python3` with its `venv`
+//! module (Debian: `python3-venv`) and a reachable package index the first time. Test
+//! processes run at once share one installation, made under a file lock.
 
 use std::path::{Path, PathBuf};
 
 /// What is installed, pinned (the versions the checks were written against).
-pub const PACKAGES: &[&str] =
-    &["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0", "cel-python==0.5.0", "PyYAML==6.0.3"];
+pub const PACKAGES: &[&str] = &[
+    "helm-python-sdk==0.2.2",
+    "kubernetes-validate==1.37.0",
+    "cel-python==0.5.0",
+    "PyYAML==6.0.3",
+    "moto[server]==5.2.6",
+];
 
 /// The environment's `bin` directory, installing it first if need be: put it first on `PATH`
 /// so scripts find `python3` and `kubernetes-validate` there.
@@ -63,7 +69,7 @@ fn install(venv: &Path, marker: &Path) {
         std::process::Command::new(venv.join("bin/python3"))
             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
             .args(PACKAGES),
-        "pip install of the chart checks' tools",
+        "pip install of the test tools",
         "it needs the package index (PyPI) the first time",
     );
     std::fs::write(marker, PACKAGES.join("\n")).expect("the marker");

@@ -3,6 +3,8 @@
 //! part of it.
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
