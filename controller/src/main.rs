@@ -66,7 +66,7 @@ enum Command {
     Up(Box<up::UpArgs>),
     /// Stop every database instance under --data-dir while no controller runs (what `devdb
     /// down` runs after `devdb up` stopped); a connection wakes each at the next `devdb up`.
-    Down(LocalArgs),
+    Down(Box<LocalArgs>),
 }
 
 #[tokio::main]

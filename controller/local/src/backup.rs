@@ -1,7 +1,8 @@
-//! Backups of the local runtime's databases (`backup: true`) through [`devdb_backup`]: a
-//! directory repository under the data directory (`backup/repo`), a stanza per clone of each
-//! database, and a key per stanza derived from this data directory's backup secret
-//! (`backup/secret`, made once, private to the controller).
+//! Backups of the local runtime's databases (`backup: true`) through [`devdb_backup`]: the
+//! repository `--backup-repo` names (a directory, `<data dir>/backups` by default, or S3; see
+//! [`crate::repository`]), a stanza per clone of each database, and a key per stanza derived
+//! from this data directory's backup secret (`backup/secret`, made once, private to the
+//! controller).
 //!
 //! A clone's WAL starts again from its snapshot's, so a reset cannot go on archiving into the
 //! stanza of the clone before it: each clone gets a stanza of its own, named in
@@ -24,13 +25,22 @@ const RETENTION_FULL: u32 = 2;
 #[derive(Debug, Clone)]
 pub struct LocalBackups {
     root: PathBuf,
+    /// Where every stanza's backups and WAL go.
+    repository: Repository,
     run_as: Option<RunAs>,
 }
 
 impl LocalBackups {
-    /// Backups under `root` (`<data dir>/backup`), run as `run_as`.
-    pub fn new(root: PathBuf, run_as: Option<RunAs>) -> Self {
-        Self { root, run_as }
+    /// Backups into `repository`, their secret and stanzas' files under `root` (`<data
+    /// dir>/backup`), run as `run_as`.
+    pub fn new(root: PathBuf, repository: Repository, run_as: Option<RunAs>) -> Self {
+        Self { root, repository, run_as }
+    }
+
+    /// The same, into `repository`.
+    #[must_use]
+    pub fn with_repository(self, repository: Repository) -> Self {
+        Self { repository, ..self }
     }
 
     /// This data directory's backup secret, made on first use.
@@ -101,7 +111,7 @@ impl LocalBackups {
             superuser: SUPERUSER.into(),
             retention_full: RETENTION_FULL,
         };
-        PgBackRest::configure(&Repository::Posix(self.root.join("repo")), stanza, &key, self.run_as)
+        PgBackRest::configure(&self.repository, stanza, &key, self.run_as)
             .map_err(|e| RuntimeError::Step { step: "configuring backups", detail: e.to_string() })
     }
 }

@@ -5,6 +5,8 @@
 //! - [`runtime`]: the [`Runtime`](devdb_core::runtime::Runtime): clones, instances on loopback
 //!   ports, and [`restore`]s (through `devdb-restore`, each in a sandbox of its own);
 //! - [`monitor`]: samples of an instance's statistics, as a monitoring role, bounded;
+//! - [`backup`]: databases' backups through pgBackRest, into the repository [`repository`]
+//!   parses from `--backup-repo` (a directory, or S3);
 //!
 //! Passes run as tasks, one per object ([`devdb_core::queue::run`]).
 //!
@@ -13,6 +15,7 @@
 
 pub mod backup;
 pub mod monitor;
+pub mod repository;
 pub mod restore;
 pub mod runtime;
 pub mod sqlite;
@@ -53,6 +56,9 @@ pub struct LocalArgs {
 
     #[command(flatten)]
     pub sandbox: restore::SandboxArgs,
+
+    #[command(flatten)]
+    pub backups: repository::BackupRepoArgs,
 }
 
 /// Why the local runtime cannot start.
@@ -66,6 +72,8 @@ pub enum LocalError {
     Store(#[from] devdb_core::store::StoreError),
     #[error(transparent)]
     Postgres(#[from] devdb_pgctl::PgError),
+    #[error(transparent)]
+    BackupRepo(#[from] repository::BackupRepoError),
 }
 
 /// The local runtime set up on a data directory.
@@ -93,6 +101,7 @@ impl Local {
         let dir_error = |source| LocalError::DataDir { path: args.data_dir.clone(), source };
         std::fs::create_dir_all(&args.data_dir).map_err(dir_error)?;
         let data_dir = std::fs::canonicalize(&args.data_dir).map_err(dir_error)?;
+        let backup_repo = args.backups.repository(&data_dir)?;
         // The PostgreSQL user must pass through to its data directories, but nobody else may
         // list them; the state (every instance's password) is the controller's alone.
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o711)).map_err(dir_error)?;
@@ -105,7 +114,8 @@ impl Local {
             LocalRuntime::new(pg, &data_dir)
                 .map_err(dir_error)?
                 .with_limits((&args.limits).into())
-                .with_sandbox(sandbox),
+                .with_sandbox(sandbox)
+                .with_backup_repository(backup_repo),
         );
         let (scheduler, passes) = devdb_core::queue::channel();
         let reconciler = Reconciler::new(store, runtime, scheduler, config);

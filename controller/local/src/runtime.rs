@@ -73,7 +73,11 @@ impl LocalRuntime {
         }
         let version = pg.binaries().version();
         let limits = devdb_restore::Limits::default();
-        let backups = crate::backup::LocalBackups::new(root.join("backup"), pg.run_as());
+        let backups = crate::backup::LocalBackups::new(
+            root.join("backup"),
+            crate::repository::default_repository(root),
+            pg.run_as(),
+        );
         Ok(Self {
             backups,
             pg: Arc::new(pg),
@@ -102,6 +106,13 @@ impl LocalRuntime {
     #[must_use]
     pub fn with_limits(mut self, limits: devdb_restore::Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The same, keeping databases' backups in `repository` (`--backup-repo`).
+    #[must_use]
+    pub fn with_backup_repository(mut self, repository: devdb_backup::Repository) -> Self {
+        self.backups = self.backups.with_repository(repository);
         self
     }
 

@@ -4,6 +4,7 @@
 
 mod access;
 mod backups;
+mod backups_s3;
 mod certs;
 mod chart;
 mod common;

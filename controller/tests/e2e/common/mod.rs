@@ -306,7 +306,12 @@ impl DevDb {
 
 /// `devdb up` with an empty project `shop` (its databases start empty: quick).
 pub async fn with_empty_project(extra: &[&str]) -> DevDb {
-    let devdb = DevDb::start_with(extra).await;
+    with_empty_project_env(extra, &[]).await
+}
+
+/// The same, with `envs` in `devdb up`'s environment.
+pub async fn with_empty_project_env(extra: &[&str], envs: &[(&str, &str)]) -> DevDb {
+    let devdb = DevDb::start_with_env(extra, envs).await;
     let (status, body) =
         devdb.call(reqwest::Method::POST, "/v1/projects", Some(serde_json::json!({"name": "shop"}))).await;
     assert_eq!(status, 201, "{body}");
