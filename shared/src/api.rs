@@ -78,12 +78,34 @@ pub struct Progress {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
+    /// Which restore of the project's source it is (1 the first; each refresh a newer one).
+    pub generation: u64,
     pub created_at: String,
     pub size_bytes: u64,
     /// With masking `verify`: how many sampled original values were looked for in the
     /// snapshot's files, and not found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masking_verified: Option<u64>,
+}
+
+/// A snapshot generation a project keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotGeneration {
+    pub generation: u64,
+    pub created_at: String,
+    pub size_bytes: u64,
+}
+
+/// `POST /v1/projects/{name}/rollback`: make a kept snapshot generation the current one
+/// (without `generation`: the newest older than the current).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollback {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// A project: a data source and what became of it.
@@ -105,6 +127,10 @@ pub struct Project {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot>,
+    /// Every snapshot generation it keeps, newest first, the current `snapshot` among them: what
+    /// `POST /v1/projects/{name}/rollback` can make current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotGeneration>,
     pub default_credentials: CredentialsRequest,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -163,6 +163,15 @@ pub enum ProjectCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Make one of the project's kept snapshot generations its current one (by default the one
+    /// before the current): new databases and resets are made of it; databases keep their data
+    /// until reset. `devdb project show` lists the generations kept.
+    Rollback {
+        name: String,
+        /// The generation to return to (a later one too, to undo a rollback).
+        #[arg(long = "to", value_name = "GENERATION")]
+        to: Option<u64>,
+    },
     /// The columns of the project's data that look personal (found when it was restored, before
     /// masking), with a suggested rule for each and whether a rule covers it.
     Scan {
@@ -510,6 +519,11 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
             if let Some(error) = project.error {
                 anyhow::bail!("the masked restore of {name} failed: {error}");
             }
+        }
+        ProjectCommand::Rollback { name, to } => {
+            let request = devdb_shared::api::Rollback { generation: to };
+            let project: Project = api.post(&format!("/v1/projects/{name}/rollback"), &request).await?;
+            output::project(&project, json);
         }
         ProjectCommand::Refresh { name, no_wait } => {
             let project: Project = api.post(&format!("/v1/projects/{name}/refresh"), &()).await?;

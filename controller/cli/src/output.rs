@@ -67,7 +67,21 @@ pub fn project(p: &Project, json: bool) {
         ("database", p.default_credentials.database.clone()),
     ];
     if let Some(s) = &p.snapshot {
-        rows.push(("snapshot", format!("{} ({})", s.created_at, HumanBytes(s.size_bytes))));
+        rows.push((
+            "snapshot",
+            format!("generation {}, {} ({})", s.generation, s.created_at, HumanBytes(s.size_bytes)),
+        ));
+    }
+    let current = p.snapshot.as_ref().map(|s| s.generation);
+    let kept: Vec<String> = p
+        .snapshots
+        .iter()
+        .filter(|k| Some(k.generation) != current)
+        .map(|k| format!("{} ({}, {})", k.generation, k.created_at, HumanBytes(k.size_bytes)))
+        .collect();
+    if !kept.is_empty() {
+        // What `devdb project rollback --to` takes.
+        rows.push(("kept", kept.join("; ")));
     }
     if let Some(e) = &p.error {
         rows.push(("error", e.clone()));

@@ -64,6 +64,11 @@ pub struct ApiArgs {
     /// Restores one owner may run at once; more wait their turn (`pending`).
     #[arg(long, env = "DEVDB_CONTROLLER_MAX_RESTORES_PER_OWNER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_restores_per_owner: u32,
+
+    /// Snapshot generations each project keeps, its current one among them: the others are
+    /// what `devdb project rollback` can return to (1: none). Older ones are removed.
+    #[arg(long, env = "DEVDB_CONTROLLER_KEEP_SNAPSHOTS", default_value_t = crate::reconcile::SNAPSHOTS_KEPT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_snapshots: u32,
 }
 
 /// Validated API settings.
@@ -80,6 +85,8 @@ pub struct ApiConfig {
     pub lifecycle_check_every: std::time::Duration,
     pub quotas: crate::quota::Quotas,
     pub sample_every: std::time::Duration,
+    /// Snapshot generations each project keeps, its current one among them.
+    pub keep_snapshots: usize,
 }
 
 impl ApiConfig {
@@ -89,6 +96,7 @@ impl ApiConfig {
             restores_per_owner: self.max_restores_per_owner,
             idle_stop_after: self.idle_stop_after,
             quotas: self.quotas.clone(),
+            snapshots_kept: self.keep_snapshots,
         }
     }
 }
@@ -123,6 +131,7 @@ impl TryFrom<ApiArgs> for ApiConfig {
             idle_stop_after: args.idle_stop_after,
             lifecycle_check_every: args.lifecycle_check_every,
             sample_every: args.sample_every,
+            keep_snapshots: args.keep_snapshots as usize,
             quotas: args.quotas_file.as_deref().map(crate::quota::Quotas::load).transpose()?.unwrap_or_default(),
         })
     }
@@ -163,5 +172,13 @@ mod tests {
         assert!(!config.allow_private_sources);
         assert_eq!((config.wait_timeout.as_secs(), config.max_restores_per_owner), (600, 2));
         assert_eq!(config.idle_stop_after.as_secs(), 1800, "databases sleep after 30 idle minutes");
+        assert_eq!(config.reconciler().snapshots_kept, 3, "three generations kept");
+    }
+
+    #[test]
+    fn at_least_one_snapshot_generation_is_kept() {
+        assert!(Cli::try_parse_from(["x", "--keep-snapshots", "0"]).is_err());
+        let config = ApiConfig::try_from(Cli::parse_from(["x", "--keep-snapshots", "5"]).api).expect("config");
+        assert_eq!(config.reconciler().snapshots_kept, 5);
     }
 }

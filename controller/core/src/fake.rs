@@ -2,7 +2,7 @@
 //! With [`crate::memory::MemoryStore`] it lets the router and the reconciler be tested
 //! in-process, in milliseconds, with `tokio::time::pause`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use devdb_shared::Name;
@@ -40,6 +40,10 @@ struct State {
     findings: Vec<devdb_shared::api::PiiFinding>,
     /// The disk allowance each restore was given, in order.
     allowances: Vec<Option<crate::runtime::DiskAllowance>>,
+    /// The snapshot generations each project has (restored, not cleaned yet).
+    snapshots: HashMap<Name, BTreeSet<u64>>,
+    /// The snapshot generation each database was last cloned from.
+    cloned_from: HashMap<Name, u64>,
 }
 
 /// The fake runtime.
@@ -106,6 +110,16 @@ impl FakeRuntime {
     /// The disk allowance of each restore so far.
     pub fn allowances(&self) -> Vec<Option<crate::runtime::DiskAllowance>> {
         self.with(|s| s.allowances.clone())
+    }
+
+    /// The snapshot generations `project` has, oldest first.
+    pub fn snapshots(&self, project: &Name) -> Vec<u64> {
+        self.with(|s| s.snapshots.get(project).map(|g| g.iter().copied().collect()).unwrap_or_default())
+    }
+
+    /// The snapshot generation `database` was last cloned from.
+    pub fn cloned_from(&self, database: &Name) -> Option<u64> {
+        self.with(|s| s.cloned_from.get(database).copied())
     }
 
     /// Every operation so far, as `"op name"`.
@@ -195,6 +209,7 @@ impl Runtime for FakeRuntime {
             }
         }
         progress(2, Some(2));
+        self.with(|s| s.snapshots.entry(project.name.clone()).or_default().insert(generation));
         Ok(SnapshotRecord {
             generation,
             created_at: now(),
@@ -209,19 +224,31 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn clean_project(&self, _project: &Name, _keep: Option<u64>) -> Result<(), RuntimeError> {
+    async fn clean_project(&self, project: &Name, keep: &[u64]) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            if let Some(snapshots) = s.snapshots.get_mut(project) {
+                snapshots.retain(|g| keep.contains(g));
+            }
+        });
         Ok(())
     }
 
+    /// A clone of a snapshot the project no longer has fails, as the real runtimes' do.
     async fn clone_database(
         &self,
         database: &DatabaseRecord,
-        _project: &ProjectRecord,
-        _generation: u64,
+        project: &ProjectRecord,
+        generation: u64,
     ) -> Result<(), RuntimeError> {
         self.call(Op::Clone, &database.name)?;
-        self.with(|s| s.running.insert(database.name.clone()));
-        Ok(())
+        self.with(|s| {
+            if !s.snapshots.get(&project.name).is_some_and(|g| g.contains(&generation)) {
+                return Err(RuntimeError::NoSnapshot(project.name.clone()));
+            }
+            s.cloned_from.insert(database.name.clone(), generation);
+            s.running.insert(database.name.clone());
+            Ok(())
+        })
     }
 
     async fn ensure_running(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {

@@ -81,6 +81,7 @@ impl Core {
             lifecycle_check_every: std::time::Duration::from_secs(15),
             quotas: crate::quota::Quotas::default(),
             sample_every: std::time::Duration::from_secs(30),
+            keep_snapshots: crate::reconcile::SNAPSHOTS_KEPT,
         };
         configure(&mut config);
         let (store, runtime) = (Arc::new(MemoryStore::default()), Arc::new(runtime));

@@ -23,6 +23,10 @@ pub struct ProjectRecord {
     pub progress: Option<Progress>,
     /// The ready snapshot new databases are cloned from.
     pub snapshot: Option<SnapshotRecord>,
+    /// The other snapshot generations kept, to roll back to (oldest first, never the current
+    /// one): the newest the controller's `--keep-snapshots` allows beside the current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_snapshots: Vec<SnapshotRecord>,
     /// The snapshot generation wanted: bumped by refresh; a restore runs while it is ahead of
     /// `snapshot`'s.
     pub wanted_generation: u64,

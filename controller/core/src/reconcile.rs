@@ -70,6 +70,9 @@ pub trait Scheduler: Send + Sync + 'static {
 /// Restores one owner may run at once, unless told otherwise.
 pub const RESTORES_PER_OWNER: usize = 2;
 
+/// Snapshot generations each project keeps (its current one among them), unless told otherwise.
+pub const SNAPSHOTS_KEPT: usize = 3;
+
 /// What a reconciler is configured with (the API server's flags: [`crate::config::ApiConfig`]).
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -80,6 +83,9 @@ pub struct ReconcilerConfig {
     pub idle_stop_after: Duration,
     /// Owners' quotas: a restore may use what its owner's disk quota leaves.
     pub quotas: crate::quota::Quotas,
+    /// Snapshot generations each project keeps, its current one among them (at least 1): the
+    /// others are what it can be rolled back to.
+    pub snapshots_kept: usize,
 }
 
 impl Default for ReconcilerConfig {
@@ -88,6 +94,7 @@ impl Default for ReconcilerConfig {
             restores_per_owner: RESTORES_PER_OWNER,
             idle_stop_after: LIFECYCLE_DEFAULT_IDLE,
             quotas: crate::quota::Quotas::default(),
+            snapshots_kept: SNAPSHOTS_KEPT,
         }
     }
 }
@@ -119,6 +126,8 @@ pub struct Reconciler<P: Platform> {
     /// The disk each owner's restores in flight use now (by project): what one takes, its
     /// owner's others cannot.
     restoring_disk: Arc<Mutex<HashMap<String, HashMap<Name, u64>>>>,
+    /// Snapshot generations each project keeps, its current one among them.
+    snapshots_kept: usize,
 }
 
 impl<P: Platform> Reconciler<P> {
@@ -142,6 +151,7 @@ impl<P: Platform> Reconciler<P> {
             proxies_heard: std::sync::atomic::AtomicBool::new(true),
             quotas: config.quotas,
             restoring_disk: Arc::default(),
+            snapshots_kept: config.snapshots_kept.max(1),
         })
     }
 
@@ -266,7 +276,7 @@ impl<P: Platform> Reconciler<P> {
         let Some(project) = self.store.project(name.as_str()).await? else {
             // Deleted (or an orphan): remove everything it had, then let the record go. A failure
             // is retried: the record stays until everything is gone.
-            self.runtime.clean_project(name, None).await?;
+            self.runtime.clean_project(name, &[]).await?;
             self.store.project_cleaned(name).await?;
             return Ok(());
         };
@@ -308,7 +318,9 @@ impl<P: Platform> Reconciler<P> {
                     ..snapshot
                 };
                 self.store
-                    .update_project(name, |p| project_state::restored(p, &project.id, generation, &snapshot))
+                    .update_project(name, |p| {
+                        project_state::restored(p, &project.id, generation, &snapshot, self.snapshots_kept)
+                    })
                     .await?;
                 self.clean_unused_snapshots(name).await?;
             }
@@ -357,14 +369,14 @@ impl<P: Platform> Reconciler<P> {
         Ok(())
     }
 
-    /// Removes all but the current snapshot, unless a clone of the project is in flight (it may
-    /// be copying an older one); the project is reconciled again when that clone ends.
+    /// Removes all but the snapshots the project keeps, unless a clone of the project is in
+    /// flight (it may be copying another); the project is reconciled again when that clone ends.
     async fn clean_unused_snapshots(&self, name: &Name) -> Result<(), ReconcileError> {
         let cloning =
             self.store.databases(None, Some(name.as_str())).await?.iter().any(|d| d.status == DatabaseStatus::Creating);
         let Some(project) = self.store.project(name.as_str()).await? else { return Ok(()) };
         if !cloning {
-            self.runtime.clean_project(name, project.snapshot.map(|s| s.generation)).await?;
+            self.runtime.clean_project(name, &project_state::kept_generations(&project)).await?;
         }
         Ok(())
     }

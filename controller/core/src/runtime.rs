@@ -142,9 +142,9 @@ pub trait Runtime: Send + Sync + 'static {
         cancel: tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = Result<SnapshotRecord, RuntimeError>> + Send;
 
-    /// Removes whatever a project has in the runtime except snapshot `keep`.
-    fn clean_project(&self, project: &Name, keep: Option<u64>)
-    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes whatever a project has in the runtime except the snapshots of generations `keep`
+    /// (keeping none: everything, the project's own place too).
+    fn clean_project(&self, project: &Name, keep: &[u64]) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Makes `database` a fresh clone of `project`'s snapshot `generation`, running with its
     /// port and password (replacing any previous clone: reset).

@@ -67,6 +67,9 @@ pub struct ProjectStatus {
     /// The ready VolumeSnapshot new databases clone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotStatus>,
+    /// The other generations kept, to roll back to (oldest first): their VolumeSnapshots stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_snapshots: Vec<SnapshotStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -648,19 +648,20 @@ impl Runtime for KubeRuntime {
         })
     }
 
-    async fn clean_project(&self, project: &Name, keep: Option<u64>) -> Result<(), RuntimeError> {
+    async fn clean_project(&self, project: &Name, keep: &[u64]) -> Result<(), RuntimeError> {
         let base = format!("app.kubernetes.io/managed-by=devdb,devdb.io/project={project}");
-        let Some(keep) = keep else {
+        if keep.is_empty() {
             // The namespace takes everything in it along.
             let namespaces = Api::<Namespace>::all(self.client.clone());
             for ns in namespaces.list(&ListParams::default().labels(&base)).await.platform()?.items {
                 delete(&namespaces, &ns.name_any()).await?;
             }
             return Ok(());
-        };
+        }
         let namespace = resources::namespace_name(project.as_str());
+        let keep = keep.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let others = ListParams::default()
-            .labels(&format!("{base},{label},{label}!={keep}", label = resources::GENERATION_LABEL));
+            .labels(&format!("{base},{label},{label} notin ({keep})", label = resources::GENERATION_LABEL));
         delete_matching(&self.snapshots(&namespace), &others).await?;
         delete_matching(&self.api::<Job>(&namespace), &others).await?;
         // A masking Secret a restore left (it failed to reach the cluster API, then was

@@ -394,17 +394,8 @@ impl CrdStore {
             status: phase(status.phase.as_deref()).unwrap_or(ProjectPhase::Pending),
             error: status.error,
             progress: status.progress.map(|p| Progress { bytes_done: p.bytes_done, bytes_total: p.bytes_total }),
-            snapshot: status.snapshot.map(|s| SnapshotRecord {
-                generation: s.generation,
-                created_at: s.created_at,
-                size_bytes: s.size_bytes,
-                findings: s.findings,
-                unlisted_findings: s.unlisted_findings,
-                unlisted_unmasked: s.unlisted_unmasked,
-                masked_with: s.masked_with,
-                masked_key_version: s.masked_key_version,
-                masking_verified: s.masking_verified,
-            }),
+            snapshot: status.snapshot.map(snapshot_record),
+            kept_snapshots: status.kept_snapshots.into_iter().map(snapshot_record).collect(),
             wanted_generation: p.spec.snapshot_generation,
             username: p.spec.username.clone(),
             database: p.spec.database.clone(),
@@ -580,6 +571,34 @@ fn ready_condition(ready: bool, reason: &str, message: Option<&String>, previous
     }
 }
 
+fn snapshot_record(s: SnapshotStatus) -> SnapshotRecord {
+    SnapshotRecord {
+        generation: s.generation,
+        created_at: s.created_at,
+        size_bytes: s.size_bytes,
+        findings: s.findings,
+        unlisted_findings: s.unlisted_findings,
+        unlisted_unmasked: s.unlisted_unmasked,
+        masked_with: s.masked_with,
+        masked_key_version: s.masked_key_version,
+        masking_verified: s.masking_verified,
+    }
+}
+
+fn snapshot_status(s: &SnapshotRecord) -> SnapshotStatus {
+    SnapshotStatus {
+        generation: s.generation,
+        created_at: s.created_at.clone(),
+        size_bytes: s.size_bytes,
+        findings: s.findings.clone(),
+        unlisted_findings: s.unlisted_findings,
+        unlisted_unmasked: s.unlisted_unmasked,
+        masked_with: s.masked_with.clone(),
+        masked_key_version: s.masked_key_version,
+        masking_verified: s.masking_verified,
+    }
+}
+
 fn project_status(p: &ProjectRecord, previous: Option<&crd::ProjectStatus>) -> crd::ProjectStatus {
     let previous = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let reason = match p.status {
@@ -592,17 +611,8 @@ fn project_status(p: &ProjectRecord, previous: Option<&crd::ProjectStatus>) -> c
         phase: Some(phase_name(&p.status)),
         error: p.error.clone(),
         progress: p.progress.map(|p| RestoreProgress { bytes_done: p.bytes_done, bytes_total: p.bytes_total }),
-        snapshot: p.snapshot.as_ref().map(|s| SnapshotStatus {
-            generation: s.generation,
-            created_at: s.created_at.clone(),
-            size_bytes: s.size_bytes,
-            findings: s.findings.clone(),
-            unlisted_findings: s.unlisted_findings,
-            unlisted_unmasked: s.unlisted_unmasked,
-            masked_with: s.masked_with.clone(),
-            masked_key_version: s.masked_key_version,
-            masking_verified: s.masking_verified,
-        }),
+        snapshot: p.snapshot.as_ref().map(snapshot_status),
+        kept_snapshots: p.kept_snapshots.iter().map(snapshot_status).collect(),
         conditions: vec![ready_condition(p.status == ProjectPhase::Ready, reason, p.error.as_ref(), previous)],
     }
 }
@@ -849,6 +859,7 @@ mod tests {
             error: None,
             progress: None,
             snapshot: None,
+            kept_snapshots: Vec::new(),
             wanted_generation: 1,
             username: "app".into(),
             password: "pw".into(),

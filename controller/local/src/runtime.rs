@@ -219,19 +219,19 @@ impl Runtime for LocalRuntime {
         .await
     }
 
-    async fn clean_project(&self, project: &Name, keep: Option<u64>) -> Result<(), RuntimeError> {
+    async fn clean_project(&self, project: &Name, keep: &[u64]) -> Result<(), RuntimeError> {
         let dir = self.project_dir(project);
-        let keep = keep.map(|g| format!("snapshot-{g}"));
+        let keep: Vec<PathBuf> = keep.iter().map(|g| self.snapshot_dir(project, *g)).collect();
         let pg = self.pg.clone();
         blocking(move || {
             let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
             for entry in entries.flatten() {
-                if Some(entry.file_name().to_string_lossy().as_ref()) != keep.as_deref() {
+                if !keep.contains(&entry.path()) {
                     LocalRestore::stop_leftover(&pg, &entry.path());
                     remove_dir(&entry.path())?;
                 }
             }
-            if keep.is_none() {
+            if keep.is_empty() {
                 remove_dir(&dir)?;
             }
             Ok(())

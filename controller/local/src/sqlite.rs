@@ -393,6 +393,7 @@ mod tests {
             error: None,
             progress: None,
             snapshot: None,
+            kept_snapshots: Vec::new(),
             wanted_generation: 1,
             username: "app".into(),
             password: "pw".into(),

@@ -112,6 +112,7 @@ fn project() -> ProjectRecord {
         error: None,
         progress: None,
         snapshot: None,
+        kept_snapshots: Vec::new(),
         wanted_generation: 1,
         username: "shop_owner".into(),
         password: "pw-project".into(),

@@ -86,6 +86,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/projects", post(projects::create::<P>).get(projects::list::<P>))
         .route("/projects/{name}", get(projects::show::<P>).delete(projects::delete::<P>))
         .route("/projects/{name}/refresh", post(projects::refresh::<P>))
+        .route("/projects/{name}/rollback", post(projects::rollback::<P>))
         .route("/projects/{name}/masking", get(projects::masking::<P>).put(projects::set_masking::<P>))
         .route("/projects/{name}/masking/rotate-key", post(projects::rotate_key::<P>))
         .route("/projects/{name}/scan", post(projects::scan::<P>))
@@ -158,10 +159,12 @@ pub fn project_view(p: &ProjectRecord) -> Project {
         progress: p.progress,
         error: p.error.clone(),
         snapshot: p.snapshot.as_ref().map(|s| devdb_shared::api::Snapshot {
+            generation: s.generation,
             created_at: s.created_at.clone(),
             size_bytes: s.size_bytes,
             masking_verified: s.masking_verified,
         }),
+        snapshots: snapshot_generations(p),
         default_credentials: devdb_shared::api::CredentialsRequest {
             username: p.username.clone(),
             database: p.database.clone(),
@@ -171,6 +174,22 @@ pub fn project_view(p: &ProjectRecord) -> Project {
         default_ttl: p.default_ttl_secs.map(human_seconds),
         masking: p.masking.clone(),
     }
+}
+
+/// The snapshot generations `p` keeps, its current one among them, newest first.
+fn snapshot_generations(p: &ProjectRecord) -> Vec<devdb_shared::api::SnapshotGeneration> {
+    let mut kept: Vec<_> = p
+        .snapshot
+        .iter()
+        .chain(&p.kept_snapshots)
+        .map(|s| devdb_shared::api::SnapshotGeneration {
+            generation: s.generation,
+            created_at: s.created_at.clone(),
+            size_bytes: s.size_bytes,
+        })
+        .collect();
+    kept.sort_by_key(|s| std::cmp::Reverse(s.generation));
+    kept
 }
 
 /// `5400` as `"1h 30m"`.

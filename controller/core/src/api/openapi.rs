@@ -10,7 +10,7 @@ use super::{activity, databases, monitoring, projects, routes};
     info(title = "DevDB API", description = "Projects (restored dumps) and databases (their clones). \
         Send `Authorization: Bearer <token>` when the server has tokens."),
     paths(
-        projects::create, projects::list, projects::show, projects::delete, projects::refresh, projects::masking, projects::set_masking, projects::rotate_key, projects::scan,
+        projects::create, projects::list, projects::show, projects::delete, projects::refresh, projects::rollback, projects::masking, projects::set_masking, projects::rotate_key, projects::scan,
         databases::create, databases::list, databases::show, databases::delete, databases::reset,
         databases::stop, databases::start, databases::extend, databases::patch, monitoring::history, monitoring::usage_report, activity::report, activity::usage,
         routes::snapshot, routes::watch,
@@ -34,6 +34,7 @@ mod tests {
             "/v1/projects",
             "/v1/projects/{name}",
             "/v1/projects/{name}/refresh",
+            "/v1/projects/{name}/rollback",
             "/v1/projects/{name}/masking",
             "/v1/projects/{name}/masking/rotate-key",
             "/v1/projects/{name}/scan",
@@ -71,6 +72,8 @@ mod tests {
             "Point",
             "Range",
             "BackupStatus",
+            "SnapshotGeneration",
+            "Rollback",
         ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }
@@ -85,6 +88,7 @@ mod tests {
             "status",
             "progress",
             "snapshot",
+            "snapshots",
             "defaultCredentials",
             "createdAt",
         ] {

@@ -1,10 +1,10 @@
-//! `/v1/projects`: create (restore once), list, show, delete, refresh.
+//! `/v1/projects`: create (restore once), list, show, delete, refresh, roll back.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use devdb_shared::api::{CreateProject, Masking, Project, ProjectStatus};
+use devdb_shared::api::{CreateProject, Masking, Project, ProjectStatus, Rollback};
 use devdb_shared::reports::ScanReport;
 use serde::Deserialize;
 
@@ -79,6 +79,7 @@ pub async fn create<P: Platform>(
         error: None,
         progress: None,
         snapshot: None,
+        kept_snapshots: Vec::new(),
         wanted_generation: 1,
         username,
         password: generate_password(),
@@ -192,6 +193,32 @@ pub async fn refresh<P: Platform>(
     let (updated, ()) = crate::state::update_project(&*state.store, &project.name, transitions::ask_refresh).await?;
     state.reconciler.trigger(Key::Project(updated.name.clone()));
     Ok((StatusCode::ACCEPTED, Json(project_view(&updated))))
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects/{name}/rollback", tag = "projects", params(("name" = String, Path)), request_body = Rollback,
+    responses((status = 200, description = "The kept generation is current: new databases and resets are made of it", body = Project),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "Restoring, or the generation is not kept (the message names those kept)", body = ErrorBody))
+)]
+/// Makes one of the project's kept snapshot generations its current one (without
+/// `generation`: the newest older than the current). Databases keep their data until reset.
+pub async fn rollback<P: Platform>(
+    axum::extract::State(state): Shared<P>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<Rollback>, JsonRejection>,
+) -> Result<Json<Project>, ApiError> {
+    let Json(request) = body?;
+    let project = super::project_for(&state, &caller, &name, Access::Change).await?;
+    let from = project.snapshot.as_ref().map(|s| s.generation);
+    let (updated, generation) =
+        crate::state::update_project(&*state.store, &project.name, |p| transitions::rollback(p, request.generation))
+            .await?;
+    tracing::info!(project = %updated.name, from, generation, "rolled back");
+    // Its older snapshots are cleaned by its next pass; none of the kept ones goes.
+    state.reconciler.trigger(Key::Project(updated.name.clone()));
+    Ok(Json(project_view(&updated)))
 }
 
 #[utoipa::path(

@@ -1,15 +1,20 @@
-//! A project's state machine: its snapshot generations (wanted and restored) and its status.
-//! Every transition is here, with its guard and the fields it writes; the API and the
+//! A project's state machine: its snapshot generations (wanted, current and kept) and its
+//! status. Every transition is here, with its guard and the fields it writes; the API and the
 //! reconciler change a project's state only through these functions, applied inside the
 //! store's update. So are the reasons a project refuses a clone of its snapshot.
 //!
 //! ```text
 //!   create ──► pending ──restore──► restoring ──restored──► ready ──refresh, masking──► ready
-//!                                      │  ▲                   ▲      (a newer generation wanted;
-//!                                failed│  │retry              │       the current one serves)
-//!                                      ▼  │                   │
-//!                  failed (no snapshot yet), or ready with the previous one
+//!                                      │  ▲                   ▲ │    (a newer generation wanted;
+//!                                failed│  │retry              │ │     the current one serves)
+//!                                      ▼  │                   │ └─rollback─► ready (a kept
+//!                  failed (no snapshot yet), or ready with the previous one    generation current)
 //! ```
+//!
+//! A restored generation becomes the current snapshot; the one it replaces is kept, with the
+//! newest others, up to the controller's `--keep-snapshots` in all. A rollback makes a kept
+//! generation current again (the one it replaces stays kept); the next refresh restores a
+//! generation newer than every kept one.
 
 use devdb_shared::Name;
 use devdb_shared::api::{Masking, Progress, ProjectStatus};
@@ -21,16 +26,50 @@ use crate::model::{ProjectRecord, SnapshotRecord};
 pub enum Refusal {
     #[error("project {0} is already restoring")]
     AlreadyRestoring(Name),
-    /// A change that would restore it again, asked for while it restores.
+    /// A change that would restore it again (or a rollback), asked for while it restores or a
+    /// restore is asked for.
     #[error("project {project} is restoring; {then} once it is done")]
     Restoring { project: Name, then: &'static str },
+    /// A rollback with no generation given, and none older than the current one kept.
+    #[error("project {project} keeps no generation older than its current one ({})", generations(.kept))]
+    NoEarlierGeneration { project: Name, kept: Vec<u64> },
+    /// A rollback to a generation that is not kept (never restored, or removed since).
+    #[error("project {project} does not keep generation {generation}; it keeps {}", generations(.kept))]
+    NotKept { project: Name, generation: u64, kept: Vec<u64> },
+    /// A rollback to the current generation.
+    #[error("generation {generation} is project {project}'s current snapshot already")]
+    AlreadyCurrent { project: Name, generation: u64 },
+    /// A rollback to a generation masked otherwise than the project's rules and key say now.
+    #[error(
+        "generation {generation} of project {project} was not masked by its current rules and key: it cannot \
+         be rolled back to (refresh the project instead)"
+    )]
+    MaskedOtherwise { project: Name, generation: u64 },
 }
 
 impl Refusal {
     /// The API's stable code for it.
     pub fn code(&self) -> &'static str {
-        "restoring"
+        match self {
+            Self::AlreadyRestoring(_) | Self::Restoring { .. } => "restoring",
+            Self::NoEarlierGeneration { .. } => "no_earlier_generation",
+            Self::NotKept { .. } => "not_kept",
+            Self::AlreadyCurrent { .. } => "already_current",
+            Self::MaskedOtherwise { .. } => "masked_otherwise",
+        }
     }
+}
+
+/// `[3, 1]` as `"3 (current), 1"`, the first being the current one; none as `"none"`.
+fn generations(kept: &[u64]) -> String {
+    if kept.is_empty() {
+        return "none".into();
+    }
+    kept.iter()
+        .enumerate()
+        .map(|(i, g)| if i == 0 { format!("{g} (current)") } else { g.to_string() })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a project's snapshot may not be cloned now (a 409 in the API; a reset the reconciler
@@ -74,12 +113,22 @@ pub enum SnapshotMasking {
 /// Whether `p`'s snapshot is masked by its current rules and key.
 pub fn snapshot_masking(p: &ProjectRecord) -> SnapshotMasking {
     let Some(snapshot) = p.snapshot.as_ref() else { return SnapshotMasking::Current };
-    if p.masking.rules.is_empty()
-        || (snapshot.masked_with == p.masking.rules && snapshot.masked_key_version == p.masking.key_version)
-    {
+    if masked_as_ruled(p, snapshot) {
         return SnapshotMasking::Current;
     }
     if p.wanted_generation > snapshot.generation { SnapshotMasking::Pending } else { SnapshotMasking::Stale }
+}
+
+/// Whether `snapshot` (one of `p`'s) was masked by `p`'s current rules and key, or `p` has none.
+fn masked_as_ruled(p: &ProjectRecord, snapshot: &SnapshotRecord) -> bool {
+    p.masking.rules.is_empty()
+        || (snapshot.masked_with == p.masking.rules && snapshot.masked_key_version == p.masking.key_version)
+}
+
+/// The generations `p` keeps: its current snapshot's first, then the others, newest first.
+/// What the runtime keeps of it.
+pub fn kept_generations(p: &ProjectRecord) -> Vec<u64> {
+    p.snapshot.iter().chain(p.kept_snapshots.iter().rev()).map(|s| s.generation).collect()
 }
 
 /// Why `p`'s snapshot may not be cloned now, if so: it was not masked by the project's current
@@ -154,10 +203,51 @@ pub fn rotate_key(p: &mut ProjectRecord, key: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Asks for a new snapshot: the generation after the current snapshot's; the current one
-/// serves clones meanwhile.
+/// Makes kept generation `generation` (without one: the newest older than the current one)
+/// the current snapshot: new clones and resets are made of it; the one it replaces stays kept,
+/// to roll forward to again. The generation it rolled back to.
+///
+/// # Errors
+/// [`Refusal::Restoring`] while it restores or a restore is asked for;
+/// [`Refusal::NoEarlierGeneration`], [`Refusal::NotKept`], [`Refusal::AlreadyCurrent`];
+/// [`Refusal::MaskedOtherwise`] for a generation its current masking did not make.
+pub fn rollback(p: &mut ProjectRecord, generation: Option<u64>) -> Result<u64, Refusal> {
+    refuse_restoring(p, Some("roll it back"))?;
+    if needs_restore(p) {
+        return Err(Refusal::Restoring { project: p.name.clone(), then: "roll it back" });
+    }
+    let kept = kept_generations(p);
+    let project = p.name.clone();
+    let Some(current) = p.snapshot.as_ref().map(|s| s.generation) else {
+        return Err(Refusal::NoEarlierGeneration { project, kept });
+    };
+    let target = match generation {
+        Some(generation) if generation == current => return Err(Refusal::AlreadyCurrent { project, generation }),
+        Some(generation) => p.kept_snapshots.iter().position(|s| s.generation == generation),
+        None => p.kept_snapshots.iter().rposition(|s| s.generation < current),
+    };
+    let Some(target) = target else {
+        return Err(match generation {
+            Some(generation) => Refusal::NotKept { project, generation, kept },
+            None => Refusal::NoEarlierGeneration { project, kept },
+        });
+    };
+    let generation = p.kept_snapshots[target].generation;
+    if !masked_as_ruled(p, &p.kept_snapshots[target]) {
+        return Err(Refusal::MaskedOtherwise { project, generation });
+    }
+    let snapshot = p.kept_snapshots.remove(target);
+    p.kept_snapshots.extend(p.snapshot.replace(snapshot));
+    p.kept_snapshots.sort_by_key(|s| s.generation);
+    p.wanted_generation = generation;
+    p.error = None;
+    Ok(generation)
+}
+
+/// Asks for a new snapshot: a generation newer than every kept one; the current one serves
+/// clones meanwhile.
 fn restore_again(p: &mut ProjectRecord) {
-    p.wanted_generation = p.snapshot.as_ref().map_or(p.wanted_generation, |s| s.generation) + 1;
+    p.wanted_generation = kept_generations(p).into_iter().max().unwrap_or(p.wanted_generation) + 1;
     p.status = if p.snapshot.is_some() { ProjectStatus::Ready } else { ProjectStatus::Pending };
     p.error = None;
     p.restores_begun = 0;
@@ -182,13 +272,19 @@ pub fn restore_progress(p: &mut ProjectRecord, progress: Option<Progress>) {
     }
 }
 
-/// The restore of `generation` of the project `id` is done. Only for the same project and
-/// generation: it may have been deleted and recreated, or refreshed, while the restore ran.
-pub fn restored(p: &mut ProjectRecord, id: &str, generation: u64, snapshot: &SnapshotRecord) {
+/// The restore of `generation` of the project `id` is done: it becomes the current snapshot,
+/// and the one it replaces is kept, so that `keep` generations are kept in all (at least the
+/// new one), the oldest going first. Only for the same project and generation: it may have
+/// been deleted and recreated, or refreshed, while the restore ran.
+pub fn restored(p: &mut ProjectRecord, id: &str, generation: u64, snapshot: &SnapshotRecord, keep: usize) {
     if p.id == id && p.wanted_generation == generation {
         p.status = ProjectStatus::Ready;
         p.progress = None;
-        p.snapshot = Some(snapshot.clone());
+        p.kept_snapshots.extend(p.snapshot.replace(snapshot.clone()));
+        p.kept_snapshots.retain(|s| s.generation != generation);
+        p.kept_snapshots.sort_by_key(|s| s.generation);
+        let removed = p.kept_snapshots.len().saturating_sub(keep.saturating_sub(1));
+        p.kept_snapshots.drain(..removed);
         p.restores_begun = 0;
     }
 }
@@ -264,13 +360,13 @@ mod tests {
         restore_begun(&mut p);
         let before = p.clone();
         let snapshot = p.snapshot.clone().expect("snapshot");
-        restored(&mut p, "prj-other", 2, &snapshot);
-        restored(&mut p, "prj-1", 3, &snapshot);
+        restored(&mut p, "prj-other", 2, &snapshot, 3);
+        restored(&mut p, "prj-1", 3, &snapshot, 3);
         restore_failed(&mut p, "prj-1", 1, "old".into());
         restore_retrying(&mut p, "prj-other", 2, "x");
         assert_eq!(p, before);
         restore_progress(&mut p, Some(Progress { bytes_done: 5, bytes_total: None }));
-        restored(&mut p, "prj-1", 2, &SnapshotRecord { generation: 2, ..snapshot });
+        restored(&mut p, "prj-1", 2, &SnapshotRecord { generation: 2, ..snapshot }, 3);
         assert_eq!((p.status, p.progress, p.restores_begun, needs_restore(&p)), (ProjectStatus::Ready, None, 0, false));
         restore_progress(&mut p, Some(Progress { bytes_done: 9, bytes_total: None }));
         assert_eq!(p.progress, None, "no progress once restored");
@@ -281,10 +377,80 @@ mod tests {
         let mut p = project();
         set_masking(&mut p, &rules(), "key").expect("rules");
         let snapshot = SnapshotRecord { generation: 2, masked_with: rules().rules, ..p.snapshot.clone().expect("s") };
-        restored(&mut p, "prj-1", 2, &snapshot);
+        restored(&mut p, "prj-1", 2, &snapshot, 3);
         assert_eq!(snapshot_masking(&p), SnapshotMasking::Current);
         rotate_key(&mut p, "new").expect("rotate");
         assert_eq!((p.masking.key_version, p.mask_key.as_str(), p.wanted_generation), (1, "new", 3));
         assert_eq!(snapshot_masking(&p), SnapshotMasking::Pending);
+    }
+
+    /// Refreshes `p` and restores the generation asked for, keeping `keep`.
+    fn refresh_and_restore(p: &mut ProjectRecord, keep: usize) -> u64 {
+        ask_refresh(p).expect("refresh");
+        restore_begun(p);
+        let generation = p.wanted_generation;
+        let snapshot = SnapshotRecord { generation, ..p.snapshot.clone().expect("a snapshot") };
+        restored(p, "prj-1", generation, &snapshot, keep);
+        generation
+    }
+
+    #[test]
+    fn refreshes_keep_the_newest_generations_and_a_rollback_makes_one_current_again() {
+        let mut p = project();
+        assert_eq!((refresh_and_restore(&mut p, 3), refresh_and_restore(&mut p, 3)), (2, 3));
+        assert_eq!(kept_generations(&p), [3, 2, 1]);
+        assert_eq!(rollback(&mut p, None), Ok(2), "the one before the current");
+        assert_eq!((kept_generations(&p), p.wanted_generation, needs_restore(&p)), (vec![2, 3, 1], 2, false));
+        assert_eq!(rollback(&mut p, None), Ok(1));
+        assert_eq!(rollback(&mut p, Some(3)), Ok(3), "forward again");
+        assert_eq!(rollback(&mut p, Some(1)), Ok(1));
+        // A refresh restores a generation newer than every kept one; the oldest goes.
+        assert_eq!(refresh_and_restore(&mut p, 3), 4);
+        assert_eq!(kept_generations(&p), [4, 3, 2]);
+        assert_eq!(p.kept_snapshots.iter().map(|s| s.generation).collect::<Vec<_>>(), [2, 3], "oldest first");
+        // Keeping one: nothing to roll back to.
+        assert_eq!(refresh_and_restore(&mut p, 1), 5);
+        assert_eq!(kept_generations(&p), [5]);
+        assert_eq!(rollback(&mut p, None).map_err(|r| r.code()), Err("no_earlier_generation"));
+    }
+
+    #[test]
+    fn a_rollback_is_refused_while_restoring_and_to_what_is_not_kept_and_changes_nothing() {
+        let mut p = project();
+        let refusal = rollback(&mut p, None).expect_err("nothing earlier");
+        assert_eq!(refusal.to_string(), "project shop keeps no generation older than its current one (1 (current))");
+        refresh_and_restore(&mut p, 3);
+        refresh_and_restore(&mut p, 3);
+        let before = p.clone();
+        let refusal = rollback(&mut p, Some(7)).expect_err("not kept");
+        assert_eq!(refusal.code(), "not_kept");
+        assert_eq!(refusal.to_string(), "project shop does not keep generation 7; it keeps 3 (current), 2, 1");
+        assert_eq!(rollback(&mut p, Some(3)), Err(Refusal::AlreadyCurrent { project: p.name.clone(), generation: 3 }));
+        assert_eq!(p, before);
+        // A refresh asked for, not begun yet; then under way.
+        ask_refresh(&mut p).expect("refresh");
+        let restoring = Refusal::Restoring { project: p.name.clone(), then: "roll it back" };
+        assert_eq!(rollback(&mut p, None), Err(restoring.clone()));
+        restore_begun(&mut p);
+        assert_eq!(rollback(&mut p, Some(1)), Err(restoring));
+        assert_eq!(
+            Refusal::Restoring { project: p.name.clone(), then: "roll it back" }.to_string(),
+            "project shop is restoring; roll it back once it is done"
+        );
+        restore_failed(&mut p, "prj-1", 4, "the dump is gone".into());
+        assert_eq!(rollback(&mut p, None), Ok(2), "a failed refresh leaves the kept ones");
+        assert_eq!(p.error, None);
+    }
+
+    #[test]
+    fn a_generation_masked_otherwise_is_not_rolled_back_to() {
+        let mut p = project();
+        set_masking(&mut p, &rules(), "key").expect("rules");
+        restore_begun(&mut p);
+        let snapshot = SnapshotRecord { generation: 2, masked_with: rules().rules, ..p.snapshot.clone().expect("s") };
+        restored(&mut p, "prj-1", 2, &snapshot, 3);
+        let refusal = rollback(&mut p, None).expect_err("unmasked");
+        assert_eq!(refusal.code(), "masked_otherwise");
+        assert!(refusal.to_string().starts_with("generation 1 of project shop was not masked"), "{refusal}");
     }
 }

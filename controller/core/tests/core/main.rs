@@ -12,4 +12,5 @@ mod masking;
 mod monitoring;
 mod quotas;
 mod reconciler;
+mod rollback;
 mod settings;

@@ -24,6 +24,7 @@ async fn serve() -> (String, Cluster) {
         lifecycle_check_every: std::time::Duration::from_secs(15),
         quotas: devdb_core::quota::Quotas::default(),
         sample_every: std::time::Duration::from_secs(30),
+        keep_snapshots: devdb_core::reconcile::SNAPSHOTS_KEPT,
     };
     let monitor = devdb_core::monitor::Monitor::new(
         c.reconciler.store().clone(),
@@ -194,5 +195,88 @@ async fn deleting_and_resetting_a_database_go_through_its_resource() {
         .await;
     assert_eq!(request.await.expect("ran").expect("answered").status(), 202);
     assert_eq!(c.asked_for(), [Key::Database(name("kate-pg"))]);
+    c.server.quiet().await;
+}
+
+/// Project shop as a rollback finds it (`current` 2) or leaves it (1): generation `current` is
+/// its snapshot, the other of 1 and 2 kept.
+fn project_at(current: u64) -> Value {
+    let snapshot = |generation: u64| {
+        let created = format!("2026-11-2{}T10:05:00Z", 2 + generation);
+        json!({ "generation": generation, "createdAt": created, "sizeBytes": 1024 * generation })
+    };
+    let ready = json!({ "type": "Ready", "status": "True", "reason": "SnapshotReady", "lastTransitionTime": "2026-11-23T10:05:00Z" });
+    let mut p = project(json!({
+        "phase": "ready", "snapshot": snapshot(current), "keptSnapshots": [snapshot(3 - current)], "conditions": [ready],
+    }));
+    p["spec"]["snapshotGeneration"] = json!(current);
+    p
+}
+
+#[tokio::test]
+async fn a_rollback_writes_the_kept_generation_into_the_spec_and_both_snapshots_stay() {
+    let (url, mut c) = serve().await;
+    let http = devdb_cli::http::client_builder().build().expect("client");
+    let request = tokio::spawn(http.post(format!("{url}/v1/projects/shop/rollback")).json(&json!({})).send());
+    let rolled_back = project_at(1);
+    c.server
+        .run(vec![
+            Step::get(&format!("{PROJECTS}/shop")).reply(project_at(2)),
+            Step::get(&format!("{PROJECTS}/shop")).reply(project_at(2)),
+            Step::patch(&format!("{PROJECTS}/shop")).reply(rolled_back.clone()).body(json!({
+                "metadata": { "resourceVersion": "7" },
+                "spec": { "snapshotGeneration": 1, "masking": null },
+            })),
+            Step::patch(&format!("{PROJECTS}/shop/status")).reply(rolled_back.clone()).has(json!({
+                "status": {
+                    "phase": "ready",
+                    "snapshot": { "generation": 1, "createdAt": "2026-11-23T10:05:00Z", "sizeBytes": 1024 },
+                    "keptSnapshots": [{ "generation": 2, "createdAt": "2026-11-24T10:05:00Z", "sizeBytes": 2048 }],
+                },
+            })),
+        ])
+        .await;
+    let response = request.await.expect("ran").expect("answered");
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.expect("json");
+    assert_eq!(view["snapshot"]["generation"], 1, "{view}");
+    assert_eq!(
+        view["snapshots"],
+        json!([
+            { "generation": 2, "createdAt": "2026-11-24T10:05:00Z", "sizeBytes": 2048 },
+            { "generation": 1, "createdAt": "2026-11-23T10:05:00Z", "sizeBytes": 1024 },
+        ])
+    );
+    assert_eq!(c.asked_for(), [Key::Project(name("shop"))]);
+
+    // Its pass removes what no kept generation has: the VolumeSnapshots of 1 and 2 stay.
+    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration+notin+%281%2C2%29";
+    c.pass(
+        Key::Project(name("shop")),
+        vec![
+            Step::get(&format!("{PROJECTS}/shop")).reply(rolled_back.clone()),
+            Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
+            Step::get(&format!("{PROJECTS}/shop")).reply(rolled_back),
+            Step::delete(&format!("{SNAPSHOTS}?{others}")),
+            Step::delete(&format!("{JOBS}?{others}")),
+            Step::delete(&format!("{NS}/secrets?{others}")),
+            Step::delete(&format!("{NS}/persistentvolumeclaims?{others}")),
+        ],
+    )
+    .await;
+
+    // A generation it does not keep: refused, naming those it keeps; nothing is written.
+    let request =
+        tokio::spawn(http.post(format!("{url}/v1/projects/shop/rollback")).json(&json!({ "generation": 5 })).send());
+    c.server
+        .run(vec![
+            Step::get(&format!("{PROJECTS}/shop")).reply(project_at(1)),
+            Step::get(&format!("{PROJECTS}/shop")).reply(project_at(1)),
+        ])
+        .await;
+    let response = request.await.expect("ran").expect("answered");
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["message"], "project shop does not keep generation 5; it keeps 1 (current), 2");
     c.server.quiet().await;
 }

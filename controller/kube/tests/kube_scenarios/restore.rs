@@ -60,7 +60,7 @@ async fn a_project_is_restored_by_a_job_then_snapshotted() {
         Step::list(&format!("{DATABASES}?labelSelector=devdb.io%2Fproject%3Dshop"), vec![]),
         Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
     ]);
-    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration%21%3D1";
+    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration+notin+%281%29";
     steps.extend([
         Step::delete(&format!("{snapshots}?{others}")).has(background()),
         Step::delete(&format!("{jobs}?{others}")).has(background()),

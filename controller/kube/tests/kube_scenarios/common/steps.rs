@@ -87,7 +87,7 @@ pub fn job_done_then_snapshot(looks: Vec<Value>) -> Vec<Step> {
 /// After the snapshot is ready: the Job and golden volume go, the project is ready, older
 /// generations are removed and its databases woken.
 pub fn snapshot_ready_steps() -> Vec<Step> {
-    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration%21%3D1";
+    let others = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevdb%2Cdevdb.io%2Fproject%3Dshop%2Cdevdb.io%2Fgeneration%2Cdevdb.io%2Fgeneration+notin+%281%29";
     vec![
         Step::delete(&format!("{JOBS}/restore-1")),
         Step::delete(&format!("{NS}/persistentvolumeclaims/golden-1")),
