@@ -14,5 +14,6 @@ mod lifecycle;
 mod masking;
 mod monitoring;
 mod recovery;
+mod rollback;
 mod settings;
 mod sleep;
