@@ -163,6 +163,28 @@ impl PgBackRest {
         self.run("stanza-create", self.command("stanza-create")).await.map(drop)
     }
 
+    /// Creates the stanza from the data directory `data_dir` of an instance not started yet.
+    ///
+    /// # Errors
+    /// [`BackupError`], with pgBackRest's reason.
+    pub async fn stanza_create_offline(&self, data_dir: &Path) -> Result<(), BackupError> {
+        let mut cmd = self.command("stanza-create");
+        cmd.arg("--no-online").arg(format!("--pg1-path={}", data_dir.display()));
+        self.run("stanza-create", cmd).await.map(drop)
+    }
+
+    /// Creates the stanza unless the repository has it: unlike [`PgBackRest::stanza_create`], no
+    /// lock is taken when it is there (stanza-create waits on none, and fails while an
+    /// asynchronous archive-push holds the stanza's archive lock).
+    ///
+    /// # Errors
+    /// [`BackupError`], with pgBackRest's reason.
+    pub async fn ensure_stanza(&self) -> Result<(), BackupError> {
+        /// pgBackRest's status codes for a stanza with no path, or no data, in the repository.
+        const MISSING: [i64; 2] = [1, 3];
+        if MISSING.contains(&self.info().await?.status_code) { self.stanza_create().await } else { Ok(()) }
+    }
+
     /// Takes a backup of the running instance.
     ///
     /// # Errors

@@ -202,6 +202,23 @@ pub struct BackupStatus {
     /// Why its last backup failed (it is tried again), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// The moment just before its last restore in place, which was kept: `POST
+    /// /v1/databases/{name}/restore` with `{ "undo": true }` brings it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_restore: Option<String>,
+}
+
+/// `POST /v1/databases/{name}/restore`: the database, in place, as it was at a moment of its
+/// restorable window (`to`, RFC 3339), or as it was just before its last such restore (`undo`).
+/// Everything written since is replaced; the state before the restore is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreDatabase {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undo: bool,
 }
 
 /// `POST /v1/databases/{name}/extend`: a new time to live, from now.

@@ -297,6 +297,24 @@ pub enum DbCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Restore the database in place to a moment of its restorable window (`devdb db show`),
+    /// from its own backups: everything written since is replaced, and the state it had is
+    /// kept (`--undo` brings it back). Asks for confirmation unless --yes.
+    #[command(group = clap::ArgGroup::new("moment").required(true))]
+    Restore {
+        name: String,
+        /// The moment (RFC 3339, e.g. 2026-12-06T10:15:00Z): the last commit at or before it.
+        #[arg(long, value_name = "TIME", group = "moment")]
+        to: Option<String>,
+        /// Undo its last restore in place: back to the state just before it.
+        #[arg(long, group = "moment")]
+        undo: bool,
+        /// Restore without asking.
+        #[arg(long, short)]
+        yes: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Run psql connected to the database.
     Connect {
         name: String,
@@ -628,12 +646,41 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
             let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Running).await? };
             output::database(&database, json);
         }
+        DbCommand::Restore { name, to, undo, yes, no_wait } => {
+            let moment = to.as_deref().map_or("the state before its last restore", |to| to);
+            if !yes {
+                confirm(&format!(
+                    "Restore database {name} to {moment}? Everything written since is replaced; \
+                     the state it has now is kept (`devdb db restore {name} --undo`)."
+                ))?;
+            }
+            let body = devdb_shared::api::RestoreDatabase { to, undo };
+            let database: Database = api.post(&format!("/v1/databases/{name}/restore"), &body).await?;
+            let database = if no_wait { database } else { wait_for_database(api, &database, Settle::Running).await? };
+            if let Some(error) = database.error.as_deref().filter(|_| !no_wait) {
+                anyhow::bail!("database {name}: {error}");
+            }
+            output::database(&database, json);
+        }
         DbCommand::Connect { name, psql_args } => {
             let database: Database = api.get(&format!("/v1/databases/{name}")).await?;
             return connect(&database, &psql_args, api.is_local());
         }
     }
     Ok(0)
+}
+
+/// Asks `question` on the terminal and goes on only on a yes; without a terminal, asks for
+/// `--yes` instead of guessing.
+fn confirm(question: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    anyhow::ensure!(std::io::stdin().is_terminal(), "{question} Confirm with --yes (no terminal to ask on)");
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    anyhow::ensure!(matches!(answer.trim(), "y" | "Y" | "yes"), "not confirmed: nothing changed");
+    Ok(())
 }
 
 /// Polls a project until its restore is over, with a progress bar of the bytes fetched.

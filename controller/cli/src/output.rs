@@ -290,13 +290,17 @@ fn scan_text(report: &ScanReport) -> String {
 /// A database's backups in a line: off, waiting for the first, or the window it restores to.
 fn backups(backup: Option<&devdb_shared::api::BackupStatus>) -> String {
     let Some(b) = backup else { return "off".into() };
-    let window = match (&b.restorable_from, &b.restorable_to) {
-        (Some(from), Some(to)) => format!("restorable from {from} to {to}"),
-        _ => "on, the first backup is under way".into(),
+    // Its WAL until now is archived before a restore reads it.
+    let mut line = match &b.restorable_from {
+        Some(from) => format!("restorable from {from} to now"),
+        None => "on, the first backup is under way".into(),
     };
+    if let Some(before) = &b.before_restore {
+        line.push_str(&format!("; restored in place, the state before kept (--undo: {before})"));
+    }
     match &b.warning {
-        Some(error) => format!("{window}; the last backup failed: {error}"),
-        None => window,
+        Some(error) => format!("{line}; the last backup failed: {error}"),
+        None => line,
     }
 }
 

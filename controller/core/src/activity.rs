@@ -280,6 +280,8 @@ mod tests {
             settings: crate::model::Settings::default(),
             backup: None,
             restore_from: None,
+            restoring: None,
+            before_restore: None,
         }
     }
 

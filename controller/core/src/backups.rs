@@ -78,7 +78,12 @@ impl<P: Platform> Backups<P> {
                     match &outcome {
                         Ok(backed_up) => {
                             backup.last_backup_at = Some(timestamp(backed_up.at));
-                            backup.restorable_from = Some(timestamp(backed_up.restorable_from));
+                            // The window opens with the first backup of its first clone (those of
+                            // earlier clones stay restorable).
+                            let opens =
+                                backup.restorable_from.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+                            let opens = opens.map_or(backed_up.restorable_from, |o| o.min(backed_up.restorable_from));
+                            backup.restorable_from = Some(timestamp(opens));
                             backup.restorable_to = Some(timestamp(backed_up.restorable_to));
                             backup.warning = None;
                         }

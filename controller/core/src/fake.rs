@@ -20,6 +20,9 @@ pub enum Op {
     Stop,
     Remove,
     Settings,
+    /// Readying a restore in place ([`Runtime::keep_before_restore`]).
+    KeepBefore,
+    RestoreInPlace,
 }
 
 #[derive(Default)]
@@ -40,6 +43,8 @@ struct State {
     findings: Vec<devdb_shared::api::PiiFinding>,
     /// The disk allowance each restore was given, in order.
     allowances: Vec<Option<crate::runtime::DiskAllowance>>,
+    /// Each restore in place done, with its moment, in order.
+    restored_to: Vec<(Name, std::time::SystemTime)>,
     /// The snapshot generations each project has (restored, not cleaned yet).
     snapshots: HashMap<Name, BTreeSet<u64>>,
     /// The snapshot generation each database was last cloned from.
@@ -112,6 +117,11 @@ impl FakeRuntime {
         self.with(|s| s.allowances.clone())
     }
 
+    /// Each restore in place done so far, with its moment.
+    pub fn restored_to(&self) -> Vec<(Name, std::time::SystemTime)> {
+        self.with(|s| s.restored_to.clone())
+    }
+
     /// The snapshot generations `project` has, oldest first.
     pub fn snapshots(&self, project: &Name) -> Vec<u64> {
         self.with(|s| s.snapshots.get(project).map(|g| g.iter().copied().collect()).unwrap_or_default())
@@ -157,6 +167,30 @@ impl Runtime for FakeRuntime {
     ) -> Result<(), RuntimeError> {
         let generation = project.snapshot.as_ref().map_or(0, |s| s.generation);
         self.clone_database(database, project, generation).await
+    }
+
+    /// Now.
+    async fn keep_before_restore(&self, database: &DatabaseRecord) -> Result<std::time::SystemTime, RuntimeError> {
+        self.call(Op::KeepBefore, &database.name)?;
+        Ok(std::time::SystemTime::now())
+    }
+
+    /// It runs (as it did on an error).
+    async fn restore_in_place(
+        &self,
+        database: &DatabaseRecord,
+        _project: &ProjectRecord,
+        to: std::time::SystemTime,
+    ) -> Result<(), RuntimeError> {
+        let outcome = self.call(Op::RestoreInPlace, &database.name);
+        self.with(|s| {
+            s.stopped.remove(&database.name);
+            s.running.insert(database.name.clone());
+            if outcome.is_ok() {
+                s.restored_to.push((database.name.clone(), to));
+            }
+        });
+        outcome
     }
 
     /// A backup of nothing: restorable from the first one to now.

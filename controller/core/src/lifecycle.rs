@@ -112,6 +112,11 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// `time` in RFC 3339 to the microsecond: a moment to restore to.
+pub fn timestamp_micros(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
 fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
 }
@@ -186,6 +191,8 @@ mod tests {
             settings: crate::model::Settings::default(),
             backup: None,
             restore_from: None,
+            restoring: None,
+            before_restore: None,
         }
     }
 

@@ -156,8 +156,26 @@ pub struct DatabaseRecord {
     /// Made from another database's backups at a moment, instead of the project's snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<RestoreFrom>,
+    /// A restore in place asked for (with [`Want::Reset`]) and not done yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<InPlaceRestore>,
+    /// The moment just before its last restore in place (RFC 3339): restoring to it undoes
+    /// that restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_restore: Option<String>,
 }
 
+/// A restore in place under way: to a moment, and, once kept, the moment just before it (RFC
+/// 3339 both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlaceRestore {
+    pub to: String,
+    /// Set once its sessions ended and its WAL until then is archived (after a backup): a
+    /// controller restarted mid-restore goes on from here rather than keep a moment already
+    /// half restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
 /// Where a database restored from another's backups comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreFrom {

@@ -667,6 +667,11 @@ impl<P: Platform> Reconciler<P> {
         let Some(project) = self.store.project(database.project.as_str()).await? else {
             return Err(RuntimeError::NoSnapshot(database.project.clone()).into());
         };
+        if database.want == Want::Reset
+            && let Some(restoring) = &database.restoring
+        {
+            return self.restore_in_place(database, &project, restoring).await;
+        }
         let Some(snapshot) = project.snapshot.clone() else {
             if project.status == ProjectStatus::Failed {
                 let why = project.error.unwrap_or_default();
@@ -718,6 +723,46 @@ impl<P: Platform> Reconciler<P> {
         tracing::info!(database = %database.name, project = %project.name, "running");
         // Snapshots this clone kept from removal can go now.
         self.trigger(Key::Project(project.name.clone()));
+        Ok(())
+    }
+
+    /// Restores `database` in place from its own backups: first keeps the state it replaces
+    /// (once: a controller restarted mid-restore goes on from the moment kept), then restores.
+    /// A failure leaves it running as it was, with the reason on it.
+    async fn restore_in_place(
+        self: &Arc<Self>,
+        database: &DatabaseRecord,
+        project: &crate::model::ProjectRecord,
+        restoring: &crate::model::InPlaceRestore,
+    ) -> Result<(), ReconcileError> {
+        self.set_database(&database.name, database_state::cloning).await?;
+        let mut outcome = humantime::parse_rfc3339_weak(&restoring.to)
+            .map_err(|e| RuntimeError::Source(format!("the moment {:?}: {e}", restoring.to)));
+        if outcome.is_ok() && restoring.before.is_none() {
+            match self.runtime.keep_before_restore(database).await {
+                Ok(before) => {
+                    let before = crate::lifecycle::timestamp_micros(before);
+                    self.set_database(&database.name, |d| database_state::before_kept(d, before.clone())).await?;
+                }
+                Err(error) => outcome = Err(error),
+            }
+        }
+        let outcome = match outcome {
+            Ok(to) => self.runtime.restore_in_place(database, project, to).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(()) => {
+                self.runs.started(&database.name, std::time::SystemTime::now());
+                self.set_database(&database.name, |d| database_state::restored_in_place(d, &database.settings.wanted))
+                    .await?;
+                tracing::info!(database = %database.name, to = %restoring.to, "restored in place");
+            }
+            Err(error) => {
+                tracing::warn!(database = %database.name, to = %restoring.to, %error, "the restore failed; it runs as it was");
+                self.set_database(&database.name, |d| database_state::restore_failed(d, &error.public())).await?;
+            }
+        }
         Ok(())
     }
 

@@ -165,6 +165,23 @@ pub trait Runtime: Send + Sync + 'static {
         at: std::time::SystemTime,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Readies `database` (backups on) for a restore in place: ends its sessions, backs it up
+    /// and archives its WAL until now (a stopped one is started first). The moment returned is
+    /// what the restore replaces: restoring to it undoes the restore.
+    fn keep_before_restore(
+        &self,
+        database: &DatabaseRecord,
+    ) -> impl Future<Output = Result<std::time::SystemTime, RuntimeError>> + Send;
+
+    /// Makes `database`'s data what it was at `to`, from its own backups, in place, and runs it
+    /// with its own password. On an error it runs with the data it had.
+    fn restore_in_place(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+        to: std::time::SystemTime,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// Makes sure an existing clone runs (adopting it when it already does).
     fn ensure_running(&self, database: &DatabaseRecord) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 

@@ -568,6 +568,19 @@ impl Runtime for KubeRuntime {
         false
     }
 
+    async fn keep_before_restore(&self, database: &DatabaseRecord) -> Result<std::time::SystemTime, RuntimeError> {
+        Err(RuntimeError::Source(format!("database {}: restores need the local runtime for now", database.name)))
+    }
+
+    async fn restore_in_place(
+        &self,
+        database: &DatabaseRecord,
+        _project: &ProjectRecord,
+        _to: std::time::SystemTime,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Source(format!("database {}: restores need the local runtime for now", database.name)))
+    }
+
     async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {
         Err(RuntimeError::Step {
             step: "backing up",

@@ -450,6 +450,8 @@ impl CrdStore {
             // Backups need the local runtime for now (the API refuses them here).
             backup: None,
             restore_from: None,
+            restoring: None,
+            before_restore: None,
         })
     }
 

@@ -5,8 +5,11 @@
 //! controller).
 //!
 //! A clone's WAL starts again from its snapshot's, so a reset cannot go on archiving into the
-//! stanza of the clone before it: each clone gets a stanza of its own, named in
-//! `backup/stanzas/<database>`, and the stanzas of earlier clones stay in the repository.
+//! stanza of the clone before it: each clone (and each restore in place) gets a stanza of its
+//! own, listed oldest first in `backup/stanzas/<database>`, each named with the second it
+//! began. The stanzas of earlier clones stay in the repository, so a moment before a reset or
+//! a restore is restored from the stanza that was current then: each stanza's history is a
+//! straight line (no timelines to choose between).
 
 use std::path::{Path, PathBuf};
 
@@ -28,19 +31,32 @@ pub struct LocalBackups {
     /// Where every stanza's backups and WAL go.
     repository: Repository,
     run_as: Option<RunAs>,
+    /// Held by whatever backs up or restores a database, one at a time per database (a
+    /// scheduled backup and a restore in place would otherwise take the same stanza's lock, or
+    /// end each other's sessions).
+    busy: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl LocalBackups {
     /// Backups into `repository`, their secret and stanzas' files under `root` (`<data
     /// dir>/backup`), run as `run_as`.
     pub fn new(root: PathBuf, repository: Repository, run_as: Option<RunAs>) -> Self {
-        Self { root, repository, run_as }
+        Self { root, repository, run_as, busy: std::sync::Arc::default() }
     }
 
     /// The same, into `repository`.
     #[must_use]
     pub fn with_repository(self, repository: Repository) -> Self {
         Self { repository, ..self }
+    }
+
+    /// Waits until nothing else backs up or restores `database`, and holds it so until dropped.
+    pub async fn exclusive(&self, database: &DatabaseRecord) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut busy = self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            busy.entry(database.id.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// This data directory's backup secret, made on first use.
@@ -69,6 +85,7 @@ impl LocalBackups {
     /// # Errors
     /// When its name cannot be written.
     pub fn new_stanza(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        use std::io::Write as _;
         let base = if devdb_backup::config::valid_stanza_name(&database.id) {
             database.id.clone()
         } else {
@@ -78,24 +95,71 @@ impl LocalBackups {
         let file = self.stanza_file(database);
         std::fs::create_dir_all(file.parent().unwrap_or(&self.root))
             .map_err(RuntimeError::io("naming the clone's backups"))?;
-        std::fs::write(file, format!("{base}-{since}")).map_err(RuntimeError::io("naming the clone's backups"))
+        let mut list = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(file)
+            .map_err(RuntimeError::io("naming the clone's backups"))?;
+        writeln!(list, "{base}-{since}").map_err(RuntimeError::io("naming the clone's backups"))
     }
 
-    /// pgBackRest for `database`'s clone in `db_dir`, its configuration written; a clone made
-    /// before its backups were on gets its stanza now.
+    /// `database`'s stanzas, oldest first, with the second each began; a clone made before its
+    /// backups were on gets its first now.
+    fn stanzas(&self, database: &DatabaseRecord) -> Result<Vec<(String, i64)>, RuntimeError> {
+        if !self.stanza_file(database).is_file() {
+            self.new_stanza(database)?;
+        }
+        let list = std::fs::read_to_string(self.stanza_file(database))
+            .map_err(RuntimeError::io("reading the clone's backup stanza"))?;
+        list.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|name| {
+                let name = name.trim();
+                let since = name.rsplit('-').next().and_then(|s| s.parse().ok());
+                match since {
+                    Some(since) if devdb_backup::config::valid_stanza_name(name) => Ok((name.to_string(), since)),
+                    _ => Err(RuntimeError::Step {
+                        step: "reading the clone's backup stanza",
+                        detail: format!("{name:?}"),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// pgBackRest for `database`'s current clone in `db_dir`, its configuration written.
     ///
     /// # Errors
     /// When its files cannot be read or written.
     pub fn backrest(&self, database: &DatabaseRecord, db_dir: &Path) -> Result<PgBackRest, RuntimeError> {
-        if !self.stanza_file(database).is_file() {
-            self.new_stanza(database)?;
-        }
-        let name = std::fs::read_to_string(self.stanza_file(database))
-            .map_err(RuntimeError::io("reading the clone's backup stanza"))?;
-        let name = name.trim().to_string();
-        if !devdb_backup::config::valid_stanza_name(&name) {
-            return Err(RuntimeError::Step { step: "reading the clone's backup stanza", detail: format!("{name:?}") });
-        }
+        let stanzas = self.stanzas(database)?;
+        let Some((name, _)) = stanzas.last() else {
+            return Err(RuntimeError::Step { step: "reading the clone's backup stanza", detail: "none listed".into() });
+        };
+        self.configure(database, db_dir, name.clone())
+    }
+
+    /// pgBackRest for the stanza `database` archived into at `at`: the newest begun in a second
+    /// before it (the oldest for a moment before them all, which its window then refuses).
+    ///
+    /// # Errors
+    /// When its files cannot be read or written.
+    pub fn backrest_at(
+        &self,
+        database: &DatabaseRecord,
+        db_dir: &Path,
+        at: std::time::SystemTime,
+    ) -> Result<PgBackRest, RuntimeError> {
+        let at = devdb_core::clock::unix(at);
+        let stanzas = self.stanzas(database)?;
+        let then = stanzas.iter().rev().find(|(_, since)| *since < at).or(stanzas.first());
+        let Some((name, _)) = then else {
+            return Err(RuntimeError::Step { step: "reading the clone's backup stanza", detail: "none listed".into() });
+        };
+        self.configure(database, db_dir, name.clone())
+    }
+
+    fn configure(&self, database: &DatabaseRecord, db_dir: &Path, name: String) -> Result<PgBackRest, RuntimeError> {
         // The PostgreSQL user passes through to its stanzas' files, and lists nothing.
         for dir in [self.root.clone(), self.root.join("work")] {
             devdb_pgctl::passable_dir(&dir).map_err(RuntimeError::io("preparing the backup directories"))?;

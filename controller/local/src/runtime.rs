@@ -38,6 +38,8 @@ use devdb_core::runtime::{ProgressFn, Runtime, RuntimeError};
 
 use crate::restore::{LocalRestore, RestoreSandbox};
 
+mod in_place;
+
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Room a clone needs beyond its snapshot.
 const CLONE_MARGIN: u64 = 64 << 20;
@@ -312,9 +314,9 @@ impl Runtime for LocalRuntime {
 
     async fn remove_database(&self, name: &Name) -> Result<(), RuntimeError> {
         let (dir, pg) = (self.database_dir(name), self.pg.clone());
-        let cloning = dir.with_extension("cloning");
+        let (cloning, previous) = (dir.with_extension("cloning"), in_place::previous(&dir));
         blocking(move || {
-            for d in [&dir, &cloning] {
+            for d in [&dir, &cloning, &previous] {
                 if pg.is_running(&d.join("data")) {
                     pg.stop(&d.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping PostgreSQL"))?;
                 }
@@ -350,6 +352,19 @@ impl Runtime for LocalRuntime {
         true
     }
 
+    async fn keep_before_restore(&self, database: &DatabaseRecord) -> Result<std::time::SystemTime, RuntimeError> {
+        self.keep_before(database).await
+    }
+
+    async fn restore_in_place(
+        &self,
+        database: &DatabaseRecord,
+        project: &ProjectRecord,
+        to: std::time::SystemTime,
+    ) -> Result<(), RuntimeError> {
+        self.restore_to(database, project, to).await
+    }
+
     async fn restore_database(
         &self,
         database: &DatabaseRecord,
@@ -360,7 +375,7 @@ impl Runtime for LocalRuntime {
         if source.backup.is_none() {
             return Err(RuntimeError::Source(format!("database {} has no backups", source.name)));
         }
-        let backrest = self.backups.backrest(source, &self.database_dir(&source.name))?;
+        let backrest = self.backups.backrest_at(source, &self.database_dir(&source.name), at)?;
         let staging = self.database_dir(&database.name).with_extension("cloning");
         let (this, from, dir) = (self.clone(), source.clone(), staging.clone());
         blocking(move || {
@@ -376,7 +391,7 @@ impl Runtime for LocalRuntime {
         }
         let (this, database, project) = (self.clone(), database.clone(), project.clone());
         blocking(move || {
-            let finished = this.finish_restore(&database, &project, &staging);
+            let finished = this.finish_restore(&database, &project, &staging, Publish::Replace);
             if finished.is_err() {
                 let _ = this.clear_staging(&staging);
             }
@@ -386,10 +401,10 @@ impl Runtime for LocalRuntime {
     }
 
     async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {
-        let failed =
-            |step: &'static str| move |e: devdb_backup::BackupError| RuntimeError::Step { step, detail: e.to_string() };
+        use in_place::failed;
+        let _busy = self.backups.exclusive(database).await;
         let backrest = self.backups.backrest(database, &self.database_dir(&database.name))?;
-        backrest.stanza_create().await.map_err(failed("creating the database's backup stanza"))?;
+        backrest.ensure_stanza().await.map_err(failed("creating the database's backup stanza"))?;
         let before = backrest.info().await.map_err(failed("reading the database's backups"))?;
         let kind =
             if before.backups.is_empty() { devdb_backup::BackupKind::Full } else { devdb_backup::BackupKind::Incr };
@@ -525,17 +540,25 @@ impl LocalRuntime {
         self.pg.give(staging).map_err(RuntimeError::step("handing the clone to PostgreSQL"))?;
         if database.backup.is_some() {
             // Its WAL starts again from the snapshot's: a stanza of its own.
-            self.new_stanza(database);
+            self.new_stanza(database, &staging.join("data"));
         }
         write_conf(&staging.join("data"), &self.instance_conf(database))
             .map_err(RuntimeError::step("writing the clone's settings"))?;
-        self.start_published(database, project, staging)
+        self.start_published(database, project, staging, Publish::Replace)
     }
 
-    /// Gives `database`'s new clone a backup stanza of its own; one that cannot be named never
-    /// keeps it from being made (its backups then fail, saying why).
-    fn new_stanza(&self, database: &DatabaseRecord) {
-        if let Err(error) = self.backups.new_stanza(database) {
+    /// Gives `database`'s new clone (its data in `data`, not started yet) a backup stanza of
+    /// its own, created in the repository before it archives anything (once it runs, its
+    /// asynchronous archiving holds the lock stanza-create needs). One that cannot be made never
+    /// keeps it from being made: its backups then fail, saying why. Called on a blocking thread.
+    fn new_stanza(&self, database: &DatabaseRecord, data: &Path) {
+        let made = self.backups.new_stanza(database).and_then(|()| {
+            let backrest = self.backups.backrest(database, &self.database_dir(&database.name))?;
+            tokio::runtime::Handle::current()
+                .block_on(backrest.stanza_create_offline(data))
+                .map_err(in_place::failed("creating the clone's backup stanza"))
+        });
+        if let Err(error) = made {
             tracing::warn!(database = %database.name, %error, "backups not set up");
         }
     }
@@ -556,6 +579,7 @@ impl LocalRuntime {
         database: &DatabaseRecord,
         project: &ProjectRecord,
         staging: &Path,
+        publish: Publish,
     ) -> Result<(), RuntimeError> {
         let data = staging.join("data");
         let written = std::fs::read_to_string(data.join("postgresql.auto.conf"))
@@ -568,13 +592,14 @@ impl LocalRuntime {
             .filter(|l| l.starts_with("restore_command") || l.starts_with("recovery_target"))
             .map(|l| format!("{}\n", l.replace(&data.display().to_string(), &published.display().to_string())))
             .collect();
+        self.pg.give(staging).map_err(RuntimeError::step("handing the restored copy to PostgreSQL"))?;
+        // Its WAL goes on from the moment's: a stanza of its own, which it archives into.
         if database.backup.is_some() {
-            self.new_stanza(database);
+            self.new_stanza(database, &data);
         }
         write_conf(&data, &format!("{}{recovery}", self.instance_conf(database)))
             .map_err(RuntimeError::step("writing the restored copy's settings"))?;
-        self.pg.give(staging).map_err(RuntimeError::step("handing the restored copy to PostgreSQL"))?;
-        self.start_published(database, project, staging)
+        self.start_published(database, project, staging, publish)
     }
 
     /// Waits until what `source` wrote until now is archived (it runs: its current WAL segment
@@ -587,6 +612,9 @@ impl LocalRuntime {
         }
         let step = RuntimeError::step("archiving the source's latest WAL");
         let mut admin = Session::admin(&dir.join("sock"), source.port, "postgres").map_err(step)?;
+        // A commit now: recovery to a moment stops at the first commit after it, and fails
+        // when it finds none (a database nobody wrote to since the moment).
+        admin.execute("SELECT pg_catalog.txid_current()").map_err(RuntimeError::step("marking the moment"))?;
         let switched = admin
             .rows("SELECT pg_walfile_name(pg_switch_wal())")
             .map_err(RuntimeError::step("switching the source's WAL"))?;
@@ -619,13 +647,21 @@ impl LocalRuntime {
         database: &DatabaseRecord,
         project: &ProjectRecord,
         staging: &Path,
+        publish: Publish,
     ) -> Result<(), RuntimeError> {
         let dir = self.database_dir(&database.name);
         let sock = dir.join("sock");
         if self.pg.is_running(&dir.join("data")) {
             self.pg.stop(&dir.join("data"), StopMode::Fast).map_err(RuntimeError::step("stopping the old clone"))?;
         }
-        remove_dir(&dir)?;
+        match publish {
+            Publish::Replace => remove_dir(&dir)?,
+            Publish::KeepPrevious => {
+                remove_dir(&in_place::previous(&dir))?;
+                std::fs::rename(&dir, in_place::previous(&dir))
+                    .map_err(RuntimeError::io("keeping the data it replaces"))?;
+            }
+        }
         std::fs::rename(staging, &dir).map_err(RuntimeError::io("publishing the clone"))?;
         self.pg.make_dir(&sock).map_err(RuntimeError::step("preparing the socket directory"))?;
         self.pg
@@ -660,6 +696,15 @@ impl LocalRuntime {
         admin.execute(&sql).map_err(RuntimeError::step("setting the password"))?;
         Ok(())
     }
+}
+
+/// How a restored data directory takes the place of the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    /// The one before is removed (a new database, a reset).
+    Replace,
+    /// The one before is kept aside until the restored one runs (a restore in place).
+    KeepPrevious,
 }
 
 fn remove_dir(dir: &Path) -> Result<(), RuntimeError> {

@@ -424,6 +424,8 @@ mod tests {
             settings: devdb_core::model::Settings::default(),
             backup: None,
             restore_from: None,
+            restoring: None,
+            before_restore: None,
         }
     }
 

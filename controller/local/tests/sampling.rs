@@ -143,6 +143,8 @@ fn database(name: &str) -> DatabaseRecord {
         settings: Settings::default(),
         backup: None,
         restore_from: None,
+        restoring: None,
+        before_restore: None,
     }
 }
 

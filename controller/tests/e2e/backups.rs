@@ -34,7 +34,7 @@ async fn a_database_created_with_backups_is_archived_and_backed_up() {
     let database = devdb.database("kate-pg").await.expect("the database");
     let client = devdb.connect_retrying(&database).await;
     client.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)").await.expect("write");
-    let repo = devdb.data_dir.join("backup/repo");
+    let repo = devdb.data_dir.join("backups");
     let archived =
         || walkdir(&repo.join("archive")).into_iter().filter(|p| p.to_string_lossy().contains("00000001")).count();
     assert!(archived() > 0, "the backup's own WAL is archived");
@@ -112,32 +112,7 @@ async fn ids(client: &tokio_postgres::Client) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_is_made_from_anothers_backups_as_it_was_at_a_moment() {
     let devdb = with_empty_project(&["--lifecycle-check-every", "200ms"]).await;
-    let (ok, out, err) = devdb.cli(&["db", "create", "kate-pg", "--project", "shop", "--backup"]).await;
-    assert!(ok, "{out}{err}");
-    let mut opens = None;
-    for _ in 0..600 {
-        let backup = devdb.database("kate-pg").await.and_then(|d| d.backup).expect("backups on");
-        if let Some(from) = backup.restorable_from {
-            opens = Some(from);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let opens = opens.unwrap_or_else(|| panic!("never backed up:\n{}", devdb.log()));
-    let source = devdb.database("kate-pg").await.expect("the database");
-    let client = devdb.connect_retrying(&source).await;
-    // Moments from the window's start on.
-    while server_now(&client).await <= opens {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.expect("table");
-    for id in 1..=5 {
-        client.execute("INSERT INTO t VALUES ($1)", &[&id]).await.expect("insert");
-    }
-    let moment = server_now(&client).await;
-    for id in 6..=8 {
-        client.execute("INSERT INTO t VALUES ($1)", &[&id]).await.expect("insert");
-    }
+    let (source, client, moment) = rows_around_a_moment(&devdb, "kate-pg").await;
 
     // A moment before the window is refused, with the window.
     let (ok, _, err) =
@@ -152,4 +127,75 @@ async fn a_database_is_made_from_anothers_backups_as_it_was_at_a_moment() {
     assert_eq!(ids(&then).await, [1, 2, 3, 4, 5], "exactly what was committed before the moment");
     then.batch_execute("INSERT INTO t VALUES (100)").await.expect("it is a database of its own, writable");
     assert_eq!(ids(&client).await, [1, 2, 3, 4, 5, 6, 7, 8], "the source keeps running, untouched");
+}
+
+/// `name` made with backups and backed up; then, inside its window, rows 1–5 committed before a
+/// moment and 6–8 after it. The database, a session and the moment.
+async fn rows_around_a_moment(
+    devdb: &DevDb,
+    name: &str,
+) -> (devdb_shared::api::Database, tokio_postgres::Client, String) {
+    let (ok, out, err) = devdb.cli(&["db", "create", name, "--project", "shop", "--backup"]).await;
+    assert!(ok, "{out}{err}");
+    let mut opens = None;
+    for _ in 0..600 {
+        let backup = devdb.database(name).await.and_then(|d| d.backup).expect("backups on");
+        if let Some(from) = backup.restorable_from {
+            opens = Some(from);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opens = opens.unwrap_or_else(|| panic!("never backed up:\n{}", devdb.log()));
+    let database = devdb.database(name).await.expect("the database");
+    let client = devdb.connect_retrying(&database).await;
+    // Moments from the window's start on.
+    while server_now(&client).await <= opens {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.expect("table");
+    for id in 1..=5 {
+        client.execute("INSERT INTO t VALUES ($1)", &[&id]).await.expect("insert");
+    }
+    let moment = server_now(&client).await;
+    for id in 6..=8 {
+        client.execute("INSERT INTO t VALUES ($1)", &[&id]).await.expect("insert");
+    }
+    (database, client, moment)
+}
+
+/// `devdb db restore NAME --to TIME`: in place, only once confirmed; exactly the rows committed
+/// before the moment, same name and credentials; `--undo` brings back the state it replaced,
+/// and undoing the undo the state after the restore (each on its own timeline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_is_restored_in_place_to_a_moment_and_the_restore_undone() {
+    let devdb = with_empty_project(&["--lifecycle-check-every", "200ms"]).await;
+    let (database, client, moment) = rows_around_a_moment(&devdb, "kate-pg").await;
+
+    let (ok, _, err) = devdb.cli(&["db", "restore", "kate-pg", "--to", &moment]).await;
+    assert!(!ok && err.contains("Confirm with --yes"), "no terminal to ask on: {err}");
+    let (ok, _, err) = devdb.cli(&["db", "restore", "kate-pg", "--to", "2020-01-01T00:00:00Z", "--yes"]).await;
+    assert!(!ok && err.contains("outside database kate-pg's restorable window"), "{err}");
+    let (ok, _, err) = devdb.cli(&["db", "restore", "kate-pg", "--undo", "--yes"]).await;
+    assert!(!ok && err.contains("has not been restored in place"), "{err}");
+    assert_eq!(ids(&client).await, [1, 2, 3, 4, 5, 6, 7, 8], "nothing changed, the session kept");
+
+    let (ok, out, err) = devdb.cli(&["db", "restore", "kate-pg", "--to", &moment, "--yes"]).await;
+    assert!(ok, "{out}{err}\n{}", devdb.log());
+    assert!(out.contains("restored in place, the state before kept"), "{out}");
+    let restored = devdb.database("kate-pg").await.expect("the database");
+    assert_eq!((restored.password.as_str(), restored.port), (database.password.as_str(), database.port));
+    let after = devdb.connect_retrying(&restored).await;
+    assert_eq!(ids(&after).await, [1, 2, 3, 4, 5], "exactly what was committed before the moment");
+    after.batch_execute("INSERT INTO t VALUES (100)").await.expect("writable");
+
+    let (ok, out, err) = devdb.cli(&["db", "restore", "kate-pg", "--undo", "--yes"]).await;
+    assert!(ok, "{out}{err}\n{}", devdb.log());
+    let undone = devdb.connect_retrying(&restored).await;
+    assert_eq!(ids(&undone).await, [1, 2, 3, 4, 5, 6, 7, 8], "the state before the restore");
+
+    let (ok, out, err) = devdb.cli(&["db", "restore", "kate-pg", "--undo", "--yes"]).await;
+    assert!(ok, "{out}{err}\n{}", devdb.log());
+    let redone = devdb.connect_retrying(&restored).await;
+    assert_eq!(ids(&redone).await, [1, 2, 3, 4, 5, 100], "the undo undone: the restored state and what followed");
 }

@@ -37,7 +37,7 @@ impl ListQuery {
 #[derive(Deserialize, Default)]
 pub struct WaitQuery {
     #[serde(default)]
-    wait: bool,
+    pub(super) wait: bool,
 }
 
 #[utoipa::path(
@@ -59,7 +59,7 @@ pub async fn create<P: Platform>(
     if backup && !state.runtime().backups() {
         return Err(ApiError::BadRequest("backups (backup.enabled) need the local runtime for now".into()));
     }
-    let restore_from = restore_source(&state, &caller, &req, &project).await?;
+    let restore_from = super::backups::restore_source(&state, &caller, &req, &project).await?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
     // The runtime picks its port, avoiding those of the databases the store last published.
     let taken: std::collections::HashSet<u16> = state.store.watch_databases().borrow().iter().map(|d| d.port).collect();
@@ -93,6 +93,8 @@ pub async fn create<P: Platform>(
         settings: crate::model::Settings::default(),
         backup: backup.then(|| devdb_shared::api::BackupStatus { enabled: true, ..Default::default() }),
         restore_from,
+        restoring: None,
+        before_restore: None,
     };
     let record = match state.store.insert_database(&record).await {
         Err(StoreError::Exists { .. }) => return Err(name_taken(&state, &caller, &req.name).await),
@@ -176,21 +178,32 @@ pub async fn reset<P: Platform>(
     if let Some(project) = state.store.project(database.project.as_str()).await? {
         refuse_unmasked(&project)?;
     }
-    // The clone runs: a stopped (or failed) database takes a running place, as a start would.
-    let quota = if crate::quota::counts_as_running(&database) || database.want == Want::Delete {
+    rebuild(&state, &database, wait.wait, transitions::ask_reset).await
+}
+
+/// Has `database` made again (a reset, a restore in place) through `transition`, answering
+/// once it runs when `wait`.
+pub(super) async fn rebuild<P: Platform>(
+    state: &AppState<P>,
+    database: &DatabaseRecord,
+    wait: bool,
+    transition: impl FnMut(&mut DatabaseRecord) -> Result<(), transitions::Refusal> + Send,
+) -> Result<(StatusCode, Json<Database>), ApiError> {
+    // It runs once made: a stopped (or failed) database takes a running place, as a start would.
+    let quota = if crate::quota::counts_as_running(database) || database.want == Want::Delete {
         None
     } else {
-        Some(super::check_quota(&state, &database.owner, Adding::Running, Starter::Owner).await?)
+        Some(super::check_quota(state, &database.owner, Adding::Running, Starter::Owner).await?)
     };
     // Decided inside the transaction, so a delete committed meanwhile is never undone.
-    let reset = crate::state::update_database(&*state.store, &database.name, transitions::ask_reset).await;
+    let asked = crate::state::update_database(&*state.store, &database.name, transition).await;
     drop(quota);
-    let (record, ()) = reset?;
+    let (record, ()) = asked?;
     // Its owner wants it: no longer a run a proxy woke for nobody.
     state.reconciler.runs().claimed(&record.name);
     state.reconciler.trigger(Key::Database(record.name.clone()));
-    let record = if wait.wait { wait_until(&state, &record, DatabaseStatus::Running).await? } else { record };
-    Ok((StatusCode::ACCEPTED, Json(view(&state, &record).await?)))
+    let record = if wait { wait_until(state, &record, DatabaseStatus::Running).await? } else { record };
+    Ok((StatusCode::ACCEPTED, Json(view(state, &record).await?)))
 }
 
 #[utoipa::path(
@@ -356,54 +369,6 @@ async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &de
     }
 }
 
-/// Refuses (409) to stop or start a database being deleted or one that failed.
-/// Where a database made from another's backups comes from, checked: a database the caller may
-/// see (else 404, as for any other), of the same project, backed up, and a moment from its
-/// window's start to now.
-async fn restore_source<P: Platform>(
-    state: &AppState<P>,
-    caller: &Caller,
-    req: &CreateDatabase,
-    project: &crate::model::ProjectRecord,
-) -> Result<Option<crate::model::RestoreFrom>, ApiError> {
-    let Some(from) = &req.from_database else {
-        return match req.at {
-            Some(_) => Err(ApiError::BadRequest("at is the moment of fromDatabase: give both".into())),
-            None => Ok(None),
-        };
-    };
-    let source = database_for(state, caller, from.as_str()).await?;
-    if source.project != project.name {
-        return Err(ApiError::BadRequest(format!(
-            "database {from} is of project {}, not {}",
-            source.project, project.name
-        )));
-    }
-    let Some(at) = &req.at else {
-        return Err(ApiError::BadRequest(format!(
-            "give the moment to restore {from} to (at, e.g. 2026-12-06T10:15:00Z)"
-        )));
-    };
-    let moment = humantime::parse_rfc3339_weak(at)
-        .map_err(|e| ApiError::BadRequest(format!("at {at:?} is not a moment like 2026-12-06T10:15:00Z: {e}")))?;
-    let opens = source.backup.as_ref().and_then(|b| b.restorable_from.as_deref());
-    let Some(opens) = opens.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else {
-        let off = if source.backup.is_none() { " (its backups are off)" } else { "" };
-        return Err(ApiError::conflict("no_backup", format!("database {from} has no backup yet{off}")));
-    };
-    if moment < opens || moment > std::time::SystemTime::now() {
-        return Err(ApiError::BadRequest(format!(
-            "{at} is outside database {from}'s restorable window, {} to now",
-            crate::lifecycle::timestamp(opens)
-        )));
-    }
-    Ok(Some(crate::model::RestoreFrom {
-        id: source.id,
-        database: source.name,
-        at: humantime::format_rfc3339_micros(moment).to_string(),
-    }))
-}
-
 /// No clone its project refuses now (see [`crate::state::project::clone_refusal`]).
 fn refuse_unmasked(project: &crate::model::ProjectRecord) -> Result<(), ApiError> {
     crate::state::project::clone_refusal(project).map_or(Ok(()), |refusal| Err(refusal.into()))
@@ -424,7 +389,7 @@ pub(super) async fn database_for<P: Platform>(
         .ok_or_else(|| ApiError::NotFound(format!("database {name:?} does not exist")))
 }
 
-async fn view<P: Platform>(state: &AppState<P>, d: &DatabaseRecord) -> Result<Database, ApiError> {
+pub(super) async fn view<P: Platform>(state: &AppState<P>, d: &DatabaseRecord) -> Result<Database, ApiError> {
     let project = state.store.project(d.project.as_str()).await?;
     let sessions = state.reconciler.activity().recorded(&*state.store).await?;
     let d = crate::activity::with_last_session(&sessions, d.clone());
@@ -432,7 +397,7 @@ async fn view<P: Platform>(state: &AppState<P>, d: &DatabaseRecord) -> Result<Da
 }
 
 /// Waits until the database is `target` (or failed: then the error is the response).
-async fn wait_until<P: Platform>(
+pub(super) async fn wait_until<P: Platform>(
     state: &AppState<P>,
     record: &DatabaseRecord,
     target: DatabaseStatus,

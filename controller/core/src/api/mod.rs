@@ -5,6 +5,7 @@
 //! runtime.
 
 mod activity;
+mod backups;
 mod compat;
 mod databases;
 mod error;
@@ -99,6 +100,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/databases/{name}/stop", post(databases::stop::<P>))
         .route("/databases/{name}/start", post(databases::start::<P>))
         .route("/databases/{name}/extend", post(databases::extend::<P>))
+        .route("/databases/{name}/restore", post(backups::restore::<P>))
         .route("/databases/{name}/metrics", get(monitoring::history::<P>))
         .route("/reports/usage", get(monitoring::usage_report::<P>))
         .route("/activity", post(activity::report::<P>))
@@ -227,7 +229,10 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
         protected: d.lifecycle.protected,
         idle_stop_after: idle.filter(|_| !d.lifecycle.protected).map(|p| human_seconds(p.as_secs())),
         settings: d.settings.wanted.clone(),
-        backup: d.backup.clone(),
+        backup: d
+            .backup
+            .clone()
+            .map(|b| devdb_shared::api::BackupStatus { before_restore: d.before_restore.clone(), ..b }),
     }
 }
 

@@ -22,7 +22,7 @@
 use devdb_shared::Name;
 use devdb_shared::api::{DatabaseStatus, StopReason};
 
-use crate::model::{DatabaseRecord, Want};
+use crate::model::{DatabaseRecord, InPlaceRestore, Want};
 
 /// Why a database cannot take the transition asked for (a 409 in the API).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +31,8 @@ pub enum Refusal {
     BeingDeleted(Name),
     #[error("database {0} failed; reset it to run it again")]
     Failed(Name),
+    #[error("database {0} has no backups to restore from (its backups are off)")]
+    NoBackup(Name),
 }
 
 impl Refusal {
@@ -39,6 +41,7 @@ impl Refusal {
         match self {
             Self::BeingDeleted(_) => "being_deleted",
             Self::Failed(_) => "database_failed",
+            Self::NoBackup(_) => "no_backup",
         }
     }
 }
@@ -94,6 +97,27 @@ pub fn ask_reset(d: &mut DatabaseRecord) -> Result<(), Refusal> {
     d.want = Want::Reset;
     d.status = DatabaseStatus::Creating;
     d.error = None;
+    d.restoring = None;
+    Ok(())
+}
+
+/// Make its data what it was at `to`, from its own backups, in place: rebuilt as a reset is,
+/// keeping name and credentials, and keeping the state it replaces (see [`before_kept`]). A
+/// restore asked for while another is under way replaces it, keeping the moment that one
+/// kept: what was there before either.
+///
+/// # Errors
+/// [`Refusal::BeingDeleted`], [`Refusal::NoBackup`].
+pub fn ask_restore(d: &mut DatabaseRecord, to: String) -> Result<(), Refusal> {
+    refuse_deleted(d)?;
+    if d.backup.is_none() {
+        return Err(Refusal::NoBackup(d.name.clone()));
+    }
+    let before = d.restoring.take().and_then(|r| r.before);
+    d.want = Want::Reset;
+    d.status = DatabaseStatus::Creating;
+    d.error = None;
+    d.restoring = Some(InPlaceRestore { to, before });
     Ok(())
 }
 
@@ -197,6 +221,11 @@ pub fn cloned(d: &mut DatabaseRecord, generation: u64, applied: &std::collection
         d.want = Want::Run;
     }
     d.snapshot_generation = Some(generation);
+    // A new clone archives into a stanza of its own: its first backup is due at once (the
+    // moments before it stay restorable from the stanzas before).
+    if let Some(backup) = d.backup.as_mut() {
+        backup.last_backup_at = None;
+    }
     // A reset of a stopped database runs it: no longer stopped (unless a stop is asked for,
     // which the next pass does).
     if d.want != Want::Stop {
@@ -204,6 +233,40 @@ pub fn cloned(d: &mut DatabaseRecord, generation: u64, applied: &std::collection
         d.lifecycle.stop_reason = None;
     }
     d.settings.applied = applied.clone();
+}
+
+/// The state a restore in place replaces is kept: restorable at `before`.
+pub fn before_kept(d: &mut DatabaseRecord, before: String) {
+    if let Some(restoring) = d.restoring.as_mut() {
+        restoring.before = Some(before);
+    }
+}
+
+/// Its restore in place is done: it runs with the data of the moment asked for, and the
+/// moment before the restore is what an undo restores.
+pub fn restored_in_place(d: &mut DatabaseRecord, applied: &std::collections::BTreeMap<String, String>) {
+    let Some(restoring) = d.restoring.take() else { return };
+    let generation = d.snapshot_generation;
+    cloned(d, 0, applied);
+    d.snapshot_generation = generation;
+    d.error = None;
+    if restoring.before.is_some() {
+        d.before_restore = restoring.before;
+    }
+}
+
+/// Its restore in place failed: it runs as it was before, saying why.
+pub fn restore_failed(d: &mut DatabaseRecord, error: &str) {
+    if d.restoring.take().is_none() {
+        return;
+    }
+    if d.want == Want::Reset {
+        d.want = Want::Run;
+    }
+    if d.status == DatabaseStatus::Creating {
+        d.status = DatabaseStatus::Running;
+    }
+    d.error = Some(format!("the restore failed, nothing changed: {error}"));
 }
 
 /// A reset its project now refuses is dropped, with the reason: its clone is there, untouched.
@@ -293,13 +356,62 @@ mod tests {
         .expect("a record")
     }
 
+    fn moment(at: &str) -> String {
+        at.into()
+    }
+
+    #[test]
+    fn a_restore_in_place_keeps_the_state_before_it_and_an_undo_goes_back_to_it() {
+        let mut d = record(Want::Run, S::Running);
+        assert_eq!(ask_restore(&mut d, moment("2026-12-06T10:15:00Z")).map_err(|r| r.code()), Err("no_backup"));
+        assert_eq!(d, record(Want::Run, S::Running), "a refusal writes nothing");
+
+        d.backup = Some(devdb_shared::api::BackupStatus::default());
+        ask_restore(&mut d, moment("2026-12-06T10:15:00Z")).expect("asked");
+        assert_eq!((d.want, d.status, step(&d)), (Want::Reset, S::Creating, Step::Clone));
+        let before = moment("2026-12-06T11:00:00Z");
+        before_kept(&mut d, before.clone());
+        // Asked again mid-way (a corrected moment): what was there before either is kept.
+        ask_restore(&mut d, moment("2026-12-06T10:10:00Z")).expect("asked again");
+        assert_eq!(d.restoring.as_ref().and_then(|r| r.before.clone()), Some(before.clone()));
+        restored_in_place(&mut d, &Default::default());
+        assert_eq!(
+            (d.want, d.status, d.snapshot_generation),
+            (Want::Run, S::Running, Some(1)),
+            "its snapshot unchanged"
+        );
+        assert_eq!((d.restoring.clone(), d.before_restore.clone()), (None, Some(before.clone())));
+
+        // A reset drops a restore asked for; a failed restore leaves it running as it was.
+        ask_restore(&mut d, before.clone()).expect("an undo");
+        ask_reset(&mut d).expect("a reset");
+        assert_eq!(d.restoring, None, "a reset clones the snapshot");
+        ask_restore(&mut d, before.clone()).expect("an undo");
+        restore_failed(&mut d, "the repository is gone");
+        assert_eq!((d.want, d.status, d.restoring.clone()), (Want::Run, S::Running, None));
+        assert_eq!(d.error.as_deref(), Some("the restore failed, nothing changed: the repository is gone"));
+        assert_eq!(d.before_restore, Some(before), "the last undo point stays");
+    }
+
     const WANTS: [Want; 4] = [Want::Run, Want::Reset, Want::Delete, Want::Stop];
     const STATUSES: [S; 7] = [S::Creating, S::Running, S::Stopped, S::Starting, S::Recovering, S::Error, S::Deleting];
 
     #[test]
     fn a_delete_asked_for_is_never_undone_by_any_other_transition() {
         type Transition = fn(&mut DatabaseRecord);
-        let others: [(&str, Transition); 13] = [
+        let others: [(&str, Transition); 16] = [
+            ("restore", |d| {
+                d.backup = Some(devdb_shared::api::BackupStatus::default());
+                let _ = ask_restore(d, moment("2026-12-06T10:15:00Z"));
+            }),
+            ("restored in place", |d| {
+                d.restoring = Some(InPlaceRestore { to: moment("2026-12-06T10:15:00Z"), before: None });
+                restored_in_place(d, &Default::default());
+            }),
+            ("restore failed", |d| {
+                d.restoring = Some(InPlaceRestore { to: moment("2026-12-06T10:15:00Z"), before: None });
+                restore_failed(d, "no WAL");
+            }),
             ("reset", |d| {
                 let _ = ask_reset(d);
             }),

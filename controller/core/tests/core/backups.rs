@@ -5,7 +5,8 @@ use std::time::SystemTime;
 
 use axum::http::StatusCode;
 use devdb_core::backups::Backups;
-use devdb_core::fake::{FakePlatform, FakeRuntime};
+use devdb_core::fake::{FakePlatform, FakeRuntime, Op};
+use devdb_core::runtime::RuntimeError;
 use serde_json::json;
 
 use devdb_core::store::Store as _;
@@ -119,4 +120,86 @@ async fn a_source_deleted_and_created_again_under_its_name_is_not_restored_from(
     core.reconciler.trigger(devdb_core::model::Key::Database(name("copy-pg")));
     let failed = core.settles("copy-pg", "error").await;
     assert!(failed["error"].as_str().is_some_and(|e| e.contains("is gone")), "{failed}");
+}
+
+/// A backed-up database of kate's, `kate-pg`, and the moment it is restorable to (now).
+async fn backed_up(core: &Core) -> String {
+    core.ready_project(KATE, "shop").await;
+    let body = json!({"name": "kate-pg", "project": "shop", "backup": {"enabled": true}});
+    assert_eq!(core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
+    Backups::<FakePlatform>::new(core.store.clone(), core.runtime.clone())
+        .once(SystemTime::now())
+        .await
+        .expect("backed up");
+    devdb_core::lifecycle::timestamp_micros(SystemTime::now())
+}
+
+#[tokio::test]
+async fn a_restore_in_place_is_only_for_the_owner_within_the_window_and_keeps_the_state_before() {
+    let core = Core::start(FakeRuntime::default());
+    let to = backed_up(&core).await;
+    let core = &core;
+    let restore = |body: serde_json::Value| async move {
+        core.call(Some(KATE), "POST", "/v1/databases/kate-pg/restore?wait=true", Some(body)).await
+    };
+
+    // Refused, nothing done: another owner's; outside the window; neither or both of to and
+    // undo; an undo of nothing; unknown fields.
+    let (status, _) = core.call(Some(BOB), "POST", "/v1/databases/kate-pg/restore", Some(json!({"to": to}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = restore(json!({"to": "2020-01-01T00:00:00Z"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("restorable window")), "{body}");
+    for body in [json!({}), json!({"to": to, "undo": true}), json!({"to": to, "schedule": "daily"})] {
+        assert_eq!(restore(body.clone()).await.0, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (status, body) = restore(json!({"undo": true})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("nothing_to_undo")), "{body}");
+    assert!(core.runtime.restored_to().is_empty() && !core.runtime.calls().iter().any(|c| c.starts_with("keepbefore")));
+
+    // Restored: same database, running, the moment before kept; an undo restores that moment.
+    let (status, restored) = restore(json!({"to": to})).await;
+    assert_eq!((status, restored["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{restored}");
+    let before = restored["backup"]["beforeRestore"].as_str().expect("the state before kept").to_string();
+    let (status, undone) = restore(json!({"undo": true})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{undone}");
+    let moments: Vec<String> =
+        core.runtime.restored_to().into_iter().map(|(_, at)| devdb_core::lifecycle::timestamp_micros(at)).collect();
+    assert_eq!(moments, [to, before.clone()]);
+    assert_ne!(undone["backup"]["beforeRestore"].as_str(), Some(before.as_str()), "an undo is undone the same way");
+}
+
+#[tokio::test]
+async fn a_failed_restore_in_place_leaves_the_database_running_as_it_was_saying_why() {
+    let runtime = FakeRuntime::default();
+    runtime.fail_next(Op::RestoreInPlace, RuntimeError::Source("no WAL for that moment".into()));
+    let core = Core::start(runtime);
+    let to = backed_up(&core).await;
+    let (status, body) =
+        core.call(Some(KATE), "POST", "/v1/databases/kate-pg/restore?wait=true", Some(json!({"to": to}))).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{body}");
+    assert_eq!(body["error"], "the restore failed, nothing changed: no WAL for that moment");
+    assert!(core.runtime.is_running(&name("kate-pg")));
+    assert_eq!(body["backup"].get("beforeRestore"), None, "nothing was replaced: nothing to undo");
+}
+
+/// A controller stopped after it kept the state before a restore goes on from that moment when
+/// it starts again: it does not keep a moment already half restored.
+#[tokio::test]
+async fn a_restore_in_place_interrupted_goes_on_from_the_state_it_kept() {
+    let core = Core::start(FakeRuntime::default());
+    let to = backed_up(&core).await;
+    let kept = "2026-12-07T09:00:00.000000Z".to_string();
+    core.store
+        .update_database(&name("kate-pg"), |d| {
+            devdb_core::state::database::ask_restore(d, to.clone()).expect("asked");
+            devdb_core::state::database::before_kept(d, kept.clone());
+        })
+        .await
+        .expect("a restore under way");
+    core.reconciler.trigger(devdb_core::model::Key::Database(name("kate-pg")));
+    let done = core.settles("kate-pg", "running").await;
+    assert_eq!(done["backup"]["beforeRestore"], kept.as_str(), "{done}");
+    assert!(!core.runtime.calls().iter().any(|c| c.starts_with("keepbefore")), "{:?}", core.runtime.calls());
+    assert_eq!(core.runtime.restored_to().len(), 1);
 }

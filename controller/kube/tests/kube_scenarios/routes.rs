@@ -101,6 +101,8 @@ async fn a_running_database_the_watch_saw_ready_is_passed_over_without_a_request
         settings: devdb_core::model::Settings::default(),
         backup: None,
         restore_from: None,
+        restoring: None,
+        before_restore: None,
     };
     let mut ready = false;
     for _ in 0..1000 {
