@@ -113,16 +113,16 @@ pub enum SnapshotMasking {
 /// Whether `p`'s snapshot is masked by its current rules and key.
 pub fn snapshot_masking(p: &ProjectRecord) -> SnapshotMasking {
     let Some(snapshot) = p.snapshot.as_ref() else { return SnapshotMasking::Current };
-    if masked_as_ruled(p, snapshot) {
+    if masked_as_ruled(&p.masking, snapshot) {
         return SnapshotMasking::Current;
     }
     if p.wanted_generation > snapshot.generation { SnapshotMasking::Pending } else { SnapshotMasking::Stale }
 }
 
-/// Whether `snapshot` (one of `p`'s) was masked by `p`'s current rules and key, or `p` has none.
-fn masked_as_ruled(p: &ProjectRecord, snapshot: &SnapshotRecord) -> bool {
-    p.masking.rules.is_empty()
-        || (snapshot.masked_with == p.masking.rules && snapshot.masked_key_version == p.masking.key_version)
+/// Whether `snapshot` was masked by `masking`'s rules and key, or there are none.
+fn masked_as_ruled(masking: &Masking, snapshot: &SnapshotRecord) -> bool {
+    masking.rules.is_empty()
+        || (snapshot.masked_with == masking.rules && snapshot.masked_key_version == masking.key_version)
 }
 
 /// The generations `p` keeps: its current snapshot's first, then the others, newest first.
@@ -233,7 +233,7 @@ pub fn rollback(p: &mut ProjectRecord, generation: Option<u64>) -> Result<u64, R
         });
     };
     let generation = p.kept_snapshots[target].generation;
-    if !masked_as_ruled(p, &p.kept_snapshots[target]) {
+    if !masked_as_ruled(&p.masking, &p.kept_snapshots[target]) {
         return Err(Refusal::MaskedOtherwise { project, generation });
     }
     let snapshot = p.kept_snapshots.remove(target);
@@ -274,14 +274,16 @@ pub fn restore_progress(p: &mut ProjectRecord, progress: Option<Progress>) {
 
 /// The restore of `generation` of the project `id` is done: it becomes the current snapshot,
 /// and the one it replaces is kept, so that `keep` generations are kept in all (at least the
-/// new one), the oldest going first. Only for the same project and generation: it may have
-/// been deleted and recreated, or refreshed, while the restore ran.
+/// new one), the oldest going first. Those masked otherwise than the project's rules and key
+/// now go too: no rollback may return to them, and what they hold unmasked should not stay.
+/// Only for the same project and generation: it may have been deleted and recreated, or
+/// refreshed, while the restore ran.
 pub fn restored(p: &mut ProjectRecord, id: &str, generation: u64, snapshot: &SnapshotRecord, keep: usize) {
     if p.id == id && p.wanted_generation == generation {
         p.status = ProjectStatus::Ready;
         p.progress = None;
         p.kept_snapshots.extend(p.snapshot.replace(snapshot.clone()));
-        p.kept_snapshots.retain(|s| s.generation != generation);
+        p.kept_snapshots.retain(|s| s.generation != generation && masked_as_ruled(&p.masking, s));
         p.kept_snapshots.sort_by_key(|s| s.generation);
         let removed = p.kept_snapshots.len().saturating_sub(keep.saturating_sub(1));
         p.kept_snapshots.drain(..removed);
@@ -442,15 +444,35 @@ mod tests {
         assert_eq!(p.error, None);
     }
 
+    /// Restores the generation `p` wants, masked by `masking`'s rules.
+    fn restore_masked(p: &mut ProjectRecord, masking: &Masking) {
+        restore_begun(p);
+        let generation = p.wanted_generation;
+        let snapshot = SnapshotRecord {
+            generation,
+            masked_with: masking.rules.clone(),
+            ..p.snapshot.clone().expect("a snapshot")
+        };
+        restored(p, "prj-1", generation, &snapshot, 3);
+    }
+
     #[test]
-    fn a_generation_masked_otherwise_is_not_rolled_back_to() {
+    fn generations_masked_otherwise_are_not_kept_nor_rolled_back_to() {
         let mut p = project();
         set_masking(&mut p, &rules(), "key").expect("rules");
+        restore_masked(&mut p, &rules());
+        assert_eq!(kept_generations(&p), [2], "the unmasked generation goes");
+        ask_refresh(&mut p).expect("refresh");
+        restore_masked(&mut p, &rules());
+        assert_eq!(kept_generations(&p), [3, 2]);
+        // Other rules, whose restore fails: the generations kept were masked otherwise.
+        let mut other = rules();
+        other.rules[0].column = "phone".into();
+        set_masking(&mut p, &other, "key").expect("other rules");
         restore_begun(&mut p);
-        let snapshot = SnapshotRecord { generation: 2, masked_with: rules().rules, ..p.snapshot.clone().expect("s") };
-        restored(&mut p, "prj-1", 2, &snapshot, 3);
-        let refusal = rollback(&mut p, None).expect_err("unmasked");
+        restore_failed(&mut p, "prj-1", 4, "the dump is gone".into());
+        let refusal = rollback(&mut p, None).expect_err("masked otherwise");
         assert_eq!(refusal.code(), "masked_otherwise");
-        assert!(refusal.to_string().starts_with("generation 1 of project shop was not masked"), "{refusal}");
+        assert!(refusal.to_string().starts_with("generation 2 of project shop was not masked"), "{refusal}");
     }
 }
