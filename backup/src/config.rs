@@ -26,8 +26,41 @@ pub struct Stanza {
     pub superuser: String,
     /// Where pgBackRest keeps its locks, logs and asynchronous archiving queue for this stanza.
     pub work_dir: PathBuf,
-    /// How many full backups are kept (older ones, and the WAL only they need, expire).
-    pub retention_full: u32,
+    /// Which full backups are kept (older ones, and the WAL only they need, expire).
+    pub retention: Retention,
+}
+
+/// Which of a stanza's full backups pgBackRest keeps (`repo1-retention-full-type` and
+/// `repo1-retention-full`); the differential and incremental backups of an expired full backup,
+/// and the WAL only they need, expire with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// The newest this many full backups (at least one).
+    Full(u32),
+    /// Those needed to restore to any moment of the last this many days (at least one): every
+    /// full backup younger, and the newest older one.
+    Days(u32),
+}
+
+impl Default for Retention {
+    /// The two newest full backups.
+    fn default() -> Self {
+        Self::Full(2)
+    }
+}
+
+impl Retention {
+    /// The most pgBackRest takes, of either kind.
+    pub const MAX: u32 = 9_999_999;
+
+    /// Its two configuration lines.
+    fn lines(self) -> String {
+        let (kind, n) = match self {
+            Self::Full(n) => ("count", n),
+            Self::Days(n) => ("time", n),
+        };
+        format!("repo1-retention-full-type={kind}\nrepo1-retention-full={}", n.clamp(1, Self::MAX))
+    }
 }
 
 /// The key a stanza's repository files are encrypted with: an HMAC of the stanza's name under
@@ -128,11 +161,11 @@ pub fn render_with(repository: &Repository, stanza: &Stanza, key: &str, limits: 
     }
     let _ = writeln!(
         conf,
-        "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={key}\nrepo1-retention-full={retention}\n\
+        "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={key}\n{retention}\n\
          log-path={log}\nlock-path={lock}\nspool-path={spool}\nlog-level-console=warn\nlog-level-stderr=warn\n\
          log-level-file=off\narchive-async=y\narchive-push-queue-max={queue_max}\ncompress-type=zst\nprocess-max=2\nstart-fast=y\n\n\
          [{name}]\npg1-path={data}\npg1-port={port}\npg1-socket-path={socket}\npg1-user={user}",
-        retention = stanza.retention_full.max(1),
+        retention = stanza.retention.lines(),
         queue_max = limits.archive_queue_max,
         log = path(&work.join("log")),
         lock = path(&work.join("lock")),
@@ -158,7 +191,7 @@ mod tests {
             socket_dir: "/srv/devdb/db/kate-pg".into(),
             superuser: "devdb".into(),
             work_dir: "/srv/devdb/backup/work/db-kate-0123".into(),
-            retention_full: 2,
+            retention: Retention::default(),
         }
     }
 
@@ -226,6 +259,19 @@ mod tests {
             assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
         }
         assert!(!conf.contains("key-type") && !conf.contains("verify-tls"), "{conf}");
+    }
+
+    #[test]
+    fn full_backups_are_kept_by_count_by_default_or_for_days() {
+        let repo = Repository::Posix("/r".into());
+        let conf = render(&repo, &stanza(), "k");
+        assert!(conf.contains("\nrepo1-retention-full-type=count\nrepo1-retention-full=2\n"), "{conf}");
+        let kept = |retention| render(&repo, &Stanza { retention, ..stanza() }, "k");
+        let conf = kept(Retention::Days(7));
+        assert!(conf.contains("\nrepo1-retention-full-type=time\nrepo1-retention-full=7\n"), "{conf}");
+        assert_eq!(conf.matches("retention").count(), 2, "no other retention line: {conf}");
+        assert!(kept(Retention::Days(0)).contains("\nrepo1-retention-full=1\n"), "at least a day");
+        assert!(kept(Retention::Full(u32::MAX)).contains("\nrepo1-retention-full=9999999\n"), "pgBackRest's most");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod pgbackrest;
 pub mod repository;
 pub mod verify;
 
-pub use config::Stanza;
+pub use config::{Retention, Stanza};
 pub use info::{BackupKind, StanzaInfo, Window};
 pub use pgbackrest::{BackupError, PgBackRest, Target};
 pub use repository::{Repository, RepositoryError, S3Credentials, S3Settings};

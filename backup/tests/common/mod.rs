@@ -28,7 +28,7 @@ pub fn stanza(source: &TestPostgres, name: &str, work: &str) -> Stanza {
         socket_dir: source.dir().to_path_buf(),
         superuser: USER.into(),
         work_dir: source.dir().join(work),
-        retention_full: 2,
+        retention: devdb_backup::Retention::default(),
     }
 }
 

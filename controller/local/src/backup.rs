@@ -173,7 +173,7 @@ impl LocalBackups {
             port: database.port,
             socket_dir: db_dir.join("sock"),
             superuser: SUPERUSER.into(),
-            retention_full: RETENTION_FULL,
+            retention: devdb_backup::Retention::Full(RETENTION_FULL),
         };
         PgBackRest::configure(&self.repository, stanza, &key, self.run_as)
             .map_err(|e| RuntimeError::Step { step: "configuring backups", detail: e.to_string() })
