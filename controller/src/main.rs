@@ -5,6 +5,7 @@
 
 mod app;
 mod down;
+mod dr;
 mod server;
 mod up;
 
@@ -67,6 +68,9 @@ enum Command {
     /// Stop every database instance under --data-dir while no controller runs (what `devdb
     /// down` runs after `devdb up` stopped); a connection wakes each at the next `devdb up`.
     Down(Box<LocalArgs>),
+    /// Disaster recovery from a backup repository: what it holds (`status`), and databases
+    /// restored from it into a new data directory (`restore`).
+    Dr(Box<dr::DrArgs>),
 }
 
 #[tokio::main]
@@ -79,6 +83,7 @@ async fn run() -> anyhow::Result<()> {
     match args.command {
         Some(Command::Crds { write }) => return crds(write.as_deref()),
         Some(Command::Down(local)) => return down::run(&local).await,
+        Some(Command::Dr(dr)) => return dr::run(*dr).await,
         Some(Command::Up(up)) => {
             devdb_process::telemetry::init(args.log_format);
             return up::run(*up).await;

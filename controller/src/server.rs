@@ -60,7 +60,8 @@ pub async fn run_local(
                 backups.run(lifecycle_every, stop.clone()),
                 reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
                 reconciler.enforce_lifecycle(lifecycle_every, stop.clone()),
-                monitor.run(stop),
+                monitor.run(stop.clone()),
+                devdb_local::dr::writer::run(reconciler.clone(), stop),
             )
         })
     };

@@ -32,9 +32,23 @@ pub struct UpArgs {
     /// How often the proxy reports the databases with sessions open (idle ones are stopped).
     #[arg(long, env = "DEVDB_PROXY_ACTIVITY_REPORT_EVERY", default_value = "15s", value_parser = humantime::parse_duration)]
     activity_report_every: std::time::Duration,
+
+    /// Before starting, restore every database of the installation whose backup repository
+    /// (a directory) this is, into this data directory (disaster recovery; it then archives
+    /// into the same repository). Needs --backup-key-file.
+    #[arg(long, value_name = "DIR", requires = "backup_key_file")]
+    restore_from: Option<std::path::PathBuf>,
+
+    /// With --restore-from: a copy of that installation's <data-dir>/backup/secret.
+    #[arg(long, value_name = "FILE", requires = "restore_from")]
+    backup_key_file: Option<std::path::PathBuf>,
 }
 
 pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
+    if let (Some(repo), Some(key_file)) = (args.restore_from.clone(), args.backup_key_file.clone()) {
+        let from = crate::dr::RecoverFrom { repo, key_file };
+        crate::dr::restore(&mut args.local, &from, &devdb_local::dr::restore::Which::All).await?;
+    }
     args.api.public_port = args.proxy_listen.port();
     let mut config = ApiConfig::try_from(args.api)?;
     let idle = config.idle_stop_after;

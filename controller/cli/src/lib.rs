@@ -53,6 +53,15 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Disaster recovery from a backup repository, on the machine (no controller running):
+    /// `dr status --repo DIR --key-file F`, `dr restore --repo DIR --key-file F (--all |
+    /// NAME…)`. Runs `devdb-controller dr` (see its --help for the flags).
+    #[command(disable_help_flag = true)]
+    Dr {
+        /// `status` or `restore`, and their flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Generate a development CA and a wildcard certificate `*.<domain>` for the proxy.
     Certs {
         /// The proxy's domain: the certificate covers `*.<domain>` and `<domain>`.
@@ -337,6 +346,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let json = cli.json;
     match cli.command {
         Command::Up { args } => Err(hand_over("up", &args)),
+        Command::Dr { args } => Err(hand_over("dr", &args)),
         Command::Certs { domain, out } => certs(&domain, &out, json).map(|()| 0),
         Command::Config(cmd) => config(cmd, &settings, json).map(|()| 0),
         Command::Project(cmd) => project(cmd, &ApiClient::new(&settings)?, json).await.map(|()| 0),

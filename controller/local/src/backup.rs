@@ -59,8 +59,37 @@ impl LocalBackups {
         lock.lock_owned().await
     }
 
+    /// Where every stanza's backups and WAL go.
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    /// Makes `secret` this data directory's backup secret (a new installation taking over
+    /// another's repository): fails with [`std::io::ErrorKind::AlreadyExists`] when it has
+    /// another already.
+    ///
+    /// # Errors
+    /// When it cannot be written, or another is there.
+    pub fn install_secret(&self, secret: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.root.join("secret");
+        match std::fs::read(&path) {
+            Ok(existing) if existing == secret => return Ok(()),
+            Ok(existing) if !existing.is_empty() => return Err(std::io::ErrorKind::AlreadyExists.into()),
+            Ok(_) => std::fs::remove_file(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&self.root)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        std::io::Write::write_all(&mut file, secret)
+    }
+
     /// This data directory's backup secret, made on first use.
-    fn secret(&self) -> std::io::Result<Vec<u8>> {
+    ///
+    /// # Errors
+    /// When it cannot be read or made.
+    pub fn secret(&self) -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.root.join("secret");
         match std::fs::read(&path) {
@@ -101,6 +130,26 @@ impl LocalBackups {
             .open(file)
             .map_err(RuntimeError::io("naming the clone's backups"))?;
         writeln!(list, "{base}-{since}").map_err(RuntimeError::io("naming the clone's backups"))
+    }
+
+    /// The names of `database`'s stanzas, oldest first (none listed: none).
+    pub fn stanza_names(&self, database: &DatabaseRecord) -> Vec<String> {
+        let list = std::fs::read_to_string(self.stanza_file(database)).unwrap_or_default();
+        list.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+    }
+
+    /// Lists `stanzas` (oldest first) as `database`'s, as another installation named them.
+    ///
+    /// # Errors
+    /// When one is not a stanza's name, or the list cannot be written.
+    pub fn adopt_stanzas(&self, database: &DatabaseRecord, stanzas: &[String]) -> Result<(), RuntimeError> {
+        if let Some(bad) = stanzas.iter().find(|s| !devdb_backup::config::valid_stanza_name(s)) {
+            return Err(RuntimeError::Step { step: "naming the database's backups", detail: format!("{bad:?}") });
+        }
+        let file = self.stanza_file(database);
+        std::fs::create_dir_all(file.parent().unwrap_or(&self.root))
+            .and_then(|()| std::fs::write(&file, stanzas.iter().map(|s| format!("{s}\n")).collect::<String>()))
+            .map_err(RuntimeError::io("naming the database's backups"))
     }
 
     /// `database`'s stanzas, oldest first, with the second each began; a clone made before its

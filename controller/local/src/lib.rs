@@ -7,6 +7,8 @@
 //! - [`monitor`]: samples of an instance's statistics, as a monitoring role, bounded;
 //! - [`backup`]: databases' backups through pgBackRest, into the repository [`repository`]
 //!   parses from `--backup-repo` (a directory, or S3);
+//! - [`dr`]: the controller's own state kept in that repository, encrypted, and a new
+//!   installation brought back from it (disaster recovery);
 //!
 //! Passes run as tasks, one per object ([`devdb_core::queue::run`]).
 //!
@@ -14,6 +16,7 @@
 //! `devdb up` run it.
 
 pub mod backup;
+pub mod dr;
 pub mod monitor;
 pub mod repository;
 pub mod restore;

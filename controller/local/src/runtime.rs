@@ -39,6 +39,7 @@ use devdb_core::runtime::{ProgressFn, Runtime, RuntimeError};
 use crate::restore::{LocalRestore, RestoreSandbox};
 
 mod in_place;
+mod recovery;
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Room a clone needs beyond its snapshot.
@@ -116,6 +117,11 @@ impl LocalRuntime {
     pub fn with_backup_repository(mut self, repository: devdb_backup::Repository) -> Self {
         self.backups = self.backups.with_repository(repository);
         self
+    }
+
+    /// Databases' backups: their repository, secret and stanzas.
+    pub fn local_backups(&self) -> &crate::backup::LocalBackups {
+        &self.backups
     }
 
     fn project_dir(&self, project: &Name) -> PathBuf {
@@ -376,28 +382,9 @@ impl Runtime for LocalRuntime {
             return Err(RuntimeError::Source(format!("database {} has no backups", source.name)));
         }
         let backrest = self.backups.backrest_at(source, &self.database_dir(&source.name), at)?;
-        let staging = self.database_dir(&database.name).with_extension("cloning");
-        let (this, from, dir) = (self.clone(), source.clone(), staging.clone());
-        blocking(move || {
-            this.archive_now(&from)?;
-            this.clear_staging(&dir)?;
-            this.pg.make_dir(&dir).map_err(RuntimeError::step("creating the restore's directory"))?;
-            this.pg.make_dir(&dir.join("data")).map_err(RuntimeError::step("creating the restore's directory"))
-        })
-        .await?;
-        if let Err(error) = backrest.restore(devdb_backup::Target::Time(at), &staging.join("data")).await {
-            let _ = self.clear_staging(&staging);
-            return Err(RuntimeError::Step { step: "restoring from the backups", detail: error.to_string() });
-        }
-        let (this, database, project) = (self.clone(), database.clone(), project.clone());
-        blocking(move || {
-            let finished = this.finish_restore(&database, &project, &staging, Publish::Replace);
-            if finished.is_err() {
-                let _ = this.clear_staging(&staging);
-            }
-            finished
-        })
-        .await
+        let (this, from) = (self.clone(), source.clone());
+        blocking(move || this.archive_now(&from)).await?;
+        self.restore_new(database, project, &backrest, devdb_backup::Target::Time(at)).await
     }
 
     async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {

@@ -8,6 +8,7 @@ mod backups_s3;
 mod certs;
 mod chart;
 mod common;
+mod dr;
 mod failures;
 mod help;
 mod lifecycle;
