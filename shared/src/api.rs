@@ -40,6 +40,10 @@ pub struct CreateProject {
     /// How long its databases live unless created with a `ttl` (humantime); default: for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_ttl: Option<String>,
+    /// The backups of its new databases created without `backup` of their own (with this
+    /// default, `protected` no longer turns them on by itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRequest>,
 }
 
 /// The user and database a project's data is restored into (and every clone gets).
@@ -140,6 +144,9 @@ pub struct Project {
     /// Masking rules applied to its snapshot (its key is never shown).
     #[serde(default, skip_serializing_if = "Masking::is_empty")]
     pub masking: Masking,
+    /// The backups of its new databases created without `backup` of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRequest>,
 }
 
 /// `POST /v1/databases`.
@@ -163,7 +170,8 @@ pub struct CreateDatabase {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop_after: Option<String>,
     /// Archive its WAL and back it up on a schedule, so it can be restored to a moment
-    /// (pgBackRest). Default: on for `protected` databases, off for throwaway clones.
+    /// (pgBackRest). Default: its project's `backup`, else on for `protected` databases and off
+    /// for throwaway clones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupRequest>,
     /// Made from this database's backups (one of the caller's, with backups on, of the same
@@ -176,13 +184,19 @@ pub struct CreateDatabase {
     pub at: Option<String>,
 }
 
-/// Backups asked for at creation: `{ "enabled": bool }` (a `schedule` and a `retention` of its
-/// own are not taken yet: daily, and two full backups kept).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Backups asked for: at creation, by `PATCH`, or as a project's default for its new databases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupRequest {
     pub enabled: bool,
+    /// How often it is backed up, from its last backup: `"hourly"`, `"daily"` (the default) or
+    /// `"weekly"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How long its full backups are kept, in whole days (`"7d"`); default: the two newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 /// A database's backups, when on: its last backup and the window it can be restored to
@@ -193,6 +207,12 @@ pub struct BackupRequest {
 pub struct BackupStatus {
     /// Always true where shown (a database without backups shows none).
     pub enabled: bool,
+    /// How often it is backed up: `"hourly"`, `"daily"` or `"weekly"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How long its full backups are kept (`"7d"`); absent: the two newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +262,10 @@ pub struct PatchDatabase {
     /// PostgreSQL parameters to set (`null`: back to the default); see the allow-list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<std::collections::BTreeMap<String, Option<String>>>,
+    /// Its backups turned on or off, or their schedule or retention changed (those not given
+    /// are kept). Turning them on or off restarts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRequest>,
 }
 
 /// Why a database is stopped.

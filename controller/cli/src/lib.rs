@@ -151,6 +151,8 @@ pub enum ProjectCommand {
         /// How long its databases live unless created with --ttl (e.g. 72h). Default: for ever.
         #[arg(long, value_name = "DURATION")]
         default_ttl: Option<String>,
+        #[command(flatten)]
+        backup: Box<ProjectBackup>,
         /// Return at once instead of waiting for the restore.
         #[arg(long)]
         no_wait: bool,
@@ -208,6 +210,25 @@ pub enum ProjectCommand {
     },
 }
 
+/// A project's default for the backups of its new databases.
+#[derive(Debug, clap::Args)]
+pub struct ProjectBackup {
+    /// Back up its new databases unless they are created with --no-backup (the local
+    /// runtime). Default: only protected ones.
+    #[arg(long, overrides_with = "no_backup")]
+    backup: bool,
+    /// Back up none of its new databases unless they are created with --backup, protected
+    /// ones included.
+    #[arg(long)]
+    no_backup: bool,
+    /// How often its new databases are backed up: hourly, daily (the default) or weekly.
+    #[arg(long, value_name = "SCHEDULE", requires = "backup")]
+    backup_schedule: Option<String>,
+    /// How long their full backups are kept, in days (e.g. 7d). Default: the two newest.
+    #[arg(long, value_name = "DAYS", requires = "backup")]
+    backup_retention: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Create a database from a project's snapshot (or from another database's backups at a
@@ -230,13 +251,21 @@ pub enum DbCommand {
         /// Default: the project's.
         #[arg(long, value_name = "DURATION")]
         idle_stop_after: Option<String>,
-        /// Archive its WAL and back it up daily, so it can be restored to a moment (pgBackRest;
-        /// the local runtime). Default: on with --protected.
+        /// Archive its WAL and back it up on a schedule, so it can be restored to a moment
+        /// (pgBackRest; the local runtime). Default: the project's (`devdb project show`), else
+        /// on with --protected.
         #[arg(long, overrides_with = "no_backup")]
         backup: bool,
         /// No backups, even with --protected.
         #[arg(long)]
         no_backup: bool,
+        /// With backups: how often, hourly, daily or weekly. Default: the project's, else daily.
+        #[arg(long, value_name = "SCHEDULE", conflicts_with = "no_backup")]
+        backup_schedule: Option<String>,
+        /// With backups: how long full backups are kept, in days (e.g. 7d). Default: the
+        /// project's, else the two newest.
+        #[arg(long, value_name = "DAYS", conflicts_with = "no_backup")]
+        backup_retention: Option<String>,
         /// Make it from this database's backups (yours, with backups on) instead of the
         /// project's snapshot; the source keeps running.
         #[arg(long, value_name = "NAME", requires = "at")]
@@ -293,6 +322,27 @@ pub enum DbCommand {
         /// `key=value` pairs.
         #[arg(required = true, value_name = "KEY=VALUE")]
         settings: Vec<String>,
+    },
+    /// Turn the database's backups on or off, or change how often they are taken and how long
+    /// they are kept (the local runtime). Turning them on or off restarts it: on, it archives
+    /// its WAL into a stanza of its own and is backed up at once; off, it stops archiving and
+    /// what was backed up stays in the repository.
+    #[command(group = clap::ArgGroup::new("switch").required(true))]
+    Backup {
+        name: String,
+        /// Back it up (again: keeps them on, changing what is given).
+        #[arg(long, group = "switch")]
+        on: bool,
+        /// No more backups.
+        #[arg(long, group = "switch")]
+        off: bool,
+        /// Hourly, daily or weekly (default: as it is, else the project's, else daily).
+        #[arg(long, value_name = "SCHEDULE", requires = "on")]
+        schedule: Option<String>,
+        /// How long full backups are kept, in days (e.g. 7d; default: as it is, else the
+        /// project's, else the two newest).
+        #[arg(long, value_name = "DAYS", requires = "on")]
+        retention: Option<String>,
     },
     /// Exempt the database from idle stop and expiry (--off: no longer).
     Protect {
@@ -477,8 +527,11 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
             database,
             idle_stop_after,
             default_ttl,
+            backup,
             no_wait,
         } => {
+            let ProjectBackup { backup, no_backup, backup_schedule, backup_retention } = *backup;
+            let backup = backup_request(backup, no_backup, backup_schedule, backup_retention);
             let default_credentials =
                 username.zip(database).map(|(username, database)| CredentialsRequest { username, database });
             let request = CreateProject {
@@ -490,6 +543,7 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
                 default_credentials,
                 idle_stop_after,
                 default_ttl,
+                backup,
             };
             let project: Project = api.post("/v1/projects", &request).await?;
             let project = if no_wait { project } else { wait_for_project(api, &project).await? };
@@ -565,6 +619,18 @@ async fn project(cmd: ProjectCommand, api: &ApiClient, json: bool) -> anyhow::Re
     Ok(())
 }
 
+/// `--backup`, `--no-backup`, `--backup-schedule` and `--backup-retention` as a request (none
+/// given: none); a schedule or a retention asks for backups.
+fn backup_request(
+    on: bool,
+    off: bool,
+    schedule: Option<String>,
+    retention: Option<String>,
+) -> Option<devdb_shared::api::BackupRequest> {
+    let enabled = on || schedule.is_some() || retention.is_some();
+    (enabled || off).then_some(devdb_shared::api::BackupRequest { enabled, schedule, retention })
+}
+
 async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> {
     match cmd {
         DbCommand::Create {
@@ -576,18 +642,13 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
             idle_stop_after,
             backup,
             no_backup,
+            backup_schedule,
+            backup_retention,
             from_database,
             at,
             no_wait,
         } => {
-            let backup = if backup {
-                Some(true)
-            } else if no_backup {
-                Some(false)
-            } else {
-                None
-            };
-            let backup = backup.map(|enabled| devdb_shared::api::BackupRequest { enabled });
+            let backup = backup_request(backup, no_backup, backup_schedule, backup_retention);
             let project = match (project, &from_database) {
                 (Some(project), _) => project,
                 (None, Some(from)) => api.get::<Database>(&format!("/v1/databases/{from}")).await?.project,
@@ -622,6 +683,11 @@ async fn db(cmd: DbCommand, api: &ApiClient, json: bool) -> anyhow::Result<i32> 
                 changes.insert(key.trim().to_string(), Some(value.trim().to_string()).filter(|v| !v.is_empty()));
             }
             let body = devdb_shared::api::PatchDatabase { settings: Some(changes), ..Default::default() };
+            output::database(&api.patch(&format!("/v1/databases/{name}"), &body).await?, json);
+        }
+        DbCommand::Backup { name, on, off: _, schedule, retention } => {
+            let backup = devdb_shared::api::BackupRequest { enabled: on, schedule, retention };
+            let body = devdb_shared::api::PatchDatabase { backup: Some(backup), ..Default::default() };
             output::database(&api.patch(&format!("/v1/databases/{name}"), &body).await?, json);
         }
         DbCommand::Protect { name, off } => {

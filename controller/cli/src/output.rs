@@ -83,6 +83,16 @@ pub fn project(p: &Project, json: bool) {
         // What `devdb project rollback --to` takes.
         rows.push(("kept", kept.join("; ")));
     }
+    rows.push((
+        "new databases",
+        match &p.backup {
+            Some(b) if b.enabled => {
+                format!("backed up {}", backup_settings(b.schedule.as_deref(), b.retention.as_deref()))
+            }
+            Some(_) => "not backed up (unless created with --backup)".into(),
+            None => "backed up when protected".into(),
+        },
+    ));
     if let Some(e) = &p.error {
         rows.push(("error", e.clone()));
     }
@@ -150,6 +160,9 @@ pub fn database(d: &Database, json: bool) {
         if d.protected { "never (protected)".into() } else { d.expires_at.clone().unwrap_or_else(|| "never".into()) },
     ));
     rows.push(("backups", backups(d.backup.as_ref())));
+    if let Some(b) = &d.backup {
+        rows.push(("backed up", backup_settings(b.schedule.as_deref(), b.retention.as_deref())));
+    }
     kv(&rows);
     if d.host.ends_with(".localhost") {
         println!("\nconnect: devdb db connect {}   (or psql \"{}\")", d.name, super::conninfo(d, None, true));
@@ -285,6 +298,12 @@ fn scan_text(report: &ScanReport) -> String {
         ));
     }
     text
+}
+
+/// How often backups are taken and what is kept: "daily, full backups kept 7d".
+fn backup_settings(schedule: Option<&str>, retention: Option<&str>) -> String {
+    let kept = retention.map_or("the two newest full backups kept".into(), |r| format!("full backups kept {r}"));
+    format!("{}, {kept}", schedule.unwrap_or("daily"))
 }
 
 /// A database's backups in a line: off, waiting for the first, or the window it restores to.

@@ -1,5 +1,6 @@
-//! When databases with backups on are backed up: the first backup of each as soon as it runs,
-//! then every [`BACKUP_EVERY`]; a failed one is tried again after [`RETRY_AFTER`], with the
+//! When databases with backups on are backed up: the first backup of each as soon as it runs
+//! (and archives), then on its schedule ([`Schedule`]: hourly, daily by default, or weekly,
+//! from its last backup); a failed one is tried again after [`RETRY_AFTER`], with the
 //! reason on the database meanwhile. The runtime takes the backups ([`Runtime::back_up`]); the
 //! outcome goes into the database's record (`backup`), which the API shows. Only running
 //! databases are backed up: an asleep one changes nothing.
@@ -12,13 +13,11 @@ use devdb_shared::Name;
 use devdb_shared::api::DatabaseStatus;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup_settings::Schedule;
 use crate::lifecycle::timestamp;
 use crate::model::{DatabaseRecord, Want};
 use crate::runtime::{Platform, Runtime};
 use crate::store::{Store, StoreError};
-
-/// How often a running database with backups on is backed up.
-pub const BACKUP_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// How long after a failed backup the next is tried.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
@@ -26,7 +25,8 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Whether `d` is due a backup at `now`, given this controller's last attempt at it.
 pub fn due(d: &DatabaseRecord, now: SystemTime, last_attempt: Option<SystemTime>) -> bool {
     let Some(backup) = &d.backup else { return false };
-    if d.want != Want::Run || d.status != DatabaseStatus::Running {
+    // Turned on and not archiving yet: once it restarts to archive.
+    if d.want != Want::Run || d.status != DatabaseStatus::Running || d.archiving_changed() {
         return false;
     }
     if last_attempt.is_some_and(|at| now.duration_since(at).unwrap_or_default() < RETRY_AFTER)
@@ -35,7 +35,7 @@ pub fn due(d: &DatabaseRecord, now: SystemTime, last_attempt: Option<SystemTime>
         return false;
     }
     let last = backup.last_backup_at.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok());
-    last.is_none_or(|last| now.duration_since(last).unwrap_or_default() >= BACKUP_EVERY)
+    last.is_none_or(|last| now.duration_since(last).unwrap_or_default() >= Schedule::of(backup).every())
 }
 
 /// Takes the backups due.
@@ -120,6 +120,31 @@ mod tests {
     }
 
     #[test]
+    fn each_schedule_is_due_its_period_after_the_last_backup_and_only_once_it_archives() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000 + s);
+        let hour = 3600;
+        for (schedule, period) in
+            [(None, 24 * hour), (Some("hourly"), hour), (Some("daily"), 24 * hour), (Some("weekly"), 7 * 24 * hour)]
+        {
+            let backup = devdb_shared::api::BackupStatus {
+                schedule: schedule.map(Into::into),
+                last_backup_at: Some(timestamp(t(0))),
+                ..Default::default()
+            };
+            let d = record(DatabaseStatus::Running, Some(backup));
+            assert!(!due(&d, t(period - 1), None), "{schedule:?}: not a second early");
+            assert!(due(&d, t(period), None), "{schedule:?}: due after {period}s");
+        }
+        // Just turned on: not while its instance does not archive yet.
+        let mut turned_on = record(DatabaseStatus::Running, None);
+        crate::state::database::set_backup(&mut turned_on, Some(Default::default()));
+        assert!(!due(&turned_on, t(0), None), "not before it archives");
+        let applied = turned_on.configured();
+        crate::state::database::configured(&mut turned_on, &applied);
+        assert!(due(&turned_on, t(0), None), "its first backup once it archives");
+    }
+
+    #[test]
     fn a_running_database_with_backups_on_is_due_at_once_then_daily() {
         let now = SystemTime::now();
         let on = devdb_shared::api::BackupStatus::default();
@@ -128,7 +153,7 @@ mod tests {
         assert!(!due(&record(DatabaseStatus::Stopped, Some(on.clone())), now, None), "asleep: nothing changes");
         let recent = devdb_shared::api::BackupStatus { last_backup_at: Some(timestamp(now)), ..on.clone() };
         assert!(!due(&record(DatabaseStatus::Running, Some(recent.clone())), now + Duration::from_secs(3600), None));
-        assert!(due(&record(DatabaseStatus::Running, Some(recent)), now + BACKUP_EVERY, None));
+        assert!(due(&record(DatabaseStatus::Running, Some(recent)), now + Schedule::Daily.every(), None));
         let failed = devdb_shared::api::BackupStatus { warning: Some("disk full".into()), ..on };
         let failing = record(DatabaseStatus::Running, Some(failed));
         assert!(!due(&failing, now + Duration::from_secs(60), Some(now)), "not again at once");

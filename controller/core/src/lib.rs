@@ -1,7 +1,8 @@
 //! The controller's core, which knows no platform: the [`model`], the [`store::Store`] and
 //! [`runtime::Runtime`] traits the adapters implement, the [`reconcile`]r that drives records
 //! to reality, the routing table ([`routes`]), the [`state`] machines of databases and projects, when databases stop and end ([`lifecycle`]), the
-//! owners' [`quota`]s, the PostgreSQL [`settings`] owners may change, the REST API ([`api`],
+//! owners' [`quota`]s, the PostgreSQL [`settings`] owners may change, when databases are backed
+//! up and what is kept ([`backup_settings`], [`backups`]), the REST API ([`api`],
 //! with [`auth`]) and what every request passes ([`app`]: the origin guard, a span, the release
 //! header), and the [`monitor`] and [`usage`] ledger behind the API's metrics and reports.
 //!
@@ -21,6 +22,7 @@ pub mod activity;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backup_settings;
 pub mod backups;
 pub mod clock;
 pub mod config;

@@ -53,6 +53,10 @@ pub struct ProjectRecord {
     /// [`MAX_INTERRUPTED_RESTORES`] the restore fails instead of starting again.
     #[serde(default, skip_serializing_if = "devdb_shared::api::is_zero_u32")]
     pub restores_begun: u32,
+    /// The backups of its new databases created without `backup` of their own (checked, see
+    /// [`crate::backup_settings`]); `None`: on for protected ones only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<devdb_shared::api::BackupRequest>,
 }
 
 /// Restores of one generation begun without an end before it is failed: a source that takes
@@ -193,6 +197,31 @@ pub struct RestoreFrom {
 pub struct Settings {
     pub wanted: std::collections::BTreeMap<String, String>,
     pub applied: std::collections::BTreeMap<String, String>,
+    /// Whether its instance archives WAL (it did when it last started or took its settings);
+    /// `None` in records written before this was kept: as its backups say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiving: Option<bool>,
+}
+
+/// What a database's instance is configured with when it starts or takes its settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Configured {
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// WAL archiving: on while its backups are.
+    pub archiving: bool,
+}
+
+impl DatabaseRecord {
+    /// What its instance is configured with when it starts or takes its settings now.
+    pub fn configured(&self) -> Configured {
+        Configured { settings: self.settings.wanted.clone(), archiving: self.backup.is_some() }
+    }
+
+    /// Whether its backups were turned on or off since its instance last started or took its
+    /// settings: it archives otherwise than they say until it restarts.
+    pub fn archiving_changed(&self) -> bool {
+        self.settings.archiving.is_some_and(|archiving| archiving != self.backup.is_some())
+    }
 }
 
 /// A database's stops, activity and end.

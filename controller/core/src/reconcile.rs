@@ -493,11 +493,12 @@ impl<P: Platform> Reconciler<P> {
     }
 
     /// Applies a running database's changed settings (a reload, or a restart when one of them
-    /// is read only at start).
+    /// is read only at start, or its backups were turned on or off: `archive_mode` is).
     async fn sync_settings(&self, database: &DatabaseRecord) -> Result<(), ReconcileError> {
         let settings = &database.settings;
         let refused = |e: &Option<String>| e.as_deref().is_some_and(|e| e.starts_with(SETTINGS_REFUSED));
-        if settings.wanted == settings.applied {
+        let archiving = database.archiving_changed();
+        if settings.wanted == settings.applied && !archiving {
             // Reverted to what it runs with: the refusal is over.
             if refused(&database.error) {
                 self.set_database(&database.name, |d| {
@@ -509,7 +510,7 @@ impl<P: Platform> Reconciler<P> {
             }
             return Ok(());
         }
-        let restart = crate::settings::needs_restart(&settings.applied, &settings.wanted);
+        let restart = crate::settings::needs_restart(&settings.applied, &settings.wanted) || archiving;
         match self.runtime.apply_settings(database, restart).await {
             Ok(()) => {}
             // Settings it cannot take (a parameter it cannot start with, an image of another
@@ -524,15 +525,15 @@ impl<P: Platform> Reconciler<P> {
             }
             Err(error) => return Err(error.into()),
         }
-        let applied = settings.wanted.clone();
+        let applied = database.configured();
         self.set_database(&database.name, |d| {
-            d.settings.applied = applied.clone();
+            database_state::configured(d, &applied);
             if refused(&d.error) {
                 d.error = None;
             }
         })
         .await?;
-        tracing::info!(database = %database.name, restart, settings = ?settings.wanted, "settings applied");
+        tracing::info!(database = %database.name, restart, settings = ?settings.wanted, archiving = applied.archiving, "settings applied");
         Ok(())
     }
 
@@ -577,7 +578,7 @@ impl<P: Platform> Reconciler<P> {
         // Idle from now on, not from before it slept; yet a start is no session, so
         // `lastActiveAt` stays the last session's.
         self.runs.started(&database.name, std::time::SystemTime::now());
-        self.set_database(&database.name, |d| database_state::started(d, &database.settings.wanted)).await?;
+        self.set_database(&database.name, |d| database_state::started(d, &database.configured())).await?;
         tracing::info!(database = %database.name, elapsed = ?started.elapsed(), "started");
         Ok(())
     }
@@ -716,10 +717,8 @@ impl<P: Platform> Reconciler<P> {
         // Idle from now on (a new clone has had no session, and its making is none).
         self.runs.started(&database.name, std::time::SystemTime::now());
         // The clone started with the settings it was asked for then.
-        self.set_database(&database.name, |d| {
-            database_state::cloned(d, snapshot.generation, &database.settings.wanted)
-        })
-        .await?;
+        self.set_database(&database.name, |d| database_state::cloned(d, snapshot.generation, &database.configured()))
+            .await?;
         tracing::info!(database = %database.name, project = %project.name, "running");
         // Snapshots this clone kept from removal can go now.
         self.trigger(Key::Project(project.name.clone()));
@@ -754,7 +753,7 @@ impl<P: Platform> Reconciler<P> {
         match outcome {
             Ok(()) => {
                 self.runs.started(&database.name, std::time::SystemTime::now());
-                self.set_database(&database.name, |d| database_state::restored_in_place(d, &database.settings.wanted))
+                self.set_database(&database.name, |d| database_state::restored_in_place(d, &database.configured()))
                     .await?;
                 tracing::info!(database = %database.name, to = %restoring.to, "restored in place");
             }

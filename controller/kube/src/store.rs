@@ -406,6 +406,8 @@ impl CrdStore {
             // A restore runs in its Job, apart from the controller: a restarted controller takes
             // the same Job up again.
             restores_begun: 0,
+            // Backups need the local runtime for now: a project's default here is off.
+            backup: None,
         })
     }
 
@@ -446,6 +448,8 @@ impl CrdStore {
             settings: devdb_core::model::Settings {
                 wanted: d.spec.settings.clone(),
                 applied: status.applied_settings.clone(),
+                // Never archiving here: backups need the local runtime.
+                archiving: None,
             },
             // Backups need the local runtime for now (the API refuses them here).
             backup: None,
@@ -872,6 +876,7 @@ mod tests {
             masking: devdb_shared::api::Masking::default(),
             mask_key: String::new(),
             restores_begun: 0,
+            backup: None,
         };
         let note = project_event(&project).note.unwrap_or_default();
         assert_eq!(note, "https://dumps.example.com/d.dump?sig=…");

@@ -404,6 +404,7 @@ mod tests {
             masking: devdb_shared::api::Masking::default(),
             mask_key: String::new(),
             restores_begun: 0,
+            backup: None,
         }
     }
 

@@ -123,6 +123,7 @@ fn project() -> ProjectRecord {
         masking: devdb_shared::api::Masking::default(),
         mask_key: String::new(),
         restores_begun: 0,
+        backup: None,
     }
 }
 

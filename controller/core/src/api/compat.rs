@@ -85,6 +85,7 @@ pub async fn create_project<P: Platform>(
         default_credentials: None,
         idle_stop_after: None,
         default_ttl: None,
+        backup: None,
     };
     let (status, Json(created)) = projects::create(State(state.clone()), caller.clone(), Ok(Json(request))).await?;
     let record = project_for(&state, &caller, created.name.as_str(), Access::Read).await?;

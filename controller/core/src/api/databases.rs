@@ -1,5 +1,5 @@
 //! `/v1/databases`: create (clone the project's snapshot), list, show, delete, reset; stop,
-//! start, extend and change (protection, idle period).
+//! start, extend and change (protection, idle period, settings, backups).
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -54,11 +54,13 @@ pub async fn create<P: Platform>(
     let project = super::project_for(&state, &caller, req.project.as_str(), super::Access::Read).await?;
     refuse_unmasked(&project)?;
     let owner = owner_for(&caller, req.owner.clone())?;
-    // Protected databases are backed up unless asked otherwise, where the runtime can.
-    let backup = req.backup.map_or(req.protected && state.runtime().backups(), |b| b.enabled);
-    if backup && !state.runtime().backups() {
-        return Err(ApiError::BadRequest("backups (backup.enabled) need the local runtime for now".into()));
-    }
+    // Asked for, else the project's default, else on for protected ones where the runtime can.
+    let backup = crate::backup_settings::for_new_database(
+        req.backup.as_ref(),
+        project.backup.as_ref(),
+        req.protected,
+        state.runtime().backups(),
+    )?;
     let restore_from = super::backups::restore_source(&state, &caller, &req, &project).await?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
     // The runtime picks its port, avoiding those of the databases the store last published.
@@ -91,7 +93,7 @@ pub async fn create<P: Platform>(
         created_at: now(),
         lifecycle,
         settings: crate::model::Settings::default(),
-        backup: backup.then(|| devdb_shared::api::BackupStatus { enabled: true, ..Default::default() }),
+        backup,
         restore_from,
         restoring: None,
         before_restore: None,
@@ -321,9 +323,23 @@ pub async fn patch<P: Platform>(
         changes.push((key.clone(), value));
     }
     let database = database_for(&state, &caller, &name).await?;
+    // Checked before anything is kept; applied below to the record as committed.
+    let default = match &req.backup {
+        Some(_) => state.store.project(database.project.as_str()).await?.and_then(|p| p.backup),
+        None => None,
+    };
+    let available = state.runtime().backups();
+    let backup_of = |current: Option<&devdb_shared::api::BackupStatus>| {
+        req.backup.as_ref().map(|asked| crate::backup_settings::patched(current, asked, default.as_ref(), available))
+    };
+    backup_of(database.backup.as_ref()).transpose()?;
+    let mut archiving = false;
     let record = state
         .store
         .update_database(&database.name, |d| {
+            if let Some(Ok(backup)) = backup_of(d.backup.as_ref()) {
+                archiving = transitions::set_backup(d, backup);
+            }
             if let Some(protected) = req.protected {
                 d.lifecycle.protected = protected;
             }
@@ -338,8 +354,14 @@ pub async fn patch<P: Platform>(
             }
         })
         .await?;
+    if req.backup.is_some() {
+        let (schedule, retention) = record.backup.as_ref().map(|b| (b.schedule.clone(), b.retention.clone())).unzip();
+        tracing::info!(database = %record.name, on = record.backup.is_some(), ?schedule, ?retention, archiving, "backups changed");
+    }
     if !changes.is_empty() {
         tracing::info!(database = %record.name, settings = ?record.settings.wanted, "settings changed");
+    }
+    if !changes.is_empty() || archiving {
         state.reconciler.trigger(Key::Database(record.name.clone()));
     }
     Ok(Json(view(&state, &record).await?))

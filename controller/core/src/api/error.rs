@@ -111,6 +111,12 @@ impl<R: Into<ApiError>> From<crate::state::TransitionError<R>> for ApiError {
     }
 }
 
+impl From<crate::backup_settings::BackupSettingsError> for ApiError {
+    fn from(e: crate::backup_settings::BackupSettingsError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         Self::BadRequest(format!("invalid request body: {}", e.body_text()))

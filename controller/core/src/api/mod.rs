@@ -175,6 +175,7 @@ pub fn project_view(p: &ProjectRecord) -> Project {
         idle_stop_after: p.idle_stop_after_secs.map(human_seconds),
         default_ttl: p.default_ttl_secs.map(human_seconds),
         masking: p.masking.clone(),
+        backup: p.backup.clone(),
     }
 }
 

@@ -68,6 +68,11 @@ pub async fn create<P: Platform>(
     };
     let idle_stop_after_secs = seconds("idleStopAfter", &req.idle_stop_after)?;
     let default_ttl_secs = seconds("defaultTtl", &req.default_ttl)?;
+    let backup = req
+        .backup
+        .as_ref()
+        .map(|b| crate::backup_settings::project_default(b, state.runtime().backups()))
+        .transpose()?;
     let record = ProjectRecord {
         id: format!("prj-{}", generate_password().to_lowercase()),
         name: req.name.clone(),
@@ -90,6 +95,7 @@ pub async fn create<P: Platform>(
         masking: devdb_shared::api::Masking::default(),
         mask_key: String::new(),
         restores_begun: 0,
+        backup,
     };
     let record = match state.store.insert_project(&record).await {
         // An admin may know of every project; an owner, only of its own.

@@ -22,7 +22,7 @@
 use devdb_shared::Name;
 use devdb_shared::api::{DatabaseStatus, StopReason};
 
-use crate::model::{DatabaseRecord, InPlaceRestore, Want};
+use crate::model::{Configured, DatabaseRecord, InPlaceRestore, Want};
 
 /// Why a database cannot take the transition asked for (a 409 in the API).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +121,19 @@ pub fn ask_restore(d: &mut DatabaseRecord, to: String) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Its backups turned on or off, or their schedule or retention changed (`backup`, as
+/// [`crate::backup_settings::patched`] made it). Its instance archives as they say once it
+/// restarts, which the reconciler has it do ([`DatabaseRecord::archiving_changed`]): turned
+/// on, it archives into a stanza of its own and its first backup is due once it does; turned
+/// off, nothing more is archived (its backups stay in the repository). Whether its archiving
+/// changes.
+pub fn set_backup(d: &mut DatabaseRecord, backup: Option<devdb_shared::api::BackupStatus>) -> bool {
+    // What it archives by now, before the change (records from before this was kept).
+    d.settings.archiving.get_or_insert(d.backup.is_some());
+    d.backup = backup;
+    d.archiving_changed()
+}
+
 /// Stop it, keeping its data and credentials; one already stopping stays so.
 ///
 /// # Errors
@@ -213,8 +226,8 @@ pub fn cloning(d: &mut DatabaseRecord) {
     d.error = None;
 }
 
-/// Its clone of snapshot `generation` runs, with the settings it was made with.
-pub fn cloned(d: &mut DatabaseRecord, generation: u64, applied: &std::collections::BTreeMap<String, String>) {
+/// Its clone of snapshot `generation` runs, configured as it was made.
+pub fn cloned(d: &mut DatabaseRecord, generation: u64, applied: &Configured) {
     d.status = DatabaseStatus::Running;
     // A delete asked for meanwhile stays asked for; a reset is done.
     if d.want == Want::Reset {
@@ -232,7 +245,13 @@ pub fn cloned(d: &mut DatabaseRecord, generation: u64, applied: &std::collection
         d.lifecycle.stopped_at = None;
         d.lifecycle.stop_reason = None;
     }
-    d.settings.applied = applied.clone();
+    configured(d, applied);
+}
+
+/// Its instance runs `applied`.
+pub fn configured(d: &mut DatabaseRecord, applied: &Configured) {
+    d.settings.applied = applied.settings.clone();
+    d.settings.archiving = Some(applied.archiving);
 }
 
 /// The state a restore in place replaces is kept: restorable at `before`.
@@ -244,7 +263,7 @@ pub fn before_kept(d: &mut DatabaseRecord, before: String) {
 
 /// Its restore in place is done: it runs with the data of the moment asked for, and the
 /// moment before the restore is what an undo restores.
-pub fn restored_in_place(d: &mut DatabaseRecord, applied: &std::collections::BTreeMap<String, String>) {
+pub fn restored_in_place(d: &mut DatabaseRecord, applied: &Configured) {
     let Some(restoring) = d.restoring.take() else { return };
     let generation = d.snapshot_generation;
     cloned(d, 0, applied);
@@ -290,14 +309,14 @@ pub fn starting(d: &mut DatabaseRecord) -> bool {
     applies
 }
 
-/// Its instance started and answers, with the settings it was started with.
-pub fn started(d: &mut DatabaseRecord, applied: &std::collections::BTreeMap<String, String>) {
+/// Its instance started and answers, configured as it was started.
+pub fn started(d: &mut DatabaseRecord, applied: &Configured) {
     if d.want == Want::Run && d.status == DatabaseStatus::Starting {
         d.status = DatabaseStatus::Running;
         d.error = None;
         d.lifecycle.stopped_at = None;
         d.lifecycle.stop_reason = None;
-        d.settings.applied = applied.clone();
+        configured(d, applied);
     }
 }
 
@@ -391,6 +410,32 @@ mod tests {
         assert_eq!((d.want, d.status, d.restoring.clone()), (Want::Run, S::Running, None));
         assert_eq!(d.error.as_deref(), Some("the restore failed, nothing changed: the repository is gone"));
         assert_eq!(d.before_restore, Some(before), "the last undo point stays");
+    }
+
+    #[test]
+    fn backups_turned_on_or_off_change_its_archiving_until_it_restarts() {
+        let on = || Some(devdb_shared::api::BackupStatus { enabled: true, ..Default::default() });
+        let mut d = record(Want::Run, S::Running);
+        assert!(!d.archiving_changed(), "a record from before: as its backups say");
+        assert!(set_backup(&mut d, on()), "turned on: a restart to archive");
+        assert_eq!(d.settings.archiving, Some(false), "not archiving yet");
+        assert!(!set_backup(&mut d, None), "off again before it restarted: nothing to change");
+        assert!(set_backup(&mut d, on()));
+        let applied = d.configured();
+        configured(&mut d, &applied);
+        assert_eq!((d.settings.archiving, d.archiving_changed()), (Some(true), false), "restarted archiving");
+        assert!(set_backup(&mut d, None), "turned off: a restart to stop");
+        // A stopped one started again, a reset: configured as they are then.
+        let mut stopped = record(Want::Run, S::Starting);
+        set_backup(&mut stopped, on());
+        let applied = stopped.configured();
+        started(&mut stopped, &applied);
+        assert!(!stopped.archiving_changed());
+        let mut reset = record(Want::Reset, S::Creating);
+        set_backup(&mut reset, on());
+        let applied = reset.configured();
+        cloned(&mut reset, 2, &applied);
+        assert!(!reset.archiving_changed());
     }
 
     const WANTS: [Want; 4] = [Want::Run, Want::Reset, Want::Delete, Want::Stop];

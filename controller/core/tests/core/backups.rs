@@ -20,7 +20,7 @@ async fn a_database_with_backups_is_backed_up_once_running_and_shows_its_window(
     let body = json!({"name": "kate-pg", "project": "shop", "backup": {"enabled": true}});
     let (status, created) = core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["backup"], json!({"enabled": true}), "on, nothing taken yet");
+    assert_eq!(created["backup"], json!({"enabled": true, "schedule": "daily"}), "on, nothing taken yet");
 
     let backups = Backups::<FakePlatform>::new(core.store.clone(), core.runtime.clone());
     backups.once(SystemTime::now()).await.expect("the schedule");

@@ -4,6 +4,7 @@
 //! per topic; `common` is the harness. The dashboard's pages are tested in its own crate.
 
 mod api;
+mod backup_settings;
 mod backups;
 mod common;
 mod compat;
