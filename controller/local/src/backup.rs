@@ -21,8 +21,17 @@ use devdb_pgctl::RunAs;
 /// The superuser of local instances, which pgBackRest connects as over their socket.
 const SUPERUSER: &str = "postgres";
 
-/// How many full backups each stanza keeps.
+/// How many full backups each stanza keeps when its database's backups name no retention.
 const RETENTION_FULL: u32 = 2;
+
+/// The full backups `database`'s stanza keeps: those of its retention's days, else the newest
+/// [`RETENTION_FULL`].
+fn retention(database: &DatabaseRecord) -> devdb_backup::Retention {
+    match database.backup.as_ref().and_then(devdb_core::backup_settings::kept_days) {
+        Some(days) => devdb_backup::Retention::Days(days),
+        None => devdb_backup::Retention::Full(RETENTION_FULL),
+    }
+}
 
 /// The backups of one data directory.
 #[derive(Debug, Clone)]
@@ -222,9 +231,36 @@ impl LocalBackups {
             port: database.port,
             socket_dir: db_dir.join("sock"),
             superuser: SUPERUSER.into(),
-            retention: devdb_backup::Retention::Full(RETENTION_FULL),
+            retention: retention(database),
         };
         PgBackRest::configure(&self.repository, stanza, &key, self.run_as)
             .map_err(|e| RuntimeError::Step { step: "configuring backups", detail: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devdb_shared::api::BackupStatus;
+
+    #[test]
+    fn a_databases_retention_is_what_its_stanza_keeps() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let backups = LocalBackups::new(dir.path().join("backup"), Repository::Posix(dir.path().join("repo")), None);
+        let mut database: DatabaseRecord = serde_json::from_value(serde_json::json!({
+            "id": "db-kate", "name": "kate-pg", "project": "shop", "owner": "kate", "status": "running",
+            "want": "Run", "port": 5432, "password": "pw", "snapshot_generation": 1, "error": null, "created_at": "now",
+        }))
+        .expect("a record");
+        let conf = |d: &DatabaseRecord| {
+            let backrest = backups.backrest(d, &dir.path().join("kate-pg")).expect("configured");
+            std::fs::read_to_string(backrest.stanza().work_dir.join("pgbackrest.conf")).expect("its configuration")
+        };
+        database.backup = Some(BackupStatus { enabled: true, retention: Some("7d".into()), ..Default::default() });
+        let kept = conf(&database);
+        assert!(kept.contains("\nrepo1-retention-full-type=time\nrepo1-retention-full=7\n"), "{kept}");
+        database.backup = Some(BackupStatus { enabled: true, ..Default::default() });
+        let kept = conf(&database);
+        assert!(kept.contains("\nrepo1-retention-full-type=count\nrepo1-retention-full=2\n"), "{kept}");
     }
 }

@@ -267,12 +267,13 @@ impl Runtime for LocalRuntime {
         if !data.join("PG_VERSION").is_file() {
             return Err(RuntimeError::DataMissing(database.name.clone()));
         }
-        let (pg, conf) = (self.pg.clone(), self.instance_conf(database));
+        let (this, database) = (self.clone(), database.clone());
         blocking(move || {
+            let pg = &this.pg;
             if !pg.is_running(&data) {
                 // With the settings wanted now: settings it could not start with, reverted
                 // since, are reverted in its files too.
-                write_conf(&data, &conf).map_err(RuntimeError::step("writing the settings"))?;
+                this.write_instance_conf(&database, &data)?;
                 pg.make_dir(&dir.join("sock")).map_err(RuntimeError::step("preparing the socket directory"))?;
                 pg.start(&data, &dir.join("log"), START_TIMEOUT).map_err(RuntimeError::step("starting PostgreSQL"))?;
             }
@@ -302,14 +303,18 @@ impl Runtime for LocalRuntime {
     async fn apply_settings(&self, database: &DatabaseRecord, restart: bool) -> Result<(), RuntimeError> {
         let dir = self.database_dir(&database.name);
         let data = dir.join("data");
-        write_conf(&data, &self.instance_conf(database)).map_err(RuntimeError::step("writing the settings"))?;
-        let pg = self.pg.clone();
+        let (this, database) = (self.clone(), database.clone());
         blocking(move || {
-            if !pg.is_running(&data) {
+            let pg = &this.pg;
+            let running = pg.is_running(&data);
+            if running && restart {
+                pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("restarting PostgreSQL"))?;
+            }
+            this.write_instance_conf(&database, &data)?;
+            if !running {
                 return Ok(());
             }
             if restart {
-                pg.stop(&data, StopMode::Fast).map_err(RuntimeError::step("restarting PostgreSQL"))?;
                 pg.start(&data, &dir.join("log"), START_TIMEOUT).map_err(RuntimeError::step("restarting PostgreSQL"))
             } else {
                 pg.reload(&data).map_err(RuntimeError::step("reloading PostgreSQL's settings"))
@@ -548,6 +553,17 @@ impl LocalRuntime {
         if let Err(error) = made {
             tracing::warn!(database = %database.name, %error, "backups not set up");
         }
+    }
+
+    /// Writes `database`'s configuration into its data directory `data`, its instance stopped
+    /// (or about to restart). One whose backups were just turned on first gets a stanza of its
+    /// own, as a new clone does: nothing was archived while they were off, so it cannot go on in
+    /// the stanza before. Called on a blocking thread.
+    fn write_instance_conf(&self, database: &DatabaseRecord, data: &Path) -> Result<(), RuntimeError> {
+        if database.backup.is_some() && database.settings.archiving == Some(false) {
+            self.new_stanza(database, data);
+        }
+        write_conf(data, &self.instance_conf(database)).map_err(RuntimeError::step("writing the settings"))
     }
 
     /// Removes what a clone or a restore interrupted left in `staging`.

@@ -3,6 +3,7 @@
 //! without a process (status codes, scoping, retries) is tested in-process in `devdb-core`.
 
 mod access;
+mod backup_settings;
 mod backups;
 mod backups_s3;
 mod certs;
