@@ -148,3 +148,107 @@ async fn a_lost_installation_comes_back_from_its_repository_with_names_passwords
     client.batch_execute("INSERT INTO t VALUES (3, 'tom-pg again')").await.expect("written after the restore");
     assert_eq!(second.settled_project("shop").await.status, ProjectStatus::Ready, "restored again from its source");
 }
+
+/// Measures what a lost installation loses and how long it takes to come back (run by hand:
+/// `cargo test -p devdb-controller --test e2e dr::measure -- --ignored --nocapture`): ten
+/// databases with backups commit a row every 200 ms each; then the installation is lost
+/// without a clean stop (the controller and every PostgreSQL server killed, the data directory
+/// deleted). RPO: per database, the seconds between its last commit and the last one restored;
+/// RTO: from `devdb dr restore --all` starting to every database answering through the proxy
+/// of the new installation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: minutes long"]
+async fn measure_rpo_and_rto_with_ten_databases() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    const DATABASES: usize = 10;
+    let outside = tempfile::tempdir().expect("tempdir");
+    let repo = outside.path().join("repo");
+    let repo = repo.to_str().expect("utf-8");
+    let mut first = with_empty_project(&["--lifecycle-check-every", "200ms", "--backup-repo", repo]).await;
+    let names: Vec<String> = (0..DATABASES).map(|i| format!("db-{i}")).collect();
+    let (stop, mut writers, mut last_commits) = (Arc::new(AtomicBool::new(false)), Vec::new(), Vec::new());
+    for name in &names {
+        let (status, body) = first
+            .call(
+                reqwest::Method::POST,
+                "/v1/databases?wait=true",
+                Some(serde_json::json!({"name": name, "project": "shop", "backup": {"enabled": true}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let client = first.connect_retrying(&backed_up(&first, name).await).await;
+        client
+            .batch_execute(
+                "CREATE TABLE t (id serial, at timestamptz DEFAULT clock_timestamp(), note text); \
+                 INSERT INTO t (note) SELECT repeat('x', 100) FROM generate_series(1, 10000)",
+            )
+            .await
+            .expect("its rows");
+        let (stop, last) = (stop.clone(), Arc::new(AtomicI64::new(0)));
+        last_commits.push(last.clone());
+        writers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(row) = client
+                    .query_one("INSERT INTO t (note) VALUES ('w') RETURNING (extract(epoch FROM at) * 1e6)::int8", &[])
+                    .await
+                else {
+                    break;
+                };
+                last.store(row.get(0), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    let key = outside.path().join("backup-secret");
+    std::fs::copy(first.data_dir.join("backup/secret"), &key).expect("a copy of the backup secret");
+    listed(repo, &key, &names.iter().map(String::as_str).collect::<Vec<_>>());
+    // Long enough for every database to pass an archive_timeout (60 s) at least once.
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    first.kill().await;
+    for (pid, _) in first.postmasters() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        let _ = writer.await;
+    }
+    std::fs::remove_dir_all(&first.data_dir).expect("the data directory deleted");
+
+    let key = key.to_str().expect("utf-8").to_string();
+    let started = Instant::now();
+    let mut restored_in = Duration::ZERO;
+    let second = DevDb::start_in(&["--backup-repo", repo], |data| {
+        let data = data.to_str().expect("utf-8");
+        let (ok, out, err) =
+            devdb_blocking(&["dr", "restore", "--repo", repo, "--key-file", &key, "--all", "--data-dir", data]);
+        assert!(ok, "{out}{err}");
+        restored_in = started.elapsed();
+    })
+    .await;
+    let mut lost = Vec::new();
+    for (name, last) in names.iter().zip(&last_commits) {
+        let database = second.database(name).await.expect("back");
+        let client = second.connect_retrying(&database).await;
+        let row = client
+            .query_one("SELECT (extract(epoch FROM max(at)) * 1e6)::int8 FROM t", &[])
+            .await
+            .expect("its newest row");
+        let restored: i64 = row.get(0);
+        lost.push((last.load(Ordering::Relaxed) - restored) as f64 / 1e6);
+    }
+    let answering_in = started.elapsed();
+    lost.sort_by(f64::total_cmp);
+    eprintln!(
+        "RPO (seconds of commits lost, {DATABASES} databases, archive_timeout 60 s): min {:.1}, median {:.1}, max {:.1}",
+        lost[0],
+        lost[DATABASES / 2],
+        lost[DATABASES - 1]
+    );
+    eprintln!(
+        "RTO: {DATABASES} databases restored in {:.1} s (devdb dr restore --all); all answering through the new \
+         installation's proxy after {:.1} s",
+        restored_in.as_secs_f64(),
+        answering_in.as_secs_f64()
+    );
+}

@@ -57,7 +57,7 @@ pub enum DrError {
          directory first"
     )]
     S3(String),
-    #[error("{path} holds no DevDB state (is it the repository the installation used as --backup-repo?)")]
+    #[error("no DevDB state at {path} (is the repository the one the installation used as --backup-repo?)")]
     NoDocument { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
