@@ -89,6 +89,14 @@ pub fn ca_copy(stanza: &Stanza) -> PathBuf {
     stanza.work_dir.join("s3-ca.crt")
 }
 
+/// What PostgreSQL runs for each finished WAL segment of `stanza` (`archive_command`), with the
+/// configuration file at `config`.
+pub fn archive_command(config: &Path, stanza: &str) -> String {
+    // Run by a shell: the path single-quoted (a stanza's name is plain).
+    let config = config.display().to_string().replace('\'', r"'\''");
+    format!("pgbackrest '--config={config}' --stanza={stanza} archive-push %p")
+}
+
 /// How much WAL may wait in `pg_wal` for a repository that cannot be reached before pgBackRest
 /// drops it (`archive-push-queue-max`), when the caller does not say: 1 GiB. Past it, the
 /// database keeps running and the stanza cannot be restored across the dropped WAL until its
@@ -125,6 +133,22 @@ pub fn render(repository: &Repository, stanza: &Stanza, key: &str) -> String {
 /// Never for a stanza whose name passed [`valid_stanza_name`] and paths without newlines (the
 /// caller's own directories).
 pub fn render_with(repository: &Repository, stanza: &Stanza, key: &str, limits: &Limits) -> String {
+    render_inner(repository, stanza, key, limits, "auto")
+}
+
+/// As [`render_with`], for an instance given an IAM role through a web identity (EKS's IRSA: a
+/// Kubernetes pod whose ServiceAccount names the role): an S3 repository without an access
+/// key is reached with pgBackRest's `web-id` key type, which reads `AWS_ROLE_ARN` and
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` (`auto` asks the instance metadata service only).
+///
+/// # Panics
+/// As [`render_with`].
+pub fn render_web_identity(repository: &Repository, stanza: &Stanza, key: &str, limits: &Limits) -> String {
+    render_inner(repository, stanza, key, limits, "web-id")
+}
+
+/// `key_type`: pgBackRest's `repo1-s3-key-type` for an S3 repository without an access key.
+fn render_inner(repository: &Repository, stanza: &Stanza, key: &str, limits: &Limits, key_type: &str) -> String {
     assert!(valid_stanza_name(&stanza.name), "stanza name {:?}", stanza.name);
     let path = |p: &Path| {
         let p = p.display().to_string();
@@ -155,7 +179,9 @@ pub fn render_with(repository: &Repository, stanza: &Stanza, key: &str, limits: 
                         let _ = writeln!(conf, "repo1-s3-token={token}");
                     }
                 }
-                None => conf.push_str("repo1-s3-key-type=auto\n"),
+                None => {
+                    let _ = writeln!(conf, "repo1-s3-key-type={key_type}");
+                }
             }
         }
     }
@@ -272,6 +298,19 @@ mod tests {
         assert_eq!(conf.matches("retention").count(), 2, "no other retention line: {conf}");
         assert!(kept(Retention::Days(0)).contains("\nrepo1-retention-full=1\n"), "at least a day");
         assert!(kept(Retention::Full(u32::MAX)).contains("\nrepo1-retention-full=9999999\n"), "pgBackRest's most");
+    }
+
+    #[test]
+    fn a_role_given_through_a_web_identity_is_read_by_the_web_id_key_type_and_a_key_still_wins() {
+        let mut s3 = Repository::parse("s3://bkt/devdb", crate::S3Settings::default()).expect("S3");
+        let conf = render_web_identity(&s3, &stanza(), "k", &Limits::default());
+        assert!(conf.lines().any(|l| l == "repo1-s3-key-type=web-id"), "{conf}");
+        assert!(!conf.contains("key-type=auto"), "{conf}");
+        if let Repository::S3 { credentials, .. } = &mut s3 {
+            *credentials = Some(S3Credentials { key_id: "id".into(), secret: "s".into(), token: None });
+        }
+        let conf = render_web_identity(&s3, &stanza(), "k", &Limits::default());
+        assert!(!conf.contains("key-type") && conf.contains("\nrepo1-s3-key=id\n"), "{conf}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! stanza cannot be read with another's configuration. Nothing here takes a repository or a key
 //! from a user: the controller chooses both.
 //!
+//! - [`args`]: the controller's flags naming the repository, for either runtime;
 //! - [`repository`]: where backups go (a directory, or S3 and its settings), parsed from what an
 //!   operator gives, credentials from the environment;
 //! - [`config`]: a stanza's settings, its configuration file and the `archive_command`
@@ -20,12 +21,14 @@
 //! - [`info`]: what `info --output=json` says of a stanza, and the window it can be restored to;
 //! - [`verify`]: what `verify` finds wrong in a repository (bad files, named).
 
+pub mod args;
 pub mod config;
 pub mod info;
 pub mod pgbackrest;
 pub mod repository;
 pub mod verify;
 
+pub use args::{BackupRepoArgs, BackupRepoError};
 pub use config::{Retention, Stanza};
 pub use info::{BackupKind, StanzaInfo, Window};
 pub use pgbackrest::{BackupError, PgBackRest, Target};

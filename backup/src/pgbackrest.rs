@@ -113,9 +113,7 @@ impl PgBackRest {
     /// What PostgreSQL runs for each finished WAL segment (`archive_command`), and, for a
     /// restore, to fetch one (`restore_command`, written by pgBackRest itself).
     pub fn archive_command(&self) -> String {
-        // Run by a shell: the path single-quoted (a stanza's name is plain).
-        let config = self.config.display().to_string().replace('\'', r"'\''");
-        format!("pgbackrest '--config={config}' --stanza={} archive-push %p", self.stanza.name)
+        crate::config::archive_command(&self.config, &self.stanza.name)
     }
 
     fn command(&self, command: &str) -> tokio::process::Command {

@@ -98,7 +98,11 @@ async fn run() -> anyhow::Result<()> {
     let shutdown = devdb_process::shutdown::signal();
     match args.runtime {
         RuntimeKind::Local => server::run_local(config, &args.local, listener, shutdown).await,
-        RuntimeKind::Kube => server::run_kube(config, KubeConfig::try_from(args.kube)?, listener, shutdown).await,
+        RuntimeKind::Kube => {
+            // The same backup flags as the local runtime's, with no default repository here.
+            let kube = KubeConfig::try_from(args.kube)?.with_backups(args.local.backups.configured()?)?;
+            server::run_kube(config, kube, listener, shutdown).await
+        }
     }
 }
 

@@ -112,7 +112,8 @@ pub async fn run_kube(
         config.domain.clone(),
         config.public_port,
         kube.waits.clone(),
-    );
+    )
+    .with_backups(kube.backups.clone());
     if let Some(address) = kube.monitor_through.clone() {
         // Sampling feeds charts and usage reports; the API and the databases do not need it, so
         // a sampler that cannot be set up is logged, not fatal.
@@ -146,6 +147,8 @@ pub async fn run_kube(
     let monitor = monitor_for(&reconciler, &config);
     let state = AppState::new(config, reconciler.clone(), monitor.clone(), routes);
     let lifecycle_every = state.config.lifecycle_check_every;
+    let backups =
+        devdb_core::backups::Backups::<KubePlatform>::new(reconciler.store().clone(), reconciler.runtime().clone());
     let lease = Arc::new(LeaderLease::new(
         client.clone(),
         &kube.cluster.controller_namespace,
@@ -170,6 +173,7 @@ pub async fn run_kube(
                     reconciler.supervise(SUPERVISE_EVERY, stop.clone()),
                     reconciler.enforce_lifecycle(lifecycle_every, stop.clone()),
                     monitor.run(stop.clone()),
+                    backups.run(lifecycle_every, stop.clone()),
                 )
             };
             tokio::select! {

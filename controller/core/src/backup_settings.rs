@@ -90,7 +90,9 @@ pub enum BackupSettingsError {
     Retention(String),
     #[error("backup.schedule and backup.retention go with backups on (backup.enabled: true)")]
     SettingsWhileOff,
-    #[error("backups (backup.enabled) need the local runtime for now")]
+    #[error(
+        "backups (backup.enabled) are off on this controller: it has no backup repository (--backup-repo s3://…; on Kubernetes the chart's backups.repository)"
+    )]
     Unavailable,
 }
 

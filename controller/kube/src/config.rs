@@ -1,9 +1,12 @@
 //! The Kubernetes runtime's flags (the Helm chart sets them all) and its validated settings.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::Args;
+use devdb_backup::Repository;
 
+use crate::backups::BackupSettings;
 use crate::resources::{ClusterSettings, ProjectAccess};
 use crate::runtime::Waits;
 
@@ -84,6 +87,14 @@ pub struct KubeArgs {
     #[arg(long, env = "DEVDB_CONTROLLER_RESTORE_ACCOUNT_ANNOTATIONS", default_value = "")]
     pub restore_account_annotations: String,
 
+    /// Annotations (key=value, comma-separated) of the ServiceAccount `devdb-backup` the
+    /// controller makes in each project's namespace, which databases with backups run as and
+    /// archive to the --backup-repo bucket with, e.g.
+    /// `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/devdb-backup` (IRSA). Empty with S3 keys
+    /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY in the controller's environment).
+    #[arg(long, env = "DEVDB_CONTROLLER_BACKUP_ACCOUNT_ANNOTATIONS", default_value = "")]
+    pub backup_account_annotations: String,
+
     /// Secret key (32+ characters) database and project passwords are derived from; keep it
     /// stable (the chart keeps it in a Secret).
     #[arg(long, env = "DEVDB_CONTROLLER_SECRET_KEY", hide_env_values = true)]
@@ -148,6 +159,10 @@ pub struct KubeConfig {
     pub monitor_through: Option<String>,
     pub monitor_ca: Option<std::path::PathBuf>,
     pub monitor_proxy_protocol: bool,
+    /// Annotations of the backup account (see [`crate::backups::BACKUP_ACCOUNT`]).
+    pub backup_account_annotations: BTreeMap<String, String>,
+    /// Where databases with backups archive and are backed up; `None`: backups are off here.
+    pub backups: Option<BackupSettings>,
 }
 
 impl std::fmt::Debug for KubeConfig {
@@ -159,6 +174,7 @@ impl std::fmt::Debug for KubeConfig {
             .field("waits", &self.waits)
             .field("monitor_through", &self.monitor_through)
             .field("monitor_proxy_protocol", &self.monitor_proxy_protocol)
+            .field("backups", &self.backups)
             .finish_non_exhaustive()
     }
 }
@@ -183,15 +199,9 @@ impl TryFrom<KubeArgs> for KubeConfig {
         if !cluster_domain.is_empty() && !cluster_domain.split('.').all(label) {
             return Err(KubeConfigError::ClusterDomain(args.cluster_domain));
         }
-        let restore_account_annotations = args
-            .restore_account_annotations
-            .split(',')
-            .filter(|pair| !pair.trim().is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-                _ => Err(KubeConfigError::Annotations(args.restore_account_annotations.clone())),
-            })
-            .collect::<Result<_, _>>()?;
+        let restore_account_annotations =
+            annotations("--restore-account-annotations", &args.restore_account_annotations)?;
+        let backup_account_annotations = annotations("--backup-account-annotations", &args.backup_account_annotations)?;
         Ok(Self {
             cluster: ClusterSettings {
                 image: args.image,
@@ -220,7 +230,51 @@ impl TryFrom<KubeArgs> for KubeConfig {
             monitor_through: non_empty(Some(args.monitor_through)),
             monitor_ca: args.monitor_ca,
             monitor_proxy_protocol: args.monitor_proxy_protocol,
+            backup_account_annotations,
+            backups: None,
         })
+    }
+}
+
+/// `key=value` pairs, comma-separated (`flag`'s value).
+fn annotations(flag: &'static str, text: &str) -> Result<BTreeMap<String, String>, KubeConfigError> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            _ => Err(KubeConfigError::Annotations(flag, text.to_string())),
+        })
+        .collect()
+}
+
+impl KubeConfig {
+    /// These settings with backups to `repository` (the controller's `--backup-repo`, parsed as
+    /// for the local runtime), if one is given: only S3 (the pods cannot reach a directory of
+    /// the controller's), without a CA file of the controller's (the pods cannot read it).
+    ///
+    /// # Errors
+    /// [`KubeConfigError::BackupRepo`] naming what to give instead.
+    pub fn with_backups(mut self, repository: Option<Repository>) -> Result<Self, KubeConfigError> {
+        self.backups = match repository {
+            None => None,
+            Some(Repository::Posix(dir)) => {
+                return Err(KubeConfigError::BackupRepo(format!(
+                    "{} is a directory: on Kubernetes give s3://bucket/prefix",
+                    dir.display()
+                )));
+            }
+            Some(Repository::S3 { ca_file: Some(_), .. }) => {
+                return Err(KubeConfigError::BackupRepo(
+                    "--backup-s3-ca-file is not supported on Kubernetes yet: use an endpoint with a publicly trusted certificate".into(),
+                ));
+            }
+            Some(repository) => Some(BackupSettings {
+                repository,
+                secret: self.secret_key.as_bytes().to_vec(),
+                account_annotations: self.backup_account_annotations.clone(),
+            }),
+        };
+        Ok(self)
     }
 }
 
@@ -231,8 +285,10 @@ pub enum KubeConfigError {
     SecretKey,
     #[error("--proxy-selector {0:?} is not a list of label=value pairs")]
     ProxySelector(String),
-    #[error("--restore-account-annotations {0:?} is not a list of key=value pairs")]
-    Annotations(String),
+    #[error("{0} {1:?} is not a list of key=value pairs")]
+    Annotations(&'static str, String),
+    #[error("--backup-repo {0}")]
+    BackupRepo(String),
     #[error("--cluster-domain {0:?} is not a DNS domain (the cluster's, e.g. cluster.local)")]
     ClusterDomain(String),
 }
@@ -295,8 +351,33 @@ mod tests {
         let args = Cli::parse_from(["x", "--secret-key", &key, "--cluster-domain", "a b"]).kube;
         let err = KubeConfig::try_from(args).expect_err("bad domain").to_string();
         assert!(err.contains("--cluster-domain"), "{err}");
+        assert!(kube.backups.is_none(), "no backups without a repository");
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--backup-account-annotations", "role"]).kube;
+        let err = KubeConfig::try_from(args).expect_err("bad annotations").to_string();
+        assert!(err.starts_with("--backup-account-annotations"), "{err}");
         let args = Cli::parse_from(["x", "--secret-key", &key, "--proxy-selector", "proxy"]).kube;
         let err = KubeConfig::try_from(args).expect_err("bad selector").to_string();
         assert!(err.contains("label=value"), "{err}");
+    }
+
+    #[test]
+    fn backups_go_to_s3_only_with_keys_derived_from_the_secret_key_and_the_accounts_annotations() {
+        let key = "k".repeat(32);
+        let irsa = "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/devdb-backup";
+        let args = Cli::parse_from(["x", "--secret-key", &key, "--backup-account-annotations", irsa]).kube;
+        let kube = KubeConfig::try_from(args).expect("valid");
+        let s3 = Repository::parse("s3://acme/devdb", devdb_backup::S3Settings::default()).expect("S3");
+        let backups = kube.clone().with_backups(Some(s3.clone())).expect("S3").backups.expect("on");
+        assert_eq!((backups.repository, backups.secret), (s3, key.as_bytes().to_vec()));
+        assert_eq!(
+            backups.account_annotations.get("eks.amazonaws.com/role-arn").map(String::as_str),
+            Some("arn:aws:iam::1:role/devdb-backup")
+        );
+        let dir = kube.clone().with_backups(Some(Repository::Posix("/backups".into()))).expect_err("a directory");
+        assert!(dir.to_string().contains("on Kubernetes give s3://bucket/prefix"), "{dir}");
+        let ca = devdb_backup::S3Settings { ca_file: Some("/ca.pem".into()), ..devdb_backup::S3Settings::default() };
+        let ca = Repository::parse("s3://acme/devdb", ca).expect("S3");
+        assert!(kube.clone().with_backups(Some(ca)).is_err(), "the pods cannot read the controller's CA file");
+        assert!(kube.with_backups(None).expect("none").backups.is_none());
     }
 }

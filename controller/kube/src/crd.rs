@@ -145,6 +145,21 @@ pub struct DatabaseSpec {
     /// PostgreSQL parameters its owner set (from the allow-list), passed to the server.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// Backed up, with its WAL archived (set where the controller has a backup repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+}
+
+/// A database's backups, as asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// `hourly`, `daily` or `weekly`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How long its full backups are kept (`7d`); absent: the two newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 /// What the controller reports about a database.
@@ -174,6 +189,10 @@ pub struct DatabaseStatus {
     /// The parameters its pod runs with.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub applied_settings: std::collections::BTreeMap<String, String>,
+    /// Its backups as last seen: the last one, the window it can be restored to, archiving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "observed_backups")]
+    pub backup: Option<devdb_shared::api::BackupStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -193,6 +212,16 @@ pub struct Condition {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+}
+
+/// The schema of a database's observed backups: the API's own document (`GET
+/// /v1/databases/{name}`, `backup`), kept as the controller writes it.
+fn observed_backups(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 fn first_generation() -> u64 {

@@ -11,11 +11,13 @@
 //!   why a pod is not running, so waits fail early with the platform's reason; [`isolation`]:
 //!   whether NetworkPolicies are enforced; [`rollout`]: a StatefulSet brought to the template
 //!   it should run, past a pod that never gets ready;
+//! - [`backups`]: a database's WAL archived from its pod to S3, its stanza's key in a Secret;
 //! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
 //!   of which runs them;
 //! - [`config`]: flags and settings; [`preflight`]: the storage classes checked at start;
 //!   [`key_guard`]: the password key checked against the one first used.
 
+pub mod backups;
 pub mod config;
 pub mod crd;
 pub mod diagnose;

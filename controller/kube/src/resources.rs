@@ -91,7 +91,7 @@ pub const GENERATION_LABEL: &str = "devdb.io/generation";
 
 /// The postgres user of the official image.
 const POSTGRES_UID: i64 = 999;
-const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+pub(crate) const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 /// The restore's scratch space (download, decompressed dump, server socket), on the golden
 /// volume beside PGDATA; removed when the restore ends.
@@ -122,7 +122,7 @@ pub fn namespace_name(project: &str) -> String {
     format!("devdb-{project}")
 }
 
-fn meta(name: &str, project: &str, database: Option<&str>) -> ObjectMeta {
+pub(crate) fn meta(name: &str, project: &str, database: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: Some(namespace_name(project)),
@@ -903,6 +903,9 @@ pub(crate) mod tests {
             json(serde_json::to_value(service("shop", "kate-pg"))),
             json(serde_json::to_value(network_policy("shop", "kate-pg", &s))),
         ]
+        .into_iter()
+        .chain(crate::backups::tests::objects())
+        .collect()
     }
 
     #[test]

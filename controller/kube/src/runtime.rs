@@ -71,6 +71,8 @@ pub struct KubeRuntime {
     /// The databases' StatefulSets as a watch keeps them ([`KubeRuntime::watch_statefulsets`]),
     /// once it has listed them all; else each check lists them.
     statefulsets: Option<(kube::runtime::reflector::Store<StatefulSet>, Arc<std::sync::atomic::AtomicBool>)>,
+    /// Where databases with backups archive (`None`: backups are off, and the API refuses them).
+    backups: Option<crate::backups::BackupSettings>,
 }
 
 /// The label selector of every database's StatefulSet.
@@ -91,7 +93,41 @@ impl KubeRuntime {
         waits: Waits,
     ) -> Self {
         let isolation = Isolation::new(settings.require_network_policy);
-        Self { client, settings, db_version, domain, public_port, waits, isolation, monitor: None, statefulsets: None }
+        Self {
+            client,
+            settings,
+            db_version,
+            domain,
+            public_port,
+            waits,
+            isolation,
+            monitor: None,
+            statefulsets: None,
+            backups: None,
+        }
+    }
+
+    /// Databases with backups archive to, and are backed up in, `backups`' repository.
+    #[must_use]
+    pub fn with_backups(mut self, backups: Option<crate::backups::BackupSettings>) -> Self {
+        self.backups = backups;
+        self
+    }
+
+    /// The StatefulSet `database` runs as: archiving its WAL where it has backups and this
+    /// runtime a repository.
+    fn statefulset(&self, database: &DatabaseRecord) -> StatefulSet {
+        let (p, db) = (database.project.as_str(), database.name.as_str());
+        let statefulset = resources::statefulset(p, db, &self.settings, &database.settings.wanted);
+        match self.archiving(database) {
+            Some(_) => crate::backups::with_archiving(statefulset, db, &database.id),
+            None => statefulset,
+        }
+    }
+
+    /// This runtime's backup settings, if `database` archives with them.
+    fn archiving(&self, database: &DatabaseRecord) -> Option<&crate::backups::BackupSettings> {
+        self.backups.as_ref().filter(|_| database.backup.as_ref().is_some_and(|b| b.enabled))
     }
 
     /// Keeps the databases' StatefulSets from a watch, so checking which running databases died
@@ -474,12 +510,7 @@ impl KubeRuntime {
     /// Applies the database's StatefulSet with `replicas` (0: stopped, its volume kept).
     async fn scale(&self, database: &DatabaseRecord, replicas: i32) -> Result<(), RuntimeError> {
         let namespace = resources::namespace_name(database.project.as_str());
-        let mut statefulset = resources::statefulset(
-            database.project.as_str(),
-            database.name.as_str(),
-            &self.settings,
-            &database.settings.wanted,
-        );
+        let mut statefulset = self.statefulset(database);
         resources::owned_by(&mut statefulset.metadata, "Database", database.name.as_str(), &database.id);
         if let Some(spec) = statefulset.spec.as_mut() {
             spec.replicas = Some(replicas);
@@ -506,7 +537,18 @@ impl KubeRuntime {
         );
         owned(&mut secret.metadata);
         apply(&self.api::<Secret>(&namespace), &secret).await?;
-        let mut statefulset = resources::statefulset(p, db, &self.settings, &database.settings.wanted);
+        if let Some(backups) = self.archiving(database) {
+            // The project's account (not the database's: one IRSA role serves them all).
+            apply(
+                &self.api::<ServiceAccount>(&namespace),
+                &crate::backups::backup_account(p, &backups.account_annotations),
+            )
+            .await?;
+            let mut config = crate::backups::config_secret(p, db, &database.id, backups);
+            owned(&mut config.metadata);
+            apply(&self.api::<Secret>(&namespace), &config).await?;
+        }
+        let mut statefulset = self.statefulset(database);
         owned(&mut statefulset.metadata);
         apply(&self.api::<StatefulSet>(&namespace), &statefulset).await?;
         let mut service = resources::service(p, db);
@@ -563,9 +605,9 @@ impl Runtime for KubeRuntime {
         )))
     }
 
-    /// Not yet: backups need the local runtime (the API refuses `backup` here).
+    /// Where a backup repository is configured (`--backup-repo s3://…`).
     fn backups(&self) -> bool {
-        false
+        self.backups.is_some()
     }
 
     async fn keep_before_restore(&self, database: &DatabaseRecord) -> Result<std::time::SystemTime, RuntimeError> {

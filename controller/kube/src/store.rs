@@ -250,6 +250,7 @@ impl CrdStore {
                 expires_at: d.lifecycle.expires_at.clone(),
                 idle_stop_after_seconds: d.lifecycle.idle_stop_after_secs,
                 settings: d.settings.wanted.clone(),
+                backup: d.backup.as_ref().map(backup_spec),
             },
             status: None,
         };
@@ -314,8 +315,13 @@ impl CrdStore {
                 }
             }
             // Intent that lives in the spec: stop, protection, expiry, idle period.
-            let mut spec = lifecycle_spec(&after);
-            if spec != lifecycle_spec(&before) {
+            let (mut spec, mut was) = (lifecycle_spec(&after), lifecycle_spec(&before));
+            if before.backup.is_none() && after.backup.is_none() {
+                for spec in [&mut spec, &mut was] {
+                    spec.as_object_mut().map(|spec| spec.remove("backup"));
+                }
+            }
+            if spec != was {
                 // A merge patch removes a parameter by naming it with null.
                 for removed in before.settings.wanted.keys().filter(|k| !after.settings.wanted.contains_key(*k)) {
                     spec["settings"][removed] = serde_json::Value::Null;
@@ -451,8 +457,13 @@ impl CrdStore {
                 // Never archiving here: backups need the local runtime.
                 archiving: None,
             },
-            // Backups need the local runtime for now (the API refuses them here).
-            backup: None,
+            // Asked for in the spec, observed in the status.
+            backup: d.spec.backup.as_ref().map(|asked| devdb_shared::api::BackupStatus {
+                enabled: true,
+                schedule: asked.schedule.clone(),
+                retention: asked.retention.clone(),
+                ..status.backup.clone().unwrap_or_default()
+            }),
             restore_from: None,
             restoring: None,
             before_restore: None,
@@ -648,6 +659,8 @@ fn database_status(d: &DatabaseRecord, current: &Database) -> crd::DatabaseStatu
         stopped_at: d.lifecycle.stopped_at.clone(),
         last_active_at: d.lifecycle.last_active_at.clone(),
         applied_settings: d.settings.applied.clone(),
+        // Observations only: what was asked for is in the spec.
+        backup: d.backup.clone().map(|b| devdb_shared::api::BackupStatus { schedule: None, retention: None, ..b }),
         conditions: vec![ready_condition(d.status == Phase::Running, reason, d.error.as_ref(), &previous.conditions)],
     }
 }
@@ -694,13 +707,21 @@ fn database_event(d: &DatabaseRecord) -> Event {
 
 /// The lifecycle intent a `Database`'s spec holds, as a merge patch of the spec (nulls remove).
 fn lifecycle_spec(d: &DatabaseRecord) -> serde_json::Value {
-    json!({
+    let mut spec = json!({
         "stopped": d.want == Want::Stop,
         "protected": d.lifecycle.protected,
         "expiresAt": d.lifecycle.expires_at,
         "idleStopAfterSeconds": d.lifecycle.idle_stop_after_secs,
         "settings": d.settings.wanted,
-    })
+    });
+    // Left out by the caller where backups neither were nor are asked for (null turns them off).
+    spec["backup"] = json!(d.backup.as_ref().map(backup_spec));
+    spec
+}
+
+/// The backups asked for of a database, as its spec keeps them.
+fn backup_spec(backup: &devdb_shared::api::BackupStatus) -> crd::BackupSpec {
+    crd::BackupSpec { schedule: backup.schedule.clone(), retention: backup.retention.clone() }
 }
 
 /// Removes our finalizer from a resource being deleted, letting it go.

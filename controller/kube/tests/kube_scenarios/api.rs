@@ -11,7 +11,11 @@ use crate::common::*;
 
 /// The API on a free port over the scripted cluster: (base URL, cluster).
 async fn serve() -> (String, Cluster) {
-    let c = cluster(settings());
+    serve_on(cluster(settings())).await
+}
+
+/// The API on a free port over `c`: (base URL, cluster).
+pub async fn serve_on(c: Cluster) -> (String, Cluster) {
     let config = ApiConfig {
         api_listen: "127.0.0.1:0".parse().expect("addr"),
         domain: Domain::new("db.example.com").expect("domain"),

@@ -5,6 +5,7 @@
 //! against the real proxy and PostgreSQL instead).
 
 mod api;
+mod backups;
 mod blocked;
 mod common;
 mod databases;

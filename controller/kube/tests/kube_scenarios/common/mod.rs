@@ -74,6 +74,19 @@ pub fn cluster(settings: ClusterSettings) -> Cluster {
 
 /// A cluster whose waits fail once a pod has been blocked for `stuck`.
 pub fn impatient_cluster(settings: ClusterSettings, stuck: Duration) -> Cluster {
+    cluster_with(settings, stuck, None)
+}
+
+/// A cluster whose databases with backups archive as `backups` says.
+pub fn backup_cluster(backups: devdb_kube::backups::BackupSettings) -> Cluster {
+    cluster_with(settings(), Duration::from_secs(3600), Some(backups))
+}
+
+fn cluster_with(
+    settings: ClusterSettings,
+    stuck: Duration,
+    backups: Option<devdb_kube::backups::BackupSettings>,
+) -> Cluster {
     let (client, server) = apiserver::client();
     let waits = Waits {
         every: Duration::from_millis(1),
@@ -84,7 +97,7 @@ pub fn impatient_cluster(settings: ClusterSettings, stuck: Duration) -> Cluster 
         stuck,
     };
     let domain = Domain::new("db.example.com").expect("domain");
-    let runtime = Arc::new(KubeRuntime::new(client.clone(), settings, 16, domain, 5432, waits));
+    let runtime = Arc::new(KubeRuntime::new(client.clone(), settings, 16, domain, 5432, waits).with_backups(backups));
     let reporter =
         kube::runtime::events::Reporter { controller: "devdb-controller".into(), instance: Some("test".into()) };
     let store = Arc::new(CrdStore::new(client, "devdb", Passwords::new(KEY), reporter));

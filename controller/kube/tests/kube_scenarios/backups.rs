@@ -1,0 +1,124 @@
+//! Backups on Kubernetes: asked for through the API only where the controller has a repository,
+//! kept in the database's spec, and a database with backups cloned with its project's backup
+//! account, a Secret holding its stanza's configuration and key, and a pod that archives.
+
+use std::collections::BTreeMap;
+
+use devdb_backup::{Repository, S3Settings};
+use devdb_core::model::Key;
+use devdb_kube::backups::{self, BackupSettings};
+use devdb_kube::resources;
+use serde_json::{Value, json};
+
+use crate::api::serve_on;
+use crate::common::*;
+
+fn repository() -> BackupSettings {
+    BackupSettings {
+        repository: Repository::parse("s3://acme-devdb/backups", S3Settings::default()).expect("S3"),
+        secret: KEY.to_vec(),
+        account_annotations: BTreeMap::from([(
+            "eks.amazonaws.com/role-arn".into(),
+            "arn:aws:iam::123456789012:role/devdb-backup".into(),
+        )]),
+    }
+}
+
+fn with_backups(mut database: Value) -> Value {
+    database["spec"]["backup"] = json!({});
+    database
+}
+
+#[tokio::test]
+async fn backups_are_refused_without_a_repository_and_kept_in_the_spec_with_one() {
+    let http = devdb_cli::http::client_builder().build().expect("client");
+    let body = json!({ "name": "kate-pg", "project": "shop", "backup": { "enabled": true } });
+
+    let (url, mut c) = serve_on(cluster(settings())).await;
+    let request = tokio::spawn(http.post(format!("{url}/v1/databases")).json(&body).send());
+    c.server.run(vec![Step::get(&format!("{PROJECTS}/shop")).reply(ready_project())]).await;
+    let response = request.await.expect("ran").expect("answered");
+    assert_eq!(response.status(), 400);
+    let refused = response.text().await.expect("text");
+    assert!(refused.contains("no backup repository") && refused.contains("backups.repository"), "{refused}");
+    c.server.quiet().await;
+
+    let (url, mut c) = serve_on(backup_cluster(repository())).await;
+    let request = tokio::spawn(http.post(format!("{url}/v1/databases")).json(&body).send());
+    let bodies = c
+        .server
+        .run(vec![
+            Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            // The owner's quota.
+            Step::list(DATABASES, vec![]),
+            Step::list(PROJECTS, vec![]),
+            Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+            Step::post(DATABASES).reply(with_backups(database(json!(null), 0, false))).has(json!({
+                "metadata": { "name": "kate-pg" },
+                "spec": { "project": "shop", "backup": {} },
+            })),
+        ])
+        .await;
+    let response = request.await.expect("ran").expect("answered");
+    assert_eq!(response.status(), 201, "{bodies:?}");
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(created["backup"]["enabled"], true, "{created}");
+    c.server.quiet().await;
+}
+
+#[tokio::test]
+async fn a_database_with_backups_runs_as_the_backup_account_with_its_key_in_a_secret_and_archives() {
+    let mut c = backup_cluster(repository());
+    let owned = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        resources::owned_by(meta, "Database", "kate-pg", "uid-kate");
+    };
+    let mut config = backups::config_secret("shop", "kate-pg", "uid-kate", &repository());
+    owned(&mut config.metadata);
+    let mut sts = backups::with_archiving(
+        resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
+        "kate-pg",
+        "uid-kate",
+    );
+    owned(&mut sts.metadata);
+    let mut instance = instance_steps();
+    // Before the pod that needs them: the account and the configuration.
+    instance.splice(
+        2..3,
+        [
+            Step::apply(
+                &format!("{NS}/serviceaccounts/devdb-backup"),
+                &backups::backup_account("shop", &repository().account_annotations),
+            ),
+            Step::apply(&format!("{NS}/secrets/kate-pg-backup"), &config),
+            Step::apply(STATEFULSET, &sts),
+        ],
+    );
+    let creating = with_backups(database(json!({ "phase": "creating" }), 0, false));
+    let mut steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(with_backups(database(json!(null), 0, false))),
+        Step::get(&format!("{PROJECTS}/shop")).reply(ready_project()),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(with_backups(database(json!(null), 0, false))),
+        Step::patch(&format!("{DATABASES}/kate-pg/status")).reply(creating.clone()),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).fail(404, "NotFound"),
+    ];
+    steps.extend(instance);
+    steps.extend([
+        Step::get(STATEFULSET).reply(statefulset(1)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(creating),
+        Step::patch(&format!("{DATABASES}/kate-pg/status")).reply(with_backups(database(
+            json!({ "phase": "running" }),
+            0,
+            false,
+        ))),
+        event("Running", "Database", "kate-pg"),
+    ]);
+    let bodies = c.pass(Key::Database(name("kate-pg")), steps).await;
+    // The stanza's key is in its Secret, and in no other request (a status, an event).
+    let key = devdb_backup::config::stanza_key(KEY, "uid-kate");
+    let conf = bodies[8]["stringData"]["pgbackrest.conf"].as_str().expect("the configuration");
+    assert!(conf.contains(&format!("\nrepo1-cipher-pass={key}\n")), "{conf}");
+    assert!(conf.contains("\nrepo1-s3-key-type=web-id\n"), "IRSA's role: {conf}");
+    for (i, body) in bodies.iter().enumerate().filter(|(i, _)| *i != 8) {
+        assert!(!body.to_string().contains(&key), "request {i} carries the key: {body}");
+    }
+}
