@@ -46,6 +46,26 @@ VARIANTS = {
         "ipFamily": "IPv6",
         "sources": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/r"}},
     },
+    # Backups to S3 through IRSA: the role on the ServiceAccount the database pods run as.
+    "backups-irsa": {
+        **CRDS_PRESENT,
+        "backups": {
+            "enabled": True,
+            "repository": "s3://acme-devdb/backups",
+            "s3": {"region": "eu-west-1"},
+            "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/devdb-backup"}},
+        },
+    },
+    # Backups to an S3-compatible store with a key from an existing Secret.
+    "backups-key": {
+        **CRDS_PRESENT,
+        "backups": {
+            "enabled": True,
+            "repository": "s3://devdb/backups",
+            "s3": {"endpoint": "minio.storage.svc:9000", "region": "us-east-1", "pathStyle": True},
+            "credentialsSecret": "devdb-backup-s3",
+        },
+    },
     # IPv4 pods behind a dual-stack NLB, with attributes of the user's beside the chart's.
     "dualstack-nlb": {
         **CRDS_PRESENT,
@@ -191,6 +211,24 @@ REFUSALS = [
             },
         },
         "load_balancing.cross_zone.enabled",
+        None,
+    ),
+    (
+        "backups on without a repository",
+        {**CRDS_PRESENT, "backups": {"enabled": True}},
+        "repository",
+        None,
+    ),
+    (
+        "a backup repository that is not s3:// (the pods cannot reach a directory)",
+        {**CRDS_PRESENT, "backups": {"enabled": True, "repository": "/mnt/backups"}},
+        "repository",
+        None,
+    ),
+    (
+        "an unknown backup setting (a typo would leave backups unconfigured)",
+        {**CRDS_PRESENT, "backups": {"enabled": True, "repository": "s3://b/p", "s3": {"pathstyle": True}}},
+        "pathstyle",
         None,
     ),
 ]
@@ -425,6 +463,49 @@ def check_admission_policy_versions(chart) -> int:
 POD_IDENTITY_AWS_CLI = (2, 15, 0)
 
 
+BACKUP_ENV = ("DEVDB_BACKUP_REPO", "DEVDB_BACKUP_S3_ENDPOINT", "DEVDB_BACKUP_S3_REGION", "DEVDB_BACKUP_S3_PATH_STYLE")
+
+
+def check_backups(manifests, values) -> int:
+    """With backups on, the controller gets the repository and its S3 settings, the annotations of
+    the ServiceAccount database pods with backups run as (IRSA's role), and an access key only
+    from the named Secret, never as a value; with them off, none of it."""
+    backups = values.get("backups", {})
+    controller = deployments(manifests)["devdb-controller"]
+    env = {e["name"]: e for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
+    failures = []
+    if not backups.get("enabled"):
+        given = [n for n in env if n in BACKUP_ENV or n.startswith("AWS_") or "BACKUP" in n]
+        if given:
+            failures.append(f"backups off, but the controller gets {given}")
+    else:
+        s3 = backups.get("s3", {})
+        wanted = {
+            "DEVDB_BACKUP_REPO": backups["repository"],
+            "DEVDB_BACKUP_S3_ENDPOINT": s3.get("endpoint") or None,
+            "DEVDB_BACKUP_S3_REGION": s3.get("region") or None,
+            "DEVDB_BACKUP_S3_PATH_STYLE": "true" if s3.get("pathStyle") else None,
+        }
+        for name, value in wanted.items():
+            if env.get(name, {}).get("value") != value:
+                failures.append(f"{name} is {env.get(name, {}).get('value')!r}, not {value!r}")
+        annotations = backups.get("serviceAccount", {}).get("annotations", {})
+        given = env.get("DEVDB_CONTROLLER_BACKUP_ACCOUNT_ANNOTATIONS", {}).get("value", "")
+        for key, value in annotations.items():
+            if f"{key}={value}" not in given.split(","):
+                failures.append(f"the backup account's annotation {key} is not passed on (got {given!r})")
+        secret = backups.get("credentialsSecret")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef", {})
+            if secret and (ref.get("name") != secret or "value" in env.get(name, {})):
+                failures.append(f"{name} does not come from Secret {secret}: {env.get(name)}")
+            if not secret and name in env:
+                failures.append(f"{name} given without backups.credentialsSecret (IRSA needs none)")
+    for failure in failures:
+        print(f"backups: {failure}")
+    return len(failures)
+
+
 def check_database_image_aws_cli() -> int:
     """The database image (restore Jobs fetch s3:// sources with its `aws`) fails to build with an
     AWS CLI older than one that reads EKS Pod Identity credentials: Debian 12's own (2.9.19)
@@ -440,16 +521,20 @@ def check_database_image_aws_cli() -> int:
 
 
 def controller_env() -> int:
-    """Prints the environment variable names the chart gives the controller, one per line."""
+    """Prints the environment variable names the chart gives the controller, one per line: with
+    the defaults, and with backups on (every backup setting set)."""
     chart = helm.Chart.load(CHART)
-    for path, text in chart.render(CRDS_PRESENT, name="devdb", namespace="devdb", is_install=True).items():
-        if path.endswith("templates/controller.yaml"):
-            for line in text.splitlines():
-                line = line.strip()
-                if line.startswith("- { name: ") or line.startswith("- name: "):
-                    name = line.split("name: ", 1)[1].split(",", 1)[0].strip()
-                    if name.isupper():  # environment variables, not containers or ports
-                        print(name)
+    names = []
+    for values in (CRDS_PRESENT, VARIANTS["backups-key"]):
+        for path, text in chart.render(values, name="devdb", namespace="devdb", is_install=True).items():
+            if path.endswith("templates/controller.yaml"):
+                for line in text.splitlines():
+                    line = line.strip()
+                    if line.startswith("- { name: ") or line.startswith("- name: "):
+                        name = line.split("name: ", 1)[1].split(",", 1)[0].strip()
+                        if name.isupper() and name not in names:  # variables, not containers or ports
+                            names.append(name)
+    print("\n".join(names))
     return 0
 
 
@@ -492,6 +577,7 @@ def main() -> int:
             failures += check_admin_token(manifests, values)
             failures += check_disruptions(manifests)
             failures += check_load_balancers(manifests, values)
+            failures += check_backups(manifests, values)
             notes = next((t for p, t in manifests.items() if p.endswith("NOTES.txt")), "")
             if "kubectl" not in notes:
                 print(f"{variant}: NOTES.txt does not say how to connect")
