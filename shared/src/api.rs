@@ -219,7 +219,23 @@ pub struct BackupStatus {
     pub restorable_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restorable_to: Option<String>,
-    /// Why its last backup failed (it is tried again), if it did.
+    /// When its instance last archived a WAL segment (the moments until then are in the
+    /// repository without anything more from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_at: Option<String>,
+    /// How long finished WAL segments have been waiting to be archived: 0 when none waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_lag_seconds: Option<u64>,
+    /// Failed attempts to archive a segment since its instance started (each is retried).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub archive_failures: u64,
+    /// Since when archiving has been failing, while it does (its WAL waits in `pg_wal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_failing_since: Option<String>,
+    /// What its backups of its current clone take in the repository (compressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_bytes: Option<u64>,
+    /// Why its last backup failed (it is tried again), or that archiving fails, if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     /// The moment just before its last restore in place, which was kept: `POST

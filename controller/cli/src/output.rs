@@ -314,11 +314,17 @@ fn backups(backup: Option<&devdb_shared::api::BackupStatus>) -> String {
         Some(from) => format!("restorable from {from} to now"),
         None => "on, the first backup is under way".into(),
     };
+    if let Some(archived) = &b.last_archived_at {
+        line.push_str(&format!("; WAL archived at {archived}"));
+        if let Some(lag) = b.archive_lag_seconds.filter(|lag| *lag > 0) {
+            line.push_str(&format!(" ({lag}s waiting)"));
+        }
+    }
     if let Some(before) = &b.before_restore {
         line.push_str(&format!("; restored in place, the state before kept (--undo: {before})"));
     }
     match &b.warning {
-        Some(error) => format!("{line}; the last backup failed: {error}"),
+        Some(warning) => format!("{line}; warning: {warning}"),
         None => line,
     }
 }

@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use devdb_shared::Name;
-use devdb_shared::api::DatabaseStatus;
+use devdb_shared::api::{BackupStatus, DatabaseStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::backup_settings::Schedule;
 use crate::lifecycle::timestamp;
 use crate::model::{DatabaseRecord, Want};
-use crate::runtime::{Platform, Runtime};
+use crate::runtime::{ArchiveStatus, Platform, Runtime};
 use crate::store::{Store, StoreError};
 
 /// How long after a failed backup the next is tried.
@@ -55,11 +55,13 @@ impl<P: Platform> Backups<P> {
         self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Backs up, one after the other, the databases due at `now`.
+    /// Reads how each running database with backups archives, then backs up, one after the
+    /// other, the databases due at `now`.
     ///
     /// # Errors
     /// When the store cannot be read or written (a failed backup is the database's, not this).
     pub async fn once(&self, now: SystemTime) -> Result<(), StoreError> {
+        self.observe_archiving(now).await?;
         let published = self.store.watch_databases().borrow().clone();
         let due: Vec<DatabaseRecord> = {
             let attempts = self.attempts();
@@ -78,6 +80,7 @@ impl<P: Platform> Backups<P> {
                     match &outcome {
                         Ok(backed_up) => {
                             backup.last_backup_at = Some(timestamp(backed_up.at));
+                            backup.repository_bytes = Some(backed_up.repository_bytes);
                             // The window opens with the first backup of its first clone (those of
                             // earlier clones stay restorable).
                             let opens =
@@ -95,6 +98,42 @@ impl<P: Platform> Backups<P> {
         Ok(())
     }
 
+    /// Records how each running database with backups archives (a database whose archiving
+    /// cannot be read keeps what was recorded).
+    async fn observe_archiving(&self, now: SystemTime) -> Result<(), StoreError> {
+        let published = self.store.watch_databases().borrow().clone();
+        let running = published
+            .iter()
+            .filter(|d| d.backup.is_some() && d.want == Want::Run && d.status == DatabaseStatus::Running);
+        for database in running {
+            let status = match self.runtime.archive_status(database).await {
+                Ok(Some(status)) => status,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::debug!(database = %database.name, %error, "cannot read its archiving");
+                    continue;
+                }
+            };
+            let mut observed = database.backup.clone().unwrap_or_default();
+            archiving_observed(&mut observed, &status, now);
+            if Some(&observed) != database.backup.as_ref() {
+                if observed.archive_failing_since.is_some()
+                    && database.backup.as_ref().and_then(|b| b.archive_failing_since.as_ref()).is_none()
+                {
+                    tracing::warn!(database = %database.name, failures = status.failed_count, "archiving its WAL fails; it is retried");
+                }
+                self.store
+                    .update_database(&database.name, |d| {
+                        if let Some(backup) = d.backup.as_mut() {
+                            archiving_observed(backup, &status, now);
+                        }
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// [`Backups::once`] every `every`, until `stop`.
     pub async fn run(&self, every: Duration, stop: CancellationToken) {
         while stop.run_until_cancelled(tokio::time::sleep(every)).await.is_some() {
@@ -103,6 +142,46 @@ impl<P: Platform> Backups<P> {
             }
         }
     }
+}
+
+/// What a database's backups show of its archiving as its instance counts it at `now`: the
+/// last segment archived (and so the window's end), how long finished segments have waited, the
+/// failures, and since when it fails (the last attempt failed after the last success).
+pub fn archiving_observed(backup: &mut BackupStatus, status: &ArchiveStatus, now: SystemTime) {
+    let failing = match (status.last_failed_at, status.last_archived_at) {
+        (Some(failed), Some(archived)) => failed > archived,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if let Some(archived) = status.last_archived_at {
+        backup.last_archived_at = Some(timestamp(archived));
+        let to = backup.restorable_to.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+        if backup.restorable_from.is_some() && to.is_none_or(|to| to < archived) {
+            backup.restorable_to = Some(timestamp(archived));
+        }
+    }
+    let waiting_since = status.last_archived_at.or(status.last_failed_at);
+    backup.archive_lag_seconds = Some(match waiting_since {
+        Some(since) if status.waiting > 0 => now.duration_since(since).unwrap_or_default().as_secs(),
+        _ => 0,
+    });
+    backup.archive_failures = status.failed_count;
+    backup.archive_failing_since = match (failing, backup.archive_failing_since.take()) {
+        (false, _) => None,
+        (true, Some(since)) => Some(since),
+        (true, None) => status.last_failed_at.map(timestamp),
+    };
+}
+
+/// What a database whose archiving fails is warned with (its backups' own failure first).
+pub fn archive_warning(backup: &BackupStatus) -> Option<String> {
+    backup.archive_failing_since.as_ref().map(|since| {
+        format!(
+            "archiving its WAL has failed since {since} ({} attempts): the repository may be full or unreachable; \
+             finished segments wait in pg_wal (up to 1 GiB, then they are dropped) and are archived once it is back",
+            backup.archive_failures
+        )
+    })
 }
 
 #[cfg(test)]
@@ -158,5 +237,41 @@ mod tests {
         let failing = record(DatabaseStatus::Running, Some(failed));
         assert!(!due(&failing, now + Duration::from_secs(60), Some(now)), "not again at once");
         assert!(due(&failing, now + RETRY_AFTER, Some(now)), "tried again later");
+    }
+
+    #[test]
+    fn archiving_shows_the_last_segment_the_wait_and_since_when_it_fails() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000 + s);
+        let mut b = BackupStatus {
+            restorable_from: Some(timestamp(t(0))),
+            restorable_to: Some(timestamp(t(10))),
+            ..Default::default()
+        };
+        let healthy =
+            ArchiveStatus { last_archived_at: Some(t(100)), last_failed_at: None, failed_count: 0, waiting: 0 };
+        archiving_observed(&mut b, &healthy, t(130));
+        assert_eq!(b.last_archived_at, Some(timestamp(t(100))));
+        assert_eq!(b.restorable_to, Some(timestamp(t(100))), "the window runs to the last segment archived");
+        assert_eq!(
+            (b.archive_lag_seconds, b.archive_failing_since.as_deref(), archive_warning(&b)),
+            (Some(0), None, None)
+        );
+
+        // The repository goes away: segments wait, attempts fail.
+        let down = ArchiveStatus { last_failed_at: Some(t(160)), failed_count: 3, waiting: 2, ..healthy };
+        archiving_observed(&mut b, &down, t(200));
+        assert_eq!((b.archive_lag_seconds, b.archive_failures), (Some(100), 3));
+        assert_eq!(b.archive_failing_since, Some(timestamp(t(160))));
+        assert!(archive_warning(&b).is_some_and(|w| w.contains("since") && w.contains("3 attempts")), "{b:?}");
+        let still = ArchiveStatus { last_failed_at: Some(t(260)), failed_count: 9, ..down };
+        archiving_observed(&mut b, &still, t(300));
+        assert_eq!(b.archive_failing_since, Some(timestamp(t(160))), "failing since the first failure seen");
+
+        // It is back: the waiting segments are archived, the warning goes.
+        let back =
+            ArchiveStatus { last_archived_at: Some(t(310)), last_failed_at: Some(t(260)), failed_count: 9, waiting: 0 };
+        archiving_observed(&mut b, &back, t(320));
+        assert_eq!((b.archive_failing_since, b.archive_lag_seconds), (None, Some(0)));
+        assert_eq!(b.restorable_to, Some(timestamp(t(310))));
     }
 }

@@ -49,6 +49,8 @@ struct State {
     snapshots: HashMap<Name, BTreeSet<u64>>,
     /// The snapshot generation each database was last cloned from.
     cloned_from: HashMap<Name, u64>,
+    /// What [`Runtime::archive_status`] answers for an instance.
+    archiving: HashMap<Name, crate::runtime::ArchiveStatus>,
 }
 
 /// The fake runtime.
@@ -115,6 +117,11 @@ impl FakeRuntime {
     /// The disk allowance of each restore so far.
     pub fn allowances(&self) -> Vec<Option<crate::runtime::DiskAllowance>> {
         self.with(|s| s.allowances.clone())
+    }
+
+    /// From now on, the archiving of the instance `name` is `status`.
+    pub fn set_archiving(&self, name: &Name, status: crate::runtime::ArchiveStatus) {
+        self.with(|s| s.archiving.insert(name.clone(), status));
     }
 
     /// Each restore in place done so far, with its moment.
@@ -200,7 +207,15 @@ impl Runtime for FakeRuntime {
             Some(from) => humantime::parse_rfc3339_weak(from).unwrap_or(now),
             None => now,
         };
-        Ok(crate::runtime::BackedUp { at: now, restorable_from: from, restorable_to: now })
+        Ok(crate::runtime::BackedUp { at: now, restorable_from: from, restorable_to: now, repository_bytes: 1 << 20 })
+    }
+
+    /// As set by [`FakeRuntime::set_archiving`], else nothing to say.
+    async fn archive_status(
+        &self,
+        database: &DatabaseRecord,
+    ) -> Result<Option<crate::runtime::ArchiveStatus>, RuntimeError> {
+        Ok(self.with(|s| s.archiving.get(&database.name).copied()))
     }
 
     /// The fixed port, or the first from 20000 up that no database holds (nothing listens).

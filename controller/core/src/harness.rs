@@ -142,6 +142,19 @@ impl Core {
         self.settle_project(project).await;
     }
 
+    /// Kate's database `kate-pg` in her ready project `shop`, created with backups and backed up
+    /// once by the schedule.
+    pub async fn backed_up_database(&self) {
+        self.ready_project(KATE, "shop").await;
+        let body = json!({"name": "kate-pg", "project": "shop", "backup": {"enabled": true}});
+        let (status, created) = self.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        crate::backups::Backups::<FakePlatform>::new(self.store.clone(), self.runtime.clone())
+            .once(std::time::SystemTime::now())
+            .await
+            .expect("backed up");
+    }
+
     pub async fn settle_project(&self, project: &str) -> Value {
         for _ in 0..POLLS {
             let (_, p) = self.call(Some(ADMIN), "GET", &format!("/v1/projects/{project}"), None).await;

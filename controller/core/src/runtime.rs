@@ -232,6 +232,25 @@ pub trait Runtime: Send + Sync + 'static {
     /// Takes a backup of `database` (running, with backups on): the first of each of its
     /// clones a full one, then incremental ones. What its repository then holds.
     fn back_up(&self, database: &DatabaseRecord) -> impl Future<Output = Result<BackedUp, RuntimeError>> + Send;
+
+    /// How a running database's WAL archiving goes, as its instance counts it; `None` where this
+    /// runtime cannot say.
+    fn archive_status(
+        &self,
+        database: &DatabaseRecord,
+    ) -> impl Future<Output = Result<Option<ArchiveStatus>, RuntimeError>> + Send;
+}
+
+/// A database instance's WAL archiving, as PostgreSQL counts it (`pg_stat_archiver`, and the
+/// finished segments waiting in `pg_wal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArchiveStatus {
+    pub last_archived_at: Option<std::time::SystemTime>,
+    pub last_failed_at: Option<std::time::SystemTime>,
+    /// Failed attempts since the instance started.
+    pub failed_count: u64,
+    /// Finished segments not archived yet.
+    pub waiting: u64,
 }
 
 /// What a database's repository holds after a backup.
@@ -241,6 +260,8 @@ pub struct BackedUp {
     /// The moments it can be restored to.
     pub restorable_from: std::time::SystemTime,
     pub restorable_to: std::time::SystemTime,
+    /// What the backups of its current clone take in the repository.
+    pub repository_bytes: u64,
 }
 
 /// A database's statistics at one moment, as PostgreSQL keeps them (`pg_stat_database`,

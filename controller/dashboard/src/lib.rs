@@ -59,6 +59,7 @@ pub fn router(api: Router, tokens: Tokens) -> Router {
         .route("/ui/databases/{name}/confirm", get(confirm_database))
         .route("/ui/databases/{name}/action", post(database_action))
         .route("/ui/databases/{name}/settings", post(set_setting))
+        .route("/ui/databases/{name}/restore", post(restore))
         .route("/ui/projects", get(projects))
         .route("/ui/projects/{name}/masking", get(masking).post(set_masking))
         .route("/ui/projects/{name}/confirm", get(confirm_project))
@@ -395,6 +396,50 @@ struct SettingForm {
     parameter: String,
     #[serde(default)]
     value: String,
+}
+
+#[derive(Deserialize)]
+struct RestoreForm {
+    csrf: String,
+    /// `YYYY-MM-DDTHH:MM[:SS]` from a `datetime-local` input, in UTC.
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    undo: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// A restore in place asked for from the database's page (confirmed by its checkbox).
+async fn restore(
+    State(dashboard): Shared,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+    Form(form): Form<RestoreForm>,
+) -> Response {
+    if !session.verify(&form.csrf) {
+        return forged(&session);
+    }
+    let name = encode_segment(&name);
+    let refusal = if form.confirm == "yes" {
+        let body = if form.undo == "yes" {
+            json!({"undo": true})
+        } else {
+            let to = form.to.trim();
+            json!({"to": if to.len() == 16 { format!("{to}:00Z") } else { format!("{to}Z") }})
+        };
+        match dashboard.client(&session).send(Method::POST, &format!("/v1/databases/{name}/restore"), Some(body)).await
+        {
+            Ok(()) => return Redirect::to(&format!("/ui/databases/{name}")).into_response(),
+            Err(refusal) => refusal,
+        }
+    } else {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            message: "Tick the box to confirm the restore: nothing was changed.".into(),
+        }
+    };
+    refused_form(database_page(&dashboard, &session, &name, Range::Hour, Some(&refusal.message)).await, refusal.status)
 }
 
 async fn set_setting(

@@ -267,6 +267,7 @@ pub fn database(
                     dt { "Expires" } dd { (d.expires_at.as_deref().unwrap_or("never")) @if d.protected { " (protected)" } }
                 }
             }
+            @if let Some(backup) = &d.backup { (backups(session, d, backup, now)) }
             section.card aria-labelledby="settings-title" {
                 h2 #settings-title { "PostgreSQL settings" }
                 @if d.settings.is_empty() {
@@ -305,6 +306,56 @@ pub fn database(
             }
         },
     )
+}
+
+/// A database's backups: where they stand, and a restore to a moment picked in its window (UTC).
+fn backups(session: &Session, d: &Database, b: &devdb_shared::api::BackupStatus, now: i64) -> Markup {
+    // `datetime-local` takes `YYYY-MM-DDTHH:MM:SS`, no zone: the form says UTC.
+    let local = |rfc3339: &str| rfc3339.trim_end_matches('Z').chars().take(19).collect::<String>();
+    let now = local(&devdb_core::lifecycle::timestamp(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(now.unsigned_abs()),
+    ));
+    html! {
+        section.card aria-labelledby="backups-title" {
+            h2 #backups-title { "Backups" }
+            @if let Some(warning) = &b.warning { p.error role="status" { (warning) } }
+            dl.facts {
+                dt { "Last backup" } dd { (b.last_backup_at.as_deref().unwrap_or("the first is under way")) }
+                dt { "WAL archived" } dd {
+                    (b.last_archived_at.as_deref().unwrap_or("not yet"))
+                    @if let Some(lag) = b.archive_lag_seconds.filter(|lag| *lag > 0) { " (" (lag) " s waiting)" }
+                }
+                @if let Some(from) = &b.restorable_from {
+                    dt { "Restorable" } dd { "from " (from) " to now" }
+                }
+                @if let Some(bytes) = b.repository_bytes {
+                    dt { "In the repository" } dd { (devdb_shared::size::human(bytes)) }
+                }
+            }
+            @if let Some(from) = &b.restorable_from {
+                form.restore method="post" action=(format!("/ui/databases/{}/restore", d.name)) {
+                    (csrf(session))
+                    label { "Restore to (UTC)"
+                        input type="datetime-local" name="to" step="1" required min=(local(from)) max=(now) value=(now);
+                    }
+                    label.confirm {
+                        input type="checkbox" name="confirm" value="yes" required;
+                        " Everything written after that moment is replaced (the state now is kept: an undo brings it back)"
+                    }
+                    button.danger type="submit" { "Restore" }
+                }
+            }
+            @if let Some(before) = &b.before_restore {
+                form.restore method="post" action=(format!("/ui/databases/{}/restore", d.name)) {
+                    (csrf(session))
+                    input type="hidden" name="undo" value="yes";
+                    input type="hidden" name="confirm" value="yes";
+                    p { "Restored in place; the state before, as of " (before) ", is kept." }
+                    button type="submit" { "Undo the restore" }
+                }
+            }
+        }
+    }
 }
 
 /// The page asking to confirm `label` (what it does in `explain`), posting to `action`.

@@ -610,6 +610,13 @@ impl Runtime for KubeRuntime {
         self.backups.is_some()
     }
 
+    async fn archive_status(
+        &self,
+        _database: &DatabaseRecord,
+    ) -> Result<Option<devdb_core::runtime::ArchiveStatus>, RuntimeError> {
+        Ok(None)
+    }
+
     async fn keep_before_restore(&self, database: &DatabaseRecord) -> Result<std::time::SystemTime, RuntimeError> {
         Err(RuntimeError::Source(format!("database {}: restores need the local runtime for now", database.name)))
     }
@@ -623,11 +630,37 @@ impl Runtime for KubeRuntime {
         Err(RuntimeError::Source(format!("database {}: restores need the local runtime for now", database.name)))
     }
 
+    /// A Job beside the database's pod (see [`crate::backups::backup_job`]), read and removed
+    /// once it ends.
     async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {
-        Err(RuntimeError::Step {
-            step: "backing up",
-            detail: format!("database {}: backups need the local runtime for now", database.name),
-        })
+        let failed = |detail: String| RuntimeError::Step { step: "backing up", detail };
+        if self.archiving(database).is_none() {
+            return Err(failed(format!("database {}: this controller has no backup repository", database.name)));
+        }
+        let namespace = resources::namespace_name(database.project.as_str());
+        let jobs = self.api::<Job>(&namespace);
+        let mut job =
+            crate::backups::backup_job(database.project.as_str(), database.name.as_str(), &database.id, &self.settings);
+        resources::owned_by(&mut job.metadata, "Database", database.name.as_str(), &database.id);
+        let name = apply(&jobs, &job).await?.name_any();
+        let wait = Wait::new("backing up", self.waits.every, self.waits.restore);
+        let outcome = loop {
+            if let Some(outcome) = job_outcome(&jobs.get(&name).await.platform()?) {
+                break outcome;
+            }
+            wait.next().await?;
+        };
+        let pods = self.job_pods(&namespace, &name).await?;
+        let result = match (outcome, pods.first()) {
+            (Ok(()), Some(pod)) => {
+                let params = kube::api::LogParams { container: Some("backup".into()), ..Default::default() };
+                let log = self.api::<Pod>(&namespace).logs(&pod.name_any(), &params).await.platform()?;
+                crate::backups::backed_up(&log).map_err(failed)
+            }
+            _ => Err(failed(termination_message(&pods).unwrap_or_else(|| "its Job failed without a message".into()))),
+        };
+        delete(&jobs, &name).await?;
+        result
     }
 
     /// Every pod listens on PostgreSQL's own port.

@@ -38,6 +38,7 @@ use devdb_core::runtime::{ProgressFn, Runtime, RuntimeError};
 
 use crate::restore::{LocalRestore, RestoreSandbox};
 
+mod archiving;
 mod in_place;
 mod recovery;
 
@@ -407,9 +408,18 @@ impl Runtime for LocalRuntime {
                 at: last.stopped_at,
                 restorable_from: window.from,
                 restorable_to: window.to,
+                repository_bytes: info.backups.iter().map(|b| b.repository_bytes).sum(),
             }),
             _ => Err(RuntimeError::Step { step: "backing up", detail: "no backup listed after it".into() }),
         }
+    }
+
+    async fn archive_status(
+        &self,
+        database: &DatabaseRecord,
+    ) -> Result<Option<devdb_core::runtime::ArchiveStatus>, RuntimeError> {
+        let (this, database) = (self.clone(), database.clone());
+        blocking(move || this.archiving(&database).map(Some)).await
     }
 
     async fn sample(
@@ -603,43 +613,6 @@ impl LocalRuntime {
         write_conf(&data, &format!("{}{recovery}", self.instance_conf(database)))
             .map_err(RuntimeError::step("writing the restored copy's settings"))?;
         self.start_published(database, project, staging, publish)
-    }
-
-    /// Waits until what `source` wrote until now is archived (it runs: its current WAL segment
-    /// is switched out first), so that a moment before now can be restored.
-    fn archive_now(&self, source: &DatabaseRecord) -> Result<(), RuntimeError> {
-        let dir = self.database_dir(&source.name);
-        if !self.pg.is_running(&dir.join("data")) {
-            // A clean stop archived its last segment.
-            return Ok(());
-        }
-        let step = RuntimeError::step("archiving the source's latest WAL");
-        let mut admin = Session::admin(&dir.join("sock"), source.port, "postgres").map_err(step)?;
-        // A commit now: recovery to a moment stops at the first commit after it, and fails
-        // when it finds none (a database nobody wrote to since the moment).
-        admin.execute("SELECT pg_catalog.txid_current()").map_err(RuntimeError::step("marking the moment"))?;
-        let switched = admin
-            .rows("SELECT pg_walfile_name(pg_switch_wal())")
-            .map_err(RuntimeError::step("switching the source's WAL"))?;
-        let Some(Some(wal)) = switched.first().and_then(|r| r.first()).cloned() else {
-            return Err(RuntimeError::Step { step: "switching the source's WAL", detail: "no segment named".into() });
-        };
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        loop {
-            let archived = admin
-                .rows("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-                .map_err(RuntimeError::step("reading the source's archiving"))?;
-            if archived.first().and_then(|r| r.first()).cloned().flatten().is_some_and(|last| last >= wal) {
-                return Ok(());
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(RuntimeError::Step {
-                    step: "archiving the source's latest WAL",
-                    detail: format!("{wal} is not archived yet; try again"),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Swaps the data directory made in `staging` in for any previous one, starts it, waits

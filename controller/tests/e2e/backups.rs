@@ -199,3 +199,55 @@ async fn a_database_is_restored_in_place_to_a_moment_and_the_restore_undone() {
     let redone = devdb.connect_retrying(&restored).await;
     assert_eq!(ids(&redone).await, [1, 2, 3, 4, 5, 100], "the undo undone: the restored state and what followed");
 }
+
+/// The database's backups, once `ready` says they are.
+async fn backup_when(
+    devdb: &DevDb,
+    name: &str,
+    what: &str,
+    ready: impl Fn(&devdb_shared::api::BackupStatus) -> bool,
+) -> devdb_shared::api::BackupStatus {
+    for _ in 0..1200 {
+        let backup = devdb.database(name).await.and_then(|d| d.backup).expect("backups on");
+        if ready(&backup) {
+            return backup;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name}: never {what}: {:?}\n{}", devdb.database(name).await.and_then(|d| d.backup), devdb.log());
+}
+
+/// A repository the instance cannot write to turns into a warning on a database that keeps
+/// running, and the warning goes once the repository is back and the waiting WAL is archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_repository_is_a_warning_on_a_database_that_keeps_running() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let devdb = with_empty_project(&["--lifecycle-check-every", "200ms"]).await;
+    let (ok, out, err) = devdb.cli(&["db", "create", "kate-pg", "--project", "shop", "--backup"]).await;
+    assert!(ok, "{out}{err}");
+    backup_when(&devdb, "kate-pg", "archived", |b| b.last_backup_at.is_some() && b.last_archived_at.is_some()).await;
+
+    let repo = devdb.data_dir.join("backups");
+    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o000)).expect("the repository away");
+    let database = devdb.database("kate-pg").await.expect("the database");
+    let client = devdb.connect_retrying(&database).await;
+    // More than a WAL segment (16 MiB): a finished segment to archive.
+    client
+        .batch_execute("CREATE TABLE t AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 120000) g")
+        .await
+        .expect("it keeps committing");
+    let failing =
+        backup_when(&devdb, "kate-pg", "warned", |b| b.warning.as_deref().is_some_and(|w| w.contains("archiving")))
+            .await;
+    assert!(failing.archive_failures > 0 && failing.archive_failing_since.is_some(), "{failing:?}");
+    let (ok, out, _) = devdb.cli(&["db", "show", "kate-pg"]).await;
+    assert!(ok && out.contains("archiving its WAL has failed") && out.contains("running"), "{out}");
+    client.batch_execute("INSERT INTO t VALUES (0, 'still serving')").await.expect("it keeps serving");
+
+    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o700)).expect("the repository back");
+    let back = backup_when(&devdb, "kate-pg", "caught up", |b| {
+        b.warning.is_none() && b.archive_failing_since.is_none() && b.archive_lag_seconds == Some(0)
+    })
+    .await;
+    assert!(back.last_archived_at > failing.last_archived_at, "{back:?}");
+}

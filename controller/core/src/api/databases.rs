@@ -61,7 +61,7 @@ pub async fn create<P: Platform>(
         req.protected,
         state.runtime().backups(),
     )?;
-    let restore_from = super::backups::restore_source(&state, &caller, &req, &project).await?;
+    let restore_from = restore_source(&state, &caller, &req, &project).await?;
     let disk = project.snapshot.as_ref().map_or(0, |s| s.size_bytes);
     // The runtime picks its port, avoiding those of the databases the store last published.
     let taken: std::collections::HashSet<u16> = state.store.watch_databases().borrow().iter().map(|d| d.port).collect();
@@ -389,6 +389,68 @@ async fn name_taken<P: Platform>(state: &AppState<P>, caller: &Caller, name: &de
         ),
         None => super::name_not_available("database", name),
     }
+}
+
+/// Where a database made from another's backups comes from, checked: a database the caller may
+/// see (else 404, as for any other), of the same project, backed up, and a moment from its
+/// window's start to now.
+async fn restore_source<P: Platform>(
+    state: &AppState<P>,
+    caller: &Caller,
+    req: &CreateDatabase,
+    project: &crate::model::ProjectRecord,
+) -> Result<Option<crate::model::RestoreFrom>, ApiError> {
+    let Some(from) = &req.from_database else {
+        return match req.at {
+            Some(_) => Err(ApiError::BadRequest("at is the moment of fromDatabase: give both".into())),
+            None => Ok(None),
+        };
+    };
+    let source = database_for(state, caller, from.as_str()).await?;
+    if source.project != project.name {
+        return Err(ApiError::BadRequest(format!(
+            "database {from} is of project {}, not {}",
+            source.project, project.name
+        )));
+    }
+    let Some(at) = &req.at else {
+        return Err(ApiError::BadRequest(format!(
+            "give the moment to restore {from} to (at, e.g. 2026-12-06T10:15:00Z)"
+        )));
+    };
+    let moment = restorable_moment(state, &source, at)?;
+    Ok(Some(crate::model::RestoreFrom {
+        id: source.id,
+        database: source.name,
+        at: crate::lifecycle::timestamp_micros(moment),
+    }))
+}
+
+/// `at`, checked to be a moment `database` can be restored to: it is backed up (else 409
+/// `no_backup`) and `at` is from its window's start to now (else 400, naming the window).
+pub(super) fn restorable_moment<P: Platform>(
+    state: &AppState<P>,
+    database: &DatabaseRecord,
+    at: &str,
+) -> Result<std::time::SystemTime, ApiError> {
+    let name = &database.name;
+    if !state.runtime().backups() {
+        return Err(ApiError::BadRequest("restores from backups need the local runtime for now".into()));
+    }
+    let moment = humantime::parse_rfc3339_weak(at)
+        .map_err(|e| ApiError::BadRequest(format!("{at:?} is not a moment like 2026-12-06T10:15:00Z: {e}")))?;
+    let opens = database.backup.as_ref().and_then(|b| b.restorable_from.as_deref());
+    let Some(opens) = opens.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else {
+        let off = if database.backup.is_none() { " (its backups are off)" } else { "" };
+        return Err(ApiError::conflict("no_backup", format!("database {name} has no backup yet{off}")));
+    };
+    if moment < opens || moment > std::time::SystemTime::now() {
+        return Err(ApiError::BadRequest(format!(
+            "{at} is outside database {name}'s restorable window, {} to now",
+            crate::lifecycle::timestamp(opens)
+        )));
+    }
+    Ok(moment)
 }
 
 /// No clone its project refuses now (see [`crate::state::project::clone_refusal`]).

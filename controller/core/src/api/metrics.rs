@@ -130,6 +130,12 @@ pub async fn metrics<P: Platform>(
         Family::<DatabaseLabel, Gauge>::default(),
         Family::<DatabaseLabel, Gauge>::default(),
     );
+    let (last_archived, archive_lag, archive_failures, repository_bytes) = (
+        Family::<DatabaseLabel, Gauge>::default(),
+        Family::<DatabaseLabel, Gauge>::default(),
+        Family::<DatabaseLabel, Gauge>::default(),
+        Family::<DatabaseLabel, Gauge>::default(),
+    );
     let sessions = state.reconciler.activity().recorded(&*state.store).await?;
     let all: Vec<_> = state
         .store
@@ -152,13 +158,26 @@ pub async fn metrics<P: Platform>(
             }
         }
         if let Some(backup) = &d.backup {
-            for (family, time) in [(&last_backup, &backup.last_backup_at), (&restorable_from, &backup.restorable_from)]
-            {
+            let times = [
+                (&last_backup, &backup.last_backup_at),
+                (&restorable_from, &backup.restorable_from),
+                (&last_archived, &backup.last_archived_at),
+            ];
+            for (family, time) in times {
                 if let Some(seconds) = epoch(time.as_deref()) {
                     family.get_or_create(&label).set(seconds);
                 }
             }
-            backup_failing.get_or_create(&label).set(i64::from(backup.warning.is_some()));
+            let failing = backup.warning.is_some() || backup.archive_failing_since.is_some();
+            backup_failing.get_or_create(&label).set(i64::from(failing));
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            archive_failures.get_or_create(&label).set(gauge(backup.archive_failures));
+            if let Some(lag) = backup.archive_lag_seconds {
+                archive_lag.get_or_create(&label).set(gauge(lag));
+            }
+            if let Some(bytes) = backup.repository_bytes {
+                repository_bytes.get_or_create(&label).set(gauge(bytes));
+            }
         }
         if d.status == devdb_shared::api::DatabaseStatus::Stopped {
             let reason = d.lifecycle.stop_reason.map(|r| status_label(&r).status).unwrap_or_default();
@@ -189,7 +208,27 @@ pub async fn metrics<P: Platform>(
         "The oldest moment it can be restored to",
         restorable_from,
     );
-    registry.register("backup_failing", "1 while its last backup failed (it is tried again)", backup_failing);
+    registry.register(
+        "backup_failing",
+        "1 while its last backup failed or archiving its WAL fails (both are retried)",
+        backup_failing,
+    );
+    registry.register("backup_last_archived_timestamp_seconds", "When it last archived a WAL segment", last_archived);
+    registry.register(
+        "backup_archive_lag_seconds",
+        "How long finished WAL segments have waited to be archived (0: none waits)",
+        archive_lag,
+    );
+    registry.register(
+        "backup_archive_failures",
+        "Failed attempts to archive a WAL segment since its instance started",
+        archive_failures,
+    );
+    registry.register(
+        "backup_repository_bytes",
+        "What the backups of its current clone take in the repository",
+        repository_bytes,
+    );
     registry.register("owner_databases", "Databases per owner", owned);
     let expired = prometheus_client::metrics::counter::Counter::<u64>::default();
     expired.inc_by(state.reconciler.expired_total());

@@ -5,7 +5,6 @@
 //! runtime.
 
 mod activity;
-mod backups;
 mod compat;
 mod databases;
 mod error;
@@ -13,6 +12,7 @@ mod metrics;
 mod monitoring;
 mod openapi;
 mod projects;
+mod restore;
 mod routes;
 
 use std::sync::Arc;
@@ -100,7 +100,7 @@ pub fn router<P: Platform>(state: Arc<AppState<P>>) -> Router {
         .route("/databases/{name}/stop", post(databases::stop::<P>))
         .route("/databases/{name}/start", post(databases::start::<P>))
         .route("/databases/{name}/extend", post(databases::extend::<P>))
-        .route("/databases/{name}/restore", post(backups::restore::<P>))
+        .route("/databases/{name}/restore", post(restore::restore::<P>))
         .route("/databases/{name}/metrics", get(monitoring::history::<P>))
         .route("/reports/usage", get(monitoring::usage_report::<P>))
         .route("/activity", post(activity::report::<P>))
@@ -230,10 +230,11 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
         protected: d.lifecycle.protected,
         idle_stop_after: idle.filter(|_| !d.lifecycle.protected).map(|p| human_seconds(p.as_secs())),
         settings: d.settings.wanted.clone(),
-        backup: d
-            .backup
-            .clone()
-            .map(|b| devdb_shared::api::BackupStatus { before_restore: d.before_restore.clone(), ..b }),
+        backup: d.backup.clone().map(|b| devdb_shared::api::BackupStatus {
+            before_restore: d.before_restore.clone(),
+            warning: b.warning.clone().or_else(|| crate::backups::archive_warning(&b)),
+            ..b
+        }),
     }
 }
 

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{activity, backups, databases, monitoring, projects, routes};
+use super::{activity, databases, monitoring, projects, restore, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,7 +12,7 @@ use super::{activity, backups, databases, monitoring, projects, routes};
     paths(
         projects::create, projects::list, projects::show, projects::delete, projects::refresh, projects::rollback, projects::masking, projects::set_masking, projects::rotate_key, projects::scan,
         databases::create, databases::list, databases::show, databases::delete, databases::reset,
-        databases::stop, databases::start, databases::extend, databases::patch, backups::restore, monitoring::history, monitoring::usage_report, activity::report, activity::usage,
+        databases::stop, databases::start, databases::extend, databases::patch, restore::restore, monitoring::history, monitoring::usage_report, activity::report, activity::usage,
         routes::snapshot, routes::watch,
     ),
     tags((name = "projects"), (name = "databases"), (name = "reports"), (name = "routes", description = "For proxies (admin tokens)"))

@@ -124,13 +124,7 @@ async fn a_source_deleted_and_created_again_under_its_name_is_not_restored_from(
 
 /// A backed-up database of kate's, `kate-pg`, and the moment it is restorable to (now).
 async fn backed_up(core: &Core) -> String {
-    core.ready_project(KATE, "shop").await;
-    let body = json!({"name": "kate-pg", "project": "shop", "backup": {"enabled": true}});
-    assert_eq!(core.call(Some(KATE), "POST", "/v1/databases?wait=true", Some(body)).await.0, StatusCode::CREATED);
-    Backups::<FakePlatform>::new(core.store.clone(), core.runtime.clone())
-        .once(SystemTime::now())
-        .await
-        .expect("backed up");
+    core.backed_up_database().await;
     devdb_core::lifecycle::timestamp_micros(SystemTime::now())
 }
 
@@ -202,4 +196,71 @@ async fn a_restore_in_place_interrupted_goes_on_from_the_state_it_kept() {
     assert_eq!(done["backup"]["beforeRestore"], kept.as_str(), "{done}");
     assert!(!core.runtime.calls().iter().any(|c| c.starts_with("keepbefore")), "{:?}", core.runtime.calls());
     assert_eq!(core.runtime.restored_to().len(), 1);
+}
+
+/// Archiving as the instance counts it reaches the database's status, its warning and
+/// `/metrics`: a failing archive is a warning on a database that keeps running.
+#[tokio::test]
+async fn archiving_that_fails_is_a_warning_on_a_running_database_and_in_the_metrics() {
+    let core = Core::start(FakeRuntime::default());
+    backed_up(&core).await;
+    let now = SystemTime::now();
+    let ago = |s: u64| now - std::time::Duration::from_secs(s);
+    let status = devdb_core::runtime::ArchiveStatus {
+        last_archived_at: Some(ago(120)),
+        last_failed_at: Some(ago(30)),
+        failed_count: 7,
+        waiting: 3,
+    };
+    core.runtime.set_archiving(&name("kate-pg"), status);
+    let backups = Backups::<FakePlatform>::new(core.store.clone(), core.runtime.clone());
+    backups.once(now).await.expect("the schedule");
+    let (_, shown) = core.database("kate-pg").await;
+    assert_eq!(shown["status"], "running", "{shown}");
+    let backup = &shown["backup"];
+    assert_eq!(
+        (backup["archiveLagSeconds"].as_u64(), backup["archiveFailures"].as_u64()),
+        (Some(120), Some(7)),
+        "{shown}"
+    );
+    assert!(backup["lastArchivedAt"].is_string() && backup["archiveFailingSince"].is_string(), "{shown}");
+    assert!(backup["warning"].as_str().is_some_and(|w| w.contains("archiving its WAL has failed")), "{shown}");
+    let metrics = core.text_as(ADMIN, "/metrics").await;
+    for series in [
+        "devdb_backup_failing{database=\"kate-pg\"} 1",
+        "devdb_backup_archive_failures{database=\"kate-pg\"} 7",
+        "devdb_backup_archive_lag_seconds{database=\"kate-pg\"} 120",
+        "devdb_backup_last_archived_timestamp_seconds{database=\"kate-pg\"}",
+        "devdb_backup_repository_bytes{database=\"kate-pg\"} 1048576",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+
+    // Back: the warning goes.
+    core.runtime.set_archiving(
+        &name("kate-pg"),
+        devdb_core::runtime::ArchiveStatus { last_archived_at: Some(now), waiting: 0, ..status },
+    );
+    backups.once(now).await.expect("the schedule");
+    let (_, shown) = core.database("kate-pg").await;
+    assert_eq!((shown["backup"].get("warning"), shown["backup"].get("archiveFailingSince")), (None, None), "{shown}");
+}
+
+/// Nothing an owner sends chooses a repository, a stanza or a key: such fields are refused, not
+/// ignored.
+#[tokio::test]
+async fn an_owner_cannot_point_backups_at_a_repository_of_their_choosing() {
+    let core = Core::start(FakeRuntime::default());
+    core.ready_project(KATE, "shop").await;
+    for backup in [
+        json!({"enabled": true, "repository": "s3://someone-elses-bucket/prefix"}),
+        json!({"enabled": true, "stanza": "db-bobs"}),
+        json!({"enabled": true, "key": "0123"}),
+    ] {
+        let body = json!({"name": "kate-pg", "project": "shop", "backup": backup});
+        let (status, answer) = core.call(Some(KATE), "POST", "/v1/databases", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{backup}: {answer}");
+    }
+    let (status, _) = core.database("kate-pg").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing made");
 }

@@ -3,5 +3,6 @@
 //! binary composes it. One binary, a module per topic; `common` is the harness.
 
 mod access;
+mod backups;
 mod common;
 mod masking;
