@@ -47,6 +47,34 @@ impl StateDocument {
     pub fn same_state(&self, other: &Self) -> bool {
         (&self.projects, &self.databases) == (&other.projects, &other.databases)
     }
+
+    /// With what `pending` holds that this does not (by name): a lost installation's projects
+    /// and databases not restored yet stay listed, and restorable, once the new one writes.
+    #[must_use]
+    pub fn with_pending(mut self, pending: Pending) -> Self {
+        for project in pending.projects {
+            if !self.projects.iter().any(|p| p.name == project.name) {
+                self.projects.push(project);
+            }
+        }
+        for database in pending.databases {
+            if !self.databases.iter().any(|d| d.record.name == database.record.name) {
+                self.databases.push(database);
+            }
+        }
+        self
+    }
+}
+
+/// The store document keeping what a restore left out ([`Pending`]).
+const PENDING: &str = "dr/pending";
+
+/// What a restore of some databases left in the lost installation's state: kept in the new
+/// installation's store and written with its own state until restored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub projects: Vec<ProjectRecord>,
+    pub databases: Vec<SavedDatabase>,
 }
 
 /// Why disaster recovery cannot go on.

@@ -99,7 +99,27 @@ pub async fn restore(
         }
         outcomes.push(Outcome { name: saved.record.name.clone(), result });
     }
+    keep_pending(local, document).await?;
     Ok(outcomes)
+}
+
+/// Keeps what `document` holds and this installation does not, so that it stays in the
+/// repository's state once this installation writes its own.
+async fn keep_pending(local: &Local, document: &StateDocument) -> Result<(), DrError> {
+    let store = local.reconciler.store();
+    let (projects, databases) = (store.projects(None).await?, store.databases(None, None).await?);
+    let pending = super::Pending {
+        projects: document.projects.iter().filter(|p| !projects.iter().any(|h| h.name == p.name)).cloned().collect(),
+        databases: document
+            .databases
+            .iter()
+            .filter(|d| d.record.want != Want::Delete && !databases.iter().any(|h| h.name == d.record.name))
+            .cloned()
+            .collect(),
+    };
+    let text = serde_json::to_string(&pending).map_err(|source| DrError::Json { path: "dr/pending".into(), source })?;
+    store.put_document(super::PENDING, &text).await?;
+    Ok(())
 }
 
 async fn restore_one(local: &Local, saved: &SavedDatabase) -> Result<Restored, DrError> {

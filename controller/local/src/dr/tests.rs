@@ -86,3 +86,21 @@ fn databases_are_chosen_by_name_or_all_with_backups() {
     let refused = chosen(&doc, &Which::Names(vec![name("ann-pg")])).expect_err("not held").to_string();
     assert!(refused.contains("holds no database ann-pg") && refused.contains("kate-pg, tom-pg"), "{refused}");
 }
+
+#[test]
+fn what_a_restore_left_out_stays_listed_beside_what_is_here_now() {
+    let here = document();
+    let mut newer = database("kate-pg", "new-password");
+    newer.port = 6000;
+    let pending = Pending {
+        projects: Vec::new(),
+        databases: vec![
+            SavedDatabase { record: newer, stanzas: Vec::new() },
+            SavedDatabase { record: database("tom-pg", "pw"), stanzas: vec!["id-tom-pg-1796660000".into()] },
+        ],
+    };
+    let merged = here.clone().with_pending(pending);
+    let names: Vec<&str> = merged.databases.iter().map(|d| d.record.name.as_str()).collect();
+    assert_eq!(names, ["kate-pg", "tom-pg"]);
+    assert_eq!(merged.databases[0], here.databases[0], "what is here wins over what was left out");
+}

@@ -38,7 +38,13 @@ pub async fn current(
             SavedDatabase { record, stanzas }
         })
         .collect();
-    Ok(StateDocument { format: FORMAT, written_at: devdb_core::clock::now(), projects, databases })
+    let document = StateDocument { format: FORMAT, written_at: devdb_core::clock::now(), projects, databases };
+    // Unreadable, it is left out (a restore writes it again).
+    let pending = store.document(super::PENDING).await?.and_then(|text| serde_json::from_str(&text).ok());
+    Ok(match pending {
+        Some(pending) => document.with_pending(pending),
+        None => document,
+    })
 }
 
 /// Writes the state document until `stop`, then once more.
