@@ -501,6 +501,12 @@ def check_backups(manifests, values) -> int:
                 failures.append(f"{name} does not come from Secret {secret}: {env.get(name)}")
             if not secret and name in env:
                 failures.append(f"{name} given without backups.credentialsSecret (IRSA needs none)")
+    # In a project's namespace: the backup account and Secret made, the backup Job's log read.
+    project_role = next(d for d in documents(manifests) if d.get("kind") == "ClusterRole" and d["metadata"]["name"] == "devdb-project")
+    allowed = {(r, v) for rule in project_role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    for need in [("pods/log", "get"), ("serviceaccounts", "create"), ("serviceaccounts", "patch"), ("secrets", "patch"), ("jobs", "create"), ("jobs", "delete")]:
+        if need not in allowed:
+            failures.append(f"the project role may not {need[1]} {need[0]}, which backups need")
     for failure in failures:
         print(f"backups: {failure}")
     return len(failures)

@@ -142,6 +142,11 @@ impl StanzaInfo {
     pub fn last_backup(&self) -> Option<&Backup> {
         self.backups.last()
     }
+
+    /// What its backups take in the repository (compressed), all of them.
+    pub fn repository_bytes(&self) -> u64 {
+        self.backups.iter().map(|b| b.repository_bytes).sum()
+    }
 }
 
 /// `info --output=json` as pgBackRest writes it (the fields read).

@@ -1,10 +1,12 @@
 //! Backups on Kubernetes, as pure builders: a database with backups archives its WAL from its
 //! own pod (`archive_mode=on`, `pgbackrest archive-push`, asynchronous) to the S3 repository
 //! the controller was given, configured by a Secret of its own that holds its stanza's key, and
-//! runs as the ServiceAccount [`BACKUP_ACCOUNT`], which IRSA gives an IAM role.
+//! runs as the ServiceAccount [`BACKUP_ACCOUNT`], which IRSA gives an IAM role. A backup is a
+//! Job beside its pod ([`backup_job`]), whose log ends with what the stanza then holds
+//! ([`backed_up`]).
 //!
-//! The key never leaves that Secret: not a ConfigMap, not the pod's environment, not the
-//! controller's environment or logs ([`BackupSettings`]' `Debug` shows the repository only).
+//! The key never leaves that Secret: not a ConfigMap, not an environment, not the controller's
+//! logs ([`BackupSettings`]' `Debug` shows the repository only).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,11 +14,14 @@ use std::path::Path;
 use devdb_backup::config::{self, Limits, Stanza};
 use devdb_backup::{Repository, Retention};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, EnvVar, Secret, SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
+    Affinity, Container, EmptyDirVolumeSource, EnvVar, PodAffinity, PodAffinityTerm, PodSpec, Secret,
+    SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::resources::{PGDATA, meta};
+use crate::resources::{ClusterSettings, DATA_MOUNT, PGDATA, labels, meta, postgres_pod};
 
 /// The ServiceAccount database pods with backups run as, in each project's namespace: the one
 /// an IAM role is given to, by IRSA (its annotations, from the chart's
@@ -29,8 +34,11 @@ const CONFIG_KEY: &str = "pgbackrest.conf";
 /// pgBackRest's locks and asynchronous archiving queue: scratch space of the pod (the WAL
 /// itself waits in `pg_wal` until pushed, so losing it loses nothing).
 const WORK_DIR: &str = "/var/lib/pgbackrest";
-/// PostgreSQL's socket in the database image, over which pgBackRest connects.
+/// PostgreSQL's socket in the database image.
 const SOCKET_DIR: &str = "/var/run/postgresql";
+/// Where an archiving database also listens on a Unix socket, over which the backup Job's
+/// pgBackRest connects: the root of its volume, which the Job mounts too, on the same node.
+const VOLUME_SOCKET_DIR: &str = DATA_MOUNT;
 
 /// Where the backups of a controller's databases go, and what their keys derive from.
 #[derive(Clone)]
@@ -64,7 +72,7 @@ pub fn stanza(id: &str) -> Stanza {
         name: id.to_ascii_lowercase(),
         data_dir: PGDATA.into(),
         port: 5432,
-        socket_dir: SOCKET_DIR.into(),
+        socket_dir: VOLUME_SOCKET_DIR.into(),
         superuser: "postgres".into(),
         work_dir: WORK_DIR.into(),
         retention: Retention::default(),
@@ -95,14 +103,35 @@ pub fn backup_account(project: &str, annotations: &BTreeMap<String, String>) -> 
 }
 
 /// `statefulset` (database `database`, uid `id`) archiving its WAL: PostgreSQL's archiving
-/// parameters on its command line, its configuration Secret mounted read-only, pgBackRest's
-/// scratch space, and [`BACKUP_ACCOUNT`] as its identity.
+/// parameters on its command line (and a second socket, on its volume, for the backup Job),
+/// its configuration Secret mounted read-only, pgBackRest's scratch space, and
+/// [`BACKUP_ACCOUNT`] as its identity.
 pub fn with_archiving(mut statefulset: StatefulSet, database: &str, id: &str) -> StatefulSet {
     let conf = Path::new(CONFIG_MOUNT).join(CONFIG_KEY);
     let archive_command = config::archive_command(&conf, &stanza(id).name);
+    let sockets = format!("{SOCKET_DIR},{VOLUME_SOCKET_DIR}");
     let Some(pod) = statefulset.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
         return statefulset;
     };
+    if let Some(postgres) = pod.containers.first_mut() {
+        postgres.command.get_or_insert_default().extend(
+            [
+                ("archive_mode", "on"),
+                ("archive_command", archive_command.as_str()),
+                ("archive_timeout", "60"),
+                ("unix_socket_directories", sockets.as_str()),
+            ]
+            .into_iter()
+            .flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")]),
+        );
+    }
+    with_pgbackrest(pod, database);
+    statefulset
+}
+
+/// `pod`'s first container given pgBackRest: the database's configuration (read-only, found
+/// through `PGBACKREST_CONFIG`) and scratch space, and the pod [`BACKUP_ACCOUNT`]'s identity.
+fn with_pgbackrest(pod: &mut PodSpec, database: &str) {
     pod.service_account_name = Some(BACKUP_ACCOUNT.into());
     pod.volumes.get_or_insert_default().extend([
         Volume {
@@ -120,29 +149,111 @@ pub fn with_archiving(mut statefulset: StatefulSet, database: &str, id: &str) ->
             ..Volume::default()
         },
     ]);
-    if let Some(postgres) = pod.containers.first_mut() {
-        postgres.command.get_or_insert_default().extend(
-            [("archive_mode", "on"), ("archive_command", &archive_command), ("archive_timeout", "60")]
-                .into_iter()
-                .flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")]),
-        );
-        // pgBackRest's own commands (a backup run in the pod) find the file without a flag.
-        postgres.env.get_or_insert_default().push(EnvVar {
-            name: "PGBACKREST_CONFIG".into(),
-            value: Some(conf.display().to_string()),
-            ..EnvVar::default()
+    let Some(container) = pod.containers.first_mut() else { return };
+    container.env.get_or_insert_default().push(EnvVar {
+        name: "PGBACKREST_CONFIG".into(),
+        value: Some(Path::new(CONFIG_MOUNT).join(CONFIG_KEY).display().to_string()),
+        ..EnvVar::default()
+    });
+    container.volume_mounts.get_or_insert_default().extend([
+        VolumeMount {
+            name: "pgbackrest-config".into(),
+            mount_path: CONFIG_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount { name: "pgbackrest-work".into(), mount_path: WORK_DIR.into(), ..VolumeMount::default() },
+    ]);
+}
+
+/// The Job taking a backup of database `database` (uid `id`): `<database>-backup`.
+pub fn backup_job_name(database: &str) -> String {
+    format!("{database}-backup")
+}
+
+/// What the backup Job runs: the stanza made if new (nothing else changes an existing one), an
+/// incremental backup (pgBackRest takes a full one when the stanza has none), then the
+/// stanza's `info` as JSON, the last line of its log, which the controller reads.
+const BACKUP_SCRIPT: &str = r#"set -e
+pgbackrest --stanza="$STANZA" stanza-create >&2
+pgbackrest --stanza="$STANZA" --type=incr backup >&2
+exec pgbackrest --stanza="$STANZA" --output=json info"#;
+
+/// How long a backup may take before its Job fails.
+pub const BACKUP_DEADLINE_SECONDS: i64 = 6 * 3600;
+
+/// The Job backing up database `database` (uid `id`) of `project`: a pod of the database image
+/// on the same node as the database's (its volume is attached there: a ReadWriteOnce volume
+/// takes several pods of one node), mounting the volume to read the data files and reach the
+/// server's socket, with the database's pgBackRest configuration and identity.
+pub fn backup_job(project: &str, database: &str, id: &str, settings: &ClusterSettings) -> Job {
+    let container = Container {
+        name: "backup".into(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["sh".into(), "-c".into(), BACKUP_SCRIPT.into()]),
+        env: Some(vec![EnvVar { name: "STANZA".into(), value: Some(stanza(id).name), ..EnvVar::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_MOUNT.into(),
+            ..VolumeMount::default()
+        }]),
+        // A failure's reason: pgBackRest's last lines.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    // Not the database's own labels: its Service and StatefulSet select those.
+    let mut pod_labels = labels(project, None);
+    pod_labels.insert("devdb.io/backup-of".into(), database.into());
+    let mut template = postgres_pod(pod_labels, container, &crate::resources::data_name(database), Some("Never"));
+    if let Some(pod) = template.spec.as_mut() {
+        with_pgbackrest(pod, database);
+        pod.affinity = Some(Affinity {
+            pod_affinity: Some(PodAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(labels(project, Some(database))),
+                        ..LabelSelector::default()
+                    }),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..PodAffinityTerm::default()
+                }]),
+                ..PodAffinity::default()
+            }),
+            ..Affinity::default()
         });
-        postgres.volume_mounts.get_or_insert_default().extend([
-            VolumeMount {
-                name: "pgbackrest-config".into(),
-                mount_path: CONFIG_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount { name: "pgbackrest-work".into(), mount_path: WORK_DIR.into(), ..VolumeMount::default() },
-        ]);
     }
-    statefulset
+    Job {
+        metadata: meta(&backup_job_name(database), project, Some(database)),
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(BACKUP_DEADLINE_SECONDS),
+            // The controller deletes it once read; a controller gone meanwhile leaves it an hour.
+            ttl_seconds_after_finished: Some(3600),
+            template,
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// What a finished backup Job's log ends with: the stanza's `info`, which says when its newest
+/// backup ended, the window it can be restored to, and what its backups take.
+///
+/// # Errors
+/// A message saying what the log lacks (an image whose pgBackRest printed something else).
+pub fn backed_up(log: &str) -> Result<devdb_core::runtime::BackedUp, String> {
+    let last = log.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
+    let info = devdb_backup::StanzaInfo::parse(last)
+        .map_err(|e| format!("its log does not end with the stanza's info: {e}"))?;
+    match (info.last_backup(), info.window(None)) {
+        (Some(last), Some(window)) => Ok(devdb_core::runtime::BackedUp {
+            at: last.stopped_at,
+            restorable_from: window.from,
+            restorable_to: window.to,
+            repository_bytes: info.repository_bytes(),
+        }),
+        _ => Err("no backup listed after it".into()),
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +280,7 @@ pub(crate) mod tests {
             serde_json::to_value(config_secret("shop", "kate-pg", ID, &backups())),
             serde_json::to_value(backup_account("shop", &backups().account_annotations)),
             serde_json::to_value(with_archiving(sts, "kate-pg", ID)),
+            serde_json::to_value(backup_job("shop", "kate-pg", ID, &settings())),
         ]
         .into_iter()
         .map(|v| v.expect("serializes"))
@@ -192,7 +304,7 @@ pub(crate) mod tests {
             format!("repo1-cipher-pass={key}"),
             format!("[{ID}]"),
             format!("pg1-path={PGDATA}"),
-            "pg1-socket-path=/var/run/postgresql".into(),
+            "pg1-socket-path=/var/lib/postgresql/data".into(),
             "spool-path=/var/lib/pgbackrest/spool".into(),
         ] {
             assert!(conf.lines().any(|l| l == line), "{line} missing from:\n{conf}");
@@ -238,6 +350,8 @@ pub(crate) mod tests {
                 ),
                 "-c",
                 "archive_timeout=60",
+                "-c",
+                "unix_socket_directories=/var/run/postgresql,/var/lib/postgresql/data",
             ]
         );
         let volumes = pod["volumes"].as_array().expect("volumes");
@@ -248,5 +362,46 @@ pub(crate) mod tests {
         assert_eq!((mount["mountPath"].as_str(), mount["readOnly"].as_bool()), (Some(CONFIG_MOUNT), Some(true)));
         let env = pod["containers"][0]["env"].to_string();
         assert!(!env.contains("cipher") && !env.contains("AWS_"), "no key in the environment: {env}");
+    }
+
+    #[test]
+    fn the_backup_job_runs_beside_the_database_on_its_volume_as_its_account_once() {
+        let job = serde_json::to_value(backup_job("shop", "kate-pg", ID, &settings())).expect("json");
+        assert_eq!(job["metadata"]["name"], "kate-pg-backup");
+        assert_eq!(
+            (job["spec"]["backoffLimit"].as_i64(), job["spec"]["activeDeadlineSeconds"].as_i64()),
+            (Some(0), Some(6 * 3600))
+        );
+        let pod = &job["spec"]["template"]["spec"];
+        let affinity = &pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(affinity["topologyKey"], "kubernetes.io/hostname", "the node the volume is attached to");
+        assert_eq!(affinity["labelSelector"]["matchLabels"]["devdb.io/database"], "kate-pg");
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert!(labels.get("devdb.io/database").is_none(), "not one of the database's pods: {labels}");
+        assert_eq!(pod["serviceAccountName"], BACKUP_ACCOUNT);
+        assert_eq!(pod["restartPolicy"], "Never");
+        let volumes = pod["volumes"].to_string();
+        assert!(volumes.contains(r#""claimName":"kate-pg-data""#) && volumes.contains("kate-pg-backup"), "{volumes}");
+        let container = &pod["containers"][0];
+        assert_eq!(container["env"][0], serde_json::json!({ "name": "STANZA", "value": ID }));
+        let script = container["command"][2].as_str().expect("script");
+        assert!(script.lines().last().is_some_and(|l| l.ends_with("--output=json info")), "{script}");
+        assert!(!container.to_string().contains("cipher"), "no key but in its Secret");
+    }
+
+    /// `info --output=json` of a stanza with a full and an incremental backup.
+    pub(crate) const INFO: &str = r#"[{"archive":[{"id":"15-1","max":"000000010000000000000004","min":"000000010000000000000001"}],"backup":[{"error":false,"info":{"repository":{"delta":100,"size":1000},"size":5000},"label":"20261207-100000F","timestamp":{"start":1796637600,"stop":1796637660},"type":"full"},{"error":false,"info":{"repository":{"delta":10,"size":200},"size":5000},"label":"20261207-100000F_20261208-100000I","timestamp":{"start":1796724000,"stop":1796724030},"type":"incr"}],"name":"uid-kate","status":{"code":0,"message":"ok"}}]"#;
+
+    #[test]
+    fn a_finished_jobs_log_says_when_the_backup_ended_and_what_can_be_restored() {
+        let at = |secs| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let log = format!("P00   WARN: no prior backup exists, incr backup has been changed to full\n{INFO}\n");
+        let done = backed_up(&log).expect("backed up");
+        assert_eq!(done.at, at(1_796_724_030));
+        assert_eq!((done.restorable_from, done.restorable_to), (at(1_796_637_661), at(1_796_724_031)));
+        assert_eq!(done.repository_bytes, 1200);
+        let refused = backed_up("ERROR: [056]: unable to find primary cluster").expect_err("no info");
+        assert!(refused.contains("does not end with the stanza's info"), "{refused}");
+        assert!(backed_up(r#"[{"archive":[],"backup":[],"name":"x","status":{"code":0,"message":"ok"}}]"#).is_err());
     }
 }

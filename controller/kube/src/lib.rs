@@ -11,7 +11,8 @@
 //!   why a pod is not running, so waits fail early with the platform's reason; [`isolation`]:
 //!   whether NetworkPolicies are enforced; [`rollout`]: a StatefulSet brought to the template
 //!   it should run, past a pod that never gets ready;
-//! - [`backups`]: a database's WAL archived from its pod to S3, its stanza's key in a Secret;
+//! - [`backups`]: a database's WAL archived from its pod to S3, its stanza's key in a Secret, a
+//!   backup a Job beside its pod;
 //! - [`operator`]: the controllers and their scheduler; [`leader`]: the Lease only the holder
 //!   of which runs them;
 //! - [`config`]: flags and settings; [`preflight`]: the storage classes checked at start;

@@ -90,9 +90,9 @@ pub const SOURCE_CREDENTIALS: &str = "source-credentials";
 pub const GENERATION_LABEL: &str = "devdb.io/generation";
 
 /// The postgres user of the official image.
-const POSTGRES_UID: i64 = 999;
+pub(crate) const POSTGRES_UID: i64 = 999;
 pub(crate) const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
-const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+pub(crate) const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 /// The restore's scratch space (download, decompressed dump, server socket), on the golden
 /// volume beside PGDATA; removed when the restore ends.
 const RESTORE_WORK_DIR: &str = "/var/lib/postgresql/data/restore-work";
@@ -295,7 +295,7 @@ const SHM_SIZE: &str = "256Mi";
 /// A pod of the postgres-db image running `container` as the postgres user on volume `claim`,
 /// within the Pod Security Standard "restricted": no service-account token, the runtime's
 /// seccomp profile, no privilege escalation, no capabilities.
-fn postgres_pod(
+pub(crate) fn postgres_pod(
     labels: BTreeMap<String, String>,
     mut container: Container,
     claim: &str,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use devdb_backup::{Repository, S3Settings};
 use devdb_core::model::Key;
+use devdb_core::runtime::Runtime as _;
 use devdb_kube::backups::{self, BackupSettings};
 use devdb_kube::resources;
 use serde_json::{Value, json};
@@ -121,4 +122,92 @@ async fn a_database_with_backups_runs_as_the_backup_account_with_its_key_in_a_se
     for (i, body) in bodies.iter().enumerate().filter(|(i, _)| *i != 8) {
         assert!(!body.to_string().contains(&key), "request {i} carries the key: {body}");
     }
+}
+
+/// `pgbackrest info --output=json` of the database's stanza after a full backup.
+const INFO: &str = r#"[{"archive":[{"id":"15-1","max":"000000010000000000000003","min":"000000010000000000000001"}],"backup":[{"error":false,"info":{"repository":{"delta":4096,"size":4096},"size":30000},"label":"20261207-100000F","timestamp":{"start":1796637600,"stop":1796637660},"type":"full"}],"name":"uid-kate","status":{"code":0,"message":"ok"}}]"#;
+
+const JOB: &str = "/apis/batch/v1/namespaces/devdb-shop/jobs/kate-pg-backup";
+
+/// The backup Job as the runtime applies it (owned by the database), with `status`.
+fn backup_job(status: Value) -> (k8s_openapi::api::batch::v1::Job, Value) {
+    let mut job = backups::backup_job("shop", "kate-pg", "uid-kate", &settings());
+    resources::owned_by(&mut job.metadata, "Database", "kate-pg", "uid-kate");
+    let mut reply = serde_json::to_value(&job).expect("json");
+    reply["status"] = status;
+    (job, reply)
+}
+
+/// Backs up database kate-pg (read from its resource) on `c`'s runtime, answering `steps`.
+async fn back_up(c: &mut Cluster, steps: Vec<Step>) -> Result<devdb_core::runtime::BackedUp, String> {
+    let (store, runtime) = (c.reconciler.store().clone(), c.reconciler.runtime().clone());
+    let backing_up = tokio::spawn(async move {
+        let record = devdb_core::store::Store::database(&*store, "kate-pg").await.expect("read").expect("there");
+        runtime.back_up(&record).await.map_err(|e| e.to_string())
+    });
+    let mut script = vec![Step::get(&format!("{DATABASES}/kate-pg")).reply(with_backups(database(
+        json!({ "phase": "running" }),
+        0,
+        false,
+    )))];
+    script.extend(steps);
+    c.server.run(script).await;
+    let result = backing_up.await.expect("ran");
+    c.server.quiet().await;
+    result
+}
+
+#[tokio::test]
+async fn a_backup_is_a_job_beside_the_database_whose_log_says_what_the_stanza_holds_then_it_goes() {
+    let mut c = backup_cluster(repository());
+    let (job, running) = backup_job(json!({ "active": 1 }));
+    let (_, done) = backup_job(json!({ "succeeded": 1, "conditions": [{ "type": "Complete", "status": "True" }] }));
+    let backed_up = back_up(
+        &mut c,
+        vec![
+            Step::apply(JOB, &job).reply(running.clone()),
+            Step::get(JOB).reply(running),
+            Step::get(JOB).reply(done),
+            Step::list(
+                &format!("{NS}/pods?labelSelector=job-name%3Dkate-pg-backup"),
+                vec![pod("kate-pg-backup-x1", json!({}))],
+            ),
+            Step::get(&format!("{NS}/pods/kate-pg-backup-x1/log?container=backup"))
+                .text(&format!("P00   WARN: no prior backup exists, incr backup has been changed to full\n{INFO}\n")),
+            Step::delete(JOB).has(background()),
+        ],
+    )
+    .await
+    .expect("backed up");
+    let at = |secs| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    assert_eq!(backed_up.at, at(1_796_637_660));
+    assert_eq!(backed_up.restorable_from, at(1_796_637_661), "a second after the backup's end");
+    assert_eq!(backed_up.repository_bytes, 4096);
+}
+
+#[tokio::test]
+async fn a_failed_backup_says_pgbackrests_reason_and_its_job_goes_too() {
+    let mut c = backup_cluster(repository());
+    let (job, _) = backup_job(json!(null));
+    let (_, failed) = backup_job(json!({ "failed": 1, "conditions": [{ "type": "Failed", "status": "True" }] }));
+    let reason = "ERROR: [039]: HTTP request failed with 403 (Forbidden)";
+    let pod = pod(
+        "kate-pg-backup-x1",
+        json!({ "containerStatuses": [{
+            "name": "backup", "image": "devdb/postgres-db:16", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "exitCode": 39, "message": reason } },
+        }] }),
+    );
+    let error = back_up(
+        &mut c,
+        vec![
+            Step::apply(JOB, &job),
+            Step::get(JOB).reply(failed),
+            Step::list(&format!("{NS}/pods?labelSelector=job-name%3Dkate-pg-backup"), vec![pod]),
+            Step::delete(JOB).has(background()),
+        ],
+    )
+    .await
+    .expect_err("failed");
+    assert!(error.contains("403 (Forbidden)"), "{error}");
 }

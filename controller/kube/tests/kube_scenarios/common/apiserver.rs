@@ -98,6 +98,12 @@ impl Step {
         self
     }
 
+    /// Answers with `text` as it is (a pod's log).
+    pub fn text(mut self, text: &str) -> Self {
+        self.raw = Some(text.into());
+        self
+    }
+
     /// Answers with watch events, then ends the stream.
     pub fn events(mut self, events: &[(&str, Value)]) -> Self {
         let lines = events.iter().map(|(kind, object)| json!({ "type": kind, "object": object }).to_string() + "\n");
