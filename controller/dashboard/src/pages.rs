@@ -321,6 +321,13 @@ fn backups(session: &Session, d: &Database, b: &devdb_shared::api::BackupStatus,
             @if let Some(warning) = &b.warning { p.error role="status" { (warning) } }
             dl.facts {
                 dt { "Last backup" } dd { (b.last_backup_at.as_deref().unwrap_or("the first is under way")) }
+                dt { "Schedule" } dd {
+                    (b.schedule.as_deref().unwrap_or("daily"))
+                    @match &b.retention {
+                        Some(days) => { "; full backups kept " (days) }
+                        None => { "; the two newest full backups kept" }
+                    }
+                }
                 dt { "WAL archived" } dd {
                     (b.last_archived_at.as_deref().unwrap_or("not yet"))
                     @if let Some(lag) = b.archive_lag_seconds.filter(|lag| *lag > 0) { " (" (lag) " s waiting)" }

@@ -3,6 +3,7 @@
 //! binary composes it. One binary, a module per topic; `common` is the harness.
 
 mod access;
+mod backup_settings;
 mod backups;
 mod common;
 mod masking;
