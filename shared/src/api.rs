@@ -235,7 +235,15 @@ pub struct BackupStatus {
     /// What its backups of its current clone take in the repository (compressed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_bytes: Option<u64>,
-    /// Why its last backup failed (it is tried again), or that archiving fails, if so.
+    /// When every file of its repository was last read back and found whole (`pgbackrest
+    /// verify`, weekly after a backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_at: Option<String>,
+    /// What the last check found damaged, until a check finds nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_error: Option<String>,
+    /// Why its last backup failed (it is tried again), that its repository holds damaged files,
+    /// or that archiving fails, if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     /// The moment just before its last restore in place, which was kept: `POST

@@ -22,6 +22,17 @@ use crate::store::{Store, StoreError};
 /// How long after a failed backup the next is tried.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 
+/// How often every file of a database's backups is read back and checked, after a backup.
+pub const VERIFY_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Whether `backup`'s repository is due a check at `now` (after a backup that succeeded): weekly,
+/// and again after each backup while a check found damage.
+pub fn verify_due(backup: &BackupStatus, now: SystemTime) -> bool {
+    let last = backup.last_verified_at.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+    backup.verify_error.is_some()
+        || last.is_none_or(|last| now.duration_since(last).unwrap_or_default() >= VERIFY_EVERY)
+}
+
 /// Whether `d` is due a backup at `now`, given this controller's last attempt at it.
 pub fn due(d: &DatabaseRecord, now: SystemTime, last_attempt: Option<SystemTime>) -> bool {
     let Some(backup) = &d.backup else { return false };
@@ -94,8 +105,39 @@ impl<P: Platform> Backups<P> {
                     }
                 })
                 .await?;
+            if outcome.is_ok() {
+                self.verify_if_due(&database, now).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Checks `database`'s backups when due (see [`verify_due`]); what is damaged stays on it
+    /// until a check finds nothing.
+    async fn verify_if_due(&self, database: &DatabaseRecord, now: SystemTime) -> Result<(), StoreError> {
+        let Some(record) = self.store.database(database.name.as_str()).await? else { return Ok(()) };
+        if !record.backup.as_ref().is_some_and(|b| verify_due(b, now)) {
+            return Ok(());
+        }
+        let verified = self.runtime.verify_backups(database).await;
+        match &verified {
+            Ok(true) => tracing::info!(database = %database.name, "its backups are whole"),
+            Ok(false) => return Ok(()),
+            Err(error) => tracing::error!(database = %database.name, %error, "its backups hold damaged files"),
+        }
+        self.store
+            .update_database(&database.name, |d| {
+                let Some(backup) = d.backup.as_mut() else { return };
+                match &verified {
+                    Ok(_) => {
+                        backup.last_verified_at = Some(timestamp(now));
+                        backup.verify_error = None;
+                    }
+                    Err(error) => backup.verify_error = Some(error.public()),
+                }
+            })
+            .await
+            .map(drop)
     }
 
     /// Records how each running database with backups archives (a database whose archiving
@@ -173,8 +215,12 @@ pub fn archiving_observed(backup: &mut BackupStatus, status: &ArchiveStatus, now
     };
 }
 
-/// What a database whose archiving fails is warned with (its backups' own failure first).
-pub fn archive_warning(backup: &BackupStatus) -> Option<String> {
+/// What a database is warned with besides its last backup's failure: damaged files in its
+/// repository, then a failing archive.
+pub fn standing_warning(backup: &BackupStatus) -> Option<String> {
+    if let Some(damage) = &backup.verify_error {
+        return Some(format!("its repository holds damaged backup files ({damage}); the next backup is checked again"));
+    }
     backup.archive_failing_since.as_ref().map(|since| {
         format!(
             "archiving its WAL has failed since {since} ({} attempts): the repository may be full or unreachable; \
@@ -253,7 +299,7 @@ mod tests {
         assert_eq!(b.last_archived_at, Some(timestamp(t(100))));
         assert_eq!(b.restorable_to, Some(timestamp(t(100))), "the window runs to the last segment archived");
         assert_eq!(
-            (b.archive_lag_seconds, b.archive_failing_since.as_deref(), archive_warning(&b)),
+            (b.archive_lag_seconds, b.archive_failing_since.as_deref(), standing_warning(&b)),
             (Some(0), None, None)
         );
 
@@ -262,7 +308,7 @@ mod tests {
         archiving_observed(&mut b, &down, t(200));
         assert_eq!((b.archive_lag_seconds, b.archive_failures), (Some(100), 3));
         assert_eq!(b.archive_failing_since, Some(timestamp(t(160))));
-        assert!(archive_warning(&b).is_some_and(|w| w.contains("since") && w.contains("3 attempts")), "{b:?}");
+        assert!(standing_warning(&b).is_some_and(|w| w.contains("since") && w.contains("3 attempts")), "{b:?}");
         let still = ArchiveStatus { last_failed_at: Some(t(260)), failed_count: 9, ..down };
         archiving_observed(&mut b, &still, t(300));
         assert_eq!(b.archive_failing_since, Some(timestamp(t(160))), "failing since the first failure seen");

@@ -23,6 +23,8 @@ pub enum Op {
     /// Readying a restore in place ([`Runtime::keep_before_restore`]).
     KeepBefore,
     RestoreInPlace,
+    /// Checking a database's backups ([`Runtime::verify_backups`]).
+    Verify,
 }
 
 #[derive(Default)]
@@ -208,6 +210,11 @@ impl Runtime for FakeRuntime {
             None => now,
         };
         Ok(crate::runtime::BackedUp { at: now, restorable_from: from, restorable_to: now, repository_bytes: 1 << 20 })
+    }
+
+    /// Checked, unless a [`Op::Verify`] failure is scripted.
+    async fn verify_backups(&self, database: &DatabaseRecord) -> Result<bool, RuntimeError> {
+        self.call(Op::Verify, &database.name).map(|()| true)
     }
 
     /// As set by [`FakeRuntime::set_archiving`], else nothing to say.

@@ -233,6 +233,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// clones a full one, then incremental ones. What its repository then holds.
     fn back_up(&self, database: &DatabaseRecord) -> impl Future<Output = Result<BackedUp, RuntimeError>> + Send;
 
+    /// Reads back every file of `database`'s current backups and archive and checks it
+    /// (`pgbackrest verify`): `Ok(false)` where this runtime does not check, an error naming
+    /// what is damaged.
+    fn verify_backups(&self, database: &DatabaseRecord) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+
     /// How a running database's WAL archiving goes, as its instance counts it; `None` where this
     /// runtime cannot say.
     fn archive_status(

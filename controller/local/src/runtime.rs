@@ -414,6 +414,13 @@ impl Runtime for LocalRuntime {
         }
     }
 
+    async fn verify_backups(&self, database: &DatabaseRecord) -> Result<bool, RuntimeError> {
+        let _busy = self.backups.exclusive(database).await;
+        let backrest = self.backups.backrest(database, &self.database_dir(&database.name))?;
+        backrest.verify().await.map_err(|e| RuntimeError::Source(e.to_string()))?;
+        Ok(true)
+    }
+
     async fn archive_status(
         &self,
         database: &DatabaseRecord,

@@ -168,7 +168,8 @@ pub async fn metrics<P: Platform>(
                     family.get_or_create(&label).set(seconds);
                 }
             }
-            let failing = backup.warning.is_some() || backup.archive_failing_since.is_some();
+            let failing =
+                backup.warning.is_some() || backup.archive_failing_since.is_some() || backup.verify_error.is_some();
             backup_failing.get_or_create(&label).set(i64::from(failing));
             let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             archive_failures.get_or_create(&label).set(gauge(backup.archive_failures));

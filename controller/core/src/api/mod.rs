@@ -232,7 +232,7 @@ pub fn database_view(config: &ApiConfig, d: &DatabaseRecord, project: Option<&Pr
         settings: d.settings.wanted.clone(),
         backup: d.backup.clone().map(|b| devdb_shared::api::BackupStatus {
             before_restore: d.before_restore.clone(),
-            warning: b.warning.clone().or_else(|| crate::backups::archive_warning(&b)),
+            warning: b.warning.clone().or_else(|| crate::backups::standing_warning(&b)),
             ..b
         }),
     }

@@ -264,3 +264,30 @@ async fn an_owner_cannot_point_backups_at_a_repository_of_their_choosing() {
     let (status, _) = core.database("kate-pg").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing made");
 }
+
+/// A repository check that finds damaged files after a backup is a warning that stays until a
+/// later check finds nothing; checks are weekly otherwise.
+#[tokio::test]
+async fn damaged_backup_files_found_by_the_check_are_a_warning_until_a_check_finds_none() {
+    let runtime = FakeRuntime::default();
+    runtime.fail_next(Op::Verify, RuntimeError::Source("invalid checksum '15-1/0000000100000000/0001.zst'".into()));
+    let core = Core::start(runtime);
+    core.backed_up_database().await;
+    let (_, shown) = core.database("kate-pg").await;
+    let warning = shown["backup"]["warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("damaged backup files") && warning.contains("invalid checksum"), "{shown}");
+    assert!(core.text_as(ADMIN, "/metrics").await.contains("devdb_backup_failing{database=\"kate-pg\"} 1"));
+
+    // The next backup (a day on) is checked again: whole, the warning goes.
+    let backups = Backups::<FakePlatform>::new(core.store.clone(), core.runtime.clone());
+    let tomorrow = SystemTime::now() + std::time::Duration::from_secs(24 * 3600);
+    backups.once(tomorrow).await.expect("the schedule");
+    let (_, shown) = core.database("kate-pg").await;
+    assert_eq!(shown["backup"].get("warning"), None, "{shown}");
+    assert!(shown["backup"]["lastVerifiedAt"].is_string(), "{shown}");
+    let checks = || core.runtime.calls().iter().filter(|c| c.starts_with("verify")).count();
+    assert_eq!(checks(), 2);
+    // Whole: not checked again until a week has passed.
+    backups.once(tomorrow + std::time::Duration::from_secs(24 * 3600)).await.expect("the schedule");
+    assert_eq!(checks(), 2, "{:?}", core.runtime.calls());
+}
