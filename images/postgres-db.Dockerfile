@@ -12,7 +12,8 @@ ARG PG_MAJOR=15
 # fetches s3:// sources, with IRSA, EKS Pod Identity or keys. Pod Identity credentials
 # (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) need AWS CLI 2.15.0 or later, and Debian 12's is
 # 2.9.19: it comes from bookworm-backports (2.17.3 when written), with the awscrt it needs, and
-# the build fails on one older than 2.15.0.
+# the build fails on one older than 2.15.0. pgBackRest (Debian 12's, 2.45) archives and backs up
+# databases with backups: archive-push in the database pod, the backup Job.
 RUN groupadd --system --gid 999 postgres \
  && useradd --system --uid 999 --gid 999 --home-dir /var/lib/postgresql --create-home --shell /bin/bash postgres \
  && mkdir -p /etc/postgresql-common \
@@ -20,11 +21,12 @@ RUN groupadd --system --gid 999 postgres \
  && echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/bookworm-backports.list \
  && apt-get update \
  && apt-get install -y --no-install-recommends "postgresql-${PG_MAJOR}" ca-certificates \
-      awscli/bookworm-backports python3-awscrt/bookworm-backports \
+      pgbackrest awscli/bookworm-backports python3-awscrt/bookworm-backports \
  && rm -rf /var/lib/apt/lists/* /etc/apt/sources.list.d/bookworm-backports.list \
  && aws_cli=$(aws --version | sed -n 's|^aws-cli/\([0-9.]*\) .*|\1|p') \
  && { dpkg --compare-versions "$aws_cli" ge 2.15.0 \
       || { echo "AWS CLI '$aws_cli' cannot read EKS Pod Identity credentials (needs 2.15.0 or later)" >&2; exit 1; }; } \
+ && pgbackrest version \
  && install -d -o postgres -g postgres -m 2775 /var/run/postgresql
 ENV PATH=/usr/lib/postgresql/${PG_MAJOR}/bin:$PATH
 COPY --chmod=0755 bin/${TARGETARCH}/devdb-restore /usr/local/bin/devdb-restore

@@ -125,6 +125,20 @@ impl KubeRuntime {
         }
     }
 
+    /// What an archiving `database`'s pod needs before it starts: its project's account (one
+    /// IRSA role serves every database) and its configuration Secret, owned by its resource.
+    /// Applied wherever its StatefulSet is: backups may have been turned on since its clone.
+    async fn backup_objects(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
+        let Some(backups) = self.archiving(database) else { return Ok(()) };
+        let (p, db) = (database.project.as_str(), database.name.as_str());
+        let namespace = resources::namespace_name(p);
+        let account = crate::backups::backup_account(p, &backups.account_annotations);
+        apply(&self.api::<ServiceAccount>(&namespace), &account).await?;
+        let mut config = crate::backups::config_secret(p, db, &database.id, backups);
+        resources::owned_by(&mut config.metadata, "Database", db, &database.id);
+        apply(&self.api::<Secret>(&namespace), &config).await.map(drop)
+    }
+
     /// This runtime's backup settings, if `database` archives with them.
     fn archiving(&self, database: &DatabaseRecord) -> Option<&crate::backups::BackupSettings> {
         self.backups.as_ref().filter(|_| database.backup.as_ref().is_some_and(|b| b.enabled))
@@ -510,6 +524,7 @@ impl KubeRuntime {
     /// Applies the database's StatefulSet with `replicas` (0: stopped, its volume kept).
     async fn scale(&self, database: &DatabaseRecord, replicas: i32) -> Result<(), RuntimeError> {
         let namespace = resources::namespace_name(database.project.as_str());
+        self.backup_objects(database).await?;
         let mut statefulset = self.statefulset(database);
         resources::owned_by(&mut statefulset.metadata, "Database", database.name.as_str(), &database.id);
         if let Some(spec) = statefulset.spec.as_mut() {
@@ -537,17 +552,7 @@ impl KubeRuntime {
         );
         owned(&mut secret.metadata);
         apply(&self.api::<Secret>(&namespace), &secret).await?;
-        if let Some(backups) = self.archiving(database) {
-            // The project's account (not the database's: one IRSA role serves them all).
-            apply(
-                &self.api::<ServiceAccount>(&namespace),
-                &crate::backups::backup_account(p, &backups.account_annotations),
-            )
-            .await?;
-            let mut config = crate::backups::config_secret(p, db, &database.id, backups);
-            owned(&mut config.metadata);
-            apply(&self.api::<Secret>(&namespace), &config).await?;
-        }
+        self.backup_objects(database).await?;
         let mut statefulset = self.statefulset(database);
         owned(&mut statefulset.metadata);
         apply(&self.api::<StatefulSet>(&namespace), &statefulset).await?;

@@ -211,3 +211,40 @@ async fn a_failed_backup_says_pgbackrests_reason_and_its_job_goes_too() {
     .expect_err("failed");
     assert!(error.contains("403 (Forbidden)"), "{error}");
 }
+
+#[tokio::test]
+async fn a_database_started_with_backups_gets_its_account_and_secret_before_its_pod() {
+    let mut c = backup_cluster(repository());
+    let stopped = with_backups(database(json!({ "phase": "stopped", "snapshotGeneration": 1 }), 0, false));
+    let starting = with_backups(database(json!({ "phase": "starting", "snapshotGeneration": 1 }), 0, false));
+    let mut config = backups::config_secret("shop", "kate-pg", "uid-kate", &repository());
+    resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
+    let mut sts = backups::with_archiving(
+        resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
+        "kate-pg",
+        "uid-kate",
+    );
+    resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.replicas = Some(1);
+    }
+    let steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(stopped.clone()),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(stopped),
+        Step::patch(&format!("{DATABASES}/kate-pg/status")).reply(starting.clone()),
+        event("Starting", "Database", "kate-pg"),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+        Step::apply(
+            &format!("{NS}/serviceaccounts/devdb-backup"),
+            &backups::backup_account("shop", &repository().account_annotations),
+        ),
+        Step::apply(&format!("{NS}/secrets/kate-pg-backup"), &config),
+        Step::apply(STATEFULSET, &sts),
+        Step::get(STATEFULSET).reply(statefulset(1)),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(starting),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(with_backups(database(json!({ "phase": "running" }), 0, false))),
+        event("Running", "Database", "kate-pg"),
+    ];
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+}
