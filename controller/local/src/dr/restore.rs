@@ -175,13 +175,14 @@ fn recovered(record: &DatabaseRecord, port: u16) -> DatabaseRecord {
         before_restore: None,
         ..record.clone()
     };
-    // Its schedule and retention stay; its window starts again with its first backup here.
-    if let Some(backup) = record.backup.as_mut() {
-        backup.last_backup_at = None;
-        backup.restorable_from = None;
-        backup.restorable_to = None;
-        backup.warning = None;
-    }
+    // Its schedule and retention stay; everything observed (its window, archiving, checks)
+    // starts again with its first backup here.
+    record.backup = record.backup.take().map(|b| devdb_shared::api::BackupStatus {
+        enabled: b.enabled,
+        schedule: b.schedule,
+        retention: b.retention,
+        ..Default::default()
+    });
     record.lifecycle.stop_reason = Some(StopReason::Manual);
     record.lifecycle.stopped_at = Some(devdb_core::clock::now());
     record
