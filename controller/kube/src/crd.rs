@@ -189,6 +189,10 @@ pub struct DatabaseStatus {
     /// The parameters its pod runs with.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub applied_settings: std::collections::BTreeMap<String, String>,
+    /// Whether its pod was made to archive WAL (as its backups were when it last started or
+    /// took its settings): turning backups on or off rolls it while this differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiving: Option<bool>,
     /// Its backups as last seen: the last one, the window it can be restored to, archiving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "observed_backups")]

@@ -454,8 +454,7 @@ impl CrdStore {
             settings: devdb_core::model::Settings {
                 wanted: d.spec.settings.clone(),
                 applied: status.applied_settings.clone(),
-                // Never archiving here: backups need the local runtime.
-                archiving: None,
+                archiving: status.archiving,
             },
             // Asked for in the spec, observed in the status.
             backup: d.spec.backup.as_ref().map(|asked| devdb_shared::api::BackupStatus {
@@ -659,6 +658,7 @@ fn database_status(d: &DatabaseRecord, current: &Database) -> crd::DatabaseStatu
         stopped_at: d.lifecycle.stopped_at.clone(),
         last_active_at: d.lifecycle.last_active_at.clone(),
         applied_settings: d.settings.applied.clone(),
+        archiving: d.settings.archiving,
         // Observations only: what was asked for is in the spec.
         backup: d.backup.clone().map(|b| devdb_shared::api::BackupStatus { schedule: None, retention: None, ..b }),
         conditions: vec![ready_condition(d.status == Phase::Running, reason, d.error.as_ref(), &previous.conditions)],

@@ -242,9 +242,49 @@ async fn a_database_started_with_backups_gets_its_account_and_secret_before_its_
         Step::apply(STATEFULSET, &sts),
         Step::get(STATEFULSET).reply(statefulset(1)),
         Step::get(&format!("{DATABASES}/kate-pg")).reply(starting),
-        Step::patch(&format!("{DATABASES}/kate-pg/status"))
-            .reply(with_backups(database(json!({ "phase": "running" }), 0, false))),
+        Step::patch(&format!("{DATABASES}/kate-pg/status")).reply(with_backups(database(
+            json!({ "phase": "running" }),
+            0,
+            false,
+        ))),
         event("Running", "Database", "kate-pg"),
+    ];
+    c.pass(Key::Database(name("kate-pg")), steps).await;
+}
+
+#[tokio::test]
+async fn backups_turned_on_for_a_running_database_roll_its_pod_to_archive_and_say_so() {
+    let mut c = backup_cluster(repository());
+    // Asked for in the spec; its pod does not archive yet.
+    let running =
+        with_backups(database(json!({ "phase": "running", "snapshotGeneration": 1, "archiving": false }), 0, false));
+    let mut config = backups::config_secret("shop", "kate-pg", "uid-kate", &repository());
+    resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
+    let mut sts = backups::with_archiving(
+        resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
+        "kate-pg",
+        "uid-kate",
+    );
+    resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.replicas = Some(1);
+    }
+    let rolled = crate::settings::reported(serde_json::to_value(&sts).expect("json"), 1, "kate-pg-2", "kate-pg-2");
+    let steps = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
+        Step::get(STATEFULSET).reply(statefulset(1)),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+        Step::apply(
+            &format!("{NS}/serviceaccounts/devdb-backup"),
+            &backups::backup_account("shop", &repository().account_annotations),
+        ),
+        Step::apply(&format!("{NS}/secrets/kate-pg-backup"), &config),
+        Step::apply(STATEFULSET, &sts),
+        Step::get(STATEFULSET).reply(rolled),
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
+        Step::patch(&format!("{DATABASES}/kate-pg/status"))
+            .reply(running)
+            .has(json!({ "status": { "phase": "running", "archiving": true } })),
     ];
     c.pass(Key::Database(name("kate-pg")), steps).await;
 }

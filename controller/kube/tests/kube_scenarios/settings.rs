@@ -19,7 +19,7 @@ fn with_parameters(pg: &[(&str, &str)]) -> Value {
 }
 
 /// The StatefulSet as its controller reports it.
-fn reported(mut sts: Value, ready: i32, current: &str, update: &str) -> Value {
+pub fn reported(mut sts: Value, ready: i32, current: &str, update: &str) -> Value {
     sts["metadata"]["generation"] = json!(2);
     sts["status"] = json!({
         "replicas": 1, "readyReplicas": ready, "updatedReplicas": 1, "observedGeneration": 2,
