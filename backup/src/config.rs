@@ -53,6 +53,11 @@ impl Retention {
     /// The most pgBackRest takes, of either kind.
     pub const MAX: u32 = 9_999_999;
 
+    /// What a database's backups keep: the days its retention names, else the default.
+    pub fn kept(days: Option<u32>) -> Self {
+        days.map_or_else(Self::default, Self::Days)
+    }
+
     /// Its two configuration lines.
     fn lines(self) -> String {
         let (kind, n) = match self {

@@ -67,7 +67,7 @@ pub fn config_secret_name(database: &str) -> String {
 
 /// The stanza of the database whose resource has uid `id` (a uid is a valid stanza name): a
 /// database deleted and created again under its name never reads the old one's backups.
-pub fn stanza(id: &str) -> Stanza {
+pub fn stanza(id: &str, retention: Retention) -> Stanza {
     Stanza {
         name: id.to_ascii_lowercase(),
         data_dir: PGDATA.into(),
@@ -75,14 +75,20 @@ pub fn stanza(id: &str) -> Stanza {
         socket_dir: VOLUME_SOCKET_DIR.into(),
         superuser: "postgres".into(),
         work_dir: WORK_DIR.into(),
-        retention: Retention::default(),
+        retention,
     }
 }
 
 /// The Secret with the configuration of database `database` (uid `id`) of `project`: the
-/// repository, its stanza and the stanza's key.
-pub fn config_secret(project: &str, database: &str, id: &str, settings: &BackupSettings) -> Secret {
-    let stanza = stanza(id);
+/// repository, its stanza (keeping `retention`'s full backups) and the stanza's key.
+pub fn config_secret(
+    project: &str,
+    database: &str,
+    id: &str,
+    retention: Retention,
+    settings: &BackupSettings,
+) -> Secret {
+    let stanza = stanza(id, retention);
     let key = config::stanza_key(&settings.secret, &stanza.name);
     let conf = config::render_web_identity(&settings.repository, &stanza, &key, &Limits::default());
     Secret {
@@ -108,7 +114,7 @@ pub fn backup_account(project: &str, annotations: &BTreeMap<String, String>) -> 
 /// [`BACKUP_ACCOUNT`] as its identity.
 pub fn with_archiving(mut statefulset: StatefulSet, database: &str, id: &str) -> StatefulSet {
     let conf = Path::new(CONFIG_MOUNT).join(CONFIG_KEY);
-    let archive_command = config::archive_command(&conf, &stanza(id).name);
+    let archive_command = config::archive_command(&conf, &stanza(id, Retention::default()).name);
     let sockets = format!("{SOCKET_DIR},{VOLUME_SOCKET_DIR}");
     let Some(pod) = statefulset.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
         return statefulset;
@@ -191,7 +197,11 @@ pub fn backup_job(project: &str, database: &str, id: &str, settings: &ClusterSet
         name: "backup".into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["sh".into(), "-c".into(), BACKUP_SCRIPT.into()]),
-        env: Some(vec![EnvVar { name: "STANZA".into(), value: Some(stanza(id).name), ..EnvVar::default() }]),
+        env: Some(vec![EnvVar {
+            name: "STANZA".into(),
+            value: Some(stanza(id, Retention::default()).name),
+            ..EnvVar::default()
+        }]),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: DATA_MOUNT.into(),
@@ -277,7 +287,7 @@ pub(crate) mod tests {
     pub(crate) fn objects() -> Vec<serde_json::Value> {
         let sts = crate::resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new());
         [
-            serde_json::to_value(config_secret("shop", "kate-pg", ID, &backups())),
+            serde_json::to_value(config_secret("shop", "kate-pg", ID, Retention::default(), &backups())),
             serde_json::to_value(backup_account("shop", &backups().account_annotations)),
             serde_json::to_value(with_archiving(sts, "kate-pg", ID)),
             serde_json::to_value(backup_job("shop", "kate-pg", ID, &settings())),
@@ -291,7 +301,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_secret_holds_the_stanza_its_key_and_the_web_identity() {
-        let secret = config_secret("shop", "kate-pg", ID, &backups());
+        let secret = config_secret("shop", "kate-pg", ID, Retention::default(), &backups());
         assert_eq!(secret.metadata.name.as_deref(), Some("kate-pg-backup"));
         assert_eq!(secret.metadata.namespace.as_deref(), Some("devdb-shop"));
         let conf = &secret.string_data.as_ref().expect("data")[CONFIG_KEY];
@@ -311,6 +321,9 @@ pub(crate) mod tests {
         }
         assert_ne!(key, config::stanza_key(&b"k".repeat(32), "another-uid"), "a key per stanza");
         assert!(!format!("{:?}", backups()).contains("kkkk"), "the secret is not logged");
+        let week = config_secret("shop", "kate-pg", ID, Retention::Days(7), &backups());
+        let conf = &week.string_data.as_ref().expect("data")[CONFIG_KEY];
+        assert!(conf.contains("\nrepo1-retention-full-type=time\nrepo1-retention-full=7\n"), "{conf}");
     }
 
     #[test]

@@ -134,7 +134,9 @@ impl KubeRuntime {
         let namespace = resources::namespace_name(p);
         let account = crate::backups::backup_account(p, &backups.account_annotations);
         apply(&self.api::<ServiceAccount>(&namespace), &account).await?;
-        let mut config = crate::backups::config_secret(p, db, &database.id, backups);
+        let days = database.backup.as_ref().and_then(devdb_core::backup_settings::kept_days);
+        let retention = devdb_backup::Retention::kept(days);
+        let mut config = crate::backups::config_secret(p, db, &database.id, retention, backups);
         resources::owned_by(&mut config.metadata, "Database", db, &database.id);
         apply(&self.api::<Secret>(&namespace), &config).await.map(drop)
     }
@@ -647,6 +649,8 @@ impl Runtime for KubeRuntime {
         if self.archiving(database).is_none() {
             return Err(failed(format!("database {}: this controller has no backup repository", database.name)));
         }
+        // Its configuration as its backups say now (a retention changed, a key rotated).
+        self.backup_objects(database).await?;
         let namespace = resources::namespace_name(database.project.as_str());
         let jobs = self.api::<Job>(&namespace);
         let mut job =

@@ -73,7 +73,8 @@ async fn a_database_with_backups_runs_as_the_backup_account_with_its_key_in_a_se
     let owned = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         resources::owned_by(meta, "Database", "kate-pg", "uid-kate");
     };
-    let mut config = backups::config_secret("shop", "kate-pg", "uid-kate", &repository());
+    let mut config =
+        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::default(), &repository());
     owned(&mut config.metadata);
     let mut sts = backups::with_archiving(
         resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
@@ -145,11 +146,20 @@ async fn back_up(c: &mut Cluster, steps: Vec<Step>) -> Result<devdb_core::runtim
         let record = devdb_core::store::Store::database(&*store, "kate-pg").await.expect("read").expect("there");
         runtime.back_up(&record).await.map_err(|e| e.to_string())
     });
-    let mut script = vec![Step::get(&format!("{DATABASES}/kate-pg")).reply(with_backups(database(
-        json!({ "phase": "running" }),
-        0,
-        false,
-    )))];
+    let mut config =
+        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::Days(7), &repository());
+    resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
+    let mut running = with_backups(database(json!({ "phase": "running" }), 0, false));
+    running["spec"]["backup"]["retention"] = json!("7d");
+    let mut script = vec![
+        Step::get(&format!("{DATABASES}/kate-pg")).reply(running),
+        // Its configuration as its backups say now: kept for 7 days.
+        Step::apply(
+            &format!("{NS}/serviceaccounts/devdb-backup"),
+            &backups::backup_account("shop", &repository().account_annotations),
+        ),
+        Step::apply(&format!("{NS}/secrets/kate-pg-backup"), &config),
+    ];
     script.extend(steps);
     c.server.run(script).await;
     let result = backing_up.await.expect("ran");
@@ -217,7 +227,8 @@ async fn a_database_started_with_backups_gets_its_account_and_secret_before_its_
     let mut c = backup_cluster(repository());
     let stopped = with_backups(database(json!({ "phase": "stopped", "snapshotGeneration": 1 }), 0, false));
     let starting = with_backups(database(json!({ "phase": "starting", "snapshotGeneration": 1 }), 0, false));
-    let mut config = backups::config_secret("shop", "kate-pg", "uid-kate", &repository());
+    let mut config =
+        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::default(), &repository());
     resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
     let mut sts = backups::with_archiving(
         resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
@@ -258,7 +269,8 @@ async fn backups_turned_on_for_a_running_database_roll_its_pod_to_archive_and_sa
     // Asked for in the spec; its pod does not archive yet.
     let running =
         with_backups(database(json!({ "phase": "running", "snapshotGeneration": 1, "archiving": false }), 0, false));
-    let mut config = backups::config_secret("shop", "kate-pg", "uid-kate", &repository());
+    let mut config =
+        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::default(), &repository());
     resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
     let mut sts = backups::with_archiving(
         resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
