@@ -405,6 +405,10 @@ pub(crate) mod tests {
     /// `info --output=json` of a stanza with a full and an incremental backup.
     pub(crate) const INFO: &str = r#"[{"archive":[{"id":"15-1","max":"000000010000000000000004","min":"000000010000000000000001"}],"backup":[{"error":false,"info":{"repository":{"delta":100,"size":1000},"size":5000},"label":"20261207-100000F","timestamp":{"start":1796637600,"stop":1796637660},"type":"full"},{"error":false,"info":{"repository":{"delta":10,"size":200},"size":5000},"label":"20261207-100000F_20261208-100000I","timestamp":{"start":1796724000,"stop":1796724030},"type":"incr"}],"name":"uid-kate","status":{"code":0,"message":"ok"}}]"#;
 
+    /// The last line of the backup Job's script as pgBackRest 2.45 (the database image's) printed
+    /// it, run against a database in another container sharing only its volume.
+    const INFO_2_45: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000002","min":"000000010000000000000001"}],"backup":[{"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},"backrest":{"format":5,"version":"2.45"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":22992350,"repository":{"delta":2833552,"size":2833552},"size":22992350},"label":"20261207-193011F","lsn":{"start":"0/2000028","stop":"0/2000100"},"prior":null,"reference":null,"timestamp":{"start":1796671811,"stop":1796671814},"type":"full"}],"cipher":"aes-256-cbc","db":[{"id":1,"repo-key":1,"system-id":7716646635111776270,"version":"15"}],"name":"uid-kate","repo":[{"cipher":"aes-256-cbc","key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
     #[test]
     fn a_finished_jobs_log_says_when_the_backup_ended_and_what_can_be_restored() {
         let at = |secs| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
@@ -413,6 +417,8 @@ pub(crate) mod tests {
         assert_eq!(done.at, at(1_796_724_030));
         assert_eq!((done.restorable_from, done.restorable_to), (at(1_796_637_661), at(1_796_724_031)));
         assert_eq!(done.repository_bytes, 1200);
+        let real = backed_up(&format!("{INFO_2_45}\n")).expect("pgBackRest 2.45's info");
+        assert_eq!((real.repository_bytes, real.at), (2_833_552, at(1_796_671_814)));
         let refused = backed_up("ERROR: [056]: unable to find primary cluster").expect_err("no info");
         assert!(refused.contains("does not end with the stanza's info"), "{refused}");
         assert!(backed_up(r#"[{"archive":[],"backup":[],"name":"x","status":{"code":0,"message":"ok"}}]"#).is_err());
