@@ -95,11 +95,13 @@ pub fn ca_copy(stanza: &Stanza) -> PathBuf {
 }
 
 /// What PostgreSQL runs for each finished WAL segment of `stanza` (`archive_command`), with the
-/// configuration file at `config`.
-pub fn archive_command(config: &Path, stanza: &str) -> String {
+/// configuration file at `config`; without a stanza, pgBackRest takes the one its environment
+/// names (`PGBACKREST_STANZA`).
+pub fn archive_command(config: &Path, stanza: Option<&str>) -> String {
     // Run by a shell: the path single-quoted (a stanza's name is plain).
     let config = config.display().to_string().replace('\'', r"'\''");
-    format!("pgbackrest '--config={config}' --stanza={stanza} archive-push %p")
+    let stanza = stanza.map(|s| format!(" --stanza={s}")).unwrap_or_default();
+    format!("pgbackrest '--config={config}'{stanza} archive-push %p")
 }
 
 /// How much WAL may wait in `pg_wal` for a repository that cannot be reached before pgBackRest

@@ -113,7 +113,7 @@ impl PgBackRest {
     /// What PostgreSQL runs for each finished WAL segment (`archive_command`), and, for a
     /// restore, to fetch one (`restore_command`, written by pgBackRest itself).
     pub fn archive_command(&self) -> String {
-        crate::config::archive_command(&self.config, &self.stanza.name)
+        crate::config::archive_command(&self.config, Some(&self.stanza.name))
     }
 
     fn command(&self, command: &str) -> tokio::process::Command {

@@ -16,8 +16,8 @@ use devdb_backup::{Repository, Retention};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EmptyDirVolumeSource, EnvVar, PodAffinity, PodAffinityTerm, PodSpec, Secret,
-    SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
+    Affinity, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodAffinity, PodAffinityTerm, PodSpec, Secret,
+    SecretKeySelector, SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -31,6 +31,8 @@ pub const BACKUP_ACCOUNT: &str = "devdb-backup";
 const CONFIG_MOUNT: &str = "/etc/pgbackrest";
 /// The configuration file's key in the Secret.
 const CONFIG_KEY: &str = "pgbackrest.conf";
+/// The stanza's name in the Secret (`PGBACKREST_STANZA` of the pod and the Job).
+const STANZA_KEY: &str = "stanza";
 /// pgBackRest's locks and asynchronous archiving queue: scratch space of the pod (the WAL
 /// itself waits in `pg_wal` until pushed, so losing it loses nothing).
 const WORK_DIR: &str = "/var/lib/pgbackrest";
@@ -65,11 +67,20 @@ pub fn config_secret_name(database: &str) -> String {
     format!("{database}-backup")
 }
 
-/// The stanza of the database whose resource has uid `id` (a uid is a valid stanza name): a
-/// database deleted and created again under its name never reads the old one's backups.
-pub fn stanza(id: &str, retention: Retention) -> Stanza {
+/// The stanza of the clone on volume `volume_uid` of the database whose resource has uid `id`
+/// (uids are valid in stanza names): a database deleted and created again under its name never
+/// reads the old one's backups, and each clone (a reset makes a new volume) archives into a
+/// stanza of its own, as pgBackRest wants of another WAL history.
+pub fn stanza_name(id: &str, volume_uid: &str) -> String {
+    let volume: String = volume_uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let name = if volume.is_empty() { id.to_string() } else { format!("{id}-{volume}") };
+    name.to_ascii_lowercase()
+}
+
+/// Stanza `name` of a database pod, keeping `retention`'s full backups.
+pub fn stanza(name: &str, retention: Retention) -> Stanza {
     Stanza {
-        name: id.to_ascii_lowercase(),
+        name: name.into(),
         data_dir: PGDATA.into(),
         port: 5432,
         socket_dir: VOLUME_SOCKET_DIR.into(),
@@ -79,21 +90,22 @@ pub fn stanza(id: &str, retention: Retention) -> Stanza {
     }
 }
 
-/// The Secret with the configuration of database `database` (uid `id`) of `project`: the
-/// repository, its stanza (keeping `retention`'s full backups) and the stanza's key.
+/// The Secret with the configuration of database `database` of `project`: the repository, its
+/// stanza `stanza` (keeping `retention`'s full backups) and the stanza's key, and the stanza's
+/// name, which its pod and backup Job take from here.
 pub fn config_secret(
     project: &str,
     database: &str,
-    id: &str,
+    stanza_name: &str,
     retention: Retention,
     settings: &BackupSettings,
 ) -> Secret {
-    let stanza = stanza(id, retention);
+    let stanza = stanza(stanza_name, retention);
     let key = config::stanza_key(&settings.secret, &stanza.name);
     let conf = config::render_web_identity(&settings.repository, &stanza, &key, &Limits::default());
     Secret {
         metadata: meta(&config_secret_name(database), project, Some(database)),
-        string_data: Some(BTreeMap::from([(CONFIG_KEY.into(), conf)])),
+        string_data: Some(BTreeMap::from([(CONFIG_KEY.into(), conf), (STANZA_KEY.into(), stanza.name)])),
         type_: Some("Opaque".into()),
         ..Secret::default()
     }
@@ -108,13 +120,14 @@ pub fn backup_account(project: &str, annotations: &BTreeMap<String, String>) -> 
     ServiceAccount { metadata, automount_service_account_token: Some(false), ..ServiceAccount::default() }
 }
 
-/// `statefulset` (database `database`, uid `id`) archiving its WAL: PostgreSQL's archiving
+/// `statefulset` (database `database`) archiving its WAL: PostgreSQL's archiving
 /// parameters on its command line (and a second socket, on its volume, for the backup Job),
 /// its configuration Secret mounted read-only, pgBackRest's scratch space, and
 /// [`BACKUP_ACCOUNT`] as its identity.
-pub fn with_archiving(mut statefulset: StatefulSet, database: &str, id: &str) -> StatefulSet {
+pub fn with_archiving(mut statefulset: StatefulSet, database: &str) -> StatefulSet {
     let conf = Path::new(CONFIG_MOUNT).join(CONFIG_KEY);
-    let archive_command = config::archive_command(&conf, &stanza(id, Retention::default()).name);
+    // The stanza from the environment: the template stays the same from clone to clone.
+    let archive_command = config::archive_command(&conf, None);
     let sockets = format!("{SOCKET_DIR},{VOLUME_SOCKET_DIR}");
     let Some(pod) = statefulset.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
         return statefulset;
@@ -156,11 +169,25 @@ fn with_pgbackrest(pod: &mut PodSpec, database: &str) {
         },
     ]);
     let Some(container) = pod.containers.first_mut() else { return };
-    container.env.get_or_insert_default().push(EnvVar {
-        name: "PGBACKREST_CONFIG".into(),
-        value: Some(Path::new(CONFIG_MOUNT).join(CONFIG_KEY).display().to_string()),
-        ..EnvVar::default()
-    });
+    container.env.get_or_insert_default().extend([
+        EnvVar {
+            name: "PGBACKREST_CONFIG".into(),
+            value: Some(Path::new(CONFIG_MOUNT).join(CONFIG_KEY).display().to_string()),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "PGBACKREST_STANZA".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: config_secret_name(database),
+                    key: STANZA_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+    ]);
     container.volume_mounts.get_or_insert_default().extend([
         VolumeMount {
             name: "pgbackrest-config".into(),
@@ -177,31 +204,26 @@ pub fn backup_job_name(database: &str) -> String {
     format!("{database}-backup")
 }
 
-/// What the backup Job runs: the stanza made if new (nothing else changes an existing one), an
+/// What the backup Job runs (the stanza its Secret names): the stanza made if new (nothing else changes an existing one), an
 /// incremental backup (pgBackRest takes a full one when the stanza has none), then the
 /// stanza's `info` as JSON, the last line of its log, which the controller reads.
 const BACKUP_SCRIPT: &str = r#"set -e
-pgbackrest --stanza="$STANZA" stanza-create >&2
-pgbackrest --stanza="$STANZA" --type=incr backup >&2
-exec pgbackrest --stanza="$STANZA" --output=json info"#;
+pgbackrest stanza-create >&2
+pgbackrest --type=incr backup >&2
+exec pgbackrest --output=json info"#;
 
 /// How long a backup may take before its Job fails.
 pub const BACKUP_DEADLINE_SECONDS: i64 = 6 * 3600;
 
-/// The Job backing up database `database` (uid `id`) of `project`: a pod of the database image
+/// The Job backing up database `database` of `project`: a pod of the database image
 /// on the same node as the database's (its volume is attached there: a ReadWriteOnce volume
 /// takes several pods of one node), mounting the volume to read the data files and reach the
 /// server's socket, with the database's pgBackRest configuration and identity.
-pub fn backup_job(project: &str, database: &str, id: &str, settings: &ClusterSettings) -> Job {
+pub fn backup_job(project: &str, database: &str, settings: &ClusterSettings) -> Job {
     let container = Container {
         name: "backup".into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["sh".into(), "-c".into(), BACKUP_SCRIPT.into()]),
-        env: Some(vec![EnvVar {
-            name: "STANZA".into(),
-            value: Some(stanza(id, Retention::default()).name),
-            ..EnvVar::default()
-        }]),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: DATA_MOUNT.into(),
@@ -289,8 +311,8 @@ pub(crate) mod tests {
         [
             serde_json::to_value(config_secret("shop", "kate-pg", ID, Retention::default(), &backups())),
             serde_json::to_value(backup_account("shop", &backups().account_annotations)),
-            serde_json::to_value(with_archiving(sts, "kate-pg", ID)),
-            serde_json::to_value(backup_job("shop", "kate-pg", ID, &settings())),
+            serde_json::to_value(with_archiving(sts, "kate-pg")),
+            serde_json::to_value(backup_job("shop", "kate-pg", &settings())),
         ]
         .into_iter()
         .map(|v| v.expect("serializes"))
@@ -327,6 +349,14 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn each_clone_has_a_stanza_of_its_own_named_after_its_volume() {
+        assert_eq!(stanza_name(ID, "9F8E7D6C-5b4a-3928-1706-f5e4d3c2b1a0"), format!("{ID}-9f8e7d6c"));
+        assert_ne!(stanza_name(ID, "9f8e7d6c-aaaa"), stanza_name(ID, "1a2b3c4d-aaaa"), "a reset's new volume");
+        assert_eq!(stanza_name(ID, ""), ID);
+        assert!(devdb_backup::config::valid_stanza_name(&stanza_name(ID, "9f8e7d6c-5b4a-3928-1706-f5e4d3c2b1a0")));
+    }
+
+    #[test]
     fn the_account_carries_irsas_role_and_no_api_token() {
         let account = backup_account("shop", &backups().account_annotations);
         assert_eq!(account.metadata.name.as_deref(), Some(BACKUP_ACCOUNT));
@@ -341,7 +371,7 @@ pub(crate) mod tests {
     #[test]
     fn an_archiving_pod_mounts_its_secret_read_only_and_pushes_each_segment() {
         let plain = crate::resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new());
-        let sts = serde_json::to_value(with_archiving(plain.clone(), "kate-pg", ID)).expect("json");
+        let sts = serde_json::to_value(with_archiving(plain.clone(), "kate-pg")).expect("json");
         let pod = &sts["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], BACKUP_ACCOUNT);
         assert_eq!(pod["automountServiceAccountToken"], false, "still no API token");
@@ -358,9 +388,7 @@ pub(crate) mod tests {
                 "-c",
                 "archive_mode=on",
                 "-c",
-                &format!(
-                    "archive_command=pgbackrest '--config=/etc/pgbackrest/pgbackrest.conf' --stanza={ID} archive-push %p"
-                ),
+                "archive_command=pgbackrest '--config=/etc/pgbackrest/pgbackrest.conf' archive-push %p",
                 "-c",
                 "archive_timeout=60",
                 "-c",
@@ -379,7 +407,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_backup_job_runs_beside_the_database_on_its_volume_as_its_account_once() {
-        let job = serde_json::to_value(backup_job("shop", "kate-pg", ID, &settings())).expect("json");
+        let job = serde_json::to_value(backup_job("shop", "kate-pg", &settings())).expect("json");
         assert_eq!(job["metadata"]["name"], "kate-pg-backup");
         assert_eq!(
             (job["spec"]["backoffLimit"].as_i64(), job["spec"]["activeDeadlineSeconds"].as_i64()),
@@ -396,7 +424,11 @@ pub(crate) mod tests {
         let volumes = pod["volumes"].to_string();
         assert!(volumes.contains(r#""claimName":"kate-pg-data""#) && volumes.contains("kate-pg-backup"), "{volumes}");
         let container = &pod["containers"][0];
-        assert_eq!(container["env"][0], serde_json::json!({ "name": "STANZA", "value": ID }));
+        assert_eq!(
+            container["env"][1]["valueFrom"]["secretKeyRef"],
+            serde_json::json!({ "name": "kate-pg-backup", "key": "stanza", "optional": false }),
+            "the clone's stanza, from its Secret"
+        );
         let script = container["command"][2].as_str().expect("script");
         assert!(script.lines().last().is_some_and(|l| l.ends_with("--output=json info")), "{script}");
         assert!(!container.to_string().contains("cipher"), "no key but in its Secret");

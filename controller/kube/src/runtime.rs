@@ -120,7 +120,7 @@ impl KubeRuntime {
         let (p, db) = (database.project.as_str(), database.name.as_str());
         let statefulset = resources::statefulset(p, db, &self.settings, &database.settings.wanted);
         match self.archiving(database) {
-            Some(_) => crate::backups::with_archiving(statefulset, db, &database.id),
+            Some(_) => crate::backups::with_archiving(statefulset, db),
             None => statefulset,
         }
     }
@@ -132,11 +132,17 @@ impl KubeRuntime {
         let Some(backups) = self.archiving(database) else { return Ok(()) };
         let (p, db) = (database.project.as_str(), database.name.as_str());
         let namespace = resources::namespace_name(p);
+        // The clone's own stanza: its volume's (a reset makes a new one).
+        let data = resources::data_name(db);
+        let Some(volume) = self.api::<PersistentVolumeClaim>(&namespace).get_opt(&data).await.platform()? else {
+            return Err(RuntimeError::DataMissing(database.name.clone()));
+        };
+        let stanza = crate::backups::stanza_name(&database.id, &volume.uid().unwrap_or_default());
         let account = crate::backups::backup_account(p, &backups.account_annotations);
         apply(&self.api::<ServiceAccount>(&namespace), &account).await?;
         let days = database.backup.as_ref().and_then(devdb_core::backup_settings::kept_days);
         let retention = devdb_backup::Retention::kept(days);
-        let mut config = crate::backups::config_secret(p, db, &database.id, retention, backups);
+        let mut config = crate::backups::config_secret(p, db, &stanza, retention, backups);
         resources::owned_by(&mut config.metadata, "Database", db, &database.id);
         apply(&self.api::<Secret>(&namespace), &config).await.map(drop)
     }
@@ -653,8 +659,7 @@ impl Runtime for KubeRuntime {
         self.backup_objects(database).await?;
         let namespace = resources::namespace_name(database.project.as_str());
         let jobs = self.api::<Job>(&namespace);
-        let mut job =
-            crate::backups::backup_job(database.project.as_str(), database.name.as_str(), &database.id, &self.settings);
+        let mut job = crate::backups::backup_job(database.project.as_str(), database.name.as_str(), &self.settings);
         resources::owned_by(&mut job.metadata, "Database", database.name.as_str(), &database.id);
         let name = apply(&jobs, &job).await?.name_any();
         let wait = Wait::new("backing up", self.waits.every, self.waits.restore);

@@ -25,6 +25,16 @@ fn repository() -> BackupSettings {
     }
 }
 
+/// The stanza of kate-pg's clone on [`volume`].
+const STANZA: &str = "uid-kate-0f1e2d3c";
+
+/// kate-pg's volume, as the API server has it.
+fn volume() -> Value {
+    let mut pvc = pvc_from_snapshot();
+    pvc["metadata"]["uid"] = json!("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+    pvc
+}
+
 fn with_backups(mut database: Value) -> Value {
     database["spec"]["backup"] = json!({});
     database
@@ -74,19 +84,18 @@ async fn a_database_with_backups_runs_as_the_backup_account_with_its_key_in_a_se
         resources::owned_by(meta, "Database", "kate-pg", "uid-kate");
     };
     let mut config =
-        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::default(), &repository());
+        backups::config_secret("shop", "kate-pg", STANZA, devdb_backup::Retention::default(), &repository());
     owned(&mut config.metadata);
-    let mut sts = backups::with_archiving(
-        resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
-        "kate-pg",
-        "uid-kate",
-    );
+    let mut sts =
+        backups::with_archiving(resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()), "kate-pg");
     owned(&mut sts.metadata);
     let mut instance = instance_steps();
     // Before the pod that needs them: the account and the configuration.
     instance.splice(
         2..3,
         [
+            // The clone's volume names its stanza.
+            Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(volume()),
             Step::apply(
                 &format!("{NS}/serviceaccounts/devdb-backup"),
                 &backups::backup_account("shop", &repository().account_annotations),
@@ -116,11 +125,12 @@ async fn a_database_with_backups_runs_as_the_backup_account_with_its_key_in_a_se
     ]);
     let bodies = c.pass(Key::Database(name("kate-pg")), steps).await;
     // The stanza's key is in its Secret, and in no other request (a status, an event).
-    let key = devdb_backup::config::stanza_key(KEY, "uid-kate");
-    let conf = bodies[8]["stringData"]["pgbackrest.conf"].as_str().expect("the configuration");
+    let key = devdb_backup::config::stanza_key(KEY, STANZA);
+    assert_eq!(bodies[9]["stringData"]["stanza"], STANZA, "its own clone's stanza");
+    let conf = bodies[9]["stringData"]["pgbackrest.conf"].as_str().expect("the configuration");
     assert!(conf.contains(&format!("\nrepo1-cipher-pass={key}\n")), "{conf}");
     assert!(conf.contains("\nrepo1-s3-key-type=web-id\n"), "IRSA's role: {conf}");
-    for (i, body) in bodies.iter().enumerate().filter(|(i, _)| *i != 8) {
+    for (i, body) in bodies.iter().enumerate().filter(|(i, _)| *i != 9) {
         assert!(!body.to_string().contains(&key), "request {i} carries the key: {body}");
     }
 }
@@ -132,7 +142,7 @@ const JOB: &str = "/apis/batch/v1/namespaces/devdb-shop/jobs/kate-pg-backup";
 
 /// The backup Job as the runtime applies it (owned by the database), with `status`.
 fn backup_job(status: Value) -> (k8s_openapi::api::batch::v1::Job, Value) {
-    let mut job = backups::backup_job("shop", "kate-pg", "uid-kate", &settings());
+    let mut job = backups::backup_job("shop", "kate-pg", &settings());
     resources::owned_by(&mut job.metadata, "Database", "kate-pg", "uid-kate");
     let mut reply = serde_json::to_value(&job).expect("json");
     reply["status"] = status;
@@ -146,14 +156,14 @@ async fn back_up(c: &mut Cluster, steps: Vec<Step>) -> Result<devdb_core::runtim
         let record = devdb_core::store::Store::database(&*store, "kate-pg").await.expect("read").expect("there");
         runtime.back_up(&record).await.map_err(|e| e.to_string())
     });
-    let mut config =
-        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::Days(7), &repository());
+    let mut config = backups::config_secret("shop", "kate-pg", STANZA, devdb_backup::Retention::Days(7), &repository());
     resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
     let mut running = with_backups(database(json!({ "phase": "running" }), 0, false));
     running["spec"]["backup"]["retention"] = json!("7d");
     let mut script = vec![
         Step::get(&format!("{DATABASES}/kate-pg")).reply(running),
         // Its configuration as its backups say now: kept for 7 days.
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(volume()),
         Step::apply(
             &format!("{NS}/serviceaccounts/devdb-backup"),
             &backups::backup_account("shop", &repository().account_annotations),
@@ -228,13 +238,10 @@ async fn a_database_started_with_backups_gets_its_account_and_secret_before_its_
     let stopped = with_backups(database(json!({ "phase": "stopped", "snapshotGeneration": 1 }), 0, false));
     let starting = with_backups(database(json!({ "phase": "starting", "snapshotGeneration": 1 }), 0, false));
     let mut config =
-        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::default(), &repository());
+        backups::config_secret("shop", "kate-pg", STANZA, devdb_backup::Retention::default(), &repository());
     resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
-    let mut sts = backups::with_archiving(
-        resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
-        "kate-pg",
-        "uid-kate",
-    );
+    let mut sts =
+        backups::with_archiving(resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()), "kate-pg");
     resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
     if let Some(spec) = sts.spec.as_mut() {
         spec.replicas = Some(1);
@@ -245,6 +252,7 @@ async fn a_database_started_with_backups_gets_its_account_and_secret_before_its_
         Step::patch(&format!("{DATABASES}/kate-pg/status")).reply(starting.clone()),
         event("Starting", "Database", "kate-pg"),
         Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(volume()),
         Step::apply(
             &format!("{NS}/serviceaccounts/devdb-backup"),
             &backups::backup_account("shop", &repository().account_annotations),
@@ -270,13 +278,10 @@ async fn backups_turned_on_for_a_running_database_roll_its_pod_to_archive_and_sa
     let running =
         with_backups(database(json!({ "phase": "running", "snapshotGeneration": 1, "archiving": false }), 0, false));
     let mut config =
-        backups::config_secret("shop", "kate-pg", "uid-kate", devdb_backup::Retention::default(), &repository());
+        backups::config_secret("shop", "kate-pg", STANZA, devdb_backup::Retention::default(), &repository());
     resources::owned_by(&mut config.metadata, "Database", "kate-pg", "uid-kate");
-    let mut sts = backups::with_archiving(
-        resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()),
-        "kate-pg",
-        "uid-kate",
-    );
+    let mut sts =
+        backups::with_archiving(resources::statefulset("shop", "kate-pg", &settings(), &BTreeMap::new()), "kate-pg");
     resources::owned_by(&mut sts.metadata, "Database", "kate-pg", "uid-kate");
     if let Some(spec) = sts.spec.as_mut() {
         spec.replicas = Some(1);
@@ -286,6 +291,7 @@ async fn backups_turned_on_for_a_running_database_roll_its_pod_to_archive_and_sa
         Step::get(&format!("{DATABASES}/kate-pg")).reply(running.clone()),
         Step::get(STATEFULSET).reply(statefulset(1)),
         Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(pvc_from_snapshot()),
+        Step::get(&format!("{NS}/persistentvolumeclaims/kate-pg-data")).reply(volume()),
         Step::apply(
             &format!("{NS}/serviceaccounts/devdb-backup"),
             &backups::backup_account("shop", &repository().account_annotations),
