@@ -34,6 +34,9 @@ impl BackupKind {
     }
 }
 
+/// How old a stanza's newest full backup may be before the next backup is a full one.
+pub const FULL_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// One backup of a stanza.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
@@ -143,6 +146,17 @@ impl StanzaInfo {
         self.backups.last()
     }
 
+    /// What the next backup at `now` is: a full one when there is none yet or the newest full one
+    /// ended [`FULL_EVERY`] ago or more (so a retention, counted in full backups or in days, has
+    /// whole ones to expire), else an incremental one.
+    pub fn next_kind(&self, now: SystemTime) -> BackupKind {
+        let last_full = self.backups.iter().rev().find(|b| b.kind == BackupKind::Full);
+        match last_full {
+            Some(full) if now.duration_since(full.stopped_at).unwrap_or_default() < FULL_EVERY => BackupKind::Incr,
+            _ => BackupKind::Full,
+        }
+    }
+
     /// What its backups take in the repository (compressed), all of them.
     pub fn repository_bytes(&self) -> u64 {
         self.backups.iter().map(|b| b.repository_bytes).sum()
@@ -250,6 +264,16 @@ mod tests {
         assert!(window.check(at(1_796_660_401)).is_err(), "after the last archived segment");
         // Nothing archived since: up to the newest backup's end.
         assert_eq!(info.window(None).map(|w| w.to), Some(at(1_796_660_223)));
+    }
+
+    #[test]
+    fn a_full_backup_a_week_and_incremental_ones_between() {
+        let info = StanzaInfo::parse(INFO).expect("parsed");
+        let full_ended = at(1_796_660_131);
+        assert_eq!(info.next_kind(full_ended + Duration::from_secs(24 * 3600)), BackupKind::Incr);
+        assert_eq!(info.next_kind(full_ended + FULL_EVERY), BackupKind::Full);
+        let empty = StanzaInfo { backups: Vec::new(), ..info };
+        assert_eq!(empty.next_kind(full_ended), BackupKind::Full, "the first one");
     }
 
     #[test]

@@ -230,7 +230,7 @@ pub trait Runtime: Send + Sync + 'static {
     fn backups(&self) -> bool;
 
     /// Takes a backup of `database` (running, with backups on): the first of each of its
-    /// clones a full one, then incremental ones. What its repository then holds.
+    /// clones a full one, then incremental ones, and a full one again weekly. What its repository then holds.
     fn back_up(&self, database: &DatabaseRecord) -> impl Future<Output = Result<BackedUp, RuntimeError>> + Send;
 
     /// Reads back every file of `database`'s current backups and archive and checks it

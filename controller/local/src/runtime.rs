@@ -399,9 +399,7 @@ impl Runtime for LocalRuntime {
         let backrest = self.backups.backrest(database, &self.database_dir(&database.name))?;
         backrest.ensure_stanza().await.map_err(failed("creating the database's backup stanza"))?;
         let before = backrest.info().await.map_err(failed("reading the database's backups"))?;
-        let kind =
-            if before.backups.is_empty() { devdb_backup::BackupKind::Full } else { devdb_backup::BackupKind::Incr };
-        backrest.backup(kind).await.map_err(failed("backing up"))?;
+        backrest.backup(before.next_kind(std::time::SystemTime::now())).await.map_err(failed("backing up"))?;
         let info = backrest.info().await.map_err(failed("reading the database's backups"))?;
         match (info.last_backup(), info.window(None)) {
             (Some(last), Some(window)) => Ok(devdb_core::runtime::BackedUp {
