@@ -623,16 +623,16 @@ impl Runtime for KubeRuntime {
         self.backups.is_some()
     }
 
-    async fn archive_status(
-        &self,
-        _database: &DatabaseRecord,
-    ) -> Result<Option<devdb_core::runtime::ArchiveStatus>, RuntimeError> {
-        Ok(None)
     /// Not checked here yet (its backups are in S3, read by pgBackRest in the database's pod).
     async fn verify_backups(&self, _database: &DatabaseRecord) -> Result<bool, RuntimeError> {
         Ok(false)
     }
 
+    async fn archive_status(
+        &self,
+        _database: &DatabaseRecord,
+    ) -> Result<Option<devdb_core::runtime::ArchiveStatus>, RuntimeError> {
+        Ok(None)
     }
 
     async fn keep_before_restore(&self, database: &DatabaseRecord) -> Result<std::time::SystemTime, RuntimeError> {
