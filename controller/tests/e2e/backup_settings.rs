@@ -13,19 +13,6 @@ async fn archive_mode(devdb: &DevDb) -> String {
     client.query_one("SHOW archive_mode", &[]).await.expect("SHOW archive_mode").get(0)
 }
 
-/// Every file under `dir`.
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() { pending.push(path) } else { files.push(path) }
-        }
-    }
-    files
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_turned_on_archive_and_back_up_a_running_database_and_turned_off_stop_archiving() {
     let devdb = with_empty_project(&["--lifecycle-check-every", "200ms"]).await;
@@ -50,7 +37,7 @@ async fn backups_turned_on_archive_and_back_up_a_running_database_and_turned_off
     let backup = backed_up.unwrap_or_else(|| panic!("never backed up:\n{}", devdb.log()));
     assert_eq!((backup.schedule.as_deref(), backup.retention.as_deref()), (Some("hourly"), Some("7d")));
     assert_eq!(archive_mode(&devdb).await, "on", "restarted archiving");
-    let configs: Vec<String> = files(&devdb.data_dir.join("backup"))
+    let configs: Vec<String> = files_under(&devdb.data_dir.join("backup"))
         .into_iter()
         .filter(|p| p.ends_with("pgbackrest.conf"))
         .map(|p| std::fs::read_to_string(p).expect("a stanza's configuration"))
@@ -60,7 +47,7 @@ async fn backups_turned_on_archive_and_back_up_a_running_database_and_turned_off
         "its stanza keeps full backups 7 days: {configs:?}"
     );
     let repository = devdb.data_dir.join("backups").join("backup");
-    let kept = files(&repository).len();
+    let kept = files_under(&repository).len();
     assert!(kept > 0, "the backup is in the repository");
 
     let (ok, out, err) = devdb.cli(&["db", "backup", "kate-pg", "--off"]).await;
@@ -75,5 +62,5 @@ async fn backups_turned_on_archive_and_back_up_a_running_database_and_turned_off
     }
     assert_eq!(mode, "off", "restarted without archiving:\n{}", devdb.log());
     assert_eq!(devdb.database("kate-pg").await.and_then(|d| d.backup), None);
-    assert_eq!(files(&repository).len(), kept, "what was backed up stays");
+    assert_eq!(files_under(&repository).len(), kept, "what was backed up stays");
 }

@@ -36,26 +36,13 @@ async fn a_database_created_with_backups_is_archived_and_backed_up() {
     client.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)").await.expect("write");
     let repo = devdb.data_dir.join("backups");
     let archived =
-        || walkdir(&repo.join("archive")).into_iter().filter(|p| p.to_string_lossy().contains("00000001")).count();
+        || files_under(&repo.join("archive")).into_iter().filter(|p| p.to_string_lossy().contains("00000001")).count();
     assert!(archived() > 0, "the backup's own WAL is archived");
     // Nothing in the repository is readable as plain PostgreSQL data: it is encrypted.
     let manifest =
-        walkdir(&repo.join("backup")).into_iter().find(|p| p.ends_with("backup.manifest")).expect("a manifest");
+        files_under(&repo.join("backup")).into_iter().find(|p| p.ends_with("backup.manifest")).expect("a manifest");
     let bytes = std::fs::read(&manifest).expect("manifest");
     assert!(!String::from_utf8_lossy(&bytes).contains("pg_control"), "the manifest is encrypted");
-}
-
-/// Every file under `dir`.
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() { pending.push(path) } else { files.push(path) }
-        }
-    }
-    files
 }
 
 /// Backups that cannot be set up (here: something that is not a directory where the repository

@@ -343,3 +343,16 @@ pub fn tls(ca: &Path) -> tokio_postgres_rustls::MakeRustlsConnect {
         .with_no_client_auth();
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
+
+/// Every file under `dir`.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { pending.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
