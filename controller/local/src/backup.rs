@@ -124,11 +124,7 @@ impl LocalBackups {
     /// When its name cannot be written.
     pub fn new_stanza(&self, database: &DatabaseRecord) -> Result<(), RuntimeError> {
         use std::io::Write as _;
-        let base = if devdb_backup::config::valid_stanza_name(&database.id) {
-            database.id.clone()
-        } else {
-            format!("db-{}", database.name)
-        };
+        let base = stanza_base(database);
         let since = devdb_core::clock::unix(std::time::SystemTime::now());
         let file = self.stanza_file(database);
         std::fs::create_dir_all(file.parent().unwrap_or(&self.root))
@@ -141,10 +137,13 @@ impl LocalBackups {
         writeln!(list, "{base}-{since}").map_err(RuntimeError::io("naming the clone's backups"))
     }
 
-    /// The names of `database`'s stanzas, oldest first (none listed: none).
+    /// The names of `database`'s stanzas, oldest first (none listed: none). Only this
+    /// incarnation's: a database deleted and made again under its name (perhaps by another
+    /// owner) finds the list its predecessor left, whose stanzas begin with another id.
     pub fn stanza_names(&self, database: &DatabaseRecord) -> Vec<String> {
         let list = std::fs::read_to_string(self.stanza_file(database)).unwrap_or_default();
-        list.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+        let own = format!("{}-", stanza_base(database));
+        list.lines().map(str::trim).filter(|l| l.starts_with(&own)).map(String::from).collect()
     }
 
     /// Lists `stanzas` (oldest first) as `database`'s, as another installation named them.
@@ -164,15 +163,14 @@ impl LocalBackups {
     /// `database`'s stanzas, oldest first, with the second each began; a clone made before its
     /// backups were on gets its first now.
     fn stanzas(&self, database: &DatabaseRecord) -> Result<Vec<(String, i64)>, RuntimeError> {
-        if !self.stanza_file(database).is_file() {
+        let mut names = self.stanza_names(database);
+        if names.is_empty() {
             self.new_stanza(database)?;
+            names = self.stanza_names(database);
         }
-        let list = std::fs::read_to_string(self.stanza_file(database))
-            .map_err(RuntimeError::io("reading the clone's backup stanza"))?;
-        list.lines()
-            .filter(|l| !l.trim().is_empty())
+        names
+            .iter()
             .map(|name| {
-                let name = name.trim();
                 let since = name.rsplit('-').next().and_then(|s| s.parse().ok());
                 match since {
                     Some(since) if devdb_backup::config::valid_stanza_name(name) => Ok((name.to_string(), since)),
@@ -238,6 +236,16 @@ impl LocalBackups {
     }
 }
 
+/// What `database`'s stanzas' names begin with: its id (unique per incarnation), or its name
+/// for an id that cannot name a stanza.
+fn stanza_base(database: &DatabaseRecord) -> String {
+    if devdb_backup::config::valid_stanza_name(&database.id) {
+        database.id.clone()
+    } else {
+        format!("db-{}", database.name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +270,31 @@ mod tests {
         database.backup = Some(BackupStatus { enabled: true, ..Default::default() });
         let kept = conf(&database);
         assert!(kept.contains("\nrepo1-retention-full-type=count\nrepo1-retention-full=2\n"), "{kept}");
+    }
+
+    /// A database deleted and made again under its name (perhaps by another owner) never reads
+    /// the stanzas of the one before: not for its current clone, not for any moment.
+    #[test]
+    fn a_name_taken_again_never_reaches_the_stanzas_of_the_database_before() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let backups = LocalBackups::new(dir.path().join("backup"), Repository::Posix(dir.path().join("repo")), None);
+        let record = |id: &str, owner: &str| -> DatabaseRecord {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "name": "kate-pg", "project": "shop", "owner": owner, "status": "running",
+                "want": "Run", "port": 5432, "password": "pw", "snapshot_generation": 1, "error": null,
+                "created_at": "now",
+            }))
+            .expect("a record")
+        };
+        let (kates, bobs) = (record("db-kate", "kate"), record("db-bob", "bob"));
+        backups.new_stanza(&kates).expect("kate's stanza");
+        assert_eq!(backups.stanza_names(&bobs), Vec::<String>::new(), "none of kate's");
+        let at_kates_time = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        let stanza = |b: devdb_backup::PgBackRest| b.stanza().name.clone();
+        let bobs_now = stanza(backups.backrest(&bobs, &dir.path().join("kate-pg")).expect("bob's"));
+        let bobs_then = stanza(backups.backrest_at(&bobs, &dir.path().join("kate-pg"), at_kates_time).expect("bob's"));
+        assert!(bobs_now.starts_with("db-bob-") && bobs_then.starts_with("db-bob-"), "{bobs_now} {bobs_then}");
+        let kates_names = backups.stanza_names(&kates);
+        assert!(kates_names.len() == 1 && kates_names[0].starts_with("db-kate-"), "{kates_names:?}");
     }
 }
