@@ -384,13 +384,11 @@ impl Runtime for LocalRuntime {
         project: &ProjectRecord,
         at: std::time::SystemTime,
     ) -> Result<(), RuntimeError> {
-        if source.backup.is_none() {
-            return Err(RuntimeError::Source(format!("database {} has no backups", source.name)));
-        }
+        in_place::no_backups(source)?;
         let backrest = self.backups.backrest_at(source, &self.database_dir(&source.name), at)?;
         let (this, from) = (self.clone(), source.clone());
         blocking(move || this.archive_now(&from)).await?;
-        self.restore_new(database, project, &backrest, devdb_backup::Target::Time(at)).await
+        self.restore_staged(database, project, &backrest, devdb_backup::Target::Time(at), Publish::Replace).await
     }
 
     async fn back_up(&self, database: &DatabaseRecord) -> Result<devdb_core::runtime::BackedUp, RuntimeError> {

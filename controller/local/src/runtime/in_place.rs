@@ -66,23 +66,10 @@ impl LocalRuntime {
         self.ensure_running(database).await?;
         let dir = self.database_dir(&database.name);
         let backrest = self.backups.backrest_at(database, &dir, to)?;
-        let staging = dir.with_extension("cloning");
-        let (this, d, stage) = (self.clone(), database.clone(), staging.clone());
-        blocking(move || {
-            this.archive_now(&d)?;
-            this.clear_staging(&stage)?;
-            this.pg.make_dir(&stage).map_err(RuntimeError::step("creating the restore's directory"))?;
-            this.pg.make_dir(&stage.join("data")).map_err(RuntimeError::step("creating the restore's directory"))
-        })
-        .await?;
-        if let Err(error) = backrest.restore(Target::Time(to), &staging.join("data")).await {
-            let _ = self.clear_staging(&staging);
-            return Err(RuntimeError::Step { step: "restoring from the backups", detail: error.to_string() });
-        }
-        let (this, d, p, stage) = (self.clone(), database.clone(), project.clone(), staging.clone());
-        let finished = blocking(move || this.finish_restore(&d, &p, &stage, Publish::KeepPrevious)).await;
-        if let Err(error) = finished {
-            let _ = self.clear_staging(&staging);
+        let (this, d) = (self.clone(), database.clone());
+        blocking(move || this.archive_now(&d)).await?;
+        let restored = self.restore_staged(database, project, &backrest, Target::Time(to), Publish::KeepPrevious).await;
+        if let Err(error) = restored {
             self.put_back_previous(database).await?;
             self.ensure_running(database).await?;
             return Err(error);
@@ -127,7 +114,8 @@ impl LocalRuntime {
     }
 }
 
-fn no_backups(database: &DatabaseRecord) -> Result<(), RuntimeError> {
+/// Refuses a restore from the backups of a database that has none.
+pub(super) fn no_backups(database: &DatabaseRecord) -> Result<(), RuntimeError> {
     match database.backup {
         Some(_) => Ok(()),
         None => Err(RuntimeError::Source(format!("database {} has no backups", database.name))),

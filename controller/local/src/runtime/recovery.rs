@@ -1,6 +1,6 @@
-//! A new database's data restored from backups (another database's at a moment, or its own
-//! latest after losing the installation): restored into a staging directory, then published
-//! and started as a clone is, archiving into a stanza of its own.
+//! A database's data restored from backups (another database's at a moment, its own latest after
+//! losing the installation, or its own at a moment in place): restored into a staging directory,
+//! then published and started as a clone is, archiving into a stanza of its own.
 
 use devdb_backup::{PgBackRest, Target};
 use devdb_core::model::{DatabaseRecord, ProjectRecord};
@@ -9,14 +9,15 @@ use devdb_core::runtime::RuntimeError;
 use super::{LocalRuntime, Publish, blocking};
 
 impl LocalRuntime {
-    /// Restores `backrest`'s stanza to `target` as `database` (which has no data yet), and starts
-    /// it with its password set.
-    pub(super) async fn restore_new(
+    /// Restores `backrest`'s stanza to `target` as `database`, published as `publish` says, and
+    /// starts it with its password set. The staging directory is cleared when it fails.
+    pub(super) async fn restore_staged(
         &self,
         database: &DatabaseRecord,
         project: &ProjectRecord,
         backrest: &PgBackRest,
         target: Target,
+        publish: Publish,
     ) -> Result<(), RuntimeError> {
         let staging = self.database_dir(&database.name).with_extension("cloning");
         let (this, dir) = (self.clone(), staging.clone());
@@ -32,7 +33,7 @@ impl LocalRuntime {
         }
         let (this, database, project) = (self.clone(), database.clone(), project.clone());
         blocking(move || {
-            let finished = this.finish_restore(&database, &project, &staging, Publish::Replace);
+            let finished = this.finish_restore(&database, &project, &staging, publish);
             if finished.is_err() {
                 let _ = this.clear_staging(&staging);
             }
@@ -48,6 +49,6 @@ impl LocalRuntime {
     /// When its stanzas cannot be read or restored, or it does not start.
     pub async fn restore_latest(&self, database: &DatabaseRecord, project: &ProjectRecord) -> Result<(), RuntimeError> {
         let backrest = self.backups.backrest(database, &self.database_dir(&database.name))?;
-        self.restore_new(database, project, &backrest, Target::Latest).await
+        self.restore_staged(database, project, &backrest, Target::Latest, Publish::Replace).await
     }
 }
