@@ -708,8 +708,7 @@ impl<P: Platform> Reconciler<P> {
                     ))
                     .into());
                 };
-                let at = humantime::parse_rfc3339_weak(&from.at)
-                    .map_err(|e| RuntimeError::Source(format!("the moment {:?}: {e}", from.at)))?;
+                let at = moment(&from.at)?;
                 self.runtime.restore_database(database, &source, &project, at).await?;
             }
             _ => self.runtime.clone_database(database, &project, snapshot.generation).await?,
@@ -735,8 +734,7 @@ impl<P: Platform> Reconciler<P> {
         restoring: &crate::model::InPlaceRestore,
     ) -> Result<(), ReconcileError> {
         self.set_database(&database.name, database_state::cloning).await?;
-        let mut outcome = humantime::parse_rfc3339_weak(&restoring.to)
-            .map_err(|e| RuntimeError::Source(format!("the moment {:?}: {e}", restoring.to)));
+        let mut outcome = moment(&restoring.to);
         if outcome.is_ok() && restoring.before.is_none() {
             match self.runtime.keep_before_restore(database).await {
                 Ok(before) => {
@@ -800,6 +798,11 @@ impl<P: Platform> Reconciler<P> {
     async fn set_database(&self, name: &Name, f: impl FnMut(&mut DatabaseRecord) + Send) -> Result<(), StoreError> {
         self.store.update_database(name, f).await.map(drop)
     }
+}
+
+/// A moment a record keeps to restore to (RFC 3339, as the API wrote it).
+fn moment(at: &str) -> Result<std::time::SystemTime, RuntimeError> {
+    humantime::parse_rfc3339_weak(at).map_err(|e| RuntimeError::Source(format!("the moment {at:?}: {e}")))
 }
 
 /// How a database's error begins when its settings could not be applied.
